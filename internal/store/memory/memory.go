@@ -1,0 +1,484 @@
+// Package memory is an in-process store.Store for tests and development.
+// Its state is lost on exit: never use it where clients or tokens must
+// survive a restart or be shared between replicas.
+package memory
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+type code struct {
+	c    store.AuthCode
+	used bool
+}
+
+type consentKey struct{ user, client string }
+
+// Store keeps everything in maps behind one mutex.
+type Store struct {
+	mu       sync.Mutex
+	clients  map[string]*store.Client
+	requests map[string]*store.AuthRequest
+	codes    map[string]*code
+	grants   map[string]*store.Grant
+	refresh  map[string]*store.RefreshToken
+	consents map[consentKey]*store.Consent
+	keys     map[string]*store.SigningKey
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		clients:  map[string]*store.Client{},
+		requests: map[string]*store.AuthRequest{},
+		codes:    map[string]*code{},
+		grants:   map[string]*store.Grant{},
+		refresh:  map[string]*store.RefreshToken{},
+		consents: map[consentKey]*store.Consent{},
+		keys:     map[string]*store.SigningKey{},
+	}
+}
+
+func live(expiresAt time.Time) bool { return !store.Expired(expiresAt, time.Now()) }
+
+func cloneClient(c *store.Client) *store.Client {
+	n := *c
+	n.RedirectURIs = slices.Clone(c.RedirectURIs)
+	n.GrantTypes = slices.Clone(c.GrantTypes)
+	n.ResponseTypes = slices.Clone(c.ResponseTypes)
+	n.Metadata = slices.Clone(c.Metadata)
+	n.CreatedAt = store.NormTime(c.CreatedAt)
+	n.ExpiresAt = store.NormTime(c.ExpiresAt)
+	return &n
+}
+
+func cloneRequest(r *store.AuthRequest) *store.AuthRequest {
+	n := *r
+	n.Scopes = slices.Clone(r.Scopes)
+	n.UpstreamVerifier = slices.Clone(r.UpstreamVerifier)
+	n.Identity = slices.Clone(r.Identity)
+	n.UpstreamTokens = slices.Clone(r.UpstreamTokens)
+	n.ExpiresAt = store.NormTime(r.ExpiresAt)
+	return &n
+}
+
+func cloneCode(c *store.AuthCode) *store.AuthCode {
+	n := *c
+	n.Scopes = slices.Clone(c.Scopes)
+	n.Identity = slices.Clone(c.Identity)
+	n.UpstreamTokens = slices.Clone(c.UpstreamTokens)
+	n.ExpiresAt = store.NormTime(c.ExpiresAt)
+	return &n
+}
+
+func cloneGrant(g *store.Grant) *store.Grant {
+	n := *g
+	n.Scopes = slices.Clone(g.Scopes)
+	n.Identity = slices.Clone(g.Identity)
+	n.UpstreamTokens = slices.Clone(g.UpstreamTokens)
+	n.UpstreamExpiry = store.NormTime(g.UpstreamExpiry)
+	n.CreatedAt = store.NormTime(g.CreatedAt)
+	n.ExpiresAt = store.NormTime(g.ExpiresAt)
+	return &n
+}
+
+func cloneRefresh(t *store.RefreshToken) *store.RefreshToken {
+	n := *t
+	n.CreatedAt = store.NormTime(t.CreatedAt)
+	n.ExpiresAt = store.NormTime(t.ExpiresAt)
+	n.RotatedAt = store.NormTime(t.RotatedAt)
+	return &n
+}
+
+func cloneConsent(c *store.Consent) *store.Consent {
+	n := *c
+	n.Scopes = slices.Clone(c.Scopes)
+	n.CreatedAt = store.NormTime(c.CreatedAt)
+	return &n
+}
+
+func cloneKey(k *store.SigningKey) *store.SigningKey {
+	n := *k
+	n.Private = slices.Clone(k.Private)
+	n.Public = slices.Clone(k.Public)
+	n.CreatedAt = store.NormTime(k.CreatedAt)
+	n.RetireAt = store.NormTime(k.RetireAt)
+	return &n
+}
+
+// CreateClient implements store.Store.
+func (s *Store) CreateClient(_ context.Context, c *store.Client) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.clients[c.ID]; ok {
+		return store.ErrConflict
+	}
+	s.clients[c.ID] = cloneClient(c)
+	return nil
+}
+
+// GetClient implements store.Store.
+func (s *Store) GetClient(_ context.Context, id string) (*store.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.clients[id]
+	if !ok || !live(c.ExpiresAt) {
+		return nil, store.ErrNotFound
+	}
+	return cloneClient(c), nil
+}
+
+// DeleteClient implements store.Store.
+func (s *Store) DeleteClient(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.clients[id]; !ok {
+		return store.ErrNotFound
+	}
+	delete(s.clients, id)
+	return nil
+}
+
+// CountClientsByIP implements store.Store.
+func (s *Store) CountClientsByIP(_ context.Context, ip string, since time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	since = store.NormTime(since)
+	n := 0
+	for _, c := range s.clients {
+		if c.RegisteredIP == ip && !c.CreatedAt.Before(since) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// CreateAuthRequest implements store.Store.
+func (s *Store) CreateAuthRequest(_ context.Context, r *store.AuthRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.requests[r.ID]; ok {
+		return store.ErrConflict
+	}
+	s.requests[r.ID] = cloneRequest(r)
+	return nil
+}
+
+// GetAuthRequest implements store.Store.
+func (s *Store) GetAuthRequest(_ context.Context, id string) (*store.AuthRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.requests[id]
+	if !ok || !live(r.ExpiresAt) {
+		return nil, store.ErrNotFound
+	}
+	return cloneRequest(r), nil
+}
+
+// UpdateAuthRequest implements store.Store.
+func (s *Store) UpdateAuthRequest(_ context.Context, r *store.AuthRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.requests[r.ID]
+	if !ok || !live(old.ExpiresAt) {
+		return store.ErrNotFound
+	}
+	s.requests[r.ID] = cloneRequest(r)
+	return nil
+}
+
+// DeleteAuthRequest implements store.Store.
+func (s *Store) DeleteAuthRequest(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.requests[id]; !ok {
+		return store.ErrNotFound
+	}
+	delete(s.requests, id)
+	return nil
+}
+
+// TakeAuthRequestByUpstreamState implements store.Store.
+func (s *Store) TakeAuthRequestByUpstreamState(_ context.Context, stateHash string) (*store.AuthRequest, error) {
+	if stateHash == "" {
+		return nil, store.ErrNotFound
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.requests {
+		if r.UpstreamStateHash == stateHash && live(r.ExpiresAt) {
+			r.UpstreamStateHash = ""
+			return cloneRequest(r), nil
+		}
+	}
+	return nil, store.ErrNotFound
+}
+
+// CreateAuthCode implements store.Store.
+func (s *Store) CreateAuthCode(_ context.Context, c *store.AuthCode) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.codes[c.Hash]; ok {
+		return store.ErrConflict
+	}
+	s.codes[c.Hash] = &code{c: *cloneCode(c)}
+	return nil
+}
+
+// ConsumeAuthCode implements store.Store.
+func (s *Store) ConsumeAuthCode(_ context.Context, hash string) (*store.AuthCode, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.codes[hash]
+	if !ok || !live(c.c.ExpiresAt) {
+		return nil, store.ErrNotFound
+	}
+	if c.used {
+		return cloneCode(&c.c), store.ErrAlreadyUsed
+	}
+	c.used = true
+	return cloneCode(&c.c), nil
+}
+
+// CreateGrant implements store.Store.
+func (s *Store) CreateGrant(_ context.Context, g *store.Grant) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.grants[g.ID]; ok {
+		return store.ErrConflict
+	}
+	s.grants[g.ID] = cloneGrant(g)
+	return nil
+}
+
+// GetGrant implements store.Store.
+func (s *Store) GetGrant(_ context.Context, id string) (*store.Grant, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.grants[id]
+	if !ok || !live(g.ExpiresAt) {
+		return nil, store.ErrNotFound
+	}
+	return cloneGrant(g), nil
+}
+
+// RevokeGrant implements store.Store.
+func (s *Store) RevokeGrant(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.grants[id]
+	if !ok {
+		return store.ErrNotFound
+	}
+	g.Revoked = true
+	return nil
+}
+
+// UpdateGrantUpstream implements store.Store.
+func (s *Store) UpdateGrantUpstream(_ context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.grants[id]
+	if !ok || !live(g.ExpiresAt) || g.Revoked {
+		return store.ErrNotFound
+	}
+	if g.Version != expectedVersion {
+		return store.ErrConflict
+	}
+	g.UpstreamTokens = slices.Clone(sealed)
+	g.UpstreamExpiry = store.NormTime(expiry)
+	g.Version++
+	return nil
+}
+
+// CreateRefreshToken implements store.Store.
+func (s *Store) CreateRefreshToken(_ context.Context, t *store.RefreshToken) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.refresh[t.Hash]; ok {
+		return store.ErrConflict
+	}
+	if _, ok := s.grants[t.GrantID]; !ok {
+		return store.ErrNotFound
+	}
+	s.refresh[t.Hash] = cloneRefresh(t)
+	return nil
+}
+
+// GetRefreshToken implements store.Store.
+func (s *Store) GetRefreshToken(_ context.Context, hash string) (*store.RefreshToken, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.refresh[hash]
+	if !ok || !live(t.ExpiresAt) {
+		return nil, store.ErrNotFound
+	}
+	return cloneRefresh(t), nil
+}
+
+// RotateRefreshToken implements store.Store.
+func (s *Store) RotateRefreshToken(_ context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.refresh[oldHash]
+	if !ok || !live(old.ExpiresAt) {
+		return store.ErrNotFound
+	}
+	if !old.RotatedAt.IsZero() {
+		return store.ErrConflict
+	}
+	if _, ok := s.refresh[next.Hash]; ok {
+		return store.ErrConflict
+	}
+	if _, ok := s.grants[next.GrantID]; !ok {
+		return store.ErrNotFound
+	}
+	old.RotatedAt = store.NormTime(now)
+	old.ReplacedBy = next.Hash
+	s.refresh[next.Hash] = cloneRefresh(next)
+	return nil
+}
+
+// RevokeRefreshTokensForGrant implements store.Store.
+func (s *Store) RevokeRefreshTokensForGrant(_ context.Context, grantID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, t := range s.refresh {
+		if t.GrantID == grantID {
+			delete(s.refresh, h)
+		}
+	}
+	return nil
+}
+
+// GetConsent implements store.Store.
+func (s *Store) GetConsent(_ context.Context, userKey, clientID string) (*store.Consent, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.consents[consentKey{userKey, clientID}]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return cloneConsent(c), nil
+}
+
+// SaveConsent implements store.Store.
+func (s *Store) SaveConsent(_ context.Context, c *store.Consent) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.consents[consentKey{c.UserKey, c.ClientID}] = cloneConsent(c)
+	return nil
+}
+
+// DeleteConsent implements store.Store.
+func (s *Store) DeleteConsent(_ context.Context, userKey, clientID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := consentKey{userKey, clientID}
+	if _, ok := s.consents[k]; !ok {
+		return store.ErrNotFound
+	}
+	delete(s.consents, k)
+	return nil
+}
+
+// ListSigningKeys implements store.Store.
+func (s *Store) ListSigningKeys(_ context.Context) ([]*store.SigningKey, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*store.SigningKey, 0, len(s.keys))
+	for _, k := range s.keys {
+		out = append(out, cloneKey(k))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// CreateSigningKey implements store.Store.
+func (s *Store) CreateSigningKey(_ context.Context, k *store.SigningKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.keys[k.ID]; ok {
+		return store.ErrConflict
+	}
+	s.keys[k.ID] = cloneKey(k)
+	return nil
+}
+
+// UpdateSigningKey implements store.Store.
+func (s *Store) UpdateSigningKey(_ context.Context, k *store.SigningKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.keys[k.ID]
+	if !ok {
+		return store.ErrNotFound
+	}
+	old.Status = k.Status
+	old.RetireAt = store.NormTime(k.RetireAt)
+	return nil
+}
+
+// DeleteSigningKey implements store.Store.
+func (s *Store) DeleteSigningKey(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.keys[id]; !ok {
+		return store.ErrNotFound
+	}
+	delete(s.keys, id)
+	return nil
+}
+
+// DeleteExpired implements store.Store.
+func (s *Store) DeleteExpired(_ context.Context, now time.Time) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for id, c := range s.clients {
+		if store.Expired(c.ExpiresAt, now) {
+			delete(s.clients, id)
+			n++
+		}
+	}
+	for id, r := range s.requests {
+		if store.Expired(r.ExpiresAt, now) {
+			delete(s.requests, id)
+			n++
+		}
+	}
+	for h, c := range s.codes {
+		if store.Expired(c.c.ExpiresAt, now) {
+			delete(s.codes, h)
+			n++
+		}
+	}
+	for id, g := range s.grants {
+		if store.Expired(g.ExpiresAt, now) {
+			delete(s.grants, id)
+			n++
+		}
+	}
+	for h, t := range s.refresh {
+		if _, ok := s.grants[t.GrantID]; store.Expired(t.ExpiresAt, now) || !ok {
+			delete(s.refresh, h)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error { return nil }
