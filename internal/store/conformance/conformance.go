@@ -1,0 +1,857 @@
+// Package conformance is the test suite every store.Store backend must pass.
+// Backends call Run from their own tests:
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.Run(t, func(t *testing.T) store.Store { return newTestStore(t) })
+//	}
+package conformance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// Run runs every conformance test. newStore must return an empty store; the
+// suite closes it.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Clients", testClients},
+		{"CountClientsByIP", testCountClientsByIP},
+		{"AuthRequests", testAuthRequests},
+		{"TakeAuthRequestByUpstreamState", testTakeAuthRequest},
+		{"TakeAuthRequestConcurrent", testTakeAuthRequestConcurrent},
+		{"AuthCodes", testAuthCodes},
+		{"AuthCodeConcurrentConsume", testAuthCodeConcurrent},
+		{"Grants", testGrants},
+		{"UpdateGrantUpstream", testUpdateGrantUpstream},
+		{"UpdateGrantUpstreamConcurrent", testUpdateGrantUpstreamConcurrent},
+		{"RefreshTokens", testRefreshTokens},
+		{"RotateRefreshToken", testRotateRefreshToken},
+		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
+		{"Consents", testConsents},
+		{"SigningKeys", testSigningKeys},
+		{"DeleteExpired", testDeleteExpired},
+		{"LongKeys", testLongKeys},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			tc.fn(t, s)
+		})
+	}
+}
+
+var opts = cmp.Options{cmpopts.EquateEmpty()}
+
+// now is rounded to the precision every backend keeps.
+func now() time.Time { return store.NormTime(time.Now()) }
+
+func wantErr(t *testing.T, op string, got, want error) {
+	t.Helper()
+	if !errors.Is(got, want) {
+		t.Fatalf("%s: error = %v, want %v", op, got, want)
+	}
+}
+
+func must(t *testing.T, op string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", op, err)
+	}
+}
+
+func testClients(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	c := &store.Client{
+		ID:                      "client-1",
+		SecretHash:              "$2a$10$abcdefghijklmnopqrstuv",
+		Name:                    "Claude",
+		RedirectURIs:            []string{"https://a.example/cb", "http://127.0.0.1/cb"},
+		GrantTypes:              []string{"authorization_code", "refresh_token"},
+		ResponseTypes:           []string{"code"},
+		TokenEndpointAuthMethod: "client_secret_basic",
+		Scope:                   "tools:read tools:call",
+		ApplicationType:         "native",
+		Kind:                    store.ClientKindDynamic,
+		RegisteredIP:            "192.0.2.1",
+		Metadata:                []byte(`{"client_name":"Claude"}`),
+		CreatedAt:               n,
+		ExpiresAt:               n.Add(time.Hour),
+	}
+	must(t, "CreateClient", s.CreateClient(ctx, c))
+	wantErr(t, "CreateClient duplicate", s.CreateClient(ctx, c), store.ErrConflict)
+
+	got, err := s.GetClient(ctx, c.ID)
+	must(t, "GetClient", err)
+	if d := cmp.Diff(c, got, opts); d != "" {
+		t.Errorf("GetClient mismatch (-want +got):\n%s", d)
+	}
+	// Returned values are copies.
+	got.RedirectURIs[0] = "https://evil.example/cb"
+	got.Metadata[0] = 'X'
+	again, err := s.GetClient(ctx, c.ID)
+	must(t, "GetClient", err)
+	if d := cmp.Diff(c, again, opts); d != "" {
+		t.Errorf("store aliased a returned client (-want +got):\n%s", d)
+	}
+
+	_, err = s.GetClient(ctx, "unknown")
+	wantErr(t, "GetClient unknown", err, store.ErrNotFound)
+
+	pub := &store.Client{ID: "public", Kind: store.ClientKindStatic, CreatedAt: n}
+	must(t, "CreateClient public", s.CreateClient(ctx, pub))
+	got, err = s.GetClient(ctx, "public")
+	must(t, "GetClient public", err)
+	if d := cmp.Diff(pub, got, opts); d != "" {
+		t.Errorf("GetClient public mismatch (-want +got):\n%s", d)
+	}
+
+	expired := &store.Client{ID: "expired", CreatedAt: n.Add(-2 * time.Hour), ExpiresAt: n.Add(-time.Hour)}
+	must(t, "CreateClient expired", s.CreateClient(ctx, expired))
+	_, err = s.GetClient(ctx, "expired")
+	wantErr(t, "GetClient expired", err, store.ErrNotFound)
+
+	must(t, "DeleteClient", s.DeleteClient(ctx, c.ID))
+	_, err = s.GetClient(ctx, c.ID)
+	wantErr(t, "GetClient deleted", err, store.ErrNotFound)
+	wantErr(t, "DeleteClient again", s.DeleteClient(ctx, c.ID), store.ErrNotFound)
+	// The ID is free again.
+	must(t, "CreateClient after delete", s.CreateClient(ctx, c))
+}
+
+func testCountClientsByIP(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	for i, tc := range []struct {
+		ip  string
+		age time.Duration
+	}{
+		{"192.0.2.1", 0},
+		{"192.0.2.1", 30 * time.Minute},
+		{"192.0.2.1", 2 * time.Hour}, // outside the window
+		{"192.0.2.2", 0},
+		{"2001:db8::1", 0},
+	} {
+		must(t, "CreateClient", s.CreateClient(ctx, &store.Client{
+			ID: fmt.Sprintf("c%d", i), RegisteredIP: tc.ip, CreatedAt: n.Add(-tc.age),
+		}))
+	}
+	for _, tc := range []struct {
+		ip    string
+		since time.Time
+		want  int
+	}{
+		{"192.0.2.1", n.Add(-time.Hour), 2},
+		{"192.0.2.1", n.Add(-3 * time.Hour), 3},
+		{"192.0.2.1", n.Add(-30 * time.Minute), 2}, // since is inclusive
+		{"192.0.2.1", n.Add(time.Minute), 0},
+		{"192.0.2.2", n.Add(-time.Hour), 1},
+		{"2001:db8::1", n.Add(-time.Hour), 1},
+		{"198.51.100.7", n.Add(-time.Hour), 0},
+	} {
+		got, err := s.CountClientsByIP(ctx, tc.ip, tc.since)
+		must(t, "CountClientsByIP", err)
+		if got != tc.want {
+			t.Errorf("CountClientsByIP(%s, now%v) = %d, want %d", tc.ip, tc.since.Sub(n), got, tc.want)
+		}
+	}
+}
+
+func newRequest(id string, exp time.Time) *store.AuthRequest {
+	return &store.AuthRequest{
+		ID:                  id,
+		ClientID:            "client-1",
+		RedirectURI:         "http://127.0.0.1:3000/cb",
+		State:               "client-state",
+		Resource:            "https://mcp.example/mcp",
+		Scopes:              []string{"openid", "tools:read"},
+		CodeChallenge:       "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+		CodeChallengeMethod: "S256",
+		UpstreamStateHash:   "state-hash-" + id,
+		UpstreamNonce:       "nonce",
+		UpstreamVerifier:    []byte{1, 2, 3},
+		ConsentCSRF:         "csrf",
+		ExpiresAt:           exp,
+	}
+}
+
+func testAuthRequests(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	r := newRequest("req-1", n.Add(10*time.Minute))
+	must(t, "CreateAuthRequest", s.CreateAuthRequest(ctx, r))
+	wantErr(t, "CreateAuthRequest duplicate", s.CreateAuthRequest(ctx, r), store.ErrConflict)
+
+	got, err := s.GetAuthRequest(ctx, r.ID)
+	must(t, "GetAuthRequest", err)
+	if d := cmp.Diff(r, got, opts); d != "" {
+		t.Errorf("GetAuthRequest mismatch (-want +got):\n%s", d)
+	}
+	_, err = s.GetAuthRequest(ctx, "unknown")
+	wantErr(t, "GetAuthRequest unknown", err, store.ErrNotFound)
+
+	upd := *got
+	upd.UserKey = "https://idp.example#alice"
+	upd.Identity = []byte(`{"groups":["admins"]}`)
+	upd.UpstreamTokens = []byte("sealed")
+	upd.Scopes = []string{"openid"}
+	must(t, "UpdateAuthRequest", s.UpdateAuthRequest(ctx, &upd))
+	got, err = s.GetAuthRequest(ctx, r.ID)
+	must(t, "GetAuthRequest after update", err)
+	if d := cmp.Diff(&upd, got, opts); d != "" {
+		t.Errorf("GetAuthRequest after update mismatch (-want +got):\n%s", d)
+	}
+	wantErr(t, "UpdateAuthRequest unknown", s.UpdateAuthRequest(ctx, newRequest("unknown", n.Add(time.Hour))), store.ErrNotFound)
+
+	exp := newRequest("req-expired", n.Add(-time.Second))
+	must(t, "CreateAuthRequest expired", s.CreateAuthRequest(ctx, exp))
+	_, err = s.GetAuthRequest(ctx, exp.ID)
+	wantErr(t, "GetAuthRequest expired", err, store.ErrNotFound)
+	wantErr(t, "UpdateAuthRequest expired", s.UpdateAuthRequest(ctx, exp), store.ErrNotFound)
+
+	must(t, "DeleteAuthRequest", s.DeleteAuthRequest(ctx, r.ID))
+	_, err = s.GetAuthRequest(ctx, r.ID)
+	wantErr(t, "GetAuthRequest deleted", err, store.ErrNotFound)
+	wantErr(t, "DeleteAuthRequest again", s.DeleteAuthRequest(ctx, r.ID), store.ErrNotFound)
+}
+
+func testTakeAuthRequest(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	r := newRequest("req-1", n.Add(10*time.Minute))
+	must(t, "CreateAuthRequest", s.CreateAuthRequest(ctx, r))
+	other := newRequest("req-2", n.Add(10*time.Minute))
+	must(t, "CreateAuthRequest other", s.CreateAuthRequest(ctx, other))
+	noState := newRequest("req-3", n.Add(10*time.Minute))
+	noState.UpstreamStateHash = ""
+	must(t, "CreateAuthRequest without state", s.CreateAuthRequest(ctx, noState))
+
+	_, err := s.TakeAuthRequestByUpstreamState(ctx, "")
+	wantErr(t, "Take empty state", err, store.ErrNotFound)
+	_, err = s.TakeAuthRequestByUpstreamState(ctx, "no-such-state")
+	wantErr(t, "Take unknown state", err, store.ErrNotFound)
+
+	got, err := s.TakeAuthRequestByUpstreamState(ctx, r.UpstreamStateHash)
+	must(t, "Take", err)
+	want := *r
+	want.UpstreamStateHash = ""
+	if d := cmp.Diff(&want, got, opts); d != "" {
+		t.Errorf("Take mismatch (-want +got):\n%s", d)
+	}
+	_, err = s.TakeAuthRequestByUpstreamState(ctx, r.UpstreamStateHash)
+	wantErr(t, "Take twice", err, store.ErrNotFound)
+
+	// Saving the taken request must not re-arm its state.
+	got.UserKey = "https://idp.example#alice"
+	must(t, "UpdateAuthRequest taken", s.UpdateAuthRequest(ctx, got))
+	_, err = s.TakeAuthRequestByUpstreamState(ctx, r.UpstreamStateHash)
+	wantErr(t, "Take after update", err, store.ErrNotFound)
+	// The request itself is still there.
+	stored, err := s.GetAuthRequest(ctx, r.ID)
+	must(t, "GetAuthRequest taken", err)
+	if stored.UserKey != got.UserKey || stored.UpstreamStateHash != "" {
+		t.Errorf("taken request = %+v, want user key set and state hash cleared", stored)
+	}
+
+	// The other request is untouched.
+	got, err = s.TakeAuthRequestByUpstreamState(ctx, other.UpstreamStateHash)
+	must(t, "Take other", err)
+	if got.ID != other.ID {
+		t.Errorf("Take other returned %q, want %q", got.ID, other.ID)
+	}
+
+	exp := newRequest("req-expired", n.Add(-time.Second))
+	must(t, "CreateAuthRequest expired", s.CreateAuthRequest(ctx, exp))
+	_, err = s.TakeAuthRequestByUpstreamState(ctx, exp.UpstreamStateHash)
+	wantErr(t, "Take expired", err, store.ErrNotFound)
+}
+
+// race runs fn from n goroutines released at once and returns their errors.
+func race(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			errs[i] = fn(i)
+		}()
+	}
+	start.Done()
+	done.Wait()
+	return errs
+}
+
+// exactlyOne checks that one error is nil and all others match loser.
+func exactlyOne(t *testing.T, op string, errs []error, loser error) int {
+	t.Helper()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("%s: goroutines %d and %d both succeeded", op, winner, i)
+			}
+			winner = i
+		case !errors.Is(err, loser):
+			t.Fatalf("%s: goroutine %d: error = %v, want %v", op, i, err, loser)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("%s: no goroutine succeeded", op)
+	}
+	return winner
+}
+
+const racers = 8
+
+func testTakeAuthRequestConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	r := newRequest("req-1", now().Add(10*time.Minute))
+	must(t, "CreateAuthRequest", s.CreateAuthRequest(ctx, r))
+	errs := race(racers, func(int) error {
+		_, err := s.TakeAuthRequestByUpstreamState(ctx, r.UpstreamStateHash)
+		return err
+	})
+	exactlyOne(t, "concurrent Take", errs, store.ErrNotFound)
+}
+
+func newCode(hash string, exp time.Time) *store.AuthCode {
+	return &store.AuthCode{
+		Hash:           hash,
+		ClientID:       "client-1",
+		RedirectURI:    "http://127.0.0.1:3000/cb",
+		Resource:       "https://mcp.example/mcp",
+		UserKey:        "https://idp.example#alice",
+		Scopes:         []string{"tools:read"},
+		CodeChallenge:  "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+		GrantID:        "grant-" + hash,
+		Identity:       []byte(`{"sub":"alice"}`),
+		UpstreamTokens: []byte("sealed"),
+		ExpiresAt:      exp,
+	}
+}
+
+func testAuthCodes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	wantErr(t, "CreateAuthCode duplicate", s.CreateAuthCode(ctx, c), store.ErrConflict)
+
+	got, err := s.ConsumeAuthCode(ctx, c.Hash)
+	must(t, "ConsumeAuthCode", err)
+	if d := cmp.Diff(c, got, opts); d != "" {
+		t.Errorf("ConsumeAuthCode mismatch (-want +got):\n%s", d)
+	}
+	// A replay gets the code back (to revoke its grant) and ErrAlreadyUsed.
+	for range 2 {
+		got, err = s.ConsumeAuthCode(ctx, c.Hash)
+		wantErr(t, "ConsumeAuthCode replay", err, store.ErrAlreadyUsed)
+		if got == nil || got.GrantID != c.GrantID {
+			t.Fatalf("ConsumeAuthCode replay returned %+v, want the code with GrantID %q", got, c.GrantID)
+		}
+	}
+	// A used code still blocks its hash.
+	wantErr(t, "CreateAuthCode used duplicate", s.CreateAuthCode(ctx, c), store.ErrConflict)
+
+	_, err = s.ConsumeAuthCode(ctx, store.HashKey("unknown"))
+	wantErr(t, "ConsumeAuthCode unknown", err, store.ErrNotFound)
+
+	exp := newCode(store.HashKey("code-expired"), n.Add(-time.Second))
+	must(t, "CreateAuthCode expired", s.CreateAuthCode(ctx, exp))
+	got, err = s.ConsumeAuthCode(ctx, exp.Hash)
+	wantErr(t, "ConsumeAuthCode expired", err, store.ErrNotFound)
+	if got != nil {
+		t.Errorf("ConsumeAuthCode expired returned %+v, want nil", got)
+	}
+}
+
+func testAuthCodeConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newCode(store.HashKey("code-1"), now().Add(time.Minute))
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	errs := race(racers, func(int) error {
+		_, err := s.ConsumeAuthCode(ctx, c.Hash)
+		return err
+	})
+	exactlyOne(t, "concurrent ConsumeAuthCode", errs, store.ErrAlreadyUsed)
+}
+
+func newGrant(id string, n time.Time) *store.Grant {
+	return &store.Grant{
+		ID:             id,
+		ClientID:       "client-1",
+		UserKey:        "https://idp.example#alice",
+		Resource:       "https://mcp.example/mcp",
+		Scopes:         []string{"tools:read", "tools:call"},
+		Identity:       []byte(`{"groups":["dev"]}`),
+		UpstreamTokens: []byte("sealed-v0"),
+		UpstreamExpiry: n.Add(time.Hour),
+		CreatedAt:      n,
+		ExpiresAt:      n.Add(30 * 24 * time.Hour),
+	}
+}
+
+func testGrants(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	g := newGrant("grant-1", n)
+	g.Version = 3
+	must(t, "CreateGrant", s.CreateGrant(ctx, g))
+	wantErr(t, "CreateGrant duplicate", s.CreateGrant(ctx, g), store.ErrConflict)
+	got, err := s.GetGrant(ctx, g.ID)
+	must(t, "GetGrant", err)
+	if d := cmp.Diff(g, got, opts); d != "" {
+		t.Errorf("GetGrant mismatch (-want +got):\n%s", d)
+	}
+	_, err = s.GetGrant(ctx, "unknown")
+	wantErr(t, "GetGrant unknown", err, store.ErrNotFound)
+
+	for range 2 { // idempotent
+		must(t, "RevokeGrant", s.RevokeGrant(ctx, g.ID))
+	}
+	got, err = s.GetGrant(ctx, g.ID)
+	must(t, "GetGrant revoked", err)
+	if !got.Revoked {
+		t.Errorf("GetGrant after revoke: Revoked = false")
+	}
+	wantErr(t, "RevokeGrant unknown", s.RevokeGrant(ctx, "unknown"), store.ErrNotFound)
+
+	exp := newGrant("grant-expired", n.Add(-time.Hour))
+	exp.ExpiresAt = n.Add(-time.Second)
+	must(t, "CreateGrant expired", s.CreateGrant(ctx, exp))
+	_, err = s.GetGrant(ctx, exp.ID)
+	wantErr(t, "GetGrant expired", err, store.ErrNotFound)
+
+	never := newGrant("grant-forever", n)
+	never.ExpiresAt = time.Time{}
+	must(t, "CreateGrant no expiry", s.CreateGrant(ctx, never))
+	got, err = s.GetGrant(ctx, never.ID)
+	must(t, "GetGrant no expiry", err)
+	if !got.ExpiresAt.IsZero() {
+		t.Errorf("GetGrant no expiry: ExpiresAt = %v, want zero", got.ExpiresAt)
+	}
+}
+
+func testUpdateGrantUpstream(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	g := newGrant("grant-1", n)
+	must(t, "CreateGrant", s.CreateGrant(ctx, g))
+
+	exp1 := n.Add(2 * time.Hour)
+	must(t, "UpdateGrantUpstream v0", s.UpdateGrantUpstream(ctx, g.ID, []byte("sealed-v1"), exp1, 0))
+	got, err := s.GetGrant(ctx, g.ID)
+	must(t, "GetGrant", err)
+	want := *g
+	want.UpstreamTokens = []byte("sealed-v1")
+	want.UpstreamExpiry = exp1
+	want.Version = 1
+	if d := cmp.Diff(&want, got, opts); d != "" {
+		t.Errorf("GetGrant after update mismatch (-want +got):\n%s", d)
+	}
+
+	// A stale version loses and changes nothing.
+	wantErr(t, "UpdateGrantUpstream stale", s.UpdateGrantUpstream(ctx, g.ID, []byte("stale"), n, 0), store.ErrConflict)
+	wantErr(t, "UpdateGrantUpstream future", s.UpdateGrantUpstream(ctx, g.ID, []byte("stale"), n, 5), store.ErrConflict)
+	got, err = s.GetGrant(ctx, g.ID)
+	must(t, "GetGrant", err)
+	if d := cmp.Diff(&want, got, opts); d != "" {
+		t.Errorf("stale update changed the grant (-want +got):\n%s", d)
+	}
+	must(t, "UpdateGrantUpstream v1", s.UpdateGrantUpstream(ctx, g.ID, []byte("sealed-v2"), n, 1))
+
+	wantErr(t, "UpdateGrantUpstream unknown", s.UpdateGrantUpstream(ctx, "unknown", nil, n, 0), store.ErrNotFound)
+	must(t, "RevokeGrant", s.RevokeGrant(ctx, g.ID))
+	wantErr(t, "UpdateGrantUpstream revoked", s.UpdateGrantUpstream(ctx, g.ID, nil, n, 2), store.ErrNotFound)
+
+	exp := newGrant("grant-expired", n)
+	exp.ExpiresAt = n.Add(-time.Second)
+	must(t, "CreateGrant expired", s.CreateGrant(ctx, exp))
+	wantErr(t, "UpdateGrantUpstream expired", s.UpdateGrantUpstream(ctx, exp.ID, nil, n, 0), store.ErrNotFound)
+}
+
+func testUpdateGrantUpstreamConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	g := newGrant("grant-1", n)
+	must(t, "CreateGrant", s.CreateGrant(ctx, g))
+	errs := race(racers, func(i int) error {
+		return s.UpdateGrantUpstream(ctx, g.ID, fmt.Appendf(nil, "sealed-%d", i), n.Add(time.Hour), 0)
+	})
+	winner := exactlyOne(t, "concurrent UpdateGrantUpstream", errs, store.ErrConflict)
+	got, err := s.GetGrant(ctx, g.ID)
+	must(t, "GetGrant", err)
+	if want := fmt.Sprintf("sealed-%d", winner); string(got.UpstreamTokens) != want || got.Version != 1 {
+		t.Errorf("grant after race: tokens %q version %d, want %q version 1", got.UpstreamTokens, got.Version, want)
+	}
+}
+
+func newRefresh(token, grantID string, n time.Time) *store.RefreshToken {
+	return &store.RefreshToken{
+		Hash:      store.HashKey(token),
+		GrantID:   grantID,
+		ClientID:  "client-1",
+		CreatedAt: n,
+		ExpiresAt: n.Add(24 * time.Hour),
+	}
+}
+
+func testRefreshTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	wantErr(t, "CreateRefreshToken without grant", s.CreateRefreshToken(ctx, newRefresh("rt-0", "grant-1", n)), store.ErrNotFound)
+
+	must(t, "CreateGrant", s.CreateGrant(ctx, newGrant("grant-1", n)))
+	must(t, "CreateGrant 2", s.CreateGrant(ctx, newGrant("grant-2", n)))
+	rt := newRefresh("rt-1", "grant-1", n)
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, rt))
+	wantErr(t, "CreateRefreshToken duplicate", s.CreateRefreshToken(ctx, rt), store.ErrConflict)
+	got, err := s.GetRefreshToken(ctx, rt.Hash)
+	must(t, "GetRefreshToken", err)
+	if d := cmp.Diff(rt, got, opts); d != "" {
+		t.Errorf("GetRefreshToken mismatch (-want +got):\n%s", d)
+	}
+	_, err = s.GetRefreshToken(ctx, store.HashKey("unknown"))
+	wantErr(t, "GetRefreshToken unknown", err, store.ErrNotFound)
+
+	exp := newRefresh("rt-expired", "grant-1", n.Add(-48*time.Hour))
+	must(t, "CreateRefreshToken expired", s.CreateRefreshToken(ctx, exp))
+	_, err = s.GetRefreshToken(ctx, exp.Hash)
+	wantErr(t, "GetRefreshToken expired", err, store.ErrNotFound)
+
+	rt2 := newRefresh("rt-2", "grant-1", n)
+	must(t, "CreateRefreshToken 2", s.CreateRefreshToken(ctx, rt2))
+	other := newRefresh("rt-other", "grant-2", n)
+	must(t, "CreateRefreshToken other grant", s.CreateRefreshToken(ctx, other))
+
+	for range 2 { // idempotent
+		must(t, "RevokeRefreshTokensForGrant", s.RevokeRefreshTokensForGrant(ctx, "grant-1"))
+	}
+	for _, h := range []string{rt.Hash, rt2.Hash} {
+		_, err = s.GetRefreshToken(ctx, h)
+		wantErr(t, "GetRefreshToken revoked", err, store.ErrNotFound)
+	}
+	if _, err := s.GetRefreshToken(ctx, other.Hash); err != nil {
+		t.Errorf("revoking grant-1 removed a token of grant-2: %v", err)
+	}
+	must(t, "RevokeRefreshTokensForGrant unknown", s.RevokeRefreshTokensForGrant(ctx, "unknown"))
+}
+
+func testRotateRefreshToken(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	must(t, "CreateGrant", s.CreateGrant(ctx, newGrant("grant-1", n)))
+	old := newRefresh("rt-1", "grant-1", n)
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, old))
+
+	next := newRefresh("rt-2", "grant-1", n.Add(time.Minute))
+	rotatedAt := n.Add(time.Minute)
+	must(t, "RotateRefreshToken", s.RotateRefreshToken(ctx, old.Hash, next, rotatedAt))
+
+	got, err := s.GetRefreshToken(ctx, old.Hash)
+	must(t, "GetRefreshToken old", err)
+	wantOld := *old
+	wantOld.RotatedAt = rotatedAt
+	wantOld.ReplacedBy = next.Hash
+	if d := cmp.Diff(&wantOld, got, opts); d != "" {
+		t.Errorf("rotated token mismatch (-want +got):\n%s", d)
+	}
+	got, err = s.GetRefreshToken(ctx, next.Hash)
+	must(t, "GetRefreshToken next", err)
+	if d := cmp.Diff(next, got, opts); d != "" {
+		t.Errorf("successor mismatch (-want +got):\n%s", d)
+	}
+
+	// The old token cannot be rotated again, and the failed attempt stores nothing.
+	third := newRefresh("rt-3", "grant-1", n)
+	wantErr(t, "RotateRefreshToken twice", s.RotateRefreshToken(ctx, old.Hash, third, n), store.ErrConflict)
+	_, err = s.GetRefreshToken(ctx, third.Hash)
+	wantErr(t, "GetRefreshToken of losing successor", err, store.ErrNotFound)
+
+	// The successor rotates normally.
+	must(t, "RotateRefreshToken successor", s.RotateRefreshToken(ctx, next.Hash, third, n))
+
+	wantErr(t, "RotateRefreshToken unknown", s.RotateRefreshToken(ctx, store.HashKey("unknown"), newRefresh("rt-4", "grant-1", n), n), store.ErrNotFound)
+	// A successor whose hash already exists is a conflict and leaves the old token current.
+	cur := newRefresh("rt-5", "grant-1", n)
+	must(t, "CreateRefreshToken 5", s.CreateRefreshToken(ctx, cur))
+	wantErr(t, "RotateRefreshToken onto existing hash", s.RotateRefreshToken(ctx, cur.Hash, third, n), store.ErrConflict)
+	got, err = s.GetRefreshToken(ctx, cur.Hash)
+	must(t, "GetRefreshToken 5", err)
+	if !got.RotatedAt.IsZero() || got.ReplacedBy != "" {
+		t.Errorf("failed rotation marked the token rotated: %+v", got)
+	}
+	// A successor whose grant does not exist is rejected.
+	wantErr(t, "RotateRefreshToken to unknown grant", s.RotateRefreshToken(ctx, cur.Hash, newRefresh("rt-6", "nope", n), n), store.ErrNotFound)
+
+	exp := newRefresh("rt-expired", "grant-1", n.Add(-48*time.Hour))
+	must(t, "CreateRefreshToken expired", s.CreateRefreshToken(ctx, exp))
+	wantErr(t, "RotateRefreshToken expired", s.RotateRefreshToken(ctx, exp.Hash, newRefresh("rt-7", "grant-1", n), n), store.ErrNotFound)
+}
+
+func testRotateRefreshTokenConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	must(t, "CreateGrant", s.CreateGrant(ctx, newGrant("grant-1", n)))
+	old := newRefresh("rt-old", "grant-1", n)
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, old))
+	next := make([]*store.RefreshToken, racers)
+	for i := range next {
+		next[i] = newRefresh(fmt.Sprintf("rt-next-%d", i), "grant-1", n)
+	}
+	errs := race(racers, func(i int) error {
+		return s.RotateRefreshToken(ctx, old.Hash, next[i], n)
+	})
+	winner := exactlyOne(t, "concurrent RotateRefreshToken", errs, store.ErrConflict)
+	got, err := s.GetRefreshToken(ctx, old.Hash)
+	must(t, "GetRefreshToken old", err)
+	if got.ReplacedBy != next[winner].Hash {
+		t.Errorf("old.ReplacedBy = %q, want the winner's %q", got.ReplacedBy, next[winner].Hash)
+	}
+	for i, nt := range next {
+		_, err := s.GetRefreshToken(ctx, nt.Hash)
+		if i == winner && err != nil {
+			t.Errorf("winner's successor missing: %v", err)
+		}
+		if i != winner && !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("loser %d's successor: error = %v, want ErrNotFound", i, err)
+		}
+	}
+}
+
+func testConsents(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	const user = "https://idp.example#alice"
+	_, err := s.GetConsent(ctx, user, "client-1")
+	wantErr(t, "GetConsent missing", err, store.ErrNotFound)
+	wantErr(t, "DeleteConsent missing", s.DeleteConsent(ctx, user, "client-1"), store.ErrNotFound)
+
+	c := &store.Consent{UserKey: user, ClientID: "client-1", Scopes: []string{"tools:read"}, CreatedAt: n}
+	must(t, "SaveConsent", s.SaveConsent(ctx, c))
+	other := &store.Consent{UserKey: user, ClientID: "client-2", Scopes: []string{"tools:call"}, CreatedAt: n}
+	must(t, "SaveConsent other", s.SaveConsent(ctx, other))
+	got, err := s.GetConsent(ctx, user, "client-1")
+	must(t, "GetConsent", err)
+	if d := cmp.Diff(c, got, opts); d != "" {
+		t.Errorf("GetConsent mismatch (-want +got):\n%s", d)
+	}
+
+	c2 := &store.Consent{UserKey: user, ClientID: "client-1", Scopes: []string{"tools:read", "tools:call"}, CreatedAt: n.Add(time.Minute)}
+	must(t, "SaveConsent replace", s.SaveConsent(ctx, c2))
+	got, err = s.GetConsent(ctx, user, "client-1")
+	must(t, "GetConsent replaced", err)
+	if d := cmp.Diff(c2, got, opts); d != "" {
+		t.Errorf("GetConsent after replace mismatch (-want +got):\n%s", d)
+	}
+	// The key is the pair: neither half alone matches.
+	_, err = s.GetConsent(ctx, "https://idp.example#bob", "client-1")
+	wantErr(t, "GetConsent other user", err, store.ErrNotFound)
+
+	must(t, "DeleteConsent", s.DeleteConsent(ctx, user, "client-1"))
+	_, err = s.GetConsent(ctx, user, "client-1")
+	wantErr(t, "GetConsent deleted", err, store.ErrNotFound)
+	if _, err := s.GetConsent(ctx, user, "client-2"); err != nil {
+		t.Errorf("deleting client-1's consent removed client-2's: %v", err)
+	}
+}
+
+func testSigningKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	keys, err := s.ListSigningKeys(ctx)
+	must(t, "ListSigningKeys empty", err)
+	if len(keys) != 0 {
+		t.Fatalf("ListSigningKeys on empty store = %d keys", len(keys))
+	}
+	k1 := &store.SigningKey{ID: "kid-1", Algorithm: "ES256", Private: []byte("sealed-1"), Public: []byte(`{"kid":"kid-1"}`), Status: store.KeyActive, CreatedAt: n.Add(-time.Hour)}
+	k2 := &store.SigningKey{ID: "kid-2", Algorithm: "RS256", Private: []byte("sealed-2"), Public: []byte(`{"kid":"kid-2"}`), Status: store.KeyNext, CreatedAt: n}
+	// Insert out of order: the list is ordered by CreatedAt.
+	must(t, "CreateSigningKey 2", s.CreateSigningKey(ctx, k2))
+	must(t, "CreateSigningKey 1", s.CreateSigningKey(ctx, k1))
+	wantErr(t, "CreateSigningKey duplicate", s.CreateSigningKey(ctx, k1), store.ErrConflict)
+	keys, err = s.ListSigningKeys(ctx)
+	must(t, "ListSigningKeys", err)
+	if d := cmp.Diff([]*store.SigningKey{k1, k2}, keys, opts); d != "" {
+		t.Errorf("ListSigningKeys mismatch (-want +got):\n%s", d)
+	}
+
+	// Status and RetireAt change; key material does not.
+	upd := *k1
+	upd.Status = store.KeyRetired
+	upd.RetireAt = n
+	upd.Private = []byte("replaced")
+	upd.Algorithm = "HS256"
+	must(t, "UpdateSigningKey", s.UpdateSigningKey(ctx, &upd))
+	want1 := *k1
+	want1.Status = store.KeyRetired
+	want1.RetireAt = n
+	keys, err = s.ListSigningKeys(ctx)
+	must(t, "ListSigningKeys after update", err)
+	if d := cmp.Diff([]*store.SigningKey{&want1, k2}, keys, opts); d != "" {
+		t.Errorf("ListSigningKeys after update mismatch (-want +got):\n%s", d)
+	}
+	wantErr(t, "UpdateSigningKey unknown", s.UpdateSigningKey(ctx, &store.SigningKey{ID: "unknown", Status: store.KeyActive}), store.ErrNotFound)
+
+	must(t, "DeleteSigningKey", s.DeleteSigningKey(ctx, k1.ID))
+	wantErr(t, "DeleteSigningKey again", s.DeleteSigningKey(ctx, k1.ID), store.ErrNotFound)
+	keys, err = s.ListSigningKeys(ctx)
+	must(t, "ListSigningKeys after delete", err)
+	if d := cmp.Diff([]*store.SigningKey{k2}, keys, opts); d != "" {
+		t.Errorf("ListSigningKeys after delete mismatch (-want +got):\n%s", d)
+	}
+}
+
+func testDeleteExpired(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	sweep := n.Add(time.Hour)
+	before, after := sweep.Add(-time.Minute), sweep.Add(time.Minute)
+
+	must(t, "client old", s.CreateClient(ctx, &store.Client{ID: "c-old", CreatedAt: n, ExpiresAt: before}))
+	must(t, "client edge", s.CreateClient(ctx, &store.Client{ID: "c-edge", CreatedAt: n, ExpiresAt: sweep})) // expiry == now counts as expired
+	must(t, "client live", s.CreateClient(ctx, &store.Client{ID: "c-live", CreatedAt: n, ExpiresAt: after}))
+	must(t, "client forever", s.CreateClient(ctx, &store.Client{ID: "c-forever", CreatedAt: n}))
+
+	must(t, "request old", s.CreateAuthRequest(ctx, newRequest("r-old", before)))
+	must(t, "request live", s.CreateAuthRequest(ctx, newRequest("r-live", after)))
+
+	must(t, "code old", s.CreateAuthCode(ctx, newCode("code-old", before)))
+	must(t, "code live", s.CreateAuthCode(ctx, newCode("code-live", after)))
+
+	gOld := newGrant("g-old", n)
+	gOld.ExpiresAt = before
+	gLive := newGrant("g-live", n)
+	gLive.ExpiresAt = after.Add(48 * time.Hour)
+	must(t, "grant old", s.CreateGrant(ctx, gOld))
+	must(t, "grant live", s.CreateGrant(ctx, gLive))
+
+	rtOfOld := newRefresh("rt-of-old-grant", "g-old", n) // live itself, but its grant goes
+	rtOld := newRefresh("rt-old", "g-live", n)
+	rtOld.ExpiresAt = before
+	rtLive := newRefresh("rt-live", "g-live", n)
+	rtLive.ExpiresAt = after
+	for _, rt := range []*store.RefreshToken{rtOfOld, rtOld, rtLive} {
+		must(t, "refresh "+rt.Hash, s.CreateRefreshToken(ctx, rt))
+	}
+	must(t, "consent", s.SaveConsent(ctx, &store.Consent{UserKey: "u", ClientID: "c-old", CreatedAt: n}))
+	must(t, "signing key", s.CreateSigningKey(ctx, &store.SigningKey{ID: "kid", Algorithm: "ES256", Status: store.KeyRetired, CreatedAt: n, RetireAt: before}))
+
+	// Before the sweep time, nothing has expired yet.
+	removed, err := s.DeleteExpired(ctx, n.Add(-time.Hour))
+	must(t, "DeleteExpired early", err)
+	if removed != 0 {
+		t.Errorf("DeleteExpired before anything expired removed %d", removed)
+	}
+
+	removed, err = s.DeleteExpired(ctx, sweep)
+	must(t, "DeleteExpired", err)
+	// c-old, c-edge, r-old, code-old, g-old, rt-of-old-grant, rt-old
+	if removed != 7 {
+		t.Errorf("DeleteExpired removed %d objects, want 7", removed)
+	}
+	removed, err = s.DeleteExpired(ctx, sweep)
+	must(t, "DeleteExpired again", err)
+	if removed != 0 {
+		t.Errorf("second DeleteExpired removed %d objects, want 0", removed)
+	}
+
+	// Getters use the real clock, under which everything above is live, so
+	// they see exactly what the sweep left.
+	for _, id := range []string{"c-old", "c-edge"} {
+		_, err := s.GetClient(ctx, id)
+		wantErr(t, "GetClient "+id, err, store.ErrNotFound)
+	}
+	for _, id := range []string{"c-live", "c-forever"} {
+		if _, err := s.GetClient(ctx, id); err != nil {
+			t.Errorf("GetClient %s: %v", id, err)
+		}
+	}
+	_, err = s.GetAuthRequest(ctx, "r-old")
+	wantErr(t, "GetAuthRequest r-old", err, store.ErrNotFound)
+	if _, err := s.GetAuthRequest(ctx, "r-live"); err != nil {
+		t.Errorf("GetAuthRequest r-live: %v", err)
+	}
+	_, err = s.ConsumeAuthCode(ctx, "code-old")
+	wantErr(t, "ConsumeAuthCode code-old", err, store.ErrNotFound)
+	if _, err := s.ConsumeAuthCode(ctx, "code-live"); err != nil {
+		t.Errorf("ConsumeAuthCode code-live: %v", err)
+	}
+	_, err = s.GetGrant(ctx, "g-old")
+	wantErr(t, "GetGrant g-old", err, store.ErrNotFound)
+	if _, err := s.GetGrant(ctx, "g-live"); err != nil {
+		t.Errorf("GetGrant g-live: %v", err)
+	}
+	for _, h := range []string{rtOfOld.Hash, rtOld.Hash} {
+		_, err := s.GetRefreshToken(ctx, h)
+		wantErr(t, "GetRefreshToken swept", err, store.ErrNotFound)
+	}
+	if _, err := s.GetRefreshToken(ctx, rtLive.Hash); err != nil {
+		t.Errorf("GetRefreshToken rt-live: %v", err)
+	}
+	if _, err := s.GetConsent(ctx, "u", "c-old"); err != nil {
+		t.Errorf("DeleteExpired removed a consent: %v", err)
+	}
+	if keys, err := s.ListSigningKeys(ctx); err != nil || len(keys) != 1 {
+		t.Errorf("DeleteExpired touched signing keys: %d keys, %v", len(keys), err)
+	}
+}
+
+// testLongKeys guards against identifiers too long to be raw index keys
+// (CIMD client IDs are URLs; subjects can be long).
+func testLongKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	clientID := "https://client.example/" + strings.Repeat("a", 8000)
+	userKey := "https://idp.example#" + strings.Repeat("s", 8000)
+	must(t, "CreateClient long ID", s.CreateClient(ctx, &store.Client{ID: clientID, Kind: store.ClientKindCIMD, CreatedAt: n}))
+	got, err := s.GetClient(ctx, clientID)
+	must(t, "GetClient long ID", err)
+	if got.ID != clientID {
+		t.Errorf("GetClient long ID returned ID of length %d, want %d", len(got.ID), len(clientID))
+	}
+	// A prefix of the long ID is a different client.
+	_, err = s.GetClient(ctx, clientID[:len(clientID)-1])
+	wantErr(t, "GetClient prefix", err, store.ErrNotFound)
+
+	must(t, "SaveConsent long keys", s.SaveConsent(ctx, &store.Consent{UserKey: userKey, ClientID: clientID, Scopes: []string{"a"}, CreatedAt: n}))
+	c, err := s.GetConsent(ctx, userKey, clientID)
+	must(t, "GetConsent long keys", err)
+	if c.UserKey != userKey || c.ClientID != clientID {
+		t.Errorf("GetConsent long keys returned different keys")
+	}
+
+	g := newGrant(strings.Repeat("g", 5000), n)
+	g.UserKey = userKey
+	g.ClientID = clientID
+	must(t, "CreateGrant long ID", s.CreateGrant(ctx, g))
+	rt := newRefresh("rt", g.ID, n)
+	rt.ClientID = clientID
+	must(t, "CreateRefreshToken long grant", s.CreateRefreshToken(ctx, rt))
+	must(t, "RevokeRefreshTokensForGrant long", s.RevokeRefreshTokensForGrant(ctx, g.ID))
+	_, err = s.GetRefreshToken(ctx, rt.Hash)
+	wantErr(t, "GetRefreshToken after revoke", err, store.ErrNotFound)
+}
