@@ -1,0 +1,277 @@
+// Package idp holds mcpgate's upstream identity connectors: the authorization
+// server delegates user login to one of them. "oidc" federates to any OpenID
+// Connect issuer (Keycloak, Okta, Entra, Dex, Google, ...); "static" checks
+// users listed in the configuration against bcrypt hashes.
+package idp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Connector types.
+const (
+	TypeOIDC   = "oidc"
+	TypeStatic = "static"
+)
+
+var (
+	// ErrInvalidCredentials is returned by PasswordConnector.Login for an
+	// unknown user or a wrong password (deliberately not distinguished).
+	ErrInvalidCredentials = errors.New("invalid username or password")
+	// ErrNotAllowed is returned when a user authenticated but is not in
+	// allowed_groups / allowed_email_domains.
+	ErrNotAllowed = errors.New("user is not allowed to sign in")
+	// ErrRefreshRejected is returned by Refresh when the IdP refused the
+	// refresh token (invalid_grant): the user must sign in again.
+	ErrRefreshRejected = errors.New("upstream refresh token rejected")
+)
+
+// Identity is the user as the upstream IdP describes them. Issuer+Subject is
+// the stable key; Username and Email are for display, audit and policy.
+type Identity struct {
+	Issuer        string   `json:"iss"`
+	Subject       string   `json:"sub"`
+	Username      string   `json:"preferred_username,omitempty"`
+	Name          string   `json:"name,omitempty"`
+	Email         string   `json:"email,omitempty"`
+	EmailVerified bool     `json:"email_verified,omitempty"`
+	Groups        []string `json:"groups,omitempty"`
+}
+
+// Key is the stable identity key "issuer#subject".
+func (i *Identity) Key() string { return i.Issuer + "#" + i.Subject }
+
+// Tokens are the tokens the upstream IdP issued for a user. They are sealed
+// before being stored and never leave the gateway except toward backends
+// configured for credential passthrough.
+type Tokens struct {
+	AccessToken  string    `json:"access_token"`
+	TokenType    string    `json:"token_type,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	IDToken      string    `json:"id_token,omitempty"`
+	Expiry       time.Time `json:"expiry,omitzero"` // zero: the IdP did not say
+}
+
+// Connector is an upstream identity source. A connector is either a
+// CallbackConnector (browser redirect to the IdP) or a PasswordConnector
+// (username/password form served by mcpgate).
+type Connector interface {
+	Type() string
+}
+
+// CallbackConnector logs users in by redirecting them to an upstream IdP.
+type CallbackConnector interface {
+	Connector
+	// AuthCodeURL returns the IdP authorization URL for one login attempt.
+	// state, nonce and the PKCE verifier are single-use values the caller
+	// keeps until the callback.
+	AuthCodeURL(ctx context.Context, state, nonce, verifier string) (string, error)
+	// HandleCallback redeems the code from the IdP's redirect (query q) and
+	// returns the verified identity and the upstream tokens.
+	HandleCallback(ctx context.Context, q url.Values, nonce, verifier string) (*Identity, *Tokens, error)
+	// Refresh uses t.RefreshToken to obtain fresh tokens. The result keeps
+	// t.RefreshToken when the IdP does not rotate it.
+	Refresh(ctx context.Context, t *Tokens) (*Tokens, error)
+}
+
+// PasswordConnector checks a username and password.
+type PasswordConnector interface {
+	Connector
+	Login(ctx context.Context, username, password string) (*Identity, error)
+}
+
+// CallbackError is an error the IdP reported on its redirect back to us
+// (RFC 6749 §4.1.2.1), e.g. access_denied when the user cancelled.
+type CallbackError struct {
+	Code        string
+	Description string
+}
+
+func (e *CallbackError) Error() string {
+	return fmt.Sprintf("upstream authorization error %q: %s", e.Code, e.Description)
+}
+
+// User is a static user.
+type User struct {
+	Username     string   `yaml:"username"`
+	PasswordHash string   `yaml:"password_hash"` // bcrypt, see `mcpgate users hash-password`
+	Email        string   `yaml:"email"`
+	Groups       []string `yaml:"groups"`
+}
+
+// Config configures the upstream connector (`auth.authorization_server.upstream`).
+type Config struct {
+	Type string `yaml:"type"` // oidc | static
+
+	// oidc
+	Issuer       string   `yaml:"issuer"`
+	ClientID     string   `yaml:"client_id"`
+	ClientSecret string   `yaml:"client_secret"`
+	Scopes       []string `yaml:"scopes"` // sent to the IdP; MCP scopes are never forwarded
+	// Claim paths, dotted for nested claims (e.g. "realm_access.roles").
+	GroupsClaim   string `yaml:"groups_claim"`
+	UsernameClaim string `yaml:"username_claim"`
+	EmailClaim    string `yaml:"email_claim"`
+	// InsecureSkipEmailVerified treats emails as verified even without
+	// email_verified=true (for IdPs such as Entra that never send it).
+	InsecureSkipEmailVerified bool `yaml:"insecure_skip_email_verified"`
+	// AllowPrivateIssuer permits an http:// issuer and issuers on loopback or
+	// private addresses (a local Dex or Keycloak). Off, the connector only
+	// talks to public https endpoints.
+	AllowPrivateIssuer bool `yaml:"allow_private_issuer"`
+
+	// Access gates, applied to every connector. Empty means no restriction.
+	AllowedGroups       []string `yaml:"allowed_groups"`
+	AllowedEmailDomains []string `yaml:"allowed_email_domains"` // requires a verified email
+
+	// static
+	Users []User `yaml:"users"`
+}
+
+// SetDefaults fills in unset fields.
+func (c *Config) SetDefaults() {
+	if c.Type == TypeOIDC && len(c.Scopes) == 0 {
+		c.Scopes = []string{"openid", "profile", "email"}
+		// Only ask for the non-standard "groups" scope when the operator named
+		// the claim: providers such as Google reject unknown scopes.
+		if c.GroupsClaim == "groups" {
+			c.Scopes = append(c.Scopes, "groups")
+		}
+	}
+	if c.GroupsClaim == "" {
+		c.GroupsClaim = "groups"
+	}
+	if c.UsernameClaim == "" {
+		c.UsernameClaim = "preferred_username"
+	}
+	if c.EmailClaim == "" {
+		c.EmailClaim = "email"
+	}
+}
+
+// Validate reports every problem under path.
+func (c *Config) Validate(path string, p *validate.Problems) {
+	switch c.Type {
+	case TypeOIDC:
+		c.validateOIDC(path, p)
+	case TypeStatic:
+		c.validateStatic(path, p)
+	case "":
+		p.Add(validate.Join(path, "type"), "is required (oidc or static)")
+	default:
+		p.Add(validate.Join(path, "type"), "must be oidc or static, not %q", c.Type)
+	}
+	for i, d := range c.AllowedEmailDomains {
+		if d == "" || strings.ContainsAny(d, "@/ ") {
+			p.Add(validate.Index(validate.Join(path, "allowed_email_domains"), i), "must be a bare domain such as example.com")
+		}
+	}
+}
+
+func (c *Config) validateOIDC(path string, p *validate.Problems) {
+	u, err := url.Parse(c.Issuer)
+	switch {
+	case c.Issuer == "":
+		p.Add(validate.Join(path, "issuer"), "is required for type oidc")
+	case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+		p.Add(validate.Join(path, "issuer"), "must be an absolute https URL")
+	case u.Scheme == "http" && !c.AllowPrivateIssuer:
+		p.Add(validate.Join(path, "issuer"), "must use https (set allow_private_issuer for a local test IdP)")
+	case u.Fragment != "" || u.RawQuery != "":
+		p.Add(validate.Join(path, "issuer"), "must not have a query or fragment")
+	}
+	if c.ClientID == "" {
+		p.Add(validate.Join(path, "client_id"), "is required for type oidc")
+	}
+	if c.ClientSecret == "" {
+		p.Add(validate.Join(path, "client_secret"), "is required for type oidc")
+	}
+	if !slices.Contains(c.Scopes, "openid") {
+		p.Add(validate.Join(path, "scopes"), "must include openid")
+	}
+	if len(c.Users) > 0 {
+		p.Add(validate.Join(path, "users"), "is only valid for type static")
+	}
+}
+
+func (c *Config) validateStatic(path string, p *validate.Problems) {
+	if len(c.Users) == 0 {
+		p.Add(validate.Join(path, "users"), "at least one user is required for type static")
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Users {
+		up := validate.Index(validate.Join(path, "users"), i)
+		switch {
+		case u.Username == "":
+			p.Add(validate.Join(up, "username"), "is required")
+		case seen[u.Username]:
+			p.Add(validate.Join(up, "username"), "duplicate username %q", u.Username)
+		}
+		seen[u.Username] = true
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			p.Add(validate.Join(up, "password_hash"), "must be a bcrypt hash (mcpgate users hash-password)")
+		}
+	}
+	if c.Issuer != "" || c.ClientID != "" || c.ClientSecret != "" {
+		p.Add(path, "issuer, client_id and client_secret are only valid for type oidc")
+	}
+}
+
+// Options are the runtime dependencies of a connector.
+type Options struct {
+	// Issuer is mcpgate's own issuer; static identities use Issuer+"#static".
+	Issuer string
+	// RedirectURL is mcpgate's /callback URL registered at the IdP.
+	RedirectURL string
+	// HTTPClient contributes TLS settings for calls to the IdP (optional).
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// New builds the connector cfg describes. cfg must have passed Validate.
+func New(cfg Config, o Options) (Connector, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	switch cfg.Type {
+	case TypeOIDC:
+		return newOIDC(cfg, o)
+	case TypeStatic:
+		return newStatic(cfg, o)
+	}
+	return nil, fmt.Errorf("idp: unknown connector type %q", cfg.Type)
+}
+
+// checkAllowed applies the allowed_groups and allowed_email_domains gates.
+func checkAllowed(cfg *Config, id *Identity) error {
+	if len(cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, func(g string) bool {
+		return slices.Contains(cfg.AllowedGroups, g)
+	}) {
+		return ErrNotAllowed
+	}
+	if len(cfg.AllowedEmailDomains) > 0 {
+		_, domain, ok := strings.Cut(id.Email, "@")
+		if !ok || !id.EmailVerified || !slices.ContainsFunc(cfg.AllowedEmailDomains, func(d string) bool {
+			return strings.EqualFold(d, domain)
+		}) {
+			return ErrNotAllowed
+		}
+	}
+	return nil
+}

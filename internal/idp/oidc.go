@@ -1,0 +1,206 @@
+package idp
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// oidcConnector federates login to an OpenID Connect provider as a
+// confidential client, with PKCE and a nonce toward the IdP.
+type oidcConnector struct {
+	cfg    Config
+	o      Options
+	client *http.Client
+
+	mu       sync.Mutex
+	provider *oidc.Provider // discovered lazily so mcpgate starts while the IdP is down
+}
+
+func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
+	if cfg.AllowPrivateIssuer {
+		o.Logger.Warn("upstream IdP may use http and private or loopback addresses (allow_private_issuer); use only for local testing",
+			"issuer", cfg.Issuer)
+	}
+	return &oidcConnector{
+		cfg:    cfg,
+		o:      o,
+		client: GuardedClient(o.HTTPClient, cfg.AllowPrivateIssuer, 15*time.Second),
+	}, nil
+}
+
+func (c *oidcConnector) Type() string { return TypeOIDC }
+
+func (c *oidcConnector) ctx(ctx context.Context) context.Context {
+	return oidc.ClientContext(ctx, c.client)
+}
+
+// discover fetches the IdP's OIDC discovery document once; on failure the
+// next login attempt retries.
+func (c *oidcConnector) discover(ctx context.Context) (*oidc.Provider, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.provider != nil {
+		return c.provider, nil
+	}
+	// Discovery must not be bound to one request's lifetime beyond its own
+	// timeout, but must not hang forever either.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	p, err := oidc.NewProvider(c.ctx(dctx), c.cfg.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("oidc discovery for %s: %w", c.cfg.Issuer, err)
+	}
+	c.provider = p
+	return p, nil
+}
+
+func (c *oidcConnector) oauth2Config(p *oidc.Provider) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     c.cfg.ClientID,
+		ClientSecret: c.cfg.ClientSecret,
+		Endpoint:     p.Endpoint(),
+		RedirectURL:  c.o.RedirectURL,
+		Scopes:       c.cfg.Scopes,
+	}
+}
+
+func (c *oidcConnector) AuthCodeURL(ctx context.Context, state, nonce, verifier string) (string, error) {
+	p, err := c.discover(ctx)
+	if err != nil {
+		return "", err
+	}
+	return c.oauth2Config(p).AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), nil
+}
+
+func (c *oidcConnector) HandleCallback(ctx context.Context, q url.Values, nonce, verifier string) (*Identity, *Tokens, error) {
+	if code := q.Get("error"); code != "" {
+		return nil, nil, &CallbackError{Code: code, Description: q.Get("error_description")}
+	}
+	// RFC 9207 §2.4: when the IdP names itself, it must be the one we sent
+	// the user to (mix-up defence).
+	if iss := q.Get("iss"); iss != "" && iss != c.cfg.Issuer {
+		return nil, nil, fmt.Errorf("callback iss %q does not match the configured issuer", iss)
+	}
+	code := q.Get("code")
+	if code == "" {
+		return nil, nil, errors.New("callback without code")
+	}
+	p, err := c.discover(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx = c.ctx(ctx)
+	tok, err := c.oauth2Config(p).Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return nil, nil, fmt.Errorf("code exchange: %w", err)
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		return nil, nil, errors.New("token response has no id_token")
+	}
+	idt, err := p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.o.Now}).Verify(ctx, rawID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("id_token: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 || nonce == "" {
+		return nil, nil, errors.New("id_token nonce mismatch")
+	}
+	if idt.AccessTokenHash != "" {
+		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
+			return nil, nil, fmt.Errorf("id_token at_hash: %w", err)
+		}
+	}
+	var idClaims, uiClaims map[string]any
+	if err := idt.Claims(&idClaims); err != nil {
+		return nil, nil, fmt.Errorf("id_token claims: %w", err)
+	}
+	if p.UserInfoEndpoint() != "" {
+		ui, err := p.UserInfo(ctx, oauth2.StaticTokenSource(tok))
+		if err != nil {
+			return nil, nil, fmt.Errorf("userinfo: %w", err)
+		}
+		// OIDC Core §5.3.2: userinfo must describe the id_token's subject.
+		if ui.Subject != idt.Subject {
+			return nil, nil, errors.New("userinfo subject does not match id_token")
+		}
+		if err := ui.Claims(&uiClaims); err != nil {
+			return nil, nil, fmt.Errorf("userinfo claims: %w", err)
+		}
+	}
+	id := c.identity(idt.Issuer, idt.Subject, idClaims, uiClaims, unverifiedJWTClaims(tok.AccessToken))
+	if err := checkAllowed(&c.cfg, id); err != nil {
+		return nil, nil, err
+	}
+	return id, &Tokens{
+		AccessToken:  tok.AccessToken,
+		TokenType:    tok.TokenType,
+		RefreshToken: tok.RefreshToken,
+		IDToken:      rawID,
+		Expiry:       tok.Expiry,
+	}, nil
+}
+
+// identity merges the id_token, userinfo and access-token claims: groups
+// are unioned (IdPs put them in any of the three), other fields come from
+// the first source that has them.
+func (c *oidcConnector) identity(iss, sub string, id, ui, at map[string]any) *Identity {
+	out := &Identity{Issuer: iss, Subject: sub}
+	for _, src := range []map[string]any{id, ui, at} {
+		if out.Username == "" {
+			out.Username = stringAt(src, c.cfg.UsernameClaim)
+		}
+		if out.Name == "" {
+			out.Name = stringAt(src, "name")
+		}
+	}
+	// Email only from the OIDC sources, together with its own verification flag.
+	for _, src := range []map[string]any{id, ui} {
+		if e := stringAt(src, c.cfg.EmailClaim); e != "" {
+			out.Email = e
+			out.EmailVerified = boolAt(src, "email_verified") || c.cfg.InsecureSkipEmailVerified
+			break
+		}
+	}
+	out.Groups = mergeGroups(stringsAt(id, c.cfg.GroupsClaim), stringsAt(ui, c.cfg.GroupsClaim), stringsAt(at, c.cfg.GroupsClaim))
+	return out
+}
+
+func (c *oidcConnector) Refresh(ctx context.Context, t *Tokens) (*Tokens, error) {
+	if t.RefreshToken == "" {
+		return nil, fmt.Errorf("%w: no refresh token", ErrRefreshRejected)
+	}
+	p, err := c.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// An expiry in the past forces the token source to refresh now.
+	ts := c.oauth2Config(p).TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: t.RefreshToken, Expiry: time.Unix(1, 0)})
+	nt, err := ts.Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			return nil, fmt.Errorf("%w: %s", ErrRefreshRejected, re.ErrorCode)
+		}
+		return nil, fmt.Errorf("upstream refresh: %w", err)
+	}
+	out := &Tokens{
+		AccessToken:  nt.AccessToken,
+		TokenType:    nt.TokenType,
+		RefreshToken: nt.RefreshToken, // x/oauth2 keeps the old one when the IdP does not rotate
+		IDToken:      t.IDToken,
+		Expiry:       nt.Expiry,
+	}
+	if rawID, ok := nt.Extra("id_token").(string); ok && rawID != "" {
+		out.IDToken = rawID
+	}
+	return out, nil
+}
