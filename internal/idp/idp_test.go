@@ -241,16 +241,20 @@ func TestOIDCFlowClaimSources(t *testing.T) {
 			wantErr: ErrNotAllowed,
 		},
 		{
-			name:    "unverified email fails the domain gate",
-			setup:   func(p *idptest.Provider) { p.IDTokenClaims = map[string]any{"email": "x@example.com", "email_verified": false} },
+			name: "unverified email fails the domain gate",
+			setup: func(p *idptest.Provider) {
+				p.IDTokenClaims = map[string]any{"email": "x@example.com", "email_verified": false}
+			},
 			cfg:     func(c *Config) { c.AllowedEmailDomains = []string{"example.com"} },
 			wantErr: ErrNotAllowed,
 		},
 		{
-			name:  "verified email passes the domain gate",
-			setup: func(p *idptest.Provider) { p.IDTokenClaims = map[string]any{"email": "x@Example.com", "email_verified": true} },
-			cfg:   func(c *Config) { c.AllowedEmailDomains = []string{"example.com"} },
-			want:  Identity{Email: "x@Example.com", EmailVerified: true},
+			name: "verified email passes the domain gate",
+			setup: func(p *idptest.Provider) {
+				p.IDTokenClaims = map[string]any{"email": "x@Example.com", "email_verified": true}
+			},
+			cfg:  func(c *Config) { c.AllowedEmailDomains = []string{"example.com"} },
+			want: Identity{Email: "x@Example.com", EmailVerified: true},
 		},
 	}
 	for _, tc := range tests {
