@@ -1,0 +1,130 @@
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// tokenKey is the cache key of a token: its SHA-256, so raw tokens are never
+// kept in memory beyond the request and long tokens cost a fixed 32 bytes.
+type tokenKey [sha256.Size]byte
+
+func keyOf(token string) tokenKey { return sha256.Sum256([]byte(token)) }
+
+// cacheEntry is a verification result. p == nil records a negative result.
+type cacheEntry struct {
+	p       *Principal
+	expires int64 // unix nanoseconds
+}
+
+// tokenCache is a bounded map of verification results. When full it drops
+// expired entries and, if that is not enough, an arbitrary tenth: simple
+// and O(1) amortised, which is all a cache of re-verifiable results needs.
+type tokenCache struct {
+	mu  sync.RWMutex
+	m   map[tokenKey]cacheEntry
+	max int
+}
+
+// newTokenCache returns nil (no caching) when size < 0.
+func newTokenCache(size int) *tokenCache {
+	if size < 0 {
+		return nil
+	}
+	return &tokenCache{m: make(map[tokenKey]cacheEntry), max: size}
+}
+
+// get returns a live entry. A nil cache never hits.
+func (c *tokenCache) get(k tokenKey, now time.Time) (cacheEntry, bool) {
+	if c == nil {
+		return cacheEntry{}, false
+	}
+	c.mu.RLock()
+	e, ok := c.m[k]
+	c.mu.RUnlock()
+	if !ok || now.UnixNano() >= e.expires {
+		return cacheEntry{}, false
+	}
+	return e, true
+}
+
+// put stores a result until expires; results already expired are not stored.
+func (c *tokenCache) put(k tokenKey, p *Principal, expires, now time.Time) {
+	if c == nil || !expires.After(now) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, exists := c.m[k]; !exists && len(c.m) >= c.max {
+		c.evictLocked(now.UnixNano())
+	}
+	c.m[k] = cacheEntry{p: p, expires: expires.UnixNano()}
+}
+
+func (c *tokenCache) evictLocked(now int64) {
+	for k, e := range c.m {
+		if now >= e.expires {
+			delete(c.m, k)
+		}
+	}
+	drop := len(c.m) - c.max + max(1, c.max/10)
+	for k := range c.m { // map order is unspecified: an arbitrary victim set
+		if drop <= 0 {
+			break
+		}
+		delete(c.m, k)
+		drop--
+	}
+}
+
+func (c *tokenCache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m)
+}
+
+// flight runs one call per key at a time; concurrent callers with the same
+// key share its result. The call runs detached from any caller's context
+// (bounded by fetchTimeout) so one impatient caller cannot fail the others;
+// each caller still stops waiting when its own context ends.
+type flight[K comparable, V any] struct {
+	mu    sync.Mutex
+	calls map[K]*flightCall[V]
+}
+
+type flightCall[V any] struct {
+	done chan struct{}
+	val  V
+	err  error
+}
+
+func (f *flight[K, V]) do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
+	f.mu.Lock()
+	c, ok := f.calls[key]
+	if !ok {
+		if f.calls == nil {
+			f.calls = make(map[K]*flightCall[V])
+		}
+		c = &flightCall[V]{done: make(chan struct{})}
+		f.calls[key] = c
+		go func() {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+			defer cancel()
+			c.val, c.err = fn(fctx)
+			f.mu.Lock()
+			delete(f.calls, key)
+			f.mu.Unlock()
+			close(c.done)
+		}()
+	}
+	f.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.val, c.err
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
+}

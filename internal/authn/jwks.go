@@ -1,0 +1,221 @@
+package authn
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+const minRSABits = 2048
+
+// errRefreshLimited: a refetch was skipped because the last attempt was
+// less than minInterval ago.
+var errRefreshLimited = errors.New("JWKS refetch rate-limited")
+
+// keySet caches one issuer's signing keys (RFC 7517). Keys are refetched when
+// older than ttl, or when a token names an unknown kid, but never more than
+// once per minInterval; concurrent misses share one fetch.
+type keySet struct {
+	issuer      string                                    // for logs
+	jwksURL     func(ctx context.Context) (string, error) // fixed or discovered
+	client      *http.Client
+	log         *slog.Logger
+	now         func() time.Time
+	ttl         time.Duration
+	minInterval time.Duration
+
+	mu          sync.Mutex
+	keys        []jose.JSONWebKey // public signing keys only
+	loadedAt    time.Time         // zero until the first successful fetch
+	lastAttempt time.Time
+	lastErr     error
+	inflight    *fetchCall
+
+	ready atomic.Bool
+}
+
+// get returns the keys usable for a token with this kid and alg (all
+// compatible keys when kid is empty). It loads the set if it was never
+// loaded or is older than ttl; a stale set is still used if the refetch
+// fails. ErrUnavailable means no keys were ever loaded.
+func (ks *keySet) get(ctx context.Context, kid string, alg jose.SignatureAlgorithm) ([]jose.JSONWebKey, error) {
+	ks.mu.Lock()
+	stale := ks.loadedAt.IsZero() || ks.now().Sub(ks.loadedAt) >= ks.ttl
+	ks.mu.Unlock()
+	if stale {
+		_ = ks.refresh(ctx) // failures are logged; fall back to what we have
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.loadedAt.IsZero() {
+		return nil, fmt.Errorf("%w: keys of issuer %s not loaded: %v", ErrUnavailable, ks.issuer, ks.lastErr)
+	}
+	var out []jose.JSONWebKey
+	for _, k := range ks.keys {
+		if (kid == "" || k.KeyID == kid) && keyFitsAlg(k, alg) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// refresh refetches the set unless an attempt started less than minInterval
+// ago; callers arriving while a fetch runs wait for it instead of starting
+// another. The fetch is detached from the caller's context so one impatient
+// caller cannot fail it for the others.
+func (ks *keySet) refresh(ctx context.Context) error {
+	ks.mu.Lock()
+	c := ks.inflight
+	if c == nil {
+		now := ks.now()
+		if !ks.lastAttempt.IsZero() && now.Sub(ks.lastAttempt) < ks.minInterval {
+			ks.mu.Unlock()
+			return errRefreshLimited
+		}
+		ks.lastAttempt = now
+		c = &fetchCall{done: make(chan struct{})}
+		ks.inflight = c
+		go ks.fetch(context.WithoutCancel(ctx), c)
+	}
+	ks.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type fetchCall struct {
+	done chan struct{}
+	err  error
+}
+
+func (ks *keySet) fetch(ctx context.Context, c *fetchCall) {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	keys, err := ks.load(ctx)
+	ks.mu.Lock()
+	ks.lastErr, c.err, ks.inflight = err, err, nil
+	if err == nil {
+		ks.keys, ks.loadedAt = keys, ks.now()
+		ks.ready.Store(true)
+	}
+	ks.mu.Unlock()
+	close(c.done)
+	if err != nil {
+		ks.log.Warn("authn: JWKS fetch failed", "issuer", ks.issuer, "error", err)
+	} else {
+		ks.log.Debug("authn: JWKS loaded", "issuer", ks.issuer, "keys", len(keys))
+	}
+}
+
+func (ks *keySet) load(ctx context.Context) ([]jose.JSONWebKey, error) {
+	u, err := ks.jwksURL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := getJSON(ctx, ks.client, u, &doc); err != nil {
+		return nil, err
+	}
+	keys := make([]jose.JSONWebKey, 0, len(doc.Keys))
+	for i, raw := range doc.Keys {
+		// Keys are parsed one by one so one unsupported key (a new kty, an
+		// encryption key) does not take the whole set down.
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(raw); err != nil {
+			ks.log.Debug("authn: skipping unparseable JWK", "issuer", ks.issuer, "index", i, "error", err)
+			continue
+		}
+		if reason := unusableKey(&k); reason != "" {
+			ks.log.Debug("authn: skipping JWK", "issuer", ks.issuer, "kid", k.KeyID, "reason", reason)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("JWKS %s has no usable signing keys", u)
+	}
+	return keys, nil
+}
+
+// unusableKey says why a JWK cannot verify signatures, or "" if it can.
+func unusableKey(k *jose.JSONWebKey) string {
+	if k.Use != "" && k.Use != "sig" {
+		return "use is " + k.Use
+	}
+	if !k.Valid() {
+		return "invalid key"
+	}
+	switch pub := k.Key.(type) {
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < minRSABits {
+			return "RSA key shorter than 2048 bits"
+		}
+	case *ecdsa.PublicKey, ed25519.PublicKey:
+	default:
+		// Symmetric keys have no place in a JWKS we verify with; private
+		// keys mean the IdP published secrets: refuse them too.
+		return fmt.Sprintf("key type %T not accepted", k.Key)
+	}
+	return ""
+}
+
+// keyFitsAlg reports whether key k may verify alg: the key type must match
+// the algorithm family (so an RSA key never serves as an HMAC secret), and
+// a key that names its alg is used only for that alg (RFC 7517 §4.4).
+func keyFitsAlg(k jose.JSONWebKey, alg jose.SignatureAlgorithm) bool {
+	if k.Algorithm != "" && k.Algorithm != string(alg) {
+		return false
+	}
+	switch pub := k.Key.(type) {
+	case *rsa.PublicKey:
+		switch alg {
+		case jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512:
+			return true
+		}
+	case *ecdsa.PublicKey:
+		switch alg {
+		case jose.ES256:
+			return pub.Curve == elliptic.P256()
+		case jose.ES384:
+			return pub.Curve == elliptic.P384()
+		case jose.ES512:
+			return pub.Curve == elliptic.P521()
+		}
+	case ed25519.PublicKey:
+		return alg == jose.EdDSA
+	}
+	return false
+}
+
+// Ready reports whether keys were ever loaded, trying a (rate-limited) fetch if not.
+func (ks *keySet) Ready(ctx context.Context) error {
+	if ks.ready.Load() {
+		return nil
+	}
+	if err := ks.refresh(ctx); err != nil && !ks.ready.Load() {
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		if ks.lastErr != nil {
+			err = ks.lastErr
+		}
+		return fmt.Errorf("issuer %s: signing keys not loaded: %w", ks.issuer, err)
+	}
+	return nil
+}

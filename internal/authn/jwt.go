@@ -1,0 +1,288 @@
+package authn
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// trustedIssuer is one issuer's verification settings and keys.
+type trustedIssuer struct {
+	cfg    IssuerConfig
+	algs   []jose.SignatureAlgorithm
+	claims *ClaimsConfig
+	keys   *keySet
+	// subjectFallback names a claim used as the subject when sub is empty
+	// (Cloudflare service tokens carry common_name instead).
+	subjectFallback string
+}
+
+// jwtVerifier verifies JWT access tokens (RFC 9068, RFC 7519 §7.2) from a
+// fixed set of issuers and caches the resulting Principals until exp.
+type jwtVerifier struct {
+	issuers map[string]*trustedIssuer
+	algs    []jose.SignatureAlgorithm // union of the issuers' allow-lists
+	cache   *tokenCache
+	now     func() time.Time
+}
+
+func newTrustedIssuer(ic IssuerConfig, shared *ClaimsConfig, opts Options) *trustedIssuer {
+	ti := &trustedIssuer{cfg: ic, claims: shared}
+	if ic.Claims != nil {
+		ti.claims = ic.Claims
+	}
+	for _, a := range ic.Algorithms {
+		ti.algs = append(ti.algs, jose.SignatureAlgorithm(a))
+	}
+	jwksURL := func(context.Context) (string, error) { return ic.JWKSURI, nil }
+	if ic.JWKSURI == "" {
+		d := &discoverer{
+			issuer: ic.Issuer, allowPrivate: ic.AllowPrivateIssuer, client: opts.HTTPClient,
+			now: opts.Now, minInterval: ic.JWKSRefreshMinInterval,
+		}
+		jwksURL = func(ctx context.Context) (string, error) {
+			md, err := d.get(ctx)
+			if err != nil {
+				return "", err
+			}
+			if md.JWKSURI == "" {
+				return "", fmt.Errorf("discovery document of %s has no jwks_uri", ic.Issuer)
+			}
+			if err := checkEndpoint(md.JWKSURI, ic.AllowPrivateIssuer); err != nil {
+				return "", fmt.Errorf("discovered jwks_uri: %w", err)
+			}
+			return md.JWKSURI, nil
+		}
+	}
+	ti.keys = &keySet{
+		issuer: ic.Issuer, jwksURL: jwksURL, client: opts.HTTPClient, log: opts.Logger,
+		now: opts.Now, ttl: ic.JWKSCacheTTL, minInterval: ic.JWKSRefreshMinInterval,
+	}
+	return ti
+}
+
+func newJWTVerifier(issuers []*trustedIssuer, cacheSize int, now func() time.Time) *jwtVerifier {
+	v := &jwtVerifier{issuers: map[string]*trustedIssuer{}, cache: newTokenCache(cacheSize), now: now}
+	for _, ti := range issuers {
+		v.issuers[ti.cfg.Issuer] = ti
+		for _, a := range ti.algs {
+			if !slices.Contains(v.algs, a) {
+				v.algs = append(v.algs, a)
+			}
+		}
+	}
+	return v
+}
+
+// verify returns the Principal for a valid token, from the cache when this
+// exact token was verified before and has not expired.
+func (v *jwtVerifier) verify(ctx context.Context, token string) (*Principal, error) {
+	if len(token) > maxTokenBytes {
+		return nil, invalid("token longer than %d bytes", maxTokenBytes)
+	}
+	now := v.now()
+	var key tokenKey
+	if v.cache != nil {
+		key = keyOf(token)
+		if e, ok := v.cache.get(key, now); ok {
+			return e.p, nil
+		}
+	}
+	p, err := v.verifyUncached(ctx, token, now)
+	if err != nil {
+		return nil, err
+	}
+	if v.cache != nil {
+		v.cache.put(key, p, p.ExpiresAt, now)
+	}
+	return p, nil
+}
+
+func (v *jwtVerifier) verifyUncached(ctx context.Context, token string, now time.Time) (*Principal, error) {
+	// The allow-list is enforced while parsing: none, HS* and anything not
+	// configured never reach key selection.
+	jws, err := jose.ParseSignedCompact(token, v.algs)
+	if err != nil {
+		return nil, invalid("malformed JWS: %v", err)
+	}
+	hdr := jws.Signatures[0].Header
+	for _, h := range []jose.HeaderKey{"crit", "b64"} {
+		if _, ok := hdr.ExtraHeaders[h]; ok {
+			return nil, invalid("header %q is not accepted in access tokens", h)
+		}
+	}
+	alg := jose.SignatureAlgorithm(hdr.Algorithm)
+
+	// The issuer is read before the signature is checked only to choose
+	// whose keys verify it; a forged iss then fails with those keys.
+	var claims map[string]any
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims); err != nil || claims == nil {
+		return nil, invalid("claims are not a JSON object")
+	}
+	iss, _ := claims["iss"].(string)
+	ti := v.issuers[iss]
+	if ti == nil {
+		return nil, invalid("untrusted issuer %q", clip(iss))
+	}
+	if !slices.Contains(ti.algs, alg) {
+		return nil, invalid("alg %s not allowed for issuer %s", alg, iss)
+	}
+	if want := ti.cfg.RequireTyp; want != "" {
+		typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string)
+		if !typMatches(typ, want) {
+			return nil, invalid("typ %q, want %q", clip(typ), want)
+		}
+	}
+	if err := ti.verifySignature(ctx, jws, hdr.KeyID, alg); err != nil {
+		return nil, err
+	}
+	return ti.checkClaims(claims, now)
+}
+
+// verifySignature finds the key and checks the signature. An unknown kid
+// (or, without kid, no key that verifies) triggers one rate-limited JWKS
+// refetch, so keys rotated in at the IdP are picked up (RFC 7517 §5).
+func (ti *trustedIssuer) verifySignature(ctx context.Context, jws *jose.JSONWebSignature, kid string, alg jose.SignatureAlgorithm) error {
+	keys, err := ti.keys.get(ctx, kid, alg)
+	if err != nil {
+		return err
+	}
+	if verifyWithAny(jws, keys) {
+		return nil
+	}
+	if len(keys) == 0 || kid == "" {
+		if ti.keys.refresh(ctx) == nil {
+			if keys, err = ti.keys.get(ctx, kid, alg); err != nil {
+				return err
+			}
+			if verifyWithAny(jws, keys) {
+				return nil
+			}
+		}
+	}
+	if len(keys) == 0 {
+		return invalid("no %s key with kid %q at issuer %s", alg, clip(kid), ti.cfg.Issuer)
+	}
+	return invalid("signature verification failed")
+}
+
+func verifyWithAny(jws *jose.JSONWebSignature, keys []jose.JSONWebKey) bool {
+	for i := range keys {
+		// Pass the bare public key, never the JWK: go-jose then checks the
+		// alg against the key type and ignores any key embedded in the header.
+		if _, err := jws.Verify(keys[i].Key); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkClaims applies RFC 7519 §4.1 and RFC 9068 §4 to verified claims.
+func (ti *trustedIssuer) checkClaims(claims map[string]any, now time.Time) (*Principal, error) {
+	leeway := ti.cfg.Leeway
+	exp, ok, bad := numericDate(claims, "exp")
+	switch {
+	case !ok:
+		return nil, invalid("missing exp")
+	case bad:
+		return nil, invalid("malformed exp")
+	case now.After(exp.Add(leeway)):
+		return nil, invalid("token expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	if nbf, ok, bad := numericDate(claims, "nbf"); ok {
+		if bad {
+			return nil, invalid("malformed nbf")
+		}
+		if nbf.After(now.Add(leeway)) {
+			return nil, invalid("token not valid before %s", nbf.UTC().Format(time.RFC3339))
+		}
+	}
+	if iat, ok, bad := numericDate(claims, "iat"); ok {
+		if bad {
+			return nil, invalid("malformed iat")
+		}
+		if iat.After(now.Add(leeway)) {
+			return nil, invalid("token issued in the future (%s)", iat.UTC().Format(time.RFC3339))
+		}
+	}
+	aud := audienceClaim(claims)
+	if len(aud) == 0 {
+		return nil, invalid("missing aud")
+	}
+	if !intersects(aud, ti.cfg.Audience) {
+		return nil, invalid("audience %q is not accepted", clip(strings.Join(aud, " ")))
+	}
+	p := principalFromClaims(claims, ti.claims)
+	if p.Subject == "" && ti.subjectFallback != "" {
+		p.Subject = stringClaim(claims, ti.subjectFallback)
+		if p.ClientID == "" {
+			p.ClientID = p.Subject
+		}
+	}
+	if p.Subject == "" {
+		return nil, invalid("missing sub")
+	}
+	return p, nil
+}
+
+// typMatches compares typ values case-insensitively, with the
+// "application/" prefix optional (RFC 7515 §4.1.9).
+func typMatches(got, want string) bool {
+	trim := func(s string) string {
+		if len(s) > 12 && strings.EqualFold(s[:12], "application/") {
+			return s[12:]
+		}
+		return s
+	}
+	return got != "" && strings.EqualFold(trim(got), trim(want))
+}
+
+// jwtAuthenticator is the jwt mode: bearer JWTs from trusted issuers.
+type jwtAuthenticator struct {
+	v       *jwtVerifier
+	issuers []*trustedIssuer
+}
+
+func newJWTAuthenticator(cfg Config, opts Options) *jwtAuthenticator {
+	a := &jwtAuthenticator{}
+	for _, ic := range cfg.JWT.Issuers {
+		if ic.AllowPrivateIssuer {
+			opts.Logger.Warn("authn: allow_private_issuer is set: the issuer may use plain http or a private/loopback address", "issuer", ic.Issuer)
+		}
+		a.issuers = append(a.issuers, newTrustedIssuer(ic, &cfg.Claims, opts))
+	}
+	a.v = newJWTVerifier(a.issuers, cfg.CacheSize, opts.Now)
+	return a
+}
+
+// Authenticate verifies the request's bearer JWT.
+func (a *jwtAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
+	tok, err := BearerToken(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.v.verify(r.Context(), tok)
+}
+
+// Verify verifies a bearer JWT.
+func (a *jwtAuthenticator) Verify(ctx context.Context, token string) (*Principal, error) {
+	return a.v.verify(ctx, token)
+}
+
+// Ready reports whether every issuer's keys have been loaded at least once.
+func (a *jwtAuthenticator) Ready(ctx context.Context) error {
+	var errs []error
+	for _, ti := range a.issuers {
+		if err := ti.keys.Ready(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
