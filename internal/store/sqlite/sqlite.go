@@ -1,0 +1,623 @@
+// Package sqlite is the default, embedded store.Store backend, built on the
+// pure-Go modernc.org/sqlite driver.
+//
+// Concurrency: the database runs in WAL mode so readers never block the
+// writer. All writes in this process go through one connection, so they are
+// serialized without SQLITE_BUSY churn; write transactions start with BEGIN
+// IMMEDIATE and every connection has a busy_timeout, so other processes
+// sharing the file (e.g. `mcpgate keys rotate`) wait for the lock instead of
+// failing or deadlocking on a read-to-write upgrade.
+//
+// Durability: synchronous=NORMAL, the usual WAL setting. A process crash
+// loses nothing that was committed; a power loss may roll back the last
+// transactions but never corrupts the database.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// MemoryDSN opens a private in-memory database (for tests).
+const MemoryDSN = ":memory:"
+
+// Store is a SQLite-backed store.Store.
+type Store struct {
+	w *sql.DB // exactly one connection: all writes
+	r *sql.DB // read-only pool (the same as w for in-memory databases)
+}
+
+var _ store.Store = (*Store)(nil)
+
+const busyTimeoutMillis = 10000
+
+// Open opens (creating if needed) the database at path dsn and brings its
+// schema up to date. The parent directory is created with mode 0700 and a
+// new database file with mode 0600: the file holds sealed secrets and
+// token metadata. dsn == MemoryDSN opens a private in-memory database.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	if dsn == "" {
+		return nil, errors.New("sqlite: empty path")
+	}
+	if strings.ContainsAny(dsn, "?#") || strings.HasPrefix(dsn, "file:") {
+		return nil, errors.New("sqlite: dsn must be a plain file path (mcpgate sets the connection options itself)")
+	}
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMillis)
+	s := &Store{}
+	if dsn == MemoryDSN {
+		// Each connection to :memory: is a separate database: use one.
+		db, err := sql.Open("sqlite", dsn+"?"+common)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: open: %w", err)
+		}
+		db.SetMaxOpenConns(1)
+		db.SetConnMaxIdleTime(0)
+		db.SetConnMaxLifetime(0)
+		s.w, s.r = db, db
+	} else {
+		if err := os.MkdirAll(filepath.Dir(dsn), 0o700); err != nil {
+			return nil, fmt.Errorf("sqlite: create directory: %w", err)
+		}
+		f, err := os.OpenFile(dsn, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: create database file: %w", err)
+		}
+		f.Close()
+		w, err := sql.Open("sqlite", dsn+"?"+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: open: %w", err)
+		}
+		w.SetMaxOpenConns(1)
+		w.SetConnMaxIdleTime(0)
+		w.SetConnMaxLifetime(0)
+		r, err := sql.Open("sqlite", dsn+"?"+common+"&_pragma=query_only(1)")
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("sqlite: open: %w", err)
+		}
+		n := max(4, runtime.NumCPU())
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		s.w, s.r = w, r
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	err := s.w.Close()
+	if s.r != s.w {
+		err = errors.Join(err, s.r.Close())
+	}
+	return err
+}
+
+// migrate applies the embedded migrations newer than the schema_migrations
+// high-water mark, all in one write transaction so that concurrent starts
+// of several processes apply each migration exactly once.
+func (s *Store) migrate(ctx context.Context) error {
+	files, err := migrations.ReadDir("migrations")
+	if err != nil {
+		return fmt.Errorf("sqlite: read migrations: %w", err)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin migration: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("sqlite: create schema_migrations: %w", err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("sqlite: read schema version: %w", err)
+	}
+	latest := 0
+	for _, f := range files { // ReadDir returns names sorted; names are NNNN_description.sql
+		var v int
+		if _, err := fmt.Sscanf(f.Name(), "%d_", &v); err != nil || v != latest+1 {
+			return fmt.Errorf("sqlite: bad migration file name %q", f.Name())
+		}
+		latest = v
+		if v <= current {
+			continue
+		}
+		body, err := migrations.ReadFile("migrations/" + f.Name())
+		if err != nil {
+			return fmt.Errorf("sqlite: read migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return fmt.Errorf("sqlite: apply migration %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, v, time.Now().Unix()); err != nil {
+			return fmt.Errorf("sqlite: record migration %d: %w", v, err)
+		}
+	}
+	if current > latest {
+		return fmt.Errorf("sqlite: database schema version %d is newer than this binary supports (%d)", current, latest)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit migration: %w", err)
+	}
+	return nil
+}
+
+// mapErr turns constraint violations into the store's sentinel errors.
+func mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+			return store.ErrConflict
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return store.ErrNotFound
+		}
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// affected returns ErrNotFound when a statement changed no row.
+func affected(op string, res sql.Result, err error) error {
+	if err != nil {
+		return mapErr(op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return mapErr(op, err)
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+const clientCols = `id, secret_hash, name, redirect_uris, grant_types, response_types, token_endpoint_auth_method,
+	scope, application_type, kind, registered_ip, metadata, created_at, expires_at`
+
+func scanClient(row scanner) (*store.Client, error) {
+	var c store.Client
+	var uris, grants, responses string
+	var created, expires int64
+	if err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &uris, &grants, &responses, &c.TokenEndpointAuthMethod,
+		&c.Scope, &c.ApplicationType, &c.Kind, &c.RegisteredIP, &c.Metadata, &created, &expires); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.RedirectURIs, err = decodeList(uris); err != nil {
+		return nil, err
+	}
+	if c.GrantTypes, err = decodeList(grants); err != nil {
+		return nil, err
+	}
+	if c.ResponseTypes, err = decodeList(responses); err != nil {
+		return nil, err
+	}
+	c.CreatedAt, c.ExpiresAt = fromMicros(created), fromMicros(expires)
+	return &c, nil
+}
+
+// CreateClient implements store.Store.
+func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO clients (k, `+clientCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		store.HashKey(c.ID), c.ID, c.SecretHash, c.Name, encodeList(c.RedirectURIs), encodeList(c.GrantTypes),
+		encodeList(c.ResponseTypes), c.TokenEndpointAuthMethod, c.Scope, c.ApplicationType, c.Kind, c.RegisteredIP,
+		c.Metadata, micros(c.CreatedAt), micros(c.ExpiresAt))
+	return mapErr("create client", err)
+}
+
+// GetClient implements store.Store.
+func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+		store.HashKey(id), nowMicros())
+	c, err := scanClient(row)
+	return c, mapErr("get client", err)
+}
+
+// DeleteClient implements store.Store.
+func (s *Store) DeleteClient(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM clients WHERE k = ?`, store.HashKey(id))
+	return affected("delete client", res, err)
+}
+
+// CountClientsByIP implements store.Store.
+func (s *Store) CountClientsByIP(ctx context.Context, ip string, since time.Time) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM clients WHERE registered_ip = ? AND created_at >= ?`,
+		ip, micros(since)).Scan(&n)
+	return n, mapErr("count clients", err)
+}
+
+const requestCols = `id, client_id, redirect_uri, state, resource, scopes, code_challenge, code_challenge_method,
+	upstream_state_hash, upstream_nonce, upstream_verifier, user_key, identity, upstream_tokens, consent_csrf, expires_at`
+
+func scanRequest(row scanner) (*store.AuthRequest, error) {
+	var r store.AuthRequest
+	var scopes string
+	var expires int64
+	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.State, &r.Resource, &scopes, &r.CodeChallenge,
+		&r.CodeChallengeMethod, &r.UpstreamStateHash, &r.UpstreamNonce, &r.UpstreamVerifier, &r.UserKey, &r.Identity,
+		&r.UpstreamTokens, &r.ConsentCSRF, &expires); err != nil {
+		return nil, err
+	}
+	var err error
+	if r.Scopes, err = decodeList(scopes); err != nil {
+		return nil, err
+	}
+	r.ExpiresAt = fromMicros(expires)
+	return &r, nil
+}
+
+// stateKey is NULL for an empty (or taken) upstream state, so it never matches.
+func stateKey(h string) any {
+	if h == "" {
+		return nil
+	}
+	return store.HashKey(h)
+}
+
+// CreateAuthRequest implements store.Store.
+func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO auth_requests (k, upstream_state_k, `+requestCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		store.HashKey(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
+		encodeList(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod, r.UpstreamStateHash, r.UpstreamNonce,
+		r.UpstreamVerifier, r.UserKey, r.Identity, r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt))
+	return mapErr("create auth request", err)
+}
+
+// GetAuthRequest implements store.Store.
+func (s *Store) GetAuthRequest(ctx context.Context, id string) (*store.AuthRequest, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+requestCols+` FROM auth_requests WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+		store.HashKey(id), nowMicros())
+	r, err := scanRequest(row)
+	return r, mapErr("get auth request", err)
+}
+
+// UpdateAuthRequest implements store.Store.
+func (s *Store) UpdateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE auth_requests SET client_id = ?, redirect_uri = ?, state = ?, resource = ?,
+		scopes = ?, code_challenge = ?, code_challenge_method = ?, upstream_state_k = ?, upstream_state_hash = ?,
+		upstream_nonce = ?, upstream_verifier = ?, user_key = ?, identity = ?, upstream_tokens = ?, consent_csrf = ?,
+		expires_at = ?
+		WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+		r.ClientID, r.RedirectURI, r.State, r.Resource, encodeList(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod,
+		stateKey(r.UpstreamStateHash), r.UpstreamStateHash, r.UpstreamNonce, r.UpstreamVerifier, r.UserKey, r.Identity,
+		r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt), store.HashKey(r.ID), nowMicros())
+	return affected("update auth request", res, err)
+}
+
+// DeleteAuthRequest implements store.Store.
+func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM auth_requests WHERE k = ?`, store.HashKey(id))
+	return affected("delete auth request", res, err)
+}
+
+// TakeAuthRequestByUpstreamState implements store.Store.
+func (s *Store) TakeAuthRequestByUpstreamState(ctx context.Context, stateHash string) (*store.AuthRequest, error) {
+	if stateHash == "" {
+		return nil, store.ErrNotFound
+	}
+	// One UPDATE both finds and disarms the state: single use even across processes.
+	row := s.w.QueryRowContext(ctx, `UPDATE auth_requests SET upstream_state_k = NULL, upstream_state_hash = ''
+		WHERE upstream_state_k = ? AND (expires_at = 0 OR expires_at > ?)
+		RETURNING `+requestCols, store.HashKey(stateHash), nowMicros())
+	r, err := scanRequest(row)
+	return r, mapErr("take auth request", err)
+}
+
+const codeCols = `hash, client_id, redirect_uri, resource, user_key, scopes, code_challenge, grant_id, identity,
+	upstream_tokens, expires_at`
+
+func scanCode(row scanner) (*store.AuthCode, error) {
+	var c store.AuthCode
+	var scopes string
+	var expires int64
+	if err := row.Scan(&c.Hash, &c.ClientID, &c.RedirectURI, &c.Resource, &c.UserKey, &scopes, &c.CodeChallenge,
+		&c.GrantID, &c.Identity, &c.UpstreamTokens, &expires); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.Scopes, err = decodeList(scopes); err != nil {
+		return nil, err
+	}
+	c.ExpiresAt = fromMicros(expires)
+	return &c, nil
+}
+
+// CreateAuthCode implements store.Store.
+func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO auth_codes (k, `+codeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		store.HashKey(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, encodeList(c.Scopes),
+		c.CodeChallenge, c.GrantID, c.Identity, c.UpstreamTokens, micros(c.ExpiresAt))
+	return mapErr("create auth code", err)
+}
+
+// ConsumeAuthCode implements store.Store.
+func (s *Store) ConsumeAuthCode(ctx context.Context, hash string) (*store.AuthCode, error) {
+	k, now := store.HashKey(hash), nowMicros()
+	row := s.w.QueryRowContext(ctx, `UPDATE auth_codes SET used = 1
+		WHERE k = ? AND used = 0 AND (expires_at = 0 OR expires_at > ?) RETURNING `+codeCols, k, now)
+	c, err := scanCode(row)
+	if !errors.Is(err, sql.ErrNoRows) {
+		return c, mapErr("consume auth code", err)
+	}
+	// Nothing changed: the code is unknown, expired, or already used. Codes
+	// only ever move to used, so this read cannot contradict the update.
+	row = s.w.QueryRowContext(ctx, `SELECT `+codeCols+` FROM auth_codes
+		WHERE k = ? AND used = 1 AND (expires_at = 0 OR expires_at > ?)`, k, now)
+	c, err = scanCode(row)
+	if err != nil {
+		return nil, mapErr("consume auth code", err)
+	}
+	return c, store.ErrAlreadyUsed
+}
+
+const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
+	created_at, expires_at, revoked`
+
+func scanGrant(row scanner) (*store.Grant, error) {
+	var g store.Grant
+	var scopes string
+	var upExp, created, expires int64
+	if err := row.Scan(&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &scopes, &g.Identity, &g.UpstreamTokens, &upExp,
+		&g.Version, &created, &expires, &g.Revoked); err != nil {
+		return nil, err
+	}
+	var err error
+	if g.Scopes, err = decodeList(scopes); err != nil {
+		return nil, err
+	}
+	g.UpstreamExpiry, g.CreatedAt, g.ExpiresAt = fromMicros(upExp), fromMicros(created), fromMicros(expires)
+	return &g, nil
+}
+
+// CreateGrant implements store.Store.
+func (s *Store) CreateGrant(ctx context.Context, g *store.Grant) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO grants (k, `+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity, g.UpstreamTokens,
+		micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked)
+	return mapErr("create grant", err)
+}
+
+// GetGrant implements store.Store.
+func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+		store.HashKey(id), nowMicros())
+	g, err := scanGrant(row)
+	return g, mapErr("get grant", err)
+}
+
+// RevokeGrant implements store.Store.
+func (s *Store) RevokeGrant(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE grants SET revoked = 1 WHERE k = ?`, store.HashKey(id))
+	return affected("revoke grant", res, err)
+}
+
+// UpdateGrantUpstream implements store.Store.
+func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
+	k, now := store.HashKey(id), nowMicros()
+	res, err := s.w.ExecContext(ctx, `UPDATE grants SET upstream_tokens = ?, upstream_expiry = ?, version = version + 1
+		WHERE k = ? AND version = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?)`,
+		sealed, micros(expiry), k, expectedVersion, now)
+	if err := affected("update grant upstream", res, err); !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	// Tell a lost race (the grant is live but at another version) from a missing grant.
+	var live bool
+	err = s.w.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM grants WHERE k = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?))`,
+		k, now).Scan(&live)
+	if err != nil {
+		return mapErr("update grant upstream", err)
+	}
+	if live {
+		return store.ErrConflict
+	}
+	return store.ErrNotFound
+}
+
+const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
+
+func scanRefresh(row scanner) (*store.RefreshToken, error) {
+	var t store.RefreshToken
+	var created, expires, rotated int64
+	if err := row.Scan(&t.Hash, &t.GrantID, &t.ClientID, &created, &expires, &rotated, &t.ReplacedBy); err != nil {
+		return nil, err
+	}
+	t.CreatedAt, t.ExpiresAt, t.RotatedAt = fromMicros(created), fromMicros(expires), fromMicros(rotated)
+	return &t, nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO refresh_tokens (k, grant_k, `+refreshCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		store.HashKey(t.Hash), store.HashKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, micros(t.CreatedAt),
+		micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy)
+	return mapErr("create refresh token", err)
+}
+
+// CreateRefreshToken implements store.Store.
+func (s *Store) CreateRefreshToken(ctx context.Context, t *store.RefreshToken) error {
+	return insertRefresh(ctx, s.w, t)
+}
+
+// GetRefreshToken implements store.Store.
+func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+		store.HashKey(hash), nowMicros())
+	t, err := scanRefresh(row)
+	return t, mapErr("get refresh token", err)
+}
+
+// RotateRefreshToken implements store.Store.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return mapErr("rotate refresh token", err)
+	}
+	defer tx.Rollback()
+	k := store.HashKey(oldHash)
+	var rotated int64
+	err = tx.QueryRowContext(ctx, `SELECT rotated_at FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+		k, nowMicros()).Scan(&rotated)
+	if err != nil {
+		return mapErr("rotate refresh token", err)
+	}
+	if rotated != 0 {
+		return store.ErrConflict
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ? WHERE k = ?`,
+		micros(now), next.Hash, k); err != nil {
+		return mapErr("rotate refresh token", err)
+	}
+	if err := insertRefresh(ctx, tx, next); err != nil {
+		return err
+	}
+	return mapErr("rotate refresh token", tx.Commit())
+}
+
+// RevokeRefreshTokensForGrant implements store.Store.
+func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
+	_, err := s.w.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE grant_k = ?`, store.HashKey(grantID))
+	return mapErr("revoke refresh tokens", err)
+}
+
+// GetConsent implements store.Store.
+func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*store.Consent, error) {
+	var c store.Consent
+	var scopes string
+	var created int64
+	err := s.r.QueryRowContext(ctx, `SELECT user_key, client_id, scopes, created_at FROM consents WHERE user_k = ? AND client_k = ?`,
+		store.HashKey(userKey), store.HashKey(clientID)).Scan(&c.UserKey, &c.ClientID, &scopes, &created)
+	if err != nil {
+		return nil, mapErr("get consent", err)
+	}
+	if c.Scopes, err = decodeList(scopes); err != nil {
+		return nil, mapErr("get consent", err)
+	}
+	c.CreatedAt = fromMicros(created)
+	return &c, nil
+}
+
+// SaveConsent implements store.Store.
+func (s *Store) SaveConsent(ctx context.Context, c *store.Consent) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO consents (user_k, client_k, user_key, client_id, scopes, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (user_k, client_k) DO UPDATE SET scopes = excluded.scopes, created_at = excluded.created_at`,
+		store.HashKey(c.UserKey), store.HashKey(c.ClientID), c.UserKey, c.ClientID, encodeList(c.Scopes), micros(c.CreatedAt))
+	return mapErr("save consent", err)
+}
+
+// DeleteConsent implements store.Store.
+func (s *Store) DeleteConsent(ctx context.Context, userKey, clientID string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM consents WHERE user_k = ? AND client_k = ?`,
+		store.HashKey(userKey), store.HashKey(clientID))
+	return affected("delete consent", res, err)
+}
+
+// ListSigningKeys implements store.Store.
+func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, algorithm, private, public, status, created_at, retire_at
+		FROM signing_keys ORDER BY created_at, id`)
+	if err != nil {
+		return nil, mapErr("list signing keys", err)
+	}
+	defer rows.Close()
+	var out []*store.SigningKey
+	for rows.Next() {
+		var k store.SigningKey
+		var created, retire int64
+		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
+			return nil, mapErr("list signing keys", err)
+		}
+		k.CreatedAt, k.RetireAt = fromMicros(created), fromMicros(retire)
+		out = append(out, &k)
+	}
+	return out, mapErr("list signing keys", rows.Err())
+}
+
+// CreateSigningKey implements store.Store.
+func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO signing_keys (k, id, algorithm, private, public, status, created_at, retire_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		store.HashKey(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, micros(k.CreatedAt), micros(k.RetireAt))
+	return mapErr("create signing key", err)
+}
+
+// UpdateSigningKey implements store.Store.
+func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE signing_keys SET status = ?, retire_at = ? WHERE k = ?`,
+		k.Status, micros(k.RetireAt), store.HashKey(k.ID))
+	return affected("update signing key", res, err)
+}
+
+// DeleteSigningKey implements store.Store.
+func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM signing_keys WHERE k = ?`, store.HashKey(id))
+	return affected("delete signing key", res, err)
+}
+
+// DeleteExpired implements store.Store.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, mapErr("delete expired", err)
+	}
+	defer tx.Rollback()
+	n := micros(now)
+	var total int64
+	for _, q := range []string{
+		// Refresh tokens of expiring grants first, so the count includes them
+		// (the ON DELETE CASCADE would remove them silently).
+		`DELETE FROM refresh_tokens WHERE (expires_at > 0 AND expires_at <= ?1)
+			OR grant_k IN (SELECT k FROM grants WHERE expires_at > 0 AND expires_at <= ?1)`,
+		`DELETE FROM grants WHERE expires_at > 0 AND expires_at <= ?1`,
+		`DELETE FROM auth_codes WHERE expires_at > 0 AND expires_at <= ?1`,
+		`DELETE FROM auth_requests WHERE expires_at > 0 AND expires_at <= ?1`,
+		`DELETE FROM clients WHERE expires_at > 0 AND expires_at <= ?1`,
+	} {
+		res, err := tx.ExecContext(ctx, q, n)
+		if err != nil {
+			return 0, mapErr("delete expired", err)
+		}
+		c, err := res.RowsAffected()
+		if err != nil {
+			return 0, mapErr("delete expired", err)
+		}
+		total += c
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, mapErr("delete expired", err)
+	}
+	return total, nil
+}

@@ -1,0 +1,219 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/conformance"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+)
+
+func openTemp(t *testing.T) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mcpgate.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+}
+
+func TestConformanceInMemory(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) store.Store {
+		s, err := sqlite.Open(context.Background(), sqlite.MemoryDSN)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
+}
+
+func TestStateSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state", "mcpgate.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	now := store.NormTime(time.Now())
+	g := &store.Grant{ID: "grant-1", ClientID: "c", UserKey: "u", Scopes: []string{"a"}, UpstreamTokens: []byte("sealed"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	rt := &store.RefreshToken{Hash: store.HashKey("rt"), GrantID: g.ID, ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	code := &store.AuthCode{Hash: store.HashKey("code"), ClientID: "c", GrantID: g.ID, ExpiresAt: now.Add(time.Minute)}
+	key := &store.SigningKey{ID: "kid", Algorithm: "ES256", Private: []byte("sealed-key"), Status: store.KeyActive, CreatedAt: now}
+	for _, err := range []error{
+		s.CreateGrant(ctx, g),
+		s.CreateRefreshToken(ctx, rt),
+		s.CreateAuthCode(ctx, code),
+		s.CreateSigningKey(ctx, key),
+	} {
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	if _, err := s.ConsumeAuthCode(ctx, code.Hash); err != nil {
+		t.Fatalf("ConsumeAuthCode: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s, err = sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	gotG, err := s.GetGrant(ctx, g.ID)
+	if err != nil {
+		t.Fatalf("GetGrant after restart: %v", err)
+	}
+	if d := cmp.Diff(g, gotG); d != "" {
+		t.Errorf("grant after restart (-want +got):\n%s", d)
+	}
+	gotRT, err := s.GetRefreshToken(ctx, rt.Hash)
+	if err != nil {
+		t.Fatalf("GetRefreshToken after restart: %v", err)
+	}
+	if d := cmp.Diff(rt, gotRT); d != "" {
+		t.Errorf("refresh token after restart (-want +got):\n%s", d)
+	}
+	// A code used before the restart stays used.
+	if _, err := s.ConsumeAuthCode(ctx, code.Hash); !errors.Is(err, store.ErrAlreadyUsed) {
+		t.Errorf("ConsumeAuthCode after restart: error = %v, want ErrAlreadyUsed", err)
+	}
+	keys, err := s.ListSigningKeys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ID != "kid" {
+		t.Errorf("ListSigningKeys after restart = %v, %v", keys, err)
+	}
+}
+
+func TestOpenPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "mcpgate.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got&^want != 0 {
+			t.Errorf("%s mode = %v, want at most %v", p, got, want)
+		}
+	}
+}
+
+func TestOpenRejectsBadDSN(t *testing.T) {
+	for _, dsn := range []string{"", "db.sqlite?_pragma=foreign_keys(0)", "file:db.sqlite", "a#b"} {
+		if s, err := sqlite.Open(context.Background(), dsn); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded, want error", dsn)
+		}
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	for range 2 { // reopening must not re-apply migration 1 (it would fail on CREATE TABLE)
+		s, err := sqlite.Open(ctx, path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		s.Close()
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, v int
+	if err := db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &v); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || v != 1 {
+		t.Errorf("schema_migrations: %d rows, max version %d; want 1, 1", n, v)
+	}
+	var mode string
+	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q (%v), want wal", mode, err)
+	}
+	// A database migrated by a newer binary is refused rather than misread.
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if s, err := sqlite.Open(ctx, path); err == nil {
+		s.Close()
+		t.Fatal("Open of a database with a newer schema succeeded")
+	}
+}
+
+// TestTwoProcessesRotate has two independent handles on one file (as the
+// server and the `mcpgate` CLI would) race to rotate the same refresh token.
+func TestTwoProcessesRotate(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	a, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	now := store.NormTime(time.Now())
+	if err := a.CreateGrant(ctx, &store.Grant{ID: "g", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 60 {
+		old := store.HashKey(fmt.Sprintf("old-%d", round))
+		if err := a.CreateRefreshToken(ctx, &store.RefreshToken{Hash: old, GrantID: "g", CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		const n = 6
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				errs <- s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("new-%d-%d", round, i)), GrantID: "g", CreatedAt: now}, now)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		ok := 0
+		for err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, store.ErrConflict):
+				t.Fatalf("round %d: RotateRefreshToken: %v", round, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d rotations succeeded, want exactly 1", round, ok)
+		}
+	}
+}
