@@ -1,0 +1,71 @@
+package store
+
+import (
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Drivers accepted in Config.Driver.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+	DriverMemory   = "memory"
+)
+
+// DefaultSQLitePath is the database file used when driver is sqlite and no dsn is set.
+const DefaultSQLitePath = "./mcpgate.db"
+
+// DefaultSweepInterval is how often expired objects are deleted.
+const DefaultSweepInterval = 5 * time.Minute
+
+// Config is the `store:` section of the configuration file.
+type Config struct {
+	// Driver is sqlite (default, embedded), postgres (shared by replicas) or
+	// memory (tests and development only: all state is lost on restart).
+	Driver string `yaml:"driver"`
+	// DSN is the SQLite file path or a PostgreSQL connection string
+	// (postgres://user:pass@host/db?sslmode=verify-full).
+	DSN string `yaml:"dsn"`
+	// SweepInterval is how often expired objects are deleted (0 = default).
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+}
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults() {
+	if c.Driver == "" {
+		c.Driver = DriverSQLite
+	}
+	if c.Driver == DriverSQLite && c.DSN == "" {
+		c.DSN = DefaultSQLitePath
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+}
+
+// Validate reports every problem under path (e.g. "store").
+func (c *Config) Validate(path string, p *validate.Problems) {
+	switch c.Driver {
+	case DriverSQLite:
+		if c.DSN == "" {
+			p.Add(validate.Join(path, "dsn"), "is required for driver sqlite (a file path)")
+		} else if strings.ContainsAny(c.DSN, "?#") || strings.HasPrefix(c.DSN, "file:") {
+			p.Add(validate.Join(path, "dsn"), "must be a plain file path for driver sqlite (no file: URI or query parameters)")
+		}
+	case DriverPostgres:
+		if c.DSN == "" {
+			p.Add(validate.Join(path, "dsn"), "is required for driver postgres (a connection string)")
+		}
+	case DriverMemory:
+		if c.DSN != "" {
+			p.Add(validate.Join(path, "dsn"), "must be empty for driver memory")
+		}
+	default:
+		p.Add(validate.Join(path, "driver"), "must be one of sqlite, postgres, memory (got %q)", c.Driver)
+	}
+	if c.SweepInterval < time.Second {
+		p.Add(validate.Join(path, "sweep_interval"), "must be at least 1s (got %s)", c.SweepInterval)
+	}
+}
