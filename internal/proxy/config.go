@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// BackendConfig describes one MCP server behind the gateway.
+type BackendConfig struct {
+	// Name identifies the backend in policy rules, audit records and logs.
+	Name string `yaml:"name"`
+	// URL of the backend's streamable-HTTP MCP endpoint.
+	URL string `yaml:"url"`
+	// Path is where the gateway serves this backend; the canonical resource
+	// URI is public_url + path. Defaults to /mcp for the first backend and
+	// /<name>/mcp for the others.
+	Path string `yaml:"path"`
+	// Credential is what the gateway presents to the backend. The client's own
+	// token is never forwarded.
+	Credential CredentialConfig `yaml:"credential"`
+	// IdentityHeaders, when set, passes the caller's identity to the backend
+	// (e.g. user: X-MCP-User, groups: X-MCP-Groups). Off by default.
+	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
+	// ResponseHeaderTimeout bounds the wait for the backend's response headers.
+	// Tool calls can be slow, so the default is long (10m); streams, once
+	// started, are never cut by the gateway.
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// DialTimeout bounds connection set-up (default 10s), so a dead backend
+	// yields a 502 quickly instead of a hang.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// MaxIdleConns is the keep-alive pool size toward this backend (default 256).
+	// Go's default of 2 idle connections per host churns under load.
+	MaxIdleConns int `yaml:"max_idle_conns"`
+}
+
+// IdentityHeaders names the request headers carrying the caller's identity.
+type IdentityHeaders struct {
+	User    string `yaml:"user"`
+	Email   string `yaml:"email"`
+	Groups  string `yaml:"groups"`
+	Subject string `yaml:"subject"`
+}
+
+// CredentialConfig selects the credential presented to the backend.
+type CredentialConfig struct {
+	// Type: none | static | upstream_token.
+	Type string `yaml:"type"`
+	// Header for static credentials (default Authorization).
+	Header string `yaml:"header"`
+	// Value for static credentials, e.g. "Bearer ${BACKEND_TOKEN}".
+	Value string `yaml:"value"`
+}
+
+// SetDefaults fills in defaults; index is the backend's position in the list.
+func (c *BackendConfig) SetDefaults(index int) {
+	if c.Path == "" {
+		if index == 0 {
+			c.Path = "/mcp"
+		} else {
+			c.Path = "/" + c.Name + "/mcp"
+		}
+	}
+	if c.Credential.Type == "" {
+		c.Credential.Type = "none"
+	}
+	if c.Credential.Type == "static" && c.Credential.Header == "" {
+		c.Credential.Header = "Authorization"
+	}
+	if c.ResponseHeaderTimeout == 0 {
+		c.ResponseHeaderTimeout = 10 * time.Minute
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.MaxIdleConns == 0 {
+		c.MaxIdleConns = 256
+	}
+}
+
+// Validate reports every problem with the backend's configuration.
+func (c *BackendConfig) Validate(path string, p *validate.Problems) {
+	if c.Name == "" {
+		p.Add(path+".name", "is required")
+	} else if strings.ContainsAny(c.Name, "/ :*") {
+		p.Add(path+".name", "must not contain '/', ':', '*' or spaces")
+	}
+	if c.URL == "" {
+		p.Add(path+".url", "is required")
+	} else if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.Add(path+".url", "must be an absolute http(s) URL")
+	}
+	if !strings.HasPrefix(c.Path, "/") || strings.HasPrefix(c.Path, "/.well-known") || strings.HasSuffix(c.Path, "/") && c.Path != "/" {
+		p.Add(path+".path", "must start with '/', not end with '/', and not be under /.well-known")
+	}
+	switch c.Credential.Type {
+	case "none", "upstream_token":
+	case "static":
+		if c.Credential.Value == "" {
+			p.Add(path+".credential.value", "is required for a static credential")
+		}
+	default:
+		p.Add(path+".credential.type", "must be one of none, static, upstream_token (got %q)", c.Credential.Type)
+	}
+	if c.ResponseHeaderTimeout < 0 || c.DialTimeout < 0 || c.MaxIdleConns < 0 {
+		p.Add(path, "timeouts and pool sizes must not be negative")
+	}
+}

@@ -1,0 +1,234 @@
+// Package proxy forwards authorized MCP requests to backend MCP servers over
+// streamable HTTP: one pooled keep-alive transport per backend, responses
+// (including SSE streams) passed through without buffering, and the client's
+// own credentials never forwarded.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+)
+
+// UpstreamTokens yields the caller's upstream IdP access token for a token
+// session (tsid). The built-in authorization server implements it.
+type UpstreamTokens interface {
+	UpstreamToken(ctx context.Context, tsid string) (string, error)
+}
+
+// Options are the backend's dependencies; nil fields get safe defaults.
+type Options struct {
+	Logger         *slog.Logger
+	UpstreamTokens UpstreamTokens
+}
+
+// Backend is one MCP server behind the gateway.
+type Backend struct {
+	Name     string
+	Path     string
+	target   *url.URL
+	cfg      BackendConfig
+	rp       *httputil.ReverseProxy
+	upstream UpstreamTokens
+	log      *slog.Logger
+}
+
+// ResponseFilter may rewrite a backend response (e.g. filter a tools/list
+// result). It runs before headers are sent to the client.
+type ResponseFilter func(*http.Response) error
+
+type ctxKey int
+
+const (
+	filterKey ctxKey = iota
+	principalKey
+)
+
+// WithResponseFilter attaches f to the request context, for the proxy to run
+// on the backend's response.
+func WithResponseFilter(ctx context.Context, f ResponseFilter) context.Context {
+	return context.WithValue(ctx, filterKey, f)
+}
+
+// WithPrincipal attaches the authenticated caller, for identity headers and
+// credential selection.
+func WithPrincipal(ctx context.Context, p *authn.Principal) context.Context {
+	return context.WithValue(ctx, principalKey, p)
+}
+
+// errUpstreamCredential marks a failure to obtain the backend credential.
+var errUpstreamCredential = errors.New("backend credential unavailable")
+
+// NewBackend builds a backend from validated configuration.
+func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
+	target, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", cfg.Name, err)
+	}
+	if cfg.Credential.Type == "upstream_token" && opts.UpstreamTokens == nil {
+		return nil, fmt.Errorf("backend %s: credential upstream_token needs the built-in authorization server (auth.mode: authorization_server)", cfg.Name)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, upstream: opts.UpstreamTokens, log: log}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		Proxy:                 nil, // a gateway must not be redirected by HTTP_PROXY env of the host
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          cfg.MaxIdleConns,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	b.rp = &httputil.ReverseProxy{
+		Rewrite:        b.rewrite,
+		Transport:      transport,
+		FlushInterval:  -1, // flush every write: SSE events reach the client as they arrive
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   b.errorHandler,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return b, nil
+}
+
+// hopHeaders are client headers that must never reach a backend: the
+// client's own credentials (MCP authorization spec: tokens are not passed
+// through) and proxy-identity headers the client could forge.
+var hopHeaders = []string{
+	"Authorization", "Cookie", "Proxy-Authorization",
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Real-Ip", "Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email",
+}
+
+func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.Out
+	for _, h := range hopHeaders {
+		out.Header.Del(h)
+	}
+	ih := b.cfg.IdentityHeaders
+	for _, h := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
+		if h != "" {
+			out.Header.Del(h) // never let a client forge the identity headers
+		}
+	}
+	pr.SetURL(b.target)
+	out.URL.Path = b.target.Path // the backend endpoint is exactly the configured URL
+	out.URL.RawPath = b.target.RawPath
+	out.Host = b.target.Host
+	pr.SetXForwarded()
+
+	p, _ := pr.In.Context().Value(principalKey).(*authn.Principal)
+	if p != nil {
+		setIf(out.Header, ih.User, p.DisplayName())
+		setIf(out.Header, ih.Email, p.Email)
+		setIf(out.Header, ih.Subject, p.Subject)
+		setIf(out.Header, ih.Groups, strings.Join(p.Groups, ","))
+	}
+	switch b.cfg.Credential.Type {
+	case "static":
+		out.Header.Set(b.cfg.Credential.Header, b.cfg.Credential.Value)
+	case "upstream_token":
+		out.Header.Set("Authorization", "Bearer "+pr.In.Context().Value(upstreamTokenKey{}).(string))
+	}
+}
+
+type upstreamTokenKey struct{}
+
+func setIf(h http.Header, name, value string) {
+	if name != "" && value != "" {
+		h.Set(name, value)
+	}
+}
+
+func modifyResponse(resp *http.Response) error {
+	resp.Header.Del("Set-Cookie") // backend cookies would be scoped to the gateway's origin
+	if f, ok := resp.Request.Context().Value(filterKey).(ResponseFilter); ok && f != nil {
+		return f(resp)
+	}
+	return nil
+}
+
+// ServeHTTP forwards r to the backend. The caller has authenticated and
+// authorized r and set r.Body to the (already read) request body.
+func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.cfg.Credential.Type == "upstream_token" {
+		// Resolved before the hop so that a missing credential fails the
+		// request instead of reaching the backend unauthenticated.
+		p, _ := r.Context().Value(principalKey).(*authn.Principal)
+		if p == nil || p.SessionID == "" {
+			b.errorHandler(w, r, errUpstreamCredential)
+			return
+		}
+		tok, err := b.upstream.UpstreamToken(r.Context(), p.SessionID)
+		if err != nil {
+			b.errorHandler(w, r, fmt.Errorf("%w: %v", errUpstreamCredential, err))
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), upstreamTokenKey{}, tok))
+	}
+	b.rp.ServeHTTP(w, r)
+}
+
+// errorHandler answers a failed backend hop with 502 and a JSON-RPC error
+// body (clients parse JSON-RPC, not HTML); details stay in the log.
+func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // the client went away; nothing to answer
+	}
+	status := http.StatusBadGateway
+	msg := "backend unavailable"
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		status = http.StatusGatewayTimeout
+		msg = "backend timed out"
+	}
+	if errors.Is(err, errUpstreamCredential) {
+		msg = "backend credential unavailable: sign in again"
+	}
+	b.log.Warn("backend request failed", "backend", b.Name, "method", r.Method, "err", err)
+	if st := StatusFrom(r.Context()); st != nil {
+		st.BackendError = true
+	}
+	WriteJSONRPCError(w, status, nil, -32603, msg)
+}
+
+// WriteJSONRPCError writes a JSON-RPC 2.0 error response with HTTP status.
+func WriteJSONRPCError(w http.ResponseWriter, status int, id []byte, code int, message string) {
+	if len(id) == 0 {
+		id = []byte("null")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%q}}`, id, code, message)
+}
+
+// Status lets the caller learn what happened inside the proxy hop.
+type Status struct{ BackendError bool }
+
+type statusKey struct{}
+
+// WithStatus attaches s to ctx; the proxy records backend failures in it.
+func WithStatus(ctx context.Context, s *Status) context.Context {
+	return context.WithValue(ctx, statusKey{}, s)
+}
+
+// StatusFrom returns the Status attached by WithStatus, or nil.
+func StatusFrom(ctx context.Context) *Status {
+	s, _ := ctx.Value(statusKey{}).(*Status)
+	return s
+}
