@@ -1,0 +1,164 @@
+package audit
+
+import (
+	"os"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Sinks.
+const (
+	SinkStdout = "stdout"
+	SinkFile   = "file"
+	SinkNone   = "none"
+)
+
+// Fsync policies for the file sink.
+const (
+	FsyncAlways   = "always"
+	FsyncInterval = "interval"
+	FsyncNever    = "never"
+)
+
+// Write-failure policies.
+const (
+	OnErrorFail     = "fail"
+	OnErrorContinue = "continue"
+)
+
+// MinHMACKeyBytes is the shortest accepted chain key (RFC 2104 §3: at least
+// the hash output length).
+const MinHMACKeyBytes = 32
+
+// Config is the `audit:` section.
+//
+// Durability (fsync) trade-off for the file sink. Every record is written to
+// the file with one write(2) before Log returns, so a crash of the gateway
+// process never loses a record. fsync only matters when the machine itself
+// fails (power loss, kernel panic):
+//   - always: fsync after each record; nothing acknowledged is lost, but each
+//     request waits for the disk (milliseconds on most disks) while holding
+//     the chain lock, so throughput drops to the disk's fsync rate;
+//   - interval (default, every fsync_interval = 1s): at most the last
+//     interval's records are lost on power loss;
+//   - never: the kernel decides (typically up to 30s on Linux).
+//
+// Write failures are never silent: on_error: fail (default) makes Log return
+// an error so the caller refuses the request (no un-audited action);
+// on_error: continue lets the request proceed, and counts the failure in
+// mcpgate_audit_write_failures_total, logs it, and writes a RECORDS_LOST
+// record with the count once writing works again.
+type Config struct {
+	Sink       string `yaml:"sink"` // stdout (default) | file | none; file is implied when only path is set
+	Path       string `yaml:"path"`
+	MaxSizeMB  int    `yaml:"max_size_mb"` // rotate when the file would grow past this; default 100
+	MaxBackups int    `yaml:"max_backups"` // rotated files to keep; 0 (default) keeps all
+
+	Fsync         string        `yaml:"fsync"`          // always | interval (default) | never
+	FsyncInterval time.Duration `yaml:"fsync_interval"` // default 1s
+
+	RedactKeys   []string `yaml:"redact_keys"`    // added to DefaultRedactKeys
+	MaxArgsBytes int      `yaml:"max_args_bytes"` // default 4096
+	OnError      string   `yaml:"on_error"`       // fail (default) | continue
+
+	// HMACKeyEnv names an environment variable holding a key of at least
+	// MinHMACKeyBytes bytes; the chain then uses HMAC-SHA256 instead of
+	// SHA-256, so rewriting the log requires the key.
+	HMACKeyEnv string `yaml:"hmac_key_env"`
+
+	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between checkpoints; default 1000
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // also checkpoint when this long has passed; 0 (default) = off
+}
+
+// Defaults.
+const (
+	DefaultMaxSizeMB       = 100
+	DefaultFsyncInterval   = time.Second
+	DefaultMaxArgsBytes    = 4096
+	DefaultCheckpointEvery = 1000
+)
+
+// SetDefaults fills unset fields.
+func (c *Config) SetDefaults() {
+	if c.Sink == "" {
+		c.Sink = SinkStdout
+		if c.Path != "" {
+			c.Sink = SinkFile
+		}
+	}
+	if c.MaxSizeMB == 0 {
+		c.MaxSizeMB = DefaultMaxSizeMB
+	}
+	if c.Fsync == "" {
+		c.Fsync = FsyncInterval
+	}
+	if c.FsyncInterval == 0 {
+		c.FsyncInterval = DefaultFsyncInterval
+	}
+	if c.MaxArgsBytes == 0 {
+		c.MaxArgsBytes = DefaultMaxArgsBytes
+	}
+	if c.OnError == "" {
+		c.OnError = OnErrorFail
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = DefaultCheckpointEvery
+	}
+}
+
+// Validate reports every problem under path (e.g. "audit").
+func (c *Config) Validate(path string, p *validate.Problems) {
+	at := func(k string) string { return validate.Join(path, k) }
+	switch c.Sink {
+	case SinkStdout, SinkNone:
+		if c.Path != "" {
+			p.Add(at("path"), "is only used with sink: file (sink is %q)", c.Sink)
+		}
+	case SinkFile:
+		if c.Path == "" {
+			p.Add(at("path"), "is required with sink: file")
+		}
+	default:
+		p.Add(at("sink"), "must be one of stdout, file, none (got %q)", c.Sink)
+	}
+	if c.MaxSizeMB < 1 {
+		p.Add(at("max_size_mb"), "must be at least 1 (got %d)", c.MaxSizeMB)
+	}
+	if c.MaxBackups < 0 {
+		p.Add(at("max_backups"), "must be 0 (keep all) or more (got %d)", c.MaxBackups)
+	}
+	switch c.Fsync {
+	case FsyncAlways, FsyncNever:
+	case FsyncInterval:
+		if c.FsyncInterval <= 0 {
+			p.Add(at("fsync_interval"), "must be positive (got %s)", c.FsyncInterval)
+		}
+	default:
+		p.Add(at("fsync"), "must be one of always, interval, never (got %q)", c.Fsync)
+	}
+	for i, k := range c.RedactKeys {
+		if normalizeKey(k) == "" {
+			p.Add(validate.Index(at("redact_keys"), i), "must not be empty")
+		}
+	}
+	if c.MaxArgsBytes < 64 {
+		p.Add(at("max_args_bytes"), "must be at least 64 (got %d)", c.MaxArgsBytes)
+	}
+	switch c.OnError {
+	case OnErrorFail, OnErrorContinue:
+	default:
+		p.Add(at("on_error"), "must be fail or continue (got %q)", c.OnError)
+	}
+	if c.HMACKeyEnv != "" {
+		if n := len(os.Getenv(c.HMACKeyEnv)); n < MinHMACKeyBytes {
+			p.Add(at("hmac_key_env"), "environment variable %s must hold at least %d bytes (has %d)", c.HMACKeyEnv, MinHMACKeyBytes, n)
+		}
+	}
+	if c.CheckpointEvery < 1 {
+		p.Add(at("checkpoint_every"), "must be at least 1 (got %d)", c.CheckpointEvery)
+	}
+	if c.CheckpointInterval < 0 {
+		p.Add(at("checkpoint_interval"), "must not be negative (got %s)", c.CheckpointInterval)
+	}
+}

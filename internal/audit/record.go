@@ -1,0 +1,114 @@
+package audit
+
+import (
+	"encoding/json"
+	"math"
+	"time"
+)
+
+// Decision is the authorization outcome recorded for a request.
+type Decision string
+
+// Decisions.
+const (
+	DecisionAllow Decision = "allow"
+	DecisionDeny  Decision = "deny"
+	// DecisionWouldDeny is a denial that was not enforced (dry-run / audit-only policy mode).
+	DecisionWouldDeny Decision = "would_deny"
+)
+
+// Events. The first three keep the vocabulary of the seed gateway's audit log.
+const (
+	EventPermissionDenied = "PERMISSION_DENIED"
+	EventAuthFailed       = "AUTH_FAILED"
+	EventRateLimited      = "RATE_LIMITED"
+	// EventCheckpoint is written by the Logger itself: at start ("start"),
+	// after every CheckpointEvery records or CheckpointInterval ("interval"),
+	// as the first record of a rotated file ("rotate") and at Close
+	// ("shutdown"). Count is the number of records this process has written,
+	// the checkpoint included.
+	EventCheckpoint = "CHECKPOINT"
+	// EventRecordsLost is written by the Logger before the first record that
+	// succeeds after write failures (on_error: continue); Count is how many
+	// records were lost.
+	EventRecordsLost = "RECORDS_LOST"
+)
+
+// Results, as in the seed gateway's audit log.
+const (
+	ResultSuccess = "success"
+	ResultError   = "error"
+)
+
+// SourceMCP is the default Source of a record.
+const SourceMCP = "mcp"
+
+// sourceAudit marks records the Logger writes about itself.
+const sourceAudit = "audit"
+
+// timeLayout is RFC 3339 in UTC with a fixed microsecond fraction.
+const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// Record is one audit event, written as one JSON line. Zero fields are
+// omitted. Args holds the raw JSON arguments of the call; the Logger redacts
+// and bounds them before writing, so callers pass them unmodified.
+//
+// Seq, Prev and Hash are the hash-chain fields. The Logger sets them on the
+// written line and ignores them on input; they exist here so that a line can
+// be decoded back into a Record.
+type Record struct {
+	Time      time.Time `json:"time"` // set to now when zero
+	RequestID string    `json:"request_id,omitempty"`
+	Source    string    `json:"source,omitempty"` // SourceMCP when empty
+	ClientIP  string    `json:"client_ip,omitempty"`
+	UserAgent string    `json:"user_agent,omitempty"`
+
+	// Identity: always issuer and subject, never only a display name
+	// (authn.Principal: Issuer, Subject, DisplayName(), Username, Email,
+	// Groups, ClientID, TokenID, SessionID).
+	Issuer    string   `json:"issuer,omitempty"`
+	Subject   string   `json:"subject,omitempty"`
+	User      string   `json:"user,omitempty"` // display name (seed 000's "user")
+	Username  string   `json:"username,omitempty"`
+	Email     string   `json:"email,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	ClientID  string   `json:"client_id,omitempty"`
+	TokenID   string   `json:"token_id,omitempty"`
+	SessionID string   `json:"session_id,omitempty"`
+
+	Method   string          `json:"method,omitempty"`   // MCP method, e.g. tools/call
+	Tool     string          `json:"tool,omitempty"`     // tool or prompt name
+	Resource string          `json:"resource,omitempty"` // resource URI
+	Args     json.RawMessage `json:"args,omitempty"`
+
+	Decision           Decision `json:"decision,omitempty"`
+	Rule               string   `json:"rule,omitempty"`
+	Reason             string   `json:"reason,omitempty"`
+	RequiredPermission string   `json:"required_permission,omitempty"`
+	Event              string   `json:"event,omitempty"`
+
+	Status     int     `json:"status,omitempty"`    // HTTP status
+	RPCError   int     `json:"rpc_error,omitempty"` // JSON-RPC error code
+	DurationMS float64 `json:"duration_ms,omitempty"`
+	Backend    string  `json:"backend,omitempty"`
+	Result     string  `json:"result,omitempty"` // ResultSuccess or ResultError
+	Count      uint64  `json:"count,omitempty"`  // CHECKPOINT and RECORDS_LOST only
+
+	Seq  uint64 `json:"seq,omitempty"`
+	Prev string `json:"prev,omitempty"`
+	Hash string `json:"hash,omitempty"`
+}
+
+// Millis converts d to milliseconds rounded to the microsecond, for DurationMS.
+func Millis(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
+}
+
+// MarshalJSON writes Time as RFC 3339 UTC with microseconds.
+func (r Record) MarshalJSON() ([]byte, error) {
+	type plain Record // no methods: avoids recursion
+	return json.Marshal(struct {
+		Time string `json:"time"` // shadows plain.Time
+		plain
+	}{r.Time.UTC().Format(timeLayout), plain(r)})
+}

@@ -1,0 +1,145 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Redacted replaces the value of a sensitive argument.
+const Redacted = "[REDACTED]"
+
+// DefaultRedactKeys are always redacted; Config.RedactKeys adds to them.
+var DefaultRedactKeys = []string{
+	"password", "passwd", "secret", "token", "api_key", "apikey",
+	"authorization", "credential", "private_key",
+}
+
+// Redactor rewrites tool arguments before they are logged.
+//
+// An object member is redacted, whatever its value (a whole sub-object or
+// array included), when its key contains one of the patterns, compared
+// case-insensitively and ignoring '-', '_', '.' and spaces: "api_key" matches
+// "X-Api-Key" and "apiKey"; "token" matches "access_token" and, on purpose,
+// also "max_tokens" (over-redaction is the safe error). String values that
+// look like credentials whatever their key — "Bearer …", "Basic …" or a JWT —
+// are redacted too, so a bearer token never reaches the log.
+type Redactor struct {
+	patterns []string
+	maxBytes int
+}
+
+// NewRedactor returns a Redactor for DefaultRedactKeys plus extra keys.
+// Arguments larger than maxBytes (before or after redaction) are replaced by
+// {"_truncated":true,"_size":N}.
+func NewRedactor(extra []string, maxBytes int) *Redactor {
+	rd := &Redactor{maxBytes: maxBytes}
+	for _, k := range append(append([]string(nil), DefaultRedactKeys...), extra...) {
+		if n := normalizeKey(k); n != "" {
+			rd.patterns = append(rd.patterns, n)
+		}
+	}
+	return rd
+}
+
+// Args returns the redacted, compact form of raw. Empty input stays empty;
+// input that is not exactly one JSON value becomes {"_invalid_json":true,"_size":N}.
+func (rd *Redactor) Args(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return nil
+	}
+	if len(raw) > rd.maxBytes {
+		return marker("_truncated", len(raw))
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // keep numbers exactly as sent
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return marker("_invalid_json", len(raw))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return marker("_invalid_json", len(raw))
+	}
+	out, err := json.Marshal(rd.walk(v))
+	if err != nil {
+		return marker("_invalid_json", len(raw))
+	}
+	if len(out) > rd.maxBytes {
+		return marker("_truncated", len(raw))
+	}
+	return out
+}
+
+func marker(kind string, size int) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`{%q:true,"_size":%d}`, kind, size))
+}
+
+func (rd *Redactor) walk(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if rd.sensitiveKey(k) {
+				t[k] = Redacted
+			} else {
+				t[k] = rd.walk(x)
+			}
+		}
+	case []any:
+		for i, x := range t {
+			t[i] = rd.walk(x)
+		}
+	case string:
+		if looksLikeCredential(t) {
+			return Redacted
+		}
+	}
+	return v
+}
+
+func (rd *Redactor) sensitiveKey(k string) bool {
+	n := normalizeKey(k)
+	for _, p := range rd.patterns {
+		if strings.Contains(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func normalizeKey(k string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '-', '_', '.', ' ':
+			return -1
+		}
+		return r
+	}, strings.ToLower(k))
+}
+
+// looksLikeCredential reports an HTTP authorization value (RFC 6750 §2.1
+// bearer, RFC 7617 basic) or a compact JWS/JWE (RFC 7515 §7.1, RFC 7516 §7.1).
+func looksLikeCredential(s string) bool {
+	s = strings.TrimSpace(s)
+	for _, scheme := range []string{"bearer ", "basic ", "dpop "} {
+		if len(s) > len(scheme) && strings.EqualFold(s[:len(scheme)], scheme) {
+			return true
+		}
+	}
+	if !strings.HasPrefix(s, "eyJ") { // base64url of `{"`
+		return false
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 && len(parts) != 5 {
+		return false
+	}
+	for _, p := range parts[:2] {
+		if p == "" || strings.ContainsFunc(p, func(r rune) bool {
+			return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+		}) {
+			return false
+		}
+	}
+	return true
+}

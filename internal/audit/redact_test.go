@@ -1,0 +1,86 @@
+package audit
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestRedactorArgs(t *testing.T) {
+	const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+	tests := []struct {
+		name  string
+		extra []string
+		max   int
+		in    string
+		want  string
+	}{
+		{name: "empty", in: "", want: ""},
+		{name: "plain kept", in: `{"vm_name":"web-1","count":3}`, want: `{"count":3,"vm_name":"web-1"}`},
+		{name: "top-level keys", in: `{"password":"hunter2","user":"bob"}`, want: `{"password":"[REDACTED]","user":"bob"}`},
+		{name: "case-insensitive and separators",
+			in:   `{"PassWord":"a","X-Api-Key":"b","apiKey":"c","Client_Secret":"d","AUTHORIZATION":"e","privateKey":"f","passwd":"g","db.credentials":"h"}`,
+			want: `{"AUTHORIZATION":"[REDACTED]","Client_Secret":"[REDACTED]","PassWord":"[REDACTED]","X-Api-Key":"[REDACTED]","apiKey":"[REDACTED]","db.credentials":"[REDACTED]","passwd":"[REDACTED]","privateKey":"[REDACTED]"}`},
+		{name: "nested object and arrays",
+			in:   `{"a":{"b":[{"refresh_token":"r"},{"ok":1,"deep":{"secret":"s"}}]}}`,
+			want: `{"a":{"b":[{"refresh_token":"[REDACTED]"},{"deep":{"secret":"[REDACTED]"},"ok":1}]}}`},
+		{name: "whole subtree under sensitive key",
+			in:   `{"credentials":{"user":"u","pw":"p"},"tokens":["a","b"]}`,
+			want: `{"credentials":"[REDACTED]","tokens":"[REDACTED]"}`},
+		{name: "bearer and jwt values under innocent keys",
+			in:   `{"header":"Bearer abc.def","note":"basic dXNlcjpwYXNz","list":["x","` + jwt + `"]}`,
+			want: `{"header":"[REDACTED]","list":["x","[REDACTED]"],"note":"[REDACTED]"}`},
+		{name: "not a jwt", in: `{"s":"eyJ not.a.jwt"}`, want: `{"s":"eyJ not.a.jwt"}`},
+		{name: "top-level array", in: `[{"token":"t"},1]`, want: `[{"token":"[REDACTED]"},1]`},
+		{name: "big numbers kept exactly", in: `{"n":12345678901234567890123,"f":1.50}`, want: `{"f":1.50,"n":12345678901234567890123}`},
+		{name: "extra keys", extra: []string{"ssn"}, in: `{"SSN":"1","ok":"2"}`, want: `{"SSN":"[REDACTED]","ok":"2"}`},
+		{name: "invalid json", in: `{"password":"hunter2"`, want: `{"_invalid_json":true,"_size":21}`},
+		{name: "trailing data", in: `{"a":1} {"b":2}`, want: `{"_invalid_json":true,"_size":15}`},
+		{name: "too large", max: 64, in: `{"data":"` + strings.Repeat("x", 100) + `"}`, want: `{"_truncated":true,"_size":111}`},
+		{name: "too large after redaction", max: 64,
+			in:   `{"token1":1,"token2":2,"token3":3,"token4":4,"t5":5}`,
+			want: `{"_truncated":true,"_size":52}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			maxBytes := tc.max
+			if maxBytes == 0 {
+				maxBytes = DefaultMaxArgsBytes
+			}
+			got := string(NewRedactor(tc.extra, maxBytes).Args(json.RawMessage(tc.in)))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Args(%s) mismatch (-want +got):\n%s", tc.in, diff)
+			}
+			if strings.Contains(got, "hunter2") {
+				t.Errorf("secret leaked: %s", got)
+			}
+		})
+	}
+}
+
+func TestRecordJSON(t *testing.T) {
+	r := Record{
+		Time:       time.Date(2025, 12, 27, 9, 15, 32, 123456789, time.FixedZone("CET", 3600)),
+		User:       "ryan@example.com",
+		DurationMS: Millis(1234567891 * time.Nanosecond),
+		Decision:   DecisionAllow,
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"time":"2025-12-27T08:15:32.123456Z","user":"ryan@example.com","decision":"allow","duration_ms":1234.568}`
+	if diff := cmp.Diff(want, string(b)); diff != "" {
+		t.Errorf("mismatch (-want +got):\n%s", diff)
+	}
+	var back Record
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !back.Time.Equal(r.Time.Truncate(time.Microsecond)) {
+		t.Errorf("time round trip: got %v", back.Time)
+	}
+}
