@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/mcpgate/mcpgate/internal/validate"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrClosed is returned by Log after Close.
