@@ -1,0 +1,574 @@
+// Package postgres is the store.Store backend for deployments with several
+// replicas sharing one PostgreSQL database, built on pgx v5.
+//
+// Single-use operations are single UPDATE statements (or a transaction
+// holding a row lock), so they stay atomic across replicas under the default
+// READ COMMITTED isolation: PostgreSQL re-checks the WHERE clause of an
+// UPDATE against the row version committed by a concurrent winner.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrationLock is the pg_advisory_xact_lock key serializing schema migrations
+// of concurrently starting replicas (an arbitrary constant: "mcpgate").
+const migrationLock int64 = 0x6d6370676174
+
+// Store is a PostgreSQL-backed store.Store.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at dsn (a postgres:// URL or key=value
+// string), checks the connection and brings the schema up to date.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parse error may quote the DSN, password included: keep it out.
+		return nil, errors.New("postgres: invalid dsn")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	s := &Store{pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// migrate applies the embedded migrations newer than the schema_migrations
+// high-water mark in one transaction under an advisory lock.
+func (s *Store) migrate(ctx context.Context) error {
+	files, err := migrations.ReadDir("migrations")
+	if err != nil {
+		return fmt.Errorf("postgres: read migrations: %w", err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: begin migration: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+		return fmt.Errorf("postgres: lock for migration: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)`); err != nil {
+		return fmt.Errorf("postgres: create schema_migrations: %w", err)
+	}
+	var current int
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("postgres: read schema version: %w", err)
+	}
+	latest := 0
+	for _, f := range files { // ReadDir returns names sorted; names are NNNN_description.sql
+		var v int
+		if _, err := fmt.Sscanf(f.Name(), "%d_", &v); err != nil || v != latest+1 {
+			return fmt.Errorf("postgres: bad migration file name %q", f.Name())
+		}
+		latest = v
+		if v <= current {
+			continue
+		}
+		body, err := migrations.ReadFile("migrations/" + f.Name())
+		if err != nil {
+			return fmt.Errorf("postgres: read migration %d: %w", v, err)
+		}
+		// Without arguments pgx uses the simple protocol, which runs every statement of the file.
+		if _, err := tx.Exec(ctx, string(body)); err != nil {
+			return fmt.Errorf("postgres: apply migration %d: %w", v, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())`, v); err != nil {
+			return fmt.Errorf("postgres: record migration %d: %w", v, err)
+		}
+	}
+	if current > latest {
+		return fmt.Errorf("postgres: database schema version %d is newer than this binary supports (%d)", current, latest)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: commit migration: %w", err)
+	}
+	return nil
+}
+
+// mapErr turns constraint violations into the store's sentinel errors.
+func mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505": // unique_violation
+			return store.ErrConflict
+		case "23503": // foreign_key_violation
+			return store.ErrNotFound
+		}
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// affected returns ErrNotFound when a statement changed no row.
+func affected(op string, tag pgconn.CommandTag, err error) error {
+	if err != nil {
+		return mapErr(op, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// ts encodes the zero time as NULL.
+func ts(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
+}
+
+func fromTS(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
+// list never passes NULL for a NOT NULL array column.
+func list(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
+
+// unlist returns nil for an empty list, as the other backends do.
+func unlist(v []string) []string {
+	if len(v) == 0 {
+		return nil
+	}
+	return v
+}
+
+const clientCols = `id, secret_hash, name, redirect_uris, grant_types, response_types, token_endpoint_auth_method,
+	scope, application_type, kind, registered_ip, metadata, created_at, expires_at`
+
+func scanClient(row pgx.Row) (*store.Client, error) {
+	var c store.Client
+	var created, expires pgtype.Timestamptz
+	if err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.RedirectURIs, &c.GrantTypes, &c.ResponseTypes,
+		&c.TokenEndpointAuthMethod, &c.Scope, &c.ApplicationType, &c.Kind, &c.RegisteredIP, &c.Metadata,
+		&created, &expires); err != nil {
+		return nil, err
+	}
+	c.RedirectURIs, c.GrantTypes, c.ResponseTypes = unlist(c.RedirectURIs), unlist(c.GrantTypes), unlist(c.ResponseTypes)
+	c.CreatedAt, c.ExpiresAt = fromTS(created), fromTS(expires)
+	return &c, nil
+}
+
+// CreateClient implements store.Store.
+func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO clients (k, `+clientCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		store.HashKey(c.ID), c.ID, c.SecretHash, c.Name, list(c.RedirectURIs), list(c.GrantTypes), list(c.ResponseTypes),
+		c.TokenEndpointAuthMethod, c.Scope, c.ApplicationType, c.Kind, c.RegisteredIP, c.Metadata,
+		ts(c.CreatedAt), ts(c.ExpiresAt))
+	return mapErr("create client", err)
+}
+
+// GetClient implements store.Store.
+func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error) {
+	c, err := scanClient(s.pool.QueryRow(ctx, `SELECT `+clientCols+` FROM clients
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(id), time.Now()))
+	return c, mapErr("get client", err)
+}
+
+// DeleteClient implements store.Store.
+func (s *Store) DeleteClient(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM clients WHERE k = $1`, store.HashKey(id))
+	return affected("delete client", tag, err)
+}
+
+// CountClientsByIP implements store.Store.
+func (s *Store) CountClientsByIP(ctx context.Context, ip string, since time.Time) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM clients WHERE registered_ip = $1 AND created_at >= $2`,
+		ip, since).Scan(&n)
+	return n, mapErr("count clients", err)
+}
+
+const requestCols = `id, client_id, redirect_uri, state, resource, scopes, code_challenge, code_challenge_method,
+	upstream_state_hash, upstream_nonce, upstream_verifier, user_key, identity, upstream_tokens, consent_csrf, expires_at`
+
+func scanRequest(row pgx.Row) (*store.AuthRequest, error) {
+	var r store.AuthRequest
+	var expires pgtype.Timestamptz
+	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.State, &r.Resource, &r.Scopes, &r.CodeChallenge,
+		&r.CodeChallengeMethod, &r.UpstreamStateHash, &r.UpstreamNonce, &r.UpstreamVerifier, &r.UserKey, &r.Identity,
+		&r.UpstreamTokens, &r.ConsentCSRF, &expires); err != nil {
+		return nil, err
+	}
+	r.Scopes = unlist(r.Scopes)
+	r.ExpiresAt = fromTS(expires)
+	return &r, nil
+}
+
+// stateKey is NULL for an empty (or taken) upstream state, so it never matches.
+func stateKey(h string) *string {
+	if h == "" {
+		return nil
+	}
+	k := store.HashKey(h)
+	return &k
+}
+
+// CreateAuthRequest implements store.Store.
+func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO auth_requests (k, upstream_state_k, `+requestCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
+		store.HashKey(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
+		list(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod, r.UpstreamStateHash, r.UpstreamNonce,
+		r.UpstreamVerifier, r.UserKey, r.Identity, r.UpstreamTokens, r.ConsentCSRF, ts(r.ExpiresAt))
+	return mapErr("create auth request", err)
+}
+
+// GetAuthRequest implements store.Store.
+func (s *Store) GetAuthRequest(ctx context.Context, id string) (*store.AuthRequest, error) {
+	r, err := scanRequest(s.pool.QueryRow(ctx, `SELECT `+requestCols+` FROM auth_requests
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(id), time.Now()))
+	return r, mapErr("get auth request", err)
+}
+
+// UpdateAuthRequest implements store.Store.
+func (s *Store) UpdateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE auth_requests SET client_id = $1, redirect_uri = $2, state = $3,
+		resource = $4, scopes = $5, code_challenge = $6, code_challenge_method = $7, upstream_state_k = $8,
+		upstream_state_hash = $9, upstream_nonce = $10, upstream_verifier = $11, user_key = $12, identity = $13,
+		upstream_tokens = $14, consent_csrf = $15, expires_at = $16
+		WHERE k = $17 AND (expires_at IS NULL OR expires_at > $18)`,
+		r.ClientID, r.RedirectURI, r.State, r.Resource, list(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod,
+		stateKey(r.UpstreamStateHash), r.UpstreamStateHash, r.UpstreamNonce, r.UpstreamVerifier, r.UserKey,
+		r.Identity, r.UpstreamTokens, r.ConsentCSRF, ts(r.ExpiresAt), store.HashKey(r.ID), time.Now())
+	return affected("update auth request", tag, err)
+}
+
+// DeleteAuthRequest implements store.Store.
+func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM auth_requests WHERE k = $1`, store.HashKey(id))
+	return affected("delete auth request", tag, err)
+}
+
+// TakeAuthRequestByUpstreamState implements store.Store.
+func (s *Store) TakeAuthRequestByUpstreamState(ctx context.Context, stateHash string) (*store.AuthRequest, error) {
+	if stateHash == "" {
+		return nil, store.ErrNotFound
+	}
+	// A concurrent taker blocks on the row lock, then re-checks
+	// upstream_state_k against the winner's NULL and matches nothing.
+	r, err := scanRequest(s.pool.QueryRow(ctx, `UPDATE auth_requests SET upstream_state_k = NULL, upstream_state_hash = ''
+		WHERE upstream_state_k = $1 AND (expires_at IS NULL OR expires_at > $2)
+		RETURNING `+requestCols, store.HashKey(stateHash), time.Now()))
+	return r, mapErr("take auth request", err)
+}
+
+const codeCols = `hash, client_id, redirect_uri, resource, user_key, scopes, code_challenge, grant_id, identity,
+	upstream_tokens, expires_at`
+
+func scanCode(row pgx.Row) (*store.AuthCode, error) {
+	var c store.AuthCode
+	var expires pgtype.Timestamptz
+	if err := row.Scan(&c.Hash, &c.ClientID, &c.RedirectURI, &c.Resource, &c.UserKey, &c.Scopes, &c.CodeChallenge,
+		&c.GrantID, &c.Identity, &c.UpstreamTokens, &expires); err != nil {
+		return nil, err
+	}
+	c.Scopes = unlist(c.Scopes)
+	c.ExpiresAt = fromTS(expires)
+	return &c, nil
+}
+
+// CreateAuthCode implements store.Store.
+func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO auth_codes (k, `+codeCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		store.HashKey(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, list(c.Scopes),
+		c.CodeChallenge, c.GrantID, c.Identity, c.UpstreamTokens, ts(c.ExpiresAt))
+	return mapErr("create auth code", err)
+}
+
+// ConsumeAuthCode implements store.Store.
+func (s *Store) ConsumeAuthCode(ctx context.Context, hash string) (*store.AuthCode, error) {
+	k, now := store.HashKey(hash), time.Now()
+	c, err := scanCode(s.pool.QueryRow(ctx, `UPDATE auth_codes SET used = true
+		WHERE k = $1 AND NOT used AND (expires_at IS NULL OR expires_at > $2) RETURNING `+codeCols, k, now))
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return c, mapErr("consume auth code", err)
+	}
+	// Nothing changed: unknown, expired, or already used. Codes only ever
+	// move to used, so this read cannot contradict the update.
+	c, err = scanCode(s.pool.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes
+		WHERE k = $1 AND used AND (expires_at IS NULL OR expires_at > $2)`, k, now))
+	if err != nil {
+		return nil, mapErr("consume auth code", err)
+	}
+	return c, store.ErrAlreadyUsed
+}
+
+const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
+	created_at, expires_at, revoked`
+
+func scanGrant(row pgx.Row) (*store.Grant, error) {
+	var g store.Grant
+	var upExp, created, expires pgtype.Timestamptz
+	if err := row.Scan(&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &g.Scopes, &g.Identity, &g.UpstreamTokens,
+		&upExp, &g.Version, &created, &expires, &g.Revoked); err != nil {
+		return nil, err
+	}
+	g.Scopes = unlist(g.Scopes)
+	g.UpstreamExpiry, g.CreatedAt, g.ExpiresAt = fromTS(upExp), fromTS(created), fromTS(expires)
+	return &g, nil
+}
+
+// CreateGrant implements store.Store.
+func (s *Store) CreateGrant(ctx context.Context, g *store.Grant) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO grants (k, `+grantCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
+		ts(g.UpstreamExpiry), g.Version, ts(g.CreatedAt), ts(g.ExpiresAt), g.Revoked)
+	return mapErr("create grant", err)
+}
+
+// GetGrant implements store.Store.
+func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
+	g, err := scanGrant(s.pool.QueryRow(ctx, `SELECT `+grantCols+` FROM grants
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(id), time.Now()))
+	return g, mapErr("get grant", err)
+}
+
+// RevokeGrant implements store.Store.
+func (s *Store) RevokeGrant(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE grants SET revoked = true WHERE k = $1`, store.HashKey(id))
+	return affected("revoke grant", tag, err)
+}
+
+// UpdateGrantUpstream implements store.Store.
+func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
+	k, now := store.HashKey(id), time.Now()
+	tag, err := s.pool.Exec(ctx, `UPDATE grants SET upstream_tokens = $1, upstream_expiry = $2, version = version + 1
+		WHERE k = $3 AND version = $4 AND NOT revoked AND (expires_at IS NULL OR expires_at > $5)`,
+		sealed, ts(expiry), k, expectedVersion, now)
+	if err := affected("update grant upstream", tag, err); !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	// Tell a lost race (the grant is live but at another version) from a missing grant.
+	var live bool
+	err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM grants
+		WHERE k = $1 AND NOT revoked AND (expires_at IS NULL OR expires_at > $2))`, k, now).Scan(&live)
+	if err != nil {
+		return mapErr("update grant upstream", err)
+	}
+	if live {
+		return store.ErrConflict
+	}
+	return store.ErrNotFound
+}
+
+const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
+
+func scanRefresh(row pgx.Row) (*store.RefreshToken, error) {
+	var t store.RefreshToken
+	var created, expires, rotated pgtype.Timestamptz
+	if err := row.Scan(&t.Hash, &t.GrantID, &t.ClientID, &created, &expires, &rotated, &t.ReplacedBy); err != nil {
+		return nil, err
+	}
+	t.CreatedAt, t.ExpiresAt, t.RotatedAt = fromTS(created), fromTS(expires), fromTS(rotated)
+	return &t, nil
+}
+
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error {
+	_, err := db.Exec(ctx, `INSERT INTO refresh_tokens (k, grant_k, `+refreshCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		store.HashKey(t.Hash), store.HashKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, ts(t.CreatedAt),
+		ts(t.ExpiresAt), ts(t.RotatedAt), t.ReplacedBy)
+	return mapErr("create refresh token", err)
+}
+
+// CreateRefreshToken implements store.Store.
+func (s *Store) CreateRefreshToken(ctx context.Context, t *store.RefreshToken) error {
+	return insertRefresh(ctx, s.pool, t)
+}
+
+// GetRefreshToken implements store.Store.
+func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
+	t, err := scanRefresh(s.pool.QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(hash), time.Now()))
+	return t, mapErr("get refresh token", err)
+}
+
+// RotateRefreshToken implements store.Store.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return mapErr("rotate refresh token", err)
+	}
+	defer tx.Rollback(ctx)
+	k := store.HashKey(oldHash)
+	// FOR UPDATE makes concurrent rotations queue here; each later one then
+	// reads the winner's rotated_at.
+	var rotated pgtype.Timestamptz
+	err = tx.QueryRow(ctx, `SELECT rotated_at FROM refresh_tokens
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2) FOR UPDATE`, k, time.Now()).Scan(&rotated)
+	if err != nil {
+		return mapErr("rotate refresh token", err)
+	}
+	if rotated.Valid {
+		return store.ErrConflict
+	}
+	if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2 WHERE k = $3`,
+		ts(now), next.Hash, k); err != nil {
+		return mapErr("rotate refresh token", err)
+	}
+	if err := insertRefresh(ctx, tx, next); err != nil {
+		return err
+	}
+	return mapErr("rotate refresh token", tx.Commit(ctx))
+}
+
+// RevokeRefreshTokensForGrant implements store.Store.
+func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM refresh_tokens WHERE grant_k = $1`, store.HashKey(grantID))
+	return mapErr("revoke refresh tokens", err)
+}
+
+// GetConsent implements store.Store.
+func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*store.Consent, error) {
+	var c store.Consent
+	var created pgtype.Timestamptz
+	err := s.pool.QueryRow(ctx, `SELECT user_key, client_id, scopes, created_at FROM consents
+		WHERE user_k = $1 AND client_k = $2`, store.HashKey(userKey), store.HashKey(clientID)).
+		Scan(&c.UserKey, &c.ClientID, &c.Scopes, &created)
+	if err != nil {
+		return nil, mapErr("get consent", err)
+	}
+	c.Scopes = unlist(c.Scopes)
+	c.CreatedAt = fromTS(created)
+	return &c, nil
+}
+
+// SaveConsent implements store.Store.
+func (s *Store) SaveConsent(ctx context.Context, c *store.Consent) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO consents (user_k, client_k, user_key, client_id, scopes, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (user_k, client_k) DO UPDATE SET scopes = excluded.scopes, created_at = excluded.created_at`,
+		store.HashKey(c.UserKey), store.HashKey(c.ClientID), c.UserKey, c.ClientID, list(c.Scopes), ts(c.CreatedAt))
+	return mapErr("save consent", err)
+}
+
+// DeleteConsent implements store.Store.
+func (s *Store) DeleteConsent(ctx context.Context, userKey, clientID string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM consents WHERE user_k = $1 AND client_k = $2`,
+		store.HashKey(userKey), store.HashKey(clientID))
+	return affected("delete consent", tag, err)
+}
+
+// ListSigningKeys implements store.Store.
+func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, algorithm, private, public, status, created_at, retire_at
+		FROM signing_keys ORDER BY created_at, id`)
+	if err != nil {
+		return nil, mapErr("list signing keys", err)
+	}
+	defer rows.Close()
+	var out []*store.SigningKey
+	for rows.Next() {
+		var k store.SigningKey
+		var created, retire pgtype.Timestamptz
+		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
+			return nil, mapErr("list signing keys", err)
+		}
+		k.CreatedAt, k.RetireAt = fromTS(created), fromTS(retire)
+		out = append(out, &k)
+	}
+	return out, mapErr("list signing keys", rows.Err())
+}
+
+// CreateSigningKey implements store.Store.
+func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO signing_keys (k, id, algorithm, private, public, status, created_at, retire_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		store.HashKey(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, ts(k.CreatedAt), ts(k.RetireAt))
+	return mapErr("create signing key", err)
+}
+
+// UpdateSigningKey implements store.Store.
+func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE signing_keys SET status = $1, retire_at = $2 WHERE k = $3`,
+		k.Status, ts(k.RetireAt), store.HashKey(k.ID))
+	return affected("update signing key", tag, err)
+}
+
+// DeleteSigningKey implements store.Store.
+func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM signing_keys WHERE k = $1`, store.HashKey(id))
+	return affected("delete signing key", tag, err)
+}
+
+// DeleteExpired implements store.Store.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, mapErr("delete expired", err)
+	}
+	defer tx.Rollback(ctx)
+	var total int64
+	for _, q := range []string{
+		// Refresh tokens of expiring grants first, so the count includes them
+		// (the ON DELETE CASCADE would remove them silently).
+		`DELETE FROM refresh_tokens WHERE expires_at <= $1
+			OR grant_k IN (SELECT k FROM grants WHERE expires_at <= $1)`,
+		`DELETE FROM grants WHERE expires_at <= $1`,
+		`DELETE FROM auth_codes WHERE expires_at <= $1`,
+		`DELETE FROM auth_requests WHERE expires_at <= $1`,
+		`DELETE FROM clients WHERE expires_at <= $1`,
+	} {
+		tag, err := tx.Exec(ctx, q, now)
+		if err != nil {
+			return 0, mapErr("delete expired", err)
+		}
+		total += tag.RowsAffected()
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, mapErr("delete expired", err)
+	}
+	return total, nil
+}
