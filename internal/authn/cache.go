@@ -5,13 +5,18 @@ import (
 	"crypto/sha256"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // tokenKey is the cache key of a token: its SHA-256, so raw tokens are never
 // kept in memory beyond the request and long tokens cost a fixed 32 bytes.
 type tokenKey [sha256.Size]byte
 
-func keyOf(token string) tokenKey { return sha256.Sum256([]byte(token)) }
+// keyOf hashes the token without copying it: []byte(token) would allocate
+// on every request, and Sum256 only reads its argument.
+func keyOf(token string) tokenKey {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+}
 
 // cacheEntry is a verification result. p == nil records a negative result.
 type cacheEntry struct {

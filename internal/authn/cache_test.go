@@ -1,0 +1,108 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTokenCacheBoundedAndExpiring(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := newTokenCache(10)
+	p := &Principal{Subject: "s"}
+	for i := range 25 {
+		c.put(keyOf(fmt.Sprint(i)), p, now.Add(time.Minute), now)
+		if n := c.len(); n > 10 {
+			t.Fatalf("after %d puts the cache holds %d entries, max 10", i+1, n)
+		}
+	}
+	// The newest entry survives its own insertion.
+	if _, ok := c.get(keyOf("24"), now); !ok {
+		t.Fatal("newest entry missing")
+	}
+	// Entries are not served at or after their expiry.
+	if _, ok := c.get(keyOf("24"), now.Add(time.Minute)); ok {
+		t.Fatal("expired entry served")
+	}
+	// An already-expired result is not stored.
+	c.put(keyOf("old"), p, now.Add(-time.Second), now)
+	if _, ok := c.get(keyOf("old"), now.Add(-2*time.Second)); ok {
+		t.Fatal("expired result stored")
+	}
+}
+
+func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := newTokenCache(4)
+	p := &Principal{}
+	c.put(keyOf("live"), p, now.Add(time.Hour), now)
+	for i := range 3 {
+		c.put(keyOf(fmt.Sprint("short", i)), p, now.Add(time.Second), now)
+	}
+	later := now.Add(2 * time.Second)
+	c.put(keyOf("new"), p, later.Add(time.Hour), later)
+	for _, k := range []string{"live", "new"} {
+		if _, ok := c.get(keyOf(k), later); !ok {
+			t.Errorf("%s evicted while expired entries were available", k)
+		}
+	}
+}
+
+func TestNilCacheNeverHits(t *testing.T) {
+	c := newTokenCache(-1)
+	now := time.Now()
+	c.put(keyOf("x"), &Principal{}, now.Add(time.Hour), now)
+	if _, ok := c.get(keyOf("x"), now); ok {
+		t.Fatal("disabled cache hit")
+	}
+}
+
+func TestFlightSharesOneCall(t *testing.T) {
+	var f flight[string, int]
+	var calls atomic.Int32
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	var started atomic.Int32
+	results := make([]int, 8)
+	for i := range results {
+		wg.Go(func() {
+			started.Add(1)
+			results[i], _ = f.do(context.Background(), "k", func(context.Context) (int, error) {
+				calls.Add(1)
+				<-release
+				return 7, nil
+			})
+		})
+	}
+	// Let the goroutines pile up on the running call before releasing it.
+	for started.Load() < int32(len(results)) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	if calls.Load() != 1 {
+		t.Fatalf("calls = %d, want 1", calls.Load())
+	}
+	for i, r := range results {
+		if r != 7 {
+			t.Errorf("result %d = %d", i, r)
+		}
+	}
+}
+
+func TestFlightWaiterHonoursOwnContext(t *testing.T) {
+	var f flight[string, int]
+	release := make(chan struct{})
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f.do(ctx, "k", func(context.Context) (int, error) { <-release; return 1, nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
