@@ -1,0 +1,268 @@
+package authserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// cimdFetcher resolves Client ID Metadata Documents: a client_id that is an
+// https URL names a JSON document describing the client
+// (draft-ietf-oauth-client-id-metadata-document; MCP 2025-11-25).
+type cimdFetcher struct {
+	client  *http.Client
+	cfg     CIMDConfig
+	trusted []string
+	now     func() time.Time
+	locks   keyedMutex
+
+	mu    sync.Mutex
+	cache map[string]cimdEntry
+}
+
+type cimdEntry struct {
+	client  *store.Client
+	expires time.Time
+}
+
+const cimdMaxCacheEntries = 10000
+
+func newCIMDFetcher(cfg CIMDConfig, trusted []string, base *http.Client, now func() time.Time) *cimdFetcher {
+	return &cimdFetcher{
+		client:  idp.GuardedClient(base, cfg.AllowPrivate, cfg.Timeout),
+		cfg:     cfg,
+		trusted: trusted,
+		now:     now,
+		cache:   map[string]cimdEntry{},
+	}
+}
+
+// cimdDocument is the subset of RFC 7591 client metadata we use.
+type cimdDocument struct {
+	ClientID                string   `json:"client_id"`
+	ClientName              string   `json:"client_name"`
+	RedirectURIs            []string `json:"redirect_uris"`
+	GrantTypes              []string `json:"grant_types"`
+	ResponseTypes           []string `json:"response_types"`
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
+	Scope                   string   `json:"scope"`
+	ApplicationType         string   `json:"application_type"`
+	ClientSecret            string   `json:"client_secret"`
+}
+
+// validateCIMDURL checks the client_id URL rules: https, a host, a path
+// other than "/", no fragment, no user info, no dot segments.
+func validateCIMDURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, errors.New("client_id URL must be an absolute https URL")
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") || u.User != nil {
+		return nil, errors.New("client_id URL must not contain a fragment or user info")
+	}
+	if u.Path == "" || u.Path == "/" {
+		return nil, errors.New("client_id URL must have a path")
+	}
+	for seg := range strings.SplitSeq(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return nil, errors.New("client_id URL must not contain dot segments")
+		}
+	}
+	return u, nil
+}
+
+func (f *cimdFetcher) cached(id string) *store.Client {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.cache[id]
+	if !ok {
+		return nil
+	}
+	if !f.now().Before(e.expires) {
+		delete(f.cache, id)
+		return nil
+	}
+	c := *e.client
+	return &c
+}
+
+func (f *cimdFetcher) store(id string, c *store.Client, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.cache) >= cimdMaxCacheEntries {
+		now := f.now()
+		for k, e := range f.cache {
+			if !now.Before(e.expires) {
+				delete(f.cache, k)
+			}
+		}
+		if len(f.cache) >= cimdMaxCacheEntries {
+			clear(f.cache) // bounded memory beats a perfect cache
+		}
+	}
+	f.cache[id] = cimdEntry{client: c, expires: f.now().Add(ttl)}
+}
+
+// get returns the client a metadata document describes, from cache when
+// its HTTP caching lifetime allows. Concurrent requests for one URL share
+// a single fetch.
+func (f *cimdFetcher) get(ctx context.Context, id string) (*store.Client, error) {
+	if c := f.cached(id); c != nil {
+		return c, nil
+	}
+	unlock := f.locks.lock(id)
+	defer unlock()
+	if c := f.cached(id); c != nil {
+		return c, nil
+	}
+	c, ttl, err := f.fetch(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	f.store(id, c, ttl)
+	return c, nil
+}
+
+func (f *cimdFetcher) fetch(ctx context.Context, id string) (*store.Client, time.Duration, error) {
+	u, err := validateCIMDURL(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetch: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("fetch: status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, f.cfg.MaxBytes+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read: %w", err)
+	}
+	if int64(len(body)) > f.cfg.MaxBytes {
+		return nil, 0, fmt.Errorf("document larger than %d bytes", f.cfg.MaxBytes)
+	}
+	var doc cimdDocument
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, 0, fmt.Errorf("document is not valid JSON: %w", err)
+	}
+	c, err := f.validate(id, &doc)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.Metadata = body
+	c.CreatedAt = f.now()
+	return c, f.ttl(resp.Header), nil
+}
+
+func (f *cimdFetcher) validate(id string, doc *cimdDocument) (*store.Client, error) {
+	// The document must describe itself: otherwise any URL could claim to
+	// be any client.
+	if doc.ClientID != id {
+		return nil, errors.New("document client_id does not equal its URL")
+	}
+	name := cleanName(doc.ClientName)
+	if name == "" {
+		return nil, errors.New("document lacks client_name")
+	}
+	if len(doc.RedirectURIs) == 0 {
+		return nil, errors.New("document lacks redirect_uris")
+	}
+	for _, r := range doc.RedirectURIs {
+		if err := validateRedirectURI(r, f.trusted); err != nil {
+			return nil, err
+		}
+	}
+	// A public document cannot hold a secret; we do not support
+	// private_key_jwt, so these clients are public.
+	if doc.ClientSecret != "" {
+		return nil, errors.New("document must not contain client_secret")
+	}
+	if m := doc.TokenEndpointAuthMethod; m != "" && m != authNone {
+		return nil, fmt.Errorf("token_endpoint_auth_method %q is not supported for metadata document clients", m)
+	}
+	grants := doc.GrantTypes
+	if len(grants) == 0 {
+		grants = []string{grantCode, grantRT}
+	}
+	for _, g := range grants {
+		if g != grantCode && g != grantRT {
+			return nil, fmt.Errorf("grant type %q is not supported", g)
+		}
+	}
+	if len(doc.ResponseTypes) > 0 && !slices.Equal(doc.ResponseTypes, []string{"code"}) {
+		return nil, errors.New("only response type code is supported")
+	}
+	return &store.Client{
+		ID:                      id,
+		Name:                    name,
+		RedirectURIs:            doc.RedirectURIs,
+		GrantTypes:              grants,
+		ResponseTypes:           []string{"code"},
+		TokenEndpointAuthMethod: authNone,
+		Scope:                   doc.Scope,
+		ApplicationType:         doc.ApplicationType,
+		Kind:                    store.ClientKindCIMD,
+	}, nil
+}
+
+// ttl honours Cache-Control (RFC 9111 §5.2.2): no-store/no-cache disable
+// caching, max-age sets the lifetime (capped), else the configured default.
+func (f *cimdFetcher) ttl(h http.Header) time.Duration {
+	ttl := f.cfg.CacheTTL
+	for _, cc := range h.Values("Cache-Control") {
+		for d := range strings.SplitSeq(cc, ",") {
+			d = strings.ToLower(strings.TrimSpace(d))
+			switch {
+			case d == "no-store" || d == "no-cache":
+				return 0
+			case strings.HasPrefix(d, "max-age="):
+				n, err := strconv.Atoi(strings.Trim(strings.TrimPrefix(d, "max-age="), `"`))
+				if err != nil || n < 0 {
+					return 0
+				}
+				ttl = time.Duration(n) * time.Second
+			}
+		}
+	}
+	return min(ttl, f.cfg.MaxCacheTTL)
+}
+
+// cleanName trims a client-supplied display name and drops control
+// characters; it is shown on the consent page (escaped by html/template).
+func cleanName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return -1 // control and bidi-override characters could disguise the name
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if r := []rune(s); len(r) > 100 {
+		s = string(r[:100])
+	}
+	return s
+}

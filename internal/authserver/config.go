@@ -1,0 +1,300 @@
+package authserver
+
+import (
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/validate"
+	"github.com/mcpgate/mcpgate/web"
+)
+
+// Registration modes (RFC 7591).
+const (
+	RegistrationOpen   = "open"   // anyone may register (rate limited per IP)
+	RegistrationToken  = "token"  // an initial access token is required (RFC 7591 §3)
+	RegistrationClosed = "closed" // only static and CIMD clients
+)
+
+// Config is `auth.authorization_server`.
+type Config struct {
+	// PublicURL is mcpgate's external base URL; the issuer equals it. The
+	// caller copies it from the top-level public_url before SetDefaults.
+	PublicURL string `yaml:"-"`
+
+	// Resources are the protected resources (RFC 8707) tokens can be issued
+	// for; the first is the default when a client omits `resource`.
+	Resources []string `yaml:"resources"`
+	// Scopes are the MCP scopes clients may request (advertised in metadata).
+	Scopes []string `yaml:"scopes"`
+	// ScopeDescriptions are shown on the consent page.
+	ScopeDescriptions map[string]string `yaml:"scope_descriptions"`
+	// DefaultScopes are granted when a request names none.
+	DefaultScopes []string `yaml:"default_scopes"`
+
+	AccessTokenLifetime  time.Duration `yaml:"access_token_lifetime"`  // default 15m
+	RefreshTokenLifetime time.Duration `yaml:"refresh_token_lifetime"` // idle lifetime of each refresh token, default 720h
+	SessionLifetime      time.Duration `yaml:"session_lifetime"`       // absolute lifetime of a grant, default 2160h
+	// RefreshGrace is how long the immediately previous refresh token stays
+	// usable after rotation, so concurrent refreshes do not end the session.
+	RefreshGrace        time.Duration `yaml:"refresh_grace"`         // default 30s
+	CodeLifetime        time.Duration `yaml:"code_lifetime"`         // default 1m
+	LoginTimeout        time.Duration `yaml:"login_timeout"`         // pending authorization request, default 10m
+	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`      // browser consent cookie, default 720h
+	RevocationCacheTTL  time.Duration `yaml:"revocation_cache_ttl"`  // how long Authenticate trusts a grant check, default 5s
+	UpstreamRefreshSkew time.Duration `yaml:"upstream_refresh_skew"` // refresh upstream tokens this long before expiry, default 30s
+
+	SigningAlg string `yaml:"signing_alg"` // ES256 (default) | RS256
+
+	Registration  RegistrationConfig `yaml:"registration"`
+	CIMD          CIMDConfig         `yaml:"cimd"`
+	StaticClients []StaticClient     `yaml:"static_clients"`
+	Upstream      idp.Config         `yaml:"upstream"`
+	Branding      web.Branding       `yaml:"branding"`
+}
+
+// RegistrationConfig configures dynamic client registration.
+type RegistrationConfig struct {
+	Mode            string        `yaml:"mode"`               // open (default) | token | closed
+	Token           string        `yaml:"token"`              // initial access token for mode token
+	MaxClientsPerIP int           `yaml:"max_clients_per_ip"` // per window; default 10, -1 = unlimited
+	Window          time.Duration `yaml:"window"`             // default 1h
+	// TrustedSchemes are private-use URI schemes (RFC 8252 §7.1) accepted in
+	// redirect URIs besides reverse-domain ones, e.g. cursor, vscode.
+	TrustedSchemes []string `yaml:"trusted_schemes"`
+	// ClientLifetime expires unused dynamic registrations; 0 = never.
+	ClientLifetime time.Duration `yaml:"client_lifetime"`
+}
+
+// CIMDConfig configures Client ID Metadata Documents.
+type CIMDConfig struct {
+	Enabled *bool `yaml:"enabled"` // default true
+	// AllowPrivate lets documents be fetched from loopback/private
+	// addresses. For tests only: it re-opens the SSRF hole the guard closes.
+	AllowPrivate bool          `yaml:"allow_private"`
+	Timeout      time.Duration `yaml:"timeout"`   // default 5s
+	MaxBytes     int64         `yaml:"max_bytes"` // default 16 KiB
+	// CacheTTL applies when the document's response has no max-age; the
+	// response's max-age is honoured up to MaxCacheTTL.
+	CacheTTL    time.Duration `yaml:"cache_ttl"`     // default 5m
+	MaxCacheTTL time.Duration `yaml:"max_cache_ttl"` // default 24h
+}
+
+// StaticClient is a client configured by the operator.
+type StaticClient struct {
+	ClientID string `yaml:"client_id"`
+	// ClientSecret (e.g. from ${ENV}) or ClientSecretHash (bcrypt) makes the
+	// client confidential; neither: public client (PKCE only).
+	ClientSecret     string   `yaml:"client_secret"`
+	ClientSecretHash string   `yaml:"client_secret_hash"`
+	Name             string   `yaml:"name"`
+	RedirectURIs     []string `yaml:"redirect_uris"`
+	// SkipConsent is for first-party clients the operator vouches for.
+	SkipConsent bool `yaml:"skip_consent"`
+}
+
+// Enabled reports whether CIMD is on.
+func (c *CIMDConfig) enabled() bool { return c.Enabled == nil || *c.Enabled }
+
+// SetDefaults fills in unset fields.
+func (c *Config) SetDefaults() {
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if len(c.Resources) == 0 && c.PublicURL != "" {
+		c.Resources = []string{c.PublicURL + "/mcp"}
+	}
+	if len(c.Scopes) == 0 {
+		c.Scopes = []string{"mcp"}
+	}
+	if len(c.DefaultScopes) == 0 {
+		c.DefaultScopes = slices.Clone(c.Scopes)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.AccessTokenLifetime, 15*time.Minute)
+	def(&c.RefreshTokenLifetime, 30*24*time.Hour)
+	def(&c.SessionLifetime, 90*24*time.Hour)
+	def(&c.RefreshGrace, 30*time.Second)
+	def(&c.CodeLifetime, time.Minute)
+	def(&c.LoginTimeout, 10*time.Minute)
+	def(&c.ConsentLifetime, 30*24*time.Hour)
+	def(&c.RevocationCacheTTL, 5*time.Second)
+	def(&c.UpstreamRefreshSkew, 30*time.Second)
+	if c.SigningAlg == "" {
+		c.SigningAlg = "ES256"
+	}
+	if c.Registration.Mode == "" {
+		c.Registration.Mode = RegistrationOpen
+	}
+	if c.Registration.MaxClientsPerIP == 0 {
+		c.Registration.MaxClientsPerIP = 10
+	}
+	def(&c.Registration.Window, time.Hour)
+	if c.Registration.TrustedSchemes == nil {
+		c.Registration.TrustedSchemes = []string{"cursor", "vscode", "vscode-insiders", "windsurf"}
+	}
+	for i, s := range c.Registration.TrustedSchemes {
+		c.Registration.TrustedSchemes[i] = strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(s, "://"), ":"))
+	}
+	if c.CIMD.Enabled == nil {
+		on := true
+		c.CIMD.Enabled = &on
+	}
+	def(&c.CIMD.Timeout, 5*time.Second)
+	if c.CIMD.MaxBytes == 0 {
+		c.CIMD.MaxBytes = 16 << 10
+	}
+	def(&c.CIMD.CacheTTL, 5*time.Minute)
+	def(&c.CIMD.MaxCacheTTL, 24*time.Hour)
+	c.Upstream.SetDefaults()
+	c.Branding.SetDefaults()
+}
+
+var (
+	scopeToken = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+$`) // RFC 6749 §3.3 scope-token
+	hexColour  = regexp.MustCompile(`^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$`)
+	schemeRE   = regexp.MustCompile(`^[a-z][a-z0-9+.-]*$`)
+)
+
+// Validate reports every problem under path (e.g. "auth.authorization_server").
+func (c *Config) Validate(path string, p *validate.Problems) {
+	at := func(k string) string { return validate.Join(path, k) }
+	if u, err := url.Parse(c.PublicURL); c.PublicURL == "" || err != nil || u.Host == "" ||
+		(u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || u.RawQuery != "" || u.Fragment != "" {
+		p.Add("public_url", "must be an absolute https URL (http only on loopback) without query or fragment: it is the issuer")
+	}
+	if len(c.Resources) == 0 {
+		p.Add(at("resources"), "at least one resource is required")
+	}
+	for i, r := range c.Resources {
+		if _, err := canonicalResource(r); err != nil {
+			p.Add(validate.Index(at("resources"), i), "%v", err)
+		}
+	}
+	for i, s := range c.Scopes {
+		if !scopeToken.MatchString(s) {
+			p.Add(validate.Index(at("scopes"), i), "invalid scope token %q", s)
+		}
+		if s == "offline_access" {
+			p.Add(validate.Index(at("scopes"), i), "offline_access is accepted implicitly and must not be advertised")
+		}
+	}
+	for i, s := range c.DefaultScopes {
+		if !slices.Contains(c.Scopes, s) {
+			p.Add(validate.Index(at("default_scopes"), i), "%q is not in scopes", s)
+		}
+	}
+	for k, d := range map[string]time.Duration{
+		"access_token_lifetime": c.AccessTokenLifetime, "refresh_token_lifetime": c.RefreshTokenLifetime,
+		"session_lifetime": c.SessionLifetime, "code_lifetime": c.CodeLifetime, "login_timeout": c.LoginTimeout,
+		"consent_lifetime": c.ConsentLifetime, "refresh_grace": c.RefreshGrace,
+		"revocation_cache_ttl": c.RevocationCacheTTL, "upstream_refresh_skew": c.UpstreamRefreshSkew,
+	} {
+		if d < 0 {
+			p.Add(at(k), "must not be negative")
+		}
+	}
+	if c.CodeLifetime > 10*time.Minute {
+		p.Add(at("code_lifetime"), "must be at most 10m (RFC 6749 §4.1.2)")
+	}
+	if c.RefreshGrace > 5*time.Minute {
+		p.Add(at("refresh_grace"), "must be at most 5m")
+	}
+	if c.RevocationCacheTTL > time.Minute {
+		p.Add(at("revocation_cache_ttl"), "must be at most 1m")
+	}
+	if c.RefreshTokenLifetime > c.SessionLifetime {
+		p.Add(at("refresh_token_lifetime"), "must not exceed session_lifetime")
+	}
+	if c.SigningAlg != "ES256" && c.SigningAlg != "RS256" {
+		p.Add(at("signing_alg"), "must be ES256 or RS256")
+	}
+	c.validateRegistration(at("registration"), p)
+	if c.CIMD.MaxBytes < 512 || c.CIMD.MaxBytes > 64<<10 {
+		p.Add(at("cimd.max_bytes"), "must be between 512 and 65536")
+	}
+	if c.CIMD.Timeout <= 0 || c.CIMD.Timeout > 30*time.Second {
+		p.Add(at("cimd.timeout"), "must be between 0 and 30s")
+	}
+	c.validateStaticClients(at("static_clients"), p)
+	c.Upstream.Validate(at("upstream"), p)
+	if b := c.Branding; !hexColour.MatchString(b.PrimaryColor) {
+		p.Add(at("branding.primary_color"), "must be a hex colour such as #2563eb")
+	}
+	if !hexColour.MatchString(c.Branding.BackgroundColor) {
+		p.Add(at("branding.background_color"), "must be a hex colour such as #f3f4f6")
+	}
+	if l := c.Branding.LogoURL; l != "" {
+		if u, err := url.Parse(l); err != nil || (u.Scheme != "https" && u.Scheme != "data") {
+			p.Add(at("branding.logo_url"), "must be an https or data: URL")
+		}
+	}
+}
+
+func (c *Config) validateRegistration(path string, p *validate.Problems) {
+	r := c.Registration
+	switch r.Mode {
+	case RegistrationOpen, RegistrationClosed:
+		if r.Token != "" {
+			p.Add(validate.Join(path, "token"), "is only used with mode token")
+		}
+	case RegistrationToken:
+		if len(r.Token) < 16 {
+			p.Add(validate.Join(path, "token"), "must be at least 16 characters for mode token")
+		}
+	default:
+		p.Add(validate.Join(path, "mode"), "must be open, token or closed")
+	}
+	if r.MaxClientsPerIP < -1 {
+		p.Add(validate.Join(path, "max_clients_per_ip"), "must be positive, or -1 for unlimited")
+	}
+	if r.Window <= 0 {
+		p.Add(validate.Join(path, "window"), "must be positive")
+	}
+	if r.ClientLifetime < 0 {
+		p.Add(validate.Join(path, "client_lifetime"), "must not be negative")
+	}
+	for i, s := range r.TrustedSchemes {
+		if !schemeRE.MatchString(s) || s == "http" || s == "https" || dangerousSchemes[s] {
+			p.Add(validate.Index(validate.Join(path, "trusted_schemes"), i), "%q cannot be a trusted private-use scheme", s)
+		}
+	}
+}
+
+func (c *Config) validateStaticClients(path string, p *validate.Problems) {
+	seen := map[string]bool{}
+	for i, sc := range c.StaticClients {
+		at := func(k string) string { return validate.Join(validate.Index(path, i), k) }
+		switch {
+		case sc.ClientID == "":
+			p.Add(at("client_id"), "is required")
+		case seen[sc.ClientID]:
+			p.Add(at("client_id"), "duplicate client_id %q", sc.ClientID)
+		case isURLClientID(sc.ClientID):
+			p.Add(at("client_id"), "must not be an https URL (reserved for client ID metadata documents)")
+		}
+		seen[sc.ClientID] = true
+		if sc.ClientSecret != "" && sc.ClientSecretHash != "" {
+			p.Add(at("client_secret"), "set client_secret or client_secret_hash, not both")
+		}
+		if sc.ClientSecretHash != "" && !isBcrypt(sc.ClientSecretHash) {
+			p.Add(at("client_secret_hash"), "must be a bcrypt hash")
+		}
+		if sc.ClientSecret != "" && len(sc.ClientSecret) < 16 {
+			p.Add(at("client_secret"), "must be at least 16 characters")
+		}
+		if len(sc.RedirectURIs) == 0 {
+			p.Add(at("redirect_uris"), "at least one redirect URI is required")
+		}
+		for j, u := range sc.RedirectURIs {
+			if err := validateRedirectURI(u, c.Registration.TrustedSchemes); err != nil {
+				p.Add(validate.Index(at("redirect_uris"), j), "%v", err)
+			}
+		}
+	}
+}

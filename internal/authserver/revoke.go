@@ -1,0 +1,192 @@
+package authserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// handleRevoke implements RFC 7009. Revoking a refresh token or an access
+// token ends the whole grant (our access tokens are JWTs: the grant check
+// in Authenticate is what revokes them). Invalid, unknown or foreign tokens
+// get 200 as well (§2.2), so the endpoint reveals nothing.
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	if err := s.revoke(w, r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return invalidRequest("the request body could not be parsed")
+	}
+	tok, oe := singleValue(r.PostForm, "token")
+	if oe != nil {
+		return oe
+	}
+	cl, _, err := s.authenticateClient(r)
+	if err != nil {
+		return err
+	}
+	if tok == "" {
+		return invalidRequest("token is required")
+	}
+	ctx := r.Context()
+	grantID, clientID, err := s.lookupToken(ctx, tok)
+	if err != nil || grantID == "" || clientID != cl.ID {
+		return err // nil for unknown or foreign tokens: §2.2 answers 200
+	}
+	return s.revokeGrant(ctx, grantID, "revoked by client")
+}
+
+// lookupToken finds the grant a token belongs to: a refresh token (by
+// hash), else one of our access tokens (signature checked, expiry ignored:
+// revoking an expired token is harmless). Unknown tokens give "".
+func (s *Server) lookupToken(ctx context.Context, tok string) (grantID, clientID string, err error) {
+	rt, err := s.st.GetRefreshToken(ctx, store.HashKey(tok))
+	switch {
+	case err == nil:
+		return rt.GrantID, rt.ClientID, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", "", err
+	}
+	c, err := s.verifySignature(ctx, tok)
+	if err != nil {
+		return "", "", nil
+	}
+	return c.TSID, c.ClientID, nil
+}
+
+// verifySignature checks that tok is an access token we signed, without
+// the lifetime and grant checks of verify.
+func (s *Server) verifySignature(ctx context.Context, tok string) (*accessClaims, error) {
+	if len(tok) > 16<<10 || strings.Count(tok, ".") != 2 {
+		return nil, errors.New("not a JWT")
+	}
+	jws, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	if err != nil || len(jws.Headers) != 1 {
+		return nil, errors.New("not a JWT")
+	}
+	key, err := s.keys.key(ctx, jws.Headers[0].KeyID)
+	if err != nil {
+		return nil, err
+	}
+	var c accessClaims
+	if err := jws.Claims(key.Key, &c); err != nil || c.Issuer != s.issuer {
+		return nil, errors.New("not our token")
+	}
+	return &c, nil
+}
+
+// introspection is the RFC 7662 §2.2 response.
+type introspection struct {
+	Active    bool     `json:"active"`
+	Scope     string   `json:"scope,omitempty"`
+	ClientID  string   `json:"client_id,omitempty"`
+	Username  string   `json:"username,omitempty"`
+	TokenType string   `json:"token_type,omitempty"`
+	Exp       int64    `json:"exp,omitempty"`
+	Iat       int64    `json:"iat,omitempty"`
+	Sub       string   `json:"sub,omitempty"`
+	Aud       string   `json:"aud,omitempty"`
+	Iss       string   `json:"iss,omitempty"`
+	JTI       string   `json:"jti,omitempty"`
+	TSID      string   `json:"tsid,omitempty"`
+	Groups    []string `json:"groups,omitempty"`
+	Email     string   `json:"email,omitempty"`
+}
+
+// handleIntrospect implements RFC 7662 for confidential clients. Static
+// clients (the operator's resource servers) may introspect any token;
+// dynamically registered clients only their own. Anything invalid,
+// expired, revoked or foreign is {"active": false}.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	resp, err := s.introspect(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) (*introspection, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return nil, invalidRequest("the request body could not be parsed")
+	}
+	tok, oe := singleValue(r.PostForm, "token")
+	if oe != nil {
+		return nil, oe
+	}
+	cl, static, err := s.authenticateClient(r)
+	if err != nil {
+		return nil, err
+	}
+	if !confidential(cl) {
+		return nil, &oauthError{Code: errInvalidClient, Description: "introspection requires client authentication", Status: http.StatusUnauthorized}
+	}
+	ctx := r.Context()
+	inactive := &introspection{Active: false}
+	if tok == "" {
+		return inactive, nil
+	}
+	allowed := func(clientID string) bool { return static || clientID == cl.ID }
+
+	// An access token?
+	if p, err := s.verify(ctx, tok, ""); err == nil {
+		if !allowed(p.ClientID) {
+			return inactive, nil
+		}
+		return &introspection{
+			Active: true, Scope: strings.Join(p.Scopes, " "), ClientID: p.ClientID, Username: p.Username,
+			TokenType: "Bearer", Exp: p.ExpiresAt.Unix(), Iat: claimInt(p.Claims["iat"]), Sub: p.Subject,
+			Aud: p.Audience[0], Iss: p.Issuer, JTI: p.TokenID, TSID: p.SessionID, Groups: p.Groups, Email: p.Email,
+		}, nil
+	}
+	// A current refresh token?
+	rt, err := s.st.GetRefreshToken(ctx, store.HashKey(tok))
+	if errors.Is(err, store.ErrNotFound) {
+		return inactive, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !rt.RotatedAt.IsZero() || !allowed(rt.ClientID) {
+		return inactive, nil
+	}
+	g, err := s.st.GetGrant(ctx, rt.GrantID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+		return inactive, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &introspection{
+		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: rt.ClientID, TokenType: "refresh_token",
+		Exp: rt.ExpiresAt.Unix(), Iat: rt.CreatedAt.Unix(), Aud: g.Resource, Iss: s.issuer, TSID: g.ID,
+	}
+	var id struct {
+		Subject  string `json:"sub"`
+		Username string `json:"preferred_username"`
+	}
+	if json.Unmarshal(g.Identity, &id) == nil {
+		out.Sub, out.Username = id.Subject, id.Username
+	}
+	return out, nil
+}
+
+func claimInt(v any) int64 {
+	f, _ := v.(float64)
+	return int64(f)
+}

@@ -1,0 +1,340 @@
+// Package authserver is mcpgate's built-in OAuth 2.1 authorization server
+// for MCP clients: RFC 8414/OIDC discovery, dynamic client registration
+// (RFC 7591) and client ID metadata documents, authorization code with PKCE
+// (S256 only), resource indicators (RFC 8707), RFC 9207 `iss`, refresh token
+// rotation with reuse detection, revocation (RFC 7009), introspection
+// (RFC 7662) and JWT access tokens (RFC 9068). User login is delegated to
+// an upstream connector (internal/idp); upstream tokens are kept sealed and
+// bound to the grant by its token session id (tsid).
+package authserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/validate"
+	"github.com/mcpgate/mcpgate/web"
+)
+
+// Signer signs access tokens and publishes the verification keys.
+// *keys.Manager implements it.
+type Signer interface {
+	// SignJWT returns a compact JWS of claims with the given "typ" header,
+	// signed with the active key (its "kid" in the header).
+	SignJWT(ctx context.Context, typ string, claims any) (string, error)
+	// JWKS returns the public keys currently published (active, next and
+	// recently retired).
+	JWKS(ctx context.Context) (*jose.JSONWebKeySet, error)
+}
+
+// Sealer encrypts secrets at rest (AES-256-GCM in internal/keys). aad binds
+// a ciphertext to its context so it cannot be moved to another record.
+type Sealer interface {
+	Seal(plaintext, aad []byte) ([]byte, error)
+	Open(ciphertext, aad []byte) ([]byte, error)
+}
+
+// Deps are the server's runtime dependencies.
+type Deps struct {
+	Store  store.Store
+	Signer Signer
+	Sealer Sealer
+	Logger *slog.Logger
+	// HTTPClient contributes TLS settings to outbound calls (IdP, CIMD); the
+	// SSRF guard and timeouts are added on top. Optional.
+	HTTPClient *http.Client
+	// Clock is the time source (tests). Optional.
+	Clock func() time.Time
+	// ClientIP returns the caller's address for per-IP registration limits.
+	// Optional: the default is the host of r.RemoteAddr. Behind a proxy, pass
+	// the gateway's trusted-proxy-aware function.
+	ClientIP func(*http.Request) string
+	// Connector overrides the connector built from Config.Upstream (tests).
+	Connector idp.Connector
+}
+
+// Server is the authorization server.
+type Server struct {
+	cfg       Config
+	issuer    string
+	basePath  string // path of the issuer URL, "" or "/prefix"
+	resources []string
+	secure    bool // issuer is https: Secure and __Host- cookies
+
+	st       store.Store
+	signer   Signer
+	sealer   Sealer
+	log      *slog.Logger
+	now      func() time.Time
+	clientIP func(*http.Request) string
+	conn     idp.Connector
+	pages    *web.Renderer
+
+	static  map[string]*staticClient
+	cimd    *cimdFetcher
+	keys    *keyCache
+	grants  *grantCache
+	upLocks keyedMutex
+	mux     *http.ServeMux
+}
+
+type staticClient struct {
+	store.Client
+	skipConsent bool
+}
+
+// New builds the server. cfg must have had SetDefaults applied; New
+// validates it again and refuses to start on any problem.
+func New(cfg Config, deps Deps) (*Server, error) {
+	var p validate.Problems
+	cfg.Validate("auth.authorization_server", &p)
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil || deps.Signer == nil || deps.Sealer == nil {
+		return nil, errors.New("authserver: Store, Signer and Sealer are required")
+	}
+	s := &Server{
+		cfg:      cfg,
+		issuer:   cfg.PublicURL,
+		st:       deps.Store,
+		signer:   deps.Signer,
+		sealer:   deps.Sealer,
+		log:      deps.Logger,
+		now:      deps.Clock,
+		clientIP: deps.ClientIP,
+		conn:     deps.Connector,
+		static:   map[string]*staticClient{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.clientIP == nil {
+		s.clientIP = remoteIP
+	}
+	u, err := url.Parse(s.issuer)
+	if err != nil {
+		return nil, fmt.Errorf("authserver: public_url: %w", err)
+	}
+	s.basePath = strings.TrimSuffix(u.EscapedPath(), "/")
+	s.secure = u.Scheme == "https"
+	for _, r := range cfg.Resources {
+		c, err := canonicalResource(r)
+		if err != nil {
+			return nil, err
+		}
+		s.resources = append(s.resources, c)
+	}
+	if s.conn == nil {
+		s.conn, err = idp.New(cfg.Upstream, idp.Options{
+			Issuer:      s.issuer,
+			RedirectURL: s.issuer + "/callback",
+			HTTPClient:  deps.HTTPClient,
+			Logger:      s.log,
+			Now:         s.now,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if s.pages, err = web.NewRenderer(cfg.Branding); err != nil {
+		return nil, err
+	}
+	for _, sc := range cfg.StaticClients {
+		c, err := newStaticClient(sc)
+		if err != nil {
+			return nil, err
+		}
+		s.static[sc.ClientID] = c
+	}
+	if cfg.CIMD.enabled() {
+		s.cimd = newCIMDFetcher(cfg.CIMD, cfg.Registration.TrustedSchemes, deps.HTTPClient, s.now)
+		if cfg.CIMD.AllowPrivate {
+			s.log.Warn("client ID metadata documents may be fetched from private addresses (cimd.allow_private); use only for testing")
+		}
+	}
+	s.keys = &keyCache{signer: s.signer, now: s.now}
+	s.grants = &grantCache{ttl: cfg.RevocationCacheTTL, now: s.now, m: map[string]grantCacheEntry{}}
+	s.routes()
+	return s, nil
+}
+
+// Issuer is the issuer identifier (RFC 8414 §2), equal to the public URL.
+func (s *Server) Issuer() string { return s.issuer }
+
+// Resources are the canonical resource URIs tokens may be issued for.
+func (s *Server) Resources() []string { return append([]string(nil), s.resources...) }
+
+// Scopes are the scopes advertised to clients.
+func (s *Server) Scopes() []string { return append([]string(nil), s.cfg.Scopes...) }
+
+// Handler serves every authorization-server endpoint; see Routes.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Routes lists the URL paths Handler serves, for the caller's mux: the
+// well-known documents (RFC 8414 §3.3 path-suffixed when the issuer has a
+// path) and the endpoints under the issuer's path.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, p := range s.wellKnownPaths() {
+		out = append(out, p)
+	}
+	for _, e := range []string{"/authorize", "/callback", "/login", "/consent", "/token", "/register", "/revoke", "/introspect", "/jwks"} {
+		out = append(out, s.basePath+e)
+	}
+	return out
+}
+
+func (s *Server) wellKnownPaths() []string {
+	paths := []string{
+		"/.well-known/oauth-authorization-server" + s.basePath,
+		"/.well-known/openid-configuration" + s.basePath,
+	}
+	if s.basePath != "" {
+		// OIDC Discovery §4 appends to the issuer instead of inserting.
+		paths = append(paths, s.basePath+"/.well-known/openid-configuration", s.basePath+"/.well-known/oauth-authorization-server")
+	}
+	return paths
+}
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	b := s.basePath
+	for _, p := range s.wellKnownPaths() {
+		mux.Handle("GET "+p, cors(http.HandlerFunc(s.handleMetadata)))
+	}
+	mux.Handle("GET "+b+"/jwks", cors(http.HandlerFunc(s.handleJWKS)))
+	mux.HandleFunc("GET "+b+"/authorize", s.handleAuthorize)
+	mux.HandleFunc("POST "+b+"/authorize", s.handleAuthorize)
+	mux.HandleFunc("GET "+b+"/login", s.handleLoginPage)
+	mux.HandleFunc("POST "+b+"/login", s.handleLogin)
+	mux.HandleFunc("GET "+b+"/consent", s.handleConsentPage)
+	mux.HandleFunc("POST "+b+"/consent", s.handleConsent)
+	mux.HandleFunc("GET "+b+"/callback", s.handleCallback)
+	mux.Handle("POST "+b+"/token", cors(http.HandlerFunc(s.handleToken)))
+	mux.Handle("POST "+b+"/register", cors(http.HandlerFunc(s.handleRegister)))
+	mux.Handle("POST "+b+"/revoke", cors(http.HandlerFunc(s.handleRevoke)))
+	mux.Handle("POST "+b+"/introspect", cors(http.HandlerFunc(s.handleIntrospect)))
+	for _, p := range []string{b + "/token", b + "/register", b + "/revoke", b + "/introspect", b + "/jwks"} {
+		mux.Handle("OPTIONS "+p, cors(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusNoContent)
+		})))
+	}
+	for _, p := range s.wellKnownPaths() {
+		mux.Handle("OPTIONS "+p, cors(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusNoContent)
+		})))
+	}
+	s.mux = mux
+}
+
+// cors lets browser-based MCP clients (e.g. the Inspector) call the
+// endpoints that take no cookies. Credentials are never allowed, so a
+// wildcard origin exposes nothing a non-browser client could not fetch.
+func cors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodOptions {
+			hd.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")
+			hd.Set("Access-Control-Max-Age", "600")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// randomToken returns 256 bits from the CSPRNG, base64url-encoded.
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// newID returns a 128-bit+ random identifier.
+func newID() string { return rand.Text() }
+
+// pkceS256 is BASE64URL(SHA256(verifier)) (RFC 7636 §4.2).
+func pkceS256(verifier string) string {
+	sum := sha256.Sum256([]byte(verifier))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// keyedMutex serialises work per key (one upstream refresh per grant, one
+// CIMD fetch per URL) without a global lock.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.n++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.n--; e.n == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// formValue returns the single value of a form or query parameter;
+// RFC 6749 §3.1/§3.2: parameters must not be repeated.
+func singleValue(v url.Values, key string) (string, *oauthError) {
+	switch vals := v[key]; len(vals) {
+	case 0:
+		return "", nil
+	case 1:
+		return vals[0], nil
+	}
+	return "", invalidRequest("parameter %s is repeated", key)
+}
+
+// Cleanup removes expired objects from the store; the caller runs it
+// periodically.
+func (s *Server) Cleanup(ctx context.Context) (int64, error) {
+	return s.st.DeleteExpired(ctx, s.now())
+}

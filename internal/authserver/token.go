@@ -1,0 +1,276 @@
+package authserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// tokenResponse is RFC 6749 §5.1.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope"`
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	resp, err := s.token(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) (*tokenResponse, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return nil, invalidRequest("the request body could not be parsed")
+	}
+	// r.Form also holds query parameters; OAuth token requests are POST bodies.
+	for _, k := range []string{"grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"} {
+		if _, oe := singleValue(r.PostForm, k); oe != nil {
+			return nil, oe
+		}
+	}
+	cl, _, err := s.authenticateClient(r)
+	if err != nil {
+		return nil, err
+	}
+	grant := r.PostForm.Get("grant_type")
+	switch grant {
+	case grantCode, grantRT:
+	case "":
+		return nil, invalidRequest("grant_type is required")
+	default:
+		return nil, newError(errUnsupportedGrantType, http.StatusBadRequest, "supported grant types: authorization_code, refresh_token")
+	}
+	if !allowsGrant(cl, grant) {
+		return nil, newError(errUnauthorizedClient, http.StatusBadRequest, "the client is not registered for this grant type")
+	}
+	if grant == grantCode {
+		return s.exchangeCode(r, cl)
+	}
+	return s.refresh(r, cl)
+}
+
+// exchangeCode implements the authorization_code grant (OAuth 2.1 §4.1.3).
+func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse, error) {
+	ctx := r.Context()
+	form := r.PostForm
+	code, verifier, redirectURI := form.Get("code"), form.Get("code_verifier"), form.Get("redirect_uri")
+	if code == "" {
+		return nil, invalidRequest("code is required")
+	}
+	if verifier == "" {
+		return nil, invalidRequest("code_verifier is required (PKCE)")
+	}
+	ac, err := s.st.ConsumeAuthCode(ctx, store.HashKey(code))
+	switch {
+	case errors.Is(err, store.ErrAlreadyUsed) && ac != nil:
+		// RFC 6749 §4.1.2 / OAuth 2.1 §4.1.3: a replayed code means it
+		// leaked; revoke everything issued from it.
+		if rerr := s.revokeGrant(ctx, ac.GrantID, "authorization code replayed"); rerr != nil {
+			return nil, rerr
+		}
+		return nil, invalidGrant("the authorization code was already used")
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrAlreadyUsed):
+		return nil, invalidGrant("the authorization code is invalid or expired")
+	case err != nil:
+		return nil, err
+	}
+	if ac.ClientID != cl.ID {
+		return nil, invalidGrant("the authorization code was issued to another client")
+	}
+	if redirectURI != ac.RedirectURI {
+		return nil, invalidGrant("redirect_uri does not match the authorization request")
+	}
+	if len(verifier) < 43 || len(verifier) > 128 || !validPKCEValue(verifier) ||
+		subtle.ConstantTimeCompare([]byte(pkceS256(verifier)), []byte(ac.CodeChallenge)) != 1 {
+		return nil, invalidGrant("PKCE verification failed")
+	}
+	resource, oe := s.resolveResource(form["resource"], ac.Resource)
+	if oe != nil {
+		return nil, oe
+	}
+	var id idp.Identity
+	if err := json.Unmarshal(ac.Identity, &id); err != nil {
+		return nil, err
+	}
+	var secrets grantSecrets
+	if err := s.openJSON(ac.UpstreamTokens, aad("grant", ac.GrantID), &secrets); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	g := &store.Grant{
+		ID:             ac.GrantID,
+		ClientID:       cl.ID,
+		UserKey:        ac.UserKey,
+		Resource:       resource,
+		Scopes:         ac.Scopes,
+		Identity:       ac.Identity,
+		UpstreamTokens: ac.UpstreamTokens,
+		CreatedAt:      now,
+		ExpiresAt:      now.Add(s.cfg.SessionLifetime),
+	}
+	if secrets.Upstream != nil {
+		g.UpstreamExpiry = secrets.Upstream.Expiry
+	}
+	if err := s.st.CreateGrant(ctx, g); err != nil {
+		return nil, err
+	}
+	resp, err := s.issueTokens(ctx, g, &id, ac.Scopes)
+	if err != nil {
+		return nil, err
+	}
+	if allowsGrant(cl, grantRT) {
+		rt := randomToken()
+		err := s.st.CreateRefreshToken(ctx, &store.RefreshToken{
+			Hash:      store.HashKey(rt),
+			GrantID:   g.ID,
+			ClientID:  cl.ID,
+			CreatedAt: now,
+			ExpiresAt: s.refreshExpiry(g, now),
+		})
+		if err != nil {
+			return nil, err
+		}
+		resp.RefreshToken = rt
+	}
+	s.log.InfoContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", g.ID)
+	return resp, nil
+}
+
+func (s *Server) refreshExpiry(g *store.Grant, now time.Time) time.Time {
+	exp := now.Add(s.cfg.RefreshTokenLifetime)
+	if !g.ExpiresAt.IsZero() && g.ExpiresAt.Before(exp) {
+		exp = g.ExpiresAt
+	}
+	return exp
+}
+
+func (s *Server) issueTokens(ctx context.Context, g *store.Grant, id *idp.Identity, scopes []string) (*tokenResponse, error) {
+	at, exp, err := s.mintAccessToken(ctx, g, id, scopes)
+	if err != nil {
+		return nil, err
+	}
+	return &tokenResponse{
+		AccessToken: at,
+		TokenType:   "Bearer",
+		ExpiresIn:   max(int64(exp.Sub(s.now()).Seconds()), 1),
+		Scope:       strings.Join(scopes, " "),
+	}, nil
+}
+
+// refresh implements the refresh_token grant with rotation (OAuth 2.1
+// §4.3.1, §6.1). Each use of a current token rotates it to a successor.
+// Presenting the immediately previous token again within refresh_grace
+// returns the same successor (see deriveRefresh) and a new access token,
+// so two concurrent refreshes do not end the session. Any other reuse of a
+// rotated token means the token family leaked: the whole grant is revoked.
+func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, error) {
+	ctx := r.Context()
+	form := r.PostForm
+	presented := form.Get("refresh_token")
+	if presented == "" {
+		return nil, invalidRequest("refresh_token is required")
+	}
+	hash := store.HashKey(presented)
+	rt, err := s.st.GetRefreshToken(ctx, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, invalidGrant("the refresh token is invalid or expired")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rt.ClientID != cl.ID {
+		return nil, invalidGrant("the refresh token was issued to another client")
+	}
+	g, err := s.st.GetGrant(ctx, rt.GrantID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+		return nil, invalidGrant("the refresh token is invalid or expired")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var secrets grantSecrets
+	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
+		return nil, err
+	}
+	// Validate the request before rotating, so a bad request does not use
+	// up the token.
+	scopes := g.Scopes
+	if raw := form.Get("scope"); raw != "" {
+		req := strings.Fields(raw)
+		if !subset(req, g.Scopes) {
+			return nil, newError(errInvalidScope, http.StatusBadRequest, "scope exceeds the original grant")
+		}
+		scopes = req // RFC 6749 §6: narrower access token, same grant
+	}
+	if _, oe := s.resolveResource(form["resource"], g.Resource); oe != nil {
+		return nil, oe
+	}
+	now := s.now()
+	successor := deriveRefresh(secrets.RefreshKey, presented)
+	succHash := store.HashKey(successor)
+	if rt.RotatedAt.IsZero() {
+		err := s.st.RotateRefreshToken(ctx, hash, &store.RefreshToken{
+			Hash:      succHash,
+			GrantID:   g.ID,
+			ClientID:  cl.ID,
+			CreatedAt: now,
+			ExpiresAt: s.refreshExpiry(g, now),
+		}, now)
+		switch {
+		case err == nil:
+		case errors.Is(err, store.ErrConflict):
+			// A concurrent request rotated it first: treat as a reuse below.
+			if rt, err = s.st.GetRefreshToken(ctx, hash); err != nil {
+				return nil, invalidGrant("the refresh token is invalid or expired")
+			}
+		case errors.Is(err, store.ErrNotFound):
+			return nil, invalidGrant("the refresh token is invalid or expired")
+		default:
+			return nil, err
+		}
+	}
+	if !rt.RotatedAt.IsZero() {
+		if !s.withinGrace(ctx, rt, succHash, now) {
+			if err := s.revokeGrant(ctx, g.ID, "refresh token reuse"); err != nil {
+				return nil, err
+			}
+			return nil, invalidGrant("the refresh token was already used")
+		}
+		s.log.InfoContext(ctx, "refresh token reused within grace window", "client_id", cl.ID, "tsid", g.ID)
+	}
+	var id idp.Identity
+	if err := json.Unmarshal(g.Identity, &id); err != nil {
+		return nil, err
+	}
+	resp, err := s.issueTokens(ctx, g, &id, scopes)
+	if err != nil {
+		return nil, err
+	}
+	resp.RefreshToken = successor
+	return resp, nil
+}
+
+// withinGrace reports whether a rotated token may still be used: it was
+// rotated at most refresh_grace ago, and its successor is the current token
+// of the family (so it is the immediately previous token).
+func (s *Server) withinGrace(ctx context.Context, rt *store.RefreshToken, succHash string, now time.Time) bool {
+	if rt.ReplacedBy != succHash || now.Sub(rt.RotatedAt) > s.cfg.RefreshGrace {
+		return false
+	}
+	next, err := s.st.GetRefreshToken(ctx, succHash)
+	return err == nil && next.RotatedAt.IsZero()
+}

@@ -1,0 +1,110 @@
+package authserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+var (
+	// ErrNoUpstreamToken: the grant has no upstream access token (static
+	// users, or a grant that never had one).
+	ErrNoUpstreamToken = errors.New("authserver: no upstream token for this session")
+	// ErrSessionInvalid: the grant is unknown, expired or revoked.
+	ErrSessionInvalid = errors.New("authserver: token session is not active")
+	// ErrUpstreamReauth: the IdP refused to refresh; the user must sign in again.
+	ErrUpstreamReauth = errors.New("authserver: upstream session expired, sign in again")
+)
+
+// UpstreamToken returns the user's upstream (IdP) access token for the token
+// session tsid, for credential passthrough to backends. An expired token is
+// refreshed first: one refresh at a time per grant (in process by lock,
+// across replicas by the grant's optimistic version), and the rotated
+// upstream refresh token is stored in the same write as the access token.
+func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error) {
+	g, secrets, err := s.loadGrantSecrets(ctx, tsid)
+	if err != nil {
+		return "", err
+	}
+	if tok, ok := s.freshUpstream(secrets); ok {
+		return tok, nil
+	}
+	unlock := s.upLocks.lock(tsid)
+	defer unlock()
+	// Another caller may have refreshed while we waited.
+	if g, secrets, err = s.loadGrantSecrets(ctx, tsid); err != nil {
+		return "", err
+	}
+	if tok, ok := s.freshUpstream(secrets); ok {
+		return tok, nil
+	}
+	conn, ok := s.conn.(idp.CallbackConnector)
+	if !ok {
+		return "", ErrNoUpstreamToken
+	}
+	nt, rerr := conn.Refresh(ctx, secrets.Upstream)
+	if rerr != nil {
+		// Another replica may have refreshed (and rotated the upstream
+		// refresh token) just before us: use its result if there is one.
+		if _, again, err := s.loadGrantSecrets(ctx, tsid); err == nil {
+			if tok, ok := s.freshUpstream(again); ok {
+				return tok, nil
+			}
+		}
+		s.log.WarnContext(ctx, "upstream token refresh failed", "tsid", tsid, "err", rerr)
+		if errors.Is(rerr, idp.ErrRefreshRejected) {
+			return "", ErrUpstreamReauth
+		}
+		return "", fmt.Errorf("authserver: upstream refresh: %w", rerr)
+	}
+	secrets.Upstream = nt
+	sealed, err := s.sealJSON(secrets, aad("grant", tsid))
+	if err != nil {
+		return "", err
+	}
+	err = s.st.UpdateGrantUpstream(ctx, tsid, sealed, nt.Expiry, g.Version)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrConflict):
+		// Another replica stored a refresh first. Both results are valid
+		// access tokens; the stored one carries the refresh token that the
+		// IdP will accept next, so do not overwrite it.
+		s.log.InfoContext(ctx, "concurrent upstream refresh", "tsid", tsid)
+	case errors.Is(err, store.ErrNotFound):
+		return "", ErrSessionInvalid
+	default:
+		return "", err
+	}
+	return nt.AccessToken, nil
+}
+
+func (s *Server) loadGrantSecrets(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
+	g, err := s.st.GetGrant(ctx, tsid)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+		return nil, nil, ErrSessionInvalid
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var secrets grantSecrets
+	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
+		return nil, nil, fmt.Errorf("authserver: open grant secrets: %w", err)
+	}
+	if secrets.Upstream == nil || secrets.Upstream.AccessToken == "" {
+		return nil, nil, ErrNoUpstreamToken
+	}
+	return g, &secrets, nil
+}
+
+// freshUpstream returns the upstream access token if it is not about to
+// expire. A token without a known expiry is used as is.
+func (s *Server) freshUpstream(secrets *grantSecrets) (string, bool) {
+	t := secrets.Upstream
+	if t.Expiry.IsZero() || s.now().Add(s.cfg.UpstreamRefreshSkew).Before(t.Expiry) {
+		return t.AccessToken, true
+	}
+	return "", false
+}
