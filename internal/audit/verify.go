@@ -203,7 +203,7 @@ func (v *Verifier) check(raw []byte) *ChainError {
 	case seq == 0:
 		return fail("seq must start at 1")
 	case first && !v.opts.Partial && (seq != 1 || *e.Prev != ""):
-		return fail("the chain does not start at seq 1: the head was removed, or older files are missing (pass them first, or accept with partial verification)")
+		return fail("the chain does not start at seq 1: the head was removed, or older files are missing (pass them first, or use partial verification: --partial)")
 	case first && seq == 1 && *e.Prev != "":
 		return fail("seq 1 must have an empty prev")
 	case !first && seq < v.rep.LastSeq+1:
