@@ -207,7 +207,9 @@ async function main() {
       profile: ['name', 'preferred_username'],
       groups: ['groups'],
     },
-    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+    // Resource scopes are listed too: dynamic registration rejects a client `scope` with values
+    // the server does not advertise, and MCP SDKs register with the resource's scopes.
+    scopes: [...new Set(['openid', 'offline_access', 'email', 'profile', 'groups', ...resourceScopes.split(' ').filter(Boolean)])],
     // Put scope-requested claims (groups, email…) in the ID token too, as Keycloak and Dex do.
     conformIdTokenClaims: false,
     extraClientMetadata: {
