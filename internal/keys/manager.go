@@ -1,0 +1,414 @@
+package keys
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// Signing algorithms a Manager can generate keys for.
+const (
+	ES256 = "ES256" // ECDSA P-256: the default (small, fast to sign)
+	RS256 = "RS256" // RSA 2048 PKCS#1 v1.5: for verifiers that only do RSA
+)
+
+// Defaults for Options.
+const (
+	DefaultOverlap        = 24 * time.Hour
+	DefaultReloadInterval = time.Minute
+)
+
+// KeyStore is the part of store.Store the Manager uses.
+type KeyStore interface {
+	ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error)
+	CreateSigningKey(ctx context.Context, k *store.SigningKey) error
+	UpdateSigningKey(ctx context.Context, k *store.SigningKey) error
+	DeleteSigningKey(ctx context.Context, id string) error
+}
+
+// Options configure a Manager. Zero values mean the defaults.
+type Options struct {
+	// Algorithm for newly generated keys: ES256 (default) or RS256. Existing
+	// keys keep their algorithm until rotated out.
+	Algorithm string
+	// Overlap is how long a retired key stays in the JWKS after it stopped
+	// signing. It must be at least the lifetime of the tokens it signed.
+	Overlap time.Duration
+	// ReloadInterval bounds how stale the view of the key table may get when
+	// another process (another replica, `mcpgate keys rotate`) rotates keys:
+	// SignJWT and JWKS reload from the store when it has passed.
+	ReloadInterval time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+	// Logger receives background reload failures; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Manager owns the authorization server's signing keys.
+//
+// The store always holds one "active" key (signs tokens) and one "next"
+// key (published but not yet used), so verifiers that cache the JWKS
+// already know a key when it becomes active. Rotate promotes next to
+// active, retires the old active key (still published for Overlap so
+// tokens it signed keep verifying) and generates a new next key. Private
+// keys are stored sealed, bound to their kid.
+type Manager struct {
+	st     KeyStore
+	sealer *Sealer
+	opts   Options
+
+	writeMu sync.Mutex // serializes Reload and Rotate
+
+	mu       sync.RWMutex
+	active   *loadedKey
+	keys     []*loadedKey // every published key: active, next, retired
+	signers  map[string]jose.Signer
+	loadedAt time.Time
+}
+
+type loadedKey struct {
+	id, alg, status string
+	retireAt        time.Time
+	private         crypto.Signer
+	public          jose.JSONWebKey
+}
+
+// NewManager loads the signing keys from st, generating the first active
+// and next keys on first start.
+func NewManager(ctx context.Context, st KeyStore, sealer *Sealer, opts Options) (*Manager, error) {
+	if opts.Algorithm == "" {
+		opts.Algorithm = ES256
+	}
+	if opts.Algorithm != ES256 && opts.Algorithm != RS256 {
+		return nil, fmt.Errorf("keys: unsupported signing algorithm %q (want ES256 or RS256)", opts.Algorithm)
+	}
+	if opts.Overlap <= 0 {
+		opts.Overlap = DefaultOverlap
+	}
+	if opts.ReloadInterval <= 0 {
+		opts.ReloadInterval = DefaultReloadInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if st == nil || sealer == nil {
+		return nil, errors.New("keys: NewManager needs a store and a sealer")
+	}
+	m := &Manager{st: st, sealer: sealer, opts: opts}
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	stored, err := st.ListSigningKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keys: list signing keys: %w", err)
+	}
+	var haveActive, haveNext bool
+	for _, k := range stored {
+		haveActive = haveActive || k.Status == store.KeyActive
+		haveNext = haveNext || k.Status == store.KeyNext
+	}
+	if !haveActive {
+		if err := m.generate(ctx, store.KeyActive); err != nil {
+			return nil, err
+		}
+	}
+	if !haveNext {
+		if err := m.generate(ctx, store.KeyNext); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.reload(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Reload re-reads the keys from the store, e.g. after `mcpgate keys rotate`
+// ran in another process. SignJWT and JWKS also do this by themselves once
+// ReloadInterval has passed.
+func (m *Manager) Reload(ctx context.Context) error {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	return m.reload(ctx)
+}
+
+// Rotate makes the next key active, retires the active key (published for
+// Overlap more), generates a new next key and deletes retired keys whose
+// overlap has ended.
+func (m *Manager) Rotate(ctx context.Context) error {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	now := m.opts.Now()
+	stored, err := m.st.ListSigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("keys: list signing keys: %w", err)
+	}
+	var next *store.SigningKey
+	for _, k := range stored { // oldest first: the last next key wins
+		if k.Status == store.KeyNext {
+			next = k
+		}
+	}
+	if next == nil { // e.g. deleted by hand: rotate straight to a fresh key
+		if err := m.generate(ctx, store.KeyActive); err != nil {
+			return err
+		}
+	} else {
+		next.Status, next.RetireAt = store.KeyActive, time.Time{}
+		if err := m.st.UpdateSigningKey(ctx, next); err != nil {
+			return fmt.Errorf("keys: activate next key: %w", err)
+		}
+	}
+	for _, k := range stored {
+		switch {
+		case k.Status == store.KeyActive && (next == nil || k.ID != next.ID):
+			k.Status, k.RetireAt = store.KeyRetired, now
+			if err := m.st.UpdateSigningKey(ctx, k); err != nil {
+				return fmt.Errorf("keys: retire key: %w", err)
+			}
+		case k.Status == store.KeyRetired && !now.Before(k.RetireAt.Add(m.opts.Overlap)):
+			if err := m.st.DeleteSigningKey(ctx, k.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("keys: delete expired key: %w", err)
+			}
+		}
+	}
+	if err := m.generate(ctx, store.KeyNext); err != nil {
+		return err
+	}
+	return m.reload(ctx)
+}
+
+// generate creates, seals and stores a new key with the given status.
+func (m *Manager) generate(ctx context.Context, status string) error {
+	var priv crypto.Signer
+	var err error
+	switch m.opts.Algorithm {
+	case RS256:
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		return fmt.Errorf("keys: generate %s key: %w", m.opts.Algorithm, err)
+	}
+	jwk := jose.JSONWebKey{Key: priv.Public(), Algorithm: m.opts.Algorithm, Use: "sig"}
+	thumb, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return fmt.Errorf("keys: key thumbprint: %w", err)
+	}
+	// RFC 7638 §1: the JWK thumbprint is a natural, collision-free kid.
+	jwk.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
+	pub, err := json.Marshal(jwk)
+	if err != nil {
+		return fmt.Errorf("keys: encode public key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return fmt.Errorf("keys: encode private key: %w", err)
+	}
+	sealed, err := m.sealer.Seal(der, privateAD(jwk.KeyID))
+	if err != nil {
+		return err
+	}
+	k := &store.SigningKey{
+		ID:        jwk.KeyID,
+		Algorithm: m.opts.Algorithm,
+		Private:   sealed,
+		Public:    pub,
+		Status:    status,
+		CreatedAt: m.opts.Now(),
+	}
+	if err := m.st.CreateSigningKey(ctx, k); err != nil {
+		return fmt.Errorf("keys: store new key: %w", err)
+	}
+	return nil
+}
+
+// privateAD binds a sealed private key to its kid, so a sealed key cannot
+// be moved under another key's row.
+func privateAD(kid string) []byte { return []byte("mcpgate signing key:" + kid) }
+
+// reload rebuilds the in-memory view. Callers hold writeMu.
+func (m *Manager) reload(ctx context.Context) error {
+	stored, err := m.st.ListSigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("keys: list signing keys: %w", err)
+	}
+	now := m.opts.Now()
+	var active *loadedKey
+	var loaded []*loadedKey
+	for _, k := range stored {
+		if k.Status == store.KeyRetired && !now.Before(k.RetireAt.Add(m.opts.Overlap)) {
+			continue // no longer published
+		}
+		lk, err := m.load(k)
+		if err != nil {
+			return err
+		}
+		loaded = append(loaded, lk)
+		if k.Status == store.KeyActive {
+			active = lk // oldest first: the newest active key signs
+		}
+	}
+	if active == nil {
+		return errors.New("keys: the store holds no active signing key (run `mcpgate keys rotate` or restart to generate one)")
+	}
+	// Publish the active key first, then next, then retired keys newest first.
+	rank := map[string]int{store.KeyActive: 0, store.KeyNext: 1, store.KeyRetired: 2}
+	sort.SliceStable(loaded, func(i, j int) bool {
+		if ri, rj := rank[loaded[i].status], rank[loaded[j].status]; ri != rj {
+			return ri < rj
+		}
+		return loaded[i].retireAt.After(loaded[j].retireAt)
+	})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.active == nil || m.active.id != active.id {
+		m.signers = map[string]jose.Signer{}
+	}
+	m.active, m.keys, m.loadedAt = active, loaded, now
+	return nil
+}
+
+// load unseals and parses one stored key. The published JWK is derived
+// from the private key, so it always matches what signs.
+func (m *Manager) load(k *store.SigningKey) (*loadedKey, error) {
+	der, err := m.sealer.Open(k.Private, privateAD(k.ID))
+	if err != nil {
+		return nil, fmt.Errorf("keys: cannot unseal signing key %s (was %s changed?): %w", k.ID, EncryptionKeyEnv, err)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("keys: parse signing key %s: %w", k.ID, err)
+	}
+	priv, ok := parsed.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("keys: signing key %s has unsupported type %T", k.ID, parsed)
+	}
+	switch pk := priv.(type) {
+	case *ecdsa.PrivateKey:
+		if k.Algorithm != ES256 || pk.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("keys: signing key %s does not match algorithm %s", k.ID, k.Algorithm)
+		}
+	case *rsa.PrivateKey:
+		if k.Algorithm != RS256 || pk.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("keys: signing key %s does not match algorithm %s", k.ID, k.Algorithm)
+		}
+	default:
+		return nil, fmt.Errorf("keys: signing key %s has unsupported type %T", k.ID, parsed)
+	}
+	return &loadedKey{
+		id:       k.ID,
+		alg:      k.Algorithm,
+		status:   k.Status,
+		retireAt: k.RetireAt,
+		private:  priv,
+		public:   jose.JSONWebKey{Key: priv.Public(), KeyID: k.ID, Algorithm: k.Algorithm, Use: "sig"},
+	}, nil
+}
+
+// maybeReload refreshes the view once ReloadInterval has passed. Only one
+// caller reloads; the others go on with the current keys, which stay valid
+// to sign with: a key rotated out elsewhere is still published for Overlap.
+func (m *Manager) maybeReload(ctx context.Context) {
+	m.mu.RLock()
+	stale := m.opts.Now().Sub(m.loadedAt) >= m.opts.ReloadInterval
+	m.mu.RUnlock()
+	if !stale || !m.writeMu.TryLock() {
+		return
+	}
+	defer m.writeMu.Unlock()
+	if err := m.reload(ctx); err != nil {
+		m.opts.Logger.Warn("keys: reloading signing keys failed; using the loaded keys", "err", err)
+	}
+}
+
+// ActiveKeyID returns the kid of the key that signs new tokens.
+func (m *Manager) ActiveKeyID() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.active.id
+}
+
+// Signer returns a cached go-jose signer for the active key whose protected
+// header carries its kid and the given "typ" (e.g. "at+jwt", RFC 9068 §2.1).
+func (m *Manager) Signer(ctx context.Context, typ string) (jose.Signer, error) {
+	m.maybeReload(ctx)
+	m.mu.RLock()
+	s, ok := m.signers[typ]
+	m.mu.RUnlock()
+	if ok {
+		return s, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.signers[typ]; ok {
+		return s, nil
+	}
+	opts := &jose.SignerOptions{}
+	if typ != "" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	s, err := jose.NewSigner(jose.SigningKey{
+		Algorithm: jose.SignatureAlgorithm(m.active.alg),
+		Key:       jose.JSONWebKey{Key: m.active.private, KeyID: m.active.id, Algorithm: m.active.alg},
+	}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("keys: create signer: %w", err)
+	}
+	m.signers[typ] = s
+	return s, nil
+}
+
+// SignJWT returns the compact JWS of the JSON encoding of claims, signed
+// with the active key, with "kid" and "typ" in the protected header.
+func (m *Manager) SignJWT(ctx context.Context, typ string, claims any) (string, error) {
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("keys: encode claims: %w", err)
+	}
+	s, err := m.Signer(ctx, typ)
+	if err != nil {
+		return "", err
+	}
+	obj, err := s.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("keys: sign: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// JWKS returns the public keys to publish (RFC 7517 §5): the active key,
+// the next key, and retired keys within their overlap, in that order.
+func (m *Manager) JWKS(ctx context.Context) (*jose.JSONWebKeySet, error) {
+	m.maybeReload(ctx)
+	now := m.opts.Now()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	set := &jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(m.keys))}
+	for _, k := range m.keys {
+		if k.status == store.KeyRetired && !now.Before(k.retireAt.Add(m.opts.Overlap)) {
+			continue
+		}
+		set.Keys = append(set.Keys, k.public)
+	}
+	return set, nil
+}
