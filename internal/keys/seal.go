@@ -42,8 +42,8 @@ var ErrOpen = errors.New("keys: cannot open sealed value")
 // stored (e.g. "upstream-tokens:" + grant ID) so sealed blobs cannot be
 // swapped between rows.
 type Sealer struct {
-	id   byte        // key id of the sealing key
-	aead cipher.AEAD // the sealing key
+	id   byte                   // key id of the sealing key
+	aead cipher.AEAD            // the sealing key
 	byID map[byte][]cipher.AEAD // all keys that can open, by key id (ids may collide)
 }
 
