@@ -1,0 +1,213 @@
+package mcp
+
+import (
+	"bytes"
+	"errors"
+	"io"
+)
+
+// DefaultMaxEventSize bounds one SSE event held by an SSEFilter.
+const DefaultMaxEventSize = 16 << 20
+
+// ErrEventTooLarge is returned by SSEFilter.Write when one event exceeds the
+// size limit. The stream must be aborted: the event cannot be filtered.
+var ErrEventTooLarge = errors.New("SSE event exceeds the size limit")
+
+var bom = []byte("\xef\xbb\xbf")
+
+// SSEFilter parses a text/event-stream incrementally, as the WHATWG HTML
+// "server-sent events" parser does (lines end in CRLF, LF or CR; a blank line
+// ends an event; "data:" lines are joined with LF; lines starting with ':'
+// are comments; a leading UTF-8 BOM is ignored), and lets a rewrite function
+// replace the data of each event. Each event is written to dst, and flush is
+// called, as soon as its terminating blank line has been read: the stream is
+// never buffered beyond one event.
+//
+// Events whose data the rewrite function leaves unchanged are forwarded byte
+// for byte. Changed events are re-serialized with LF line endings, their
+// other fields (id, event, retry, comments) kept in order. A nil result from
+// rewrite drops the event. Comment lines that arrive between events are
+// forwarded at once, so keep-alives are not delayed. An incomplete event at
+// the end of the stream is discarded, as a client would discard it.
+type SSEFilter struct {
+	dst     io.Writer
+	flush   func()
+	rewrite func(data []byte) []byte
+	// MaxEventSize bounds the bytes of one event (default DefaultMaxEventSize).
+	MaxEventSize int
+
+	raw       []byte   // bytes of the current event as received
+	line      []byte   // current line, without terminator
+	fields    [][]byte // non-data lines of the current event, in order
+	dataAt    int      // index in fields where data lines go; -1: no data yet
+	data      []byte   // data lines joined by LF
+	skipLF    bool     // previous byte was CR: a following LF belongs to it
+	firstLine bool     // the current line is the first of the stream (BOM check)
+	err       error
+}
+
+// NewSSEFilter returns a filter writing to dst. flush may be nil.
+func NewSSEFilter(dst io.Writer, flush func(), rewrite func(data []byte) []byte) *SSEFilter {
+	if flush == nil {
+		flush = func() {}
+	}
+	return &SSEFilter{dst: dst, flush: flush, rewrite: rewrite, MaxEventSize: DefaultMaxEventSize, dataAt: -1, firstLine: true}
+}
+
+// Write consumes the next chunk of the stream.
+func (f *SSEFilter) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n := len(p)
+	for len(p) > 0 {
+		if f.skipLF {
+			f.skipLF = false
+			if p[0] == '\n' {
+				f.raw = append(f.raw, '\n')
+				p = p[1:]
+				continue
+			}
+		}
+		j := bytes.IndexAny(p, "\r\n")
+		if j < 0 {
+			f.line = append(f.line, p...)
+			f.raw = append(f.raw, p...)
+			break
+		}
+		f.line = append(f.line, p[:j]...)
+		f.raw = append(f.raw, p[:j+1]...)
+		f.skipLF = p[j] == '\r'
+		p = p[j+1:]
+		if err := f.endLine(); err != nil {
+			f.err = err
+			return n - len(p), err
+		}
+	}
+	if max := f.maxSize(); len(f.raw) > max {
+		f.err = ErrEventTooLarge
+		return n, f.err
+	}
+	return n, nil
+}
+
+func (f *SSEFilter) maxSize() int {
+	if f.MaxEventSize > 0 {
+		return f.MaxEventSize
+	}
+	return DefaultMaxEventSize
+}
+
+// Close discards an incomplete trailing event. It does not close dst.
+func (f *SSEFilter) Close() error {
+	f.reset()
+	return f.err
+}
+
+func (f *SSEFilter) endLine() error {
+	line := f.line
+	if f.firstLine {
+		f.firstLine = false
+		line = bytes.TrimPrefix(line, bom)
+	}
+	defer func() { f.line = f.line[:0] }()
+	if len(f.raw) > f.maxSize() {
+		return ErrEventTooLarge
+	}
+	switch {
+	case len(line) == 0:
+		return f.dispatch()
+	case line[0] == ':':
+		if f.dataAt < 0 && len(f.fields) == 0 {
+			// A comment between events (keep-alive): forward it now.
+			return f.emit(f.raw)
+		}
+		f.fields = append(f.fields, append([]byte(nil), line...))
+	default:
+		name, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			name, value = line[:i], line[i+1:]
+			if len(value) > 0 && value[0] == ' ' {
+				value = value[1:]
+			}
+		}
+		if string(name) == "data" {
+			if f.dataAt < 0 {
+				f.dataAt = len(f.fields)
+			} else {
+				f.data = append(f.data, '\n')
+			}
+			f.data = append(f.data, value...)
+			return nil
+		}
+		f.fields = append(f.fields, append([]byte(nil), line...))
+	}
+	return nil
+}
+
+func (f *SSEFilter) dispatch() error {
+	if f.dataAt < 0 {
+		return f.emit(f.raw)
+	}
+	if f.data == nil {
+		f.data = []byte{} // an empty data field is still an event; nil means "drop"
+	}
+	out := f.rewrite(f.data)
+	switch {
+	case out == nil:
+		f.reset()
+		return nil
+	case bytes.Equal(out, f.data):
+		return f.emit(f.raw)
+	}
+	var b bytes.Buffer
+	b.Grow(len(out) + len(f.raw))
+	for i := 0; i <= len(f.fields); i++ {
+		if i == f.dataAt {
+			writeDataLines(&b, out)
+		}
+		if i < len(f.fields) {
+			b.Write(f.fields[i])
+			b.WriteByte('\n')
+		}
+	}
+	b.WriteByte('\n')
+	return f.emit(b.Bytes())
+}
+
+// writeDataLines writes data as "data:" lines; any CR, LF or CRLF in data
+// starts a new line (in JSON these can only be whitespace).
+func writeDataLines(b *bytes.Buffer, data []byte) {
+	for {
+		j := bytes.IndexAny(data, "\r\n")
+		b.WriteString("data: ")
+		if j < 0 {
+			b.Write(data)
+			b.WriteByte('\n')
+			return
+		}
+		b.Write(data[:j])
+		b.WriteByte('\n')
+		if data[j] == '\r' && j+1 < len(data) && data[j+1] == '\n' {
+			j++
+		}
+		data = data[j+1:]
+	}
+}
+
+func (f *SSEFilter) emit(b []byte) error {
+	_, err := f.dst.Write(b)
+	f.reset()
+	if err != nil {
+		return err
+	}
+	f.flush()
+	return nil
+}
+
+func (f *SSEFilter) reset() {
+	f.raw = f.raw[:0]
+	f.fields = f.fields[:0]
+	f.data = f.data[:0]
+	f.dataAt = -1
+}
