@@ -18,7 +18,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
-func openTemp(t *testing.T) *sqlite.Store {
+func openTemp(t testing.TB) *sqlite.Store {
 	t.Helper()
 	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mcpgate.db"))
 	if err != nil {
