@@ -37,9 +37,10 @@ const MinHMACKeyBytes = 32
 // the file with one write(2) before Log returns, so a crash of the gateway
 // process never loses a record. fsync only matters when the machine itself
 // fails (power loss, kernel panic):
-//   - always: fsync after each record; nothing acknowledged is lost, but each
-//     request waits for the disk (milliseconds on most disks) while holding
-//     the chain lock, so throughput drops to the disk's fsync rate;
+//   - always: Log returns only after an fsync covering its record; nothing
+//     acknowledged is lost, but every request waits for the disk (about a
+//     millisecond or more). Concurrent requests share one fsync (group
+//     commit), so throughput scales with concurrency, not with the disk alone;
 //   - interval (default, every fsync_interval = 1s): at most the last
 //     interval's records are lost on power loss;
 //   - never: the kernel decides (typically up to 30s on Linux).

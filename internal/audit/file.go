@@ -93,8 +93,6 @@ func (r *rotatingFile) Write(p []byte) (int, error) {
 // record larger than the limit still goes into a fresh file.
 func (r *rotatingFile) full(n int) bool { return r.size > 0 && r.size+int64(n) > r.max }
 
-func (r *rotatingFile) sync() error { return r.f.Sync() }
-
 func (r *rotatingFile) current() (*os.File, uint64) { return r.f, r.gen }
 
 func (r *rotatingFile) close() error {

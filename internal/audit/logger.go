@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +31,9 @@ type Logger struct {
 	written  prometheus.Counter
 	lastSeq  prometheus.Gauge
 
+	syncMu    sync.Mutex // serializes fsync: always; held before mu, never inside it
+	syncedGen uint64     // writeGen covered by the last fsync; guarded by syncMu
+
 	mu         sync.Mutex
 	chain      *chainHasher
 	w          io.Writer // nil for sink: none
@@ -44,6 +46,7 @@ type Logger struct {
 	lost       uint64 // records lost since the last successful write
 	torn       bool   // the last write was partial: start the next one on a fresh line
 	dirty      bool   // written since the last fsync
+	writeGen   uint64 // successful writes, for group commit
 	closed     bool
 	stop, done chan struct{}
 }
@@ -171,6 +174,16 @@ func (l *Logger) LogBatch(ctx context.Context, recs []*Record) error {
 			break
 		}
 	}
+	if err := l.appendAll(ctx, bodies, encErr); err != nil {
+		return err
+	}
+	if l.file != nil && l.cfg.Fsync == FsyncAlways {
+		return l.waitDurable(ctx)
+	}
+	return nil
+}
+
+func (l *Logger) appendAll(ctx context.Context, bodies [][]byte, encErr error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -190,6 +203,48 @@ func (l *Logger) LogBatch(ctx context.Context, recs []*Record) error {
 	return nil
 }
 
+// waitDurable returns once everything written so far is fsynced (fsync:
+// always). Group commit: callers queue on syncMu, and one fsync covers every
+// record written before it started, so concurrent requests share the disk
+// flush instead of each holding the chain lock through its own.
+func (l *Logger) waitDurable(ctx context.Context) error {
+	l.mu.Lock()
+	mine := l.writeGen
+	l.mu.Unlock()
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	for l.syncedGen < mine {
+		l.mu.Lock()
+		f, fileGen := l.file.current()
+		upTo := l.writeGen
+		l.mu.Unlock()
+		err := f.Sync()
+		if err == nil {
+			l.syncedGen = upTo
+			break
+		}
+		l.mu.Lock()
+		_, now := l.file.current()
+		closed := l.closed
+		l.mu.Unlock()
+		if closed {
+			return nil // Close synced the file before closing it
+		}
+		if now != fileGen {
+			continue // rotated (and the old file synced) meanwhile: sync the new one
+		}
+		l.failures.Inc()
+		err = fmt.Errorf("audit: fsync failed: %w", err)
+		if l.failMode {
+			l.log.ErrorContext(ctx, "audit record written but not durable; refusing the request (on_error: fail)", "err", err)
+			return err
+		}
+		l.log.ErrorContext(ctx, "audit record written but not durable (on_error: continue)", "err", err)
+		return nil
+	}
+	return nil
+}
+
 // encode returns the JSON object of r without chain fields.
 func (l *Logger) encode(r *Record) ([]byte, error) {
 	c := *r
@@ -204,7 +259,8 @@ func (l *Logger) encode(r *Record) ([]byte, error) {
 		c.DurationMS = 0 // not representable in JSON
 	}
 	c.Seq, c.Prev, c.Hash = 0, "", ""
-	return json.Marshal(c)
+	return c.MarshalJSON() // direct: json.Marshal would re-compact the output
+
 }
 
 // appendLocked writes one record and whatever bookkeeping records precede or
@@ -257,14 +313,9 @@ func (l *Logger) writeLocked(body []byte) error {
 	l.count++
 	l.sinceCP++
 	l.dirty = true
+	l.writeGen++
 	l.written.Inc()
 	l.lastSeq.Set(float64(l.seq))
-	if l.file != nil && l.cfg.Fsync == FsyncAlways {
-		if err := l.file.sync(); err != nil {
-			return fmt.Errorf("fsync: %w", err)
-		}
-		l.dirty = false
-	}
 	return nil
 }
 

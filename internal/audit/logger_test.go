@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -651,14 +650,21 @@ func TestHMACChain(t *testing.T) {
 }
 
 func BenchmarkLog(b *testing.B) {
-	cfg := Config{Sink: SinkFile, Path: filepath.Join(b.TempDir(), "audit.jsonl")}
-	l, err := New(cfg, WithSlog(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	for _, policy := range []string{FsyncInterval, FsyncAlways} {
+		b.Run("fsync="+policy, func(b *testing.B) { benchmarkLog(b, policy) })
+	}
+}
+
+func benchmarkLog(b *testing.B, fsync string) {
+	cfg := Config{Sink: SinkFile, Path: filepath.Join(b.TempDir(), "audit.jsonl"), Fsync: fsync}
+	l, err := New(cfg, WithSlog(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
 	l.file.max = 1 << 40 // measure writing, not rotation
 	args := json.RawMessage(`{"vm_name":"web-server-01","password":"x","options":{"force":true,"timeout":30}}`)
 	b.ReportAllocs()
+	b.SetParallelism(8) // 16 concurrent requests on 2 cores
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -674,4 +680,41 @@ func BenchmarkLog(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
 	b.StopTimer()
 	l.Close()
+}
+
+func TestFsyncAlwaysGroupCommitWithRotation(t *testing.T) {
+	cfg := fileConfig(t)
+	cfg.Fsync = FsyncAlways
+	l := mustNew(t, cfg)
+	l.file.max = 4096
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				if err := l.Log(context.Background(), &Record{RequestID: fmt.Sprintf("%d-%d", g, i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	l.mu.Lock()
+	written := l.writeGen
+	l.mu.Unlock()
+	l.syncMu.Lock()
+	synced := l.syncedGen
+	l.syncMu.Unlock()
+	if synced != written {
+		t.Errorf("after all Log calls returned, %d of %d writes covered by fsync", synced, written)
+	}
+	l.Close()
+	files, _ := Files(cfg.Path)
+	rep, err := VerifyFiles(files, VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 3 || rep.Records < 200 {
+		t.Errorf("files %d, report %+v", len(files), rep)
+	}
 }
