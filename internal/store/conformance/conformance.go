@@ -279,6 +279,17 @@ func testTakeAuthRequest(t *testing.T, s store.Store) {
 		t.Errorf("Take other returned %q, want %q", got.ID, other.ID)
 	}
 
+	// A state set later by UpdateAuthRequest is armed.
+	_, err = s.TakeAuthRequestByUpstreamState(ctx, "late-state")
+	wantErr(t, "Take before arming", err, store.ErrNotFound)
+	noState.UpstreamStateHash = "late-state"
+	must(t, "UpdateAuthRequest arm state", s.UpdateAuthRequest(ctx, noState))
+	got, err = s.TakeAuthRequestByUpstreamState(ctx, "late-state")
+	must(t, "Take late state", err)
+	if got.ID != noState.ID {
+		t.Errorf("Take late state returned %q, want %q", got.ID, noState.ID)
+	}
+
 	exp := newRequest("req-expired", n.Add(-time.Second))
 	must(t, "CreateAuthRequest expired", s.CreateAuthRequest(ctx, exp))
 	_, err = s.TakeAuthRequestByUpstreamState(ctx, exp.UpstreamStateHash)

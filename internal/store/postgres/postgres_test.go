@@ -106,3 +106,22 @@ func TestOpenErrorHidesPassword(t *testing.T) {
 		t.Errorf("error leaks the password: %v", err)
 	}
 }
+
+func TestRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	s := open(t, dsn)
+	s.Close()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (99, now())`); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := postgres.Open(ctx, dsn); err == nil {
+		s.Close()
+		t.Fatal("Open of a database with a newer schema succeeded")
+	}
+}
