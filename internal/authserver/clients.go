@@ -107,52 +107,52 @@ func checkSecret(hash, secret string) bool {
 // revocation and introspection endpoints (OAuth 2.1 §2.4): HTTP Basic or
 // form secrets for confidential clients, client_id alone for public ones.
 // The form must already be parsed.
-func (s *Server) authenticateClient(r *http.Request) (*store.Client, bool, error) {
+func (s *Server) authenticateClient(r *http.Request) (*store.Client, error) {
 	form := r.PostForm
 	id, oe := singleValue(form, "client_id")
 	if oe != nil {
-		return nil, false, oe
+		return nil, oe
 	}
 	secret, oe := singleValue(form, "client_secret")
 	if oe != nil {
-		return nil, false, oe
+		return nil, oe
 	}
 	basicID, basicSecret, hasBasic := r.BasicAuth()
 	if hasBasic {
 		if secret != "" {
-			return nil, false, invalidRequest("use one client authentication method")
+			return nil, invalidRequest("use one client authentication method")
 		}
 		// RFC 6749 §2.3.1: both parts are form-urlencoded inside Basic.
 		var err1, err2 error
 		basicID, err1 = url.QueryUnescape(basicID)
 		basicSecret, err2 = url.QueryUnescape(basicSecret)
 		if err1 != nil || err2 != nil || (id != "" && id != basicID) {
-			return nil, false, &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized, basicChallenge: true}
+			return nil, &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized, basicChallenge: true}
 		}
 		id, secret = basicID, basicSecret
 	}
 	fail := &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized, basicChallenge: hasBasic}
 	if id == "" {
-		return nil, false, fail
+		return nil, fail
 	}
-	c, static, err := s.getClient(r.Context(), id)
+	c, _, err := s.getClient(r.Context(), id)
 	if errors.Is(err, errUnknownClient) {
-		return nil, false, fail
+		return nil, fail
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	switch {
 	case confidential(c):
 		if secret == "" || !checkSecret(c.SecretHash, secret) {
-			return nil, false, fail
+			return nil, fail
 		}
 	case secret != "":
 		// A public client must not present a secret it was never issued
 		// (Basic with an empty password is tolerated: x/oauth2 sends it).
-		return nil, false, fail
+		return nil, fail
 	}
-	return c, static, nil
+	return c, nil
 }
 
 func allowsGrant(c *store.Client, grant string) bool { return slices.Contains(c.GrantTypes, grant) }

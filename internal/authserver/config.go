@@ -189,14 +189,17 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 			p.Add(validate.Index(at("default_scopes"), i), "%q is not in scopes", s)
 		}
 	}
-	for k, d := range map[string]time.Duration{
-		"access_token_lifetime": c.AccessTokenLifetime, "refresh_token_lifetime": c.RefreshTokenLifetime,
-		"session_lifetime": c.SessionLifetime, "code_lifetime": c.CodeLifetime, "login_timeout": c.LoginTimeout,
-		"consent_lifetime": c.ConsentLifetime, "refresh_grace": c.RefreshGrace,
-		"revocation_cache_ttl": c.RevocationCacheTTL, "upstream_refresh_skew": c.UpstreamRefreshSkew,
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"access_token_lifetime", c.AccessTokenLifetime}, {"refresh_token_lifetime", c.RefreshTokenLifetime},
+		{"session_lifetime", c.SessionLifetime}, {"code_lifetime", c.CodeLifetime}, {"login_timeout", c.LoginTimeout},
+		{"consent_lifetime", c.ConsentLifetime}, {"refresh_grace", c.RefreshGrace},
+		{"revocation_cache_ttl", c.RevocationCacheTTL}, {"upstream_refresh_skew", c.UpstreamRefreshSkew},
 	} {
-		if d < 0 {
-			p.Add(at(k), "must not be negative")
+		if d.v < 0 {
+			p.Add(at(d.key), "must not be negative")
 		}
 	}
 	if c.CodeLifetime > 10*time.Minute {

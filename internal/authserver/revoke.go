@@ -35,7 +35,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
 	if oe != nil {
 		return oe
 	}
-	cl, _, err := s.authenticateClient(r)
+	cl, err := s.authenticateClient(r)
 	if err != nil {
 		return err
 	}
@@ -129,7 +129,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) (*introspect
 	if oe != nil {
 		return nil, oe
 	}
-	cl, static, err := s.authenticateClient(r)
+	cl, err := s.authenticateClient(r)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,8 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) (*introspect
 	if tok == "" {
 		return inactive, nil
 	}
-	allowed := func(clientID string) bool { return static || clientID == cl.ID }
+	// Operator-configured clients are trusted resource servers.
+	allowed := func(clientID string) bool { return cl.Kind == store.ClientKindStatic || clientID == cl.ID }
 
 	// An access token?
 	if p, err := s.verify(ctx, tok, ""); err == nil {

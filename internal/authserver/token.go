@@ -42,7 +42,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) (*tokenResponse, 
 			return nil, oe
 		}
 	}
-	cl, _, err := s.authenticateClient(r)
+	cl, err := s.authenticateClient(r)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -47,12 +48,10 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 	}
 	nt, rerr := conn.Refresh(ctx, secrets.Upstream)
 	if rerr != nil {
-		// Another replica may have refreshed (and rotated the upstream
-		// refresh token) just before us: use its result if there is one.
-		if _, again, err := s.loadGrantSecrets(ctx, tsid); err == nil {
-			if tok, ok := s.freshUpstream(again); ok {
-				return tok, nil
-			}
+		// Another replica may be refreshing at the same time; with a rotating
+		// IdP only one refresh succeeds. Wait briefly for its result.
+		if tok, ok := s.awaitConcurrentRefresh(ctx, tsid, g.Version); ok {
+			return tok, nil
 		}
 		s.log.WarnContext(ctx, "upstream token refresh failed", "tsid", tsid, "err", rerr)
 		if errors.Is(rerr, idp.ErrRefreshRejected) {
@@ -79,6 +78,29 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 		return "", err
 	}
 	return nt.AccessToken, nil
+}
+
+// awaitConcurrentRefresh polls the grant for up to half a second for a
+// refresh stored by another replica (the version moves past version).
+func (s *Server) awaitConcurrentRefresh(ctx context.Context, tsid string, version int64) (string, bool) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for range 5 {
+		select {
+		case <-ctx.Done():
+			return "", false
+		case <-t.C:
+		}
+		g, secrets, err := s.loadGrantSecrets(ctx, tsid)
+		if err != nil {
+			return "", false
+		}
+		if g.Version != version {
+			return s.freshUpstream(secrets)
+		}
+		t.Reset(125 * time.Millisecond)
+	}
+	return "", false
 }
 
 func (s *Server) loadGrantSecrets(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {

@@ -104,6 +104,14 @@ func (p *Provider) ValidAccessToken(tok string) bool {
 	return p.accessTokens[tok]
 }
 
+// RevokeRefreshTokens invalidates every refresh token issued so far (the
+// user's upstream session ended).
+func (p *Provider) RevokeRefreshTokens() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.refreshes)
+}
+
 // RefreshCount returns how many refresh grants succeeded.
 func (p *Provider) RefreshCount() int {
 	p.mu.Lock()

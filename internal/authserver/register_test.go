@@ -1,0 +1,291 @@
+package authserver
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestRegisterResponse(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	st, m := e.registerRaw(map[string]any{
+		"client_name":   "My Client",
+		"redirect_uris": []string{"http://localhost:33418/oauth/callback"},
+		"scope":         "mcp:read bogus offline_access",
+	}, nil)
+	if st != http.StatusCreated {
+		t.Fatalf("%d %v", st, m)
+	}
+	for _, k := range []string{"client_id", "client_secret", "client_id_issued_at", "client_secret_expires_at"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("response lacks %s: %v", k, m)
+		}
+	}
+	want := map[string]any{
+		"redirect_uris":              []any{"http://localhost:33418/oauth/callback"},
+		"token_endpoint_auth_method": "client_secret_basic", // RFC 7591 default
+		"grant_types":                []any{"authorization_code", "refresh_token"},
+		"response_types":             []any{"code"},
+		"client_name":                "My Client",
+		"scope":                      "mcp:read offline_access",
+		"application_type":           "native",
+	}
+	for k, v := range want {
+		if d := cmp.Diff(v, m[k]); d != "" {
+			t.Errorf("%s: %s", k, d)
+		}
+	}
+	// A public client gets no secret.
+	st, m = e.registerRaw(map[string]any{"redirect_uris": []string{"https://app.example.com/cb"}, "token_endpoint_auth_method": "none"}, nil)
+	if st != http.StatusCreated || m["client_secret"] != nil || m["application_type"] != "web" {
+		t.Errorf("public: %d %v", st, m)
+	}
+	// The secret is not stored in clear.
+	c, err := e.st.GetClient(t.Context(), m["client_id"].(string))
+	if err != nil || c.SecretHash != "" || c.Kind != "dynamic" || c.RegisteredIP != "127.0.0.1" {
+		t.Errorf("stored public client: %+v %v", c, err)
+	}
+}
+
+func TestRegisterRejects(t *testing.T) {
+	e := newEnv(t, envOpt{cfg: func(c *Config) { c.Registration.MaxClientsPerIP = 1000 }})
+	tests := map[string]struct {
+		meta map[string]any
+		code string
+	}{
+		"no redirect":         {map[string]any{"client_name": "x"}, "invalid_redirect_uri"},
+		"http non-loopback":   {map[string]any{"redirect_uris": []string{"http://example.com/cb"}}, "invalid_redirect_uri"},
+		"fragment":            {map[string]any{"redirect_uris": []string{"https://example.com/cb#x"}}, "invalid_redirect_uri"},
+		"wildcard":            {map[string]any{"redirect_uris": []string{"https://*.example.com/cb"}}, "invalid_redirect_uri"},
+		"javascript":          {map[string]any{"redirect_uris": []string{"javascript:alert(1)"}}, "invalid_redirect_uri"},
+		"data":                {map[string]any{"redirect_uris": []string{"data:text/html,x"}}, "invalid_redirect_uri"},
+		"untrusted scheme":    {map[string]any{"redirect_uris": []string{"myapp://cb"}}, "invalid_redirect_uri"},
+		"relative":            {map[string]any{"redirect_uris": []string{"/cb"}}, "invalid_redirect_uri"},
+		"userinfo":            {map[string]any{"redirect_uris": []string{"https://u:p@example.com/cb"}}, "invalid_redirect_uri"},
+		"bad auth method":     {map[string]any{"redirect_uris": []string{"https://example.com/cb"}, "token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"},
+		"client credentials":  {map[string]any{"redirect_uris": []string{"https://example.com/cb"}, "grant_types": []string{"client_credentials"}}, "invalid_client_metadata"},
+		"implicit":            {map[string]any{"redirect_uris": []string{"https://example.com/cb"}, "response_types": []string{"token"}}, "invalid_client_metadata"},
+		"bad app type":        {map[string]any{"redirect_uris": []string{"https://example.com/cb"}, "application_type": "desktop"}, "invalid_client_metadata"},
+		"redirect not string": {map[string]any{"redirect_uris": "https://example.com/cb"}, "invalid_client_metadata"},
+	}
+	for name, tc := range tests {
+		st, m := e.registerRaw(tc.meta, nil)
+		if st != http.StatusBadRequest || m["error"] != tc.code {
+			t.Errorf("%s: %d %v, want 400 %s", name, st, m, tc.code)
+		}
+	}
+	// Accepted: trusted and reverse-domain private-use schemes, loopback.
+	for _, u := range []string{"cursor://anysphere.cursor-mcp/oauth/callback", "com.example.app:/oauth2redirect", "http://[::1]/cb", "vscode://vscode.github-authentication/did-authenticate"} {
+		if st, m := e.registerRaw(map[string]any{"redirect_uris": []string{u}}, nil); st != http.StatusCreated {
+			t.Errorf("%s: %d %v", u, st, m)
+		}
+	}
+	// Not JSON.
+	req, _ := http.NewRequest(http.MethodPost, e.iss+"/register", strings.NewReader("redirect_uris=x"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if st, m, _ := e.doJSON(req); st != 400 || m["error"] != "invalid_client_metadata" {
+		t.Errorf("form body: %d %v", st, m)
+	}
+}
+
+func TestRegistrationModes(t *testing.T) {
+	const token = "initial-access-token-0123456789"
+	e := newEnv(t, envOpt{cfg: func(c *Config) { c.Registration.Mode = RegistrationToken; c.Registration.Token = token }})
+	meta := map[string]any{"redirect_uris": []string{"https://example.com/cb"}}
+	for name, auth := range map[string]string{"none": "", "wrong": "Bearer nope", "prefix": "Bearer " + token[:10], "longer": "Bearer " + token + "x", "basic": "Basic " + token} {
+		st, m := e.registerRaw(meta, func(r *http.Request) {
+			if auth != "" {
+				r.Header.Set("Authorization", auth)
+			}
+		})
+		if st != http.StatusUnauthorized || m["error"] != "invalid_token" {
+			t.Errorf("%s token: %d %v", name, st, m)
+		}
+	}
+	if st, m := e.registerRaw(meta, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }); st != http.StatusCreated {
+		t.Errorf("good token: %d %v", st, m)
+	}
+
+	closed := newEnv(t, envOpt{cfg: func(c *Config) { c.Registration.Mode = RegistrationClosed }})
+	if st, _ := closed.registerRaw(meta, nil); st != http.StatusForbidden {
+		t.Errorf("closed: %d", st)
+	}
+	_, md, _ := closed.doJSONGet("/.well-known/oauth-authorization-server")
+	if _, ok := md["registration_endpoint"]; ok {
+		t.Error("closed registration still advertised")
+	}
+}
+
+func TestRegistrationPerIPCap(t *testing.T) {
+	var ip atomic.Value
+	ip.Store("203.0.113.7")
+	e := newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.Registration.MaxClientsPerIP = 3 },
+		deps: func(d *Deps) { d.ClientIP = func(*http.Request) string { return ip.Load().(string) } },
+	})
+	meta := map[string]any{"redirect_uris": []string{"https://example.com/cb"}}
+	for i := range 3 {
+		if st, m := e.registerRaw(meta, nil); st != http.StatusCreated {
+			t.Fatalf("registration %d: %d %v", i, st, m)
+		}
+	}
+	if st, m := e.registerRaw(meta, nil); st != http.StatusTooManyRequests {
+		t.Errorf("4th registration: %d %v", st, m)
+	}
+	ip.Store("203.0.113.8")
+	if st, _ := e.registerRaw(meta, nil); st != http.StatusCreated {
+		t.Errorf("other IP: %d", st)
+	}
+	// The window is measured with our clock against CreatedAt.
+	ip.Store("203.0.113.7")
+	e.clock.Add(61 * time.Minute)
+	if st, _ := e.registerRaw(meta, nil); st != http.StatusCreated {
+		t.Errorf("after the window: %d", st)
+	}
+}
+
+// cimdServer serves client metadata documents over TLS.
+type cimdServer struct {
+	ts      *httptest.Server
+	fetches atomic.Int32
+	docs    map[string]func(url string) (map[string]any, string) // path → document, Cache-Control
+}
+
+func newCIMDServer(t *testing.T) *cimdServer {
+	c := &cimdServer{docs: map[string]func(string) (map[string]any, string){}}
+	c.ts = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.fetches.Add(1)
+		f, ok := c.docs[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		doc, cc := f(c.ts.URL + r.URL.Path)
+		if cc != "" {
+			w.Header().Set("Cache-Control", cc)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(doc)
+	}))
+	t.Cleanup(c.ts.Close)
+	return c
+}
+
+func TestCIMD(t *testing.T) {
+	cs := newCIMDServer(t)
+	e := newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.CIMD.AllowPrivate = true },
+		deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() },
+	})
+	good := func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "client_name": "Doc Client", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, "max-age=60"
+	}
+	cs.docs["/good.json"] = good
+	cs.docs["/mismatch.json"] = func(string) (map[string]any, string) {
+		return map[string]any{"client_id": "https://evil.example.com/client.json", "client_name": "x", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
+	}
+	cs.docs["/noname.json"] = func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
+	}
+	cs.docs["/secret.json"] = func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "client_name": "x", "client_secret": "s", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
+	}
+	cs.docs["/badredirect.json"] = func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "client_name": "x", "redirect_uris": []string{"http://evil.example.com/cb"}}, ""
+	}
+	cs.docs["/huge.json"] = func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "client_name": strings.Repeat("x", 20<<10), "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
+	}
+
+	// Happy path: the URL is the client_id; the document's redirect URI applies.
+	c := regClient{ID: cs.ts.URL + "/good.json", Redirect: "http://127.0.0.1:7777/cb"}
+	b := e.browser()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("username", testUser)
+	f.Set("password", testPassword)
+	p = b.post(e.iss+"/login", f)
+	p = b.get(p.loc.String())
+	if !strings.Contains(p.body, "Doc Client") || !strings.Contains(p.body, c.ID) || !strings.Contains(p.body, "127.0.0.1:7777") ||
+		!strings.Contains(p.body, "localhost") {
+		t.Errorf("consent page for a CIMD client lacks name, id, host or loopback warning:\n%s", p.body)
+	}
+	f = p.hidden()
+	f.Set("decision", "approve")
+	p = b.post(e.iss+"/consent", f)
+	if st, m := e.exchange(c, p.loc.Query().Get("code"), nil); st != http.StatusOK {
+		t.Fatalf("CIMD token: %d %v", st, m)
+	}
+	if n := cs.fetches.Load(); n != 1 {
+		t.Errorf("document fetched %d times, want 1 (max-age=60 honoured)", n)
+	}
+	e.clock.Add(61 * time.Second)
+	e.srv.cimd.get(t.Context(), c.ID)
+	if n := cs.fetches.Load(); n != 2 {
+		t.Errorf("after max-age: %d fetches, want 2", n)
+	}
+
+	bad := []struct{ name, id, redirect string }{
+		{"client_id mismatch", cs.ts.URL + "/mismatch.json", "http://127.0.0.1:7777/cb"},
+		{"no client_name", cs.ts.URL + "/noname.json", "http://127.0.0.1:7777/cb"},
+		{"secret in document", cs.ts.URL + "/secret.json", "http://127.0.0.1:7777/cb"},
+		{"bad redirect in document", cs.ts.URL + "/badredirect.json", "http://evil.example.com/cb"},
+		{"too large", cs.ts.URL + "/huge.json", "http://127.0.0.1:7777/cb"},
+		{"404", cs.ts.URL + "/missing.json", "http://127.0.0.1:7777/cb"},
+		{"http URL", strings.Replace(cs.ts.URL, "https", "http", 1) + "/good.json", "http://127.0.0.1:7777/cb"},
+		{"root path", cs.ts.URL + "/", "http://127.0.0.1:7777/cb"},
+		{"dot segment", cs.ts.URL + "/x/../good.json", "http://127.0.0.1:7777/cb"},
+		{"redirect not in document", cs.ts.URL + "/good.json", "http://127.0.0.1:7777/other"},
+	}
+	for _, tc := range bad {
+		v := authorizeParams(regClient{ID: tc.id, Redirect: tc.redirect})
+		p := e.browser().get(e.iss + "/authorize?" + v.Encode())
+		if p.status != http.StatusBadRequest || p.loc != nil {
+			t.Errorf("%s: %d %v, want error page", tc.name, p.status, p.loc)
+		}
+	}
+}
+
+func TestCIMDPrivateAddressRefused(t *testing.T) {
+	cs := newCIMDServer(t)
+	cs.docs["/c.json"] = func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "client_name": "x", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
+	}
+	e := newEnv(t, envOpt{deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() }}) // allow_private off
+	v := authorizeParams(regClient{ID: cs.ts.URL + "/c.json", Redirect: "http://127.0.0.1:7777/cb"})
+	p := e.browser().get(e.iss + "/authorize?" + v.Encode())
+	if p.status != http.StatusBadRequest || p.loc != nil {
+		t.Errorf("CIMD on 127.0.0.1: %d %v", p.status, p.loc)
+	}
+	if n := cs.fetches.Load(); n != 0 {
+		t.Errorf("the private address was contacted %d times", n)
+	}
+	// The same for names that resolve to loopback.
+	for _, host := range []string{"localhost", "127.0.0.2", "[::1]", "169.254.169.254"} {
+		id := fmt.Sprintf("https://%s/c.json", host)
+		if _, err := e.srv.cimd.get(t.Context(), id); err == nil {
+			t.Errorf("%s: fetched", id)
+		}
+	}
+}
+
+func TestCIMDDisabled(t *testing.T) {
+	off := false
+	e := newEnv(t, envOpt{cfg: func(c *Config) { c.CIMD.Enabled = &off }})
+	v := authorizeParams(regClient{ID: "https://client.example.com/c.json", Redirect: "http://127.0.0.1:7777/cb"})
+	if p := e.browser().get(e.iss + "/authorize?" + v.Encode()); p.status != http.StatusBadRequest {
+		t.Errorf("CIMD disabled: %d", p.status)
+	}
+	_, md, _ := e.doJSONGet("/.well-known/oauth-authorization-server")
+	if md["client_id_metadata_document_supported"] != false {
+		t.Errorf("metadata: %v", md["client_id_metadata_document_supported"])
+	}
+}
