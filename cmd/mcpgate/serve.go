@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/server"
+)
+
+// configFlags are the flags shared by commands that load a config.
+type configFlags struct {
+	path      string
+	overrides config.Overrides
+	authMode  string
+}
+
+func (f *configFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.path, "config", "c", os.Getenv("MCPGATE_CONFIG"), "config file (env MCPGATE_CONFIG)")
+	fl.StringVar(&f.overrides.Listen, "listen", "", "listen address (env MCPGATE_LISTEN)")
+	fl.StringVar(&f.overrides.PublicURL, "public-url", "", "public base URL (env MCPGATE_PUBLIC_URL)")
+	fl.StringVar(&f.authMode, "auth-mode", "", "auth mode: jwt|introspection|trusted_header|authorization_server|none (env MCPGATE_AUTH_MODE)")
+	fl.StringVar(&f.overrides.Issuer, "issuer", "", "trusted token issuer (env MCPGATE_ISSUER)")
+	fl.StringVar(&f.overrides.Audience, "audience", "", "required token audience, comma-separated (env MCPGATE_AUDIENCE)")
+	fl.StringVar(&f.overrides.BackendURL, "backend", "", "backend MCP URL (env MCPGATE_BACKEND_URL)")
+}
+
+func (f *configFlags) load() (*config.Config, error) {
+	f.overrides.AuthMode = authn.Mode(f.authMode)
+	return config.Load(f.path, f.overrides)
+}
+
+func newServeCmd() *cobra.Command {
+	var f configFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.load()
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, f.load)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Config, error)) error {
+	log := newLogger(cfg)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			next, err := reload()
+			if err == nil {
+				err = srv.ReloadPolicy(next.Policy)
+			}
+			if err != nil {
+				log.Error("policy reload failed; keeping the previous policy", "err", err)
+			}
+		}
+	}()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("mcpgate starting", append([]any{"version", version}, cfg.Summary()...)...)
+	if cfg.Auth.Mode == config.ModeNone {
+		log.Warn("AUTHENTICATION IS DISABLED (auth.mode: none): every local process can call every permitted tool as the anonymous user")
+	}
+	if err := srv.Run(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

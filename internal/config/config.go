@@ -1,0 +1,325 @@
+// Package config loads mcpgate's configuration: one typed struct decoded
+// strictly from YAML (an unknown key is an error), with ${ENV} substitution,
+// MCPGATE_* environment overrides, defaults, and a Validate that reports every
+// problem at once with its key path.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/keys"
+	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/ratelimit"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Auth modes.
+const (
+	ModeJWT                 = authn.ModeJWT
+	ModeIntrospection       = authn.ModeIntrospection
+	ModeTrustedHeader       = authn.ModeTrustedHeader
+	ModeAuthorizationServer = authn.Mode("authorization_server")
+	ModeNone                = authn.Mode("none")
+)
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// Listen is the address to listen on (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// PublicURL is the externally visible base URL. The canonical MCP resource
+	// URI is PublicURL + the backend's path. Default: http(s)://<listen>.
+	PublicURL string                `yaml:"public_url"`
+	TLS       TLSConfig             `yaml:"tls"`
+	Log       LogConfig             `yaml:"log"`
+	Auth      AuthConfig            `yaml:"auth"`
+	Policy    policy.Config         `yaml:"policy"`
+	Backends  []proxy.BackendConfig `yaml:"backends"`
+	Audit     audit.Config          `yaml:"audit"`
+	Store     store.Config          `yaml:"store"`
+	RateLimit ratelimit.Config      `yaml:"rate_limit"`
+	Security  SecurityConfig        `yaml:"security"`
+	Metrics   MetricsConfig         `yaml:"metrics"`
+	// EncryptionKey seals stored secrets (upstream tokens, signing keys):
+	// 32 bytes, base64. Prefer MCPGATE_ENCRYPTION_KEY over the file.
+	EncryptionKey string `yaml:"encryption_key"`
+	// ShutdownTimeout is how long SIGTERM waits for in-flight requests and
+	// streams to finish (default 30s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// TLSConfig enables HTTPS on the listener.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether the gateway terminates TLS itself.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
+
+// LogConfig selects the log format and level.
+type LogConfig struct {
+	Format string `yaml:"format"` // json | text (default text)
+	Level  string `yaml:"level"`  // debug | info | warn | error (default info)
+}
+
+// MetricsConfig exposes Prometheus metrics at /metrics.
+type MetricsConfig struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// AuthConfig chooses how requests on the MCP endpoint are authenticated.
+// There is no default: a gateway without an explicit choice refuses to start.
+type AuthConfig struct {
+	// Config holds mode, jwt, introspection, trusted_header, claims and
+	// cache_size. Mode may also be authorization_server or none here.
+	authn.Config `yaml:",inline"`
+	// AuthorizationServer configures mcpgate's own OAuth 2.1 server.
+	AuthorizationServer authserver.Config `yaml:"authorization_server"`
+	// ScopesSupported is advertised in the protected resource metadata
+	// (RFC 9728) and in the 401 challenge. Keep it a minimal baseline.
+	ScopesSupported []string `yaml:"scopes_supported"`
+	// AuthorizationServers overrides the authorization_servers advertised in
+	// the protected resource metadata (default: the JWT issuers, or our own).
+	AuthorizationServers []string `yaml:"authorization_servers"`
+}
+
+// SecurityConfig holds edge protections applied before authentication.
+type SecurityConfig struct {
+	// AllowedHosts are accepted Host header values (host or host:port).
+	// Default: the public URL's host plus loopback names when listening on
+	// loopback. Protects against DNS rebinding.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// AllowedOrigins are browser origins allowed to call the MCP endpoint.
+	// A request with an Origin header not in this list gets 403.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// CORSOrigins get CORS response headers (a subset of AllowedOrigins is
+	// typical; they are added to AllowedOrigins).
+	CORSOrigins []string `yaml:"cors_origins"`
+	// MaxBodyBytes limits request bodies (default 4 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// AllowInsecureHTTP permits a non-loopback http public URL (e.g. TLS
+	// terminated by a trusted proxy that rewrites the scheme). Off by default.
+	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
+}
+
+// SetDefaults fills every unset field with its default.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.PublicURL == "" {
+		scheme := "http"
+		if c.TLS.Enabled() {
+			scheme = "https"
+		}
+		host := c.Listen
+		if h, p, err := net.SplitHostPort(c.Listen); err == nil && (h == "" || h == "0.0.0.0" || h == "::") {
+			host = net.JoinHostPort("localhost", p)
+		}
+		c.PublicURL = scheme + "://" + host
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Security.MaxBodyBytes == 0 {
+		c.Security.MaxBodyBytes = 4 << 20
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	for i := range c.Backends {
+		c.Backends[i].SetDefaults(i)
+	}
+	c.Auth.Config.SetDefaults()
+	if c.Auth.Mode == ModeAuthorizationServer {
+		as := &c.Auth.AuthorizationServer
+		as.PublicURL = c.PublicURL
+		if len(as.Resources) == 0 {
+			as.Resources = c.ResourceURLs()
+		}
+		as.SetDefaults()
+		if len(c.Auth.ScopesSupported) == 0 {
+			c.Auth.ScopesSupported = as.Scopes
+		}
+	}
+	c.Policy.SetDefaults()
+	c.Audit.SetDefaults()
+	c.Store.SetDefaults()
+	c.RateLimit.SetDefaults()
+}
+
+// ResourceURLs returns the canonical resource URI of every backend.
+func (c *Config) ResourceURLs() []string {
+	out := make([]string, len(c.Backends))
+	for i, b := range c.Backends {
+		out[i] = c.PublicURL + b.Path
+	}
+	return out
+}
+
+// Validate reports every problem in the configuration at once.
+func (c *Config) Validate() error {
+	var p validate.Problems
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		p.Add("listen", "must be host:port (got %q)", c.Listen)
+	}
+	loopback := isLoopbackHost(host)
+	pu, err := url.Parse(c.PublicURL)
+	switch {
+	case err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https"):
+		p.Add("public_url", "must be an absolute http(s) URL (got %q)", c.PublicURL)
+	case pu.RawQuery != "" || pu.Fragment != "":
+		p.Add("public_url", "must not have a query or fragment")
+	case pu.Scheme == "http" && !isLoopbackHost(pu.Hostname()) && !c.Security.AllowInsecureHTTP:
+		p.Add("public_url", "must be https unless the host is loopback (set security.allow_insecure_http only behind a TLS-terminating proxy)")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		p.Add("tls", "cert_file and key_file must be set together")
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		p.Add("log.format", "must be json or text (got %q)", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Add("log.level", "must be debug, info, warn or error (got %q)", c.Log.Level)
+	}
+
+	switch c.Auth.Mode {
+	case "":
+		p.Add("auth.mode", "is required: choose jwt, introspection, trusted_header, authorization_server, or none (loopback only)")
+	case ModeJWT, ModeIntrospection, ModeTrustedHeader:
+		c.Auth.Config.Validate("auth", &p)
+	case ModeAuthorizationServer:
+		c.Auth.AuthorizationServer.Validate("auth.authorization_server", &p)
+		c.Auth.Claims.Validate("auth.claims", &p)
+		if c.EncryptionKey == "" {
+			p.Add("encryption_key", "is required in authorization_server mode: set MCPGATE_ENCRYPTION_KEY to 32 random bytes, base64 (openssl rand -base64 32)")
+		} else if _, err := keys.ParseKey(c.EncryptionKey); err != nil {
+			p.Add("encryption_key", "%v", err)
+		}
+	case ModeNone:
+		if !loopback {
+			p.Add("auth.mode", "none is only allowed when listen is a loopback address (got %q)", c.Listen)
+		}
+	default:
+		p.Add("auth.mode", "unknown mode %q: choose jwt, introspection, trusted_header, authorization_server, or none", c.Auth.Mode)
+	}
+	for i, s := range c.Auth.ScopesSupported {
+		if s == "*" || s == "all" || s == "" || strings.ContainsAny(s, " \"\\") {
+			p.Add(validate.Index("auth.scopes_supported", i), "invalid scope %q (no wildcards, spaces or quotes)", s)
+		}
+	}
+	for i, s := range c.Auth.AuthorizationServers {
+		if u, err := url.Parse(s); err != nil || u.Host == "" {
+			p.Add(validate.Index("auth.authorization_servers", i), "must be an absolute URL")
+		}
+	}
+
+	if len(c.Backends) == 0 {
+		p.Add("backends", "at least one backend is required")
+	}
+	names, paths := map[string]bool{}, map[string]bool{}
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		path := validate.Index("backends", i)
+		b.Validate(path, &p)
+		if names[b.Name] {
+			p.Add(path+".name", "duplicate backend name %q", b.Name)
+		}
+		if paths[b.Path] {
+			p.Add(path+".path", "duplicate path %q", b.Path)
+		}
+		names[b.Name], paths[b.Path] = true, true
+		if b.Credential.Type == "upstream_token" && c.Auth.Mode != ModeAuthorizationServer {
+			p.Add(path+".credential.type", "upstream_token requires auth.mode authorization_server")
+		}
+	}
+
+	for i, o := range c.Security.AllowedOrigins {
+		validateOrigin(validate.Index("security.allowed_origins", i), o, &p)
+	}
+	for i, o := range c.Security.CORSOrigins {
+		validateOrigin(validate.Index("security.cors_origins", i), o, &p)
+	}
+	for i, h := range c.Security.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/ ") {
+			p.Add(validate.Index("security.allowed_hosts", i), "must be a host or host:port (got %q)", h)
+		}
+	}
+	if c.Security.MaxBodyBytes < 0 {
+		p.Add("security.max_body_bytes", "must not be negative")
+	}
+	c.Policy.Validate("policy", &p)
+	c.Audit.Validate("audit", &p)
+	c.Store.Validate("store", &p)
+	c.RateLimit.Validate("rate_limit", &p)
+	return p.Err()
+}
+
+// validateOrigin checks a browser origin: scheme://host[:port], nothing more.
+func validateOrigin(path, o string, p *validate.Problems) {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || o == "*" {
+		p.Add(path, "must be an origin scheme://host[:port] with no path, query or wildcard (got %q)", o)
+		return
+	}
+	if strings.HasSuffix(o, "/") {
+		p.Add(path, "must not end with '/' (origins have no path; got %q)", o)
+	}
+}
+
+// isLoopbackHost reports whether host names the loopback interface.
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// IsLoopbackListen reports whether the listen address is loopback-only.
+func (c *Config) IsLoopbackListen() bool {
+	h, _, err := net.SplitHostPort(c.Listen)
+	return err == nil && isLoopbackHost(h)
+}
+
+// Summary describes the active configuration for the start-up banner; it
+// never includes secrets.
+func (c *Config) Summary() []any {
+	out := []any{"listen", c.Listen, "public_url", c.PublicURL, "auth_mode", c.Auth.Mode, "tls", c.TLS.Enabled()}
+	switch c.Auth.Mode {
+	case ModeJWT:
+		var iss, aud []string
+		for _, i := range c.Auth.JWT.Issuers {
+			iss = append(iss, i.Issuer)
+			aud = append(aud, i.Audience...)
+		}
+		out = append(out, "issuers", iss, "audience", aud)
+	case ModeIntrospection:
+		out = append(out, "introspection_endpoint", c.Auth.Introspection.Endpoint, "audience", c.Auth.Introspection.Audience)
+	case ModeTrustedHeader:
+		out = append(out, "team_domain", c.Auth.TrustedHeader.TeamDomain)
+	case ModeAuthorizationServer:
+		out = append(out, "issuer", c.PublicURL, "upstream", c.Auth.AuthorizationServer.Upstream.Type)
+	}
+	for _, b := range c.Backends {
+		out = append(out, "backend", fmt.Sprintf("%s %s -> %s", b.Name, b.Path, b.URL))
+	}
+	return out
+}

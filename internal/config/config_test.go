@@ -1,0 +1,172 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const validJWT = `
+listen: 127.0.0.1:8080
+auth:
+  mode: jwt
+  jwt:
+    issuers:
+      - issuer: https://idp.example.com
+        audience: http://127.0.0.1:8080/mcp
+backends:
+  - name: demo
+    url: http://127.0.0.1:9000/mcp
+audit: { sink: stdout }
+`
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse([]byte(validJWT), env(nil), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PublicURL != "http://127.0.0.1:8080" || cfg.Backends[0].Path != "/mcp" || cfg.Security.MaxBodyBytes != 4<<20 {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+	if got := cfg.ResourceURLs(); !cmp.Equal(got, []string{"http://127.0.0.1:8080/mcp"}) {
+		t.Errorf("ResourceURLs = %v", got)
+	}
+}
+
+// TestParseErrors checks that each problem is reported with its key path.
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		env  map[string]string
+		want []string // substrings that must all appear
+	}{
+		{"unknown top-level key", validJWT + "bogus: 1\n", nil, []string{"bogus: unknown key (line"}},
+		{"unknown nested key", strings.Replace(validJWT, "audience:", "audiance:", 1), nil,
+			[]string{"auth.jwt.issuers[0].audiance: unknown key", "auth.jwt.issuers[0].audience"}},
+		{"missing audience", strings.Replace(validJWT, "        audience: http://127.0.0.1:8080/mcp\n", "", 1), nil,
+			[]string{"auth.jwt.issuers[0].audience"}},
+		{"no auth mode", strings.Replace(validJWT, "mode: jwt", "mode: ''", 1), nil, []string{"auth.mode: is required"}},
+		{"none on non-loopback", strings.Replace(strings.Replace(validJWT, "mode: jwt", "mode: none", 1), "listen: 127.0.0.1:8080", "listen: 0.0.0.0:8080\npublic_url: https://mcp.example.com", 1), nil,
+			[]string{"auth.mode: none is only allowed when listen is a loopback address"}},
+		{"bad CORS origin", validJWT + "security:\n  cors_origins: [\"https://app.example.com/path\", \"*\"]\n", nil,
+			[]string{"security.cors_origins[0]: must be an origin", "security.cors_origins[1]"}},
+		{"bad allowed origin", validJWT + "security:\n  allowed_origins: [\"app.example.com\"]\n", nil, []string{"security.allowed_origins[0]"}},
+		{"no backends", strings.Split(validJWT, "backends:")[0] + "audit: { sink: stdout }\n", nil, []string{"backends: at least one backend is required"}},
+		{"bad backend url", strings.Replace(validJWT, "http://127.0.0.1:9000/mcp", "ftp://x", 1), nil, []string{"backends[0].url"}},
+		{"http public url off loopback", validJWT + "public_url: http://mcp.example.com\n", nil, []string{"public_url: must be https"}},
+		{"unset env var", strings.Replace(validJWT, "https://idp.example.com", "${IDP_URL}", 1), nil,
+			[]string{"auth.jwt.issuers[0].issuer: environment variable IDP_URL is not set"}},
+		{"duplicate backend", strings.Replace(validJWT, "audit:", "  - name: demo\n    url: http://127.0.0.1:9001/mcp\n    path: /other\naudit:", 1), nil,
+			[]string{`backends[1].name: duplicate backend name "demo"`}},
+		{"upstream_token without authorization server", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: upstream_token }", 1), nil,
+			[]string{"backends[0].credential.type: upstream_token requires auth.mode authorization_server"}},
+		{"static credential without value", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: static }", 1), nil,
+			[]string{"backends[0].credential.value: is required"}},
+		{"wildcard scope", validJWT + "", nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), env(tc.env), Overrides{})
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestEveryProblemAtOnce: one config with several problems reports all.
+func TestEveryProblemAtOnce(t *testing.T) {
+	y := `
+listen: 127.0.0.1:8080
+auth: { mode: jwt, jwt: { issuers: [ { issuer: "https://idp.example.com" } ] }, scopes_supported: ["*"] }
+backends: [ { name: "a b", url: "nope" } ]
+security: { cors_origins: ["https://x.example.com/"] }
+log: { format: xml }
+audit: { sink: stdout }
+`
+	_, err := Parse([]byte(y), env(nil), Overrides{})
+	if err == nil {
+		t.Fatal("want error")
+	}
+	for _, w := range []string{"auth.jwt.issuers[0].audience", "auth.scopes_supported[0]", "backends[0].name", "backends[0].url", "security.cors_origins[0]", "log.format"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}
+
+func TestEnvSubstitutionAndOverrides(t *testing.T) {
+	y := strings.Replace(validJWT, "https://idp.example.com", "${IDP_URL}", 1)
+	y = strings.Replace(y, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: static, value: \"Bearer ${BACKEND_TOKEN}\" }", 1)
+	cfg, err := Parse([]byte(y), env(map[string]string{
+		"IDP_URL":            "https://login.example.org",
+		"BACKEND_TOKEN":      "s3cr3t: *not yaml*",
+		"MCPGATE_LISTEN":     "127.0.0.1:9999",
+		"MCPGATE_LOG_LEVEL":  "debug",
+		"MCPGATE_PUBLIC_URL": "http://localhost:9999",
+	}), Overrides{Audience: "http://localhost:9999/mcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Auth.JWT.Issuers[0].Issuer; got != "https://login.example.org" {
+		t.Errorf("issuer = %q", got)
+	}
+	if got := cfg.Backends[0].Credential.Value; got != "Bearer s3cr3t: *not yaml*" {
+		t.Errorf("credential = %q (substitution must not be parsed as YAML)", got)
+	}
+	if cfg.Listen != "127.0.0.1:9999" || cfg.Log.Level != "debug" || cfg.PublicURL != "http://localhost:9999" {
+		t.Errorf("env overrides not applied: %s %s %s", cfg.Listen, cfg.Log.Level, cfg.PublicURL)
+	}
+	if got := []string(cfg.Auth.JWT.Issuers[0].Audience); !cmp.Equal(got, []string{"http://localhost:9999/mcp"}) {
+		t.Errorf("flag audience = %v", got)
+	}
+}
+
+func TestDefaultValueSyntax(t *testing.T) {
+	y := strings.Replace(validJWT, "127.0.0.1:8080\n", "${LISTEN:-127.0.0.1:7070}\n", 1)
+	cfg, err := Parse([]byte(y), env(nil), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7070" {
+		t.Errorf("listen = %q", cfg.Listen)
+	}
+}
+
+func TestNoneOnLoopbackAllowed(t *testing.T) {
+	y := strings.Replace(validJWT, "mode: jwt", "mode: none", 1)
+	if _, err := Parse([]byte(y), env(nil), Overrides{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(validJWT))
+	f.Add([]byte("auth: {mode: jwt}\nbackends: [{name: x}]"))
+	f.Add([]byte("a: &x {b: *x}"))
+	f.Add([]byte("listen: ${A:-${B}}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Must never panic; errors are fine.
+		cfg, err := Parse(b, env(map[string]string{"A": "1"}), Overrides{})
+		if err == nil && cfg.Auth.Mode == "" {
+			t.Fatal("config without auth mode accepted")
+		}
+	})
+}

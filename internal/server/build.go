@@ -1,0 +1,134 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/metrics"
+	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/ratelimit"
+)
+
+// New provisions every component from a validated configuration. It fails
+// with a clear message rather than start half-configured.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, registry: newRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	auditor, err := audit.New(cfg.Audit, audit.WithSlog(log))
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	s.closers = append(s.closers, auditor.Close)
+	s.registry.MustRegister(auditor.Collectors()...)
+
+	engine, err := policy.Compile(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	s.policy = policy.NewHolder(engine)
+
+	mux := http.NewServeMux()
+	s.routes(mux)
+
+	var upstream proxy.UpstreamTokens
+	var authenticator Authenticator
+	switch cfg.Auth.Mode {
+	case config.ModeAuthorizationServer:
+		as, err := s.provisionAuthorizationServer(ctx, mux)
+		if err != nil {
+			return nil, err
+		}
+		authenticator, upstream = as, as
+		s.readies = append(s.readies, func(context.Context) error { return nil })
+	case config.ModeNone:
+		authenticator = anonymous{}
+	default:
+		a, err := authn.New(ctx, cfg.Auth.Config, authn.Options{Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		authenticator = a
+		if r, ok := a.(authn.Readier); ok {
+			s.readies = append(s.readies, r.Ready)
+		}
+	}
+
+	m := metrics.NewGateway(s.registry)
+	e := newEdge(cfg)
+	limits := ratelimit.NewSet(cfg.RateLimit)
+	s.registry.MustRegister(limits.Collectors()...)
+	sessions := newSessionBinder(100_000, 24*time.Hour)
+	servers := authorizationServers(cfg)
+	for i, bc := range cfg.Backends {
+		b, err := proxy.NewBackend(bc, proxy.Options{Logger: log, UpstreamTokens: upstream})
+		if err != nil {
+			return nil, err
+		}
+		resource := cfg.PublicURL + bc.Path
+		metadataURL := prmURL(cfg.PublicURL, bc.Path)
+		g := &gateway{
+			backend: b, resource: resource, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
+			authn: authenticator, policy: s.policy, audit: auditor,
+			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
+			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
+		}
+		mux.Handle(bc.Path, g)
+		doc := prmHandler(resourceMetadata{
+			Resource: resource, AuthorizationServers: servers, ScopesSupported: cfg.Auth.ScopesSupported,
+			BearerMethodsSupported: []string{"header"}, ResourceName: "mcpgate: " + bc.Name,
+		})
+		mux.Handle("/.well-known/oauth-protected-resource"+bc.Path, publicCORS(doc))
+		if i == 0 {
+			mux.Handle("/.well-known/oauth-protected-resource", publicCORS(doc))
+		}
+	}
+	s.handler = s.outer(e, mux)
+	ok = true
+	return s, nil
+}
+
+// outer applies the checks every endpoint gets: Host allow-list (except the
+// probes, which orchestrators send with the pod IP as Host) and security
+// headers.
+func (s *Server) outer(e *edge, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.securityHeaders(w.Header())
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !e.allowedHost(r) {
+			http.Error(w, "forbidden: host not allowed", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ReloadPolicy compiles cfg and swaps it in atomically; in-flight requests
+// finish under the policy they started with. On error the old policy stays.
+func (s *Server) ReloadPolicy(cfg policy.Config) error {
+	engine, err := policy.Compile(cfg)
+	if err != nil {
+		return err
+	}
+	s.policy.Store(engine)
+	s.log.Info("policy reloaded")
+	return nil
+}
+
+// anonymous is the principal for auth.mode none (loopback only).
+type anonymous struct{}
+
+var anonymousPrincipal = &authn.Principal{Issuer: "mcpgate:none", Subject: "anonymous", Username: "anonymous"}
+
+func (anonymous) Authenticate(*http.Request) (*authn.Principal, error) { return anonymousPrincipal, nil }

@@ -1,0 +1,491 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/mcp"
+	"github.com/mcpgate/mcpgate/internal/metrics"
+	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/proxy"
+)
+
+// Authenticator turns a request's credential into a Principal.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*authn.Principal, error)
+}
+
+// Auditor records one audit record; an error means the record was not
+// written and, with on_error: fail, the request must fail.
+type Auditor interface {
+	Log(ctx context.Context, rec *audit.Record) error
+}
+
+// Limiter is a keyed rate limiter.
+type Limiter interface {
+	Allow(key string) (ok bool, retryAfter time.Duration)
+}
+
+// JSON-RPC error codes the gateway answers with itself.
+const (
+	codePermissionDenied = -32003 // server-defined range (JSON-RPC 2.0 §5.1)
+	codeUnauthorized     = -32001
+	codeRateLimited      = -32029
+	codeAuditFailed      = -32030
+)
+
+// gateway is the request pipeline in front of one backend:
+// audit → edge → rate limit (IP) → authn → rate limit (user) → MCP decode →
+// policy → proxy (with list filtering). The order matters: audit is outermost
+// so that 401, 403 and 429 are recorded too.
+type gateway struct {
+	backend       *proxy.Backend
+	resource      string
+	metadataURL   string
+	scopes        []string // advertised in the 401 challenge
+	authn         Authenticator
+	policy        *policy.Holder
+	audit         Auditor
+	ipLimiter     Limiter
+	userLimiter   Limiter
+	edge          *edge
+	maxBody       int64
+	sessions      *sessionBinder
+	log           *slog.Logger
+	metrics       *metrics.Gateway
+	// auditDown is set while audit writes fail: requests are refused with
+	// 503 so no action goes unrecorded, and cleared by the next successful
+	// write (the refusal itself is audited, which probes the log).
+	auditDown atomic.Bool
+}
+
+// exchange is everything known about one request, for the audit records.
+type exchange struct {
+	start     time.Time
+	requestID string
+	principal *authn.Principal
+	msg       *mcp.Message
+	calls     []mcp.Call
+	decisions []policy.Decision
+	event     string
+	reason    string
+	rpcError  int
+	status    proxy.Status
+}
+
+func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{start: time.Now(), requestID: newRequestID()}
+	sw := &statusWriter{ResponseWriter: w}
+	defer g.finish(sw, r, x)
+	w = sw
+	w.Header().Set("X-Request-Id", x.requestID)
+	g.edge.securityHeaders(w.Header())
+
+	if !g.edge.allowedHost(r) {
+		x.event, x.reason = "FORBIDDEN_HOST", "host not allowed"
+		http.Error(w, "forbidden: host not allowed", http.StatusForbidden)
+		return
+	}
+	if !g.edge.allowedOrigin(r) {
+		x.event, x.reason = "FORBIDDEN_ORIGIN", "origin not allowed"
+		http.Error(w, "forbidden: origin not allowed", http.StatusForbidden)
+		return
+	}
+	if g.edge.cors(w, r) {
+		return // preflight answered
+	}
+	if g.auditDown.Load() {
+		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
+		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
+		return
+	}
+	if ok, retry := g.ipLimiter.Allow(ipKey(r)); !ok {
+		g.rateLimited(w, x, retry)
+		return
+	}
+
+	p, err := g.authn.Authenticate(r)
+	if err != nil {
+		g.unauthorized(w, r, x, err)
+		return
+	}
+	x.principal = p
+	if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+		g.rateLimited(w, x, retry)
+		return
+	}
+	sessionID := r.Header.Get("Mcp-Session-Id")
+	if !g.sessions.check(sessionID, p.Key()) {
+		// Another user's session: answer as the backend would for an unknown
+		// session, without revealing that it exists.
+		x.event, x.reason = "SESSION_MISMATCH", "session bound to another user"
+		proxy.WriteJSONRPCError(w, http.StatusNotFound, nil, -32001, "session not found")
+		return
+	}
+
+	ctx := proxy.WithPrincipal(r.Context(), p)
+	ctx = proxy.WithStatus(ctx, &x.status)
+	switch r.Method {
+	case http.MethodPost:
+		if !g.authorizePost(w, r, x, p) {
+			return
+		}
+		ctx = g.withListFilter(ctx, x.msg, p)
+	case http.MethodGet, http.MethodDelete:
+		// GET opens the server-to-client stream, DELETE ends a session; both
+		// carry no tool name and need only authentication.
+		if r.Method == http.MethodDelete {
+			defer g.sessions.forget(sessionID)
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	g.backend.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// authorizePost reads and decodes the JSON-RPC body and decides every
+// message in it. It answers the request itself and returns false when the
+// request must not reach the backend.
+func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", -32600
+			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, -32600, "request body too large")
+			return false
+		}
+		x.event, x.reason = "BAD_REQUEST", "body read failed"
+		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, -32700, "could not read request body")
+		return false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+
+	msg, err := mcp.Decode(body)
+	if err != nil {
+		x.event, x.reason = "BAD_REQUEST", err.Error()
+		g.badMessage(w, x, err)
+		return false
+	}
+	x.msg, x.calls = msg, msg.Calls
+	if err := mcp.CheckHeaders(r.Header, msg); err != nil {
+		x.event, x.reason = "BAD_REQUEST", err.Error()
+		g.badMessage(w, x, err)
+		return false
+	}
+
+	engine := g.policy.Load()
+	x.decisions = make([]policy.Decision, len(msg.Calls))
+	var missing []string
+	denied := -1
+	for i := range msg.Calls {
+		d := engine.Decide(p, policy.RequestFor(g.backend.Name, &msg.Calls[i]))
+		x.decisions[i] = d
+		if !d.Allow {
+			if denied < 0 {
+				denied = i
+			}
+			for _, s := range d.MissingScopes {
+				if !slices.Contains(missing, s) {
+					missing = append(missing, s)
+				}
+			}
+		}
+	}
+	if denied < 0 {
+		return true
+	}
+	x.event = audit.EventPermissionDenied
+	if len(missing) > 0 {
+		// Step-up (MCP authorization, "insufficient scope"): ask for what the
+		// token has plus what this request needs.
+		want := append(slices.Clone(p.Scopes), missing...)
+		w.Header().Set("WWW-Authenticate", challenge(g.metadataURL, want, "insufficient_scope", "additional scope required"))
+		x.rpcError = codePermissionDenied
+		proxy.WriteJSONRPCError(w, http.StatusForbidden, msg.Calls[denied].ID, codePermissionDenied, x.decisions[denied].Reason)
+		return false
+	}
+	x.rpcError = codePermissionDenied
+	g.writeDenied(w, msg, x.decisions)
+	return false
+}
+
+// badMessage answers a body that failed decoding or the header check.
+func (g *gateway) badMessage(w http.ResponseWriter, x *exchange, err error) {
+	e := &mcp.Error{Code: mcp.CodeInvalidRequest, Message: "invalid request"}
+	errors.As(err, &e)
+	x.rpcError = e.Code
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	w.Write(mcp.ErrorResponse(e.ID, e.Code, e.Message, nil))
+}
+
+// writeDenied answers a request containing a denied call with HTTP 403 and a
+// JSON-RPC error per request in it: a batch is all-or-nothing, so one
+// forbidden call cannot ride along with allowed ones.
+func (g *gateway) writeDenied(w http.ResponseWriter, msg *mcp.Message, ds []policy.Decision) {
+	var errs [][]byte
+	for i, c := range msg.Calls {
+		if c.IsNotification || c.IsResponse {
+			continue
+		}
+		text := ds[i].Reason
+		if ds[i].Allow {
+			text = "batch rejected: it contains a call that is not permitted"
+		}
+		errs = append(errs, mcp.ErrorResponse(c.ID, codePermissionDenied, text, nil))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusForbidden)
+	switch {
+	case !msg.Batch && len(errs) == 1:
+		w.Write(errs[0])
+	case len(errs) == 0:
+		// Only notifications: JSON-RPC gives them no response body.
+	default:
+		w.Write([]byte("["))
+		w.Write(bytes.Join(errs, []byte(",")))
+		w.Write([]byte("]"))
+	}
+}
+
+func (g *gateway) unauthorized(w http.ResponseWriter, r *http.Request, x *exchange, err error) {
+	x.event, x.rpcError = audit.EventAuthFailed, codeUnauthorized
+	status, code, desc := authn.Describe(err)
+	x.reason = "no token"
+	if code != "" || status != http.StatusUnauthorized {
+		x.reason = desc
+		// The detail goes to the log only; clients get the fixed description.
+		g.log.Info("token rejected", "request_id", x.requestID, "client_ip", clientIP(r), "err", err)
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+		proxy.WriteJSONRPCError(w, status, nil, codeUnauthorized, desc)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", challenge(g.metadataURL, g.scopes, code, desc))
+	msg := "authentication required"
+	if desc != "" {
+		msg = desc
+	}
+	proxy.WriteJSONRPCError(w, status, nil, codeUnauthorized, msg)
+}
+
+func (g *gateway) rateLimited(w http.ResponseWriter, x *exchange, retry time.Duration) {
+	x.event, x.reason, x.rpcError = audit.EventRateLimited, "rate limit exceeded", codeRateLimited
+	secs := int(retry/time.Second) + 1
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "rate limit exceeded")
+}
+
+// withListFilter arranges for list responses to be filtered through the same
+// decision function that authorizes calls, so a listed tool is callable and
+// a hidden one is not.
+func (g *gateway) withListFilter(ctx context.Context, msg *mcp.Message, p *authn.Principal) context.Context {
+	engine := g.policy.Load()
+	backend := g.backend.Name
+	f := mcp.NewListFilter(msg, func(method, name string) bool { return engine.Visible(p, method, backend, name) })
+	if f == nil {
+		return ctx
+	}
+	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return filterResponse(resp, f) })
+}
+
+// filterResponse rewrites JSON bodies whole and SSE bodies event by event.
+// A list response that cannot be filtered is never forwarded unfiltered.
+func filterResponse(resp *http.Response, f *mcp.ListFilter) error {
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "text/event-stream"):
+		resp.Body = newSSEReader(resp.Body, f.Rewrite)
+	case strings.HasPrefix(ct, "application/json"):
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		out := f.Rewrite(body)
+		if out == nil {
+			return errors.New("backend list response could not be filtered")
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(out))
+		resp.ContentLength = int64(len(out))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	}
+	return nil
+}
+
+// sseReader runs a backend SSE body through an mcp.SSEFilter. Each Read
+// returns whole events as soon as they are complete, and the proxy flushes
+// after every write, so events are never held back.
+type sseReader struct {
+	src io.ReadCloser
+	f   *mcp.SSEFilter
+	out bytes.Buffer
+	buf []byte
+	err error
+}
+
+func newSSEReader(src io.ReadCloser, rewrite func([]byte) []byte) *sseReader {
+	r := &sseReader{src: src, buf: make([]byte, 32<<10)}
+	r.f = mcp.NewSSEFilter(&r.out, nil, rewrite)
+	return r
+}
+
+func (r *sseReader) Read(p []byte) (int, error) {
+	for r.out.Len() == 0 && r.err == nil {
+		n, err := r.src.Read(r.buf)
+		if n > 0 {
+			if _, werr := r.f.Write(r.buf[:n]); werr != nil {
+				r.err = werr
+			}
+		}
+		if err != nil && r.err == nil {
+			r.f.Close()
+			r.err = err
+		}
+	}
+	if r.out.Len() > 0 {
+		return r.out.Read(p)
+	}
+	return 0, r.err
+}
+
+func (r *sseReader) Close() error { return r.src.Close() }
+
+// finish writes the audit record(s) for the request: one per JSON-RPC
+// message, or one for a request that never got that far.
+func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
+	elapsed := time.Since(x.start)
+	dur := audit.Millis(elapsed)
+	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
+	status := sw.code()
+	if r.Method == http.MethodPost && sw.header.Get("Mcp-Session-Id") != "" && x.principal != nil && status < 300 {
+		g.sessions.check(sw.header.Get("Mcp-Session-Id"), x.principal.Key())
+	}
+	base := audit.Record{
+		RequestID:  x.requestID,
+		Source:     audit.SourceMCP,
+		ClientIP:   clientIP(r),
+		UserAgent:  r.UserAgent(),
+		Status:     status,
+		RPCError:   x.rpcError,
+		DurationMS: dur,
+		Backend:    g.backend.Name,
+		Event:      x.event,
+		Reason:     x.reason,
+		Result:     audit.ResultSuccess,
+	}
+	if p := x.principal; p != nil {
+		base.Issuer, base.Subject, base.User, base.Username, base.Email = p.Issuer, p.Subject, p.DisplayName(), p.Username, p.Email
+		base.Groups, base.ClientID, base.TokenID, base.SessionID = p.Groups, p.ClientID, p.TokenID, p.SessionID
+	}
+	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" {
+		base.SessionID = sid
+	}
+	if status >= 400 || x.status.BackendError {
+		base.Result = audit.ResultError
+	}
+	if x.event != "" && x.event != audit.EventPermissionDenied {
+		base.Decision = audit.DecisionDeny
+	}
+	if len(x.calls) == 0 {
+		base.Method = r.Method
+		g.write(r.Context(), &base)
+		g.metrics.Observe(g.backend.Name, "", string(base.Decision), status)
+		return
+	}
+	for i, c := range x.calls {
+		rec := base
+		rec.Method = c.Method
+		if strings.HasPrefix(c.Method, "resources/") {
+			rec.Resource = c.Name
+		} else {
+			rec.Tool = c.Name
+		}
+		rec.Args = c.Arguments
+		if i < len(x.decisions) {
+			d := x.decisions[i]
+			rec.Decision = audit.Decision(d.Effect)
+			rec.Rule = d.Rule
+			if !d.Allow {
+				rec.Reason = d.Reason
+				rec.Result = audit.ResultError
+			}
+		}
+		g.write(r.Context(), &rec)
+		g.metrics.Observe(g.backend.Name, c.Method, string(rec.Decision), status)
+	}
+}
+
+func (g *gateway) write(ctx context.Context, rec *audit.Record) {
+	if err := g.audit.Log(context.WithoutCancel(ctx), rec); err != nil {
+		g.auditDown.Store(true)
+		g.metrics.AuditFailure()
+		g.log.Error("audit write failed; refusing requests until it recovers", "request_id", rec.RequestID, "err", err)
+		return
+	}
+	g.auditDown.Store(false)
+}
+
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter records the status and keeps Flush working through
+// http.ResponseController (Unwrap).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	header http.Header
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+		s.header = s.ResponseWriter.Header()
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}

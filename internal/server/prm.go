@@ -1,0 +1,89 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+// resourceMetadata is the RFC 9728 protected resource metadata document.
+type resourceMetadata struct {
+	Resource               string   `json:"resource"`
+	AuthorizationServers   []string `json:"authorization_servers"`
+	ScopesSupported        []string `json:"scopes_supported,omitempty"`
+	BearerMethodsSupported []string `json:"bearer_methods_supported"`
+	ResourceName           string   `json:"resource_name,omitempty"`
+}
+
+// authorizationServers is what the metadata advertises: explicit config, our
+// own issuer, or the trusted external issuers.
+func authorizationServers(cfg *config.Config) []string {
+	if len(cfg.Auth.AuthorizationServers) > 0 {
+		return cfg.Auth.AuthorizationServers
+	}
+	switch cfg.Auth.Mode {
+	case config.ModeAuthorizationServer:
+		return []string{cfg.PublicURL}
+	case config.ModeJWT:
+		var out []string
+		for _, i := range cfg.Auth.JWT.Issuers {
+			out = append(out, i.Issuer)
+		}
+		return out
+	case config.ModeIntrospection:
+		if cfg.Auth.Introspection.Issuer != "" {
+			return []string{cfg.Auth.Introspection.Issuer}
+		}
+	case config.ModeTrustedHeader:
+		return []string{"https://" + cfg.Auth.TrustedHeader.TeamDomain}
+	}
+	return []string{}
+}
+
+// prmURL is where the metadata for the resource served at path lives
+// (RFC 9728 §3.1: the well-known suffix is inserted before the path).
+func prmURL(publicURL, path string) string {
+	return publicURL + "/.well-known/oauth-protected-resource" + path
+}
+
+func prmHandler(doc resourceMetadata) http.Handler {
+	body, _ := json.Marshal(doc)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Write(body)
+	})
+}
+
+// challenge builds a WWW-Authenticate value (RFC 6750 §3, RFC 9728 §5.1).
+// errCode and desc are fixed strings chosen by the gateway; internal error
+// text never reaches a client.
+func challenge(metadataURL string, scopes []string, errCode, desc string) string {
+	var b strings.Builder
+	b.WriteString(`Bearer resource_metadata="`)
+	b.WriteString(metadataURL)
+	b.WriteByte('"')
+	if len(scopes) > 0 {
+		b.WriteString(`, scope="`)
+		b.WriteString(strings.Join(scopes, " "))
+		b.WriteByte('"')
+	}
+	if errCode != "" {
+		b.WriteString(`, error="`)
+		b.WriteString(errCode)
+		b.WriteByte('"')
+		if desc != "" {
+			b.WriteString(`, error_description="`)
+			b.WriteString(desc)
+			b.WriteByte('"')
+		}
+	}
+	return b.String()
+}
