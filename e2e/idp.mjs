@@ -114,7 +114,9 @@ function page(res, status, title, body) {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
     'x-frame-options': 'DENY',
-    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    // No form-action: Chromium applies it to the redirects after the POST too, and the login
+    // ends in a redirect to the client's redirect URI.
+    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
   });
   res.end(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>

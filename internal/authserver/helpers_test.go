@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,6 +132,8 @@ type env struct {
 	clock  *clock
 	signer *testSigner
 	iss    string
+	// handler is what the test server serves (swappable).
+	handler atomic.Pointer[http.Handler]
 }
 
 const (
@@ -157,8 +160,7 @@ type envOpt struct {
 func newEnv(t testing.TB, o envOpt) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now()}, signer: newTestSigner(t)}
-	var h http.Handler = http.NotFoundHandler()
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) })
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*e.handler.Load()).ServeHTTP(w, r) })
 	if o.tls {
 		e.ts = httptest.NewTLSServer(handler)
 	} else {
@@ -197,7 +199,8 @@ func newEnv(t testing.TB, o envOpt) *env {
 		t.Fatal(err)
 	}
 	e.srv = srv
-	h = srv.Handler()
+	h := srv.Handler()
+	e.handler.Store(&h)
 	return e
 }
 

@@ -131,4 +131,6 @@ type anonymous struct{}
 
 var anonymousPrincipal = &authn.Principal{Issuer: "mcpgate:none", Subject: "anonymous", Username: "anonymous"}
 
-func (anonymous) Authenticate(*http.Request) (*authn.Principal, error) { return anonymousPrincipal, nil }
+func (anonymous) Authenticate(*http.Request) (*authn.Principal, error) {
+	return anonymousPrincipal, nil
+}

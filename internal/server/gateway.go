@@ -52,20 +52,20 @@ const (
 // policy → proxy (with list filtering). The order matters: audit is outermost
 // so that 401, 403 and 429 are recorded too.
 type gateway struct {
-	backend       *proxy.Backend
-	resource      string
-	metadataURL   string
-	scopes        []string // advertised in the 401 challenge
-	authn         Authenticator
-	policy        *policy.Holder
-	audit         Auditor
-	ipLimiter     Limiter
-	userLimiter   Limiter
-	edge          *edge
-	maxBody       int64
-	sessions      *sessionBinder
-	log           *slog.Logger
-	metrics       *metrics.Gateway
+	backend     *proxy.Backend
+	resource    string
+	metadataURL string
+	scopes      []string // advertised in the 401 challenge
+	authn       Authenticator
+	policy      *policy.Holder
+	audit       Auditor
+	ipLimiter   Limiter
+	userLimiter Limiter
+	edge        *edge
+	maxBody     int64
+	sessions    *sessionBinder
+	log         *slog.Logger
+	metrics     *metrics.Gateway
 	// auditDown is set while audit writes fail: requests are refused with
 	// 503 so no action goes unrecorded, and cleared by the next successful
 	// write (the refusal itself is audited, which probes the log).
