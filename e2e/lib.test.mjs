@@ -2,11 +2,10 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { once } from 'node:events';
 import { CookieJar } from './lib/cookies.mjs';
 import { decodeEntities, fillForm, followAuthorization, parseFirstForm } from './lib/forms.mjs';
 import { freePort, startProcess, stopProcess, waitForHttp } from './lib/proc.mjs';
+import { startFakeLoginPages } from './lib/fake-login-pages.mjs';
 
 function setCookies(...lines) {
   const h = new Headers();
@@ -105,50 +104,7 @@ describe('forms', () => {
 });
 
 describe('followAuthorization against a scripted server', () => {
-  // /authorize → 302 /login (sets a cookie) → form POST /login (needs the cookie and Origin) →
-  // 302 /consent → form with csrf → POST /consent → 302 to the redirect URI with code or error.
-  async function server() {
-    const srv = http.createServer(async (req, res) => {
-      const u = new URL(req.url, 'http://x');
-      let body = '';
-      for await (const c of req) body += c;
-      const form = new URLSearchParams(body);
-      const html = (s) => {
-        res.writeHead(200, { 'content-type': 'text/html' });
-        res.end(s);
-      };
-      if (u.pathname === '/authorize') {
-        res.writeHead(302, { location: '/login', 'set-cookie': '__Host-flow=f1; Path=/; Secure; HttpOnly' });
-        return res.end();
-      }
-      if (u.pathname === '/login' && req.method === 'GET') {
-        return html('<form method="post" action="/login"><input type="hidden" name="csrf" value="c1"><input name="username"><input type="password" name="password"><button type="submit">Sign in</button></form>');
-      }
-      if (u.pathname === '/login') {
-        const ok = req.headers.cookie === '__Host-flow=f1' && req.headers.origin === `http://127.0.0.1:${srv.address().port}` && form.get('csrf') === 'c1';
-        if (ok && form.get('username') === 'alice' && form.get('password') === 'alice-pw') {
-          res.writeHead(303, { location: '/consent' });
-          return res.end();
-        }
-        res.writeHead(401, { 'content-type': 'text/html' });
-        return res.end('<p>bad login</p><form method="post" action="/login"><input name="username"><input type="password" name="password"></form>');
-      }
-      if (u.pathname === '/consent' && req.method === 'GET') {
-        return html('<form method="post"><input type="hidden" name="csrf" value="c2"><button name="action" value="approve">OK</button><button name="action" value="deny">No</button></form>');
-      }
-      if (u.pathname === '/consent') {
-        const target = form.get('csrf') === 'c2' && form.get('action') === 'approve' ? 'code=abc&state=s' : 'error=access_denied';
-        res.writeHead(302, { location: `http://127.0.0.1:1/cb?${target}` });
-        return res.end();
-      }
-      if (u.pathname === '/noform') return html('<h1>Something broke</h1>');
-      res.writeHead(404);
-      res.end();
-    });
-    srv.listen(0, '127.0.0.1');
-    await once(srv, 'listening');
-    return { base: `http://127.0.0.1:${srv.address().port}`, close: () => srv.close() };
-  }
+  const server = () => startFakeLoginPages({ redirectUri: 'http://127.0.0.1:1/cb' });
 
   test('login and approve reach the redirect URI with a code', async () => {
     const s = await server();
