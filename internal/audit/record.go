@@ -74,7 +74,9 @@ type Record struct {
 	Groups    []string `json:"groups,omitempty"`
 	ClientID  string   `json:"client_id,omitempty"`
 	TokenID   string   `json:"token_id,omitempty"`
-	SessionID string   `json:"session_id,omitempty"`
+	SessionID string   `json:"session_id,omitempty"` // token session (tsid) of tokens from the built-in authorization server
+
+	MCPSessionID string `json:"mcp_session_id,omitempty"` // Mcp-Session-Id of the request
 
 	Method   string          `json:"method,omitempty"`   // MCP method, e.g. tools/call
 	Tool     string          `json:"tool,omitempty"`     // tool or prompt name

@@ -397,9 +397,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 		base.Issuer, base.Subject, base.User, base.Username, base.Email = p.Issuer, p.Subject, p.DisplayName(), p.Username, p.Email
 		base.Groups, base.ClientID, base.TokenID, base.SessionID = p.Groups, p.ClientID, p.TokenID, p.SessionID
 	}
-	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" {
-		base.SessionID = sid
-	}
+	base.MCPSessionID = r.Header.Get("Mcp-Session-Id")
 	if status >= 400 || x.status.BackendError {
 		base.Result = audit.ResultError
 	}
