@@ -1,0 +1,549 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/types"
+	"github.com/cedar-policy/cedar-go/x/exp/ast"
+	"github.com/cedar-policy/cedar-go/x/exp/batch"
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Cedar entity types. Rules may name only these.
+const (
+	TypeUser     = "User"
+	TypeGroup    = "Group"
+	TypeRole     = "Role"
+	TypeTool     = "Tool"
+	TypePrompt   = "Prompt"
+	TypeResource = "Resource"
+	TypeAction   = "Action"
+)
+
+// cedarActions maps each Cedar action (the MCP method) to the entity type
+// of its resource.
+var cedarActions = map[string]string{
+	"tools/call":            TypeTool,
+	"prompts/get":           TypePrompt,
+	"resources/read":        TypeResource,
+	"resources/subscribe":   TypeResource,
+	"resources/unsubscribe": TypeResource,
+}
+
+var (
+	principalAttrs = []string{"sub", "iss", "email", "username", "client_id", "groups", "roles"}
+	contextAttrs   = []string{"arguments", "backend", "scopes"}
+)
+
+// cedarPolicy is one compiled Cedar policy with what its scope selects, so
+// that only policies that can apply to a request are evaluated.
+type cedarPolicy struct {
+	id      cedar.PolicyID
+	forbid  bool
+	policy  *cedar.Policy
+	actions []string // nil: any action
+	resType string   // "": any type
+	resID   string   // "": any resource of resType
+}
+
+func (c *cedarPolicy) applies(action, resType, name string) bool {
+	if c.actions != nil && !slices.Contains(c.actions, action) {
+		return false
+	}
+	return (c.resType == "" || c.resType == resType) && (c.resID == "" || c.resID == name)
+}
+
+// parseCedar parses one Cedar document and checks that it uses only the
+// entity types, actions and attributes that the gateway produces, so that a
+// misspelt action ("tool/call") is a configuration error instead of a rule
+// that silently never matches.
+func parseCedar(src, text string, seen map[cedar.PolicyID]string, path string, p *validate.Problems) []cedarPolicy {
+	list, err := cedar.NewPolicyListFromBytes(src, []byte(text))
+	if err != nil {
+		p.Add(path, "cedar: %v", err)
+		return nil
+	}
+	var out []cedarPolicy
+	for i, pol := range list {
+		id := cedar.PolicyID(src)
+		if len(list) > 1 {
+			id = cedar.PolicyID(fmt.Sprintf("%s:%d", src, pol.Position().Line))
+		}
+		if v, ok := pol.Annotations()["id"]; ok && v != "" {
+			id = cedar.PolicyID(v)
+		}
+		where := fmt.Sprintf("%s: policy %d (line %d)", path, i, pol.Position().Line)
+		if prev, dup := seen[id]; dup {
+			p.Add(path, "policy id %q is used twice (also %s)", id, prev)
+			continue
+		}
+		seen[id] = where
+		cp, errs := checkCedarPolicy(pol)
+		for _, e := range errs {
+			p.Add(path, "policy %q (line %d): %v", id, pol.Position().Line, e)
+		}
+		if len(errs) > 0 {
+			continue
+		}
+		cp.id = id
+		out = append(out, cp)
+	}
+	return out
+}
+
+func checkCedarPolicy(pol *cedar.Policy) (cedarPolicy, []error) {
+	a := pol.AST()
+	cp := cedarPolicy{policy: pol, forbid: pol.Effect() == cedar.Forbid}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	principalType := func(t types.EntityType) {
+		if t != TypeUser && t != TypeGroup && t != TypeRole {
+			bad("principal entity type %s is not one of User, Group, Role", t)
+		}
+	}
+	switch s := a.Principal.(type) {
+	case ast.ScopeTypeEq:
+		principalType(s.Entity.Type)
+	case ast.ScopeTypeIn:
+		principalType(s.Entity.Type)
+	case ast.ScopeTypeIs:
+		if s.Type != TypeUser {
+			bad("principal is always a User, not %s", s.Type)
+		}
+	case ast.ScopeTypeIsIn:
+		if s.Type != TypeUser {
+			bad("principal is always a User, not %s", s.Type)
+		}
+		principalType(s.Entity.Type)
+	}
+	addAction := func(uid types.EntityUID) {
+		if uid.Type != TypeAction {
+			bad("action %s is not an Action entity", uid)
+			return
+		}
+		if _, ok := cedarActions[string(uid.ID)]; !ok {
+			bad("action %q does not exist; actions are %s", uid.ID, strings.Join(sortedKeys(cedarActions), ", "))
+			return
+		}
+		cp.actions = append(cp.actions, string(uid.ID))
+	}
+	switch s := a.Action.(type) {
+	case ast.ScopeTypeEq:
+		addAction(s.Entity)
+	case ast.ScopeTypeIn:
+		addAction(s.Entity)
+	case ast.ScopeTypeInSet:
+		for _, e := range s.Entities {
+			addAction(e)
+		}
+	}
+	resourceType := func(t types.EntityType) string {
+		if t != TypeTool && t != TypePrompt && t != TypeResource {
+			bad("resource entity type %s is not one of Tool, Prompt, Resource", t)
+		}
+		return string(t)
+	}
+	switch s := a.Resource.(type) {
+	case ast.ScopeTypeEq:
+		cp.resType, cp.resID = resourceType(s.Entity.Type), string(s.Entity.ID)
+	case ast.ScopeTypeIn: // resources have no parents: "in" is equality
+		cp.resType, cp.resID = resourceType(s.Entity.Type), string(s.Entity.ID)
+	case ast.ScopeTypeIs:
+		cp.resType = resourceType(s.Type)
+	case ast.ScopeTypeIsIn:
+		cp.resType, cp.resID = resourceType(s.Type), string(s.Entity.ID)
+		if s.Entity.Type != s.Type {
+			bad("resource scope %s in %s never matches", s.Type, s.Entity)
+		}
+	}
+	if cp.resType != "" && cp.actions != nil {
+		ok := false
+		for _, act := range cp.actions {
+			ok = ok || cedarActions[act] == cp.resType
+		}
+		if !ok {
+			bad("resource type %s never occurs with action(s) %s", cp.resType, strings.Join(cp.actions, ", "))
+		}
+	}
+	for _, c := range a.Conditions {
+		ast.Inspect(ast.NewNode(c.Body), func(n ast.IsNode) bool {
+			switch n := n.(type) {
+			case ast.NodeValue:
+				if uid, ok := n.Value.(types.EntityUID); ok {
+					checkEntityLiteral(uid, bad)
+				}
+			case ast.NodeTypeIs:
+				checkEntityType(n.EntityType, bad)
+			case ast.NodeTypeIsIn:
+				checkEntityType(n.EntityType, bad)
+			case ast.NodeTypeAccess:
+				checkAttr(n.Arg, n.Value, bad)
+			case ast.NodeTypeHas:
+				checkAttr(n.Arg, n.Value, bad)
+			}
+			return true
+		})
+	}
+	return cp, errs
+}
+
+func checkEntityType(t types.EntityType, bad func(string, ...any)) {
+	switch t {
+	case TypeUser, TypeGroup, TypeRole, TypeTool, TypePrompt, TypeResource, TypeAction:
+	default:
+		bad("unknown entity type %s", t)
+	}
+}
+
+func checkEntityLiteral(uid types.EntityUID, bad func(string, ...any)) {
+	checkEntityType(uid.Type, bad)
+	if uid.Type == TypeAction {
+		if _, ok := cedarActions[string(uid.ID)]; !ok {
+			bad("action %q does not exist", uid.ID)
+		}
+	}
+}
+
+// checkAttr catches misspelt attributes of principal and context, which
+// would otherwise only fail at evaluation time.
+func checkAttr(arg ast.IsNode, attr types.String, bad func(string, ...any)) {
+	v, ok := arg.(ast.NodeTypeVariable)
+	if !ok {
+		return
+	}
+	switch v.Name {
+	case "principal":
+		if !slices.Contains(principalAttrs, string(attr)) {
+			bad("principal has no attribute %q (it has %s)", attr, strings.Join(principalAttrs, ", "))
+		}
+	case "context":
+		if !slices.Contains(contextAttrs, string(attr)) {
+			bad("context has no attribute %q (it has %s)", attr, strings.Join(contextAttrs, ", "))
+		}
+	case "resource", "action":
+		bad("%s has no attributes (use context.backend and context.arguments)", v.Name)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// loadCedar compiles Rules and CedarFile.
+func loadCedar(c *Config, path string, p *validate.Problems) []cedarPolicy {
+	seen := map[cedar.PolicyID]string{}
+	var out []cedarPolicy
+	for i, text := range c.Rules {
+		src := fmt.Sprintf("rules[%d]", i)
+		out = append(out, parseCedar(src, text, seen, validate.Index(validate.Join(path, "rules"), i), p)...)
+	}
+	if c.CedarFile != "" {
+		f := c.path(c.CedarFile)
+		text, err := os.ReadFile(f)
+		if err != nil {
+			p.Add(validate.Join(path, "cedar_file"), "%v", err)
+		} else {
+			out = append(out, parseCedar(filepath.Base(f), string(text), seen, validate.Join(path, "cedar_file"), p)...)
+		}
+	}
+	return out
+}
+
+// policyIter presents selected policies to cedar.Authorize.
+type policyIter []*cedarPolicy
+
+func (s policyIter) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, c := range s {
+			if !yield(c.id, c.policy) {
+				return
+			}
+		}
+	}
+}
+
+// cedarOutcome is the result of evaluating the applicable rules.
+type cedarOutcome struct {
+	forbid   *cedarPolicy // a forbid that matched or failed to evaluate
+	forbidEr string       // its evaluation error, if it failed
+	permit   *cedarPolicy // a permit that matched
+	// For explanations: the policies Cedar reports as deciding, and
+	// evaluation errors.
+	matched []*cedarPolicy
+	errs    map[*cedarPolicy]string
+}
+
+func (s policyIter) find(id cedar.PolicyID) *cedarPolicy {
+	for _, c := range s {
+		if c.id == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// outcome interprets a Cedar diagnostic with the gateway's fail-closed rule:
+// a forbid policy whose evaluation errors counts as matching, so a caller
+// cannot dodge a forbid by sending an argument of an unexpected type.
+func (s policyIter) outcome(diag types.Diagnostic) cedarOutcome {
+	var o cedarOutcome
+	for _, e := range diag.Errors {
+		c := s.find(e.PolicyID)
+		if c == nil {
+			continue
+		}
+		if o.errs == nil {
+			o.errs = map[*cedarPolicy]string{}
+		}
+		o.errs[c] = e.Message
+		if c.forbid && o.forbid == nil {
+			o.forbid, o.forbidEr = c, e.Message
+		}
+	}
+	for _, r := range diag.Reasons {
+		c := s.find(r.PolicyID)
+		if c == nil {
+			continue
+		}
+		o.matched = append(o.matched, c)
+		switch {
+		case c.forbid && (o.forbid == nil || o.forbidEr != ""):
+			o.forbid, o.forbidEr = c, ""
+		case !c.forbid && o.permit == nil:
+			o.permit = c
+		}
+	}
+	return o
+}
+
+// evalCedar evaluates the selected policies for a call with known
+// arguments.
+func evalCedar(sel policyIter, r *resolved, scopes types.Set, action, resType, name, backend string, args json.RawMessage) cedarOutcome {
+	argRec, err := argumentsRecord(args)
+	if err != nil {
+		// Unreachable for decoded messages; fail closed on anything else.
+		for _, c := range sel {
+			if c.forbid {
+				return cedarOutcome{forbid: c, forbidEr: "arguments: " + err.Error()}
+			}
+		}
+		return cedarOutcome{}
+	}
+	req := cedar.Request{
+		Principal: r.uid,
+		Action:    cedar.NewEntityUID(TypeAction, cedar.String(action)),
+		Resource:  cedar.NewEntityUID(types.EntityType(resType), cedar.String(name)),
+		Context: cedar.NewRecord(cedar.RecordMap{
+			"arguments": argRec,
+			"backend":   cedar.String(backend),
+			"scopes":    scopes,
+		}),
+	}
+	_, diag := cedar.Authorize(sel, r.entities, req)
+	return sel.outcome(diag)
+}
+
+// evalCedarAnyArgs evaluates the selected policies for a call whose
+// arguments are unknown (list filtering). Using cedar-go's batch evaluation
+// with the arguments ignored: a permit condition that reads the arguments is
+// assumed satisfiable, and a forbid rule that reads them is assumed
+// avoidable. So a tool is listed when some arguments could be allowed.
+func evalCedarAnyArgs(sel policyIter, r *resolved, scopes types.Set, action, resType, name, backend string) cedarOutcome {
+	req := batch.Request{
+		Principal: r.uid,
+		Action:    cedar.NewEntityUID(TypeAction, cedar.String(action)),
+		Resource:  cedar.NewEntityUID(types.EntityType(resType), cedar.String(name)),
+		Context: cedar.NewRecord(cedar.RecordMap{
+			"arguments": batch.Ignore(),
+			"backend":   cedar.String(backend),
+			"scopes":    scopes,
+		}),
+	}
+	var o cedarOutcome
+	err := batch.Authorize(context.Background(), sel, r.entities, req, func(res batch.Result) error {
+		o = sel.outcome(res.Diagnostic)
+		return nil
+	})
+	if err != nil {
+		// Fail closed: hide the item if any forbid could apply.
+		for _, c := range sel {
+			if c.forbid {
+				return cedarOutcome{forbid: c, forbidEr: err.Error()}
+			}
+		}
+		return cedarOutcome{}
+	}
+	return o
+}
+
+// principalEntity builds the Cedar entity of a principal: User::"<iss>#<sub>"
+// whose parents are its Group and Role entities (roles after inheritance),
+// so `principal in Role::"operator"` and `principal in Group::"g"` work. The
+// email attribute is present only when the token says it is verified.
+func principalEntity(p *authn.Principal, roles []string) (types.EntityUID, types.EntityMap) {
+	uid := cedar.NewEntityUID(TypeUser, cedar.String(p.Key()))
+	var parents []types.EntityUID
+	groups := make([]types.Value, 0, len(p.Groups))
+	for _, g := range p.Groups {
+		parents = append(parents, cedar.NewEntityUID(TypeGroup, cedar.String(g)))
+		groups = append(groups, cedar.String(g))
+	}
+	roleVals := make([]types.Value, 0, len(roles))
+	for _, r := range roles {
+		parents = append(parents, cedar.NewEntityUID(TypeRole, cedar.String(r)))
+		roleVals = append(roleVals, cedar.String(r))
+	}
+	attrs := cedar.RecordMap{
+		"sub":       cedar.String(p.Subject),
+		"iss":       cedar.String(p.Issuer),
+		"username":  cedar.String(p.Username),
+		"client_id": cedar.String(p.ClientID),
+		"groups":    cedar.NewSet(groups...),
+		"roles":     cedar.NewSet(roleVals...),
+	}
+	if p.Email != "" && p.EmailVerified {
+		attrs["email"] = cedar.String(p.Email)
+	}
+	ent := types.Entity{UID: uid, Parents: cedar.NewEntityUIDSet(parents...), Attributes: cedar.NewRecord(attrs)}
+	return uid, types.EntityMap{uid: ent}
+}
+
+func scopeSet(scopes []string) types.Set {
+	vs := make([]types.Value, len(scopes))
+	for i, s := range scopes {
+		vs[i] = cedar.String(s)
+	}
+	return cedar.NewSet(vs...)
+}
+
+// argumentsRecord converts call arguments (a JSON object, or empty) to a
+// Cedar record. JSON strings, booleans, arrays and objects become Cedar
+// strings, booleans, sets and records. A number becomes a Long when it is an
+// integer in range (1.0 included), else a decimal when it has at most four
+// fractional digits (Cedar's decimal). Nulls and numbers Cedar cannot
+// represent are left out, so rules reading them see a missing attribute
+// (a forbid rule then fails closed; a permit rule does not match).
+func argumentsRecord(raw json.RawMessage) (types.Record, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return cedar.NewRecord(nil), nil
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	v, ok, err := jsonValue(dec)
+	if err != nil {
+		return types.Record{}, err
+	}
+	rec, isRec := v.(types.Record)
+	if !ok || !isRec {
+		return types.Record{}, errors.New("arguments must be a JSON object")
+	}
+	if _, err := dec.ReadToken(); err == nil {
+		return types.Record{}, errors.New("trailing data after arguments")
+	}
+	return rec, nil
+}
+
+// jsonValue reads one JSON value; ok is false for values to leave out.
+func jsonValue(dec *jsontext.Decoder) (types.Value, bool, error) {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return nil, false, err
+	}
+	switch tok.Kind() {
+	case 'n':
+		return nil, false, nil
+	case 't', 'f':
+		return cedar.Boolean(tok.Bool()), true, nil
+	case '"':
+		return cedar.String(tok.String()), true, nil
+	case '0':
+		v, ok := jsonNumber(tok.String())
+		return v, ok, nil
+	case '[':
+		var vs []types.Value
+		for dec.PeekKind() != ']' {
+			v, ok, err := jsonValue(dec)
+			if err != nil {
+				return nil, false, err
+			}
+			if ok {
+				vs = append(vs, v)
+			}
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, false, err
+		}
+		return cedar.NewSet(vs...), true, nil
+	case '{':
+		m := cedar.RecordMap{}
+		for dec.PeekKind() != '}' {
+			tok, err := dec.ReadToken()
+			if err != nil {
+				return nil, false, err
+			}
+			name := tok.String() // before the next read voids the token
+			v, ok, err := jsonValue(dec)
+			if err != nil {
+				return nil, false, err
+			}
+			if ok {
+				m[cedar.String(name)] = v
+			}
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, false, err
+		}
+		return cedar.NewRecord(m), true, nil
+	}
+	return nil, false, fmt.Errorf("unexpected JSON token %v", tok.Kind())
+}
+
+var decimalScale = big.NewRat(10000, 1)
+
+func jsonNumber(s string) (types.Value, bool) {
+	if !strings.ContainsAny(s, ".eE") {
+		i, err := strconv.ParseInt(s, 10, 64)
+		return cedar.Long(i), err == nil
+	}
+	// Bound the work: big.Rat would expand 1e999999999 in full.
+	if len(s) > 64 {
+		return nil, false
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		if exp, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+")); err != nil || exp > 40 || exp < -40 {
+			return nil, false
+		}
+	}
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		return nil, false
+	}
+	if r.IsInt() && r.Num().IsInt64() {
+		return cedar.Long(r.Num().Int64()), true
+	}
+	scaled := new(big.Rat).Mul(r, decimalScale)
+	if !scaled.IsInt() || !scaled.Num().IsInt64() {
+		return nil, false
+	}
+	d, err := cedar.NewDecimal(scaled.Num().Int64(), -4)
+	return d, err == nil
+}

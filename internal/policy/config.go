@@ -1,0 +1,273 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Modes.
+const (
+	ModeEnforce = "enforce"
+	ModeShadow  = "shadow"
+)
+
+// DefaultAllowedMethods are the protocol methods allowed when methods.allow
+// is not set. They name no tool, prompt or resource by themselves;
+// completion/complete and subscriptions/listen additionally require the
+// prompt or resources they reference to be visible.
+var DefaultAllowedMethods = []string{
+	"initialize",
+	"ping",
+	"notifications/*",
+	"logging/setLevel",
+	"completion/complete",
+	"server/discover",      // MCP 2026-07-28
+	"subscriptions/listen", // MCP 2026-07-28
+}
+
+// Config is the authorization policy, the `policy:` section of the gateway
+// configuration. See the package documentation for how the parts combine.
+type Config struct {
+	// File loads the policy from a separate YAML file instead: either a file
+	// whose top level is this structure or a full mcpgate config with a
+	// `policy:` key. A relative path is relative to the directory of the
+	// file that names it. When set, no other key may be set here.
+	File string `yaml:"file"`
+	// Mode is enforce (default) or shadow: in shadow mode denials are
+	// reported (Effect "would_deny") but not enforced.
+	Mode string `yaml:"mode"`
+	// Default is the decision when nothing grants access. Only "deny" is
+	// supported: everything not granted is denied.
+	Default string `yaml:"default"`
+	// Roles are named sets of grants, keyed by role name.
+	Roles map[string]Role `yaml:"roles"`
+	// Groups maps a group (from the token's groups claim, matched exactly)
+	// to the roles it confers. Unknown groups confer nothing.
+	Groups map[string][]string `yaml:"groups"`
+	// Users grants roles to individual principals, in addition to their
+	// groups' roles. Keys: "<issuer>#<subject>" (preferred), "sub:<subject>"
+	// or a bare subject (any issuer), or "email:<address>" (matched
+	// case-insensitively, only when the token says email_verified).
+	Users map[string][]string `yaml:"users"`
+	// ToolScopes maps a tool-name pattern to OAuth scopes that a call of a
+	// matching tool needs in addition to a role (all of them; scopes of
+	// every matching pattern add up). Scopes never grant anything.
+	ToolScopes map[string][]string `yaml:"tool_scopes"`
+	// FallbackScopes are the scopes assumed for a token without a scope
+	// claim. Default: none, so scope-gated tools are denied (fail closed).
+	FallbackScopes []string `yaml:"fallback_scopes"`
+	// Methods allows or denies protocol methods.
+	Methods Methods `yaml:"methods"`
+	// Rules are Cedar policy texts: forbid rules deny calls (also ones that
+	// roles allow), permit rules allow calls (also ones no role allows),
+	// typically on conditions over the call's arguments.
+	Rules []string `yaml:"rules"`
+	// CedarFile is a file of Cedar policies, added to Rules.
+	CedarFile string `yaml:"cedar_file"`
+
+	// dir is the directory relative paths are resolved against.
+	dir string
+}
+
+// Role is a named set of grants. Patterns are globs: `*` matches any run of
+// characters (also `/`), `?` one character, `\` escapes the next character;
+// matching is case-sensitive.
+type Role struct {
+	// Inherits lists roles whose grants this role includes.
+	Inherits []string `yaml:"inherits"`
+	// Tools, Prompts and Resources match tool names, prompt names and
+	// resource URIs (or resource template URIs) on every backend.
+	Tools     []string `yaml:"tools"`
+	Prompts   []string `yaml:"prompts"`
+	Resources []string `yaml:"resources"`
+	// Backends holds grants that apply on one backend only.
+	Backends map[string]Grants `yaml:"backends"`
+}
+
+// Grants are the patterns a role grants on one backend.
+type Grants struct {
+	Tools     []string `yaml:"tools"`
+	Prompts   []string `yaml:"prompts"`
+	Resources []string `yaml:"resources"`
+}
+
+// Methods allow or deny JSON-RPC methods by glob. Deny wins. Allow, when
+// set, replaces DefaultAllowedMethods. Neither can allow tools/call,
+// prompts/get, resources/read, resources/subscribe or resources/unsubscribe:
+// those are decided by roles, rules and scopes; deny can still block them.
+type Methods struct {
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+}
+
+// SetDefaults fills in defaults. It leaves a config that names a File alone:
+// the file's content gets its defaults when it is loaded.
+func (c *Config) SetDefaults() {
+	if c.File != "" {
+		return
+	}
+	if c.Mode == "" {
+		c.Mode = ModeEnforce
+	}
+	if c.Default == "" {
+		c.Default = "deny"
+	}
+	if c.Methods.Allow == nil {
+		c.Methods.Allow = slices.Clone(DefaultAllowedMethods)
+	}
+}
+
+// SetBaseDir sets the directory against which relative File and CedarFile
+// paths are resolved (the directory of the config file). Without it they are
+// relative to the working directory.
+func (c *Config) SetBaseDir(dir string) { c.dir = dir }
+
+func (c *Config) path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// isInlineEmpty reports whether nothing but File (and defaults) is set.
+func (c *Config) isInlineEmpty() bool {
+	return (c.Mode == "" || c.Mode == ModeEnforce) && (c.Default == "" || c.Default == "deny") &&
+		len(c.Roles) == 0 && len(c.Groups) == 0 && len(c.Users) == 0 && len(c.ToolScopes) == 0 &&
+		c.FallbackScopes == nil && c.Methods.Allow == nil && c.Methods.Deny == nil && len(c.Rules) == 0 && c.CedarFile == ""
+}
+
+// Validate reports every problem in the policy, each under its key path
+// (path is the policy's own key, usually "policy"). With File set it loads
+// and validates that file.
+func (c *Config) Validate(path string, p *validate.Problems) {
+	if c.File != "" {
+		if !c.isInlineEmpty() {
+			p.Add(validate.Join(path, "file"), "cannot be combined with an inline policy")
+			return
+		}
+		inner, err := LoadFile(c.path(c.File))
+		if err != nil {
+			p.Add(validate.Join(path, "file"), "%v", err)
+			return
+		}
+		inner.Validate(validate.Join(path, "file"), p)
+		return
+	}
+	c2 := *c
+	c2.SetDefaults()
+	_, _ = compileConfig(&c2, path, p)
+}
+
+// LoadFile reads a policy from a YAML file: a file whose top level is the
+// policy, or a full mcpgate config whose `policy:` key holds it (any other
+// top-level keys are then ignored). Unknown keys inside the policy are
+// errors. A `file:` indirection inside it is followed (once). Relative paths
+// in it are resolved against the file's directory. Defaults are applied.
+func LoadFile(path string) (*Config, error) {
+	return loadFile(path, 0)
+}
+
+func loadFile(path string, depth int) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	node := &root
+	if len(root.Content) == 1 && root.Content[0].Kind == yaml.MappingNode {
+		m := root.Content[0]
+		node = m
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == "policy" {
+				node = m.Content[i+1]
+			}
+		}
+	}
+	cfg := &Config{}
+	if err := decodeStrict(node, cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.SetBaseDir(filepath.Dir(path))
+	if cfg.File != "" {
+		if depth > 0 {
+			return nil, fmt.Errorf("%s: file: a policy file cannot name another policy file", path)
+		}
+		if !cfg.isInlineEmpty() {
+			return nil, fmt.Errorf("%s: file: cannot be combined with an inline policy", path)
+		}
+		return loadFile(cfg.path(cfg.File), depth+1)
+	}
+	cfg.SetDefaults()
+	return cfg, nil
+}
+
+// decodeStrict decodes a YAML node, rejecting unknown keys.
+func decodeStrict(node *yaml.Node, v any) error {
+	if node.Kind == 0 {
+		return nil // empty document
+	}
+	// yaml.v3 has no strict mode on Node.Decode; re-encode and decode with
+	// KnownFields so that a misspelt key is an error, not a silent default.
+	b, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
+// Files lists the files this policy is read from (File, CedarFile), for
+// watching them for changes.
+func (c *Config) Files() []string {
+	var out []string
+	for _, f := range []string{c.File, c.CedarFile} {
+		if f != "" {
+			out = append(out, c.path(f))
+		}
+	}
+	return out
+}
+
+// userKey is a parsed key of Config.Users.
+type userKey struct {
+	issuer, subject, email string
+	anyIssuer              bool
+}
+
+func parseUserKey(k string) (userKey, error) {
+	switch {
+	case strings.HasPrefix(k, "email:"):
+		e := strings.TrimPrefix(k, "email:")
+		if !strings.Contains(e, "@") {
+			return userKey{}, fmt.Errorf("%q is not an email address", e)
+		}
+		return userKey{email: strings.ToLower(e)}, nil
+	case strings.HasPrefix(k, "sub:"):
+		s := strings.TrimPrefix(k, "sub:")
+		if s == "" {
+			return userKey{}, fmt.Errorf("empty subject")
+		}
+		return userKey{subject: s, anyIssuer: true}, nil
+	case strings.Contains(k, "#"):
+		i := strings.Index(k, "#") // an issuer URL has no fragment (RFC 8414 §2)
+		if i == 0 || i == len(k)-1 {
+			return userKey{}, fmt.Errorf("%q: want <issuer>#<subject>", k)
+		}
+		return userKey{issuer: k[:i], subject: k[i+1:]}, nil
+	case k == "":
+		return userKey{}, fmt.Errorf("empty key")
+	}
+	return userKey{subject: k, anyIssuer: true}, nil
+}

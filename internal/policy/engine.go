@@ -1,0 +1,678 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cedar-policy/cedar-go/types"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/mcp"
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// Effects of a decision.
+const (
+	EffectAllow     = "allow"
+	EffectDeny      = "deny"
+	EffectWouldDeny = "would_deny"
+)
+
+// RuleDefaultDeny is the rule of a decision that nothing granted.
+const RuleDefaultDeny = "default-deny"
+
+// Request is one JSON-RPC message to authorize. Build it with RequestFor.
+type Request struct {
+	// Method is the JSON-RPC method; "" only for a client response.
+	Method string
+	// Backend is the name of the backend the message goes to.
+	Backend string
+	// Name is the tool name, prompt name or resource URI the method acts on
+	// (for completion/complete: the referenced prompt or resource template).
+	Name string
+	// Arguments are the call's arguments (a JSON object) or nil.
+	Arguments json.RawMessage
+	// RefKind is mcp.RefPrompt or mcp.RefResource for completion/complete.
+	RefKind string
+	// Subscriptions are the resource URIs of a subscriptions/listen request.
+	Subscriptions []string
+	// Response marks a JSON-RPC response sent by the client (to a server
+	// request such as sampling/createMessage); it carries no method.
+	Response bool
+}
+
+// RequestFor builds the Request for a decoded message bound for backend.
+func RequestFor(backend string, c *mcp.Call) Request {
+	return Request{
+		Method:        c.Method,
+		Backend:       backend,
+		Name:          c.Name,
+		Arguments:     c.Arguments,
+		RefKind:       c.RefKind,
+		Subscriptions: c.Subscriptions,
+		Response:      c.IsResponse,
+	}
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	// Allow says whether to let the message through. In shadow mode it is
+	// true even when the policy denies (then Effect is "would_deny").
+	Allow bool
+	// Effect is "allow", "deny" or "would_deny".
+	Effect string
+	// Rule names what decided, e.g. "role:operator tools:power_*",
+	// "cedar:protect-prod", "tool_scopes:delete_*", "methods.allow:ping",
+	// "default-deny".
+	Rule string
+	// Reason is a human-readable explanation that names what was asked for
+	// and what is missing. It is safe to show to the caller.
+	Reason string
+	// MissingScopes lists the scopes that would make a scope-denied call
+	// succeed (then the gateway answers 403 insufficient_scope).
+	MissingScopes []string
+}
+
+// kinds of named targets.
+type kind int
+
+const (
+	kindTool kind = iota
+	kindPrompt
+	kindResource
+	numKinds
+)
+
+var kindNames = [numKinds]string{"tools", "prompts", "resources"}
+var kindNouns = [numKinds]string{"tool", "prompt", "resource"}
+var kindTypes = [numKinds]string{TypeTool, TypePrompt, TypeResource}
+
+// namedMethods are the methods that act on one named thing.
+var namedMethods = map[string]kind{
+	"tools/call":            kindTool,
+	"prompts/get":           kindPrompt,
+	"resources/read":        kindResource,
+	"resources/subscribe":   kindResource,
+	"resources/unsubscribe": kindResource,
+}
+
+// listMethods maps each list method to the method whose decision decides
+// whether an item is listed.
+var listMethods = map[string]string{
+	"tools/list":               "tools/call",
+	"prompts/list":             "prompts/get",
+	"resources/list":           "resources/read",
+	"resources/templates/list": "resources/read",
+}
+
+type pattern struct {
+	g   glob
+	src string // how the rule is named: "tools:power_*", "backends.vsphere.tools:x"
+}
+
+type compiledRole struct {
+	name     string
+	grants   [numKinds][]pattern
+	backends map[string]*[numKinds][]pattern
+	closure  []string // this role and every role it inherits, sorted
+}
+
+type userGrant struct {
+	raw   string
+	key   userKey
+	roles []string
+}
+
+type scopeRule struct {
+	g      glob
+	scopes []string
+}
+
+type methodRule struct {
+	g   glob
+	src string
+}
+
+// Engine is a compiled policy. It is immutable and safe for concurrent use.
+type Engine struct {
+	cfg        Config
+	shadow     bool
+	roles      map[string]*compiledRole
+	groups     map[string][]string
+	users      []userGrant
+	toolScopes []scopeRule
+	fallback   []string
+	allow      []methodRule
+	deny       []methodRule
+	cedar      []cedarPolicy
+	cache      principalCache
+}
+
+// Compile validates cfg and compiles it. A cfg naming a File is loaded from
+// that file. Compile reports every problem at once (a *validate.Error).
+func Compile(cfg Config) (*Engine, error) {
+	if cfg.File != "" {
+		if !cfg.isInlineEmpty() {
+			return nil, fmt.Errorf("policy.file cannot be combined with an inline policy")
+		}
+		loaded, err := LoadFile(cfg.path(cfg.File))
+		if err != nil {
+			return nil, err
+		}
+		cfg = *loaded
+	}
+	cfg.SetDefaults()
+	var p validate.Problems
+	e, _ := compileConfig(&cfg, "policy", &p)
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// compileConfig builds the engine, reporting problems under path.
+func compileConfig(c *Config, path string, p *validate.Problems) (*Engine, bool) {
+	e := &Engine{
+		cfg:      *c,
+		shadow:   c.Mode == ModeShadow,
+		roles:    make(map[string]*compiledRole, len(c.Roles)),
+		groups:   c.Groups,
+		fallback: slices.Clone(c.FallbackScopes),
+	}
+	before := len(p.List())
+	switch c.Mode {
+	case ModeEnforce, ModeShadow:
+	default:
+		p.Add(validate.Join(path, "mode"), "must be %q or %q, not %q", ModeEnforce, ModeShadow, c.Mode)
+	}
+	if c.Default != "deny" {
+		p.Add(validate.Join(path, "default"), "only \"deny\" is supported: whatever no role or rule grants is denied")
+	}
+	for _, name := range sortedKeys(c.Roles) {
+		e.roles[name] = compileRole(name, c.Roles[name], validate.Join(path, "roles", name), p)
+	}
+	for _, name := range sortedKeys(c.Roles) {
+		e.roles[name].closure = roleClosure(name, c.Roles, validate.Join(path, "roles", name, "inherits"), p)
+	}
+	checkRoleRefs := func(at string, roles []string) {
+		for i, r := range roles {
+			if _, ok := c.Roles[r]; !ok {
+				p.Add(validate.Index(at, i), "unknown role %q", r)
+			}
+		}
+	}
+	for _, g := range sortedKeys(c.Groups) {
+		checkRoleRefs(validate.Join(path, "groups", g), c.Groups[g])
+	}
+	for _, u := range sortedKeys(c.Users) {
+		at := validate.Join(path, "users", u)
+		k, err := parseUserKey(u)
+		if err != nil {
+			p.Add(at, "%v", err)
+			continue
+		}
+		checkRoleRefs(at, c.Users[u])
+		e.users = append(e.users, userGrant{raw: u, key: k, roles: c.Users[u]})
+	}
+	for _, pat := range sortedKeys(c.ToolScopes) {
+		at := validate.Join(path, "tool_scopes", pat)
+		g, err := compileGlob(pat)
+		if err != nil {
+			p.Add(at, "%v", err)
+			continue
+		}
+		scopes := c.ToolScopes[pat]
+		if len(scopes) == 0 {
+			p.Add(at, "lists no scopes")
+		}
+		checkScopes(at, scopes, p)
+		e.toolScopes = append(e.toolScopes, scopeRule{g: g, scopes: scopes})
+	}
+	checkScopes(validate.Join(path, "fallback_scopes"), c.FallbackScopes, p)
+	e.allow = compileMethods(validate.Join(path, "methods", "allow"), "methods.allow", c.Methods.Allow, true, p)
+	e.deny = compileMethods(validate.Join(path, "methods", "deny"), "methods.deny", c.Methods.Deny, false, p)
+	e.cedar = loadCedar(c, path, p)
+	return e, len(p.List()) == before
+}
+
+func checkScopes(at string, scopes []string, p *validate.Problems) {
+	for i, s := range scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			p.Add(validate.Index(at, i), "invalid scope %q", s)
+		}
+	}
+}
+
+func compileRole(name string, r Role, at string, p *validate.Problems) *compiledRole {
+	cr := &compiledRole{name: name, backends: map[string]*[numKinds][]pattern{}}
+	if name == "" || strings.ContainsAny(name, " \t") {
+		p.Add(at, "invalid role name %q", name)
+	}
+	add := func(dst *[numKinds][]pattern, prefix string, k kind, pats []string) {
+		for i, s := range pats {
+			g, err := compileGlob(s)
+			if err != nil {
+				p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "%v", err)
+				continue
+			}
+			src := kindNames[k] + ":" + s
+			if prefix != "" {
+				src = prefix + "." + src
+			}
+			dst[k] = append(dst[k], pattern{g: g, src: src})
+		}
+	}
+	add(&cr.grants, "", kindTool, r.Tools)
+	add(&cr.grants, "", kindPrompt, r.Prompts)
+	add(&cr.grants, "", kindResource, r.Resources)
+	for _, b := range sortedKeys(r.Backends) {
+		var gs [numKinds][]pattern
+		g := r.Backends[b]
+		prefix := "backends." + b
+		add(&gs, prefix, kindTool, g.Tools)
+		add(&gs, prefix, kindPrompt, g.Prompts)
+		add(&gs, prefix, kindResource, g.Resources)
+		cr.backends[b] = &gs
+	}
+	return cr
+}
+
+// roleClosure returns name and every role it inherits, sorted, and reports
+// unknown roles and inheritance cycles (with the cycle's path).
+func roleClosure(name string, roles map[string]Role, at string, p *validate.Problems) []string {
+	seen := map[string]bool{}
+	var visit func(r string, stack []string)
+	visit = func(r string, stack []string) {
+		for i, parent := range roles[r].Inherits {
+			if _, ok := roles[parent]; !ok {
+				if r == name {
+					p.Add(validate.Index(at, i), "unknown role %q", parent)
+				}
+				continue
+			}
+			if j := slices.Index(stack, parent); j >= 0 {
+				if parent == name {
+					p.Add(at, "inheritance cycle: %s", strings.Join(append(stack[j:], parent), " -> "))
+				}
+				continue
+			}
+			if !seen[parent] {
+				seen[parent] = true
+				visit(parent, append(stack, parent))
+			}
+		}
+	}
+	seen[name] = true
+	visit(name, []string{name})
+	return sortedKeys(seen)
+}
+
+// nonGrantable are the methods whose access only roles and rules decide.
+func nonGrantable(m string) bool {
+	_, named := namedMethods[m]
+	_, list := listMethods[m]
+	return named || list
+}
+
+func compileMethods(at, src string, pats []string, allow bool, p *validate.Problems) []methodRule {
+	var out []methodRule
+	for i, s := range pats {
+		g, err := compileGlob(s)
+		if err != nil {
+			p.Add(validate.Index(at, i), "%v", err)
+			continue
+		}
+		if allow && g.isLit && nonGrantable(s) {
+			p.Add(validate.Index(at, i), "%s is decided by roles, rules and scopes; methods.allow cannot grant it", s)
+			continue
+		}
+		out = append(out, methodRule{g: g, src: src + ":" + s})
+	}
+	return out
+}
+
+// Mode returns "enforce" or "shadow".
+func (e *Engine) Mode() string { return e.cfg.Mode }
+
+// Config returns the configuration the engine was compiled from.
+func (e *Engine) Config() Config { return e.cfg }
+
+// resolved is a principal's roles and Cedar entity, cached per identity.
+type resolved struct {
+	roles    []string            // sorted, inheritance included
+	via      map[string][]string // role → how it was obtained
+	unknown  []string            // groups that confer no role
+	uid      types.EntityUID
+	entities types.EntityMap
+}
+
+// principalCache memoizes role resolution. It is cleared when it grows past
+// maxCached entries, which bounds memory without bookkeeping per hit.
+type principalCache struct {
+	m sync.Map
+	n atomic.Int64
+}
+
+const maxCached = 10000
+
+var anonymous = &authn.Principal{}
+
+func (e *Engine) resolve(p *authn.Principal) *resolved {
+	if p == nil {
+		p = anonymous
+	}
+	var kb strings.Builder
+	kb.Grow(len(p.Issuer) + len(p.Subject) + len(p.Email) + 16*len(p.Groups))
+	kb.WriteString(p.Issuer)
+	kb.WriteByte(0)
+	kb.WriteString(p.Subject)
+	kb.WriteByte(0)
+	if p.EmailVerified {
+		kb.WriteString(p.Email)
+	}
+	kb.WriteByte(0)
+	kb.WriteString(p.Username)
+	kb.WriteByte(0)
+	kb.WriteString(p.ClientID)
+	for _, g := range p.Groups {
+		kb.WriteByte(0)
+		kb.WriteString(g)
+	}
+	key := kb.String()
+	if r, ok := e.cache.m.Load(key); ok {
+		return r.(*resolved)
+	}
+	r := e.resolveUncached(p)
+	if e.cache.n.Add(1) > maxCached {
+		e.cache.m.Clear()
+		e.cache.n.Store(0)
+	}
+	e.cache.m.Store(key, r)
+	return r
+}
+
+func (e *Engine) resolveUncached(p *authn.Principal) *resolved {
+	r := &resolved{via: map[string][]string{}}
+	direct := func(role, how string) {
+		cr, ok := e.roles[role]
+		if !ok {
+			return
+		}
+		for _, x := range cr.closure {
+			reason := how
+			if x != role {
+				reason = fmt.Sprintf("inherited from %s (%s)", role, how)
+			}
+			if !slices.Contains(r.via[x], reason) {
+				r.via[x] = append(r.via[x], reason)
+			}
+		}
+	}
+	for _, g := range p.Groups {
+		roles, ok := e.groups[g]
+		if !ok {
+			r.unknown = append(r.unknown, g)
+			continue
+		}
+		for _, role := range roles {
+			direct(role, "group "+g)
+		}
+	}
+	for _, u := range e.users {
+		if u.matches(p) {
+			for _, role := range u.roles {
+				direct(role, "users["+u.raw+"]")
+			}
+		}
+	}
+	r.roles = sortedKeys(r.via)
+	r.uid, r.entities = principalEntity(p, r.roles)
+	return r
+}
+
+func (u *userGrant) matches(p *authn.Principal) bool {
+	switch {
+	case u.key.email != "":
+		return p.EmailVerified && p.Email != "" && strings.EqualFold(p.Email, u.key.email)
+	case u.key.anyIssuer:
+		return p.Subject != "" && p.Subject == u.key.subject
+	}
+	return p.Subject != "" && p.Issuer == u.key.issuer && p.Subject == u.key.subject
+}
+
+// availableScopes are the token's scopes, or the fallback scopes when the
+// token has no scope claim (authn leaves Scopes nil then).
+func (e *Engine) availableScopes(p *authn.Principal) ([]string, bool) {
+	if p == nil {
+		return e.fallback, true
+	}
+	if p.Scopes == nil {
+		return e.fallback, true
+	}
+	return p.Scopes, false
+}
+
+// Decide authorizes one message. It is the single decision used for calls
+// and (through Visible) for list filtering.
+func (e *Engine) Decide(p *authn.Principal, req Request) Decision {
+	return e.finish(e.decide(p, &req, nil))
+}
+
+// Visible reports whether an item of a list response is shown: whether a
+// call of it could be allowed with some arguments. method is the list
+// method (tools/list, prompts/list, resources/list,
+// resources/templates/list) or the corresponding call method.
+func (e *Engine) Visible(p *authn.Principal, method, backend, name string) bool {
+	if m, ok := listMethods[method]; ok {
+		method = m
+	}
+	k, ok := namedMethods[method]
+	if !ok {
+		return e.shadow
+	}
+	if d := e.methodDenied(method); d != nil {
+		return e.finish(*d).Allow
+	}
+	return e.finish(e.decideNamed(p, method, k, backend, name, nil, true, nil)).Allow
+}
+
+// finish applies shadow mode.
+func (e *Engine) finish(d Decision) Decision {
+	if d.Effect == EffectDeny && e.shadow {
+		d.Allow, d.Effect = true, EffectWouldDeny
+	}
+	return d
+}
+
+func allowed(rule string) Decision { return Decision{Allow: true, Effect: EffectAllow, Rule: rule} }
+
+func denied(rule, reason string) Decision {
+	return Decision{Effect: EffectDeny, Rule: rule, Reason: reason}
+}
+
+func (e *Engine) methodDenied(method string) *Decision {
+	for _, m := range e.deny {
+		if m.g.match(method) {
+			d := denied(m.src, fmt.Sprintf("permission denied: method %q is not allowed", method))
+			return &d
+		}
+	}
+	return nil
+}
+
+// decide is Decide before shadow mode; x, when set, collects details.
+func (e *Engine) decide(p *authn.Principal, req *Request, x *Explanation) Decision {
+	if req.Response {
+		return allowed("client-response")
+	}
+	m := req.Method
+	if m == "" {
+		return denied(RuleDefaultDeny, "permission denied: message has no method")
+	}
+	if d := e.methodDenied(m); d != nil {
+		return *d
+	}
+	if k, ok := namedMethods[m]; ok {
+		return e.decideNamed(p, m, k, req.Backend, req.Name, req.Arguments, false, x)
+	}
+	if _, ok := listMethods[m]; ok {
+		return allowed("list:" + m) // items are filtered with Visible
+	}
+	var rule string
+	for _, a := range e.allow {
+		if a.g.match(m) {
+			rule = a.src
+			break
+		}
+	}
+	if rule == "" {
+		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: method %q is not allowed", m))
+	}
+	switch m {
+	case "completion/complete":
+		// Completing a prompt's or template's arguments reveals it: the
+		// reference must be visible.
+		var method string
+		var k kind
+		switch req.RefKind {
+		case mcp.RefPrompt:
+			method, k = "prompts/get", kindPrompt
+		case mcp.RefResource:
+			method, k = "resources/read", kindResource
+		default:
+			return denied(RuleDefaultDeny, "permission denied: completion/complete without a prompt or resource reference")
+		}
+		if d := e.methodDenied(method); d != nil {
+			return *d
+		}
+		if d := e.decideNamed(p, method, k, req.Backend, req.Name, nil, true, x); !d.Allow {
+			return d
+		}
+	case "subscriptions/listen":
+		for _, uri := range req.Subscriptions {
+			if d := e.methodDenied("resources/subscribe"); d != nil {
+				return *d
+			}
+			if d := e.decideNamed(p, "resources/subscribe", kindResource, req.Backend, uri, nil, false, x); !d.Allow {
+				return d
+			}
+		}
+	}
+	return allowed(rule)
+}
+
+// decideNamed decides a call of a tool, prompt or resource. anyArgs asks
+// whether some arguments could be allowed (list filtering) instead of
+// deciding for args.
+func (e *Engine) decideNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) Decision {
+	noun := kindNouns[k]
+	if name == "" {
+		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: %s without a %s name", method, noun))
+	}
+	r := e.resolve(p)
+	grant := e.roleGrant(r, k, backend, name)
+
+	var sel policyIter
+	for i := range e.cedar {
+		if e.cedar[i].applies(method, kindTypes[k], name) {
+			sel = append(sel, &e.cedar[i])
+		}
+	}
+	scopes, _ := e.availableScopes(p)
+	var out cedarOutcome
+	if len(sel) > 0 {
+		if anyArgs {
+			out = evalCedarAnyArgs(sel, r, scopeSet(scopes), method, kindTypes[k], name, backend)
+		} else {
+			out = evalCedar(sel, r, scopeSet(scopes), method, kindTypes[k], name, backend, args)
+		}
+	}
+	if x != nil {
+		x.record(sel, out)
+	}
+	if out.forbid != nil {
+		return denied("cedar:"+string(out.forbid.id),
+			fmt.Sprintf("permission denied: %s %q is forbidden by rule %s", noun, name, out.forbid.id))
+	}
+	rule := grant
+	if rule == "" && out.permit != nil {
+		rule = "cedar:" + string(out.permit.id)
+	}
+	if rule == "" {
+		for _, c := range sel {
+			if !c.forbid {
+				return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: no role grants %s %q%s and no rule permits it with these arguments", noun, name, rolesNote(r)))
+			}
+		}
+		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: no role grants %s %q%s", noun, name, rolesNote(r)))
+	}
+	if k == kindTool {
+		required, pat := e.requiredScopes(name)
+		var missing []string
+		for _, s := range required {
+			if !slices.Contains(scopes, s) {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			d := denied("tool_scopes:"+pat,
+				fmt.Sprintf("insufficient scope: tool %q requires scope %s", name, strings.Join(missing, " ")))
+			d.MissingScopes = missing
+			return d
+		}
+	}
+	return allowed(rule)
+}
+
+func rolesNote(r *resolved) string {
+	if len(r.roles) == 0 {
+		return " (the caller has no roles)"
+	}
+	return " (the caller's roles: " + strings.Join(r.roles, ", ") + ")"
+}
+
+// roleGrant returns the first grant, in role order, that matches.
+func (e *Engine) roleGrant(r *resolved, k kind, backend, name string) string {
+	for _, role := range r.roles {
+		cr := e.roles[role]
+		for i := range cr.grants[k] {
+			if cr.grants[k][i].g.match(name) {
+				return "role:" + role + " " + cr.grants[k][i].src
+			}
+		}
+		if b := cr.backends[backend]; b != nil {
+			for i := range b[k] {
+				if b[k][i].g.match(name) {
+					return "role:" + role + " " + b[k][i].src
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// requiredScopes returns the union, sorted, of the scopes of every
+// tool_scopes pattern matching tool, and the first such pattern.
+func (e *Engine) requiredScopes(tool string) ([]string, string) {
+	var out []string
+	first := ""
+	for _, s := range e.toolScopes {
+		if !s.g.match(tool) {
+			continue
+		}
+		if first == "" {
+			first = s.g.src
+		}
+		for _, sc := range s.scopes {
+			if !slices.Contains(out, sc) {
+				out = append(out, sc)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, first
+}

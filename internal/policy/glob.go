@@ -1,0 +1,121 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// glob is a compiled pattern: `*` matches any run of characters (including
+// `/`), `?` exactly one character, `\` makes the next character literal.
+// Matching is case-sensitive and works on runes.
+type glob struct {
+	src     string
+	literal string // set when the pattern has no wildcards
+	isLit   bool
+	toks    []globTok
+}
+
+type globTok struct {
+	kind byte // 'l' literal run, '*' star, '?' any one rune
+	lit  string
+}
+
+func compileGlob(p string) (glob, error) {
+	if p == "" {
+		return glob{}, fmt.Errorf("empty pattern")
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return glob{}, fmt.Errorf("pattern %q contains control characters", p)
+		}
+	}
+	g := glob{src: p}
+	var lit strings.Builder
+	flush := func() {
+		if lit.Len() > 0 {
+			g.toks = append(g.toks, globTok{kind: 'l', lit: lit.String()})
+			lit.Reset()
+		}
+	}
+	wild := false
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; c {
+		case '\\':
+			if i+1 >= len(p) {
+				return glob{}, fmt.Errorf("pattern %q ends with a lone backslash", p)
+			}
+			i++
+			lit.WriteByte(p[i])
+		case '*':
+			flush()
+			wild = true
+			if n := len(g.toks); n == 0 || g.toks[n-1].kind != '*' {
+				g.toks = append(g.toks, globTok{kind: '*'})
+			}
+		case '?':
+			flush()
+			wild = true
+			g.toks = append(g.toks, globTok{kind: '?'})
+		default:
+			lit.WriteByte(c)
+		}
+	}
+	flush()
+	if !wild {
+		g.isLit = true
+		if len(g.toks) == 1 {
+			g.literal = g.toks[0].lit
+		}
+		g.toks = nil
+	}
+	return g, nil
+}
+
+func (g *glob) match(s string) bool {
+	if g.isLit {
+		return s == g.literal
+	}
+	return matchToks(g.toks, s)
+}
+
+// matchToks matches with backtracking to the most recent star only, which
+// is linear in len(s) per star and never exponential.
+func matchToks(toks []globTok, s string) bool {
+	starTok, starPos := -1, 0
+	ti, si := 0, 0
+	for {
+		if ti < len(toks) {
+			switch t := toks[ti]; t.kind {
+			case '*':
+				starTok, starPos = ti, si
+				ti++
+				continue
+			case '?':
+				if si < len(s) {
+					_, size := decodeRune(s[si:])
+					si += size
+					ti++
+					continue
+				}
+			case 'l':
+				if strings.HasPrefix(s[si:], t.lit) {
+					si += len(t.lit)
+					ti++
+					continue
+				}
+			}
+		} else if si == len(s) {
+			return true
+		}
+		if starTok < 0 || starPos >= len(s) {
+			return false
+		}
+		// Let the last star absorb one more rune and retry from there.
+		_, size := decodeRune(s[starPos:])
+		starPos += size
+		ti, si = starTok+1, starPos
+	}
+}
+
+func decodeRune(s string) (rune, int) { return utf8.DecodeRuneInString(s) }
