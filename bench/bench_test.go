@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the harness's child roles, as the
+// harness binary does.
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		if err := runRole(role, os.Getenv(roleArgEnv)); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// checkRun asserts that every target served every scenario without errors;
+// it asserts nothing about timing.
+func checkRun(t *testing.T, rep *report, scenarios []string) {
+	t.Helper()
+	for _, sc := range scenarios {
+		for _, tg := range targets {
+			res := rep.Results[sc][tg]
+			if res == nil {
+				t.Fatalf("%s %s: no result", tg, sc)
+			}
+			if res.Requests == 0 || len(res.Lat) != res.Requests {
+				t.Errorf("%s %s: %d requests, %d samples", tg, sc, res.Requests, len(res.Lat))
+			}
+			if res.Errors != 0 {
+				t.Errorf("%s %s: %d errors, first: %s", tg, sc, res.Errors, res.FirstErr)
+			}
+		}
+	}
+	for _, p := range rep.Processes {
+		if p.Idle.RSS == 0 || p.Idle.FDs == 0 {
+			t.Errorf("%s: idle stats %+v", p.Name, p.Idle)
+		}
+	}
+	if len(rep.Startup) == 0 || rep.Startup[0] <= 0 {
+		t.Errorf("start-up times %v", rep.Startup)
+	}
+}
+
+func TestHarnessInProcess(t *testing.T) {
+	o := options{Concurrency: 2, Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond, Rounds: 1,
+		Scenarios: []string{scenarioCall, scenarioList}, Tools: 100, InProcess: true, Settle: 50 * time.Millisecond}
+	rep, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRun(t, rep, o.Scenarios)
+	// The policy lets the caller see echo, list_vms, get_vm and tool_000…049
+	// out of 106 tools: the gateway filtered the list, the proxy did not.
+	list := rep.Results[scenarioList]
+	if d, b, m := list[targetDirect].Tools, list[targetProxy].Tools, list[targetMcpgate].Tools; d != 106 || b != d || m != 53 {
+		t.Errorf("tools listed: direct %d, bare-proxy %d, mcpgate %d; want 106, 106, 53", d, b, m)
+	}
+	md := rep.markdown("go run ./bench")
+	for _, want := range []string{"### tools/call", "### tools/list (106 tools on the backend; 53 after", "| mcpgate |", "### Start-up", "throughput ratio"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// TestHarnessExternal runs the real binary and the child roles, as the
+// default mode does.
+func TestHarnessExternal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/mcpgate")
+	}
+	o := options{Concurrency: 2, Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond, Rounds: 1,
+		Scenarios: []string{scenarioCall}, Tools: 10, Startups: 1, Settle: 50 * time.Millisecond}
+	rep, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRun(t, rep, o.Scenarios)
+	if len(rep.Processes) != 3 || len(rep.Startup) != 2 {
+		t.Errorf("processes %d, start-ups %d; want 3 and 2", len(rep.Processes), len(rep.Startup))
+	}
+	for _, p := range rep.Processes[1:] { // the backend's peak is taken on its own runs
+		if p.PID == os.Getpid() || p.Peak[scenarioCall].RSS == 0 {
+			t.Errorf("%s: pid %d, peak %+v", p.Name, p.PID, p.Peak)
+		}
+	}
+}
+
+func TestOptionsCheck(t *testing.T) {
+	ok := options{Concurrency: 32, Duration: 10 * time.Second, Warmup: 2 * time.Second, Rounds: 1, Scenarios: []string{scenarioCall}, Tools: 100}
+	if err := ok.check(); err != nil {
+		t.Fatalf("valid options: %v", err)
+	}
+	for name, edit := range map[string]func(*options){
+		"duration over the cap":  func(o *options) { o.Duration = 61 * time.Second },
+		"zero duration":          func(o *options) { o.Duration = 0 },
+		"zero concurrency":       func(o *options) { o.Concurrency = 0 },
+		"huge concurrency":       func(o *options) { o.Concurrency = 5000 },
+		"negative warmup":        func(o *options) { o.Warmup = -time.Second },
+		"too many rounds":        func(o *options) { o.Rounds = 6 },
+		"unknown scenario":       func(o *options) { o.Scenarios = []string{"ping"} },
+		"profile out of process": func(o *options) { o.ProfileDir = t.TempDir() },
+	} {
+		o := ok
+		edit(&o)
+		if err := o.check(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestWriteDocKeepsAnalysis(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "benchmarks.md")
+	if err := writeDoc(path, "first run\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	doc := string(b) + "\n## Findings\n\nhand-written analysis\n"
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeDoc(path, "second run\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(path)
+	got := string(b)
+	if strings.Contains(got, "first run") || !strings.Contains(got, "second run") || !strings.Contains(got, "hand-written analysis") {
+		t.Errorf("after re-run:\n%s", got)
+	}
+	if strings.Count(got, beginMarker) != 1 || strings.Count(got, endMarker) != 1 {
+		t.Errorf("markers duplicated:\n%s", got)
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	r := &loadResult{}
+	for i := 1; i <= 100; i++ {
+		r.Lat = append(r.Lat, time.Duration(i)*time.Millisecond)
+	}
+	for p, want := range map[float64]time.Duration{0.5: 50 * time.Millisecond, 0.9: 90 * time.Millisecond, 0.99: 99 * time.Millisecond, 1: 100 * time.Millisecond} {
+		if got := r.pct(p); got != want {
+			t.Errorf("p%v = %v, want %v", p*100, got, want)
+		}
+	}
+	if got := (&loadResult{}).pct(0.5); got != 0 {
+		t.Errorf("empty p50 = %v", got)
+	}
+}
+
+func TestReadSSE(t *testing.T) {
+	for _, tc := range []struct {
+		name, stream string
+		wantResult   string
+		wantErr      bool
+	}{
+		{"response only", "event: message\nid: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"ok\":true}}\n\n", `{"ok":true}`, false},
+		{"notification first", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n\n", `{}`, false},
+		{"data split over lines", "data: {\"jsonrpc\":\"2.0\",\ndata: \"id\":7,\"result\":[1]}\n\n", `[1]`, false},
+		{"CRLF", "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":2}\r\n\r\n", `2`, false},
+		{"other id only", "data: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{}}\n\n", "", true},
+		{"no blank line before EOF", "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}\n", "", true},
+		{"bad JSON", "data: {nope\n\n", "", true},
+		{"empty", "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &session{}
+			r, err := s.readSSE(strings.NewReader(tc.stream), 7)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && string(r.Result) != tc.wantResult {
+				t.Errorf("result = %s, want %s", r.Result, tc.wantResult)
+			}
+		})
+	}
+}

@@ -1,0 +1,75 @@
+// Command bench measures mcpgate against a bare httputil.ReverseProxy and
+// against the backend itself, all on loopback: a go-sdk MCP backend, the
+// proxy in front of it, and mcpgate (jwt mode, a 20-rule policy, file audit)
+// in front of the same backend. Closed-loop load from MCP sessions spoken
+// with raw streamable-HTTP requests; it reports throughput, latency
+// percentiles, the latency each hop adds, RSS and fds, and start-up time.
+//
+//	go run ./bench                                  # defaults: -c 32 -d 10s -warmup 2s
+//	go run ./bench -c 32 -d 10s -write docs/benchmarks.md
+//	go run ./bench -inprocess -profile bench/profiles
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if role := os.Getenv(roleEnv); role != "" {
+		if err := runRole(role, os.Getenv(roleArgEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var (
+		o         options
+		scenarios string
+		write     string
+	)
+	flag.IntVar(&o.Concurrency, "c", 32, "concurrent clients (one MCP session each)")
+	flag.DurationVar(&o.Duration, "d", 10*time.Second, "measured duration per target and scenario (at most 60s)")
+	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
+	flag.IntVar(&o.Rounds, "rounds", 1, "repeat every measurement this many times, interleaved, and merge the samples")
+	flag.StringVar(&scenarios, "scenarios", scenarioCall+","+scenarioList, "comma-separated scenarios")
+	flag.IntVar(&o.Tools, "tools", 100, "padding tools on the backend (the tools/list size)")
+	flag.BoolVar(&o.InProcess, "inprocess", false, "run backend, proxy and mcpgate inside the harness process instead of as child processes")
+	flag.StringVar(&o.Binary, "external", "", "mcpgate binary to run (default: go build ./cmd/mcpgate into a temp dir)")
+	flag.IntVar(&o.Startups, "startups", 4, "extra mcpgate start-ups to time, besides the measured one (external mode)")
+	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and allocation profiles per target and scenario to this directory (needs -inprocess)")
+	flag.StringVar(&write, "write", "", "also write the results into this markdown file (e.g. docs/benchmarks.md)")
+	flag.Parse()
+	o.Scenarios = strings.Split(scenarios, ",")
+	o.Progress = os.Stderr
+	o.Settle = time.Second
+	if o.InProcess {
+		o.Startups = 0
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	md := rep.markdown(strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " "))
+	fmt.Print(md)
+	if write != "" {
+		if err := writeDoc(write, md); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintln(os.Stderr, "wrote", write)
+	}
+	if len(rep.Profiles) > 0 {
+		fmt.Fprintln(os.Stderr, "profiles:", strings.Join(rep.Profiles, " "))
+	}
+}
