@@ -19,6 +19,8 @@ import (
 type Options struct {
 	// Stateless serves without Mcp-Session-Id (each request stands alone).
 	Stateless bool
+	// JSONResponse answers POSTs with application/json instead of SSE.
+	JSONResponse bool
 	// ExtraTools adds tool_000 … tool_NNN (for list-filtering benchmarks).
 	ExtraTools int
 	// OnRequest, if set, sees every HTTP request the server receives (tests
@@ -126,7 +128,7 @@ func NewServer(opts Options) *mcp.Server {
 // Handler serves the demo server over streamable HTTP.
 func Handler(opts Options) http.Handler {
 	s := NewServer(opts)
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: opts.Stateless})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: opts.Stateless, JSONResponse: opts.JSONResponse})
 	if opts.OnRequest == nil {
 		return h
 	}
