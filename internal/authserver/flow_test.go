@@ -283,6 +283,18 @@ func TestKeyRotationPickedUp(t *testing.T) {
 			t.Errorf("after rotation: %v", err)
 		}
 	}
+	// The first key leaves the key set (retired past its overlap): tokens
+	// it signed stop verifying once the cached set expires.
+	e.signer.mu.Lock()
+	e.signer.pubs = e.signer.pubs[1:]
+	e.signer.mu.Unlock()
+	e.clock.Add(keyCacheTTL)
+	if err := e.authn("/mcp", at1); !errors.Is(err, authn.ErrInvalidToken) {
+		t.Errorf("token of a removed key: %v", err)
+	}
+	if err := e.authn("/mcp", at2); err != nil {
+		t.Errorf("token of the current key: %v", err)
+	}
 }
 
 func TestCustomSchemeInterstitial(t *testing.T) {
@@ -386,5 +398,29 @@ func TestLoginLockout(t *testing.T) {
 	p = b.post(e.iss+"/login", f)
 	if p.loc == nil || p.loc.Query().Get("error") != "access_denied" {
 		t.Errorf("after %d failures: %d %v", maxLoginFailures, p.status, p.loc)
+	}
+}
+
+func TestCookiesOverTLS(t *testing.T) {
+	e := newEnv(t, envOpt{tls: true})
+	c := e.register("https://client.example.com/cb", true)
+	b := e.browser()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	cookies := p.header.Values("Set-Cookie")
+	if len(cookies) != 1 {
+		t.Fatalf("Set-Cookie = %q", cookies)
+	}
+	ck := cookies[0]
+	for _, want := range []string{"__Host-mcpgate-browser=", "Path=/", "HttpOnly", "Secure", "SameSite=Lax"} {
+		if !strings.Contains(ck, want) {
+			t.Errorf("cookie %q lacks %q", ck, want)
+		}
+	}
+	if strings.Contains(ck, "Domain=") {
+		t.Errorf("__Host- cookie with Domain: %q", ck)
+	}
+	// The whole flow works over TLS with the prefixed cookie.
+	if q := e.login(b, authorizeParams(c)); q.Get("code") == "" {
+		t.Errorf("TLS flow: %v", q)
 	}
 }

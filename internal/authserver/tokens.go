@@ -104,22 +104,31 @@ type keyCache struct {
 
 var errUnknownKey = errors.New("unknown signing key")
 
-// key returns the public key with id kid, reloading the key set (at most
-// once a second) when the kid is unknown, e.g. right after a rotation.
+// keyCacheTTL bounds how long a key stays trusted after it left the key
+// set (e.g. retired after a compromise).
+const keyCacheTTL = time.Minute
+
+// key returns the public key with id kid. The set is reloaded when it is
+// older than keyCacheTTL, and on an unknown kid (at most once a second),
+// e.g. right after a rotation.
 func (k *keyCache) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
+	now := k.now()
 	k.mu.RLock()
 	key, ok := k.keys[kid]
+	fresh := k.keys != nil && now.Sub(k.fetched) < keyCacheTTL
 	k.mu.RUnlock()
-	if ok {
+	if ok && fresh {
 		return &key, nil
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if key, ok := k.keys[kid]; ok {
-		return &key, nil
-	}
-	if k.keys != nil && k.now().Sub(k.fetched) < time.Second {
-		return nil, errUnknownKey
+	if k.keys != nil && now.Sub(k.fetched) < keyCacheTTL {
+		if key, ok := k.keys[kid]; ok {
+			return &key, nil
+		}
+		if now.Sub(k.fetched) < time.Second {
+			return nil, errUnknownKey
+		}
 	}
 	set, err := k.signer.JWKS(ctx)
 	if err != nil {
@@ -132,7 +141,7 @@ func (k *keyCache) key(ctx context.Context, kid string) (*jose.JSONWebKey, error
 		}
 		k.keys[jk.KeyID] = jk.Public()
 	}
-	k.fetched = k.now()
+	k.fetched = now
 	if key, ok := k.keys[kid]; ok {
 		return &key, nil
 	}

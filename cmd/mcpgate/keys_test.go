@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+)
+
+func TestKeysRotate(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "mcpgate.db")
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	cfgPath := filepath.Join(dir, "mcpgate.yaml")
+	cfg := `
+listen: 127.0.0.1:8080
+auth:
+  mode: authorization_server
+  authorization_server:
+    upstream:
+      type: static
+      users: [{username: alice, password_hash: "` + string(hash) + `"}]
+backends: [{name: demo, url: "http://127.0.0.1:9000/mcp"}]
+store: {driver: sqlite, dsn: "` + db + `"}
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
+
+	run := func() (string, error) {
+		cmd := newKeysCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"rotate", "--config", cfgPath})
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	out, err := run()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.HasPrefix(out, "signing key rotated: active ") {
+		t.Errorf("output = %q", out)
+	}
+	if _, err := run(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ks, err := st.ListSigningKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, k := range ks {
+		count[k.Status]++
+	}
+	if count[store.KeyActive] != 1 || count[store.KeyNext] != 1 || count[store.KeyRetired] != 2 {
+		t.Errorf("key statuses after two rotations: %v", count)
+	}
+
+	// Without the encryption key the command refuses.
+	t.Setenv("MCPGATE_ENCRYPTION_KEY", "")
+	if _, err := run(); err == nil {
+		t.Error("rotated without the encryption key")
+	}
+}
