@@ -58,14 +58,14 @@ func TestHarnessInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRun(t, rep, o.Scenarios)
-	// The policy lets the caller see echo, list_vms, get_vm and tool_000…049
-	// out of 106 tools: the gateway filtered the list, the proxy did not.
+	// The policy hides the two write tools (delete_vm, power_on_vm) of 106:
+	// the gateway filtered the list, the proxy did not.
 	list := rep.Results[scenarioList]
-	if d, b, m := list[targetDirect].Tools, list[targetProxy].Tools, list[targetMcpgate].Tools; d != 106 || b != d || m != 53 {
-		t.Errorf("tools listed: direct %d, bare-proxy %d, mcpgate %d; want 106, 106, 53", d, b, m)
+	if d, b, m := list[targetDirect].Tools, list[targetProxy].Tools, list[targetMcpgate].Tools; d != 106 || b != d || m != 104 {
+		t.Errorf("tools listed: direct %d, bare-proxy %d, mcpgate %d; want 106, 106, 104", d, b, m)
 	}
 	md := rep.markdown("go run ./bench")
-	for _, want := range []string{"### tools/call", "### tools/list (106 tools on the backend; 53 after", "| mcpgate |", "### Start-up", "throughput ratio"} {
+	for _, want := range []string{"### tools/call", "### tools/list (106 tools on the backend; 104 after", "| mcpgate |", "### Start-up", "throughput ratio"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
