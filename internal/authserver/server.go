@@ -85,12 +85,13 @@ type Server struct {
 	conn     idp.Connector
 	pages    *web.Renderer
 
-	static  map[string]*staticClient
-	cimd    *cimdFetcher
-	keys    *keyCache
-	grants  *grantCache
-	upLocks keyedMutex
-	mux     *http.ServeMux
+	static   map[string]*staticClient
+	cimd     *cimdFetcher
+	keys     *keyCache
+	grants   *grantCache
+	verified verifiedCache
+	upLocks  keyedMutex
+	mux      *http.ServeMux
 }
 
 type staticClient struct {

@@ -267,13 +267,42 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", authn.ErrInvalidToken, fmt.Sprintf(format, args...))
 }
 
-// verify checks signature (explicit algorithm allow-list, key from our own
-// key set by kid), typ, issuer, audience, lifetime, and that the grant is
-// still active.
+// verify checks a token (see verifyJWT; results cached briefly by token
+// hash), then the audience against resource ("" = any of ours) and that the
+// grant is still active.
 func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Principal, error) {
 	if len(token) > 16<<10 {
 		return nil, invalid("token too large")
 	}
+	now := s.now()
+	sum := sha256.Sum256([]byte(token))
+	p, ok := s.verified.get(sum, now)
+	if !ok {
+		var err error
+		if p, err = s.verifyJWT(ctx, token, now); err != nil {
+			return nil, err
+		}
+		s.verified.put(sum, p, now)
+	}
+	switch {
+	case resource != "" && p.Audience[0] != resource:
+		return nil, invalid("audience is not this resource")
+	case resource == "" && !slices.Contains(s.resources, p.Audience[0]):
+		return nil, invalid("audience is not one of our resources")
+	}
+	active, err := s.grantActive(ctx, p.SessionID, p.ClientID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: grant lookup: %v", authn.ErrUnavailable, err)
+	}
+	if !active {
+		return nil, invalid("grant revoked or expired")
+	}
+	return p, nil
+}
+
+// verifyJWT checks the signature (explicit algorithm allow-list, key from
+// our own key set by kid), typ, issuer, lifetime and required claims.
+func (s *Server) verifyJWT(ctx context.Context, token string, now time.Time) (*authn.Principal, error) {
 	jws, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
 		return nil, invalid("parse: %v", err)
@@ -300,27 +329,15 @@ func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Pri
 	if err := jws.Claims(key.Key, &c, &raw); err != nil {
 		return nil, invalid("signature: %v", err)
 	}
-	now := s.now()
 	switch {
 	case c.Issuer != s.issuer:
 		return nil, invalid("wrong issuer")
-	case resource != "" && c.Audience != resource:
-		return nil, invalid("audience is not this resource")
-	case resource == "" && !slices.Contains(s.resources, c.Audience):
-		return nil, invalid("audience is not one of our resources")
 	case now.Unix() >= c.Expiry:
 		return nil, invalid("expired")
 	case c.IssuedAt > now.Add(time.Minute).Unix():
 		return nil, invalid("issued in the future")
-	case c.TSID == "" || c.ClientID == "" || c.Subject == "":
-		return nil, invalid("missing tsid, client_id or sub")
-	}
-	active, err := s.grantActive(ctx, c.TSID, c.ClientID)
-	if err != nil {
-		return nil, fmt.Errorf("%w: grant lookup: %v", authn.ErrUnavailable, err)
-	}
-	if !active {
-		return nil, invalid("grant revoked or expired")
+	case c.TSID == "" || c.ClientID == "" || c.Subject == "" || c.Audience == "":
+		return nil, invalid("missing tsid, client_id, sub or aud")
 	}
 	return &authn.Principal{
 		Issuer:        s.issuer,
@@ -337,4 +354,43 @@ func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Pri
 		ExpiresAt:     time.Unix(c.Expiry, 0),
 		Claims:        raw,
 	}, nil
+}
+
+// verifiedCache maps token hashes to verified principals so the signature
+// is checked once per token and minute, not per request. Entries live until
+// the token expires or keyCacheTTL passes (so a key removed from the set
+// stops being honoured), whichever is first.
+type verifiedCache struct {
+	mu sync.RWMutex
+	m  map[[32]byte]verifiedEntry
+}
+
+type verifiedEntry struct {
+	p     *authn.Principal
+	until time.Time
+}
+
+const maxVerifiedCacheEntries = 10000
+
+func (c *verifiedCache) get(sum [32]byte, now time.Time) (*authn.Principal, bool) {
+	c.mu.RLock()
+	e, ok := c.m[sum]
+	c.mu.RUnlock()
+	if !ok || !now.Before(e.until) {
+		return nil, false
+	}
+	return e.p, true
+}
+
+func (c *verifiedCache) put(sum [32]byte, p *authn.Principal, now time.Time) {
+	until := now.Add(keyCacheTTL)
+	if p.ExpiresAt.Before(until) {
+		until = p.ExpiresAt
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxVerifiedCacheEntries {
+		c.m = make(map[[32]byte]verifiedEntry)
+	}
+	c.m[sum] = verifiedEntry{p: p, until: until}
 }

@@ -1,0 +1,230 @@
+package authserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/keys"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+)
+
+// timedSigner and timedStore measure where token endpoint time goes.
+type timedSigner struct {
+	Signer
+	ns atomic.Int64
+}
+
+func (t *timedSigner) SignJWT(ctx context.Context, typ string, claims any) (string, error) {
+	start := time.Now()
+	defer func() { t.ns.Add(int64(time.Since(start))) }()
+	return t.Signer.SignJWT(ctx, typ, claims)
+}
+
+type timedStore struct {
+	store.Store
+	ns atomic.Int64
+}
+
+func (t *timedStore) since(start time.Time) { t.ns.Add(int64(time.Since(start))) }
+
+func (t *timedStore) ConsumeAuthCode(ctx context.Context, h string) (*store.AuthCode, error) {
+	defer t.since(time.Now())
+	return t.Store.ConsumeAuthCode(ctx, h)
+}
+
+func (t *timedStore) CreateGrant(ctx context.Context, g *store.Grant) error {
+	defer t.since(time.Now())
+	return t.Store.CreateGrant(ctx, g)
+}
+
+func (t *timedStore) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
+	defer t.since(time.Now())
+	return t.Store.GetGrant(ctx, id)
+}
+
+func (t *timedStore) GetClient(ctx context.Context, id string) (*store.Client, error) {
+	defer t.since(time.Now())
+	return t.Store.GetClient(ctx, id)
+}
+
+func (t *timedStore) CreateRefreshToken(ctx context.Context, r *store.RefreshToken) error {
+	defer t.since(time.Now())
+	return t.Store.CreateRefreshToken(ctx, r)
+}
+
+func (t *timedStore) GetRefreshToken(ctx context.Context, h string) (*store.RefreshToken, error) {
+	defer t.since(time.Now())
+	return t.Store.GetRefreshToken(ctx, h)
+}
+
+func (t *timedStore) RotateRefreshToken(ctx context.Context, old string, next *store.RefreshToken, now time.Time) error {
+	defer t.since(time.Now())
+	return t.Store.RotateRefreshToken(ctx, old, next, now)
+}
+
+type benchEnv struct {
+	srv    *Server
+	st     *timedStore
+	signer *timedSigner
+	client *store.Client
+}
+
+func newBenchEnv(b *testing.B, alg string) *benchEnv {
+	b.Helper()
+	ctx := context.Background()
+	raw, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { raw.Close() })
+	key := make([]byte, 32)
+	rand.Read(key)
+	sealer, _ := keys.NewSealer(key)
+	m, err := keys.NewManager(ctx, raw, sealer, keys.Options{Algorithm: alg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	be := &benchEnv{st: &timedStore{Store: raw}, signer: &timedSigner{Signer: m}}
+	cfg := Config{PublicURL: "https://gw.example.com", SigningAlg: alg, Upstream: idp.Config{Type: idp.TypeStatic,
+		Users: []idp.User{{Username: testUser, PasswordHash: testUserHash}}}}
+	cfg.SetDefaults()
+	be.srv, err = New(cfg, Deps{Store: be.st, Signer: be.signer, Sealer: sealer,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	be.client = &store.Client{ID: "bench-client", Name: "bench", RedirectURIs: []string{"http://127.0.0.1:9/cb"},
+		GrantTypes: []string{grantCode, grantRT}, ResponseTypes: []string{"code"}, TokenEndpointAuthMethod: authNone,
+		Kind: store.ClientKindDynamic, CreatedAt: time.Now()}
+	if err := raw.CreateClient(ctx, be.client); err != nil {
+		b.Fatal(err)
+	}
+	return be
+}
+
+// newCode stores a code as the authorize flow would.
+func (be *benchEnv) newCode(b *testing.B) string {
+	code, grantID := randomToken(), newID()
+	id, _ := json.Marshal(&idp.Identity{Issuer: "https://gw.example.com#static", Subject: testUser, Username: testUser, Groups: []string{"admins"}})
+	sealed, err := be.srv.sealJSON(&grantSecrets{RefreshKey: randomToken()}, aad("grant", grantID))
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = be.st.Store.CreateAuthCode(context.Background(), &store.AuthCode{
+		Hash: store.HashKey(code), ClientID: be.client.ID, RedirectURI: be.client.RedirectURIs[0], Resource: be.srv.resources[0],
+		UserKey: "https://gw.example.com#static#" + testUser, Scopes: []string{"mcp"}, CodeChallenge: pkceS256(testVerifier),
+		GrantID: grantID, Identity: id, UpstreamTokens: sealed, ExpiresAt: time.Now().Add(time.Hour),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return code
+}
+
+func (be *benchEnv) post(b *testing.B, form url.Values) map[string]any {
+	req := httptest.NewRequest(http.MethodPost, "https://gw.example.com/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	be.srv.Handler().ServeHTTP(w, req)
+	if w.Code != http.StatusOK {
+		b.Fatalf("token: %d %s", w.Code, w.Body)
+	}
+	var m map[string]any
+	json.Unmarshal(w.Body.Bytes(), &m)
+	return m
+}
+
+func (be *benchEnv) report(b *testing.B, start time.Time) {
+	total := float64(time.Since(start))
+	n := float64(b.N)
+	sign, st := float64(be.signer.ns.Load()), float64(be.st.ns.Load())
+	b.ReportMetric(n/time.Since(start).Seconds(), "ops/s")
+	b.ReportMetric(sign/n, "sign-ns/op")
+	b.ReportMetric(st/n, "store-ns/op")
+	b.ReportMetric(100*sign/total, "sign-%")
+	b.ReportMetric(100*st/total, "store-%")
+}
+
+// BenchmarkCodeExchange measures authorization_code → tokens through the
+// token endpoint handler with the SQLite store and the real key manager.
+func BenchmarkCodeExchange(b *testing.B) {
+	for _, alg := range []string{"ES256", "RS256"} {
+		b.Run(alg, func(b *testing.B) {
+			be := newBenchEnv(b, alg)
+			codes := make([]string, b.N)
+			for i := range codes {
+				codes[i] = be.newCode(b)
+			}
+			be.signer.ns.Store(0)
+			be.st.ns.Store(0)
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				be.post(b, url.Values{"grant_type": {grantCode}, "code": {codes[i]}, "redirect_uri": {be.client.RedirectURIs[0]},
+					"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+			}
+			b.StopTimer()
+			be.report(b, start)
+		})
+	}
+}
+
+// BenchmarkRefresh measures refresh_token rotation (one chain, sequential).
+func BenchmarkRefresh(b *testing.B) {
+	for _, alg := range []string{"ES256", "RS256"} {
+		b.Run(alg, func(b *testing.B) {
+			be := newBenchEnv(b, alg)
+			m := be.post(b, url.Values{"grant_type": {grantCode}, "code": {be.newCode(b)}, "redirect_uri": {be.client.RedirectURIs[0]},
+				"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+			rt := m["refresh_token"].(string)
+			be.signer.ns.Store(0)
+			be.st.ns.Store(0)
+			b.ResetTimer()
+			start := time.Now()
+			for range b.N {
+				m := be.post(b, url.Values{"grant_type": {grantRT}, "refresh_token": {rt}, "client_id": {be.client.ID}})
+				rt = m["refresh_token"].(string)
+			}
+			b.StopTimer()
+			be.report(b, start)
+		})
+	}
+}
+
+// BenchmarkAuthenticate measures verifying an access token per request
+// (grant check cached).
+func BenchmarkAuthenticate(b *testing.B) {
+	be := newBenchEnv(b, "ES256")
+	m := be.post(b, url.Values{"grant_type": {grantCode}, "code": {be.newCode(b)}, "redirect_uri": {be.client.RedirectURIs[0]},
+		"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+	at := m["access_token"].(string)
+	req := httptest.NewRequest(http.MethodPost, "https://gw.example.com/mcp", nil)
+	req.Header.Set("Authorization", "Bearer "+at)
+	b.Run("cached", func(b *testing.B) {
+		for range b.N {
+			if _, err := be.srv.Authenticate(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("signature", func(b *testing.B) {
+		for range b.N {
+			if _, err := be.srv.verifyJWT(context.Background(), at, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
