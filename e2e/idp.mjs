@@ -258,10 +258,7 @@ async function main() {
         const { groups, preferred_username, email, email_verified } = userClaims(token.accountId, users[token.accountId]);
         return { groups, preferred_username, email, email_verified };
       }
-      if (token.kind === 'ClientCredentials') {
-        const client = ctx.oidc.client ?? (await ctx.oidc.provider.Client.find(token.clientId));
-        return client?.e2e_claims ?? client?.metadata().e2e_claims;
-      }
+      if (token.kind === 'ClientCredentials') return ctx.oidc.client?.e2e_claims;
       return undefined;
     },
     ttl: {
