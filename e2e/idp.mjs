@@ -89,8 +89,12 @@ function userClaims(username, user) {
     preferred_username: username,
     email: user.email ?? `${username}@example.test`,
     email_verified: user.email_verified ?? true,
-    groups: user.groups ?? [],
   };
+}
+
+/** {a: {b: groups}} for the claim path "a.b". */
+function nestClaim(path, value) {
+  return path.reduceRight((inner, key) => ({ [key]: inner }), value);
 }
 
 async function signingKeys() {
@@ -182,6 +186,13 @@ async function main() {
   const accessTokenFormat = process.env.IDP_ACCESS_TOKEN_FORMAT ?? 'jwt';
   if (!['jwt', 'opaque'].includes(accessTokenFormat)) fail('IDP_ACCESS_TOKEN_FORMAT must be jwt or opaque');
   const debug = process.env.IDP_DEBUG === '1';
+  // Where the groups go and under which claim, to mimic IdPs that put them in one place only
+  // (e.g. only the ID token) or nested (Keycloak's realm_access.roles).
+  const groupsPath = (process.env.IDP_GROUPS_CLAIM ?? 'groups').split('.');
+  if (groupsPath.some((p) => !/^[\w:-]+$/.test(p))) fail('IDP_GROUPS_CLAIM must be a dot-separated claim path');
+  const groupsIn = new Set((process.env.IDP_GROUPS_IN ?? 'id_token,userinfo,access_token').split(',').map((x) => x.trim()).filter(Boolean));
+  for (const x of groupsIn) if (!['id_token', 'userinfo', 'access_token'].includes(x)) fail(`IDP_GROUPS_IN: unknown place ${x}`);
+  const groupsFor = (where, user) => (groupsIn.has(where) ? nestClaim(groupsPath, user.groups ?? []) : {});
 
   // Listen first: the issuer URL contains the port, which may be chosen by the kernel.
   let handler = (_req, res) => {
@@ -201,13 +212,14 @@ async function main() {
     async findAccount(_ctx, id) {
       const user = Object.hasOwn(users, id) ? users[id] : undefined;
       if (!user) return undefined;
-      return { accountId: id, claims: async () => userClaims(id, user) };
+      // `use` is "id_token" or "userinfo".
+      return { accountId: id, claims: async (use) => ({ ...userClaims(id, user), ...groupsFor(use, user) }) };
     },
     claims: {
       openid: ['sub'],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username'],
-      groups: ['groups'],
+      groups: [groupsPath[0]],
     },
     // Resource scopes are listed too: dynamic registration rejects a client `scope` with values
     // the server does not advertise, and MCP SDKs register with the resource's scopes.
@@ -255,8 +267,9 @@ async function main() {
     rotateRefreshToken: true,
     async extraTokenClaims(ctx, token) {
       if (token.accountId && Object.hasOwn(users, token.accountId)) {
-        const { groups, preferred_username, email, email_verified } = userClaims(token.accountId, users[token.accountId]);
-        return { groups, preferred_username, email, email_verified };
+        const user = users[token.accountId];
+        const { preferred_username, email, email_verified } = userClaims(token.accountId, user);
+        return { preferred_username, email, email_verified, ...groupsFor('access_token', user) };
       }
       if (token.kind === 'ClientCredentials') return ctx.oidc.client?.e2e_claims;
       return undefined;

@@ -337,3 +337,35 @@ describe('e2e IdP with opaque access tokens (introspection mode)', () => {
     assert.deepEqual(await res.json(), { active: false });
   });
 });
+
+describe('e2e IdP with groups only in the ID token, nested (IDP_GROUPS_IN, IDP_GROUPS_CLAIM)', () => {
+  let idp;
+  let meta;
+  before(async () => {
+    idp = await startIdP({ env: { IDP_GROUPS_IN: 'id_token', IDP_GROUPS_CLAIM: 'realm_access.roles' } });
+    meta = await discover(idp.issuer);
+  });
+  after(() => idp?.stop());
+
+  test('the ID token has realm_access.roles; the access token and userinfo have no groups', async () => {
+    const tokens = await getUserToken({ issuer: idp.issuer, user: 'alice', resource: RESOURCE, scope: 'openid groups email mcp:tools' });
+    const id = jose.decodeJwt(tokens.id_token);
+    assert.deepEqual(id.realm_access, { roles: ['mcp-admins'] });
+    assert.equal(id.groups, undefined);
+    const at = await verifyAccessToken(tokens.access_token, meta);
+    assert.equal(at.groups, undefined);
+    assert.equal(at.realm_access, undefined);
+    assert.equal(at.email, 'alice@example.test');
+
+    const oidc = await getUserToken({ issuer: idp.issuer, user: 'alice', scope: 'openid groups email' });
+    const info = await (await fetch(meta.userinfo_endpoint, { headers: { authorization: `Bearer ${oidc.access_token}` } })).json();
+    assert.equal(info.sub, 'alice');
+    assert.equal(info.email, 'alice@example.test');
+    assert.equal(info.realm_access, undefined);
+    assert.equal(info.groups, undefined);
+  });
+
+  test('an unknown place is refused at start', async () => {
+    await assert.rejects(startIdP({ env: { IDP_GROUPS_IN: 'cookie' } }), /IDP_GROUPS_IN: unknown place cookie/);
+  });
+});
