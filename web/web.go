@@ -85,8 +85,9 @@ type Error struct {
 // Redirect is the interstitial shown before handing the browser to a
 // custom-scheme (application) redirect URI.
 type Redirect struct {
-	URL        string // the full redirect URI with code, state and iss
+	URL        string // the full redirect URI with code (or error), state and iss
 	ClientName string
+	Failed     bool // the redirect carries an error, not a sign-in
 }
 
 // Renderer renders pages.

@@ -85,3 +85,10 @@ func TestBadColourIsNeutralised(t *testing.T) {
 		t.Error("CSS injection through branding colour")
 	}
 }
+
+func TestRedirectInterstitialError(t *testing.T) {
+	w := render(t, Branding{}, PageRedirect, Redirect{URL: "cursor://x/cb?error=access_denied", Failed: true})
+	if body := w.Body.String(); strings.Contains(body, "You are signed in") || !strings.Contains(body, "Sign-in not completed") {
+		t.Errorf("error interstitial:\n%s", body)
+	}
+}

@@ -62,6 +62,7 @@ func (s *Server) internalErrorPage(w http.ResponseWriter, r *http.Request, err e
 // URIs get an interstitial page, since a bare redirect to an application
 // leaves the browser on a blank page.
 func (s *Server) redirectToClient(w http.ResponseWriter, r *http.Request, redirectURI string, params url.Values, clientName string) {
+	failed := params.Has("error")
 	u, err := url.Parse(redirectURI)
 	if err != nil { // validated when registered and at /authorize
 		s.internalErrorPage(w, r, err)
@@ -83,7 +84,7 @@ func (s *Server) redirectToClient(w http.ResponseWriter, r *http.Request, redire
 		http.Redirect(w, r, u.String(), status)
 		return
 	}
-	s.render(w, r, http.StatusOK, web.PageRedirect, web.Redirect{URL: u.String(), ClientName: clientName})
+	s.render(w, r, http.StatusOK, web.PageRedirect, web.Redirect{URL: u.String(), ClientName: clientName, Failed: failed})
 }
 
 // redirectError returns an authorization error to the client (RFC 6749

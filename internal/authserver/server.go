@@ -322,7 +322,7 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	}
 }
 
-// formValue returns the single value of a form or query parameter;
+// singleValue returns the single value of a form or query parameter;
 // RFC 6749 §3.1/§3.2: parameters must not be repeated.
 func singleValue(v url.Values, key string) (string, *oauthError) {
 	switch vals := v[key]; len(vals) {
