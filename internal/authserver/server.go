@@ -333,9 +333,3 @@ func singleValue(v url.Values, key string) (string, *oauthError) {
 	}
 	return "", invalidRequest("parameter %s is repeated", key)
 }
-
-// Cleanup removes expired objects from the store; the caller runs it
-// periodically.
-func (s *Server) Cleanup(ctx context.Context) (int64, error) {
-	return s.st.DeleteExpired(ctx, s.now())
-}
