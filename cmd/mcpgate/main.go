@@ -32,6 +32,8 @@ func newRootCmd() *cobra.Command {
 		newDemoBackendCmd(),
 		newQuickstartCmd(),
 		newAuditCmd(),
+		newUsersCmd(),
+		newKeysCmd(),
 	)
 	return root
 }

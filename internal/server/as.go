@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/keys"
@@ -34,7 +33,7 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	as, err := authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
-		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"),
+		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: clientIP,
 	})
 	if err != nil {
 		return nil, err
@@ -43,24 +42,11 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	s.closers = append(s.closers, func() error { stop(); return nil })
 	go store.RunSweeper(sweepCtx, st, cfg.Store.SweepInterval, s.log)
 
+	// The handler sets its own CORS headers on the credential-less endpoints
+	// (metadata, jwks, token, register, revoke, introspect).
 	h := as.Handler()
 	for _, p := range as.Routes() {
-		if browserFacing(p) {
-			mux.Handle(p, h)
-		} else {
-			mux.Handle(p, publicCORS(h)) // metadata, token, register, revoke, jwks
-		}
+		mux.Handle(p, h)
 	}
 	return as, nil
-}
-
-// browserFacing paths are navigations with cookies and forms; they get no
-// CORS headers.
-func browserFacing(path string) bool {
-	for _, p := range []string{"/authorize", "/callback", "/login", "/consent"} {
-		if strings.HasSuffix(path, p) {
-			return true
-		}
-	}
-	return false
 }
