@@ -108,7 +108,7 @@ func TestOptionsCheck(t *testing.T) {
 		"negative warmup":        func(o *options) { o.Warmup = -time.Second },
 		"too many rounds":        func(o *options) { o.Rounds = 6 },
 		"unknown scenario":       func(o *options) { o.Scenarios = []string{"ping"} },
-		"profile out of process": func(o *options) { o.ProfileDir = t.TempDir() },
+		"profile a given binary": func(o *options) { o.ProfileDir, o.Binary = t.TempDir(), "/bin/true" },
 	} {
 		o := ok
 		edit(&o)

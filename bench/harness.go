@@ -82,8 +82,8 @@ func (o *options) check() error {
 			errs = append(errs, fmt.Errorf("unknown scenario %q (want %s or %s)", s, scenarioCall, scenarioList))
 		}
 	}
-	if o.ProfileDir != "" && !o.InProcess {
-		errs = append(errs, errors.New("-profile needs -inprocess (the profile is of the harness process)"))
+	if o.ProfileDir != "" && o.Binary != "" {
+		errs = append(errs, errors.New("-profile runs mcpgate from its packages (for pprof) and cannot profile -external BIN"))
 	}
 	return errors.Join(errs...)
 }
@@ -97,6 +97,26 @@ type process struct {
 	After procStats            // a settle time after the last run
 }
 
+// Process names.
+const (
+	procBackend = "backend (go-sdk demo)"
+	procProxy   = "bare-proxy"
+	procMcpgate = "mcpgate"
+	procHarness = "load generator (harness)"
+	procAll     = "harness (everything in one process)"
+)
+
+// cpuTimes reads the CPU time used so far by each process.
+func cpuTimes(ps []*process) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, p := range ps {
+		if d, err := cpuTime(p.PID); err == nil {
+			out[p.Name] = d
+		}
+	}
+	return out
+}
+
 // report is everything one harness run measured.
 type report struct {
 	Opts      options
@@ -108,6 +128,7 @@ type report struct {
 	Processes []*process
 	Startup   []time.Duration // mcpgate process start → /healthz 200
 	Profiles  []string
+	pprof     map[string]string // target → pprof base URL of its process (external profiling)
 }
 
 func (r *report) logf(format string, args ...any) {
@@ -122,7 +143,7 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	rep := &report{Opts: opts, Start: time.Now(), Results: map[string]map[string]*loadResult{}}
+	rep := &report{Opts: opts, Start: time.Now(), Results: map[string]map[string]*loadResult{}, pprof: map[string]string{}}
 	rep.LoadStart = loadAvg()
 	dir, err := os.MkdirTemp("", "mcpgate-bench-")
 	if err != nil {
@@ -162,33 +183,34 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 		}
 		stops = append(stops, func() { srv.Close() })
 		urls[targetProxy] = base + "/mcp"
-		g, base, up, err := startInProcessGateway(dir, is.url, urls[targetDirect])
+		g, up, err := startInProcessGateway(dir, is.url, urls[targetDirect])
 		if err != nil {
 			return nil, err
 		}
 		stops = append(stops, g.stop)
-		urls[targetMcpgate] = base + "/mcp"
+		urls[targetMcpgate] = g.base + "/mcp"
 		rep.Startup = append(rep.Startup, up)
-		rep.Processes = []*process{{Name: "harness (everything in one process)", PID: os.Getpid()}}
+		rep.Processes = []*process{{Name: procAll, PID: os.Getpid()}}
 		for _, t := range targets {
 			pids[t] = os.Getpid()
 		}
 	} else {
-		backend, base, err := startRole(roleBackend, fmt.Sprint(opts.Tools), filepath.Join(dir, "backend.log"))
+		profiling := opts.ProfileDir != ""
+		backend, base, pp, err := startRole(roleBackend, fmt.Sprint(opts.Tools), filepath.Join(dir, "backend.log"), profiling)
 		if err != nil {
 			return nil, err
 		}
 		stops = append(stops, backend.stop)
-		urls[targetDirect] = base + "/mcp"
-		proxy, base, err := startRole(roleProxy, urls[targetDirect]+" "+fmt.Sprint(opts.Concurrency), filepath.Join(dir, "proxy.log"))
+		urls[targetDirect], rep.pprof[targetDirect] = base+"/mcp", pp
+		proxy, base, pp, err := startRole(roleProxy, urls[targetDirect]+" "+fmt.Sprint(opts.Concurrency), filepath.Join(dir, "proxy.log"), profiling)
 		if err != nil {
 			return nil, err
 		}
 		stops = append(stops, proxy.stop)
-		urls[targetProxy] = base + "/mcp"
+		urls[targetProxy], rep.pprof[targetProxy] = base+"/mcp", pp
 
 		bin := opts.Binary
-		if bin == "" {
+		if bin == "" && !profiling {
 			rep.logf("building mcpgate …")
 			if bin, err = buildMcpgate(ctx, dir); err != nil {
 				return nil, err
@@ -199,25 +221,26 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 			if err := os.Mkdir(sdir, 0o700); err != nil {
 				return nil, err
 			}
-			c, _, up, err := startMcpgate(bin, sdir, is.url, urls[targetDirect])
+			c, _, _, up, err := startMcpgate(bin, sdir, is.url, urls[targetDirect])
 			if err != nil {
 				return nil, err
 			}
 			c.stop()
 			rep.Startup = append(rep.Startup, up)
 		}
-		gw, base, up, err := startMcpgate(bin, dir, is.url, urls[targetDirect])
+		gw, base, pp, up, err := startMcpgate(bin, dir, is.url, urls[targetDirect])
 		if err != nil {
 			return nil, err
 		}
 		stops = append(stops, gw.stop)
-		urls[targetMcpgate] = base + "/mcp"
+		urls[targetMcpgate], rep.pprof[targetMcpgate] = base+"/mcp", pp
 		rep.Startup = append(rep.Startup, up)
 		pids = map[string]int{targetDirect: backend.pid(), targetProxy: proxy.pid(), targetMcpgate: gw.pid()}
 		rep.Processes = []*process{
-			{Name: "backend (go-sdk demo)", PID: backend.pid()},
-			{Name: "bare-proxy", PID: proxy.pid()},
-			{Name: "mcpgate", PID: gw.pid()},
+			{Name: procBackend, PID: backend.pid()},
+			{Name: procProxy, PID: proxy.pid()},
+			{Name: procMcpgate, PID: gw.pid()},
+			{Name: procHarness, PID: os.Getpid()},
 		}
 	}
 	slices.Sort(rep.Startup)
@@ -250,6 +273,7 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 			for i := range targets {
 				t := targets[(i+round)%len(targets)]
 				rep.logf("round %d/%d  %-10s  %-10s  c=%d d=%s …", round+1, opts.Rounds, sc, t, opts.Concurrency, opts.Duration)
+				var cpu map[string]time.Duration
 				sample := func(wctx context.Context) {
 					stopProfile, err := rep.startProfile(sc, t)
 					if err != nil {
@@ -259,9 +283,14 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 					for _, p := range rep.Processes {
 						ps = append(ps, p.PID)
 					}
+					cpu0 := cpuTimes(rep.Processes)
 					peaks := peak(wctx, ps)
+					cpu = cpuTimes(rep.Processes)
+					for name, d := range cpu0 {
+						cpu[name] -= d
+					}
 					for i, p := range rep.Processes {
-						if p.PID == pids[t] || len(rep.Processes) == 1 {
+						if p.PID == pids[t] || p.Name == procHarness {
 							old := p.Peak[sc]
 							p.Peak[sc] = procStats{RSS: max(old.RSS, peaks[i].RSS), FDs: max(old.FDs, peaks[i].FDs)}
 						}
@@ -274,6 +303,7 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: %w", t, sc, err)
 				}
+				res.CPU = cpu
 				if prev := rep.Results[sc][t]; prev != nil {
 					prev.merge(res)
 				} else {
@@ -295,42 +325,79 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 	return rep, nil
 }
 
-// startProfile writes a CPU profile of the harness process while one target
-// is under load, and an allocation profile when it stops.
+// startProfile records a CPU profile of the process serving target while it
+// is under load, and allocation snapshots before and after (the allocs
+// profile is cumulative: compare them with pprof -base). In-process mode
+// profiles the harness process; external mode fetches the profiles from the
+// target process's pprof endpoint.
 func (r *report) startProfile(scenario, target string) (stop func(), err error) {
-	if r.Opts.ProfileDir == "" {
+	dir := r.Opts.ProfileDir
+	if dir == "" {
 		return nil, nil
 	}
-	if err := os.MkdirAll(r.Opts.ProfileDir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	name := strings.ReplaceAll(scenario, "/", "_") + "-" + target
-	// The allocs profile is cumulative: snapshots before and after the
-	// window give this target's allocations with pprof -base.
-	writeAllocs := func(suffix string) {
-		path := filepath.Join(r.Opts.ProfileDir, name+suffix)
-		if f, err := os.Create(path); err == nil {
-			runtime.GC()
-			pprof.Lookup("allocs").WriteTo(f, 0)
-			f.Close()
-			r.Profiles = append(r.Profiles, path)
+	name := filepath.Join(dir, strings.ReplaceAll(scenario, "/", "_")+"-"+target)
+	if r.Opts.InProcess {
+		writeAllocs := func(path string) {
+			if f, err := os.Create(path); err == nil {
+				runtime.GC()
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+				r.Profiles = append(r.Profiles, path)
+			}
 		}
+		writeAllocs(name + ".allocs0.prof")
+		f, err := os.Create(name + ".cpu.prof")
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			r.Profiles = append(r.Profiles, name+".cpu.prof")
+			writeAllocs(name + ".allocs1.prof")
+		}, nil
 	}
-	writeAllocs(".allocs0.prof")
-	cpuPath := filepath.Join(r.Opts.ProfileDir, name+".cpu.prof")
-	f, err := os.Create(cpuPath)
-	if err != nil {
+	base := r.pprof[target]
+	get := func(url, path string) error {
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, io.LimitReader(resp.Body, 256<<20)); err != nil {
+			f.Close()
+			return err
+		}
+		r.Profiles = append(r.Profiles, path)
+		return f.Close()
+	}
+	if err := get(base+"/allocs?gc=1", name+".allocs0.prof"); err != nil {
 		return nil, err
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
+	secs := max(1, int(r.Opts.Duration/time.Second))
+	cpuErr := make(chan error, 1)
+	go func() { cpuErr <- get(fmt.Sprintf("%s/profile?seconds=%d", base, secs), name+".cpu.prof") }()
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-		r.Profiles = append(r.Profiles, cpuPath)
-		writeAllocs(".allocs1.prof")
+		if err := <-cpuErr; err != nil {
+			r.logf("profile: %v", err)
+		}
+		if err := get(base+"/allocs?gc=1", name+".allocs1.prof"); err != nil {
+			r.logf("profile: %v", err)
+		}
 	}, nil
 }
 

@@ -13,55 +13,71 @@ import (
 	"github.com/mcpgate/mcpgate/internal/server"
 )
 
-// inProcessGateway runs mcpgate inside the harness (server.New + Run), the
-// way cmd/mcpgate serve does, with its log in dir/mcpgate.log.
-type inProcessGateway struct {
+// gateway is mcpgate run from its packages (server.New + Run), the way
+// cmd/mcpgate serve runs it: inside the harness (-inprocess) or in the
+// gateway child role (profiling).
+type gateway struct {
+	base   string
 	srv    *server.Server
 	cancel context.CancelFunc
 	done   chan struct{}
-	logf   *os.File
+	closer func() error
 }
 
-func startInProcessGateway(dir, issuerURL, backendURL string) (*inProcessGateway, string, time.Duration, error) {
-	start := time.Now()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startGateway starts mcpgate with the config yaml.
+func startGateway(yaml []byte, log *slog.Logger) (*gateway, error) {
+	cfg, err := config.Parse(yaml, func(string) (string, bool) { return "", false }, config.Overrides{})
 	if err != nil {
-		return nil, "", 0, err
+		return nil, fmt.Errorf("mcpgate config: %w", err)
 	}
-	yaml := gatewayYAML(ln.Addr().String(), issuerURL, backendURL, filepath.Join(dir, "audit.log"))
-	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		ln.Close()
-		return nil, "", 0, fmt.Errorf("mcpgate config: %w", err)
+		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "mcpgate.log"))
-	if err != nil {
-		ln.Close()
-		return nil, "", 0, err
-	}
-	log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		cancel()
 		ln.Close()
-		logf.Close()
-		return nil, "", 0, fmt.Errorf("mcpgate: %w", err)
+		return nil, fmt.Errorf("mcpgate: %w", err)
 	}
-	g := &inProcessGateway{srv: srv, cancel: cancel, done: make(chan struct{}), logf: logf}
+	g := &gateway{base: "http://" + ln.Addr().String(), srv: srv, cancel: cancel, done: make(chan struct{})}
 	go func() { srv.Run(ctx, ln); close(g.done) }()
-	base := "http://" + ln.Addr().String()
-	up, err := waitHealthy(base+"/healthz", start, g.done)
-	if err != nil {
-		g.stop()
-		return nil, "", 0, err
-	}
-	return g, base, up, nil
+	return g, nil
 }
 
-func (g *inProcessGateway) stop() {
+func (g *gateway) stop() {
 	g.cancel()
 	<-g.done
 	g.srv.Close()
-	g.logf.Close()
+	if g.closer != nil {
+		g.closer()
+	}
+}
+
+// startInProcessGateway runs mcpgate inside the harness with its log in
+// dir/mcpgate.log, and measures config parse → /healthz 200.
+func startInProcessGateway(dir, issuerURL, backendURL string) (*gateway, time.Duration, error) {
+	start := time.Now()
+	addr, err := freePort()
+	if err != nil {
+		return nil, 0, err
+	}
+	yaml := gatewayYAML(addr, issuerURL, backendURL, filepath.Join(dir, "audit.log"))
+	logf, err := os.Create(filepath.Join(dir, "mcpgate.log"))
+	if err != nil {
+		return nil, 0, err
+	}
+	g, err := startGateway([]byte(yaml), slog.New(slog.NewTextHandler(logf, nil)))
+	if err != nil {
+		logf.Close()
+		return nil, 0, err
+	}
+	g.closer = logf.Close
+	up, err := waitHealthy(g.base+"/healthz", start, g.done)
+	if err != nil {
+		g.stop()
+		return nil, 0, err
+	}
+	return g, up, nil
 }

@@ -273,6 +273,8 @@ type loadResult struct {
 	Elapsed  time.Duration   // measurement window
 	Lat      []time.Duration // sorted latencies of Requests (bounded)
 	Tools    int             // tools in the last tools/list response
+	// CPU is the CPU time each process used during the measurement window.
+	CPU map[string]time.Duration
 }
 
 func (r *loadResult) merge(o *loadResult) {
@@ -287,6 +289,21 @@ func (r *loadResult) merge(o *loadResult) {
 	if o.Tools != 0 {
 		r.Tools = o.Tools
 	}
+	for name, d := range o.CPU {
+		if r.CPU == nil {
+			r.CPU = map[string]time.Duration{}
+		}
+		r.CPU[name] += d
+	}
+}
+
+// cpuPerRequest is a process's CPU time per completed request.
+func (r *loadResult) cpuPerRequest(proc string) (time.Duration, bool) {
+	d, ok := r.CPU[proc]
+	if !ok || r.Requests == 0 {
+		return 0, false
+	}
+	return d / time.Duration(r.Requests), true
 }
 
 func (r *loadResult) rps() float64 {

@@ -7,7 +7,7 @@
 //
 //	go run ./bench                                  # defaults: -c 32 -d 10s -warmup 2s
 //	go run ./bench -c 32 -d 10s -write docs/benchmarks.md
-//	go run ./bench -inprocess -profile bench/profiles
+//	go run ./bench -profile bench/profiles          # pprof of each process under load
 package main
 
 import (
@@ -43,7 +43,7 @@ func main() {
 	flag.BoolVar(&o.InProcess, "inprocess", false, "run backend, proxy and mcpgate inside the harness process instead of as child processes")
 	flag.StringVar(&o.Binary, "external", "", "mcpgate binary to run (default: go build ./cmd/mcpgate into a temp dir)")
 	flag.IntVar(&o.Startups, "startups", 4, "extra mcpgate start-ups to time, besides the measured one (external mode)")
-	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and allocation profiles per target and scenario to this directory (needs -inprocess)")
+	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and allocation profiles of each target's process, per scenario, to this directory (e.g. bench/profiles)")
 	flag.StringVar(&write, "write", "", "also write the results into this markdown file (e.g. docs/benchmarks.md)")
 	flag.Parse()
 	o.Scenarios = strings.Split(scenarios, ",")

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,12 +25,16 @@ import (
 
 // Child roles: the harness re-executes itself to run the backend and the
 // bare proxy as their own processes, so that every target is measured the
-// same way (its own RSS, fds and Go scheduler).
+// same way (its own RSS, fds and Go scheduler). The gateway role runs
+// internal/server like cmd/mcpgate does; it is used instead of the real
+// binary only when profiling, for its pprof endpoint.
 const (
 	roleEnv     = "MCPGATE_BENCH_ROLE"
 	roleArgEnv  = "MCPGATE_BENCH_ARG"
+	rolePprof   = "MCPGATE_BENCH_PPROF"
 	roleBackend = "backend"
 	roleProxy   = "proxy"
+	roleGateway = "gateway"
 )
 
 // backendHandler is the demo MCP server (official Go SDK, stateful
@@ -68,10 +74,13 @@ func serveLoopback(h http.Handler) (string, *http.Server, error) {
 	return "http://" + ln.Addr().String(), srv, nil
 }
 
-// runRole runs a child role: it serves, prints its base URL on stdout, and
-// exits when its stdin closes (the harness ended, however it ended).
+// runRole runs a child role: it serves, prints "<base URL> <pprof URL or
+// ->" on stdout, and exits when its stdin closes (the harness ended, however
+// it ended).
 func runRole(role, arg string) error {
 	var h http.Handler
+	var base string
+	closeRole := func() error { return nil }
 	switch role {
 	case roleBackend:
 		tools, err := strconv.Atoi(arg)
@@ -87,16 +96,41 @@ func runRole(role, arg string) error {
 			return fmt.Errorf("proxy: bad argument %q", arg)
 		}
 		h = bareProxy(u, n)
+	case roleGateway:
+		yaml, err := os.ReadFile(arg)
+		if err != nil {
+			return err
+		}
+		g, err := startGateway(yaml, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+		if err != nil {
+			return err
+		}
+		base, closeRole = g.base, func() error { g.stop(); return nil }
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
-	base, srv, err := serveLoopback(h)
-	if err != nil {
-		return err
+	if h != nil {
+		b, srv, err := serveLoopback(h)
+		if err != nil {
+			return err
+		}
+		base, closeRole = b, srv.Close
 	}
-	fmt.Println(base)
+	pprofURL := "-"
+	if os.Getenv(rolePprof) != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // serves allocs, heap, …
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		b, srv, err := serveLoopback(mux)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		pprofURL = b + "/debug/pprof"
+	}
+	fmt.Println(base, pprofURL)
 	io.Copy(io.Discard, os.Stdin)
-	return srv.Close()
+	return closeRole()
 }
 
 // child is a process the harness started.
@@ -163,21 +197,26 @@ func cleanEnv() []string {
 	return env
 }
 
-// startRole re-executes the harness as a child role and waits for its URL.
-func startRole(role, arg, logPath string) (*child, string, error) {
+// startRole re-executes the harness as a child role and waits for its
+// URLs; pprofURL is "" unless withPprof.
+func startRole(role, arg, logPath string, withPprof bool) (c *child, base, pprofURL string, err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	defer pr.Close()
-	c, err := startChild(self, nil, []string{roleEnv + "=" + role, roleArgEnv + "=" + arg}, pw, logPath)
+	env := []string{roleEnv + "=" + role, roleArgEnv + "=" + arg}
+	if withPprof {
+		env = append(env, rolePprof+"=1")
+	}
+	c, err = startChild(self, nil, env, pw, logPath)
 	pw.Close()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	line := make(chan string, 1)
 	go func() {
@@ -185,42 +224,51 @@ func startRole(role, arg, logPath string) (*child, string, error) {
 		line <- strings.TrimSpace(s)
 	}()
 	select {
-	case base := <-line:
-		if strings.HasPrefix(base, "http://127.0.0.1:") {
-			return c, base, nil
+	case l := <-line:
+		base, pprofURL, _ = strings.Cut(l, " ")
+		if pprofURL == "-" {
+			pprofURL = ""
+		}
+		if strings.HasPrefix(base, "http://127.0.0.1:") && (pprofURL != "") == withPprof {
+			return c, base, pprofURL, nil
 		}
 	case <-time.After(15 * time.Second):
 	}
 	c.stop()
 	log, _ := os.ReadFile(logPath)
-	return nil, "", fmt.Errorf("%s did not start:\n%s", role, tail(log, 2000))
+	return nil, "", "", fmt.Errorf("%s did not start:\n%s", role, tail(log, 2000))
 }
 
 // startMcpgate runs the real binary with a generated config in dir and
-// measures the time from process start to /healthz answering 200.
-func startMcpgate(bin, dir, issuerURL, backendURL string) (*child, string, time.Duration, error) {
+// measures the time from process start to /healthz answering 200. With bin
+// "" it runs the harness's gateway role instead, which serves pprof.
+func startMcpgate(bin, dir, issuerURL, backendURL string) (c *child, base, pprofURL string, up time.Duration, err error) {
 	addr, err := freePort()
 	if err != nil {
-		return nil, "", 0, err
+		return nil, "", "", 0, err
 	}
 	cfgPath := filepath.Join(dir, "mcpgate.yaml")
 	yaml := gatewayYAML(addr, issuerURL, backendURL, filepath.Join(dir, "audit.log"))
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		return nil, "", 0, err
+		return nil, "", "", 0, err
 	}
 	logPath := filepath.Join(dir, "mcpgate.log")
-	c, err := startChild(bin, []string{"serve", "--config", cfgPath}, nil, nil, logPath)
-	if err != nil {
-		return nil, "", 0, err
+	if bin == "" {
+		c, _, pprofURL, err = startRole(roleGateway, cfgPath, logPath, true)
+	} else {
+		c, err = startChild(bin, []string{"serve", "--config", cfgPath}, nil, nil, logPath)
 	}
-	base := "http://" + addr
-	up, err := waitHealthy(base+"/healthz", c.started, c.done)
+	if err != nil {
+		return nil, "", "", 0, err
+	}
+	base = "http://" + addr
+	up, err = waitHealthy(base+"/healthz", c.started, c.done)
 	if err != nil {
 		c.stop()
 		log, _ := os.ReadFile(logPath)
-		return nil, "", 0, fmt.Errorf("mcpgate: %w\n%s", err, tail(log, 2000))
+		return nil, "", "", 0, fmt.Errorf("mcpgate: %w\n%s", err, tail(log, 2000))
 	}
-	return c, base, up, nil
+	return c, base, pprofURL, up, nil
 }
 
 // waitHealthy polls url until it answers 200 and returns the time since
@@ -313,4 +361,32 @@ func peak(ctx context.Context, pids []int) []procStats {
 		case <-t.C:
 		}
 	}
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat
+// (100 on every Linux architecture Go supports).
+const clockTicks = 100
+
+// cpuTime returns the user+system CPU time pid has used.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces: state is field 3, utime 14, stime 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("malformed stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed stat")
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }

@@ -29,6 +29,7 @@ type verdict struct {
 	Throughput float64 // mcpgate req/s ÷ bare-proxy req/s
 	AddedP50   float64 // mcpgate added p50 ÷ bare-proxy added p50; NaN if undefined
 	AddedP99   float64 // the same for p99 (informational)
+	HopCPU     float64 // mcpgate's CPU per request ÷ the bare proxy's; NaN if unknown
 	OK         bool    // both targets met
 }
 
@@ -45,7 +46,12 @@ func (r *report) verdict(sc string) (verdict, bool) {
 		}
 		return float64(m.pct(p)-d.pct(p)) / float64(added)
 	}
-	v := verdict{Throughput: m.rps() / b.rps(), AddedP50: ratio(0.5), AddedP99: ratio(0.99)}
+	v := verdict{Throughput: m.rps() / b.rps(), AddedP50: ratio(0.5), AddedP99: ratio(0.99), HopCPU: math.NaN()}
+	mc, ok1 := m.cpuPerRequest(procMcpgate)
+	bc, ok2 := b.cpuPerRequest(procProxy)
+	if ok1 && ok2 && bc > 0 {
+		v.HopCPU = float64(mc) / float64(bc)
+	}
 	v.OK = v.Throughput >= targetThroughputRatio && v.AddedP50 <= targetAddedRatio // false for NaN
 	return v, true
 }
@@ -87,8 +93,11 @@ func (r *report) markdown(command string) string {
 	var b bytes.Buffer
 	o := r.Opts
 	mode := "external: the backend, the bare proxy and the real `mcpgate serve` binary each run as their own process; the harness process only generates load and serves the JWKS"
-	if o.InProcess {
+	switch {
+	case o.InProcess:
 		mode = "in-process: backend, bare proxy, mcpgate and the load generator share one process (RSS and fds are the whole harness's)"
+	case o.ProfileDir != "":
+		mode = "external, profiling: the backend, the bare proxy and mcpgate each run as their own process with a pprof endpoint; mcpgate is run from its packages (internal/server, as `mcpgate serve` does) by the harness binary, not the release binary"
 	}
 	fmt.Fprintf(&b, "Command: `%s`  \n", command)
 	fmt.Fprintf(&b, "Date: %s; wall time %s  \n", r.Start.UTC().Format("2006-01-02 15:04 MST"), r.Wall.Round(time.Second))
@@ -138,22 +147,30 @@ func (r *report) markdown(command string) string {
 	}
 
 	b.WriteString("### mcpgate against the bare proxy\n\n")
-	fmt.Fprintf(&b, "| scenario | throughput ratio (target ≥ %.2f) | | added p50 ratio (target ≤ %.2f) | | added p99 ratio (informational) |\n", targetThroughputRatio, targetAddedRatio)
-	b.WriteString("|---|--:|---|--:|---|--:|\n")
+	fmt.Fprintf(&b, "| scenario | throughput ratio (target ≥ %.2f) | | added p50 ratio (target ≤ %.2f) | | added p99 ratio | CPU per request ratio |\n", targetThroughputRatio, targetAddedRatio)
+	b.WriteString("|---|--:|---|--:|---|--:|--:|\n")
 	for _, sc := range o.Scenarios {
 		v, ok := r.verdict(sc)
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %.2f | %s | %s | %s | %s |\n", sc,
+		cpuRatio := "—"
+		if !math.IsNaN(v.HopCPU) {
+			cpuRatio = fmtRatio(v.HopCPU)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %s | %s | %s | %s | %s |\n", sc,
 			v.Throughput, passMiss(v.Throughput >= targetThroughputRatio),
-			fmtRatio(v.AddedP50), passMiss(v.AddedP50 <= targetAddedRatio), fmtRatio(v.AddedP99))
+			fmtRatio(v.AddedP50), passMiss(v.AddedP50 <= targetAddedRatio), fmtRatio(v.AddedP99), cpuRatio)
 	}
-	b.WriteString("\n")
+	b.WriteString("\nRatios are mcpgate ÷ bare proxy. Added latency is the target's percentile minus direct's. ")
+	b.WriteString("CPU per request ratio (informational) is the mcpgate process's CPU time per request ÷ the bare-proxy process's; ")
+	b.WriteString("unlike throughput it hardly depends on what else the machine is doing.\n\n")
+
+	r.cpuTable(&b)
 
 	b.WriteString("### Resources\n\n")
 	b.WriteString("Peak = highest of samples taken every 100 ms while that process's target was under load. ")
-	b.WriteString("The backend serves every target, so its peak is over its own (direct) runs.\n\n")
+	b.WriteString("The backend serves every target, so its peak is over its own (direct) runs; the load generator's is over all runs.\n\n")
 	b.WriteString("| process | RSS idle | fds idle |")
 	for _, sc := range o.Scenarios {
 		fmt.Fprintf(&b, " RSS peak %s | fds peak %s |", sc, sc)
@@ -180,6 +197,45 @@ func (r *report) markdown(command string) string {
 			what, fmtDur(r.Startup[n/2]), fmtDur(r.Startup[0]), fmtDur(r.Startup[n-1]), n)
 	}
 	return b.String()
+}
+
+// cpuTable shows each process's CPU time per request.
+func (r *report) cpuTable(b *bytes.Buffer) {
+	b.WriteString("### CPU time per request\n\n")
+	b.WriteString("User+system CPU time (`/proc/<pid>/stat`) each process used in the measured window, divided by the requests completed in it.\n\n")
+	if r.Opts.InProcess {
+		b.WriteString("| scenario | target | whole harness process |\n|---|---|--:|\n")
+		for _, sc := range r.Opts.Scenarios {
+			for _, t := range targets {
+				if x := r.Results[sc][t]; x != nil {
+					d, _ := x.cpuPerRequest(procAll)
+					fmt.Fprintf(b, "| %s | %s | %s |\n", sc, t, fmtDur(d))
+				}
+			}
+		}
+		b.WriteString("\n")
+		return
+	}
+	b.WriteString("| scenario | target | proxy hop | backend | load generator | total |\n|---|---|--:|--:|--:|--:|\n")
+	for _, sc := range r.Opts.Scenarios {
+		for _, t := range targets {
+			x := r.Results[sc][t]
+			if x == nil {
+				continue
+			}
+			hop := "—"
+			var total time.Duration
+			if proc := map[string]string{targetProxy: procProxy, targetMcpgate: procMcpgate}[t]; proc != "" {
+				d, _ := x.cpuPerRequest(proc)
+				hop, total = fmtDur(d), d
+			}
+			be, _ := x.cpuPerRequest(procBackend)
+			lg, _ := x.cpuPerRequest(procHarness)
+			total += be + lg
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", sc, t, hop, fmtDur(be), fmtDur(lg), fmtDur(total))
+		}
+	}
+	b.WriteString("\n")
 }
 
 // machine describes the host: CPUs, CPU model, memory, kernel, Go.
