@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -22,12 +23,29 @@ import (
 // it will listen on (http://127.0.0.1:PORT), and stops it when t ends.
 func Start(t testing.TB, makeYAML func(base string) string) (base string) {
 	t.Helper()
+	base, _ = StartControlled(t, makeYAML)
+	return base
+}
+
+// StartControlled is Start that also returns stop, which begins a graceful
+// shutdown (like SIGTERM) and waits until the server has finished.
+func StartControlled(t testing.TB, makeYAML func(base string) string) (base string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	base = "http://" + ln.Addr().String()
-	yaml := "listen: " + ln.Addr().String() + "\npublic_url: " + base + "\n" + makeYAML(base)
+	yaml := makeYAML(base)
+	if !strings.Contains(yaml, "\nlisten:") {
+		yaml = "listen: " + ln.Addr().String() + "\npublic_url: " + base + "\n" + yaml
+	} else {
+		// The config picks its own address (e.g. TLS tests): free ours.
+		ln.Close()
+		if ln, err = net.Listen("tcp", listenAddr(yaml)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
 	if err != nil {
 		ln.Close()
@@ -46,12 +64,25 @@ func Start(t testing.TB, makeYAML func(base string) string) (base string) {
 	}
 	done := make(chan struct{})
 	go func() { srv.Run(ctx, ln); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		srv.Close()
-	})
-	return base
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			srv.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return base, stop
+}
+
+func listenAddr(yaml string) string {
+	for _, line := range strings.Split(yaml, "\n") {
+		if v, ok := strings.CutPrefix(line, "listen:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // Bearer adds a bearer token (and a cookie the backend must never see) to
