@@ -2,7 +2,6 @@ package policy
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,11 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 	"github.com/cedar-policy/cedar-go/x/exp/ast"
-	"github.com/cedar-policy/cedar-go/x/exp/batch"
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
@@ -59,6 +58,9 @@ type cedarPolicy struct {
 	actions []string // nil: any action
 	resType string   // "": any type
 	resID   string   // "": any resource of resType
+	// anyArgs is the policy for calls whose arguments are unknown (list
+	// filtering); nil when it is dropped. See withoutArguments.
+	anyArgs *cedar.Policy
 }
 
 func (c *cedarPolicy) applies(action, resType, name string) bool {
@@ -101,6 +103,7 @@ func parseCedar(src, text string, seen map[cedar.PolicyID]string, path string, p
 			continue
 		}
 		cp.id = id
+		cp.anyArgs = withoutArguments(pol)
 		out = append(out, cp)
 	}
 	return out
@@ -338,7 +341,7 @@ func (s policyIter) outcome(diag types.Diagnostic) cedarOutcome {
 
 // evalCedar evaluates the selected policies for a call with known
 // arguments.
-func evalCedar(sel policyIter, r *resolved, scopes types.Set, action, resType, name, backend string, args json.RawMessage) cedarOutcome {
+func evalCedar(sel policyIter, r *resolved, action, resType, name, backend string, args json.RawMessage) cedarOutcome {
 	argRec, err := argumentsRecord(args)
 	if err != nil {
 		// Unreachable for decoded messages; fail closed on anything else.
@@ -356,44 +359,96 @@ func evalCedar(sel policyIter, r *resolved, scopes types.Set, action, resType, n
 		Context: cedar.NewRecord(cedar.RecordMap{
 			"arguments": argRec,
 			"backend":   cedar.String(backend),
-			"scopes":    scopes,
+			"scopes":    r.scopeSet,
 		}),
 	}
 	_, diag := cedar.Authorize(sel, r.entities, req)
 	return sel.outcome(diag)
 }
 
+// withoutArguments returns the policy to use when the call's arguments are
+// unknown, as when deciding whether to list a tool: a condition (when or
+// unless clause) that reads context.arguments is assumed to go the caller's
+// way. So a permit rule loses those clauses (some arguments could satisfy
+// them) and a forbid rule with such a clause is dropped, nil (some
+// arguments could avoid it). Every other condition is kept and evaluated.
+// This is the "ignore" semantics of cedar-go's batch evaluation, computed
+// once per policy instead of per request.
+func withoutArguments(pol *cedar.Policy) *cedar.Policy {
+	a := pol.AST()
+	var keep []ast.ConditionType
+	for _, c := range a.Conditions {
+		if readsArguments(c.Body) {
+			if pol.Effect() == cedar.Forbid {
+				return nil
+			}
+			continue
+		}
+		keep = append(keep, c)
+	}
+	if len(keep) == len(a.Conditions) {
+		return pol
+	}
+	cp := *a
+	cp.Conditions = keep
+	return cedar.NewPolicyFromAST(&cp)
+}
+
+// readsArguments reports whether an expression may read context.arguments:
+// any use of context other than context.backend or context.scopes counts.
+func readsArguments(n ast.IsNode) bool {
+	uses, safe := 0, 0
+	ast.Inspect(ast.NewNode(n), func(n ast.IsNode) bool {
+		switch n := n.(type) {
+		case ast.NodeTypeVariable:
+			if n.Name == "context" {
+				uses++
+			}
+		case ast.NodeTypeAccess:
+			safe += safeContextUse(n.StrOpNode)
+		case ast.NodeTypeHas:
+			safe += safeContextUse(n.StrOpNode)
+		}
+		return true
+	})
+	return uses > safe
+}
+
+func safeContextUse(n ast.StrOpNode) int {
+	if v, ok := n.Arg.(ast.NodeTypeVariable); ok && v.Name == "context" && (n.Value == "backend" || n.Value == "scopes") {
+		return 1
+	}
+	return 0
+}
+
+// anyArgsIter presents the arguments-unknown variants to cedar.Authorize.
+type anyArgsIter []*cedarPolicy
+
+func (s anyArgsIter) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
+	return func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
+		for _, c := range s {
+			if c.anyArgs != nil && !yield(c.id, c.anyArgs) {
+				return
+			}
+		}
+	}
+}
+
 // evalCedarAnyArgs evaluates the selected policies for a call whose
-// arguments are unknown (list filtering). Using cedar-go's batch evaluation
-// with the arguments ignored: a permit condition that reads the arguments is
-// assumed satisfiable, and a forbid rule that reads them is assumed
-// avoidable. So a tool is listed when some arguments could be allowed.
-func evalCedarAnyArgs(sel policyIter, r *resolved, scopes types.Set, action, resType, name, backend string) cedarOutcome {
-	req := batch.Request{
+// arguments are unknown (list filtering), with their withoutArguments
+// variants: the item is listed when some arguments could be allowed.
+func evalCedarAnyArgs(sel policyIter, r *resolved, action, resType, name, backend string) cedarOutcome {
+	if !slices.ContainsFunc(sel, func(c *cedarPolicy) bool { return c.anyArgs != nil }) {
+		return cedarOutcome{} // every applicable rule is an argument forbid
+	}
+	req := cedar.Request{
 		Principal: r.uid,
 		Action:    cedar.NewEntityUID(TypeAction, cedar.String(action)),
 		Resource:  cedar.NewEntityUID(types.EntityType(resType), cedar.String(name)),
-		Context: cedar.NewRecord(cedar.RecordMap{
-			"arguments": batch.Ignore(),
-			"backend":   cedar.String(backend),
-			"scopes":    scopes,
-		}),
+		Context:   r.anyArgsContext(backend),
 	}
-	var o cedarOutcome
-	err := batch.Authorize(context.Background(), sel, r.entities, req, func(res batch.Result) error {
-		o = sel.outcome(res.Diagnostic)
-		return nil
-	})
-	if err != nil {
-		// Fail closed: hide the item if any forbid could apply.
-		for _, c := range sel {
-			if c.forbid {
-				return cedarOutcome{forbid: c, forbidEr: err.Error()}
-			}
-		}
-		return cedarOutcome{}
-	}
-	return o
+	_, diag := cedar.Authorize(anyArgsIter(sel), r.entities, req)
+	return sel.outcome(diag)
 }
 
 // principalEntity builds the Cedar entity of a principal: User::"<iss>#<sub>"
@@ -447,7 +502,15 @@ func argumentsRecord(raw json.RawMessage) (types.Record, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return cedar.NewRecord(nil), nil
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	pd := decoderPool.Get().(*pooledDecoder)
+	defer func() {
+		pd.rd.Reset(nil) // do not keep the caller's bytes alive in the pool
+		pd.dec.Reset(&pd.rd)
+		decoderPool.Put(pd)
+	}()
+	pd.rd.Reset(raw)
+	pd.dec.Reset(&pd.rd)
+	dec := pd.dec
 	v, ok, err := jsonValue(dec)
 	if err != nil {
 		return types.Record{}, err
@@ -461,6 +524,18 @@ func argumentsRecord(raw json.RawMessage) (types.Record, error) {
 	}
 	return rec, nil
 }
+
+// pooledDecoder is reused: a jsontext.Decoder is large to allocate.
+type pooledDecoder struct {
+	dec *jsontext.Decoder
+	rd  bytes.Reader
+}
+
+var decoderPool = sync.Pool{New: func() any {
+	pd := &pooledDecoder{}
+	pd.dec = jsontext.NewDecoder(&pd.rd)
+	return pd
+}}
 
 // jsonValue reads one JSON value; ok is false for values to leave out.
 func jsonValue(dec *jsontext.Decoder) (types.Value, bool, error) {

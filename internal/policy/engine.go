@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
@@ -348,6 +349,13 @@ type resolved struct {
 	unknown  []string            // groups that confer no role
 	uid      types.EntityUID
 	entities types.EntityMap
+	// Scopes available to the principal: the token's, or the fallback when
+	// the token has no scope claim.
+	scopes       []string
+	scopeSet     types.Set
+	fromFallback bool
+	// anyArgsCtx caches, per backend, the Cedar context of list filtering.
+	anyArgsCtx sync.Map
 }
 
 // principalCache memoizes role resolution. It is cleared when it grows past
@@ -381,6 +389,14 @@ func (e *Engine) resolve(p *authn.Principal) *resolved {
 	for _, g := range p.Groups {
 		kb.WriteByte(0)
 		kb.WriteString(g)
+	}
+	// Scopes are part of the key: nil (no scope claim) differs from empty.
+	if p.Scopes != nil {
+		kb.WriteByte(1)
+		for _, sc := range p.Scopes {
+			kb.WriteByte(0)
+			kb.WriteString(sc)
+		}
 	}
 	key := kb.String()
 	if r, ok := e.cache.m.Load(key); ok {
@@ -431,7 +447,19 @@ func (e *Engine) resolveUncached(p *authn.Principal) *resolved {
 	}
 	r.roles = sortedKeys(r.via)
 	r.uid, r.entities = principalEntity(p, r.roles)
+	r.scopes, r.fromFallback = e.availableScopes(p)
+	r.scopeSet = scopeSet(r.scopes)
 	return r
+}
+
+// anyArgsContext is the Cedar context for list filtering on backend.
+func (r *resolved) anyArgsContext(backend string) types.Record {
+	if c, ok := r.anyArgsCtx.Load(backend); ok {
+		return c.(types.Record)
+	}
+	c := cedar.NewRecord(cedar.RecordMap{"backend": cedar.String(backend), "scopes": r.scopeSet})
+	r.anyArgsCtx.Store(backend, c)
+	return c
 }
 
 func (u *userGrant) matches(p *authn.Principal) bool {
@@ -477,7 +505,10 @@ func (e *Engine) Visible(p *authn.Principal, method, backend, name string) bool 
 	if d := e.methodDenied(method); d != nil {
 		return e.finish(*d).Allow
 	}
-	return e.finish(e.decideNamed(p, method, k, backend, name, nil, true, nil)).Allow
+	if e.shadow {
+		return true
+	}
+	return e.evalNamed(p, method, k, backend, name, nil, true, nil).allowed()
 }
 
 // finish applies shadow mode.
@@ -565,67 +596,93 @@ func (e *Engine) decide(p *authn.Principal, req *Request, x *Explanation) Decisi
 	return allowed(rule)
 }
 
-// decideNamed decides a call of a tool, prompt or resource. anyArgs asks
-// whether some arguments could be allowed (list filtering) instead of
-// deciding for args.
+// verdict is the outcome of evalNamed, without the texts of a Decision.
+type verdict struct {
+	r          *resolved
+	grantRole  string   // the role whose pattern granted, or ""
+	grantPat   *pattern // that pattern
+	permit     *cedarPolicy
+	forbid     *cedarPolicy
+	hasPermits bool     // a permit rule applied (for the denial text)
+	missing    []string // scopes lacking for a granted tool
+	scopePat   string   // the tool_scopes pattern that required them
+}
+
+func (v verdict) granted() bool { return v.grantPat != nil || v.permit != nil }
+func (v verdict) allowed() bool { return v.forbid == nil && v.granted() && len(v.missing) == 0 }
+
+// evalNamed is the decision for a call of a tool, prompt or resource, the
+// one code path behind Decide, Visible and Explain. anyArgs asks whether
+// some arguments could be allowed (list filtering) instead of deciding for
+// args.
+func (e *Engine) evalNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) verdict {
+	r := e.resolve(p)
+	v := verdict{r: r}
+	v.grantRole, v.grantPat = e.roleGrant(r, k, backend, name)
+	var sel policyIter
+	for i := range e.cedar {
+		if e.cedar[i].applies(method, kindTypes[k], name) {
+			sel = append(sel, &e.cedar[i])
+			v.hasPermits = v.hasPermits || !e.cedar[i].forbid
+		}
+	}
+	if len(sel) > 0 {
+		var out cedarOutcome
+		if anyArgs {
+			out = evalCedarAnyArgs(sel, r, method, kindTypes[k], name, backend)
+		} else {
+			out = evalCedar(sel, r, method, kindTypes[k], name, backend, args)
+		}
+		v.forbid, v.permit = out.forbid, out.permit
+		if x != nil {
+			x.record(sel, out)
+		}
+	}
+	if v.forbid == nil && v.granted() && k == kindTool {
+		for _, s := range e.toolScopes {
+			if !s.g.match(name) {
+				continue
+			}
+			for _, sc := range s.scopes {
+				if !slices.Contains(r.scopes, sc) && !slices.Contains(v.missing, sc) {
+					if v.scopePat == "" {
+						v.scopePat = s.g.src
+					}
+					v.missing = append(v.missing, sc)
+				}
+			}
+		}
+		slices.Sort(v.missing)
+	}
+	return v
+}
+
+// decideNamed is evalNamed turned into a Decision.
 func (e *Engine) decideNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) Decision {
 	noun := kindNouns[k]
 	if name == "" {
 		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: %s without a %s name", method, noun))
 	}
-	r := e.resolve(p)
-	grant := e.roleGrant(r, k, backend, name)
-
-	var sel policyIter
-	for i := range e.cedar {
-		if e.cedar[i].applies(method, kindTypes[k], name) {
-			sel = append(sel, &e.cedar[i])
+	v := e.evalNamed(p, method, k, backend, name, args, anyArgs, x)
+	switch {
+	case v.forbid != nil:
+		return denied("cedar:"+string(v.forbid.id),
+			fmt.Sprintf("permission denied: %s %q is forbidden by rule %s", noun, name, v.forbid.id))
+	case !v.granted():
+		also := ""
+		if v.hasPermits {
+			also = " and no rule permits it with these arguments"
 		}
+		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: no role grants %s %q%s%s", noun, name, rolesNote(v.r), also))
+	case len(v.missing) > 0:
+		d := denied("tool_scopes:"+v.scopePat,
+			fmt.Sprintf("insufficient scope: tool %q requires scope %s", name, strings.Join(v.missing, " ")))
+		d.MissingScopes = v.missing
+		return d
+	case v.grantPat != nil:
+		return allowed("role:" + v.grantRole + " " + v.grantPat.src)
 	}
-	scopes, _ := e.availableScopes(p)
-	var out cedarOutcome
-	if len(sel) > 0 {
-		if anyArgs {
-			out = evalCedarAnyArgs(sel, r, scopeSet(scopes), method, kindTypes[k], name, backend)
-		} else {
-			out = evalCedar(sel, r, scopeSet(scopes), method, kindTypes[k], name, backend, args)
-		}
-	}
-	if x != nil {
-		x.record(sel, out)
-	}
-	if out.forbid != nil {
-		return denied("cedar:"+string(out.forbid.id),
-			fmt.Sprintf("permission denied: %s %q is forbidden by rule %s", noun, name, out.forbid.id))
-	}
-	rule := grant
-	if rule == "" && out.permit != nil {
-		rule = "cedar:" + string(out.permit.id)
-	}
-	if rule == "" {
-		for _, c := range sel {
-			if !c.forbid {
-				return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: no role grants %s %q%s and no rule permits it with these arguments", noun, name, rolesNote(r)))
-			}
-		}
-		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: no role grants %s %q%s", noun, name, rolesNote(r)))
-	}
-	if k == kindTool {
-		required, pat := e.requiredScopes(name)
-		var missing []string
-		for _, s := range required {
-			if !slices.Contains(scopes, s) {
-				missing = append(missing, s)
-			}
-		}
-		if len(missing) > 0 {
-			d := denied("tool_scopes:"+pat,
-				fmt.Sprintf("insufficient scope: tool %q requires scope %s", name, strings.Join(missing, " ")))
-			d.MissingScopes = missing
-			return d
-		}
-	}
-	return allowed(rule)
+	return allowed("cedar:" + string(v.permit.id))
 }
 
 func rolesNote(r *resolved) string {
@@ -635,24 +692,24 @@ func rolesNote(r *resolved) string {
 	return " (the caller's roles: " + strings.Join(r.roles, ", ") + ")"
 }
 
-// roleGrant returns the first grant, in role order, that matches.
-func (e *Engine) roleGrant(r *resolved, k kind, backend, name string) string {
+// roleGrant returns the first role pattern, in role order, that matches.
+func (e *Engine) roleGrant(r *resolved, k kind, backend, name string) (string, *pattern) {
 	for _, role := range r.roles {
 		cr := e.roles[role]
 		for i := range cr.grants[k] {
 			if cr.grants[k][i].g.match(name) {
-				return "role:" + role + " " + cr.grants[k][i].src
+				return role, &cr.grants[k][i]
 			}
 		}
 		if b := cr.backends[backend]; b != nil {
 			for i := range b[k] {
 				if b[k][i].g.match(name) {
-					return "role:" + role + " " + b[k][i].src
+					return role, &b[k][i]
 				}
 			}
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // requiredScopes returns the union, sorted, of the scopes of every

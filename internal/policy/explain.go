@@ -59,10 +59,9 @@ func (e *Engine) Explain(p *authn.Principal, req Request) *Explanation {
 	for _, role := range r.roles {
 		x.Roles = append(x.Roles, RoleSource{Role: role, Via: r.via[role]})
 	}
-	var fromFallback bool
-	x.Scopes, fromFallback = e.availableScopes(p)
+	x.Scopes = r.scopes
 	x.ScopesFrom = "token"
-	if fromFallback {
+	if r.fromFallback {
 		x.ScopesFrom = "fallback_scopes"
 	}
 	k, named := namedMethods[req.Method]

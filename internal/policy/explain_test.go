@@ -1,0 +1,230 @@
+package policy
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+)
+
+func TestExplain(t *testing.T) {
+	e := mustCompile(t, testConfig())
+	tests := []struct {
+		name string
+		x    *Explanation
+		want func(t *testing.T, x *Explanation)
+	}{
+		{"roles and their sources", e.Explain(withEmail(user("x", "admins", "Domain Users"), "ops@example.com", true), call("list_vms", "")),
+			func(t *testing.T, x *Explanation) {
+				want := []RoleSource{
+					{Role: "admin", Via: []string{"group admins"}},
+					{Role: "operator", Via: []string{"inherited from admin (group admins)", "users[email:ops@example.com]"}},
+					{Role: "reader", Via: []string{"inherited from admin (group admins)", "inherited from operator (users[email:ops@example.com])"}},
+				}
+				if diff := cmp.Diff(want, x.Roles); diff != "" {
+					t.Errorf("roles (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]string{"Domain Users"}, x.UnknownGroups); diff != "" {
+					t.Errorf("unknown groups (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]string{"role:reader tools:list_*"}, x.Matches); diff != "" {
+					t.Errorf("matches (-want +got):\n%s", diff)
+				}
+			}},
+		{"denied: which roles and groups would grant it", e.Explain(user("a", "readers"), call("power_on", `{"cpus":1}`)),
+			func(t *testing.T, x *Explanation) {
+				want := []string{
+					"grant role admin via group admins",
+					"grant role breakglass (no group confers it; add it to policy.groups or policy.users)",
+					"grant role operator via group admins or operators",
+				}
+				if diff := cmp.Diff(want, x.Suggestions); diff != "" {
+					t.Errorf("suggestions (-want +got):\n%s", diff)
+				}
+			}},
+		{"denied: missing scope", e.Explain(withScopes(user("a", "admins"), "openid"), call("delete_vm", `{"vm_name":"web-1"}`)),
+			func(t *testing.T, x *Explanation) {
+				if diff := cmp.Diff([]string{"vm:delete"}, x.RequiredScopes); diff != "" {
+					t.Errorf("required (-want +got):\n%s", diff)
+				}
+				if x.ScopesFrom != "token" || !strings.Contains(strings.Join(x.Suggestions, "\n"), "add scope vm:delete to the token") {
+					t.Errorf("scopes from %q, suggestions %q", x.ScopesFrom, x.Suggestions)
+				}
+			}},
+		{"denied: missing scope with no scope claim", e.Explain(user("a", "admins"), call("delete_vm", `{"vm_name":"web-1"}`)),
+			func(t *testing.T, x *Explanation) {
+				if x.ScopesFrom != "fallback_scopes" || !strings.Contains(strings.Join(x.Suggestions, "\n"), "policy.fallback_scopes") {
+					t.Errorf("scopes from %q, suggestions %q", x.ScopesFrom, x.Suggestions)
+				}
+			}},
+		{"denied: forbid rule", e.Explain(withScopes(user("a", "admins"), "vm:delete"), call("delete_vm", `{"vm_name":"prod-1"}`)),
+			func(t *testing.T, x *Explanation) {
+				var forbid RuleResult
+				for _, r := range x.Rules {
+					if r.ID == "no-prod" {
+						forbid = r
+					}
+				}
+				if diff := cmp.Diff(RuleResult{ID: "no-prod", Effect: "forbid", Matched: true}, forbid); diff != "" {
+					t.Errorf("rule (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff([]string{"rule no-prod forbids this call: change the call's arguments or the rule"}, x.Suggestions); diff != "" {
+					t.Errorf("suggestions (-want +got):\n%s", diff)
+				}
+			}},
+		{"denied: forbid rule failed to evaluate", e.Explain(user("a", "operators"), call("power_on", `{"cpus":"many"}`)),
+			func(t *testing.T, x *Explanation) {
+				for _, r := range x.Rules {
+					if r.ID == "big-vms" && r.Error == "" {
+						t.Errorf("big-vms: %+v, want an evaluation error", r)
+					}
+				}
+				if !strings.Contains(x.String(), "failed to evaluate") {
+					t.Errorf("String() does not say the rule failed:\n%s", x)
+				}
+			}},
+		{"denied: conditional permit is suggested", e.Explain(withScopes(user("a", "operators"), "vm:delete"), call("delete_vm", `{"vm_name":"web-1"}`)),
+			func(t *testing.T, x *Explanation) {
+				if len(x.Suggestions) == 0 || !strings.HasPrefix(x.Suggestions[0], "rule op-delete-dev permits this call when its conditions hold") {
+					t.Errorf("suggestions %q", x.Suggestions)
+				}
+			}},
+		{"denied: unknown method", e.Explain(user("a"), Request{Method: "tasks/list"}),
+			func(t *testing.T, x *Explanation) {
+				if diff := cmp.Diff([]string{`add "tasks/list" to policy.methods.allow`}, x.Suggestions); diff != "" {
+					t.Errorf("suggestions (-want +got):\n%s", diff)
+				}
+			}},
+		{"denied: no role anywhere grants it", e.Explain(user("a"), Request{Method: "prompts/get", Name: "secrets"}),
+			func(t *testing.T, x *Explanation) {
+				want := []string{`no role grants prompt "secrets": add a matching pattern to a role's prompts`}
+				if diff := cmp.Diff(want, x.Suggestions); diff != "" {
+					t.Errorf("suggestions (-want +got):\n%s", diff)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.want(t, tt.x)
+			if tt.x.String() == "" {
+				t.Error("empty String()")
+			}
+		})
+	}
+}
+
+// Explain must report the same decision as Decide.
+func TestExplainAgreesWithDecide(t *testing.T) {
+	e := mustCompile(t, testConfig())
+	for _, p := range []*authn.Principal{user("a"), user("a", "readers"), withScopes(user("a", "admins"), "vm:delete"), user("mallory", "admins")} {
+		for _, req := range []Request{call("list_vms", ""), call("delete_vm", `{"vm_name":"prod-1"}`), call("delete_vm", `{"vm_name":"dev-1"}`), {Method: "ping"}, {Method: "x"}} {
+			if diff := cmp.Diff(e.Decide(p, req), e.Explain(p, req).Decision); diff != "" {
+				t.Errorf("%s %s: (-Decide +Explain):\n%s", p.Subject, req.Name, diff)
+			}
+		}
+	}
+}
+
+func TestRunTestsDetectsFailures(t *testing.T) {
+	e := mustCompile(t, testConfig())
+	yes, no := true, false
+	cases := []TestCase{
+		{Case: "right", Sub: "a", Groups: []string{"readers"}, Tool: "list_vms", Expect: "allow", Visible: &yes},
+		{Case: "wrong effect", Sub: "a", Groups: []string{"readers"}, Tool: "list_vms", Expect: "deny"},
+		{Case: "wrong missing scopes", Sub: "a", Groups: []string{"admins"}, Scopes: []string{}, Tool: "delete_vm", Args: map[string]any{"vm_name": "x"}, Expect: "deny", MissingScopes: []string{"vm:other"}},
+		{Case: "wrong visibility", Sub: "a", Groups: []string{"readers"}, Tool: "list_vms", Expect: "allow", Visible: &no},
+		{Case: "bad expect", Sub: "a", Tool: "list_vms", Expect: "permit"},
+		{Case: "tool and name differ", Sub: "a", Tool: "a", Name: "b", Expect: "deny"},
+		{Case: "args not a mapping", Sub: "a", Tool: "a", Args: []any{1}, Expect: "deny"},
+		{Case: "args as JSON text", Sub: "a", Groups: []string{"operators"}, Tool: "power_on", Args: `{"cpus": 64}`, Expect: "deny"},
+		{Case: "bad ref", Sub: "a", Method: "completion/complete", Ref: "tool", Name: "x", Expect: "deny"},
+	}
+	var got []bool
+	for _, r := range RunTests(e, cases) {
+		got = append(got, r.Pass)
+		if !r.Pass && r.Problem == "" {
+			t.Errorf("%s failed without a problem", r.Case.Case)
+		}
+	}
+	if diff := cmp.Diff([]bool{true, false, false, false, false, false, false, true, false}, got); diff != "" {
+		t.Errorf("pass/fail (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadTests(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"ok.yaml":       "policy: p.yaml\ncases:\n  - {sub: a, tool: x, expect: deny}\n",
+		"nopolicy.yaml": "cases:\n  - {sub: a, tool: x, expect: deny}\n",
+		"nocases.yaml":  "policy: p.yaml\n",
+		"typo.yaml":     "policy: p.yaml\ncases:\n  - {sub: a, tool: x, expected: deny}\n",
+	} {
+		writeFile(t, filepath.Join(dir, name), content)
+	}
+	tf, policy, err := LoadTests(filepath.Join(dir, "ok.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policy != filepath.Join(dir, "p.yaml") || len(tf.Cases) != 1 {
+		t.Errorf("policy %q, %d cases", policy, len(tf.Cases))
+	}
+	for _, bad := range []string{"nopolicy.yaml", "nocases.yaml", "typo.yaml", "missing.yaml"} {
+		if _, _, err := LoadTests(filepath.Join(dir, bad)); err == nil {
+			t.Errorf("LoadTests(%s) accepted", bad)
+		}
+	}
+}
+
+func TestHolder(t *testing.T) {
+	e1 := mustCompile(t, testConfig())
+	h := NewHolder(e1)
+	if h.Load() != e1 {
+		t.Fatal("Load does not return the stored engine")
+	}
+	h.Store(nil)
+	if h.Load() != e1 {
+		t.Fatal("Store(nil) replaced the engine")
+	}
+	e2 := mustCompile(t, Config{})
+	h.Store(e2)
+	if h.Load() != e2 {
+		t.Fatal("Store did not replace the engine")
+	}
+}
+
+func TestWatch(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "policy.yaml")
+	writeFile(t, f, "roles: {}\n")
+	var reloads atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		Watch(ctx, 10*time.Millisecond, func() { reloads.Add(1) }, f)
+		close(done)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if n := reloads.Load(); n != 0 {
+		t.Fatalf("%d reloads without a change", n)
+	}
+	writeFile(t, f, "roles: {r: {tools: [x]}}\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for reloads.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if reloads.Load() == 0 {
+		t.Fatal("no reload after the file changed")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch did not return after cancel")
+	}
+}
