@@ -85,13 +85,17 @@ func TestHarnessExternal(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRun(t, rep, o.Scenarios)
-	if len(rep.Processes) != 3 || len(rep.Startup) != 2 {
-		t.Errorf("processes %d, start-ups %d; want 3 and 2", len(rep.Processes), len(rep.Startup))
+	if len(rep.Processes) != 4 || len(rep.Startup) != 2 {
+		t.Errorf("processes %d, start-ups %d; want 4 and 2", len(rep.Processes), len(rep.Startup))
 	}
-	for _, p := range rep.Processes[1:] { // the backend's peak is taken on its own runs
-		if p.PID == os.Getpid() || p.Peak[scenarioCall].RSS == 0 {
+	for _, p := range rep.Processes {
+		if p.PID == os.Getpid() && p.Name != procHarness || p.Peak[scenarioCall].RSS == 0 {
 			t.Errorf("%s: pid %d, peak %+v", p.Name, p.PID, p.Peak)
 		}
+	}
+	m := rep.Results[scenarioCall][targetMcpgate]
+	if d, ok := m.cpuPerRequest(procMcpgate); !ok || d <= 0 {
+		t.Errorf("mcpgate CPU per request = %v, %v", d, ok)
 	}
 }
 
