@@ -130,7 +130,7 @@ func quickstart(ctx context.Context, out io.Writer, dataDir, listen string) erro
 		fmt.Fprintf(out, "  users: alice (admin), bob (reader); passwords were printed at first start (delete %s to reset)\n", abs)
 	}
 	fmt.Fprintf(out, "  audit:     %s/audit.log   (verify: mcpgate audit verify %s/audit.log)\n\n", abs, abs)
-	return serve(ctx, cfg, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
+	return serve(ctx, cfg, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
 }
 
 func loadOrCreateKey(path string) (string, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/server"
 )
 
@@ -51,7 +52,7 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, f.load)
+			return serve(cmd.Context(), cfg, f.path, f.load)
 		},
 	}
 	f.register(cmd)
@@ -68,7 +69,9 @@ func newLogger(cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Config, error)) error {
+// serve runs the gateway until SIGTERM/SIGINT. The policy is reloaded, without
+// dropping connections, on SIGHUP and when the config or policy files change.
+func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() (*config.Config, error)) error {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -80,20 +83,26 @@ func serve(ctx context.Context, cfg *config.Config, reload func() (*config.Confi
 	}
 	defer srv.Close()
 
+	reload := func() {
+		next, err := load()
+		if err == nil {
+			err = srv.ReloadPolicy(next.Policy)
+		}
+		if err != nil {
+			log.Error("policy reload failed; keeping the previous policy", "err", err)
+		}
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			next, err := reload()
-			if err == nil {
-				err = srv.ReloadPolicy(next.Policy)
-			}
-			if err != nil {
-				log.Error("policy reload failed; keeping the previous policy", "err", err)
-			}
+			reload()
 		}
 	}()
+	if cfgPath != "" {
+		go policy.Watch(ctx, 0, reload, append([]string{cfgPath}, cfg.Policy.Files()...)...)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -21,7 +21,7 @@ func TestShippedExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Parse(raw, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, Overrides{}); err != nil {
+			if _, err := parse(raw, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, Overrides{}, filepath.Dir(f)); err != nil {
 				t.Errorf("%s: %v", f, err)
 			}
 		})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -24,15 +25,21 @@ func Load(path string, flags Overrides) (*Config, error) {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
 	}
-	return Parse(raw, os.LookupEnv, flags)
+	return parse(raw, os.LookupEnv, flags, filepath.Dir(path))
 }
 
-// Parse is Load on bytes; lookup resolves environment variables.
+// Parse is Load on bytes; lookup resolves environment variables. Relative
+// file paths in the config are relative to the working directory.
 func Parse(raw []byte, lookup func(string) (string, bool), flags Overrides) (*Config, error) {
+	return parse(raw, lookup, flags, "")
+}
+
+func parse(raw []byte, lookup func(string) (string, bool), flags Overrides, dir string) (*Config, error) {
 	cfg, keyProblems, err := decode(raw, lookup)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Policy.SetBaseDir(dir) // policy.file and cedar_file are relative to the config file
 	if err := ApplyEnv(cfg, lookup); err != nil {
 		return nil, err
 	}
