@@ -29,21 +29,21 @@ const RuleDefaultDeny = "default-deny"
 // Request is one JSON-RPC message to authorize. Build it with RequestFor.
 type Request struct {
 	// Method is the JSON-RPC method; "" only for a client response.
-	Method string
+	Method string `json:"method,omitempty"`
 	// Backend is the name of the backend the message goes to.
-	Backend string
+	Backend string `json:"backend,omitempty"`
 	// Name is the tool name, prompt name or resource URI the method acts on
 	// (for completion/complete: the referenced prompt or resource template).
-	Name string
+	Name string `json:"name,omitempty"`
 	// Arguments are the call's arguments (a JSON object) or nil.
-	Arguments json.RawMessage
+	Arguments json.RawMessage `json:"arguments,omitempty"`
 	// RefKind is mcp.RefPrompt or mcp.RefResource for completion/complete.
-	RefKind string
+	RefKind string `json:"ref,omitempty"`
 	// Subscriptions are the resource URIs of a subscriptions/listen request.
-	Subscriptions []string
+	Subscriptions []string `json:"subscriptions,omitempty"`
 	// Response marks a JSON-RPC response sent by the client (to a server
 	// request such as sampling/createMessage); it carries no method.
-	Response bool
+	Response bool `json:"response,omitempty"`
 }
 
 // RequestFor builds the Request for a decoded message bound for backend.
@@ -63,19 +63,19 @@ func RequestFor(backend string, c *mcp.Call) Request {
 type Decision struct {
 	// Allow says whether to let the message through. In shadow mode it is
 	// true even when the policy denies (then Effect is "would_deny").
-	Allow bool
+	Allow bool `json:"allow"`
 	// Effect is "allow", "deny" or "would_deny".
-	Effect string
+	Effect string `json:"effect"`
 	// Rule names what decided, e.g. "role:operator tools:power_*",
 	// "cedar:protect-prod", "tool_scopes:delete_*", "methods.allow:ping",
 	// "default-deny".
-	Rule string
+	Rule string `json:"rule"`
 	// Reason is a human-readable explanation that names what was asked for
 	// and what is missing. It is safe to show to the caller.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// MissingScopes lists the scopes that would make a scope-denied call
 	// succeed (then the gateway answers 403 insufficient_scope).
-	MissingScopes []string
+	MissingScopes []string `json:"missing_scopes,omitempty"`
 }
 
 // kinds of named targets.

@@ -11,40 +11,40 @@ import (
 // Explanation says why a request was allowed or denied and what would
 // change the outcome ("why can't alice call delete_vm?").
 type Explanation struct {
-	Request  Request
-	Decision Decision
+	Request  Request  `json:"request"`
+	Decision Decision `json:"decision"`
 	// Principal is the caller's identity key (issuer#subject).
-	Principal string
-	Groups    []string
+	Principal string   `json:"principal"`
+	Groups    []string `json:"groups,omitempty"`
 	// UnknownGroups are groups of the caller that confer no role.
-	UnknownGroups []string
+	UnknownGroups []string `json:"unknown_groups,omitempty"`
 	// Roles are the caller's roles and how each was obtained.
-	Roles []RoleSource
+	Roles []RoleSource `json:"roles,omitempty"`
 	// Matches are all role patterns that match the target.
-	Matches []string
+	Matches []string `json:"matches,omitempty"`
 	// RequiredScopes are the scopes the target needs (tools only);
 	// Scopes are those available, from the token or the fallback.
-	RequiredScopes []string
-	Scopes         []string
-	ScopesFrom     string // "token" or "fallback_scopes"
+	RequiredScopes []string `json:"required_scopes,omitempty"`
+	Scopes         []string `json:"scopes"`
+	ScopesFrom     string   `json:"scopes_from"` // "token" or "fallback_scopes"
 	// Rules are the Cedar rules whose scope applies to the target.
-	Rules []RuleResult
+	Rules []RuleResult `json:"rules,omitempty"`
 	// Suggestions say what would change a denial.
-	Suggestions []string
+	Suggestions []string `json:"suggestions,omitempty"`
 }
 
 // RoleSource is one role of a principal and where it came from.
 type RoleSource struct {
-	Role string
-	Via  []string
+	Role string   `json:"role"`
+	Via  []string `json:"via"`
 }
 
 // RuleResult is how one applicable Cedar rule evaluated.
 type RuleResult struct {
-	ID      string
-	Effect  string // permit | forbid
-	Matched bool
-	Error   string
+	ID      string `json:"id"`
+	Effect  string `json:"effect"` // permit | forbid
+	Matched bool   `json:"matched"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Explain decides req like Decide and explains the decision.
@@ -155,8 +155,11 @@ func (e *Engine) suggest(x *Explanation, req Request) []string {
 // grantSuggestions names roles that would grant the target and the groups
 // that confer them.
 func (e *Engine) grantSuggestions(k kind, backend, name string) []string {
+	// Least privilege first: roles that include fewer roles come first.
+	roles := sortedKeys(e.roles)
+	slices.SortStableFunc(roles, func(a, b string) int { return len(e.roles[a].closure) - len(e.roles[b].closure) })
 	var out []string
-	for _, role := range sortedKeys(e.roles) {
+	for _, role := range roles {
 		grants := false
 		for _, r := range e.roles[role].closure {
 			cr := e.roles[r]

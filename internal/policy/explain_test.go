@@ -39,10 +39,11 @@ func TestExplain(t *testing.T) {
 			}},
 		{"denied: which roles and groups would grant it", e.Explain(user("a", "readers"), call("power_on", `{"cpus":1}`)),
 			func(t *testing.T, x *Explanation) {
+				// Least privileged first.
 				want := []string{
-					"grant role admin via group admins",
 					"grant role breakglass (no group confers it; add it to policy.groups or policy.users)",
 					"grant role operator via group admins or operators",
+					"grant role admin via group admins",
 				}
 				if diff := cmp.Diff(want, x.Suggestions); diff != "" {
 					t.Errorf("suggestions (-want +got):\n%s", diff)
@@ -226,5 +227,60 @@ func TestWatch(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Watch did not return after cancel")
+	}
+}
+
+func TestWithoutArguments(t *testing.T) {
+	tests := []struct {
+		rule string
+		want string // the variant's Cedar text; "" when dropped
+	}{
+		{`permit (principal, action, resource) when { context.arguments.x == 1 };`,
+			`permit ( principal, action, resource );`},
+		{`permit (principal, action, resource) when { context.backend == "b" } when { context.arguments.x == 1 };`,
+			`permit ( principal, action, resource ) when { context.backend == "b" };`},
+		{`permit (principal, action, resource) unless { context has arguments };`,
+			`permit ( principal, action, resource );`},
+		{`permit (principal, action, resource) when { context == {} };`,
+			`permit ( principal, action, resource );`},
+		{`permit (principal, action, resource) when { principal.sub == "a" && context.scopes.contains("s") };`,
+			`permit ( principal, action, resource ) when { principal.sub == "a" && context.scopes.contains("s") };`},
+		{`forbid (principal, action, resource) when { context.arguments.x == 1 };`, ""},
+		{`forbid (principal, action, resource) when { principal.sub == "m" } unless { context.arguments has dry_run };`, ""},
+		{`forbid (principal, action, resource) when { principal.sub == "m" };`,
+			`forbid ( principal, action, resource ) when { principal.sub == "m" };`},
+	}
+	for _, tt := range tests {
+		e := mustCompile(t, Config{Rules: []string{tt.rule}})
+		v := e.cedar[0].anyArgs
+		got := ""
+		if v != nil {
+			got = strings.Join(strings.Fields(string(v.MarshalCedar())), " ")
+		}
+		if got != tt.want {
+			t.Errorf("%s\n got  %q\n want %q", tt.rule, got, tt.want)
+		}
+	}
+}
+
+func TestRunTestFile(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.yaml"), "roles: {r: {tools: [a]}}\ngroups: {g: [r]}\n")
+	writeFile(t, filepath.Join(dir, "t.yaml"), "policy: p.yaml\ncases:\n"+
+		"  - {case: ok, sub: u, groups: [g], tool: a, expect: allow}\n"+
+		"  - {case: wrong, sub: u, groups: [g], tool: b, expect: allow}\n")
+	var out strings.Builder
+	failed, err := RunTestFile(filepath.Join(dir, "t.yaml"), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "PASS  ok: allow (role:r tools:a)\nFAIL  wrong: got deny (default-deny), want allow\n1 passed, 1 failed\n"
+	if failed != 1 || out.String() != want {
+		t.Errorf("failed=%d, output:\n%s\nwant:\n%s", failed, out.String(), want)
+	}
+	writeFile(t, filepath.Join(dir, "bad.yaml"), "policy: p2.yaml\ncases: [{sub: u, tool: a, expect: allow}]\n")
+	writeFile(t, filepath.Join(dir, "p2.yaml"), "roles: {r: {inherits: [r]}}\n")
+	if _, err := RunTestFile(filepath.Join(dir, "bad.yaml"), &out); err == nil || !strings.Contains(err.Error(), "inheritance cycle") {
+		t.Errorf("invalid policy: err = %v", err)
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
@@ -130,25 +132,51 @@ func (c *TestCase) Request() (Request, error) {
 	default:
 		return req, fmt.Errorf("ref must be %q or %q", mcp.RefPrompt, mcp.RefResource)
 	}
-	if c.Args != nil {
-		args := c.Args
-		if s, ok := args.(string); ok { // args given as a JSON text
-			var v any
-			if err := json.Unmarshal([]byte(s), &v); err != nil {
-				return req, fmt.Errorf("args: %w", err)
-			}
-			args = v
+	switch args := c.Args.(type) {
+	case nil:
+	case string: // a JSON text, used as is (duplicate names are errors)
+		v := jsontext.Value(args)
+		if !v.IsValid() || v.Kind() != '{' {
+			return req, fmt.Errorf("args must be a JSON object without duplicate names")
 		}
-		if _, ok := args.(map[string]any); !ok {
-			return req, fmt.Errorf("args must be a mapping")
-		}
+		req.Arguments = json.RawMessage(args)
+	case map[string]any:
 		b, err := json.Marshal(args)
 		if err != nil {
 			return req, fmt.Errorf("args: %w", err)
 		}
 		req.Arguments = b
+	default:
+		return req, fmt.Errorf("args must be a mapping")
 	}
 	return req, nil
+}
+
+// RunTestFile runs the test table at path against the policy it names and
+// writes one line per case and a summary ("N passed, M failed") to w. It
+// returns the number of failed cases.
+func RunTestFile(path string, w io.Writer) (int, error) {
+	tf, policyPath, err := LoadTests(path)
+	if err != nil {
+		return 0, err
+	}
+	cfg, err := LoadFile(policyPath)
+	if err != nil {
+		return 0, err
+	}
+	e, err := Compile(*cfg)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", policyPath, err)
+	}
+	failed := 0
+	for _, r := range RunTests(e, tf.Cases) {
+		if !r.Pass {
+			failed++
+		}
+		fmt.Fprintln(w, r)
+	}
+	fmt.Fprintf(w, "%d passed, %d failed\n", len(tf.Cases)-failed, failed)
+	return failed, nil
 }
 
 // RunTests runs every case against e.
