@@ -228,14 +228,19 @@ func decodeStrict(node *yaml.Node, v any) error {
 	return dec.Decode(v)
 }
 
-// Files lists the files this policy is read from (File, CedarFile), for
-// watching them for changes.
+// Files lists the files this policy is read from, for watching them for
+// changes: File and CedarFile, and the CedarFile named inside File.
 func (c *Config) Files() []string {
 	var out []string
-	for _, f := range []string{c.File, c.CedarFile} {
-		if f != "" {
-			out = append(out, c.path(f))
+	if c.File != "" {
+		f := c.path(c.File)
+		out = append(out, f)
+		if inner, err := LoadFile(f); err == nil {
+			out = append(out, inner.Files()...)
 		}
+	}
+	if c.CedarFile != "" {
+		out = append(out, c.path(c.CedarFile))
 	}
 	return out
 }

@@ -276,6 +276,12 @@ func TestLoadFile(t *testing.T) {
 		t.Errorf("full config: got %+v", cfg)
 	}
 
+	outer := Config{File: "policy.yaml"}
+	outer.SetBaseDir(dir)
+	if diff := cmp.Diff([]string{standalone, filepath.Join(dir, "rules.cedar")}, outer.Files()); diff != "" {
+		t.Errorf("Files through file: (-want +got):\n%s", diff)
+	}
+
 	// Compile follows policy.file relative to the config's directory.
 	e, err = Compile(Config{File: "indirect.yaml", dir: dir})
 	if err != nil {
