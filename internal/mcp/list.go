@@ -114,10 +114,23 @@ func offsetIn(b, sub []byte) int {
 }
 
 // ListFilter filters the responses to the list requests of one client
-// message, matching responses to requests by id.
+// message, matching responses to requests by id (Decode guarantees that the
+// requests of a batch have distinct ids), or every list-shaped response of a
+// stream (NewStreamListFilter).
 type ListFilter struct {
 	pending map[string]string // IDKey → list method
+	all     bool              // filter every response by the shape of its result
 	keep    func(method, name string) bool
+}
+
+// NewStreamListFilter returns a filter for a stream that answers no request
+// of its own: the standalone GET stream and resumed streams of MCP
+// 2025-03-26 to 2025-11-25, on which a response to an earlier request may be
+// replayed. Since no request says which responses are lists, every response
+// whose result holds "tools", "prompts", "resources" or
+// "resourceTemplates" is filtered as the corresponding list.
+func NewStreamListFilter(keep func(method, name string) bool) *ListFilter {
+	return &ListFilter{all: true, keep: keep}
 }
 
 // NewListFilter returns a filter for the list requests in m, or nil when m
@@ -190,6 +203,16 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 	if !ok {
 		return msg
 	}
+	if f.all {
+		for _, method := range listMethodOrder {
+			out, err := FilterList(msg, method, func(name string) bool { return f.keep(method, name) })
+			if err != nil {
+				return nil
+			}
+			msg = out
+		}
+		return msg
+	}
 	method, ok := f.pending[IDKey(id)]
 	if !ok {
 		return msg
@@ -200,3 +223,6 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 	}
 	return out
 }
+
+// listMethodOrder is the list methods in a fixed order.
+var listMethodOrder = []string{"tools/list", "prompts/list", "resources/list", "resources/templates/list"}

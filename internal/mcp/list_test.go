@@ -240,3 +240,22 @@ func BenchmarkFilterList100(b *testing.B) {
 		}
 	}
 }
+
+func TestStreamListFilter(t *testing.T) {
+	f := NewStreamListFilter(func(method, name string) bool { return name == "ok" })
+	tests := []struct{ name, in, want string }{
+		{"replayed tools response", `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"ok"},{"name":"no"}]}}`, `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"ok"}]}}`},
+		{"resources by uri", `{"jsonrpc":"2.0","id":9,"result":{"resources":[{"uri":"no"}],"nextCursor":"c"}}`, `{"jsonrpc":"2.0","id":9,"result":{"resources":[],"nextCursor":"c"}}`},
+		{"templates", `{"jsonrpc":"2.0","id":9,"result":{"resourceTemplates":[{"uriTemplate":"ok"},{"uriTemplate":"no"}]}}`, `{"jsonrpc":"2.0","id":9,"result":{"resourceTemplates":[{"uriTemplate":"ok"}]}}`},
+		{"other result untouched", `{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"no"}]}}`, `{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"no"}]}}`},
+		{"server request untouched", `{"jsonrpc":"2.0","id":9,"method":"roots/list"}`, `{"jsonrpc":"2.0","id":9,"method":"roots/list"}`},
+	}
+	for _, tt := range tests {
+		if got := string(f.Rewrite([]byte(tt.in))); got != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	if got := f.Rewrite([]byte(`{"jsonrpc":"2.0","id":9,"result":{"prompts":"all"}}`)); got != nil {
+		t.Errorf("malformed list passed: %s", got)
+	}
+}

@@ -130,12 +130,23 @@ func Decode(body []byte) (*Message, error) {
 			return nil, errorf(CodeInvalidRequest, "batch has %d messages, more than %d", len(elems), MaxBatch)
 		}
 		m := &Message{Batch: true, Calls: make([]Call, len(elems))}
+		ids := make(map[string]bool, len(elems))
 		for i, e := range elems {
 			c, err := decodeCall(e)
 			if err != nil {
 				err.ID = nil // per-element ids cannot label a whole-body error
 				err.Message = fmt.Sprintf("batch element %d: %s", i, err.Message)
 				return nil, err
+			}
+			// Responses are matched to requests by id: two requests sharing
+			// an id (even loosely, 1 and "1") would make a filtered list
+			// response ambiguous.
+			if c.ID != nil && !c.IsResponse {
+				k := IDKey(c.ID)
+				if ids[k] {
+					return nil, errorf(CodeInvalidRequest, "batch element %d: duplicate request id", i)
+				}
+				ids[k] = true
 			}
 			m.Calls[i] = c
 		}

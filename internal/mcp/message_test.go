@@ -174,6 +174,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"batch too large", bigBatch.String(), CodeInvalidRequest, nil},
 		{"batch element not an object", `[{"jsonrpc":"2.0","method":"ping","id":1},2]`, CodeInvalidRequest, nil},
 		{"batch element invalid", `[{"jsonrpc":"2.0","method":"ping","id":1},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{}}]`, CodeInvalidParams, nil},
+		{"duplicate request ids in a batch", `[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"1","method":"prompts/list"}]`, CodeInvalidRequest, nil},
 		{"nested batch", `[[{"jsonrpc":"2.0","method":"ping","id":1}]]`, CodeInvalidRequest, nil},
 		{"missing jsonrpc", `{"id":1,"method":"ping"}`, CodeInvalidRequest, raw(`1`)},
 		{"wrong jsonrpc", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, CodeInvalidRequest, raw(`1`)},
