@@ -163,7 +163,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 	c2 := *c
 	c2.SetDefaults()
-	_, _ = compileConfig(&c2, path, p)
+	compileConfig(&c2, path, p)
 }
 
 // LoadFile reads a policy from a YAML file: a file whose top level is the

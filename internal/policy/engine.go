@@ -140,7 +140,7 @@ type methodRule struct {
 
 // Engine is a compiled policy. It is immutable and safe for concurrent use.
 type Engine struct {
-	cfg        Config
+	mode       string
 	shadow     bool
 	roles      map[string]*compiledRole
 	groups     map[string][]string
@@ -168,7 +168,7 @@ func Compile(cfg Config) (*Engine, error) {
 	}
 	cfg.SetDefaults()
 	var p validate.Problems
-	e, _ := compileConfig(&cfg, "policy", &p)
+	e := compileConfig(&cfg, "policy", &p)
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
@@ -176,15 +176,14 @@ func Compile(cfg Config) (*Engine, error) {
 }
 
 // compileConfig builds the engine, reporting problems under path.
-func compileConfig(c *Config, path string, p *validate.Problems) (*Engine, bool) {
+func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 	e := &Engine{
-		cfg:      *c,
+		mode:     c.Mode,
 		shadow:   c.Mode == ModeShadow,
 		roles:    make(map[string]*compiledRole, len(c.Roles)),
 		groups:   c.Groups,
 		fallback: slices.Clone(c.FallbackScopes),
 	}
-	before := len(p.List())
 	switch c.Mode {
 	case ModeEnforce, ModeShadow:
 	default:
@@ -237,7 +236,7 @@ func compileConfig(c *Config, path string, p *validate.Problems) (*Engine, bool)
 	e.allow = compileMethods(validate.Join(path, "methods", "allow"), "methods.allow", c.Methods.Allow, true, p)
 	e.deny = compileMethods(validate.Join(path, "methods", "deny"), "methods.deny", c.Methods.Deny, false, p)
 	e.cedar = loadCedar(c, path, p)
-	return e, len(p.List()) == before
+	return e
 }
 
 func checkScopes(at string, scopes []string, p *validate.Problems) {
@@ -337,10 +336,8 @@ func compileMethods(at, src string, pats []string, allow bool, p *validate.Probl
 }
 
 // Mode returns "enforce" or "shadow".
-func (e *Engine) Mode() string { return e.cfg.Mode }
+func (e *Engine) Mode() string { return e.mode }
 
-// Config returns the configuration the engine was compiled from.
-func (e *Engine) Config() Config { return e.cfg }
 
 // resolved is a principal's roles and Cedar entity, cached per identity.
 type resolved struct {
