@@ -338,7 +338,6 @@ func compileMethods(at, src string, pats []string, allow bool, p *validate.Probl
 // Mode returns "enforce" or "shadow".
 func (e *Engine) Mode() string { return e.mode }
 
-
 // resolved is a principal's roles and Cedar entity, cached per identity.
 type resolved struct {
 	roles    []string            // sorted, inheritance included
