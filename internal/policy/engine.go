@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,7 +182,7 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 		mode:     c.Mode,
 		shadow:   c.Mode == ModeShadow,
 		roles:    make(map[string]*compiledRole, len(c.Roles)),
-		groups:   c.Groups,
+		groups:   make(map[string][]string, len(c.Groups)),
 		fallback: slices.Clone(c.FallbackScopes),
 	}
 	switch c.Mode {
@@ -207,6 +208,7 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 	}
 	for _, g := range sortedKeys(c.Groups) {
 		checkRoleRefs(validate.Join(path, "groups", g), c.Groups[g])
+		e.groups[g] = slices.Clone(c.Groups[g]) // the engine must not change with its config
 	}
 	for _, u := range sortedKeys(c.Users) {
 		at := validate.Join(path, "users", u)
@@ -216,7 +218,7 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 			continue
 		}
 		checkRoleRefs(at, c.Users[u])
-		e.users = append(e.users, userGrant{raw: u, key: k, roles: c.Users[u]})
+		e.users = append(e.users, userGrant{raw: u, key: k, roles: slices.Clone(c.Users[u])})
 	}
 	for _, pat := range sortedKeys(c.ToolScopes) {
 		at := validate.Join(path, "tool_scopes", pat)
@@ -369,29 +371,37 @@ func (e *Engine) resolve(p *authn.Principal) *resolved {
 	if p == nil {
 		p = anonymous
 	}
+	// Every field is length-prefixed, so no choice of claim values (a
+	// group containing a separator, say) can make two principals share a key.
 	var kb strings.Builder
-	kb.Grow(len(p.Issuer) + len(p.Subject) + len(p.Email) + 16*len(p.Groups))
-	kb.WriteString(p.Issuer)
-	kb.WriteByte(0)
-	kb.WriteString(p.Subject)
-	kb.WriteByte(0)
-	if p.EmailVerified {
-		kb.WriteString(p.Email)
+	kb.Grow(len(p.Issuer) + len(p.Subject) + len(p.Email) + 16*(len(p.Groups)+len(p.Scopes)) + 64)
+	field := func(s string) {
+		kb.WriteString(strconv.Itoa(len(s)))
+		kb.WriteByte(':')
+		kb.WriteString(s)
 	}
-	kb.WriteByte(0)
-	kb.WriteString(p.Username)
-	kb.WriteByte(0)
-	kb.WriteString(p.ClientID)
+	field(p.Issuer)
+	field(p.Subject)
+	if p.EmailVerified {
+		field(p.Email)
+	} else {
+		field("")
+	}
+	field(p.Username)
+	field(p.ClientID)
+	kb.WriteString(strconv.Itoa(len(p.Groups)))
+	kb.WriteByte('g')
 	for _, g := range p.Groups {
-		kb.WriteByte(0)
-		kb.WriteString(g)
+		field(g)
 	}
 	// Scopes are part of the key: nil (no scope claim) differs from empty.
-	if p.Scopes != nil {
-		kb.WriteByte(1)
+	if p.Scopes == nil {
+		kb.WriteByte('-')
+	} else {
+		kb.WriteString(strconv.Itoa(len(p.Scopes)))
+		kb.WriteByte('s')
 		for _, sc := range p.Scopes {
-			kb.WriteByte(0)
-			kb.WriteString(sc)
+			field(sc)
 		}
 	}
 	key := kb.String()

@@ -456,3 +456,31 @@ func TestRequestFor(t *testing.T) {
 		}
 	}
 }
+
+// Group names are claim values: one containing a separator must not make
+// two principals share a cached resolution.
+func TestRoleCacheKeyIsUnambiguous(t *testing.T) {
+	e := mustCompile(t, testConfig())
+	if d := e.Decide(user("u", "readers", "operators"), call("power_off", "")); !d.Allow {
+		t.Fatalf("setup: %+v", d)
+	}
+	for _, g := range []string{"readers\x00operators", "readers\x00\x00operators", "7:readers9:operators"} {
+		if d := e.Decide(user("u", g), call("power_off", "")); d.Allow {
+			t.Errorf("group %q got another principal's roles: %+v", g, d)
+		}
+	}
+}
+
+// Changing the config after Compile does not change the engine.
+func TestEngineIndependentOfConfig(t *testing.T) {
+	c := testConfig()
+	e := mustCompile(t, c)
+	c.Groups["readers"][0] = "admin"
+	c.Users["plain-subject"][0] = "admin"
+	if d := e.Decide(user("a", "readers"), call("run_x", "")); d.Allow || d.Rule != RuleDefaultDeny {
+		t.Errorf("config change leaked into the engine: %+v", d)
+	}
+	if d := e.Decide(user("plain-subject"), call("run_x", "")); d.Allow || d.Rule != RuleDefaultDeny {
+		t.Errorf("config change leaked into the engine: %+v", d)
+	}
+}
