@@ -79,8 +79,9 @@
 // call method with the arguments unknown: an item is listed when a call
 // with some arguments could be allowed. Cedar conditions that read
 // context.arguments are treated as satisfiable for permit rules and as
-// avoidable for forbid rules (cedar-go's batch evaluation with the
-// arguments ignored); every other condition is evaluated. So an item is
+// avoidable for forbid rules (the semantics of cedar-go's batch evaluation
+// with the arguments ignored, precomputed per rule); every other condition
+// is evaluated. So an item is
 // listed if it is role-permitted (or a permit rule could grant it), not
 // unconditionally forbidden, and its scopes are present. Resource templates
 // are matched by their uriTemplate string.
