@@ -63,6 +63,11 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' 
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; FAILED_STEPS+=(gofmt); fi
 go vet ./... || FAILED_STEPS+=(vet)
 
+step "policy tables of the shipped examples (mcpgate policy test)"
+for table in examples/policies/*.test.yaml; do
+  go run ./cmd/mcpgate policy test "$table" | tail -1 || FAILED_STEPS+=("policy-test:$table")
+done
+
 # ---------------------------------------------------------------- go tests
 step "go test ./..."
 export MCPGATE_E2E_REQUIRED=1 # tests needing node/chromium fail instead of skipping
