@@ -144,12 +144,14 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		ctx = g.withListFilter(ctx, x.msg, p)
-	case http.MethodGet, http.MethodDelete:
-		// GET opens the server-to-client stream, DELETE ends a session; both
-		// carry no tool name and need only authentication.
-		if r.Method == http.MethodDelete {
-			defer g.sessions.forget(sessionID)
-		}
+	case http.MethodGet:
+		// GET opens the server-to-client stream (or resumes one), which may
+		// replay responses to earlier list requests: filter every list
+		// result on it.
+		ctx = g.withStreamFilter(ctx, p)
+	case http.MethodDelete:
+		// DELETE ends a session; it names no tool and needs only authentication.
+		defer g.sessions.forget(sessionID)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -305,6 +307,14 @@ func (g *gateway) withListFilter(ctx context.Context, msg *mcp.Message, p *authn
 	if f == nil {
 		return ctx
 	}
+	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return filterResponse(resp, f) })
+}
+
+// withStreamFilter filters list results on a GET stream.
+func (g *gateway) withStreamFilter(ctx context.Context, p *authn.Principal) context.Context {
+	engine := g.policy.Load()
+	backend := g.backend.Name
+	f := mcp.NewStreamListFilter(func(method, name string) bool { return engine.Visible(p, method, backend, name) })
 	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return filterResponse(resp, f) })
 }
 
