@@ -53,7 +53,9 @@ users: { "sub:anonymous": [reader] }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) }) }()
+	go func() {
+		done <- serve(ctx, cfg, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	url := "http://" + addr + "/mcp"
 	for i := 0; i < 50; i++ {
