@@ -128,7 +128,18 @@ type report struct {
 	Processes []*process
 	Startup   []time.Duration // mcpgate process start → /healthz 200
 	Profiles  []string
+	LogDir    string // the processes' logs, kept when requests failed
 	pprof     map[string]string // target → pprof base URL of its process (external profiling)
+}
+
+func (r *report) errors() int {
+	n := 0
+	for _, byTarget := range r.Results {
+		for _, res := range byTarget {
+			n += res.Errors
+		}
+	}
+	return n
 }
 
 func (r *report) logf(format string, args ...any) {
@@ -154,10 +165,14 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 		for _, stop := range slices.Backward(stops) {
 			stop()
 		}
-		if err == nil {
-			os.RemoveAll(dir)
-		} else {
+		switch {
+		case err != nil:
 			err = fmt.Errorf("%w (logs kept in %s)", err, dir)
+		case rep.errors() > 0:
+			rep.LogDir = dir
+			rep.logf("requests failed: logs kept in %s", dir)
+		default:
+			os.RemoveAll(dir)
 		}
 	}()
 

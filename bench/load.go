@@ -370,7 +370,8 @@ func runLoad(ctx context.Context, client *http.Client, url string, tokens []stri
 				if err != nil {
 					w.errors++
 					if w.firstErr == nil {
-						w.firstErr = err
+						w.firstErr = fmt.Errorf("%w (at %s, request started %s after the warm-up began)",
+							err, t1.UTC().Format("15:04:05.000"), t0.Sub(start).Round(time.Millisecond))
 					}
 					time.Sleep(10 * time.Millisecond) // no error storm
 					continue
