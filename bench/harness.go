@@ -128,7 +128,7 @@ type report struct {
 	Processes []*process
 	Startup   []time.Duration // mcpgate process start → /healthz 200
 	Profiles  []string
-	LogDir    string // the processes' logs, kept when requests failed
+	LogDir    string            // the processes' logs, kept when requests failed
 	pprof     map[string]string // target → pprof base URL of its process (external profiling)
 }
 
