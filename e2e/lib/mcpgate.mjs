@@ -1,0 +1,245 @@
+// Runs the real mcpgate binary for end-to-end tests: built once per test process from the work
+// tree (or taken from $MCPGATE_BIN), configured by a YAML file in a temp dir, listening on a free
+// 127.0.0.1 port, and restartable on the same port and data (SQLite file, audit log, config with
+// the same encryption_key).
+//
+//   const gw = await startMcpgate({ name: 'as', config: ({ base, dir }) => `auth: ...` });
+//   gw.base            // http://127.0.0.1:PORT (= public_url)
+//   await gw.restart(); await gw.stop();
+
+import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, startProcess, stopProcess } from './proc.mjs';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+let built;
+const tempDirs = [];
+
+/** A directory removed when the test process exits (best effort). */
+export async function tempDir(prefix = 'mcpgate-e2e-') {
+  const d = await mkdtemp(path.join(os.tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
+
+/** Removes every directory made by tempDir. */
+export async function cleanupTempDirs() {
+  await Promise.all(tempDirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+}
+
+/**
+ * The path of the mcpgate binary: $MCPGATE_BIN, else `go build -o <tmp>/mcpgate ./cmd/mcpgate`
+ * from the repository root, once per process.
+ * @returns {Promise<string>}
+ */
+export function buildMcpgate() {
+  built ??= (async () => {
+    if (process.env.MCPGATE_BIN) return process.env.MCPGATE_BIN;
+    const out = path.join(await tempDir('mcpgate-e2e-bin-'), 'mcpgate');
+    await run('go', ['build', '-o', out, './cmd/mcpgate'], { cwd: REPO_ROOT, timeoutMs: 300000 });
+    return out;
+  })();
+  return built;
+}
+
+/**
+ * Runs a command to completion. Rejects on a non-zero exit unless `allowFail`.
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {{cwd?: string, input?: string, env?: NodeJS.ProcessEnv, timeoutMs?: number, allowFail?: boolean}} [o]
+ * @returns {Promise<{code: number, stdout: string, stderr: string}>}
+ */
+export function run(cmd, args, o = {}) {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, timeout: o.timeoutMs ?? 60000, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+      if (code !== 0 && !o.allowFail) {
+        reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}${err?.killed ? ' (timeout)' : ''}\n${stderr}`));
+        return;
+      }
+      resolve({ code, stdout, stderr });
+    });
+    if (o.input !== undefined) child.stdin.end(o.input);
+  });
+}
+
+/** Runs `mcpgate ARGS…` with the built binary. */
+export async function mcpgateCLI(args, o = {}) {
+  return run(await buildMcpgate(), args, o);
+}
+
+/** A fresh 32-byte encryption key, base64. */
+export function randomKey() {
+  return crypto.randomBytes(32).toString('base64');
+}
+
+/** A bcrypt hash of `password` made by `mcpgate users hash-password` (cost 10: fast in tests). */
+export async function hashPassword(password) {
+  const { stdout } = await mcpgateCLI(['users', 'hash-password', '--cost', '10'], { input: password });
+  const h = stdout.trim();
+  if (!h.startsWith('$2')) throw new Error(`hash-password printed ${JSON.stringify(h)}`);
+  return h;
+}
+
+/** Polls `url` until it answers 200; fails at once when `proc` exits. */
+async function waitFor200(url, proc, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  proc.exited.then(() => {
+    exited = true;
+  });
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`${proc.name} exited before ${url} answered\n${proc.stderrTail()}`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      await res.body?.cancel();
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = err?.cause?.code ?? err.message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url}: not healthy within ${timeoutMs} ms (${last})\n${proc.stderrTail()}`);
+}
+
+/**
+ * @typedef {object} Gateway
+ * @property {string} name
+ * @property {string} base       public URL, http://127.0.0.1:PORT
+ * @property {number} port
+ * @property {string} dir        data directory (config, database, audit log)
+ * @property {string} configPath
+ * @property {string} auditPath  dir/audit.log (used when the config writes there)
+ * @property {import('./proc.mjs').Proc|undefined} proc  the running process
+ * @property {() => string} logs  the tail of the current process's stderr
+ * @property {() => Promise<{code: number|null, signal: string|null}|undefined>} stop  SIGTERM, wait for exit
+ * @property {() => Promise<void>} start    start again (same port, config and data)
+ * @property {() => Promise<void>} restart  stop + start
+ */
+
+/**
+ * Writes the config and starts `mcpgate serve --config F` on a free port.
+ * `config({base, dir, port})` returns the YAML without `listen`/`public_url` (they are added).
+ * @param {{name?: string, config: (o: {base: string, dir: string, port: number}) => string, env?: NodeJS.ProcessEnv,
+ *   timeoutMs?: number}} o
+ * @returns {Promise<Gateway>}
+ */
+export async function startMcpgate(o) {
+  const bin = await buildMcpgate();
+  const name = o.name ?? 'mcpgate';
+  const dir = await tempDir(`mcpgate-e2e-${name}-`);
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const configPath = path.join(dir, 'mcpgate.yaml');
+  const text = `listen: 127.0.0.1:${port}\npublic_url: ${base}\n${o.config({ base, dir, port })}`;
+  await writeFile(configPath, text, { mode: 0o600 });
+  const inherit = process.env.E2E_DEBUG === '1';
+  /** @type {Gateway} */
+  const gw = {
+    name,
+    base,
+    port,
+    dir,
+    configPath,
+    auditPath: path.join(dir, 'audit.log'),
+    proc: undefined,
+    logs: () => gw.proc?.stderrTail() ?? '',
+    async start() {
+      if (gw.proc) throw new Error(`${name} is already running`);
+      const proc = startProcess(bin, ['serve', '--config', configPath], {
+        name,
+        cwd: dir,
+        env: { ...process.env, ...o.env },
+        inheritStderr: inherit,
+      });
+      gw.proc = proc;
+      proc.exited.then(() => {
+        if (gw.proc === proc) gw.proc = undefined;
+      });
+      try {
+        await waitFor200(`${base}/healthz`, proc, o.timeoutMs ?? 30000);
+      } catch (err) {
+        await stopProcess(proc);
+        throw err;
+      }
+    },
+    async stop() {
+      const p = gw.proc;
+      if (!p) return undefined;
+      const r = await stopProcess(p, 10000);
+      gw.proc = undefined;
+      return r;
+    },
+    async restart() {
+      await gw.stop();
+      await gw.start();
+    },
+  };
+  await gw.start();
+  return gw;
+}
+
+/**
+ * The go-sdk demo MCP server (`mcpgate demo-backend`): tools list_vms, get_vm, power_on_vm,
+ * delete_vm, echo, count.
+ * @returns {Promise<{url: string, port: number, proc: import('./proc.mjs').Proc, stop: () => Promise<unknown>}>}
+ */
+export async function startDemoBackend() {
+  const bin = await buildMcpgate();
+  const port = await freePort();
+  const proc = startProcess(bin, ['demo-backend', '--listen', `127.0.0.1:${port}`], { name: 'demo-backend' });
+  const url = `http://127.0.0.1:${port}/mcp`;
+  // The demo server answers GET /mcp without a session with 4xx: any answer means it listens.
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      await res.body?.cancel();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        await stopProcess(proc);
+        throw new Error(`demo-backend did not answer: ${err.message}\n${proc.stderrTail()}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return { url, port, proc, stop: () => stopProcess(proc) };
+}
+
+/**
+ * Records every fetch() made in this process (the MCP SDK, the OAuth helpers and the tests all use
+ * the global fetch): method, URL, the MCP-Protocol-Version header sent, status and the X-Request-Id
+ * of the response (status 0 and `error` when fetch failed).
+ * @returns {{calls: {method: string, url: URL, status: number, requestId: string|null, protocolVersion: string|null,
+ *   error?: string}[],
+ *   restore: () => void}}
+ */
+export function recordFetches() {
+  const orig = globalThis.fetch;
+  const calls = [];
+  globalThis.fetch = async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+    const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+    const call = { method, url, status: 0, requestId: null, protocolVersion: headers.get('mcp-protocol-version') };
+    calls.push(call);
+    try {
+      const res = await orig(input, init);
+      call.status = res.status;
+      call.requestId = res.headers.get('x-request-id');
+      return res;
+    } catch (err) {
+      call.error = err?.name ?? String(err); // e.g. AbortError: the client gave up before the response
+      throw err;
+    }
+  };
+  return { calls, restore: () => (globalThis.fetch = orig) };
+}
