@@ -7,11 +7,12 @@ import (
 	"unicode"
 )
 
-// lookupClaim finds a claim by name: first as a literal key (so
+// LookupClaim finds a claim by name (the claim-path syntax of every
+// *_claim setting, shared with the upstream IdP connectors): first as a literal key (so
 // "cognito:groups" or "https://example.com/roles" work as written), then as
 // a dotted path into nested objects ("realm_access.roles"); at each level a
 // key containing dots is tried before splitting further.
-func lookupClaim(m map[string]any, path string) (any, bool) {
+func LookupClaim(m map[string]any, path string) (any, bool) {
 	if v, ok := m[path]; ok {
 		return v, true
 	}
@@ -20,7 +21,7 @@ func lookupClaim(m map[string]any, path string) (any, bool) {
 			continue
 		}
 		if sub, ok := m[path[:i]].(map[string]any); ok {
-			if v, ok := lookupClaim(sub, path[i+1:]); ok {
+			if v, ok := LookupClaim(sub, path[i+1:]); ok {
 				return v, true
 			}
 		}
@@ -33,6 +34,10 @@ func stringClaim(m map[string]any, name string) string {
 	s, _ := m[name].(string)
 	return s
 }
+
+// GroupList reads a groups claim the same way in every mode: an array of
+// strings, or one string of names separated by spaces or commas.
+func GroupList(v any) []string { return listClaim(v, true) }
 
 // listClaim reads a claim holding either an array of strings or one string
 // of names separated by spaces (and, if commas is set, commas). Non-string
@@ -120,20 +125,20 @@ func principalFromClaims(claims map[string]any, cc *ClaimsConfig) *Principal {
 		p.ExpiresAt = exp
 	}
 	for _, name := range []string{cc.UsernameClaim, "username", "email", "sub"} {
-		if v, ok := lookupClaim(claims, name); ok {
+		if v, ok := LookupClaim(claims, name); ok {
 			if s, ok := v.(string); ok && s != "" {
 				p.Username = s
 				break
 			}
 		}
 	}
-	if v, ok := lookupClaim(claims, cc.ScopeClaim); ok {
+	if v, ok := LookupClaim(claims, cc.ScopeClaim); ok {
 		p.Scopes = listClaim(v, false)
 	} else if v, ok := claims["scp"]; ok {
 		p.Scopes = listClaim(v, false)
 	}
-	if v, ok := lookupClaim(claims, cc.GroupsClaim); ok {
-		p.Groups = listClaim(v, true)
+	if v, ok := LookupClaim(claims, cc.GroupsClaim); ok {
+		p.Groups = GroupList(v)
 	}
 	return p
 }

@@ -3,56 +3,26 @@ package idp
 import (
 	"encoding/base64"
 	"encoding/json"
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"slices"
 	"strings"
 )
 
-// claimAt follows a dotted path ("realm_access.roles") through nested JSON
-// objects. A key containing dots that exists verbatim at the top level wins
-// (some IdPs use URLs such as "https://example.com/groups" as claim names).
+// claimAt finds a claim by path, with the same syntax as the gateway's
+// token validation (authn.LookupClaim).
 func claimAt(claims map[string]any, path string) (any, bool) {
 	if path == "" || claims == nil {
 		return nil, false
 	}
-	if v, ok := claims[path]; ok {
-		return v, true
-	}
-	var cur any = claims
-	for part := range strings.SplitSeq(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[part]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
+	return authn.LookupClaim(claims, path)
 }
 
-// stringsAt returns the claim at path as a list of strings. It accepts an
-// array of strings or a single string; other shapes yield nothing.
+// stringsAt returns the claim at path as a list of strings, parsed like the
+// gateway parses groups (authn.GroupList), so a group claim means the same
+// in every auth mode.
 func stringsAt(claims map[string]any, path string) []string {
-	v, ok := claimAt(claims, path)
-	if !ok {
-		return nil
-	}
-	switch v := v.(type) {
-	case string:
-		if v == "" {
-			return nil
-		}
-		return []string{v}
-	case []any:
-		out := make([]string, 0, len(v))
-		for _, e := range v {
-			if s, ok := e.(string); ok && s != "" {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
+	v, _ := claimAt(claims, path)
+	return authn.GroupList(v)
 }
 
 // stringAt returns the claim at path if it is a non-empty string.
