@@ -3,9 +3,10 @@ package idp
 import (
 	"encoding/base64"
 	"encoding/json"
-	"github.com/mcpgate/mcpgate/internal/authn"
 	"slices"
 	"strings"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
 )
 
 // claimAt finds a claim by path, with the same syntax as the gateway's
