@@ -8,6 +8,7 @@
 //          (/everything/mcp); SQLite; restarted mid-run
 //   static authorization_server with built-in users (the quickstart's shape); backend demo
 //   rs     resource server (auth.mode jwt) for IdP tokens; tool_scopes for step-up
+//   stepup authorization_server with built-in users, scopes mcp + mcp:admin, tool_scopes; memory store
 //
 // Every request the tests send to an MCP endpoint is recorded (lib/mcpgate.mjs recordFetches) so
 // that the audit test can match the audit log against them, one record per request.
@@ -50,6 +51,7 @@ let everything;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let as;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let stat;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let rs;
+/** @type {import('./lib/mcpgate.mjs').Gateway} */ let stepup;
 let fetches;
 /** Every access and refresh token the tests saw: none may appear in an audit log. */
 const tokensSeen = new Set();
@@ -78,7 +80,7 @@ before(async () => {
 
   const asKey = randomKey();
   const [hAlice, hBob, hCarol] = await Promise.all(['alice-pw', 'bob-pw', 'carol-pw'].map(hashPassword));
-  [as, stat, rs] = await Promise.all([
+  [as, stat, rs, stepup] = await Promise.all([
     startMcpgate({
       name: 'as',
       config: ({ dir }) => `
@@ -163,6 +165,33 @@ backends:
 audit: { sink: file, path: ${dir}/audit.log }
 `,
     }),
+    startMcpgate({
+      name: 'stepup',
+      config: ({ dir }) => `
+encryption_key: ${randomKey()}
+shutdown_timeout: 5s
+auth:
+  mode: authorization_server
+  authorization_server:
+    scopes: [mcp, "mcp:admin"]
+    default_scopes: [mcp]
+    static_clients:
+      - { client_id: e2e-stepup, name: E2E step-up, redirect_uris: ["http://127.0.0.1/callback"] }
+    upstream:
+      type: static
+      users:
+        - { username: alice, email: alice@example.test, groups: [mcp-admins], password_hash: "${hAlice}" }
+  scopes_supported: [mcp] # what the 401 challenge asks for: mcp:admin only by step-up
+${POLICY}
+  tool_scopes:
+    "delete_*": ["mcp:admin"]
+backends:
+  - name: demo
+    url: ${demo.url}
+store: { driver: memory }
+audit: { sink: file, path: ${dir}/audit.log }
+`,
+    }),
   ]);
 });
 
@@ -195,10 +224,18 @@ async function steps(o) {
 const names = (stepResult) => [...stepResult.tools].sort();
 const text = (callResult) => (callResult.content ?? []).map((c) => c.text ?? '').join('');
 
+/** A client that keeps no refresh token, so every new authorization goes through the browser. */
+class NoRefreshProvider extends HeadlessOAuthProvider {
+  saveTokens(tokens) {
+    const { refresh_token: _, ...rest } = tokens;
+    super.saveTokens(rest);
+  }
+}
+
 /** A headless OAuth client for `user` (password user-pw) that records the pages it walks. */
-function oauthUser(user, extra = {}) {
+function oauthUser(user, extra = {}, Provider = HeadlessOAuthProvider) {
   const hops = [];
-  const p = new HeadlessOAuthProvider({ user, log: (m) => hops.push(m), ...extra });
+  const p = new Provider({ user, log: (m) => hops.push(m), ...extra });
   p.hops = hops;
   return p;
 }
@@ -491,6 +528,50 @@ test('as+static: mcpgate login page and consent; tools per user; denial; consent
   assert.equal(mallory.tokens(), undefined);
 });
 
+/**
+ * Step-up through the SDK: a call of delete_vm gets 403 insufficient_scope, the SDK authorizes
+ * again with the challenge's scope (consent for mcp:admin), and retries. Returns the provider.
+ */
+async function stepUpFlow(provider) {
+  const url = `${stepup.base}/mcp`;
+  const r = await steps({ url, oauth: provider, steps: [{ op: 'tools/list' }] });
+  assert.equal(provider.tokens().scope, 'mcp', 'the first authorization asks only for what the 401 challenge names');
+  // Listed means callable: without mcp:admin the scope-gated tool is not listed (policy.Visible).
+  assert.deepEqual(names(r.steps[0].result), DEMO_TOOLS.filter((n) => n !== 'delete_vm'));
+  const mark = fetches.calls.length;
+  const firstHops = provider.hops.length;
+  const d = await steps({ url, oauth: provider, steps: [{ op: 'tools/call', name: 'delete_vm', args: { vm_name: 'no-such-vm' } }, { op: 'tools/list' }] });
+  assert.match(text(d.steps[0].result), /VM 'no-such-vm' deleted/);
+  assert.equal(provider.events.authorizations, 2, 'a second authorization for the additional scope');
+  assert.deepEqual(provider.tokens().scope.split(' ').sort(), ['mcp', 'mcp:admin']);
+  assert.deepEqual(names(d.steps[1].result), DEMO_TOOLS);
+  const seen = callsSince(mark, stepup);
+  const i403 = seen.indexOf('POST /mcp 403');
+  assert.ok(i403 >= 0 && seen.lastIndexOf('POST /token 200') > i403, JSON.stringify(seen));
+  assert.ok(provider.hops.slice(firstHops).includes(`POST ${stepup.base}/consent`), 'consent asked for the added scope');
+}
+
+test('as+static: step-up with the TS SDK (pre-registered client): 403 insufficient_scope, re-authorization for mcp:admin with consent, retry succeeds', async () => {
+  // A client that holds a refresh token: SDK 1.x answers the challenge with a refresh, which
+  // cannot add scope (RFC 6749 §6), and gives up ("after trying upscoping"; SDK behaviour).
+  const keeper = oauthUser('alice', { clientId: 'e2e-stepup' });
+  await steps({
+    url: `${stepup.base}/mcp`,
+    oauth: keeper,
+    steps: [{ op: 'expect-error', status: 403, match: 'upscoping', step: { op: 'tools/call', name: 'delete_vm', args: { vm_name: 'no-such-vm' } } }],
+  });
+  assert.equal(keeper.tokens().scope, 'mcp');
+  // A client without a refresh token authorizes again with the challenge's scope.
+  await stepUpFlow(oauthUser('alice', { clientId: 'e2e-stepup' }, NoRefreshProvider));
+});
+
+// The TS SDK registers (RFC 7591) with the scope of the 401 challenge (SEP-835 scope selection), so
+// a dynamically registered client carries scope "mcp". Step-up then needs mcp:admin, which
+// /authorize refuses as "not registered by the client" (internal/authserver/authorize.go).
+test('as+static: step-up with the TS SDK (dynamically registered client, registered with the 401 challenge\'s scope)', async () => {
+  await stepUpFlow(oauthUser('alice', {}, NoRefreshProvider));
+});
+
 // ---------------------------------------------------------------------------------------------
 // resource server (jwt) with IdP tokens
 
@@ -652,6 +733,7 @@ test('audit: every gateway log verifies, has exactly one record per MCP request 
     { gw: as, backends: { demo: '/mcp', everything: '/everything/mcp' } },
     { gw: stat, backends: { demo: '/mcp' } },
     { gw: rs, backends: { demo: '/mcp' } },
+    { gw: stepup, backends: { demo: '/mcp' } },
   ];
   for (const { gw } of gws) await gw.stop(); // flushes the log and writes the shutdown checkpoint
   for (const { gw, backends } of gws) {
