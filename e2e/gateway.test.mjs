@@ -738,9 +738,8 @@ test('audit: every gateway log verifies, has exactly one record per MCP request 
   for (const { gw } of gws) await gw.stop(); // flushes the log and writes the shutdown checkpoint
   for (const { gw, backends } of gws) {
     const paths = Object.values(backends);
-    const who = gw.name;
     const v = await mcpgateCLI(['audit', 'verify', gw.auditPath], { allowFail: true });
-    assert.equal(v.code, 0, `audit verify ${who}: ${v.stdout}${v.stderr}`);
+    assert.equal(v.code, 0, `audit verify ${gw.name}: ${v.stdout}${v.stderr}`);
     assert.match(v.stdout, /^OK: \d+ records/);
 
     const textLog = await readFile(gw.auditPath, 'utf8');
