@@ -536,8 +536,9 @@ async function stepUpFlow(provider) {
   const url = `${stepup.base}/mcp`;
   const r = await steps({ url, oauth: provider, steps: [{ op: 'tools/list' }] });
   assert.equal(provider.tokens().scope, 'mcp', 'the first authorization asks only for what the 401 challenge names');
-  // Listed means callable: without mcp:admin the scope-gated tool is not listed (policy.Visible).
-  assert.deepEqual(names(r.steps[0].result), DEMO_TOOLS.filter((n) => n !== 'delete_vm'));
+  // The scope-gated tool is listed even without mcp:admin (policy.Visible): calling it is how the
+  // client learns, from the 403 insufficient_scope challenge, to step up.
+  assert.deepEqual(names(r.steps[0].result), DEMO_TOOLS);
   const mark = fetches.calls.length;
   const firstHops = provider.hops.length;
   const d = await steps({ url, oauth: provider, steps: [{ op: 'tools/call', name: 'delete_vm', args: { vm_name: 'no-such-vm' } }, { op: 'tools/list' }] });
@@ -566,8 +567,8 @@ test('as+static: step-up with the TS SDK (pre-registered client): 403 insufficie
 });
 
 // The TS SDK registers (RFC 7591) with the scope of the 401 challenge (SEP-835 scope selection), so
-// a dynamically registered client carries scope "mcp". Step-up then needs mcp:admin, which
-// /authorize refuses as "not registered by the client" (internal/authserver/authorize.go).
+// a dynamically registered client carries scope "mcp". Step-up then asks for mcp:admin, which
+// /authorize accepts for self-registered clients; the user's consent is the limit.
 test('as+static: step-up with the TS SDK (dynamically registered client, registered with the 401 challenge\'s scope)', async () => {
   await stepUpFlow(oauthUser('alice', {}, NoRefreshProvider));
 });

@@ -278,9 +278,15 @@ func (s *Server) resolveResource(values []string, bound string) (string, *oauthE
 // resolveScopes validates a scope parameter: empty means the default set,
 // unknown scopes are refused, offline_access is accepted (MCP 2026-07-28
 // says not to advertise it, but clients such as mcp-remote send it).
+//
+// Only operator-configured (static) clients are limited to their registered
+// scope. A self-registered client (DCR or CIMD) names the scope it wanted
+// at registration time, but must be able to step up later to a scope from
+// an insufficient_scope challenge (MCP authorization, step-up); the user's
+// consent, which is asked again for scopes not yet approved, is the limit.
 func (s *Server) resolveScopes(raw string, cl *store.Client) ([]string, *oauthError) {
 	var clientScopes []string
-	if cl != nil {
+	if cl != nil && cl.Kind == store.ClientKindStatic {
 		clientScopes = strings.Fields(cl.Scope)
 	}
 	req := strings.Fields(raw)

@@ -82,9 +82,11 @@
 // avoidable for forbid rules (the semantics of cedar-go's batch evaluation
 // with the arguments ignored, precomputed per rule); every other condition
 // is evaluated. So an item is
-// listed if it is role-permitted (or a permit rule could grant it), not
-// unconditionally forbidden, and its scopes are present. Resource templates
-// are matched by their uriTemplate string.
+// listed if it is role-permitted (or a permit rule could grant it) and not
+// unconditionally forbidden. Missing scopes do not hide it: calling it
+// answers 403 insufficient_scope, which is how an MCP client learns to step
+// up, so hiding it would make step-up unreachable. Resource templates are
+// matched by their uriTemplate string.
 //
 // # Writing argument rules
 //

@@ -514,7 +514,10 @@ func (e *Engine) Visible(p *authn.Principal, method, backend, name string) bool 
 	if e.shadow {
 		return true
 	}
-	return e.evalNamed(p, method, k, backend, name, nil, true, nil).allowed()
+	// A tool the caller's roles grant but whose scopes the token lacks is
+	// listed: calling it answers 403 insufficient_scope, which is how MCP
+	// clients learn to step up. Hiding it would make step-up unreachable.
+	return e.evalNamed(p, method, k, backend, name, nil, true, nil).listable()
 }
 
 // finish applies shadow mode.
@@ -615,7 +618,10 @@ type verdict struct {
 }
 
 func (v verdict) granted() bool { return v.grantPat != nil || v.permit != nil }
-func (v verdict) allowed() bool { return v.forbid == nil && v.granted() && len(v.missing) == 0 }
+func (v verdict) allowed() bool { return v.listable() && len(v.missing) == 0 }
+
+// listable: granted and not forbidden, whatever the token's scopes.
+func (v verdict) listable() bool { return v.forbid == nil && v.granted() }
 
 // evalNamed is the decision for a call of a tool, prompt or resource, the
 // one code path behind Decide, Visible and Explain. anyArgs asks whether

@@ -334,7 +334,7 @@ func TestVisible(t *testing.T) {
 		{"unconditional forbid hides", user("mallory", "admins"), "tools/list", "vsphere", "list_vms", false},
 		{"non-argument condition is evaluated", user("c", "readers", "contractors"), "tools/list", "vsphere", "list_vms", false},
 		{"non-argument condition can pass", user("c", "readers", "contractors"), "tools/list", "sandbox", "list_vms", true},
-		{"missing scope hides", withScopes(user("a", "admins")), "tools/list", "vsphere", "delete_vm", false},
+		{"missing scope does not hide (step-up)", withScopes(user("a", "admins")), "tools/list", "vsphere", "delete_vm", true},
 		{"prompt", user("a", "readers"), "prompts/list", "", "summary", true},
 		{"resource", user("a", "readers"), "resources/list", "", "file:///docs/x", true},
 		{"resource template by uriTemplate", user("a", "readers"), "resources/templates/list", "", "file:///docs/{path}", true},
