@@ -146,6 +146,9 @@ func (r *report) markdown(command string) string {
 		}
 	}
 
+	if r.LogDir != "" {
+		fmt.Fprintf(&b, "Requests failed; the processes' logs are kept in `%s`.\n\n", r.LogDir)
+	}
 	b.WriteString("### mcpgate against the bare proxy\n\n")
 	fmt.Fprintf(&b, "| scenario | throughput ratio (target ≥ %.2f) | | added p50 ratio (target ≤ %.2f) | | added p99 ratio | CPU per request ratio |\n", targetThroughputRatio, targetAddedRatio)
 	b.WriteString("|---|--:|---|--:|---|--:|--:|\n")
