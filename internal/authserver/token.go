@@ -74,11 +74,71 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	if verifier == "" {
 		return nil, invalidRequest("code_verifier is required (PKCE)")
 	}
-	ac, err := s.st.ConsumeAuthCode(ctx, store.HashKey(code))
+	// The checks run inside the store's redemption so that the code, the
+	// grant and its first refresh token change in one write; a refused
+	// request still spends the code.
+	var (
+		id      idp.Identity
+		rt      string
+		now     = s.now()
+		withRT  = allowsGrant(cl, grantRT)
+		granted *store.Grant
+	)
+	ac, err := s.st.RedeemAuthCode(ctx, store.HashKey(code), func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		if c.ClientID != cl.ID {
+			return nil, nil, invalidGrant("the authorization code was issued to another client")
+		}
+		if redirectURI != c.RedirectURI {
+			return nil, nil, invalidGrant("redirect_uri does not match the authorization request")
+		}
+		if len(verifier) < 43 || len(verifier) > 128 || !validPKCEValue(verifier) ||
+			subtle.ConstantTimeCompare([]byte(pkceS256(verifier)), []byte(c.CodeChallenge)) != 1 {
+			return nil, nil, invalidGrant("PKCE verification failed")
+		}
+		resource, oe := s.resolveResource(form["resource"], c.Resource)
+		if oe != nil {
+			return nil, nil, oe
+		}
+		if err := json.Unmarshal(c.Identity, &id); err != nil {
+			return nil, nil, err
+		}
+		var secrets grantSecrets
+		if err := s.openJSON(c.UpstreamTokens, aad("grant", c.GrantID), &secrets); err != nil {
+			return nil, nil, err
+		}
+		g := &store.Grant{
+			ID:             c.GrantID,
+			ClientID:       cl.ID,
+			UserKey:        c.UserKey,
+			Resource:       resource,
+			Scopes:         c.Scopes,
+			Identity:       c.Identity,
+			UpstreamTokens: c.UpstreamTokens,
+			CreatedAt:      now,
+			ExpiresAt:      now.Add(s.cfg.SessionLifetime),
+		}
+		if secrets.Upstream != nil {
+			g.UpstreamExpiry = secrets.Upstream.Expiry
+		}
+		granted = g
+		if !withRT {
+			return g, nil, nil
+		}
+		rt = randomToken()
+		return g, &store.RefreshToken{
+			Hash:      store.HashKey(rt),
+			GrantID:   g.ID,
+			ClientID:  cl.ID,
+			CreatedAt: now,
+			ExpiresAt: s.refreshExpiry(g, now),
+		}, nil
+	})
 	switch {
 	case errors.Is(err, store.ErrAlreadyUsed) && ac != nil:
 		// RFC 6749 §4.1.2 / OAuth 2.1 §4.1.3: a replayed code means it
-		// leaked; revoke everything issued from it.
+		// leaked; revoke everything issued from it. If the first redemption
+		// succeeded, its grant exists by now: it was created in the same
+		// write that spent the code.
 		if rerr := s.revokeGrant(ctx, ac.GrantID, "authorization code replayed"); rerr != nil {
 			return nil, rerr
 		}
@@ -88,65 +148,12 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	case err != nil:
 		return nil, err
 	}
-	if ac.ClientID != cl.ID {
-		return nil, invalidGrant("the authorization code was issued to another client")
-	}
-	if redirectURI != ac.RedirectURI {
-		return nil, invalidGrant("redirect_uri does not match the authorization request")
-	}
-	if len(verifier) < 43 || len(verifier) > 128 || !validPKCEValue(verifier) ||
-		subtle.ConstantTimeCompare([]byte(pkceS256(verifier)), []byte(ac.CodeChallenge)) != 1 {
-		return nil, invalidGrant("PKCE verification failed")
-	}
-	resource, oe := s.resolveResource(form["resource"], ac.Resource)
-	if oe != nil {
-		return nil, oe
-	}
-	var id idp.Identity
-	if err := json.Unmarshal(ac.Identity, &id); err != nil {
-		return nil, err
-	}
-	var secrets grantSecrets
-	if err := s.openJSON(ac.UpstreamTokens, aad("grant", ac.GrantID), &secrets); err != nil {
-		return nil, err
-	}
-	now := s.now()
-	g := &store.Grant{
-		ID:             ac.GrantID,
-		ClientID:       cl.ID,
-		UserKey:        ac.UserKey,
-		Resource:       resource,
-		Scopes:         ac.Scopes,
-		Identity:       ac.Identity,
-		UpstreamTokens: ac.UpstreamTokens,
-		CreatedAt:      now,
-		ExpiresAt:      now.Add(s.cfg.SessionLifetime),
-	}
-	if secrets.Upstream != nil {
-		g.UpstreamExpiry = secrets.Upstream.Expiry
-	}
-	if err := s.st.CreateGrant(ctx, g); err != nil {
-		return nil, err
-	}
-	resp, err := s.issueTokens(ctx, g, &id, ac.Scopes)
+	resp, err := s.issueTokens(ctx, granted, &id, granted.Scopes)
 	if err != nil {
 		return nil, err
 	}
-	if allowsGrant(cl, grantRT) {
-		rt := randomToken()
-		err := s.st.CreateRefreshToken(ctx, &store.RefreshToken{
-			Hash:      store.HashKey(rt),
-			GrantID:   g.ID,
-			ClientID:  cl.ID,
-			CreatedAt: now,
-			ExpiresAt: s.refreshExpiry(g, now),
-		})
-		if err != nil {
-			return nil, err
-		}
-		resp.RefreshToken = rt
-	}
-	s.log.InfoContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", g.ID)
+	resp.RefreshToken = rt
+	s.log.InfoContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", granted.ID)
 	return resp, nil
 }
 

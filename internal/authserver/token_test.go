@@ -1,15 +1,20 @@
 package authserver
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/memory"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
 func TestCodeExchangeFailures(t *testing.T) {
@@ -22,18 +27,19 @@ func TestCodeExchangeFailures(t *testing.T) {
 		extra   url.Values
 		status  int
 		errCode string
+		spends  bool // the code was redeemed and refused: it is used up
 	}{
-		{"wrong verifier", c, url.Values{"code_verifier": {strings.Repeat("a", 43)}}, 400, "invalid_grant"},
-		{"missing verifier", c, url.Values{"code_verifier": {""}}, 400, "invalid_request"},
-		{"short verifier", c, url.Values{"code_verifier": {"abc"}}, 400, "invalid_grant"},
-		{"challenge as verifier", c, url.Values{"code_verifier": {pkceS256(testVerifier)}}, 400, "invalid_grant"},
-		{"redirect mismatch", c, url.Values{"redirect_uri": {"http://127.0.0.1:3000/cb/"}}, 400, "invalid_grant"},
-		{"redirect missing", c, url.Values{"redirect_uri": {""}}, 400, "invalid_grant"},
-		{"other client", other, nil, 400, "invalid_grant"},
-		{"unknown client", regClient{ID: "nope", Redirect: c.Redirect}, nil, 401, "invalid_client"},
-		{"resource mismatch", c, url.Values{"resource": {"https://other.example.com/mcp"}}, 400, "invalid_target"},
-		{"bad grant type", c, url.Values{"grant_type": {"password"}}, 400, "unsupported_grant_type"},
-		{"repeated code", c, url.Values{"code": {"a", "b"}}, 400, "invalid_request"},
+		{"wrong verifier", c, url.Values{"code_verifier": {strings.Repeat("a", 43)}}, 400, "invalid_grant", true},
+		{"missing verifier", c, url.Values{"code_verifier": {""}}, 400, "invalid_request", false},
+		{"short verifier", c, url.Values{"code_verifier": {"abc"}}, 400, "invalid_grant", true},
+		{"challenge as verifier", c, url.Values{"code_verifier": {pkceS256(testVerifier)}}, 400, "invalid_grant", true},
+		{"redirect mismatch", c, url.Values{"redirect_uri": {"http://127.0.0.1:3000/cb/"}}, 400, "invalid_grant", true},
+		{"redirect missing", c, url.Values{"redirect_uri": {""}}, 400, "invalid_grant", true},
+		{"other client", other, nil, 400, "invalid_grant", true},
+		{"unknown client", regClient{ID: "nope", Redirect: c.Redirect}, nil, 401, "invalid_client", false},
+		{"resource mismatch", c, url.Values{"resource": {"https://other.example.com/mcp"}}, 400, "invalid_target", true},
+		{"bad grant type", c, url.Values{"grant_type": {"password"}}, 400, "unsupported_grant_type", false},
+		{"repeated code", c, url.Values{"code": {"a", "b"}}, 400, "invalid_request", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,6 +47,15 @@ func TestCodeExchangeFailures(t *testing.T) {
 			st, m := e.exchange(tc.as, code, tc.extra)
 			if st != tc.status || m["error"] != tc.errCode {
 				t.Errorf("got %d %v, want %d %s", st, m, tc.status, tc.errCode)
+			}
+			// A refused redemption spends the code (RFC 6749 §4.1.2: single
+			// use); one rejected before redemption leaves it usable.
+			st, m = e.exchange(c, code, nil)
+			if tc.spends && (st != http.StatusBadRequest || m["error"] != "invalid_grant") {
+				t.Errorf("correct exchange after a refused one: %d %v, want invalid_grant", st, m)
+			}
+			if !tc.spends && st != http.StatusOK {
+				t.Errorf("correct exchange after an early rejection: %d %v, want 200", st, m)
 			}
 		})
 	}
@@ -82,6 +97,60 @@ func TestCodeReplayRevokesTokens(t *testing.T) {
 	}
 	if st, m := e.refresh(c, rt); st != http.StatusBadRequest || m["error"] != "invalid_grant" {
 		t.Errorf("refresh after code replay: %d %v", st, m)
+	}
+}
+
+// TestConcurrentCodeExchange races exchanges of one code: exactly one
+// gets tokens, and since the others are replays, its grant ends up revoked.
+// The grant is created in the same write that spends the code, so no
+// replay can run before the grant exists and miss it.
+func TestConcurrentCodeExchange(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) store.Store{
+		"memory": func(*testing.T) store.Store { return memory.New() },
+		"sqlite": func(t *testing.T) store.Store {
+			s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "as.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envOpt{st: open(t)})
+			c := e.register("http://127.0.0.1:3000/cb", true)
+			for round := range 5 {
+				code := e.code(c)
+				const n = 6
+				var wg sync.WaitGroup
+				results := make([]map[string]any, n)
+				codes := make([]int, n)
+				for i := range n {
+					wg.Go(func() { codes[i], results[i] = e.exchange(c, code, nil) })
+				}
+				wg.Wait()
+				winner := -1
+				for i := range n {
+					switch {
+					case codes[i] == http.StatusOK && winner >= 0:
+						t.Fatalf("round %d: exchanges %d and %d both succeeded", round, winner, i)
+					case codes[i] == http.StatusOK:
+						winner = i
+					case codes[i] != http.StatusBadRequest || results[i]["error"] != "invalid_grant":
+						t.Fatalf("round %d: exchange %d: %d %v", round, i, codes[i], results[i])
+					}
+				}
+				if winner < 0 {
+					t.Fatalf("round %d: no exchange succeeded", round)
+				}
+				if err := e.authn("/mcp", results[winner]["access_token"].(string)); !errors.Is(err, authn.ErrInvalidToken) {
+					t.Errorf("round %d: winner's access token after replays: err = %v, want revoked", round, err)
+				}
+				if st, m := e.refresh(c, results[winner]["refresh_token"].(string)); st != http.StatusBadRequest {
+					t.Errorf("round %d: winner's refresh token after replays: %d %v", round, st, m)
+				}
+			}
+		})
 	}
 }
 

@@ -122,7 +122,7 @@ type Grant struct {
 	Identity       []byte
 	UpstreamTokens []byte // sealed upstream access/refresh/id token blob
 	UpstreamExpiry time.Time
-	Version        int64 // optimistic concurrency for upstream refresh; CreateGrant stores it as given, UpdateGrantUpstream increments it
+	Version        int64 // optimistic concurrency for upstream refresh; RedeemAuthCode stores it as given, UpdateGrantUpstream increments it
 	CreatedAt      time.Time
 	ExpiresAt      time.Time
 	Revoked        bool
@@ -158,6 +158,25 @@ type SigningKey struct {
 	RetireAt  time.Time // when it stopped (or will stop) signing; zero while active
 }
 
+// IssueFunc builds what redeeming code c creates: the grant, and the
+// grant's first refresh token or nil (its GrantID must be the grant's ID).
+// It runs inside the store's write transaction, holding its lock: it must
+// be quick and must not call the store. Returning an error refuses the
+// redemption (see RedeemAuthCode).
+type IssueFunc func(c *AuthCode) (*Grant, *RefreshToken, error)
+
+// CheckIssued validates what an IssueFunc returned; backends call it before
+// writing anything.
+func CheckIssued(g *Grant, t *RefreshToken) error {
+	switch {
+	case g == nil:
+		return errors.New("store: redeem: no grant to create")
+	case t != nil && t.GrantID != g.ID:
+		return errors.New("store: redeem: the refresh token belongs to another grant")
+	}
+	return nil
+}
+
 // Store is mcpgate's persistent state. All methods are safe for concurrent
 // use, also from several processes sharing one database (SQL backends).
 type Store interface {
@@ -190,14 +209,24 @@ type Store interface {
 
 	// CreateAuthCode stores a code; ErrConflict if the hash exists.
 	CreateAuthCode(ctx context.Context, c *AuthCode) error
-	// ConsumeAuthCode redeems a code once. The first call returns it and
-	// marks it used; later calls return the code AND ErrAlreadyUsed so the
-	// caller can revoke the grant it created (RFC 6749 §4.1.2). Unknown or
-	// expired codes give ErrNotFound.
-	ConsumeAuthCode(ctx context.Context, hash string) (*AuthCode, error)
+	// RedeemAuthCode redeems a code once and, in the same transaction,
+	// creates the grant (and its first refresh token) that issue builds
+	// from it, so a used code always has its grant in place for a replay
+	// to revoke.
+	//   - First call: issue is called with the code; on success the code is
+	//     marked used, the grant and refresh token are stored, and the code
+	//     is returned.
+	//   - issue fails: the code is marked used anyway (a rejected redemption
+	//     still spends it, RFC 6749 §4.1.2), nothing else is stored, and
+	//     the code and issue's error are returned unchanged.
+	//   - Later calls: the code and ErrAlreadyUsed, so the caller can revoke
+	//     the grant it created (RFC 6749 §4.1.2); issue is not called.
+	//   - Unknown or expired code: ErrNotFound; issue is not called.
+	//   - The grant ID or refresh token hash exists: ErrConflict, and nothing
+	//     changes (the code stays unused).
+	// Of several concurrent calls for one code exactly one calls issue.
+	RedeemAuthCode(ctx context.Context, hash string, issue IssueFunc) (*AuthCode, error)
 
-	// CreateGrant stores a grant; ErrConflict if the ID exists.
-	CreateGrant(ctx context.Context, g *Grant) error
 	// GetGrant returns ErrNotFound for unknown or expired grants. Revoked
 	// grants are returned with Revoked set; the caller must check it.
 	GetGrant(ctx context.Context, id string) (*Grant, error)
@@ -211,10 +240,6 @@ type Store interface {
 	// unknown, expired or revoked.
 	UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error
 
-	// CreateRefreshToken stores a token; ErrConflict if the hash exists,
-	// ErrNotFound if its grant does not exist (tokens live and die with their
-	// grant).
-	CreateRefreshToken(ctx context.Context, t *RefreshToken) error
 	// GetRefreshToken returns ErrNotFound for unknown, revoked or expired
 	// tokens. Rotated tokens are returned with RotatedAt/ReplacedBy set so
 	// the caller can apply a grace window or detect reuse.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,8 +34,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AuthRequests", testAuthRequests},
 		{"TakeAuthRequestByUpstreamState", testTakeAuthRequest},
 		{"TakeAuthRequestConcurrent", testTakeAuthRequestConcurrent},
-		{"AuthCodes", testAuthCodes},
-		{"AuthCodeConcurrentConsume", testAuthCodeConcurrent},
+		{"RedeemAuthCode", testRedeemAuthCode},
+		{"RedeemAuthCodeRefused", testRedeemAuthCodeRefused},
+		{"RedeemAuthCodeConflicts", testRedeemAuthCodeConflicts},
+		{"RedeemAuthCodeConcurrent", testRedeemAuthCodeConcurrent},
 		{"Grants", testGrants},
 		{"UpdateGrantUpstream", testUpdateGrantUpstream},
 		{"UpdateGrantUpstreamConcurrent", testUpdateGrantUpstreamConcurrent},
@@ -364,50 +367,238 @@ func newCode(hash string, exp time.Time) *store.AuthCode {
 	}
 }
 
-func testAuthCodes(t *testing.T, s store.Store) {
+// issueFor is an IssueFunc that builds the grant named by the code, and a
+// refresh token with hash rtHash unless rtHash is empty; calls counts its
+// invocations.
+func issueFor(n time.Time, rtHash string, calls *atomic.Int32) store.IssueFunc {
+	return func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		calls.Add(1)
+		g := &store.Grant{
+			ID: c.GrantID, ClientID: c.ClientID, UserKey: c.UserKey, Resource: c.Resource, Scopes: c.Scopes,
+			Identity: c.Identity, UpstreamTokens: c.UpstreamTokens, CreatedAt: n, ExpiresAt: n.Add(24 * time.Hour),
+		}
+		if rtHash == "" {
+			return g, nil, nil
+		}
+		return g, &store.RefreshToken{Hash: rtHash, GrantID: g.ID, ClientID: c.ClientID, CreatedAt: n, ExpiresAt: n.Add(time.Hour)}, nil
+	}
+}
+
+// seeds numbers the codes seed redeems.
+var seeds atomic.Int64
+
+// seed stores grant g and refresh token rt (if not nil) the only way the
+// store offers: by redeeming a fresh code that never expires (so
+// DeleteExpired counts do not change).
+func seed(s store.Store, g *store.Grant, rt *store.RefreshToken) error {
+	ctx := context.Background()
+	c := newCode(store.HashKey(fmt.Sprintf("seed-%d", seeds.Add(1))), time.Time{})
+	c.GrantID = g.ID
+	if err := s.CreateAuthCode(ctx, c); err != nil {
+		return err
+	}
+	_, err := s.RedeemAuthCode(ctx, c.Hash, func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		return g, rt, nil
+	})
+	return err
+}
+
+func testRedeemAuthCode(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
 	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
 	wantErr(t, "CreateAuthCode duplicate", s.CreateAuthCode(ctx, c), store.ErrConflict)
 
-	got, err := s.ConsumeAuthCode(ctx, c.Hash)
-	must(t, "ConsumeAuthCode", err)
+	var calls atomic.Int32
+	var seen *store.AuthCode
+	issue := issueFor(n, store.HashKey("rt-1"), &calls)
+	got, err := s.RedeemAuthCode(ctx, c.Hash, func(ac *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		seen = ac
+		return issue(ac)
+	})
+	must(t, "RedeemAuthCode", err)
 	if d := cmp.Diff(c, got, opts); d != "" {
-		t.Errorf("ConsumeAuthCode mismatch (-want +got):\n%s", d)
+		t.Errorf("RedeemAuthCode returned (-want +got):\n%s", d)
 	}
+	if d := cmp.Diff(c, seen, opts); d != "" {
+		t.Errorf("issue was called with (-want +got):\n%s", d)
+	}
+	wantG, wantRT, _ := issue(c)
+	gotG, err := s.GetGrant(ctx, c.GrantID)
+	must(t, "GetGrant", err)
+	if d := cmp.Diff(wantG, gotG, opts); d != "" {
+		t.Errorf("grant created by RedeemAuthCode (-want +got):\n%s", d)
+	}
+	gotRT, err := s.GetRefreshToken(ctx, wantRT.Hash)
+	must(t, "GetRefreshToken", err)
+	if d := cmp.Diff(wantRT, gotRT, opts); d != "" {
+		t.Errorf("refresh token created by RedeemAuthCode (-want +got):\n%s", d)
+	}
+
 	// A replay gets the code back (to revoke its grant) and ErrAlreadyUsed.
+	calls.Store(0)
 	for range 2 {
-		got, err = s.ConsumeAuthCode(ctx, c.Hash)
-		wantErr(t, "ConsumeAuthCode replay", err, store.ErrAlreadyUsed)
+		got, err = s.RedeemAuthCode(ctx, c.Hash, issueFor(n, store.HashKey("rt-replay"), &calls))
+		wantErr(t, "RedeemAuthCode replay", err, store.ErrAlreadyUsed)
 		if got == nil || got.GrantID != c.GrantID {
-			t.Fatalf("ConsumeAuthCode replay returned %+v, want the code with GrantID %q", got, c.GrantID)
+			t.Fatalf("RedeemAuthCode replay returned %+v, want the code with GrantID %q", got, c.GrantID)
 		}
 	}
 	// A used code still blocks its hash.
 	wantErr(t, "CreateAuthCode used duplicate", s.CreateAuthCode(ctx, c), store.ErrConflict)
 
-	_, err = s.ConsumeAuthCode(ctx, store.HashKey("unknown"))
-	wantErr(t, "ConsumeAuthCode unknown", err, store.ErrNotFound)
+	_, err = s.RedeemAuthCode(ctx, store.HashKey("unknown"), issueFor(n, "", &calls))
+	wantErr(t, "RedeemAuthCode unknown", err, store.ErrNotFound)
 
 	exp := newCode(store.HashKey("code-expired"), n.Add(-time.Second))
 	must(t, "CreateAuthCode expired", s.CreateAuthCode(ctx, exp))
-	got, err = s.ConsumeAuthCode(ctx, exp.Hash)
-	wantErr(t, "ConsumeAuthCode expired", err, store.ErrNotFound)
+	got, err = s.RedeemAuthCode(ctx, exp.Hash, issueFor(n, "", &calls))
+	wantErr(t, "RedeemAuthCode expired", err, store.ErrNotFound)
 	if got != nil {
-		t.Errorf("ConsumeAuthCode expired returned %+v, want nil", got)
+		t.Errorf("RedeemAuthCode expired returned %+v, want nil", got)
+	}
+	if calls.Load() != 0 {
+		t.Errorf("issue was called %d times for used, unknown or expired codes", calls.Load())
+	}
+	_, err = s.GetRefreshToken(ctx, store.HashKey("rt-replay"))
+	wantErr(t, "GetRefreshToken of a replay", err, store.ErrNotFound)
+	_, err = s.GetGrant(ctx, exp.GrantID)
+	wantErr(t, "GetGrant of an expired code", err, store.ErrNotFound)
+
+	// Without a refresh token only the grant is created.
+	c2 := newCode(store.HashKey("code-2"), n.Add(time.Minute))
+	must(t, "CreateAuthCode 2", s.CreateAuthCode(ctx, c2))
+	_, err = s.RedeemAuthCode(ctx, c2.Hash, issueFor(n, "", &calls))
+	must(t, "RedeemAuthCode without refresh token", err)
+	if _, err := s.GetGrant(ctx, c2.GrantID); err != nil {
+		t.Errorf("GetGrant of code-2: %v", err)
 	}
 }
 
-func testAuthCodeConcurrent(t *testing.T, s store.Store) {
+// testRedeemAuthCodeRefused: a redemption that issue refuses spends the
+// code, stores nothing, and returns issue's error.
+func testRedeemAuthCodeRefused(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	c := newCode(store.HashKey("code-1"), now().Add(time.Minute))
+	n := now()
+	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
-	errs := race(racers, func(int) error {
-		_, err := s.ConsumeAuthCode(ctx, c.Hash)
+	refused := errors.New("PKCE verification failed")
+	got, err := s.RedeemAuthCode(ctx, c.Hash, func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		return nil, nil, refused
+	})
+	if err != refused { // unchanged, so the caller's own error types survive
+		t.Fatalf("RedeemAuthCode refused: error = %v, want %v unchanged", err, refused)
+	}
+	if got == nil || got.GrantID != c.GrantID {
+		t.Errorf("RedeemAuthCode refused returned %+v, want the code", got)
+	}
+	_, err = s.GetGrant(ctx, c.GrantID)
+	wantErr(t, "GetGrant after refusal", err, store.ErrNotFound)
+	var calls atomic.Int32
+	got, err = s.RedeemAuthCode(ctx, c.Hash, issueFor(n, store.HashKey("rt"), &calls))
+	wantErr(t, "RedeemAuthCode after refusal", err, store.ErrAlreadyUsed)
+	if got == nil || got.GrantID != c.GrantID || calls.Load() != 0 {
+		t.Errorf("RedeemAuthCode after refusal returned %+v and called issue %d times", got, calls.Load())
+	}
+}
+
+// testRedeemAuthCodeConflicts: a redemption that cannot store what issue
+// built changes nothing, so the code can still be redeemed.
+func testRedeemAuthCodeConflicts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	var calls atomic.Int32
+	taken := newCode(store.HashKey("code-taken"), n.Add(time.Minute))
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, taken))
+	_, err := s.RedeemAuthCode(ctx, taken.Hash, issueFor(n, store.HashKey("rt-taken"), &calls))
+	must(t, "RedeemAuthCode", err)
+
+	tests := []struct {
+		name  string
+		issue store.IssueFunc
+		want  error // nil: any non-nil error
+	}{
+		{"existing grant ID", func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return newGrant(taken.GrantID, n), nil, nil
+		}, store.ErrConflict},
+		{"existing refresh token hash", func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			rt := newRefresh("x", c.GrantID, n)
+			rt.Hash = store.HashKey("rt-taken")
+			return newGrant(c.GrantID, n), rt, nil
+		}, store.ErrConflict},
+		{"refresh token of another grant", func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return newGrant(c.GrantID, n), newRefresh("rt-other", taken.GrantID, n), nil
+		}, nil},
+		{"no grant", func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return nil, nil, nil
+		}, nil},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCode(store.HashKey(fmt.Sprintf("code-%d", i)), n.Add(time.Minute))
+			must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+			_, err := s.RedeemAuthCode(ctx, c.Hash, tc.issue)
+			switch {
+			case err == nil:
+				t.Fatalf("RedeemAuthCode succeeded")
+			case tc.want != nil:
+				wantErr(t, "RedeemAuthCode", err, tc.want)
+			case errors.Is(err, store.ErrAlreadyUsed):
+				t.Fatalf("RedeemAuthCode: error = %v", err)
+			}
+			_, err = s.GetGrant(ctx, c.GrantID)
+			wantErr(t, "GetGrant after failed redemption", err, store.ErrNotFound)
+			if _, err := s.GetRefreshToken(ctx, store.HashKey("rt-other")); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("GetRefreshToken rt-other: error = %v, want ErrNotFound", err)
+			}
+			// Nothing changed: the code is still unused.
+			_, err = s.RedeemAuthCode(ctx, c.Hash, issueFor(n, "", &calls))
+			must(t, "RedeemAuthCode retry", err)
+		})
+	}
+	// The taken grant is untouched.
+	got, err := s.GetGrant(ctx, taken.GrantID)
+	must(t, "GetGrant taken", err)
+	if got.Resource != taken.Resource || got.Revoked {
+		t.Errorf("conflicting redemptions changed the existing grant: %+v", got)
+	}
+}
+
+// testRedeemAuthCodeConcurrent: of racing redemptions of one code exactly
+// one runs issue and succeeds; every loser gets ErrAlreadyUsed only once
+// the winner's grant exists, so a replay can always revoke it.
+func testRedeemAuthCodeConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	var calls atomic.Int32
+	errs := race(racers, func(i int) error {
+		got, err := s.RedeemAuthCode(ctx, c.Hash, issueFor(n, store.HashKey(fmt.Sprintf("rt-%d", i)), &calls))
+		if errors.Is(err, store.ErrAlreadyUsed) {
+			if got == nil {
+				return fmt.Errorf("replay returned no code")
+			}
+			if _, gerr := s.GetGrant(ctx, got.GrantID); gerr != nil {
+				return fmt.Errorf("replay saw no grant to revoke: %w", gerr)
+			}
+		}
 		return err
 	})
-	exactlyOne(t, "concurrent ConsumeAuthCode", errs, store.ErrAlreadyUsed)
+	winner := exactlyOne(t, "concurrent RedeemAuthCode", errs, store.ErrAlreadyUsed)
+	if calls.Load() != 1 {
+		t.Errorf("issue was called %d times, want 1", calls.Load())
+	}
+	for i := range racers {
+		_, err := s.GetRefreshToken(ctx, store.HashKey(fmt.Sprintf("rt-%d", i)))
+		if i == winner && err != nil {
+			t.Errorf("winner's refresh token missing: %v", err)
+		}
+		if i != winner && !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("loser %d's refresh token: error = %v, want ErrNotFound", i, err)
+		}
+	}
 }
 
 func newGrant(id string, n time.Time) *store.Grant {
@@ -430,8 +621,8 @@ func testGrants(t *testing.T, s store.Store) {
 	n := now()
 	g := newGrant("grant-1", n)
 	g.Version = 3
-	must(t, "CreateGrant", s.CreateGrant(ctx, g))
-	wantErr(t, "CreateGrant duplicate", s.CreateGrant(ctx, g), store.ErrConflict)
+	must(t, "seed grant", seed(s, g, nil))
+	wantErr(t, "seed grant duplicate", seed(s, g, nil), store.ErrConflict)
 	got, err := s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
 	if d := cmp.Diff(g, got, opts); d != "" {
@@ -452,13 +643,13 @@ func testGrants(t *testing.T, s store.Store) {
 
 	exp := newGrant("grant-expired", n.Add(-time.Hour))
 	exp.ExpiresAt = n.Add(-time.Second)
-	must(t, "CreateGrant expired", s.CreateGrant(ctx, exp))
+	must(t, "seed expired grant", seed(s, exp, nil))
 	_, err = s.GetGrant(ctx, exp.ID)
 	wantErr(t, "GetGrant expired", err, store.ErrNotFound)
 
 	never := newGrant("grant-forever", n)
 	never.ExpiresAt = time.Time{}
-	must(t, "CreateGrant no expiry", s.CreateGrant(ctx, never))
+	must(t, "seed grant without expiry", seed(s, never, nil))
 	got, err = s.GetGrant(ctx, never.ID)
 	must(t, "GetGrant no expiry", err)
 	if !got.ExpiresAt.IsZero() {
@@ -470,7 +661,7 @@ func testUpdateGrantUpstream(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
 	g := newGrant("grant-1", n)
-	must(t, "CreateGrant", s.CreateGrant(ctx, g))
+	must(t, "seed grant", seed(s, g, nil))
 
 	exp1 := n.Add(2 * time.Hour)
 	must(t, "UpdateGrantUpstream v0", s.UpdateGrantUpstream(ctx, g.ID, []byte("sealed-v1"), exp1, 0))
@@ -500,7 +691,7 @@ func testUpdateGrantUpstream(t *testing.T, s store.Store) {
 
 	exp := newGrant("grant-expired", n)
 	exp.ExpiresAt = n.Add(-time.Second)
-	must(t, "CreateGrant expired", s.CreateGrant(ctx, exp))
+	must(t, "seed expired grant", seed(s, exp, nil))
 	wantErr(t, "UpdateGrantUpstream expired", s.UpdateGrantUpstream(ctx, exp.ID, nil, n, 0), store.ErrNotFound)
 }
 
@@ -508,7 +699,7 @@ func testUpdateGrantUpstreamConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
 	g := newGrant("grant-1", n)
-	must(t, "CreateGrant", s.CreateGrant(ctx, g))
+	must(t, "seed grant", seed(s, g, nil))
 	errs := race(racers, func(i int) error {
 		return s.UpdateGrantUpstream(ctx, g.ID, fmt.Appendf(nil, "sealed-%d", i), n.Add(time.Hour), 0)
 	})
@@ -533,13 +724,10 @@ func newRefresh(token, grantID string, n time.Time) *store.RefreshToken {
 func testRefreshTokens(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
-	wantErr(t, "CreateRefreshToken without grant", s.CreateRefreshToken(ctx, newRefresh("rt-0", "grant-1", n)), store.ErrNotFound)
-
-	must(t, "CreateGrant", s.CreateGrant(ctx, newGrant("grant-1", n)))
-	must(t, "CreateGrant 2", s.CreateGrant(ctx, newGrant("grant-2", n)))
 	rt := newRefresh("rt-1", "grant-1", n)
-	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, rt))
-	wantErr(t, "CreateRefreshToken duplicate", s.CreateRefreshToken(ctx, rt), store.ErrConflict)
+	must(t, "seed grant-1", seed(s, newGrant("grant-1", n), rt))
+	other := newRefresh("rt-other", "grant-2", n)
+	must(t, "seed grant-2", seed(s, newGrant("grant-2", n), other))
 	got, err := s.GetRefreshToken(ctx, rt.Hash)
 	must(t, "GetRefreshToken", err)
 	if d := cmp.Diff(rt, got, opts); d != "" {
@@ -548,15 +736,13 @@ func testRefreshTokens(t *testing.T, s store.Store) {
 	_, err = s.GetRefreshToken(ctx, store.HashKey("unknown"))
 	wantErr(t, "GetRefreshToken unknown", err, store.ErrNotFound)
 
-	exp := newRefresh("rt-expired", "grant-1", n.Add(-48*time.Hour))
-	must(t, "CreateRefreshToken expired", s.CreateRefreshToken(ctx, exp))
+	exp := newRefresh("rt-expired", "grant-3", n.Add(-48*time.Hour))
+	must(t, "seed grant-3", seed(s, newGrant("grant-3", n), exp))
 	_, err = s.GetRefreshToken(ctx, exp.Hash)
 	wantErr(t, "GetRefreshToken expired", err, store.ErrNotFound)
 
 	rt2 := newRefresh("rt-2", "grant-1", n)
-	must(t, "CreateRefreshToken 2", s.CreateRefreshToken(ctx, rt2))
-	other := newRefresh("rt-other", "grant-2", n)
-	must(t, "CreateRefreshToken other grant", s.CreateRefreshToken(ctx, other))
+	must(t, "RotateRefreshToken", s.RotateRefreshToken(ctx, rt.Hash, rt2, n))
 
 	for range 2 { // idempotent
 		must(t, "RevokeRefreshTokensForGrant", s.RevokeRefreshTokensForGrant(ctx, "grant-1"))
@@ -574,9 +760,8 @@ func testRefreshTokens(t *testing.T, s store.Store) {
 func testRotateRefreshToken(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
-	must(t, "CreateGrant", s.CreateGrant(ctx, newGrant("grant-1", n)))
 	old := newRefresh("rt-1", "grant-1", n)
-	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, old))
+	must(t, "seed grant", seed(s, newGrant("grant-1", n), old))
 
 	next := newRefresh("rt-2", "grant-1", n.Add(time.Minute))
 	rotatedAt := n.Add(time.Minute)
@@ -607,8 +792,8 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 
 	wantErr(t, "RotateRefreshToken unknown", s.RotateRefreshToken(ctx, store.HashKey("unknown"), newRefresh("rt-4", "grant-1", n), n), store.ErrNotFound)
 	// A successor whose hash already exists is a conflict and leaves the old token current.
-	cur := newRefresh("rt-5", "grant-1", n)
-	must(t, "CreateRefreshToken 5", s.CreateRefreshToken(ctx, cur))
+	cur := newRefresh("rt-5", "grant-2", n)
+	must(t, "seed grant-2", seed(s, newGrant("grant-2", n), cur))
 	wantErr(t, "RotateRefreshToken onto existing hash", s.RotateRefreshToken(ctx, cur.Hash, third, n), store.ErrConflict)
 	got, err = s.GetRefreshToken(ctx, cur.Hash)
 	must(t, "GetRefreshToken 5", err)
@@ -618,17 +803,16 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 	// A successor whose grant does not exist is rejected.
 	wantErr(t, "RotateRefreshToken to unknown grant", s.RotateRefreshToken(ctx, cur.Hash, newRefresh("rt-6", "nope", n), n), store.ErrNotFound)
 
-	exp := newRefresh("rt-expired", "grant-1", n.Add(-48*time.Hour))
-	must(t, "CreateRefreshToken expired", s.CreateRefreshToken(ctx, exp))
+	exp := newRefresh("rt-expired", "grant-3", n.Add(-48*time.Hour))
+	must(t, "seed grant-3", seed(s, newGrant("grant-3", n), exp))
 	wantErr(t, "RotateRefreshToken expired", s.RotateRefreshToken(ctx, exp.Hash, newRefresh("rt-7", "grant-1", n), n), store.ErrNotFound)
 }
 
 func testRotateRefreshTokenConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
-	must(t, "CreateGrant", s.CreateGrant(ctx, newGrant("grant-1", n)))
 	old := newRefresh("rt-old", "grant-1", n)
-	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, old))
+	must(t, "seed grant", seed(s, newGrant("grant-1", n), old))
 	next := make([]*store.RefreshToken, racers)
 	for i := range next {
 		next[i] = newRefresh(fmt.Sprintf("rt-next-%d", i), "grant-1", n)
@@ -757,17 +941,14 @@ func testDeleteExpired(t *testing.T, s store.Store) {
 	gOld.ExpiresAt = before
 	gLive := newGrant("g-live", n)
 	gLive.ExpiresAt = after.Add(48 * time.Hour)
-	must(t, "grant old", s.CreateGrant(ctx, gOld))
-	must(t, "grant live", s.CreateGrant(ctx, gLive))
-
 	rtOfOld := newRefresh("rt-of-old-grant", "g-old", n) // live itself, but its grant goes
 	rtOld := newRefresh("rt-old", "g-live", n)
 	rtOld.ExpiresAt = before
 	rtLive := newRefresh("rt-live", "g-live", n)
 	rtLive.ExpiresAt = after
-	for _, rt := range []*store.RefreshToken{rtOfOld, rtOld, rtLive} {
-		must(t, "refresh "+rt.Hash, s.CreateRefreshToken(ctx, rt))
-	}
+	must(t, "grant old", seed(s, gOld, rtOfOld))
+	must(t, "grant live", seed(s, gLive, rtLive))
+	must(t, "refresh old", s.RotateRefreshToken(ctx, rtLive.Hash, rtOld, n))
 	must(t, "consent", s.SaveConsent(ctx, &store.Consent{UserKey: "u", ClientID: "c-old", CreatedAt: n}))
 	must(t, "signing key", s.CreateSigningKey(ctx, &store.SigningKey{ID: "kid", Algorithm: "ES256", Status: store.KeyRetired, CreatedAt: n, RetireAt: before}))
 
@@ -806,10 +987,11 @@ func testDeleteExpired(t *testing.T, s store.Store) {
 	if _, err := s.GetAuthRequest(ctx, "r-live"); err != nil {
 		t.Errorf("GetAuthRequest r-live: %v", err)
 	}
-	_, err = s.ConsumeAuthCode(ctx, "code-old")
-	wantErr(t, "ConsumeAuthCode code-old", err, store.ErrNotFound)
-	if _, err := s.ConsumeAuthCode(ctx, "code-live"); err != nil {
-		t.Errorf("ConsumeAuthCode code-live: %v", err)
+	var calls atomic.Int32
+	_, err = s.RedeemAuthCode(ctx, "code-old", issueFor(n, "", &calls))
+	wantErr(t, "RedeemAuthCode code-old", err, store.ErrNotFound)
+	if _, err := s.RedeemAuthCode(ctx, "code-live", issueFor(n, "", &calls)); err != nil {
+		t.Errorf("RedeemAuthCode code-live: %v", err)
 	}
 	_, err = s.GetGrant(ctx, "g-old")
 	wantErr(t, "GetGrant g-old", err, store.ErrNotFound)
@@ -858,10 +1040,9 @@ func testLongKeys(t *testing.T, s store.Store) {
 	g := newGrant(strings.Repeat("g", 5000), n)
 	g.UserKey = userKey
 	g.ClientID = clientID
-	must(t, "CreateGrant long ID", s.CreateGrant(ctx, g))
 	rt := newRefresh("rt", g.ID, n)
 	rt.ClientID = clientID
-	must(t, "CreateRefreshToken long grant", s.CreateRefreshToken(ctx, rt))
+	must(t, "seed grant with long ID", seed(s, g, rt))
 	must(t, "RevokeRefreshTokensForGrant long", s.RevokeRefreshTokensForGrant(ctx, g.ID))
 	_, err = s.GetRefreshToken(ctx, rt.Hash)
 	wantErr(t, "GetRefreshToken after revoke", err, store.ErrNotFound)

@@ -233,8 +233,8 @@ func (s *Store) CreateAuthCode(_ context.Context, c *store.AuthCode) error {
 	return nil
 }
 
-// ConsumeAuthCode implements store.Store.
-func (s *Store) ConsumeAuthCode(_ context.Context, hash string) (*store.AuthCode, error) {
+// RedeemAuthCode implements store.Store.
+func (s *Store) RedeemAuthCode(_ context.Context, hash string, issue store.IssueFunc) (*store.AuthCode, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.codes[hash]
@@ -244,19 +244,28 @@ func (s *Store) ConsumeAuthCode(_ context.Context, hash string) (*store.AuthCode
 	if c.used {
 		return cloneCode(&c.c), store.ErrAlreadyUsed
 	}
-	c.used = true
-	return cloneCode(&c.c), nil
-}
-
-// CreateGrant implements store.Store.
-func (s *Store) CreateGrant(_ context.Context, g *store.Grant) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.grants[g.ID]; ok {
-		return store.ErrConflict
+	g, t, err := issue(cloneCode(&c.c))
+	if err != nil {
+		c.used = true
+		return cloneCode(&c.c), err
 	}
+	if err := store.CheckIssued(g, t); err != nil {
+		return nil, err
+	}
+	if _, ok := s.grants[g.ID]; ok {
+		return nil, store.ErrConflict
+	}
+	if t != nil {
+		if _, ok := s.refresh[t.Hash]; ok {
+			return nil, store.ErrConflict
+		}
+	}
+	c.used = true
 	s.grants[g.ID] = cloneGrant(g)
-	return nil
+	if t != nil {
+		s.refresh[t.Hash] = cloneRefresh(t)
+	}
+	return cloneCode(&c.c), nil
 }
 
 // GetGrant implements store.Store.
@@ -296,20 +305,6 @@ func (s *Store) UpdateGrantUpstream(_ context.Context, id string, sealed []byte,
 	g.UpstreamTokens = slices.Clone(sealed)
 	g.UpstreamExpiry = store.NormTime(expiry)
 	g.Version++
-	return nil
-}
-
-// CreateRefreshToken implements store.Store.
-func (s *Store) CreateRefreshToken(_ context.Context, t *store.RefreshToken) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.refresh[t.Hash]; ok {
-		return store.ErrConflict
-	}
-	if _, ok := s.grants[t.GrantID]; !ok {
-		return store.ErrNotFound
-	}
-	s.refresh[t.Hash] = cloneRefresh(t)
 	return nil
 }
 

@@ -323,22 +323,57 @@ func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
 	return mapErr("create auth code", err)
 }
 
-// ConsumeAuthCode implements store.Store.
-func (s *Store) ConsumeAuthCode(ctx context.Context, hash string) (*store.AuthCode, error) {
-	k, now := store.HashKey(hash), time.Now()
-	c, err := scanCode(s.pool.QueryRow(ctx, `UPDATE auth_codes SET used = true
-		WHERE k = $1 AND NOT used AND (expires_at IS NULL OR expires_at > $2) RETURNING `+codeCols, k, now))
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return c, mapErr("consume auth code", err)
-	}
-	// Nothing changed: unknown, expired, or already used. Codes only ever
-	// move to used, so this read cannot contradict the update.
-	c, err = scanCode(s.pool.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes
-		WHERE k = $1 AND used AND (expires_at IS NULL OR expires_at > $2)`, k, now))
+// RedeemAuthCode implements store.Store: one transaction marks the code
+// used and inserts the grant and its refresh token. A concurrent redemption
+// waits on the code's row lock and then no longer matches "NOT used".
+func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.IssueFunc) (*store.AuthCode, error) {
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return nil, mapErr("consume auth code", err)
+		return nil, mapErr("redeem auth code", err)
 	}
-	return c, store.ErrAlreadyUsed
+	defer tx.Rollback(ctx)
+	k, now := store.HashKey(hash), time.Now()
+	c, err := scanCode(tx.QueryRow(ctx, `UPDATE auth_codes SET used = true
+		WHERE k = $1 AND NOT used AND (expires_at IS NULL OR expires_at > $2) RETURNING `+codeCols, k, now))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Nothing changed: unknown, expired, or already used. Codes only
+		// ever move to used, so this read cannot contradict the update.
+		c, err = scanCode(tx.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes
+			WHERE k = $1 AND used AND (expires_at IS NULL OR expires_at > $2)`, k, now))
+		if err != nil {
+			return nil, mapErr("redeem auth code", err)
+		}
+		return c, store.ErrAlreadyUsed
+	}
+	if err != nil {
+		return nil, mapErr("redeem auth code", err)
+	}
+	g, t, err := issue(c)
+	if err != nil {
+		// Refused: the code is spent all the same.
+		if cerr := tx.Commit(ctx); cerr != nil {
+			return nil, mapErr("redeem auth code", cerr)
+		}
+		return c, err
+	}
+	if err := store.CheckIssued(g, t); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO grants (k, `+grantCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
+		ts(g.UpstreamExpiry), g.Version, ts(g.CreatedAt), ts(g.ExpiresAt), g.Revoked); err != nil {
+		return nil, mapErr("redeem auth code: create grant", err)
+	}
+	if t != nil {
+		if err := insertRefresh(ctx, tx, t); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, mapErr("redeem auth code", err)
+	}
+	return c, nil
 }
 
 const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
@@ -354,15 +389,6 @@ func scanGrant(row pgx.Row) (*store.Grant, error) {
 	g.Scopes = unlist(g.Scopes)
 	g.UpstreamExpiry, g.CreatedAt, g.ExpiresAt = fromTS(upExp), fromTS(created), fromTS(expires)
 	return &g, nil
-}
-
-// CreateGrant implements store.Store.
-func (s *Store) CreateGrant(ctx context.Context, g *store.Grant) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO grants (k, `+grantCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
-		ts(g.UpstreamExpiry), g.Version, ts(g.CreatedAt), ts(g.ExpiresAt), g.Revoked)
-	return mapErr("create grant", err)
 }
 
 // GetGrant implements store.Store.
@@ -423,11 +449,6 @@ func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error 
 	return mapErr("create refresh token", err)
 }
 
-// CreateRefreshToken implements store.Store.
-func (s *Store) CreateRefreshToken(ctx context.Context, t *store.RefreshToken) error {
-	return insertRefresh(ctx, s.pool, t)
-}
-
 // GetRefreshToken implements store.Store.
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
 	t, err := scanRefresh(s.pool.QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens
@@ -435,28 +456,35 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.Refres
 	return t, mapErr("get refresh token", err)
 }
 
-// RotateRefreshToken implements store.Store.
+// RotateRefreshToken implements store.Store: an UPDATE that only matches a
+// current token, then the successor's INSERT, in one transaction.
+// Concurrent rotations queue on the row lock; each later one re-checks
+// "rotated_at IS NULL" against the winner's committed row and matches
+// nothing.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return mapErr("rotate refresh token", err)
 	}
 	defer tx.Rollback(ctx)
-	k := store.HashKey(oldHash)
-	// FOR UPDATE makes concurrent rotations queue here; each later one then
-	// reads the winner's rotated_at.
-	var rotated pgtype.Timestamptz
-	err = tx.QueryRow(ctx, `SELECT rotated_at FROM refresh_tokens
-		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2) FOR UPDATE`, k, time.Now()).Scan(&rotated)
-	if err != nil {
-		return mapErr("rotate refresh token", err)
-	}
-	if rotated.Valid {
-		return store.ErrConflict
-	}
-	if _, err := tx.Exec(ctx, `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2 WHERE k = $3`,
-		ts(now), next.Hash, k); err != nil {
-		return mapErr("rotate refresh token", err)
+	k, cur := store.HashKey(oldHash), time.Now()
+	tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2
+		WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4)`, ts(now), next.Hash, k, cur)
+	if err := affected("rotate refresh token", tag, err); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		// Not current: already rotated (a conflict) or unknown/expired.
+		var live bool
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM refresh_tokens
+			WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2))`, k, cur).Scan(&live)
+		if err != nil {
+			return mapErr("rotate refresh token", err)
+		}
+		if live {
+			return store.ErrConflict
+		}
+		return store.ErrNotFound
 	}
 	if err := insertRefresh(ctx, tx, next); err != nil {
 		return err

@@ -10,8 +10,8 @@ import (
 )
 
 // BenchmarkSQLiteCodeExchange approximates the storage cost of one
-// authorization-code-to-token exchange: the code is issued, redeemed, and a
-// grant with its first refresh token is created.
+// authorization-code-to-token exchange: the code is issued, then redeemed
+// together with creating its grant and first refresh token.
 func BenchmarkSQLiteCodeExchange(b *testing.B) {
 	ctx := context.Background()
 	s := openTemp(b)
@@ -32,21 +32,18 @@ func BenchmarkSQLiteCodeExchange(b *testing.B) {
 		if err := s.CreateAuthCode(ctx, code); err != nil {
 			b.Fatal(err)
 		}
-		c, err := s.ConsumeAuthCode(ctx, code.Hash)
+		_, err := s.RedeemAuthCode(ctx, code.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			g := &store.Grant{
+				ID: c.GrantID, ClientID: c.ClientID, UserKey: c.UserKey, Resource: c.Resource, Scopes: c.Scopes,
+				Identity: c.Identity, UpstreamTokens: c.UpstreamTokens, UpstreamExpiry: now.Add(time.Hour),
+				CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
+			}
+			return g, &store.RefreshToken{
+				Hash: store.HashKey("rt" + id), GrantID: c.GrantID, ClientID: c.ClientID,
+				CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
+			}, nil
+		})
 		if err != nil {
-			b.Fatal(err)
-		}
-		if err := s.CreateGrant(ctx, &store.Grant{
-			ID: c.GrantID, ClientID: c.ClientID, UserKey: c.UserKey, Resource: c.Resource, Scopes: c.Scopes,
-			Identity: c.Identity, UpstreamTokens: c.UpstreamTokens, UpstreamExpiry: now.Add(time.Hour),
-			CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
-		}); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.CreateRefreshToken(ctx, &store.RefreshToken{
-			Hash: store.HashKey("rt" + id), GrantID: c.GrantID, ClientID: c.ClientID,
-			CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
-		}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -60,11 +57,15 @@ func BenchmarkSQLiteRefreshRotate(b *testing.B) {
 	s := openTemp(b)
 	defer s.Close()
 	now := time.Now()
-	if err := s.CreateGrant(ctx, &store.Grant{ID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+	cur := store.HashKey("rt0")
+	code := &store.AuthCode{Hash: store.HashKey("code"), GrantID: "g", ClientID: "c"}
+	if err := s.CreateAuthCode(ctx, code); err != nil {
 		b.Fatal(err)
 	}
-	cur := store.HashKey("rt0")
-	if err := s.CreateRefreshToken(ctx, &store.RefreshToken{Hash: cur, GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(
+		&store.Grant{ID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		&store.RefreshToken{Hash: cur, GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+	)); err != nil {
 		b.Fatal(err)
 	}
 	i := 0

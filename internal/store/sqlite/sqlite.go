@@ -39,8 +39,10 @@ const MemoryDSN = ":memory:"
 
 // Store is a SQLite-backed store.Store.
 type Store struct {
-	w *sql.DB // exactly one connection: all writes
-	r *sql.DB // read-only pool (the same as w for in-memory databases)
+	w  *sql.DB // exactly one connection: all writes
+	r  *sql.DB // read-only pool (the same as w for in-memory databases)
+	ws stmts   // prepared on w
+	rs stmts   // prepared on r
 }
 
 var _ store.Store = (*Store)(nil)
@@ -100,11 +102,102 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	var err error
+	if s.ws, err = prepare(ctx, s.w, writeQueries); err == nil {
+		s.rs, err = prepare(ctx, s.r, readQueries)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// stmts are statements prepared once, by SQL text. SQLite takes about as
+// long to parse a statement as to run a point query or insert, so every
+// statement on a request path is prepared at Open (each connection of a
+// pool prepares it again on first use, then keeps it).
+type stmts map[string]*sql.Stmt
+
+func prepare(ctx context.Context, db *sql.DB, queries []string) (stmts, error) {
+	m := make(stmts, len(queries))
+	for _, q := range queries {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: prepare %.60q: %w", q, err)
+		}
+		m[q] = st
+	}
+	return m, nil
+}
+
+// get returns the prepared statement for q. Statements are prepared
+// eagerly because preparing on the writer pool inside a transaction would
+// wait for the one connection the transaction holds.
+func (m stmts) get(q string) (*sql.Stmt, error) {
+	if st, ok := m[q]; ok {
+		return st, nil
+	}
+	return nil, fmt.Errorf("sqlite: statement not prepared: %.60q", q)
+}
+
+// errRow is a scanner that fails with err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// exec runs a prepared write statement outside a transaction.
+func (s *Store) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := s.ws.get(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// writeRow runs a prepared write statement that returns a row (RETURNING).
+func (s *Store) writeRow(ctx context.Context, q string, args ...any) scanner {
+	st, err := s.ws.get(q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// readRow runs a prepared query on the read pool.
+func (s *Store) readRow(ctx context.Context, q string, args ...any) scanner {
+	st, err := s.rs.get(q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// txExec runs a prepared write statement in tx.
+func (s *Store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	st, err := s.ws.get(q)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+}
+
+// txRow runs a prepared statement that returns a row in tx.
+func (s *Store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) scanner {
+	st, err := s.ws.get(q)
+	if err != nil {
+		return errRow{err}
+	}
+	return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 }
 
 // Close implements store.Store.
 func (s *Store) Close() error {
+	for _, m := range []stmts{s.ws, s.rs} {
+		for _, st := range m {
+			st.Close()
+		}
+	}
 	err := s.w.Close()
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
@@ -199,8 +292,33 @@ func affected(op string, res sql.Result, err error) error {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// writeQueries and readQueries are prepared at Open: every statement the
+// methods below run, except the rare maintenance ones (migrations,
+// DeleteExpired).
+var (
+	writeQueries = []string{
+		qInsertClient, qDeleteClient,
+		qInsertRequest, qUpdateRequest, qDeleteRequest, qTakeRequest,
+		qInsertCode, qConsumeCode, qUsedCode,
+		qInsertGrant, qRevokeGrant, qUpdateGrantUpstream, qGrantLive,
+		qInsertRefresh, qRotateRefresh, qRefreshLive, qRevokeRefresh,
+		qSaveConsent, qDeleteConsent,
+		qInsertKey, qUpdateKey, qDeleteKey,
+	}
+	readQueries = []string{
+		qGetClient, qCountClients, qGetRequest, qGetGrant, qGetRefresh, qGetConsent, qListKeys,
+	}
+)
+
 const clientCols = `id, secret_hash, name, redirect_uris, grant_types, response_types, token_endpoint_auth_method,
 	scope, application_type, kind, registered_ip, metadata, created_at, expires_at`
+
+const (
+	qInsertClient = `INSERT INTO clients (k, ` + clientCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qGetClient    = `SELECT ` + clientCols + ` FROM clients WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
+	qDeleteClient = `DELETE FROM clients WHERE k = ?`
+	qCountClients = `SELECT COUNT(*) FROM clients WHERE registered_ip = ? AND created_at >= ?`
+)
 
 func scanClient(row scanner) (*store.Client, error) {
 	var c store.Client
@@ -226,7 +344,7 @@ func scanClient(row scanner) (*store.Client, error) {
 
 // CreateClient implements store.Store.
 func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO clients (k, `+clientCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, qInsertClient,
 		store.HashKey(c.ID), c.ID, c.SecretHash, c.Name, encodeList(c.RedirectURIs), encodeList(c.GrantTypes),
 		encodeList(c.ResponseTypes), c.TokenEndpointAuthMethod, c.Scope, c.ApplicationType, c.Kind, c.RegisteredIP,
 		c.Metadata, micros(c.CreatedAt), micros(c.ExpiresAt))
@@ -235,28 +353,41 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 
 // GetClient implements store.Store.
 func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
-		store.HashKey(id), nowMicros())
-	c, err := scanClient(row)
+	c, err := scanClient(s.readRow(ctx, qGetClient, store.HashKey(id), nowMicros()))
 	return c, mapErr("get client", err)
 }
 
 // DeleteClient implements store.Store.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM clients WHERE k = ?`, store.HashKey(id))
+	res, err := s.exec(ctx, qDeleteClient, store.HashKey(id))
 	return affected("delete client", res, err)
 }
 
 // CountClientsByIP implements store.Store.
 func (s *Store) CountClientsByIP(ctx context.Context, ip string, since time.Time) (int, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM clients WHERE registered_ip = ? AND created_at >= ?`,
-		ip, micros(since)).Scan(&n)
+	err := s.readRow(ctx, qCountClients, ip, micros(since)).Scan(&n)
 	return n, mapErr("count clients", err)
 }
 
 const requestCols = `id, client_id, redirect_uri, state, resource, scopes, code_challenge, code_challenge_method,
 	upstream_state_hash, upstream_nonce, upstream_verifier, user_key, identity, upstream_tokens, consent_csrf, expires_at`
+
+const (
+	qInsertRequest = `INSERT INTO auth_requests (k, upstream_state_k, ` + requestCols + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qGetRequest    = `SELECT ` + requestCols + ` FROM auth_requests WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
+	qUpdateRequest = `UPDATE auth_requests SET client_id = ?, redirect_uri = ?, state = ?, resource = ?,
+		scopes = ?, code_challenge = ?, code_challenge_method = ?, upstream_state_k = ?, upstream_state_hash = ?,
+		upstream_nonce = ?, upstream_verifier = ?, user_key = ?, identity = ?, upstream_tokens = ?, consent_csrf = ?,
+		expires_at = ?
+		WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
+	qDeleteRequest = `DELETE FROM auth_requests WHERE k = ?`
+	// One UPDATE both finds and disarms the state: single use even across processes.
+	qTakeRequest = `UPDATE auth_requests SET upstream_state_k = NULL, upstream_state_hash = ''
+		WHERE upstream_state_k = ? AND (expires_at = 0 OR expires_at > ?)
+		RETURNING ` + requestCols
+)
 
 func scanRequest(row scanner) (*store.AuthRequest, error) {
 	var r store.AuthRequest
@@ -285,8 +416,7 @@ func stateKey(h string) any {
 
 // CreateAuthRequest implements store.Store.
 func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO auth_requests (k, upstream_state_k, `+requestCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, qInsertRequest,
 		store.HashKey(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
 		encodeList(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod, r.UpstreamStateHash, r.UpstreamNonce,
 		r.UpstreamVerifier, r.UserKey, r.Identity, r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt))
@@ -295,19 +425,13 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) err
 
 // GetAuthRequest implements store.Store.
 func (s *Store) GetAuthRequest(ctx context.Context, id string) (*store.AuthRequest, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+requestCols+` FROM auth_requests WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
-		store.HashKey(id), nowMicros())
-	r, err := scanRequest(row)
+	r, err := scanRequest(s.readRow(ctx, qGetRequest, store.HashKey(id), nowMicros()))
 	return r, mapErr("get auth request", err)
 }
 
 // UpdateAuthRequest implements store.Store.
 func (s *Store) UpdateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE auth_requests SET client_id = ?, redirect_uri = ?, state = ?, resource = ?,
-		scopes = ?, code_challenge = ?, code_challenge_method = ?, upstream_state_k = ?, upstream_state_hash = ?,
-		upstream_nonce = ?, upstream_verifier = ?, user_key = ?, identity = ?, upstream_tokens = ?, consent_csrf = ?,
-		expires_at = ?
-		WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
+	res, err := s.exec(ctx, qUpdateRequest,
 		r.ClientID, r.RedirectURI, r.State, r.Resource, encodeList(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod,
 		stateKey(r.UpstreamStateHash), r.UpstreamStateHash, r.UpstreamNonce, r.UpstreamVerifier, r.UserKey, r.Identity,
 		r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt), store.HashKey(r.ID), nowMicros())
@@ -316,7 +440,7 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, r *store.AuthRequest) err
 
 // DeleteAuthRequest implements store.Store.
 func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM auth_requests WHERE k = ?`, store.HashKey(id))
+	res, err := s.exec(ctx, qDeleteRequest, store.HashKey(id))
 	return affected("delete auth request", res, err)
 }
 
@@ -325,16 +449,19 @@ func (s *Store) TakeAuthRequestByUpstreamState(ctx context.Context, stateHash st
 	if stateHash == "" {
 		return nil, store.ErrNotFound
 	}
-	// One UPDATE both finds and disarms the state: single use even across processes.
-	row := s.w.QueryRowContext(ctx, `UPDATE auth_requests SET upstream_state_k = NULL, upstream_state_hash = ''
-		WHERE upstream_state_k = ? AND (expires_at = 0 OR expires_at > ?)
-		RETURNING `+requestCols, store.HashKey(stateHash), nowMicros())
-	r, err := scanRequest(row)
+	r, err := scanRequest(s.writeRow(ctx, qTakeRequest, store.HashKey(stateHash), nowMicros()))
 	return r, mapErr("take auth request", err)
 }
 
 const codeCols = `hash, client_id, redirect_uri, resource, user_key, scopes, code_challenge, grant_id, identity,
 	upstream_tokens, expires_at`
+
+const (
+	qInsertCode  = `INSERT INTO auth_codes (k, ` + codeCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qConsumeCode = `UPDATE auth_codes SET used = 1
+		WHERE k = ? AND used = 0 AND (expires_at = 0 OR expires_at > ?) RETURNING ` + codeCols
+	qUsedCode = `SELECT ` + codeCols + ` FROM auth_codes WHERE k = ? AND used = 1 AND (expires_at = 0 OR expires_at > ?)`
+)
 
 func scanCode(row scanner) (*store.AuthCode, error) {
 	var c store.AuthCode
@@ -354,34 +481,74 @@ func scanCode(row scanner) (*store.AuthCode, error) {
 
 // CreateAuthCode implements store.Store.
 func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO auth_codes (k, `+codeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, qInsertCode,
 		store.HashKey(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, encodeList(c.Scopes),
 		c.CodeChallenge, c.GrantID, c.Identity, c.UpstreamTokens, micros(c.ExpiresAt))
 	return mapErr("create auth code", err)
 }
 
-// ConsumeAuthCode implements store.Store.
-func (s *Store) ConsumeAuthCode(ctx context.Context, hash string) (*store.AuthCode, error) {
-	k, now := store.HashKey(hash), nowMicros()
-	row := s.w.QueryRowContext(ctx, `UPDATE auth_codes SET used = 1
-		WHERE k = ? AND used = 0 AND (expires_at = 0 OR expires_at > ?) RETURNING `+codeCols, k, now)
-	c, err := scanCode(row)
-	if !errors.Is(err, sql.ErrNoRows) {
-		return c, mapErr("consume auth code", err)
-	}
-	// Nothing changed: the code is unknown, expired, or already used. Codes
-	// only ever move to used, so this read cannot contradict the update.
-	row = s.w.QueryRowContext(ctx, `SELECT `+codeCols+` FROM auth_codes
-		WHERE k = ? AND used = 1 AND (expires_at = 0 OR expires_at > ?)`, k, now)
-	c, err = scanCode(row)
+// RedeemAuthCode implements store.Store: one write transaction marks the
+// code used and inserts the grant and its refresh token.
+func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.IssueFunc) (*store.AuthCode, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, mapErr("consume auth code", err)
+		return nil, mapErr("redeem auth code", err)
 	}
-	return c, store.ErrAlreadyUsed
+	defer tx.Rollback()
+	k, now := store.HashKey(hash), nowMicros()
+	c, err := scanCode(s.txRow(ctx, tx, qConsumeCode, k, now))
+	if errors.Is(err, sql.ErrNoRows) {
+		// Nothing changed: the code is unknown, expired, or already used.
+		c, err = scanCode(s.txRow(ctx, tx, qUsedCode, k, now))
+		if err != nil {
+			return nil, mapErr("redeem auth code", err)
+		}
+		return c, store.ErrAlreadyUsed
+	}
+	if err != nil {
+		return nil, mapErr("redeem auth code", err)
+	}
+	g, t, err := issue(c)
+	if err != nil {
+		// Refused: the code is spent all the same.
+		if cerr := tx.Commit(); cerr != nil {
+			return nil, mapErr("redeem auth code", cerr)
+		}
+		return c, err
+	}
+	if err := store.CheckIssued(g, t); err != nil {
+		return nil, err
+	}
+	if _, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...); err != nil {
+		return nil, mapErr("redeem auth code: create grant", err)
+	}
+	if t != nil {
+		if _, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t)...); err != nil {
+			return nil, mapErr("redeem auth code: create refresh token", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, mapErr("redeem auth code", err)
+	}
+	return c, nil
 }
 
 const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
 	created_at, expires_at, revoked`
+
+const (
+	qInsertGrant         = `INSERT INTO grants (k, ` + grantCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qGetGrant            = `SELECT ` + grantCols + ` FROM grants WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
+	qRevokeGrant         = `UPDATE grants SET revoked = 1 WHERE k = ?`
+	qUpdateGrantUpstream = `UPDATE grants SET upstream_tokens = ?, upstream_expiry = ?, version = version + 1
+		WHERE k = ? AND version = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?)`
+	qGrantLive = `SELECT EXISTS (SELECT 1 FROM grants WHERE k = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?))`
+)
+
+func grantArgs(g *store.Grant) []any {
+	return []any{store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
+		g.UpstreamTokens, micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked}
+}
 
 func scanGrant(row scanner) (*store.Grant, error) {
 	var g store.Grant
@@ -399,42 +566,28 @@ func scanGrant(row scanner) (*store.Grant, error) {
 	return &g, nil
 }
 
-// CreateGrant implements store.Store.
-func (s *Store) CreateGrant(ctx context.Context, g *store.Grant) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO grants (k, `+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity, g.UpstreamTokens,
-		micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked)
-	return mapErr("create grant", err)
-}
-
 // GetGrant implements store.Store.
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+grantCols+` FROM grants WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
-		store.HashKey(id), nowMicros())
-	g, err := scanGrant(row)
+	g, err := scanGrant(s.readRow(ctx, qGetGrant, store.HashKey(id), nowMicros()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE grants SET revoked = 1 WHERE k = ?`, store.HashKey(id))
+	res, err := s.exec(ctx, qRevokeGrant, store.HashKey(id))
 	return affected("revoke grant", res, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
 	k, now := store.HashKey(id), nowMicros()
-	res, err := s.w.ExecContext(ctx, `UPDATE grants SET upstream_tokens = ?, upstream_expiry = ?, version = version + 1
-		WHERE k = ? AND version = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?)`,
-		sealed, micros(expiry), k, expectedVersion, now)
+	res, err := s.exec(ctx, qUpdateGrantUpstream, sealed, micros(expiry), k, expectedVersion, now)
 	if err := affected("update grant upstream", res, err); !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	// Tell a lost race (the grant is live but at another version) from a missing grant.
 	var live bool
-	err = s.w.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM grants WHERE k = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?))`,
-		k, now).Scan(&live)
-	if err != nil {
+	if err := s.writeRow(ctx, qGrantLive, k, now).Scan(&live); err != nil {
 		return mapErr("update grant upstream", err)
 	}
 	if live {
@@ -444,6 +597,20 @@ func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byt
 }
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
+
+const (
+	qInsertRefresh = `INSERT INTO refresh_tokens (k, grant_k, ` + refreshCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
+	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ?
+		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?)`
+	qRefreshLive   = `SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?))`
+	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = ?`
+)
+
+func refreshArgs(t *store.RefreshToken) []any {
+	return []any{store.HashKey(t.Hash), store.HashKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, micros(t.CreatedAt),
+		micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy}
+}
 
 func scanRefresh(row scanner) (*store.RefreshToken, error) {
 	var t store.RefreshToken
@@ -455,70 +622,63 @@ func scanRefresh(row scanner) (*store.RefreshToken, error) {
 	return &t, nil
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error {
-	_, err := db.ExecContext(ctx, `INSERT INTO refresh_tokens (k, grant_k, `+refreshCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		store.HashKey(t.Hash), store.HashKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, micros(t.CreatedAt),
-		micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy)
-	return mapErr("create refresh token", err)
-}
-
-// CreateRefreshToken implements store.Store.
-func (s *Store) CreateRefreshToken(ctx context.Context, t *store.RefreshToken) error {
-	return insertRefresh(ctx, s.w, t)
-}
-
 // GetRefreshToken implements store.Store.
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
-		store.HashKey(hash), nowMicros())
-	t, err := scanRefresh(row)
+	t, err := scanRefresh(s.readRow(ctx, qGetRefresh, store.HashKey(hash), nowMicros()))
 	return t, mapErr("get refresh token", err)
 }
 
-// RotateRefreshToken implements store.Store.
+// RotateRefreshToken implements store.Store: in one write transaction, an
+// UPDATE that only matches a current token, then the successor's INSERT.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return mapErr("rotate refresh token", err)
 	}
 	defer tx.Rollback()
-	k := store.HashKey(oldHash)
-	var rotated int64
-	err = tx.QueryRowContext(ctx, `SELECT rotated_at FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`,
-		k, nowMicros()).Scan(&rotated)
-	if err != nil {
+	k, nowUS := store.HashKey(oldHash), nowMicros()
+	res, err := s.txExec(ctx, tx, qRotateRefresh, micros(now), next.Hash, k, nowUS)
+	if err := affected("rotate refresh token", res, err); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		// Not current: already rotated (a conflict) or unknown/expired.
+		var live bool
+		if err := s.txRow(ctx, tx, qRefreshLive, k, nowUS).Scan(&live); err != nil {
+			return mapErr("rotate refresh token", err)
+		}
+		if live {
+			return store.ErrConflict
+		}
+		return store.ErrNotFound
+	}
+	if _, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(next)...); err != nil {
 		return mapErr("rotate refresh token", err)
-	}
-	if rotated != 0 {
-		return store.ErrConflict
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ? WHERE k = ?`,
-		micros(now), next.Hash, k); err != nil {
-		return mapErr("rotate refresh token", err)
-	}
-	if err := insertRefresh(ctx, tx, next); err != nil {
-		return err
 	}
 	return mapErr("rotate refresh token", tx.Commit())
 }
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.w.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE grant_k = ?`, store.HashKey(grantID))
+	_, err := s.exec(ctx, qRevokeRefresh, store.HashKey(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
+
+const (
+	qGetConsent  = `SELECT user_key, client_id, scopes, created_at FROM consents WHERE user_k = ? AND client_k = ?`
+	qSaveConsent = `INSERT INTO consents (user_k, client_k, user_key, client_id, scopes, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (user_k, client_k) DO UPDATE SET scopes = excluded.scopes, created_at = excluded.created_at`
+	qDeleteConsent = `DELETE FROM consents WHERE user_k = ? AND client_k = ?`
+)
 
 // GetConsent implements store.Store.
 func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*store.Consent, error) {
 	var c store.Consent
 	var scopes string
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT user_key, client_id, scopes, created_at FROM consents WHERE user_k = ? AND client_k = ?`,
-		store.HashKey(userKey), store.HashKey(clientID)).Scan(&c.UserKey, &c.ClientID, &scopes, &created)
+	err := s.readRow(ctx, qGetConsent, store.HashKey(userKey), store.HashKey(clientID)).
+		Scan(&c.UserKey, &c.ClientID, &scopes, &created)
 	if err != nil {
 		return nil, mapErr("get consent", err)
 	}
@@ -531,24 +691,32 @@ func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*stor
 
 // SaveConsent implements store.Store.
 func (s *Store) SaveConsent(ctx context.Context, c *store.Consent) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO consents (user_k, client_k, user_key, client_id, scopes, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (user_k, client_k) DO UPDATE SET scopes = excluded.scopes, created_at = excluded.created_at`,
+	_, err := s.exec(ctx, qSaveConsent,
 		store.HashKey(c.UserKey), store.HashKey(c.ClientID), c.UserKey, c.ClientID, encodeList(c.Scopes), micros(c.CreatedAt))
 	return mapErr("save consent", err)
 }
 
 // DeleteConsent implements store.Store.
 func (s *Store) DeleteConsent(ctx context.Context, userKey, clientID string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM consents WHERE user_k = ? AND client_k = ?`,
-		store.HashKey(userKey), store.HashKey(clientID))
+	res, err := s.exec(ctx, qDeleteConsent, store.HashKey(userKey), store.HashKey(clientID))
 	return affected("delete consent", res, err)
 }
 
+const (
+	qListKeys  = `SELECT id, algorithm, private, public, status, created_at, retire_at FROM signing_keys ORDER BY created_at, id`
+	qInsertKey = `INSERT INTO signing_keys (k, id, algorithm, private, public, status, created_at, retire_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+	qUpdateKey = `UPDATE signing_keys SET status = ?, retire_at = ? WHERE k = ?`
+	qDeleteKey = `DELETE FROM signing_keys WHERE k = ?`
+)
+
 // ListSigningKeys implements store.Store.
 func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, algorithm, private, public, status, created_at, retire_at
-		FROM signing_keys ORDER BY created_at, id`)
+	st, err := s.rs.get(qListKeys)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx)
 	if err != nil {
 		return nil, mapErr("list signing keys", err)
 	}
@@ -568,22 +736,20 @@ func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error
 
 // CreateSigningKey implements store.Store.
 func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO signing_keys (k, id, algorithm, private, public, status, created_at, retire_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, qInsertKey,
 		store.HashKey(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, micros(k.CreatedAt), micros(k.RetireAt))
 	return mapErr("create signing key", err)
 }
 
 // UpdateSigningKey implements store.Store.
 func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE signing_keys SET status = ?, retire_at = ? WHERE k = ?`,
-		k.Status, micros(k.RetireAt), store.HashKey(k.ID))
+	res, err := s.exec(ctx, qUpdateKey, k.Status, micros(k.RetireAt), store.HashKey(k.ID))
 	return affected("update signing key", res, err)
 }
 
 // DeleteSigningKey implements store.Store.
 func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM signing_keys WHERE k = ?`, store.HashKey(id))
+	res, err := s.exec(ctx, qDeleteKey, store.HashKey(id))
 	return affected("delete signing key", res, err)
 }
 

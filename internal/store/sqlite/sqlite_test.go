@@ -41,6 +41,11 @@ func TestConformanceInMemory(t *testing.T) {
 	})
 }
 
+// issue returns an IssueFunc that creates g and rt.
+func issue(g *store.Grant, rt *store.RefreshToken) store.IssueFunc {
+	return func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return g, rt, nil }
+}
+
 func TestStateSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state", "mcpgate.db")
@@ -54,8 +59,6 @@ func TestStateSurvivesRestart(t *testing.T) {
 	code := &store.AuthCode{Hash: store.HashKey("code"), ClientID: "c", GrantID: g.ID, ExpiresAt: now.Add(time.Minute)}
 	key := &store.SigningKey{ID: "kid", Algorithm: "ES256", Private: []byte("sealed-key"), Status: store.KeyActive, CreatedAt: now}
 	for _, err := range []error{
-		s.CreateGrant(ctx, g),
-		s.CreateRefreshToken(ctx, rt),
 		s.CreateAuthCode(ctx, code),
 		s.CreateSigningKey(ctx, key),
 	} {
@@ -63,8 +66,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 			t.Fatalf("write: %v", err)
 		}
 	}
-	if _, err := s.ConsumeAuthCode(ctx, code.Hash); err != nil {
-		t.Fatalf("ConsumeAuthCode: %v", err)
+	if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(g, rt)); err != nil {
+		t.Fatalf("RedeemAuthCode: %v", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -90,8 +93,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Errorf("refresh token after restart (-want +got):\n%s", d)
 	}
 	// A code used before the restart stays used.
-	if _, err := s.ConsumeAuthCode(ctx, code.Hash); !errors.Is(err, store.ErrAlreadyUsed) {
-		t.Errorf("ConsumeAuthCode after restart: error = %v, want ErrAlreadyUsed", err)
+	if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(g, rt)); !errors.Is(err, store.ErrAlreadyUsed) {
+		t.Errorf("RedeemAuthCode after restart: error = %v, want ErrAlreadyUsed", err)
 	}
 	keys, err := s.ListSigningKeys(ctx)
 	if err != nil || len(keys) != 1 || keys[0].ID != "kid" {
@@ -179,12 +182,14 @@ func TestTwoProcessesRotate(t *testing.T) {
 	}
 	defer b.Close()
 	now := store.NormTime(time.Now())
-	if err := a.CreateGrant(ctx, &store.Grant{ID: "g", CreatedAt: now}); err != nil {
-		t.Fatal(err)
-	}
 	for round := range 60 {
 		old := store.HashKey(fmt.Sprintf("old-%d", round))
-		if err := a.CreateRefreshToken(ctx, &store.RefreshToken{Hash: old, GrantID: "g", CreatedAt: now}); err != nil {
+		code := &store.AuthCode{Hash: store.HashKey(fmt.Sprintf("code-%d", round)), GrantID: fmt.Sprintf("g-%d", round)}
+		if err := a.CreateAuthCode(ctx, code); err != nil {
+			t.Fatal(err)
+		}
+		g := &store.Grant{ID: code.GrantID, CreatedAt: now}
+		if _, err := a.RedeemAuthCode(ctx, code.Hash, issue(g, &store.RefreshToken{Hash: old, GrantID: g.ID, CreatedAt: now})); err != nil {
 			t.Fatal(err)
 		}
 		const n = 6
@@ -198,7 +203,7 @@ func TestTwoProcessesRotate(t *testing.T) {
 				if i%2 == 1 {
 					s = b
 				}
-				errs <- s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("new-%d-%d", round, i)), GrantID: "g", CreatedAt: now}, now)
+				errs <- s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("new-%d-%d", round, i)), GrantID: g.ID, CreatedAt: now}, now)
 			}()
 		}
 		wg.Wait()
@@ -214,6 +219,65 @@ func TestTwoProcessesRotate(t *testing.T) {
 		}
 		if ok != 1 {
 			t.Fatalf("round %d: %d rotations succeeded, want exactly 1", round, ok)
+		}
+	}
+}
+
+// TestTwoProcessesRedeem has two handles on one file race to redeem the
+// same code: exactly one creates the grant; every other caller sees the
+// code used and the grant already in place.
+func TestTwoProcessesRedeem(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	a, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	now := store.NormTime(time.Now())
+	for round := range 40 {
+		code := &store.AuthCode{Hash: store.HashKey(fmt.Sprintf("code-%d", round)), GrantID: fmt.Sprintf("g-%d", round)}
+		if err := a.CreateAuthCode(ctx, code); err != nil {
+			t.Fatal(err)
+		}
+		const n = 6
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				s := a
+				if i%2 == 1 {
+					s = b
+				}
+				g := &store.Grant{ID: code.GrantID, CreatedAt: now}
+				rt := &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("rt-%d-%d", round, i)), GrantID: g.ID, CreatedAt: now}
+				got, err := s.RedeemAuthCode(ctx, code.Hash, issue(g, rt))
+				if errors.Is(err, store.ErrAlreadyUsed) {
+					if _, gerr := s.GetGrant(ctx, got.GrantID); gerr != nil {
+						err = fmt.Errorf("replay saw no grant: %w", gerr)
+					}
+				}
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		ok := 0
+		for err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, store.ErrAlreadyUsed):
+				t.Fatalf("round %d: RedeemAuthCode: %v", round, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d redemptions succeeded, want exactly 1", round, ok)
 		}
 	}
 }
