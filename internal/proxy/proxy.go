@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
@@ -99,6 +100,7 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 		Transport:      transport,
 		FlushInterval:  -1, // flush every write: SSE events reach the client as they arrive
 		ModifyResponse: modifyResponse,
+		BufferPool:     copyBuffers, // without it every request allocates a 32 KiB copy buffer
 		ErrorHandler:   b.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -147,6 +149,14 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 }
 
 type upstreamTokenKey struct{}
+
+// bufferPool recycles the 32 KiB buffers ReverseProxy copies bodies with.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+var copyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 
 func setIf(h http.Header, name, value string) {
 	if name != "" && value != "" {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -349,21 +350,26 @@ type sseReader struct {
 	src io.ReadCloser
 	f   *mcp.SSEFilter
 	out bytes.Buffer
-	buf []byte
+	buf *[]byte // pooled read buffer
 	err error
 }
 
 func newSSEReader(src io.ReadCloser, rewrite func([]byte) []byte) *sseReader {
-	r := &sseReader{src: src, buf: make([]byte, 32<<10)}
+	r := &sseReader{src: src, buf: sseBuffers.Get().(*[]byte)}
 	r.f = mcp.NewSSEFilter(&r.out, nil, rewrite)
 	return r
 }
 
+var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
 func (r *sseReader) Read(p []byte) (int, error) {
+	if r.buf == nil {
+		return 0, io.ErrClosedPipe
+	}
 	for r.out.Len() == 0 && r.err == nil {
-		n, err := r.src.Read(r.buf)
+		n, err := r.src.Read(*r.buf)
 		if n > 0 {
-			if _, werr := r.f.Write(r.buf[:n]); werr != nil {
+			if _, werr := r.f.Write((*r.buf)[:n]); werr != nil {
 				r.err = werr
 			}
 		}
@@ -378,7 +384,13 @@ func (r *sseReader) Read(p []byte) (int, error) {
 	return 0, r.err
 }
 
-func (r *sseReader) Close() error { return r.src.Close() }
+func (r *sseReader) Close() error {
+	if r.buf != nil {
+		sseBuffers.Put(r.buf)
+		r.buf = nil
+	}
+	return r.src.Close()
+}
 
 // finish writes the audit record(s) for the request: one per JSON-RPC
 // message, or one for a request that never got that far.
@@ -486,7 +498,9 @@ func (s *statusWriter) Flush() {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
-	http.NewResponseController(s.ResponseWriter).Flush()
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
