@@ -80,7 +80,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		resource := cfg.PublicURL + bc.Path
 		metadataURL := prmURL(cfg.PublicURL, bc.Path)
 		g := &gateway{
-			backend: b, resource: resource, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
+			backend: b, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
 			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,

@@ -54,7 +54,6 @@ const (
 // so that 401, 403 and 429 are recorded too.
 type gateway struct {
 	backend     *proxy.Backend
-	resource    string
 	metadataURL string
 	scopes      []string // advertised in the 401 challenge
 	authn       Authenticator

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/demo"
+	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/proxy"
+)
+
+// flakyAuditor fails while broken is set.
+type flakyAuditor struct {
+	broken  atomic.Bool
+	written atomic.Int64
+}
+
+func (a *flakyAuditor) Log(context.Context, *audit.Record) error {
+	if a.broken.Load() {
+		return errors.New("disk full")
+	}
+	a.written.Add(1)
+	return nil
+}
+
+// TestAuditFailureRefusesRequests: with the audit log failing, the gateway
+// refuses new requests with 503 (no un-audited action) and recovers by itself
+// once a write succeeds again.
+func TestAuditFailureRefusesRequests(t *testing.T) {
+	var backendHits atomic.Int64
+	backend := httptest.NewServer(demo.Handler(demo.Options{OnRequest: func(*http.Request) { backendHits.Add(1) }}))
+	defer backend.Close()
+	cfg, err := config.Parse([]byte(`
+auth: { mode: none }
+policy: { roles: { all: { tools: ["*"] } }, users: { "sub:anonymous": [all] } }
+backends: [ { name: demo, url: `+backend.URL+`/mcp } ]
+audit: { sink: none }
+`), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := policy.Compile(cfg.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proxy.NewBackend(cfg.Backends[0], proxy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aud := &flakyAuditor{}
+	g := &gateway{
+		backend: b, authn: anonymous{}, policy: policy.NewHolder(engine), audit: aud,
+		ipLimiter: noLimit{}, userLimiter: noLimit{}, edge: newEdge(cfg), maxBody: 1 << 20,
+		sessions: newSessionBinder(10, time.Hour), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	post := func() int {
+		req := httptest.NewRequest("POST", "http://127.0.0.1:8080/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if c := post(); c != 200 {
+		t.Fatalf("healthy: %d", c)
+	}
+	aud.broken.Store(true)
+	post() // this request's record is the one that fails
+	hits := backendHits.Load()
+	if c := post(); c != http.StatusServiceUnavailable {
+		t.Errorf("while audit fails: %d, want 503", c)
+	}
+	if backendHits.Load() != hits {
+		t.Error("a request reached the backend while the audit log was failing")
+	}
+	aud.broken.Store(false)
+	post() // refused, but its record is written: the log works again
+	if c := post(); c != 200 {
+		t.Errorf("after recovery: %d, want 200", c)
+	}
+}
+
+type noLimit struct{}
+
+func (noLimit) Allow(string) (bool, time.Duration) { return true, 0 }
