@@ -2,12 +2,14 @@ package authserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -91,16 +93,58 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 func confidential(c *store.Client) bool { return c.SecretHash != "" }
 
 // checkSecret compares a presented secret with its stored hash: SHA-256 for
-// generated high-entropy secrets, bcrypt for operator-supplied hashes.
-func checkSecret(hash, secret string) bool {
+// generated high-entropy secrets (registration, client_secret in the
+// config), bcrypt for operator-supplied hashes (client_secret_hash), whose
+// secrets may be weak.
+func (s *Server) checkSecret(hash, secret string) bool {
 	switch {
 	case strings.HasPrefix(hash, secretSHA):
 		want := strings.TrimPrefix(hash, secretSHA)
 		return subtle.ConstantTimeCompare([]byte(store.HashKey(secret)), []byte(want)) == 1
 	case isBcrypt(hash):
-		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
+		return s.bcryptOK.check(hash, secret)
 	}
 	return false
+}
+
+// bcryptCache remembers secrets that matched a bcrypt hash. bcrypt is slow
+// on purpose (tens of milliseconds at the default cost), which would hold a
+// static confidential client to a few dozen token requests per second per
+// core; with the cache each (hash, secret) pair pays it once per process.
+// Only matches are kept, by the SHA-256 of hash and secret, so a wrong
+// secret always pays the full bcrypt cost.
+type bcryptCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]struct{}
+}
+
+// Matches are few (one per static client) unless a client presents
+// variants of its own secret beyond bcrypt's 72 bytes: bound the map anyway.
+const maxBcryptCacheEntries = 1024
+
+func (c *bcryptCache) check(hash, secret string) bool {
+	h := sha256.New()
+	h.Write([]byte(hash)) // a bcrypt hash has no NUL: the separator is unambiguous
+	h.Write([]byte{0})
+	h.Write([]byte(secret))
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	c.mu.Lock()
+	_, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) != nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxBcryptCacheEntries {
+		c.m = make(map[[sha256.Size]byte]struct{})
+	}
+	c.m[k] = struct{}{}
+	return true
 }
 
 // authenticateClient implements client authentication at the token,
@@ -144,7 +188,7 @@ func (s *Server) authenticateClient(r *http.Request) (*store.Client, error) {
 	}
 	switch {
 	case confidential(c):
-		if secret == "" || !checkSecret(c.SecretHash, secret) {
+		if secret == "" || !s.checkSecret(c.SecretHash, secret) {
 			return nil, fail
 		}
 	case secret != "":

@@ -90,6 +90,7 @@ type Server struct {
 	keys     *keyCache
 	grants   *grantCache
 	verified verifiedCache
+	bcryptOK bcryptCache
 	upLocks  keyedMutex
 	mux      *http.ServeMux
 }
