@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -492,5 +494,66 @@ func TestCancelledCallKeepsSession(t *testing.T) {
 	}
 	if got := childPID(t, cs); got != pid {
 		t.Errorf("pid changed after cancel: %d → %d", pid, got)
+	}
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(ents)
+}
+
+// Sessions that come and go leave no pipes or goroutines behind.
+func TestNoDescriptorLeak(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // finalizers would hide leaked files
+	e := newTestEnv(t, nil)
+	cycle := func() {
+		cs := e.connect(t, clientOpts{})
+		pid := childPID(t, cs)
+		cs.Close()
+		waitFor(t, "child to be gone", func() bool { return !alive(pid) && e.b.Sessions() == 0 })
+	}
+	idle := http.DefaultTransport.(*http.Transport)
+	cycle()
+	idle.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	base, baseG := openFDs(t), runtime.NumGoroutine()
+	for range 10 {
+		cycle()
+	}
+	idle.CloseIdleConnections()
+	waitFor(t, "descriptors to return to the baseline", func() bool { return openFDs(t) <= base+4 })
+	waitFor(t, "goroutines to return to the baseline", func() bool { return runtime.NumGoroutine() <= baseG+4 })
+}
+
+func BenchmarkCallTool(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := Config{Command: []string{exe}, Env: map[string]string{"GO_WANT_STDIO_SERVER": "1"}}
+	br, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(br)
+	defer srv.Close()
+	defer br.Close()
+	c := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: srv.URL, HTTPClient: &http.Client{Transport: authTransport{br.Token()}}, DisableStandaloneSSE: true,
+	}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cs.Close()
+	for b.Loop() {
+		if _, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "echo", Arguments: textArgs{"hi"}}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

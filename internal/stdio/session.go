@@ -67,7 +67,7 @@ func (st *stream) signal() {
 }
 
 func newSession(b *Bridge, id string, c *child, initID jsonrpc.ID) *session {
-	return &session{
+	s := &session{
 		id:         id,
 		b:          b,
 		c:          c,
@@ -79,12 +79,13 @@ func newSession(b *Bridge, id string, c *child, initID jsonrpc.ID) *session {
 		progress:   make(map[any]*stream),
 		initID:     initID,
 	}
+	s.idle = time.AfterFunc(b.cfg.IdleTimeout, s.idleTimeout)
+	return s
 }
 
 // start runs the session's relay; called once it is registered, so that
 // its ending always finds it to forget.
 func (s *session) start() {
-	s.idle = time.AfterFunc(s.b.cfg.IdleTimeout, s.idleTimeout)
 	go s.route()
 	go s.watchExit()
 }
