@@ -242,15 +242,15 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 		s.servePOST(w, r, msgs, batch, false)
 		return
 	}
-	init, ok := msgs[0].(*jsonrpc.Request)
-	if batch || !ok || init.Method != "initialize" || !init.IsCall() {
+	req, ok := msgs[0].(*jsonrpc.Request)
+	if batch || !ok || req.Method != "initialize" || !req.IsCall() {
 		// MCP spec, transports: requests other than initialize need the session id.
 		writeError(w, http.StatusBadRequest, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "missing Mcp-Session-Id (only a single initialize request may start a session)")
 		return
 	}
-	s, status, msg := b.startSession(init.ID)
+	s, status, msg := b.startSession(req.ID)
 	if s == nil {
-		writeError(w, status, init.ID, codeServerError, msg)
+		writeError(w, status, req.ID, codeServerError, msg)
 		return
 	}
 	s.servePOST(w, r, msgs, false, true)

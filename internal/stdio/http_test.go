@@ -189,7 +189,7 @@ func TestBatchOn20250326(t *testing.T) {
 func TestDuplicateInFlightID(t *testing.T) {
 	e := newTestEnv(t, nil)
 	id := e.rawSession(t)
-	call := `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"n":800}}}`
+	call := `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"n":1500}}}`
 	first := e.raw(t, "POST", id, call) // returns once headers are out: id 5 is in flight
 	if first.StatusCode != 200 {
 		t.Fatalf("first: status %d", first.StatusCode)
@@ -201,7 +201,7 @@ func TestDuplicateInFlightID(t *testing.T) {
 		t.Errorf("first call's events = %q", ev)
 	}
 	// Once answered, the id may be used again.
-	if again := e.raw(t, "POST", id, strings.Replace(call, "800", "1", 1)); again.StatusCode != 200 {
+	if again := e.raw(t, "POST", id, strings.Replace(call, "1500", "1", 1)); again.StatusCode != 200 {
 		t.Errorf("reuse after answer: status %d", again.StatusCode)
 	}
 }

@@ -132,6 +132,19 @@ func (s *session) close(reason string) {
 		return
 	}
 	s.closed = true
+	// Calls still in flight get an error response rather than a stream that
+	// just ends.
+	for id, st := range s.calls {
+		data, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: &jsonrpc.Error{
+			Code: jsonrpc.CodeInternalError, Message: "the MCP server session ended",
+		}})
+		if err == nil {
+			st.pending--
+			st.final = st.pending == 0
+			st.push(data)
+		}
+		delete(s.calls, id)
+	}
 	close(s.done)
 	s.idle.Stop()
 	s.mu.Unlock()
