@@ -281,3 +281,35 @@ func TestTwoProcessesRedeem(t *testing.T) {
 		}
 	}
 }
+
+// TestBackgroundCheckpoint: committed pages reach the database file without
+// a commit crossing SQLite's own checkpoint threshold.
+func TestBackgroundCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	time.Sleep(300 * time.Millisecond) // let the migration's pages settle
+	before := size()
+	for i := range 200 {
+		c := &store.Client{ID: fmt.Sprintf("client-%d", i), Metadata: make([]byte, 2000), CreatedAt: time.Now()}
+		if err := s.CreateClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); size() <= before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes: the WAL was not checkpointed", before)
+		}
+	}
+}
