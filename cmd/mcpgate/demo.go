@@ -17,6 +17,7 @@ import (
 
 func newDemoBackendCmd() *cobra.Command {
 	var listen string
+	var stdio bool
 	var opts demo.Options
 	cmd := &cobra.Command{
 		Use:   "demo-backend",
@@ -25,6 +26,9 @@ func newDemoBackendCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if stdio {
+				return demo.RunStdio(ctx, opts)
+			}
 			srv := &http.Server{Addr: listen, Handler: demo.Handler(opts), ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-ctx.Done()
@@ -44,6 +48,7 @@ func newDemoBackendCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9000", "listen address")
 	cmd.Flags().BoolVar(&opts.Stateless, "stateless", false, "serve without MCP sessions")
+	cmd.Flags().BoolVar(&stdio, "stdio", false, "serve over stdin/stdout instead (a stdio MCP server)")
 	cmd.Flags().IntVar(&opts.ExtraTools, "extra-tools", 0, "add N padding tools (tool_000…)")
 	return cmd
 }

@@ -68,7 +68,11 @@ func TestParseErrors(t *testing.T) {
 			[]string{"backends[0].credential.type: upstream_token requires auth.mode authorization_server"}},
 		{"static credential without value", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: static }", 1), nil,
 			[]string{"backends[0].credential.value: is required"}},
-		{"wildcard scope", validJWT + "", nil, nil},
+		{"url and command", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    command: [my-server]", 1), nil,
+			[]string{"backends[0].url: cannot be combined with command"}},
+		{"stdio with a credential", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [my-server]\n    credential: { type: static, value: x }", 1), nil,
+			[]string{"backends[0].credential.type: must be none for a stdio backend"}},
+		{"valid stdio backend", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [python3, -m, srv]\n    env: { VCENTER_HOST: vc.example.com }", 1), nil, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -125,6 +125,12 @@ func NewServer(opts Options) *mcp.Server {
 	return s
 }
 
+// RunStdio serves the demo server over stdin/stdout until ctx ends or stdin
+// closes (a stdio MCP server, for stdio backends).
+func RunStdio(ctx context.Context, opts Options) error {
+	return NewServer(opts).Run(ctx, &mcp.StdioTransport{})
+}
+
 // Handler serves the demo server over streamable HTTP.
 func Handler(opts Options) http.Handler {
 	s := NewServer(opts)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/stdio"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -12,8 +13,14 @@ import (
 type BackendConfig struct {
 	// Name identifies the backend in policy rules, audit records and logs.
 	Name string `yaml:"name"`
-	// URL of the backend's streamable-HTTP MCP endpoint.
+	// URL of the backend's streamable-HTTP MCP endpoint. Exactly one of
+	// url and command is set.
 	URL string `yaml:"url"`
+	// Stdio runs a stdio MCP server instead (command, env, dir,
+	// max_sessions, idle_timeout, max_message_bytes): the gateway serves it
+	// on an internal loopback listener, one child process per MCP session,
+	// and proxies to it like any other backend.
+	Stdio stdio.Config `yaml:",inline"`
 	// Path is where the gateway serves this backend; the canonical resource
 	// URI is public_url + path. Defaults to /mcp for the first backend and
 	// /<name>/mcp for the others.
@@ -54,6 +61,9 @@ type CredentialConfig struct {
 	Value string `yaml:"value"`
 }
 
+// IsStdio reports whether the backend is a stdio command.
+func (c *BackendConfig) IsStdio() bool { return len(c.Stdio.Command) > 0 }
+
 // SetDefaults fills in defaults; index is the backend's position in the list.
 func (c *BackendConfig) SetDefaults(index int) {
 	if c.Path == "" {
@@ -65,6 +75,9 @@ func (c *BackendConfig) SetDefaults(index int) {
 	}
 	if c.Credential.Type == "" {
 		c.Credential.Type = "none"
+	}
+	if c.IsStdio() {
+		c.Stdio.SetDefaults()
 	}
 	if c.Credential.Type == "static" && c.Credential.Header == "" {
 		c.Credential.Header = "Authorization"
@@ -87,10 +100,20 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 	} else if strings.ContainsAny(c.Name, "/ :*") {
 		p.Add(path+".name", "must not contain '/', ':', '*' or spaces")
 	}
-	if c.URL == "" {
-		p.Add(path+".url", "is required")
-	} else if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.Add(path+".url", "must be an absolute http(s) URL")
+	switch {
+	case c.IsStdio() && c.URL != "":
+		p.Add(path+".url", "cannot be combined with command (a backend is either HTTP or stdio)")
+	case c.IsStdio():
+		c.Stdio.Validate(path, p)
+		if c.Credential.Type != "none" {
+			p.Add(path+".credential.type", "must be none for a stdio backend (the child gets its secrets through env)")
+		}
+	case c.URL == "":
+		p.Add(path+".url", "is required (or command, for a stdio server)")
+	default:
+		if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.Add(path+".url", "must be an absolute http(s) URL")
+		}
 	}
 	if !strings.HasPrefix(c.Path, "/") || strings.HasPrefix(c.Path, "/.well-known") || strings.HasSuffix(c.Path, "/") && c.Path != "/" {
 		p.Add(path+".path", "must start with '/', not end with '/', and not be under /.well-known")

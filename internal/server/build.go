@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
+	"github.com/mcpgate/mcpgate/internal/stdio"
 )
 
 // New provisions every component from a validated configuration. It fails
@@ -73,6 +75,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	sessions := newSessionBinder(100_000, 24*time.Hour)
 	servers := authorizationServers(cfg)
 	for i, bc := range cfg.Backends {
+		if bc.IsStdio() {
+			if bc, err = s.startStdio(bc); err != nil {
+				return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
+			}
+		}
 		b, err := proxy.NewBackend(bc, proxy.Options{Logger: log, UpstreamTokens: upstream})
 		if err != nil {
 			return nil, err
@@ -98,6 +105,27 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.handler = s.outer(e, mux)
 	ok = true
 	return s, nil
+}
+
+// startStdio serves a stdio backend on an internal loopback listener and
+// returns the config to proxy to it. The listener requires a random bearer
+// token, so other local processes cannot reach the child through it.
+func (s *Server) startStdio(bc proxy.BackendConfig) (proxy.BackendConfig, error) {
+	bridge, err := stdio.New(bc.Stdio, s.log.With("backend", bc.Name))
+	if err != nil {
+		return bc, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		bridge.Close()
+		return bc, err
+	}
+	srv := &http.Server{Handler: bridge, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	s.closers = append(s.closers, func() error { srv.Close(); return bridge.Close() })
+	bc.URL = "http://" + ln.Addr().String() + "/mcp"
+	bc.Credential = proxy.CredentialConfig{Type: "static", Header: "Authorization", Value: "Bearer " + bridge.Token()}
+	return bc, nil
 }
 
 // outer applies the checks every endpoint gets: Host allow-list (except the
