@@ -224,7 +224,9 @@ type Store interface {
 	//   - Unknown or expired code: ErrNotFound; issue is not called.
 	//   - The grant ID or refresh token hash exists: ErrConflict, and nothing
 	//     changes (the code stays unused).
-	// Of several concurrent calls for one code exactly one calls issue.
+	// Concurrent calls for one code are serialized: once one has spent it,
+	// the others get ErrAlreadyUsed, so at most one calls issue and stores
+	// a grant.
 	RedeemAuthCode(ctx context.Context, hash string, issue IssueFunc) (*AuthCode, error)
 
 	// GetGrant returns ErrNotFound for unknown or expired grants. Revoked
