@@ -108,6 +108,9 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 		if c.Credential.Type != "none" {
 			p.Add(path+".credential.type", "must be none for a stdio backend (the child gets its secrets through env)")
 		}
+		if c.IdentityHeaders != (IdentityHeaders{}) {
+			p.Add(path+".identity_headers", "cannot be used with a stdio backend (the child sees no HTTP headers)")
+		}
 	case c.URL == "":
 		p.Add(path+".url", "is required (or command, for a stdio server)")
 	default:

@@ -122,7 +122,11 @@ func (s *Server) startStdio(bc proxy.BackendConfig) (proxy.BackendConfig, error)
 	}
 	srv := &http.Server{Handler: bridge, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	s.closers = append(s.closers, func() error { srv.Close(); return bridge.Close() })
+	s.closers = append(s.closers, func() error {
+		err := bridge.Close() // ends the open streams and reaps the children
+		srv.Close()
+		return err
+	})
 	bc.URL = "http://" + ln.Addr().String() + "/mcp"
 	bc.Credential = proxy.CredentialConfig{Type: "static", Header: "Authorization", Value: "Bearer " + bridge.Token()}
 	return bc, nil
