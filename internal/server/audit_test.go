@@ -23,12 +23,13 @@ func TestAuditRecordsEveryRequest(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("initialize: %d", r.status)
 	}
+	do(t, "POST", env.url, reader, initBody, map[string]string{"Host": "rebind.example.com"}) // DNS rebinding
 
 	rep, err := audit.VerifyFiles([]string{env.auditPath}, audit.VerifyOptions{})
 	if err != nil {
 		t.Fatalf("audit chain does not verify: %v", err)
 	}
-	if rep.Records < 4 { // start checkpoint + 3 requests
+	if rep.Records < 5 { // start checkpoint + 4 requests
 		t.Errorf("records = %d", rep.Records)
 	}
 	f, err := os.Open(env.auditPath)
@@ -47,8 +48,11 @@ func TestAuditRecordsEveryRequest(t *testing.T) {
 			got = append(got, rec)
 		}
 	}
-	if len(got) != 3 {
-		t.Fatalf("got %d request records, want 3: %+v", len(got), got)
+	if len(got) != 4 {
+		t.Fatalf("got %d request records, want 4: %+v", len(got), got)
+	}
+	if r := got[3]; r.Status != 403 || r.Event != "FORBIDDEN_HOST" || r.Decision != audit.DecisionDeny {
+		t.Errorf("foreign Host record = %+v", r)
 	}
 	if r := got[0]; r.Status != 401 || r.Event != audit.EventAuthFailed || r.Decision != audit.DecisionDeny {
 		t.Errorf("401 record = %+v", r)

@@ -74,6 +74,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.registry.MustRegister(limits.Collectors()...)
 	sessions := newSessionBinder(100_000, 24*time.Hour)
 	servers := authorizationServers(cfg)
+	mcpPaths := map[string]bool{}
 	for i, bc := range cfg.Backends {
 		if bc.IsStdio() {
 			if bc, err = s.startStdio(bc); err != nil {
@@ -93,6 +94,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
 		}
 		mux.Handle(bc.Path, g)
+		mcpPaths[bc.Path] = true
 		doc := prmHandler(resourceMetadata{
 			Resource: resource, AuthorizationServers: servers, ScopesSupported: cfg.Auth.ScopesSupported,
 			BearerMethodsSupported: []string{"header"}, ResourceName: "mcpgate: " + bc.Name,
@@ -102,7 +104,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			mux.Handle("/.well-known/oauth-protected-resource", publicCORS(doc))
 		}
 	}
-	s.handler = s.outer(e, mux)
+	s.handler = s.outer(e, mux, mcpPaths)
 	ok = true
 	return s, nil
 }
@@ -132,13 +134,15 @@ func (s *Server) startStdio(bc proxy.BackendConfig) (proxy.BackendConfig, error)
 	return bc, nil
 }
 
-// outer applies the checks every endpoint gets: Host allow-list (except the
-// probes, which orchestrators send with the pod IP as Host) and security
-// headers.
-func (s *Server) outer(e *edge, next http.Handler) http.Handler {
+// outer applies the checks every endpoint gets: Host allow-list and security
+// headers. The probes are exempt (orchestrators send the pod IP as Host), and
+// so are the MCP endpoints, whose gateway checks Host itself so that the
+// rejection is audited.
+func (s *Server) outer(e *edge, next http.Handler, mcpPaths map[string]bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.securityHeaders(w.Header())
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && !e.allowedHost(r) {
+		p := r.URL.Path
+		if p != "/healthz" && p != "/readyz" && !mcpPaths[p] && !e.allowedHost(r) {
 			http.Error(w, "forbidden: host not allowed", http.StatusForbidden)
 			return
 		}

@@ -123,9 +123,13 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.principal = p
-	if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
-		g.rateLimited(w, x, retry)
-		return
+	// POSTs are limited per user after decoding (authorizePost), so that a
+	// client's replies to server requests are never refused.
+	if r.Method != http.MethodPost {
+		if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+			g.rateLimited(w, x, retry)
+			return
+		}
 	}
 	sessionID := r.Header.Get("Mcp-Session-Id")
 	if !g.sessions.check(sessionID, p.Key()) {
@@ -191,6 +195,15 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		g.badMessage(w, x, err)
 		return false
 	}
+	// A body of only responses and notifications answers the server (e.g.
+	// a sampling or elicitation reply) and calls nothing: refusing it would
+	// leave the user's own tool call hanging, so it is not rate limited.
+	if !repliesOnly(msg) {
+		if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+			g.rateLimited(w, x, retry)
+			return false
+		}
+	}
 
 	engine := g.policy.Load()
 	x.decisions = make([]policy.Decision, len(msg.Calls))
@@ -226,6 +239,16 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	x.rpcError = codePermissionDenied
 	g.writeDenied(w, msg, x.decisions)
 	return false
+}
+
+// repliesOnly reports whether m holds only responses and notifications.
+func repliesOnly(m *mcp.Message) bool {
+	for _, c := range m.Calls {
+		if !c.IsResponse && !c.IsNotification {
+			return false
+		}
+	}
+	return true
 }
 
 // badMessage answers a body that failed decoding or the header check.
