@@ -1,6 +1,7 @@
 package gotest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/demo"
 	"github.com/mcpgate/mcpgate/internal/server/servertest"
@@ -101,5 +104,58 @@ audit: { sink: none }
 	})
 	if backendSawAuth {
 		t.Error("backend received an Authorization header")
+	}
+}
+
+// TestProtocolRevisionsWithGoSDK: the Go SDK client forced to each MCP
+// revision it speaks initializes, lists and calls through mcpgate, with the
+// policy applied the same way. 2026-07-28 (server/discover, Mcp-Method and
+// Mcp-Name headers, no sessions) is negotiated only by a stateless backend;
+// the older revisions use a stateful one.
+func TestProtocolRevisionsWithGoSDK(t *testing.T) {
+	idp := startIdP(t)
+	gateway := func(stateless bool) (url, token string) {
+		backend := httptest.NewServer(demo.Handler(demo.Options{Stateless: stateless}))
+		t.Cleanup(backend.Close)
+		base := servertest.Start(t, func(base string) string {
+			return fmt.Sprintf(`
+auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s/mcp, allow_private_issuer: true } ] } }
+policy: { roles: { reader: { tools: ["list_*", "get_*"] } }, groups: { mcp-readers: [reader] } }
+backends: [ { name: demo, url: %s/mcp } ]
+audit: { sink: none }
+`, idp.Issuer, base, backend.URL)
+		})
+		return base + "/mcp", idp.UserToken(t, "bob", base+"/mcp", "openid groups mcp:tools")
+	}
+	statefulURL, statefulTok := gateway(false)
+	statelessURL, statelessTok := gateway(true)
+	for _, v := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"} {
+		t.Run(v, func(t *testing.T) {
+			url, tok := statefulURL, statefulTok
+			if v == "2026-07-28" {
+				url, tok = statelessURL, statelessTok
+			}
+			client := mcp.NewClient(&mcp.Implementation{Name: "rev-" + v, Version: "1"}, nil)
+			tr := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: servertest.Bearer{Token: tok}}, MaxRetries: -1}
+			cs, err := client.Connect(context.Background(), tr, &mcp.ClientSessionOptions{ProtocolVersion: v})
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer cs.Close()
+			if got := cs.InitializeResult().ProtocolVersion; got != v {
+				t.Errorf("negotiated %s, want %s", got, v)
+			}
+			names := servertest.ToolNames(t, cs)
+			slices.Sort(names)
+			if want := []string{"get_vm", "list_vms"}; !slices.Equal(names, want) {
+				t.Errorf("tools = %v, want %v", names, want)
+			}
+			if out, err := servertest.CallText(cs, "get_vm", map[string]any{"vm_name": "web-1"}); err != nil || !strings.Contains(out, "web-1") {
+				t.Errorf("get_vm = %q, %v", out, err)
+			}
+			if _, err := servertest.CallText(cs, "delete_vm", map[string]any{"vm_name": "web-1"}); err == nil {
+				t.Error("delete_vm allowed")
+			}
+		})
 	}
 }
