@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
@@ -75,6 +76,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	sessions := newSessionBinder(100_000, 24*time.Hour)
 	servers := authorizationServers(cfg)
 	mcpPaths := map[string]bool{}
+	resources := map[string]bool{}
+	for _, r := range cfg.ResourceURLs() {
+		resources[strings.ToLower(r)] = true
+	}
 	for i, bc := range cfg.Backends {
 		if bc.IsStdio() {
 			if bc, err = s.startStdio(bc); err != nil {
@@ -88,7 +93,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		resource := cfg.PublicURL + bc.Path
 		metadataURL := prmURL(cfg.PublicURL, bc.Path)
 		g := &gateway{
-			backend: b, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
+			backend: b, resource: resource, resources: resources, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
 			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,6 +55,8 @@ const (
 // so that 401, 403 and 429 are recorded too.
 type gateway struct {
 	backend     *proxy.Backend
+	resource    string          // this backend's canonical resource URI
+	resources   map[string]bool // every backend's resource URI
 	metadataURL string
 	scopes      []string // advertised in the 401 challenge
 	authn       Authenticator
@@ -123,6 +126,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.principal = p
+	if !g.audienceFits(p) {
+		g.unauthorized(w, r, x, fmt.Errorf("%w: token is bound to another backend of this gateway", authn.ErrInvalidToken))
+		return
+	}
 	// POSTs are limited per user after decoding (authorizePost), so that a
 	// client's replies to server requests are never refused.
 	if r.Method != http.MethodPost {
@@ -239,6 +246,22 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	x.rpcError = codePermissionDenied
 	g.writeDenied(w, msg, x.decisions)
 	return false
+}
+
+// audienceFits rejects a token bound to another backend of this gateway: a
+// token whose aud names one of our resource URIs is valid only at the
+// resources it names (RFC 8707). Tokens with a generic audience (e.g. the
+// gateway's client id) are accepted at every backend, as configured.
+func (g *gateway) audienceFits(p *authn.Principal) bool {
+	ours := false
+	for _, a := range p.Audience {
+		a = strings.TrimSuffix(a, "/")
+		if strings.EqualFold(a, g.resource) {
+			return true
+		}
+		ours = ours || g.resources[strings.ToLower(a)]
+	}
+	return !ours
 }
 
 // repliesOnly reports whether m holds only responses and notifications.
