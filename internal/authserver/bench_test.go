@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -141,15 +142,16 @@ func (be *benchEnv) post(b *testing.B, form url.Values) map[string]any {
 
 // measure resets the counters and starts the timer; the returned func
 // stops it and reports throughput, CPU time per operation, and the time
-// spent signing and in the store.
-func (be *benchEnv) measure(b *testing.B) (report func()) {
+// spent signing and in the store (per operation, and as a share of the
+// wall time of the given number of concurrent workers).
+func (be *benchEnv) measure(b *testing.B, workers int) (report func()) {
 	be.signer.ns.Store(0)
 	be.st.ns.Store(0)
 	b.ResetTimer()
 	start, cpu := time.Now(), processCPU()
 	return func() {
 		b.StopTimer()
-		total := float64(time.Since(start))
+		total := float64(time.Since(start)) * float64(workers)
 		n := float64(b.N)
 		sign, st := float64(be.signer.ns.Load()), float64(be.st.ns.Load())
 		b.ReportMetric(n/time.Since(start).Seconds(), "ops/s")
@@ -173,7 +175,7 @@ func BenchmarkCodeExchange(b *testing.B) {
 			for i := range codes {
 				codes[i] = be.newCode(b)
 			}
-			report := be.measure(b)
+			report := be.measure(b, 1)
 			for i := range b.N {
 				be.post(b, url.Values{"grant_type": {grantCode}, "code": {codes[i]}, "redirect_uri": {be.client.RedirectURIs[0]},
 					"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
@@ -193,7 +195,7 @@ func BenchmarkCodeExchangeParallel(b *testing.B) {
 		codes <- be.newCode(b)
 	}
 	close(codes)
-	report := be.measure(b)
+	report := be.measure(b, runtime.GOMAXPROCS(0))
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			be.post(b, url.Values{"grant_type": {grantCode}, "code": {<-codes}, "redirect_uri": {be.client.RedirectURIs[0]},
@@ -211,7 +213,7 @@ func BenchmarkRefresh(b *testing.B) {
 			m := be.post(b, url.Values{"grant_type": {grantCode}, "code": {be.newCode(b)}, "redirect_uri": {be.client.RedirectURIs[0]},
 				"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
 			rt := m["refresh_token"].(string)
-			report := be.measure(b)
+			report := be.measure(b, 1)
 			for range b.N {
 				m := be.post(b, url.Values{"grant_type": {grantRT}, "refresh_token": {rt}, "client_id": {be.client.ID}})
 				rt = m["refresh_token"].(string)
