@@ -114,12 +114,13 @@ func (ks *keySet) fetch(ctx context.Context, c *fetchCall) {
 		ks.ready.Store(true)
 	}
 	ks.mu.Unlock()
-	close(c.done)
+	// Log before waking the waiters, so the log is in order with what they do next.
 	if err != nil {
 		ks.log.Warn("authn: JWKS fetch failed", "issuer", ks.issuer, "error", err)
 	} else {
 		ks.log.Debug("authn: JWKS loaded", "issuer", ks.issuer, "keys", len(keys))
 	}
+	close(c.done)
 }
 
 func (ks *keySet) load(ctx context.Context) ([]jose.JSONWebKey, error) {
