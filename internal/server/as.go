@@ -32,6 +32,8 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
+	// Ready once the signing keys load (the key manager re-reads the store).
+	s.readies = append(s.readies, func(ctx context.Context) error { _, err := km.JWKS(ctx); return err })
 	as, err := authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
 		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: clientIP,
 	})

@@ -55,7 +55,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			return nil, err
 		}
 		authenticator, upstream = as, as
-		s.readies = append(s.readies, func(context.Context) error { return nil })
 	case config.ModeNone:
 		authenticator = anonymous{}
 	default:
