@@ -7,6 +7,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -106,6 +107,12 @@ type SecurityConfig struct {
 	CORSOrigins []string `yaml:"cors_origins"`
 	// MaxBodyBytes limits request bodies (default 4 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// TrustedProxies are the addresses or CIDRs of reverse proxies in front
+	// of the gateway (load balancer, ingress). Only when the socket peer is
+	// one of them is X-Forwarded-For read, right to left, skipping trusted
+	// hops, to find the client address used for rate limits and audit.
+	// Default: none (the socket peer is the client).
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// AllowInsecureHTTP permits a non-loopback http public URL (e.g. TLS
 	// terminated by a trusted proxy that rewrites the scheme). Off by default.
 	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
@@ -261,6 +268,11 @@ func (c *Config) Validate() error {
 			p.Add(validate.Index("security.allowed_hosts", i), "must be a host or host:port (got %q)", h)
 		}
 	}
+	for i, tp := range c.Security.TrustedProxies {
+		if _, err := ParsePrefix(tp); err != nil {
+			p.Add(validate.Index("security.trusted_proxies", i), "must be an IP address or CIDR (got %q)", tp)
+		}
+	}
 	if c.Security.MaxBodyBytes < 0 {
 		p.Add("security.max_body_bytes", "must not be negative")
 	}
@@ -269,6 +281,19 @@ func (c *Config) Validate() error {
 	c.Store.Validate("store", &p)
 	c.RateLimit.Validate("rate_limit", &p)
 	return p.Err()
+}
+
+// ParsePrefix parses an IP address or CIDR as a prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // validateOrigin checks a browser origin: scheme://host[:port], nothing more.

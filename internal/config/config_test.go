@@ -68,6 +68,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"backends[0].credential.type: upstream_token requires auth.mode authorization_server"}},
 		{"static credential without value", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: static }", 1), nil,
 			[]string{"backends[0].credential.value: is required"}},
+		{"bad trusted proxy", validJWT + "security:\n  trusted_proxies: [\"10.0.0.0/8\", \"lb.internal\"]\n", nil,
+			[]string{"security.trusted_proxies[1]: must be an IP address or CIDR"}},
 		{"url and command", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    command: [my-server]", 1), nil,
 			[]string{"backends[0].url: cannot be combined with command"}},
 		{"stdio with a credential", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [my-server]\n    credential: { type: static, value: x }", 1), nil,

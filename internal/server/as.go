@@ -13,7 +13,7 @@ import (
 
 // provisionAuthorizationServer opens the store, loads (or creates) the
 // signing keys and mounts the built-in OAuth 2.1 server on mux.
-func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.ServeMux) (*authserver.Server, error) {
+func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.ServeMux, e *edge) (*authserver.Server, error) {
 	cfg := s.cfg
 	rawKey, err := keys.ParseKey(cfg.EncryptionKey)
 	if err != nil {
@@ -35,7 +35,7 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	// Ready once the signing keys load (the key manager re-reads the store).
 	s.readies = append(s.readies, func(ctx context.Context) error { _, err := km.JWKS(ctx); return err })
 	as, err := authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
-		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: clientIP,
+		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: e.clientIP,
 	})
 	if err != nil {
 		return nil, err

@@ -45,12 +45,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 
 	mux := http.NewServeMux()
 	s.routes(mux)
+	e := newEdge(cfg)
 
 	var upstream proxy.UpstreamTokens
 	var authenticator Authenticator
 	switch cfg.Auth.Mode {
 	case config.ModeAuthorizationServer:
-		as, err := s.provisionAuthorizationServer(ctx, mux)
+		as, err := s.provisionAuthorizationServer(ctx, mux, e)
 		if err != nil {
 			return nil, err
 		}
@@ -69,7 +70,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	}
 
 	m := metrics.NewGateway(s.registry)
-	e := newEdge(cfg)
 	limits := ratelimit.NewSet(cfg.RateLimit)
 	s.registry.MustRegister(limits.Collectors()...)
 	sessions := newSessionBinder(100_000, 24*time.Hour)

@@ -18,6 +18,7 @@ type edge struct {
 	origins     map[string]bool // allowed Origin values
 	corsOrigins map[string]bool
 	hsts        bool
+	trusted     []netip.Prefix // reverse proxies whose X-Forwarded-For is believed
 }
 
 func newEdge(cfg *config.Config) *edge {
@@ -35,6 +36,10 @@ func newEdge(cfg *config.Config) *edge {
 				e.addHost(h+":"+port, "")
 			}
 		}
+	}
+	for _, tp := range cfg.Security.TrustedProxies {
+		p, _ := config.ParsePrefix(tp) // validated
+		e.trusted = append(e.trusted, p)
 	}
 	e.origins[pu.Scheme+"://"+strings.ToLower(pu.Host)] = true
 	for _, o := range cfg.Security.AllowedOrigins {
@@ -130,22 +135,56 @@ func publicCORS(next http.Handler) http.Handler {
 	})
 }
 
-// ipKey is the per-IP rate-limit key of the request's peer.
-func ipKey(r *http.Request) string {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
+// ipKey is the per-IP rate-limit key of the request's client.
+func (e *edge) ipKey(r *http.Request) string {
+	a := e.clientAddr(r)
+	if !a.IsValid() {
 		return r.RemoteAddr
 	}
-	return ratelimit.IPKey(ap.Addr())
+	return ratelimit.IPKey(a)
 }
 
-// clientIP is the peer address. X-Forwarded-For is not trusted: a gateway
-// behind a proxy should see the proxy, and rate limits must not be evadable
-// by a forged header.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// clientIP is the client address as text, for audit and logs.
+func (e *edge) clientIP(r *http.Request) string {
+	if a := e.clientAddr(r); a.IsValid() {
+		return a.String()
 	}
-	return host
+	return r.RemoteAddr
+}
+
+// clientAddr is the socket peer, unless the peer is a trusted proxy: then
+// X-Forwarded-For is read right to left and the first address that is not a
+// trusted proxy is the client (entries left of it could be forged by the
+// client). Without trusted proxies X-Forwarded-For is ignored, so a header
+// cannot evade rate limits or falsify the audit trail.
+func (e *edge) clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	peer := ap.Addr().Unmap()
+	if !e.isTrusted(peer) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return peer // a malformed hop: trust nothing left of it
+		}
+		if a = a.Unmap(); !e.isTrusted(a) {
+			return a
+		}
+		peer = a
+	}
+	return peer
+}
+
+func (e *edge) isTrusted(a netip.Addr) bool {
+	for _, p := range e.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

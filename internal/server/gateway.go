@@ -115,7 +115,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
 		return
 	}
-	if ok, retry := g.ipLimiter.Allow(ipKey(r)); !ok {
+	if ok, retry := g.ipLimiter.Allow(g.edge.ipKey(r)); !ok {
 		g.rateLimited(w, x, retry)
 		return
 	}
@@ -321,7 +321,7 @@ func (g *gateway) unauthorized(w http.ResponseWriter, r *http.Request, x *exchan
 	if code != "" || status != http.StatusUnauthorized {
 		x.reason = desc
 		// The detail goes to the log only; clients get the fixed description.
-		g.log.Info("token rejected", "request_id", x.requestID, "client_ip", clientIP(r), "err", err)
+		g.log.Info("token rejected", "request_id", x.requestID, "client_ip", g.edge.clientIP(r), "err", err)
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
@@ -450,7 +450,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	base := audit.Record{
 		RequestID:  x.requestID,
 		Source:     audit.SourceMCP,
-		ClientIP:   clientIP(r),
+		ClientIP:   g.edge.clientIP(r),
 		UserAgent:  r.UserAgent(),
 		Status:     status,
 		RPCError:   x.rpcError,
