@@ -39,12 +39,18 @@ var ErrUnfilterable = errors.New("list response cannot be filtered")
 // name, or whose list member is not an array of objects yields
 // ErrUnfilterable.
 func FilterList(msg []byte, method string, keep func(name string) bool) ([]byte, error) {
+	if err := validateJSON(msg, MaxDepth); err != nil {
+		return nil, ErrUnfilterable
+	}
+	return filterValidList(msg, method, keep)
+}
+
+// filterValidList is FilterList for a message already checked by
+// validateJSON (ListFilter.Rewrite validates each message once).
+func filterValidList(msg []byte, method string, keep func(name string) bool) ([]byte, error) {
 	shape, ok := listShapes[method]
 	if !ok {
 		return nil, fmt.Errorf("%s is not a list method", method)
-	}
-	if err := validateJSON(msg, MaxDepth); err != nil {
-		return nil, ErrUnfilterable
 	}
 	var buf [8]member
 	ms, err := objectMembers(trimSpace(msg), buf[:0])
@@ -205,7 +211,7 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 	}
 	if f.all {
 		for _, method := range listMethodOrder {
-			out, err := FilterList(msg, method, func(name string) bool { return f.keep(method, name) })
+			out, err := filterValidList(msg, method, func(name string) bool { return f.keep(method, name) })
 			if err != nil {
 				return nil
 			}
@@ -217,7 +223,7 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 	if !ok {
 		return msg
 	}
-	out, err := FilterList(msg, method, func(name string) bool { return f.keep(method, name) })
+	out, err := filterValidList(msg, method, func(name string) bool { return f.keep(method, name) })
 	if err != nil {
 		return nil
 	}
