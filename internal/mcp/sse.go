@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // DefaultMaxEventSize bounds one SSE event held by an SSEFilter.
@@ -41,18 +42,50 @@ type SSEFilter struct {
 	fields    [][]byte // non-data lines of the current event, in order
 	dataAt    int      // index in fields where data lines go; -1: no data yet
 	data      []byte   // data lines joined by LF
+	out       []byte   // a rewritten event, reused across events
 	skipLF    bool     // previous byte was CR: a following LF belongs to it
 	firstLine bool     // the current line is the first of the stream (BOM check)
 	err       error
 }
 
-// NewSSEFilter returns a filter writing to dst. flush may be nil.
+// eventBuffers are an SSEFilter's growable buffers, recycled by Release: a
+// filter per response would otherwise grow them from zero for every list.
+type eventBuffers struct{ raw, line, data, out []byte }
+
+var eventBufferPool = sync.Pool{New: func() any { return new(eventBuffers) }}
+
+// maxPooledBuffer keeps an occasional huge event from pinning its memory.
+const maxPooledBuffer = 1 << 20
+
+// NewSSEFilter returns a filter writing to dst. flush may be nil. Call
+// Release when done with it.
 func NewSSEFilter(dst io.Writer, flush func(), rewrite func(data []byte) []byte) *SSEFilter {
 	if flush == nil {
 		flush = func() {}
 	}
-	return &SSEFilter{dst: dst, flush: flush, rewrite: rewrite, MaxEventSize: DefaultMaxEventSize, dataAt: -1, firstLine: true}
+	b := eventBufferPool.Get().(*eventBuffers)
+	return &SSEFilter{dst: dst, flush: flush, rewrite: rewrite, MaxEventSize: DefaultMaxEventSize, dataAt: -1, firstLine: true,
+		raw: b.raw[:0], line: b.line[:0], data: b.data[:0], out: b.out[:0]}
 }
+
+// Release returns the filter's buffers for reuse; the filter must not be
+// used afterwards.
+func (f *SSEFilter) Release() {
+	if f.err == errReleased {
+		return
+	}
+	keep := func(b []byte) []byte {
+		if cap(b) > maxPooledBuffer {
+			return nil
+		}
+		return b[:0]
+	}
+	eventBufferPool.Put(&eventBuffers{raw: keep(f.raw), line: keep(f.line), data: keep(f.data), out: keep(f.out)})
+	f.raw, f.line, f.data, f.out = nil, nil, nil, nil
+	f.err = errReleased
+}
+
+var errReleased = errors.New("SSE filter released")
 
 // Write consumes the next chunk of the stream.
 func (f *SSEFilter) Write(p []byte) (int, error) {
@@ -160,11 +193,11 @@ func (f *SSEFilter) dispatch() error {
 	case bytes.Equal(out, f.data):
 		return f.emit(f.raw)
 	}
-	var b bytes.Buffer
+	b := bytes.NewBuffer(f.out[:0])
 	b.Grow(len(out) + len(f.raw))
 	for i := 0; i <= len(f.fields); i++ {
 		if i == f.dataAt {
-			writeDataLines(&b, out)
+			writeDataLines(b, out)
 		}
 		if i < len(f.fields) {
 			b.Write(f.fields[i])
@@ -172,7 +205,8 @@ func (f *SSEFilter) dispatch() error {
 		}
 	}
 	b.WriteByte('\n')
-	return f.emit(b.Bytes())
+	f.out = b.Bytes()
+	return f.emit(f.out)
 }
 
 // writeDataLines writes data as "data:" lines; any CR, LF or CRLF in data

@@ -293,5 +293,24 @@ func BenchmarkSSEFilterListEvent(b *testing.B) {
 		if _, err := f.Write(stream); err != nil {
 			b.Fatal(err)
 		}
+		f.Release() // as the gateway does when the response ends
+	}
+}
+
+// TestReleasedFilterRefusesWrites: a released filter's buffers may be in
+// another filter's hands; it must fail rather than touch them.
+func TestReleasedFilterRefusesWrites(t *testing.T) {
+	var out strings.Builder
+	f := NewSSEFilter(&out, nil, func(d []byte) []byte { return d })
+	if _, err := f.Write([]byte("data: 1\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	f.Release()
+	f.Release() // idempotent
+	if _, err := f.Write([]byte("data: 2\n\n")); err == nil {
+		t.Error("write after Release succeeded")
+	}
+	if out.String() != "data: 1\n\n" {
+		t.Errorf("output = %q", out.String())
 	}
 }

@@ -433,6 +433,7 @@ func (r *sseReader) Close() error {
 	if r.buf != nil {
 		sseBuffers.Put(r.buf)
 		r.buf = nil
+		r.f.Release()
 	}
 	return r.src.Close()
 }
