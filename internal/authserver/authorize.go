@@ -613,12 +613,19 @@ func (s *Server) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, sc := range f.ar.Scopes {
 		desc := s.cfg.ScopeDescriptions[sc]
-		if sc == offlineAccess && desc == "" {
-			desc = "stay signed in"
+		if desc == "" {
+			desc = defaultScopeDescriptions[sc]
 		}
 		data.Scopes = append(data.Scopes, web.Scope{Name: sc, Description: desc})
 	}
 	s.render(w, r, http.StatusOK, web.PageConsent, data)
+}
+
+// defaultScopeDescriptions explain the scopes a quick start uses when the
+// operator wrote no scope_descriptions.
+var defaultScopeDescriptions = map[string]string{
+	"mcp":         "use the MCP tools, prompts and resources your roles allow",
+	offlineAccess: "stay signed in",
 }
 
 func loopbackOnly(uris []string) bool {
