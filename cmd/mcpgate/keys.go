@@ -24,7 +24,9 @@ func newKeysCmd() *cobra.Command {
 The "next" key, already published in the JWKS, starts signing; the previous
 active key is retired but stays published for a day so the tokens it signed
 keep verifying; a new "next" key is generated. Running gateways sharing the
-store pick the change up within a minute.`,
+store pick the change up within a minute, or at once on SIGHUP, and record it
+in their audit log (AS_SIGNING_KEY_ROTATED). This command does not write to the
+audit log itself: a second writer would fork the hash chain the gateway keeps.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(path, config.Overrides{})

@@ -70,7 +70,8 @@ func newLogger(cfg *config.Config) *slog.Logger {
 }
 
 // serve runs the gateway until SIGTERM/SIGINT. The policy is reloaded, without
-// dropping connections, on SIGHUP and when the config or policy files change.
+// dropping connections, on SIGHUP and when the config or policy files change;
+// so are the signing keys (after `mcpgate keys rotate`).
 func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() (*config.Config, error)) error {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
@@ -90,6 +91,9 @@ func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() 
 		}
 		if err != nil {
 			log.Error("policy reload failed; keeping the previous policy", "err", err)
+		}
+		if err := srv.ReloadKeys(ctx); err != nil {
+			log.Error("signing key reload failed; keeping the loaded keys", "err", err)
 		}
 	}
 	hup := make(chan os.Signal, 1)

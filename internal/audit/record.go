@@ -34,14 +34,46 @@ const (
 	EventRecordsLost = "RECORDS_LOST"
 )
 
+// Authorization-server events: records with Source SourceAuthServer, written
+// by the built-in authorization server (internal/authserver) into the same
+// chain as the gateway's. docs/configuration.md lists what each one carries.
+const (
+	EventASClientRegistered          = "AS_CLIENT_REGISTERED"           // RFC 7591 dynamic registration
+	EventASClientRegistrationRefused = "AS_CLIENT_REGISTRATION_REFUSED" // closed, bad initial access token, over the per-IP limit, invalid metadata
+	EventASClientMetadataFetched     = "AS_CLIENT_METADATA_FETCHED"     // first use of a client ID metadata document client (and each re-fetch after its cache lifetime)
+	EventASClientMetadataRejected    = "AS_CLIENT_METADATA_REJECTED"    // a client ID metadata document that could not be fetched or used
+	EventASLoginSuccess              = "AS_LOGIN_SUCCESS"
+	EventASLoginFailed               = "AS_LOGIN_FAILED"
+	EventASConsentGiven              = "AS_CONSENT_GIVEN"
+	EventASConsentRefused            = "AS_CONSENT_REFUSED"
+	EventASCodeIssued                = "AS_CODE_ISSUED"
+	EventASCodeRedeemed              = "AS_CODE_REDEEMED"
+	EventASCodeReplayed              = "AS_CODE_REPLAYED" // the grant issued from the code is revoked
+	EventASTokenIssued               = "AS_TOKEN_ISSUED"
+	EventASTokenRefreshed            = "AS_TOKEN_REFRESHED"
+	EventASTokenRefused              = "AS_TOKEN_REFUSED"
+	EventASRefreshTokenReused        = "AS_REFRESH_TOKEN_REUSED" // the token family (grant) is revoked
+	EventASTokenRevoked              = "AS_TOKEN_REVOKED"
+	EventASRevocationRefused         = "AS_REVOCATION_REFUSED"
+	EventASTokenIntrospected         = "AS_TOKEN_INTROSPECTED"
+	EventASIntrospectionRefused      = "AS_INTROSPECTION_REFUSED"
+	EventASSigningKeyRotated         = "AS_SIGNING_KEY_ROTATED"
+	EventASUpstreamRefreshFailed     = "AS_UPSTREAM_REFRESH_FAILED"
+)
+
 // Results, as in the seed gateway's audit log.
 const (
 	ResultSuccess = "success"
 	ResultError   = "error"
 )
 
-// SourceMCP is the default Source of a record.
-const SourceMCP = "mcp"
+// Sources.
+const (
+	// SourceMCP is the default Source of a record.
+	SourceMCP = "mcp"
+	// SourceAuthServer marks records of the built-in authorization server.
+	SourceAuthServer = "authserver"
+)
 
 // sourceAudit marks records the Logger writes about itself.
 const sourceAudit = "audit"
@@ -80,7 +112,8 @@ type Record struct {
 
 	Method   string          `json:"method,omitempty"`   // MCP method, e.g. tools/call
 	Tool     string          `json:"tool,omitempty"`     // tool or prompt name
-	Resource string          `json:"resource,omitempty"` // resource URI
+	Resource string          `json:"resource,omitempty"` // resource URI (authorization server: the RFC 8707 resource of the grant)
+	Scope    string          `json:"scope,omitempty"`    // authorization server: scopes requested, consented or granted
 	Args     json.RawMessage `json:"args,omitempty"`
 
 	Decision           Decision `json:"decision,omitempty"`

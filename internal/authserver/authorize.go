@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/web"
@@ -494,6 +496,7 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 	id, toks, err := c.HandleCallback(r.Context(), q, ar.UpstreamNonce, string(verifier))
 	if err != nil {
 		s.log.WarnContext(r.Context(), "upstream login failed", "client_id", ar.ClientID, "err", err)
+		s.auditLoginFailed(r, f, "", upstreamFailure(err))
 		var ce *idp.CallbackError
 		switch {
 		case errors.As(err, &ce):
@@ -510,7 +513,9 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.fs.Identity = id
-	s.advance(w, r, f)
+	if s.auditLogin(w, r, f, "upstream identity provider "+id.Issuer) {
+		s.advance(w, r, f)
+	}
 }
 
 func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
@@ -549,6 +554,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		s.log.InfoContext(r.Context(), "login failed", "client_id", f.ar.ClientID)
 		f.fs.Failures++
+		s.auditLoginFailed(r, f, username, fmt.Sprintf("invalid username or password (attempt %d of %d)", f.fs.Failures, maxLoginFailures))
 		if f.fs.Failures >= maxLoginFailures {
 			s.redirectFlowError(w, r, f, newError(errAccessDenied, http.StatusForbidden, "too many failed sign-in attempts"))
 			return
@@ -566,14 +572,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	case errors.Is(err, idp.ErrNotAllowed):
+		s.auditLoginFailed(r, f, username, "the user is not allowed to use this service")
 		s.redirectFlowError(w, r, f, newError(errAccessDenied, http.StatusForbidden, "the user is not allowed to use this service"))
 		return
 	case err != nil:
+		s.auditLoginFailed(r, f, username, "internal error")
 		s.internalErrorPage(w, r, err)
 		return
 	}
 	f.fs.Identity = id
-	s.advance(w, r, f)
+	if s.auditLogin(w, r, f, "built-in user") {
+		s.advance(w, r, f)
+	}
 }
 
 func displayName(c *store.Client) string {
@@ -648,7 +658,12 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.PostForm.Get("decision") != "approve" {
+		_ = s.audit(r.Context(), s.flowRecord(f, audit.EventASConsentRefused, audit.ResultError, "the user denied the request"))
 		s.redirectFlowError(w, r, f, newError(errAccessDenied, http.StatusForbidden, "the user denied the request"))
+		return
+	}
+	if err := s.audit(r.Context(), s.flowRecord(f, audit.EventASConsentGiven, audit.ResultSuccess, "")); err != nil {
+		s.auditUnavailablePage(w, r)
 		return
 	}
 	f.fs.Consented = true
@@ -711,6 +726,13 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, f *flow) {
 		s.log.WarnContext(ctx, "delete auth request", "err", err)
 	}
 	s.log.InfoContext(ctx, "authorization code issued", "client_id", f.ar.ClientID, "user", f.fs.Identity.Key(), "tsid", grantID)
+	rec := s.flowRecord(f, audit.EventASCodeIssued, audit.ResultSuccess, "")
+	rec.SessionID = grantID
+	if err := s.audit(ctx, rec); err != nil {
+		// The code was never sent: it expires unused.
+		s.auditUnavailablePage(w, r)
+		return
+	}
 	p := url.Values{"code": {code}}
 	if f.ar.State != "" {
 		p.Set("state", f.ar.State)

@@ -27,6 +27,8 @@ type cimdFetcher struct {
 	trusted []string
 	now     func() time.Time
 	locks   keyedMutex
+	// observe, when set, is told of every fetch (not of cache hits).
+	observe func(ctx context.Context, id string, c *store.Client, err error)
 
 	mu    sync.Mutex
 	cache map[string]cimdEntry
@@ -131,6 +133,9 @@ func (f *cimdFetcher) get(ctx context.Context, id string) (*store.Client, error)
 		return c, nil
 	}
 	c, ttl, err := f.fetch(ctx, id)
+	if f.observe != nil {
+		f.observe(ctx, id, c, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -42,6 +44,9 @@ type registrationResponse struct {
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	resp, err := s.register(w, r)
 	if err != nil {
+		if !isAudited(err) {
+			_ = s.audit(r.Context(), refused(&audit.Record{Event: audit.EventASClientRegistrationRefused}, err))
+		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -116,6 +121,16 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		return nil, err
 	}
 	s.log.InfoContext(ctx, "client registered", "client_id", c.ID, "client_name", c.Name, "ip", ip, "auth_method", c.TokenEndpointAuthMethod)
+	if err := s.audit(ctx, &audit.Record{
+		Event: audit.EventASClientRegistered, ClientID: c.ID, Scope: c.Scope, Status: http.StatusCreated,
+		Reason: fmt.Sprintf("client_name %q, token_endpoint_auth_method %s", c.Name, c.TokenEndpointAuthMethod),
+	}); err != nil {
+		// Unrecorded clients must not exist: nobody has learnt this one's ID yet.
+		if derr := s.st.DeleteClient(ctx, c.ID); derr != nil {
+			s.log.ErrorContext(ctx, "delete unrecorded client", "client_id", c.ID, "err", derr)
+		}
+		return nil, errAuditUnavailable
+	}
 	return resp, nil
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -19,6 +21,9 @@ import (
 // get 200 as well (§2.2), so the endpoint reveals nothing.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	if err := s.revoke(w, r); err != nil {
+		if !isAudited(err) {
+			_ = s.audit(r.Context(), refused(&audit.Record{Event: audit.EventASRevocationRefused, ClientID: presentedClientID(r)}, err))
+		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -45,9 +50,19 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	grantID, clientID, err := s.lookupToken(ctx, tok)
 	if err != nil || grantID == "" || clientID != cl.ID {
+		if err == nil {
+			_ = s.audit(ctx, &audit.Record{Event: audit.EventASTokenRevoked, ClientID: cl.ID, Status: http.StatusOK,
+				Reason: "unknown, expired or another client's token: nothing revoked"})
+		}
 		return err // nil for unknown or foreign tokens: §2.2 answers 200
 	}
-	return s.revokeGrant(ctx, grantID, "revoked by client")
+	rec := s.withGrant(ctx, &audit.Record{Event: audit.EventASTokenRevoked, Status: http.StatusOK, Reason: "grant revoked by its client"}, grantID)
+	if err := s.revokeGrant(ctx, grantID, "revoked by client"); err != nil {
+		return err
+	}
+	// Best effort: a revocation is never held back by the audit log.
+	_ = s.audit(ctx, rec)
+	return nil
 }
 
 // lookupToken finds the grant a token belongs to: a refresh token (by
@@ -114,7 +129,23 @@ type introspection struct {
 func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	resp, err := s.introspect(w, r)
 	if err != nil {
+		_ = s.audit(r.Context(), refused(&audit.Record{Event: audit.EventASIntrospectionRefused, ClientID: presentedClientID(r)}, err))
 		s.writeError(w, r, err)
+		return
+	}
+	// ClientID is the caller; the token's own user and session, when it is
+	// active, are in the user fields and SessionID.
+	rec := &audit.Record{Event: audit.EventASTokenIntrospected, ClientID: presentedClientID(r), Status: http.StatusOK, Reason: "inactive"}
+	if resp.Active {
+		rec.Reason = fmt.Sprintf("active %s of client %s", resp.TokenType, resp.ClientID)
+		rec.Issuer, rec.Subject, rec.Username, rec.User = resp.Iss, resp.Sub, resp.Username, resp.Username
+		rec.SessionID, rec.Scope, rec.Resource, rec.Email, rec.Groups = resp.TSID, resp.Scope, resp.Aud, resp.Email, resp.Groups
+		if rec.User == "" {
+			rec.User = resp.Sub
+		}
+	}
+	if s.audit(r.Context(), rec) != nil {
+		s.writeError(w, r, errAuditUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)

@@ -66,6 +66,10 @@ type Deps struct {
 	ClientIP func(*http.Request) string
 	// Connector overrides the connector built from Config.Upstream (tests).
 	Connector idp.Connector
+	// Auditor records logins, consents, codes, tokens, registrations,
+	// revocations and introspections (see audit.go). Optional: nil records
+	// nothing; the gateway always passes its audit logger.
+	Auditor Auditor
 }
 
 // Server is the authorization server.
@@ -84,6 +88,7 @@ type Server struct {
 	clientIP func(*http.Request) string
 	conn     idp.Connector
 	pages    *web.Renderer
+	auditor  Auditor
 
 	static   map[string]*staticClient
 	cimd     *cimdFetcher
@@ -92,7 +97,7 @@ type Server struct {
 	verified verifiedCache
 	bcryptOK bcryptCache
 	upLocks  keyedMutex
-	mux      *http.ServeMux
+	handler  http.Handler
 }
 
 type staticClient struct {
@@ -121,6 +126,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		now:      deps.Clock,
 		clientIP: deps.ClientIP,
 		conn:     deps.Connector,
+		auditor:  deps.Auditor,
 		static:   map[string]*staticClient{},
 	}
 	if s.log == nil {
@@ -169,6 +175,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.CIMD.enabled() {
 		s.cimd = newCIMDFetcher(cfg.CIMD, cfg.Registration.TrustedSchemes, deps.HTTPClient, s.now)
+		s.cimd.observe = s.auditCIMD
 		if cfg.CIMD.AllowPrivate {
 			s.log.Warn("client ID metadata documents may be fetched from private addresses (cimd.allow_private); use only for testing")
 		}
@@ -189,7 +196,7 @@ func (s *Server) Resources() []string { return append([]string(nil), s.resources
 func (s *Server) Scopes() []string { return append([]string(nil), s.cfg.Scopes...) }
 
 // Handler serves every authorization-server endpoint; see Routes.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Routes lists the URL paths Handler serves, for the caller's mux: the
 // well-known documents (RFC 8414 §3.3 path-suffixed when the issuer has a
@@ -245,7 +252,7 @@ func (s *Server) routes() {
 			w.WriteHeader(http.StatusNoContent)
 		})))
 	}
-	s.mux = mux
+	s.handler = s.withRequestMeta(mux)
 }
 
 // cors lets browser-based MCP clients (e.g. the Inspector) call the

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
@@ -25,6 +26,11 @@ type tokenResponse struct {
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	resp, err := s.token(w, r)
 	if err != nil {
+		if !isAudited(err) {
+			_ = s.audit(r.Context(), refused(&audit.Record{
+				Event: audit.EventASTokenRefused, Method: bounded(r.PostForm.Get("grant_type"), 64), ClientID: presentedClientID(r),
+			}, err))
+		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -139,10 +145,18 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		// leaked; revoke everything issued from it. If the first redemption
 		// succeeded, its grant exists by now: it was created in the same
 		// write that spent the code.
-		if rerr := s.revokeGrant(ctx, ac.GrantID, "authorization code replayed"); rerr != nil {
-			return nil, rerr
+		rerr := s.revokeGrant(ctx, ac.GrantID, "authorization code replayed")
+		oe := invalidGrant("the authorization code was already used")
+		rec := refused(&audit.Record{Event: audit.EventASCodeReplayed, Method: grantCode, ClientID: cl.ID, SessionID: ac.GrantID}, oe)
+		rec.Reason += "; the grant issued from it is revoked"
+		if rerr != nil {
+			rec.Reason = "authorization code replayed; revoking its grant failed"
 		}
-		return nil, invalidGrant("the authorization code was already used")
+		_ = s.audit(ctx, s.withStoredIdentity(rec, ac.Identity))
+		if rerr != nil {
+			return nil, audited(rerr)
+		}
+		return nil, audited(oe)
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrAlreadyUsed):
 		return nil, invalidGrant("the authorization code is invalid or expired")
 	case err != nil:
@@ -154,6 +168,13 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	}
 	resp.RefreshToken = rt
 	s.log.InfoContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", granted.ID)
+	if err := s.auditIssued(ctx, granted, &id, resp, audit.EventASCodeRedeemed, audit.EventASTokenIssued); err != nil {
+		// Nothing was handed out, and the code is spent: end the grant.
+		if rerr := s.revokeGrant(ctx, granted.ID, "tokens could not be recorded"); rerr != nil {
+			s.log.ErrorContext(ctx, "revoke unrecorded grant", "tsid", granted.ID, "err", rerr)
+		}
+		return nil, err
+	}
 	return resp, nil
 }
 
@@ -252,10 +273,18 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 	}
 	if !rt.RotatedAt.IsZero() {
 		if !s.withinGrace(ctx, rt, succHash, now) {
-			if err := s.revokeGrant(ctx, g.ID, "refresh token reuse"); err != nil {
-				return nil, err
+			rerr := s.revokeGrant(ctx, g.ID, "refresh token reuse")
+			oe := invalidGrant("the refresh token was already used")
+			rec := refused(&audit.Record{Event: audit.EventASRefreshTokenReused, Method: grantRT, ClientID: cl.ID, SessionID: g.ID, Resource: g.Resource}, oe)
+			rec.Reason += "; the token family (grant) is revoked"
+			if rerr != nil {
+				rec.Reason = "refresh token reused; revoking the grant failed"
 			}
-			return nil, invalidGrant("the refresh token was already used")
+			_ = s.audit(ctx, s.withStoredIdentity(rec, g.Identity))
+			if rerr != nil {
+				return nil, audited(rerr)
+			}
+			return nil, audited(oe)
 		}
 		s.log.InfoContext(ctx, "refresh token reused within grace window", "client_id", cl.ID, "tsid", g.ID)
 	}
@@ -268,6 +297,10 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 		return nil, err
 	}
 	resp.RefreshToken = successor
+	if err := s.auditIssued(ctx, g, &id, resp, audit.EventASTokenRefreshed); err != nil {
+		// The rotation stands: a retry within refresh_grace gets this successor.
+		return nil, err
+	}
 	return resp, nil
 }
 

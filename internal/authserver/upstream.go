@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
@@ -54,6 +55,14 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 			return tok, nil
 		}
 		s.log.WarnContext(ctx, "upstream token refresh failed", "tsid", tsid, "err", rerr)
+		// Called from the MCP request that needed the token: its own record
+		// (same session_id) has the client's address.
+		rec := &audit.Record{Event: audit.EventASUpstreamRefreshFailed, Result: audit.ResultError, ClientID: g.ClientID, SessionID: tsid, Resource: g.Resource,
+			Reason: "the upstream identity provider could not refresh the user's token"}
+		if errors.Is(rerr, idp.ErrRefreshRejected) {
+			rec.Reason = "the upstream identity provider rejected the refresh: the user must sign in again"
+		}
+		_ = s.audit(ctx, s.withStoredIdentity(rec, g.Identity))
 		if errors.Is(rerr, idp.ErrRefreshRejected) {
 			return "", ErrUpstreamReauth
 		}

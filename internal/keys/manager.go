@@ -58,6 +58,12 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives background reload failures; default slog.Default().
 	Logger *slog.Logger
+	// OnRotate, when set, is called once the Manager sees that the active
+	// key changed: after Rotate, or on a reload that finds a rotation made
+	// by another process (`mcpgate keys rotate`, another replica). The
+	// gateway records it in the audit log. It runs with the reload lock
+	// held and must not call back into the Manager.
+	OnRotate func(ctx context.Context, previousKID, activeKID string)
 }
 
 // Manager owns the authorization server's signing keys.
@@ -280,11 +286,15 @@ func (m *Manager) reload(ctx context.Context) error {
 		return loaded[i].retireAt.After(loaded[j].retireAt)
 	})
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.active == nil || m.active.id != active.id {
+	previous := m.active
+	if previous == nil || previous.id != active.id {
 		m.signers = map[string]jose.Signer{}
 	}
 	m.active, m.keys, m.loadedAt = active, loaded, now
+	m.mu.Unlock()
+	if previous != nil && previous.id != active.id && m.opts.OnRotate != nil {
+		m.opts.OnRotate(ctx, previous.id, active.id)
+	}
 	return nil
 }
 

@@ -437,3 +437,62 @@ func BenchmarkSealOpen(b *testing.B) {
 		}
 	}
 }
+
+// OnRotate fires once per change of the active key, whoever rotated: this
+// Manager (Rotate), or another process seen on an explicit or lazy reload;
+// never on a reload that finds nothing new, nor at start.
+func TestManagerOnRotate(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	st := memory.New()
+	sealKey := randomKey(t)
+	type change struct{ prev, active string }
+	var mu sync.Mutex
+	var seen []change
+	opts := keys.Options{ReloadInterval: time.Minute, Now: clk.Now, OnRotate: func(_ context.Context, prev, active string) {
+		mu.Lock()
+		seen = append(seen, change{prev, active})
+		mu.Unlock()
+	}}
+	server := newManager(t, st, newSealer(t, sealKey), opts)
+	cli := newManager(t, st, newSealer(t, sealKey), keys.Options{Now: clk.Now})
+	got := func() []change {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]change(nil), seen...)
+	}
+	if len(got()) != 0 {
+		t.Fatalf("OnRotate at start: %v", got())
+	}
+	if err := server.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(got()) != 0 {
+		t.Fatalf("OnRotate on a reload without a rotation: %v", got())
+	}
+
+	k0 := server.ActiveKeyID()
+	if err := server.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k1 := server.ActiveKeyID()
+	if err := cli.Rotate(ctx); err != nil { // another process
+		t.Fatal(err)
+	}
+	if err := server.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2 := server.ActiveKeyID()
+	if err := cli.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute)
+	if _, err := server.JWKS(ctx); err != nil { // lazy reload
+		t.Fatal(err)
+	}
+	k3 := server.ActiveKeyID()
+	want := []change{{k0, k1}, {k1, k2}, {k2, k3}}
+	if diff := cmp.Diff(want, got(), cmp.AllowUnexported(change{})); diff != "" {
+		t.Errorf("OnRotate calls (-want +got):\n%s", diff)
+	}
+}

@@ -13,7 +13,9 @@ import (
 
 // provisionAuthorizationServer opens the store, loads (or creates) the
 // signing keys and mounts the built-in OAuth 2.1 server on mux.
-func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.ServeMux, e *edge) (*authserver.Server, error) {
+// The authorization server writes to auditor, the logger of the MCP
+// endpoints: one hash chain for the whole gateway.
+func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.ServeMux, e *edge, auditor authserver.Auditor) (*authserver.Server, error) {
 	cfg := s.cfg
 	rawKey, err := keys.ParseKey(cfg.EncryptionKey)
 	if err != nil {
@@ -28,14 +30,24 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s.closers = append(s.closers, st.Close)
-	km, err := keys.NewManager(ctx, st, sealer, keys.Options{Algorithm: cfg.Auth.AuthorizationServer.SigningAlg})
+	var as *authserver.Server // set below, before any request can rotate or reload keys
+	km, err := keys.NewManager(ctx, st, sealer, keys.Options{
+		Algorithm: cfg.Auth.AuthorizationServer.SigningAlg,
+		OnRotate: func(ctx context.Context, previous, active string) {
+			if as != nil {
+				as.SigningKeyRotated(ctx, previous, active)
+			}
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
+	s.reloadKeys = km.Reload
 	// Ready once the signing keys load (the key manager re-reads the store).
 	s.readies = append(s.readies, func(ctx context.Context) error { _, err := km.JWKS(ctx); return err })
-	as, err := authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
+	as, err = authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
 		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: e.clientIP,
+		Auditor: auditor,
 	})
 	if err != nil {
 		return nil, err
@@ -51,4 +63,14 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 		mux.Handle(p, h)
 	}
 	return as, nil
+}
+
+// ReloadKeys re-reads the authorization server's signing keys from the store
+// at once (SIGHUP), e.g. right after `mcpgate keys rotate`, instead of within
+// the reload interval; the rotation is then audited. A no-op in other modes.
+func (s *Server) ReloadKeys(ctx context.Context) error {
+	if s.reloadKeys == nil {
+		return nil
+	}
+	return s.reloadKeys(ctx)
 }

@@ -51,7 +51,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	var authenticator Authenticator
 	switch cfg.Auth.Mode {
 	case config.ModeAuthorizationServer:
-		as, err := s.provisionAuthorizationServer(ctx, mux, e)
+		as, err := s.provisionAuthorizationServer(ctx, mux, e, auditor)
 		if err != nil {
 			return nil, err
 		}

@@ -31,6 +31,8 @@ type Server struct {
 	closers  []func() error
 	registry *prometheus.Registry
 	policy   *policy.Holder
+	// reloadKeys re-reads the signing keys (authorization_server mode only).
+	reloadKeys func(context.Context) error
 }
 
 // Handler is the gateway's root handler (for tests that bring a listener).
