@@ -1,6 +1,7 @@
-// Package audit writes one JSON line per MCP request decision to stdout or to
-// a size-rotated file, hash-chained so that edits can be detected by
-// `mcpgate audit verify`.
+// Package audit writes one JSON line per MCP request decision, and per
+// event of the built-in authorization server (Source "authserver", the
+// EventAS* events), to stdout or to a size-rotated file, hash-chained so that
+// edits can be detected by `mcpgate audit verify`.
 //
 // The gateway calls Logger.Log from its outermost middleware, so requests
 // refused with 401, 403 or 429, backend errors and denials are all recorded.
