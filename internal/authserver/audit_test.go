@@ -174,7 +174,7 @@ func TestAuditEveryEvent(t *testing.T) {
 		t.Fatalf("refresh: %d %v", st, r1)
 	}
 	sec.add(r1["access_token"], r1["refresh_token"])
-	e.clock.Add(e.srv.cfg.RefreshGrace + time.Second)
+	e.clock.Add(6 * time.Minute) // past any refresh_grace (at most 5m)
 	if st, _ := e.refresh(c, tok2["refresh_token"].(string)); st != http.StatusBadRequest {
 		t.Fatalf("reuse: %d", st)
 	}
@@ -483,4 +483,30 @@ func TestAuditFailClosed(t *testing.T) {
 	if st, m, _ := e.post("/introspect", url.Values{"token": {"x"}}, basic); st != http.StatusServiceUnavailable || m["active"] != nil {
 		t.Errorf("introspection while the log is down: %d %v", st, m)
 	}
+}
+
+// TestAuditRegistrationWithInitialAccessToken: registrations refused for a
+// wrong initial access token and accepted with the right one are recorded,
+// and neither token (nor the client secret issued) is.
+func TestAuditRegistrationWithInitialAccessToken(t *testing.T) {
+	const token = "initial-access-token-0123456789abcdef"
+	e, sink := auditedEnv(t, envOpt{cfg: func(c *Config) { c.Registration.Mode = RegistrationToken; c.Registration.Token = token }})
+	meta := map[string]any{"client_name": "x", "redirect_uris": []string{"http://127.0.0.1:3000/cb"}}
+	bearer := func(v string) func(*http.Request) { return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+v) } }
+	if st, _ := e.registerRaw(meta, bearer("guessed-token-fedcba9876543210")); st != http.StatusUnauthorized {
+		t.Fatalf("wrong initial access token: %d", st)
+	}
+	st, m := e.registerRaw(meta, bearer(token))
+	if st != http.StatusCreated {
+		t.Fatalf("register: %d %v", st, m)
+	}
+	if got := sink.events(t); !slices.Equal(got, []string{audit.EventASClientRegistrationRefused, audit.EventASClientRegistered}) {
+		t.Errorf("events %v", got)
+	}
+	if r := sink.records(t)[0]; r.Status != http.StatusUnauthorized || !strings.Contains(r.Reason, "invalid_token") {
+		t.Errorf("refused registration record: %+v", r)
+	}
+	var sec secrets
+	sec.add(token, "guessed-token-fedcba9876543210", m["client_secret"], "initial-access", "fedcba9876543210")
+	sec.check(t, sink.bytes())
 }
