@@ -492,7 +492,9 @@ func TestAuditRegistrationWithInitialAccessToken(t *testing.T) {
 	const token = "initial-access-token-0123456789abcdef"
 	e, sink := auditedEnv(t, envOpt{cfg: func(c *Config) { c.Registration.Mode = RegistrationToken; c.Registration.Token = token }})
 	meta := map[string]any{"client_name": "x", "redirect_uris": []string{"http://127.0.0.1:3000/cb"}}
-	bearer := func(v string) func(*http.Request) { return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+v) } }
+	bearer := func(v string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+v) }
+	}
 	if st, _ := e.registerRaw(meta, bearer("guessed-token-fedcba9876543210")); st != http.StatusUnauthorized {
 		t.Fatalf("wrong initial access token: %d", st)
 	}
