@@ -305,7 +305,7 @@ test('authorization server events are in the audit chain: login → refresh → 
   }
   assert.equal(byEvent(srec, 'AS_LOGIN_FAILED')[0].username, 'alice', 'the failed login names the username typed');
   assert.equal(byEvent(srec, 'AS_CLIENT_METADATA_FETCHED')[0].client_id, cimd.url);
-  assert.match(byEvent(srec, 'AS_REFRESH_TOKEN_REUSED')[0].reason, /token family \(grant\) is revoked/);
+  assert.match(byEvent(srec, 'AS_REFRESH_TOKEN_REUSED')[0].reason, /the grant \(token family\) is revoked/);
   assert.equal(byEvent(srec, 'AS_REFRESH_TOKEN_REUSED')[0].session_id, byEvent(srec, 'AS_TOKEN_REFRESHED')[0].session_id);
   assert.match(rotated.reason, /active signing key is now \S+ \(was \S+/);
   // The MCP call and the token it used name the same token session.

@@ -137,6 +137,23 @@ func (s *Server) withGrant(ctx context.Context, rec *audit.Record, tsid string) 
 	return rec
 }
 
+// revokeLeaked ends the grant rec names after a replayed code or a reused
+// refresh token (why, for the log) and records it; the client gets oe. The
+// revocation does not wait for the record.
+func (s *Server) revokeLeaked(ctx context.Context, rec *audit.Record, identity json.RawMessage, oe *oauthError, why string) error {
+	err := s.revokeGrant(ctx, rec.SessionID, why)
+	refused(rec, oe)
+	rec.Reason += "; the grant (token family) is revoked"
+	if err != nil {
+		rec.Reason = oe.Error() + "; revoking the grant failed"
+	}
+	_ = s.audit(ctx, s.withStoredIdentity(rec, identity))
+	if err != nil {
+		return audited(err)
+	}
+	return audited(oe)
+}
+
 // presentedClientID is the client_id a refused request claimed (form or
 // HTTP Basic), for the record; it is not authenticated. Bounded like
 // getClient bounds client IDs.

@@ -145,18 +145,8 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		// leaked; revoke everything issued from it. If the first redemption
 		// succeeded, its grant exists by now: it was created in the same
 		// write that spent the code.
-		rerr := s.revokeGrant(ctx, ac.GrantID, "authorization code replayed")
-		oe := invalidGrant("the authorization code was already used")
-		rec := refused(&audit.Record{Event: audit.EventASCodeReplayed, Method: grantCode, ClientID: cl.ID, SessionID: ac.GrantID}, oe)
-		rec.Reason += "; the grant issued from it is revoked"
-		if rerr != nil {
-			rec.Reason = "authorization code replayed; revoking its grant failed"
-		}
-		_ = s.audit(ctx, s.withStoredIdentity(rec, ac.Identity))
-		if rerr != nil {
-			return nil, audited(rerr)
-		}
-		return nil, audited(oe)
+		return nil, s.revokeLeaked(ctx, &audit.Record{Event: audit.EventASCodeReplayed, Method: grantCode, ClientID: cl.ID, SessionID: ac.GrantID},
+			ac.Identity, invalidGrant("the authorization code was already used"), "authorization code replayed")
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrAlreadyUsed):
 		return nil, invalidGrant("the authorization code is invalid or expired")
 	case err != nil:
@@ -273,18 +263,8 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 	}
 	if !rt.RotatedAt.IsZero() {
 		if !s.withinGrace(ctx, rt, succHash, now) {
-			rerr := s.revokeGrant(ctx, g.ID, "refresh token reuse")
-			oe := invalidGrant("the refresh token was already used")
-			rec := refused(&audit.Record{Event: audit.EventASRefreshTokenReused, Method: grantRT, ClientID: cl.ID, SessionID: g.ID, Resource: g.Resource}, oe)
-			rec.Reason += "; the token family (grant) is revoked"
-			if rerr != nil {
-				rec.Reason = "refresh token reused; revoking the grant failed"
-			}
-			_ = s.audit(ctx, s.withStoredIdentity(rec, g.Identity))
-			if rerr != nil {
-				return nil, audited(rerr)
-			}
-			return nil, audited(oe)
+			return nil, s.revokeLeaked(ctx, &audit.Record{Event: audit.EventASRefreshTokenReused, Method: grantRT, ClientID: cl.ID, SessionID: g.ID, Resource: g.Resource},
+				g.Identity, invalidGrant("the refresh token was already used"), "refresh token reuse")
 		}
 		s.log.InfoContext(ctx, "refresh token reused within grace window", "client_id", cl.ID, "tsid", g.ID)
 	}
