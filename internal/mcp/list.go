@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -127,6 +128,8 @@ type ListFilter struct {
 	pending map[string]string // IDKey → list method
 	all     bool              // filter every response by the shape of its result
 	keep    func(method, name string) bool
+	msg     *Message // the client's message (nil on a stream), for Refusal
+	refused bool     // a list response was replaced by an error
 }
 
 // NewStreamListFilter returns a filter for a stream that answers no request
@@ -156,15 +159,50 @@ func NewListFilter(m *Message, keep func(method, name string) bool) *ListFilter 
 	if pending == nil {
 		return nil
 	}
-	return &ListFilter{pending: pending, keep: keep}
+	return &ListFilter{pending: pending, keep: keep, msg: m}
+}
+
+// refusalMessage is the error text of a list response that was refused.
+const refusalMessage = "backend list response could not be filtered"
+
+// IsStream reports whether f filters a stream that answers no request of
+// its own (NewStreamListFilter).
+func (f *ListFilter) IsStream() bool { return f.all }
+
+// Refused reports whether Rewrite replaced a list response by an error.
+func (f *ListFilter) Refused() bool { return f.refused }
+
+// Refusal returns the JSON-RPC error that replaces a backend answer the
+// caller cannot parse and filter: an internal error for each request of the
+// client's message, with its id (an array for a batch, JSON-RPC 2.0 §6), so
+// the client's calls fail instead of hanging; on a stream, one error with a
+// null id. The original answer must never be forwarded.
+func (f *ListFilter) Refusal() []byte {
+	f.refused = true
+	if f.msg == nil {
+		return ErrorResponse(json.RawMessage("null"), CodeInternalError, refusalMessage, nil)
+	}
+	var errs [][]byte
+	for _, c := range f.msg.Calls {
+		if !c.IsResponse && !c.IsNotification {
+			errs = append(errs, ErrorResponse(c.ID, CodeInternalError, refusalMessage, nil))
+		}
+	}
+	if !f.msg.Batch && len(errs) == 1 {
+		return errs[0]
+	}
+	return append(append([]byte{'['}, bytes.Join(errs, []byte{','})...), ']')
 }
 
 // Rewrite filters one server message (a JSON body, or the data of one SSE
 // event): a single JSON-RPC message or a batch. Responses to pending list
-// requests are filtered; other messages are returned unchanged. It returns
-// nil when the message cannot be parsed or a matching list response cannot
-// be filtered: the caller must then drop the event or fail the response
-// (fail closed), never forward the original.
+// requests (on a stream: every response whose result has a list member) are
+// filtered; other messages are returned unchanged. A list response that
+// parses as JSON but cannot be filtered (its list is not an array of
+// objects, say) is replaced by an internal error carrying its id. Rewrite
+// returns nil when the message is not valid JSON: the caller must then drop
+// the event or answer with Refusal (fail closed), never forward the
+// original.
 func (f *ListFilter) Rewrite(msg []byte) []byte {
 	if err := validateJSON(msg, MaxDepth); err != nil {
 		return nil
@@ -202,7 +240,10 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 	if err != nil {
 		return nil
 	}
-	if _, isRequest := lookupFold(ms, "method"); isRequest {
+	// A message with a result is filtered as a response even if it also
+	// names a method: a lenient client could read it either way.
+	_, hasResult := lookupFold(ms, "result")
+	if _, isRequest := lookupFold(ms, "method"); isRequest && !hasResult {
 		return msg
 	}
 	id, ok := lookupFold(ms, "id")
@@ -213,7 +254,7 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 		for _, method := range listMethodOrder {
 			out, err := filterValidList(msg, method, func(name string) bool { return f.keep(method, name) })
 			if err != nil {
-				return nil
+				return f.refuse(id)
 			}
 			msg = out
 		}
@@ -225,9 +266,15 @@ func (f *ListFilter) rewriteOne(msg []byte) []byte {
 	}
 	out, err := filterValidList(msg, method, func(name string) bool { return f.keep(method, name) })
 	if err != nil {
-		return nil
+		return f.refuse(id)
 	}
 	return out
+}
+
+// refuse replaces an unfilterable list response by an error with its id.
+func (f *ListFilter) refuse(id []byte) []byte {
+	f.refused = true
+	return ErrorResponse(id, CodeInternalError, refusalMessage, nil)
 }
 
 // listMethodOrder is the list methods in a fixed order.

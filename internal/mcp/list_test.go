@@ -196,12 +196,57 @@ func TestListFilterRewrite(t *testing.T) {
 	for _, bad := range []string{
 		`not json`,
 		`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok"}]},"id":2}`,
-		`{"jsonrpc":"2.0","id":1,"result":{"tools":"all"}}`,
-		`[{"jsonrpc":"2.0","id":3,"result":{}},{"jsonrpc":"2.0","id":1,"result":{"tools":7}}]`,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"no"}]}`,
 	} {
 		if got := f.Rewrite([]byte(bad)); got != nil {
 			t.Errorf("Rewrite(%s) = %s, want nil (fail closed)", bad, got)
 		}
+	}
+	if f.Refused() {
+		t.Error("Refused() after only unparseable input, want false (the caller refuses those)")
+	}
+	// A list response that parses but cannot be filtered becomes an error
+	// with its id, so the client's call fails instead of hanging.
+	for _, tt := range []struct{ in, want string }{
+		{`{"jsonrpc":"2.0","id":1,"result":{"tools":"all"}}`, `{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`},
+		{`[{"jsonrpc":"2.0","id":3,"result":{}},{"jsonrpc":"2.0","id":1,"result":{"tools":7}}]`, `[{"jsonrpc":"2.0","id":3,"result":{}},{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"backend list response could not be filtered"}}]`},
+		{`{"jsonrpc":"2.0","id":"p","result":{"prompts":["no"]}}`, `{"jsonrpc":"2.0","id":"p","error":{"code":-32603,"message":"backend list response could not be filtered"}}`},
+		// A result next to a method is still a response to filter.
+		{`{"jsonrpc":"2.0","id":1,"method":"x","result":{"tools":[{"name":"no"}]}}`, `{"jsonrpc":"2.0","id":1,"method":"x","result":{"tools":[]}}`},
+	} {
+		if got := string(f.Rewrite([]byte(tt.in))); got != tt.want {
+			t.Errorf("Rewrite(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+	if !f.Refused() {
+		t.Error("Refused() = false after a refused list response")
+	}
+}
+
+func TestListFilterRefusal(t *testing.T) {
+	keep := func(string, string) bool { return true }
+	for _, tt := range []struct{ req, want string }{
+		{`{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, `{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`},
+		{`{"jsonrpc":"2.0","id":"a","method":"prompts/list"}`, `{"jsonrpc":"2.0","id":"a","error":{"code":-32603,"message":"backend list response could not be filtered"}}`},
+		// A batch: one error per request (the call too, so it does not hang), none for the notification.
+		{`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}]`,
+			`[{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"backend list response could not be filtered"}},{"jsonrpc":"2.0","id":2,"error":{"code":-32603,"message":"backend list response could not be filtered"}}]`},
+	} {
+		m, err := Decode([]byte(tt.req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := NewListFilter(m, keep)
+		if got := string(f.Refusal()); got != tt.want {
+			t.Errorf("Refusal for %s = %s, want %s", tt.req, got, tt.want)
+		}
+		if !f.Refused() || f.IsStream() {
+			t.Errorf("Refused() = %v, IsStream() = %v; want true, false", f.Refused(), f.IsStream())
+		}
+	}
+	f := NewStreamListFilter(keep)
+	if got, want := string(f.Refusal()), `{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`; got != want || !f.IsStream() {
+		t.Errorf("stream Refusal = %s (IsStream %v), want %s", got, f.IsStream(), want)
 	}
 }
 
@@ -255,7 +300,11 @@ func TestStreamListFilter(t *testing.T) {
 			t.Errorf("%s: got %s, want %s", tt.name, got, tt.want)
 		}
 	}
-	if got := f.Rewrite([]byte(`{"jsonrpc":"2.0","id":9,"result":{"prompts":"all"}}`)); got != nil {
-		t.Errorf("malformed list passed: %s", got)
+	if got, want := string(f.Rewrite([]byte(`{"jsonrpc":"2.0","id":9,"result":{"prompts":"all","tools":[{"name":"no"}]}}`))),
+		`{"jsonrpc":"2.0","id":9,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`; got != want {
+		t.Errorf("malformed list: got %s, want %s", got, want)
+	}
+	if got := f.Rewrite([]byte(`{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"no"}]}`)); got != nil {
+		t.Errorf("malformed JSON passed: %s", got)
 	}
 }

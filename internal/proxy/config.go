@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"time"
@@ -31,6 +33,9 @@ type BackendConfig struct {
 	// IdentityHeaders, when set, passes the caller's identity to the backend
 	// (e.g. user: X-MCP-User, groups: X-MCP-Groups). Off by default.
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
+	// ForwardHeaders adds client request headers to the fixed set the gateway
+	// forwards (DefaultForwardHeaders); every other client header is dropped.
+	ForwardHeaders []string `yaml:"forward_headers"`
 	// ResponseHeaderTimeout bounds the wait for the backend's response headers.
 	// Tool calls can be slow, so the default is long (10m); streams, once
 	// started, are never cut by the gateway.
@@ -111,6 +116,9 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 		if c.IdentityHeaders != (IdentityHeaders{}) {
 			p.Add(path+".identity_headers", "cannot be used with a stdio backend (the child sees no HTTP headers)")
 		}
+		if len(c.ForwardHeaders) > 0 {
+			p.Add(path+".forward_headers", "cannot be used with a stdio backend (the child sees no HTTP headers)")
+		}
 	case c.URL == "":
 		p.Add(path+".url", "is required (or command, for a stdio server)")
 	default:
@@ -130,7 +138,62 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 	default:
 		p.Add(path+".credential.type", "must be one of none, static, upstream_token (got %q)", c.Credential.Type)
 	}
+	c.validateForwardHeaders(path+".forward_headers", p)
 	if c.ResponseHeaderTimeout < 0 || c.DialTimeout < 0 || c.MaxIdleConns < 0 {
 		p.Add(path, "timeouts and pool sizes must not be negative")
 	}
+}
+
+// neverForwarded are headers that forward_headers may not name: hop-by-hop
+// headers (RFC 9110 §7.6.1), the client's credentials (the MCP authorization
+// spec forbids token passthrough), and headers the gateway sets itself.
+var neverForwarded = map[string]string{
+	"Connection": "hop-by-hop", "Keep-Alive": "hop-by-hop", "Proxy-Connection": "hop-by-hop",
+	"Proxy-Authenticate": "hop-by-hop", "Te": "hop-by-hop", "Trailer": "hop-by-hop",
+	"Transfer-Encoding": "hop-by-hop", "Upgrade": "hop-by-hop",
+	"Authorization": "a client credential", "Proxy-Authorization": "a client credential",
+	"Cookie": "a client credential",
+	"Host": "set by the gateway", "Content-Length": "set by the gateway",
+	"Accept-Encoding": "set by the gateway", "Forwarded": "set by the gateway",
+	"X-Forwarded-For": "set by the gateway", "X-Forwarded-Host": "set by the gateway",
+	"X-Forwarded-Proto": "set by the gateway",
+}
+
+func (c *BackendConfig) validateForwardHeaders(path string, p *validate.Problems) {
+	own := map[string]string{}
+	ih := c.IdentityHeaders
+	for _, h := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
+		if h != "" {
+			own[textproto.CanonicalMIMEHeaderKey(h)] = "an identity header of this backend"
+		}
+	}
+	if c.Credential.Type == "static" && c.Credential.Header != "" {
+		own[textproto.CanonicalMIMEHeaderKey(c.Credential.Header)] = "this backend's credential header"
+	}
+	for i, h := range c.ForwardHeaders {
+		k := textproto.CanonicalMIMEHeaderKey(h)
+		switch {
+		case !isToken(h):
+			p.Add(fmt.Sprintf("%s[%d]", path, i), "%q is not a header name (RFC 9110 §5.1)", h)
+		case neverForwarded[k] != "":
+			p.Add(fmt.Sprintf("%s[%d]", path, i), "%s must not be forwarded: it is %s", k, neverForwarded[k])
+		case own[k] != "":
+			p.Add(fmt.Sprintf("%s[%d]", path, i), "%s must not be forwarded: it is %s", k, own[k])
+		}
+	}
+}
+
+// isToken reports whether s is an RFC 9110 §5.6.2 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }

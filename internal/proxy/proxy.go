@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type Backend struct {
 	rp       *httputil.ReverseProxy
 	upstream UpstreamTokens
 	log      *slog.Logger
+	forward  map[string]bool // canonical names of the client headers passed on
 }
 
 // ResponseFilter may rewrite a backend response (e.g. filter a tools/list
@@ -82,7 +84,8 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, upstream: opts.UpstreamTokens, log: log}
+	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, upstream: opts.UpstreamTokens, log: log,
+		forward: forwardSet(cfg.ForwardHeaders)}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                 nil, // a gateway must not be redirected by HTTP_PROXY env of the host
@@ -107,32 +110,60 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// hopHeaders are client headers that must never reach a backend: the
-// client's own credentials (MCP authorization spec: tokens are not passed
-// through) and proxy-identity headers the client could forge.
-var hopHeaders = []string{
-	"Authorization", "Cookie", "Proxy-Authorization",
-	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-	"X-Real-Ip", "Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email",
+// DefaultForwardHeaders are the client request headers every backend
+// receives: what the streamable HTTP transport needs (media types, session,
+// protocol version, the request metadata headers of MCP 2026-07-28 and
+// resumption), W3C Trace Context and Baggage, and User-Agent. Every other
+// client header is dropped unless backends[].forward_headers names it, so a
+// backend that trusts X-Forwarded-User, Remote-User or the like never sees a
+// client's forgery. Mcp-Param-* headers (named by a tool's input schema)
+// are forwarded too, as the specification asks of intermediaries.
+var DefaultForwardHeaders = []string{
+	"Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Mcp-Method", "Mcp-Name",
+	"Last-Event-Id", "Traceparent", "Tracestate", "Baggage", "User-Agent",
+}
+
+// paramHeaderPrefix starts the Mcp-Param-{Name} headers (canonical form).
+const paramHeaderPrefix = "Mcp-Param-"
+
+func forwardSet(extra []string) map[string]bool {
+	set := make(map[string]bool, len(DefaultForwardHeaders)+len(extra))
+	for _, h := range DefaultForwardHeaders {
+		set[textproto.CanonicalMIMEHeaderKey(h)] = true
+	}
+	for _, h := range extra {
+		set[textproto.CanonicalMIMEHeaderKey(h)] = true
+	}
+	return set
 }
 
 func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 	out := pr.Out
-	for _, h := range hopHeaders {
-		out.Header.Del(h)
-	}
-	ih := b.cfg.IdentityHeaders
-	for _, h := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
-		if h != "" {
-			out.Header.Del(h) // never let a client forge the identity headers
+	// Out.Header is ReverseProxy's copy of the client's headers: keep only
+	// the allowed ones. Keys are canonical; one that is not (a name Go would
+	// not canonicalize) is not in the set and goes too.
+	for k := range out.Header {
+		if !b.forward[k] && !strings.HasPrefix(k, paramHeaderPrefix) {
+			delete(out.Header, k)
 		}
 	}
+	// List responses must be readable to be filtered: ask for no content
+	// coding (RFC 9110 §12.5.3); the filter refuses any that comes anyway.
+	out.Header.Set("Accept-Encoding", "identity")
 	pr.SetURL(b.target)
 	out.URL.Path = b.target.Path // the backend endpoint is exactly the configured URL
 	out.URL.RawPath = b.target.RawPath
 	out.Host = b.target.Host
+	// The gateway's own X-Forwarded-For (the socket peer), -Host and -Proto;
+	// the client's were dropped above.
 	pr.SetXForwarded()
 
+	ih := b.cfg.IdentityHeaders
+	for _, h := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
+		if h != "" {
+			out.Header.Del(h) // in case one shares a name with a forwarded header
+		}
+	}
 	p, _ := pr.In.Context().Value(principalKey).(*authn.Principal)
 	if p != nil {
 		setIf(out.Header, ih.User, p.DisplayName())
@@ -210,10 +241,12 @@ func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		msg = "backend credential unavailable: sign in again"
 	}
 	b.log.Warn("backend request failed", "backend", b.Name, "method", r.Method, "err", err)
+	var id []byte
 	if st := StatusFrom(r.Context()); st != nil {
 		st.BackendError = true
+		id = st.RPCID
 	}
-	WriteJSONRPCError(w, status, nil, -32603, msg)
+	WriteJSONRPCError(w, status, id, -32603, msg)
 }
 
 // WriteJSONRPCError writes a JSON-RPC 2.0 error response with HTTP status.
@@ -227,8 +260,16 @@ func WriteJSONRPCError(w http.ResponseWriter, status int, id []byte, code int, m
 	fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%q}}`, id, code, message)
 }
 
-// Status lets the caller learn what happened inside the proxy hop.
-type Status struct{ BackendError bool }
+// Status carries what the proxy hop needs from the caller and what the
+// caller learns from it.
+type Status struct {
+	// RPCID is the id of the request when it is a single JSON-RPC call, so
+	// that a 502 or 504 answers that call (JSON-RPC 2.0 §5) instead of
+	// carrying a null id.
+	RPCID []byte
+	// BackendError is set when the backend failed or its answer was refused.
+	BackendError bool
+}
 
 type statusKey struct{}
 

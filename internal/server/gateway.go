@@ -154,6 +154,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !g.authorizePost(w, r, x, p) {
 			return
 		}
+		x.status.RPCID = singleCallID(x.msg)
 		ctx = g.withListFilter(ctx, x.msg, p)
 	case http.MethodGet:
 		// GET opens the server-to-client stream (or resumes one), which may
@@ -274,6 +275,16 @@ func repliesOnly(m *mcp.Message) bool {
 	return true
 }
 
+// singleCallID returns the id of m when m is one request (not a batch,
+// notification or response), for the proxy's 502 and 504 answers; else nil,
+// and those answers carry a null id (JSON-RPC 2.0 §5).
+func singleCallID(m *mcp.Message) []byte {
+	if m.Batch || len(m.Calls) != 1 || m.Calls[0].IsNotification || m.Calls[0].IsResponse {
+		return nil
+	}
+	return m.Calls[0].ID
+}
+
 // badMessage answers a body that failed decoding or the header check.
 func (g *gateway) badMessage(w http.ResponseWriter, x *exchange, err error) {
 	e := &mcp.Error{Code: mcp.CodeInvalidRequest, Message: "invalid request"}
@@ -353,7 +364,7 @@ func (g *gateway) withListFilter(ctx context.Context, msg *mcp.Message, p *authn
 	if f == nil {
 		return ctx
 	}
-	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return filterResponse(resp, f) })
+	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return g.filterResponse(resp, f) })
 }
 
 // withStreamFilter filters list results on a GET stream.
@@ -361,57 +372,177 @@ func (g *gateway) withStreamFilter(ctx context.Context, p *authn.Principal) cont
 	engine := g.policy.Load()
 	backend := g.backend.Name
 	f := mcp.NewStreamListFilter(func(method, name string) bool { return engine.Visible(p, method, backend, name) })
-	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return filterResponse(resp, f) })
+	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return g.filterResponse(resp, f) })
 }
 
+// maxListBody bounds a JSON list response read whole for filtering.
+const maxListBody = 64 << 20
+
 // filterResponse rewrites JSON bodies whole and SSE bodies event by event.
-// A list response that cannot be filtered is never forwarded unfiltered.
-func filterResponse(resp *http.Response, f *mcp.ListFilter) error {
-	ct := resp.Header.Get("Content-Type")
+// It fails closed: an answer it cannot read and filter (a media type other
+// than JSON or SSE, a content coding, several Content-Type fields, a body
+// that is not JSON) is replaced by f.Refusal, never forwarded as it came.
+func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
+	h := resp.Header
+	// The answer is filtered for one user: no cache may serve it to another
+	// (RFC 9111 §5.2.2.5), nor revalidate it against the backend's validators.
+	h.Set("Cache-Control", "no-store")
+	for _, k := range backendCacheHeaders {
+		h.Del(k)
+	}
+	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// The proxy asks for identity (Accept-Encoding), so this is a
+		// backend ignoring it; decoding would only widen what we parse.
+		g.refuse(resp, f, "content-encoding "+ce)
+		return nil
+	}
+	cts := h.Values("Content-Type")
+	ct := ""
+	if len(cts) == 1 {
+		ct = cts[0]
+	}
 	switch {
-	case strings.HasPrefix(ct, "text/event-stream"):
-		resp.Body = newSSEReader(resp.Body, f.Rewrite)
-	case strings.HasPrefix(ct, "application/json"):
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	case len(cts) > 1:
+		g.refuse(resp, f, "several content types")
+	case isMediaType(ct, "text/event-stream"):
+		resp.Body = newSSEReader(resp.Body, f, proxy.StatusFrom(resp.Request.Context()))
+	case isMediaType(ct, "application/json"):
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
 		resp.Body.Close()
 		if err != nil {
 			return err
 		}
-		out := f.Rewrite(body)
-		if out == nil {
-			return errors.New("backend list response could not be filtered")
+		if len(body) == 0 {
+			setBody(resp, nil) // nothing to list, nothing to leak
+			return nil
 		}
-		resp.Body = io.NopCloser(bytes.NewReader(out))
-		resp.ContentLength = int64(len(out))
-		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		out := f.Rewrite(body)
+		if out == nil || len(body) > maxListBody {
+			g.refuse(resp, f, "malformed JSON")
+			return nil
+		}
+		if f.Refused() {
+			g.markRefused(resp, "list not filterable")
+		}
+		setBody(resp, out)
+	default:
+		// Another type, or none: only an empty body may pass (a 202, or a
+		// 404 for an unknown session), since nothing in it can be listed.
+		if resp.ContentLength == 0 {
+			return nil
+		}
+		var one [1]byte
+		if n, _ := io.ReadFull(resp.Body, one[:]); n == 0 && resp.ContentLength < 0 {
+			resp.Body.Close()
+			setBody(resp, nil)
+			return nil
+		}
+		g.refuse(resp, f, "content type "+strconv.Quote(ct))
 	}
 	return nil
+}
+
+// backendCacheHeaders are validators and freshness hints of the backend's
+// answer, which no longer describe a filtered one.
+var backendCacheHeaders = []string{"Etag", "Last-Modified", "Expires", "Age"}
+
+// isMediaType reports whether the Content-Type value v has the media type
+// want (lower case), ignoring parameters; type and subtype are
+// case-insensitive (RFC 9110 §8.3.1). It does not allocate.
+func isMediaType(v, want string) bool {
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(v), want)
+}
+
+// refuse replaces a backend answer that cannot be filtered by the JSON-RPC
+// errors of f.Refusal. A 2xx becomes 502 (the backend's answer was
+// unusable); an error status is kept, so that a client still sees, say, a
+// 404 for an expired session.
+func (g *gateway) refuse(resp *http.Response, f *mcp.ListFilter, reason string) {
+	resp.Body.Close()
+	if resp.StatusCode < 400 {
+		resp.StatusCode = http.StatusBadGateway
+	}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Set("Content-Type", "application/json")
+	resp.Trailer = nil
+	setBody(resp, f.Refusal())
+	g.markRefused(resp, reason)
+}
+
+// markRefused records a refused list response for the audit record and the log.
+func (g *gateway) markRefused(resp *http.Response, reason string) {
+	if st := proxy.StatusFrom(resp.Request.Context()); st != nil {
+		st.BackendError = true
+	}
+	g.log.Warn("backend list response refused", "backend", g.backend.Name, "status", resp.StatusCode, "reason", reason)
+}
+
+func setBody(resp *http.Response, b []byte) {
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
 }
 
 // sseReader runs a backend SSE body through an mcp.SSEFilter. Each Read
 // returns whole events as soon as they are complete, and the proxy flushes
 // after every write, so events are never held back.
+//
+// An event whose data is not JSON cannot be filtered. On a POST stream it is
+// replaced by the errors of ListFilter.Refusal, and the stream ends there
+// (the client's requests are answered); on a GET stream, which answers no
+// request of its own, the event is dropped.
 type sseReader struct {
-	src io.ReadCloser
-	f   *mcp.SSEFilter
-	out bytes.Buffer
-	buf *[]byte // pooled read buffer
-	err error
+	src     io.ReadCloser
+	f       *mcp.SSEFilter
+	lf      *mcp.ListFilter
+	status  *proxy.Status
+	out     bytes.Buffer
+	buf     *[]byte // pooled read buffer
+	err     error
+	stopped bool // a broken event ended a POST stream
 }
 
-func newSSEReader(src io.ReadCloser, rewrite func([]byte) []byte) *sseReader {
-	r := &sseReader{src: src, buf: sseBuffers.Get().(*[]byte)}
-	r.f = mcp.NewSSEFilter(&r.out, nil, rewrite)
+func newSSEReader(src io.ReadCloser, lf *mcp.ListFilter, status *proxy.Status) *sseReader {
+	r := &sseReader{src: src, lf: lf, status: status, buf: sseBuffers.Get().(*[]byte)}
+	r.f = mcp.NewSSEFilter(&r.out, nil, r.rewrite)
 	return r
 }
 
 var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+func (r *sseReader) rewrite(data []byte) []byte {
+	if r.stopped {
+		return nil
+	}
+	out := r.lf.Rewrite(data)
+	if out != nil {
+		if r.lf.Refused() && r.status != nil {
+			r.status.BackendError = true
+		}
+		return out
+	}
+	if r.status != nil {
+		r.status.BackendError = true
+	}
+	if r.lf.IsStream() {
+		return nil
+	}
+	r.stopped = true
+	return r.lf.Refusal()
+}
 
 func (r *sseReader) Read(p []byte) (int, error) {
 	if r.buf == nil {
 		return 0, io.ErrClosedPipe
 	}
 	for r.out.Len() == 0 && r.err == nil {
+		if r.stopped {
+			r.err = io.EOF
+			break
+		}
 		n, err := r.src.Read(*r.buf)
 		if n > 0 {
 			if _, werr := r.f.Write((*r.buf)[:n]); werr != nil {
