@@ -153,7 +153,7 @@ var neverForwarded = map[string]string{
 	"Transfer-Encoding": "hop-by-hop", "Upgrade": "hop-by-hop",
 	"Authorization": "a client credential", "Proxy-Authorization": "a client credential",
 	"Cookie": "a client credential",
-	"Host": "set by the gateway", "Content-Length": "set by the gateway",
+	"Host":   "set by the gateway", "Content-Length": "set by the gateway",
 	"Accept-Encoding": "set by the gateway", "Forwarded": "set by the gateway",
 	"X-Forwarded-For": "set by the gateway", "X-Forwarded-Host": "set by the gateway",
 	"X-Forwarded-Proto": "set by the gateway",
