@@ -147,17 +147,21 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 // neverForwarded are headers that forward_headers may not name: hop-by-hop
 // headers (RFC 9110 §7.6.1), the client's credentials (the MCP authorization
 // spec forbids token passthrough), and headers the gateway sets itself.
-var neverForwarded = map[string]string{
-	"Connection": "hop-by-hop", "Keep-Alive": "hop-by-hop", "Proxy-Connection": "hop-by-hop",
-	"Proxy-Authenticate": "hop-by-hop", "Te": "hop-by-hop", "Trailer": "hop-by-hop",
-	"Transfer-Encoding": "hop-by-hop", "Upgrade": "hop-by-hop",
-	"Authorization": "a client credential", "Proxy-Authorization": "a client credential",
-	"Cookie": "a client credential",
-	"Host":   "set by the gateway", "Content-Length": "set by the gateway",
-	"Accept-Encoding": "set by the gateway", "Forwarded": "set by the gateway",
-	"X-Forwarded-For": "set by the gateway", "X-Forwarded-Host": "set by the gateway",
-	"X-Forwarded-Proto": "set by the gateway",
-}
+var neverForwarded = func() map[string]string {
+	m := map[string]string{}
+	for reason, names := range map[string][]string{
+		"hop-by-hop": {"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Te", "Trailer",
+			"Transfer-Encoding", "Upgrade"},
+		"a client credential": {"Authorization", "Proxy-Authorization", "Cookie"},
+		"set by the gateway": {"Host", "Content-Length", "Accept-Encoding", "Forwarded", "X-Forwarded-For",
+			"X-Forwarded-Host", "X-Forwarded-Proto"},
+	} {
+		for _, n := range names {
+			m[n] = reason
+		}
+	}
+	return m
+}()
 
 func (c *BackendConfig) validateForwardHeaders(path string, p *validate.Problems) {
 	own := map[string]string{}
