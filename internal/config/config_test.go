@@ -74,6 +74,18 @@ func TestParseErrors(t *testing.T) {
 			[]string{"backends[0].url: cannot be combined with command"}},
 		{"stdio with a credential", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [my-server]\n    credential: { type: static, value: x }", 1), nil,
 			[]string{"backends[0].credential.type: must be none for a stdio backend"}},
+		{"forward_headers refuses credentials, hop-by-hop and the gateway's own headers",
+			strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    identity_headers: { user: X-MCP-User }\n    credential: { type: static, header: X-Api-Key, value: k }\n    forward_headers: [X-Tenant, authorization, Cookie, connection, x-mcp-user, X-API-KEY, X-Forwarded-For, \"bad name\"]", 1), nil,
+			[]string{"backends[0].forward_headers[1]: Authorization must not be forwarded: it is a client credential",
+				"backends[0].forward_headers[2]: Cookie must not be forwarded",
+				"backends[0].forward_headers[3]: Connection must not be forwarded: it is hop-by-hop",
+				"backends[0].forward_headers[4]: X-Mcp-User must not be forwarded: it is an identity header",
+				"backends[0].forward_headers[5]: X-Api-Key must not be forwarded: it is this backend's credential header",
+				"backends[0].forward_headers[6]: X-Forwarded-For must not be forwarded: it is set by the gateway",
+				`backends[0].forward_headers[7]: "bad name" is not a header name`}},
+		{"valid forward_headers", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    forward_headers: [X-Tenant, Accept-Language]", 1), nil, nil},
+		{"stdio with forward_headers", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [my-server]\n    forward_headers: [X-Tenant]", 1), nil,
+			[]string{"backends[0].forward_headers: cannot be used with a stdio backend"}},
 		{"valid stdio backend", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [python3, -m, srv]\n    env: { VCENTER_HOST: vc.example.com }", 1), nil, nil},
 	}
 	for _, tc := range cases {

@@ -98,16 +98,34 @@ func (e *gatewayEnv) lastHeaders() http.Header {
 func startGateway(t *testing.T, extraYAML string, opts demo.Options, edits ...func(string) string) *gatewayEnv {
 	t.Helper()
 	env := &gatewayEnv{idp: newTestIdP(t)}
-	opts.OnRequest = func(r *http.Request) {
-		env.seenCount.Add(1)
-		env.mu.Lock()
-		defer env.mu.Unlock()
-		env.last = r.Header.Clone()
-		if a := r.Header.Get("Authorization") + r.Header.Get("Cookie"); a != "" {
-			env.seenAuth = append(env.seenAuth, a)
-		}
+	opts.OnRequest = env.record
+	return env.start(t, demo.Handler(opts), extraYAML, edits...)
+}
+
+// startGatewayTo runs the gateway in front of backend h instead of the demo
+// server, recording requests the same way.
+func startGatewayTo(t *testing.T, h http.Handler, extraYAML string, edits ...func(string) string) *gatewayEnv {
+	t.Helper()
+	env := &gatewayEnv{idp: newTestIdP(t)}
+	return env.start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		env.record(r)
+		h.ServeHTTP(w, r)
+	}), extraYAML, edits...)
+}
+
+func (env *gatewayEnv) record(r *http.Request) {
+	env.seenCount.Add(1)
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.last = r.Header.Clone()
+	if a := r.Header.Get("Authorization") + r.Header.Get("Cookie"); a != "" {
+		env.seenAuth = append(env.seenAuth, a)
 	}
-	env.backend = httptest.NewServer(demo.Handler(opts))
+}
+
+func (env *gatewayEnv) start(t *testing.T, backend http.Handler, extraYAML string, edits ...func(string) string) *gatewayEnv {
+	t.Helper()
+	env.backend = httptest.NewServer(backend)
 	t.Cleanup(env.backend.Close)
 	env.auditPath = filepath.Join(t.TempDir(), "audit.log")
 	base := servertest.Start(t, func(base string) string {
