@@ -68,7 +68,7 @@ func TestForwardedHeadersAreAnAllowList(t *testing.T) {
 		"X-Mcp-User": "alice", "X-Mcp-Groups": "mcp-admins,ops", "X-Backend-Key": "k123",
 		"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http",
 		"X-Forwarded-Host": strings.TrimPrefix(strings.TrimSuffix(env.url, "/mcp"), "http://"),
-		"Accept-Encoding": "identity",
+		"Accept-Encoding":  "identity",
 		// What MCP needs, trace context, User-Agent and forward_headers.
 		"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
 		"Mcp-Protocol-Version": "2025-11-25", "Traceparent": hdr["Traceparent"], "Tracestate": "vendor=x",
