@@ -477,7 +477,7 @@ func (g *gateway) markRefused(resp *http.Response, reason string) {
 	if st := proxy.StatusFrom(resp.Request.Context()); st != nil {
 		st.BackendError = true
 	}
-	g.log.Warn("backend list response refused", "backend", g.backend.Name, "status", resp.StatusCode, "reason", reason)
+	g.log.Warn("backend list response refused", "status", resp.StatusCode, "reason", reason)
 }
 
 func setBody(resp *http.Response, b []byte) {

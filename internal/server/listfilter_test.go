@@ -1,7 +1,12 @@
 package server_test
 
 import (
+	"bytes"
+	"cmp"
+	"compress/gzip"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -59,4 +64,157 @@ func names(t *testing.T, body string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// listBackend answers list requests as the X-Mode request header says:
+// correctly but in odd spellings, or in ways that cannot be filtered. Every
+// answer names the hidden tool delete_vm.
+func listBackend(t *testing.T) http.Handler {
+	const list = `{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"list_vms"},{"name":"delete_vm"}]}}`
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(s))
+		zw.Close()
+		return b.Bytes()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Content-Type"] = nil // no sniffing: only what a mode sets
+		body := []byte(list)
+		status := http.StatusOK
+		switch r.Header.Get("X-Mode") {
+		case "json-case":
+			h.Set("Content-Type", "Application/JSON")
+		case "json-charset":
+			h.Set("Content-Type", "application/json ; charset=UTF-8")
+		case "sse-case", "get-sse":
+			h.Set("Content-Type", "Text/Event-Stream")
+			body = []byte("id: 5\nevent: message\ndata: " + list + "\n\n")
+		case "none":
+		case "text":
+			h.Set("Content-Type", "text/plain")
+		case "json-seq":
+			h.Set("Content-Type", "application/json-seq")
+		case "two-types":
+			h["Content-Type"] = []string{"application/json", "text/plain"}
+		case "gzip-json":
+			h.Set("Content-Type", "application/json")
+			h.Set("Content-Encoding", "gzip")
+			body = gz(list)
+		case "gzip-sse":
+			h.Set("Content-Type", "text/event-stream")
+			h.Set("Content-Encoding", "gzip")
+			body = gz("data: " + list + "\n\n")
+		case "malformed":
+			h.Set("Content-Type", "application/json")
+			body = []byte(strings.TrimSuffix(list, "}"))
+		case "duplicate-key":
+			h.Set("Content-Type", "application/json")
+			body = []byte(`{"jsonrpc":"2.0","id":7,"result":{"tools":[]},"result":{"tools":[{"name":"delete_vm"}]}}`)
+		case "not-array":
+			h.Set("Content-Type", "application/json")
+			body = []byte(`{"jsonrpc":"2.0","id":7,"result":{"tools":{"delete_vm":{}}}}`)
+		case "sse-broken", "get-broken":
+			h.Set("Content-Type", "text/event-stream")
+			body = []byte("data: " + strings.TrimSuffix(list, "}") + "\n\n" + "data: " + list + "\n\n")
+		case "not-found":
+			h.Set("Content-Type", "text/plain")
+			status = http.StatusNotFound
+		case "cache":
+			h.Set("Content-Type", "application/json")
+			h.Set("Cache-Control", "public, max-age=600")
+			h.Set("ETag", `"v1"`)
+			h.Set("Last-Modified", "Mon, 01 Dec 2025 00:00:00 GMT")
+			h.Set("Expires", "Mon, 01 Dec 2036 00:00:00 GMT")
+		default:
+			t.Errorf("backend: unknown mode %q", r.Header.Get("X-Mode"))
+		}
+		w.WriteHeader(status)
+		w.Write(body)
+	})
+}
+
+// TestListFilteringFailsClosed: whatever a backend answers to a list request
+// (on a POST, on the GET stream or a resumed stream) the client never sees a
+// hidden tool. What can be parsed is filtered; what cannot is replaced by a
+// JSON-RPC error carrying the request's id.
+func TestListFilteringFailsClosed(t *testing.T) {
+	env := startGatewayTo(t, listBackend(t), "", func(y string) string {
+		return strings.Replace(y, "    url: ", "    forward_headers: [X-Mode]\n    url: ", 1)
+	})
+	reader := env.idp.token(t, env.url, map[string]any{"groups": []string{"mcp-readers"}})
+	const refused = `{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`
+	const refusedNull = `{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`
+	for _, tc := range []struct {
+		mode, method string
+		hdr          map[string]string
+		status       int
+		want         string // the exact body, or "" for a filtered list
+	}{
+		{mode: "json-case", status: 200},
+		{mode: "json-charset", status: 200},
+		{mode: "sse-case", status: 200},
+		{mode: "cache", status: 200},
+		{mode: "none", status: 502, want: refused},
+		{mode: "text", status: 502, want: refused},
+		{mode: "json-seq", status: 502, want: refused},
+		{mode: "two-types", status: 502, want: refused},
+		{mode: "gzip-json", status: 502, want: refused},
+		{mode: "gzip-sse", status: 502, want: refused},
+		{mode: "malformed", status: 502, want: refused},
+		{mode: "duplicate-key", status: 502, want: refused},
+		{mode: "not-array", status: 200, want: refused},
+		{mode: "not-found", status: 404, want: refused},
+		{mode: "sse-broken", status: 200, want: "data: " + refused + "\n\n"},
+		{mode: "get-sse", method: "GET", status: 200},
+		{mode: "get-sse", method: "GET", hdr: map[string]string{"Last-Event-ID": "4"}, status: 200},
+		// A broken event on the GET stream answers no request: it is dropped
+		// and the stream goes on, filtered.
+		{mode: "get-broken", method: "GET", hdr: map[string]string{"Last-Event-ID": "4"}, status: 200},
+		{mode: "text", method: "GET", status: 502, want: refusedNull},
+		{mode: "gzip-sse", method: "GET", status: 502, want: refusedNull},
+		{mode: "not-found", method: "GET", status: 404, want: refusedNull},
+	} {
+		method := cmp.Or(tc.method, "POST")
+		t.Run(method+" "+tc.mode+" "+tc.hdr["Last-Event-ID"], func(t *testing.T) {
+			hdr := map[string]string{"X-Mode": tc.mode}
+			for k, v := range tc.hdr {
+				hdr[k] = v
+			}
+			body := `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`
+			if method == "GET" {
+				body = ""
+			}
+			r := do(t, method, env.url, reader, body, hdr)
+			if strings.Contains(r.body, "delete_vm") || strings.Contains(fmt.Sprint(r.header), "delete_vm") {
+				t.Fatalf("hidden tool reached the client: %d %s", r.status, r.body)
+			}
+			if r.status != tc.status {
+				t.Errorf("status %d, want %d: %s", r.status, tc.status, r.body)
+			}
+			if tc.want != "" {
+				if r.body != tc.want {
+					t.Errorf("body %q, want %q", r.body, tc.want)
+				}
+			} else if got := names(t, r.body); !slices.Equal(got, []string{"list_vms"}) {
+				t.Errorf("tools = %v, want [list_vms]", got)
+			}
+			if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("Cache-Control %q, want no-store", cc)
+			}
+			for _, k := range []string{"Etag", "Last-Modified", "Expires", "Content-Encoding"} {
+				if v := r.header.Get(k); v != "" {
+					t.Errorf("%s %q reached the client", k, v)
+				}
+			}
+			seen := env.lastHeaders()
+			if ae := seen.Get("Accept-Encoding"); ae != "identity" {
+				t.Errorf("backend was sent Accept-Encoding %q, want identity", ae)
+			}
+			if got := seen.Get("Last-Event-ID"); got != tc.hdr["Last-Event-ID"] {
+				t.Errorf("backend Last-Event-ID %q, want %q", got, tc.hdr["Last-Event-ID"])
+			}
+		})
+	}
 }
