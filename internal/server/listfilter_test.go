@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/demo"
 )
 
@@ -146,11 +149,13 @@ func TestListFilteringFailsClosed(t *testing.T) {
 	reader := env.idp.token(t, env.url, map[string]any{"groups": []string{"mcp-readers"}})
 	const refused = `{"jsonrpc":"2.0","id":7,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`
 	const refusedNull = `{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"backend list response could not be filtered"}}`
+	wantResult := map[string]string{} // X-Request-Id → the audit record's result
 	for _, tc := range []struct {
 		mode, method string
 		hdr          map[string]string
 		status       int
 		want         string // the exact body, or "" for a filtered list
+		dropped      bool   // an event was dropped: audited as an error
 	}{
 		{mode: "json-case", status: 200},
 		{mode: "json-charset", status: 200},
@@ -171,7 +176,7 @@ func TestListFilteringFailsClosed(t *testing.T) {
 		{mode: "get-sse", method: "GET", hdr: map[string]string{"Last-Event-ID": "4"}, status: 200},
 		// A broken event on the GET stream answers no request: it is dropped
 		// and the stream goes on, filtered.
-		{mode: "get-broken", method: "GET", hdr: map[string]string{"Last-Event-ID": "4"}, status: 200},
+		{mode: "get-broken", method: "GET", hdr: map[string]string{"Last-Event-ID": "4"}, status: 200, dropped: true},
 		{mode: "text", method: "GET", status: 502, want: refusedNull},
 		{mode: "gzip-sse", method: "GET", status: 502, want: refusedNull},
 		{mode: "not-found", method: "GET", status: 404, want: refusedNull},
@@ -187,6 +192,10 @@ func TestListFilteringFailsClosed(t *testing.T) {
 				body = ""
 			}
 			r := do(t, method, env.url, reader, body, hdr)
+			wantResult[r.header.Get("X-Request-Id")] = audit.ResultSuccess
+			if tc.want != "" || tc.dropped {
+				wantResult[r.header.Get("X-Request-Id")] = audit.ResultError
+			}
 			if strings.Contains(r.body, "delete_vm") || strings.Contains(fmt.Sprint(r.header), "delete_vm") {
 				t.Fatalf("hidden tool reached the client: %d %s", r.status, r.body)
 			}
@@ -217,4 +226,43 @@ func TestListFilteringFailsClosed(t *testing.T) {
 			}
 		})
 	}
+	// Every refusal is audited as an error, including those answered 200.
+	var recs []audit.Record
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		recs = readAudit(t, env.auditPath)
+		if len(recs) >= len(wantResult) || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, rec := range recs {
+		if want, ok := wantResult[rec.RequestID]; ok {
+			delete(wantResult, rec.RequestID)
+			if rec.Result != want {
+				t.Errorf("audit record %s %s status %d: result %q, want %q", rec.Method, rec.Tool, rec.Status, rec.Result, want)
+			}
+		}
+	}
+	if len(wantResult) > 0 {
+		t.Errorf("%d requests have no audit record", len(wantResult))
+	}
+}
+
+// readAudit returns the request records of an audit file.
+func readAudit(t *testing.T, path string) []audit.Record {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []audit.Record
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		var rec audit.Record
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("bad audit line %q: %v", line, err)
+		}
+		if rec.Event != audit.EventCheckpoint {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
