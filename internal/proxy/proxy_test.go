@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+)
+
+// TestRewriteForwardsAnAllowList drives Backend.ServeHTTP against a backend
+// that records the request headers it gets.
+func TestRewriteForwardsAnAllowList(t *testing.T) {
+	var got http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+	}))
+	defer srv.Close()
+
+	for _, tc := range []struct {
+		name   string
+		cfg    BackendConfig
+		in     map[string][]string // set on the client request as is (keys may be non-canonical)
+		p      *authn.Principal
+		want   map[string]string // "" means absent
+		exists []string          // must be present, any value
+	}{{
+		name: "defaults",
+		in: map[string][]string{
+			"Content-Type": {"application/json"}, "Mcp-Session-Id": {"s1"}, "Last-Event-Id": {"9"},
+			"Mcp-Param-Region": {"eu"}, "Traceparent": {"00-1-2-01"},
+			"X-Forwarded-User": {"root"}, "Remote-User": {"root"}, "Authorization": {"Bearer client"},
+			"Accept-Encoding": {"gzip"}, "Origin": {"https://evil.example"}, "Connection": {"close"},
+			// Not canonical (as a hand-built request or a lenient parser may
+			// leave it): not on the list, so dropped.
+			"x-forwarded-user": {"root"}, "mcp-session-id": {"s2"},
+		},
+		want: map[string]string{
+			"Content-Type": "application/json", "Mcp-Session-Id": "s1", "Last-Event-Id": "9",
+			"Mcp-Param-Region": "eu", "Traceparent": "00-1-2-01", "Accept-Encoding": "identity",
+			"X-Forwarded-User": "", "Remote-User": "", "Authorization": "", "Origin": "", "Connection": "",
+		},
+		exists: []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"},
+	}, {
+		// The shape of a stdio backend: a static Authorization credential.
+		name: "static credential replaces the client's",
+		cfg:  BackendConfig{Credential: CredentialConfig{Type: "static", Header: "Authorization", Value: "Bearer bridge"}},
+		in:   map[string][]string{"Authorization": {"Bearer client"}, "X-User": {"root"}},
+		want: map[string]string{"Authorization": "Bearer bridge", "X-User": ""},
+	}, {
+		name: "forward_headers and identity headers",
+		cfg: BackendConfig{ForwardHeaders: []string{"x-tenant", "User-Agent"},
+			IdentityHeaders: IdentityHeaders{User: "X-Mcp-User", Email: "User-Agent"}},
+		in: map[string][]string{"X-Tenant": {"t1"}, "X-Mcp-User": {"root"}, "User-Agent": {"forged@example.com"}},
+		p:  &authn.Principal{Subject: "alice"},
+		// The principal has no email: the identity header that shares its
+		// name with a forwarded one is removed, not left as the client sent it.
+		want: map[string]string{"X-Tenant": "t1", "X-Mcp-User": "alice", "User-Agent": ""},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.Name, cfg.URL = "b", srv.URL+"/mcp"
+			cfg.SetDefaults(0)
+			b, err := NewBackend(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
+			for k, v := range tc.in {
+				req.Header[k] = v
+			}
+			if tc.p != nil {
+				req = req.WithContext(WithPrincipal(req.Context(), tc.p))
+			}
+			got = nil
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, req)
+			if rec.Code != 200 || got == nil {
+				t.Fatalf("status %d, backend reached: %v", rec.Code, got != nil)
+			}
+			for k, v := range tc.want {
+				if g := strings.Join(got.Values(k), ","); g != v {
+					t.Errorf("%s = %q, want %q", k, g, v)
+				}
+			}
+			for _, k := range tc.exists {
+				if got.Get(k) == "" {
+					t.Errorf("%s missing", k)
+				}
+			}
+		})
+	}
+}
