@@ -406,6 +406,10 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
 		g.refuse(resp, f, "several content types")
 	case isMediaType(ct, "text/event-stream"):
 		resp.Body = newSSEReader(resp.Body, f, proxy.StatusFrom(resp.Request.Context()))
+		// Filtering changes the length: a backend's Content-Length would cut
+		// the stream short or leave the client waiting for bytes.
+		resp.ContentLength = -1
+		h.Del("Content-Length")
 	case isMediaType(ct, "application/json"):
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
 		resp.Body.Close()
@@ -516,6 +520,12 @@ var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &
 func (r *sseReader) rewrite(data []byte) []byte {
 	if r.stopped {
 		return nil
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		// An event without data, such as the priming event a server sends
+		// first so that the client can resume (MCP 2025-11-25): nothing in
+		// it can be listed.
+		return data
 	}
 	out := r.lf.Rewrite(data)
 	if out != nil {

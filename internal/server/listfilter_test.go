@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,7 +94,8 @@ func listBackend(t *testing.T) http.Handler {
 			h.Set("Content-Type", "application/json ; charset=UTF-8")
 		case "sse-case", "get-sse":
 			h.Set("Content-Type", "Text/Event-Stream")
-			body = []byte("id: 5\nevent: message\ndata: " + list + "\n\n")
+			// A priming event (empty data, MCP 2025-11-25) comes first.
+			body = []byte("id: 4\ndata: \n\nid: 5\nevent: message\ndata: " + list + "\n\n")
 		case "none":
 		case "text":
 			h.Set("Content-Type", "text/plain")
@@ -133,6 +135,7 @@ func listBackend(t *testing.T) http.Handler {
 		default:
 			t.Errorf("backend: unknown mode %q", r.Header.Get("X-Mode"))
 		}
+		h.Set("Content-Length", strconv.Itoa(len(body))) // as Express sends it, even on SSE
 		w.WriteHeader(status)
 		w.Write(body)
 	})
@@ -208,6 +211,9 @@ func TestListFilteringFailsClosed(t *testing.T) {
 				}
 			} else if got := names(t, r.body); !slices.Equal(got, []string{"list_vms"}) {
 				t.Errorf("tools = %v, want [list_vms]", got)
+			}
+			if cl := r.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(r.body)) {
+				t.Errorf("Content-Length %s for a body of %d bytes", cl, len(r.body))
 			}
 			if cc := r.header.Get("Cache-Control"); cc != "no-store" {
 				t.Errorf("Cache-Control %q, want no-store", cc)
