@@ -34,7 +34,7 @@ type BackendConfig struct {
 	// (e.g. user: X-MCP-User, groups: X-MCP-Groups). Off by default.
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
 	// ForwardHeaders adds client request headers to the fixed set the gateway
-	// forwards (DefaultForwardHeaders); every other client header is dropped.
+	// forwards (defaultForwardHeaders in proxy.go); every other client header is dropped.
 	ForwardHeaders []string `yaml:"forward_headers"`
 	// ResponseHeaderTimeout bounds the wait for the backend's response headers.
 	// Tool calls can be slow, so the default is long (10m); streams, once

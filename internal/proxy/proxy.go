@@ -110,7 +110,7 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// DefaultForwardHeaders are the client request headers every backend
+// defaultForwardHeaders are the client request headers every backend
 // receives: what the streamable HTTP transport needs (media types, session,
 // protocol version, the request metadata headers of MCP 2026-07-28 and
 // resumption), W3C Trace Context and Baggage, and User-Agent. Every other
@@ -118,17 +118,20 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 // backend that trusts X-Forwarded-User, Remote-User or the like never sees a
 // client's forgery. Mcp-Param-* headers (named by a tool's input schema)
 // are forwarded too, as the specification asks of intermediaries.
-var DefaultForwardHeaders = []string{
+var defaultForwardHeaders = []string{
 	"Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Mcp-Method", "Mcp-Name",
 	"Last-Event-Id", "Traceparent", "Tracestate", "Baggage", "User-Agent",
 }
+
+// identityEncoding is shared by every request: the transport only reads it.
+var identityEncoding = []string{"identity"}
 
 // paramHeaderPrefix starts the Mcp-Param-{Name} headers (canonical form).
 const paramHeaderPrefix = "Mcp-Param-"
 
 func forwardSet(extra []string) map[string]bool {
-	set := make(map[string]bool, len(DefaultForwardHeaders)+len(extra))
-	for _, h := range DefaultForwardHeaders {
+	set := make(map[string]bool, len(defaultForwardHeaders)+len(extra))
+	for _, h := range defaultForwardHeaders {
 		set[textproto.CanonicalMIMEHeaderKey(h)] = true
 	}
 	for _, h := range extra {
@@ -149,7 +152,7 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 	}
 	// List responses must be readable to be filtered: ask for no content
 	// coding (RFC 9110 §12.5.3); the filter refuses any that comes anyway.
-	out.Header.Set("Accept-Encoding", "identity")
+	out.Header["Accept-Encoding"] = identityEncoding
 	pr.SetURL(b.target)
 	out.URL.Path = b.target.Path // the backend endpoint is exactly the configured URL
 	out.URL.RawPath = b.target.RawPath
