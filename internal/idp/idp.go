@@ -20,6 +20,21 @@ import (
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
+// staticIssuer is the issuer of built-in users' identities: mcpgate's own
+// issuer, marked so that they never collide with an upstream IdP's.
+func staticIssuer(asIssuer string) string { return asIssuer + "#static" }
+
+// UserKey is Identity.Key of the user whose subject is sub under the
+// connector cfg configures, for mcpgate's issuer asIssuer (a built-in
+// user's subject is their username).
+func UserKey(cfg *Config, asIssuer, sub string) string {
+	iss := cfg.Issuer
+	if cfg.Type == TypeStatic {
+		iss = staticIssuer(asIssuer)
+	}
+	return (&Identity{Issuer: iss, Subject: sub}).Key()
+}
+
 // Connector types.
 const (
 	TypeOIDC   = "oidc"
@@ -36,7 +51,18 @@ var (
 	// ErrRefreshRejected is returned by Refresh when the IdP refused the
 	// refresh token (invalid_grant): the user must sign in again.
 	ErrRefreshRejected = errors.New("upstream refresh token rejected")
+	// ErrUserGone is returned by Reidentify when the user no longer exists
+	// at the identity source (a built-in user removed from the
+	// configuration, or an identity from another connector).
+	ErrUserGone = errors.New("user no longer exists at the identity source")
 )
+
+// SessionEnded reports whether a Reidentify error means that the user's
+// session is over (the caller ends the grant) rather than that the identity
+// source could not be asked right now.
+func SessionEnded(err error) bool {
+	return errors.Is(err, ErrRefreshRejected) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrUserGone)
+}
 
 // Identity is the user as the upstream IdP describes them. Issuer+Subject is
 // the stable key; Username and Email are for display, audit and policy.
@@ -52,6 +78,24 @@ type Identity struct {
 
 // Key is the stable identity key "issuer#subject".
 func (i *Identity) Key() string { return i.Issuer + "#" + i.Subject }
+
+// SessionEnd returns when the upstream session these tokens belong to is
+// known to end if it cannot be refreshed: ok is false when there is a
+// refresh token (the session lasts as long as the IdP honours it);
+// otherwise end is the access token's expiry, else the id_token's exp, else
+// zero (unknown).
+func (t *Tokens) SessionEnd() (end time.Time, ok bool) {
+	if t.RefreshToken != "" {
+		return time.Time{}, false
+	}
+	if !t.Expiry.IsZero() {
+		return t.Expiry, true
+	}
+	if exp, isNum := unverifiedJWTClaims(t.IDToken)["exp"].(float64); isNum && exp > 0 {
+		return time.Unix(int64(exp), 0), true
+	}
+	return time.Time{}, true
+}
 
 // Tokens are the tokens the upstream IdP issued for a user. They are sealed
 // before being stored and never leave the gateway except toward backends
@@ -69,6 +113,19 @@ type Tokens struct {
 // (username/password form served by mcpgate).
 type Connector interface {
 	Type() string
+	// Reidentify resolves a signed-in user again, as the authorization
+	// server does on every refresh, so that a session never carries roles
+	// the identity source no longer gives (dex's RefreshConnector). prev is
+	// the identity from sign-in or from the last refresh, t the upstream
+	// tokens kept for the session (nil for connectors without any).
+	//
+	// The result has prev's Issuer and Subject and has passed allowed_groups
+	// and allowed_email_domains. When the connector obtained new upstream
+	// tokens it returns them, also together with an error, so that the
+	// caller can store a rotated upstream refresh token whatever the
+	// outcome; nil means t is unchanged. An error for which SessionEnded is
+	// true means the user must sign in again; any other error is transient.
+	Reidentify(ctx context.Context, prev *Identity, t *Tokens) (*Identity, *Tokens, error)
 }
 
 // CallbackConnector logs users in by redirecting them to an upstream IdP.

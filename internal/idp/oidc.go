@@ -119,22 +119,13 @@ func (c *oidcConnector) HandleCallback(ctx context.Context, q url.Values, nonce,
 			return nil, nil, fmt.Errorf("id_token at_hash: %w", err)
 		}
 	}
-	var idClaims, uiClaims map[string]any
+	var idClaims map[string]any
 	if err := idt.Claims(&idClaims); err != nil {
 		return nil, nil, fmt.Errorf("id_token claims: %w", err)
 	}
-	if p.UserInfoEndpoint() != "" {
-		ui, err := p.UserInfo(ctx, oauth2.StaticTokenSource(tok))
-		if err != nil {
-			return nil, nil, fmt.Errorf("userinfo: %w", err)
-		}
-		// OIDC Core §5.3.2: userinfo must describe the id_token's subject.
-		if ui.Subject != idt.Subject {
-			return nil, nil, errors.New("userinfo subject does not match id_token")
-		}
-		if err := ui.Claims(&uiClaims); err != nil {
-			return nil, nil, fmt.Errorf("userinfo claims: %w", err)
-		}
+	uiClaims, err := c.userinfo(ctx, p, tok.AccessToken, idt.Subject)
+	if err != nil {
+		return nil, nil, err
 	}
 	id := c.identity(idt.Issuer, idt.Subject, idClaims, uiClaims, unverifiedJWTClaims(tok.AccessToken))
 	if err := checkAllowed(&c.cfg, id); err != nil {
@@ -203,4 +194,88 @@ func (c *oidcConnector) Refresh(ctx context.Context, t *Tokens) (*Tokens, error)
 		out.IDToken = rawID
 	}
 	return out, nil
+}
+
+// userinfo reads the claims of the userinfo endpoint with accessToken; nil
+// when the IdP has no such endpoint. OIDC Core §5.3.2: they must describe
+// subject.
+func (c *oidcConnector) userinfo(ctx context.Context, p *oidc.Provider, accessToken, subject string) (map[string]any, error) {
+	if p.UserInfoEndpoint() == "" {
+		return nil, nil
+	}
+	ui, err := p.UserInfo(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"}))
+	if err != nil {
+		return nil, fmt.Errorf("userinfo: %w", err)
+	}
+	if ui.Subject != subject {
+		return nil, fmt.Errorf("%w: userinfo subject does not match", ErrUserGone)
+	}
+	var claims map[string]any
+	if err := ui.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("userinfo claims: %w", err)
+	}
+	return claims, nil
+}
+
+// Reidentify refreshes at the IdP and builds the identity again from what
+// the IdP says now: the id_token of the refresh response (if it sent one),
+// userinfo read with the new access token, and the access token's claims.
+// Claims are never carried over from an earlier id_token, so a group the
+// IdP took away is gone even when it sends no new id_token (an IdP that
+// puts groups only in id_tokens and sends none on refresh loses them:
+// fail closed).
+//
+// Without an upstream refresh token the session cannot be refreshed: until
+// the access token expires its userinfo is read again (the grant itself
+// ends then, see Tokens.SessionEnd); after that the session is over.
+func (c *oidcConnector) Reidentify(ctx context.Context, prev *Identity, t *Tokens) (*Identity, *Tokens, error) {
+	if prev == nil || prev.Issuer != c.cfg.Issuer || t == nil || t.AccessToken == "" {
+		return nil, nil, ErrUserGone
+	}
+	cur := t
+	var fresh *Tokens
+	if t.RefreshToken != "" {
+		nt, err := c.Refresh(ctx, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		cur, fresh = nt, nt
+	} else if !t.Expiry.IsZero() && !c.o.Now().Before(t.Expiry) {
+		return nil, nil, fmt.Errorf("%w: no refresh token and the access token expired", ErrRefreshRejected)
+	}
+	id, err := c.reread(ctx, prev, t, cur)
+	return id, fresh, err
+}
+
+// reread builds prev's identity from the tokens cur (the id_token only if
+// it is not old's).
+func (c *oidcConnector) reread(ctx context.Context, prev *Identity, old, cur *Tokens) (*Identity, error) {
+	p, err := c.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx = c.ctx(ctx)
+	var idClaims map[string]any
+	if cur.IDToken != "" && cur.IDToken != old.IDToken {
+		idt, err := p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.o.Now}).Verify(ctx, cur.IDToken)
+		if err != nil {
+			return nil, fmt.Errorf("refreshed id_token: %w", err)
+		}
+		// OIDC Core §12.2: a refreshed id_token names the same user.
+		if idt.Subject != prev.Subject {
+			return nil, fmt.Errorf("%w: refreshed id_token names another subject", ErrUserGone)
+		}
+		if err := idt.Claims(&idClaims); err != nil {
+			return nil, fmt.Errorf("refreshed id_token claims: %w", err)
+		}
+	}
+	uiClaims, err := c.userinfo(ctx, p, cur.AccessToken, prev.Subject)
+	if err != nil {
+		return nil, err
+	}
+	id := c.identity(prev.Issuer, prev.Subject, idClaims, uiClaims, unverifiedJWTClaims(cur.AccessToken))
+	if err := checkAllowed(&c.cfg, id); err != nil {
+		return nil, err
+	}
+	return id, nil
 }

@@ -24,7 +24,7 @@ func newStatic(cfg Config, o Options) (*staticConnector, error) {
 	if o.Issuer == "" {
 		return nil, fmt.Errorf("idp: static connector needs the issuer")
 	}
-	c := &staticConnector{cfg: cfg, issuer: o.Issuer + "#static", users: make(map[string]User, len(cfg.Users))}
+	c := &staticConnector{cfg: cfg, issuer: staticIssuer(o.Issuer), users: make(map[string]User, len(cfg.Users))}
 	cost := bcrypt.DefaultCost
 	for _, u := range cfg.Users {
 		c.users[u.Username] = u
@@ -51,6 +51,27 @@ func (c *staticConnector) Login(_ context.Context, username, password string) (*
 	if err := bcrypt.CompareHashAndPassword(hash, []byte(password)); err != nil || !ok {
 		return nil, ErrInvalidCredentials
 	}
+	return c.identity(u)
+}
+
+// Reidentify reads the user from the current configuration: their groups
+// and email as configured now, ErrUserGone if they were removed. A changed
+// password does not end a session (`mcpgate grants revoke --user` does).
+func (c *staticConnector) Reidentify(_ context.Context, prev *Identity, _ *Tokens) (*Identity, *Tokens, error) {
+	if prev == nil || prev.Issuer != c.issuer {
+		return nil, nil, ErrUserGone
+	}
+	u, ok := c.users[prev.Subject]
+	if !ok {
+		return nil, nil, ErrUserGone
+	}
+	id, err := c.identity(u)
+	return id, nil, err
+}
+
+// identity describes a configured user, gated by allowed_groups and
+// allowed_email_domains.
+func (c *staticConnector) identity(u User) (*Identity, error) {
 	id := &Identity{
 		Issuer:        c.issuer,
 		Subject:       u.Username,

@@ -45,6 +45,10 @@ type Provider struct {
 	DenyLogin bool
 	// BadNonce makes the id_token carry a wrong nonce.
 	BadNonce bool
+	// NoRefreshToken makes the code exchange issue no refresh token.
+	NoRefreshToken bool
+	// NoRefreshIDToken leaves the id_token out of refresh responses.
+	NoRefreshIDToken bool
 
 	key       *rsa.PrivateKey
 	codes     map[string]codeInfo
@@ -205,8 +209,10 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		nonce = ci.nonce
-		refresh = rand.Text()
-		p.refreshes[refresh] = true
+		if !p.NoRefreshToken {
+			refresh = rand.Text()
+			p.refreshes[refresh] = true
+		}
 	case "refresh_token":
 		old := r.PostForm.Get("refresh_token")
 		if !p.refreshes[old] {
@@ -240,7 +246,9 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		"access_token": access,
 		"token_type":   "Bearer",
 		"expires_in":   int(p.AccessTokenTTL.Seconds()),
-		"id_token":     p.sign(idc),
+	}
+	if r.PostForm.Get("grant_type") == "authorization_code" || !p.NoRefreshIDToken {
+		resp["id_token"] = p.sign(idc)
 	}
 	if refresh != "" {
 		resp["refresh_token"] = refresh
