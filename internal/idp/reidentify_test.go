@@ -106,7 +106,9 @@ func TestOIDCReidentify(t *testing.T) {
 
 	t.Run("no id_token on refresh: old claims are not reused", func(t *testing.T) {
 		p, c, id, toks := login(t, nil, func(p *idptest.Provider) { p.NoRefreshIDToken = true })
-		p.Set(func(p *idptest.Provider) { p.UserInfoClaims = map[string]any{"groups": []string{"readers"}, "email": "al@example.com"} })
+		p.Set(func(p *idptest.Provider) {
+			p.UserInfoClaims = map[string]any{"groups": []string{"readers"}, "email": "al@example.com"}
+		})
 		got, _, err := c.Reidentify(ctx, id, toks)
 		if err != nil {
 			t.Fatal(err)
