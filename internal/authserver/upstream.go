@@ -73,7 +73,7 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	err = s.st.UpdateGrantUpstream(ctx, tsid, sealed, nt.Expiry, g.Version)
+	err = s.st.UpdateGrantUpstream(ctx, tsid, nil, sealed, nt.Expiry, g.Version)
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrConflict):

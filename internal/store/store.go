@@ -128,6 +128,12 @@ type Grant struct {
 	Revoked        bool
 }
 
+// GrantFilter selects grants for ListGrants; empty fields match any grant.
+type GrantFilter struct {
+	UserKey  string
+	ClientID string
+}
+
 // RefreshToken is an issued refresh token, keyed by the hash of the token.
 type RefreshToken struct {
 	Hash       string
@@ -236,11 +242,16 @@ type Store interface {
 	// It does not touch refresh tokens: see RevokeRefreshTokensForGrant.
 	RevokeGrant(ctx context.Context, id string) error
 	// UpdateGrantUpstream replaces the sealed upstream tokens and their
-	// expiry if the grant's Version still equals expectedVersion, and then
-	// increments Version (the new version is expectedVersion+1). ErrConflict
-	// if the version moved (another refresh won), ErrNotFound if the grant is
-	// unknown, expired or revoked.
-	UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error
+	// expiry, and the identity unless identity is nil, if the grant's
+	// Version still equals expectedVersion, and then increments Version (the
+	// new version is expectedVersion+1). ErrConflict if the version moved
+	// (another refresh won), ErrNotFound if the grant is unknown, expired or
+	// revoked.
+	UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error
+	// ListGrants returns the unexpired grants that match every non-empty
+	// field of f, revoked ones included (Revoked set), oldest CreatedAt first
+	// (ties by ID).
+	ListGrants(ctx context.Context, f GrantFilter) ([]*Grant, error)
 
 	// GetRefreshToken returns ErrNotFound for unknown, revoked or expired
 	// tokens. Rotated tokens are returned with RotatedAt/ReplacedBy set so

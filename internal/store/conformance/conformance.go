@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Grants", testGrants},
 		{"UpdateGrantUpstream", testUpdateGrantUpstream},
 		{"UpdateGrantUpstreamConcurrent", testUpdateGrantUpstreamConcurrent},
+		{"ListGrants", testListGrants},
 		{"RefreshTokens", testRefreshTokens},
 		{"RotateRefreshToken", testRotateRefreshToken},
 		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
@@ -664,7 +665,7 @@ func testUpdateGrantUpstream(t *testing.T, s store.Store) {
 	must(t, "seed grant", seed(s, g, nil))
 
 	exp1 := n.Add(2 * time.Hour)
-	must(t, "UpdateGrantUpstream v0", s.UpdateGrantUpstream(ctx, g.ID, []byte("sealed-v1"), exp1, 0))
+	must(t, "UpdateGrantUpstream v0", s.UpdateGrantUpstream(ctx, g.ID, nil, []byte("sealed-v1"), exp1, 0))
 	got, err := s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
 	want := *g
@@ -676,23 +677,30 @@ func testUpdateGrantUpstream(t *testing.T, s store.Store) {
 	}
 
 	// A stale version loses and changes nothing.
-	wantErr(t, "UpdateGrantUpstream stale", s.UpdateGrantUpstream(ctx, g.ID, []byte("stale"), n, 0), store.ErrConflict)
-	wantErr(t, "UpdateGrantUpstream future", s.UpdateGrantUpstream(ctx, g.ID, []byte("stale"), n, 5), store.ErrConflict)
+	wantErr(t, "UpdateGrantUpstream stale", s.UpdateGrantUpstream(ctx, g.ID, []byte(`{"groups":["stale"]}`), []byte("stale"), n, 0), store.ErrConflict)
+	wantErr(t, "UpdateGrantUpstream future", s.UpdateGrantUpstream(ctx, g.ID, nil, []byte("stale"), n, 5), store.ErrConflict)
 	got, err = s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
 	if d := cmp.Diff(&want, got, opts); d != "" {
 		t.Errorf("stale update changed the grant (-want +got):\n%s", d)
 	}
-	must(t, "UpdateGrantUpstream v1", s.UpdateGrantUpstream(ctx, g.ID, []byte("sealed-v2"), n, 1))
+	// A non-nil identity replaces the stored one in the same write.
+	must(t, "UpdateGrantUpstream v1", s.UpdateGrantUpstream(ctx, g.ID, []byte(`{"groups":["ops"]}`), []byte("sealed-v2"), n, 1))
+	got, err = s.GetGrant(ctx, g.ID)
+	must(t, "GetGrant", err)
+	want.Identity, want.UpstreamTokens, want.UpstreamExpiry, want.Version = []byte(`{"groups":["ops"]}`), []byte("sealed-v2"), n, 2
+	if d := cmp.Diff(&want, got, opts); d != "" {
+		t.Errorf("GetGrant after identity update mismatch (-want +got):\n%s", d)
+	}
 
-	wantErr(t, "UpdateGrantUpstream unknown", s.UpdateGrantUpstream(ctx, "unknown", nil, n, 0), store.ErrNotFound)
+	wantErr(t, "UpdateGrantUpstream unknown", s.UpdateGrantUpstream(ctx, "unknown", nil, nil, n, 0), store.ErrNotFound)
 	must(t, "RevokeGrant", s.RevokeGrant(ctx, g.ID))
-	wantErr(t, "UpdateGrantUpstream revoked", s.UpdateGrantUpstream(ctx, g.ID, nil, n, 2), store.ErrNotFound)
+	wantErr(t, "UpdateGrantUpstream revoked", s.UpdateGrantUpstream(ctx, g.ID, nil, nil, n, 2), store.ErrNotFound)
 
 	exp := newGrant("grant-expired", n)
 	exp.ExpiresAt = n.Add(-time.Second)
 	must(t, "seed expired grant", seed(s, exp, nil))
-	wantErr(t, "UpdateGrantUpstream expired", s.UpdateGrantUpstream(ctx, exp.ID, nil, n, 0), store.ErrNotFound)
+	wantErr(t, "UpdateGrantUpstream expired", s.UpdateGrantUpstream(ctx, exp.ID, nil, nil, n, 0), store.ErrNotFound)
 }
 
 func testUpdateGrantUpstreamConcurrent(t *testing.T, s store.Store) {
@@ -701,13 +709,81 @@ func testUpdateGrantUpstreamConcurrent(t *testing.T, s store.Store) {
 	g := newGrant("grant-1", n)
 	must(t, "seed grant", seed(s, g, nil))
 	errs := race(racers, func(i int) error {
-		return s.UpdateGrantUpstream(ctx, g.ID, fmt.Appendf(nil, "sealed-%d", i), n.Add(time.Hour), 0)
+		return s.UpdateGrantUpstream(ctx, g.ID, fmt.Appendf(nil, `{"n":%d}`, i), fmt.Appendf(nil, "sealed-%d", i), n.Add(time.Hour), 0)
 	})
 	winner := exactlyOne(t, "concurrent UpdateGrantUpstream", errs, store.ErrConflict)
 	got, err := s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
-	if want := fmt.Sprintf("sealed-%d", winner); string(got.UpstreamTokens) != want || got.Version != 1 {
-		t.Errorf("grant after race: tokens %q version %d, want %q version 1", got.UpstreamTokens, got.Version, want)
+	if want := fmt.Sprintf("sealed-%d", winner); string(got.UpstreamTokens) != want || got.Version != 1 ||
+		string(got.Identity) != fmt.Sprintf(`{"n":%d}`, winner) {
+		t.Errorf("grant after race: tokens %q identity %q version %d, want %q of racer %d, version 1",
+			got.UpstreamTokens, got.Identity, got.Version, want, winner)
+	}
+}
+
+func testListGrants(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	list := func(f store.GrantFilter) []string {
+		t.Helper()
+		gs, err := s.ListGrants(ctx, f)
+		must(t, "ListGrants", err)
+		var ids []string
+		for _, g := range gs {
+			ids = append(ids, g.ID)
+		}
+		return ids
+	}
+	if ids := list(store.GrantFilter{}); len(ids) != 0 {
+		t.Fatalf("ListGrants on an empty store = %v", ids)
+	}
+	// Seeded out of order: the list is by CreatedAt, then ID.
+	mk := func(id, user, client string, created time.Time) *store.Grant {
+		g := newGrant(id, created)
+		g.UserKey, g.ClientID = user, client
+		return g
+	}
+	alice, bob := "https://idp.example#alice", "https://idp.example#"+strings.Repeat("b", 600) // long keys too
+	cimd := "https://client.example/" + strings.Repeat("m", 600)
+	grants := []*store.Grant{
+		mk("g3", alice, cimd, n.Add(2*time.Second)),
+		mk("g1", alice, "client-1", n),
+		mk("g2", bob, "client-1", n.Add(time.Second)),
+		mk("g0", bob, cimd, n.Add(time.Second)),
+	}
+	for _, g := range grants {
+		must(t, "seed grant", seed(s, g, nil))
+	}
+	expired := mk("g-expired", alice, "client-1", n.Add(-time.Hour))
+	expired.ExpiresAt = n.Add(-time.Second)
+	must(t, "seed expired grant", seed(s, expired, nil))
+	must(t, "RevokeGrant", s.RevokeGrant(ctx, "g2"))
+
+	for _, tc := range []struct {
+		f    store.GrantFilter
+		want []string
+	}{
+		{store.GrantFilter{}, []string{"g1", "g0", "g2", "g3"}},
+		{store.GrantFilter{UserKey: alice}, []string{"g1", "g3"}},
+		{store.GrantFilter{UserKey: bob}, []string{"g0", "g2"}},
+		{store.GrantFilter{ClientID: "client-1"}, []string{"g1", "g2"}},
+		{store.GrantFilter{ClientID: cimd, UserKey: bob}, []string{"g0"}},
+		{store.GrantFilter{UserKey: "https://idp.example#nobody"}, nil},
+		{store.GrantFilter{UserKey: "' OR 1=1 --"}, nil},
+	} {
+		if d := cmp.Diff(tc.want, list(tc.f), opts); d != "" {
+			t.Errorf("ListGrants(%+v) (-want +got):\n%s", tc.f, d)
+		}
+	}
+	gs, err := s.ListGrants(ctx, store.GrantFilter{UserKey: bob, ClientID: "client-1"})
+	must(t, "ListGrants", err)
+	want := *grants[2]
+	want.Revoked = true
+	if len(gs) != 1 {
+		t.Fatalf("ListGrants bob/client-1: %d grants", len(gs))
+	}
+	if d := cmp.Diff(&want, gs[0], opts); d != "" {
+		t.Errorf("listed grant (-want +got):\n%s", d)
 	}
 }
 

@@ -292,7 +292,7 @@ func (s *Store) RevokeGrant(_ context.Context, id string) error {
 }
 
 // UpdateGrantUpstream implements store.Store.
-func (s *Store) UpdateGrantUpstream(_ context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
+func (s *Store) UpdateGrantUpstream(_ context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g, ok := s.grants[id]
@@ -302,10 +302,32 @@ func (s *Store) UpdateGrantUpstream(_ context.Context, id string, sealed []byte,
 	if g.Version != expectedVersion {
 		return store.ErrConflict
 	}
+	if identity != nil {
+		g.Identity = slices.Clone(identity)
+	}
 	g.UpstreamTokens = slices.Clone(sealed)
 	g.UpstreamExpiry = store.NormTime(expiry)
 	g.Version++
 	return nil
+}
+
+// ListGrants implements store.Store.
+func (s *Store) ListGrants(_ context.Context, f store.GrantFilter) ([]*store.Grant, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*store.Grant
+	for _, g := range s.grants {
+		if live(g.ExpiresAt) && (f.UserKey == "" || g.UserKey == f.UserKey) && (f.ClientID == "" || g.ClientID == f.ClientID) {
+			out = append(out, cloneGrant(g))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
 }
 
 // GetRefreshToken implements store.Store.

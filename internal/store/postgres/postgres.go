@@ -405,11 +405,12 @@ func (s *Store) RevokeGrant(ctx context.Context, id string) error {
 }
 
 // UpdateGrantUpstream implements store.Store.
-func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
+func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
 	k, now := store.HashKey(id), time.Now()
-	tag, err := s.pool.Exec(ctx, `UPDATE grants SET upstream_tokens = $1, upstream_expiry = $2, version = version + 1
-		WHERE k = $3 AND version = $4 AND NOT revoked AND (expires_at IS NULL OR expires_at > $5)`,
-		sealed, ts(expiry), k, expectedVersion, now)
+	tag, err := s.pool.Exec(ctx, `UPDATE grants SET identity = COALESCE($1, identity), upstream_tokens = $2,
+		upstream_expiry = $3, version = version + 1
+		WHERE k = $4 AND version = $5 AND NOT revoked AND (expires_at IS NULL OR expires_at > $6)`,
+		identity, sealed, ts(expiry), k, expectedVersion, now)
 	if err := affected("update grant upstream", tag, err); !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -424,6 +425,27 @@ func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byt
 		return store.ErrConflict
 	}
 	return store.ErrNotFound
+}
+
+// ListGrants implements store.Store. It filters on the stored (unhashed)
+// columns: an operator's command, a scan is fine.
+func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.Grant, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+grantCols+` FROM grants
+		WHERE (expires_at IS NULL OR expires_at > $1) AND ($2 = '' OR user_key = $2) AND ($3 = '' OR client_id = $3)
+		ORDER BY created_at, id`, time.Now(), f.UserKey, f.ClientID)
+	if err != nil {
+		return nil, mapErr("list grants", err)
+	}
+	defer rows.Close()
+	var out []*store.Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, mapErr("list grants", err)
+		}
+		out = append(out, g)
+	}
+	return out, mapErr("list grants", rows.Err())
 }
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`

@@ -596,8 +596,13 @@ const (
 	qInsertGrant         = `INSERT INTO grants (k, ` + grantCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qGetGrant            = `SELECT ` + grantCols + ` FROM grants WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
 	qRevokeGrant         = `UPDATE grants SET revoked = 1 WHERE k = ?`
-	qUpdateGrantUpstream = `UPDATE grants SET upstream_tokens = ?, upstream_expiry = ?, version = version + 1
+	qUpdateGrantUpstream = `UPDATE grants SET identity = COALESCE(?, identity), upstream_tokens = ?, upstream_expiry = ?,
+		version = version + 1
 		WHERE k = ? AND version = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?)`
+	// ListGrants filters on the stored (unhashed) columns: an operator's
+	// command, a scan is fine.
+	qListGrants = `SELECT ` + grantCols + ` FROM grants WHERE (expires_at = 0 OR expires_at > ?)
+		AND (? = '' OR user_key = ?) AND (? = '' OR client_id = ?) ORDER BY created_at, id`
 	qGrantLive = `SELECT EXISTS (SELECT 1 FROM grants WHERE k = ? AND revoked = 0 AND (expires_at = 0 OR expires_at > ?))`
 )
 
@@ -635,9 +640,13 @@ func (s *Store) RevokeGrant(ctx context.Context, id string) error {
 }
 
 // UpdateGrantUpstream implements store.Store.
-func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byte, expiry time.Time, expectedVersion int64) error {
+func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
 	k, now := store.HashKey(id), nowMicros()
-	res, err := s.exec(ctx, qUpdateGrantUpstream, sealed, micros(expiry), k, expectedVersion, now)
+	var ident any // NULL keeps the stored identity
+	if identity != nil {
+		ident = identity
+	}
+	res, err := s.exec(ctx, qUpdateGrantUpstream, ident, sealed, micros(expiry), k, expectedVersion, now)
 	if err := affected("update grant upstream", res, err); !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -650,6 +659,24 @@ func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, sealed []byt
 		return store.ErrConflict
 	}
 	return store.ErrNotFound
+}
+
+// ListGrants implements store.Store.
+func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.Grant, error) {
+	rows, err := s.r.QueryContext(ctx, qListGrants, nowMicros(), f.UserKey, f.UserKey, f.ClientID, f.ClientID)
+	if err != nil {
+		return nil, mapErr("list grants", err)
+	}
+	defer rows.Close()
+	var out []*store.Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, mapErr("list grants", err)
+		}
+		out = append(out, g)
+	}
+	return out, mapErr("list grants", rows.Err())
 }
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
