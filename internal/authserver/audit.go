@@ -137,8 +137,9 @@ func (s *Server) withGrant(ctx context.Context, rec *audit.Record, tsid string) 
 	return rec
 }
 
-// revokeLeaked ends the grant rec names after a replayed code or a reused
-// refresh token (why, for the log) and records it; the client gets oe. The
+// revokeLeaked ends the grant rec names after a replayed code, a reused
+// refresh token or an identity refused on refresh (why, for the log) and
+// records it; the client gets oe. The
 // revocation does not wait for the record.
 func (s *Server) revokeLeaked(ctx context.Context, rec *audit.Record, identity json.RawMessage, oe *oauthError, why string) error {
 	err := s.revokeGrant(ctx, rec.SessionID, why)

@@ -125,6 +125,14 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		}
 		if secrets.Upstream != nil {
 			g.UpstreamExpiry = secrets.Upstream.Expiry
+			// An upstream session that cannot be refreshed ends the grant
+			// when it ends (unknown: after one access token).
+			if end, limited := secrets.Upstream.SessionEnd(); limited {
+				if end.IsZero() {
+					end = now.Add(s.cfg.AccessTokenLifetime)
+				}
+				g.ExpiresAt = minTime(g.ExpiresAt, end)
+			}
 		}
 		granted = g
 		if !withRT {
@@ -166,6 +174,13 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		return nil, err
 	}
 	return resp, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (s *Server) refreshExpiry(g *store.Grant, now time.Time) time.Time {
@@ -240,6 +255,17 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 	now := s.now()
 	successor := deriveRefresh(secrets.RefreshKey, presented)
 	succHash := store.HashKey(successor)
+	// A reused token is refused before the identity source is asked.
+	if err := s.checkReuse(ctx, rt, g, succHash, now); err != nil {
+		return nil, err
+	}
+	// Never mint from the identity saved at login: ask the identity source
+	// again, before rotating, so that a failure to reach it leaves the
+	// client's refresh token usable.
+	id, err := s.reidentify(ctx, g.ID)
+	if err != nil {
+		return nil, err
+	}
 	if rt.RotatedAt.IsZero() {
 		err := s.st.RotateRefreshToken(ctx, hash, &store.RefreshToken{
 			Hash:      succHash,
@@ -251,9 +277,12 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 		switch {
 		case err == nil:
 		case errors.Is(err, store.ErrConflict):
-			// A concurrent request rotated it first: treat as a reuse below.
+			// A concurrent request rotated it first: treat as a reuse.
 			if rt, err = s.st.GetRefreshToken(ctx, hash); err != nil {
 				return nil, invalidGrant("the refresh token is invalid or expired")
+			}
+			if err := s.checkReuse(ctx, rt, g, succHash, now); err != nil {
+				return nil, err
 			}
 		case errors.Is(err, store.ErrNotFound):
 			return nil, invalidGrant("the refresh token is invalid or expired")
@@ -261,27 +290,30 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 			return nil, err
 		}
 	}
-	if !rt.RotatedAt.IsZero() {
-		if !s.withinGrace(ctx, rt, succHash, now) {
-			return nil, s.revokeLeaked(ctx, &audit.Record{Event: audit.EventASRefreshTokenReused, Method: grantRT, ClientID: cl.ID, SessionID: g.ID, Resource: g.Resource},
-				g.Identity, invalidGrant("the refresh token was already used"), "refresh token reuse")
-		}
-		s.log.InfoContext(ctx, "refresh token reused within grace window", "client_id", cl.ID, "tsid", g.ID)
-	}
-	var id idp.Identity
-	if err := json.Unmarshal(g.Identity, &id); err != nil {
-		return nil, err
-	}
-	resp, err := s.issueTokens(ctx, g, &id, scopes)
+	resp, err := s.issueTokens(ctx, g, id, scopes)
 	if err != nil {
 		return nil, err
 	}
 	resp.RefreshToken = successor
-	if err := s.auditIssued(ctx, g, &id, resp, audit.EventASTokenRefreshed); err != nil {
+	if err := s.auditIssued(ctx, g, id, resp, audit.EventASTokenRefreshed); err != nil {
 		// The rotation stands: a retry within refresh_grace gets this successor.
 		return nil, err
 	}
 	return resp, nil
+}
+
+// checkReuse lets a rotated refresh token of grant g through only inside
+// the grace window (withinGrace); any other reuse revokes the grant.
+func (s *Server) checkReuse(ctx context.Context, rt *store.RefreshToken, g *store.Grant, succHash string, now time.Time) error {
+	if rt.RotatedAt.IsZero() {
+		return nil
+	}
+	if !s.withinGrace(ctx, rt, succHash, now) {
+		return s.revokeLeaked(ctx, &audit.Record{Event: audit.EventASRefreshTokenReused, Method: grantRT, ClientID: rt.ClientID, SessionID: g.ID, Resource: g.Resource},
+			g.Identity, invalidGrant("the refresh token was already used"), "refresh token reuse")
+	}
+	s.log.InfoContext(ctx, "refresh token reused within grace window", "client_id", rt.ClientID, "tsid", g.ID)
+	return nil
 }
 
 // withinGrace reports whether a rotated token may still be used: it was

@@ -89,27 +89,40 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 	return nt.AccessToken, nil
 }
 
-// awaitConcurrentRefresh polls the grant for up to half a second for a
-// refresh stored by another replica (the version moves past version).
+// awaitConcurrentRefresh waits for a refresh stored by another replica
+// and returns its upstream access token.
 func (s *Server) awaitConcurrentRefresh(ctx context.Context, tsid string, version int64) (string, bool) {
+	if !s.awaitVersionChange(ctx, tsid, version) {
+		return "", false
+	}
+	_, secrets, err := s.loadGrantSecrets(ctx, tsid)
+	if err != nil {
+		return "", false
+	}
+	return s.freshUpstream(secrets)
+}
+
+// awaitVersionChange polls the grant for up to half a second for a refresh
+// stored by another replica (the version moves past version).
+func (s *Server) awaitVersionChange(ctx context.Context, tsid string, version int64) bool {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for range 5 {
 		select {
 		case <-ctx.Done():
-			return "", false
+			return false
 		case <-t.C:
 		}
-		g, secrets, err := s.loadGrantSecrets(ctx, tsid)
-		if err != nil {
-			return "", false
+		g, err := s.st.GetGrant(ctx, tsid)
+		if err != nil || g.Revoked {
+			return false
 		}
 		if g.Version != version {
-			return s.freshUpstream(secrets)
+			return true
 		}
 		t.Reset(125 * time.Millisecond)
 	}
-	return "", false
+	return false
 }
 
 func (s *Server) loadGrantSecrets(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
