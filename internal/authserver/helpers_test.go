@@ -344,6 +344,12 @@ func authorizeParams(c regClient) url.Values {
 // returns the final redirect's query.
 func (e *env) login(b *browser, params url.Values) url.Values {
 	e.t.Helper()
+	return e.loginAs(b, params, testUser, testPassword)
+}
+
+// loginAs is login as another built-in user.
+func (e *env) loginAs(b *browser, params url.Values, user, password string) url.Values {
+	e.t.Helper()
 	p := b.get(e.iss + "/authorize?" + params.Encode())
 	for range 6 {
 		if p.status != http.StatusSeeOther && p.status != http.StatusFound {
@@ -353,8 +359,8 @@ func (e *env) login(b *browser, params url.Values) url.Values {
 		case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
 			p = b.get(p.loc.String())
 			f := p.hidden()
-			f.Set("username", testUser)
-			f.Set("password", testPassword)
+			f.Set("username", user)
+			f.Set("password", password)
 			p = b.post(e.iss+"/login", f)
 		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
 			p = b.get(p.loc.String())
