@@ -3,9 +3,14 @@ package authserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -310,5 +315,72 @@ func TestGrantEndsWithUnrefreshableUpstream(t *testing.T) {
 	}
 	if idpSrv.RefreshCount() != 0 {
 		t.Error("refreshed upstream without a refresh token")
+	}
+}
+
+// onceBarrier holds each replica's first Reidentify until both arrived, so
+// their upstream refreshes race with the same rotating refresh token.
+type onceBarrier struct {
+	idp.CallbackConnector
+	once *sync.Once
+	wg   *sync.WaitGroup
+}
+
+func (b onceBarrier) Reidentify(ctx context.Context, prev *idp.Identity, t *idp.Tokens) (*idp.Identity, *idp.Tokens, error) {
+	b.once.Do(func() { b.wg.Done(); b.wg.Wait() })
+	return b.CallbackConnector.Reidentify(ctx, prev, t)
+}
+
+// TestRefreshAcrossReplicas: two replicas refresh one grant at once (the
+// client retried on another replica). The IdP rotates its refresh token, so
+// one upstream refresh loses; that replica waits for the winner's write and
+// refreshes again with the stored token instead of ending the session.
+func TestRefreshAcrossReplicas(t *testing.T) {
+	e, idpSrv := newOIDCEnv(t, nil)
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	q, _ := e.oidcLogin(e.browser(), authorizeParams(c))
+	_, tok := e.exchange(c, q.Get("code"), nil)
+	rt := tok["refresh_token"].(string)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	inner := e.srv.conn.(idp.CallbackConnector)
+	e.srv.conn = onceBarrier{inner, new(sync.Once), &wg}
+	replica, err := New(e.srv.cfg, Deps{Store: e.st, Signer: e.signer, Sealer: e.srv.sealer, Clock: e.clock.Now,
+		Connector: onceBarrier{inner, new(sync.Once), &wg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(s *Server) (int, map[string]any) {
+		rec := newRecorder()
+		form := url.Values{"grant_type": {"refresh_token"}, "client_id": {c.ID}, "refresh_token": {rt}}
+		r := httptest.NewRequest(http.MethodPost, e.iss+"/token", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		s.Handler().ServeHTTP(rec, r)
+		var m map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+			t.Error(err)
+		}
+		return rec.Code, m
+	}
+	var st [2]int
+	var res [2]map[string]any
+	var done sync.WaitGroup
+	for i, s := range []*Server{e.srv, replica} {
+		done.Go(func() { st[i], res[i] = req(s) })
+	}
+	done.Wait()
+	for i := range st {
+		if st[i] != http.StatusOK {
+			t.Errorf("replica %d: %d %v", i, st[i], res[i])
+		}
+	}
+	if n := idpSrv.RefreshCount(); n != 2 {
+		t.Errorf("successful upstream refreshes = %d, want 2 (the loser retried with the stored token)", n)
+	}
+	// The stored upstream refresh token is the current one.
+	e.srv.conn = inner
+	if st, m := e.refresh(c, res[0]["refresh_token"].(string)); st != http.StatusOK {
+		t.Errorf("refresh after the race: %d %v", st, m)
 	}
 }
