@@ -34,6 +34,7 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(),
 		newUsersCmd(),
 		newKeysCmd(),
+		newGrantsCmd(),
 		newPolicyCmd(),
 	)
 	return root

@@ -217,11 +217,7 @@ func (s *Server) grantActive(ctx context.Context, tsid, clientID string) (bool, 
 // the grant check in Authenticate) its access tokens.
 func (s *Server) revokeGrant(ctx context.Context, tsid, reason string) error {
 	s.grants.evict(tsid)
-	err := s.st.RevokeGrant(ctx, tsid)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	if err := s.st.RevokeRefreshTokensForGrant(ctx, tsid); err != nil {
+	if err := endGrant(ctx, s.st, tsid); err != nil {
 		return err
 	}
 	s.grants.evict(tsid)
