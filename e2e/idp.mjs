@@ -186,6 +186,8 @@ async function main() {
   const accessTokenFormat = process.env.IDP_ACCESS_TOKEN_FORMAT ?? 'jwt';
   if (!['jwt', 'opaque'].includes(accessTokenFormat)) fail('IDP_ACCESS_TOKEN_FORMAT must be jwt or opaque');
   const debug = process.env.IDP_DEBUG === '1';
+  // Test-only user administration (PUT/DELETE /e2e/users/<name>), off unless a token is given.
+  const adminToken = process.env.IDP_ADMIN_TOKEN ?? '';
   // Where the groups go and under which claim, to mimic IdPs that put them in one place only
   // (e.g. only the ID token) or nested (Keycloak's realm_access.roles).
   const groupsPath = (process.env.IDP_GROUPS_CLAIM ?? 'groups').split('.');
@@ -355,8 +357,45 @@ async function main() {
     res.end();
   }
 
+  /** PUT /e2e/users/<name> {"groups": [...], ...} merges into (or adds) a user; DELETE removes one. */
+  async function adminUsers(req, res, name) {
+    if (!passwordMatches(req.headers.authorization ?? '', `Bearer ${adminToken}`)) {
+      res.writeHead(401).end();
+      return;
+    }
+    if (req.method === 'DELETE') {
+      const existed = Object.hasOwn(users, name);
+      delete users[name];
+      res.writeHead(existed ? 204 : 404).end();
+      return;
+    }
+    if (req.method !== 'PUT') {
+      res.writeHead(405, { allow: 'PUT, DELETE' }).end();
+      return;
+    }
+    let patch;
+    try {
+      const chunks = [];
+      let size = 0;
+      for await (const chunk of req) {
+        size += chunk.length;
+        if (size > 16384) throw new Error('request body too large');
+        chunks.push(chunk);
+      }
+      patch = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      if (!patch || typeof patch !== 'object' || Array.isArray(patch)) throw new Error('body must be a JSON object');
+    } catch (err) {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end(err.message);
+      return;
+    }
+    users[name] = { ...(Object.hasOwn(users, name) ? users[name] : {}), ...patch };
+    res.writeHead(204).end();
+  }
+
   handler = async (req, res) => {
     if (debug) process.stderr.write(`idp: ${req.method} ${req.url.split('?')[0]}\n`);
+    const admin = /^\/e2e\/users\/([\w.-]+)$/.exec(req.url);
+    if (adminToken && admin) return adminUsers(req, res, admin[1]);
     const m = /^\/interaction\/([\w-]+)(?:\/(login|abort))?\/?(?:\?.*)?$/.exec(req.url);
     if (!m) return providerCallback(req, res);
     try {
