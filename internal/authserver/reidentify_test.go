@@ -266,6 +266,29 @@ func TestRefreshUpstreamUnavailable(t *testing.T) {
 	}
 }
 
+// TestRefreshKeepsRotatedUpstreamTokenOnFailure: the IdP rotated its
+// refresh token, then userinfo failed. The new upstream refresh token is
+// stored all the same, so the client's retry works (the IdP would refuse
+// the old one and end the session).
+func TestRefreshKeepsRotatedUpstreamTokenOnFailure(t *testing.T) {
+	e, idpSrv := newOIDCEnv(t, nil)
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	q, _ := e.oidcLogin(e.browser(), authorizeParams(c))
+	_, tok := e.exchange(c, q.Get("code"), nil)
+	rt := tok["refresh_token"].(string)
+	idpSrv.Set(func(p *idptest.Provider) { p.UserInfoDown = true })
+	if st, m := e.refresh(c, rt); st != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" {
+		t.Fatalf("userinfo down: %d %v", st, m)
+	}
+	if idpSrv.RefreshCount() != 1 {
+		t.Fatalf("upstream refreshes = %d", idpSrv.RefreshCount())
+	}
+	idpSrv.Set(func(p *idptest.Provider) { p.UserInfoDown = false })
+	if st, m := e.refresh(c, rt); st != http.StatusOK {
+		t.Errorf("retry: %d %v", st, m)
+	}
+}
+
 func TestRefreshReuseRefusedBeforeUpstream(t *testing.T) {
 	e, idpSrv := newOIDCEnv(t, nil)
 	c := e.register("http://127.0.0.1:3000/cb", true)

@@ -49,6 +49,8 @@ type Provider struct {
 	NoRefreshToken bool
 	// NoRefreshIDToken leaves the id_token out of refresh responses.
 	NoRefreshIDToken bool
+	// UserInfoDown makes the userinfo endpoint answer 503.
+	UserInfoDown bool
 
 	key       *rsa.PrivateKey
 	codes     map[string]codeInfo
@@ -261,6 +263,10 @@ func (p *Provider) userinfo(w http.ResponseWriter, r *http.Request) {
 	tok, ok := bearer(r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.UserInfoDown {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
 	if !ok || !p.accessTokens[tok] {
 		w.WriteHeader(401)
 		return
