@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/idp/idptest"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -405,5 +406,55 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 	e.srv.conn = inner
 	if st, m := e.refresh(c, res[0]["refresh_token"].(string)); st != http.StatusOK {
 		t.Errorf("refresh after the race: %d %v", st, m)
+	}
+}
+
+// TestRefreshReidentifyAudited: the refreshed record carries the groups of
+// now; a refusal records the user, the session and that it was ended.
+func TestRefreshReidentifyAudited(t *testing.T) {
+	users := []idp.User{
+		{Username: "alice", PasswordHash: testUserHash, Groups: []string{"admins"}},
+		{Username: "bob", PasswordHash: testUserHash, Groups: []string{"admins"}},
+	}
+	e, sink := auditedEnv(t, envOpt{cfg: func(c *Config) { c.Upstream.Users = users }})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	tok := map[string]map[string]any{}
+	for _, u := range []string{"alice", "bob"} {
+		q := e.loginAs(e.browser(), authorizeParams(c), u, testPassword)
+		_, tok[u] = e.exchange(c, q.Get("code"), nil)
+	}
+	bobTSID := e.grantOf(tok["bob"]["access_token"].(string)).ID
+	// As after a restart with alice demoted and bob removed.
+	cfg := e.srv.cfg.Upstream
+	cfg.Users = []idp.User{{Username: "alice", PasswordHash: testUserHash, Groups: []string{"readers"}}}
+	conn, err := idp.New(cfg, idp.Options{Issuer: e.iss})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.conn = conn
+	if st, m := e.refresh(c, tok["alice"]["refresh_token"].(string)); st != http.StatusOK {
+		t.Fatal(m)
+	}
+	if st, _ := e.refresh(c, tok["bob"]["refresh_token"].(string)); st != http.StatusBadRequest {
+		t.Fatal("bob refreshed")
+	}
+	var refreshed, refusedRec *audit.Record
+	for _, r := range sink.records(t) {
+		switch {
+		case r.Event == audit.EventASTokenRefreshed && r.Subject == "alice":
+			refreshed = &r
+		case r.Event == audit.EventASTokenRefused && r.SessionID == bobTSID:
+			refusedRec = &r
+		}
+	}
+	if refreshed == nil || !slices.Equal(refreshed.Groups, []string{"readers"}) {
+		t.Errorf("refresh record: %+v", refreshed)
+	}
+	if refusedRec == nil || refusedRec.Subject != "bob" || refusedRec.Status != http.StatusBadRequest ||
+		!strings.Contains(refusedRec.Reason, "invalid_grant") || !strings.Contains(refusedRec.Reason, "revoked") {
+		t.Errorf("refusal record: %+v", refusedRec)
+	}
+	if n := strings.Count(strings.Join(sink.events(t), " "), audit.EventASTokenRefused); n != 1 {
+		t.Errorf("%d refusal records, want 1", n)
 	}
 }
