@@ -253,6 +253,48 @@ func TestJWTRequireTyp(t *testing.T) {
 	}
 }
 
+// TestJWTDefaultTyp: without require_typ, a JWT typed for another purpose
+// is refused whatever the issuer (RFC 8725 §3.11); access-token and generic
+// types, and no typ at all, are accepted.
+func TestJWTDefaultTyp(t *testing.T) {
+	clock := newFakeClock()
+	idp := newTestIdP(t, keyRS256())
+	a, _ := newAuth(t, jwtConfig(idp), clock)
+	for _, tc := range []struct {
+		name   string
+		typ    string
+		header map[jose.HeaderKey]any
+		ok     bool
+	}{
+		{name: "at+jwt", typ: "at+jwt", ok: true},
+		{name: "AT+JWT", typ: "AT+JWT", ok: true},
+		{name: "application/at+jwt", typ: "application/at+jwt", ok: true},
+		{name: "JWT", typ: "JWT", ok: true},
+		{name: "jwt", typ: "jwt", ok: true},
+		{name: "application/jwt", typ: "application/jwt", ok: true},
+		{name: "missing", typ: "-", ok: true},
+		{name: "logout+jwt", typ: "logout+jwt"},
+		{name: "secevent+jwt", typ: "secevent+jwt"},
+		{name: "dpop+jwt", typ: "dpop+jwt"},
+		{name: "id_token+jwt", typ: "id_token+jwt"},
+		{name: "application/logout+jwt", typ: "application/logout+jwt"},
+		{name: "empty", typ: "-", header: map[jose.HeaderKey]any{"typ": ""}},
+		{name: "at+jwt with suffix", typ: "at+jwt; x=1"},
+		{name: "not a string", typ: "-", header: map[jose.HeaderKey]any{"typ": 5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := idp.claims(clock.Now(), map[string]any{"jti": tc.name})
+			_, err := a.Authenticate(bearer(mint(t, keyRS256(), claims, mintOpts{typ: tc.typ, header: tc.header})))
+			if tc.ok && err != nil {
+				t.Fatalf("typ %q refused: %v", tc.typ, err)
+			}
+			if !tc.ok && (!errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), "typ")) {
+				t.Fatalf("typ %q: err %v, want ErrInvalidToken naming typ", tc.typ, err)
+			}
+		})
+	}
+}
+
 func TestJWTWithoutKid(t *testing.T) {
 	clock := newFakeClock()
 	idp := newTestIdP(t, keyRS256B(), keyRS256())
