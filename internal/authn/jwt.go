@@ -145,7 +145,9 @@ func (v *jwtVerifier) verifyUncached(ctx context.Context, token string, now time
 
 // verifySignature finds the key and checks the signature. An unknown kid
 // (or, without kid, no key that verifies) triggers one rate-limited JWKS
-// refetch, so keys rotated in at the IdP are picked up (RFC 7517 §5).
+// refetch, so keys rotated in at the IdP are picked up (RFC 7517 §5). If
+// the IdP cannot be reached for that refetch the answer is ErrUnavailable
+// (503), not invalid: the token may well carry a newly rotated key.
 func (ti *trustedIssuer) verifySignature(ctx context.Context, jws *jose.JSONWebSignature, kid string, alg jose.SignatureAlgorithm) error {
 	keys, err := ti.keys.get(ctx, kid, alg)
 	if err != nil {
@@ -155,13 +157,16 @@ func (ti *trustedIssuer) verifySignature(ctx context.Context, jws *jose.JSONWebS
 		return nil
 	}
 	if len(keys) == 0 || kid == "" {
-		if ti.keys.refresh(ctx) == nil {
+		switch err := ti.keys.refresh(ctx); {
+		case err == nil:
 			if keys, err = ti.keys.get(ctx, kid, alg); err != nil {
 				return err
 			}
 			if verifyWithAny(jws, keys) {
 				return nil
 			}
+		case !errors.Is(err, errRefreshLimited):
+			return err
 		}
 	}
 	if len(keys) == 0 {
