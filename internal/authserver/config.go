@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/validate"
 	"github.com/mcpgate/mcpgate/web"
@@ -40,7 +42,9 @@ type Config struct {
 	SessionLifetime      time.Duration `yaml:"session_lifetime"`       // absolute lifetime of a grant, default 2160h
 	// RefreshGrace is how long the immediately previous refresh token stays
 	// usable after rotation, so concurrent refreshes do not end the session.
-	RefreshGrace        time.Duration `yaml:"refresh_grace"`         // default 30s
+	// Unset means 30s; 0 means no grace at all (strict rotation: any second
+	// use of a refresh token revokes the grant). A pointer tells them apart.
+	RefreshGrace        *Duration     `yaml:"refresh_grace"`
 	CodeLifetime        time.Duration `yaml:"code_lifetime"`         // default 1m
 	LoginTimeout        time.Duration `yaml:"login_timeout"`         // pending authorization request, default 10m
 	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`      // browser consent cookie, default 720h
@@ -96,6 +100,35 @@ type StaticClient struct {
 	SkipConsent bool `yaml:"skip_consent"`
 }
 
+// DefaultRefreshGrace applies when refresh_grace is unset.
+const DefaultRefreshGrace = 30 * time.Second
+
+// refreshGrace is the configured grace, DefaultRefreshGrace when unset.
+func (c *Config) refreshGrace() time.Duration {
+	if c.RefreshGrace == nil {
+		return DefaultRefreshGrace
+	}
+	return time.Duration(*c.RefreshGrace)
+}
+
+// Duration is a time.Duration that YAML may also write as a bare 0, the
+// natural spelling of "none" (other values need a unit, as in 30s).
+type Duration time.Duration
+
+// UnmarshalYAML accepts 0 or a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	var v time.Duration
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
 // Enabled reports whether CIMD is on.
 func (c *CIMDConfig) enabled() bool { return c.Enabled == nil || *c.Enabled }
 
@@ -119,7 +152,9 @@ func (c *Config) SetDefaults() {
 	def(&c.AccessTokenLifetime, 15*time.Minute)
 	def(&c.RefreshTokenLifetime, 30*24*time.Hour)
 	def(&c.SessionLifetime, 90*24*time.Hour)
-	def(&c.RefreshGrace, 30*time.Second)
+	if c.RefreshGrace == nil {
+		c.RefreshGrace = new(Duration(DefaultRefreshGrace))
+	}
 	def(&c.CodeLifetime, time.Minute)
 	def(&c.LoginTimeout, 10*time.Minute)
 	def(&c.ConsentLifetime, 30*24*time.Hour)
@@ -195,7 +230,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}{
 		{"access_token_lifetime", c.AccessTokenLifetime}, {"refresh_token_lifetime", c.RefreshTokenLifetime},
 		{"session_lifetime", c.SessionLifetime}, {"code_lifetime", c.CodeLifetime}, {"login_timeout", c.LoginTimeout},
-		{"consent_lifetime", c.ConsentLifetime}, {"refresh_grace", c.RefreshGrace},
+		{"consent_lifetime", c.ConsentLifetime}, {"refresh_grace", c.refreshGrace()},
 		{"revocation_cache_ttl", c.RevocationCacheTTL}, {"upstream_refresh_skew", c.UpstreamRefreshSkew},
 	} {
 		if d.v < 0 {
@@ -205,7 +240,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	if c.CodeLifetime > 10*time.Minute {
 		p.Add(at("code_lifetime"), "must be at most 10m (RFC 6749 §4.1.2)")
 	}
-	if c.RefreshGrace > 5*time.Minute {
+	if c.refreshGrace() > 5*time.Minute {
 		p.Add(at("refresh_grace"), "must be at most 5m")
 	}
 	if c.RevocationCacheTTL > time.Minute {

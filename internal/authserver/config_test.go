@@ -27,7 +27,7 @@ func TestConfigDefaults(t *testing.T) {
 	if d := cmp.Diff([]string{"https://mcp.example.com/mcp"}, c.Resources); d != "" {
 		t.Error(d)
 	}
-	if c.AccessTokenLifetime != 15*time.Minute || c.RefreshTokenLifetime != 720*time.Hour || c.RefreshGrace != 30*time.Second ||
+	if c.AccessTokenLifetime != 15*time.Minute || c.RefreshTokenLifetime != 720*time.Hour || c.refreshGrace() != 30*time.Second ||
 		c.SigningAlg != "ES256" || c.Registration.Mode != RegistrationOpen || !c.CIMD.enabled() {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -61,9 +61,50 @@ branding: {title: Acme, primary_color: "#112233"}
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if c.AccessTokenLifetime != 5*time.Minute || c.RefreshGrace != 10*time.Second || c.CIMD.enabled() ||
+	if c.AccessTokenLifetime != 5*time.Minute || c.refreshGrace() != 10*time.Second || c.CIMD.enabled() ||
 		c.Registration.TrustedSchemes[0] != "cursor" || c.Upstream.GroupsClaim != "realm_access.roles" {
 		t.Errorf("decoded: %+v", c)
+	}
+}
+
+// TestConfigRefreshGrace: an explicit 0 is kept (strict rotation), only an
+// absent key gets the 30s default.
+func TestConfigRefreshGrace(t *testing.T) {
+	for _, tc := range []struct {
+		src     string
+		want    time.Duration
+		problem string
+	}{
+		{src: "", want: 30 * time.Second},
+		{src: "refresh_grace: 0", want: 0},
+		{src: "refresh_grace: 0s", want: 0},
+		{src: `refresh_grace: "0"`, want: 0},
+		{src: "refresh_grace: null", want: 30 * time.Second},
+		{src: "refresh_grace: 5s", want: 5 * time.Second},
+		{src: "refresh_grace: -1s", want: -time.Second, problem: "as.refresh_grace: must not be negative"},
+		{src: "refresh_grace: 6m", want: 6 * time.Minute, problem: "as.refresh_grace: must be at most 5m"},
+	} {
+		t.Run(tc.src, func(t *testing.T) {
+			var c Config
+			if err := yaml.Unmarshal([]byte(tc.src), &c); err != nil {
+				t.Fatal(err)
+			}
+			c.PublicURL = "https://mcp.example.com"
+			c.Upstream = validStatic()
+			c.SetDefaults()
+			if c.RefreshGrace == nil || c.refreshGrace() != tc.want {
+				t.Fatalf("refresh_grace = %v, want %s", c.RefreshGrace, tc.want)
+			}
+			var p validate.Problems
+			c.Validate("as", &p)
+			err := p.Err()
+			if tc.problem == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)) {
+				t.Fatalf("problems %v, want %q", err, tc.problem)
+			}
+		})
 	}
 }
 
@@ -80,7 +121,7 @@ func TestConfigValidate(t *testing.T) {
 		{"default not in scopes", func(c *Config) { c.DefaultScopes = []string{"x"} }, []string{`as.default_scopes[0]: "x" is not in scopes`}},
 		{"lifetimes", func(c *Config) {
 			c.CodeLifetime = time.Hour
-			c.RefreshGrace = time.Hour
+			c.RefreshGrace = new(Duration(time.Hour))
 			c.RefreshTokenLifetime = 1000 * time.Hour
 			c.SessionLifetime = 10 * time.Hour
 		}, []string{"as.code_lifetime: must be at most 10m", "as.refresh_grace: must be at most 5m", "as.refresh_token_lifetime: must not exceed"}},
