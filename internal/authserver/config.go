@@ -1,7 +1,10 @@
 package authserver
 
 import (
+	"crypto/x509"
+	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -76,8 +79,17 @@ type RegistrationConfig struct {
 // CIMDConfig configures Client ID Metadata Documents.
 type CIMDConfig struct {
 	Enabled *bool `yaml:"enabled"` // default true
-	// AllowPrivate lets documents be fetched from loopback/private
-	// addresses. For tests only: it re-opens the SSRF hole the guard closes.
+	// AllowedHosts may resolve to private or loopback addresses (documents
+	// on internal hosts): exact host names or IP literals, or "*.zone" for
+	// any name of one or more labels under zone. Every other host keeps the
+	// dial-time SSRF guard.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// CAFile is a PEM bundle: the only roots trusted for AllowedHosts
+	// (an internal CA). Other hosts use the system roots.
+	CAFile string `yaml:"ca_file"`
+	// AllowPrivate lets documents be fetched from any loopback/private
+	// address. For tests only: it re-opens the SSRF hole the guard closes,
+	// and is logged as an error at start-up.
 	AllowPrivate bool          `yaml:"allow_private"`
 	Timeout      time.Duration `yaml:"timeout"`   // default 5s
 	MaxBytes     int64         `yaml:"max_bytes"` // default 16 KiB
@@ -259,6 +271,19 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	if c.CIMD.Timeout <= 0 || c.CIMD.Timeout > 30*time.Second {
 		p.Add(at("cimd.timeout"), "must be between 0 and 30s")
 	}
+	for i, h := range c.CIMD.AllowedHosts {
+		if _, err := idp.ParseHostList([]string{h}); err != nil {
+			p.Add(validate.Index(at("cimd.allowed_hosts"), i), "%v", err)
+		}
+	}
+	if c.CIMD.CAFile != "" {
+		if len(c.CIMD.AllowedHosts) == 0 {
+			p.Add(at("cimd.ca_file"), "is used only for cimd.allowed_hosts, which is empty")
+		}
+		if _, err := loadCAFile(c.CIMD.CAFile); err != nil {
+			p.Add(at("cimd.ca_file"), "%v", err)
+		}
+	}
 	c.validateStaticClients(at("static_clients"), p)
 	c.Upstream.Validate(at("upstream"), p)
 	if b := c.Branding; !hexColour.MatchString(b.PrimaryColor) {
@@ -335,4 +360,17 @@ func (c *Config) validateStaticClients(path string, p *validate.Problems) {
 			}
 		}
 	}
+}
+
+// loadCAFile reads a PEM bundle of CA certificates.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }

@@ -152,6 +152,24 @@ func TestConfigValidate(t *testing.T) {
 			c.Branding.LogoURL = "javascript:alert(1)"
 		}, []string{"as.branding.primary_color: must be a hex colour", "as.branding.logo_url: must be an https or data: URL"}},
 		{"upstream", func(c *Config) { c.Upstream = idp.Config{} }, []string{"as.upstream.type: is required"}},
+		{"cimd allowed_hosts", func(c *Config) {
+			c.CIMD.AllowedHosts = []string{"ok.internal", "*.corp.internal", "10.1.2.3", "*", "*.", "a_b.internal", "https://x.internal", "bücher.internal", "x.*.internal"}
+		}, []string{
+			`as.cimd.allowed_hosts[3]: "*" is not a host name or *.zone pattern`,
+			`as.cimd.allowed_hosts[4]: "*."`,
+			`as.cimd.allowed_hosts[5]: "a_b.internal"`,
+			`as.cimd.allowed_hosts[6]: "https://x.internal"`,
+			`as.cimd.allowed_hosts[7]: "bücher.internal"`,
+			`as.cimd.allowed_hosts[8]: "x.*.internal"`,
+		}},
+		{"cimd ca_file", func(c *Config) { c.CIMD.CAFile = "/nonexistent/ca.pem" }, []string{
+			"as.cimd.ca_file: is used only for cimd.allowed_hosts",
+			"as.cimd.ca_file: open /nonexistent/ca.pem",
+		}},
+		{"cimd ca_file not PEM", func(c *Config) {
+			c.CIMD.AllowedHosts = []string{"ok.internal"}
+			c.CIMD.CAFile = "config_test.go"
+		}, []string{"as.cimd.ca_file: config_test.go holds no PEM certificate"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
