@@ -515,6 +515,26 @@ func TestJWKSRetryBackoff(t *testing.T) {
 	}
 }
 
+// TestDiscoveryRetryBackoff: a gateway started while discovery fails finds
+// the IdP within the short backoff once it answers, not after minInterval.
+func TestDiscoveryRetryBackoff(t *testing.T) {
+	clock := newFakeClock()
+	idp := newTestIdP(t, keyRS256())
+	idp.issuer = "https://elsewhere.example.com" // both discovery documents are refused
+	a, _ := newAuth(t, jwtConfig(idp), clock)
+	tok := mint(t, keyRS256(), idp.claims(clock.Now(), nil), mintOpts{})
+	if _, err := a.Authenticate(bearer(tok)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("while discovery fails: %v, want ErrUnavailable", err)
+	}
+	idp.mu.Lock()
+	idp.issuer = ""
+	idp.mu.Unlock()
+	clock.Advance(time.Second)
+	if _, err := a.Authenticate(bearer(tok)); err != nil {
+		t.Fatalf("1s after the IdP was fixed: %v", err)
+	}
+}
+
 // TestUnknownKidWhileIdPDown: with the IdP down a token with a new key id
 // is answered 503 (it may be valid), never 401; once the IdP is back it is
 // accepted within 5 s. Real time and a real server stopped and restarted
