@@ -25,6 +25,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { HeadlessOAuthProvider, runSteps } from './mcp-client.mjs';
 import { startIdP } from './lib/idp.mjs';
 import { startEverything } from './lib/everything.mjs';
+import { startCIMDServer } from './lib/cimd.mjs';
 import { getClientCredentialsToken, getUserToken, pkcePair } from './lib/oauth.mjs';
 import { stopAll, freePort } from './lib/proc.mjs';
 import {
@@ -48,6 +49,7 @@ const INSPECTOR = path.join(E2E_DIR, 'node22', 'node_modules', '.bin', 'mcp-insp
 let idp;
 let demo;
 let everything;
+let cimd;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let as;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let stat;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let rs;
@@ -76,7 +78,7 @@ policy:
 
 before(async () => {
   fetches = recordFetches();
-  [idp, demo, everything] = await Promise.all([startIdP(), (async () => (await buildMcpgate(), startDemoBackend()))(), startEverything()]);
+  [idp, demo, everything, cimd] = await Promise.all([startIdP(), (async () => (await buildMcpgate(), startDemoBackend()))(), startEverything(), startCIMDServer()]);
 
   const asKey = randomKey();
   const [hAlice, hBob, hCarol] = await Promise.all(['alice-pw', 'bob-pw', 'carol-pw'].map(hashPassword));
@@ -120,6 +122,7 @@ auth:
   mode: authorization_server
   authorization_server:
     scopes: [mcp]
+    cimd: { allowed_hosts: [localhost], ca_file: ${cimd.caFile} }
     upstream:
       type: static
       users:
@@ -197,6 +200,7 @@ audit: { sink: file, path: ${dir}/audit.log }
 
 after(async () => {
   fetches?.restore();
+  await cimd?.stop();
   await stopAll();
   await cleanupTempDirs();
 });
@@ -526,6 +530,35 @@ test('as+static: mcpgate login page and consent; tools per user; denial; consent
   assert.equal(m.ok, false);
   assert.match(m.steps[0].error.message, /login rejected/);
   assert.equal(mallory.tokens(), undefined);
+});
+
+test('as+static: TS SDK signs in with a client ID metadata document without client_name (clientMetadataUrl); an unfetchable one gets an error page saying so', async () => {
+  const url = `${stat.base}/mcp`;
+  assert.equal((await asMetadata(stat)).client_id_metadata_document_supported, true);
+  const pages = [];
+  const alice = oauthUser('alice', { clientMetadataUrl: cimd.url('/noname-client.json'), onPage: (u, status, html) => pages.push({ u, status, html }) });
+  // The document names no client (like Claude Code's): only the required fields.
+  cimd.docs.set('/noname-client.json', (id) => ({ client_id: id, redirect_uris: [alice.redirectUri], token_endpoint_auth_method: 'none' }));
+  const r = await steps({ url, oauth: alice, steps: [{ op: 'tools/list' }, { op: 'tools/call', name: 'get_vm', args: { vm_name: 'web-1' } }] });
+  assert.deepEqual(names(r.steps[0].result), DEMO_TOOLS);
+  assert.equal(alice.events.registrations, 1, 'the URL became the client_id');
+  assert.equal(alice.clientInformation().client_id, cimd.url('/noname-client.json'));
+  assert.ok(!alice.hops.some((h) => h.includes('/register')), `no dynamic registration: ${alice.hops.join(' | ')}`);
+  assert.ok(cimd.fetches.includes('/noname-client.json'), 'mcpgate fetched the document');
+  const consent = pages.find((p) => p.u.pathname === '/consent');
+  const host = new URL(cimd.origin).host;
+  assert.ok(consent, `consent page seen: ${alice.hops.join(' | ')}`);
+  assert.match(consent.html, new RegExp(`Allow <strong>${host}</strong>`), 'consent names the client by its document host');
+  assert.match(consent.html, /gave no name/);
+  assert.match(consent.html, /It is not verified/);
+
+  // A document that cannot be fetched: the user is told so, without internals.
+  const lost = oauthUser('alice', { clientMetadataUrl: cimd.url('/gone.json') });
+  const l = await runSteps({ url, oauth: lost, steps: [{ op: 'tools/list' }] });
+  assert.equal(l.ok, false);
+  assert.match(l.steps[0].error.message, /could not retrieve/);
+  assert.doesNotMatch(l.steps[0].error.message, /404|dial|x509|tcp/);
+  assert.equal(lost.tokens(), undefined);
 });
 
 /**

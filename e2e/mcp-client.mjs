@@ -51,7 +51,8 @@ export class HeadlessOAuthProvider {
 
   /**
    * @param {{user: string, password?: string, clientId?: string, clientSecret?: string, redirectUri?: string,
-   *   scope?: string, consent?: string, log?: (m: string) => void}} o
+   *   scope?: string, consent?: string, clientMetadataUrl?: string, log?: (m: string) => void,
+   *   onPage?: (url: URL, status: number, html: string) => void}} o
    */
   constructor(o) {
     this.o = o;
@@ -64,6 +65,11 @@ export class HeadlessOAuthProvider {
 
   get redirectUrl() {
     return this.redirectUri;
+  }
+
+  /** A client ID metadata document URL: the SDK uses it as client_id when the server supports CIMD. */
+  get clientMetadataUrl() {
+    return this.o.clientMetadataUrl;
   }
 
   get clientMetadata() {
@@ -133,6 +139,7 @@ export class HeadlessOAuthProvider {
       password: this.o.password ?? `${this.o.user}-pw`,
       choice: this.o.consent ?? 'approve',
       log: this.o.log,
+      onPage: this.o.onPage,
     });
     const p = final.searchParams;
     if (p.get('error')) throw new Error(`authorization failed: ${p.get('error')}: ${p.get('error_description') ?? ''}`);

@@ -68,6 +68,8 @@ type Consent struct {
 	ClientName    string
 	ClientID      string
 	ClientKind    string // dynamic | static | cimd
+	ClientHost    string // cimd: the host that publishes the client's metadata document
+	NameFromHost  bool   // cimd: the document gave no client_name; ClientName is ClientHost
 	RedirectHost  string
 	LoopbackOnly  bool // every redirect URI of the client is on this machine
 	CustomScheme  bool // the redirect opens a local application

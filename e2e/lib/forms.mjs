@@ -129,7 +129,8 @@ export function pageText(html, max = 400) {
  * login and consent forms on the way. Returns the final redirect URL (with code/state or error).
  * Throws with a readable message when a page has no form, a login is rejected or too many steps pass.
  * @param {string|URL} authorizeURL
- * @param {{redirectUri: string, username?: string, password?: string, choice?: string, jar?: CookieJar, maxSteps?: number, log?: (msg: string) => void}} opts
+ * @param {{redirectUri: string, username?: string, password?: string, choice?: string, jar?: CookieJar, maxSteps?: number,
+ *   log?: (msg: string) => void, onPage?: (url: URL, status: number, html: string) => void}} opts
  * @returns {Promise<URL>}
  */
 export async function followAuthorization(authorizeURL, opts) {
@@ -155,6 +156,7 @@ export async function followAuthorization(authorizeURL, opts) {
       continue;
     }
     const text = await res.text();
+    opts.onPage?.(url, res.status, text);
     const type = res.headers.get('content-type') ?? '';
     if (!type.includes('html')) {
       throw new Error(`${url.origin}${url.pathname}: ${res.status} ${type}: ${text.slice(0, 400)}`);

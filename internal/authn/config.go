@@ -163,6 +163,8 @@ type IssuerConfig struct {
 	Leeway time.Duration `yaml:"leeway"`
 	// RequireTyp, if set, requires this JOSE typ header, e.g. at+jwt
 	// (RFC 9068 §2.1). The application/ prefix is optional (RFC 7515 §4.1.9).
+	// Unset, a typ other than at+jwt or JWT is refused and a missing one
+	// accepted (see accessTokenTyps).
 	RequireTyp string `yaml:"require_typ"`
 	// JWKSCacheTTL is how long fetched keys are used before a refetch (0 means 1h).
 	JWKSCacheTTL time.Duration `yaml:"jwks_cache_ttl"`

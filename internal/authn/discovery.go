@@ -22,7 +22,8 @@ type serverMetadata struct {
 }
 
 // discoverer fetches an issuer's metadata once; failed attempts are retried
-// at most once per minInterval so an unreachable IdP is not hammered.
+// after retryWait (a short backoff), so an unreachable IdP is not hammered
+// and one that comes back is found within seconds.
 type discoverer struct {
 	issuer       string
 	allowPrivate bool
@@ -34,6 +35,7 @@ type discoverer struct {
 	md          *serverMetadata
 	lastAttempt time.Time
 	lastErr     error
+	failures    int
 }
 
 func (d *discoverer) get(ctx context.Context) (*serverMetadata, error) {
@@ -43,12 +45,15 @@ func (d *discoverer) get(ctx context.Context) (*serverMetadata, error) {
 		return d.md, nil
 	}
 	now := d.now()
-	if !d.lastAttempt.IsZero() && now.Sub(d.lastAttempt) < d.minInterval {
+	if !d.lastAttempt.IsZero() && now.Sub(d.lastAttempt) < retryWait(d.failures, d.minInterval) {
 		return nil, d.lastErr
 	}
 	d.lastAttempt = now
 	md, err := discover(ctx, d.client, d.issuer)
 	d.md, d.lastErr = md, err
+	if err != nil {
+		d.failures++
+	}
 	return md, err
 }
 

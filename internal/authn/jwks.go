@@ -20,13 +20,33 @@ import (
 
 const minRSABits = 2048
 
-// errRefreshLimited: a refetch was skipped because the last attempt was
-// less than minInterval ago.
+// errRefreshLimited: a refetch was skipped because the last attempt
+// succeeded less than minInterval ago, so the keys are current.
 var errRefreshLimited = errors.New("JWKS refetch rate-limited")
+
+// Retries after a failed fetch are spaced by a short backoff instead of
+// minInterval, so keys are picked up within seconds of the IdP coming back
+// while a down IdP still sees at most one attempt per retryMax.
+const (
+	retryMin = 250 * time.Millisecond
+	retryMax = 2 * time.Second
+)
+
+// retryWait is how long to wait after the last attempt before the next one,
+// given the number of consecutive failures: limit after a success, else
+// retryMin doubling per failure up to retryMax (never more than limit).
+func retryWait(failures int, limit time.Duration) time.Duration {
+	if failures == 0 {
+		return limit
+	}
+	d := retryMin << min(failures-1, 8)
+	return min(d, retryMax, limit)
+}
 
 // keySet caches one issuer's signing keys (RFC 7517). Keys are refetched when
 // older than ttl, or when a token names an unknown kid, but never more than
-// once per minInterval; concurrent misses share one fetch.
+// once per minInterval after a success (retryWait after a failure);
+// concurrent misses share one fetch.
 type keySet struct {
 	issuer      string                                    // for logs
 	jwksURL     func(ctx context.Context) (string, error) // fixed or discovered
@@ -41,6 +61,7 @@ type keySet struct {
 	loadedAt    time.Time         // zero until the first successful fetch
 	lastAttempt time.Time
 	lastErr     error
+	failures    int // consecutive failed fetches
 	inflight    *fetchCall
 
 	ready atomic.Bool
@@ -71,18 +92,25 @@ func (ks *keySet) get(ctx context.Context, kid string, alg jose.SignatureAlgorit
 	return out, nil
 }
 
-// refresh refetches the set unless an attempt started less than minInterval
-// ago; callers arriving while a fetch runs wait for it instead of starting
-// another. The fetch is detached from the caller's context so one impatient
-// caller cannot fail it for the others.
+// refresh refetches the set unless the last attempt is more recent than
+// retryWait allows; callers arriving while a fetch runs wait for it instead
+// of starting another. The fetch is detached from the caller's context so
+// one impatient caller cannot fail it for the others. It returns nil after
+// a successful fetch, errRefreshLimited when the keys were fetched
+// successfully too recently to try again, and an ErrUnavailable error when
+// the issuer cannot be reached now.
 func (ks *keySet) refresh(ctx context.Context) error {
 	ks.mu.Lock()
 	c := ks.inflight
 	if c == nil {
 		now := ks.now()
-		if !ks.lastAttempt.IsZero() && now.Sub(ks.lastAttempt) < ks.minInterval {
+		if !ks.lastAttempt.IsZero() && now.Sub(ks.lastAttempt) < retryWait(ks.failures, ks.minInterval) {
+			err := error(errRefreshLimited)
+			if ks.failures > 0 {
+				err = fmt.Errorf("%w: keys of issuer %s: %v", ErrUnavailable, ks.issuer, ks.lastErr)
+			}
 			ks.mu.Unlock()
-			return errRefreshLimited
+			return err
 		}
 		ks.lastAttempt = now
 		c = &fetchCall{done: make(chan struct{})}
@@ -92,9 +120,12 @@ func (ks *keySet) refresh(ctx context.Context) error {
 	ks.mu.Unlock()
 	select {
 	case <-c.done:
-		return c.err
+		if c.err != nil {
+			return fmt.Errorf("%w: keys of issuer %s: %v", ErrUnavailable, ks.issuer, c.err)
+		}
+		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}
 }
 
@@ -110,8 +141,10 @@ func (ks *keySet) fetch(ctx context.Context, c *fetchCall) {
 	ks.mu.Lock()
 	ks.lastErr, c.err, ks.inflight = err, err, nil
 	if err == nil {
-		ks.keys, ks.loadedAt = keys, ks.now()
+		ks.keys, ks.loadedAt, ks.failures = keys, ks.now(), 0
 		ks.ready.Store(true)
+	} else {
+		ks.failures++
 	}
 	ks.mu.Unlock()
 	// Log before waking the waiters, so the log is in order with what they do next.

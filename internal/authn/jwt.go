@@ -134,11 +134,8 @@ func (v *jwtVerifier) verifyUncached(ctx context.Context, token string, now time
 	if !slices.Contains(ti.algs, alg) {
 		return nil, invalid("alg %s not allowed for issuer %s", alg, iss)
 	}
-	if want := ti.cfg.RequireTyp; want != "" {
-		typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string)
-		if !typMatches(typ, want) {
-			return nil, invalid("typ %q, want %q", clip(typ), want)
-		}
+	if err := ti.checkTyp(hdr.ExtraHeaders); err != nil {
+		return nil, err
 	}
 	if err := ti.verifySignature(ctx, jws, hdr.KeyID, alg); err != nil {
 		return nil, err
@@ -148,7 +145,9 @@ func (v *jwtVerifier) verifyUncached(ctx context.Context, token string, now time
 
 // verifySignature finds the key and checks the signature. An unknown kid
 // (or, without kid, no key that verifies) triggers one rate-limited JWKS
-// refetch, so keys rotated in at the IdP are picked up (RFC 7517 §5).
+// refetch, so keys rotated in at the IdP are picked up (RFC 7517 §5). If
+// the IdP cannot be reached for that refetch the answer is ErrUnavailable
+// (503), not invalid: the token may well carry a newly rotated key.
 func (ti *trustedIssuer) verifySignature(ctx context.Context, jws *jose.JSONWebSignature, kid string, alg jose.SignatureAlgorithm) error {
 	keys, err := ti.keys.get(ctx, kid, alg)
 	if err != nil {
@@ -158,13 +157,16 @@ func (ti *trustedIssuer) verifySignature(ctx context.Context, jws *jose.JSONWebS
 		return nil
 	}
 	if len(keys) == 0 || kid == "" {
-		if ti.keys.refresh(ctx) == nil {
+		switch err := ti.keys.refresh(ctx); {
+		case err == nil:
 			if keys, err = ti.keys.get(ctx, kid, alg); err != nil {
 				return err
 			}
 			if verifyWithAny(jws, keys) {
 				return nil
 			}
+		case !errors.Is(err, errRefreshLimited):
+			return err
 		}
 	}
 	if len(keys) == 0 {
@@ -230,6 +232,37 @@ func (ti *trustedIssuer) checkClaims(claims map[string]any, now time.Time) (*Pri
 		return nil, invalid("missing sub")
 	}
 	return p, nil
+}
+
+// accessTokenTyps are the typ values accepted when require_typ is unset:
+// RFC 9068 access tokens and generic JWTs. Any other typ marks a JWT made
+// for something else (logout+jwt, secevent+jwt, dpop+jwt, an ID token's
+// id_token+jwt …) that must never be mistaken for an access token
+// (RFC 8725 §3.11 explicit typing; RFC 9068 §4). A missing typ is accepted:
+// many IdPs send none.
+var accessTokenTyps = []string{"at+jwt", "JWT"}
+
+// checkTyp applies require_typ, or by default the accessTokenTyps allow-list.
+func (ti *trustedIssuer) checkTyp(hdr map[jose.HeaderKey]any) error {
+	raw, present := hdr[jose.HeaderType]
+	typ, isString := raw.(string)
+	if want := ti.cfg.RequireTyp; want != "" {
+		if !typMatches(typ, want) {
+			return invalid("typ %q, want %q", clip(typ), want)
+		}
+		return nil
+	}
+	if !present {
+		return nil
+	}
+	if isString {
+		for _, ok := range accessTokenTyps {
+			if typMatches(typ, ok) {
+				return nil
+			}
+		}
+	}
+	return invalid("typ %q is not an access token type (at+jwt or JWT)", clip(fmt.Sprint(raw)))
 }
 
 // typMatches compares typ values case-insensitively, with the

@@ -4,8 +4,13 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,6 +258,48 @@ func TestJWTRequireTyp(t *testing.T) {
 	}
 }
 
+// TestJWTDefaultTyp: without require_typ, a JWT typed for another purpose
+// is refused whatever the issuer (RFC 8725 §3.11); access-token and generic
+// types, and no typ at all, are accepted.
+func TestJWTDefaultTyp(t *testing.T) {
+	clock := newFakeClock()
+	idp := newTestIdP(t, keyRS256())
+	a, _ := newAuth(t, jwtConfig(idp), clock)
+	for _, tc := range []struct {
+		name   string
+		typ    string
+		header map[jose.HeaderKey]any
+		ok     bool
+	}{
+		{name: "at+jwt", typ: "at+jwt", ok: true},
+		{name: "AT+JWT", typ: "AT+JWT", ok: true},
+		{name: "application/at+jwt", typ: "application/at+jwt", ok: true},
+		{name: "JWT", typ: "JWT", ok: true},
+		{name: "jwt", typ: "jwt", ok: true},
+		{name: "application/jwt", typ: "application/jwt", ok: true},
+		{name: "missing", typ: "-", ok: true},
+		{name: "logout+jwt", typ: "logout+jwt"},
+		{name: "secevent+jwt", typ: "secevent+jwt"},
+		{name: "dpop+jwt", typ: "dpop+jwt"},
+		{name: "id_token+jwt", typ: "id_token+jwt"},
+		{name: "application/logout+jwt", typ: "application/logout+jwt"},
+		{name: "empty", typ: "-", header: map[jose.HeaderKey]any{"typ": ""}},
+		{name: "at+jwt with suffix", typ: "at+jwt; x=1"},
+		{name: "not a string", typ: "-", header: map[jose.HeaderKey]any{"typ": 5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := idp.claims(clock.Now(), map[string]any{"jti": tc.name})
+			_, err := a.Authenticate(bearer(mint(t, keyRS256(), claims, mintOpts{typ: tc.typ, header: tc.header})))
+			if tc.ok && err != nil {
+				t.Fatalf("typ %q refused: %v", tc.typ, err)
+			}
+			if !tc.ok && (!errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), "typ")) {
+				t.Fatalf("typ %q: err %v, want ErrInvalidToken naming typ", tc.typ, err)
+			}
+		})
+	}
+}
+
 func TestJWTWithoutKid(t *testing.T) {
 	clock := newFakeClock()
 	idp := newTestIdP(t, keyRS256B(), keyRS256())
@@ -408,6 +455,150 @@ func TestJWKSUnreachableIsUnavailable(t *testing.T) {
 	if _, err := a.Authenticate(bearer(mint(t, keyRS256(), idp.claims(clock.Now(), nil), mintOpts{}))); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestJWKSRetryBackoff: after a failed fetch the next attempt waits
+// retryMin, doubling per failure up to retryMax; a success restores the
+// minInterval limit.
+func TestJWKSRetryBackoff(t *testing.T) {
+	clock := newFakeClock()
+	idp := newTestIdP(t, keyRS256())
+	a, _ := newAuth(t, jwtConfig(idp), clock)
+	ghost := func() error {
+		_, err := a.Authenticate(bearer(mint(t, keyRS256B(), idp.claims(clock.Now(), nil), mintOpts{})))
+		return err
+	}
+	idp.mu.Lock()
+	idp.jwksStatus = 500
+	idp.mu.Unlock()
+	clock.Advance(DefaultJWKSRefreshMinInterval) // past the warm-up fetch's limit
+	hits := idp.jwksHits.Load()
+	if err := ghost(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("unknown kid while the JWKS fails: %v, want ErrUnavailable", err)
+	}
+	if got := idp.jwksHits.Load() - hits; got != 1 {
+		t.Fatalf("fetches = %d, want 1", got)
+	}
+	for i, wait := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second} {
+		hits = idp.jwksHits.Load()
+		clock.Advance(wait - time.Millisecond)
+		if err := ghost(); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("retry %d inside the backoff: %v, want ErrUnavailable", i, err)
+		}
+		if got := idp.jwksHits.Load() - hits; got != 0 {
+			t.Fatalf("retry %d: fetched %d times inside the backoff of %s", i, got, wait)
+		}
+		clock.Advance(time.Millisecond)
+		if err := ghost(); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("retry %d: %v, want ErrUnavailable", i, err)
+		}
+		if got := idp.jwksHits.Load() - hits; got != 1 {
+			t.Fatalf("retry %d: fetches = %d after %s, want 1", i, got, wait)
+		}
+	}
+	// The IdP is back with the new key: picked up at the next retry.
+	idp.mu.Lock()
+	idp.jwksStatus = 0
+	idp.mu.Unlock()
+	idp.setKeys(keyRS256(), keyRS256B())
+	clock.Advance(2 * time.Second)
+	if err := ghost(); err != nil {
+		t.Fatalf("new kid once the IdP is back: %v", err)
+	}
+	// After a success the minInterval limit is back: an unknown kid is
+	// invalid without another fetch.
+	hits = idp.jwksHits.Load()
+	clock.Advance(2 * time.Second)
+	_, err := a.Authenticate(bearer(mint(t, testKey{kid: "ghost", alg: jose.RS256, priv: rsaPrivB()}, idp.claims(clock.Now(), nil), mintOpts{})))
+	if !errors.Is(err, ErrInvalidToken) || idp.jwksHits.Load() != hits {
+		t.Fatalf("unknown kid after a recent success: %v, fetches +%d; want invalid, no fetch", err, idp.jwksHits.Load()-hits)
+	}
+}
+
+// TestDiscoveryRetryBackoff: a gateway started while discovery fails finds
+// the IdP within the short backoff once it answers, not after minInterval.
+func TestDiscoveryRetryBackoff(t *testing.T) {
+	clock := newFakeClock()
+	idp := newTestIdP(t, keyRS256())
+	idp.issuer = "https://elsewhere.example.com" // both discovery documents are refused
+	a, _ := newAuth(t, jwtConfig(idp), clock)
+	tok := mint(t, keyRS256(), idp.claims(clock.Now(), nil), mintOpts{})
+	if _, err := a.Authenticate(bearer(tok)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("while discovery fails: %v, want ErrUnavailable", err)
+	}
+	idp.mu.Lock()
+	idp.issuer = ""
+	idp.mu.Unlock()
+	clock.Advance(time.Second)
+	if _, err := a.Authenticate(bearer(tok)); err != nil {
+		t.Fatalf("1s after the IdP was fixed: %v", err)
+	}
+}
+
+// TestUnknownKidWhileIdPDown: with the IdP down a token with a new key id
+// is answered 503 (it may be valid), never 401; once the IdP is back it is
+// accepted within 5 s. Real time and a real server stopped and restarted
+// on the same port.
+func TestUnknownKidWhileIdPDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a few seconds")
+	}
+	idp := newTestIdP(t, keyRS256())
+	var offset atomic.Int64 // lets the test step past the 30 s limit after the warm-up fetch
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	a, err := New(context.Background(), jwtConfig(idp), Options{
+		HTTPClient: &http.Client{Timeout: 2 * time.Second},
+		Logger:     slog.New(slog.DiscardHandler),
+		Now:        now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := func(k testKey) string { return mint(t, k, idp.claims(now(), nil), mintOpts{}) }
+	if _, err := a.Authenticate(bearer(tok(keyRS256()))); err != nil {
+		t.Fatal(err)
+	}
+	addr := idp.Listener.Addr().String()
+	handler := idp.Config.Handler
+	idp.Close()
+	offset.Store(int64(DefaultJWKSRefreshMinInterval))
+
+	// Down for 3 s, long enough to reach the longest backoff.
+	newKid := tok(keyRS256B())
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		_, err := a.Authenticate(bearer(newKid))
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("new kid while the IdP is down: %v, want ErrUnavailable", err)
+		}
+		if st, _, _ := Describe(err); st != http.StatusServiceUnavailable {
+			t.Fatalf("status %d, want 503", st)
+		}
+	}
+	// A known key keeps working from the cached set.
+	if _, err := a.Authenticate(bearer(tok(keyRS256()))); err != nil {
+		t.Fatalf("known kid while the IdP is down: %v", err)
+	}
+
+	idp.setKeys(keyRS256(), keyRS256B())
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	back := &httptest.Server{Listener: l, Config: &http.Server{Handler: handler}}
+	back.Start()
+	t.Cleanup(back.Close)
+	start := time.Now()
+	for {
+		_, err := a.Authenticate(bearer(newKid))
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("new kid still refused %s after the IdP came back: %v", time.Since(start), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("accepted %s after the IdP came back", time.Since(start).Round(time.Millisecond))
 }
 
 func TestVerifiedTokenCache(t *testing.T) {

@@ -185,7 +185,7 @@ func (s *Server) auditCIMD(ctx context.Context, id string, c *store.Client, err 
 	if err != nil {
 		rec.Event, rec.Result, rec.Reason = audit.EventASClientMetadataRejected, audit.ResultError, bounded(err.Error(), 512)
 	} else {
-		rec.Reason = "client ID metadata document of " + c.Name
+		rec.Reason = "client ID metadata document of " + displayName(c)
 		rec.Scope = bounded(c.Scope, 512)
 	}
 	_ = s.audit(ctx, rec) // the client is not trusted with anything yet: its login, consent and code are recorded

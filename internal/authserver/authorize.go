@@ -159,7 +159,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	cl, skip, err := s.getClient(r.Context(), clientID)
 	if errors.Is(err, errUnknownClient) {
-		s.errorPage(w, r, http.StatusBadRequest, "Unknown application", "This application is not registered with this server.")
+		s.unknownClientPage(w, r, clientID, err)
 		return
 	}
 	if err != nil {
@@ -590,7 +590,36 @@ func displayName(c *store.Client) string {
 	if c.Name != "" {
 		return c.Name
 	}
+	if c.Kind == store.ClientKindCIMD {
+		if h := cimdHost(c.ID); h != "" {
+			return h
+		}
+	}
 	return "Unnamed application"
+}
+
+// unknownClientPage explains why a client_id cannot be used. For a client
+// ID metadata document it says whether the document could not be fetched
+// (often: this server has no internet access) or was not acceptable; the
+// details are in the log only.
+func (s *Server) unknownClientPage(w http.ResponseWriter, r *http.Request, clientID string, err error) {
+	where := "at its web address"
+	if h := cimdHost(clientID); h != "" && len(h) <= 260 {
+		where = "at " + h
+	}
+	switch {
+	case !isURLClientID(clientID):
+		s.errorPage(w, r, http.StatusBadRequest, "Unknown application", "This application is not registered with this server.")
+	case s.cimd == nil:
+		s.errorPage(w, r, http.StatusBadRequest, "Unknown application",
+			"This application identifies itself by a web address, which this server does not accept. Ask the administrator to register the application.")
+	case errors.Is(err, errCIMDUnreachable):
+		s.errorPage(w, r, http.StatusBadRequest, "Application could not be verified",
+			"This application is described by a document "+where+", which this server could not retrieve. The server may have no access to the internet, or that site may be down. Try again later, or ask the administrator to register the application.")
+	default:
+		s.errorPage(w, r, http.StatusBadRequest, "Application not accepted",
+			"The document "+where+" that describes this application does not meet this server's requirements. Contact the application's publisher or the administrator.")
+	}
 }
 
 func (s *Server) handleConsentPage(w http.ResponseWriter, r *http.Request) {
@@ -607,7 +636,9 @@ func (s *Server) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 		CSRF:          f.ar.ConsentCSRF,
 		ClientName:    displayName(f.client),
 		ClientID:      f.client.ID,
+		ClientHost:    cimdHost(f.client.ID),
 		ClientKind:    f.client.Kind,
+		NameFromHost:  f.client.Kind == store.ClientKindCIMD && f.client.Name == "",
 		RedirectHost:  redirectHost(f.ar.RedirectURI),
 		LoopbackOnly:  loopbackOnly(f.client.RedirectURIs),
 		UpstreamLogin: f.fs.Identity == nil,

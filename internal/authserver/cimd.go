@@ -2,17 +2,22 @@ package authserver
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/idna"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -41,15 +46,39 @@ type cimdEntry struct {
 
 const cimdMaxCacheEntries = 10000
 
-func newCIMDFetcher(cfg CIMDConfig, trusted []string, base *http.Client, now func() time.Time) *cimdFetcher {
-	return &cimdFetcher{
-		client:  idp.GuardedClient(base, cfg.AllowPrivate, cfg.Timeout),
-		cfg:     cfg,
-		trusted: trusted,
-		now:     now,
-		cache:   map[string]cimdEntry{},
+// newCIMDFetcher builds the fetcher. Documents come from any https URL a
+// client names, so every fetch is SSRF-guarded at dial time, except for the
+// operator's cimd.allowed_hosts (or everything with the test-only
+// allow_private).
+func newCIMDFetcher(cfg CIMDConfig, trusted []string, base *http.Client, now func() time.Time) (*cimdFetcher, error) {
+	f := &cimdFetcher{cfg: cfg, trusted: trusted, now: now, cache: map[string]cimdEntry{}}
+	if cfg.AllowPrivate {
+		f.client = idp.GuardedClient(base, true, cfg.Timeout)
+		return f, nil
 	}
+	hosts, err := idp.ParseHostList(cfg.AllowedHosts)
+	if err != nil {
+		return nil, fmt.Errorf("cimd.allowed_hosts: %w", err)
+	}
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		if roots, err = loadCAFile(cfg.CAFile); err != nil {
+			return nil, fmt.Errorf("cimd.ca_file: %w", err)
+		}
+	}
+	f.client = idp.GuardedClientExcept(base, cfg.Timeout, hosts, roots)
+	return f, nil
 }
+
+// CIMD failures, told apart so the error page can say what happened
+// without showing internals (the detail goes to the log).
+var (
+	// errCIMDUnreachable: the document could not be fetched (no egress,
+	// DNS, TLS, timeout, a refused address, a non-200 answer).
+	errCIMDUnreachable = errors.New("client metadata document could not be fetched")
+	// errCIMDInvalid: the URL or the document breaks the rules.
+	errCIMDInvalid = errors.New("client metadata document is not valid")
+)
 
 // cimdDocument is the subset of RFC 7591 client metadata we use.
 type cimdDocument struct {
@@ -146,37 +175,37 @@ func (f *cimdFetcher) get(ctx context.Context, id string) (*store.Client, error)
 func (f *cimdFetcher) fetch(ctx context.Context, id string) (*store.Client, time.Duration, error) {
 	u, err := validateCIMDURL(id)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("%w: %w", errCIMDInvalid, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("%w: %w", errCIMDInvalid, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := f.client.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("fetch: %w", err)
+		return nil, 0, fmt.Errorf("%w: %w", errCIMDUnreachable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, 0, fmt.Errorf("fetch: status %d", resp.StatusCode)
+		return nil, 0, fmt.Errorf("%w: status %d", errCIMDUnreachable, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, f.cfg.MaxBytes+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read: %w", err)
+		return nil, 0, fmt.Errorf("%w: read: %w", errCIMDUnreachable, err)
 	}
 	if int64(len(body)) > f.cfg.MaxBytes {
-		return nil, 0, fmt.Errorf("document larger than %d bytes", f.cfg.MaxBytes)
+		return nil, 0, fmt.Errorf("%w: document larger than %d bytes", errCIMDInvalid, f.cfg.MaxBytes)
 	}
 	var doc cimdDocument
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, 0, fmt.Errorf("document is not valid JSON: %w", err)
+		return nil, 0, fmt.Errorf("%w: not JSON: %w", errCIMDInvalid, err)
 	}
 	c, err := f.validate(id, &doc)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("%w: %w", errCIMDInvalid, err)
 	}
 	c.Metadata = body
 	c.CreatedAt = f.now()
@@ -189,10 +218,9 @@ func (f *cimdFetcher) validate(id string, doc *cimdDocument) (*store.Client, err
 	if doc.ClientID != id {
 		return nil, errors.New("document client_id does not equal its URL")
 	}
+	// client_name is optional (RFC 7591 §2; Claude Code sends none): the
+	// consent page then names the client by its document's host.
 	name := cleanName(doc.ClientName)
-	if name == "" {
-		return nil, errors.New("document lacks client_name")
-	}
 	if len(doc.RedirectURIs) == 0 {
 		return nil, errors.New("document lacks redirect_uris")
 	}
@@ -270,4 +298,24 @@ func cleanName(s string) string {
 		s = string(r[:100])
 	}
 	return s
+}
+
+// cimdHost is the host of a metadata document URL as shown to users: in
+// punycode (an internationalised name could imitate another), without
+// the port unless it is not 443. "" if id is not a URL.
+func cimdHost(id string) string {
+	u, err := url.Parse(id)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	h := u.Hostname()
+	if _, err := netip.ParseAddr(h); err != nil {
+		if h, err = idna.Lookup.ToASCII(h); err != nil {
+			return ""
+		}
+	}
+	if p := u.Port(); p != "" && p != "443" {
+		h = net.JoinHostPort(h, p)
+	}
+	return h
 }

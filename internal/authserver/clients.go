@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -76,7 +77,13 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 		c, err := s.cimd.get(ctx, id)
 		if err != nil {
 			s.log.InfoContext(ctx, "client ID metadata document rejected", "client_id", id, "err", err)
-			return nil, false, errUnknownClient
+			// Still errUnknownClient to every caller; /authorize also tells
+			// the user whether the document could not be fetched or was invalid.
+			kind := errCIMDInvalid
+			if errors.Is(err, errCIMDUnreachable) {
+				kind = errCIMDUnreachable
+			}
+			return nil, false, fmt.Errorf("%w: %w", errUnknownClient, kind)
 		}
 		return c, false, nil
 	}

@@ -1,11 +1,16 @@
 package authserver
 
 import (
+	"crypto/x509"
+	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/validate"
@@ -40,7 +45,9 @@ type Config struct {
 	SessionLifetime      time.Duration `yaml:"session_lifetime"`       // absolute lifetime of a grant, default 2160h
 	// RefreshGrace is how long the immediately previous refresh token stays
 	// usable after rotation, so concurrent refreshes do not end the session.
-	RefreshGrace        time.Duration `yaml:"refresh_grace"`         // default 30s
+	// Unset means 30s; 0 means no grace at all (strict rotation: any second
+	// use of a refresh token revokes the grant). A pointer tells them apart.
+	RefreshGrace        *Duration     `yaml:"refresh_grace"`
 	CodeLifetime        time.Duration `yaml:"code_lifetime"`         // default 1m
 	LoginTimeout        time.Duration `yaml:"login_timeout"`         // pending authorization request, default 10m
 	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`      // browser consent cookie, default 720h
@@ -72,8 +79,17 @@ type RegistrationConfig struct {
 // CIMDConfig configures Client ID Metadata Documents.
 type CIMDConfig struct {
 	Enabled *bool `yaml:"enabled"` // default true
-	// AllowPrivate lets documents be fetched from loopback/private
-	// addresses. For tests only: it re-opens the SSRF hole the guard closes.
+	// AllowedHosts may resolve to private or loopback addresses (documents
+	// on internal hosts): exact host names or IP literals, or "*.zone" for
+	// any name of one or more labels under zone. Every other host keeps the
+	// dial-time SSRF guard.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// CAFile is a PEM bundle: the only roots trusted for AllowedHosts
+	// (an internal CA). Other hosts use the system roots.
+	CAFile string `yaml:"ca_file"`
+	// AllowPrivate lets documents be fetched from any loopback/private
+	// address. For tests only: it re-opens the SSRF hole the guard closes,
+	// and is logged as an error at start-up.
 	AllowPrivate bool          `yaml:"allow_private"`
 	Timeout      time.Duration `yaml:"timeout"`   // default 5s
 	MaxBytes     int64         `yaml:"max_bytes"` // default 16 KiB
@@ -94,6 +110,35 @@ type StaticClient struct {
 	RedirectURIs     []string `yaml:"redirect_uris"`
 	// SkipConsent is for first-party clients the operator vouches for.
 	SkipConsent bool `yaml:"skip_consent"`
+}
+
+// DefaultRefreshGrace applies when refresh_grace is unset.
+const DefaultRefreshGrace = 30 * time.Second
+
+// refreshGrace is the configured grace, DefaultRefreshGrace when unset.
+func (c *Config) refreshGrace() time.Duration {
+	if c.RefreshGrace == nil {
+		return DefaultRefreshGrace
+	}
+	return time.Duration(*c.RefreshGrace)
+}
+
+// Duration is a time.Duration that YAML may also write as a bare 0, the
+// natural spelling of "none" (other values need a unit, as in 30s).
+type Duration time.Duration
+
+// UnmarshalYAML accepts 0 or a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Value == "0" {
+		*d = 0
+		return nil
+	}
+	var v time.Duration
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
 }
 
 // Enabled reports whether CIMD is on.
@@ -119,7 +164,9 @@ func (c *Config) SetDefaults() {
 	def(&c.AccessTokenLifetime, 15*time.Minute)
 	def(&c.RefreshTokenLifetime, 30*24*time.Hour)
 	def(&c.SessionLifetime, 90*24*time.Hour)
-	def(&c.RefreshGrace, 30*time.Second)
+	if c.RefreshGrace == nil {
+		c.RefreshGrace = new(Duration(DefaultRefreshGrace))
+	}
 	def(&c.CodeLifetime, time.Minute)
 	def(&c.LoginTimeout, 10*time.Minute)
 	def(&c.ConsentLifetime, 30*24*time.Hour)
@@ -195,7 +242,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}{
 		{"access_token_lifetime", c.AccessTokenLifetime}, {"refresh_token_lifetime", c.RefreshTokenLifetime},
 		{"session_lifetime", c.SessionLifetime}, {"code_lifetime", c.CodeLifetime}, {"login_timeout", c.LoginTimeout},
-		{"consent_lifetime", c.ConsentLifetime}, {"refresh_grace", c.RefreshGrace},
+		{"consent_lifetime", c.ConsentLifetime}, {"refresh_grace", c.refreshGrace()},
 		{"revocation_cache_ttl", c.RevocationCacheTTL}, {"upstream_refresh_skew", c.UpstreamRefreshSkew},
 	} {
 		if d.v < 0 {
@@ -205,7 +252,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	if c.CodeLifetime > 10*time.Minute {
 		p.Add(at("code_lifetime"), "must be at most 10m (RFC 6749 §4.1.2)")
 	}
-	if c.RefreshGrace > 5*time.Minute {
+	if c.refreshGrace() > 5*time.Minute {
 		p.Add(at("refresh_grace"), "must be at most 5m")
 	}
 	if c.RevocationCacheTTL > time.Minute {
@@ -223,6 +270,19 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 	if c.CIMD.Timeout <= 0 || c.CIMD.Timeout > 30*time.Second {
 		p.Add(at("cimd.timeout"), "must be between 0 and 30s")
+	}
+	for i, h := range c.CIMD.AllowedHosts {
+		if _, err := idp.ParseHostList([]string{h}); err != nil {
+			p.Add(validate.Index(at("cimd.allowed_hosts"), i), "%v", err)
+		}
+	}
+	if c.CIMD.CAFile != "" {
+		if len(c.CIMD.AllowedHosts) == 0 {
+			p.Add(at("cimd.ca_file"), "is used only for cimd.allowed_hosts, which is empty")
+		}
+		if _, err := loadCAFile(c.CIMD.CAFile); err != nil {
+			p.Add(at("cimd.ca_file"), "%v", err)
+		}
 	}
 	c.validateStaticClients(at("static_clients"), p)
 	c.Upstream.Validate(at("upstream"), p)
@@ -300,4 +360,17 @@ func (c *Config) validateStaticClients(path string, p *validate.Problems) {
 			}
 		}
 	}
+}
+
+// loadCAFile reads a PEM bundle of CA certificates.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }

@@ -27,7 +27,7 @@ func TestConfigDefaults(t *testing.T) {
 	if d := cmp.Diff([]string{"https://mcp.example.com/mcp"}, c.Resources); d != "" {
 		t.Error(d)
 	}
-	if c.AccessTokenLifetime != 15*time.Minute || c.RefreshTokenLifetime != 720*time.Hour || c.RefreshGrace != 30*time.Second ||
+	if c.AccessTokenLifetime != 15*time.Minute || c.RefreshTokenLifetime != 720*time.Hour || c.refreshGrace() != 30*time.Second ||
 		c.SigningAlg != "ES256" || c.Registration.Mode != RegistrationOpen || !c.CIMD.enabled() {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -61,9 +61,50 @@ branding: {title: Acme, primary_color: "#112233"}
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if c.AccessTokenLifetime != 5*time.Minute || c.RefreshGrace != 10*time.Second || c.CIMD.enabled() ||
+	if c.AccessTokenLifetime != 5*time.Minute || c.refreshGrace() != 10*time.Second || c.CIMD.enabled() ||
 		c.Registration.TrustedSchemes[0] != "cursor" || c.Upstream.GroupsClaim != "realm_access.roles" {
 		t.Errorf("decoded: %+v", c)
+	}
+}
+
+// TestConfigRefreshGrace: an explicit 0 is kept (strict rotation), only an
+// absent key gets the 30s default.
+func TestConfigRefreshGrace(t *testing.T) {
+	for _, tc := range []struct {
+		src     string
+		want    time.Duration
+		problem string
+	}{
+		{src: "", want: 30 * time.Second},
+		{src: "refresh_grace: 0", want: 0},
+		{src: "refresh_grace: 0s", want: 0},
+		{src: `refresh_grace: "0"`, want: 0},
+		{src: "refresh_grace: null", want: 30 * time.Second},
+		{src: "refresh_grace: 5s", want: 5 * time.Second},
+		{src: "refresh_grace: -1s", want: -time.Second, problem: "as.refresh_grace: must not be negative"},
+		{src: "refresh_grace: 6m", want: 6 * time.Minute, problem: "as.refresh_grace: must be at most 5m"},
+	} {
+		t.Run(tc.src, func(t *testing.T) {
+			var c Config
+			if err := yaml.Unmarshal([]byte(tc.src), &c); err != nil {
+				t.Fatal(err)
+			}
+			c.PublicURL = "https://mcp.example.com"
+			c.Upstream = validStatic()
+			c.SetDefaults()
+			if c.RefreshGrace == nil || c.refreshGrace() != tc.want {
+				t.Fatalf("refresh_grace = %v, want %s", c.RefreshGrace, tc.want)
+			}
+			var p validate.Problems
+			c.Validate("as", &p)
+			err := p.Err()
+			if tc.problem == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)) {
+				t.Fatalf("problems %v, want %q", err, tc.problem)
+			}
+		})
 	}
 }
 
@@ -80,7 +121,7 @@ func TestConfigValidate(t *testing.T) {
 		{"default not in scopes", func(c *Config) { c.DefaultScopes = []string{"x"} }, []string{`as.default_scopes[0]: "x" is not in scopes`}},
 		{"lifetimes", func(c *Config) {
 			c.CodeLifetime = time.Hour
-			c.RefreshGrace = time.Hour
+			c.RefreshGrace = new(Duration(time.Hour))
 			c.RefreshTokenLifetime = 1000 * time.Hour
 			c.SessionLifetime = 10 * time.Hour
 		}, []string{"as.code_lifetime: must be at most 10m", "as.refresh_grace: must be at most 5m", "as.refresh_token_lifetime: must not exceed"}},
@@ -111,6 +152,24 @@ func TestConfigValidate(t *testing.T) {
 			c.Branding.LogoURL = "javascript:alert(1)"
 		}, []string{"as.branding.primary_color: must be a hex colour", "as.branding.logo_url: must be an https or data: URL"}},
 		{"upstream", func(c *Config) { c.Upstream = idp.Config{} }, []string{"as.upstream.type: is required"}},
+		{"cimd allowed_hosts", func(c *Config) {
+			c.CIMD.AllowedHosts = []string{"ok.internal", "*.corp.internal", "10.1.2.3", "*", "*.", "a_b.internal", "https://x.internal", "bücher.internal", "x.*.internal"}
+		}, []string{
+			`as.cimd.allowed_hosts[3]: "*" is not a host name or *.zone pattern`,
+			`as.cimd.allowed_hosts[4]: "*."`,
+			`as.cimd.allowed_hosts[5]: "a_b.internal"`,
+			`as.cimd.allowed_hosts[6]: "https://x.internal"`,
+			`as.cimd.allowed_hosts[7]: "bücher.internal"`,
+			`as.cimd.allowed_hosts[8]: "x.*.internal"`,
+		}},
+		{"cimd ca_file", func(c *Config) { c.CIMD.CAFile = "/nonexistent/ca.pem" }, []string{
+			"as.cimd.ca_file: is used only for cimd.allowed_hosts",
+			"as.cimd.ca_file: open /nonexistent/ca.pem",
+		}},
+		{"cimd ca_file not PEM", func(c *Config) {
+			c.CIMD.AllowedHosts = []string{"ok.internal"}
+			c.CIMD.CAFile = "config_test.go"
+		}, []string{"as.cimd.ca_file: config_test.go holds no PEM certificate"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -268,6 +268,48 @@ func TestAuthenticateRejects(t *testing.T) {
 	}
 }
 
+// TestOwnTokensRequireAtJWT: the authorization server accepts only its own
+// access tokens, which always carry typ at+jwt, so it is stricter than the
+// resource-server default: a JWT it signed for any other purpose, or
+// without typ, is refused even with valid claims and signature
+// (RFC 8725 §3.11, RFC 9068 §4).
+func TestOwnTokensRequireAtJWT(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	at := e.tokens(c)["access_token"].(string)
+	parsed, err := jwt.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims accessClaims
+	if err := parsed.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		typ string
+		ok  bool
+	}{
+		{"at+jwt", true}, {"AT+JWT", true}, {"application/at+jwt", true},
+		{"logout+jwt", false}, {"secevent+jwt", false}, {"dpop+jwt", false}, {"id_token+jwt", false},
+		{"JWT", false}, {"", false},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			claims.JTI = "typ-" + tc.typ // a distinct token, past the verified cache
+			tok, err := e.signer.SignJWT(t.Context(), tc.typ, claims)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = e.authn("/mcp", tok)
+			if tc.ok && err != nil {
+				t.Fatalf("typ %q refused: %v", tc.typ, err)
+			}
+			if !tc.ok && (!errors.Is(err, authn.ErrInvalidToken) || !strings.Contains(err.Error(), "typ")) {
+				t.Fatalf("typ %q: err %v, want invalid token naming typ", tc.typ, err)
+			}
+		})
+	}
+}
+
 func TestKeyRotationPickedUp(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	c := e.register("http://127.0.0.1:3000/cb", true)

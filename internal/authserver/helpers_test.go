@@ -60,8 +60,11 @@ func (s *testSigner) SignJWT(_ context.Context, typ string, claims any) (string,
 	s.mu.Lock()
 	key, kid := s.key, s.kid
 	s.mu.Unlock()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)).WithHeader("kid", kid))
+	opts := (&jose.SignerOptions{}).WithHeader("kid", kid)
+	if typ != "" { // "" leaves typ out
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, opts)
 	if err != nil {
 		return "", err
 	}

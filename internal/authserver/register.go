@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -80,7 +83,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		}
 		if n >= limit {
 			s.log.WarnContext(ctx, "client registration limit reached", "ip", ip)
-			w.Header().Set("Retry-After", "3600")
+			w.Header().Set("Retry-After", strconv.Itoa(s.registrationRetryAfter(r, ip, now, n, limit)))
 			return nil, newError("too_many_requests", http.StatusTooManyRequests, "too many client registrations from this address")
 		}
 	}
@@ -132,6 +135,21 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		return nil, errAuditUnavailable
 	}
 	return resp, nil
+}
+
+// registrationRetryAfter is the Retry-After, in seconds, of a registration
+// refused at the cap: the time until enough of the n registrations in the
+// window age out of it to leave a free slot, that is until the
+// (n-limit+1)-th oldest leaves. The whole window if that cannot be read.
+func (s *Server) registrationRetryAfter(r *http.Request, ip string, now time.Time, n, limit int) int {
+	window := s.cfg.Registration.Window
+	wait := window
+	if t, err := s.st.NthClientTimeByIP(r.Context(), ip, now.Add(-window), n-limit); err == nil {
+		wait = t.Add(window).Sub(now)
+	} else {
+		s.log.WarnContext(r.Context(), "registration limit: oldest registration not readable", "err", err)
+	}
+	return max(1, int(math.Ceil(min(wait, window).Seconds())))
 }
 
 // validateRegistration applies our policy to the requested metadata and

@@ -2,15 +2,25 @@ package authserver
 
 import (
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
+	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpgate/mcpgate/internal/idp"
 )
 
 func TestRegisterResponse(t *testing.T) {
@@ -151,6 +161,37 @@ func TestRegistrationPerIPCap(t *testing.T) {
 	}
 }
 
+// TestRegistrationRetryAfter: the 429 of the per-IP cap says when a slot
+// frees, the oldest counted registration leaving the window, not a constant.
+func TestRegistrationRetryAfter(t *testing.T) {
+	e := newEnv(t, envOpt{cfg: func(c *Config) { c.Registration.MaxClientsPerIP = 3 }}) // window 1h
+	register := func() (int, string) {
+		b, _ := json.Marshal(map[string]any{"redirect_uris": []string{"https://example.com/cb"}})
+		req, _ := http.NewRequest(http.MethodPost, e.iss+"/register", strings.NewReader(string(b)))
+		req.Header.Set("Content-Type", "application/json")
+		st, _, h := e.doJSON(req)
+		return st, h.Get("Retry-After")
+	}
+	for i := range 3 { // at 0, 10m, 20m
+		if st, _ := register(); st != http.StatusCreated {
+			t.Fatalf("registration %d: %d", i, st)
+		}
+		e.clock.Add(10 * time.Minute)
+	}
+	e.clock.Add(-5 * time.Minute) // 25m: the first slot frees at 60m
+	if st, ra := register(); st != http.StatusTooManyRequests || ra != "2100" {
+		t.Fatalf("at 25m: %d Retry-After %q, want 429 2100", st, ra)
+	}
+	e.clock.Add(35*time.Minute + time.Second) // 60m1s: the first left the window
+	if st, ra := register(); st != http.StatusCreated {
+		t.Fatalf("after Retry-After: %d (Retry-After %q)", st, ra)
+	}
+	// Full again: the next slot frees when the 10m registration leaves, at 70m.
+	if st, ra := register(); st != http.StatusTooManyRequests || ra != "599" {
+		t.Fatalf("at 60m1s: %d Retry-After %q, want 429 599", st, ra)
+	}
+}
+
 // cimdServer serves client metadata documents over TLS.
 type cimdServer struct {
 	ts      *httptest.Server
@@ -160,7 +201,7 @@ type cimdServer struct {
 
 func newCIMDServer(t *testing.T) *cimdServer {
 	c := &cimdServer{docs: map[string]func(string) (map[string]any, string){}}
-	c.ts = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c.ts = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.fetches.Add(1)
 		f, ok := c.docs[r.URL.Path]
 		if !ok {
@@ -174,6 +215,8 @@ func newCIMDServer(t *testing.T) *cimdServer {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(doc)
 	}))
+	c.ts.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes that tests make fail on purpose
+	c.ts.StartTLS()
 	t.Cleanup(c.ts.Close)
 	return c
 }
@@ -190,9 +233,6 @@ func TestCIMD(t *testing.T) {
 	cs.docs["/good.json"] = good
 	cs.docs["/mismatch.json"] = func(string) (map[string]any, string) {
 		return map[string]any{"client_id": "https://evil.example.com/client.json", "client_name": "x", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
-	}
-	cs.docs["/noname.json"] = func(u string) (map[string]any, string) {
-		return map[string]any{"client_id": u, "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
 	}
 	cs.docs["/secret.json"] = func(u string) (map[string]any, string) {
 		return map[string]any{"client_id": u, "client_name": "x", "client_secret": "s", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
@@ -215,8 +255,8 @@ func TestCIMD(t *testing.T) {
 	p = b.post(e.iss+"/login", f)
 	p = b.get(p.loc.String())
 	if !strings.Contains(p.body, "Doc Client") || !strings.Contains(p.body, c.ID) || !strings.Contains(p.body, "127.0.0.1:7777") ||
-		!strings.Contains(p.body, "localhost") {
-		t.Errorf("consent page for a CIMD client lacks name, id, host or loopback warning:\n%s", p.body)
+		!strings.Contains(p.body, "localhost") || !strings.Contains(p.body, "its name is not verified") {
+		t.Errorf("consent page for a CIMD client lacks name, id, host, loopback warning or unverified mark:\n%s", p.body)
 	}
 	f = p.hidden()
 	f.Set("decision", "approve")
@@ -235,7 +275,6 @@ func TestCIMD(t *testing.T) {
 
 	bad := []struct{ name, id, redirect string }{
 		{"client_id mismatch", cs.ts.URL + "/mismatch.json", "http://127.0.0.1:7777/cb"},
-		{"no client_name", cs.ts.URL + "/noname.json", "http://127.0.0.1:7777/cb"},
 		{"secret in document", cs.ts.URL + "/secret.json", "http://127.0.0.1:7777/cb"},
 		{"bad redirect in document", cs.ts.URL + "/badredirect.json", "http://evil.example.com/cb"},
 		{"too large", cs.ts.URL + "/huge.json", "http://127.0.0.1:7777/cb"},
@@ -251,6 +290,190 @@ func TestCIMD(t *testing.T) {
 		if p.status != http.StatusBadRequest || p.loc != nil {
 			t.Errorf("%s: %d %v, want error page", tc.name, p.status, p.loc)
 		}
+	}
+}
+
+// cimdFlow walks a CIMD client through login and consent; it returns the
+// consent page and the token endpoint's answer.
+func cimdFlow(t *testing.T, e *env, c regClient) (consent *page, st int, tok map[string]any) {
+	t.Helper()
+	b := e.browser()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	if p.loc == nil {
+		t.Fatalf("authorize: %d\n%s", p.status, p.body)
+	}
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("username", testUser)
+	f.Set("password", testPassword)
+	p = b.post(e.iss+"/login", f)
+	consent = b.get(p.loc.String())
+	f = consent.hidden()
+	f.Set("decision", "approve")
+	p = b.post(e.iss+"/consent", f)
+	st, tok = e.exchange(c, p.loc.Query().Get("code"), nil)
+	return consent, st, tok
+}
+
+// TestCIMDWithoutClientName: client_name is optional (Claude Code sends
+// none); the consent page names the client by its document's host and marks
+// it unverified.
+func TestCIMDWithoutClientName(t *testing.T) {
+	cs := newCIMDServer(t)
+	e := newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.CIMD.AllowPrivate = true },
+		deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() },
+	})
+	for i, name := range []string{"", "   ", "\u202e\u0007"} { // absent, blank, only characters cleanName drops
+		path := fmt.Sprintf("/noname%d.json", i) // a new client each time: consent is asked again
+		cs.docs[path] = func(u string) (map[string]any, string) {
+			doc := map[string]any{"client_id": u, "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}
+			if name != "" {
+				doc["client_name"] = name
+			}
+			return doc, "no-store"
+		}
+		c := regClient{ID: cs.ts.URL + path, Redirect: "http://127.0.0.1:7777/cb"}
+		consent, st, tok := cimdFlow(t, e, c)
+		host := strings.TrimPrefix(cs.ts.URL, "https://")
+		if !strings.Contains(consent.body, "Allow <strong>"+host+"</strong>") || !strings.Contains(consent.body, "gave no name") ||
+			!strings.Contains(consent.body, "It is not verified") || strings.Contains(consent.body, "Unnamed application") {
+			t.Errorf("client_name %q: consent page does not name the client by its host %s, marked unverified:\n%s", name, host, consent.body)
+		}
+		if st != http.StatusOK {
+			t.Fatalf("client_name %q: token: %d %v", name, st, tok)
+		}
+	}
+}
+
+func TestCIMDHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://claude.ai/oauth/client.json":  "claude.ai",
+		"https://Claude.AI:443/c.json":         "claude.ai",
+		"https://127.0.0.1:8443/c.json":        "127.0.0.1:8443",
+		"https://bücher.example/c.json":        "xn--bcher-kva.example",
+		"https://xn--bcher-kva.example/c.json": "xn--bcher-kva.example",
+		"https://[::1]:9/c.json":               "[::1]:9",
+		"not a url":                            "",
+		"https://exa mple.com/c.json":          "",
+		"https://аpple.com/c.json":             "xn--pple-43d.com", // Cyrillic а shown in punycode
+	} {
+		if got := cimdHost(in); got != want {
+			t.Errorf("cimdHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCIMDErrorPages: the user learns whether the document could not be
+// fetched (no egress) or was refused, and sees no internals.
+func TestCIMDErrorPages(t *testing.T) {
+	cs := newCIMDServer(t)
+	cs.docs["/mismatch.json"] = func(string) (map[string]any, string) {
+		return map[string]any{"client_id": "https://evil.example.com/c.json", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, ""
+	}
+	allowed := newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.CIMD.AllowPrivate = true },
+		deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() },
+	})
+	guarded := newEnv(t, envOpt{deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() }})
+	off := newEnv(t, envOpt{cfg: func(c *Config) { c.CIMD.Enabled = new(false) }})
+	host := strings.TrimPrefix(cs.ts.URL, "https://")
+	for _, tc := range []struct {
+		name, id string
+		e        *env
+		title    string
+		host     string
+	}{
+		{"404", cs.ts.URL + "/missing.json", allowed, "Application could not be verified", host},
+		{"no route (SSRF guard)", cs.ts.URL + "/missing.json", guarded, "Application could not be verified", host},
+		{"connection refused", "https://127.0.0.1:1/c.json", allowed, "Application could not be verified", "127.0.0.1:1"},
+		{"client_id mismatch", cs.ts.URL + "/mismatch.json", allowed, "Application not accepted", host},
+		{"dot segment", cs.ts.URL + "/x/../c.json", allowed, "Application not accepted", host},
+		{"CIMD disabled", cs.ts.URL + "/c.json", off, "does not accept", ""},
+		{"not registered", "some-client", allowed, "Unknown application", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := authorizeParams(regClient{ID: tc.id, Redirect: "http://127.0.0.1:7777/cb"})
+			p := tc.e.browser().get(tc.e.iss + "/authorize?" + v.Encode())
+			if p.status != http.StatusBadRequest || p.loc != nil {
+				t.Fatalf("%d %v, want 400 error page", p.status, p.loc)
+			}
+			if !strings.Contains(p.body, tc.title) || (tc.host != "" && !strings.Contains(p.body, tc.host)) {
+				t.Errorf("page lacks %q / %q:\n%s", tc.title, tc.host, p.body)
+			}
+			for _, internal := range []string{"status 404", "dial", "refused", "non-public", "x509", "client_id does not equal", "dot segment", "tcp"} {
+				if strings.Contains(p.body, internal) {
+					t.Errorf("page shows internals (%q):\n%s", internal, p.body)
+				}
+			}
+		})
+	}
+}
+
+// TestCIMDAllowedHosts: listed hosts may be private and are verified with
+// cimd.ca_file; every other host keeps the SSRF guard.
+func TestCIMDAllowedHosts(t *testing.T) {
+	cs := newCIMDServer(t)
+	cs.docs["/c.json"] = func(u string) (map[string]any, string) {
+		return map[string]any{"client_id": u, "client_name": "Internal", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, "no-store"
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cs.ts.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := cs.ts.URL + "/c.json"
+	c := regClient{ID: id, Redirect: "http://127.0.0.1:7777/cb"}
+
+	// No deps.HTTPClient: the system roots do not know the test CA, so the
+	// flow only works through ca_file.
+	e := newEnv(t, envOpt{cfg: func(c *Config) {
+		c.CIMD.AllowedHosts = []string{"127.0.0.1", "*.corp.internal"}
+		c.CIMD.CAFile = caFile
+	}})
+	if _, st, tok := cimdFlow(t, e, c); st != http.StatusOK {
+		t.Fatalf("allowed host with ca_file: token %d %v", st, tok)
+	}
+
+	// Without ca_file the listed host's certificate is not trusted.
+	noCA := newEnv(t, envOpt{cfg: func(c *Config) { c.CIMD.AllowedHosts = []string{"127.0.0.1"} }})
+	if _, err := noCA.srv.cimd.get(t.Context(), id); !errors.Is(err, errCIMDUnreachable) || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("allowed host without ca_file: %v, want a certificate error", err)
+	}
+
+	// Hosts not on the list stay guarded, even with the CA trusted.
+	before := cs.fetches.Load()
+	for _, hosts := range [][]string{{"10.0.0.1"}, {"*.0.0.1"}, {"localhost"}, {"*.corp.internal"}} {
+		other := newEnv(t, envOpt{
+			cfg:  func(c *Config) { c.CIMD.AllowedHosts = hosts },
+			deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() },
+		})
+		_, err := other.srv.cimd.get(t.Context(), id)
+		if !errors.Is(err, errCIMDUnreachable) || !errors.Is(err, idp.ErrPrivateAddress) {
+			t.Errorf("allowed_hosts %v: %v, want the SSRF guard's refusal", hosts, err)
+		}
+		// The guard is at dial time: names resolving to loopback are refused too.
+		for _, u := range []string{"https://localhost/c.json", "https://[::1]/c.json", "https://169.254.169.254/c.json"} {
+			if slices.Contains(hosts, strings.Trim(strings.TrimSuffix(strings.TrimPrefix(u, "https://"), "/c.json"), "[]")) {
+				continue
+			}
+			if _, err := other.srv.cimd.get(t.Context(), u); !errors.Is(err, idp.ErrPrivateAddress) {
+				t.Errorf("allowed_hosts %v, %s: %v, want the SSRF guard's refusal", hosts, u, err)
+			}
+		}
+	}
+	if n := cs.fetches.Load() - before; n != 0 {
+		t.Errorf("the private address was contacted %d times for hosts not on the list", n)
+	}
+}
+
+func TestCIMDAllowPrivateWarns(t *testing.T) {
+	var logs strings.Builder
+	newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.CIMD.AllowPrivate = true },
+		deps: func(d *Deps) { d.Logger = slog.New(slog.NewTextHandler(&logs, nil)) },
+	})
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "INSECURE: cimd.allow_private") {
+		t.Errorf("allow_private not logged loudly:\n%s", logs.String())
 	}
 }
 

@@ -174,10 +174,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.static[sc.ClientID] = c
 	}
 	if cfg.CIMD.enabled() {
-		s.cimd = newCIMDFetcher(cfg.CIMD, cfg.Registration.TrustedSchemes, deps.HTTPClient, s.now)
+		if s.cimd, err = newCIMDFetcher(cfg.CIMD, cfg.Registration.TrustedSchemes, deps.HTTPClient, s.now); err != nil {
+			return nil, err
+		}
 		s.cimd.observe = s.auditCIMD
 		if cfg.CIMD.AllowPrivate {
-			s.log.Warn("client ID metadata documents may be fetched from private addresses (cimd.allow_private); use only for testing")
+			// Loud on purpose: any client can now make the gateway fetch any
+			// internal URL (SSRF). cimd.allowed_hosts is the production switch.
+			s.log.Error("INSECURE: cimd.allow_private is set: client ID metadata documents are fetched from ANY private or loopback address, so any client can make this server request internal URLs (SSRF). For tests only; use cimd.allowed_hosts in production")
+		} else if len(cfg.CIMD.AllowedHosts) > 0 {
+			s.log.Info("client ID metadata documents may come from private addresses of these hosts", "cimd.allowed_hosts", cfg.CIMD.AllowedHosts)
 		}
 	}
 	s.keys = &keyCache{signer: s.signer, now: s.now}

@@ -318,9 +318,11 @@ func (s *Server) checkReuse(ctx context.Context, rt *store.RefreshToken, g *stor
 
 // withinGrace reports whether a rotated token may still be used: it was
 // rotated at most refresh_grace ago, and its successor is the current token
-// of the family (so it is the immediately previous token).
+// of the family (so it is the immediately previous token). A grace of 0
+// allows no reuse at all, not even in the same instant.
 func (s *Server) withinGrace(ctx context.Context, rt *store.RefreshToken, succHash string, now time.Time) bool {
-	if rt.ReplacedBy != succHash || now.Sub(rt.RotatedAt) > s.cfg.RefreshGrace {
+	grace := s.cfg.refreshGrace()
+	if grace <= 0 || rt.ReplacedBy != succHash || now.Sub(rt.RotatedAt) > grace {
 		return false
 	}
 	next, err := s.st.GetRefreshToken(ctx, succHash)

@@ -216,6 +216,58 @@ func TestRefreshReuseOutsideGraceRevokesFamily(t *testing.T) {
 	}
 }
 
+// TestRefreshGrace: reusing the immediately previous refresh token is
+// forgiven within refresh_grace (default 30s); with refresh_grace 0 even an
+// immediate reuse is a replay that revokes the whole family.
+func TestRefreshGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		grace   *Duration
+		after   time.Duration // between the rotation and the reuse
+		revoked bool
+	}{
+		{name: "unset, immediate reuse", after: 0},
+		{name: "unset, reuse after 29s", after: 29 * time.Second},
+		{name: "unset, reuse after 31s", after: 31 * time.Second, revoked: true},
+		{name: "0, immediate reuse", grace: new(Duration(0)), after: 0, revoked: true},
+		{name: "0, reuse after 1s", grace: new(Duration(0)), after: time.Second, revoked: true},
+		{name: "5s, reuse after 4s", grace: new(Duration(5 * time.Second)), after: 4 * time.Second},
+		{name: "5s, reuse after 6s", grace: new(Duration(5 * time.Second)), after: 6 * time.Second, revoked: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOpt{cfg: func(c *Config) { c.RefreshGrace = tc.grace }})
+			c := e.register("http://127.0.0.1:3000/cb", true)
+			rt0 := e.tokens(c)["refresh_token"].(string)
+			st, r1 := e.refresh(c, rt0)
+			if st != http.StatusOK {
+				t.Fatalf("first refresh: %d %v", st, r1)
+			}
+			rt1 := r1["refresh_token"].(string)
+			e.clock.Add(tc.after)
+			st, m := e.refresh(c, rt0)
+			if !tc.revoked {
+				if st != http.StatusOK || m["refresh_token"] != rt1 {
+					t.Fatalf("reuse within grace: %d %v, want 200 with the same successor", st, m)
+				}
+				if st, m := e.refresh(c, rt1); st != http.StatusOK {
+					t.Fatalf("successor after a forgiven reuse: %d %v", st, m)
+				}
+				return
+			}
+			if st != http.StatusBadRequest || m["error"] != "invalid_grant" {
+				t.Fatalf("reuse: %d %v, want 400 invalid_grant", st, m)
+			}
+			// Reuse detection revoked the family: the successor and the access token are dead.
+			if st, m := e.refresh(c, rt1); st != http.StatusBadRequest {
+				t.Errorf("successor after reuse: %d %v", st, m)
+			}
+			if err := e.authn("/mcp", r1["access_token"].(string)); !errors.Is(err, authn.ErrInvalidToken) {
+				t.Errorf("access token after reuse: %v", err)
+			}
+		})
+	}
+}
+
 func TestRefreshReuseOfOlderTokenInsideGraceRevokes(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	c := e.register("http://127.0.0.1:3000/cb", true)

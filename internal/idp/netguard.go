@@ -1,11 +1,15 @@
 package idp
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -64,6 +68,133 @@ func publicOnly(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("%w: %s", ErrPrivateAddress, ip)
 	}
 	return nil
+}
+
+// HostList is an allow-list of host names: exact names or IP literals, and
+// "*.zone" patterns matching any name of one or more labels under zone (not
+// zone itself). Matching is case-insensitive and ignores a trailing dot.
+type HostList struct {
+	exact    map[string]bool
+	suffixes []string // ".zone"
+}
+
+// ParseHostList validates patterns. Names must be ASCII (write
+// internationalised names in punycode); "*" may only be a whole first label.
+func ParseHostList(patterns []string) (*HostList, error) {
+	l := &HostList{exact: map[string]bool{}}
+	var errs []error
+	for _, p := range patterns {
+		h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(p)), ".")
+		if zone, ok := strings.CutPrefix(h, "*."); ok {
+			if !validHostName(zone) {
+				errs = append(errs, fmt.Errorf("%q is not a host name or *.zone pattern", p))
+				continue
+			}
+			l.suffixes = append(l.suffixes, "."+zone)
+			continue
+		}
+		if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+			l.exact[a.Unmap().String()] = true
+			continue
+		}
+		if !validHostName(h) {
+			errs = append(errs, fmt.Errorf("%q is not a host name or *.zone pattern", p))
+			continue
+		}
+		l.exact[h] = true
+	}
+	return l, errors.Join(errs...)
+}
+
+// validHostName: dot-separated LDH labels (RFC 1123 §2.1), 1–63 characters
+// each, no leading or trailing hyphen.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Contains reports whether host (a URL's Hostname()) is on the list.
+func (l *HostList) Contains(host string) bool {
+	if l == nil {
+		return false
+	}
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return l.exact[a.Unmap().String()]
+	}
+	if l.exact[h] {
+		return true
+	}
+	for _, sfx := range l.suffixes {
+		if len(h) > len(sfx) && strings.HasSuffix(h, sfx) {
+			return true
+		}
+	}
+	return false
+}
+
+// Empty reports whether the list names no host.
+func (l *HostList) Empty() bool { return l == nil || len(l.exact)+len(l.suffixes) == 0 }
+
+// GuardedClientExcept is GuardedClient with exceptions: hosts on private may
+// resolve to non-public addresses, and are verified against privateRoots
+// (when non-nil) instead of the system's roots. Every other host gets the
+// dial-time guard. The choice is made per request by URL host, and checked
+// again on the address dialled, so nothing but a listed name reaches a
+// private address.
+func GuardedClientExcept(base *http.Client, timeout time.Duration, private *HostList, privateRoots *x509.CertPool) *http.Client {
+	public := GuardedClient(base, false, timeout)
+	if private.Empty() {
+		return public
+	}
+	tr := public.Transport.(*http.Transport).Clone()
+	guarded := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: publicOnly}
+	open := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, _, err := net.SplitHostPort(addr); err == nil && private.Contains(host) {
+			return open.DialContext(ctx, network, addr)
+		}
+		return guarded.DialContext(ctx, network, addr)
+	}
+	if privateRoots != nil {
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		} else {
+			tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+		}
+		tr.TLSClientConfig.RootCAs = privateRoots
+	}
+	return &http.Client{
+		Transport:     hostRouter{private: private, internal: tr, public: public.Transport},
+		Timeout:       timeout,
+		CheckRedirect: public.CheckRedirect,
+	}
+}
+
+// hostRouter sends requests for listed hosts through the internal transport.
+type hostRouter struct {
+	private          *HostList
+	internal, public http.RoundTripper
+}
+
+func (h hostRouter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.private.Contains(r.URL.Hostname()) {
+		return h.internal.RoundTrip(r)
+	}
+	return h.public.RoundTrip(r)
 }
 
 // GuardedClient returns an HTTP client for fetching URLs that come from

@@ -195,6 +195,10 @@ type Store interface {
 	// CountClientsByIP counts clients registered from ip with CreatedAt >= since
 	// (rate limiting of dynamic registration).
 	CountClientsByIP(ctx context.Context, ip string, since time.Time) (int, error)
+	// NthClientTimeByIP returns the CreatedAt of the n-th oldest (from 0)
+	// client registered from ip with CreatedAt >= since, or ErrNotFound if
+	// there are n or fewer: when a registration slot frees (Retry-After).
+	NthClientTimeByIP(ctx context.Context, ip string, since time.Time, n int) (time.Time, error)
 
 	// CreateAuthRequest stores a pending request; ErrConflict if the ID exists.
 	CreateAuthRequest(ctx context.Context, r *AuthRequest) error

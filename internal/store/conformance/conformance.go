@@ -178,6 +178,33 @@ func testCountClientsByIP(t *testing.T, s store.Store) {
 			t.Errorf("CountClientsByIP(%s, now%v) = %d, want %d", tc.ip, tc.since.Sub(n), got, tc.want)
 		}
 	}
+	// NthClientTimeByIP: oldest first, inside the window only.
+	for _, tc := range []struct {
+		ip    string
+		since time.Time
+		nth   int
+		want  time.Time // zero: ErrNotFound
+	}{
+		{"192.0.2.1", n.Add(-time.Hour), 0, n.Add(-30 * time.Minute)},
+		{"192.0.2.1", n.Add(-time.Hour), 1, n},
+		{"192.0.2.1", n.Add(-time.Hour), 2, time.Time{}},
+		{"192.0.2.1", n.Add(-3 * time.Hour), 0, n.Add(-2 * time.Hour)},
+		{"192.0.2.1", n.Add(-30 * time.Minute), 0, n.Add(-30 * time.Minute)}, // since is inclusive
+		{"192.0.2.1", n.Add(-time.Hour), -1, time.Time{}},
+		{"198.51.100.7", n.Add(-time.Hour), 0, time.Time{}},
+	} {
+		got, err := s.NthClientTimeByIP(ctx, tc.ip, tc.since, tc.nth)
+		if tc.want.IsZero() {
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("NthClientTimeByIP(%s, now%v, %d) = %v, %v; want ErrNotFound", tc.ip, tc.since.Sub(n), tc.nth, got, err)
+			}
+			continue
+		}
+		must(t, "NthClientTimeByIP", err)
+		if !got.Equal(tc.want) {
+			t.Errorf("NthClientTimeByIP(%s, now%v, %d) = now%v, want now%v", tc.ip, tc.since.Sub(n), tc.nth, got.Sub(n), tc.want.Sub(n))
+		}
+	}
 }
 
 func newRequest(id string, exp time.Time) *store.AuthRequest {

@@ -161,6 +161,24 @@ func (s *Store) CountClientsByIP(_ context.Context, ip string, since time.Time) 
 	return n, nil
 }
 
+// NthClientTimeByIP implements store.Store.
+func (s *Store) NthClientTimeByIP(_ context.Context, ip string, since time.Time, n int) (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	since = store.NormTime(since)
+	var times []time.Time
+	for _, c := range s.clients {
+		if c.RegisteredIP == ip && !c.CreatedAt.Before(since) {
+			times = append(times, c.CreatedAt)
+		}
+	}
+	if n < 0 || n >= len(times) {
+		return time.Time{}, store.ErrNotFound
+	}
+	slices.SortFunc(times, time.Time.Compare)
+	return times[n], nil
+}
+
 // CreateAuthRequest implements store.Store.
 func (s *Store) CreateAuthRequest(_ context.Context, r *store.AuthRequest) error {
 	s.mu.Lock()

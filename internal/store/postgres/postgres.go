@@ -225,6 +225,17 @@ func (s *Store) CountClientsByIP(ctx context.Context, ip string, since time.Time
 	return n, mapErr("count clients", err)
 }
 
+// NthClientTimeByIP implements store.Store.
+func (s *Store) NthClientTimeByIP(ctx context.Context, ip string, since time.Time, n int) (time.Time, error) {
+	if n < 0 {
+		return time.Time{}, store.ErrNotFound
+	}
+	var t pgtype.Timestamptz
+	err := s.pool.QueryRow(ctx, `SELECT created_at FROM clients WHERE registered_ip = $1 AND created_at >= $2
+		ORDER BY created_at LIMIT 1 OFFSET $3`, ip, since, n).Scan(&t)
+	return fromTS(t), mapErr("nth client", err)
+}
+
 const requestCols = `id, client_id, redirect_uri, state, resource, scopes, code_challenge, code_challenge_method,
 	upstream_state_hash, upstream_nonce, upstream_verifier, user_key, identity, upstream_tokens, consent_csrf, expires_at`
 

@@ -362,7 +362,7 @@ var (
 		qInsertKey, qUpdateKey, qDeleteKey,
 	}
 	readQueries = []string{
-		qGetClient, qCountClients, qGetRequest, qGetGrant, qGetRefresh, qGetConsent, qListKeys,
+		qGetClient, qCountClients, qNthClient, qGetRequest, qGetGrant, qGetRefresh, qGetConsent, qListKeys,
 	}
 )
 
@@ -374,6 +374,7 @@ const (
 	qGetClient    = `SELECT ` + clientCols + ` FROM clients WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
 	qDeleteClient = `DELETE FROM clients WHERE k = ?`
 	qCountClients = `SELECT COUNT(*) FROM clients WHERE registered_ip = ? AND created_at >= ?`
+	qNthClient    = `SELECT created_at FROM clients WHERE registered_ip = ? AND created_at >= ? ORDER BY created_at LIMIT 1 OFFSET ?`
 )
 
 func scanClient(row scanner) (*store.Client, error) {
@@ -424,6 +425,16 @@ func (s *Store) CountClientsByIP(ctx context.Context, ip string, since time.Time
 	var n int
 	err := s.readRow(ctx, qCountClients, ip, micros(since)).Scan(&n)
 	return n, mapErr("count clients", err)
+}
+
+// NthClientTimeByIP implements store.Store.
+func (s *Store) NthClientTimeByIP(ctx context.Context, ip string, since time.Time, n int) (time.Time, error) {
+	if n < 0 {
+		return time.Time{}, store.ErrNotFound
+	}
+	var v int64
+	err := s.readRow(ctx, qNthClient, ip, micros(since), n).Scan(&v)
+	return fromMicros(v), mapErr("nth client", err)
 }
 
 const requestCols = `id, client_id, redirect_uri, state, resource, scopes, code_challenge, code_challenge_method,
