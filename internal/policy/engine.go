@@ -630,6 +630,16 @@ func (v verdict) listable() bool { return v.forbid == nil && v.granted() }
 func (e *Engine) evalNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) verdict {
 	r := e.resolve(p)
 	v := verdict{r: r}
+	if k == kindResource {
+		// Grants are matched against what the URI resolves to (RFC 3986
+		// §6.2.2), so "public/../secret" and "%2e%2e" cannot leave a granted
+		// prefix; a URI that cannot be normalized is granted nothing.
+		n, err := mcp.NormalizeURI(name)
+		if err != nil {
+			return v
+		}
+		name = n
+	}
 	v.grantRole, v.grantPat = e.roleGrant(r, k, backend, name)
 	var sel policyIter
 	for i := range e.cedar {
