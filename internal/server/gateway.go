@@ -151,7 +151,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		x.status.RPCID = singleCallID(x.msg)
-		if sessionID == "" && initializes(x.msg) {
+		if initializes(x.msg) {
 			sw.onHeader = func(code int, h http.Header) { g.bindSession(code, h, x, p) }
 		}
 		ctx = g.withListFilter(ctx, x.msg, p)
