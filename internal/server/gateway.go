@@ -726,9 +726,10 @@ func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 		s.header = s.ResponseWriter.Header()
-		if s.onHeader != nil && code >= 200 {
-			s.onHeader(code, s.header)
-		}
+	}
+	if f := s.onHeader; f != nil && code >= 200 { // the final answer, not a 1xx
+		s.onHeader = nil
+		f(code, s.ResponseWriter.Header())
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
