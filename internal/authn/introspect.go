@@ -45,8 +45,8 @@ type introspector struct {
 	// unauthenticated client sends, and a flood of them must not evict the
 	// cached results of valid tokens.
 	rejected *tokenCache
-	disc   *discoverer // nil when the endpoint is configured
-	fl     flight[tokenKey, *Principal]
+	disc     *discoverer // nil when the endpoint is configured
+	fl       flight[tokenKey, *Principal]
 
 	ready     atomic.Bool
 	probeMu   sync.Mutex
