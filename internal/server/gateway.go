@@ -182,11 +182,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // whether the id belongs to someone else; several ids get 400.
 func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal) (string, bool) {
 	ids := r.Header.Values("Mcp-Session-Id")
-	switch len(ids) {
-	case 0:
-		return "", true
-	case 1:
-	default:
+	switch {
+	case len(ids) == 0 || len(ids) == 1 && ids[0] == "":
+		return "", true // an empty value names no session
+	case len(ids) > 1:
 		x.event, x.reason = "BAD_REQUEST", "several Mcp-Session-Id headers"
 		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "exactly one Mcp-Session-Id header is allowed")
 		return "", false
