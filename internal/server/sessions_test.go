@@ -167,6 +167,9 @@ func TestSessionBoundOnInitialize(t *testing.T) {
 	if rec := serve(g, "POST", "bob", pingBody); rec.Code != 200 {
 		t.Errorf("without a session: %d", rec.Code)
 	}
+	if rec := serve(g, "POST", "bob", pingBody, ""); rec.Code != 200 {
+		t.Errorf("with an empty session header: %d", rec.Code)
+	}
 }
 
 // A failed or refused initialize binds nothing.
