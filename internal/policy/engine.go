@@ -261,6 +261,20 @@ func compileRole(name string, r Role, at string, p *validate.Problems) *compiled
 				p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "%v", err)
 				continue
 			}
+			if k == kindResource {
+				// URIs are matched in normal form: a pattern in another
+				// form would silently never match.
+				n, err := mcp.NormalizeURI(s)
+				if err != nil {
+					p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "resource pattern %q: %v", s, err)
+					continue
+				}
+				if n != s {
+					p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i),
+						"resource pattern %q would never match: URIs are matched in RFC 3986 normal form; write %q", s, n)
+					continue
+				}
+			}
 			src := kindNames[k] + ":" + s
 			if prefix != "" {
 				src = prefix + "." + src
