@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -111,5 +112,27 @@ func TestEncodeBoundedFallback(t *testing.T) {
 	}
 	if len(body) > maxRecordBytes {
 		t.Fatalf("body is %d bytes", len(body))
+	}
+}
+
+// Every string field of a Record is capped, including fields added later.
+func TestBoundCoversEveryField(t *testing.T) {
+	huge := strings.Repeat("x", 2*MaxFieldBytes)
+	var r Record
+	v := reflect.ValueOf(&r).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.String {
+			f.SetString(huge)
+		}
+	}
+	bound(&r, MaxFieldBytes)
+	for i := range v.NumField() {
+		f, name := v.Field(i), v.Type().Field(i).Name
+		if f.Kind() != reflect.String || name == "Prev" || name == "Hash" { // chain fields: set by the Logger
+			continue
+		}
+		if f.Len() > MaxFieldBytes+64 {
+			t.Errorf("field %s is not capped (%d bytes)", name, f.Len())
+		}
 	}
 }
