@@ -2,10 +2,8 @@ package server_test
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -36,24 +34,6 @@ func metricSeries(t *testing.T, base string) map[string]bool {
 			continue
 		}
 		out[line[:strings.LastIndexByte(line, ' ')]] = true
-	}
-	return out
-}
-
-// readAudit decodes every record of the audit file.
-func readAudit(t *testing.T, path string) []audit.Record {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []audit.Record
-	for line := range strings.SplitSeq(strings.TrimSuffix(string(data), "\n"), "\n") {
-		var rec audit.Record
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("bad line %.200q: %v", line, err)
-		}
-		out = append(out, rec)
 	}
 	return out
 }
