@@ -143,8 +143,8 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 			p.Add(validate.Index(at("redact_keys"), i), "must not be empty")
 		}
 	}
-	if c.MaxArgsBytes < 64 {
-		p.Add(at("max_args_bytes"), "must be at least 64 (got %d)", c.MaxArgsBytes)
+	if c.MaxArgsBytes < 64 || c.MaxArgsBytes > MaxArgsBytesLimit {
+		p.Add(at("max_args_bytes"), "must be between 64 and %d (got %d)", MaxArgsBytesLimit, c.MaxArgsBytes)
 	}
 	switch c.OnError {
 	case OnErrorFail, OnErrorContinue:

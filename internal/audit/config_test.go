@@ -70,7 +70,7 @@ func TestConfigValidate(t *testing.T) {
 			"audit.max_size_mb: must be at least 1 (got -1)",
 			"audit.max_backups: must be 0 (keep all) or more (got -1)",
 			"audit.fsync_interval: must be positive (got -1s)",
-			"audit.max_args_bytes: must be at least 64 (got 10)",
+			"audit.max_args_bytes: must be between 64 and 262144 (got 10)",
 			"audit.checkpoint_every: must be at least 1 (got -5)",
 			"audit.checkpoint_interval: must not be negative (got -1s)",
 		}},

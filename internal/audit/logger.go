@@ -259,8 +259,8 @@ func (l *Logger) encode(r *Record) ([]byte, error) {
 		c.DurationMS = 0 // not representable in JSON
 	}
 	c.Seq, c.Prev, c.Hash = 0, "", ""
-	return c.MarshalJSON() // direct: json.Marshal would re-compact the output
-
+	bound(&c, MaxFieldBytes)
+	return encodeBounded(&c) // direct MarshalJSON: json.Marshal would re-compact the output
 }
 
 // appendLocked writes one record and whatever bookkeeping records precede or

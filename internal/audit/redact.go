@@ -2,9 +2,11 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -32,8 +34,11 @@ type Redactor struct {
 }
 
 // NewRedactor returns a Redactor for DefaultRedactKeys plus extra keys.
-// Arguments larger than maxBytes (before or after redaction) are replaced by
-// {"_truncated":true,"_size":N}.
+// Arguments whose redacted form is larger than maxBytes are cut down to fit:
+// the largest top-level arguments are replaced, one by one, by
+// {"_truncated":true,"_size":N} (N: the argument's encoded size), so one huge
+// argument truncates only itself; when that is not enough, the whole value
+// is replaced by that marker.
 func NewRedactor(extra []string, maxBytes int) *Redactor {
 	rd := &Redactor{maxBytes: maxBytes}
 	for _, k := range append(append([]string(nil), DefaultRedactKeys...), extra...) {
@@ -50,9 +55,6 @@ func (rd *Redactor) Args(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
 		return nil
 	}
-	if len(raw) > rd.maxBytes {
-		return marker("_truncated", len(raw))
-	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber() // keep numbers exactly as sent
 	var v any
@@ -62,12 +64,57 @@ func (rd *Redactor) Args(raw json.RawMessage) json.RawMessage {
 	if _, err := dec.Token(); err != io.EOF {
 		return marker("_invalid_json", len(raw))
 	}
-	out, err := json.Marshal(rd.walk(v))
+	v = rd.walk(v)
+	out, err := json.Marshal(v)
 	if err != nil {
 		return marker("_invalid_json", len(raw))
 	}
 	if len(out) > rd.maxBytes {
-		return marker("_truncated", len(raw))
+		if m, ok := v.(map[string]any); ok {
+			out = rd.shrink(m, len(out))
+		} else {
+			out = nil
+		}
+		if out == nil {
+			return marker("_truncated", len(raw))
+		}
+	}
+	return out
+}
+
+// shrink replaces the largest members of m by truncation markers until its
+// encoding (size bytes now) fits maxBytes; nil if it cannot.
+func (rd *Redactor) shrink(m map[string]any, size int) json.RawMessage {
+	type member struct {
+		key  string
+		size int
+	}
+	ms := make([]member, 0, len(m))
+	for k, x := range m {
+		b, err := json.Marshal(x)
+		if err != nil {
+			return nil
+		}
+		ms = append(ms, member{k, len(b)})
+	}
+	slices.SortFunc(ms, func(a, b member) int { return cmp.Compare(b.size, a.size) })
+	for _, x := range ms {
+		if size <= rd.maxBytes {
+			break
+		}
+		mk := marker("_truncated", x.size)
+		if len(mk) >= x.size {
+			break // the rest are smaller than their marker
+		}
+		m[x.key] = mk
+		size -= x.size - len(mk)
+	}
+	if size > rd.maxBytes {
+		return nil
+	}
+	out, err := json.Marshal(m)
+	if err != nil || len(out) > rd.maxBytes {
+		return nil
 	}
 	return out
 }

@@ -23,6 +23,15 @@ const (
 	readyProbeToken = "mcpgate-readiness-probe"
 )
 
+// rejectedCacheSize is a tenth of the cache size: rejected tokens are
+// remembered only for negativeCacheTTL.
+func rejectedCacheSize(size int) int {
+	if size < 0 {
+		return size
+	}
+	return max(1, size/10)
+}
+
 // introspector is the introspection mode: opaque bearer tokens checked with
 // OAuth 2.0 Token Introspection (RFC 7662).
 type introspector struct {
@@ -32,8 +41,12 @@ type introspector struct {
 	log    *slog.Logger
 	now    func() time.Time
 	cache  *tokenCache
-	disc   *discoverer // nil when the endpoint is configured
-	fl     flight[tokenKey, *Principal]
+	// rejected holds negative results apart: they are keyed by whatever an
+	// unauthenticated client sends, and a flood of them must not evict the
+	// cached results of valid tokens.
+	rejected *tokenCache
+	disc     *discoverer // nil when the endpoint is configured
+	fl       flight[tokenKey, *Principal]
 
 	ready     atomic.Bool
 	probeMu   sync.Mutex
@@ -49,7 +62,7 @@ func newIntrospector(cfg Config, opts Options) *introspector {
 	}
 	i := &introspector{
 		cfg: ic, claims: &cfg.Claims, client: opts.HTTPClient, log: opts.Logger, now: opts.Now,
-		cache: newTokenCache(cfg.CacheSize),
+		cache: newTokenCache(cfg.CacheSize), rejected: newTokenCache(rejectedCacheSize(cfg.CacheSize)),
 	}
 	if ic.Endpoint == "" {
 		i.disc = &discoverer{
@@ -78,10 +91,10 @@ func (i *introspector) Verify(ctx context.Context, token string) (*Principal, er
 	}
 	key := keyOf(token)
 	if e, ok := i.cache.get(key, i.now()); ok {
-		if e.p == nil {
-			return nil, invalid("token rejected by introspection (cached)")
-		}
 		return e.p, nil
+	}
+	if _, ok := i.rejected.get(key, i.now()); ok {
+		return nil, invalid("token rejected by introspection (cached)")
 	}
 	return i.fl.do(ctx, key, func(ctx context.Context) (*Principal, error) {
 		return i.introspect(ctx, key, token)
@@ -97,7 +110,7 @@ func (i *introspector) introspect(ctx context.Context, key tokenKey, token strin
 	now := i.now()
 	p, expires, err := i.evaluate(resp, now)
 	if err != nil {
-		i.cache.put(key, nil, now.Add(min(negativeCacheTTL, i.cfg.CacheTTL)), now)
+		i.rejected.put(key, nil, now.Add(min(negativeCacheTTL, i.cfg.CacheTTL)), now)
 		return nil, err
 	}
 	i.cache.put(key, p, expires, now)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -354,5 +355,36 @@ func TestIntrospectionConcurrentSameToken(t *testing.T) {
 	wg.Wait()
 	if got := srv.hits.Load() - base; got != 1 {
 		t.Fatalf("introspection calls = %d, want 1", got)
+	}
+}
+
+// Rejected tokens, which any unauthenticated client can mint, are cached
+// apart: a flood of them never evicts a valid token's cached result
+// (issue 11.3, maps keyed by client input).
+func TestIntrospectionRejectedFloodKeepsValidEntries(t *testing.T) {
+	clock := newFakeClock()
+	srv := newTestIntrospection(t)
+	cfg := srv.config()
+	cfg.CacheSize = 10
+	a, _ := newAuth(t, cfg, clock)
+	srv.set("valid", activeAnswer(clock.Now(), nil))
+	if _, err := a.Authenticate(bearer("valid")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if _, err := a.Authenticate(bearer(fmt.Sprint("junk-", i))); !errors.Is(err, ErrInvalidToken) {
+			t.Fatalf("junk token: %v", err)
+		}
+	}
+	hits := srv.hits.Load()
+	if _, err := a.Authenticate(bearer("valid")); err != nil {
+		t.Fatal(err)
+	}
+	if srv.hits.Load() != hits {
+		t.Error("the flood of rejected tokens evicted the valid token's cached result")
+	}
+	in := a.(*introspector)
+	if n := in.rejected.len(); n > 1 {
+		t.Errorf("rejected cache holds %d entries, more than its bound of 1", n)
 	}
 }

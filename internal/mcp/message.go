@@ -18,11 +18,18 @@
 //     [MaxBatch] messages; one invalid element rejects the whole batch;
 //   - "id" must be a string or a number (MCP forbids null ids), "params" an
 //     object, and the name or URI of tools/call, prompts/get and resources/*
-//     a string without control characters.
+//     a string without control characters;
+//   - methods, names and URIs are bounded ([MaxMethodBytes], [MaxNameBytes],
+//     [MaxURIBytes]): they become audit fields and policy inputs, and no
+//     real one comes near the limits;
+//   - resource URIs must be in RFC 3986 normal form ([NormalizeURI]), so
+//     that the gateway authorizes exactly the URI the backend resolves:
+//     "demo://public/../inventory" or "%2e%2e" never reach a backend.
 package mcp
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -41,6 +48,16 @@ const (
 const (
 	MaxDepth = 64
 	MaxBatch = 256
+	// MaxMethodBytes bounds the method; the longest MCP method is 40 bytes.
+	MaxMethodBytes = 128
+	// MaxNameBytes bounds tool and prompt names (MCP recommends 1–128
+	// characters for tool names).
+	MaxNameBytes = 256
+	// MaxURIBytes bounds resource URIs and URI templates: room for long
+	// file paths and query strings, the customary limit of URLs.
+	MaxURIBytes = 2048
+	// maxVersionBytes bounds _meta's protocolVersion (dates are 10 bytes).
+	maxVersionBytes = 64
 )
 
 // Error is a JSON-RPC error found while decoding or checking a message. The
@@ -222,9 +239,12 @@ func decodeCall(raw []byte) (Call, *Error) {
 	if hasResult || hasError {
 		return fail(CodeInvalidRequest, "request must not carry result or error")
 	}
-	method, ok := unquote(mv)
-	if !ok {
+	method, e := boundedString(mv, MaxMethodBytes)
+	switch e {
+	case errNotString:
 		return fail(CodeInvalidRequest, "method must be a string")
+	case errTooLong:
+		return fail(CodeInvalidRequest, "method is longer than %d bytes", MaxMethodBytes)
 	}
 	if hasControl(method) {
 		return fail(CodeInvalidRequest, "method contains control characters")
@@ -251,7 +271,10 @@ func decodeCall(raw []byte) (Call, *Error) {
 		mm, err := objectMembers(meta, mbuf[:0])
 		if err == nil {
 			if v, ok := lookup(mm, "io.modelcontextprotocol/protocolVersion"); ok {
-				c.ProtocolVersion, _ = unquote(v)
+				var e error
+				if c.ProtocolVersion, e = boundedString(v, maxVersionBytes); e == errTooLong {
+					return fail(CodeInvalidParams, "protocolVersion is longer than %d bytes", maxVersionBytes)
+				}
 			}
 		}
 	}
@@ -332,10 +355,16 @@ func (c *Call) decodeParams(params []member) *Error {
 		if err != nil {
 			return errorf(CodeInvalidParams, "resourceSubscriptions must be an array of strings")
 		}
+		if len(elems) > MaxBatch {
+			return errorf(CodeInvalidParams, "resourceSubscriptions has more than %d URIs", MaxBatch)
+		}
 		for _, e := range elems {
-			s, ok := unquote(e)
-			if !ok || s == "" || hasControl(s) {
-				return errorf(CodeInvalidParams, "resourceSubscriptions must be an array of URIs")
+			s, err := boundedString(e, MaxURIBytes)
+			if err != nil || s == "" || hasControl(s) {
+				return errorf(CodeInvalidParams, "resourceSubscriptions must be an array of URIs of at most %d bytes", MaxURIBytes)
+			}
+			if e := checkNormalURI("resourceSubscriptions", s); e != nil {
+				return e
 			}
 			c.Subscriptions = append(c.Subscriptions, s)
 		}
@@ -343,17 +372,71 @@ func (c *Call) decodeParams(params []member) *Error {
 	return nil
 }
 
+// requiredName reads a tool or prompt name (key "name") or a resource URI
+// (key "uri").
 func requiredName(ms []member, key string) (string, *Error) {
 	v, ok := lookup(ms, key)
 	if !ok {
 		return "", errorf(CodeInvalidParams, "params.%s is required", key)
 	}
-	s, ok := unquote(v)
-	if !ok || s == "" {
+	limit := MaxNameBytes
+	if key == "uri" {
+		limit = MaxURIBytes
+	}
+	s, err := boundedString(v, limit)
+	if err == errTooLong {
+		return "", errorf(CodeInvalidParams, "params.%s is longer than %d bytes", key, limit)
+	}
+	if err != nil || s == "" {
 		return "", errorf(CodeInvalidParams, "params.%s must be a non-empty string", key)
 	}
 	if hasControl(s) {
 		return "", errorf(CodeInvalidParams, "params.%s contains control characters", key)
+	}
+	if key == "uri" {
+		if e := checkNormalURI("params.uri", s); e != nil {
+			return "", e
+		}
+	}
+	return s, nil
+}
+
+// checkNormalURI refuses a URI that is not in RFC 3986 normal form. The
+// gateway forwards the client's bytes unchanged, so rather than authorize
+// the normal form and forward another spelling (which a backend might
+// resolve differently), it refuses; the error names the normal form to send.
+func checkNormalURI(what, uri string) *Error {
+	n, err := NormalizeURI(uri)
+	if err != nil {
+		return errorf(CodeInvalidParams, "%s: %v", what, err)
+	}
+	if n != uri {
+		return errorf(CodeInvalidParams, "%s is not in normal form (RFC 3986 §6.2.2): use %s", what, quoteShort(n))
+	}
+	return nil
+}
+
+var (
+	errNotString = errors.New("not a string")
+	errTooLong   = errors.New("too long")
+)
+
+// boundedString unquotes the JSON string v if its content is at most max
+// bytes. Obviously oversized strings are refused before unescaping (an
+// escape is at most 6 bytes), so a huge value costs no allocation.
+func boundedString(v []byte, max int) (string, error) {
+	if kindOf(v) != '"' {
+		return "", errNotString
+	}
+	if len(v) > 6*max+2 {
+		return "", errTooLong
+	}
+	s, ok := unquote(v)
+	if !ok {
+		return "", errNotString
+	}
+	if len(s) > max {
+		return "", errTooLong
 	}
 	return s, nil
 }

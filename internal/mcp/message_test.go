@@ -198,6 +198,26 @@ func TestDecodeRejects(t *testing.T) {
 		{"completion without ref", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{}}`, CodeInvalidParams, raw(`1`)},
 		{"completion prompt ref without name", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}`, CodeInvalidParams, raw(`1`)},
 		{"listen with non-string subscription", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":[1]}}}`, CodeInvalidParams, raw(`1`)},
+		// Bounds (issue 11.3): every name becomes an audit field and a policy input.
+		{"method too long", `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("m", MaxMethodBytes+1) + `"}`, CodeInvalidRequest, raw(`1`)},
+		{"2 MB method", `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("m", 2<<20) + `"}`, CodeInvalidRequest, raw(`1`)},
+		{"escaped method too long", `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat(`\u0061`, MaxMethodBytes+1) + `"}`, CodeInvalidRequest, raw(`1`)},
+		{"tool name too long", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("t", MaxNameBytes+1) + `"}}`, CodeInvalidParams, raw(`1`)},
+		{"prompt name too long", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + strings.Repeat("p", MaxNameBytes+1) + `"}}`, CodeInvalidParams, raw(`1`)},
+		{"completion prompt name too long", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"` + strings.Repeat("p", MaxNameBytes+1) + `"}}}`, CodeInvalidParams, raw(`1`)},
+		{"URI too long", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://` + strings.Repeat("u", MaxURIBytes) + `"}}`, CodeInvalidParams, raw(`1`)},
+		{"subscription URI too long", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["demo://` + strings.Repeat("u", MaxURIBytes) + `"]}}}`, CodeInvalidParams, raw(`1`)},
+		{"protocolVersion too long", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"` + strings.Repeat("9", 65) + `"}}}`, CodeInvalidParams, raw(`1`)},
+		// Resource URIs must be in normal form (issue 11.8).
+		{"URI with dot segment", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://public/../inventory"}}`, CodeInvalidParams, raw(`1`)},
+		{"URI with encoded dot segment", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://public/%2e%2e/inventory"}}`, CodeInvalidParams, raw(`1`)},
+		{"URI with upper-case encoded dots", `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///srv/public/%2E%2E/secret"}}`, CodeInvalidParams, raw(`1`)},
+		{"URI with single dot segment", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///srv/./secret"}}`, CodeInvalidParams, raw(`1`)},
+		{"URI with encoded unreserved letter", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://%69nventory"}}`, CodeInvalidParams, raw(`1`)},
+		{"URI with malformed percent", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://x/%zz"}}`, CodeInvalidParams, raw(`1`)},
+		{"URI with upper-case scheme", `{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":"DEMO://inventory"}}`, CodeInvalidParams, raw(`1`)},
+		{"completion template with dot segment", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///a/../{path}"}}}`, CodeInvalidParams, raw(`1`)},
+		{"subscription with dot segment", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["demo://public/../inventory"]}}}`, CodeInvalidParams, raw(`1`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,6 +240,30 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 // The error text sent to clients must not echo request content.
+// Names at the limits are accepted: the bounds refuse only what no real
+// client sends.
+func TestDecodeAtLimits(t *testing.T) {
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("m", MaxMethodBytes) + `"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("t", MaxNameBytes) + `"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://` + strings.Repeat("u", MaxURIBytes-len("demo://")) + `"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///My%20Files/a%2Fb?q=%C3%A9#x"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://public/.well-known/x..y"}}`,
+	} {
+		if _, err := Decode([]byte(body)); err != nil {
+			t.Errorf("Decode(%.80s…): %v", body, err)
+		}
+	}
+}
+
+// The error for a non-normal URI names the form to send instead.
+func TestDecodeNamesNormalURI(t *testing.T) {
+	_, err := Decode([]byte(`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"demo://public/%2e%2e/inventory"}}`))
+	if err == nil || !strings.Contains(err.Error(), `"demo://public/inventory"`) {
+		t.Fatalf("err = %v, want it to name the normal form", err)
+	}
+}
+
 func TestDecodeErrorDoesNotEchoBody(t *testing.T) {
 	secret := "Bearer-sk-live-0123456789"
 	bodies := []string{

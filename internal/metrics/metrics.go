@@ -36,12 +36,58 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 	return g
 }
 
-// Observe counts one MCP message.
+// Observe counts one MCP message. The method label comes from a fixed
+// vocabulary (MethodLabel), so a client cannot mint series.
 func (g *Gateway) Observe(backend, mcpMethod, decision string, status int) {
 	if g == nil {
 		return
 	}
-	g.requests.WithLabelValues(backend, mcpMethod, decision, strconv.Itoa(status)).Inc()
+	g.requests.WithLabelValues(backend, MethodLabel(mcpMethod), decision, statusLabel(status)).Inc()
+}
+
+// OtherMethod is the label of every method outside KnownMethods.
+const OtherMethod = "other"
+
+// KnownMethods are the MCP methods (protocol versions up to 2026-07-28) a
+// client sends; they are the only values of the mcp_method label besides
+// OtherMethod and "" (client responses and requests without a message).
+var KnownMethods = []string{
+	"initialize", "ping", "server/discover", "logging/setLevel", "completion/complete",
+	"tools/list", "tools/call",
+	"prompts/list", "prompts/get",
+	"resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe",
+	"subscriptions/listen",
+	"tasks/get", "tasks/result", "tasks/list", "tasks/cancel",
+	"notifications/initialized", "notifications/cancelled", "notifications/progress",
+	"notifications/roots/list_changed", "notifications/tasks/status",
+}
+
+var knownMethods = func() map[string]string {
+	m := make(map[string]string, len(KnownMethods)+1)
+	for _, k := range KnownMethods {
+		m[k] = k
+	}
+	m[""] = ""
+	return m
+}()
+
+// MethodLabel maps a client-chosen method name to the label vocabulary:
+// itself if known, else OtherMethod. Method names are client input, and a
+// label value per name would grow the registry without bound.
+func MethodLabel(method string) string {
+	if l, ok := knownMethods[method]; ok {
+		return l
+	}
+	return OtherMethod
+}
+
+// statusLabel bounds the status label to valid HTTP codes (a backend's
+// status passes through).
+func statusLabel(status int) string {
+	if status < 100 || status > 599 {
+		return OtherMethod
+	}
+	return strconv.Itoa(status)
 }
 
 // Duration records one HTTP request's duration in seconds.

@@ -51,6 +51,14 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 			`policy.roles.a.tools[2]: pattern "trailing\\" ends with a lone backslash`,
 			"policy.roles.a.backends.b.resources[0]: pattern",
 		}},
+		{"resource patterns not in normal form", Config{Roles: map[string]Role{"a": {
+			Resources: []string{"demo://public/*", "demo://public/../*", "DEMO://x/*", "file:///%7Ehome/*", "demo://x/%zz"},
+		}}}, []string{
+			`policy.roles.a.resources[1]: resource pattern "demo://public/../*" would never match: URIs are matched in RFC 3986 normal form; write "demo://public/*"`,
+			`policy.roles.a.resources[2]: resource pattern "DEMO://x/*" would never match`,
+			`policy.roles.a.resources[3]: resource pattern "file:///%7Ehome/*" would never match`,
+			`policy.roles.a.resources[4]: resource pattern "demo://x/%zz": malformed percent-encoding`,
+		}},
 		{"bad user keys", Config{Roles: map[string]Role{"a": {}}, Users: map[string][]string{
 			"email:nobody": {"a"}, "#sub": {"a"}, "iss#": {"a"}, "sub:": {"a"},
 		}}, []string{

@@ -261,6 +261,20 @@ func compileRole(name string, r Role, at string, p *validate.Problems) *compiled
 				p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "%v", err)
 				continue
 			}
+			if k == kindResource {
+				// URIs are matched in normal form: a pattern in another
+				// form would silently never match.
+				n, err := mcp.NormalizeURI(s)
+				if err != nil {
+					p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "resource pattern %q: %v", s, err)
+					continue
+				}
+				if n != s {
+					p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i),
+						"resource pattern %q would never match: URIs are matched in RFC 3986 normal form; write %q", s, n)
+					continue
+				}
+			}
 			src := kindNames[k] + ":" + s
 			if prefix != "" {
 				src = prefix + "." + src
@@ -630,6 +644,16 @@ func (v verdict) listable() bool { return v.forbid == nil && v.granted() }
 func (e *Engine) evalNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) verdict {
 	r := e.resolve(p)
 	v := verdict{r: r}
+	if k == kindResource {
+		// Grants are matched against what the URI resolves to (RFC 3986
+		// §6.2.2), so "public/../secret" and "%2e%2e" cannot leave a granted
+		// prefix; a URI that cannot be normalized is granted nothing.
+		n, err := mcp.NormalizeURI(name)
+		if err != nil {
+			return v
+		}
+		name = n
+	}
 	v.grantRole, v.grantPat = e.roleGrant(r, k, backend, name)
 	var sel policyIter
 	for i := range e.cedar {

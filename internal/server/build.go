@@ -72,7 +72,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	m := metrics.NewGateway(s.registry)
 	limits := ratelimit.NewSet(cfg.RateLimit)
 	s.registry.MustRegister(limits.Collectors()...)
-	sessions := newSessionBinder(100_000, 24*time.Hour)
+	sessions := newSessionBinder(maxSessions, maxSessionsPerUser, sessionIdleTTL)
 	servers := authorizationServers(cfg)
 	mcpPaths := map[string]bool{}
 	resources := map[string]bool{}

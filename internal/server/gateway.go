@@ -138,12 +138,8 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sessionID := r.Header.Get("Mcp-Session-Id")
-	if !g.sessions.check(sessionID, p.Key()) {
-		// Another user's session: answer as the backend would for an unknown
-		// session, without revealing that it exists.
-		x.event, x.reason = "SESSION_MISMATCH", "session bound to another user"
-		proxy.WriteJSONRPCError(w, http.StatusNotFound, nil, -32001, "session not found")
+	sessionID, ok := g.checkSession(w, r, x, p)
+	if !ok {
 		return
 	}
 
@@ -155,6 +151,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		x.status.RPCID = singleCallID(x.msg)
+		if initializes(x.msg) {
+			sw.onHeader = func(code int, h http.Header) { g.bindSession(code, h, x, p) }
+		}
 		ctx = g.withListFilter(ctx, x.msg, p)
 	case http.MethodGet:
 		// GET opens the server-to-client stream (or resumes one), which may
@@ -162,14 +161,70 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// result on it.
 		ctx = g.withStreamFilter(ctx, p)
 	case http.MethodDelete:
-		// DELETE ends a session; it names no tool and needs only authentication.
-		defer g.sessions.forget(sessionID)
+		// DELETE ends a session; it names no tool and needs only
+		// authentication. The binding goes once the backend confirms.
+		sw.onHeader = func(code int, _ http.Header) {
+			if code >= 200 && code < 300 && sessionID != "" {
+				g.sessions.forget(g.backend.Name, sessionID, p.Key())
+			}
+		}
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	g.backend.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// checkSession admits a request's Mcp-Session-Id: absent, or bound to this
+// user at this backend. Otherwise it answers 404, as the backend would for
+// an unknown session (the client then starts a new one), without revealing
+// whether the id belongs to someone else; several ids get 400.
+func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal) (string, bool) {
+	ids := r.Header.Values("Mcp-Session-Id")
+	switch {
+	case len(ids) == 0 || len(ids) == 1 && ids[0] == "":
+		return "", true // an empty value names no session
+	case len(ids) > 1:
+		x.event, x.reason = "BAD_REQUEST", "several Mcp-Session-Id headers"
+		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "exactly one Mcp-Session-Id header is allowed")
+		return "", false
+	}
+	switch g.sessions.use(g.backend.Name, ids[0], p.Key()) {
+	case sessionOK:
+		return ids[0], true
+	case sessionMismatch:
+		x.event, x.reason = "SESSION_MISMATCH", "session bound to another user"
+	default:
+		x.event, x.reason = "SESSION_UNKNOWN", "session not issued to this gateway, expired or ended"
+	}
+	proxy.WriteJSONRPCError(w, http.StatusNotFound, nil, -32001, "session not found")
+	return "", false
+}
+
+// bindSession binds the session id a backend issued in its answer to an
+// initialize request (MCP streamable HTTP, "Session Management"). It runs
+// before the answer's headers reach the client, so the client's next
+// request finds the binding.
+func (g *gateway) bindSession(code int, h http.Header, x *exchange, p *authn.Principal) {
+	ids := h.Values("Mcp-Session-Id")
+	if code < 200 || code >= 300 || len(ids) == 0 {
+		return // stateless backend, or initialize failed
+	}
+	if len(ids) > 1 || !g.sessions.bind(g.backend.Name, ids[0], p.Key()) {
+		// The client's requests with this id will get 404.
+		g.log.Warn("backend issued an unusable session id (repeated, or bound to another user)", "request_id", x.requestID)
+	}
+}
+
+// initializes reports whether m holds an initialize request.
+func initializes(m *mcp.Message) bool {
+	for _, c := range m.Calls {
+		if c.Method == "initialize" && !c.IsNotification && !c.IsResponse {
+			return true
+		}
+	}
+	return false
 }
 
 // authorizePost reads and decodes the JSON-RPC body and decides every
@@ -586,9 +641,6 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	dur := audit.Millis(elapsed)
 	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
 	status := sw.code()
-	if r.Method == http.MethodPost && sw.header.Get("Mcp-Session-Id") != "" && x.principal != nil && status < 300 {
-		g.sessions.check(sw.header.Get("Mcp-Session-Id"), x.principal.Key())
-	}
 	base := audit.Record{
 		RequestID:  x.requestID,
 		Source:     audit.SourceMCP,
@@ -664,12 +716,19 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	header http.Header
+	// onHeader, when set, sees the final status and headers before they
+	// are sent (for session binding).
+	onHeader func(code int, h http.Header)
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 		s.header = s.ResponseWriter.Header()
+	}
+	if f := s.onHeader; f != nil && code >= 200 { // the final answer, not a 1xx
+		s.onHeader = nil
+		f(code, s.ResponseWriter.Header())
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
