@@ -78,7 +78,9 @@ func TestHarnessExternal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmd/mcpgate")
 	}
-	o := options{Concurrency: 2, Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond, Rounds: 1,
+	// A second of load: on a busy 2-core machine a shorter window can end
+	// before the first request of a freshly started process completes.
+	o := options{Concurrency: 2, Duration: time.Second, Warmup: 100 * time.Millisecond, Rounds: 1,
 		Scenarios: []string{scenarioCall}, Tools: 10, Startups: 1, Settle: 50 * time.Millisecond}
 	rep, err := run(context.Background(), o)
 	if err != nil {
