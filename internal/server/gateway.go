@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/ratelimit"
 )
 
 // Authenticator turns a request's credential into a Principal.
@@ -64,11 +65,17 @@ type gateway struct {
 	audit       Auditor
 	ipLimiter   Limiter
 	userLimiter Limiter
-	edge        *edge
-	maxBody     int64
-	sessions    *sessionBinder
-	log         *slog.Logger
-	metrics     *metrics.Gateway
+	// inFlightIP and inFlightUser bound the requests a client address and a
+	// user have open at once: slow bodies and streams hold goroutines
+	// however low their request rate.
+	inFlightIP   *ratelimit.InFlight
+	inFlightUser *ratelimit.InFlight
+	bodyLimits   bodyLimits
+	edge         *edge
+	maxBody      int64
+	sessions     *sessionBinder
+	log          *slog.Logger
+	metrics      *metrics.Gateway
 	// auditDown is set while audit writes fail: requests are refused with
 	// 503 so no action goes unrecorded, and cleared by the next successful
 	// write (the refusal itself is audited, which probes the log).
@@ -87,6 +94,7 @@ type exchange struct {
 	reason    string
 	rpcError  int
 	status    proxy.Status
+	body      bodyReader // inline: reading the body allocates no reader
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -115,10 +123,22 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
 		return
 	}
-	if ok, retry := g.ipLimiter.Allow(g.edge.ipKey(r)); !ok {
+	if reason := refusedShape(r); reason != "" {
+		x.event, x.reason, x.rpcError = "BAD_REQUEST", reason, mcp.CodeInvalidRequest
+		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, reason)
+		return
+	}
+	ipKey := g.edge.ipKey(r)
+	if ok, retry := g.ipLimiter.Allow(ipKey); !ok {
 		g.rateLimited(w, x, retry)
 		return
 	}
+	ipSlot, ok := g.inFlightIP.Acquire(ipKey)
+	if !ok {
+		g.tooManyInFlight(w, x)
+		return
+	}
+	defer ipSlot.Release()
 
 	p, err := g.authn.Authenticate(r)
 	if err != nil {
@@ -130,14 +150,23 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.unauthorized(w, r, x, fmt.Errorf("%w: token is bound to another backend of this gateway", authn.ErrInvalidToken))
 		return
 	}
+	userKey := p.Key()
 	// POSTs are limited per user after decoding (authorizePost), so that a
 	// client's replies to server requests are never refused.
 	if r.Method != http.MethodPost {
-		if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+		if ok, retry := g.userLimiter.Allow(userKey); !ok {
 			g.rateLimited(w, x, retry)
 			return
 		}
 	}
+	// The in-flight bound comes before the body is read: that is what a
+	// slow client holds.
+	userSlot, ok := g.inFlightUser.Acquire(userKey)
+	if !ok {
+		g.tooManyInFlight(w, x)
+		return
+	}
+	defer userSlot.Release()
 	sessionID, ok := g.checkSession(w, r, x, p)
 	if !ok {
 		return
@@ -147,7 +176,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx = proxy.WithStatus(ctx, &x.status)
 	switch r.Method {
 	case http.MethodPost:
-		if !g.authorizePost(w, r, x, p) {
+		if !g.authorizePost(w, r, x, p, userKey) {
 			return
 		}
 		x.status.RPCID = singleCallID(x.msg)
@@ -160,6 +189,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// replay responses to earlier list requests: filter every list
 		// result on it.
 		ctx = g.withStreamFilter(ctx, p)
+		clearReadDeadline(w)
 	case http.MethodDelete:
 		// DELETE ends a session; it names no tool and needs only
 		// authentication. The binding goes once the backend confirms.
@@ -168,6 +198,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				g.sessions.forget(g.backend.Name, sessionID, p.Key())
 			}
 		}
+		clearReadDeadline(w)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -230,17 +261,36 @@ func initializes(m *mcp.Message) bool {
 // authorizePost reads and decodes the JSON-RPC body and decides every
 // message in it. It answers the request itself and returns false when the
 // request must not reach the backend.
-func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.maxBody))
+func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal, userKey string) bool {
+	if !isJSON(r.Header) {
+		// Never decoded, never forwarded: a form or text/plain body is what
+		// a cross-site form or a confused client sends, not MCP.
+		x.event, x.reason, x.rpcError = "BAD_REQUEST", "unsupported content type", mcp.CodeInvalidRequest
+		proxy.WriteJSONRPCError(w, http.StatusUnsupportedMediaType, nil, mcp.CodeInvalidRequest, "Content-Type must be application/json")
+		return false
+	}
+	if r.ContentLength > g.maxBody {
+		x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
+		proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
+		return false
+	}
+	x.body.reset(w, r, g.bodyLimits, g.maxBody)
+	body, err := io.ReadAll(&x.body)
+	x.body.done()
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", -32600
-			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, -32600, "request body too large")
-			return false
+		switch {
+		case errors.Is(err, errBodyTooLarge):
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
+			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
+		case errors.Is(err, errBodyTooSlow):
+			// RFC 9110 §15.5.9; the connection's reads are broken, so close it.
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too slow", mcp.CodeInvalidRequest
+			w.Header().Set("Connection", "close")
+			proxy.WriteJSONRPCError(w, http.StatusRequestTimeout, nil, mcp.CodeInvalidRequest, "request body not received in time")
+		default:
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body read failed", mcp.CodeParseError
+			proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeParseError, "could not read request body")
 		}
-		x.event, x.reason = "BAD_REQUEST", "body read failed"
-		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, -32700, "could not read request body")
 		return false
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -262,7 +312,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	// a sampling or elicitation reply) and calls nothing: refusing it would
 	// leave the user's own tool call hanging, so it is not rate limited.
 	if !repliesOnly(msg) {
-		if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+		if ok, retry := g.userLimiter.Allow(userKey); !ok {
 			g.rateLimited(w, x, retry)
 			return false
 		}
@@ -407,6 +457,14 @@ func (g *gateway) rateLimited(w http.ResponseWriter, x *exchange, retry time.Dur
 	secs := int(retry/time.Second) + 1
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "rate limit exceeded")
+}
+
+// tooManyInFlight answers a client or user over its in-flight bound. The
+// requests it holds will end (or time out), so retrying soon is sensible.
+func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
+	x.event, x.reason, x.rpcError = audit.EventRateLimited, "too many requests in flight", codeRateLimited
+	w.Header().Set("Retry-After", "1")
+	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "too many requests in flight")
 }
 
 // withListFilter arranges for list responses to be filtered through the same
