@@ -160,15 +160,18 @@ func (s *Server) outer(e *edge, next http.Handler, mcpPaths map[string]bool) htt
 			return
 		}
 		if !e.allowedHost(r) {
+			closeIfBodyUnread(w, r)
 			http.Error(w, "forbidden: host not allowed", http.StatusForbidden)
 			return
 		}
 		if _, ok := r.Header["Upgrade"]; ok {
+			closeIfBodyUnread(w, r)
 			http.Error(w, "protocol upgrades are not supported", http.StatusBadRequest)
 			return
 		}
 		slot, ok := s.inFlightIP.Acquire(e.ipKey(r))
 		if !ok {
+			closeIfBodyUnread(w, r)
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "too many requests in flight", http.StatusTooManyRequests)
 			return

@@ -100,6 +100,9 @@ type exchange struct {
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: time.Now(), requestID: newRequestID()}
 	sw := &statusWriter{ResponseWriter: w}
+	if r.ContentLength != 0 {
+		sw.body = &x.body
+	}
 	defer g.finish(sw, r, x)
 	w = sw
 	w.Header().Set("X-Request-Id", x.requestID)
@@ -283,9 +286,8 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
 			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
 		case errors.Is(err, errBodyTooSlow):
-			// RFC 9110 §15.5.9; the connection's reads are broken, so close it.
+			// RFC 9110 §15.5.9; the connection is closed after it.
 			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too slow", mcp.CodeInvalidRequest
-			w.Header().Set("Connection", "close")
 			proxy.WriteJSONRPCError(w, http.StatusRequestTimeout, nil, mcp.CodeInvalidRequest, "request body not received in time")
 		default:
 			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body read failed", mcp.CodeParseError
@@ -777,12 +779,18 @@ type statusWriter struct {
 	// onHeader, when set, sees the final status and headers before they
 	// are sent (for session binding).
 	onHeader func(code int, h http.Header)
+	body     *bodyReader // the request's body, when it has one
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 		s.header = s.ResponseWriter.Header()
+		if s.body != nil && !s.body.eof {
+			// Answered without reading the body (a refusal): see
+			// closeIfBodyUnread.
+			s.header.Set("Connection", "close")
+		}
 	}
 	if f := s.onHeader; f != nil && code >= 200 { // the final answer, not a 1xx
 		s.onHeader = nil

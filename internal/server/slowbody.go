@@ -26,15 +26,15 @@ func newBodyLimits(s config.SecurityConfig) bodyLimits {
 }
 
 // deadline is when the body started at start must have more than n bytes:
-// the rate allows grace + n/rate, and never beyond the total timeout.
+// the rate allows grace + n/rate, and never beyond the total timeout. A zero
+// limit is no limit (the configuration always sets both).
 func (l bodyLimits) deadline(start time.Time, n int64) time.Time {
-	end := start.Add(l.timeout)
-	if l.rate <= 0 {
-		return end
+	var d time.Time
+	if l.rate > 0 {
+		d = start.Add(l.grace + time.Duration(float64(n)/float64(l.rate)*float64(time.Second)))
 	}
-	d := start.Add(l.grace + time.Duration(float64(n)/float64(l.rate)*float64(time.Second)))
-	if d.After(end) {
-		return end
+	if end := start.Add(l.timeout); l.timeout > 0 && (d.IsZero() || d.After(end)) {
+		d = end
 	}
 	return d
 }
@@ -56,6 +56,7 @@ type bodyReader struct {
 	max    int64 // 0: no size limit here (the handler has its own)
 	length int64 // Content-Length, or -1
 	set    bool  // a deadline is set and must be cleared at the end
+	eof    bool  // the whole body was read
 }
 
 func (b *bodyReader) reset(w http.ResponseWriter, r *http.Request, limits bodyLimits, max int64) {
@@ -95,6 +96,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 	switch {
 	case err == io.EOF:
+		b.eof = true
 		b.done()
 	case err != nil:
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -128,4 +130,15 @@ func rateLimitedBody(w http.ResponseWriter, r *http.Request, limits bodyLimits) 
 // would cancel the request.
 func clearReadDeadline(w http.ResponseWriter) {
 	http.NewResponseController(w).SetReadDeadline(time.Time{})
+}
+
+// closeIfBodyUnread makes the server close the connection after an answer
+// given before the request body was read. Otherwise it would first read
+// and discard the rest of the body, which a slow client sends as slowly as
+// it likes, holding the connection after the handler (and its in-flight
+// slot) is gone.
+func closeIfBodyUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
