@@ -131,6 +131,11 @@ type SecurityConfig struct {
 	// MinBodyRateGrace is how long a body may arrive at any rate before
 	// MinBodyRate applies (default 5s).
 	MinBodyRateGrace time.Duration `yaml:"min_body_rate_grace"`
+	// WriteTimeout bounds each write of a response (default 60s): a client
+	// that stops reading is cut off. On the MCP endpoint it is renewed
+	// before every write, so an SSE stream lives as long as its client
+	// reads; elsewhere it bounds the whole response.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// MaxInFlightPerIP bounds the requests one client address (IPv6: its
 	// /64) has in flight at once, open SSE streams included (default 256).
 	MaxInFlightPerIP int `yaml:"max_in_flight_per_ip"`
@@ -147,6 +152,7 @@ const (
 	DefaultReadTimeout        = 60 * time.Second
 	DefaultMinBodyRate        = 1024
 	DefaultMinBodyRateGrace   = 5 * time.Second
+	DefaultWriteTimeout       = 60 * time.Second
 	DefaultMaxInFlightPerIP   = 256
 	DefaultMaxInFlightPerUser = 64
 )
@@ -328,6 +334,9 @@ func (s *SecurityConfig) setDefaults() {
 	if s.MinBodyRateGrace == 0 {
 		s.MinBodyRateGrace = DefaultMinBodyRateGrace
 	}
+	if s.WriteTimeout == 0 {
+		s.WriteTimeout = DefaultWriteTimeout
+	}
 	if s.MaxInFlightPerIP == 0 {
 		s.MaxInFlightPerIP = DefaultMaxInFlightPerIP
 	}
@@ -345,7 +354,7 @@ func (s *SecurityConfig) validate(p *validate.Problems) {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"read_header_timeout", s.ReadHeaderTimeout}, {"read_timeout", s.ReadTimeout}, {"min_body_rate_grace", s.MinBodyRateGrace}} {
+	}{{"read_header_timeout", s.ReadHeaderTimeout}, {"read_timeout", s.ReadTimeout}, {"min_body_rate_grace", s.MinBodyRateGrace}, {"write_timeout", s.WriteTimeout}} {
 		if d.v < 0 {
 			p.Add("security."+d.key, "must be positive (got %s)", d.v)
 		}

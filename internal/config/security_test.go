@@ -15,7 +15,7 @@ func TestSecurityLimitDefaults(t *testing.T) {
 	}
 	s := cfg.Security
 	if s.ReadHeaderTimeout != 10*time.Second || s.ReadTimeout != 60*time.Second || s.MinBodyRate != 1024 ||
-		s.MinBodyRateGrace != 5*time.Second || s.MaxInFlightPerIP != 256 || s.MaxInFlightPerUser != 64 {
+		s.MinBodyRateGrace != 5*time.Second || s.WriteTimeout != 60*time.Second || s.MaxInFlightPerIP != 256 || s.MaxInFlightPerUser != 64 {
 		t.Errorf("defaults = %+v", s)
 	}
 }
@@ -25,9 +25,9 @@ func TestSecurityLimitProblems(t *testing.T) {
 		name, yaml string
 		want       []string
 	}{
-		{"negative values", "security: { read_header_timeout: -1s, read_timeout: -2s, min_body_rate: -5, min_body_rate_grace: -1s, max_in_flight_per_ip: -1, max_in_flight_per_user: -3 }\n",
+		{"negative values", "security: { read_header_timeout: -1s, read_timeout: -2s, min_body_rate: -5, min_body_rate_grace: -1s, write_timeout: -1s, max_in_flight_per_ip: -1, max_in_flight_per_user: -3 }\n",
 			[]string{"security.read_header_timeout: must be positive", "security.read_timeout: must be positive", "security.min_body_rate:",
-				"security.min_body_rate_grace: must be positive", "security.max_in_flight_per_ip:", "security.max_in_flight_per_user:"}},
+				"security.min_body_rate_grace: must be positive", "security.write_timeout: must be positive", "security.max_in_flight_per_ip:", "security.max_in_flight_per_user:"}},
 		{"grace not shorter than the read timeout", "security: { read_timeout: 5s, min_body_rate_grace: 5s }\n",
 			[]string{"security.min_body_rate_grace: must be shorter than security.read_timeout"}},
 		{"unknown key", "security: { read_timout: 5s }\n", []string{"security.read_timout: unknown key"}},

@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			backend: b, resource: resource, resources: resources, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
-			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits,
+			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
 			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
 		}
 		mux.Handle(bc.Path, g)

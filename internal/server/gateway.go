@@ -71,6 +71,7 @@ type gateway struct {
 	inFlightIP   *ratelimit.InFlight
 	inFlightUser *ratelimit.InFlight
 	bodyLimits   bodyLimits
+	writeTimeout time.Duration // per write of a response (security.write_timeout)
 	edge         *edge
 	maxBody      int64
 	sessions     *sessionBinder
@@ -99,7 +100,7 @@ type exchange struct {
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: time.Now(), requestID: newRequestID()}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, writeTimeout: g.writeTimeout}
 	if r.ContentLength != 0 {
 		sw.body = &x.body
 	}
@@ -697,6 +698,9 @@ func (r *sseReader) Close() error {
 // finish writes the audit record(s) for the request: one per JSON-RPC
 // message, or one for a request that never got that far.
 func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
+	// The server flushes the rest of the response after this (a stream's
+	// last write may be long ago): give that its own write_timeout.
+	defer sw.renewWriteDeadline()
 	elapsed := time.Since(x.start)
 	dur := audit.Millis(elapsed)
 	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
@@ -778,8 +782,19 @@ type statusWriter struct {
 	header http.Header
 	// onHeader, when set, sees the final status and headers before they
 	// are sent (for session binding).
-	onHeader func(code int, h http.Header)
-	body     *bodyReader // the request's body, when it has one
+	onHeader     func(code int, h http.Header)
+	body         *bodyReader // the request's body, when it has one
+	writeTimeout time.Duration
+}
+
+// renewWriteDeadline gives the next write writeTimeout to complete. It
+// replaces the server's WriteTimeout, which counts from the request's start
+// and would cut every SSE stream: a stream lives as long as its client
+// keeps reading, and a client that stops is cut off.
+func (s *statusWriter) renewWriteDeadline() {
+	if s.writeTimeout > 0 {
+		http.NewResponseController(s.ResponseWriter).SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -803,6 +818,7 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
+	s.renewWriteDeadline()
 	return s.ResponseWriter.Write(b)
 }
 
@@ -810,6 +826,7 @@ func (s *statusWriter) Flush() {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
+	s.renewWriteDeadline()
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -89,10 +89,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.Security.ReadHeaderTimeout,
-		// A backstop for every route; handlers narrow it while reading a
-		// body (min_body_rate) and lift it for streams (http.ResponseController),
-		// so no SSE response is cut by it. No WriteTimeout, for the same reason.
+		// Backstops for every route. The MCP endpoint narrows the read
+		// deadline while reading a body (min_body_rate), lifts it once the
+		// body is in, and renews the write deadline before every write, all
+		// through http.ResponseController: no SSE stream is cut by them.
 		ReadTimeout:    s.cfg.Security.ReadHeaderTimeout + s.cfg.Security.ReadTimeout,
+		WriteTimeout:   s.cfg.Security.WriteTimeout,
 		IdleTimeout:    120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),

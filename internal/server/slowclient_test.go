@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -194,11 +195,12 @@ func TestSlowHonestBodyPasses(t *testing.T) {
 	}
 }
 
-// TestStreamsOutliveReadTimeout: the read deadlines are per request, so an
-// SSE response (POST) and the GET stream last longer than read_header_timeout
-// + read_timeout (the server's whole-request backstop).
+// TestStreamsOutliveReadTimeout: the read and write deadlines are per
+// request, so an SSE response (POST) and the GET stream last longer than
+// read_header_timeout + read_timeout (the server's whole-request backstop)
+// and write_timeout (the server's whole-response backstop elsewhere).
 func TestStreamsOutliveReadTimeout(t *testing.T) {
-	env := startGateway(t, "security: { read_header_timeout: 500ms, read_timeout: 500ms, min_body_rate_grace: 200ms }\n", demo.Options{})
+	env := startGateway(t, "security: { read_header_timeout: 500ms, read_timeout: 500ms, min_body_rate_grace: 200ms, write_timeout: 500ms }\n", demo.Options{})
 	tok := env.idp.token(t, env.url, map[string]any{"groups": []string{"mcp-admins"}})
 
 	// GET stream, opened by hand so its end is observable.
@@ -354,4 +356,74 @@ security:
 	for _, c := range held {
 		c.Close()
 	}
+}
+
+// sseBackend is a backend whose every POST answers with an SSE stream that
+// write produces; ended is signalled when the handler returns.
+func sseBackend(t *testing.T, write func(w http.ResponseWriter, r *http.Request)) (url string, ended chan struct{}) {
+	ended = make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { ended <- struct{}{} }()
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		write(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/mcp", ended
+}
+
+// withBackend points the generated configuration's backend at url.
+func withBackend(url string) func(string) string {
+	return func(y string) string {
+		i := strings.Index(y, "    url: ")
+		j := strings.Index(y[i:], "\n")
+		return y[:i] + "    url: " + url + y[i+j:]
+	}
+}
+
+// TestWriteTimeout: a client that stops reading a response is cut off after
+// security.write_timeout (so it cannot hold a stream, and the backend's, for
+// ever), while a stream whose client reads survives gaps between events far
+// longer than write_timeout.
+func TestWriteTimeout(t *testing.T) {
+	const yaml = "security: { write_timeout: 500ms }\n"
+	t.Run("client stops reading", func(t *testing.T) {
+		event := []byte("event: message\ndata: " + strings.Repeat("x", 64<<10) + "\n\n")
+		url, ended := sseBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			for r.Context().Err() == nil {
+				if _, err := w.Write(event); err != nil {
+					return
+				}
+				http.NewResponseController(w).Flush()
+			}
+		})
+		env := startGateway(t, yaml, demo.Options{}, withBackend(url))
+		tok := env.idp.token(t, env.url, map[string]any{"groups": []string{"mcp-readers"}})
+		c := slowPost(t, env.url, tok, len(initBody))
+		io.WriteString(c, initBody) // and never read the answer
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream to a client that stopped reading was not cut")
+		}
+	})
+	t.Run("reading client, long gaps", func(t *testing.T) {
+		url, _ := sseBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			for i := range 3 {
+				if i > 0 {
+					time.Sleep(1200 * time.Millisecond) // over twice write_timeout
+				}
+				fmt.Fprintf(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":%d}}\n\n", i)
+				http.NewResponseController(w).Flush()
+			}
+		})
+		env := startGateway(t, yaml, demo.Options{}, withBackend(url))
+		tok := env.idp.token(t, env.url, map[string]any{"groups": []string{"mcp-readers"}})
+		r := do(t, "POST", env.url, tok, initBody, nil)
+		if r.status != 200 || strings.Count(r.body, "notifications/message") != 3 {
+			t.Errorf("stream: %d %q, want all 3 events", r.status, r.body)
+		}
+	})
 }
