@@ -62,15 +62,28 @@ func hasRecord(t *testing.T, path string, status int, reason string) bool {
 // Content-Length of length; the caller writes the body (or not).
 func slowPost(t *testing.T, mcpURL, token string, length int) net.Conn {
 	t.Helper()
-	u, _ := url.Parse(mcpURL)
-	c, err := net.Dial("tcp", u.Host)
+	c, err := dialPost(mcpURL, token, length)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"+
-		"Accept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n", u.Path, u.Host, token, length)
 	return c
+}
+
+// dialPost is slowPost for goroutines other than the test's.
+func dialPost(mcpURL, token string, length int) (net.Conn, error) {
+	u, _ := url.Parse(mcpURL)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		return nil, err
+	}
+	_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"+
+		"Accept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n", u.Path, u.Host, token, length)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // readStatus reads a response status from c; 0 means the connection was
@@ -259,7 +272,7 @@ func TestStreamsOutliveReadTimeout(t *testing.T) {
 // Retry-After at once, and other users are served meanwhile. When the slow
 // bodies time out, the user is served again.
 func TestInFlightBoundUnderSlowConnections(t *testing.T) {
-	const bound, conns = 16, 200
+	const bound, clients = 16, 200
 	env := startGateway(t, fmt.Sprintf(`
 security:
   max_in_flight_per_user: %d
@@ -276,11 +289,26 @@ rate_limit:
 	var refused, held atomic.Int64
 	var mu sync.Mutex
 	var bad []string
-	for range conns {
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := slowPost(t, env.url, tok, len(initBody)) // headers only: the body never comes
+			c, err := dialPost(env.url, tok, len(initBody)) // headers only: the body never comes
+			if err != nil {
+				mu.Lock()
+				bad = append(bad, err.Error())
+				mu.Unlock()
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // kept open: closed when the test ends
+			mu.Unlock()
 			c.SetReadDeadline(time.Now().Add(2 * time.Second))
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
@@ -313,8 +341,8 @@ rate_limit:
 	if len(bad) > 0 {
 		t.Errorf("unexpected answers: %v", bad)
 	}
-	if held.Load() != bound || refused.Load() != conns-bound {
-		t.Errorf("held %d, refused %d; want %d held (the bound) and %d refused", held.Load(), refused.Load(), bound, conns-bound)
+	if held.Load() != bound || refused.Load() != clients-bound {
+		t.Errorf("held %d, refused %d; want %d held (the bound) and %d refused", held.Load(), refused.Load(), bound, clients-bound)
 	}
 	if !hasRecord(t, env.auditPath, http.StatusTooManyRequests, "too many requests in flight") {
 		t.Error("no audit record of the in-flight refusal")
