@@ -697,6 +697,44 @@ test('rs(jwt): MCP Inspector CLI (Node 22) lists and calls through mcpgate with 
   const del = await inspector('--method', 'tools/call', '--tool-name', 'delete_vm', '--tool-arg', 'vm_name=web-1');
   assert.notEqual(del.code, 0);
   assert.match(del.stdout + del.stderr, /delete_vm.*not found/);
+  // None of the Inspector's requests was refused for its media type or request shape (415, 400).
+  const records = (await readFile(rs.auditPath, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.client_id === 'e2e-cc');
+  assert.ok(records.some((r) => r.status === 200), 'the Inspector\'s requests are in the audit log');
+  assert.deepEqual(records.filter((r) => r.status === 415 || r.status === 400), [], 'Inspector requests refused by the gateway');
+});
+
+// The gateway refuses a POST that is not application/json (415), an Upgrade, method overrides and bodies on
+// GET/DELETE (400). Those rules must be no stricter than what the official clients send: every MCP request the
+// TS SDK made in this run (OAuth and bearer, every protocol revision, server-everything) passed them. The Go SDK
+// is checked in internal/server (TestOfficialClientsMediaTypes), the Inspector in its test above.
+test('media types: the TS SDK\'s Content-Type and Accept pass the gateway (no 415, no 400 for shape)', async () => {
+  // A session of its own, so the check holds when this test runs alone; the run's other sessions add to it.
+  const url = `${rs.base}/mcp`;
+  const tok = (await getUserToken({ issuer: idp.issuer, user: 'bob', resource: url, scope: 'openid groups mcp:tools' })).access_token;
+  tokensSeen.add(tok);
+  const client = new Client({ name: 'mcpgate-e2e-media-types', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${tok}` } } });
+  await client.connect(transport); // POST initialize, POST notifications/initialized, GET stream
+  try {
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name).sort(), READER_DEMO_TOOLS);
+    await client.callTool({ name: 'get_vm', arguments: { vm_name: 'web-1' } });
+    await transport.terminateSession(); // DELETE
+  } finally {
+    await client.close();
+  }
+
+  const mcp = fetches.calls.filter((c) => /\/mcp$/.test(c.url.pathname) && [as, stat, rs, stepup].some((g) => c.url.origin === g.base));
+  const posts = mcp.filter((c) => c.method === 'POST');
+  assert.ok(posts.length >= 3, `MCP POSTs recorded: ${posts.length}`);
+  assert.deepEqual(mcp.filter((c) => c.status === 415).map((c) => `${c.method} ${c.url.pathname} ${c.contentType}`), [], 'requests refused for their Content-Type');
+  for (const c of posts) assert.match(c.contentType ?? '', /^application\/json\b/i, `${c.url.pathname}: Content-Type ${c.contentType}`);
+  const ok = new Set(posts.filter((c) => c.status >= 200 && c.status < 300).map((c) => `content-type=${c.contentType} accept=${c.accept}`));
+  assert.ok(ok.has('content-type=application/json accept=application/json, text/event-stream'), `the SDK's POST was answered 2xx; seen: ${[...ok].join(' | ')}`);
+  // The gateway's 400 for an Upgrade, a method override or a GET/DELETE body: the SDK's GET stream and DELETE
+  // (Accept: text/event-stream, no body) never get it.
+  const others = mcp.filter((c) => c.method !== 'POST' && !c.error);
+  assert.ok(others.some((c) => c.method === 'GET') && others.some((c) => c.method === 'DELETE'), `GET and DELETE made: ${others.map((c) => c.method)}`);
+  assert.deepEqual(others.filter((c) => c.status === 400 || c.status === 415).map((c) => `${c.method} ${c.url.pathname} accept=${c.accept}`), []);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -216,10 +216,10 @@ export async function startDemoBackend() {
 
 /**
  * Records every fetch() made in this process (the MCP SDK, the OAuth helpers and the tests all use
- * the global fetch): method, URL, the MCP-Protocol-Version header sent, status and the X-Request-Id
- * of the response (status 0 and `error` when fetch failed).
+ * the global fetch): method, URL, the MCP-Protocol-Version, Content-Type and Accept headers sent, status
+ * and the X-Request-Id of the response (status 0 and `error` when fetch failed).
  * @returns {{calls: {method: string, url: URL, status: number, requestId: string|null, protocolVersion: string|null,
- *   error?: string}[],
+ *   contentType: string|null, accept: string|null, error?: string}[],
  *   restore: () => void}}
  */
 export function recordFetches() {
@@ -229,7 +229,15 @@ export function recordFetches() {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
     const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
-    const call = { method, url, status: 0, requestId: null, protocolVersion: headers.get('mcp-protocol-version') };
+    const call = {
+      method,
+      url,
+      status: 0,
+      requestId: null,
+      protocolVersion: headers.get('mcp-protocol-version'),
+      contentType: headers.get('content-type'),
+      accept: headers.get('accept'),
+    };
     calls.push(call);
     try {
       const res = await orig(input, init);

@@ -116,7 +116,46 @@ type SecurityConfig struct {
 	// AllowInsecureHTTP permits a non-loopback http public URL (e.g. TLS
 	// terminated by a trusted proxy that rewrites the scheme). Off by default.
 	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
+
+	// ReadHeaderTimeout bounds reading a request's line and headers
+	// (default 10s).
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a request's whole body once the headers are
+	// in (default 60s). It is set per request, so SSE responses are never cut.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// MinBodyRate is the slowest average rate, in bytes per second, at which
+	// a body may arrive once MinBodyRateGrace has passed (default 1024). A
+	// client trickling its body is cut off early, while a large body on a
+	// slow but honest link still arrives within ReadTimeout.
+	MinBodyRate int64 `yaml:"min_body_rate"`
+	// MinBodyRateGrace is how long a body may arrive at any rate before
+	// MinBodyRate applies (default 5s).
+	MinBodyRateGrace time.Duration `yaml:"min_body_rate_grace"`
+	// WriteTimeout bounds each write of a response (default 60s): a client
+	// that stops reading is cut off. On the MCP endpoint it is renewed
+	// before every write, so an SSE stream lives as long as its client
+	// reads; elsewhere it bounds the whole response.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// MaxInFlightPerIP bounds the requests one client address (IPv6: its
+	// /64) has in flight at once, open SSE streams included (default 256).
+	MaxInFlightPerIP int `yaml:"max_in_flight_per_ip"`
+	// MaxInFlightPerUser bounds the MCP requests one user has in flight at
+	// once, open SSE streams included (default 64).
+	MaxInFlightPerUser int `yaml:"max_in_flight_per_user"`
 }
+
+// Defaults of the slow-client protections. With them a body trickled at
+// 1 byte/s is cut off after about 5 s, and a 4 MiB body needs about
+// 70 KB/s to arrive within the read timeout.
+const (
+	DefaultReadHeaderTimeout  = 10 * time.Second
+	DefaultReadTimeout        = 60 * time.Second
+	DefaultMinBodyRate        = 1024
+	DefaultMinBodyRateGrace   = 5 * time.Second
+	DefaultWriteTimeout       = 60 * time.Second
+	DefaultMaxInFlightPerIP   = 256
+	DefaultMaxInFlightPerUser = 64
+)
 
 // SetDefaults fills every unset field with its default.
 func (c *Config) SetDefaults() {
@@ -141,9 +180,7 @@ func (c *Config) SetDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
-	if c.Security.MaxBodyBytes == 0 {
-		c.Security.MaxBodyBytes = 4 << 20
-	}
+	c.Security.setDefaults()
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
@@ -273,14 +310,67 @@ func (c *Config) Validate() error {
 			p.Add(validate.Index("security.trusted_proxies", i), "must be an IP address or CIDR (got %q)", tp)
 		}
 	}
-	if c.Security.MaxBodyBytes < 0 {
-		p.Add("security.max_body_bytes", "must not be negative")
-	}
+	c.Security.validate(&p)
 	c.Policy.Validate("policy", &p)
 	c.Audit.Validate("audit", &p)
 	c.Store.Validate("store", &p)
 	c.RateLimit.Validate("rate_limit", &p)
 	return p.Err()
+}
+
+func (s *SecurityConfig) setDefaults() {
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = 4 << 20
+	}
+	if s.ReadHeaderTimeout == 0 {
+		s.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if s.ReadTimeout == 0 {
+		s.ReadTimeout = DefaultReadTimeout
+	}
+	if s.MinBodyRate == 0 {
+		s.MinBodyRate = DefaultMinBodyRate
+	}
+	if s.MinBodyRateGrace == 0 {
+		s.MinBodyRateGrace = DefaultMinBodyRateGrace
+	}
+	if s.WriteTimeout == 0 {
+		s.WriteTimeout = DefaultWriteTimeout
+	}
+	if s.MaxInFlightPerIP == 0 {
+		s.MaxInFlightPerIP = DefaultMaxInFlightPerIP
+	}
+	if s.MaxInFlightPerUser == 0 {
+		s.MaxInFlightPerUser = DefaultMaxInFlightPerUser
+	}
+}
+
+// validate checks the limits; none can be switched off, since every read
+// of client input needs a bound.
+func (s *SecurityConfig) validate(p *validate.Problems) {
+	if s.MaxBodyBytes < 0 {
+		p.Add("security.max_body_bytes", "must not be negative")
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"read_header_timeout", s.ReadHeaderTimeout}, {"read_timeout", s.ReadTimeout}, {"min_body_rate_grace", s.MinBodyRateGrace}, {"write_timeout", s.WriteTimeout}} {
+		if d.v < 0 {
+			p.Add("security."+d.key, "must be positive (got %s)", d.v)
+		}
+	}
+	if s.MinBodyRate < 0 {
+		p.Add("security.min_body_rate", "must be a positive number of bytes per second (got %d)", s.MinBodyRate)
+	}
+	if s.MinBodyRateGrace >= s.ReadTimeout && s.ReadTimeout > 0 {
+		p.Add("security.min_body_rate_grace", "must be shorter than security.read_timeout (got %s >= %s)", s.MinBodyRateGrace, s.ReadTimeout)
+	}
+	if s.MaxInFlightPerIP < 0 {
+		p.Add("security.max_in_flight_per_ip", "must be at least 1 (got %d)", s.MaxInFlightPerIP)
+	}
+	if s.MaxInFlightPerUser < 0 {
+		p.Add("security.max_in_flight_per_user", "must be at least 1 (got %d)", s.MaxInFlightPerUser)
+	}
 }
 
 // ParsePrefix parses an IP address or CIDR as a prefix.

@@ -198,7 +198,16 @@ func setIf(h http.Header, name, value string) {
 	}
 }
 
+// errSwitchingProtocols: the gateway never asks a backend to upgrade, so a
+// 101 is a backend error (RFC 9110 §15.2.2). Failing here, before
+// ReverseProxy's upgrade handling, answers 502 and never hijacks the
+// client's connection into a tunnel that no policy or audit would see.
+var errSwitchingProtocols = errors.New("backend answered 101 Switching Protocols; upgrades are not proxied")
+
 func modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return errSwitchingProtocols
+	}
 	resp.Header.Del("Set-Cookie") // backend cookies would be scoped to the gateway's origin
 	if f, ok := resp.Request.Context().Value(filterKey).(ResponseFilter); ok && f != nil {
 		return f(resp)

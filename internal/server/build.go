@@ -73,6 +73,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	limits := ratelimit.NewSet(cfg.RateLimit)
 	s.registry.MustRegister(limits.Collectors()...)
 	sessions := newSessionBinder(maxSessions, maxSessionsPerUser, sessionIdleTTL)
+	s.inFlightIP = ratelimit.NewInFlight(cfg.Security.MaxInFlightPerIP, inFlightKeys)
+	inFlightUser := ratelimit.NewInFlight(cfg.Security.MaxInFlightPerUser, inFlightKeys)
+	s.bodyLimits = newBodyLimits(cfg.Security)
 	servers := authorizationServers(cfg)
 	mcpPaths := map[string]bool{}
 	resources := map[string]bool{}
@@ -95,6 +98,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			backend: b, resource: resource, resources: resources, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
+			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
 			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
 		}
 		mux.Handle(bc.Path, g)
@@ -138,17 +142,43 @@ func (s *Server) startStdio(bc proxy.BackendConfig) (proxy.BackendConfig, error)
 	return bc, nil
 }
 
-// outer applies the checks every endpoint gets: Host allow-list and security
-// headers. The probes are exempt (orchestrators send the pod IP as Host), and
-// so are the MCP endpoints, whose gateway checks Host itself so that the
-// rejection is audited.
+// inFlightKeys bounds the in-flight counters (client addresses or users
+// with a request open at once); past it new keys are refused.
+const inFlightKeys = 100_000
+
+// outer applies the checks every endpoint gets: Host allow-list, security
+// headers, no protocol upgrades, the per-IP in-flight bound and the body
+// read limits. The probes are exempt (orchestrators send the pod IP as
+// Host), and so are the MCP endpoints, whose gateway makes the same checks
+// itself so that each rejection is audited.
 func (s *Server) outer(e *edge, next http.Handler, mcpPaths map[string]bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.securityHeaders(w.Header())
 		p := r.URL.Path
-		if p != "/healthz" && p != "/readyz" && !mcpPaths[p] && !e.allowedHost(r) {
+		if p == "/healthz" || p == "/readyz" || mcpPaths[p] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !e.allowedHost(r) {
+			closeIfBodyUnread(w, r)
 			http.Error(w, "forbidden: host not allowed", http.StatusForbidden)
 			return
+		}
+		if _, ok := r.Header["Upgrade"]; ok {
+			closeIfBodyUnread(w, r)
+			http.Error(w, "protocol upgrades are not supported", http.StatusBadRequest)
+			return
+		}
+		slot, ok := s.inFlightIP.Acquire(e.ipKey(r))
+		if !ok {
+			closeIfBodyUnread(w, r)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many requests in flight", http.StatusTooManyRequests)
+			return
+		}
+		defer slot.Release()
+		if r.ContentLength != 0 {
+			rateLimitedBody(w, r, s.bodyLimits)
 		}
 		next.ServeHTTP(w, r)
 	})

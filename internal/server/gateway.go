@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/ratelimit"
 )
 
 // Authenticator turns a request's credential into a Principal.
@@ -64,11 +65,18 @@ type gateway struct {
 	audit       Auditor
 	ipLimiter   Limiter
 	userLimiter Limiter
-	edge        *edge
-	maxBody     int64
-	sessions    *sessionBinder
-	log         *slog.Logger
-	metrics     *metrics.Gateway
+	// inFlightIP and inFlightUser bound the requests a client address and a
+	// user have open at once: slow bodies and streams hold goroutines
+	// however low their request rate.
+	inFlightIP   *ratelimit.InFlight
+	inFlightUser *ratelimit.InFlight
+	bodyLimits   bodyLimits
+	writeTimeout time.Duration // per write of a response (security.write_timeout)
+	edge         *edge
+	maxBody      int64
+	sessions     *sessionBinder
+	log          *slog.Logger
+	metrics      *metrics.Gateway
 	// auditDown is set while audit writes fail: requests are refused with
 	// 503 so no action goes unrecorded, and cleared by the next successful
 	// write (the refusal itself is audited, which probes the log).
@@ -87,11 +95,15 @@ type exchange struct {
 	reason    string
 	rpcError  int
 	status    proxy.Status
+	body      bodyReader // inline: reading the body allocates no reader
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: time.Now(), requestID: newRequestID()}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, writeTimeout: g.writeTimeout}
+	if r.ContentLength != 0 {
+		sw.body = &x.body
+	}
 	defer g.finish(sw, r, x)
 	w = sw
 	w.Header().Set("X-Request-Id", x.requestID)
@@ -115,10 +127,22 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
 		return
 	}
-	if ok, retry := g.ipLimiter.Allow(g.edge.ipKey(r)); !ok {
+	if reason := refusedShape(r); reason != "" {
+		x.event, x.reason, x.rpcError = "BAD_REQUEST", reason, mcp.CodeInvalidRequest
+		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, reason)
+		return
+	}
+	ipKey := g.edge.ipKey(r)
+	if ok, retry := g.ipLimiter.Allow(ipKey); !ok {
 		g.rateLimited(w, x, retry)
 		return
 	}
+	ipSlot, ok := g.inFlightIP.Acquire(ipKey)
+	if !ok {
+		g.tooManyInFlight(w, x)
+		return
+	}
+	defer ipSlot.Release()
 
 	p, err := g.authn.Authenticate(r)
 	if err != nil {
@@ -130,14 +154,23 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.unauthorized(w, r, x, fmt.Errorf("%w: token is bound to another backend of this gateway", authn.ErrInvalidToken))
 		return
 	}
+	userKey := p.Key()
 	// POSTs are limited per user after decoding (authorizePost), so that a
 	// client's replies to server requests are never refused.
 	if r.Method != http.MethodPost {
-		if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+		if ok, retry := g.userLimiter.Allow(userKey); !ok {
 			g.rateLimited(w, x, retry)
 			return
 		}
 	}
+	// The in-flight bound comes before the body is read: that is what a
+	// slow client holds.
+	userSlot, ok := g.inFlightUser.Acquire(userKey)
+	if !ok {
+		g.tooManyInFlight(w, x)
+		return
+	}
+	defer userSlot.Release()
 	sessionID, ok := g.checkSession(w, r, x, p)
 	if !ok {
 		return
@@ -147,7 +180,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx = proxy.WithStatus(ctx, &x.status)
 	switch r.Method {
 	case http.MethodPost:
-		if !g.authorizePost(w, r, x, p) {
+		if !g.authorizePost(w, r, x, p, userKey) {
 			return
 		}
 		x.status.RPCID = singleCallID(x.msg)
@@ -160,6 +193,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// replay responses to earlier list requests: filter every list
 		// result on it.
 		ctx = g.withStreamFilter(ctx, p)
+		clearReadDeadline(w)
 	case http.MethodDelete:
 		// DELETE ends a session; it names no tool and needs only
 		// authentication. The binding goes once the backend confirms.
@@ -168,6 +202,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				g.sessions.forget(g.backend.Name, sessionID, p.Key())
 			}
 		}
+		clearReadDeadline(w)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -230,17 +265,35 @@ func initializes(m *mcp.Message) bool {
 // authorizePost reads and decodes the JSON-RPC body and decides every
 // message in it. It answers the request itself and returns false when the
 // request must not reach the backend.
-func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.maxBody))
+func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal, userKey string) bool {
+	if !isJSON(r.Header) {
+		// Never decoded, never forwarded: a form or text/plain body is what
+		// a cross-site form or a confused client sends, not MCP.
+		x.event, x.reason, x.rpcError = "BAD_REQUEST", "unsupported content type", mcp.CodeInvalidRequest
+		proxy.WriteJSONRPCError(w, http.StatusUnsupportedMediaType, nil, mcp.CodeInvalidRequest, "Content-Type must be application/json")
+		return false
+	}
+	if r.ContentLength > g.maxBody {
+		x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
+		proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
+		return false
+	}
+	x.body.reset(w, r, g.bodyLimits, g.maxBody)
+	body, err := io.ReadAll(&x.body)
+	x.body.done()
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", -32600
-			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, -32600, "request body too large")
-			return false
+		switch {
+		case errors.Is(err, errBodyTooLarge):
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
+			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
+		case errors.Is(err, errBodyTooSlow):
+			// RFC 9110 §15.5.9; the connection is closed after it.
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too slow", mcp.CodeInvalidRequest
+			proxy.WriteJSONRPCError(w, http.StatusRequestTimeout, nil, mcp.CodeInvalidRequest, "request body not received in time")
+		default:
+			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body read failed", mcp.CodeParseError
+			proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeParseError, "could not read request body")
 		}
-		x.event, x.reason = "BAD_REQUEST", "body read failed"
-		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, -32700, "could not read request body")
 		return false
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -262,7 +315,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	// a sampling or elicitation reply) and calls nothing: refusing it would
 	// leave the user's own tool call hanging, so it is not rate limited.
 	if !repliesOnly(msg) {
-		if ok, retry := g.userLimiter.Allow(p.Key()); !ok {
+		if ok, retry := g.userLimiter.Allow(userKey); !ok {
 			g.rateLimited(w, x, retry)
 			return false
 		}
@@ -407,6 +460,14 @@ func (g *gateway) rateLimited(w http.ResponseWriter, x *exchange, retry time.Dur
 	secs := int(retry/time.Second) + 1
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "rate limit exceeded")
+}
+
+// tooManyInFlight answers a client or user over its in-flight bound. The
+// requests it holds will end (or time out), so retrying soon is sensible.
+func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
+	x.event, x.reason, x.rpcError = audit.EventRateLimited, "too many requests in flight", codeRateLimited
+	w.Header().Set("Retry-After", "1")
+	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "too many requests in flight")
 }
 
 // withListFilter arranges for list responses to be filtered through the same
@@ -637,6 +698,9 @@ func (r *sseReader) Close() error {
 // finish writes the audit record(s) for the request: one per JSON-RPC
 // message, or one for a request that never got that far.
 func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
+	// The server flushes the rest of the response after this (a stream's
+	// last write may be long ago): give that its own write_timeout.
+	defer sw.renewWriteDeadline()
 	elapsed := time.Since(x.start)
 	dur := audit.Millis(elapsed)
 	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
@@ -718,13 +782,30 @@ type statusWriter struct {
 	header http.Header
 	// onHeader, when set, sees the final status and headers before they
 	// are sent (for session binding).
-	onHeader func(code int, h http.Header)
+	onHeader     func(code int, h http.Header)
+	body         *bodyReader // the request's body, when it has one
+	writeTimeout time.Duration
+}
+
+// renewWriteDeadline gives the next write writeTimeout to complete. It
+// replaces the server's WriteTimeout, which counts from the request's start
+// and would cut every SSE stream: a stream lives as long as its client
+// keeps reading, and a client that stops is cut off.
+func (s *statusWriter) renewWriteDeadline() {
+	if s.writeTimeout > 0 {
+		http.NewResponseController(s.ResponseWriter).SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
 		s.header = s.ResponseWriter.Header()
+		if s.body != nil && !s.body.eof {
+			// Answered without reading the body (a refusal): see
+			// closeIfBodyUnread.
+			s.header.Set("Connection", "close")
+		}
 	}
 	if f := s.onHeader; f != nil && code >= 200 { // the final answer, not a 1xx
 		s.onHeader = nil
@@ -737,6 +818,7 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
+	s.renewWriteDeadline()
 	return s.ResponseWriter.Write(b)
 }
 
@@ -744,6 +826,7 @@ func (s *statusWriter) Flush() {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
+	s.renewWriteDeadline()
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

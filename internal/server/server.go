@@ -20,6 +20,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/ratelimit"
 )
 
 // Server is a provisioned gateway, ready to run.
@@ -33,6 +34,9 @@ type Server struct {
 	policy   *policy.Holder
 	// reloadKeys re-reads the signing keys (authorization_server mode only).
 	reloadKeys func(context.Context) error
+	// inFlightIP is shared by every route: a client address has one bound.
+	inFlightIP *ratelimit.InFlight
+	bodyLimits bodyLimits
 }
 
 // Handler is the gateway's root handler (for tests that bring a listener).
@@ -84,10 +88,16 @@ func (s *Server) routes(mux *http.ServeMux) {
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ReadHeaderTimeout: s.cfg.Security.ReadHeaderTimeout,
+		// Backstops for every route. The MCP endpoint narrows the read
+		// deadline while reading a body (min_body_rate), lifts it once the
+		// body is in, and renews the write deadline before every write, all
+		// through http.ResponseController: no SSE stream is cut by them.
+		ReadTimeout:    s.cfg.Security.ReadHeaderTimeout + s.cfg.Security.ReadTimeout,
+		WriteTimeout:   s.cfg.Security.WriteTimeout,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	// Streams must survive shutdown's start: cancel their context only when
 	// the drain deadline passes.

@@ -117,8 +117,14 @@ func Connect(t testing.TB, url, token string, opts *mcp.ClientOptions) *mcp.Clie
 
 // TryConnect is Connect returning the error.
 func TryConnect(url, token string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
+	return TryConnectWith(url, token, opts, nil)
+}
+
+// TryConnectWith is TryConnect sending through base (nil: the default
+// transport), e.g. to record what the client sends.
+func TryConnectWith(url, token string, opts *mcp.ClientOptions, base http.RoundTripper) (*mcp.ClientSession, error) {
 	client := mcp.NewClient(&mcp.Implementation{Name: "mcpgate-test", Version: "1"}, opts)
-	tr := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: Bearer{Token: token}}, MaxRetries: -1}
+	tr := &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: Bearer{Token: token, Base: base}}, MaxRetries: -1}
 	return client.Connect(context.Background(), tr, nil)
 }
 
