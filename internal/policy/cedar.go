@@ -61,6 +61,9 @@ type cedarPolicy struct {
 	// anyArgs is the policy for calls whose arguments are unknown (list
 	// filtering); nil when it is dropped. See withoutArguments.
 	anyArgs *cedar.Policy
+	// anyTarget is a permit for any action and resource with any arguments
+	// (see forAnyTarget); nil for forbids.
+	anyTarget *cedar.Policy
 }
 
 func (c *cedarPolicy) applies(action, resType, name string) bool {
@@ -104,6 +107,9 @@ func parseCedar(src, text string, seen map[cedar.PolicyID]string, path string, p
 		}
 		cp.id = id
 		cp.anyArgs = withoutArguments(pol)
+		if !cp.forbid {
+			cp.anyTarget = forAnyTarget(pol)
+		}
 		out = append(out, cp)
 	}
 	return out
@@ -392,6 +398,53 @@ func withoutArguments(pol *cedar.Policy) *cedar.Policy {
 	cp := *a
 	cp.Conditions = keep
 	return cedar.NewPolicyFromAST(&cp)
+}
+
+// forAnyTarget returns a permit's variant that asks "could this permit p
+// something on some backend": its action and resource scopes are widened to
+// all, and what reads the arguments, the action or the resource is assumed
+// to go the caller's way: a when clause's conjuncts (a && b) that read them
+// are dropped, as are unless clauses that do. What remains are the
+// conditions on the principal, context.backend and context.scopes.
+func forAnyTarget(pol *cedar.Policy) *cedar.Policy {
+	a := *pol.AST()
+	a.Action, a.Resource = ast.ScopeTypeAll{}, ast.ScopeTypeAll{}
+	a.Conditions = nil
+	known := func(n ast.IsNode) bool { return !readsArguments(n) && !readsVariable(n, "action", "resource") }
+	for _, c := range pol.AST().Conditions {
+		if c.Condition == ast.ConditionUnless {
+			if known(c.Body) {
+				a.Conditions = append(a.Conditions, c)
+			}
+			continue
+		}
+		for _, term := range conjuncts(c.Body) {
+			if known(term) {
+				a.Conditions = append(a.Conditions, ast.ConditionType{Condition: ast.ConditionWhen, Body: term})
+			}
+		}
+	}
+	return cedar.NewPolicyFromAST(&a)
+}
+
+// conjuncts splits a && b && … into its terms.
+func conjuncts(n ast.IsNode) []ast.IsNode {
+	if and, ok := n.(ast.NodeTypeAnd); ok {
+		return append(conjuncts(and.Left), conjuncts(and.Right)...)
+	}
+	return []ast.IsNode{n}
+}
+
+// readsVariable reports whether an expression uses any of the variables.
+func readsVariable(n ast.IsNode, names ...types.String) bool {
+	found := false
+	ast.Inspect(ast.NewNode(n), func(n ast.IsNode) bool {
+		if v, ok := n.(ast.NodeTypeVariable); ok && slices.Contains(names, v.Name) {
+			found = true
+		}
+		return !found
+	})
+	return found
 }
 
 // readsArguments reports whether an expression may read context.arguments:

@@ -368,6 +368,8 @@ type resolved struct {
 	fromFallback bool
 	// anyArgsCtx caches, per backend, the Cedar context of list filtering.
 	anyArgsCtx sync.Map
+	// session caches DecideSession per backend (before shadow mode).
+	session sync.Map
 }
 
 // principalCache memoizes role resolution. It is cleared when it grows past

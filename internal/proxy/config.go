@@ -18,8 +18,9 @@ type BackendConfig struct {
 	// URL of the backend's streamable-HTTP MCP endpoint. Exactly one of
 	// url and command is set.
 	URL string `yaml:"url"`
-	// Stdio runs a stdio MCP server instead (command, env, dir,
-	// max_sessions, idle_timeout, max_message_bytes): the gateway serves it
+	// Stdio runs a stdio MCP server instead (command, env, dir, run_as,
+	// max_sessions, max_sessions_per_user, idle_timeout,
+	// max_message_bytes): the gateway serves it
 	// on an internal loopback listener, one child process per MCP session,
 	// and proxies to it like any other backend.
 	Stdio stdio.Config `yaml:",inline"`

@@ -6,6 +6,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/stdio"
 )
 
 // UpstreamTokens yields the caller's upstream IdP access token for a token
@@ -39,6 +42,7 @@ type Backend struct {
 	Path     string
 	target   *url.URL
 	cfg      BackendConfig
+	stdio    bool // the backend is a stdio bridge: tell it the user
 	rp       *httputil.ReverseProxy
 	upstream UpstreamTokens
 	log      *slog.Logger
@@ -84,7 +88,7 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, upstream: opts.UpstreamTokens, log: log,
+	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, stdio: cfg.IsStdio(), upstream: opts.UpstreamTokens, log: log,
 		forward: forwardSet(cfg.ForwardHeaders)}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
@@ -153,6 +157,9 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 	// List responses must be readable to be filtered: ask for no content
 	// coding (RFC 9110 §12.5.3); the filter refuses any that comes anyway.
 	out.Header["Accept-Encoding"] = identityEncoding
+	if b.stdio {
+		out.Header.Del(stdio.UserHeader) // only the gateway names the user
+	}
 	pr.SetURL(b.target)
 	out.URL.Path = b.target.Path // the backend endpoint is exactly the configured URL
 	out.URL.RawPath = b.target.RawPath
@@ -173,6 +180,9 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 		setIf(out.Header, ih.Email, p.Email)
 		setIf(out.Header, ih.Subject, p.Subject)
 		setIf(out.Header, ih.Groups, strings.Join(p.Groups, ","))
+		if b.stdio {
+			out.Header.Set(stdio.UserHeader, stdioUser(p))
+		}
 	}
 	switch b.cfg.Credential.Type {
 	case "static":
@@ -180,6 +190,14 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 	case "upstream_token":
 		out.Header.Set("Authorization", "Bearer "+pr.In.Context().Value(upstreamTokenKey{}).(string))
 	}
+}
+
+// stdioUser is the opaque key the stdio bridge counts a user's sessions by:
+// a hash of issuer and subject, which are free text and may not be valid
+// in a header.
+func stdioUser(p *authn.Principal) string {
+	h := sha256.Sum256([]byte(p.Key()))
+	return hex.EncodeToString(h[:])
 }
 
 type upstreamTokenKey struct{}

@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
 			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
-			sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
+			sessionGate: bc.IsStdio(), sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
 		}
 		mux.Handle(bc.Path, g)
 		mcpPaths[bc.Path] = true

@@ -74,9 +74,12 @@ type gateway struct {
 	writeTimeout time.Duration // per write of a response (security.write_timeout)
 	edge         *edge
 	maxBody      int64
-	sessions     *sessionBinder
-	log          *slog.Logger
-	metrics      *metrics.Gateway
+	// sessionGate refuses initialize to callers the policy grants nothing
+	// on this backend (stdio: every session is a process).
+	sessionGate bool
+	sessions    *sessionBinder
+	log         *slog.Logger
+	metrics     *metrics.Gateway
 	// auditDown is set while audit writes fail: requests are refused with
 	// 503 so no action goes unrecorded, and cleared by the next successful
 	// write (the refusal itself is audited, which probes the log).
@@ -327,6 +330,9 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	denied := -1
 	for i := range msg.Calls {
 		d := engine.Decide(p, policy.RequestFor(g.backend.Name, &msg.Calls[i]))
+		if d.Allow && g.sessionGate && msg.Calls[i].Method == "initialize" {
+			d = engine.DecideSession(p, g.backend.Name)
+		}
 		x.decisions[i] = d
 		if !d.Allow {
 			if denied < 0 {

@@ -19,6 +19,10 @@
 // POST other than initialize without a session id gets 400) and stream
 // resumption (no event ids are sent, so clients never ask for a replay).
 //
+// Sessions are counted per user, named by the UserHeader the gateway sets
+// (requests without it count as one anonymous user): see
+// Config.MaxSessionsPerUser for the limits and who is evicted.
+//
 // The endpoint starts processes on request, so it requires the bearer token
 // returned by Token on every request, even on a loopback listener: any local
 // process, or a web page through DNS rebinding, could otherwise reach it.
@@ -57,6 +61,12 @@ const (
 	codeServerError = -32000
 )
 
+// UserHeader carries an opaque key of the user a request is made for. The
+// gateway's proxy sets it (and drops any client copy); the bridge counts
+// sessions per user with it and serves a session only to its user. Only a
+// holder of the bridge's token can set it.
+const UserHeader = "Mcpgate-Stdio-User"
+
 var errSessionGone = errors.New("session not found")
 
 // Bridge is an http.Handler serving one stdio MCP server command.
@@ -71,7 +81,8 @@ type Bridge struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
-	starting int // sessions whose child is being started
+	starting int            // sessions whose child is being started
+	perUser  map[string]int // sessions and starting sessions per user
 	closed   bool
 	wg       sync.WaitGroup // one per started child, done once it is reaped
 }
@@ -87,6 +98,9 @@ func New(cfg Config, log *slog.Logger) (*Bridge, error) {
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := checkRunAs(cfg.RunAs); err != nil {
+		return nil, err
 	}
 	path, err := resolveCommand(cfg.Command[0], cfg.Dir)
 	if err != nil {
@@ -107,6 +121,7 @@ func New(cfg Config, log *slog.Logger) (*Bridge, error) {
 		log:       log,
 		killDelay: defaultKillDelay,
 		sessions:  make(map[string]*session),
+		perUser:   make(map[string]int),
 	}, nil
 }
 
@@ -176,15 +191,33 @@ func (b *Bridge) Close() error {
 func (b *Bridge) forget(s *session) {
 	b.mu.Lock()
 	if b.sessions[s.id] == s {
-		delete(b.sessions, s.id)
+		b.remove(s)
 	}
 	b.mu.Unlock()
 }
 
-func (b *Bridge) lookup(id string) *session {
+// remove drops s from the books; b.mu is held.
+func (b *Bridge) remove(s *session) {
+	delete(b.sessions, s.id)
+	b.release(s.user)
+}
+
+// release gives back one of user's slots; b.mu is held.
+func (b *Bridge) release(user string) {
+	if b.perUser[user]--; b.perUser[user] <= 0 {
+		delete(b.perUser, user)
+	}
+}
+
+// lookup returns the session id names if it belongs to the request's user;
+// another user's session is reported as unknown.
+func (b *Bridge) lookup(id string, r *http.Request) *session {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.sessions[id]
+	if s := b.sessions[id]; s != nil && s.user == r.Header.Get(UserHeader) {
+		return s
+	}
+	return nil
 }
 
 // ServeHTTP implements the streamable HTTP transport (MCP spec,
@@ -234,7 +267,7 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id := r.Header.Get(sessionIDHeader); id != "" {
-		s := b.lookup(id)
+		s := b.lookup(id, r)
 		if s == nil {
 			writeError(w, http.StatusNotFound, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "session not found")
 			return
@@ -248,7 +281,7 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "missing Mcp-Session-Id (only a single initialize request may start a session)")
 		return
 	}
-	s, status, msg := b.startSession(req.ID)
+	s, status, msg := b.startSession(req.ID, r.Header.Get(UserHeader))
 	if s == nil {
 		writeError(w, status, req.ID, codeServerError, msg)
 		return
@@ -259,36 +292,53 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// startSession starts a child for a new session, or returns the HTTP status
-// and message to fail with.
-func (b *Bridge) startSession(initID jsonrpc.ID) (*session, int, string) {
+// startSession starts a child for a new session of user, or returns the
+// HTTP status and message to fail with. A session may have to give way
+// first (see admit).
+func (b *Bridge) startSession(initID jsonrpc.ID, user string) (*session, int, string) {
 	b.mu.Lock()
-	switch {
-	case b.closed:
+	if b.closed {
 		b.mu.Unlock()
 		return nil, http.StatusServiceUnavailable, "shutting down"
-	case len(b.sessions)+b.starting >= b.cfg.MaxSessions:
+	}
+	victim, ok := b.admit(user)
+	if !ok {
 		b.mu.Unlock()
-		b.log.Warn("stdio: session limit reached", "max_sessions", b.cfg.MaxSessions)
+		b.log.Warn("stdio: session limit reached", "max_sessions", b.cfg.MaxSessions,
+			"max_sessions_per_user", b.cfg.MaxSessionsPerUser, "user_sessions", b.perUser[user])
 		return nil, http.StatusServiceUnavailable, "too many sessions"
 	}
+	if victim != nil {
+		b.remove(victim)
+	}
 	b.starting++
+	b.perUser[user]++
 	b.wg.Add(1) // under mu while not closed, so never concurrent with Close's Wait
 	b.mu.Unlock()
+	if victim != nil {
+		reason := "evicted: the backend is full and another user needs a session"
+		if victim.user == user {
+			reason = "evicted: the user opened more than max_sessions_per_user sessions"
+		}
+		victim.close(reason)
+	}
 
 	id := rand.Text()
-	c, err := startChild(b.path, b.cfg.Command[1:], b.env, b.cfg.Dir, b.cfg.MaxMessageBytes, b.log.With("session", id[:8]))
+	c, err := startChild(b.path, b.cfg.Command[1:], b.env, b.cfg.Dir, b.cfg.RunAs, b.cfg.MaxMessageBytes, b.log.With("session", id[:8]))
 	b.mu.Lock()
 	b.starting--
 	if err != nil {
+		b.release(user)
 		b.mu.Unlock()
 		b.wg.Done()
 		b.log.Error("stdio: cannot start server", "command", b.cfg.Command[0], "error", err)
 		return nil, http.StatusBadGateway, "backend failed to start"
 	}
-	s := newSession(b, id, c, initID)
+	s := newSession(b, id, user, c, initID)
 	closed := b.closed
-	if !closed {
+	if closed {
+		b.release(user)
+	} else {
 		b.sessions[id] = s
 	}
 	b.mu.Unlock()
@@ -299,6 +349,60 @@ func (b *Bridge) startSession(initID jsonrpc.ID) (*session, int, string) {
 	}
 	s.log.Info("stdio: session started")
 	return s, 0, ""
+}
+
+// admit decides whether user may start a session, and which session must
+// end first to make room (nil: none). b.mu is held.
+//
+//   - A user at max_sessions_per_user gives up their own idlest session.
+//   - When the backend is full, the user holding the most sessions gives up
+//     their idlest session without a call in flight, but only if they hold
+//     at least two more than user: nobody loses a session to someone who
+//     would then hold more than they do, so a full backend shared evenly
+//     stays as it is (503), and no user can evict another by exceeding
+//     their share.
+func (b *Bridge) admit(user string) (victim *session, ok bool) {
+	mine := b.perUser[user]
+	if mine >= b.cfg.MaxSessionsPerUser {
+		victim = b.idlest(func(s *session) bool { return s.user == user }, true)
+		return victim, victim != nil
+	}
+	if len(b.sessions)+b.starting < b.cfg.MaxSessions {
+		return nil, true
+	}
+	richest, most := "", 0
+	for u, n := range b.perUser {
+		if u != user && (n > most || n == most && u < richest) {
+			richest, most = u, n
+		}
+	}
+	if most < mine+2 {
+		return nil, false
+	}
+	victim = b.idlest(func(s *session) bool { return s.user == richest }, false)
+	return victim, victim != nil
+}
+
+// idlest returns the session among those matching that was used least
+// recently, preferring sessions without a call in flight; busy ones only if
+// takeBusy. b.mu is held.
+func (b *Bridge) idlest(match func(*session) bool, takeBusy bool) *session {
+	var best *session
+	var bestBusy bool
+	var bestUsed int64
+	for _, s := range b.sessions {
+		if !match(s) {
+			continue
+		}
+		busy, used := s.usage()
+		if busy && !takeBusy {
+			continue
+		}
+		if best == nil || !busy && bestBusy || busy == bestBusy && used < bestUsed {
+			best, bestBusy, bestUsed = s, busy, used
+		}
+	}
+	return best
 }
 
 func (s *session) servePOST(w http.ResponseWriter, r *http.Request, msgs []jsonrpc.Message, batch, initialize bool) {
@@ -370,7 +474,7 @@ func (b *Bridge) serveGET(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "missing Mcp-Session-Id")
 		return
 	}
-	s := b.lookup(id)
+	s := b.lookup(id, r)
 	if s == nil || !s.acquire() {
 		writeError(w, http.StatusNotFound, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "session not found")
 		return
@@ -391,7 +495,7 @@ func (b *Bridge) serveDELETE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "missing Mcp-Session-Id")
 		return
 	}
-	s := b.lookup(id)
+	s := b.lookup(id, r)
 	if s == nil {
 		writeError(w, http.StatusNotFound, jsonrpc.ID{}, jsonrpc.CodeInvalidRequest, "session not found")
 		return

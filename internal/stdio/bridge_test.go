@@ -310,7 +310,8 @@ func TestChildCrashEndsSession(t *testing.T) {
 func TestMaxSessions(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.MaxSessions = 1 })
 	cs := e.connect(t, clientOpts{})
-	resp := e.raw(t, http.MethodPost, "", initialize)
+	// Another user: the one holding the slot holds no more than its share.
+	resp := e.do(t, rawReq{method: http.MethodPost, body: initialize, header: map[string]string{UserHeader: "other"}})
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.StatusCode)
 	}

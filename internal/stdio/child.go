@@ -47,7 +47,7 @@ type child struct {
 
 // startChild starts the program at path. The pipes are plain os.Pipe files
 // (not exec's StdoutPipe), so that cmd.Wait never races our reads.
-func startChild(path string, args, env []string, dir string, maxLine int, log *slog.Logger) (*child, error) {
+func startChild(path string, args, env []string, dir string, runAs *RunAs, maxLine int, log *slog.Logger) (*child, error) {
 	var files []*os.File // every pipe end, closed on failure
 	pipe := func() (r, w *os.File, err error) {
 		r, w, err = os.Pipe()
@@ -79,7 +79,7 @@ func startChild(path string, args, env []string, dir string, maxLine int, log *s
 	cmd.Env = env
 	cmd.Dir = dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
-	setProcAttrs(cmd)
+	setProcAttrs(cmd, runAs)
 	if err := cmd.Start(); err != nil {
 		closeAll()
 		return nil, err

@@ -13,7 +13,7 @@ import (
 func TestSetDefaults(t *testing.T) {
 	var c Config
 	c.SetDefaults()
-	want := Config{MaxSessions: 64, IdleTimeout: 30 * time.Minute, MaxMessageBytes: 16 << 20}
+	want := Config{MaxSessions: 64, MaxSessionsPerUser: 8, IdleTimeout: 30 * time.Minute, MaxMessageBytes: 16 << 20}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -21,6 +21,14 @@ func TestSetDefaults(t *testing.T) {
 	c.SetDefaults()
 	if c.MaxSessions != 3 || c.IdleTimeout != time.Second || c.MaxMessageBytes != 10 {
 		t.Errorf("SetDefaults overrode explicit values: %+v", c)
+	}
+	if c.MaxSessionsPerUser != 3 {
+		t.Errorf("max_sessions_per_user default = %d, want max_sessions (3) when below 8", c.MaxSessionsPerUser)
+	}
+	c = Config{MaxSessions: 64, MaxSessionsPerUser: 1}
+	c.SetDefaults()
+	if c.MaxSessionsPerUser != 1 {
+		t.Errorf("SetDefaults overrode max_sessions_per_user: %d", c.MaxSessionsPerUser)
 	}
 }
 
@@ -44,6 +52,17 @@ func TestValidate(t *testing.T) {
 			"backends[0].max_sessions: must not be negative",
 			"backends[0].idle_timeout: must not be negative",
 			"backends[0].max_message_bytes: must not be negative",
+		}},
+		{"per-user limit", Config{Command: []string{"srv"}, MaxSessions: 4, MaxSessionsPerUser: 5}, []string{
+			"backends[0].max_sessions_per_user: must not exceed max_sessions (4)",
+		}},
+		{"negative per-user limit", Config{Command: []string{"srv"}, MaxSessions: 4, MaxSessionsPerUser: -1}, []string{
+			"backends[0].max_sessions_per_user: must not be negative",
+		}},
+		{"run_as ok", Config{Command: []string{"srv"}, RunAs: &RunAs{UID: 65534, GID: 65534}}, nil},
+		{"run_as root or missing", Config{Command: []string{"srv"}, RunAs: &RunAs{UID: 0, GID: -1}}, []string{
+			"backends[0].run_as.uid: must be a non-root user id, 1 to 2147483647 (got 0)",
+			"backends[0].run_as.gid: must be a non-root group id, 1 to 2147483647 (got -1)",
 		}},
 	}
 	for _, tc := range tests {

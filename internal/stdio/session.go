@@ -20,6 +20,7 @@ const exitGrace = time.Second
 // session is one MCP session: one client, one child process.
 type session struct {
 	id         string
+	user       string // the UserHeader of the request that started it
 	b          *Bridge
 	c          *child
 	log        *slog.Logger
@@ -30,6 +31,7 @@ type session struct {
 	mu          sync.Mutex
 	closed      bool
 	active      int                    // open HTTP requests; the idle timer runs at 0
+	lastUsed    time.Time              // when a request last began or ended
 	calls       map[jsonrpc.ID]*stream // in-flight client requests → their POST stream
 	tokens      map[jsonrpc.ID]any     // in-flight client request → its progress token
 	progress    map[any]*stream        // progress token → POST stream
@@ -66,9 +68,11 @@ func (st *stream) signal() {
 	}
 }
 
-func newSession(b *Bridge, id string, c *child, initID jsonrpc.ID) *session {
+func newSession(b *Bridge, id, user string, c *child, initID jsonrpc.ID) *session {
 	s := &session{
 		id:         id,
+		user:       user,
+		lastUsed:   time.Now(),
 		b:          b,
 		c:          c,
 		log:        c.log,
@@ -99,6 +103,7 @@ func (s *session) acquire() bool {
 		return false
 	}
 	s.active++
+	s.lastUsed = time.Now()
 	if s.active == 1 {
 		s.idle.Stop()
 	}
@@ -109,9 +114,18 @@ func (s *session) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.active--
+	s.lastUsed = time.Now()
 	if s.active == 0 && !s.closed {
 		s.idle.Reset(s.b.cfg.IdleTimeout)
 	}
+}
+
+// usage reports whether a client call is in flight (initialize included)
+// and when the session was last used, in Unix nanoseconds, for eviction.
+func (s *session) usage() (busy bool, lastUsed int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls) > 0, s.lastUsed.UnixNano()
 }
 
 func (s *session) idleTimeout() {
