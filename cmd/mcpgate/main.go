@@ -6,12 +6,21 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mcpgate/mcpgate/internal/procsec"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// hardenErr is the outcome of procsec.Harden at start-up.
+var hardenErr error
+
 func main() {
+	// First thing: no core dumps, and no same-user process (such as a stdio
+	// MCP server this gateway starts) may read our memory or environment,
+	// which hold the encryption key. serve reports the outcome.
+	hardenErr = procsec.Harden()
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mcpgate:", err)
 		os.Exit(1)

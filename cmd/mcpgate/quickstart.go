@@ -85,11 +85,12 @@ func quickstart(ctx context.Context, out io.Writer, dataDir, listen string) erro
 	if err != nil {
 		return err
 	}
-	key, err := loadOrCreateKey(filepath.Join(abs, "encryption.key"))
-	if err != nil {
+	keyPath := filepath.Join(abs, "encryption.key")
+	if err := createKeyIfMissing(keyPath); err != nil {
 		return err
 	}
-	os.Setenv("MCPGATE_ENCRYPTION_KEY", key)
+	// The key reaches the config as a file path, never as an environment value.
+	os.Setenv("MCPGATE_ENCRYPTION_KEY_FILE", keyPath)
 
 	// The demo backend runs in this process on a free loopback port.
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -133,18 +134,15 @@ func quickstart(ctx context.Context, out io.Writer, dataDir, listen string) erro
 	return serve(ctx, cfg, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
 }
 
-func loadOrCreateKey(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return string(b), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
+func createKeyIfMissing(path string) error {
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	var k [32]byte
 	if _, err := rand.Read(k[:]); err != nil {
-		return "", err
+		return err
 	}
-	s := base64.StdEncoding.EncodeToString(k[:])
-	return s, os.WriteFile(path, []byte(s), 0o600)
+	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k[:])), 0o600)
 }
 
 func randomPassword() string {

@@ -41,6 +41,7 @@ func TestQuickstart(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	t.Setenv("MCPGATE_ENCRYPTION_KEY", "")
+	t.Setenv("MCPGATE_ENCRYPTION_KEY_FILE", "") // quickstart sets it; restored after the test
 	t.Setenv("MCPGATE_BACKEND_URL", "")
 
 	run := func() string {

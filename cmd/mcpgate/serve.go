@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/policy"
+	"github.com/mcpgate/mcpgate/internal/procsec"
 	"github.com/mcpgate/mcpgate/internal/server"
 )
 
@@ -113,6 +114,7 @@ func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() 
 		return fmt.Errorf("listen: %w", err)
 	}
 	log.Info("mcpgate starting", append([]any{"version", version}, cfg.Summary()...)...)
+	logHardening(log)
 	if cfg.Auth.Mode == config.ModeNone {
 		log.Warn("AUTHENTICATION IS DISABLED (auth.mode: none): every local process can call every permitted tool as the anonymous user")
 	}
@@ -120,4 +122,19 @@ func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() 
 		return err
 	}
 	return nil
+}
+
+// logHardening reports whether same-user processes are kept out of the
+// gateway's memory and environment (see procsec), read back from the kernel.
+func logHardening(log *slog.Logger) {
+	dumpable, err := procsec.Dumpable()
+	switch {
+	case errors.Is(err, procsec.ErrUnsupported):
+		log.Info("process hardening: not available on this platform; run stdio servers as another user (run_as)")
+	case err != nil || hardenErr != nil || dumpable:
+		log.Warn("process hardening is not in effect: same-user processes, stdio servers included, can read the gateway's memory and environment",
+			"err", errors.Join(err, hardenErr))
+	default:
+		log.Info("process hardening: not dumpable (no core dumps; /proc/PID/environ and mem closed to same-user processes)", "dumpable", false)
+	}
 }

@@ -50,8 +50,13 @@ type Config struct {
 	Security  SecurityConfig        `yaml:"security"`
 	Metrics   MetricsConfig         `yaml:"metrics"`
 	// EncryptionKey seals stored secrets (upstream tokens, signing keys):
-	// 32 bytes, base64. Prefer MCPGATE_ENCRYPTION_KEY over the file.
+	// 32 bytes, base64. Prefer EncryptionKeyFile: a key in the config file
+	// or the environment (MCPGATE_ENCRYPTION_KEY) is readable wherever they
+	// are.
 	EncryptionKey string `yaml:"encryption_key"`
+	// EncryptionKeyFile is a file holding EncryptionKey (mode 0600, owned
+	// by the gateway's user); also MCPGATE_ENCRYPTION_KEY_FILE.
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
 	// ShutdownTimeout is how long SIGTERM waits for in-flight requests and
 	// streams to finish (default 30s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -252,7 +257,7 @@ func (c *Config) Validate() error {
 		c.Auth.AuthorizationServer.Validate("auth.authorization_server", &p)
 		c.Auth.Claims.Validate("auth.claims", &p)
 		if c.EncryptionKey == "" {
-			p.Add("encryption_key", "is required in authorization_server mode: set MCPGATE_ENCRYPTION_KEY to 32 random bytes, base64 (openssl rand -base64 32)")
+			p.Add("encryption_key", "is required in authorization_server mode: write 32 random bytes, base64, to a file only the gateway can read (openssl rand -base64 32 > key; chmod 600 key) and set MCPGATE_ENCRYPTION_KEY_FILE or encryption_key_file to it")
 		} else if _, err := keys.ParseKey(c.EncryptionKey); err != nil {
 			p.Add("encryption_key", "%v", err)
 		}

@@ -46,6 +46,7 @@ func parse(raw []byte, lookup func(string) (string, bool), flags Overrides, dir 
 	if err := flags.Apply(cfg); err != nil {
 		return nil, err
 	}
+	keyProblems = append(keyProblems, cfg.readKeyFile()...)
 	cfg.SetDefaults()
 	// Unknown keys and invalid values are reported together, so one run of
 	// `mcpgate config check` shows every problem.
@@ -59,6 +60,23 @@ func parse(raw []byte, lookup func(string) (string, bool), flags Overrides, dir 
 	default:
 		return nil, &validate.Error{Problems: keyProblems}
 	}
+}
+
+// readKeyFile loads EncryptionKey from EncryptionKeyFile.
+func (c *Config) readKeyFile() []string {
+	var p validate.Problems
+	switch {
+	case c.EncryptionKeyFile == "":
+	case c.EncryptionKey != "":
+		p.Add("encryption_key_file", "cannot be combined with encryption_key (or MCPGATE_ENCRYPTION_KEY)")
+	default:
+		v, err := ReadSecretFile(c.EncryptionKeyFile)
+		if err != nil {
+			p.Add("encryption_key_file", "%v", err)
+		}
+		c.EncryptionKey = strings.TrimSpace(v)
+	}
+	return p.List()
 }
 
 // envRef matches ${NAME} and ${NAME:-default}.
@@ -93,9 +111,10 @@ func decode(raw []byte, lookup func(string) (string, bool)) (cfg *Config, unknow
 	return cfg, keys.List(), nil
 }
 
-// substitute expands ${NAME} and ${NAME:-default} in scalar values. An unset
-// variable without a default is an error: a missing secret must not silently
-// become an empty string.
+// substitute expands ${NAME} and ${NAME:-default} in scalar values. NAME may
+// instead be given as NAME_FILE, a file holding the value (see lookupFile).
+// An unset variable without a default is an error: a missing secret must not
+// silently become an empty string.
 func substitute(n *yaml.Node, path string, lookup func(string) (string, bool), p *validate.Problems) {
 	switch n.Kind {
 	case yaml.ScalarNode:
@@ -104,7 +123,12 @@ func substitute(n *yaml.Node, path string, lookup func(string) (string, bool), p
 		}
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			sub := envRef.FindStringSubmatch(m)
-			if v, ok := lookup(sub[1]); ok && v != "" {
+			v, ok, err := lookupFile(lookup, sub[1])
+			if err != nil {
+				p.Add(path, "%v (line %d)", err, n.Line)
+				return ""
+			}
+			if ok {
 				return v
 			}
 			if sub[2] != "" {

@@ -30,6 +30,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}
 	}()
 
+	if err := checkSecretFiles(cfg, log); err != nil {
+		return nil, err
+	}
 	auditor, err := audit.New(cfg.Audit, audit.WithSlog(log))
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
