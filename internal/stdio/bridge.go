@@ -303,9 +303,10 @@ func (b *Bridge) startSession(initID jsonrpc.ID, user string) (*session, int, st
 	}
 	victim, ok := b.admit(user)
 	if !ok {
+		mine := b.perUser[user]
 		b.mu.Unlock()
 		b.log.Warn("stdio: session limit reached", "max_sessions", b.cfg.MaxSessions,
-			"max_sessions_per_user", b.cfg.MaxSessionsPerUser, "user_sessions", b.perUser[user])
+			"max_sessions_per_user", b.cfg.MaxSessionsPerUser, "user_sessions", mine)
 		return nil, http.StatusServiceUnavailable, "too many sessions"
 	}
 	if victim != nil {
