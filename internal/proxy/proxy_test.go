@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/stdio"
 )
 
 // TestRewriteForwardsAnAllowList drives Backend.ServeHTTP against a backend
@@ -57,6 +60,24 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 		// The principal has no email: the identity header that shares its
 		// name with a forwarded one is removed, not left as the client sent it.
 		want: map[string]string{"X-Tenant": "t1", "X-Mcp-User": "alice", "User-Agent": ""},
+	}, {
+		// A stdio bridge learns the user from the gateway alone: a client's
+		// copy is replaced, even when forward_headers names it.
+		name: "stdio: the gateway names the user",
+		cfg: BackendConfig{Stdio: stdio.Config{Command: []string{"srv"}}, ForwardHeaders: []string{stdio.UserHeader},
+			Credential: CredentialConfig{Type: "static", Header: "Authorization", Value: "Bearer bridge"}},
+		in:   map[string][]string{stdio.UserHeader: {"someone-else"}},
+		p:    &authn.Principal{Issuer: "https://idp", Subject: "alice"},
+		want: map[string]string{stdio.UserHeader: fmt.Sprintf("%x", sha256.Sum256([]byte("https://idp#alice")))},
+	}, {
+		name: "stdio without a principal: no user",
+		cfg:  BackendConfig{Stdio: stdio.Config{Command: []string{"srv"}}, ForwardHeaders: []string{stdio.UserHeader}},
+		in:   map[string][]string{stdio.UserHeader: {"someone-else"}},
+		want: map[string]string{stdio.UserHeader: ""},
+	}, {
+		name: "HTTP backends are not told",
+		p:    &authn.Principal{Issuer: "https://idp", Subject: "alice"},
+		want: map[string]string{stdio.UserHeader: ""},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
