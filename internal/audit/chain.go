@@ -85,6 +85,7 @@ type entry struct {
 	Reason string  `json:"reason"`
 	Count  uint64  `json:"count"`
 	Source string  `json:"source"`
+	Time   string  `json:"time"`
 	Hash   string  `json:"-"`
 
 	canonical []byte

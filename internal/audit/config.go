@@ -2,6 +2,7 @@ package audit
 
 import (
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/validate"
@@ -70,6 +71,13 @@ type Config struct {
 
 	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between checkpoints; default 1000
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // also checkpoint when this long has passed; 0 (default) = off
+
+	// AnchorFile, when set, is rewritten atomically with the chain head
+	// (seq and hash) at every checkpoint, start and shutdown included. Kept
+	// on another path (ideally another disk or mount that the log's writer
+	// cannot rewrite), it is what `audit verify --anchor FILE` checks the log
+	// against: a log cut back to an earlier record fails.
+	AnchorFile string `yaml:"anchor_file"`
 }
 
 // Defaults.
@@ -161,5 +169,10 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 	if c.CheckpointInterval < 0 {
 		p.Add(at("checkpoint_interval"), "must not be negative (got %s)", c.CheckpointInterval)
+	}
+	if c.AnchorFile != "" && c.Path != "" {
+		if filepath.Clean(c.AnchorFile) == filepath.Clean(c.Path) {
+			p.Add(at("anchor_file"), "must be another path than the audit log (got %q)", c.AnchorFile)
+		}
 	}
 }

@@ -80,6 +80,8 @@ func TestConfigValidate(t *testing.T) {
 		}},
 		{"empty redact key", func(c *Config) { c.RedactKeys = []string{"ok", "-_"} }, []string{"audit.redact_keys[1]: must not be empty"}},
 		{"hmac env unset", func(c *Config) { c.HMACKeyEnv = "MCPGATE_TEST_UNSET_KEY" }, []string{"audit.hmac_key_env: environment variable MCPGATE_TEST_UNSET_KEY must hold at least 32 bytes (has 0)"}},
+		{"anchor file is the log", func(c *Config) { c.Sink, c.Path, c.AnchorFile = SinkFile, "/var/log/a.jsonl", "/var/log/./a.jsonl" },
+			[]string{`audit.anchor_file: must be another path than the audit log (got "/var/log/./a.jsonl")`}},
 		{"hmac key short", func(c *Config) { c.HMACKeyEnv = "SHORT_KEY" }, []string{"audit.hmac_key_env: environment variable SHORT_KEY must hold at least 32 bytes (has 9)"}},
 	}
 	for _, tc := range tests {

@@ -49,6 +49,9 @@ type Logger struct {
 	writeGen   uint64 // successful writes, for group commit
 	closed     bool
 	stop, done chan struct{}
+
+	fault  *Fault   // see WithFault
+	anchor *anchors // nil without anchor_file
 }
 
 // Option configures New.
@@ -60,6 +63,10 @@ func WithWriter(w io.Writer) Option { return func(l *Logger) { l.w = w } }
 
 // WithSlog sets the logger for audit write failures and checkpoints.
 func WithSlog(s *slog.Logger) Option { return func(l *Logger) { l.log = s } }
+
+// WithFault makes the sink fail on demand (see Fault), for tests and fault
+// drills.
+func WithFault(f *Fault) Option { return func(l *Logger) { l.fault = f } }
 
 // WithClock sets the clock (for tests).
 func WithClock(now func() time.Time) Option { return func(l *Logger) { l.now = now } }
@@ -130,11 +137,19 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 			startReason = "start after a torn final line (unclean shutdown)"
 			l.log.Warn("audit: the log ended with an incomplete line; continuing the chain after it", "path", tail.name)
 		}
+		f.fault = l.fault
 		l.file, l.w = f, f
 	case cfg.Sink == SinkNone:
 		return l, nil
 	}
+	if l.fault != nil && l.file == nil {
+		l.w = faultWriter{w: l.w, f: l.fault}
+	}
+	if cfg.AnchorFile != "" {
+		l.anchor = startAnchors(cfg.AnchorFile, l.log)
+	}
 	if err := l.checkpointLocked(startReason); err != nil {
+		l.anchor.stop()
 		l.closeSink()
 		return nil, fmt.Errorf("audit: write start checkpoint: %w", err)
 	}
@@ -266,16 +281,8 @@ func (l *Logger) encode(r *Record) ([]byte, error) {
 // appendLocked writes one record and whatever bookkeeping records precede or
 // follow it.
 func (l *Logger) appendLocked(ctx context.Context, body []byte) error {
-	if l.lost > 0 {
-		lost, err := l.encode(&Record{Source: sourceAudit, Event: EventRecordsLost, Count: l.lost,
-			Reason: "audit records could not be written (on_error: continue)"})
-		if err == nil {
-			err = l.writeLocked(lost)
-		}
-		if err != nil {
-			return l.failed(ctx, err, true)
-		}
-		l.lost = 0
+	if err := l.writeLostLocked(); err != nil {
+		return l.failed(ctx, err, true)
 	}
 	if err := l.writeLocked(body); err != nil {
 		return l.failed(ctx, err, true)
@@ -286,6 +293,26 @@ func (l *Logger) appendLocked(ctx context.Context, body []byte) error {
 			return l.failed(ctx, fmt.Errorf("checkpoint: %w", err), false)
 		}
 	}
+	return nil
+}
+
+// writeLostLocked writes the RECORDS_LOST marker for the records that could
+// not be written since the last successful write, if any: the first thing
+// written once the log is writable again, so the gap is in the chain.
+func (l *Logger) writeLostLocked() error {
+	if l.lost == 0 {
+		return nil
+	}
+	body, err := l.encode(&Record{Source: sourceAudit, Event: EventRecordsLost, Count: l.lost,
+		Reason: "audit records could not be written (on_error: " + l.cfg.OnError + ")"})
+	if err == nil {
+		err = l.writeLocked(body)
+	}
+	if err != nil {
+		return err
+	}
+	l.log.Warn("audit: wrote RECORDS_LOST marker", "lost", l.lost, "seq", l.seq)
+	l.lost = 0
 	return nil
 }
 
@@ -319,12 +346,15 @@ func (l *Logger) writeLocked(body []byte) error {
 	return nil
 }
 
-// checkpointLocked writes a CHECKPOINT record. It is also logged through slog,
-// so a copy of the chain head exists outside the audit file (an anchor for
-// `audit verify --anchor`).
+// checkpointLocked writes a CHECKPOINT record. The chain head it creates is
+// also logged through slog and written to the anchor file, so copies exist
+// outside the audit file (anchors for `audit verify --anchor`).
 func (l *Logger) checkpointLocked(reason string) error {
 	// Rotate first: the rotate checkpoint would change the count.
 	if err := l.rotateIfFullLocked(maxCheckpointBody); err != nil {
+		return err
+	}
+	if err := l.writeLostLocked(); err != nil {
 		return err
 	}
 	body, err := l.encode(&Record{Source: sourceAudit, Event: EventCheckpoint, Reason: reason, Count: l.count + 1})
@@ -337,6 +367,7 @@ func (l *Logger) checkpointLocked(reason string) error {
 	l.sinceCP = 0
 	l.lastCP = l.now()
 	l.log.Info("audit checkpoint", "seq", l.seq, "hash", l.prev, "reason", reason)
+	l.anchor.set(Head{Seq: l.seq, Hash: l.prev, Reason: reason, Time: l.now().UTC().Format(timeLayout)})
 	return nil
 }
 
@@ -367,12 +398,12 @@ func (l *Logger) rotateLocked() error {
 func (l *Logger) failed(ctx context.Context, err error, lost bool) error {
 	l.failures.Inc()
 	err = fmt.Errorf("audit: write failed: %w", err)
-	if l.failMode {
-		l.log.ErrorContext(ctx, "audit write failed; refusing the request (on_error: fail)", "err", err)
-		return err
-	}
 	if lost {
-		l.lost++
+		l.lost++ // either way the record is missing: RECORDS_LOST says so
+	}
+	if l.failMode {
+		l.log.ErrorContext(ctx, "audit write failed; refusing the request (on_error: fail)", "err", err, "lost", l.lost)
+		return err
 	}
 	l.log.ErrorContext(ctx, "audit write failed; record lost (on_error: continue)", "err", err, "lost", l.lost)
 	return nil
@@ -453,6 +484,7 @@ func (l *Logger) Close() error {
 		close(l.stop)
 		<-l.done
 	}
+	l.anchor.stop() // writes the shutdown head
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return errors.Join(err, l.closeSink())

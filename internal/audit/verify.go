@@ -69,6 +69,22 @@ type Report struct {
 	LastHash      string
 	Genesis       bool // the chain starts at seq 1
 	CleanShutdown bool // the last record is a "shutdown" checkpoint
+	// Gaps lists the RECORDS_LOST markers: records the gateway could not
+	// write (e.g. disk full), and RecordsLost is the sum of their counts.
+	// The chain is intact around a gap, but the log is not complete.
+	Gaps        []Gap // the first MaxGaps
+	GapCount    int
+	RecordsLost uint64
+}
+
+// MaxGaps bounds Report.Gaps; RecordsLost counts them all.
+const MaxGaps = 100
+
+// Gap is one RECORDS_LOST marker.
+type Gap struct {
+	Seq   uint64 // of the marker, written once the log was writable again
+	Count uint64 // records lost before it
+	Time  string
 }
 
 // ChainError locates the first problem found.
@@ -241,6 +257,13 @@ func (v *Verifier) check(raw []byte) *ChainError {
 		v.runCount++
 	}
 
+	if e.Source == sourceAudit && e.Event == EventRecordsLost {
+		if len(v.rep.Gaps) < MaxGaps {
+			v.rep.Gaps = append(v.rep.Gaps, Gap{Seq: seq, Count: e.Count, Time: e.Time})
+		}
+		v.rep.GapCount++
+		v.rep.RecordsLost += e.Count
+	}
 	if first {
 		v.rep.FirstSeq = seq
 		v.rep.Genesis = seq == 1

@@ -1,0 +1,42 @@
+package audit
+
+import (
+	"io"
+	"sync/atomic"
+	"syscall"
+)
+
+// Fault makes the audit sink fail on demand the way a full disk does
+// (ENOSPC), for tests and fault drills (see WithFault). The zero value
+// injects nothing.
+type Fault struct {
+	failing atomic.Bool
+	partial atomic.Bool
+}
+
+// Fail starts (true) or stops (false) failing writes.
+func (f *Fault) Fail(on bool) { f.failing.Store(on) }
+
+// Partial makes a failing write put out half of its bytes first, as
+// write(2) does when the disk fills mid-record.
+func (f *Fault) Partial(on bool) { f.partial.Store(on) }
+
+// write writes p to w, or fails as configured.
+func (f *Fault) write(w io.Writer, p []byte) (int, error) {
+	if f == nil || !f.failing.Load() {
+		return w.Write(p)
+	}
+	if f.partial.Load() && len(p) > 1 {
+		n, _ := w.Write(p[:len(p)/2])
+		return n, syscall.ENOSPC
+	}
+	return 0, syscall.ENOSPC
+}
+
+// faultWriter applies a Fault to a non-file sink.
+type faultWriter struct {
+	w io.Writer
+	f *Fault
+}
+
+func (w faultWriter) Write(p []byte) (int, error) { return w.f.write(w.w, p) }
