@@ -28,6 +28,10 @@ const (
 	// ("shutdown"). Count is the number of records this process has written,
 	// the checkpoint included.
 	EventCheckpoint = "CHECKPOINT"
+	// EventForward is the decision record of a request the gateway forwards
+	// to its backend, written before forwarding; the request's outcome record
+	// (status, duration, same request_id) follows once the backend answered.
+	EventForward = "FORWARD"
 	// EventRecordsLost is written by the Logger before the first record that
 	// succeeds after write failures (on_error: continue); Count is how many
 	// records were lost.

@@ -37,19 +37,29 @@ func TestAuditRecordsEveryRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var got []audit.Record
+	var got, forward []audit.Record
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		var rec audit.Record
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 			t.Fatalf("bad line %q: %v", sc.Text(), err)
 		}
-		if rec.Event != audit.EventCheckpoint {
+		switch rec.Event {
+		case audit.EventCheckpoint:
+		case audit.EventForward:
+			forward = append(forward, rec)
+		default:
 			got = append(got, rec)
 		}
 	}
 	if len(got) != 4 {
 		t.Fatalf("got %d request records, want 4: %+v", len(got), got)
+	}
+	// Only the forwarded request (initialize) has a decision record written
+	// before the backend saw it, and its outcome record follows.
+	if len(forward) != 1 || forward[0].RequestID != got[2].RequestID || forward[0].Seq >= got[2].Seq ||
+		forward[0].Decision != audit.DecisionAllow || forward[0].Status != 0 || forward[0].Subject != "alice" {
+		t.Errorf("FORWARD records = %+v", forward)
 	}
 	if r := got[3]; r.Status != 403 || r.Event != "FORBIDDEN_HOST" || r.Decision != audit.DecisionDeny {
 		t.Errorf("foreign Host record = %+v", r)

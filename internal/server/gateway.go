@@ -99,6 +99,7 @@ type exchange struct {
 	rpcError  int
 	status    proxy.Status
 	body      bodyReader // inline: reading the body allocates no reader
+	forwarded bool       // the FORWARD record(s) are written: the request went to the backend
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -211,6 +212,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	if !g.recordForward(w, r, x) {
+		return
+	}
 	g.backend.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -263,6 +267,34 @@ func initializes(m *mcp.Message) bool {
 		}
 	}
 	return false
+}
+
+// recordForward writes the decision record (event FORWARD) of every message
+// before the request reaches the backend, so that nothing the backend
+// receives is missing from the log when audit writing fails while it runs;
+// the outcome record follows in finish. The write is one append per
+// message, durable per audit.fsync (with fsync: always the request waits for
+// it). If it fails under on_error: fail, the request is refused with 503
+// and not forwarded.
+func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *exchange) bool {
+	base := g.baseRecord(r, x)
+	base.Event, base.Result = audit.EventForward, "" // the outcome comes in finish
+	ok := true
+	if len(x.calls) == 0 {
+		base.Method = r.Method
+		ok = g.write(r.Context(), &base)
+	}
+	for i := 0; ok && i < len(x.calls); i++ {
+		rec := callRecord(base, x, i)
+		ok = g.write(r.Context(), &rec)
+	}
+	if !ok {
+		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
+		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
+		return false
+	}
+	x.forwarded = true
+	return true
 }
 
 // authorizePost reads and decodes the JSON-RPC body and decides every
@@ -702,33 +734,18 @@ func (r *sseReader) Close() error {
 }
 
 // finish writes the audit record(s) for the request: one per JSON-RPC
-// message, or one for a request that never got that far.
+// message, or one for a request that never got that far. For a forwarded
+// request these are the outcome records; the arguments are in its FORWARD
+// records (same request_id) and not repeated.
 func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	// The server flushes the rest of the response after this (a stream's
 	// last write may be long ago): give that its own write_timeout.
 	defer sw.renewWriteDeadline()
 	elapsed := time.Since(x.start)
-	dur := audit.Millis(elapsed)
 	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
 	status := sw.code()
-	base := audit.Record{
-		RequestID:  x.requestID,
-		Source:     audit.SourceMCP,
-		ClientIP:   g.edge.clientIP(r),
-		UserAgent:  r.UserAgent(),
-		Status:     status,
-		RPCError:   x.rpcError,
-		DurationMS: dur,
-		Backend:    g.backend.Name,
-		Event:      x.event,
-		Reason:     x.reason,
-		Result:     audit.ResultSuccess,
-	}
-	if p := x.principal; p != nil {
-		base.Issuer, base.Subject, base.User, base.Username, base.Email = p.Issuer, p.Subject, p.DisplayName(), p.Username, p.Email
-		base.Groups, base.ClientID, base.TokenID, base.SessionID = p.Groups, p.ClientID, p.TokenID, p.SessionID
-	}
-	base.MCPSessionID = r.Header.Get("Mcp-Session-Id")
+	base := g.baseRecord(r, x)
+	base.Status, base.RPCError, base.DurationMS = status, x.rpcError, audit.Millis(elapsed)
 	if status >= 400 || x.status.BackendError {
 		base.Result = audit.ResultError
 	}
@@ -741,37 +758,72 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 		g.metrics.Observe(g.backend.Name, "", string(base.Decision), status)
 		return
 	}
-	for i, c := range x.calls {
-		rec := base
-		rec.Method = c.Method
-		if strings.HasPrefix(c.Method, "resources/") {
-			rec.Resource = c.Name
-		} else {
-			rec.Tool = c.Name
-		}
-		rec.Args = c.Arguments
-		if i < len(x.decisions) {
-			d := x.decisions[i]
-			rec.Decision = audit.Decision(d.Effect)
-			rec.Rule = d.Rule
-			if !d.Allow {
-				rec.Reason = d.Reason
-				rec.Result = audit.ResultError
-			}
+	for i := range x.calls {
+		rec := callRecord(base, x, i)
+		if x.forwarded {
+			rec.Args = nil
 		}
 		g.write(r.Context(), &rec)
-		g.metrics.Observe(g.backend.Name, c.Method, string(rec.Decision), status)
+		g.metrics.Observe(g.backend.Name, rec.Method, string(rec.Decision), status)
 	}
 }
 
-func (g *gateway) write(ctx context.Context, rec *audit.Record) {
+// baseRecord is the part of x's records common to its messages, without
+// the outcome.
+func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
+	base := audit.Record{
+		RequestID:    x.requestID,
+		Source:       audit.SourceMCP,
+		ClientIP:     g.edge.clientIP(r),
+		UserAgent:    r.UserAgent(),
+		Backend:      g.backend.Name,
+		Event:        x.event,
+		Reason:       x.reason,
+		Result:       audit.ResultSuccess,
+		MCPSessionID: r.Header.Get("Mcp-Session-Id"),
+	}
+	if p := x.principal; p != nil {
+		base.Issuer, base.Subject, base.User, base.Username, base.Email = p.Issuer, p.Subject, p.DisplayName(), p.Username, p.Email
+		base.Groups, base.ClientID, base.TokenID, base.SessionID = p.Groups, p.ClientID, p.TokenID, p.SessionID
+	}
+	return base
+}
+
+// callRecord is base completed with message i of x and its decision.
+func callRecord(base audit.Record, x *exchange, i int) audit.Record {
+	c := x.calls[i]
+	rec := base
+	rec.Method = c.Method
+	if strings.HasPrefix(c.Method, "resources/") {
+		rec.Resource = c.Name
+	} else {
+		rec.Tool = c.Name
+	}
+	rec.Args = c.Arguments
+	if i < len(x.decisions) {
+		d := x.decisions[i]
+		rec.Decision = audit.Decision(d.Effect)
+		rec.Rule = d.Rule
+		if !d.Allow {
+			rec.Reason = d.Reason
+			rec.Result = audit.ResultError
+		}
+	}
+	return rec
+}
+
+// write logs rec and reports whether the request may go on: false when the
+// record was not written under on_error: fail, and then requests are
+// refused until a write succeeds again.
+func (g *gateway) write(ctx context.Context, rec *audit.Record) bool {
 	if err := g.audit.Log(context.WithoutCancel(ctx), rec); err != nil {
 		g.auditDown.Store(true)
 		g.metrics.AuditFailure()
 		g.log.Error("audit write failed; refusing requests until it recovers", "request_id", rec.RequestID, "err", err)
-		return
+		return false
 	}
 	g.auditDown.Store(false)
+	return true
 }
 
 func newRequestID() string {
