@@ -22,6 +22,11 @@ import (
 // New provisions every component from a validated configuration. It fails
 // with a clear message rather than start half-configured.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	return newServer(ctx, cfg, log)
+}
+
+// newServer is New with extra audit logger options (fault injection in tests).
+func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditOpts ...audit.Option) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, registry: newRegistry()}
 	ok := false
 	defer func() {
@@ -33,7 +38,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	if err := checkSecretFiles(cfg, log); err != nil {
 		return nil, err
 	}
-	auditor, err := audit.New(cfg.Audit, audit.WithSlog(log))
+	auditor, err := audit.New(cfg.Audit, append([]audit.Option{audit.WithSlog(log)}, auditOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
