@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mcpgate/mcpgate/internal/config"
+)
+
+// BenchmarkToolsCall measures one tools/call round trip through a bare
+// reverse proxy and through the gateway (auth none, allow-all policy, audit
+// to a file with the default fsync interval: a FORWARD record before the
+// backend and the outcome record after), against a backend that answers at
+// once. The gateway's cost over the bare proxy is the difference; compare
+// it with docs/benchmarks.md's target (added p50 ≤ 1.25× the bare proxy's).
+func BenchmarkToolsCall(b *testing.B) {
+	const result = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}`
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, result)
+	}))
+	defer backend.Close()
+	u, _ := url.Parse(backend.URL)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64} // a pool as large as the concurrency, as bench/ does
+	bare := httptest.NewServer(rp)
+	defer bare.Close()
+
+	for _, fsync := range []string{"interval", "always"} {
+		cfg, err := config.Parse([]byte(fmt.Sprintf(`
+auth: { mode: none }
+policy: { roles: { all: { tools: ["*"] } }, users: { "sub:anonymous": [all] } }
+backends: [ { name: demo, url: %s/mcp } ]
+rate_limit: { per_ip: { rps: 1000000000, burst: 1000000000 }, per_user: { rps: 1000000000, burst: 1000000000 } }
+audit: { sink: file, path: %s, fsync: %s }
+`, backend.URL, filepath.Join(b.TempDir(), "audit.jsonl"), fsync)), func(string) (string, bool) { return "", false }, config.Overrides{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		gw := httptest.NewServer(s.Handler())
+		if fsync == "interval" {
+			b.Run("bare-proxy", func(b *testing.B) { benchmarkCall(b, bare.URL+"/mcp") })
+		}
+		b.Run("mcpgate-fsync="+fsync, func(b *testing.B) { benchmarkCall(b, gw.URL+"/mcp") })
+		gw.Close()
+		s.Close()
+	}
+}
+
+func benchmarkCall(b *testing.B, target string) {
+	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello","n":3}}}`
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("POST", target, strings.NewReader(body))
+			req.Host = "127.0.0.1:8080"
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+}
