@@ -313,3 +313,55 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestWALStaysBounded: under writes with readers always active the WAL
+// grows past the limit, and after the load the background checkpoint
+// brings the -wal file back under sqlite.WALSizeLimit (a PASSIVE
+// checkpoint alone never shrinks it).
+func TestWALStaysBounded(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					s.GetClient(ctx, "client-0")
+				}
+			}
+		})
+	}
+	var peak int64
+	meta := make([]byte, 16<<10)
+	for i := range 800 { // ~13 MB of rows
+		c := &store.Client{ID: fmt.Sprintf("client-%d", i), Metadata: meta, CreatedAt: time.Now()}
+		if err := s.CreateClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, walSize())
+	}
+	close(stop)
+	readers.Wait()
+	t.Logf("WAL peak %d bytes", peak)
+	for deadline := time.Now().Add(10 * time.Second); walSize() > sqlite.WALSizeLimit; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("-wal file still %d bytes, limit %d", walSize(), sqlite.WALSizeLimit)
+		}
+	}
+}
