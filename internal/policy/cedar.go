@@ -549,8 +549,7 @@ func scopeSet(scopes []string) types.Set {
 // strings, booleans, sets and records. A number becomes a Long when it is an
 // integer in range (1.0 included), else a decimal when it has at most four
 // fractional digits (Cedar's decimal). Nulls and numbers Cedar cannot
-// represent are left out, so rules reading them see a missing attribute
-// (a forbid rule then fails closed; a permit rule does not match).
+// represent become unrepresentable, so a rule cannot skip them with `has`.
 func argumentsRecord(raw json.RawMessage) (types.Record, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return cedar.NewRecord(nil), nil
@@ -578,6 +577,15 @@ func argumentsRecord(raw json.RawMessage) (types.Record, error) {
 	return rec, nil
 }
 
+// unrepresentable stands for a JSON null or a number Cedar cannot hold. It
+// is an entity of a type no rule may name (parseCedar allows only the
+// gateway's types), so `has` sees the attribute and any comparison, `like`,
+// arithmetic or attribute access on it is an evaluation error: a forbid rule
+// then denies (see outcome) and a permit rule does not match. Leaving such
+// values out instead let `has x && x > 16` skip a forbid with x = 1e300 or
+// null. Equality with it is false, as Cedar's == is across types.
+var unrepresentable types.Value = cedar.NewEntityUID("Unrepresentable", "value")
+
 // pooledDecoder is reused: a jsontext.Decoder is large to allocate.
 type pooledDecoder struct {
 	dec *jsontext.Decoder
@@ -598,14 +606,17 @@ func jsonValue(dec *jsontext.Decoder) (types.Value, bool, error) {
 	}
 	switch tok.Kind() {
 	case 'n':
-		return nil, false, nil
+		return unrepresentable, true, nil
 	case 't', 'f':
 		return cedar.Boolean(tok.Bool()), true, nil
 	case '"':
 		return cedar.String(tok.String()), true, nil
 	case '0':
 		v, ok := jsonNumber(tok.String())
-		return v, ok, nil
+		if !ok {
+			v = unrepresentable
+		}
+		return v, true, nil
 	case '[':
 		var vs []types.Value
 		for dec.PeekKind() != ']' {

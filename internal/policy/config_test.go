@@ -179,12 +179,14 @@ func TestArgumentsRecord(t *testing.T) {
 	}{
 		{``, rec(nil)},
 		{`{}`, rec(nil)},
-		{`{"s":"x","b":true,"f":false,"n":null}`, rec(cedar.RecordMap{"s": cedar.String("x"), "b": cedar.True, "f": cedar.False})},
+		{`{"s":"x","b":true,"f":false,"n":null}`, rec(cedar.RecordMap{"s": cedar.String("x"), "b": cedar.True, "f": cedar.False, "n": unrepresentable})},
 		{`{"i":42,"neg":-7,"f":1.0,"e":1e2}`, rec(cedar.RecordMap{"i": cedar.Long(42), "neg": cedar.Long(-7), "f": cedar.Long(1), "e": cedar.Long(100)})},
 		{`{"d":1.25,"tiny":0.0001,"n":-2.5e-1}`, rec(cedar.RecordMap{"d": dec(125, -2), "tiny": dec(1, -4), "n": dec(-25, -2)})},
-		{`{"toofine":0.00001,"huge":1e300,"big":99999999999999999999,"exp":1e999999999}`, rec(nil)},
+		{`{"toofine":0.00001,"huge":1e300,"big":99999999999999999999,"exp":1e999999999}`, rec(cedar.RecordMap{
+			"toofine": unrepresentable, "huge": unrepresentable, "big": unrepresentable, "exp": unrepresentable,
+		})},
 		{`{"a":[1,"x",null,[true]],"o":{"k":{"z":"y"}}}`, rec(cedar.RecordMap{
-			"a": cedar.NewSet(cedar.Long(1), cedar.String("x"), cedar.NewSet(cedar.True)),
+			"a": cedar.NewSet(cedar.Long(1), cedar.String("x"), unrepresentable, cedar.NewSet(cedar.True)),
 			"o": rec(cedar.RecordMap{"k": rec(cedar.RecordMap{"z": cedar.String("y")})}),
 		})},
 	}

@@ -498,3 +498,45 @@ func TestEngineIndependentOfConfig(t *testing.T) {
 		t.Errorf("config change leaked into the engine: %+v", d)
 	}
 }
+
+// TestCedarForbidUnrepresentable: a forbid guarded by `has` cannot be
+// skipped with a null or a number Cedar cannot represent: the value is
+// present but unreadable, so the rule fails to evaluate and denies.
+func TestCedarForbidUnrepresentable(t *testing.T) {
+	e := mustCompile(t, Config{
+		Roles:  map[string]Role{"all": {Tools: []string{"*"}}},
+		Groups: map[string][]string{"g": {"all"}},
+		Rules: []string{
+			`@id("big") forbid (principal, action == Action::"tools/call", resource == Tool::"power_on") when { context.arguments has cpus && context.arguments.cpus > 16 };`,
+			`@id("prod") forbid (principal, action == Action::"tools/call", resource == Tool::"delete_vm") when { context.arguments has vm && context.arguments.vm like "prod-*" };`,
+			`@id("mode") forbid (principal, action == Action::"tools/call", resource == Tool::"set_mode") when { context.arguments.mode == "unsafe" };`,
+		},
+	})
+	p := user("a", "g")
+	for _, tt := range []struct {
+		name, tool, args string
+		allow            bool
+	}{
+		{"small number", "power_on", `{"cpus":8}`, true},
+		{"big number", "power_on", `{"cpus":32}`, false},
+		{"absent", "power_on", `{}`, true},
+		{"null", "power_on", `{"cpus":null}`, false},
+		{"huge float", "power_on", `{"cpus":1e300}`, false},
+		{"beyond int64", "power_on", `{"cpus":99999999999999999999}`, false},
+		{"too many decimals", "power_on", `{"cpus":16.00001}`, false},
+		{"exponent out of range", "power_on", `{"cpus":1e999999999}`, false},
+		{"string pattern: null", "delete_vm", `{"vm":null}`, false},
+		{"string pattern: dev", "delete_vm", `{"vm":"dev-1"}`, true},
+		{"string pattern: prod", "delete_vm", `{"vm":"prod-1"}`, false},
+		// Equality is false across types: null is not "unsafe".
+		{"equality with null", "set_mode", `{"mode":null}`, true},
+		{"equality match", "set_mode", `{"mode":"unsafe"}`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Decide(p, call(tt.tool, tt.args))
+			if d.Allow != tt.allow {
+				t.Errorf("%s %s: %+v, want allow=%v", tt.tool, tt.args, d, tt.allow)
+			}
+		})
+	}
+}
