@@ -347,8 +347,14 @@ func (s policyIter) outcome(diag types.Diagnostic) cedarOutcome {
 
 // evalCedar evaluates the selected policies for a call with known
 // arguments.
+//
+// Arguments holding a null or a number Cedar cannot represent are evaluated
+// twice when no forbid matched: with those values unreadable (so `has`
+// sees them) and with them left out (so == does not simply compare false).
+// A forbid that matches or fails either way denies: the rule cannot be
+// evaluated on the arguments the backend will see, so it is not skipped.
 func evalCedar(sel policyIter, r *resolved, action, resType, name, backend string, args json.RawMessage) cedarOutcome {
-	argRec, err := argumentsRecord(args)
+	argRec, lossy, err := convertArguments(args, true)
 	if err != nil {
 		// Unreachable for decoded messages; fail closed on anything else.
 		for _, c := range sel {
@@ -369,7 +375,17 @@ func evalCedar(sel policyIter, r *resolved, action, resType, name, backend strin
 		}),
 	}
 	_, diag := cedar.Authorize(sel, r.entities, req)
-	return sel.outcome(diag)
+	o := sel.outcome(diag)
+	if lossy && o.forbid == nil {
+		dropped, _, _ := convertArguments(args, false)
+		req.Context = cedar.NewRecord(cedar.RecordMap{"arguments": dropped, "backend": cedar.String(backend), "scopes": r.scopeSet})
+		_, diag := cedar.Authorize(sel, r.entities, req)
+		if o2 := sel.outcome(diag); o2.forbid != nil {
+			o.forbid, o.forbidEr = o2.forbid, "arguments hold a null or a number Cedar cannot represent"
+			o.matched = append(o.matched, o2.forbid)
+		}
+	}
+	return o
 }
 
 // withoutArguments returns the policy to use when the call's arguments are
@@ -551,8 +567,16 @@ func scopeSet(scopes []string) types.Set {
 // fractional digits (Cedar's decimal). Nulls and numbers Cedar cannot
 // represent become unrepresentable, so a rule cannot skip them with `has`.
 func argumentsRecord(raw json.RawMessage) (types.Record, error) {
+	rec, _, err := convertArguments(raw, true)
+	return rec, err
+}
+
+// convertArguments is argumentsRecord; with keep false, nulls and numbers
+// Cedar cannot represent are left out instead. lossy reports whether there
+// were any.
+func convertArguments(raw json.RawMessage, keep bool) (rec types.Record, lossy bool, err error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return cedar.NewRecord(nil), nil
+		return cedar.NewRecord(nil), false, nil
 	}
 	pd := decoderPool.Get().(*pooledDecoder)
 	defer func() {
@@ -562,19 +586,32 @@ func argumentsRecord(raw json.RawMessage) (types.Record, error) {
 	}()
 	pd.rd.Reset(raw)
 	pd.dec.Reset(&pd.rd)
-	dec := pd.dec
-	v, ok, err := jsonValue(dec)
+	c := converter{dec: pd.dec, keep: keep}
+	v, ok, err := c.value()
 	if err != nil {
-		return types.Record{}, err
+		return types.Record{}, false, err
 	}
 	rec, isRec := v.(types.Record)
 	if !ok || !isRec {
-		return types.Record{}, errors.New("arguments must be a JSON object")
+		return types.Record{}, false, errors.New("arguments must be a JSON object")
 	}
-	if _, err := dec.ReadToken(); err == nil {
-		return types.Record{}, errors.New("trailing data after arguments")
+	if _, err := c.dec.ReadToken(); err == nil {
+		return types.Record{}, false, errors.New("trailing data after arguments")
 	}
-	return rec, nil
+	return rec, c.lossy, nil
+}
+
+// converter reads JSON values into Cedar values.
+type converter struct {
+	dec   *jsontext.Decoder
+	keep  bool // unrepresentable values: true = as unrepresentable, false = left out
+	lossy bool // some value was unrepresentable
+}
+
+// lost handles a value Cedar cannot represent; ok is false to leave it out.
+func (c *converter) lost() (types.Value, bool, error) {
+	c.lossy = true
+	return unrepresentable, c.keep, nil
 }
 
 // unrepresentable stands for a JSON null or a number Cedar cannot hold. It
@@ -598,29 +635,29 @@ var decoderPool = sync.Pool{New: func() any {
 	return pd
 }}
 
-// jsonValue reads one JSON value; ok is false for values to leave out.
-func jsonValue(dec *jsontext.Decoder) (types.Value, bool, error) {
+// value reads one JSON value; ok is false for values to leave out.
+func (c *converter) value() (types.Value, bool, error) {
+	dec := c.dec
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, false, err
 	}
 	switch tok.Kind() {
 	case 'n':
-		return unrepresentable, true, nil
+		return c.lost()
 	case 't', 'f':
 		return cedar.Boolean(tok.Bool()), true, nil
 	case '"':
 		return cedar.String(tok.String()), true, nil
 	case '0':
-		v, ok := jsonNumber(tok.String())
-		if !ok {
-			v = unrepresentable
+		if v, ok := jsonNumber(tok.String()); ok {
+			return v, true, nil
 		}
-		return v, true, nil
+		return c.lost()
 	case '[':
 		var vs []types.Value
 		for dec.PeekKind() != ']' {
-			v, ok, err := jsonValue(dec)
+			v, ok, err := c.value()
 			if err != nil {
 				return nil, false, err
 			}
@@ -640,7 +677,7 @@ func jsonValue(dec *jsontext.Decoder) (types.Value, bool, error) {
 				return nil, false, err
 			}
 			name := tok.String() // before the next read voids the token
-			v, ok, err := jsonValue(dec)
+			v, ok, err := c.value()
 			if err != nil {
 				return nil, false, err
 			}

@@ -528,8 +528,11 @@ func TestCedarForbidUnrepresentable(t *testing.T) {
 		{"string pattern: null", "delete_vm", `{"vm":null}`, false},
 		{"string pattern: dev", "delete_vm", `{"vm":"dev-1"}`, true},
 		{"string pattern: prod", "delete_vm", `{"vm":"prod-1"}`, false},
-		// Equality is false across types: null is not "unsafe".
-		{"equality with null", "set_mode", `{"mode":null}`, true},
+		// Equality cannot be evaluated on a value Cedar cannot hold: deny.
+		{"equality with null", "set_mode", `{"mode":null}`, false},
+		{"equality with an unrepresentable number", "set_mode", `{"mode":1.000000000000000001}`, false},
+		{"equality with another value", "set_mode", `{"mode":"safe"}`, true},
+		{"null in another tool's arguments", "list_vms", `{"filter":null}`, true},
 		{"equality match", "set_mode", `{"mode":"unsafe"}`, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
