@@ -124,7 +124,7 @@ func TestHugeInputKeepsTheAuditLogVerifiable(t *testing.T) {
 	if _, err := audit.VerifyFiles(files, audit.VerifyOptions{}); err != nil {
 		t.Fatalf("audit verify: %v", err)
 	}
-	recs := readAudit(t, env.auditPath)
+	recs := readAuditAll(t, env.auditPath)
 	var sawMethod, sawArgs bool
 	for _, rec := range recs {
 		if rec.Status == 400 && strings.Contains(rec.Reason, "method is longer than 128 bytes") {
@@ -133,7 +133,7 @@ func TestHugeInputKeepsTheAuditLogVerifiable(t *testing.T) {
 		if len(rec.Method) > 128 || len(rec.Tool) > 256 {
 			t.Errorf("record holds a %d-byte method, %d-byte tool", len(rec.Method), len(rec.Tool))
 		}
-		if rec.Tool == "echo" {
+		if rec.Tool == "echo" && rec.Event == audit.EventForward { // the outcome record does not repeat the arguments
 			sawArgs = string(rec.Args) == `{"text":{"_truncated":true,"_size":2097154}}` &&
 				strings.HasSuffix(rec.UserAgent, "…[truncated 61440 bytes]")
 		}

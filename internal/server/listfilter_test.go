@@ -254,7 +254,21 @@ func TestListFilteringFailsClosed(t *testing.T) {
 }
 
 // readAudit returns the request records of an audit file.
+// readAudit returns the outcome records of the log at path: no
+// checkpoints, no FORWARD records (see readAuditAll).
 func readAudit(t *testing.T, path string) []audit.Record {
+	t.Helper()
+	var out []audit.Record
+	for _, rec := range readAuditAll(t, path) {
+		if rec.Event != audit.EventForward {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// readAuditAll returns the records of the log at path but checkpoints.
+func readAuditAll(t *testing.T, path string) []audit.Record {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
