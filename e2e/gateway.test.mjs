@@ -819,7 +819,15 @@ test('audit: every gateway log verifies, has exactly one record per MCP request 
     // The authorization server's own records (source "authserver") share the chain; they are
     // checked in asaudit.test.mjs. Here: the MCP endpoints' records.
     const all = textLog.split('\n').filter(Boolean).map((l) => JSON.parse(l));
-    const records = all.filter((r) => r.source !== 'authserver');
+    // A request that reaches a backend has a FORWARD record (the decision, written before forwarding)
+    // and then its outcome record; the checks below count outcome records.
+    const forwards = all.filter((r) => r.source === 'mcp' && r.event === 'FORWARD');
+    const records = all.filter((r) => r.source !== 'authserver' && r.event !== 'FORWARD');
+    for (const r of records.filter((r) => r.decision === 'allow')) {
+      const f = forwards.find((f) => f.request_id === r.request_id && f.method === r.method);
+      assert.ok(f && f.seq < r.seq && f.subject === r.subject, `${gw.name}: allowed ${r.method} without a FORWARD record before it`);
+    }
+    for (const f of forwards) assert.ok(records.some((r) => r.request_id === f.request_id && r.seq > f.seq), `${gw.name}: FORWARD ${f.method} without an outcome record`);
     if (gw !== rs) assert.ok(all.some((r) => r.event === 'AS_TOKEN_ISSUED'), `${gw.name}: no authorization server records`);
     const sent = fetches.calls.filter((c) => c.url.origin === gw.base && paths.includes(c.url.pathname));
     // A fetch the client aborted before the response (the SDK's GET stream when it closes) may or
