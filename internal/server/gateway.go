@@ -290,7 +290,7 @@ func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *excha
 	}
 	if !ok {
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
-		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
+		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, x.status.RPCID, codeAuditFailed, "audit log unavailable; try again later")
 		return false
 	}
 	x.forwarded = true
