@@ -147,3 +147,30 @@ func TestReadAnchorFileRejects(t *testing.T) {
 		t.Errorf("valid anchor: %+v, %v", a, err)
 	}
 }
+
+// TestLostMarkerThatRotates: when the RECORDS_LOST marker itself fills the
+// file, the rotation's checkpoint does not mark the gap a second time.
+func TestLostMarkerThatRotates(t *testing.T) {
+	cfg := fileConfig(t)
+	f := &Fault{}
+	l := mustNew(t, cfg, WithFault(f))
+	logN(t, l, 1, "x")
+	f.Fail(true)
+	for range 3 {
+		l.Log(context.Background(), &Record{Tool: "lost"})
+	}
+	f.Fail(false)
+	l.mu.Lock()
+	l.file.max = l.file.size + 1 // the next write (the marker) rotates
+	l.mu.Unlock()
+	logN(t, l, 1, "y")
+	l.mu.Lock()
+	l.file.max = 1 << 30
+	l.mu.Unlock()
+	l.Close()
+	files, _ := Files(cfg.Path)
+	rep, err := VerifyFiles(files, VerifyOptions{})
+	if err != nil || len(files) < 2 || rep.RecordsLost != 3 || rep.GapCount != 1 {
+		t.Fatalf("%d files, %+v, %v", len(files), rep, err)
+	}
+}

@@ -300,19 +300,21 @@ func (l *Logger) appendLocked(ctx context.Context, body []byte) error {
 // not be written since the last successful write, if any: the first thing
 // written once the log is writable again, so the gap is in the chain.
 func (l *Logger) writeLostLocked() error {
-	if l.lost == 0 {
+	n := l.lost
+	if n == 0 {
 		return nil
 	}
-	body, err := l.encode(&Record{Source: sourceAudit, Event: EventRecordsLost, Count: l.lost,
+	l.lost = 0 // before writing: a rotation the marker causes checkpoints, which must not mark the gap again
+	body, err := l.encode(&Record{Source: sourceAudit, Event: EventRecordsLost, Count: n,
 		Reason: "audit records could not be written (on_error: " + l.cfg.OnError + ")"})
 	if err == nil {
 		err = l.writeLocked(body)
 	}
 	if err != nil {
+		l.lost += n
 		return err
 	}
-	l.log.Warn("audit: wrote RECORDS_LOST marker", "lost", l.lost, "seq", l.seq)
-	l.lost = 0
+	l.log.Warn("audit: wrote RECORDS_LOST marker", "lost", n, "seq", l.seq)
 	return nil
 }
 
