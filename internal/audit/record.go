@@ -63,6 +63,8 @@ const (
 	EventASIntrospectionRefused      = "AS_INTROSPECTION_REFUSED"
 	EventASSigningKeyRotated         = "AS_SIGNING_KEY_ROTATED"
 	EventASUpstreamRefreshFailed     = "AS_UPSTREAM_REFRESH_FAILED"
+	EventASRateLimited               = "AS_RATE_LIMITED"        // per-address limit, pending-request cap or a username's password backoff
+	EventASSigningKeyRevoked         = "AS_SIGNING_KEY_REVOKED" // a signing key left the store before its time (`mcpgate keys revoke`)
 )
 
 // Results, as in the seed gateway's audit log.

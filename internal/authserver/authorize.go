@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -17,6 +20,27 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/web"
 )
+
+// Caps on what /authorize stores per pending request (RFC 6749 sets none;
+// these are far above what real clients send).
+const (
+	maxAuthorizeQuery = 8 << 10 // the whole query string or form
+	maxStateLen       = 512
+	maxRedirectURILen = 2048 // as at registration (validateRedirectURI)
+	maxScopeLen       = 1024
+	maxResourceLen    = 2048
+	maxClientIDLen    = 2048 // CIMD URLs
+)
+
+// authorizeParamLimits are checked before anything is looked up or stored.
+var authorizeParamLimits = []struct {
+	name string
+	max  int
+}{
+	{"client_id", maxClientIDLen}, {"redirect_uri", maxRedirectURILen}, {"state", maxStateLen},
+	{"scope", maxScopeLen}, {"resource", maxResourceLen}, {"code_challenge", 128},
+	{"code_challenge_method", 16}, {"response_type", 64}, {"prompt", 64},
+}
 
 const (
 	maxFormBytes     = 64 << 10
@@ -143,14 +167,30 @@ func (s *Server) browserBinding(w http.ResponseWriter, r *http.Request) string {
 }
 
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	if len(r.URL.RawQuery) > maxAuthorizeQuery {
+		s.errorPage(w, r, http.StatusBadRequest, "Invalid request", "The authorization request is too long.")
+		return
+	}
 	q := r.URL.Query()
 	if r.Method == http.MethodPost {
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, maxAuthorizeQuery)
 		if err := r.ParseForm(); err != nil {
 			s.errorPage(w, r, http.StatusBadRequest, "Invalid request", "The authorization request could not be read.")
 			return
 		}
 		q = r.PostForm
+	}
+	// Bounded before anything is fetched or stored: the state and the
+	// other parameters live in the store until login_timeout. Not reported
+	// to the redirect URI, which is not verified yet.
+	for _, l := range authorizeParamLimits {
+		for _, v := range q[l.name] {
+			if len(v) > l.max {
+				s.errorPage(w, r, http.StatusBadRequest, "Invalid request",
+					fmt.Sprintf("The authorization request's %s is longer than %d bytes.", l.name, l.max))
+				return
+			}
+		}
 	}
 	clientID, oe := singleValue(q, "client_id")
 	if oe != nil || clientID == "" {
@@ -160,6 +200,12 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	cl, skip, err := s.getClient(r.Context(), clientID)
 	if errors.Is(err, errUnknownClient) {
 		s.unknownClientPage(w, r, clientID, err)
+		return
+	}
+	if errors.Is(err, errCIMDBusy) {
+		w.Header().Set("Retry-After", "5")
+		s.errorPage(w, r, http.StatusServiceUnavailable, "Temporarily unavailable",
+			"The application's description could not be fetched right now. Please try again in a few seconds.")
 		return
 	}
 	if err != nil {
@@ -181,6 +227,10 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	ar, oe := s.parseAuthorizeRequest(q, cl)
 	if oe != nil {
 		s.redirectError(w, r, redirectURI, state, oe)
+		return
+	}
+	if ok, retry := s.pendingAllowed(r); !ok {
+		s.tooManyRequests(w, r, routePage, retry, "too many pending authorization requests from this address")
 		return
 	}
 	ar.ID = newID()
@@ -549,7 +599,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	username := r.PostForm.Get("username")
+	// The username's backoff holds across flows and addresses; the attempt
+	// counts as a failure before the password is checked.
+	backoffKey := loginKey(username, s.knownBrowser(r, username))
+	if ok, retry := s.limits.logins.begin(backoffKey, s.now()); !ok {
+		s.loginBackingOff(w, r, f, username, retry)
+		return
+	}
 	id, err := pc.Login(r.Context(), username, r.PostForm.Get("password"))
+	if err == nil {
+		s.limits.logins.succeeded(backoffKey)
+		s.rememberKnownBrowser(w, r, username)
+	}
 	switch {
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		s.log.InfoContext(r.Context(), "login failed", "client_id", f.ar.ClientID)
@@ -584,6 +645,27 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if s.auditLogin(w, r, f, "built-in user") {
 		s.advance(w, r, f)
 	}
+}
+
+// loginBackingOff answers a sign-in attempt for a username that is backing
+// off after failed passwords: 429 with Retry-After, the form again, and the
+// password not checked (a guess during the wait learns nothing).
+func (s *Server) loginBackingOff(w http.ResponseWriter, r *http.Request, f *flow, username string, retry time.Duration) {
+	secs := max(1, int(math.Ceil(retry.Seconds())))
+	rec := s.flowRecord(f, audit.EventASRateLimited, audit.ResultError,
+		fmt.Sprintf("too many failed sign-in attempts for this username; retry after %ds", secs))
+	rec.Status = http.StatusTooManyRequests
+	rec.Username = cleanName(bounded(username, 256))
+	rec.User = rec.Username
+	_ = s.audit(r.Context(), rec)
+	if len(username) > 256 {
+		username = ""
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	s.render(w, r, http.StatusTooManyRequests, web.PageLogin, web.Login{
+		RequestID: f.ar.ID, CSRF: f.ar.ConsentCSRF, ClientName: displayName(f.client), Username: username,
+		Error: fmt.Sprintf("Too many failed sign-in attempts for this user. Try again in %d seconds.", secs),
+	})
 }
 
 func displayName(c *store.Client) string {

@@ -35,14 +35,23 @@ type cimdFetcher struct {
 	// observe, when set, is told of every fetch (not of cache hits).
 	observe func(ctx context.Context, id string, c *store.Client, err error)
 
+	// fetching holds a token per fetch in flight (max_concurrent_fetches).
+	fetching chan struct{}
+
 	mu    sync.Mutex
-	cache map[string]cimdEntry
+	cache map[string]cimdEntry // documents, and failures (negative_cache_ttl)
 }
 
+// cimdEntry is a cached document or, with err set, a cached failure.
 type cimdEntry struct {
 	client  *store.Client
+	err     error
 	expires time.Time
 }
+
+// errCIMDBusy refuses a fetch beyond max_concurrent_fetches: an attacker
+// naming slow document URLs must not tie up the server's outbound calls.
+var errCIMDBusy = errors.New("too many client ID metadata documents are being fetched; try again shortly")
 
 const cimdMaxCacheEntries = 10000
 
@@ -51,7 +60,8 @@ const cimdMaxCacheEntries = 10000
 // operator's cimd.allowed_hosts (or everything with the test-only
 // allow_private).
 func newCIMDFetcher(cfg CIMDConfig, trusted []string, base *http.Client, now func() time.Time) (*cimdFetcher, error) {
-	f := &cimdFetcher{cfg: cfg, trusted: trusted, now: now, cache: map[string]cimdEntry{}}
+	f := &cimdFetcher{cfg: cfg, trusted: trusted, now: now, cache: map[string]cimdEntry{},
+		fetching: make(chan struct{}, cfg.MaxConcurrentFetches)}
 	if cfg.AllowPrivate {
 		f.client = idp.GuardedClient(base, true, cfg.Timeout)
 		return f, nil
@@ -114,22 +124,28 @@ func validateCIMDURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-func (f *cimdFetcher) cached(id string) *store.Client {
+// cached returns the cached document or failure of id; (nil, nil) when
+// there is none.
+func (f *cimdFetcher) cached(id string) (*store.Client, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e, ok := f.cache[id]
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	if !f.now().Before(e.expires) {
 		delete(f.cache, id)
-		return nil
+		return nil, nil
+	}
+	if e.err != nil {
+		return nil, e.err
 	}
 	c := *e.client
-	return &c
+	return &c, nil
 }
 
-func (f *cimdFetcher) store(id string, c *store.Client, ttl time.Duration) {
+// store caches a document (c) or a failure (err) for ttl.
+func (f *cimdFetcher) store(id string, c *store.Client, err error, ttl time.Duration) {
 	if ttl <= 0 {
 		return
 	}
@@ -146,29 +162,39 @@ func (f *cimdFetcher) store(id string, c *store.Client, ttl time.Duration) {
 			clear(f.cache) // bounded memory beats a perfect cache
 		}
 	}
-	f.cache[id] = cimdEntry{client: c, expires: f.now().Add(ttl)}
+	f.cache[id] = cimdEntry{client: c, err: err, expires: f.now().Add(ttl)}
 }
 
 // get returns the client a metadata document describes, from cache when
 // its HTTP caching lifetime allows. Concurrent requests for one URL share
-// a single fetch.
+// a single fetch; a failed fetch is remembered for negative_cache_ttl, and
+// at most max_concurrent_fetches run at once (more get errCIMDBusy).
 func (f *cimdFetcher) get(ctx context.Context, id string) (*store.Client, error) {
-	if c := f.cached(id); c != nil {
-		return c, nil
+	if c, err := f.cached(id); c != nil || err != nil {
+		return c, err
 	}
 	unlock := f.locks.lock(id)
 	defer unlock()
-	if c := f.cached(id); c != nil {
-		return c, nil
+	if c, err := f.cached(id); c != nil || err != nil {
+		return c, err
+	}
+	select {
+	case f.fetching <- struct{}{}:
+	default:
+		return nil, errCIMDBusy
 	}
 	c, ttl, err := f.fetch(ctx, id)
+	<-f.fetching
 	if f.observe != nil {
 		f.observe(ctx, id, c, err)
 	}
 	if err != nil {
+		if ctx.Err() == nil { // not the caller giving up
+			f.store(id, nil, fmt.Errorf("%w (cached failure)", err), f.cfg.NegativeCacheTTL)
+		}
 		return nil, err
 	}
-	f.store(id, c, ttl)
+	f.store(id, c, nil, ttl)
 	return c, nil
 }
 

@@ -75,6 +75,9 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 			return nil, false, errUnknownClient
 		}
 		c, err := s.cimd.get(ctx, id)
+		if errors.Is(err, errCIMDBusy) {
+			return nil, false, err
+		}
 		if err != nil {
 			s.log.InfoContext(ctx, "client ID metadata document rejected", "client_id", id, "err", err)
 			// Still errUnknownClient to every caller; /authorize also tells

@@ -50,12 +50,18 @@ type Config struct {
 	RefreshGrace        *Duration     `yaml:"refresh_grace"`
 	CodeLifetime        time.Duration `yaml:"code_lifetime"`         // default 1m
 	LoginTimeout        time.Duration `yaml:"login_timeout"`         // pending authorization request, default 10m
-	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`      // browser consent cookie, default 720h
+	// ConsentTTL is how long a user's approval of a client (for its scopes,
+	// resource and redirect URI) is remembered, in the store and in the
+	// browser's consent cookie; then the consent page asks again.
+	ConsentTTL time.Duration `yaml:"consent_ttl"` // default 720h
+	// ConsentLifetime is the former name of ConsentTTL (still accepted).
+	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`
 	RevocationCacheTTL  time.Duration `yaml:"revocation_cache_ttl"`  // how long Authenticate trusts a grant check, default 5s
 	UpstreamRefreshSkew time.Duration `yaml:"upstream_refresh_skew"` // refresh upstream tokens this long before expiry, default 30s
 
 	SigningAlg string `yaml:"signing_alg"` // ES256 (default) | RS256
 
+	RateLimit     RateLimitConfig    `yaml:"rate_limit"`
 	Registration  RegistrationConfig `yaml:"registration"`
 	CIMD          CIMDConfig         `yaml:"cimd"`
 	StaticClients []StaticClient     `yaml:"static_clients"`
@@ -97,6 +103,12 @@ type CIMDConfig struct {
 	// response's max-age is honoured up to MaxCacheTTL.
 	CacheTTL    time.Duration `yaml:"cache_ttl"`     // default 5m
 	MaxCacheTTL time.Duration `yaml:"max_cache_ttl"` // default 24h
+	// NegativeCacheTTL remembers a failed fetch, so a bad or unreachable
+	// document URL is not fetched again on every /authorize.
+	NegativeCacheTTL time.Duration `yaml:"negative_cache_ttl"` // default 1m
+	// MaxConcurrentFetches caps document fetches in flight at once; more
+	// are refused (temporarily_unavailable) rather than queued.
+	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"` // default 8
 }
 
 // StaticClient is a client configured by the operator.
@@ -169,7 +181,10 @@ func (c *Config) SetDefaults() {
 	}
 	def(&c.CodeLifetime, time.Minute)
 	def(&c.LoginTimeout, 10*time.Minute)
-	def(&c.ConsentLifetime, 30*24*time.Hour)
+	if c.ConsentTTL == 0 {
+		c.ConsentTTL = c.ConsentLifetime
+	}
+	def(&c.ConsentTTL, 30*24*time.Hour)
 	def(&c.RevocationCacheTTL, 5*time.Second)
 	def(&c.UpstreamRefreshSkew, 30*time.Second)
 	if c.SigningAlg == "" {
@@ -198,6 +213,11 @@ func (c *Config) SetDefaults() {
 	}
 	def(&c.CIMD.CacheTTL, 5*time.Minute)
 	def(&c.CIMD.MaxCacheTTL, 24*time.Hour)
+	def(&c.CIMD.NegativeCacheTTL, time.Minute)
+	if c.CIMD.MaxConcurrentFetches == 0 {
+		c.CIMD.MaxConcurrentFetches = 8
+	}
+	c.RateLimit.setDefaults()
 	c.Upstream.SetDefaults()
 	c.Branding.SetDefaults()
 }
@@ -242,12 +262,15 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}{
 		{"access_token_lifetime", c.AccessTokenLifetime}, {"refresh_token_lifetime", c.RefreshTokenLifetime},
 		{"session_lifetime", c.SessionLifetime}, {"code_lifetime", c.CodeLifetime}, {"login_timeout", c.LoginTimeout},
-		{"consent_lifetime", c.ConsentLifetime}, {"refresh_grace", c.refreshGrace()},
+		{"consent_ttl", c.ConsentTTL}, {"refresh_grace", c.refreshGrace()},
 		{"revocation_cache_ttl", c.RevocationCacheTTL}, {"upstream_refresh_skew", c.UpstreamRefreshSkew},
 	} {
 		if d.v < 0 {
 			p.Add(at(d.key), "must not be negative")
 		}
+	}
+	if c.ConsentLifetime != 0 && c.ConsentLifetime != c.ConsentTTL {
+		p.Add(at("consent_lifetime"), "is the former name of consent_ttl; set only consent_ttl")
 	}
 	if c.CodeLifetime > 10*time.Minute {
 		p.Add(at("code_lifetime"), "must be at most 10m (RFC 6749 §4.1.2)")
@@ -284,6 +307,13 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 			p.Add(at("cimd.ca_file"), "%v", err)
 		}
 	}
+	if c.CIMD.NegativeCacheTTL < 0 || c.CIMD.NegativeCacheTTL > time.Hour {
+		p.Add(at("cimd.negative_cache_ttl"), "must be between 0 and 1h")
+	}
+	if c.CIMD.MaxConcurrentFetches < 1 {
+		p.Add(at("cimd.max_concurrent_fetches"), "must be at least 1")
+	}
+	c.RateLimit.validate(at("rate_limit"), p)
 	c.validateStaticClients(at("static_clients"), p)
 	c.Upstream.Validate(at("upstream"), p)
 	if b := c.Branding; !hexColour.MatchString(b.PrimaryColor) {

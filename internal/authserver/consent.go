@@ -30,12 +30,8 @@ func (s *Server) readConsentCookie(r *http.Request) consentCookie {
 	if err != nil {
 		return cc
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
-	if err != nil {
-		return cc
-	}
 	var got consentCookie
-	if s.openJSON(raw, aad("consent-cookie", ""), &got) != nil || got.Clients == nil {
+	if s.openCookie(c.Value, aad("consent-cookie", ""), &got) != nil || got.Clients == nil {
 		return cc
 	}
 	now := s.now().Unix()
@@ -58,18 +54,17 @@ func (s *Server) rememberBrowserConsent(w http.ResponseWriter, r *http.Request, 
 	cc := s.readConsentCookie(r)
 	e := cc.Clients[clientID]
 	e.Scopes = union(e.Scopes, scopes)
-	e.Expires = s.now().Add(s.cfg.ConsentLifetime).Unix()
+	e.Expires = s.now().Add(s.cfg.ConsentTTL).Unix()
 	cc.Clients[clientID] = e
 	for {
-		sealed, err := s.sealJSON(&cc, aad("consent-cookie", ""))
+		v, err := s.sealCookie(&cc, aad("consent-cookie", ""))
 		if err != nil {
 			s.log.ErrorContext(r.Context(), "seal consent cookie", "err", err)
 			return
 		}
-		v := base64.RawURLEncoding.EncodeToString(sealed)
 		if len(v) <= maxConsentCookieBytes || len(cc.Clients) <= 1 {
 			if len(v) <= maxConsentCookieBytes {
-				s.setCookie(w, "consent", v, int(s.cfg.ConsentLifetime.Seconds()))
+				s.setCookie(w, "consent", v, int(s.cfg.ConsentTTL.Seconds()))
 			}
 			return
 		}
@@ -111,6 +106,25 @@ func (s *Server) saveConsent(r *http.Request, userKey, clientID string, scopes [
 		Scopes:    union(prev.Scopes, scopes),
 		CreatedAt: s.now(),
 	})
+}
+
+// sealCookie seals v as a cookie value (AES-GCM: confidential and
+// tamper-proof; ad binds it to its purpose).
+func (s *Server) sealCookie(v any, ad []byte) (string, error) {
+	sealed, err := s.sealJSON(v, ad)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(sealed), nil
+}
+
+// openCookie is the inverse of sealCookie.
+func (s *Server) openCookie(value string, ad []byte, v any) error {
+	raw, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil {
+		return err
+	}
+	return s.openJSON(raw, ad, v)
 }
 
 func subset(sub, super []string) bool {

@@ -182,6 +182,10 @@ func newEnv(t testing.TB, o envOpt) *env {
 			{Username: testUser, PasswordHash: testUserHash, Email: "alice@example.com", Groups: []string{"admins"}},
 		}},
 	}
+	// Per-address limits off: every test browser is 127.0.0.1 (limits_test
+	// turns them on).
+	off := false
+	cfg.RateLimit.Enabled = &off
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}

@@ -75,9 +75,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		return nil, newError(errInvalidClientMetadata, http.StatusBadRequest, "the request body must be application/json")
 	}
 	ip := s.clientIP(r)
+	// Counted per /64 for IPv6 (ipKey), so one subscriber cannot register
+	// from each of its addresses.
+	regKey := ipKey(ip)
 	now := s.now()
 	if limit := s.cfg.Registration.MaxClientsPerIP; limit > 0 {
-		n, err := s.st.CountClientsByIP(ctx, ip, now.Add(-s.cfg.Registration.Window))
+		n, err := s.st.CountClientsByIP(ctx, regKey, now.Add(-s.cfg.Registration.Window))
 		if err != nil {
 			return nil, err
 		}
@@ -101,7 +104,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 	}
 	c.ID = newID()
 	c.Kind = store.ClientKindDynamic
-	c.RegisteredIP = ip
+	c.RegisteredIP = regKey
 	c.CreatedAt = now
 	if s.cfg.Registration.ClientLifetime > 0 {
 		c.ExpiresAt = now.Add(s.cfg.Registration.ClientLifetime)

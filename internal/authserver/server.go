@@ -97,6 +97,7 @@ type Server struct {
 	verified verifiedCache
 	bcryptOK bcryptCache
 	upLocks  keyedMutex
+	limits   *limits
 	handler  http.Handler
 }
 
@@ -187,6 +188,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	s.keys = &keyCache{signer: s.signer, now: s.now}
+	s.limits = newLimits(cfg)
 	s.grants = &grantCache{ttl: cfg.RevocationCacheTTL, now: s.now, m: map[string]grantCacheEntry{}}
 	s.routes()
 	return s, nil
@@ -233,30 +235,29 @@ func (s *Server) wellKnownPaths() []string {
 func (s *Server) routes() {
 	mux := http.NewServeMux()
 	b := s.basePath
+	meta := func(h http.HandlerFunc) http.Handler { return s.limited(routeMetadata, cors(h)) }
+	api := func(h http.HandlerFunc) http.Handler { return s.limited(routeJSON, cors(h)) }
+	page := func(h http.HandlerFunc) http.Handler { return s.limited(routePage, h) }
+	noContent := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
 	for _, p := range s.wellKnownPaths() {
-		mux.Handle("GET "+p, cors(http.HandlerFunc(s.handleMetadata)))
+		mux.Handle("GET "+p, meta(s.handleMetadata))
+		mux.Handle("OPTIONS "+p, meta(noContent))
 	}
-	mux.Handle("GET "+b+"/jwks", cors(http.HandlerFunc(s.handleJWKS)))
-	mux.HandleFunc("GET "+b+"/authorize", s.handleAuthorize)
-	mux.HandleFunc("POST "+b+"/authorize", s.handleAuthorize)
-	mux.HandleFunc("GET "+b+"/login", s.handleLoginPage)
-	mux.HandleFunc("POST "+b+"/login", s.handleLogin)
-	mux.HandleFunc("GET "+b+"/consent", s.handleConsentPage)
-	mux.HandleFunc("POST "+b+"/consent", s.handleConsent)
-	mux.HandleFunc("GET "+b+"/callback", s.handleCallback)
-	mux.Handle("POST "+b+"/token", cors(http.HandlerFunc(s.handleToken)))
-	mux.Handle("POST "+b+"/register", cors(http.HandlerFunc(s.handleRegister)))
-	mux.Handle("POST "+b+"/revoke", cors(http.HandlerFunc(s.handleRevoke)))
-	mux.Handle("POST "+b+"/introspect", cors(http.HandlerFunc(s.handleIntrospect)))
-	for _, p := range []string{b + "/token", b + "/register", b + "/revoke", b + "/introspect", b + "/jwks"} {
-		mux.Handle("OPTIONS "+p, cors(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.WriteHeader(http.StatusNoContent)
-		})))
-	}
-	for _, p := range s.wellKnownPaths() {
-		mux.Handle("OPTIONS "+p, cors(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.WriteHeader(http.StatusNoContent)
-		})))
+	mux.Handle("GET "+b+"/jwks", meta(s.handleJWKS))
+	mux.Handle("OPTIONS "+b+"/jwks", meta(noContent))
+	mux.Handle("GET "+b+"/authorize", page(s.handleAuthorize))
+	mux.Handle("POST "+b+"/authorize", page(s.handleAuthorize))
+	mux.Handle("GET "+b+"/login", page(s.handleLoginPage))
+	mux.Handle("POST "+b+"/login", page(s.handleLogin))
+	mux.Handle("GET "+b+"/consent", page(s.handleConsentPage))
+	mux.Handle("POST "+b+"/consent", page(s.handleConsent))
+	mux.Handle("GET "+b+"/callback", page(s.handleCallback))
+	mux.Handle("POST "+b+"/token", api(s.handleToken))
+	mux.Handle("POST "+b+"/register", api(s.handleRegister))
+	mux.Handle("POST "+b+"/revoke", api(s.handleRevoke))
+	mux.Handle("POST "+b+"/introspect", api(s.handleIntrospect))
+	for _, p := range []string{b + "/token", b + "/register", b + "/revoke", b + "/introspect"} {
+		mux.Handle("OPTIONS "+p, api(noContent))
 	}
 	s.handler = s.withRequestMeta(mux)
 }

@@ -71,7 +71,7 @@ type Client struct {
 	Scope                   string
 	ApplicationType         string // web | native
 	Kind                    string // ClientKindDynamic | ClientKindStatic | ClientKindCIMD
-	RegisteredIP            string // source IP of a dynamic registration (for CountClientsByIP)
+	RegisteredIP            string // source of a dynamic registration, for CountClientsByIP: the IPv4 address or IPv6 /64
 	Metadata                []byte // raw JSON of the registration/CIMD document (for echoing back)
 	CreatedAt               time.Time
 	ExpiresAt               time.Time // zero = never
