@@ -458,7 +458,7 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		case idp.PasswordConnector:
 			s.redirectStep(w, r, "login", f)
 		case idp.CallbackConnector:
-			if f.fs.Consented || f.skipConsent || s.browserConsented(r, f.ar.ClientID, f.ar.Scopes) {
+			if f.fs.Consented || f.skipConsent || s.browserConsented(r, consentKey(f.ar), f.ar.Scopes) {
 				s.startUpstream(w, r, f, c)
 			} else {
 				s.redirectStep(w, r, "consent", f)
@@ -469,7 +469,7 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		return
 	}
 	if !f.fs.Consented && !f.skipConsent {
-		ok, err := s.consentCovers(r, f.fs.Identity.Key(), f.ar.ClientID, f.ar.Scopes)
+		ok, err := s.consentCovers(r, f.fs.Identity.Key(), consentKey(f.ar), f.ar.Scopes)
 		if err != nil {
 			s.internalErrorPage(w, r, err)
 			return
@@ -783,7 +783,7 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	if f.fs.Identity == nil {
 		// Remember the approval in this browser so the next sign-in with this
 		// client goes straight to the identity provider.
-		s.rememberBrowserConsent(w, r, f.ar.ClientID, f.ar.Scopes)
+		s.rememberBrowserConsent(w, r, consentKey(f.ar), f.ar.Scopes)
 	}
 	s.advance(w, r, f)
 }
@@ -830,7 +830,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, f *flow) {
 		return
 	}
 	if f.fs.Consented {
-		if err := s.saveConsent(r, f.fs.Identity.Key(), f.ar.ClientID, f.ar.Scopes); err != nil {
+		if err := s.saveConsent(r, f.fs.Identity.Key(), consentKey(f.ar), f.ar.Scopes); err != nil {
 			s.internalErrorPage(w, r, err)
 			return
 		}

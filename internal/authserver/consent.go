@@ -11,10 +11,21 @@ import (
 
 // consentCookie records, in one browser, which clients the user approved
 // before being sent to the upstream IdP (whose identity we do not know yet).
-// It is sealed (AES-GCM: confidential and tamper-proof) and keyed by
-// client_id, so an approval for one client never covers another.
+// It is sealed (AES-GCM: confidential and tamper-proof) and keyed like the
+// stored consents (consentKey), so an approval for one client, resource or
+// redirect URI never covers another.
 type consentCookie struct {
-	Clients map[string]consentEntry `json:"c"`
+	Clients map[string]consentEntry `json:"c"` // by store.HashKey(consentKey)
+}
+
+// consentKey is what a consent is bound to: the client, the resource
+// (RFC 8707) the tokens will be for, and the redirect URI the code goes
+// to. It is the ClientID under which consents are stored (the store keeps
+// it opaque; resource and redirect URI are validated URIs without line
+// breaks, so the key is unambiguous). The scopes are checked against the
+// stored set, and the consent expires consent_ttl after it was given.
+func consentKey(ar *store.AuthRequest) string {
+	return ar.ClientID + "\n" + ar.Resource + "\n" + ar.RedirectURI
 }
 
 type consentEntry struct {
@@ -43,19 +54,20 @@ func (s *Server) readConsentCookie(r *http.Request) consentCookie {
 	return cc
 }
 
-// browserConsented reports whether this browser approved the client for
-// at least the given scopes.
-func (s *Server) browserConsented(r *http.Request, clientID string, scopes []string) bool {
-	e, ok := s.readConsentCookie(r).Clients[clientID]
+// browserConsented reports whether this browser approved the consent key
+// for at least the given scopes.
+func (s *Server) browserConsented(r *http.Request, key string, scopes []string) bool {
+	e, ok := s.readConsentCookie(r).Clients[store.HashKey(key)]
 	return ok && subset(scopes, e.Scopes)
 }
 
-func (s *Server) rememberBrowserConsent(w http.ResponseWriter, r *http.Request, clientID string, scopes []string) {
+func (s *Server) rememberBrowserConsent(w http.ResponseWriter, r *http.Request, key string, scopes []string) {
+	key = store.HashKey(key) // bounded size per entry
 	cc := s.readConsentCookie(r)
-	e := cc.Clients[clientID]
+	e := cc.Clients[key]
 	e.Scopes = union(e.Scopes, scopes)
 	e.Expires = s.now().Add(s.cfg.ConsentTTL).Unix()
-	cc.Clients[clientID] = e
+	cc.Clients[key] = e
 	for {
 		v, err := s.sealCookie(&cc, aad("consent-cookie", ""))
 		if err != nil {
@@ -71,7 +83,7 @@ func (s *Server) rememberBrowserConsent(w http.ResponseWriter, r *http.Request, 
 		// Too big: forget the approval that expires first (never the new one).
 		oldest := ""
 		for id, e := range cc.Clients {
-			if id != clientID && (oldest == "" || e.Expires < cc.Clients[oldest].Expires) {
+			if id != key && (oldest == "" || e.Expires < cc.Clients[oldest].Expires) {
 				oldest = id
 			}
 		}
@@ -79,30 +91,45 @@ func (s *Server) rememberBrowserConsent(w http.ResponseWriter, r *http.Request, 
 	}
 }
 
-// consentCovers reports whether the user already approved the client for
-// the scopes (the per-user registry the MCP security best practices ask for).
-func (s *Server) consentCovers(r *http.Request, userKey, clientID string, scopes []string) (bool, error) {
-	c, err := s.st.GetConsent(r.Context(), userKey, clientID)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
+// consentCovers reports whether the user already approved the consent key
+// (client, resource, redirect URI) for the scopes, within consent_ttl (the
+// per-user registry the MCP security best practices ask for).
+func (s *Server) consentCovers(r *http.Request, userKey, key string, scopes []string) (bool, error) {
+	c, err := s.getConsent(r, userKey, key)
+	if c == nil || err != nil {
 		return false, err
 	}
 	return subset(scopes, c.Scopes), nil
 }
 
-func (s *Server) saveConsent(r *http.Request, userKey, clientID string, scopes []string) error {
-	prev, err := s.st.GetConsent(r.Context(), userKey, clientID)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		prev = &store.Consent{}
-	case err != nil:
+// getConsent returns the user's unexpired consent for key, or nil.
+func (s *Server) getConsent(r *http.Request, userKey, key string) (*store.Consent, error) {
+	c, err := s.st.GetConsent(r.Context(), userKey, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !s.now().Before(c.CreatedAt.Add(s.cfg.ConsentTTL)) {
+		return nil, nil // expired: ask again
+	}
+	return c, nil
+}
+
+// saveConsent records the approval, adding to an unexpired earlier one's
+// scopes; approving again starts a new consent_ttl.
+func (s *Server) saveConsent(r *http.Request, userKey, key string, scopes []string) error {
+	prev, err := s.getConsent(r, userKey, key)
+	if err != nil {
 		return err
+	}
+	if prev == nil {
+		prev = &store.Consent{}
 	}
 	return s.st.SaveConsent(r.Context(), &store.Consent{
 		UserKey:   userKey,
-		ClientID:  clientID,
+		ClientID:  key,
 		Scopes:    union(prev.Scopes, scopes),
 		CreatedAt: s.now(),
 	})

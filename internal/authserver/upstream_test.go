@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/idp/idptest"
+	"github.com/mcpgate/mcpgate/internal/store"
 )
 
 func newOIDCEnv(t *testing.T, mod func(*Config)) (*env, *idptest.Provider) {
@@ -115,7 +116,7 @@ func TestOIDCConsentBeforeUpstream(t *testing.T) {
 		t.Errorf("principal = %+v", pr)
 	}
 	// The consent was recorded for the user.
-	if _, err := e.st.GetConsent(t.Context(), idpSrv.Issuer()+"#user-1", c.ID); err != nil {
+	if _, err := e.st.GetConsent(t.Context(), idpSrv.Issuer()+"#user-1", consentKey(&store.AuthRequest{ClientID: c.ID, Resource: e.srv.resources[0], RedirectURI: c.Redirect})); err != nil {
 		t.Errorf("consent not saved: %v", err)
 	}
 
