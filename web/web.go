@@ -63,14 +63,18 @@ type Scope struct {
 // Consent is the data of the consent page. RedirectHost MUST be shown
 // (MCP security best practices: the user must see where the code goes).
 type Consent struct {
-	RequestID     string
-	CSRF          string
-	ClientName    string
-	ClientID      string
-	ClientKind    string // dynamic | static | cimd
-	ClientHost    string // cimd: the host that publishes the client's metadata document
-	NameFromHost  bool   // cimd: the document gave no client_name; ClientName is ClientHost
-	RedirectHost  string
+	RequestID    string
+	CSRF         string
+	ClientName   string
+	ClientID     string
+	ClientKind   string // dynamic | static | cimd
+	ClientHost   string // cimd: the host that publishes the client's metadata document
+	NameFromHost bool   // cimd: the document gave no client_name; ClientName is ClientHost
+	RedirectHost string
+	// Resource is what the tokens will be for (RFC 8707), with its host
+	// in ASCII (punycode); ResourceName names the backend serving it.
+	Resource      string
+	ResourceName  string
 	LoopbackOnly  bool // every redirect URI of the client is on this machine
 	CustomScheme  bool // the redirect opens a local application
 	Scopes        []Scope

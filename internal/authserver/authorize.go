@@ -722,6 +722,8 @@ func (s *Server) handleConsentPage(w http.ResponseWriter, r *http.Request) {
 		ClientKind:    f.client.Kind,
 		NameFromHost:  f.client.Kind == store.ClientKindCIMD && f.client.Name == "",
 		RedirectHost:  redirectHost(f.ar.RedirectURI),
+		Resource:      displayURI(f.ar.Resource),
+		ResourceName:  s.resNames[f.ar.Resource],
 		LoopbackOnly:  loopbackOnly(f.client.RedirectURIs),
 		UpstreamLogin: f.fs.Identity == nil,
 	}

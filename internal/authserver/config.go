@@ -47,9 +47,9 @@ type Config struct {
 	// usable after rotation, so concurrent refreshes do not end the session.
 	// Unset means 30s; 0 means no grace at all (strict rotation: any second
 	// use of a refresh token revokes the grant). A pointer tells them apart.
-	RefreshGrace        *Duration     `yaml:"refresh_grace"`
-	CodeLifetime        time.Duration `yaml:"code_lifetime"`         // default 1m
-	LoginTimeout        time.Duration `yaml:"login_timeout"`         // pending authorization request, default 10m
+	RefreshGrace *Duration     `yaml:"refresh_grace"`
+	CodeLifetime time.Duration `yaml:"code_lifetime"` // default 1m
+	LoginTimeout time.Duration `yaml:"login_timeout"` // pending authorization request, default 10m
 	// ConsentTTL is how long a user's approval of a client (for its scopes,
 	// resource and redirect URI) is remembered, in the store and in the
 	// browser's consent cookie; then the consent page asks again.

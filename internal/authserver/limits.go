@@ -219,7 +219,8 @@ func newLoginBackoff(cfg LoginBackoffConfig, maxKeys int) *loginBackoff {
 	return &loginBackoff{cfg: cfg, maxKeys: maxKeys, m: map[string]*loginFailures{}}
 }
 
-// wait is the backoff after n failures.
+// wait is the backoff after n failures: none before FreeFailures, then
+// Backoff doubled per further failure, capped.
 func (b *loginBackoff) wait(n int) time.Duration {
 	k := n - b.cfg.FreeFailures
 	if k < 0 {
@@ -242,7 +243,7 @@ func (b *loginBackoff) begin(key string, now time.Time) (ok bool, retry time.Dur
 		return false, f.next.Sub(now)
 	}
 	if f != nil && !now.Before(f.next.Add(b.cfg.MaxBackoff)) && f.n > b.cfg.FreeFailures {
-		f.n = b.cfg.FreeFailures // quiet for a whole max_backoff: start the doubling again
+		f.n = b.cfg.FreeFailures - 1 // quiet for a whole max_backoff: the doubling starts again
 	}
 	if f == nil {
 		b.evict(now)

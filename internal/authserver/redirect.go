@@ -3,9 +3,12 @@ package authserver
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // dangerousSchemes can never be redirect targets.
@@ -94,20 +97,59 @@ func matchRedirectURI(registered []string, requested string) bool {
 }
 
 // redirectHost is what the consent page shows: the host (and port) of the
-// redirect URI, or the scheme for private-use schemes.
+// redirect URI, or the scheme for private-use schemes. Hosts are shown in
+// their ASCII (punycode) form, so a look-alike internationalised name
+// cannot pass for another (UTS #46; the browser would contact the ASCII
+// name anyway).
 func redirectHost(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return raw
 	}
+	host := asciiHost(u.Host)
 	switch u.Scheme {
 	case "http", "https":
-		return u.Host
+		return host
 	}
 	if u.Host != "" {
-		return u.Scheme + "://" + u.Host
+		return u.Scheme + "://" + host
 	}
 	return u.Scheme + ":"
+}
+
+// displayURI is an absolute URI as the consent page shows it: scheme, the
+// ASCII (punycode) host and the path.
+func displayURI(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return raw
+	}
+	u.Host = asciiHost(u.Host)
+	u.RawQuery, u.Fragment, u.User = "", "", nil
+	return u.String()
+}
+
+// asciiHost converts host[:port] to its ASCII form (IDNA ToASCII); a host
+// that is not a valid IDN is punycode-encoded label by label without
+// validation, so that no non-ASCII character is ever shown.
+func asciiHost(hostport string) string {
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	}
+	if strings.HasPrefix(hostport, "[") { // IPv6 literal
+		return hostport
+	}
+	a, err := idna.Lookup.ToASCII(host)
+	if err != nil {
+		if a, err = idna.Punycode.ToASCII(host); err != nil {
+			a = strings.ToValidUTF8(url.PathEscape(host), "")
+		}
+	}
+	if port != "" {
+		return net.JoinHostPort(a, port)
+	}
+	return a
 }
 
 // canonicalResource validates an RFC 8707 resource indicator and returns its

@@ -66,6 +66,9 @@ type Deps struct {
 	ClientIP func(*http.Request) string
 	// Connector overrides the connector built from Config.Upstream (tests).
 	Connector idp.Connector
+	// ResourceNames names the backend behind each resource URI, for the
+	// consent page (the gateway passes its backend names). Optional.
+	ResourceNames map[string]string
 	// Auditor records logins, consents, codes, tokens, registrations,
 	// revocations and introspections (see audit.go). Optional: nil records
 	// nothing; the gateway always passes its audit logger.
@@ -78,7 +81,8 @@ type Server struct {
 	issuer    string
 	basePath  string // path of the issuer URL, "" or "/prefix"
 	resources []string
-	secure    bool // issuer is https: Secure and __Host- cookies
+	resNames  map[string]string // canonical resource → backend name
+	secure    bool              // issuer is https: Secure and __Host- cookies
 
 	st       store.Store
 	signer   Signer
@@ -151,6 +155,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, err
 		}
 		s.resources = append(s.resources, c)
+	}
+	s.resNames = map[string]string{}
+	for r, name := range deps.ResourceNames {
+		if c, err := canonicalResource(r); err == nil {
+			s.resNames[c] = cleanName(name)
+		}
 	}
 	if s.conn == nil {
 		s.conn, err = idp.New(cfg.Upstream, idp.Options{

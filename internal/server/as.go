@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/backends"
@@ -47,7 +48,7 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	s.readies = append(s.readies, func(ctx context.Context) error { _, err := km.JWKS(ctx); return err })
 	as, err = authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
 		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: e.clientIP,
-		Auditor: auditor,
+		Auditor: auditor, ResourceNames: resourceNames(cfg),
 	})
 	if err != nil {
 		return nil, err
@@ -63,6 +64,16 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 		mux.Handle(p, h)
 	}
 	return as, nil
+}
+
+// resourceNames maps each backend's resource URI to its name, for the
+// authorization server's consent page.
+func resourceNames(cfg *config.Config) map[string]string {
+	m := make(map[string]string, len(cfg.Backends))
+	for _, b := range cfg.Backends {
+		m[cfg.PublicURL+b.Path] = b.Name
+	}
+	return m
 }
 
 // ReloadKeys re-reads the authorization server's signing keys from the store
