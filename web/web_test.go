@@ -92,3 +92,15 @@ func TestRedirectInterstitialError(t *testing.T) {
 		t.Errorf("error interstitial:\n%s", body)
 	}
 }
+
+func TestConsentShowsResource(t *testing.T) {
+	body := render(t, Branding{}, PageConsent, Consent{
+		ClientName: "x", RedirectHost: "h", Resource: "https://gw.example/mcp", ResourceName: "<vsphere>",
+	}).Body.String()
+	if !strings.Contains(body, "https://gw.example/mcp") || !strings.Contains(body, "&lt;vsphere&gt;") {
+		t.Errorf("consent page does not name the resource (escaped):\n%s", body)
+	}
+	if body := render(t, Branding{}, PageConsent, Consent{ClientName: "x", RedirectHost: "h"}).Body.String(); strings.Contains(body, "asks for access to") {
+		t.Error("resource line without a resource")
+	}
+}
