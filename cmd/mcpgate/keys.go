@@ -29,42 +29,85 @@ in their audit log (AS_SIGNING_KEY_ROTATED). This command does not write to the
 audit log itself: a second writer would fork the hash chain the gateway keeps.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(path, config.Overrides{})
+			m, closeStore, err := openKeyManager(cmd, path)
 			if err != nil {
 				return err
 			}
-			if cfg.Auth.Mode != config.ModeAuthorizationServer {
-				return fmt.Errorf("auth.mode is %q: signing keys exist only with mode authorization_server", cfg.Auth.Mode)
-			}
-			raw, err := keys.ParseKey(cfg.EncryptionKey)
-			if err != nil {
-				return fmt.Errorf("encryption_key: %w", err)
-			}
-			sealer, err := keys.NewSealer(raw)
-			if err != nil {
-				return fmt.Errorf("encryption_key: %w", err)
-			}
-			ctx := cmd.Context()
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			st, err := backends.Open(ctx, cfg.Store, log)
-			if err != nil {
-				return fmt.Errorf("store: %w", err)
-			}
-			defer st.Close()
-			m, err := keys.NewManager(ctx, st, sealer, keys.Options{Algorithm: cfg.Auth.AuthorizationServer.SigningAlg, Logger: log})
-			if err != nil {
-				return err
-			}
+			defer closeStore()
 			before := m.ActiveKeyID()
-			if err := m.Rotate(ctx); err != nil {
+			if err := m.Rotate(cmd.Context()); err != nil {
 				return fmt.Errorf("rotate: %w", err)
 			}
 			return printRotation(cmd.OutOrStdout(), before, m.ActiveKeyID())
 		},
 	}
-	rotate.Flags().StringVarP(&path, "config", "c", os.Getenv("MCPGATE_CONFIG"), "config file (env MCPGATE_CONFIG)")
-	cmd.AddCommand(rotate)
+	revoke := &cobra.Command{
+		Use:   "revoke KID",
+		Short: "Remove a compromised signing key at once",
+		Long: `Deletes the signing key KID from the configured store, for a key that may be
+compromised. It leaves the JWKS at once, and tokens it signed stop verifying:
+at once in a gateway that is sent SIGHUP, and within a minute (the key reload
+interval) in every other gateway sharing the store, which records it in its
+audit log (AS_SIGNING_KEY_REVOKED). Tokens held by clients signed with the key
+are refused (401) and the clients refresh; refresh tokens are not affected.
+
+The store always keeps an active and a next key: revoking the active key first
+makes the pre-published next key active (revoke that one too if the whole store
+may be compromised), and revoking the next key generates a new one. Gateways
+may sign with a revoked active key until they reload: send SIGHUP.
+List the key IDs with the JWKS (GET <public_url>/jwks).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, closeStore, err := openKeyManager(cmd, path)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			active, err := m.Revoke(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("revoke: %w", err)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "signing key %s revoked (removed from the store and the JWKS); active key %s\nsend SIGHUP to running gateways to stop honouring it at once\n", args[0], active)
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{rotate, revoke} {
+		c.Flags().StringVarP(&path, "config", "c", os.Getenv("MCPGATE_CONFIG"), "config file (env MCPGATE_CONFIG)")
+		cmd.AddCommand(c)
+	}
 	return cmd
+}
+
+// openKeyManager opens the store of the config at path and its key
+// manager; the caller closes the store.
+func openKeyManager(cmd *cobra.Command, path string) (*keys.Manager, func(), error) {
+	cfg, err := config.Load(path, config.Overrides{})
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Auth.Mode != config.ModeAuthorizationServer {
+		return nil, nil, fmt.Errorf("auth.mode is %q: signing keys exist only with mode authorization_server", cfg.Auth.Mode)
+	}
+	raw, err := keys.ParseKey(cfg.EncryptionKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encryption_key: %w", err)
+	}
+	sealer, err := keys.NewSealer(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encryption_key: %w", err)
+	}
+	ctx := cmd.Context()
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := backends.Open(ctx, cfg.Store, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: %w", err)
+	}
+	m, err := keys.NewManager(ctx, st, sealer, keys.Options{Algorithm: cfg.Auth.AuthorizationServer.SigningAlg, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return m, func() { st.Close() }, nil
 }
 
 func printRotation(w io.Writer, before, after string) error {

@@ -39,15 +39,16 @@ store: {driver: sqlite, dsn: "` + db + `"}
 	rand.Read(key)
 	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
 
-	run := func() (string, error) {
+	runArgs := func(args ...string) (string, error) {
 		cmd := newKeysCmd()
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
-		cmd.SetArgs([]string{"rotate", "--config", cfgPath})
+		cmd.SetArgs(append(args, "--config", cfgPath))
 		err := cmd.ExecuteContext(context.Background())
 		return out.String(), err
 	}
+	run := func() (string, error) { return runArgs("rotate") }
 	out, err := run()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
@@ -73,6 +74,36 @@ store: {driver: sqlite, dsn: "` + db + `"}
 	}
 	if count[store.KeyActive] != 1 || count[store.KeyNext] != 1 || count[store.KeyRetired] != 2 {
 		t.Errorf("key statuses after two rotations: %v", count)
+	}
+
+	// `keys revoke` of the active key: gone from the store, the next key
+	// signs, there is a new next key.
+	var active string
+	for _, k := range ks {
+		if k.Status == store.KeyActive {
+			active = k.ID
+		}
+	}
+	out, err = runArgs("revoke", active)
+	if err != nil || !strings.Contains(out, "signing key "+active+" revoked") {
+		t.Fatalf("revoke: %v %q", err, out)
+	}
+	ks, _ = st.ListSigningKeys(context.Background())
+	count = map[string]int{}
+	for _, k := range ks {
+		if k.ID == active {
+			t.Error("the revoked key is still in the store")
+		}
+		count[k.Status]++
+	}
+	if count[store.KeyActive] != 1 || count[store.KeyNext] != 1 {
+		t.Errorf("key statuses after revoke: %v", count)
+	}
+	if _, err := runArgs("revoke", "no-such-kid"); err == nil || !strings.Contains(err.Error(), "no such signing key") {
+		t.Errorf("revoke of an unknown kid: %v", err)
+	}
+	if _, err := runArgs("revoke"); err == nil {
+		t.Error("revoke without a kid")
 	}
 
 	// Without the encryption key the command refuses.

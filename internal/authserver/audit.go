@@ -279,3 +279,15 @@ func (s *Server) SigningKeyRotated(ctx context.Context, previousKID, activeKID s
 		Reason: fmt.Sprintf("active signing key is now %s (was %s, still published for the overlap)", activeKID, previousKID),
 	})
 }
+
+// SigningKeyRevoked drops every token verified with the keys cached so far
+// and the key set itself (see keys.Options.OnRevoke), so tokens signed with
+// the revoked key stop verifying at once, and records the revocation.
+func (s *Server) SigningKeyRevoked(ctx context.Context, kid string) {
+	s.keys.forget()
+	s.verified.clear()
+	_ = s.audit(ctx, &audit.Record{
+		Event:  audit.EventASSigningKeyRevoked,
+		Reason: fmt.Sprintf("signing key %s was removed from the store; tokens it signed no longer verify", bounded(kid, 128)),
+	})
+}

@@ -148,6 +148,13 @@ func (k *keyCache) key(ctx context.Context, kid string) (*jose.JSONWebKey, error
 	return nil, errUnknownKey
 }
 
+// forget drops the cached key set, so the next verification reloads it.
+func (k *keyCache) forget() {
+	k.mu.Lock()
+	k.keys = nil
+	k.mu.Unlock()
+}
+
 // grantCache remembers briefly whether a grant is active, so Authenticate
 // does not hit the store on every request. Local revocations evict at once;
 // revocations on other replicas take effect within the TTL.
@@ -376,6 +383,13 @@ func (c *verifiedCache) get(sum [32]byte, now time.Time) (*authn.Principal, bool
 		return nil, false
 	}
 	return e.p, true
+}
+
+// clear forgets every verified token (a signing key was revoked).
+func (c *verifiedCache) clear() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
 }
 
 func (c *verifiedCache) put(sum [32]byte, p *authn.Principal, now time.Time) {

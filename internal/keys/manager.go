@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -64,6 +65,11 @@ type Options struct {
 	// gateway records it in the audit log. It runs with the reload lock
 	// held and must not call back into the Manager.
 	OnRotate func(ctx context.Context, previousKID, activeKID string)
+	// OnRevoke, when set, is called for each key the Manager had loaded
+	// that left the store before its overlap ended (Revoke here or in
+	// another process). The authorization server drops what it verified
+	// with it. Same calling rules as OnRotate.
+	OnRevoke func(ctx context.Context, kid string)
 }
 
 // Manager owns the authorization server's signing keys.
@@ -202,6 +208,61 @@ func (m *Manager) Rotate(ctx context.Context) error {
 	return m.reload(ctx)
 }
 
+// ErrUnknownKey is returned by Revoke for a kid the store does not hold.
+var ErrUnknownKey = errors.New("keys: no such signing key")
+
+// Revoke removes the key kid from the store at once, for a compromised
+// key: it is no longer published, and tokens it signed stop verifying
+// (in this process now; in others on their next reload). The store always
+// keeps an active and a next key: revoking the active key rotates first
+// (the published next key starts signing; revoke it too if it may be
+// compromised as well), and revoking the next key generates a new one.
+// It returns the kid of the active key afterwards.
+func (m *Manager) Revoke(ctx context.Context, kid string) (string, error) {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	stored, err := m.st.ListSigningKeys(ctx)
+	if err != nil {
+		return "", fmt.Errorf("keys: list signing keys: %w", err)
+	}
+	var target, next *store.SigningKey
+	for _, k := range stored {
+		if k.ID == kid {
+			target = k
+		}
+		if k.Status == store.KeyNext && k.ID != kid {
+			next = k // oldest first: the last next key wins, as in Rotate
+		}
+	}
+	if target == nil {
+		return "", fmt.Errorf("%w: %s", ErrUnknownKey, kid)
+	}
+	if target.Status == store.KeyActive {
+		if next == nil {
+			if err := m.generate(ctx, store.KeyActive); err != nil {
+				return "", err
+			}
+		} else {
+			next.Status, next.RetireAt = store.KeyActive, time.Time{}
+			if err := m.st.UpdateSigningKey(ctx, next); err != nil {
+				return "", fmt.Errorf("keys: activate next key: %w", err)
+			}
+		}
+	}
+	if err := m.st.DeleteSigningKey(ctx, kid); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "", fmt.Errorf("keys: delete key %s: %w", kid, err)
+	}
+	if target.Status != store.KeyRetired {
+		if err := m.generate(ctx, store.KeyNext); err != nil {
+			return "", err
+		}
+	}
+	if err := m.reload(ctx); err != nil {
+		return "", err
+	}
+	return m.ActiveKeyID(), nil
+}
+
 // generate creates, seals and stores a new key with the given status.
 func (m *Manager) generate(ctx context.Context, status string) error {
 	var priv crypto.Signer
@@ -290,10 +351,26 @@ func (m *Manager) reload(ctx context.Context) error {
 	if previous == nil || previous.id != active.id {
 		m.signers = map[string]jose.Signer{}
 	}
+	// Keys that were published and are gone before their overlap ended
+	// were revoked.
+	var revoked []string
+	for _, old := range m.keys {
+		if old.status == store.KeyRetired && !now.Before(old.retireAt.Add(m.opts.Overlap)) {
+			continue
+		}
+		if !slices.ContainsFunc(loaded, func(k *loadedKey) bool { return k.id == old.id }) {
+			revoked = append(revoked, old.id)
+		}
+	}
 	m.active, m.keys, m.loadedAt = active, loaded, now
 	m.mu.Unlock()
 	if previous != nil && previous.id != active.id && m.opts.OnRotate != nil {
 		m.opts.OnRotate(ctx, previous.id, active.id)
+	}
+	if m.opts.OnRevoke != nil {
+		for _, kid := range revoked {
+			m.opts.OnRevoke(ctx, kid)
+		}
 	}
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -494,5 +496,127 @@ func TestManagerOnRotate(t *testing.T) {
 	want := []change{{k0, k1}, {k1, k2}, {k2, k3}}
 	if diff := cmp.Diff(want, got(), cmp.AllowUnexported(change{})); diff != "" {
 		t.Errorf("OnRotate calls (-want +got):\n%s", diff)
+	}
+}
+
+// Revoke removes a key at once and keeps an active and a next key; another
+// process sees it on reload (OnRevoke), a normal expiry is not a revocation.
+func TestManagerRevoke(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	st := memory.New()
+	sealKey := randomKey(t)
+	var mu sync.Mutex
+	var revoked []string
+	gw := newManager(t, st, newSealer(t, sealKey), keys.Options{Now: clk.Now, Overlap: time.Hour, OnRevoke: func(_ context.Context, kid string) {
+		mu.Lock()
+		revoked = append(revoked, kid)
+		mu.Unlock()
+	}})
+	cli := newManager(t, st, newSealer(t, sealKey), keys.Options{Now: clk.Now, Overlap: time.Hour})
+	statuses := func() map[string]string {
+		ks, err := st.ListSigningKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, k := range ks {
+			m[k.ID] = k.Status
+		}
+		return m
+	}
+	count := func(status string) int {
+		n := 0
+		for _, s := range statuses() {
+			if s == status {
+				n++
+			}
+		}
+		return n
+	}
+
+	a0 := cli.ActiveKeyID()
+	tok, err := cli.SignJWT(ctx, "at+jwt", map[string]any{"sub": "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next0 string
+	for id, s := range statuses() {
+		if s == store.KeyNext {
+			next0 = id
+		}
+	}
+	// The active key: the next key takes over, a new next key is made.
+	a1, err := cli.Revoke(ctx, a0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1 != next0 || cli.ActiveKeyID() != next0 || count(store.KeyActive) != 1 || count(store.KeyNext) != 1 {
+		t.Fatalf("after revoking the active key: active %s (want %s), %v", a1, next0, statuses())
+	}
+	if _, ok := statuses()[a0]; ok || slices.Contains(kids(t, cli), a0) {
+		t.Error("revoked key still stored or published")
+	}
+	if _, err := verify(t, cli, tok); err == nil {
+		t.Error("a token of the revoked key verifies against the JWKS")
+	}
+	if err := gw.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(revoked, []string{a0}) || slices.Contains(kids(t, gw), a0) {
+		t.Errorf("other process: OnRevoke %v, JWKS %v", revoked, kids(t, gw))
+	}
+
+	// The next key: a new one is generated.
+	var next1 string
+	for id, s := range statuses() {
+		if s == store.KeyNext {
+			next1 = id
+		}
+	}
+	if _, err := cli.Revoke(ctx, next1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := statuses()[next1]; ok || count(store.KeyNext) != 1 || cli.ActiveKeyID() != a1 {
+		t.Errorf("after revoking the next key: %v", statuses())
+	}
+	// A retired key: just removed.
+	if err := cli.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Revoke(ctx, a1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := statuses()[a1]; ok || count(store.KeyActive) != 1 || count(store.KeyNext) != 1 || count(store.KeyRetired) != 0 {
+		t.Errorf("after revoking a retired key: %v", statuses())
+	}
+	if _, err := cli.Revoke(ctx, "nope"); !errors.Is(err, keys.ErrUnknownKey) {
+		t.Errorf("unknown kid: %v", err)
+	}
+
+	// A retired key expiring after its overlap is not a revocation.
+	if err := gw.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	revoked = nil
+	mu.Unlock()
+	if err := cli.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Hour)
+	if err := cli.Rotate(ctx); err != nil { // deletes the expired retired key
+		t.Fatal(err)
+	}
+	if err := gw.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(revoked) != 0 {
+		t.Errorf("OnRevoke on a normal expiry: %v", revoked)
 	}
 }

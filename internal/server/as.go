@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -39,6 +40,11 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 				as.SigningKeyRotated(ctx, previous, active)
 			}
 		},
+		OnRevoke: func(ctx context.Context, kid string) {
+			if as != nil {
+				as.SigningKeyRevoked(ctx, kid)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
@@ -56,6 +62,23 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	sweepCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.closers = append(s.closers, func() error { stop(); return nil })
 	go store.RunSweeper(sweepCtx, st, cfg.Store.SweepInterval, s.log)
+	// Re-read the keys every reload interval even when idle, so a key
+	// revoked elsewhere (`mcpgate keys revoke`) stops verifying here within
+	// that interval, not only once something signs or fetches the JWKS.
+	go func() {
+		t := time.NewTicker(keys.DefaultReloadInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sweepCtx.Done():
+				return
+			case <-t.C:
+				if err := km.Reload(sweepCtx); err != nil && sweepCtx.Err() == nil {
+					s.log.Warn("reloading signing keys failed; using the loaded keys", "err", err)
+				}
+			}
+		}
+	}()
 
 	// The handler sets its own CORS headers on the credential-less endpoints
 	// (metadata, jwks, token, register, revoke, introspect).
