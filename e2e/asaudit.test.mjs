@@ -74,6 +74,7 @@ shutdown_timeout: 5s
 auth:
   mode: authorization_server
   authorization_server:
+    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
     scopes: [mcp]
     refresh_grace: 1s
     revocation_cache_ttl: 1s
@@ -99,6 +100,7 @@ shutdown_timeout: 5s
 auth:
   mode: authorization_server
   authorization_server:
+    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
     scopes: [mcp]
     upstream_refresh_skew: 1h
     upstream:

@@ -107,6 +107,7 @@ shutdown_timeout: 5s
 auth:
   mode: authorization_server
   authorization_server:
+    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
     scopes: [mcp]
     static_clients:
       # A public (PKCE) client: 0.2.0-alpha.12 authenticates at the token endpoint with "none"

@@ -91,6 +91,7 @@ shutdown_timeout: 5s
 auth:
   mode: authorization_server
   authorization_server:
+    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
     scopes: [mcp]
     refresh_grace: 2s
     revocation_cache_ttl: 1s
@@ -121,6 +122,7 @@ shutdown_timeout: 5s
 auth:
   mode: authorization_server
   authorization_server:
+    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
     scopes: [mcp]
     cimd: { allowed_hosts: [localhost], ca_file: ${cimd.caFile} }
     upstream:
@@ -176,6 +178,7 @@ shutdown_timeout: 5s
 auth:
   mode: authorization_server
   authorization_server:
+    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
     scopes: [mcp, "mcp:admin"]
     default_scopes: [mcp]
     static_clients:

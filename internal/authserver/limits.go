@@ -24,7 +24,7 @@ type RateLimitConfig struct {
 	// that limits). The username backoff and the parameter caps always apply.
 	Enabled *bool `yaml:"enabled"` // default true
 	// PerIP limits every endpoint but discovery and JWKS, per client
-	// address (IPv6: its /64). Default 5 rps, burst 60: a sign-in is about
+	// address (IPv6: its /64). Default 10 rps, burst 100: a sign-in is about
 	// ten requests, so a whole office behind one NAT can sign in at once.
 	PerIP ratelimit.Limit `yaml:"per_ip"`
 	// Metadata limits the discovery documents and the JWKS, which are cheap
@@ -54,7 +54,7 @@ func (c *RateLimitConfig) setDefaults() {
 		c.Enabled = &on
 	}
 	if c.PerIP == (ratelimit.Limit{}) {
-		c.PerIP = ratelimit.Limit{RPS: 5, Burst: 60}
+		c.PerIP = ratelimit.Limit{RPS: 10, Burst: 100}
 	}
 	if c.Metadata == (ratelimit.Limit{}) {
 		c.Metadata = ratelimit.Limit{RPS: 20, Burst: 200}

@@ -487,7 +487,7 @@ func TestRateLimitConfigValidation(t *testing.T) {
 	var d Config
 	d.PublicURL = "https://as.example.com"
 	d.SetDefaults()
-	if d.RateLimit.PerIP != (ratelimit.Limit{RPS: 5, Burst: 60}) || !*d.RateLimit.Enabled || d.RateLimit.MaxPendingPerIP != 50 ||
+	if d.RateLimit.PerIP != (ratelimit.Limit{RPS: 10, Burst: 100}) || !*d.RateLimit.Enabled || d.RateLimit.MaxPendingPerIP != 50 ||
 		d.ConsentTTL != 30*24*time.Hour || d.CIMD.MaxConcurrentFetches != 8 || d.CIMD.NegativeCacheTTL != time.Minute {
 		t.Errorf("defaults: %+v", d.RateLimit)
 	}
