@@ -86,6 +86,11 @@ type Consent struct {
 type Error struct {
 	Title   string
 	Message string
+	// ReturnURL, if set, is the client's redirect URI carrying the error
+	// (RFC 6749 §4.1.2.1): a page the user must read comes first, and this
+	// link then hands the error to the application waiting for it.
+	ReturnURL  string
+	ClientName string
 }
 
 // Home is the data of the page at "/": what a person who opens the
