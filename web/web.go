@@ -22,7 +22,11 @@ const (
 	PageConsent  = "consent.html"
 	PageError    = "error.html"
 	PageRedirect = "redirect.html"
+	PageHome     = "home.html"
 )
+
+// DocsURL is where the gateway's documentation lives, linked from its pages.
+const DocsURL = "https://github.com/mcpgate/mcpgate/tree/main/docs"
 
 // Branding customises the pages (`auth.authorization_server.branding`).
 type Branding struct {
@@ -86,6 +90,27 @@ type Consent struct {
 type Error struct {
 	Title   string
 	Message string
+	// ReturnURL, if set, is the client's redirect URI carrying the error
+	// (RFC 6749 §4.1.2.1): a page the user must read comes first, and this
+	// link then hands the error to the application waiting for it.
+	ReturnURL  string
+	ClientName string
+}
+
+// Home is the data of the page at "/": what a person who opens the
+// gateway's address in a browser needs to connect a client. Only public
+// URLs: the page is served without authentication.
+type Home struct {
+	Endpoints                      []Endpoint
+	AuthorizationServerMetadataURL string // empty unless mcpgate is the authorization server
+	DocsURL                        string
+}
+
+// Endpoint is one MCP endpoint on the home page.
+type Endpoint struct {
+	Name        string // the backend's name
+	URL         string // the MCP URL (the resource URI)
+	MetadataURL string // its protected resource metadata (RFC 9728)
 }
 
 // Redirect is the interstitial shown before handing the browser to a

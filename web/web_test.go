@@ -29,6 +29,7 @@ func TestSecurityHeaders(t *testing.T) {
 		{PageConsent, Consent{RequestID: "r", CSRF: "c", ClientName: "x", RedirectHost: "h"}},
 		{PageError, Error{Title: "t", Message: "m"}},
 		{PageRedirect, Redirect{URL: "cursor://cb?code=1"}},
+		{PageHome, Home{Endpoints: []Endpoint{{Name: "demo", URL: "http://x/mcp", MetadataURL: "http://x/m"}}, DocsURL: DocsURL}},
 	} {
 		w := render(t, Branding{}, page.name, page.data)
 		h := w.Header()

@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 		newKeysCmd(),
 		newGrantsCmd(),
 		newPolicyCmd(),
+		newHealthcheckCmd(),
 	)
 	return root
 }

@@ -263,6 +263,11 @@ backends:
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			// stderr reaches the buffer through a pipe, after the answer may
+			// have: wait for the line logged after the hardening report.
+			for !strings.Contains(g.stderr.String(), "mcpgate listening") && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
 			hardened := strings.Contains(g.stderr.String(), "process hardening: not dumpable")
 			if hardened != (tc.role == "gateway") {
 				t.Errorf("gateway log says hardened=%v, want %v", hardened, tc.role == "gateway")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -53,7 +54,12 @@ func newServeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, f.path, f.load)
+			ln, err := listen(cfg.Listen, "serve")
+			if err != nil {
+				return err
+			}
+			defer ln.Close()
+			return serve(cmd.Context(), cfg, ln, f.path, f.load)
 		},
 	}
 	f.register(cmd)
@@ -70,10 +76,30 @@ func newLogger(cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// serve runs the gateway until SIGTERM/SIGINT. The policy is reloaded, without
+// listen binds addr, and turns the most common failure, a port in use, into
+// a message that says what to do; cmd names the command to suggest.
+func listen(addr, cmd string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		next := "127.0.0.1:8081"
+		if h, p, err := net.SplitHostPort(addr); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n < 65535 {
+				next = net.JoinHostPort(h, strconv.Itoa(n+1))
+			}
+		}
+		return nil, fmt.Errorf("cannot listen on %s: the port is already in use (another mcpgate still running?). "+
+			"Stop that program, or choose another port: add --listen %s to 'mcpgate %s'", addr, next, cmd)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return ln, nil
+}
+
+// serve runs the gateway on ln until SIGTERM/SIGINT. The policy is reloaded, without
 // dropping connections, on SIGHUP and when the config or policy files change;
 // so are the signing keys (after `mcpgate keys rotate`).
-func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() (*config.Config, error)) error {
+func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath string, load func() (*config.Config, error)) error {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -109,10 +135,6 @@ func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() 
 		go policy.Watch(ctx, 0, reload, append([]string{cfgPath}, cfg.Policy.Files()...)...)
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	log.Info("mcpgate starting", append([]any{"version", version}, cfg.Summary()...)...)
 	logHardening(log)
 	if cfg.Auth.Mode == config.ModeNone {

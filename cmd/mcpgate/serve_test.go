@@ -51,10 +51,14 @@ users: { "sub:anonymous": [reader] }
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln, err = listen(cfg.Listen, "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, cfg, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
+		done <- serve(ctx, cfg, ln, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	url := "http://" + addr + "/mcp"

@@ -231,6 +231,8 @@ func upstreamFailure(err error) string {
 	switch {
 	case errors.As(err, &ce):
 		return fmt.Sprintf("upstream identity provider returned error %q", cleanName(bounded(ce.Code, 64)))
+	case errors.Is(err, idp.ErrEmailNotVerified):
+		return "the user's email address is not verified by the identity provider"
 	case errors.Is(err, idp.ErrNotAllowed):
 		return "the user is not allowed to use this service"
 	}

@@ -89,17 +89,10 @@ func (s *Server) internalErrorPage(w http.ResponseWriter, r *http.Request, err e
 // leaves the browser on a blank page.
 func (s *Server) redirectToClient(w http.ResponseWriter, r *http.Request, redirectURI string, params url.Values, clientName string) {
 	failed := params.Has("error")
-	u, err := url.Parse(redirectURI)
-	if err != nil { // validated when registered and at /authorize
+	u, err := s.clientRedirectURL(redirectURI, params)
+	if err != nil {
 		s.internalErrorPage(w, r, err)
 		return
-	}
-	params.Set("iss", s.issuer)
-	// RFC 6749 §3.1.2: keep the registered query component.
-	if u.RawQuery != "" {
-		u.RawQuery += "&" + params.Encode()
-	} else {
-		u.RawQuery = params.Encode()
 	}
 	web.SetSecurityHeaders(w.Header(), "")
 	if u.Scheme == "http" || u.Scheme == "https" {
@@ -111,6 +104,49 @@ func (s *Server) redirectToClient(w http.ResponseWriter, r *http.Request, redire
 		return
 	}
 	s.render(w, r, http.StatusOK, web.PageRedirect, web.Redirect{URL: u.String(), ClientName: clientName, Failed: failed})
+}
+
+// clientRedirectURL is redirectURI with the response parameters and `iss`
+// (RFC 9207) added to its registered query component (RFC 6749 §3.1.2).
+func (s *Server) clientRedirectURL(redirectURI string, params url.Values) (*url.URL, error) {
+	u, err := url.Parse(redirectURI)
+	if err != nil { // validated when registered and at /authorize
+		return nil, err
+	}
+	params.Set("iss", s.issuer)
+	if u.RawQuery != "" {
+		u.RawQuery += "&" + params.Encode()
+	} else {
+		u.RawQuery = params.Encode()
+	}
+	return u, nil
+}
+
+// emailNotVerifiedPage ends flow f with access_denied for a user whose email
+// the upstream IdP has not verified while allowed_email_domains needs it.
+// Unlike other refusals this is a page first: the user can fix it at the
+// IdP, and clients rarely show error_description. Its button hands the
+// error to the client.
+func (s *Server) emailNotVerifiedPage(w http.ResponseWriter, r *http.Request, f *flow) {
+	if err := s.st.DeleteAuthRequest(r.Context(), f.ar.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.WarnContext(r.Context(), "delete auth request", "err", err)
+	}
+	p := url.Values{"error": {errAccessDenied}, "error_description": {"the email address is not verified at the identity provider"}}
+	if f.ar.State != "" {
+		p.Set("state", f.ar.State)
+	}
+	u, err := s.clientRedirectURL(f.ar.RedirectURI, p)
+	if err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusForbidden, web.PageError, web.Error{
+		Title: "Email address not verified",
+		Message: "You signed in, but your identity provider has not verified your email address, and this service " +
+			"admits users by the domain of a verified email. Verify the address with your identity provider (look for " +
+			"a verification email, or ask its administrator), then sign in again.",
+		ReturnURL: u.String(), ClientName: displayName(f.client),
+	})
 }
 
 // redirectError returns an authorization error to the client (RFC 6749
@@ -551,6 +587,8 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.As(err, &ce):
 			s.redirectFlowError(w, r, f, newError(errAccessDenied, http.StatusForbidden, "the identity provider did not authorize the sign-in"))
+		case errors.Is(err, idp.ErrEmailNotVerified):
+			s.emailNotVerifiedPage(w, r, f)
 		case errors.Is(err, idp.ErrNotAllowed):
 			s.redirectFlowError(w, r, f, newError(errAccessDenied, http.StatusForbidden, "the user is not allowed to use this service"))
 		default:

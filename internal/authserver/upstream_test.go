@@ -3,6 +3,7 @@ package authserver
 import (
 	"context"
 	"errors"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
@@ -174,6 +175,52 @@ func TestOIDCCallbackErrors(t *testing.T) {
 	}
 	if p := e.browser().get(e.iss + "/callback?state=forged&code=x"); p.status != http.StatusBadRequest || p.loc != nil {
 		t.Errorf("forged state: %d %v", p.status, p.loc)
+	}
+}
+
+// TestOIDCEmailNotVerifiedPage: a user whose email is in an allowed domain
+// but not verified by the IdP gets a page that says so and what to do, and a
+// button that returns access_denied to the client; nothing is issued.
+func TestOIDCEmailNotVerifiedPage(t *testing.T) {
+	e, idpSrv := newOIDCEnv(t, func(c *Config) { c.Upstream.AllowedEmailDomains = []string{"example.com"} })
+	idpSrv.Set(func(p *idptest.Provider) { p.IDTokenClaims["email_verified"] = false })
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	b := e.browser()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("decision", "approve")
+	p = b.post(e.iss+"/consent", f)
+	idpRedirect := b.get(p.loc.String())
+	cb := b.get(idpRedirect.loc.String())
+	if cb.status != http.StatusForbidden || cb.loc != nil {
+		t.Fatalf("callback: %d %v %s", cb.status, cb.loc, cb.body)
+	}
+	for _, want := range []string{"Email address not verified", "has not verified your email address", "Verify the address with your identity provider"} {
+		if !strings.Contains(cb.body, want) {
+			t.Errorf("page lacks %q:\n%s", want, cb.body)
+		}
+	}
+	i := strings.Index(cb.body, `class="button" href="`)
+	if i < 0 {
+		t.Fatalf("no return button:\n%s", cb.body)
+	}
+	href := cb.body[i+len(`class="button" href="`):]
+	ret, err := url.Parse(html.UnescapeString(href[:strings.IndexByte(href, '"')]))
+	if err != nil || ret.Host != "127.0.0.1:3000" || ret.Query().Get("error") != "access_denied" ||
+		ret.Query().Get("state") != "xyz-state" || ret.Query().Get("iss") != e.iss || ret.Query().Has("code") {
+		t.Errorf("return link: %v %v", ret, err)
+	}
+	// The flow is over: the callback cannot be replayed into a code.
+	if again := b.get(idpRedirect.loc.String()); again.loc != nil && again.loc.Query().Has("code") {
+		t.Errorf("replayed callback issued a code: %v", again.loc)
+	}
+
+	// Another refusal (domain not allowed) keeps the plain redirect.
+	idpSrv.Set(func(p *idptest.Provider) { p.IDTokenClaims["email"] = "bob@elsewhere.example" })
+	q, _ := e.oidcLogin(e.browser(), authorizeParams(c))
+	if q.Get("error") != "access_denied" || q.Get("error_description") != "the user is not allowed to use this service" {
+		t.Errorf("domain not allowed: %v", q)
 	}
 }
 

@@ -226,14 +226,14 @@ func (c *Config) Validate() error {
 	if err != nil {
 		p.Add("listen", "must be host:port (got %q)", c.Listen)
 	}
-	loopback := isLoopbackHost(host)
+	loopback := IsLoopbackHost(host)
 	pu, err := url.Parse(c.PublicURL)
 	switch {
 	case err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https"):
 		p.Add("public_url", "must be an absolute http(s) URL (got %q)", c.PublicURL)
 	case pu.RawQuery != "" || pu.Fragment != "":
 		p.Add("public_url", "must not have a query or fragment")
-	case pu.Scheme == "http" && !isLoopbackHost(pu.Hostname()) && !c.Security.AllowInsecureHTTP:
+	case pu.Scheme == "http" && !IsLoopbackHost(pu.Hostname()) && !c.Security.AllowInsecureHTTP:
 		p.Add("public_url", "must be https unless the host is loopback (set security.allow_insecure_http only behind a TLS-terminating proxy)")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
@@ -404,8 +404,9 @@ func validateOrigin(path, o string, p *validate.Problems) {
 	}
 }
 
-// isLoopbackHost reports whether host names the loopback interface.
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether host (a name or IP, brackets allowed, no
+// port) names the loopback interface.
+func IsLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -416,7 +417,7 @@ func isLoopbackHost(host string) bool {
 // IsLoopbackListen reports whether the listen address is loopback-only.
 func (c *Config) IsLoopbackListen() bool {
 	h, _, err := net.SplitHostPort(c.Listen)
-	return err == nil && isLoopbackHost(h)
+	return err == nil && IsLoopbackHost(h)
 }
 
 // Summary describes the active configuration for the start-up banner; it

@@ -48,6 +48,10 @@ var (
 	// ErrNotAllowed is returned when a user authenticated but is not in
 	// allowed_groups / allowed_email_domains.
 	ErrNotAllowed = errors.New("user is not allowed to sign in")
+	// ErrEmailNotVerified is the ErrNotAllowed of allowed_email_domains for
+	// a user whose email is in an allowed domain but not verified by the IdP
+	// (email_verified is not true): the user can fix it at the IdP.
+	ErrEmailNotVerified = fmt.Errorf("%w: the identity provider has not verified the email address", ErrNotAllowed)
 	// ErrRefreshRejected is returned by Refresh when the IdP refused the
 	// refresh token (invalid_grant): the user must sign in again.
 	ErrRefreshRejected = errors.New("upstream refresh token rejected")
@@ -324,10 +328,13 @@ func checkAllowed(cfg *Config, id *Identity) error {
 	}
 	if len(cfg.AllowedEmailDomains) > 0 {
 		_, domain, ok := strings.Cut(id.Email, "@")
-		if !ok || !id.EmailVerified || !slices.ContainsFunc(cfg.AllowedEmailDomains, func(d string) bool {
+		if !ok || !slices.ContainsFunc(cfg.AllowedEmailDomains, func(d string) bool {
 			return strings.EqualFold(d, domain)
 		}) {
 			return ErrNotAllowed
+		}
+		if !id.EmailVerified {
+			return ErrEmailNotVerified
 		}
 	}
 	return nil

@@ -210,6 +210,7 @@ func TestOIDCFlowClaimSources(t *testing.T) {
 		cfg     func(*Config)
 		want    Identity
 		wantErr error
+		notErr  error
 	}{
 		{
 			name: "groups only in id_token",
@@ -246,7 +247,24 @@ func TestOIDCFlowClaimSources(t *testing.T) {
 				p.IDTokenClaims = map[string]any{"email": "x@example.com", "email_verified": false}
 			},
 			cfg:     func(c *Config) { c.AllowedEmailDomains = []string{"example.com"} },
+			wantErr: ErrEmailNotVerified,
+		},
+		{
+			name: "email_verified absent is unverified",
+			setup: func(p *idptest.Provider) {
+				p.IDTokenClaims = map[string]any{"email": "x@example.com"}
+			},
+			cfg:     func(c *Config) { c.AllowedEmailDomains = []string{"example.com"} },
+			wantErr: ErrEmailNotVerified,
+		},
+		{
+			name: "unverified email in another domain: not allowed, not a verification problem",
+			setup: func(p *idptest.Provider) {
+				p.IDTokenClaims = map[string]any{"email": "x@elsewhere.example", "email_verified": false}
+			},
+			cfg:     func(c *Config) { c.AllowedEmailDomains = []string{"example.com"} },
 			wantErr: ErrNotAllowed,
+			notErr:  ErrEmailNotVerified,
 		},
 		{
 			name: "verified email passes the domain gate",
@@ -264,8 +282,8 @@ func TestOIDCFlowClaimSources(t *testing.T) {
 			c := newOIDCConnector(t, p, tc.cfg)
 			id, toks, err := runFlow(t, c, "n0nce")
 			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				if !errors.Is(err, tc.wantErr) || (tc.notErr != nil && errors.Is(err, tc.notErr)) {
+					t.Fatalf("err = %v, want %v (not %v)", err, tc.wantErr, tc.notErr)
 				}
 				return
 			}

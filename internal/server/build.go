@@ -120,6 +120,13 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 			mux.Handle("/.well-known/oauth-protected-resource", publicCORS(doc))
 		}
 	}
+	if !mcpPaths["/"] { // a backend at "/" owns GET / (its SSE stream)
+		home, err := homePage(cfg)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("GET /{$}", home)
+	}
 	s.handler = s.outer(e, mux, mcpPaths)
 	ok = true
 	return s, nil

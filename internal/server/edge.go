@@ -42,6 +42,23 @@ func newEdge(cfg *config.Config) *edge {
 		e.trusted = append(e.trusted, p)
 	}
 	e.origins[pu.Scheme+"://"+strings.ToLower(pu.Host)] = true
+	// A page of this gateway opened as http://localhost:<port> sends that
+	// Origin while its Host is localhost:<port>, which is allowed: accept
+	// every loopback name that is an allowed Host as an origin too, but only
+	// when the public URL itself is loopback. A gateway published under a
+	// real name keeps its one origin; a loopback host name there only serves
+	// local probes and tools, never browser pages.
+	if config.IsLoopbackHost(pu.Hostname()) {
+		for h := range e.hosts {
+			name := h
+			if hn, _, err := net.SplitHostPort(h); err == nil {
+				name = hn
+			}
+			if config.IsLoopbackHost(name) {
+				e.origins[pu.Scheme+"://"+h] = true
+			}
+		}
+	}
 	for _, o := range cfg.Security.AllowedOrigins {
 		e.origins[strings.ToLower(o)] = true
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/web"
 )
 
 // resourceMetadata is the RFC 9728 protected resource metadata document.
@@ -46,6 +47,25 @@ func authorizationServers(cfg *config.Config) []string {
 // (RFC 9728 §3.1: the well-known suffix is inserted before the path).
 func prmURL(publicURL, path string) string {
 	return publicURL + "/.well-known/oauth-protected-resource" + path
+}
+
+// homePage is "/": the MCP URLs and where to read on, for a person who
+// opens the gateway's address in a browser. It shows only public URLs.
+func homePage(cfg *config.Config) (http.Handler, error) {
+	r, err := web.NewRenderer(cfg.Auth.AuthorizationServer.Branding)
+	if err != nil {
+		return nil, err
+	}
+	data := web.Home{DocsURL: web.DocsURL}
+	for _, bc := range cfg.Backends {
+		data.Endpoints = append(data.Endpoints, web.Endpoint{Name: bc.Name, URL: cfg.PublicURL + bc.Path, MetadataURL: prmURL(cfg.PublicURL, bc.Path)})
+	}
+	if cfg.Auth.Mode == config.ModeAuthorizationServer {
+		data.AuthorizationServerMetadataURL = cfg.PublicURL + "/.well-known/oauth-authorization-server"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		r.Render(w, http.StatusOK, web.PageHome, data)
+	}), nil
 }
 
 func prmHandler(doc resourceMetadata) http.Handler {
