@@ -65,10 +65,13 @@ type Config struct {
 
 // RegistrationConfig configures dynamic client registration.
 type RegistrationConfig struct {
-	Mode            string        `yaml:"mode"`               // open (default) | token | closed
-	Token           string        `yaml:"token"`              // initial access token for mode token
-	MaxClientsPerIP int           `yaml:"max_clients_per_ip"` // per window; default 10, -1 = unlimited
-	Window          time.Duration `yaml:"window"`             // default 1h
+	Mode  string `yaml:"mode"`  // open (default) | token | closed
+	Token string `yaml:"token"` // initial access token for mode token
+	// MaxClientsPerIP caps new registrations per source address and window.
+	// A repeated identical public registration reuses its client and is not
+	// counted. Default 1000, -1 = unlimited.
+	MaxClientsPerIP int           `yaml:"max_clients_per_ip"`
+	Window          time.Duration `yaml:"window"` // default 1h
 	// TrustedSchemes are private-use URI schemes (RFC 8252 §7.1) accepted in
 	// redirect URIs besides reverse-domain ones, e.g. cursor, vscode.
 	TrustedSchemes []string `yaml:"trusted_schemes"`
@@ -111,6 +114,12 @@ type StaticClient struct {
 	// SkipConsent is for first-party clients the operator vouches for.
 	SkipConsent bool `yaml:"skip_consent"`
 }
+
+// DefaultMaxClientsPerIP is the default cap on dynamic registrations per
+// source address and window: high enough for everyone behind one NAT or
+// proxy, since identical public registrations are not counted, and still a
+// bound on what one address can make the store hold.
+const DefaultMaxClientsPerIP = 1000
 
 // DefaultRefreshGrace applies when refresh_grace is unset.
 const DefaultRefreshGrace = 30 * time.Second
@@ -179,7 +188,7 @@ func (c *Config) SetDefaults() {
 		c.Registration.Mode = RegistrationOpen
 	}
 	if c.Registration.MaxClientsPerIP == 0 {
-		c.Registration.MaxClientsPerIP = 10
+		c.Registration.MaxClientsPerIP = DefaultMaxClientsPerIP
 	}
 	def(&c.Registration.Window, time.Hour)
 	if c.Registration.TrustedSchemes == nil {
