@@ -136,6 +136,9 @@ func (c *Config) refreshGrace() time.Duration {
 // natural spelling of "none" (other values need a unit, as in 30s).
 type Duration time.Duration
 
+// ExpectedYAML is for configuration error messages.
+func (Duration) ExpectedYAML() string { return "0 or a duration such as 30s" }
+
 // UnmarshalYAML accepts 0 or a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode && n.Value == "0" {
