@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/web"
@@ -418,6 +419,9 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		}
 		return
 	}
+	if s.noAccess(w, r, f) {
+		return
+	}
 	if !f.fs.Consented && !f.skipConsent {
 		ok, err := s.consentCovers(r, f.fs.Identity.Key(), f.ar.ClientID, f.ar.Scopes)
 		if err != nil {
@@ -434,6 +438,36 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		}
 	}
 	s.issueCode(w, r, f)
+}
+
+// noAccess ends a sign-in, before consent and before any code is issued,
+// with a page saying that the policy gives the user nothing: a grant would
+// only show the client an empty tool list and leave the user guessing. The
+// page names the groups the identity provider sent, since a groups claim
+// that never arrives (a scope not requested) is the usual cause.
+func (s *Server) noAccess(w http.ResponseWriter, r *http.Request, f *flow) bool {
+	id := f.fs.Identity
+	if s.grantsNothing == nil || !s.grantsNothing(s.principalOf(id)) {
+		return false
+	}
+	who := (&authn.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName()
+	s.log.WarnContext(r.Context(), "signed-in user has no role", "client_id", f.ar.ClientID, "user", id.Key(), "groups", id.Groups)
+	s.auditLoginFailed(r, f, "", "no role grants the user any tool")
+	groups := "The identity provider sent no groups for you."
+	if len(id.Groups) > 0 {
+		groups = fmt.Sprintf("The identity provider sent the groups %s; none of them maps to a role.", bounded(strings.Join(id.Groups, ", "), 512))
+	}
+	s.errorPage(w, r, http.StatusForbidden, "No access",
+		fmt.Sprintf("Signed in as %s; no role grants you any tool. %s Ask an administrator to give you a role.", who, groups))
+	return true
+}
+
+// principalOf is the principal that tokens for id will carry (verifyAccess).
+func (s *Server) principalOf(id *idp.Identity) *authn.Principal {
+	return &authn.Principal{
+		Issuer: s.issuer, Subject: id.Subject, Username: id.Username,
+		Email: id.Email, EmailVerified: id.EmailVerified && id.Email != "", Groups: id.Groups,
+	}
 }
 
 func (s *Server) startUpstream(w http.ResponseWriter, r *http.Request, f *flow, c idp.CallbackConnector) {

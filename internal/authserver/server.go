@@ -25,6 +25,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/validate"
@@ -70,6 +71,10 @@ type Deps struct {
 	// revocations and introspections (see audit.go). Optional: nil records
 	// nothing; the gateway always passes its audit logger.
 	Auditor Auditor
+	// GrantsNothing reports whether the policy certainly gives a signed-in
+	// user no tool, prompt or resource at all: such a sign-in ends on a page
+	// that says so instead of in an empty tool list. Optional.
+	GrantsNothing func(*authn.Principal) bool
 }
 
 // Server is the authorization server.
@@ -89,6 +94,8 @@ type Server struct {
 	conn     idp.Connector
 	pages    *web.Renderer
 	auditor  Auditor
+	// grantsNothing is Deps.GrantsNothing (nil: not checked).
+	grantsNothing func(*authn.Principal) bool
 
 	static   map[string]*staticClient
 	cimd     *cimdFetcher
@@ -117,17 +124,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("authserver: Store, Signer and Sealer are required")
 	}
 	s := &Server{
-		cfg:      cfg,
-		issuer:   cfg.PublicURL,
-		st:       deps.Store,
-		signer:   deps.Signer,
-		sealer:   deps.Sealer,
-		log:      deps.Logger,
-		now:      deps.Clock,
-		clientIP: deps.ClientIP,
-		conn:     deps.Connector,
-		auditor:  deps.Auditor,
-		static:   map[string]*staticClient{},
+		cfg:           cfg,
+		issuer:        cfg.PublicURL,
+		st:            deps.Store,
+		signer:        deps.Signer,
+		sealer:        deps.Sealer,
+		log:           deps.Logger,
+		now:           deps.Clock,
+		clientIP:      deps.ClientIP,
+		conn:          deps.Connector,
+		auditor:       deps.Auditor,
+		grantsNothing: deps.GrantsNothing,
+		static:        map[string]*staticClient{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -48,6 +49,8 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	as, err = authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
 		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: e.clientIP,
 		Auditor: auditor,
+		// The policy in force at sign-in (it may be reloaded meanwhile).
+		GrantsNothing: func(p *authn.Principal) bool { return s.policy.Load().GrantsNothing(p) },
 	})
 	if err != nil {
 		return nil, err
