@@ -170,7 +170,11 @@ type User struct {
 
 // Config configures the upstream connector (`auth.authorization_server.upstream`).
 type Config struct {
-	Type string `yaml:"type"` // oidc | static
+	Type string `yaml:"type"` // oidc | static (default oidc when preset is set)
+	// Preset names the IdP (dex, keycloak, entra, okta, google, auth0,
+	// authentik): it sets the scopes and claim paths that IdP needs; keys
+	// set here override it. See Presets.
+	Preset string `yaml:"preset"`
 
 	// oidc
 	Issuer       string   `yaml:"issuer"`
@@ -199,6 +203,7 @@ type Config struct {
 
 // SetDefaults fills in unset fields.
 func (c *Config) SetDefaults() {
+	c.applyPreset()
 	if c.Type == TypeOIDC && len(c.Scopes) == 0 {
 		c.Scopes = []string{"openid", "profile", "email"}
 		// Only ask for the non-standard "groups" scope when the operator named
@@ -220,6 +225,12 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem under path.
 func (c *Config) Validate(path string, p *validate.Problems) {
+	if _, ok := Presets[c.Preset]; c.Preset != "" && !ok {
+		p.Add(validate.Join(path, "preset"), "unknown preset %q: choose one of %s", c.Preset, PresetNames())
+	}
+	if c.Preset != "" && c.Type != TypeOIDC {
+		p.Add(validate.Join(path, "preset"), "is only valid for type oidc")
+	}
 	switch c.Type {
 	case TypeOIDC:
 		c.validateOIDC(path, p)

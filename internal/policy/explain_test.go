@@ -187,9 +187,9 @@ func TestLoadTests(t *testing.T) {
 func TestLoadTestsMessages(t *testing.T) {
 	dir := t.TempDir()
 	for name, want := range map[string]string{
-		"policy: p.yaml\ncases:\n  - {sub: a, tool: x, want: deny}\n":   "cases[0].want: unknown key (line 3)",
+		"policy: p.yaml\ncases:\n  - {sub: a, tool: x, want: deny}\n":     "cases[0].want: unknown key (line 3)",
 		"policy: p.yaml\ncases:\n  - {sub: a, groups: g, expect: deny}\n": `cases[0].groups: expected a list, found the text "g" (line 3)`,
-		"policy: p.yaml\ncases: {sub: a}\n":                                "cases: expected a list, found a mapping (line 2)",
+		"policy: p.yaml\ncases: {sub: a}\n":                               "cases: expected a list, found a mapping (line 2)",
 	} {
 		path := filepath.Join(dir, "t.yaml")
 		writeFile(t, path, name)
