@@ -76,6 +76,9 @@ func newLogger(cfg *config.Config) *slog.Logger {
 func serve(ctx context.Context, cfg *config.Config, cfgPath string, load func() (*config.Config, error)) error {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -139,6 +139,9 @@ type Duration time.Duration
 // ExpectedYAML is for configuration error messages.
 func (Duration) ExpectedYAML() string { return "0 or a duration such as 30s" }
 
+// MarshalYAML writes a duration string, as time.Duration is written.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
 // UnmarshalYAML accepts 0 or a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode && n.Value == "0" {
