@@ -409,6 +409,9 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		case idp.PasswordConnector:
 			s.redirectStep(w, r, "login", f)
 		case idp.CallbackConnector:
+			if s.upstreamUnavailable(w, r, f) {
+				return
+			}
 			if f.fs.Consented || f.skipConsent || s.browserConsented(r, f.ar.ClientID, f.ar.Scopes) {
 				s.startUpstream(w, r, f, c)
 			} else {
@@ -470,12 +473,41 @@ func (s *Server) principalOf(id *idp.Identity) *authn.Principal {
 	}
 }
 
+// upstreamUnavailable ends a sign-in with a 503 page, before consent, when
+// the upstream IdP has not been reached (it was down at start-up and
+// WatchDiscovery has not found it yet, and one attempt now fails too).
+func (s *Server) upstreamUnavailable(w http.ResponseWriter, r *http.Request, f *flow) bool {
+	wt, ok := s.conn.(idp.Watcher)
+	if !ok {
+		return false
+	}
+	if err := wt.Discover(r.Context()); err != nil {
+		s.log.WarnContext(r.Context(), "sign-in refused: upstream identity provider unavailable", "client_id", f.ar.ClientID, "err", err)
+		s.unavailablePage(w, r, f)
+		return true
+	}
+	return false
+}
+
+// unavailablePage tells the user that the identity provider cannot be
+// reached. The pending request is dropped; reloading /authorize or starting
+// again from the application makes a new one.
+func (s *Server) unavailablePage(w http.ResponseWriter, r *http.Request, f *flow) {
+	if err := s.st.DeleteAuthRequest(r.Context(), f.ar.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.WarnContext(r.Context(), "delete auth request", "err", err)
+	}
+	w.Header().Set("Retry-After", "5")
+	s.errorPage(w, r, http.StatusServiceUnavailable, "Sign-in unavailable",
+		"The identity provider "+s.cfg.Upstream.Issuer+" cannot be reached right now, so nobody can sign in. "+
+			"The gateway keeps trying: reload this page in a few seconds.")
+}
+
 func (s *Server) startUpstream(w http.ResponseWriter, r *http.Request, f *flow, c idp.CallbackConnector) {
 	state, nonce, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
 	u, err := c.AuthCodeURL(r.Context(), state, nonce, verifier)
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "upstream identity provider unavailable", "err", err)
-		s.redirectFlowError(w, r, f, newError(errTemporarilyUnavailable, http.StatusServiceUnavailable, "the identity provider is unavailable"))
+		s.unavailablePage(w, r, f)
 		return
 	}
 	sealed, err := s.sealer.Seal([]byte(verifier), aad("upstream-verifier", f.ar.ID))

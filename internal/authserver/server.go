@@ -107,6 +107,27 @@ type Server struct {
 	handler  http.Handler
 }
 
+// Ready reports whether the upstream identity provider has been reached
+// (always, for connectors without a remote IdP); /readyz uses it.
+func (s *Server) Ready(context.Context) error {
+	if wt, ok := s.conn.(idp.Watcher); ok {
+		if err := wt.Ready(); err != nil {
+			return fmt.Errorf("upstream identity provider %s: %w", s.cfg.Upstream.Issuer, err)
+		}
+	}
+	return nil
+}
+
+// WatchUpstream reaches the upstream identity provider in the background,
+// retrying with backoff until it answers or ctx ends, so that mcpgate
+// starts while its IdP is down and the first sign-in after the IdP comes
+// back works.
+func (s *Server) WatchUpstream(ctx context.Context) {
+	if wt, ok := s.conn.(idp.Watcher); ok {
+		wt.WatchDiscovery(ctx)
+	}
+}
+
 type staticClient struct {
 	store.Client
 	skipConsent bool

@@ -55,7 +55,22 @@ var (
 	// at the identity source (a built-in user removed from the
 	// configuration, or an identity from another connector).
 	ErrUserGone = errors.New("user no longer exists at the identity source")
+	// ErrUnavailable: the upstream IdP cannot be reached (its discovery
+	// document could not be read); sign-ins wait until it can.
+	ErrUnavailable = errors.New("identity provider unavailable")
 )
+
+// Watcher is implemented by connectors that depend on a remote IdP.
+type Watcher interface {
+	// Ready is nil once the IdP has been reached.
+	Ready() error
+	// Discover reaches the IdP now if it has not been yet (at most one
+	// attempt at a time; others get ErrUnavailable at once).
+	Discover(ctx context.Context) error
+	// WatchDiscovery retries in the background, with backoff, until the IdP
+	// is reached or ctx ends.
+	WatchDiscovery(ctx context.Context)
+}
 
 // SessionEnded reports whether a Reidentify error means that the user's
 // session is over (the caller ends the grant) rather than that the identity

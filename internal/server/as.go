@@ -58,6 +58,9 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	sweepCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.closers = append(s.closers, func() error { stop(); return nil })
 	go store.RunSweeper(sweepCtx, st, cfg.Store.SweepInterval, s.log)
+	// Not ready until the upstream IdP answers; sign-ins get 503 meanwhile.
+	go as.WatchUpstream(sweepCtx)
+	s.readies = append(s.readies, as.Ready)
 
 	// The handler sets its own CORS headers on the credential-less endpoints
 	// (metadata, jwks, token, register, revoke, introspect).
