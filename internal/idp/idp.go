@@ -64,8 +64,8 @@ var (
 type Watcher interface {
 	// Ready is nil once the IdP has been reached.
 	Ready() error
-	// Discover reaches the IdP now if it has not been yet (at most one
-	// attempt at a time; others get ErrUnavailable at once).
+	// Discover reaches the IdP now if it has not been yet (one attempt at
+	// a time; concurrent callers share its outcome).
 	Discover(ctx context.Context) error
 	// WatchDiscovery retries in the background, with backoff, until the IdP
 	// is reached or ctx ends.

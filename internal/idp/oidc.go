@@ -28,8 +28,9 @@ type oidcConnector struct {
 	// ErrUnavailable and WatchDiscovery retries in the background, so
 	// mcpgate starts, and reports not ready, while the IdP is down.
 	provider atomic.Pointer[oidc.Provider]
-	attempt  sync.Mutex // one discovery at a time
 	lastErr  atomic.Pointer[error]
+	mu       sync.Mutex
+	inflight chan struct{} // closed when the discovery under way ends; nil: none
 }
 
 func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
@@ -54,20 +55,34 @@ func (c *oidcConnector) ctx(ctx context.Context) context.Context {
 }
 
 // discover returns the IdP's provider, fetching its OIDC discovery
-// document first if that has not succeeded yet. A sign-in arriving while
-// another attempt is under way does not queue behind it (an unreachable
-// IdP can take the whole timeout): it gets ErrUnavailable at once.
+// document first if that has not succeeded yet. Concurrent callers share
+// one attempt: sign-ins that arrive meanwhile wait for its outcome (or
+// their own request's end), so a down IdP sees one request at a time.
 func (c *oidcConnector) discover(ctx context.Context) (*oidc.Provider, error) {
 	if p := c.provider.Load(); p != nil {
 		return p, nil
 	}
-	if !c.attempt.TryLock() {
+	c.mu.Lock()
+	if ch := c.inflight; ch != nil {
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		if p := c.provider.Load(); p != nil {
+			return p, nil
+		}
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, *c.lastErr.Load())
 	}
-	defer c.attempt.Unlock()
-	if p := c.provider.Load(); p != nil {
-		return p, nil
-	}
+	ch := make(chan struct{})
+	c.inflight = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inflight = nil
+		c.mu.Unlock()
+		close(ch)
+	}()
 	// Not bound to the request beyond its own timeout (the result serves
 	// every later sign-in), but never hanging either.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
