@@ -188,7 +188,7 @@ type Config struct {
 	Type string `yaml:"type"` // oidc | static (default oidc when preset is set)
 	// Preset names the IdP (dex, keycloak, entra, okta, google, auth0,
 	// authentik): it sets the scopes and claim paths that IdP needs; keys
-	// set here override it. See Presets.
+	// set here override it. See presets.
 	Preset string `yaml:"preset"`
 
 	// oidc
@@ -240,7 +240,7 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem under path.
 func (c *Config) Validate(path string, p *validate.Problems) {
-	if _, ok := Presets[c.Preset]; c.Preset != "" && !ok {
+	if _, ok := presets[c.Preset]; c.Preset != "" && !ok {
 		p.Add(validate.Join(path, "preset"), "unknown preset %q: choose one of %s", c.Preset, PresetNames())
 	}
 	if c.Preset != "" && c.Type != TypeOIDC {

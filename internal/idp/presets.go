@@ -5,54 +5,47 @@ import (
 	"strings"
 )
 
-// Preset is what one identity provider needs from an oidc connector: the
+// preset is what one identity provider needs from an oidc connector: the
 // scopes to request and where its claims are. upstream.preset fills the
 // keys left unset; keys set explicitly win.
-type Preset struct {
+type preset struct {
 	Scopes        []string
 	GroupsClaim   string // "" leaves the default ("groups")
 	UsernameClaim string
 	// GroupsScope is the scope without which the IdP never sends the groups
 	// claim ("" when the claim does not depend on a scope).
 	GroupsScope string
-	// Note says what must be set up at the IdP, for config check.
-	Note string
 }
 
-// Presets by upstream.preset value. Sources: each IdP's OIDC documentation
+// presets by upstream.preset value. Sources: each IdP's OIDC documentation
 // (see docs/idp-guides.md).
-var Presets = map[string]Preset{
+var presets = map[string]preset{
 	// Dex puts groups in the ID token only when the groups scope is
 	// requested, and issues refresh tokens only for offline_access.
 	"dex": {Scopes: []string{"openid", "profile", "email", "groups", "offline_access"}, GroupsClaim: "groups", GroupsScope: "groups"},
 	// Keycloak: a "Group Membership" mapper named groups (full path off);
 	// for realm roles set groups_claim: realm_access.roles.
-	"keycloak": {Scopes: []string{"openid", "profile", "email", "offline_access"}, GroupsClaim: "groups",
-		Note: `add a "Group Membership" mapper with claim name groups (full group path off), or set groups_claim: realm_access.roles`},
+	"keycloak": {Scopes: []string{"openid", "profile", "email", "offline_access"}, GroupsClaim: "groups"},
 	// Entra ID: app roles arrive by name in roles (groups holds object IDs);
 	// refresh tokens only with offline_access. Entra sends no email_verified.
-	"entra": {Scopes: []string{"openid", "profile", "email", "offline_access"}, GroupsClaim: "roles",
-		Note: "define app roles and assign users or groups to them; they arrive in the roles claim"},
+	"entra": {Scopes: []string{"openid", "profile", "email", "offline_access"}, GroupsClaim: "roles"},
 	// Okta: the groups scope and a groups claim (with a filter) on the
 	// authorization server; refresh tokens only with offline_access.
-	"okta": {Scopes: []string{"openid", "profile", "email", "groups", "offline_access"}, GroupsClaim: "groups", GroupsScope: "groups",
-		Note: "add a groups claim (with a group filter) to the authorization server's ID token"},
+	"okta": {Scopes: []string{"openid", "profile", "email", "groups", "offline_access"}, GroupsClaim: "groups", GroupsScope: "groups"},
 	// Google has no groups claim and refuses unknown scopes; grant by
 	// verified e-mail. It has no preferred_username.
-	"google": {Scopes: []string{"openid", "profile", "email"}, UsernameClaim: "email",
-		Note: "Google sends no groups: grant roles by e-mail (users: {\"email:…\": […]}) or allowed_email_domains"},
+	"google": {Scopes: []string{"openid", "profile", "email"}, UsernameClaim: "email"},
 	// Auth0: groups only through an Action adding a namespaced claim, whose
 	// name the operator chooses (groups_claim: https://example.com/groups).
-	"auth0": {Scopes: []string{"openid", "profile", "email", "offline_access"}, UsernameClaim: "nickname",
-		Note: "add an Action that sets a namespaced groups claim and name it in groups_claim"},
+	"auth0": {Scopes: []string{"openid", "profile", "email", "offline_access"}, UsernameClaim: "nickname"},
 	// Authentik: groups is in its default profile scope mapping.
 	"authentik": {Scopes: []string{"openid", "profile", "email", "offline_access"}, GroupsClaim: "groups"},
 }
 
 // PresetNames lists the presets, sorted, for messages.
 func PresetNames() string {
-	names := make([]string, 0, len(Presets))
-	for n := range Presets {
+	names := make([]string, 0, len(presets))
+	for n := range presets {
 		names = append(names, n)
 	}
 	slices.Sort(names)
@@ -61,7 +54,7 @@ func PresetNames() string {
 
 // applyPreset fills what c leaves unset from its preset.
 func (c *Config) applyPreset() {
-	pr, ok := Presets[c.Preset]
+	pr, ok := presets[c.Preset]
 	if !ok {
 		return
 	}
@@ -85,7 +78,7 @@ func (c *Config) GroupsScopeMissing() string {
 	if c.Type != TypeOIDC {
 		return ""
 	}
-	if pr, ok := Presets[c.Preset]; ok {
+	if pr, ok := presets[c.Preset]; ok {
 		if pr.GroupsScope != "" && c.GroupsClaim == pr.GroupsClaim && !slices.Contains(c.Scopes, pr.GroupsScope) {
 			return pr.GroupsScope
 		}
