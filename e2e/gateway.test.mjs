@@ -357,14 +357,13 @@ test('as+oidc: TS SDK discovery, registration, IdP login, consent, token; tools 
   const still = await steps({ url, oauth: alice, steps: [{ op: 'tools/call', name: 'list_vms' }] });
   assert.match(text(still.steps[0].result), /web-1/);
 
-  // carol (no groups): signs in, sees nothing, may call nothing.
+  // carol (no groups): no role grants her anything, so her sign-in ends on a page that says so,
+  // not in an empty tool list; she gets no token.
   const carol = oauthUser('carol');
-  const c = await steps({
-    url,
-    oauth: carol,
-    steps: [{ op: 'tools/list' }, denied('list_vms'), denied('get_vm', { vm_name: 'web-1' }), denied('echo', { text: 'x' }), denied('delete_vm', { vm_name: 'web-1' })],
-  });
-  assert.deepEqual(c.steps[0].result.tools, []);
+  const c = await runSteps({ url, oauth: carol, steps: [{ op: 'tools/list' }] });
+  assert.equal(c.ok, false);
+  assert.match(c.steps[0].error.message, /Signed in as carol; no role grants you any tool/);
+  assert.equal(carol.tokens(), undefined);
 
   // Refresh through the SDK: the refresh token rotates and the new access token works.
   const before = alice.tokens();
@@ -517,9 +516,12 @@ test('as+static: mcpgate login page and consent; tools per user; denial; consent
   assert.deepEqual(names(b.steps[0].result), READER_DEMO_TOOLS);
   assert.match(text(b.steps[1].result), /web-1/);
 
+  // carol (no groups): the sign-in ends on the no-access page, no token.
   const carol = oauthUser('carol');
-  const c = await steps({ url, oauth: carol, steps: [{ op: 'tools/list' }, denied('list_vms')] });
-  assert.deepEqual(c.steps[0].result.tools, []);
+  const c = await runSteps({ url, oauth: carol, steps: [{ op: 'tools/list' }] });
+  assert.equal(c.ok, false);
+  assert.match(c.steps[0].error.message, /Signed in as carol; no role grants you any tool/);
+  assert.equal(carol.tokens(), undefined);
 
   // Deny on the consent page: the client gets access_denied and no token.
   const deny = oauthUser('alice', { consent: 'deny' });

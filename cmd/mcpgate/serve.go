@@ -102,6 +102,9 @@ func listen(addr, cmd string) (net.Listener, error) {
 func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath string, load func() (*config.Config, error)) error {
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -96,6 +96,9 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 // single scalar (audience: foo).
 type StringList []string
 
+// ExpectedYAML is for configuration error messages.
+func (StringList) ExpectedYAML() string { return "text or a list of text" }
+
 // UnmarshalYAML accepts a scalar or a sequence of scalars.
 func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {

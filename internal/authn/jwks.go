@@ -43,6 +43,11 @@ func retryWait(failures int, limit time.Duration) time.Duration {
 	return min(d, retryMax, limit)
 }
 
+// RetryBackoff is the wait before the next attempt to reach an IdP after
+// failures consecutive failed ones: 250ms doubling up to 2s. The
+// authorization server's upstream connector retries discovery with it too.
+func RetryBackoff(failures int) time.Duration { return retryWait(max(failures, 1), retryMax) }
+
 // keySet caches one issuer's signing keys (RFC 7517). Keys are refetched when
 // older than ttl, or when a token names an unknown kid, but never more than
 // once per minInterval after a success (retryWait after a failure);

@@ -249,7 +249,7 @@ func TestAuditEveryEvent(t *testing.T) {
 		user, session                 bool
 	}{
 		{audit.EventASClientRegistrationRefused, audit.ResultError, "", "invalid_redirect_uri", 400, false, false},
-		{audit.EventASClientRegistered, audit.ResultSuccess, c.ID, `client_name "Test Client"`, 201, false, false},
+		{audit.EventASClientRegistered, audit.ResultSuccess, c.ID, `client_name "Test Client `, 201, false, false},
 		{audit.EventASLoginFailed, audit.ResultError, c.ID, "invalid username or password (attempt 1 of 5)", 0, false, false},
 		{audit.EventASLoginSuccess, audit.ResultSuccess, c.ID, "built-in user", 0, true, false},
 		{audit.EventASConsentGiven, audit.ResultSuccess, c.ID, "", 0, true, false},

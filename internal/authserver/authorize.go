@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/web"
@@ -494,6 +495,9 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		case idp.PasswordConnector:
 			s.redirectStep(w, r, "login", f)
 		case idp.CallbackConnector:
+			if s.upstreamUnavailable(w, r, f) {
+				return
+			}
 			if f.fs.Consented || f.skipConsent || s.browserConsented(r, consentKey(f.ar), f.ar.Scopes) {
 				s.startUpstream(w, r, f, c)
 			} else {
@@ -502,6 +506,9 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 		default:
 			s.internalErrorPage(w, r, errors.New("connector is neither password nor callback"))
 		}
+		return
+	}
+	if s.noAccess(w, r, f) {
 		return
 	}
 	if !f.fs.Consented && !f.skipConsent {
@@ -522,12 +529,71 @@ func (s *Server) advance(w http.ResponseWriter, r *http.Request, f *flow) {
 	s.issueCode(w, r, f)
 }
 
+// noAccess ends a sign-in, before consent and before any code is issued,
+// with a page saying that the policy gives the user nothing: a grant would
+// only show the client an empty tool list and leave the user guessing. The
+// page names the groups the identity provider sent, since a groups claim
+// that never arrives (a scope not requested) is the usual cause.
+func (s *Server) noAccess(w http.ResponseWriter, r *http.Request, f *flow) bool {
+	id := f.fs.Identity
+	if s.grantsNothing == nil || !s.grantsNothing(s.principalOf(id)) {
+		return false
+	}
+	who := (&authn.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName()
+	s.log.WarnContext(r.Context(), "signed-in user has no role", "client_id", f.ar.ClientID, "user", id.Key(), "groups", id.Groups)
+	s.auditLoginFailed(r, f, "", "no role grants the user any tool")
+	groups := "The identity provider sent no groups for you."
+	if len(id.Groups) > 0 {
+		groups = fmt.Sprintf("The identity provider sent the groups %s; none of them maps to a role.", bounded(strings.Join(id.Groups, ", "), 512))
+	}
+	s.errorPage(w, r, http.StatusForbidden, "No access",
+		fmt.Sprintf("Signed in as %s; no role grants you any tool. %s Ask an administrator to give you a role.", who, groups))
+	return true
+}
+
+// principalOf is the principal that tokens for id will carry (verifyAccess).
+func (s *Server) principalOf(id *idp.Identity) *authn.Principal {
+	return &authn.Principal{
+		Issuer: s.issuer, Subject: id.Subject, Username: id.Username,
+		Email: id.Email, EmailVerified: id.EmailVerified && id.Email != "", Groups: id.Groups,
+	}
+}
+
+// upstreamUnavailable ends a sign-in with a 503 page, before consent, when
+// the upstream IdP has not been reached (it was down at start-up and
+// WatchDiscovery has not found it yet, and one attempt now fails too).
+func (s *Server) upstreamUnavailable(w http.ResponseWriter, r *http.Request, f *flow) bool {
+	wt, ok := s.conn.(idp.Watcher)
+	if !ok {
+		return false
+	}
+	if err := wt.Discover(r.Context()); err != nil {
+		s.log.WarnContext(r.Context(), "sign-in refused: upstream identity provider unavailable", "client_id", f.ar.ClientID, "err", err)
+		s.unavailablePage(w, r, f)
+		return true
+	}
+	return false
+}
+
+// unavailablePage tells the user that the identity provider cannot be
+// reached. The pending request is dropped; reloading /authorize or starting
+// again from the application makes a new one.
+func (s *Server) unavailablePage(w http.ResponseWriter, r *http.Request, f *flow) {
+	if err := s.st.DeleteAuthRequest(r.Context(), f.ar.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.WarnContext(r.Context(), "delete auth request", "err", err)
+	}
+	w.Header().Set("Retry-After", "5")
+	s.errorPage(w, r, http.StatusServiceUnavailable, "Sign-in unavailable",
+		"The identity provider "+s.cfg.Upstream.Issuer+" cannot be reached right now, so nobody can sign in. "+
+			"The gateway keeps trying: reload this page in a few seconds.")
+}
+
 func (s *Server) startUpstream(w http.ResponseWriter, r *http.Request, f *flow, c idp.CallbackConnector) {
 	state, nonce, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
 	u, err := c.AuthCodeURL(r.Context(), state, nonce, verifier)
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "upstream identity provider unavailable", "err", err)
-		s.redirectFlowError(w, r, f, newError(errTemporarilyUnavailable, http.StatusServiceUnavailable, "the identity provider is unavailable"))
+		s.unavailablePage(w, r, f)
 		return
 	}
 	sealed, err := s.sealer.Seal([]byte(verifier), aad("upstream-verifier", f.ar.ID))

@@ -71,10 +71,13 @@ type Config struct {
 
 // RegistrationConfig configures dynamic client registration.
 type RegistrationConfig struct {
-	Mode            string        `yaml:"mode"`               // open (default) | token | closed
-	Token           string        `yaml:"token"`              // initial access token for mode token
-	MaxClientsPerIP int           `yaml:"max_clients_per_ip"` // per window; default 10, -1 = unlimited
-	Window          time.Duration `yaml:"window"`             // default 1h
+	Mode  string `yaml:"mode"`  // open (default) | token | closed
+	Token string `yaml:"token"` // initial access token for mode token
+	// MaxClientsPerIP caps new registrations per source address and window.
+	// A repeated identical public registration reuses its client and is not
+	// counted. Default 1000, -1 = unlimited.
+	MaxClientsPerIP int           `yaml:"max_clients_per_ip"`
+	Window          time.Duration `yaml:"window"` // default 1h
 	// TrustedSchemes are private-use URI schemes (RFC 8252 §7.1) accepted in
 	// redirect URIs besides reverse-domain ones, e.g. cursor, vscode.
 	TrustedSchemes []string `yaml:"trusted_schemes"`
@@ -124,6 +127,12 @@ type StaticClient struct {
 	SkipConsent bool `yaml:"skip_consent"`
 }
 
+// DefaultMaxClientsPerIP is the default cap on dynamic registrations per
+// source address and window: high enough for everyone behind one NAT or
+// proxy, since identical public registrations are not counted, and still a
+// bound on what one address can make the store hold.
+const DefaultMaxClientsPerIP = 1000
+
 // DefaultRefreshGrace applies when refresh_grace is unset.
 const DefaultRefreshGrace = 30 * time.Second
 
@@ -138,6 +147,12 @@ func (c *Config) refreshGrace() time.Duration {
 // Duration is a time.Duration that YAML may also write as a bare 0, the
 // natural spelling of "none" (other values need a unit, as in 30s).
 type Duration time.Duration
+
+// ExpectedYAML is for configuration error messages.
+func (Duration) ExpectedYAML() string { return "0 or a duration such as 30s" }
+
+// MarshalYAML writes a duration string, as time.Duration is written.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // UnmarshalYAML accepts 0 or a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
@@ -194,7 +209,7 @@ func (c *Config) SetDefaults() {
 		c.Registration.Mode = RegistrationOpen
 	}
 	if c.Registration.MaxClientsPerIP == 0 {
-		c.Registration.MaxClientsPerIP = 10
+		c.Registration.MaxClientsPerIP = DefaultMaxClientsPerIP
 	}
 	def(&c.Registration.Window, time.Hour)
 	if c.Registration.TrustedSchemes == nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 )
 
@@ -464,5 +466,50 @@ func TestCookiesOverTLS(t *testing.T) {
 	// The whole flow works over TLS with the prefixed cookie.
 	if q := e.login(b, authorizeParams(c)); q.Get("code") == "" {
 		t.Errorf("TLS flow: %v", q)
+	}
+}
+
+// TestNoAccessPage: a user whose groups map to no role learns so at sign-in,
+// with the groups the IdP sent, and no code is issued; a user with a role
+// signs in as before.
+func TestNoAccessPage(t *testing.T) {
+	var asked []*authn.Principal
+	e, sink := auditedEnv(t, envOpt{deps: func(d *Deps) {
+		d.GrantsNothing = func(p *authn.Principal) bool {
+			asked = append(asked, p)
+			return !slices.Contains(p.Groups, "mcp-users")
+		}
+	}})
+	c := e.register("http://127.0.0.1:3000/callback", true)
+	b := e.browser()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("username", testUser)
+	f.Set("password", testPassword)
+	p = b.post(e.iss+"/login", f)
+	if p.status != http.StatusForbidden || p.loc != nil {
+		t.Fatalf("login without a role: %d %v", p.status, p.loc)
+	}
+	for _, want := range []string{"No access", "Signed in as alice", "no role grants you any tool", "sent the groups admins; none of them maps to a role"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("page lacks %q:\n%s", want, p.body)
+		}
+	}
+	if len(asked) != 1 || asked[0].Issuer != e.iss || asked[0].Subject != testUser || !asked[0].EmailVerified {
+		t.Errorf("GrantsNothing asked about %+v", asked)
+	}
+	if !slices.ContainsFunc(sink.records(t), func(r audit.Record) bool {
+		return r.Event == audit.EventASLoginFailed && r.Reason == "no role grants the user any tool"
+	}) || slices.Contains(sink.events(t), audit.EventASCodeIssued) {
+		t.Errorf("audit: %v", sink.events(t))
+	}
+	// A user the policy gives something signs in as before.
+	e2 := newEnv(t, envOpt{deps: func(d *Deps) {
+		d.GrantsNothing = func(p *authn.Principal) bool { return !slices.Contains(p.Groups, "admins") }
+	}})
+	c2 := e2.register("http://127.0.0.1:3000/callback", true)
+	if q := e2.login(e2.browser(), authorizeParams(c2)); q.Get("code") == "" {
+		t.Errorf("user with a role: %v", q)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -316,9 +317,13 @@ func (e *env) registerRaw(meta map[string]any, mod func(*http.Request)) (int, ma
 	return st, m
 }
 
+// registered numbers the clients register makes: identical public
+// registrations would share one client (TestRegistrationReusesIdenticalPublicClient).
+var registered atomic.Int64
+
 func (e *env) register(redirect string, public bool) regClient {
 	e.t.Helper()
-	meta := map[string]any{"client_name": "Test Client", "redirect_uris": []string{redirect}, "grant_types": []string{"authorization_code", "refresh_token"}}
+	meta := map[string]any{"client_name": fmt.Sprintf("Test Client %d", registered.Add(1)), "redirect_uris": []string{redirect}, "grant_types": []string{"authorization_code", "refresh_token"}}
 	if public {
 		meta["token_endpoint_auth_method"] = "none"
 	}

@@ -1,8 +1,10 @@
 package authserver
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,17 +81,6 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 	// from each of its addresses.
 	regKey := ipKey(ip)
 	now := s.now()
-	if limit := s.cfg.Registration.MaxClientsPerIP; limit > 0 {
-		n, err := s.st.CountClientsByIP(ctx, regKey, now.Add(-s.cfg.Registration.Window))
-		if err != nil {
-			return nil, err
-		}
-		if n >= limit {
-			s.log.WarnContext(ctx, "client registration limit reached", "ip", ip)
-			w.Header().Set("Retry-After", strconv.Itoa(s.registrationRetryAfter(r, ip, now, n, limit)))
-			return nil, newError("too_many_requests", http.StatusTooManyRequests, "too many client registrations from this address")
-		}
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxFormBytes))
 	if err != nil {
 		return nil, newError(errInvalidClientMetadata, http.StatusBadRequest, "the request body is too large")
@@ -102,10 +93,34 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 	if oe != nil {
 		return nil, oe
 	}
-	c.ID = newID()
 	c.Kind = store.ClientKindDynamic
 	c.RegisteredIP = regKey
 	c.CreatedAt = now
+	c.ID = newID()
+	if c.TokenEndpointAuthMethod == authNone {
+		// A public client registering again with the same metadata from the
+		// same source (mcp-remote and Inspector do on every start) gets the
+		// client it registered before: it does not count against the cap and
+		// leaves no new row. Confidential clients are not reused, because
+		// their secret cannot be returned again without rotating it.
+		c.ID = dedupeID(c.RegisteredIP, &req)
+		if prev, err := s.st.GetClient(ctx, c.ID); err == nil {
+			return s.reuseRegistration(ctx, prev)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+	}
+	if limit := s.cfg.Registration.MaxClientsPerIP; limit > 0 {
+		n, err := s.st.CountClientsByIP(ctx, c.RegisteredIP, now.Add(-s.cfg.Registration.Window))
+		if err != nil {
+			return nil, err
+		}
+		if n >= limit {
+			s.log.WarnContext(ctx, "client registration limit reached", "ip", ip)
+			w.Header().Set("Retry-After", strconv.Itoa(s.registrationRetryAfter(r, c.RegisteredIP, now, n, limit)))
+			return nil, newError("too_many_requests", http.StatusTooManyRequests, "too many client registrations from this address")
+		}
+	}
 	if s.cfg.Registration.ClientLifetime > 0 {
 		c.ExpiresAt = now.Add(s.cfg.Registration.ClientLifetime)
 	}
@@ -121,10 +136,25 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		return nil, err
 	}
 	if err := s.st.CreateClient(ctx, c); err != nil {
-		if errors.Is(err, store.ErrConflict) {
+		if !errors.Is(err, store.ErrConflict) {
+			return nil, err
+		}
+		if c.TokenEndpointAuthMethod != authNone {
 			return nil, errServer
 		}
-		return nil, err
+		// The same public client was registered concurrently, or its earlier
+		// row expired but is not yet swept: read it, else register anew.
+		if prev, gerr := s.st.GetClient(ctx, c.ID); gerr == nil {
+			return s.reuseRegistration(ctx, prev)
+		}
+		c.ID = newID()
+		resp.ClientID = c.ID
+		if err := s.st.CreateClient(ctx, c); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return nil, errServer
+			}
+			return nil, err
+		}
 	}
 	s.log.InfoContext(ctx, "client registered", "client_id", c.ID, "client_name", c.Name, "ip", ip, "auth_method", c.TokenEndpointAuthMethod)
 	if err := s.audit(ctx, &audit.Record{
@@ -137,6 +167,30 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		}
 		return nil, errAuditUnavailable
 	}
+	return resp, nil
+}
+
+// dedupeID is the client_id of a public client registered from source
+// (the address the registration cap counts) with the normalized metadata
+// req: identical registrations from one source get one client. Public
+// client IDs are not secrets (RFC 6749 §2.2), so a derived ID gives nothing
+// away; another source gets another ID.
+func dedupeID(source string, req *registrationRequest) string {
+	meta, _ := json.Marshal(req) // a struct of strings: cannot fail
+	h := sha256.New()
+	h.Write([]byte("mcpgate dcr v1\x00" + source + "\x00"))
+	h.Write(meta)
+	return "dcr-" + base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:20])
+}
+
+// reuseRegistration answers a repeated public registration with the client
+// registered before (RFC 7591 §3.2.1: the registered metadata is echoed).
+func (s *Server) reuseRegistration(ctx context.Context, c *store.Client) (*registrationResponse, error) {
+	resp := &registrationResponse{ClientID: c.ID, ClientIDIssuedAt: c.CreatedAt.Unix()}
+	if err := json.Unmarshal(c.Metadata, &resp.registrationRequest); err != nil {
+		return nil, fmt.Errorf("stored client metadata: %w", err)
+	}
+	s.log.InfoContext(ctx, "client registration reused", "client_id", c.ID, "client_name", c.Name)
 	return resp, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -510,5 +511,66 @@ func TestCIMDDisabled(t *testing.T) {
 	_, md, _ := e.doJSONGet("/.well-known/oauth-authorization-server")
 	if md["client_id_metadata_document_supported"] != false {
 		t.Errorf("metadata: %v", md["client_id_metadata_document_supported"])
+	}
+}
+
+// TestRegistrationReusesIdenticalPublicClient: mcp-remote registers again on
+// every start; the same public registration from one source gets one client,
+// is not counted against the cap, and another source or other metadata gets
+// another client. Confidential clients are not reused.
+func TestRegistrationReusesIdenticalPublicClient(t *testing.T) {
+	var ip atomic.Value
+	ip.Store("203.0.113.7")
+	e := newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.Registration.MaxClientsPerIP = 2 },
+		deps: func(d *Deps) { d.ClientIP = func(*http.Request) string { return ip.Load().(string) } },
+	})
+	meta := map[string]any{
+		"client_name": "mcp-remote", "redirect_uris": []string{"http://localhost:3334/oauth/callback"},
+		"token_endpoint_auth_method": "none", "grant_types": []string{"authorization_code", "refresh_token"},
+	}
+	var first string
+	for i := range 20 {
+		st, m := e.registerRaw(meta, nil)
+		if st != http.StatusCreated {
+			t.Fatalf("registration %d: %d %v", i, st, m)
+		}
+		if i == 0 {
+			first = m["client_id"].(string)
+		} else if m["client_id"] != first || m["client_name"] != "mcp-remote" {
+			t.Fatalf("registration %d: client_id %v, want %s (%v)", i, m["client_id"], first, m)
+		}
+	}
+	if n, err := e.st.CountClientsByIP(t.Context(), "203.0.113.7", time.Time{}); err != nil || n != 1 {
+		t.Errorf("stored clients: %d %v, want 1", n, err)
+	}
+	other := func(k string, v any) map[string]any {
+		m := maps.Clone(meta)
+		m[k] = v
+		return m
+	}
+	// Other metadata is another client (and counts: the cap is 2).
+	st, m := e.registerRaw(other("redirect_uris", []string{"http://localhost:9999/cb"}), nil)
+	if st != http.StatusCreated || m["client_id"] == first {
+		t.Errorf("other redirect URI: %d %v", st, m)
+	}
+	if st, m := e.registerRaw(other("client_name", "Inspector"), nil); st != http.StatusTooManyRequests {
+		t.Errorf("third distinct client over a cap of 2: %d %v", st, m)
+	}
+	// The first one is still reused at the cap.
+	if st, m := e.registerRaw(meta, nil); st != http.StatusCreated || m["client_id"] != first {
+		t.Errorf("reuse at the cap: %d %v", st, m)
+	}
+	// Another source gets its own client.
+	ip.Store("198.51.100.1")
+	if st, m := e.registerRaw(meta, nil); st != http.StatusCreated || m["client_id"] == first {
+		t.Errorf("other source: %d %v", st, m)
+	}
+	// Confidential: a new client and secret each time.
+	conf := other("token_endpoint_auth_method", "client_secret_basic")
+	_, a := e.registerRaw(conf, nil)
+	_, b := e.registerRaw(conf, nil)
+	if a["client_id"] == nil || a["client_id"] == b["client_id"] || a["client_secret"] == nil {
+		t.Errorf("confidential clients reused: %v %v", a, b)
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/validate"
@@ -73,6 +74,10 @@ type Deps struct {
 	// revocations and introspections (see audit.go). Optional: nil records
 	// nothing; the gateway always passes its audit logger.
 	Auditor Auditor
+	// GrantsNothing reports whether the policy certainly gives a signed-in
+	// user no tool, prompt or resource at all: such a sign-in ends on a page
+	// that says so instead of in an empty tool list. Optional.
+	GrantsNothing func(*authn.Principal) bool
 }
 
 // Server is the authorization server.
@@ -93,6 +98,8 @@ type Server struct {
 	conn     idp.Connector
 	pages    *web.Renderer
 	auditor  Auditor
+	// grantsNothing is Deps.GrantsNothing (nil: not checked).
+	grantsNothing func(*authn.Principal) bool
 
 	static   map[string]*staticClient
 	cimd     *cimdFetcher
@@ -103,6 +110,27 @@ type Server struct {
 	upLocks  keyedMutex
 	limits   *limits
 	handler  http.Handler
+}
+
+// Ready reports whether the upstream identity provider has been reached
+// (always, for connectors without a remote IdP); /readyz uses it.
+func (s *Server) Ready(context.Context) error {
+	if wt, ok := s.conn.(idp.Watcher); ok {
+		if err := wt.Ready(); err != nil {
+			return fmt.Errorf("upstream identity provider %s: %w", s.cfg.Upstream.Issuer, err)
+		}
+	}
+	return nil
+}
+
+// WatchUpstream reaches the upstream identity provider in the background,
+// retrying with backoff until it answers or ctx ends, so that mcpgate
+// starts while its IdP is down and the first sign-in after the IdP comes
+// back works.
+func (s *Server) WatchUpstream(ctx context.Context) {
+	if wt, ok := s.conn.(idp.Watcher); ok {
+		wt.WatchDiscovery(ctx)
+	}
 }
 
 type staticClient struct {
@@ -122,17 +150,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("authserver: Store, Signer and Sealer are required")
 	}
 	s := &Server{
-		cfg:      cfg,
-		issuer:   cfg.PublicURL,
-		st:       deps.Store,
-		signer:   deps.Signer,
-		sealer:   deps.Sealer,
-		log:      deps.Logger,
-		now:      deps.Clock,
-		clientIP: deps.ClientIP,
-		conn:     deps.Connector,
-		auditor:  deps.Auditor,
-		static:   map[string]*staticClient{},
+		cfg:           cfg,
+		issuer:        cfg.PublicURL,
+		st:            deps.Store,
+		signer:        deps.Signer,
+		sealer:        deps.Sealer,
+		log:           deps.Logger,
+		now:           deps.Clock,
+		clientIP:      deps.ClientIP,
+		conn:          deps.Connector,
+		auditor:       deps.Auditor,
+		grantsNothing: deps.GrantsNothing,
+		static:        map[string]*staticClient{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -370,3 +370,47 @@ func TestUpstreamRefreshAcrossReplicas(t *testing.T) {
 		t.Errorf("refresh after the race: %v", err)
 	}
 }
+
+// TestOIDCIdPDownAtStart: while the IdP is down the server is not ready and
+// sign-ins get a 503 page (before consent); the background watcher retries
+// with backoff and, once the IdP is back, the server is ready and the first
+// sign-in works.
+func TestOIDCIdPDownAtStart(t *testing.T) {
+	e, idpSrv := newOIDCEnv(t, nil)
+	idpSrv.Set(func(p *idptest.Provider) { p.DiscoveryDown = true })
+	if err := e.srv.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "upstream identity provider "+idpSrv.Issuer()) {
+		t.Errorf("Ready with the IdP down = %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	watched := make(chan struct{})
+	go func() { e.srv.WatchUpstream(ctx); close(watched) }()
+
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	b := e.browser()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	if p.status != http.StatusServiceUnavailable || p.header.Get("Retry-After") == "" || p.loc != nil {
+		t.Fatalf("authorize with the IdP down: %d %v", p.status, p.loc)
+	}
+	for _, want := range []string{"Sign-in unavailable", "The identity provider " + idpSrv.Issuer() + " cannot be reached right now"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	select {
+	case <-watched:
+		t.Fatal("watcher stopped while the IdP is down")
+	default:
+	}
+
+	idpSrv.Set(func(p *idptest.Provider) { p.DiscoveryDown = false })
+	// The first sign-in after the IdP is back works, whether or not the
+	// watcher has found it yet.
+	if q, _ := e.oidcLogin(b, authorizeParams(c)); q.Get("code") == "" {
+		t.Fatalf("first sign-in after recovery: %v", q)
+	}
+	<-watched // the watcher stops once the IdP is reached
+	if err := e.srv.Ready(t.Context()); err != nil {
+		t.Errorf("Ready after recovery = %v", err)
+	}
+}

@@ -60,6 +60,10 @@ type Config struct {
 	// ShutdownTimeout is how long SIGTERM waits for in-flight requests and
 	// streams to finish (default 30s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// publicURLDefaulted records that public_url was derived from listen
+	// (for Warnings).
+	publicURLDefaulted bool
 }
 
 // TLSConfig enables HTTPS on the listener.
@@ -168,6 +172,7 @@ func (c *Config) SetDefaults() {
 		c.Listen = "127.0.0.1:8080"
 	}
 	if c.PublicURL == "" {
+		c.publicURLDefaulted = true
 		scheme := "http"
 		if c.TLS.Enabled() {
 			scheme = "https"

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -22,10 +23,35 @@ func Load(path string, flags Overrides) (*Config, error) {
 	if path != "" {
 		var err error
 		if raw, err = os.ReadFile(path); err != nil {
-			return nil, fmt.Errorf("read config: %w", err)
+			return nil, readError(path, err)
 		}
 	}
 	return parse(raw, os.LookupEnv, flags, filepath.Dir(path))
+}
+
+// readError says which file could not be read, as an absolute path
+// (relative paths are resolved against a working directory the user may
+// not think of), and why, without Go's syscall wording.
+func readError(path string, err error) error {
+	abs, aerr := filepath.Abs(path)
+	if aerr != nil {
+		abs = path
+	}
+	tried := path
+	if abs != path {
+		tried = fmt.Sprintf("%s (%s)", path, abs)
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("config file not found: tried %s; pass the file with --config or MCPGATE_CONFIG", tried)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("config file %s is not readable by this user", tried)
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("config file %s: %w", tried, err)
 }
 
 // Parse is Load on bytes; lookup resolves environment variables. Relative
@@ -89,24 +115,25 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 func decode(raw []byte, lookup func(string) (string, bool)) (cfg *Config, unknownKeys []string, err error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, nil, fmt.Errorf("parse config: %w", err)
+		return nil, nil, fmt.Errorf("config file: %w", validate.YAMLError(err))
 	}
 	cfg = &Config{}
 	if len(root.Content) == 0 {
 		return cfg, nil, nil // empty file: defaults only
 	}
-	var keys, p validate.Problems
-	checkKeys(root.Content[0], reflect.TypeOf(cfg).Elem(), "", &keys)
+	var p validate.Problems
 	substitute(root.Content[0], "", lookup, &p)
 	if err := p.Err(); err != nil {
 		return nil, nil, err
 	}
+	// Unknown keys and values of the wrong kind, by key path.
+	var keys validate.Problems
+	validate.CheckYAML(root.Content[0], reflect.TypeOf(cfg).Elem(), "", &keys)
 	if err := root.Content[0].Decode(cfg); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, nil, &validate.Error{Problems: append(keys.List(), te.Errors...)}
+		if len(keys.List()) > 0 {
+			return nil, nil, keys.Err()
 		}
-		return nil, nil, fmt.Errorf("decode config: %w", err)
+		return nil, nil, validate.YAMLError(err)
 	}
 	return cfg, keys.List(), nil
 }
@@ -149,72 +176,4 @@ func substitute(n *yaml.Node, path string, lookup func(string) (string, bool), p
 			substitute(c, validate.Index(path, i), lookup, p)
 		}
 	}
-}
-
-// checkKeys walks the YAML tree beside the Go type and reports unknown keys
-// with their path, which yaml's own strict mode reports only by line.
-func checkKeys(n *yaml.Node, t reflect.Type, path string, p *validate.Problems) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			return // type errors are reported by the decoder
-		}
-		fields := yamlFields(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			ft, ok := fields[k.Value]
-			key := validate.Join(path, k.Value)
-			if !ok {
-				p.Add(key, "unknown key (line %d)", k.Line)
-				continue
-			}
-			checkKeys(v, ft, key, p)
-		}
-	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			return
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			checkKeys(n.Content[i+1], t.Elem(), validate.Join(path, n.Content[i].Value), p)
-		}
-	case reflect.Slice, reflect.Array:
-		if n.Kind != yaml.SequenceNode {
-			return
-		}
-		for i, c := range n.Content {
-			checkKeys(c, t.Elem(), validate.Index(path, i), p)
-		}
-	}
-}
-
-func yamlFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		tag := f.Tag.Get("yaml")
-		name, opts, _ := strings.Cut(tag, ",")
-		if name == "-" {
-			continue
-		}
-		if strings.Contains(opts, "inline") {
-			for k, v := range yamlFields(f.Type) {
-				out[k] = v
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		out[name] = f.Type
-	}
-	return out
 }

@@ -59,7 +59,22 @@ var (
 	// at the identity source (a built-in user removed from the
 	// configuration, or an identity from another connector).
 	ErrUserGone = errors.New("user no longer exists at the identity source")
+	// ErrUnavailable: the upstream IdP cannot be reached (its discovery
+	// document could not be read); sign-ins wait until it can.
+	ErrUnavailable = errors.New("identity provider unavailable")
 )
+
+// Watcher is implemented by connectors that depend on a remote IdP.
+type Watcher interface {
+	// Ready is nil once the IdP has been reached.
+	Ready() error
+	// Discover reaches the IdP now if it has not been yet (one attempt at
+	// a time; concurrent callers share its outcome).
+	Discover(ctx context.Context) error
+	// WatchDiscovery retries in the background, with backoff, until the IdP
+	// is reached or ctx ends.
+	WatchDiscovery(ctx context.Context)
+}
 
 // SessionEnded reports whether a Reidentify error means that the user's
 // session is over (the caller ends the grant) rather than that the identity
@@ -174,7 +189,11 @@ type User struct {
 
 // Config configures the upstream connector (`auth.authorization_server.upstream`).
 type Config struct {
-	Type string `yaml:"type"` // oidc | static
+	Type string `yaml:"type"` // oidc | static (default oidc when preset is set)
+	// Preset names the IdP (dex, keycloak, entra, okta, google, auth0,
+	// authentik): it sets the scopes and claim paths that IdP needs; keys
+	// set here override it. See presets.
+	Preset string `yaml:"preset"`
 
 	// oidc
 	Issuer       string   `yaml:"issuer"`
@@ -203,6 +222,7 @@ type Config struct {
 
 // SetDefaults fills in unset fields.
 func (c *Config) SetDefaults() {
+	c.applyPreset()
 	if c.Type == TypeOIDC && len(c.Scopes) == 0 {
 		c.Scopes = []string{"openid", "profile", "email"}
 		// Only ask for the non-standard "groups" scope when the operator named
@@ -224,6 +244,12 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem under path.
 func (c *Config) Validate(path string, p *validate.Problems) {
+	if _, ok := presets[c.Preset]; c.Preset != "" && !ok {
+		p.Add(validate.Join(path, "preset"), "unknown preset %q: choose one of %s", c.Preset, PresetNames())
+	}
+	if c.Preset != "" && c.Type != TypeOIDC {
+		p.Add(validate.Join(path, "preset"), "is only valid for type oidc")
+	}
 	switch c.Type {
 	case TypeOIDC:
 		c.validateOIDC(path, p)

@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
 )
 
 // oidcConnector federates login to an OpenID Connect provider as a
@@ -21,8 +24,13 @@ type oidcConnector struct {
 	o      Options
 	client *http.Client
 
+	// provider is set once discovery succeeds; until then sign-ins get
+	// ErrUnavailable and WatchDiscovery retries in the background, so
+	// mcpgate starts, and reports not ready, while the IdP is down.
+	provider atomic.Pointer[oidc.Provider]
+	lastErr  atomic.Pointer[error]
 	mu       sync.Mutex
-	provider *oidc.Provider // discovered lazily so mcpgate starts while the IdP is down
+	inflight chan struct{} // closed when the discovery under way ends; nil: none
 }
 
 func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
@@ -30,11 +38,14 @@ func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
 		o.Logger.Warn("upstream IdP may use http and private or loopback addresses (allow_private_issuer); use only for local testing",
 			"issuer", cfg.Issuer)
 	}
-	return &oidcConnector{
+	c := &oidcConnector{
 		cfg:    cfg,
 		o:      o,
 		client: GuardedClient(o.HTTPClient, cfg.AllowPrivateIssuer, 15*time.Second),
-	}, nil
+	}
+	notYet := errors.New("discovery not attempted yet")
+	c.lastErr.Store(&notYet)
+	return c, nil
 }
 
 func (c *oidcConnector) Type() string { return TypeOIDC }
@@ -43,24 +54,87 @@ func (c *oidcConnector) ctx(ctx context.Context) context.Context {
 	return oidc.ClientContext(ctx, c.client)
 }
 
-// discover fetches the IdP's OIDC discovery document once; on failure the
-// next login attempt retries.
+// discover returns the IdP's provider, fetching its OIDC discovery
+// document first if that has not succeeded yet. Concurrent callers share
+// one attempt: sign-ins that arrive meanwhile wait for its outcome (or
+// their own request's end), so a down IdP sees one request at a time.
 func (c *oidcConnector) discover(ctx context.Context) (*oidc.Provider, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.provider != nil {
-		return c.provider, nil
+	if p := c.provider.Load(); p != nil {
+		return p, nil
 	}
-	// Discovery must not be bound to one request's lifetime beyond its own
-	// timeout, but must not hang forever either.
+	c.mu.Lock()
+	if ch := c.inflight; ch != nil {
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		if p := c.provider.Load(); p != nil {
+			return p, nil
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, *c.lastErr.Load())
+	}
+	ch := make(chan struct{})
+	c.inflight = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inflight = nil
+		c.mu.Unlock()
+		close(ch)
+	}()
+	// Not bound to the request beyond its own timeout (the result serves
+	// every later sign-in), but never hanging either.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	p, err := oidc.NewProvider(c.ctx(dctx), c.cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("oidc discovery for %s: %w", c.cfg.Issuer, err)
+		err = fmt.Errorf("oidc discovery for %s: %w", c.cfg.Issuer, err)
+		c.lastErr.Store(&err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	c.provider = p
+	c.provider.Store(p)
 	return p, nil
+}
+
+// Discover implements Watcher.
+func (c *oidcConnector) Discover(ctx context.Context) error {
+	_, err := c.discover(ctx)
+	return err
+}
+
+// Ready implements Watcher: nil once the discovery document has been read.
+func (c *oidcConnector) Ready() error {
+	if c.provider.Load() != nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, *c.lastErr.Load())
+}
+
+// WatchDiscovery implements Watcher: it retries discovery with
+// authn.RetryBackoff (250ms doubling to 2s) until it succeeds or ctx ends,
+// so the first sign-in after the IdP comes back finds it discovered.
+func (c *oidcConnector) WatchDiscovery(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for failures := 0; ; failures++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := c.Discover(ctx)
+		if err == nil {
+			if failures > 0 {
+				c.o.Logger.Info("upstream identity provider reachable again", "issuer", c.cfg.Issuer)
+			}
+			return
+		}
+		if failures == 0 {
+			c.o.Logger.Warn("upstream identity provider unreachable: sign-ins get 503 until it is; retrying", "issuer", c.cfg.Issuer, "err", err)
+		}
+		t.Reset(authn.RetryBackoff(failures + 1))
+	}
 }
 
 func (c *oidcConnector) oauth2Config(p *oidc.Provider) *oauth2.Config {

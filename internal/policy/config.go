@@ -1,10 +1,10 @@
 package policy
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -182,7 +182,7 @@ func loadFile(path string, depth int) (*Config, error) {
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, validate.YAMLError(err))
 	}
 	node := &root
 	if len(root.Content) == 1 && root.Content[0].Kind == yaml.MappingNode {
@@ -212,20 +212,21 @@ func loadFile(path string, depth int) (*Config, error) {
 	return cfg, nil
 }
 
-// decodeStrict decodes a YAML node, rejecting unknown keys.
+// decodeStrict decodes a YAML node into v, reporting unknown keys and
+// values of the wrong kind by key path (validate.CheckYAML).
 func decodeStrict(node *yaml.Node, v any) error {
 	if node.Kind == 0 {
 		return nil // empty document
 	}
-	// yaml.v3 has no strict mode on Node.Decode; re-encode and decode with
-	// KnownFields so that a misspelt key is an error, not a silent default.
-	b, err := yaml.Marshal(node)
-	if err != nil {
+	if node.Kind == yaml.DocumentNode && len(node.Content) == 1 {
+		node = node.Content[0]
+	}
+	var p validate.Problems
+	validate.CheckYAML(node, reflect.TypeOf(v), "", &p)
+	if err := p.Err(); err != nil {
 		return err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	return dec.Decode(v)
+	return validate.YAMLError(node.Decode(v))
 }
 
 // Files lists the files this policy is read from, for watching them for

@@ -303,7 +303,7 @@ func TestLoadFile(t *testing.T) {
 
 	for path, want := range map[string]string{
 		loop:                          "cannot name another policy file",
-		unknown:                       "field tool not found",
+		unknown:                       "roles.r.tool: unknown key",
 		mixed:                         "cannot be combined",
 		filepath.Join(dir, "missing"): "no such file",
 	} {

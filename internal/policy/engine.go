@@ -771,3 +771,19 @@ func (e *Engine) requiredScopes(tool string) ([]string, string) {
 	slices.Sort(out)
 	return out, first
 }
+
+// GrantsNothing reports whether p certainly may use nothing: enforced
+// policy, no role from a group or users entry, and no Cedar permit rule
+// that might grant without a role. The authorization server uses it to tell
+// a user so at sign-in instead of showing an empty tool list.
+func (e *Engine) GrantsNothing(p *authn.Principal) bool {
+	if e.shadow || len(e.resolve(p).roles) > 0 {
+		return false
+	}
+	for _, c := range e.cedar {
+		if !c.forbid {
+			return false
+		}
+	}
+	return true
+}

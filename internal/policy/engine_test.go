@@ -543,3 +543,32 @@ func TestCedarForbidUnrepresentable(t *testing.T) {
 		})
 	}
 }
+
+func TestGrantsNothing(t *testing.T) {
+	c := testConfig()
+	c.Rules = c.Rules[1:] // forbid rules only
+	e := mustCompile(t, c)
+	for _, tc := range []struct {
+		name string
+		p    *authn.Principal
+		want bool
+	}{
+		{"no groups", &authn.Principal{Issuer: iss, Subject: "nobody"}, true},
+		{"unmapped groups", &authn.Principal{Issuer: iss, Subject: "nobody", Groups: []string{"staff"}}, true},
+		{"mapped group", &authn.Principal{Issuer: iss, Subject: "u", Groups: []string{"staff", "readers"}}, false},
+		{"users entry", &authn.Principal{Issuer: iss, Subject: "svc-backup"}, false},
+		{"unverified email entry", &authn.Principal{Issuer: iss, Subject: "x", Email: "ops@example.com"}, true},
+	} {
+		if got := e.GrantsNothing(tc.p); got != tc.want {
+			t.Errorf("%s: GrantsNothing = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// A permit rule may grant without a role; shadow mode lets everything through.
+	if mustCompile(t, testConfig()).GrantsNothing(&authn.Principal{Issuer: iss, Subject: "nobody"}) {
+		t.Error("GrantsNothing with a permit rule")
+	}
+	c.Mode = ModeShadow
+	if mustCompile(t, c).GrantsNothing(&authn.Principal{Issuer: iss, Subject: "nobody"}) {
+		t.Error("GrantsNothing in shadow mode")
+	}
+}

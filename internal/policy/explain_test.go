@@ -182,6 +182,24 @@ func TestLoadTests(t *testing.T) {
 	}
 }
 
+// TestLoadTestsMessages: a mistake in a test table is reported by key path,
+// without Go type names.
+func TestLoadTestsMessages(t *testing.T) {
+	dir := t.TempDir()
+	for name, want := range map[string]string{
+		"policy: p.yaml\ncases:\n  - {sub: a, tool: x, want: deny}\n":     "cases[0].want: unknown key (line 3)",
+		"policy: p.yaml\ncases:\n  - {sub: a, groups: g, expect: deny}\n": `cases[0].groups: expected a list, found the text "g" (line 3)`,
+		"policy: p.yaml\ncases: {sub: a}\n":                               "cases: expected a list, found a mapping (line 2)",
+	} {
+		path := filepath.Join(dir, "t.yaml")
+		writeFile(t, path, name)
+		_, _, err := LoadTests(path)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "policy.TestCase") {
+			t.Errorf("LoadTests(%q) = %v, want %q", name, err, want)
+		}
+	}
+}
+
 func TestHolder(t *testing.T) {
 	e1 := mustCompile(t, testConfig())
 	h := NewHolder(e1)

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/mcp"
+	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
 // TestFile is a policy test table, kept beside the policy it tests:
@@ -80,10 +80,12 @@ func LoadTests(path string) (*TestFile, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, validate.YAMLError(err))
+	}
 	var tf TestFile
-	if err := dec.Decode(&tf); err != nil {
+	if err := decodeStrict(&root, &tf); err != nil {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	if tf.Policy == "" {

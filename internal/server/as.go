@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/keys"
@@ -55,6 +56,8 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	as, err = authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{
 		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: e.clientIP,
 		Auditor: auditor, ResourceNames: resourceNames(cfg),
+		// The policy in force at sign-in (it may be reloaded meanwhile).
+		GrantsNothing: func(p *authn.Principal) bool { return s.policy.Load().GrantsNothing(p) },
 	})
 	if err != nil {
 		return nil, err
@@ -79,6 +82,9 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 			}
 		}
 	}()
+	// Not ready until the upstream IdP answers; sign-ins get 503 meanwhile.
+	go as.WatchUpstream(sweepCtx)
+	s.readies = append(s.readies, as.Ready)
 
 	// The handler sets its own CORS headers on the credential-less endpoints
 	// (metadata, jwks, token, register, revoke, introspect).

@@ -51,6 +51,10 @@ type Provider struct {
 	NoRefreshIDToken bool
 	// UserInfoDown makes the userinfo endpoint answer 503.
 	UserInfoDown bool
+	// DiscoveryDown makes the discovery document answer 503 (an IdP that
+	// is down); Discoveries counts requests for it.
+	DiscoveryDown bool
+	Discoveries   int
 
 	key       *rsa.PrivateKey
 	codes     map[string]codeInfo
@@ -132,6 +136,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
+	p.mu.Lock()
+	p.Discoveries++
+	down := p.DiscoveryDown
+	p.mu.Unlock()
+	if down {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
 	iss := p.Issuer()
 	writeJSON(w, 200, map[string]any{
 		"issuer":                                iss,
