@@ -187,12 +187,14 @@ func (c *child) readLine() ([]byte, error) {
 		}
 		line = append(line, frag...)
 		switch {
-		case err == nil:
+		case err == nil, errors.Is(err, io.EOF) && len(line) > 0: // the last line may lack a newline
+			// The bound is on the message; the terminator is not part of it.
+			if len(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))) > c.maxLine {
+				return nil, errLineTooLong
+			}
 			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, nil // last line without a newline
 		default:
 			return nil, err
 		}
