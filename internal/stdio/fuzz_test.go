@@ -137,3 +137,28 @@ func FuzzStdioFraming(f *testing.F) {
 		}
 	})
 }
+
+// TestReadLineBound: max_message_bytes bounds the message itself, whether
+// it ends in "\n", "\r\n" or the end of the stream.
+func TestReadLineBound(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"12345\n", true},
+		{"12345\r\n", true},
+		{"12345", true},
+		{"123456\n", false},
+		{"123456\r\n", false},
+		{"123456", false},
+		{"12345\r\r\n", false},
+	}
+	for _, tc := range tests {
+		for _, buf := range []int{16, 4096} {
+			got, err := childReading([]byte(tc.in), 5, buf).readLine()
+			if ok := err == nil; ok != tc.ok || (ok && string(got) != tc.in) {
+				t.Errorf("readLine(%q) with max 5 = %q, %v; want ok=%v", tc.in, got, err, tc.ok)
+			}
+		}
+	}
+}
