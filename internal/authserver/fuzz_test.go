@@ -51,11 +51,11 @@ func redirectURIOracle(raw string, trusted []string) bool {
 }
 
 // checkDisplayName: names shown on the consent page carry no control or
-// bidi-override characters and are bounded.
+// bidi-override characters and are at most 100 runes.
 func checkDisplayName(t *testing.T, what, s string) {
 	t.Helper()
-	if utf8.RuneCountInString(s) > 100 || s != strings.TrimSpace(s) {
-		t.Fatalf("%s %q is not trimmed to 100 runes", what, s)
+	if utf8.RuneCountInString(s) > 100 {
+		t.Fatalf("%s %q is longer than 100 runes", what, s)
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
@@ -347,7 +347,7 @@ func FuzzRegistration(f *testing.F) {
 			s, _ := resp[k].(string)
 			checkDisplayName(t, k, s)
 		}
-		if cu, _ := resp["client_uri"].(string); cu != "" && !strings.HasPrefix(cu, "https:") {
+		if cu, _ := resp["client_uri"].(string); cu != "" && !strings.HasPrefix(strings.ToLower(cu), "https:") {
 			t.Fatalf("client_uri %q kept", cu)
 		}
 		if c.Kind != store.ClientKindDynamic {
