@@ -238,6 +238,12 @@ func FuzzDiscovery(f *testing.F) {
 	})
 }
 
+// rsaExponent is a JWKS of keyRS256 with its exponent replaced.
+func rsaExponent(tb testing.TB, e string) []byte {
+	k := mustJSON(tb, keyRS256().public())
+	return []byte(`{"keys":[` + strings.Replace(string(k), `"e":"AQAB"`, `"e":"`+e+`"`, 1) + `]}`)
+}
+
 // FuzzJWKS: a parsed key set holds only public asymmetric signing keys (no
 // private, symmetric or short RSA key, no encryption key), each valid for
 // its curve, and a key is offered only for an allowed algorithm of its own
@@ -259,6 +265,7 @@ func FuzzJWKS(f *testing.F) {
 		set(pub(keyPS256()), pub(keyES384())),
 		set(priv, ecPrivJWK, oct, rsaAsHS, enc, ecWrongAlg),
 		set(oct),
+		rsaExponent(f, "Ag"), rsaExponent(f, "BA"), rsaExponent(f, "AQAA"), rsaExponent(f, "AQ"), rsaExponent(f, "Aw"),
 		[]byte(`{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"short"}]}`),
 		[]byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}]}`),
 		[]byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA"}]}`),
@@ -299,7 +306,7 @@ func FuzzJWKS(f *testing.F) {
 			var fam string
 			switch pk := k.Key.(type) {
 			case *rsa.PublicKey:
-				if pk.N.BitLen() < 2048 || pk.E < 3 {
+				if pk.N.BitLen() < 2048 || pk.E < 3 || pk.E%2 == 0 {
 					t.Fatalf("weak RSA key %q: %d bits, e=%d", k.KeyID, pk.N.BitLen(), pk.E)
 				}
 				fam = "rsa"
