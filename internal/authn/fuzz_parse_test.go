@@ -78,6 +78,8 @@ func FuzzIntrospectionResponse(f *testing.F) {
 		activeAnswer(fuzzNow, map[string]any{"sub": 42}),
 		activeAnswer(fuzzNow, map[string]any{"iss": "https://evil.example.com"}),
 		activeAnswer(fuzzNow, map[string]any{"iss": nil}),
+		activeAnswer(fuzzNow, map[string]any{"iss": 5}),
+		activeAnswer(fuzzNow, map[string]any{"iss": []any{"https://auth.example.com"}}),
 		activeAnswer(fuzzNow, map[string]any{"exp": fuzzNow.Add(-time.Hour).Unix()}),
 		activeAnswer(fuzzNow, map[string]any{"exp": "tomorrow"}),
 		activeAnswer(fuzzNow, map[string]any{"exp": 1e300}),
