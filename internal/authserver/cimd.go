@@ -230,7 +230,7 @@ func (f *cimdFetcher) fetch(ctx context.Context, id string) (*store.Client, time
 	// names that another parser could read differently (a second client_id,
 	// or "CLIENT_ID", which encoding/json also takes as client_id).
 	if err := mcp.ValidateJSON(body); err != nil {
-		return nil, 0, fmt.Errorf("document is not valid JSON: %w", err)
+		return nil, 0, fmt.Errorf("%w: not JSON: %w", errCIMDInvalid, err)
 	}
 	var doc cimdDocument
 	if err := json.Unmarshal(body, &doc); err != nil {
