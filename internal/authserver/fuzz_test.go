@@ -106,10 +106,10 @@ func topLevelMembers(b []byte) ([]member, bool) {
 }
 
 // FuzzCIMDDocument: a Client ID Metadata Document is accepted only if every
-// member naming client_id equals the URL it was fetched from, it has a name
-// and only redirect URIs the registration rules allow, holds no secret and
-// asks for nothing but a public authorization-code client; its cache
-// lifetime stays within the configured cap.
+// member naming client_id equals the URL it was fetched from, its redirect
+// URIs pass the registration rules, its name (if any) is clean, it holds no
+// secret and asks for nothing but a public authorization-code client; its
+// cache lifetime stays within the configured cap.
 func FuzzCIMDDocument(f *testing.F) {
 	const id = "https://client.example.com/oauth/client.json"
 	doc := func(over map[string]any) []byte {
@@ -208,8 +208,8 @@ func FuzzCIMDDocument(f *testing.F) {
 			t.Fatalf("client %+v", c)
 		}
 		checkDisplayName(t, "client name", c.Name)
-		if c.Name == "" || len(c.RedirectURIs) == 0 {
-			t.Fatalf("client without name or redirect URIs: %+v", c)
+		if len(c.RedirectURIs) == 0 {
+			t.Fatalf("client without redirect URIs: %+v", c)
 		}
 		for _, r := range c.RedirectURIs {
 			if !redirectURIOracle(r, trusted) {
