@@ -236,7 +236,7 @@ func decodeMessages(data []byte) (msgs []jsonrpc.Message, batch bool, err error)
 			return nil, true, errors.New("empty batch")
 		}
 		for _, raw := range raws {
-			m, err := jsonrpc.DecodeMessage(raw)
+			m, err := decodeMessage(raw)
 			if err != nil {
 				return nil, true, fmt.Errorf("batch element: %w", err)
 			}
@@ -244,9 +244,25 @@ func decodeMessages(data []byte) (msgs []jsonrpc.Message, batch bool, err error)
 		}
 		return msgs, true, nil
 	}
-	m, err := jsonrpc.DecodeMessage(data)
+	m, err := decodeMessage(data)
 	if err != nil {
 		return nil, false, err
 	}
 	return []jsonrpc.Message{m}, false, nil
+}
+
+var errNoMethod = errors.New("request without a method")
+
+// decodeMessage is jsonrpc.DecodeMessage refusing what would not survive
+// re-encoding: the SDK accepts "method":"" but writes the request without
+// a method, which the other side reads as a response or not at all.
+func decodeMessage(data []byte) (jsonrpc.Message, error) {
+	m, err := jsonrpc.DecodeMessage(data)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := m.(*jsonrpc.Request); ok && r.Method == "" {
+		return nil, errNoMethod
+	}
+	return m, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -41,6 +42,7 @@ func FuzzStdioFraming(f *testing.F) {
 		strings.Repeat("x", 300) + "\n" + msg,
 		strings.Repeat(" ", 64) + msg + strings.Repeat(" ", 64) + "\n",
 		"\xff\xfe" + msg + "\n",
+		`{"jsonrpc":"2.0","method":""}` + "\n" + `{"jsonrpc":"2.0","id":1,"method":""}` + "\n",
 	} {
 		f.Add([]byte(s), uint16(len(msg)), uint8(0))
 		f.Add([]byte(s), uint16(len(msg)-1), uint8(3))
@@ -127,6 +129,9 @@ func FuzzStdioFraming(f *testing.F) {
 				if err != nil || len(back) != 1 {
 					t.Fatalf("round trip of %s: %v", enc, err)
 				}
+				if reflect.TypeOf(back[0]) != reflect.TypeOf(m) {
+					t.Fatalf("round trip turned %T %s into %T", m, enc, back[0])
+				}
 				if again, _ := jsonrpc.EncodeMessage(back[0]); !bytes.Equal(again, enc) {
 					t.Fatalf("round trip changed %s into %s", enc, again)
 				}
@@ -160,5 +165,23 @@ func TestReadLineBound(t *testing.T) {
 				t.Errorf("readLine(%q) with max 5 = %q, %v; want ok=%v", tc.in, got, err, tc.ok)
 			}
 		}
+	}
+}
+
+// TestDecodeMessagesNoMethod: a request with an empty method is refused in
+// either direction, alone or in a batch; the SDK would re-encode it without
+// its method.
+func TestDecodeMessagesNoMethod(t *testing.T) {
+	for _, in := range []string{
+		`{"jsonrpc":"2.0","method":""}`,
+		`{"jsonrpc":"2.0","id":1,"method":""}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":""}]`,
+	} {
+		if msgs, _, err := decodeMessages([]byte(in)); err == nil {
+			t.Errorf("decodeMessages(%s) = %v, want an error", in, msgs)
+		}
+	}
+	if _, _, err := decodeMessages([]byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)); err != nil {
+		t.Errorf("ping refused: %v", err)
 	}
 }
