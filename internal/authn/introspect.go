@@ -136,8 +136,15 @@ func (i *introspector) evaluate(resp map[string]any, now time.Time) (*Principal,
 	if !intersects(aud, i.cfg.Audience) {
 		return nil, time.Time{}, invalid("audience %q is not accepted", clip(strings.Join(aud, " ")))
 	}
-	if iss := stringClaim(resp, "iss"); i.cfg.Issuer != "" && iss != "" && iss != i.cfg.Issuer {
-		return nil, time.Time{}, invalid("issuer %q, want %q", clip(iss), i.cfg.Issuer)
+	if v, ok := resp["iss"]; ok {
+		// A present iss that is no string is malformed, not absent (RFC 7662 §2.2).
+		iss, isStr := v.(string)
+		if !isStr {
+			return nil, time.Time{}, invalid("malformed iss")
+		}
+		if i.cfg.Issuer != "" && iss != "" && iss != i.cfg.Issuer {
+			return nil, time.Time{}, invalid("issuer %q, want %q", clip(iss), i.cfg.Issuer)
+		}
 	}
 	expires := now.Add(i.cfg.CacheTTL)
 	exp, ok, bad := numericDate(resp, "exp")

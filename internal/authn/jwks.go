@@ -206,6 +206,9 @@ func unusableKey(k *jose.JSONWebKey) string {
 		if pub.N.BitLen() < minRSABits {
 			return "RSA key shorter than 2048 bits"
 		}
+		if pub.E < 3 || pub.E%2 == 0 { // RFC 8017 §3.1: 3 <= e < n, odd
+			return "RSA public exponent is not odd and at least 3"
+		}
 	case *ecdsa.PublicKey, ed25519.PublicKey:
 	default:
 		// Symmetric keys have no place in a JWKS we verify with; private

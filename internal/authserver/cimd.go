@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -224,6 +225,12 @@ func (f *cimdFetcher) fetch(ctx context.Context, id string) (*store.Client, time
 	}
 	if int64(len(body)) > f.cfg.MaxBytes {
 		return nil, 0, fmt.Errorf("%w: document larger than %d bytes", errCIMDInvalid, f.cfg.MaxBytes)
+	}
+	// The raw document is stored as the client's metadata: refuse member
+	// names that another parser could read differently (a second client_id,
+	// or "CLIENT_ID", which encoding/json also takes as client_id).
+	if err := mcp.ValidateJSON(body); err != nil {
+		return nil, 0, fmt.Errorf("%w: not JSON: %w", errCIMDInvalid, err)
 	}
 	var doc cimdDocument
 	if err := json.Unmarshal(body, &doc); err != nil {

@@ -47,6 +47,10 @@ func validateJSON(b []byte, maxDepth int) error {
 	return nil
 }
 
+// ValidateJSON is validateJSON with the package's depth limit, for other
+// untrusted JSON documents whose raw bytes are kept or passed on.
+func ValidateJSON(b []byte) error { return validateJSON(b, MaxDepth) }
+
 type validator struct {
 	b        []byte
 	i        int

@@ -187,12 +187,14 @@ func (c *child) readLine() ([]byte, error) {
 		}
 		line = append(line, frag...)
 		switch {
-		case err == nil:
+		case err == nil, errors.Is(err, io.EOF) && len(line) > 0: // the last line may lack a newline
+			// The bound is on the message; the terminator is not part of it.
+			if len(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))) > c.maxLine {
+				return nil, errLineTooLong
+			}
 			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, nil // last line without a newline
 		default:
 			return nil, err
 		}
@@ -234,7 +236,7 @@ func decodeMessages(data []byte) (msgs []jsonrpc.Message, batch bool, err error)
 			return nil, true, errors.New("empty batch")
 		}
 		for _, raw := range raws {
-			m, err := jsonrpc.DecodeMessage(raw)
+			m, err := decodeMessage(raw)
 			if err != nil {
 				return nil, true, fmt.Errorf("batch element: %w", err)
 			}
@@ -242,9 +244,25 @@ func decodeMessages(data []byte) (msgs []jsonrpc.Message, batch bool, err error)
 		}
 		return msgs, true, nil
 	}
-	m, err := jsonrpc.DecodeMessage(data)
+	m, err := decodeMessage(data)
 	if err != nil {
 		return nil, false, err
 	}
 	return []jsonrpc.Message{m}, false, nil
+}
+
+var errNoMethod = errors.New("request without a method")
+
+// decodeMessage is jsonrpc.DecodeMessage refusing what would not survive
+// re-encoding: the SDK accepts "method":"" but writes the request without
+// a method, which the other side reads as a response or not at all.
+func decodeMessage(data []byte) (jsonrpc.Message, error) {
+	m, err := jsonrpc.DecodeMessage(data)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := m.(*jsonrpc.Request); ok && r.Method == "" {
+		return nil, errNoMethod
+	}
+	return m, nil
 }
