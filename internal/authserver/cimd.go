@@ -7,17 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/idna"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/mcp"
@@ -341,14 +337,5 @@ func cimdHost(id string) string {
 	if err != nil || u.Hostname() == "" {
 		return ""
 	}
-	h := u.Hostname()
-	if _, err := netip.ParseAddr(h); err != nil {
-		if h, err = idna.Lookup.ToASCII(h); err != nil {
-			return ""
-		}
-	}
-	if p := u.Port(); p != "" && p != "443" {
-		h = net.JoinHostPort(h, p)
-	}
-	return h
+	return asciiHost(strings.TrimSuffix(u.Host, ":443"))
 }
