@@ -97,6 +97,9 @@ func (c *tokenCache) len() int {
 type flight[K comparable, V any] struct {
 	mu    sync.Mutex
 	calls map[K]*flightCall[V]
+	// joined, if set, is called once a caller waits on a call (its own or
+	// a shared one): a test hook, so tests need not guess with sleeps.
+	joined func(K)
 }
 
 type flightCall[V any] struct {
@@ -125,6 +128,9 @@ func (f *flight[K, V]) do(ctx context.Context, key K, fn func(context.Context) (
 		}()
 	}
 	f.mu.Unlock()
+	if f.joined != nil {
+		f.joined(key)
+	}
 	select {
 	case <-c.done:
 		return c.val, c.err

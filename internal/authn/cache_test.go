@@ -63,14 +63,15 @@ func TestNilCacheNeverHits(t *testing.T) {
 
 func TestFlightSharesOneCall(t *testing.T) {
 	var f flight[string, int]
+	var joined sync.WaitGroup
+	f.joined = func(string) { joined.Done() }
 	var calls atomic.Int32
 	release := make(chan struct{})
 	var wg sync.WaitGroup
-	var started atomic.Int32
 	results := make([]int, 8)
+	joined.Add(len(results))
 	for i := range results {
 		wg.Go(func() {
-			started.Add(1)
 			results[i], _ = f.do(context.Background(), "k", func(context.Context) (int, error) {
 				calls.Add(1)
 				<-release
@@ -78,11 +79,8 @@ func TestFlightSharesOneCall(t *testing.T) {
 			})
 		})
 	}
-	// Let the goroutines pile up on the running call before releasing it.
-	for started.Load() < int32(len(results)) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond)
+	// Every caller waits on the running call before it is released.
+	joined.Wait()
 	close(release)
 	wg.Wait()
 	if calls.Load() != 1 {
@@ -92,6 +90,11 @@ func TestFlightSharesOneCall(t *testing.T) {
 		if r != 7 {
 			t.Errorf("result %d = %d", i, r)
 		}
+	}
+	// The call is forgotten once done: the next caller runs a new one.
+	f.joined = nil
+	if v, _ := f.do(context.Background(), "k", func(context.Context) (int, error) { calls.Add(1); return 8, nil }); v != 8 || calls.Load() != 2 {
+		t.Errorf("after the shared call: %d, %d calls; want 8, 2", v, calls.Load())
 	}
 }
 
