@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -217,35 +218,59 @@ func TestHolder(t *testing.T) {
 	}
 }
 
+// TestWatch steps the watcher tick by tick: each step sends two ticks on an
+// unbuffered channel, and the second is only taken once the first has been
+// handled (reload included). Changes are atomic (rename, as editors save),
+// so a tick still being handled sees the file before or after, never half
+// written.
 func TestWatch(t *testing.T) {
 	dir := t.TempDir()
-	f := filepath.Join(dir, "policy.yaml")
+	f, g := filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "other.yaml")
 	writeFile(t, f, "roles: {}\n")
+	writeFile(t, g, "roles: {}\n")
 	var reloads atomic.Int32
+	tick := make(chan time.Time)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		Watch(ctx, 10*time.Millisecond, func() { reloads.Add(1) }, f)
+		watch(ctx, tick, func() { reloads.Add(1) }, []string{f, g})
 		close(done)
 	}()
-	time.Sleep(50 * time.Millisecond)
-	if n := reloads.Load(); n != 0 {
-		t.Fatalf("%d reloads without a change", n)
+	step := func() { tick <- time.Time{}; tick <- time.Time{} }
+	replace := func(path, content string) {
+		writeFile(t, path+".tmp", content)
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
 	}
-	writeFile(t, f, "roles: {r: {tools: [x]}}\n")
-	deadline := time.Now().Add(5 * time.Second)
-	for reloads.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if reloads.Load() == 0 {
-		t.Fatal("no reload after the file changed")
+	later := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name   string
+		change func()
+		want   int32
+	}{
+		{"no change", func() {}, 0},
+		{"new content", func() { replace(f, "roles: {r: {tools: [x]}}\n") }, 1},
+		{"same size, new mtime", func() { os.Chtimes(f, later, later) }, 2},
+		{"nothing more", func() {}, 2},
+		{"removed", func() { os.Remove(f) }, 3},
+		{"still missing", func() {}, 3},
+		{"back", func() { replace(f, "roles: {}\n") }, 4},
+		{"second file", func() { replace(g, "roles: {a: {}}\n") }, 5},
+	} {
+		tc.change()
+		step()
+		if n := reloads.Load(); n != tc.want {
+			t.Fatalf("%s: %d reloads, want %d", tc.name, n, tc.want)
+		}
 	}
 	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Watch did not return after cancel")
-	}
+	<-done
+
+	// Watch itself runs on a real ticker and returns when ctx ends.
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	Watch(ctx, 0, func() { t.Error("reload without a change") }, f)
 }
 
 func TestWithoutArguments(t *testing.T) {

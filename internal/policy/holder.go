@@ -43,17 +43,22 @@ func Watch(ctx context.Context, interval time.Duration, reload func(), files ...
 	if interval <= 0 {
 		interval = WatchInterval
 	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	watch(ctx, t.C, reload, files)
+}
+
+// watch is Watch driven by tick, so that tests step it without sleeping.
+func watch(ctx context.Context, tick <-chan time.Time, reload func(), files []string) {
 	last := make([]fileStamp, len(files))
 	for i, f := range files {
 		last[i] = stampOf(f)
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
 		changed := false
 		for i, f := range files {
