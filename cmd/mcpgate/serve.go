@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -96,6 +97,14 @@ func listen(addr, cmd string) (net.Listener, error) {
 	return ln, nil
 }
 
+// Test hooks: policyWatchInterval is how often serve polls the config and
+// policy files (zero: policy.WatchInterval); reloaded, if set, learns the
+// outcome of each policy reload.
+var (
+	policyWatchInterval time.Duration
+	reloaded            func(error)
+)
+
 // serve runs the gateway on ln until SIGTERM/SIGINT. The policy is reloaded, without
 // dropping connections, on SIGHUP and when the config or policy files change;
 // so are the signing keys (after `mcpgate keys rotate`).
@@ -122,6 +131,9 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath str
 		if err != nil {
 			log.Error("policy reload failed; keeping the previous policy", "err", err)
 		}
+		if reloaded != nil {
+			reloaded(err)
+		}
 		if err := srv.ReloadKeys(ctx); err != nil {
 			log.Error("signing key reload failed; keeping the loaded keys", "err", err)
 		}
@@ -135,7 +147,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath str
 		}
 	}()
 	if cfgPath != "" {
-		go policy.Watch(ctx, 0, reload, append([]string{cfgPath}, cfg.Policy.Files()...)...)
+		go policy.Watch(ctx, policyWatchInterval, reload, append([]string{cfgPath}, cfg.Policy.Files()...)...)
 	}
 
 	log.Info("mcpgate starting", append([]any{"version", version}, cfg.Summary()...)...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -55,49 +54,64 @@ users: { "sub:anonymous": [reader] }
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Watch every 20 ms, and hear of every reload: the test waits for those
+	// instead of sleeping through watch intervals.
+	reloads := make(chan error, 16)
+	policyWatchInterval, reloaded = 20*time.Millisecond, func(err error) { reloads <- err }
+	t.Cleanup(func() { policyWatchInterval, reloaded = 0, nil })
+	waitReload := func(wantErr bool) {
+		t.Helper()
+		select {
+		case err := <-reloads:
+			if (err != nil) != wantErr {
+				t.Fatalf("reload error %v, want an error: %v", err, wantErr)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reload within 10s")
+		}
+	}
+	// Each edit is one atomic change, as editors save: a file written in
+	// place can be read half-written (valid YAML with less in it) and its
+	// content and modification time seen by different polls. Each gets a
+	// distinct modification time, even on coarse file systems.
+	stamp := time.Now()
+	edit := func(text string) {
+		t.Helper()
+		write(policyPath+".tmp", text)
+		stamp = stamp.Add(time.Hour)
+		if err := os.Chtimes(policyPath+".tmp", stamp, stamp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(policyPath+".tmp", policyPath); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, cfg, ln, cfgPath, func() (*config.Config, error) { return config.Load(cfgPath, config.Overrides{}) })
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	url := "http://" + addr + "/mcp"
-	for i := 0; i < 50; i++ {
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	url := "http://" + addr + "/mcp" // bound already: no need to wait for it
 	cs := servertest.Connect(t, url, "unused", nil)
 	if got := servertest.ToolNames(t, cs); !slices.Equal(got, []string{"list_vms"}) {
 		t.Fatalf("before reload: %v", got)
 	}
 
-	time.Sleep(1100 * time.Millisecond) // a new mtime even on coarse file systems
-	write(policyPath, `
+	edit(`
 roles: { admin: { tools: ["*"] } }
 users: { "sub:anonymous": [admin] }
 `)
-	waitFor(t, func() bool { return slices.Contains(servertest.ToolNames(t, cs), "delete_vm") })
-
-	write(policyPath, "roles: [this is not a policy\n")
-	time.Sleep(3 * time.Second) // at least one watch interval
+	waitReload(false)
+	if got := servertest.ToolNames(t, cs); !slices.Contains(got, "delete_vm") {
+		t.Fatalf("after reload: %v", got)
+	}
+	edit("roles: [this is not a policy\n")
+	waitReload(true)
 	if got := servertest.ToolNames(t, cs); !slices.Contains(got, "delete_vm") {
 		t.Errorf("a broken policy edit replaced the working policy: %v", got)
 	}
 	if _, err := servertest.CallText(cs, "delete_vm", map[string]any{"vm_name": "dev-db"}); err != nil && !strings.Contains(err.Error(), "deleted") {
 		t.Errorf("session no longer works after reloads: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
