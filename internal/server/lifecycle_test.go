@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,11 +27,31 @@ import (
 )
 
 // TestGracefulShutdownDrainsInFlightCalls: a tool call in progress when
-// shutdown starts completes; new connections are refused afterwards.
+// shutdown starts completes; new connections are refused afterwards. The
+// backend holds the call until the listener is closed (shutdown has begun),
+// so the call is in flight at shutdown by construction, not by timing.
 func TestGracefulShutdownDrainsInFlightCalls(t *testing.T) {
 	idp := newTestIdP(t)
-	backend := httptest.NewServer(demo.Handler(demo.Options{}))
+	demoHandler := demo.Handler(demo.Options{})
+	inBackend, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if bytes.Contains(body, []byte(`"tools/call"`)) {
+			once.Do(func() { close(inBackend) })
+			<-release
+		}
+		demoHandler.ServeHTTP(w, r)
+	}))
 	t.Cleanup(backend.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
 	var url string
 	base, stop := servertest.StartControlled(t, func(base string) string {
 		url = base + "/mcp"
@@ -47,16 +70,34 @@ audit: { sink: none }
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := servertest.CallText(cs, "count", map[string]any{"to": 60}) // ~600 ms
+		out, err := servertest.CallText(cs, "count", map[string]any{"to": 5})
 		done <- result{out, err}
 	}()
-	time.Sleep(150 * time.Millisecond)
+	select {
+	case <-inBackend:
+	case r := <-done:
+		t.Fatalf("call ended before reaching the backend: %q, %v", r.out, r.err)
+	}
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
+	// Shutdown closes the listener first: once a dial is refused, it has begun.
+	addr := strings.TrimPrefix(base, "http://")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener still open 10s after shutdown began")
+		}
+	}
+	close(release)
 	r := <-done
-	if r.err != nil || r.out != "counted to 60" {
+	if r.err != nil || r.out != "counted to 5" {
 		t.Errorf("in-flight call during shutdown: %q, %v", r.out, r.err)
 	}
+	cs.Close() // ends the client's GET stream, which shutdown would wait for
 	select {
 	case <-stopped:
 	case <-time.After(10 * time.Second):
