@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,6 +144,17 @@ func childPID(t *testing.T, cs *mcp.ClientSession) int {
 		t.Fatalf("bad child pid %d", out.PID)
 	}
 	return out.PID
+}
+
+// startedPID is the child pid the bridge logged when session id started.
+func startedPID(t *testing.T, e *testEnv, id string) int {
+	t.Helper()
+	m := regexp.MustCompile(`msg="stdio: session started" session=` + regexp.QuoteMeta(id[:8]) + ` pid=(\d+)`).FindStringSubmatch(e.logs.String())
+	if m == nil {
+		t.Fatalf("no start logged for session %s:\n%s", id, e.logs)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid
 }
 
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
@@ -338,8 +351,10 @@ func TestMaxSessions(t *testing.T) {
 func TestIdleTimeoutStopsChild(t *testing.T) {
 	e := newTestEnv(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
 	cs := e.connect(t, clientOpts{noSSE: true})
-	pid := childPID(t, cs)
+	// From the log, not a tool call: on a loaded machine the session may
+	// idle out before a call after connect would arrive.
 	id := cs.ID()
+	pid := startedPID(t, e, id)
 	waitFor(t, "idle child to stop", func() bool { return !alive(pid) })
 	if resp := e.raw(t, http.MethodPost, id, toolsList); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("after idle timeout: status %d, want 404", resp.StatusCode)
@@ -359,7 +374,12 @@ func TestIdleTimeoutSparesActiveSessions(t *testing.T) {
 	}
 	listening := e.connect(t, clientOpts{}) // holds a GET stream open
 	pid := childPID(t, listening)
-	time.Sleep(1200 * time.Millisecond)
+	// A session without a stream, last used after the one above, idles out
+	// later: once it (and the slow one) has ended, the idle timeout has
+	// passed for the listening session too. A signal, not a sleep past the
+	// timeout.
+	e.connect(t, clientOpts{noSSE: true})
+	waitFor(t, "the stream-less sessions to idle out", func() bool { return e.b.Sessions() <= 1 })
 	if !alive(pid) {
 		t.Fatal("child of a session with an open GET stream was stopped")
 	}
