@@ -188,13 +188,16 @@ func TestSlowHonestBodyPasses(t *testing.T) {
 	c := slowPost(t, env.url, tok, len(body))
 	start := time.Now()
 	go func() { // 20 KB/s: 1.5 s for the body, five times the grace, 20 times the minimum rate
-		for rest := body; rest != ""; {
-			n := min(1000, len(rest))
-			if _, err := io.WriteString(c, rest[:n]); err != nil {
+		// Paced by the clock, not by counting sleeps: on a loaded machine
+		// (-race, shared CI) sleeps overrun and a sleep-counted body would
+		// outlast read_timeout (2 s); this one catches up instead.
+		const rate = 20_000
+		for sent := 0; sent < len(body); time.Sleep(50 * time.Millisecond) {
+			due := min(len(body), 1000+int(time.Since(start).Seconds()*rate))
+			if _, err := io.WriteString(c, body[sent:due]); err != nil {
 				return
 			}
-			rest = rest[n:]
-			time.Sleep(50 * time.Millisecond)
+			sent = due
 		}
 	}()
 	if status := readStatus(c, 5*time.Second); status != http.StatusOK {
