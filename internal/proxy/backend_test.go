@@ -1,0 +1,429 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/authn"
+)
+
+// recorder is a backend that records what it receives.
+type recorder struct {
+	mu     sync.Mutex
+	header http.Header
+	path   string
+	hits   int
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc.mu.Lock()
+	rc.header, rc.path = r.Header.Clone(), r.URL.Path
+	rc.hits++
+	rc.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+}
+
+func newTestBackend(t *testing.T, cfg BackendConfig, opts Options) *Backend {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "b"
+	}
+	cfg.SetDefaults(0)
+	b, err := NewBackend(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type upstreamFunc func(ctx context.Context, tsid string) (string, error)
+
+func (f upstreamFunc) UpstreamToken(ctx context.Context, tsid string) (string, error) {
+	return f(ctx, tsid)
+}
+
+// rpcError is a JSON-RPC error response as the proxy writes it.
+type rpcError struct {
+	ID    json.RawMessage `json:"id"`
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func decodeRPCError(t *testing.T, rec *httptest.ResponseRecorder) rpcError {
+	t.Helper()
+	var e rpcError
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+		t.Fatalf("body %q: %v", rec.Body, err)
+	}
+	if ct, cc := rec.Header().Get("Content-Type"), rec.Header().Get("Cache-Control"); ct != "application/json" || cc != "no-store" {
+		t.Errorf("Content-Type %q, Cache-Control %q", ct, cc)
+	}
+	return e
+}
+
+// TestUpstreamTokenCredential: the caller's upstream token (looked up by
+// the token session) replaces the client's credential; without one the
+// request fails with 502 and never reaches the backend unauthenticated.
+func TestUpstreamTokenCredential(t *testing.T) {
+	rc := &recorder{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	var logs bytes.Buffer
+	upstream := upstreamFunc(func(_ context.Context, tsid string) (string, error) {
+		if tsid == "tsid-1" {
+			return "upstream-access-token", nil
+		}
+		return "", errors.New("no upstream grant for this session")
+	})
+	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "upstream_token"}},
+		Options{UpstreamTokens: upstream, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+
+	for _, tc := range []struct {
+		name     string
+		p        *authn.Principal
+		wantAuth string // what the backend gets; "" = not reached
+	}{
+		{"the session's token", &authn.Principal{Subject: "alice", SessionID: "tsid-1"}, "Bearer upstream-access-token"},
+		{"no principal", nil, ""},
+		{"no token session (a token of another issuer)", &authn.Principal{Subject: "alice"}, ""},
+		{"no upstream grant", &authn.Principal{Subject: "alice", SessionID: "tsid-2"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc.mu.Lock()
+			rc.hits = 0
+			rc.mu.Unlock()
+			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/list"}`))
+			req.Header.Set("Authorization", "Bearer client-token-for-the-gateway")
+			st := &Status{RPCID: []byte("7")}
+			ctx := WithStatus(req.Context(), st)
+			if tc.p != nil {
+				ctx = WithPrincipal(ctx, tc.p)
+			}
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, req.WithContext(ctx))
+			rc.mu.Lock()
+			hits, got := rc.hits, rc.header.Get("Authorization")
+			rc.mu.Unlock()
+			if tc.wantAuth != "" {
+				if rec.Code != 200 || hits != 1 || got != tc.wantAuth {
+					t.Fatalf("status %d, %d hits, backend Authorization %q; want 200, 1, %q", rec.Code, hits, got, tc.wantAuth)
+				}
+				return
+			}
+			if rec.Code != http.StatusBadGateway || hits != 0 || !st.BackendError {
+				t.Fatalf("status %d, %d backend hits, BackendError %v; want 502, 0, true", rec.Code, hits, st.BackendError)
+			}
+			if e := decodeRPCError(t, rec); string(e.ID) != "7" || e.Error.Code != -32603 || e.Error.Message != "backend credential unavailable: sign in again" {
+				t.Errorf("error body %s", rec.Body)
+			}
+		})
+	}
+	if strings.Contains(logs.String(), "upstream-access-token") || strings.Contains(logs.String(), "client-token") {
+		t.Errorf("a token reached the log:\n%s", logs.String())
+	}
+
+	// upstream_token needs the built-in authorization server.
+	cfg := BackendConfig{Name: "b", URL: srv.URL, Credential: CredentialConfig{Type: "upstream_token"}}
+	cfg.SetDefaults(0)
+	if _, err := NewBackend(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "authorization_server") {
+		t.Errorf("upstream_token without an authorization server: %v", err)
+	}
+	if _, err := NewBackend(BackendConfig{Name: "b", URL: "http://[::1"}, Options{}); err == nil {
+		t.Error("unparsable URL accepted")
+	}
+}
+
+// TestIdentityHeaders: the principal's identity, in the configured headers,
+// replaces whatever the client sent under those names.
+func TestIdentityHeaders(t *testing.T) {
+	rc := &recorder{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	ih := IdentityHeaders{User: "X-Mcp-User", Email: "X-Mcp-Email", Groups: "X-Mcp-Groups", Subject: "X-Mcp-Subject"}
+	// forward_headers may not name identity headers (Validate refuses it);
+	// forwarding them here shows that the principal's values still win.
+	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp", IdentityHeaders: ih,
+		ForwardHeaders: []string{"X-Mcp-User", "X-Mcp-Email", "X-Mcp-Groups", "X-Mcp-Subject"}}, Options{})
+	for _, tc := range []struct {
+		name string
+		p    *authn.Principal
+		want map[string]string
+	}{
+		{"full principal", &authn.Principal{Subject: "u-1", Username: "alice", Email: "alice@example.com", Groups: []string{"admins", "ops"}},
+			map[string]string{"X-Mcp-User": "alice", "X-Mcp-Email": "alice@example.com", "X-Mcp-Groups": "admins,ops", "X-Mcp-Subject": "u-1"}},
+		{"subject only", &authn.Principal{Subject: "u-2"},
+			map[string]string{"X-Mcp-User": "u-2", "X-Mcp-Email": "", "X-Mcp-Groups": "", "X-Mcp-Subject": "u-2"}},
+		{"no principal", nil,
+			map[string]string{"X-Mcp-User": "", "X-Mcp-Email": "", "X-Mcp-Groups": "", "X-Mcp-Subject": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
+			for _, h := range []string{"X-Mcp-User", "X-Mcp-Email", "X-Mcp-Groups", "X-Mcp-Subject"} {
+				req.Header.Set(h, "forged")
+			}
+			if tc.p != nil {
+				req = req.WithContext(WithPrincipal(req.Context(), tc.p))
+			}
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				t.Fatalf("status %d", rec.Code)
+			}
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			for k, v := range tc.want {
+				if got := strings.Join(rc.header.Values(k), ","); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+// TestBackendFailures: a backend that cannot be reached answers 502, one
+// that is too slow with its headers 504, both as JSON-RPC errors carrying
+// the call's id (null without one), with details only in the log; a client
+// that went away gets nothing written.
+func TestBackendFailures(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // then the server notices when the proxy hangs up
+		<-r.Context().Done()        // never answers; ends when the proxy gives up
+	}))
+	defer slow.Close()
+
+	for _, tc := range []struct {
+		name    string
+		cfg     BackendConfig
+		id      []byte // Status.RPCID; nil = no Status attached
+		status  int
+		wantID  string
+		wantMsg string
+	}{
+		{"refused", BackendConfig{URL: deadURL + "/mcp"}, []byte(`"call-1"`), 502, `"call-1"`, "backend unavailable"},
+		{"refused, no call id", BackendConfig{URL: deadURL + "/mcp"}, nil, 502, "null", "backend unavailable"},
+		{"response headers too slow", BackendConfig{URL: slow.URL + "/mcp", ResponseHeaderTimeout: 100 * time.Millisecond},
+			[]byte("42"), 504, "42", "backend timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			b := newTestBackend(t, tc.cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
+			var st *Status
+			if tc.id != nil {
+				st = &Status{RPCID: tc.id}
+				req = req.WithContext(WithStatus(req.Context(), st))
+			}
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d", rec.Code, tc.status)
+			}
+			e := decodeRPCError(t, rec)
+			if string(e.ID) != tc.wantID || e.Error.Code != -32603 || e.Error.Message != tc.wantMsg {
+				t.Errorf("body %s, want id %s and %q", rec.Body, tc.wantID, tc.wantMsg)
+			}
+			if strings.Contains(rec.Body.String(), "127.0.0.1") {
+				t.Errorf("backend address leaked to the client: %s", rec.Body)
+			}
+			if st != nil && !st.BackendError {
+				t.Error("Status.BackendError not set")
+			}
+			if !strings.Contains(logs.String(), "backend request failed") {
+				t.Errorf("failure not logged:\n%s", logs.String())
+			}
+		})
+	}
+
+	t.Run("client gone", func(t *testing.T) {
+		b := newTestBackend(t, BackendConfig{URL: slow.URL + "/mcp"}, Options{Logger: slog.New(slog.DiscardHandler)})
+		ctx, cancel := context.WithCancel(context.Background())
+		st := &Status{}
+		req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(WithStatus(ctx, st))
+		rec := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() { b.ServeHTTP(rec, req); close(done) }()
+		cancel()
+		<-done
+		if rec.Body.Len() != 0 || st.BackendError {
+			t.Errorf("answered a client that went away: %d %q, BackendError %v", rec.Code, rec.Body, st.BackendError)
+		}
+	})
+}
+
+// TestResponseHandling: backend cookies never reach the client (they would
+// be scoped to the gateway's origin), the response filter runs, and a
+// filter's refusal is a 502.
+func TestResponseHandling(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "backend", Value: "x"})
+		w.Header().Set("X-Backend", "yes")
+		io.WriteString(w, "original")
+	}))
+	defer srv.Close()
+	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp"}, Options{Logger: slog.New(slog.DiscardHandler)})
+	for _, tc := range []struct {
+		name   string
+		filter ResponseFilter
+		status int
+		body   string
+	}{
+		{"no filter", nil, 200, "original"},
+		{"rewriting filter", func(resp *http.Response) error {
+			resp.Body = io.NopCloser(strings.NewReader("filtered"))
+			resp.ContentLength = -1
+			resp.Header.Del("Content-Length")
+			return nil
+		}, 200, "filtered"},
+		{"refusing filter", func(*http.Response) error { return errors.New("list not readable") }, 502, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &Status{}
+			ctx := WithStatus(context.Background(), st)
+			if tc.filter != nil {
+				ctx = WithResponseFilter(ctx, tc.filter)
+			}
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(ctx))
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d", rec.Code, tc.status)
+			}
+			if c := rec.Header().Values("Set-Cookie"); len(c) != 0 {
+				t.Errorf("backend cookie passed on: %q", c)
+			}
+			if tc.status == 200 {
+				if rec.Body.String() != tc.body || rec.Header().Get("X-Backend") != "yes" {
+					t.Errorf("body %q, X-Backend %q", rec.Body, rec.Header().Get("X-Backend"))
+				}
+			} else if !st.BackendError || strings.Contains(rec.Body.String(), "not readable") {
+				t.Errorf("refusal: BackendError %v, body %q", st.BackendError, rec.Body)
+			}
+		})
+	}
+}
+
+// TestStreamingFlush: each SSE event reaches the client as the backend
+// writes it. The backend sends its second event only after the client has
+// read the first, so a proxy that buffered would deadlock the test.
+func TestStreamingFlush(t *testing.T) {
+	firstRead := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message\ndata: one\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-firstRead:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "event: message\ndata: two\n\n")
+	}))
+	defer srv.Close()
+	front := httptest.NewServer(newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp"}, Options{}))
+	defer front.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", front.URL+"/mcp", strings.NewReader("{}"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	readData := func() string {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended: %v (a buffered first event never arrives before the deadline)", err)
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok {
+				return strings.TrimSpace(d)
+			}
+		}
+	}
+	if got := readData(); got != "one" {
+		t.Fatalf("first event %q", got)
+	}
+	close(firstRead)
+	if got := readData(); got != "two" {
+		t.Fatalf("second event %q", got)
+	}
+}
+
+// TestPooledTransport: the per-backend transport is configured from the
+// backend's settings, ignores the host's proxy environment, and keeps
+// connections alive across requests.
+func TestPooledTransport(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(&recorder{})
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp", MaxIdleConns: 7, DialTimeout: 3 * time.Second,
+		ResponseHeaderTimeout: 4 * time.Second}, Options{})
+	tr, ok := b.rp.Transport.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport is %T", b.rp.Transport)
+	}
+	if tr.Proxy != nil {
+		t.Error("transport follows the host's HTTP_PROXY")
+	}
+	if tr.MaxIdleConns != 7 || tr.MaxIdleConnsPerHost != 7 || tr.ResponseHeaderTimeout != 4*time.Second {
+		t.Errorf("MaxIdleConns %d, MaxIdleConnsPerHost %d, ResponseHeaderTimeout %s", tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.ResponseHeaderTimeout)
+	}
+	if b.rp.FlushInterval != -1 || b.rp.BufferPool == nil {
+		t.Errorf("FlushInterval %s, BufferPool %v: responses would be buffered or copied with fresh buffers", b.rp.FlushInterval, b.rp.BufferPool)
+	}
+	for range 20 {
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("POST", "http://gw.example/other/path?x=1", strings.NewReader("{}")))
+		if rec.Code != 200 {
+			t.Fatalf("status %d", rec.Code)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 sequential requests opened %d connections, want 1 (keep-alive)", n)
+	}
+}
+
+// TestRequestGoesToTheConfiguredEndpoint: whatever path the client used,
+// the backend gets its configured URL's path and host.
+func TestRequestGoesToTheConfiguredEndpoint(t *testing.T) {
+	rc := &recorder{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/api/mcp"}, Options{})
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequest("POST", "http://gw.example/team/mcp", strings.NewReader("{}")))
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rec.Code != 200 || rc.path != "/api/mcp" {
+		t.Errorf("status %d, backend path %q; want 200, /api/mcp", rec.Code, rc.path)
+	}
+	if got := rc.header.Get("X-Forwarded-Host"); got != "gw.example" {
+		t.Errorf("X-Forwarded-Host %q", got)
+	}
+}
