@@ -51,7 +51,9 @@ func checkRun(t *testing.T, rep *report, scenarios []string) {
 }
 
 func TestHarnessInProcess(t *testing.T) {
-	o := options{Concurrency: 2, Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond, Rounds: 1,
+	// A second of load, as TestHarnessExternal: under -race on a busy
+	// 2-core machine no request finished within 400 ms.
+	o := options{Concurrency: 2, Duration: time.Second, Warmup: 100 * time.Millisecond, Rounds: 1,
 		Scenarios: []string{scenarioCall, scenarioList}, Tools: 100, InProcess: true, Settle: 50 * time.Millisecond}
 	rep, err := run(context.Background(), o)
 	if err != nil {
