@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -46,8 +48,9 @@ security:
 	c.Close()
 
 	// Two held requests fill this address's bound: the third gets 429.
+	var held []net.Conn
 	for range 2 {
-		slowPost(t, base+"/register", "x", 100)
+		held = append(held, slowPost(t, base+"/register", "x", 100))
 	}
 	time.Sleep(100 * time.Millisecond)
 	resp, err := http.Post(base+"/token", "application/x-www-form-urlencoded", nil)
@@ -59,8 +62,15 @@ security:
 		t.Errorf("third request in flight: %d (Retry-After %q), want 429", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 
-	// Upgrades are refused here too (after the held requests end).
-	time.Sleep(600 * time.Millisecond)
+	// Upgrades are refused here too, once the held requests have ended: the
+	// server closes each connection (after its 408) only when its handler,
+	// and so its in-flight slot, is done.
+	for _, c := range held {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("held request did not end: %v", err)
+		}
+	}
 	req, _ := http.NewRequest("GET", base+"/.well-known/oauth-authorization-server", nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
