@@ -121,7 +121,8 @@ func configCheck(t *testing.T, docs map[string]object, existingSecret map[string
 		}
 	}
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
-	for _, e := range dig(c, "env").([]any) {
+	envList, _ := dig(c, "env").([]any)
+	for _, e := range envList {
 		v, _ := dig(e, "value").(string)
 		env = append(env, dig(e, "name").(string)+"="+strings.Replace(v, mount+"/", secrets+"/", 1))
 	}
@@ -277,6 +278,9 @@ func TestChartJWTExistingSecret(t *testing.T) {
 		t.Error("a Secret is rendered although secrets.existingSecret is set")
 	}
 	cfg := dig(docs["ConfigMap"], "data", "config.yaml").(string)
+	if dig(container(t, docs), "env") != nil {
+		t.Errorf("env = %v, want none", dig(container(t, docs), "env"))
+	}
 	if strings.Contains(cfg, "encryption_key_file") || strings.Contains(cfg, "store:") {
 		t.Errorf("jwt mode config has authorization-server keys:\n%s", cfg)
 	}
@@ -290,19 +294,19 @@ func TestChartRefuses(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"sqlite with two replicas", []string{"--set", "store.driver=sqlite"}, "replicaCount"},
-		{"sqlite with autoscaling", []string{"--set", "store.driver=sqlite", "--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}, "autoscaling"},
-		{"config.listen (owned by the chart)", []string{"--set", "config.listen=0.0.0.0:9999"}, "config"},
-		{"config.encryption_key", []string{"--set", "config.encryption_key=" + testKey}, "config"},
-		{"config.store", []string{"--set", "config.store.driver=memory"}, "config"},
-		{"writable root fs", []string{"--set", "securityContext.readOnlyRootFilesystem=false"}, "readOnlyRootFilesystem"},
-		{"added capability", []string{"--set", "securityContext.capabilities.add[0]=NET_ADMIN"}, "add"},
-		{"root", []string{"--set", "podSecurityContext.runAsNonRoot=false"}, "runAsNonRoot"},
-		{"internal endpoint (not served yet)", []string{"--set", "networkPolicy.internalEndpoint.enabled=true"}, "internalEndpoint"},
-		{"secret as env value", []string{"--set", "extraEnv[0].name=X", "--set", "extraEnv[0].valueFrom.secretKeyRef.name=s"}, "extraEnv"},
-		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
-		{"no replicas", []string{"--set", "replicaCount=0"}, "replicaCount"},
-		{"bad secret ref name", []string{"--set", "secrets.refs[0]=A-B"}, "refs"},
+		{"sqlite with two replicas", []string{"--set", "store.driver=sqlite"}, "'/replicaCount': value must be 1"},
+		{"sqlite with autoscaling", []string{"--set", "store.driver=sqlite", "--set", "replicaCount=1", "--set", "autoscaling.enabled=true"}, "'/autoscaling/enabled': value must be false"},
+		{"config.listen (owned by the chart)", []string{"--set", "config.listen=0.0.0.0:9999"}, "'/config': 'not' failed"},
+		{"config.encryption_key", []string{"--set", "config.encryption_key=" + testKey}, "'/config': 'not' failed"},
+		{"config.store", []string{"--set", "config.store.driver=memory"}, "'/config': 'not' failed"},
+		{"writable root fs", []string{"--set", "securityContext.readOnlyRootFilesystem=false"}, "'/securityContext/readOnlyRootFilesystem'"},
+		{"added capability", []string{"--set", "securityContext.capabilities.add[0]=NET_ADMIN"}, "'/securityContext/capabilities/add'"},
+		{"root", []string{"--set", "podSecurityContext.runAsNonRoot=false"}, "'/podSecurityContext/runAsNonRoot'"},
+		{"internal endpoint (not served yet)", []string{"--set", "networkPolicy.internalEndpoint.enabled=true"}, "'/networkPolicy/internalEndpoint/enabled': value must be false"},
+		{"secret as env value", []string{"--set", "extraEnv[0].name=X", "--set", "extraEnv[0].valueFrom.secretKeyRef.name=s"}, "'/extraEnv/0'"},
+		{"unknown value", []string{"--set", "replicas=3"}, "additional properties 'replicas' not allowed"},
+		{"no replicas", []string{"--set", "replicaCount=0"}, "'/replicaCount': minimum"},
+		{"bad secret ref name", []string{"--set", "secrets.refs[0]=A-B"}, "'/secrets/refs/0'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := render(t, append(append([]string{}, requiredSecrets...), tc.args...)...)
