@@ -70,6 +70,21 @@ for table in examples/policies/*.test.yaml; do
   go run ./cmd/mcpgate policy test "$table" | tail -1 || FAILED_STEPS+=("policy-test:$table")
 done
 
+# helm.sh/helm/v4 is a Go tool of its own module (tools/helm), so mcpgate's go.mod
+# does not pull in k8s.io. Built here, timed, so go test ./deploy/helm (which
+# renders the chart and runs `mcpgate config check` on its config) reuses it.
+step "helm lint (deploy/helm/mcpgate)"
+helm_start=$SECONDS
+if go tool -modfile=tools/helm/go.mod helm version; then
+  echo "helm CLI ready in $((SECONDS - helm_start))s"
+  go tool -modfile=tools/helm/go.mod helm lint --strict deploy/helm/mcpgate \
+    --set secrets.encryptionKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= \
+    --set secrets.storeDSN=postgres://mcpgate@postgres/mcpgate --set secrets.values.OIDC_CLIENT_SECRET=s \
+    || FAILED_STEPS+=(helm-lint)
+else
+  FAILED_STEPS+=(helm-build)
+fi
+
 # ---------------------------------------------------------------- go tests
 # One pass, with the race detector, over every package: a second plain pass
 # would find nothing the race pass does not (the race build runs the same

@@ -2,7 +2,10 @@
 package metrics
 
 import (
+	"net/http"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -105,3 +108,66 @@ func (g *Gateway) AuditFailure() {
 	}
 	g.auditFailures.Inc()
 }
+
+// AuthServer times the built-in authorization server's endpoints. A nil
+// *AuthServer is a no-op.
+type AuthServer struct {
+	duration *prometheus.HistogramVec
+}
+
+// AuthServerEndpoints are the values of the endpoint label: the server's
+// code names the endpoint of a route, never the request path, so the label
+// set is fixed.
+var AuthServerEndpoints = []string{
+	"metadata", "authorize", "callback", "login", "consent", "token", "register", "revoke", "introspect", "jwks",
+}
+
+// NewAuthServer creates the collector and registers it with reg.
+func NewAuthServer(reg prometheus.Registerer) *AuthServer {
+	a := &AuthServer{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "mcpgate_authserver_request_duration_seconds",
+		Help:    "Time to answer a request to the authorization server, by endpoint and HTTP status.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"endpoint", "status"})}
+	reg.MustRegister(a.duration)
+	return a
+}
+
+// Instrument times h under endpoint, which must be one of
+// AuthServerEndpoints (anything else is labelled "other").
+func (a *AuthServer) Instrument(endpoint string, h http.Handler) http.Handler {
+	if a == nil {
+		return h
+	}
+	if !slices.Contains(AuthServerEndpoints, endpoint) {
+		endpoint = OtherMethod
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		a.duration.WithLabelValues(endpoint, statusLabel(sw.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusWriter records the status a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

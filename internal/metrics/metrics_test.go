@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,5 +59,61 @@ func TestMethodLabel(t *testing.T) {
 		if got := MethodLabel(in); got != want {
 			t.Errorf("MethodLabel(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The authorization server's endpoints are timed under a fixed endpoint
+// label and a bounded status label.
+func TestAuthServerInstrument(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a := NewAuthServer(reg)
+	handler := func(status int) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if status != 0 {
+				w.WriteHeader(status)
+			}
+			w.Write([]byte("{}"))
+		})
+	}
+	for _, tc := range []struct {
+		endpoint string
+		status   int
+	}{
+		{"token", 0}, // implicit 200
+		{"token", http.StatusBadRequest},
+		{"token", http.StatusEarlyHints}, // informational, then 200
+		{"/evil/path", http.StatusOK},    // not an endpoint name: "other"
+	} {
+		a.Instrument(tc.endpoint, handler(tc.status)).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/token", nil))
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "mcpgate_authserver_request_duration_seconds" {
+			t.Fatalf("unexpected family %s", mf.GetName())
+		}
+		for _, m := range mf.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += l.GetName() + "=" + l.GetValue() + ","
+			}
+			got[key] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	want := map[string]uint64{
+		"endpoint=token,status=400,": 1,
+		"endpoint=token,status=200,": 2,
+		"endpoint=other,status=200,": 1,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("series = %v, want %v", got, want)
+	}
+	var nilA *AuthServer
+	h := handler(0)
+	if got := nilA.Instrument("token", h); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", h) {
+		t.Error("a nil *AuthServer must return the handler unchanged")
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/keys"
+	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/backends"
 )
@@ -89,8 +92,9 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	// The handler sets its own CORS headers on the credential-less endpoints
 	// (metadata, jwks, token, register, revoke, introspect).
 	h := as.Handler()
+	timed := metrics.NewAuthServer(s.registry)
 	for _, p := range as.Routes() {
-		mux.Handle(p, h)
+		mux.Handle(p, timed.Instrument(asEndpoint(p), h))
 	}
 	return as, nil
 }
@@ -103,6 +107,16 @@ func resourceNames(cfg *config.Config) map[string]string {
 		m[cfg.PublicURL+b.Path] = b.Name
 	}
 	return m
+}
+
+// asEndpoint names a route of the authorization server for the endpoint
+// label of its latency metric: "metadata" for the well-known documents, else
+// the last path segment (token, authorize, ...).
+func asEndpoint(route string) string {
+	if strings.Contains(route, "/.well-known/") {
+		return "metadata"
+	}
+	return path.Base(route)
 }
 
 // ReloadKeys re-reads the authorization server's signing keys from the store
