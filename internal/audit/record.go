@@ -145,11 +145,8 @@ func Millis(d time.Duration) float64 {
 	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
 }
 
-// MarshalJSON writes Time as RFC 3339 UTC with microseconds.
+// MarshalJSON writes Time as RFC 3339 UTC with microseconds, then the other
+// fields in declaration order (see appendJSON).
 func (r Record) MarshalJSON() ([]byte, error) {
-	type plain Record // no methods: avoids recursion
-	return json.Marshal(struct {
-		Time string `json:"time"` // shadows plain.Time
-		plain
-	}{r.Time.UTC().Format(timeLayout), plain(r)})
+	return r.appendJSON(make([]byte, 0, 512+len(r.Args)))
 }
