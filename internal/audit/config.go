@@ -52,8 +52,8 @@ const MinHMACKeyBytes = 32
 // mcpgate_audit_write_failures_total, logs it, and writes a RECORDS_LOST
 // record with the count once writing works again.
 type Config struct {
-	Sink       string `yaml:"sink"` // stdout (default) | file | none; file is implied when only path is set
-	Path       string `yaml:"path"`
+	Sink       string `yaml:"sink"`        // stdout (default) | file | none; file is implied when only path is set
+	Path       string `yaml:"path"`        // file sink: the log file (MCPGATE_AUDIT_PATH)
 	MaxSizeMB  int    `yaml:"max_size_mb"` // rotate when the file would grow past this; default 100
 	MaxBackups int    `yaml:"max_backups"` // rotated files to keep; 0 (default) keeps all
 

@@ -45,6 +45,9 @@ var supportedAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", 
 
 // Config is the authn section of the gateway configuration.
 type Config struct {
+	// Mode is required, there is no default: jwt | introspection |
+	// trusted_header | authorization_server | none. none is refused unless
+	// listen is a loopback address.
 	Mode          Mode                `yaml:"mode"`
 	JWT           JWTConfig           `yaml:"jwt"`
 	Introspection IntrospectionConfig `yaml:"introspection"`
@@ -120,6 +123,8 @@ func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 // JWTConfig configures verification of JWT access tokens (RFC 9068) from one
 // or more trusted issuers.
 type JWTConfig struct {
+	// Issuers are the trusted token issuers; a token is checked against the
+	// one its iss names. At least one is required.
 	Issuers []IssuerConfig `yaml:"issuers"`
 }
 
@@ -296,11 +301,13 @@ type IntrospectionConfig struct {
 	Endpoint string `yaml:"endpoint"`
 	// Issuer, if set, is used for discovery and must equal a response's iss.
 	Issuer string `yaml:"issuer"`
-	// ClientID and ClientSecret authenticate us to the endpoint (RFC 7662 §2.1).
-	ClientID     string `yaml:"client_id"`
-	ClientSecret string `yaml:"client_secret"`
-	// AuthMethod is "basic" (client_secret_basic, default) or "post"
-	// (client_secret_post), RFC 6749 §2.3.1.
+	// ClientID authenticates the gateway to the endpoint (RFC 7662 §2.1).
+	ClientID string `yaml:"client_id"`
+	// ClientSecret is ClientID's secret.
+	ClientSecret string `yaml:"client_secret" secret:"true"`
+	// AuthMethod is how the client authenticates (RFC 6749 §2.3.1):
+	// basic | post | client_secret_basic | client_secret_post; basic (the
+	// default) is client_secret_basic, post is client_secret_post.
 	AuthMethod string `yaml:"auth_method"`
 	// Audience: the response's aud must contain one of these. Required; a
 	// response without aud is rejected.

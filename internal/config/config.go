@@ -38,11 +38,13 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// PublicURL is the externally visible base URL. The canonical MCP resource
 	// URI is PublicURL + the backend's path. Default: http(s)://<listen>.
-	PublicURL string                `yaml:"public_url"`
-	TLS       TLSConfig             `yaml:"tls"`
-	Log       LogConfig             `yaml:"log"`
-	Auth      AuthConfig            `yaml:"auth"`
-	Policy    policy.Config         `yaml:"policy"`
+	PublicURL string        `yaml:"public_url"`
+	TLS       TLSConfig     `yaml:"tls"`
+	Log       LogConfig     `yaml:"log"`
+	Auth      AuthConfig    `yaml:"auth"`
+	Policy    policy.Config `yaml:"policy"`
+	// Backends are the MCP servers behind the gateway, each served at its
+	// own path. At least one is required.
 	Backends  []proxy.BackendConfig `yaml:"backends"`
 	Audit     audit.Config          `yaml:"audit"`
 	Store     store.Config          `yaml:"store"`
@@ -53,7 +55,7 @@ type Config struct {
 	// 32 bytes, base64. Prefer EncryptionKeyFile: a key in the config file
 	// or the environment (MCPGATE_ENCRYPTION_KEY) is readable wherever they
 	// are.
-	EncryptionKey string `yaml:"encryption_key"`
+	EncryptionKey string `yaml:"encryption_key" secret:"true"`
 	// EncryptionKeyFile is a file holding EncryptionKey (mode 0600, owned
 	// by the gateway's user); also MCPGATE_ENCRYPTION_KEY_FILE.
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
@@ -68,8 +70,11 @@ type Config struct {
 
 // TLSConfig enables HTTPS on the listener.
 type TLSConfig struct {
+	// CertFile is the PEM certificate chain. With KeyFile set too, the
+	// gateway serves HTTPS and sends HSTS.
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile is the PEM private key of CertFile.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Enabled reports whether the gateway terminates TLS itself.
@@ -83,6 +88,10 @@ type LogConfig struct {
 
 // MetricsConfig exposes Prometheus metrics at /metrics.
 type MetricsConfig struct {
+	// Enabled serves /metrics. The mcp_method label of
+	// mcpgate_requests_total takes the known MCP methods only (every other
+	// method counts as other); tool, prompt and resource names are never
+	// labels, so a client cannot grow the series.
 	Enabled bool `yaml:"enabled"`
 }
 

@@ -51,9 +51,13 @@ type BackendConfig struct {
 
 // IdentityHeaders names the request headers carrying the caller's identity.
 type IdentityHeaders struct {
-	User    string `yaml:"user"`
-	Email   string `yaml:"email"`
-	Groups  string `yaml:"groups"`
+	// User names the header that carries the user's display name.
+	User string `yaml:"user"`
+	// Email names the header that carries the user's email address.
+	Email string `yaml:"email"`
+	// Groups names the header that carries the user's groups, comma-separated.
+	Groups string `yaml:"groups"`
+	// Subject names the header that carries the user's subject (sub).
 	Subject string `yaml:"subject"`
 }
 
@@ -64,7 +68,7 @@ type CredentialConfig struct {
 	// Header for static credentials (default Authorization).
 	Header string `yaml:"header"`
 	// Value for static credentials, e.g. "Bearer ${BACKEND_TOKEN}".
-	Value string `yaml:"value"`
+	Value string `yaml:"value" secret:"true"`
 }
 
 // IsStdio reports whether the backend is a stdio command.

@@ -35,8 +35,10 @@ import (
 
 // Limit is a token bucket: RPS tokens per second, up to Burst.
 type Limit struct {
-	RPS   float64 `yaml:"rps"`
-	Burst int     `yaml:"burst"`
+	// RPS is the sustained rate, in requests per second.
+	RPS float64 `yaml:"rps"`
+	// Burst is how many requests may arrive at once above the rate.
+	Burst int `yaml:"burst"`
 }
 
 // Config is the `rate_limit:` section.

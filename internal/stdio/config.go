@@ -33,7 +33,7 @@ type Config struct {
 	// Env is added to a minimal environment (PATH and HOME of the gateway);
 	// nothing else of the gateway's environment, which holds its secrets,
 	// reaches the child.
-	Env map[string]string `yaml:"env"`
+	Env map[string]string `yaml:"env" secret:"true"`
 	// Dir is the child's working directory (default: the gateway's).
 	Dir string `yaml:"dir"`
 	// MaxSessions bounds concurrent sessions, hence child processes

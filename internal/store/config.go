@@ -22,12 +22,12 @@ const DefaultSweepInterval = 5 * time.Minute
 
 // Config is the `store:` section of the configuration file.
 type Config struct {
-	// Driver is sqlite (default, embedded), postgres (shared by replicas) or
-	// memory (tests and development only: all state is lost on restart).
+	// Driver is sqlite | postgres | memory: sqlite (default, embedded),
+	// postgres (shared by replicas) or memory (tests and development only: all state is lost on restart).
 	Driver string `yaml:"driver"`
 	// DSN is the SQLite file path or a PostgreSQL connection string
 	// (postgres://user:pass@host/db?sslmode=verify-full).
-	DSN string `yaml:"dsn"`
+	DSN string `yaml:"dsn" secret:"true"`
 	// SweepInterval is how often expired objects are deleted (0 = default).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
