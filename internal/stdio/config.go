@@ -62,7 +62,9 @@ type Config struct {
 
 // RunAs is a uid and gid (numeric, as in /etc/passwd) to run children as.
 type RunAs struct {
+	// UID is the children's numeric user id, not root (1 or more).
 	UID int `yaml:"uid"`
+	// GID is the children's numeric group id, not root (1 or more).
 	GID int `yaml:"gid"`
 }
 
