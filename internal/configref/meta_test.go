@@ -116,7 +116,7 @@ var secretName = regexp.MustCompile(`(^|_)(secret|password|token|key|dsn)(_|$)|^
 
 // notSecret are keys whose names look like credentials but are not.
 var notSecret = map[string]bool{
-	"audit.hmac_key_env": true, // names the variable, holds no key
+	"audit.hmac_key_env":  true, // names the variable, holds no key
 	"tls.key_file":        true, // a path; the file's mode protects it
 	"encryption_key_file": true, // likewise
 }
