@@ -34,10 +34,13 @@ const (
 
 // Config is the whole gateway configuration.
 type Config struct {
-	// Listen is the address to listen on (default 127.0.0.1:8080).
+	// Listen is the address to listen on, host:port (default
+	// 127.0.0.1:8080). Overridden by MCPGATE_LISTEN and --listen.
 	Listen string `yaml:"listen"`
 	// PublicURL is the externally visible base URL. The canonical MCP resource
-	// URI is PublicURL + the backend's path. Default: http(s)://<listen>.
+	// URI of a backend is PublicURL + the backend's path. It must be https
+	// unless its host is loopback or security.allow_insecure_http is set.
+	// Overridden by MCPGATE_PUBLIC_URL and --public-url.
 	PublicURL string        `yaml:"public_url"`
 	TLS       TLSConfig     `yaml:"tls"`
 	Log       LogConfig     `yaml:"log"`
@@ -57,10 +60,12 @@ type Config struct {
 	// are.
 	EncryptionKey string `yaml:"encryption_key" secret:"true"`
 	// EncryptionKeyFile is a file holding EncryptionKey (mode 0600, owned
-	// by the gateway's user); also MCPGATE_ENCRYPTION_KEY_FILE.
+	// by the gateway's user: openssl rand -base64 32 > key; chmod 600 key);
+	// also MCPGATE_ENCRYPTION_KEY_FILE. Not together with EncryptionKey;
+	// one of them is required in authorization_server mode.
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
 	// ShutdownTimeout is how long SIGTERM waits for in-flight requests and
-	// streams to finish (default 30s).
+	// SSE streams to finish (default 30s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// publicURLDefaulted records that public_url was derived from listen
