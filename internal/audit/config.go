@@ -60,13 +60,21 @@ type Config struct {
 	Fsync         string        `yaml:"fsync"`          // always | interval (default) | never
 	FsyncInterval time.Duration `yaml:"fsync_interval"` // default 1s
 
-	RedactKeys   []string `yaml:"redact_keys"`    // added to DefaultRedactKeys
-	MaxArgsBytes int      `yaml:"max_args_bytes"` // default 4096
-	OnError      string   `yaml:"on_error"`       // fail (default) | continue
+	// RedactKeys are argument keys masked at any depth, added to the
+	// defaults (password, secret, token, …).
+	RedactKeys []string `yaml:"redact_keys"`
+	// MaxArgsBytes bounds a record's arguments (default 4096, 64 to
+	// 262144): the largest arguments are replaced, one by one, by
+	// {"_truncated":true,"_size":N} until the rest fits; if that is not
+	// enough, all of them.
+	MaxArgsBytes int `yaml:"max_args_bytes"`
+	// OnError is fail (default) | continue: what requests do while the
+	// audit log cannot be written (see above).
+	OnError string `yaml:"on_error"`
 
 	// HMACKeyEnv names an environment variable holding a key of at least
-	// MinHMACKeyBytes bytes; the chain then uses HMAC-SHA256 instead of
-	// SHA-256, so rewriting the log requires the key.
+	// 32 bytes; the chain then uses HMAC-SHA256 instead of SHA-256, so
+	// rewriting the log requires the key.
 	HMACKeyEnv string `yaml:"hmac_key_env"`
 
 	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between checkpoints; default 1000

@@ -26,7 +26,7 @@ type Config struct {
 	// postgres (shared by replicas) or memory (tests and development only: all state is lost on restart).
 	Driver string `yaml:"driver"`
 	// DSN is the SQLite file path or a PostgreSQL connection string
-	// (postgres://user:pass@host/db?sslmode=verify-full).
+	// (postgres://user:pass@host/db?sslmode=verify-full); MCPGATE_STORE_DSN.
 	DSN string `yaml:"dsn" secret:"true"`
 	// SweepInterval is how often expired objects are deleted (0 = default).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
