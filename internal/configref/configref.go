@@ -286,7 +286,7 @@ func yamlNames(doc, goName, key string, owner reflect.Type) string {
 	}
 	for f := range yamlFields(owner) {
 		n := f.field.Name
-		if n == goName || !camel.MatchString(n) {
+		if !camel.MatchString(n) {
 			continue
 		}
 		doc = regexp.MustCompile(`\b`+n+`\b`).ReplaceAllString(doc, "`"+f.key+"`")
