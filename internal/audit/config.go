@@ -69,7 +69,12 @@ type Config struct {
 	// enough, all of them.
 	MaxArgsBytes int `yaml:"max_args_bytes"`
 	// OnError is fail (default) | continue: what requests do while the
-	// audit log cannot be written (see above).
+	// audit log cannot be written. fail: a request whose FORWARD record
+	// cannot be written is not forwarded (503), and the gateway refuses
+	// requests with 503 until a write succeeds; continue: requests proceed.
+	// Either way failures are counted (mcpgate_audit_write_failures_total),
+	// logged, and the records that could not be written are counted in a
+	// RECORDS_LOST record as soon as the log is writable again.
 	OnError string `yaml:"on_error"`
 
 	// HMACKeyEnv names an environment variable holding a key of at least
@@ -77,11 +82,12 @@ type Config struct {
 	// rewriting the log requires the key.
 	HMACKeyEnv string `yaml:"hmac_key_env"`
 
-	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between checkpoints; default 1000
+	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between CHECKPOINT records; default 1000
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // also checkpoint when this long has passed; 0 (default) = off
 
-	// AnchorFile, when set, is rewritten atomically with the chain head
-	// (seq and hash) at every checkpoint, start and shutdown included. Kept
+	// AnchorFile, when set, is rewritten atomically (temporary file, fsync,
+	// rename) with the chain head {"seq":N,"hash":"…","time":"…","reason":"…"}
+	// at every checkpoint, start and shutdown included. Kept
 	// on another path (ideally another disk or mount that the log's writer
 	// cannot rewrite), it is what `audit verify --anchor FILE` checks the log
 	// against: a log cut back to an earlier record fails.

@@ -328,7 +328,8 @@ type IntrospectionConfig struct {
 	// response without aud is rejected.
 	Audience StringList `yaml:"audience"`
 	// CacheTTL bounds how long an active result is reused (0 means 5m); it is
-	// never reused past the token's exp.
+	// never reused past the token's exp, and negative answers are not
+	// cached.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
 	// AllowPrivateIssuer permits a private/loopback or plain-http endpoint.
 	AllowPrivateIssuer bool `yaml:"allow_private_issuer"`

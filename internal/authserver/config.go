@@ -69,7 +69,10 @@ type Config struct {
 	Branding      web.Branding       `yaml:"branding"`
 }
 
-// RegistrationConfig configures dynamic client registration.
+// RegistrationConfig configures dynamic client registration (RFC 7591).
+// Mode token needs a token of at least 16 characters. Over
+// max_clients_per_ip: 429 with Retry-After, the seconds until the oldest
+// counted registration leaves the window.
 type RegistrationConfig struct {
 	Mode  string `yaml:"mode"`  // open (default) | token | closed
 	Token string `yaml:"token"` // initial access token for mode token

@@ -97,6 +97,10 @@ type MetricsConfig struct {
 	// mcpgate_requests_total takes the known MCP methods only (every other
 	// method counts as other); tool, prompt and resource names are never
 	// labels, so a client cannot grow the series.
+	// mcpgate_authserver_request_duration_seconds times the authorization
+	// server's endpoints (endpoint: token, authorize, …, metadata; status).
+	// A Grafana dashboard and example alerts are in
+	// deploy/helm/mcpgate/files/.
 	Enabled bool `yaml:"enabled"`
 }
 

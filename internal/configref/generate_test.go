@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -55,5 +57,39 @@ func TestEmbeddedDocsMatchSource(t *testing.T) {
 	}
 	if !bytes.Equal(append(Markdown(n), '\n'), md) {
 		t.Errorf("the reference built from docs_gen.go differs from %s: run go generate ./internal/configref", ReferenceFile)
+	}
+}
+
+// TestReferenceLinksResolve: links into the reference from the other docs
+// name headings it has (keys move when the code changes; links must follow).
+func TestReferenceLinksResolve(t *testing.T) {
+	ref, err := os.ReadFile("../../" + ReferenceFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, line := range strings.Split(string(ref), "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " "); ok && strings.HasPrefix(line, "#") {
+			anchors[anchor(h)] = true
+		}
+	}
+	files, _ := filepath.Glob("../../docs/*.md")
+	files = append(files, "../../README.md")
+	link := regexp.MustCompile(`config-reference\.md#([^)\s]+)`)
+	found := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(raw), -1) {
+			found++
+			if !anchors[m[1]] {
+				t.Errorf("%s links to config-reference.md#%s, which has no such heading", f, m[1])
+			}
+		}
+	}
+	if found == 0 {
+		t.Fatal("no links into the reference found")
 	}
 }

@@ -49,7 +49,9 @@ type Config struct {
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 	// RunAs runs every child as this uid and gid, with no supplementary
 	// groups, so it cannot read the gateway's files or memory. It requires
-	// the gateway to run as root. Default: the gateway's own user.
+	// the gateway to run as root, which refuses to start if that user could
+	// read one of its secret files. The production setup for servers you do
+	// not fully trust. Default: the gateway's own user.
 	RunAs *RunAs `yaml:"run_as"`
 	// IdleTimeout stops a session's child when no HTTP request of the session
 	// (including a standalone GET stream) has been open for this long
