@@ -145,7 +145,7 @@ var generatedDocs = map[string]string{
 	"github.com/mcpgate/mcpgate/internal/idp.User.Groups":                               "Groups are matched by policy.groups and allowed_groups.",
 	"github.com/mcpgate/mcpgate/internal/idp.User.PasswordHash":                         "bcrypt, see `mcpgate users hash-password`",
 	"github.com/mcpgate/mcpgate/internal/idp.User.Username":                             "Username is what the user types to sign in, and their subject.",
-	"github.com/mcpgate/mcpgate/internal/policy.Config":                                 "Config is the authorization policy, the `policy:` section of the gateway\nconfiguration. See the package documentation for how the parts combine.",
+	"github.com/mcpgate/mcpgate/internal/policy.Config":                                 "Config is the authorization policy, the `policy:` section of the gateway\nconfiguration. How the parts combine: examples/policies/README.md.",
 	"github.com/mcpgate/mcpgate/internal/policy.Config.CedarFile":                       "CedarFile is a file of Cedar policies, added to Rules.",
 	"github.com/mcpgate/mcpgate/internal/policy.Config.Default":                         "Default is the decision when nothing grants access: deny (the only\nvalue; everything not granted is denied).",
 	"github.com/mcpgate/mcpgate/internal/policy.Config.FallbackScopes":                  "FallbackScopes are the scopes assumed for a token without a scope\nclaim. Default: none, so scope-gated tools are denied (fail closed).",

@@ -34,7 +34,7 @@ var DefaultAllowedMethods = []string{
 }
 
 // Config is the authorization policy, the `policy:` section of the gateway
-// configuration. See the package documentation for how the parts combine.
+// configuration. How the parts combine: examples/policies/README.md.
 type Config struct {
 	// File loads the policy from a separate YAML file instead: either a file
 	// whose top level is this structure or a full mcpgate config with a
