@@ -58,9 +58,11 @@ type Config struct {
 	LoginTimeout time.Duration `yaml:"login_timeout"` // pending authorization request, default 10m
 	// ConsentTTL is how long a user's approval of a client (for its scopes,
 	// resource and redirect URI) is remembered, in the store and in the
-	// browser's consent cookie; then the consent page asks again.
+	// browser's sealed consent cookie before an upstream login; then the
+	// consent page asks again.
 	ConsentTTL time.Duration `yaml:"consent_ttl"` // default 720h
-	// ConsentLifetime is the former name of ConsentTTL (still accepted).
+	// ConsentLifetime is the former name of ConsentTTL, still accepted
+	// when consent_ttl is not set.
 	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`
 	RevocationCacheTTL  time.Duration `yaml:"revocation_cache_ttl"`  // how long a grant check is trusted, default 5s, at most 1m
 	UpstreamRefreshSkew time.Duration `yaml:"upstream_refresh_skew"` // refresh upstream tokens this long before expiry, default 30s
