@@ -127,8 +127,9 @@ type SecurityConfig struct {
 	// loopback. Protects against DNS rebinding.
 	AllowedHosts []string `yaml:"allowed_hosts"`
 	// AllowedOrigins are browser origins allowed to call the MCP endpoint
-	// (default: the public URL's origin). A request with an Origin header
-	// not in this list gets 403.
+	// (default: the public URL's origin, plus each loopback name of
+	// AllowedHosts, e.g. http://localhost:8080, when the public URL is
+	// loopback). A request with an Origin header not in this list gets 403.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// CORSOrigins get CORS response headers (a subset of AllowedOrigins is
 	// typical; they are added to AllowedOrigins). Each is
