@@ -84,11 +84,18 @@ type Config struct {
 // max_clients_per_ip: 429 with Retry-After, the seconds until the oldest
 // counted registration leaves the window.
 type RegistrationConfig struct {
-	Mode  string `yaml:"mode"`  // open (default) | token | closed
-	Token string `yaml:"token"` // initial access token for mode token
-	// MaxClientsPerIP caps new registrations per source address and window.
-	// A repeated identical public registration reuses its client and is not
-	// counted. Default 1000, -1 = unlimited.
+	Mode  string `yaml:"mode"`                // open (default) | token | closed
+	Token string `yaml:"token" secret:"true"` // initial access token for mode token
+	// MaxClientsPerIP caps new registrations per source address (an IPv6
+	// /64 counts as one) and sliding window. Default 1000, -1 = unlimited.
+	// A public client (token_endpoint_auth_method none, as mcp-remote and
+	// Inspector register) that registers again from the same address with
+	// identical metadata gets its earlier client_id back and is not
+	// counted; confidential clients always get a new client and secret.
+	// Everyone behind one NAT shares an address: the default leaves room
+	// for hundreds of users. Behind a reverse proxy set
+	// security.trusted_proxies, or every registration counts against the
+	// proxy's address.
 	MaxClientsPerIP int           `yaml:"max_clients_per_ip"`
 	Window          time.Duration `yaml:"window"` // default 1h
 	// TrustedSchemes are private-use URI schemes (RFC 8252 §7.1) accepted in

@@ -84,7 +84,7 @@ var derived = map[string]string{
 	"auth.scopes_supported":                     "`auth.authorization_server.scopes` in authorization_server mode, else none",
 	"auth.authorization_server.resources":       "`public_url` + each backend's `path`",
 	"auth.authorization_server.default_scopes":  "all of `scopes`",
-	"auth.authorization_server.upstream.scopes": "`openid profile email` for type oidc, plus `groups` when `groups_claim` is `groups`",
+	"auth.authorization_server.upstream.scopes": "the preset's; without one, `openid profile email` for type oidc, plus `groups` when `groups_claim` is `groups`",
 	"backends[].path":                           "`/mcp` for the first backend, `/<name>/mcp` for the others",
 	"store.dsn":                                 "`./mcpgate.db` for driver sqlite",
 	"audit.sink":                                "`stdout`, or `file` when only `path` is set",

@@ -193,12 +193,12 @@ type User struct {
 // Config configures the upstream connector (`auth.authorization_server.upstream`).
 type Config struct {
 	Type string `yaml:"type"` // oidc | static (default oidc when preset is set)
-	// Preset names the IdP (dex, keycloak, entra, okta, google, auth0,
-	// authentik): it sets the scopes and claim paths that IdP needs; keys
-	// set here override it. See presets.
+	// Preset names the IdP: dex | keycloak | entra | okta | google | auth0 |
+	// authentik. It sets the scopes and claim paths that IdP needs (see
+	// docs/idp-guides.md); keys set here override it.
 	Preset string `yaml:"preset"`
 
-	// oidc
+	// Issuer is the IdP's issuer URL (oidc), read by OIDC discovery.
 	Issuer string `yaml:"issuer"`
 	// ClientID is the gateway's client at the IdP (oidc).
 	ClientID string `yaml:"client_id"`
@@ -223,7 +223,7 @@ type Config struct {
 	AllowedGroups       []string `yaml:"allowed_groups"`
 	AllowedEmailDomains []string `yaml:"allowed_email_domains"` // requires a verified email
 
-	// static
+	// Users are the built-in users (static).
 	Users []User `yaml:"users"`
 }
 
