@@ -69,8 +69,14 @@ func shippedConfigs(t *testing.T) (configs, policies map[string][]byte) {
 	configs, policies = map[string][]byte{}, map[string][]byte{}
 	for _, dir := range []string{"../../examples", "../../deploy"} {
 		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			if err != nil {
 				return err
+			}
+			if d.IsDir() && (d.Name() == "templates" || d.Name() == "testdata") {
+				return filepath.SkipDir // Helm templates are not YAML; testdata holds Helm overrides
+			}
+			if d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+				return nil
 			}
 			raw, err := os.ReadFile(path)
 			if err != nil {
@@ -95,8 +101,22 @@ func shippedConfigs(t *testing.T) (configs, policies map[string][]byte) {
 							configs[name+" ConfigMap "+k] = []byte(text)
 						}
 					}
+				case filepath.Base(name) == "values.yaml":
+					// Helm values: config is the gateway config the chart renders
+					// (adding listen, metrics, the key and store paths), policy the
+					// policy file beside it.
+					if c, ok := doc["config"].(map[string]any); ok && isGatewayConfig(c) {
+						b, err := yaml.Marshal(c)
+						if err != nil {
+							return err
+						}
+						configs[name+" values.config"] = b
+					}
+					if p, ok := doc["policy"].(string); ok && p != "" {
+						policies[name+" values.policy"] = []byte(p)
+					}
 				case doc["apiVersion"] != nil || doc["services"] != nil:
-					// other Kubernetes objects, the compose file
+					// other Kubernetes objects, the chart, the compose file
 				case isGatewayConfig(doc) && i == 0:
 					configs[name] = raw
 				case strings.Contains(name, "policies/") && doc["cases"] == nil && doc["tests"] == nil:
@@ -123,7 +143,7 @@ func isGatewayConfig(doc map[string]any) bool {
 // everywhere, so an unknown key fails), and every value has the right type.
 func TestShippedConfigsValidateAgainstSchema(t *testing.T) {
 	configs, policies := shippedConfigs(t)
-	if len(configs) < 6 || len(policies) < 1 {
+	if len(configs) < 6 || len(policies) < 2 {
 		t.Fatalf("found %d configs and %d policy files; the walk is broken", len(configs), len(policies))
 	}
 	for _, set := range []struct {
@@ -146,8 +166,8 @@ func TestShippedConfigsValidateAgainstSchema(t *testing.T) {
 func TestExamplesNameSchema(t *testing.T) {
 	configs, _ := shippedConfigs(t)
 	for name, raw := range configs {
-		if strings.Contains(name, " ConfigMap ") {
-			continue // inside a manifest: the modeline would apply to the manifest
+		if strings.Contains(name, " ConfigMap ") || strings.HasSuffix(name, " values.config") {
+			continue // inside a manifest or Helm values: a modeline would apply to the whole file
 		}
 		first, _, _ := strings.Cut(string(raw), "\n")
 		ref, ok := strings.CutPrefix(first, "# yaml-language-server: $schema=")
