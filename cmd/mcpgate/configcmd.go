@@ -14,6 +14,7 @@ import (
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with configuration files"}
 	cmd.AddCommand(newConfigCheckCmd(), newConfigPrintCmd())
+	cmd.AddCommand(newConfigRefCmds()...)
 	return cmd
 }
 

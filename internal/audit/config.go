@@ -52,28 +52,42 @@ const MinHMACKeyBytes = 32
 // mcpgate_audit_write_failures_total, logs it, and writes a RECORDS_LOST
 // record with the count once writing works again.
 type Config struct {
-	Sink       string `yaml:"sink"` // stdout (default) | file | none; file is implied when only path is set
-	Path       string `yaml:"path"`
+	Sink       string `yaml:"sink"`        // stdout (default) | file | none; file is implied when only path is set
+	Path       string `yaml:"path"`        // file sink: the log file (MCPGATE_AUDIT_PATH)
 	MaxSizeMB  int    `yaml:"max_size_mb"` // rotate when the file would grow past this; default 100
 	MaxBackups int    `yaml:"max_backups"` // rotated files to keep; 0 (default) keeps all
 
 	Fsync         string        `yaml:"fsync"`          // always | interval (default) | never
 	FsyncInterval time.Duration `yaml:"fsync_interval"` // default 1s
 
-	RedactKeys   []string `yaml:"redact_keys"`    // added to DefaultRedactKeys
-	MaxArgsBytes int      `yaml:"max_args_bytes"` // default 4096
-	OnError      string   `yaml:"on_error"`       // fail (default) | continue
+	// RedactKeys are argument keys masked at any depth, added to the
+	// defaults (password, secret, token, …).
+	RedactKeys []string `yaml:"redact_keys"`
+	// MaxArgsBytes bounds a record's arguments (default 4096, 64 to
+	// 262144): the largest arguments are replaced, one by one, by
+	// {"_truncated":true,"_size":N} until the rest fits; if that is not
+	// enough, all of them.
+	MaxArgsBytes int `yaml:"max_args_bytes"`
+	// OnError is fail (default) | continue: what requests do while the
+	// audit log cannot be written. fail: a request whose FORWARD record
+	// cannot be written is not forwarded (503), and the gateway refuses
+	// requests with 503 until a write succeeds; continue: requests proceed.
+	// Either way failures are counted (mcpgate_audit_write_failures_total),
+	// logged, and the records that could not be written are counted in a
+	// RECORDS_LOST record as soon as the log is writable again.
+	OnError string `yaml:"on_error"`
 
 	// HMACKeyEnv names an environment variable holding a key of at least
-	// MinHMACKeyBytes bytes; the chain then uses HMAC-SHA256 instead of
-	// SHA-256, so rewriting the log requires the key.
+	// 32 bytes; the chain then uses HMAC-SHA256 instead of SHA-256, so
+	// rewriting the log requires the key.
 	HMACKeyEnv string `yaml:"hmac_key_env"`
 
-	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between checkpoints; default 1000
+	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between CHECKPOINT records; default 1000
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // also checkpoint when this long has passed; 0 (default) = off
 
-	// AnchorFile, when set, is rewritten atomically with the chain head
-	// (seq and hash) at every checkpoint, start and shutdown included. Kept
+	// AnchorFile, when set, is rewritten atomically (temporary file, fsync,
+	// rename) with the chain head {"seq":N,"hash":"…","time":"…","reason":"…"}
+	// at every checkpoint, start and shutdown included. Kept
 	// on another path (ideally another disk or mount that the log's writer
 	// cannot rewrite), it is what `audit verify --anchor FILE` checks the log
 	// against: a log cut back to an earlier record fails.

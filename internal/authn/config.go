@@ -45,14 +45,18 @@ var supportedAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", 
 
 // Config is the authn section of the gateway configuration.
 type Config struct {
+	// Mode is required, there is no default: jwt | introspection |
+	// trusted_header | authorization_server | none. none is refused unless
+	// listen is a loopback address.
 	Mode          Mode                `yaml:"mode"`
 	JWT           JWTConfig           `yaml:"jwt"`
 	Introspection IntrospectionConfig `yaml:"introspection"`
 	TrustedHeader TrustedHeaderConfig `yaml:"trusted_header"`
-	// Claims maps token claims to Principal fields (all modes).
+	// Claims maps token claims to the caller's identity: groups, display
+	// name, scopes (all modes).
 	Claims ClaimsConfig `yaml:"claims"`
 	// CacheSize bounds the verified-token cache (entries keyed by the
-	// token's SHA-256). 0 means DefaultCacheSize; -1 disables the cache.
+	// token's SHA-256; default 10000); -1 disables the cache.
 	CacheSize int `yaml:"cache_size"`
 }
 
@@ -120,6 +124,8 @@ func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 // JWTConfig configures verification of JWT access tokens (RFC 9068) from one
 // or more trusted issuers.
 type JWTConfig struct {
+	// Issuers are the trusted token issuers; a token is checked against the
+	// one its iss names. At least one is required.
 	Issuers []IssuerConfig `yaml:"issuers"`
 }
 
@@ -152,32 +158,43 @@ func (c *JWTConfig) Validate(path string, p *validate.Problems) {
 type IssuerConfig struct {
 	// Issuer must equal the token's iss claim exactly (and the discovery
 	// document's issuer, RFC 8414 §3.3 / OIDC Discovery §4.3).
+	// MCPGATE_ISSUER and --issuer set the first issuer's.
 	Issuer string `yaml:"issuer"`
 	// JWKSURI skips discovery when set.
 	JWKSURI string `yaml:"jwks_uri"`
 	// Audience: the token's aud must contain at least one of these
-	// (RFC 9068 §4, RFC 8707). Required: we never accept tokens minted for
-	// someone else.
+	// (RFC 9068 §4, RFC 8707); a string or a list. Required, and the check
+	// cannot be turned off: tokens minted for someone else are never
+	// accepted. MCPGATE_AUDIENCE and --audience set the first issuer's.
 	Audience StringList `yaml:"audience"`
-	// Algorithms is the JWS alg allow-list (default DefaultAlgorithms).
-	// none and HMAC algorithms are refused.
+	// Algorithms is the JWS alg allow-list; none and HMAC algorithms are
+	// refused (a resource server holds no shared secret).
 	Algorithms []string `yaml:"algorithms"`
 	// Leeway tolerates clock skew on exp, nbf and iat (0 means 60s).
 	Leeway time.Duration `yaml:"leeway"`
-	// RequireTyp, if set, requires this JOSE typ header, e.g. at+jwt
+	// RequireTyp, if set, requires exactly this JOSE typ header, e.g. at+jwt
 	// (RFC 9068 §2.1). The application/ prefix is optional (RFC 7515 §4.1.9).
-	// Unset, a typ other than at+jwt or JWT is refused and a missing one
-	// accepted (see accessTokenTyps).
+	// Unset, a token whose typ is present and is not at+jwt,
+	// application/at+jwt or JWT (case-insensitive) is refused: logout+jwt,
+	// secevent+jwt, dpop+jwt and id_token+jwt are never access tokens
+	// (RFC 8725 §3.11). A token without typ is accepted.
 	RequireTyp string `yaml:"require_typ"`
 	// JWKSCacheTTL is how long fetched keys are used before a refetch (0 means 1h).
 	JWKSCacheTTL time.Duration `yaml:"jwks_cache_ttl"`
-	// JWKSRefreshMinInterval limits refetches on an unknown kid (0 means 30s).
+	// JWKSRefreshMinInterval limits refetches on an unknown kid (0 means
+	// 30s): after a successful fetch, an unknown kid triggers at most one
+	// refetch per interval, which survives IdP key rotation without letting
+	// garbage tokens hammer the IdP. After a failed fetch the next attempt
+	// waits 250 ms, doubling to 2 s, so keys are picked up within seconds of
+	// the IdP coming back; until then an unknown kid gets 503, not 401 (a
+	// known kid keeps working from the cached keys).
 	JWKSRefreshMinInterval time.Duration `yaml:"jwks_refresh_min_interval"`
 	// AllowPrivateIssuer permits an issuer or JWKS URL on a private or
 	// loopback address (or plain http), e.g. a local Keycloak. Logged as a
 	// warning at start.
 	AllowPrivateIssuer bool `yaml:"allow_private_issuer"`
-	// Claims, if set, replaces the shared claims mapping for this issuer.
+	// Claims, if set, replaces the shared claims mapping (auth.claims) for
+	// this issuer.
 	Claims *ClaimsConfig `yaml:"claims"`
 }
 
@@ -248,10 +265,13 @@ func (c *IssuerConfig) Validate(path string, p *validate.Problems) {
 // objects ("realm_access.roles").
 type ClaimsConfig struct {
 	// GroupsClaim holds the groups: an array of strings, or one string of
-	// space- or comma-separated names (default "groups").
+	// space- or comma-separated names (default "groups"). A dotted path
+	// reads a nested claim (realm_access.roles); a key containing ":" is
+	// literal (cognito:groups).
 	GroupsClaim string `yaml:"groups_claim"`
 	// UsernameClaim is the display name (default "preferred_username"); when
-	// absent we fall back to "username" (RFC 7662, Cognito), "email", then "sub".
+	// absent we fall back to "username" (RFC 7662, Cognito), "email", then
+	// "sub". Identity is always keyed on iss + sub, never on this name.
 	UsernameClaim string `yaml:"username_claim"`
 	// ScopeClaim holds the scopes (default "scope", a space-separated string
 	// per RFC 8693 §4.2); when absent "scp" (string or array) is used.
@@ -296,17 +316,20 @@ type IntrospectionConfig struct {
 	Endpoint string `yaml:"endpoint"`
 	// Issuer, if set, is used for discovery and must equal a response's iss.
 	Issuer string `yaml:"issuer"`
-	// ClientID and ClientSecret authenticate us to the endpoint (RFC 7662 §2.1).
-	ClientID     string `yaml:"client_id"`
-	ClientSecret string `yaml:"client_secret"`
-	// AuthMethod is "basic" (client_secret_basic, default) or "post"
-	// (client_secret_post), RFC 6749 §2.3.1.
+	// ClientID authenticates the gateway to the endpoint (RFC 7662 §2.1).
+	ClientID string `yaml:"client_id"`
+	// ClientSecret is ClientID's secret.
+	ClientSecret string `yaml:"client_secret" secret:"true"`
+	// AuthMethod is how the client authenticates (RFC 6749 §2.3.1):
+	// basic | post | client_secret_basic | client_secret_post; basic (the
+	// default) is client_secret_basic, post is client_secret_post.
 	AuthMethod string `yaml:"auth_method"`
 	// Audience: the response's aud must contain one of these. Required; a
 	// response without aud is rejected.
 	Audience StringList `yaml:"audience"`
 	// CacheTTL bounds how long an active result is reused (0 means 5m); it is
-	// never reused past the token's exp.
+	// never reused past the token's exp, and negative answers are not
+	// cached.
 	CacheTTL time.Duration `yaml:"cache_ttl"`
 	// AllowPrivateIssuer permits a private/loopback or plain-http endpoint.
 	AllowPrivateIssuer bool `yaml:"allow_private_issuer"`

@@ -31,7 +31,8 @@ type Config struct {
 	PublicURL string `yaml:"-"`
 
 	// Resources are the protected resources (RFC 8707) tokens can be issued
-	// for; the first is the default when a client omits `resource`.
+	// for; the first is the default when a client omits `resource`. The
+	// issuer is the top-level public_url.
 	Resources []string `yaml:"resources"`
 	// Scopes are the MCP scopes clients may request (advertised in metadata).
 	Scopes []string `yaml:"scopes"`
@@ -40,42 +41,61 @@ type Config struct {
 	// DefaultScopes are granted when a request names none.
 	DefaultScopes []string `yaml:"default_scopes"`
 
-	AccessTokenLifetime  time.Duration `yaml:"access_token_lifetime"`  // default 15m
+	AccessTokenLifetime  time.Duration `yaml:"access_token_lifetime"`  // JWT access tokens (typ at+jwt), default 15m
 	RefreshTokenLifetime time.Duration `yaml:"refresh_token_lifetime"` // idle lifetime of each refresh token, default 720h
 	SessionLifetime      time.Duration `yaml:"session_lifetime"`       // absolute lifetime of a grant, default 2160h
-	// RefreshGrace is how long the immediately previous refresh token stays
-	// usable after rotation, so concurrent refreshes do not end the session.
-	// Unset means 30s; 0 means no grace at all (strict rotation: any second
-	// use of a refresh token revokes the grant). A pointer tells them apart.
+	// RefreshGrace: refresh tokens rotate on every use. Presenting the
+	// immediately previous token again within this time returns the same
+	// successor instead of revoking the grant, so two concurrent refreshes
+	// (two tabs, a retry after a lost response) do not end the session. The
+	// price: for that long a stolen previous token is also honoured.
+	// Unset means 30s; 0 means strict rotation: any second use of a refresh
+	// token is treated as replay and revokes the whole grant (every refresh
+	// and access token of it), the right choice when clients never refresh
+	// concurrently. At most 5m.
 	RefreshGrace *Duration     `yaml:"refresh_grace"`
-	CodeLifetime time.Duration `yaml:"code_lifetime"` // default 1m
+	CodeLifetime time.Duration `yaml:"code_lifetime"` // authorization codes, default 1m, at most 10m
 	LoginTimeout time.Duration `yaml:"login_timeout"` // pending authorization request, default 10m
 	// ConsentTTL is how long a user's approval of a client (for its scopes,
 	// resource and redirect URI) is remembered, in the store and in the
-	// browser's consent cookie; then the consent page asks again.
+	// browser's sealed consent cookie before an upstream login; then the
+	// consent page asks again.
 	ConsentTTL time.Duration `yaml:"consent_ttl"` // default 720h
-	// ConsentLifetime is the former name of ConsentTTL (still accepted).
+	// ConsentLifetime is the former name of ConsentTTL, still accepted
+	// when consent_ttl is not set.
 	ConsentLifetime     time.Duration `yaml:"consent_lifetime"`
-	RevocationCacheTTL  time.Duration `yaml:"revocation_cache_ttl"`  // how long Authenticate trusts a grant check, default 5s
+	RevocationCacheTTL  time.Duration `yaml:"revocation_cache_ttl"`  // how long a grant check is trusted, default 5s, at most 1m
 	UpstreamRefreshSkew time.Duration `yaml:"upstream_refresh_skew"` // refresh upstream tokens this long before expiry, default 30s
 
 	SigningAlg string `yaml:"signing_alg"` // ES256 (default) | RS256
 
-	RateLimit     RateLimitConfig    `yaml:"rate_limit"`
-	Registration  RegistrationConfig `yaml:"registration"`
-	CIMD          CIMDConfig         `yaml:"cimd"`
-	StaticClients []StaticClient     `yaml:"static_clients"`
-	Upstream      idp.Config         `yaml:"upstream"`
-	Branding      web.Branding       `yaml:"branding"`
+	RateLimit    RateLimitConfig    `yaml:"rate_limit"`
+	Registration RegistrationConfig `yaml:"registration"`
+	CIMD         CIMDConfig         `yaml:"cimd"`
+	// StaticClients are clients the operator registers here instead of
+	// dynamic registration.
+	StaticClients []StaticClient `yaml:"static_clients"`
+	Upstream      idp.Config     `yaml:"upstream"`
+	Branding      web.Branding   `yaml:"branding"`
 }
 
-// RegistrationConfig configures dynamic client registration.
+// RegistrationConfig configures dynamic client registration (RFC 7591).
+// Mode token needs a token of at least 16 characters. Over
+// max_clients_per_ip: 429 with Retry-After, the seconds until the oldest
+// counted registration leaves the window.
 type RegistrationConfig struct {
-	Mode  string `yaml:"mode"`  // open (default) | token | closed
-	Token string `yaml:"token"` // initial access token for mode token
-	// MaxClientsPerIP caps new registrations per source address and window.
-	// A repeated identical public registration reuses its client and is not
-	// counted. Default 1000, -1 = unlimited.
+	Mode  string `yaml:"mode"`                // open (default) | token | closed
+	Token string `yaml:"token" secret:"true"` // initial access token for mode token
+	// MaxClientsPerIP caps new registrations per source address (an IPv6
+	// /64 counts as one) and sliding window. Default 1000, -1 = unlimited.
+	// A public client (token_endpoint_auth_method none, as mcp-remote and
+	// Inspector register) that registers again from the same address with
+	// identical metadata gets its earlier client_id back and is not
+	// counted; confidential clients always get a new client and secret.
+	// Everyone behind one NAT shares an address: the default leaves room
+	// for hundreds of users. Behind a reverse proxy set
+	// security.trusted_proxies, or every registration counts against the
+	// proxy's address.
 	MaxClientsPerIP int           `yaml:"max_clients_per_ip"`
 	Window          time.Duration `yaml:"window"` // default 1h
 	// TrustedSchemes are private-use URI schemes (RFC 8252 §7.1) accepted in
@@ -87,43 +107,67 @@ type RegistrationConfig struct {
 
 // CIMDConfig configures Client ID Metadata Documents.
 type CIMDConfig struct {
-	Enabled *bool `yaml:"enabled"` // default true
+	// Enabled accepts client ID metadata documents (default true): a
+	// client_id that is an https URL naming a JSON document that describes
+	// the client. mcpgate then advertises
+	// client_id_metadata_document_supported, and clients such as Claude
+	// Code sign in that way instead of registering. Trade-off: no
+	// registration state and a client identified by a web origin, but the
+	// gateway must be able to fetch the document (outbound HTTPS to the
+	// client's site). Without egress the user sees an error page saying the
+	// document could not be retrieved; set false and clients fall back to
+	// dynamic registration. A document without client_name is accepted: the
+	// consent page names the client by the document's host (in punycode)
+	// and marks it unverified.
+	Enabled *bool `yaml:"enabled"`
 	// AllowedHosts may resolve to private or loopback addresses (documents
 	// on internal hosts): exact host names or IP literals, or "*.zone" for
-	// any name of one or more labels under zone. Every other host keeps the
-	// dial-time SSRF guard.
+	// any name of one or more labels under zone (not zone itself); ASCII
+	// only (write IDN names in punycode). Every other host keeps the
+	// dial-time SSRF guard. Every name under a wildcard can reach internal
+	// addresses: use only zones whose DNS you control.
 	AllowedHosts []string `yaml:"allowed_hosts"`
 	// CAFile is a PEM bundle: the only roots trusted for AllowedHosts
-	// (an internal CA). Other hosts use the system roots.
+	// (an internal CA). Other hosts use the system roots. Requires
+	// AllowedHosts.
 	CAFile string `yaml:"ca_file"`
 	// AllowPrivate lets documents be fetched from any loopback/private
-	// address. For tests only: it re-opens the SSRF hole the guard closes,
-	// and is logged as an error at start-up.
+	// address. For tests only: it re-opens the SSRF hole the guard closes
+	// (any client can make the gateway request internal URLs), and is
+	// logged as an INSECURE error at start-up; use AllowedHosts instead.
 	AllowPrivate bool          `yaml:"allow_private"`
-	Timeout      time.Duration `yaml:"timeout"`   // default 5s
-	MaxBytes     int64         `yaml:"max_bytes"` // default 16 KiB
+	Timeout      time.Duration `yaml:"timeout"`   // per fetch, default 5s, at most 30s
+	MaxBytes     int64         `yaml:"max_bytes"` // largest document, default 16 KiB, 512 B to 64 KiB
 	// CacheTTL applies when the document's response has no max-age; the
-	// response's max-age is honoured up to MaxCacheTTL.
+	// response's max-age is honoured up to MaxCacheTTL, and no-store turns
+	// caching off.
 	CacheTTL    time.Duration `yaml:"cache_ttl"`     // default 5m
 	MaxCacheTTL time.Duration `yaml:"max_cache_ttl"` // default 24h
 	// NegativeCacheTTL remembers a failed fetch, so a bad or unreachable
-	// document URL is not fetched again on every /authorize.
+	// document URL is not fetched again on every /authorize (at most 1h).
 	NegativeCacheTTL time.Duration `yaml:"negative_cache_ttl"` // default 1m
 	// MaxConcurrentFetches caps document fetches in flight at once; more
-	// are refused (temporarily_unavailable) rather than queued.
+	// are refused (/authorize answers 503 with Retry-After: 5) rather than
+	// queued, so slow document URLs cannot tie up the server.
 	MaxConcurrentFetches int `yaml:"max_concurrent_fetches"` // default 8
 }
 
 // StaticClient is a client configured by the operator.
 type StaticClient struct {
+	// ClientID is the client_id the client presents.
 	ClientID string `yaml:"client_id"`
 	// ClientSecret (e.g. from ${ENV}) or ClientSecretHash (bcrypt) makes the
 	// client confidential; neither: public client (PKCE only).
-	ClientSecret     string   `yaml:"client_secret"`
-	ClientSecretHash string   `yaml:"client_secret_hash"`
-	Name             string   `yaml:"name"`
-	RedirectURIs     []string `yaml:"redirect_uris"`
-	// SkipConsent is for first-party clients the operator vouches for.
+	ClientSecret string `yaml:"client_secret" secret:"true"`
+	// ClientSecretHash is a bcrypt hash of the client secret, instead of
+	// ClientSecret.
+	ClientSecretHash string `yaml:"client_secret_hash" secret:"true"`
+	// Name is shown on the consent page.
+	Name string `yaml:"name"`
+	// RedirectURIs are the exact redirect URIs the client may use.
+	RedirectURIs []string `yaml:"redirect_uris"`
+	// SkipConsent skips the consent page, for first-party clients the
+	// operator vouches for.
 	SkipConsent bool `yaml:"skip_consent"`
 }
 

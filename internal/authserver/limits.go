@@ -23,18 +23,22 @@ type RateLimitConfig struct {
 	// Enabled turns the per-address limiters off (tests, a fronting proxy
 	// that limits). The username backoff and the parameter caps always apply.
 	Enabled *bool `yaml:"enabled"` // default true
-	// PerIP limits every endpoint but discovery and JWKS, per client
-	// address (IPv6: its /64). Default 10 rps, burst 100: a sign-in is about
-	// ten requests, so a whole office behind one NAT can sign in at once.
+	// PerIP limits every endpoint but discovery and JWKS (/authorize,
+	// /login, /consent, /callback, /token, /register, /revoke, /introspect),
+	// per client address (IPv6: its /64). Default 10 rps, burst 100: a
+	// sign-in is about ten requests, so a whole office behind one NAT can
+	// sign in at once.
 	PerIP ratelimit.Limit `yaml:"per_ip"`
-	// Metadata limits the discovery documents and the JWKS, which are cheap
-	// and cached by clients. Default 20 rps, burst 200.
+	// Metadata limits the discovery documents, the JWKS and CORS
+	// preflights, which are cheap and cached by clients. Default 20 rps,
+	// burst 200.
 	Metadata ratelimit.Limit `yaml:"metadata"`
 	// MaxPendingPerIP is how many authorization requests one address may
-	// start per login_timeout (so at most twice as many are pending at
-	// once). Default 50.
+	// start per login_timeout (a bucket refilling over login_timeout, so at
+	// most twice as many are pending at once). Default 50.
 	MaxPendingPerIP int `yaml:"max_pending_per_ip"`
-	// MaxKeys bounds each limiter's table (LRU). Default 100000.
+	// MaxKeys bounds each limiter's table and the username table (LRU).
+	// Default 100000.
 	MaxKeys int `yaml:"max_keys"`
 	// Login is the per-username failed-password backoff.
 	Login LoginBackoffConfig `yaml:"login"`

@@ -34,15 +34,20 @@ const (
 
 // Config is the whole gateway configuration.
 type Config struct {
-	// Listen is the address to listen on (default 127.0.0.1:8080).
+	// Listen is the address to listen on, host:port (default
+	// 127.0.0.1:8080). Overridden by MCPGATE_LISTEN and --listen.
 	Listen string `yaml:"listen"`
 	// PublicURL is the externally visible base URL. The canonical MCP resource
-	// URI is PublicURL + the backend's path. Default: http(s)://<listen>.
-	PublicURL string                `yaml:"public_url"`
-	TLS       TLSConfig             `yaml:"tls"`
-	Log       LogConfig             `yaml:"log"`
-	Auth      AuthConfig            `yaml:"auth"`
-	Policy    policy.Config         `yaml:"policy"`
+	// URI of a backend is PublicURL + the backend's path. It must be https
+	// unless its host is loopback or security.allow_insecure_http is set.
+	// Overridden by MCPGATE_PUBLIC_URL and --public-url.
+	PublicURL string        `yaml:"public_url"`
+	TLS       TLSConfig     `yaml:"tls"`
+	Log       LogConfig     `yaml:"log"`
+	Auth      AuthConfig    `yaml:"auth"`
+	Policy    policy.Config `yaml:"policy"`
+	// Backends are the MCP servers behind the gateway, each served at its
+	// own path. At least one is required.
 	Backends  []proxy.BackendConfig `yaml:"backends"`
 	Audit     audit.Config          `yaml:"audit"`
 	Store     store.Config          `yaml:"store"`
@@ -53,12 +58,14 @@ type Config struct {
 	// 32 bytes, base64. Prefer EncryptionKeyFile: a key in the config file
 	// or the environment (MCPGATE_ENCRYPTION_KEY) is readable wherever they
 	// are.
-	EncryptionKey string `yaml:"encryption_key"`
+	EncryptionKey string `yaml:"encryption_key" secret:"true"`
 	// EncryptionKeyFile is a file holding EncryptionKey (mode 0600, owned
-	// by the gateway's user); also MCPGATE_ENCRYPTION_KEY_FILE.
+	// by the gateway's user: openssl rand -base64 32 > key; chmod 600 key);
+	// also MCPGATE_ENCRYPTION_KEY_FILE. Not together with EncryptionKey;
+	// one of them is required in authorization_server mode.
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
 	// ShutdownTimeout is how long SIGTERM waits for in-flight requests and
-	// streams to finish (default 30s).
+	// SSE streams to finish (default 30s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// publicURLDefaulted records that public_url was derived from listen
@@ -68,8 +75,11 @@ type Config struct {
 
 // TLSConfig enables HTTPS on the listener.
 type TLSConfig struct {
+	// CertFile is the PEM certificate chain. With KeyFile set too, the
+	// gateway serves HTTPS and sends HSTS.
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile is the PEM private key of CertFile.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Enabled reports whether the gateway terminates TLS itself.
@@ -77,12 +87,20 @@ func (t TLSConfig) Enabled() bool { return t.CertFile != "" }
 
 // LogConfig selects the log format and level.
 type LogConfig struct {
-	Format string `yaml:"format"` // json | text (default text)
-	Level  string `yaml:"level"`  // debug | info | warn | error (default info)
+	Format string `yaml:"format"` // json | text (default text); MCPGATE_LOG_FORMAT
+	Level  string `yaml:"level"`  // debug | info | warn | error (default info); MCPGATE_LOG_LEVEL
 }
 
 // MetricsConfig exposes Prometheus metrics at /metrics.
 type MetricsConfig struct {
+	// Enabled serves /metrics. The mcp_method label of
+	// mcpgate_requests_total takes the known MCP methods only (every other
+	// method counts as other); tool, prompt and resource names are never
+	// labels, so a client cannot grow the series.
+	// mcpgate_authserver_request_duration_seconds times the authorization
+	// server's endpoints (endpoint: token, authorize, …, metadata; status).
+	// A Grafana dashboard and example alerts are in
+	// deploy/helm/mcpgate/files/.
 	Enabled bool `yaml:"enabled"`
 }
 
@@ -108,13 +126,17 @@ type SecurityConfig struct {
 	// Default: the public URL's host plus loopback names when listening on
 	// loopback. Protects against DNS rebinding.
 	AllowedHosts []string `yaml:"allowed_hosts"`
-	// AllowedOrigins are browser origins allowed to call the MCP endpoint.
-	// A request with an Origin header not in this list gets 403.
+	// AllowedOrigins are browser origins allowed to call the MCP endpoint
+	// (default: the public URL's origin, plus each loopback name of
+	// AllowedHosts, e.g. http://localhost:8080, when the public URL is
+	// loopback). A request with an Origin header not in this list gets 403.
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// CORSOrigins get CORS response headers (a subset of AllowedOrigins is
-	// typical; they are added to AllowedOrigins).
+	// typical; they are added to AllowedOrigins). Each is
+	// scheme://host[:port]: no path, no wildcard.
 	CORSOrigins []string `yaml:"cors_origins"`
-	// MaxBodyBytes limits request bodies (default 4 MiB).
+	// MaxBodyBytes limits request bodies (default 4 MiB); a larger one gets
+	// 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// TrustedProxies are the addresses or CIDRs of reverse proxies in front
 	// of the gateway (load balancer, ingress). Only when the socket peer is
@@ -130,15 +152,20 @@ type SecurityConfig struct {
 	// (default 10s).
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// ReadTimeout bounds reading a request's whole body once the headers are
-	// in (default 60s). It is set per request, so SSE responses are never cut.
+	// in (default 60s), on every route. On the MCP endpoint it is set per
+	// request and lifted once the body is in, so SSE streams and long tool
+	// calls are never cut by it.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// MinBodyRate is the slowest average rate, in bytes per second, at which
 	// a body may arrive once MinBodyRateGrace has passed (default 1024). A
 	// client trickling its body is cut off early, while a large body on a
-	// slow but honest link still arrives within ReadTimeout.
+	// slow but honest link still arrives within ReadTimeout: with the
+	// defaults a body trickled at 1 byte/s is cut after about 5 s, while a
+	// 4 MiB body needs only about 70 KB/s. A body too slow gets 408 (a
+	// JSON-RPC error on the MCP endpoint) and the connection is closed.
 	MinBodyRate int64 `yaml:"min_body_rate"`
 	// MinBodyRateGrace is how long a body may arrive at any rate before
-	// MinBodyRate applies (default 5s).
+	// MinBodyRate applies (default 5s); shorter than ReadTimeout.
 	MinBodyRateGrace time.Duration `yaml:"min_body_rate_grace"`
 	// WriteTimeout bounds each write of a response (default 60s): a client
 	// that stops reading is cut off. On the MCP endpoint it is renewed
@@ -146,10 +173,14 @@ type SecurityConfig struct {
 	// reads; elsewhere it bounds the whole response.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// MaxInFlightPerIP bounds the requests one client address (IPv6: its
-	// /64) has in flight at once, open SSE streams included (default 256).
+	// /64; behind trusted_proxies, the forwarded address) has in flight at
+	// once, on every route but the probes, open SSE streams included
+	// (default 256).
 	MaxInFlightPerIP int `yaml:"max_in_flight_per_ip"`
-	// MaxInFlightPerUser bounds the MCP requests one user has in flight at
-	// once, open SSE streams included (default 64).
+	// MaxInFlightPerUser bounds the MCP requests one user (issuer +
+	// subject) has in flight at once, open SSE streams included (default
+	// 64). Past either bound: 429 with Retry-After: 1 (JSON-RPC error -32029
+	// on the MCP endpoint, audited).
 	MaxInFlightPerUser int `yaml:"max_in_flight_per_user"`
 }
 

@@ -181,29 +181,36 @@ func (e *CallbackError) Error() string {
 
 // User is a static user.
 type User struct {
-	Username     string   `yaml:"username"`
-	PasswordHash string   `yaml:"password_hash"` // bcrypt, see `mcpgate users hash-password`
-	Email        string   `yaml:"email"`
-	Groups       []string `yaml:"groups"`
+	// Username is what the user types to sign in, and their subject.
+	Username     string `yaml:"username"`
+	PasswordHash string `yaml:"password_hash" secret:"true"` // bcrypt, see `mcpgate users hash-password`
+	// Email is the user's address (treated as verified).
+	Email string `yaml:"email"`
+	// Groups are matched by policy.groups and allowed_groups.
+	Groups []string `yaml:"groups"`
 }
 
 // Config configures the upstream connector (`auth.authorization_server.upstream`).
 type Config struct {
 	Type string `yaml:"type"` // oidc | static (default oidc when preset is set)
-	// Preset names the IdP (dex, keycloak, entra, okta, google, auth0,
-	// authentik): it sets the scopes and claim paths that IdP needs; keys
-	// set here override it. See presets.
+	// Preset names the IdP: dex | keycloak | entra | okta | google | auth0 |
+	// authentik. It sets the scopes and claim paths that IdP needs (see
+	// docs/idp-guides.md); keys set here override it.
 	Preset string `yaml:"preset"`
 
-	// oidc
-	Issuer       string   `yaml:"issuer"`
-	ClientID     string   `yaml:"client_id"`
-	ClientSecret string   `yaml:"client_secret"`
+	// Issuer is the IdP's issuer URL (oidc), read by OIDC discovery.
+	Issuer string `yaml:"issuer"`
+	// ClientID is the gateway's client at the IdP (oidc).
+	ClientID string `yaml:"client_id"`
+	// ClientSecret is ClientID's secret (oidc).
+	ClientSecret string   `yaml:"client_secret" secret:"true"`
 	Scopes       []string `yaml:"scopes"` // sent to the IdP; MCP scopes are never forwarded
 	// Claim paths, dotted for nested claims (e.g. "realm_access.roles").
-	GroupsClaim   string `yaml:"groups_claim"`
+	GroupsClaim string `yaml:"groups_claim"`
+	// UsernameClaim is the claim path of the display name.
 	UsernameClaim string `yaml:"username_claim"`
-	EmailClaim    string `yaml:"email_claim"`
+	// EmailClaim is the claim path of the email address.
+	EmailClaim string `yaml:"email_claim"`
 	// InsecureSkipEmailVerified treats emails as verified even without
 	// email_verified=true (for IdPs such as Entra that never send it).
 	InsecureSkipEmailVerified bool `yaml:"insecure_skip_email_verified"`
@@ -216,7 +223,7 @@ type Config struct {
 	AllowedGroups       []string `yaml:"allowed_groups"`
 	AllowedEmailDomains []string `yaml:"allowed_email_domains"` // requires a verified email
 
-	// static
+	// Users are the built-in users (static).
 	Users []User `yaml:"users"`
 }
 

@@ -34,18 +34,18 @@ var DefaultAllowedMethods = []string{
 }
 
 // Config is the authorization policy, the `policy:` section of the gateway
-// configuration. See the package documentation for how the parts combine.
+// configuration. How the parts combine: examples/policies/README.md.
 type Config struct {
 	// File loads the policy from a separate YAML file instead: either a file
 	// whose top level is this structure or a full mcpgate config with a
 	// `policy:` key. A relative path is relative to the directory of the
 	// file that names it. When set, no other key may be set here.
 	File string `yaml:"file"`
-	// Mode is enforce (default) or shadow: in shadow mode denials are
+	// Mode is enforce (default) | shadow: in shadow mode denials are
 	// reported (Effect "would_deny") but not enforced.
 	Mode string `yaml:"mode"`
-	// Default is the decision when nothing grants access. Only "deny" is
-	// supported: everything not granted is denied.
+	// Default is the decision when nothing grants access: deny (the only
+	// value; everything not granted is denied).
 	Default string `yaml:"default"`
 	// Roles are named sets of grants, keyed by role name.
 	Roles map[string]Role `yaml:"roles"`
@@ -85,8 +85,11 @@ type Role struct {
 	Inherits []string `yaml:"inherits"`
 	// Tools, Prompts and Resources match tool names, prompt names and
 	// resource URIs (or resource template URIs) on every backend.
-	Tools     []string `yaml:"tools"`
-	Prompts   []string `yaml:"prompts"`
+	Tools []string `yaml:"tools"`
+	// Prompts are patterns of prompt names granted on every backend.
+	Prompts []string `yaml:"prompts"`
+	// Resources are patterns of resource URIs (or resource template URIs)
+	// granted on every backend.
 	Resources []string `yaml:"resources"`
 	// Backends holds grants that apply on one backend only.
 	Backends map[string]Grants `yaml:"backends"`
@@ -94,8 +97,11 @@ type Role struct {
 
 // Grants are the patterns a role grants on one backend.
 type Grants struct {
-	Tools     []string `yaml:"tools"`
-	Prompts   []string `yaml:"prompts"`
+	// Tools are patterns of tool names.
+	Tools []string `yaml:"tools"`
+	// Prompts are patterns of prompt names.
+	Prompts []string `yaml:"prompts"`
+	// Resources are patterns of resource URIs or resource template URIs.
 	Resources []string `yaml:"resources"`
 }
 
@@ -104,8 +110,11 @@ type Grants struct {
 // prompts/get, resources/read, resources/subscribe or resources/unsubscribe:
 // those are decided by roles, rules and scopes; deny can still block them.
 type Methods struct {
+	// Allow lists the methods allowed (globs); set, it replaces the default
+	// list of protocol methods.
 	Allow []string `yaml:"allow"`
-	Deny  []string `yaml:"deny"`
+	// Deny lists methods refused (globs); it wins over Allow.
+	Deny []string `yaml:"deny"`
 }
 
 // SetDefaults fills in defaults. It leaves a config that names a File alone:

@@ -16,7 +16,8 @@ type BackendConfig struct {
 	// Name identifies the backend in policy rules, audit records and logs.
 	Name string `yaml:"name"`
 	// URL of the backend's streamable-HTTP MCP endpoint. Exactly one of
-	// url and command is set.
+	// url and command is set. MCPGATE_BACKEND_URL and --backend set it for
+	// a single backend.
 	URL string `yaml:"url"`
 	// Stdio runs a stdio MCP server instead (command, env, dir, run_as,
 	// max_sessions, max_sessions_per_user, idle_timeout,
@@ -33,9 +34,20 @@ type BackendConfig struct {
 	Credential CredentialConfig `yaml:"credential"`
 	// IdentityHeaders, when set, passes the caller's identity to the backend
 	// (e.g. user: X-MCP-User, groups: X-MCP-Groups). Off by default.
+	// Client-sent copies of these headers are always removed.
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
-	// ForwardHeaders adds client request headers to the fixed set the gateway
-	// forwards (defaultForwardHeaders in proxy.go); every other client header is dropped.
+	// ForwardHeaders adds client request headers, e.g. [Accept-Language,
+	// X-Tenant], to the fixed set the gateway forwards (see "Headers to the
+	// backend" in docs/configuration.md); every other client header is
+	// dropped. Refused: hop-by-hop headers (Connection, Keep-Alive,
+	// Proxy-Connection, Proxy-Authenticate, TE, Trailer, Transfer-Encoding,
+	// Upgrade), Authorization, Proxy-Authorization, Cookie, the headers the
+	// gateway sets (Host, Content-Length, Accept-Encoding, Forwarded,
+	// X-Forwarded-For/Host/Proto), this backend's identity_headers and
+	// static credential header, and names that are not header tokens. Not
+	// for stdio backends (the child sees no headers). Whatever is listed is
+	// the client's word: do not list a header the backend trusts for
+	// identity.
 	ForwardHeaders []string `yaml:"forward_headers"`
 	// ResponseHeaderTimeout bounds the wait for the backend's response headers.
 	// Tool calls can be slow, so the default is long (10m); streams, once
@@ -51,20 +63,26 @@ type BackendConfig struct {
 
 // IdentityHeaders names the request headers carrying the caller's identity.
 type IdentityHeaders struct {
-	User    string `yaml:"user"`
-	Email   string `yaml:"email"`
-	Groups  string `yaml:"groups"`
+	// User names the header that carries the user's display name.
+	User string `yaml:"user"`
+	// Email names the header that carries the user's email address.
+	Email string `yaml:"email"`
+	// Groups names the header that carries the user's groups, comma-separated.
+	Groups string `yaml:"groups"`
+	// Subject names the header that carries the user's subject (sub).
 	Subject string `yaml:"subject"`
 }
 
 // CredentialConfig selects the credential presented to the backend.
 type CredentialConfig struct {
-	// Type: none | static | upstream_token.
+	// Type: none | static | upstream_token. static sends header: value;
+	// upstream_token sends the user's token from the upstream IdP
+	// (authorization_server mode only, refreshed before it expires).
 	Type string `yaml:"type"`
 	// Header for static credentials (default Authorization).
 	Header string `yaml:"header"`
 	// Value for static credentials, e.g. "Bearer ${BACKEND_TOKEN}".
-	Value string `yaml:"value"`
+	Value string `yaml:"value" secret:"true"`
 }
 
 // IsStdio reports whether the backend is a stdio command.

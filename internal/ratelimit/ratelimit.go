@@ -35,18 +35,25 @@ import (
 
 // Limit is a token bucket: RPS tokens per second, up to Burst.
 type Limit struct {
-	RPS   float64 `yaml:"rps"`
-	Burst int     `yaml:"burst"`
+	// RPS is the sustained rate, in requests per second.
+	RPS float64 `yaml:"rps"`
+	// Burst is how many requests may arrive at once above the rate.
+	Burst int `yaml:"burst"`
 }
 
 // Config is the `rate_limit:` section.
 type Config struct {
 	Enabled *bool `yaml:"enabled"` // default true
-	// PerIP applies before authentication. Default 50 rps, burst 100: room
-	// for several agents behind one NAT, while a single scanner is slowed.
+	// PerIP applies before authentication, keyed by the client address
+	// (IPv6: its /64). Default 50 rps, burst 100: room for several agents
+	// behind one NAT, while a single scanner is slowed. Over a limit: 429
+	// with Retry-After and a JSON-RPC error -32029.
 	PerIP Limit `yaml:"per_ip"`
-	// PerUser applies per principal after authentication. Default 20 rps,
-	// burst 40: an agent calling tools in a tight loop is far below that.
+	// PerUser applies per principal (issuer + subject) after
+	// authentication. Default 20 rps, burst 40: an agent calling tools in a
+	// tight loop is far below that. A body of only responses and
+	// notifications (a client answering a sampling or elicitation request)
+	// is never limited.
 	PerUser Limit         `yaml:"per_user"`
 	MaxKeys int           `yaml:"max_keys"` // buckets per limiter; default 100000 (about 25 MB when full)
 	IdleTTL time.Duration `yaml:"idle_ttl"` // default 10m

@@ -33,7 +33,7 @@ type Config struct {
 	// Env is added to a minimal environment (PATH and HOME of the gateway);
 	// nothing else of the gateway's environment, which holds its secrets,
 	// reaches the child.
-	Env map[string]string `yaml:"env"`
+	Env map[string]string `yaml:"env" secret:"true"`
 	// Dir is the child's working directory (default: the gateway's).
 	Dir string `yaml:"dir"`
 	// MaxSessions bounds concurrent sessions, hence child processes
@@ -49,7 +49,9 @@ type Config struct {
 	MaxSessionsPerUser int `yaml:"max_sessions_per_user"`
 	// RunAs runs every child as this uid and gid, with no supplementary
 	// groups, so it cannot read the gateway's files or memory. It requires
-	// the gateway to run as root. Default: the gateway's own user.
+	// the gateway to run as root, which refuses to start if that user could
+	// read one of its secret files. The production setup for servers you do
+	// not fully trust. Default: the gateway's own user.
 	RunAs *RunAs `yaml:"run_as"`
 	// IdleTimeout stops a session's child when no HTTP request of the session
 	// (including a standalone GET stream) has been open for this long
@@ -62,7 +64,9 @@ type Config struct {
 
 // RunAs is a uid and gid (numeric, as in /etc/passwd) to run children as.
 type RunAs struct {
+	// UID is the children's numeric user id, not root (1 or more).
 	UID int `yaml:"uid"`
+	// GID is the children's numeric group id, not root (1 or more).
 	GID int `yaml:"gid"`
 }
 

@@ -22,12 +22,14 @@ const DefaultSweepInterval = 5 * time.Minute
 
 // Config is the `store:` section of the configuration file.
 type Config struct {
-	// Driver is sqlite (default, embedded), postgres (shared by replicas) or
-	// memory (tests and development only: all state is lost on restart).
+	// Driver is sqlite | postgres | memory: sqlite (default, embedded),
+	// postgres (shared by replicas) or memory (tests and development only: all state is lost on restart).
 	Driver string `yaml:"driver"`
 	// DSN is the SQLite file path or a PostgreSQL connection string
-	// (postgres://user:pass@host/db?sslmode=verify-full).
-	DSN string `yaml:"dsn"`
+	// (postgres://user:pass@host/db?sslmode=verify-full); MCPGATE_STORE_DSN,
+	// or MCPGATE_STORE_DSN_FILE for a DSN with a password. A new SQLite file
+	// is created 0600 in a 0700 directory.
+	DSN string `yaml:"dsn" secret:"true"`
 	// SweepInterval is how often expired objects are deleted (0 = default).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 }
