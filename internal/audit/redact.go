@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Redacted replaces the value of a sensitive argument.
@@ -49,12 +50,23 @@ func NewRedactor(extra []string, maxBytes int) *Redactor {
 	return rd
 }
 
-// Args returns the redacted, compact form of raw. Empty input stays empty;
+// Args returns the redacted, compact form of raw: raw itself when there is
+// nothing to redact (see nothingToRedact), else re-encoded with object
+// members sorted. Empty input stays empty;
 // input that is not exactly one JSON value becomes {"_invalid_json":true,"_size":N}.
 func (rd *Redactor) Args(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
 		return nil
 	}
+	if rd.nothingToRedact(raw) {
+		return raw
+	}
+	return rd.redact(raw)
+}
+
+// redact is Args without the shortcut: it decodes raw, redacts, and encodes
+// the result again (object members sorted).
+func (rd *Redactor) redact(raw json.RawMessage) json.RawMessage {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber() // keep numbers exactly as sent
 	var v any
@@ -80,6 +92,42 @@ func (rd *Redactor) Args(raw json.RawMessage) json.RawMessage {
 		}
 	}
 	return out
+}
+
+// nothingToRedact reports, without decoding, that Args would return raw
+// itself but for the order of object members: raw is small, compact, valid
+// JSON in plain ASCII without escapes (so no key can hide a pattern behind
+// \u escapes or Unicode case folding), and its text, normalised as keys are,
+// contains no redaction pattern and nothing a credential value starts with.
+// Most tool arguments are like this, and this is on every call's path.
+func (rd *Redactor) nothingToRedact(raw []byte) bool {
+	var buf [512]byte
+	if len(raw) > len(buf) || len(raw) > rd.maxBytes {
+		return false
+	}
+	norm := buf[:0]
+	for _, c := range raw {
+		switch {
+		case c >= utf8.RuneSelf || c == '\\':
+			return false
+		case c == '-' || c == '_' || c == '.' || c == ' ':
+		case 'A' <= c && c <= 'Z':
+			norm = append(norm, c+'a'-'A')
+		default:
+			norm = append(norm, c)
+		}
+	}
+	for _, p := range rd.patterns {
+		if bytes.Contains(norm, []byte(p)) {
+			return false
+		}
+	}
+	for _, p := range [...]string{"bearer", "basic", "dpop", "eyj"} {
+		if bytes.Contains(norm, []byte(p)) {
+			return false
+		}
+	}
+	return plainJSON(raw)
 }
 
 // shrink replaces the largest members of m by truncation markers until its

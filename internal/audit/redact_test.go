@@ -19,7 +19,11 @@ func TestRedactorArgs(t *testing.T) {
 		want  string
 	}{
 		{name: "empty", in: "", want: ""},
-		{name: "plain kept", in: `{"vm_name":"web-1","count":3}`, want: `{"count":3,"vm_name":"web-1"}`},
+		{name: "plain kept as sent", in: `{"vm_name":"web-1","count":3}`, want: `{"vm_name":"web-1","count":3}`},
+		{name: "plain with whitespace compacted", in: "{ \"vm_name\" : \"web-1\",\n \"count\": 3 }", want: `{"count":3,"vm_name":"web-1"}`},
+		{name: "escaped key", in: `{"p\u0061ssword":"hunter2"}`, want: `{"password":"[REDACTED]"}`},
+		{name: "key that case-folds to a pattern", in: `{"To\u212Aen":"hunter2","note":"Ωk"}`, want: "{\"To\u212Aen\":\"[REDACTED]\",\"note\":\"Ωk\"}"},
+		{name: "non-ASCII key that case-folds to a pattern", in: "{\"To\u212Aen\":\"hunter2\"}", want: "{\"To\u212Aen\":\"[REDACTED]\"}"},
 		{name: "top-level keys", in: `{"password":"hunter2","user":"bob"}`, want: `{"password":"[REDACTED]","user":"bob"}`},
 		{name: "case-insensitive and separators",
 			in:   `{"PassWord":"a","X-Api-Key":"b","apiKey":"c","Client_Secret":"d","AUTHORIZATION":"e","privateKey":"f","passwd":"g","db.credentials":"h"}`,
@@ -35,7 +39,7 @@ func TestRedactorArgs(t *testing.T) {
 			want: `{"header":"[REDACTED]","list":["x","[REDACTED]"],"note":"[REDACTED]"}`},
 		{name: "not a jwt", in: `{"s":"eyJ not.a.jwt"}`, want: `{"s":"eyJ not.a.jwt"}`},
 		{name: "top-level array", in: `[{"token":"t"},1]`, want: `[{"token":"[REDACTED]"},1]`},
-		{name: "big numbers kept exactly", in: `{"n":12345678901234567890123,"f":1.50}`, want: `{"f":1.50,"n":12345678901234567890123}`},
+		{name: "big numbers kept exactly", in: `{"n":12345678901234567890123,"f":1.50}`, want: `{"n":12345678901234567890123,"f":1.50}`},
 		{name: "extra keys", extra: []string{"ssn"}, in: `{"SSN":"1","ok":"2"}`, want: `{"SSN":"[REDACTED]","ok":"2"}`},
 		{name: "invalid json", in: `{"password":"hunter2"`, want: `{"_invalid_json":true,"_size":21}`},
 		{name: "trailing data", in: `{"a":1} {"b":2}`, want: `{"_invalid_json":true,"_size":15}`},
@@ -90,4 +94,32 @@ func TestRecordJSON(t *testing.T) {
 	if !back.Time.Equal(r.Time.Truncate(time.Microsecond)) {
 		t.Errorf("time round trip: got %v", back.Time)
 	}
+}
+
+// FuzzRedactorShortcut: whenever Args returns its input unchanged, the full
+// redaction gives the same JSON value (only member order may differ).
+func FuzzRedactorShortcut(f *testing.F) {
+	for _, s := range []string{`{"vm_name":"web-1","count":3}`, `{"password":"x"}`, `[1,"a",{"b":null}]`, `{"a":{"b":"Bearer x"}}`, `{"x":1,"x":2}`} {
+		f.Add(s)
+	}
+	rd := NewRedactor([]string{"ssn"}, DefaultMaxArgsBytes)
+	f.Fuzz(func(t *testing.T, raw string) {
+		if !rd.nothingToRedact([]byte(raw)) {
+			return
+		}
+		full := rd.redact(json.RawMessage(raw))
+		var a, b any
+		da, db := json.NewDecoder(strings.NewReader(raw)), json.NewDecoder(strings.NewReader(string(full)))
+		da.UseNumber()
+		db.UseNumber()
+		if err := da.Decode(&a); err != nil {
+			t.Fatalf("shortcut kept invalid JSON %q: %v", raw, err)
+		}
+		if err := db.Decode(&b); err != nil {
+			t.Fatalf("redact(%q) = %q: %v", raw, full, err)
+		}
+		if !cmp.Equal(a, b) {
+			t.Fatalf("shortcut kept %q, full redaction gives %q", raw, full)
+		}
+	})
 }
