@@ -97,9 +97,12 @@ export async function loginAndConsent(page, authorizeURL, user, password, opts) 
   let final;
   // Watch requests rather than route them: playwright does not route the follow-ups of
   // redirects, and the last hop is a redirect. The page itself then fails to load, which is fine.
+  // Only this flow's redirect (same state): on a loaded machine the previous flow's last hop can
+  // still be in flight when this one starts, and must not end it.
+  const state = URL.parse(authorizeURL)?.searchParams.get('state') ?? null;
   const onRequest = (req) => {
     const u = URL.parse(req.url());
-    if (!final && u && u.origin === redirect.origin && u.pathname === redirect.pathname) final = u;
+    if (!final && u && u.origin === redirect.origin && u.pathname === redirect.pathname && (state === null || u.searchParams.get('state') === state)) final = u;
   };
   page.on('request', onRequest);
   // Navigation to the (unserved) redirect URI fails; that failure is the expected end. Wait for
