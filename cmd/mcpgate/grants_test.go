@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -13,36 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
 func TestGrantsListRevoke(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := filepath.Join(dir, "mcpgate.db")
-	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	cfgPath := filepath.Join(dir, "mcpgate.yaml")
-	cfg := `
-listen: 127.0.0.1:8080
-public_url: https://gw.example.com
-auth:
-  mode: authorization_server
-  authorization_server:
-    upstream:
-      type: static
-      users: [{username: alice, password_hash: "` + string(hash) + `"}]
-backends: [{name: demo, url: "http://127.0.0.1:9000/mcp"}]
-store: {driver: sqlite, dsn: "` + db + `"}
-`
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
+	dir, db, cfgPath := staticASConfig(t, "public_url: https://gw.example.com")
 	st, err := sqlite.Open(ctx, db)
 	if err != nil {
 		t.Fatal(err)

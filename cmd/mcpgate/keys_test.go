@@ -17,27 +17,7 @@ import (
 )
 
 func TestKeysRotate(t *testing.T) {
-	dir := t.TempDir()
-	db := filepath.Join(dir, "mcpgate.db")
-	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	cfgPath := filepath.Join(dir, "mcpgate.yaml")
-	cfg := `
-listen: 127.0.0.1:8080
-auth:
-  mode: authorization_server
-  authorization_server:
-    upstream:
-      type: static
-      users: [{username: alice, password_hash: "` + string(hash) + `"}]
-backends: [{name: demo, url: "http://127.0.0.1:9000/mcp"}]
-store: {driver: sqlite, dsn: "` + db + `"}
-`
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
+	_, db, cfgPath := staticASConfig(t, "")
 
 	runArgs := func(args ...string) (string, error) {
 		cmd := newKeysCmd()
@@ -111,4 +91,35 @@ store: {driver: sqlite, dsn: "` + db + `"}
 	if _, err := run(); err == nil {
 		t.Error("rotated without the encryption key")
 	}
+}
+
+// staticASConfig writes a config for the built-in authorization server with
+// one static user (alice) and a SQLite store in a temporary directory, and
+// sets the encryption key in the environment, as an operator running the
+// CLI beside a gateway would have it. extra is added at the top level.
+func staticASConfig(t *testing.T, extra string) (dir, db, cfgPath string) {
+	t.Helper()
+	dir = t.TempDir()
+	db = filepath.Join(dir, "mcpgate.db")
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	cfgPath = filepath.Join(dir, "mcpgate.yaml")
+	cfg := `
+listen: 127.0.0.1:8080
+` + extra + `
+auth:
+  mode: authorization_server
+  authorization_server:
+    upstream:
+      type: static
+      users: [{username: alice, password_hash: "` + string(hash) + `"}]
+backends: [{name: demo, url: "http://127.0.0.1:9000/mcp"}]
+store: {driver: sqlite, dsn: "` + db + `"}
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
+	return dir, db, cfgPath
 }
