@@ -356,7 +356,27 @@ func (c *Config) Validate() error {
 	c.Audit.Validate("audit", &p)
 	c.Store.Validate("store", &p)
 	c.RateLimit.Validate("rate_limit", &p)
+	c.validateRateLimitRefs(&p)
 	return p.Err()
+}
+
+// validateRateLimitRefs checks what rate_limit refers to outside itself: the
+// store a shared limiter lives in, and the backends per-tool rules name.
+func (c *Config) validateRateLimitRefs(p *validate.Problems) {
+	if c.RateLimit.Shared.Store == ratelimit.SharedPostgres && c.Store.Driver != store.DriverPostgres {
+		p.Add("rate_limit.shared.store", "postgres keeps the limits in the store's database: set store.driver: postgres and store.dsn (got driver %q)", c.Store.Driver)
+	}
+	names := map[string]bool{}
+	for _, b := range c.Backends {
+		names[b.Name] = true
+	}
+	for i, t := range c.RateLimit.PerTool {
+		for j, b := range t.Backends {
+			if b != "" && !names[b] {
+				p.Add(fmt.Sprintf("rate_limit.per_tool[%d].backends[%d]", i, j), "names no backend (got %q)", b)
+			}
+		}
+	}
 }
 
 func (s *SecurityConfig) setDefaults() {

@@ -119,3 +119,18 @@ func matchToks(toks []globTok, s string) bool {
 }
 
 func decodeRune(s string) (rune, int) { return utf8.DecodeRuneInString(s) }
+
+// Glob is a compiled tool-name pattern with the policy's syntax (`*`, `?`,
+// `\` escapes), for other parts of the gateway that select tools the same
+// way roles do (rate_limit.per_tool).
+type Glob struct{ g glob }
+
+// CompileGlob compiles p; it fails on an empty pattern, control characters
+// or a trailing backslash.
+func CompileGlob(p string) (Glob, error) {
+	g, err := compileGlob(p)
+	return Glob{g}, err
+}
+
+// Match reports whether s matches the pattern.
+func (g *Glob) Match(s string) bool { return g.g.match(s) }

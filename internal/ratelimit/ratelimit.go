@@ -2,11 +2,13 @@
 // (golang.org/x/time/rate), one bucket per key: the client IP before
 // authentication, the principal's key after.
 //
-// Failure behaviour: the buckets live in the gateway's memory, so there is no
-// store that can fail and nothing to "fail open" on; a limit is enforced or
-// the process is not running. The costs of that choice: every replica has its
-// own buckets (with N replicas behind a load balancer a client gets up to N
-// times the rate), and a restart refills all buckets.
+// By default the buckets live in the gateway's memory, so there is no store
+// that can fail; a limit is enforced or the process is not running. The costs
+// of that choice: every replica has its own buckets (with N replicas behind a
+// load balancer a client gets up to N times the rate), and a restart refills
+// all buckets. With `shared: {store: postgres}` the limits hold across
+// replicas (see Shared), and what happens when PostgreSQL cannot answer is
+// chosen per limit (OnError).
 //
 // Memory is bounded: at most MaxKeys buckets are kept. Buckets idle for
 // IdleTTL (never less than the time a bucket takes to refill, so dropping
@@ -20,7 +22,9 @@ package ratelimit
 
 import (
 	"container/list"
+	"context"
 	"crypto/sha256"
+	"fmt"
 	"hash/maphash"
 	"math"
 	"net/netip"
@@ -30,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -54,9 +59,32 @@ type Config struct {
 	// tight loop is far below that. A body of only responses and
 	// notifications (a client answering a sampling or elicitation request)
 	// is never limited.
-	PerUser Limit         `yaml:"per_user"`
+	PerUser Limit `yaml:"per_user"`
+	// PerTool limits tools/call per user and tool, for the tools operators
+	// want to throttle (destructive ones). A call is checked against every
+	// rule whose tools (and backends) match, after the policy allowed it.
+	// None by default.
+	PerTool []ToolLimit   `yaml:"per_tool"`
 	MaxKeys int           `yaml:"max_keys"` // buckets per limiter; default 100000 (about 25 MB when full)
 	IdleTTL time.Duration `yaml:"idle_ttl"` // default 10m
+	// Shared keeps the buckets in a store every replica uses, so N replicas
+	// allow the configured rate, not N times it. Off by default (in-process
+	// buckets: right for one replica).
+	Shared SharedConfig `yaml:"shared"`
+}
+
+// ToolLimit is one `rate_limit.per_tool` rule.
+type ToolLimit struct {
+	// Tools are glob patterns over tool names (as in policy roles).
+	Tools []string `yaml:"tools"`
+	// Backends restricts the rule to these backends (by name); empty means
+	// every backend.
+	Backends []string `yaml:"backends"`
+	// RPS is the sustained rate of each (user, backend, tool), in calls per
+	// second (0.0167: one a minute).
+	RPS float64 `yaml:"rps"`
+	// Burst is how many calls of the tool a user may make at once.
+	Burst int `yaml:"burst"`
 }
 
 // Defaults.
@@ -88,22 +116,31 @@ func (c *Config) SetDefaults() {
 	if c.IdleTTL == 0 {
 		c.IdleTTL = DefaultIdleTTL
 	}
+	c.Shared.SetDefaults()
 }
 
 // Validate reports every problem under path (e.g. "rate_limit").
 func (c *Config) Validate(path string, p *validate.Problems) {
-	for _, l := range []struct {
-		key string
-		Limit
-	}{{"per_ip", c.PerIP}, {"per_user", c.PerUser}} {
-		at := validate.Join(path, l.key)
-		if !(l.RPS > 0) || math.IsInf(l.RPS, 0) {
-			p.Add(validate.Join(at, "rps"), "must be a positive number (got %v)", l.RPS)
+	c.PerIP.validate(validate.Join(path, "per_ip"), p)
+	c.PerUser.validate(validate.Join(path, "per_user"), p)
+	for i, t := range c.PerTool {
+		at := validate.Join(path, fmt.Sprintf("per_tool[%d]", i))
+		Limit{RPS: t.RPS, Burst: t.Burst}.validate(at, p)
+		if len(t.Tools) == 0 {
+			p.Add(validate.Join(at, "tools"), "must name at least one tool pattern")
 		}
-		if l.Burst < 1 {
-			p.Add(validate.Join(at, "burst"), "must be at least 1 (got %d)", l.Burst)
+		for j, pat := range t.Tools {
+			if _, err := policy.CompileGlob(pat); err != nil {
+				p.Add(validate.Join(at, fmt.Sprintf("tools[%d]", j)), "%v", err)
+			}
+		}
+		for j, b := range t.Backends {
+			if b == "" {
+				p.Add(validate.Join(at, fmt.Sprintf("backends[%d]", j)), "must not be empty")
+			}
 		}
 	}
+	c.Shared.validate(validate.Join(path, "shared"), p)
 	if c.MaxKeys < 1 {
 		p.Add(validate.Join(path, "max_keys"), "must be at least 1 (got %d)", c.MaxKeys)
 	}
@@ -112,34 +149,83 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 }
 
-// Set holds the two limiters the gateway uses. Both are nil when limiting is
-// disabled; a nil *Limiter allows everything.
-type Set struct {
-	PerIP   *Limiter
-	PerUser *Limiter
+func (l Limit) validate(at string, p *validate.Problems) {
+	if !(l.RPS > 0) || math.IsInf(l.RPS, 0) {
+		p.Add(validate.Join(at, "rps"), "must be a positive number (got %v)", l.RPS)
+	}
+	if l.Burst < 1 {
+		p.Add(validate.Join(at, "burst"), "must be at least 1 (got %d)", l.Burst)
+	}
 }
 
-// NewSet builds the limiters of cfg (defaults applied to a copy).
-func NewSet(cfg Config) *Set {
+// Taker is one limit as the gateway asks it: may key make one more request?
+// When not, retryAfter says how long until it may. *Limiter (in-process) and
+// *Shared (across replicas) implement it.
+type Taker interface {
+	Take(ctx context.Context, key string) (ok bool, retryAfter time.Duration)
+}
+
+// Set holds the limiters the gateway uses. When limiting is disabled PerIP
+// and PerUser are nil *Limiters, which allow everything, and PerTool is nil.
+type Set struct {
+	PerIP   Taker
+	PerUser Taker
+	PerTool *ToolLimits
+
+	collectors []prometheus.Collector
+	closers    []func()
+}
+
+// NewSet builds the limiters of cfg (defaults applied to a copy). With a
+// shared store it connects to it (see OpenShared); the caller closes the
+// Set.
+func NewSet(ctx context.Context, cfg Config, opts SharedOptions) (*Set, error) {
 	cfg.SetDefaults()
 	if !*cfg.Enabled {
-		return &Set{}
+		return &Set{PerIP: (*Limiter)(nil), PerUser: (*Limiter)(nil)}, nil
 	}
-	return &Set{
-		PerIP:   New("ip", cfg.PerIP, cfg.MaxKeys, cfg.IdleTTL),
-		PerUser: New("user", cfg.PerUser, cfg.MaxKeys, cfg.IdleTTL),
+	s := &Set{}
+	var db *sharedStore
+	if cfg.Shared.Store != "" {
+		var err error
+		if db, err = openSharedStore(ctx, cfg.Shared, opts); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, db.close)
+		s.collectors = append(s.collectors, db.errors)
 	}
+	// build makes one limit: in-process, or shared with an in-process
+	// fallback.
+	build := func(name string, l Limit, onError string) Taker {
+		local := New(name, l, cfg.MaxKeys, cfg.IdleTTL)
+		s.collectors = append(s.collectors, local.evictions, local.keys)
+		if db == nil {
+			return local
+		}
+		return db.limit(name, l, onError, local)
+	}
+	s.PerIP = build("ip", cfg.PerIP, cfg.Shared.OnError.PerIP)
+	s.PerUser = build("user", cfg.PerUser, cfg.Shared.OnError.PerUser)
+	if len(cfg.PerTool) > 0 {
+		s.PerTool = &ToolLimits{}
+		for i, t := range cfg.PerTool {
+			l := Limit{RPS: t.RPS, Burst: t.Burst}
+			if err := s.PerTool.add(t, build(fmt.Sprintf("tool_%d", i), l, cfg.Shared.OnError.PerTool)); err != nil {
+				return nil, fmt.Errorf("rate_limit.per_tool[%d]: %w", i, err)
+			}
+		}
+	}
+	return s, nil
 }
 
 // Collectors returns the limiters' Prometheus collectors for registration.
-func (s *Set) Collectors() []prometheus.Collector {
-	var out []prometheus.Collector
-	for _, l := range []*Limiter{s.PerIP, s.PerUser} {
-		if l != nil {
-			out = append(out, l.evictions, l.keys)
-		}
+func (s *Set) Collectors() []prometheus.Collector { return s.collectors }
+
+// Close releases the shared store's connections, if any.
+func (s *Set) Close() {
+	for _, c := range s.closers {
+		c()
 	}
-	return out
 }
 
 // shards spread lock contention; each has its own LRU.
@@ -203,6 +289,9 @@ func New(name string, l Limit, maxKeys int, idleTTL time.Duration) *Limiter {
 	}, func() float64 { return float64(lim.Len()) })
 	return lim
 }
+
+// Take is Allow, as a Taker.
+func (l *Limiter) Take(_ context.Context, key string) (bool, time.Duration) { return l.Allow(key) }
 
 // Allow takes one token from key's bucket. When none is left it returns
 // false and how long until one is (for Retry-After, RFC 9110 §10.2.3, rounded

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"fmt"
 	"hash/maphash"
 	"net/netip"
@@ -59,18 +60,25 @@ func TestNilLimiterAndDisabledSet(t *testing.T) {
 		t.Error("nil limiter must allow")
 	}
 	off := false
-	s := NewSet(Config{Enabled: &off})
-	if s.PerIP != nil || s.PerUser != nil || len(s.Collectors()) != 0 {
-		t.Errorf("disabled set has limiters: %+v", s)
+	s, err := NewSet(context.Background(), Config{Enabled: &off}, SharedOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	on := NewSet(Config{})
+	ctx := context.Background()
+	if ok, _ := s.PerIP.Take(ctx, "x"); !ok || s.PerTool != nil || len(s.Collectors()) != 0 {
+		t.Errorf("disabled set limits: %+v", s)
+	}
+	on, err := NewSet(ctx, Config{}, SharedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if on.PerIP == nil || on.PerUser == nil || len(on.Collectors()) != 4 {
 		t.Errorf("default set: %+v", on)
 	}
 	for range DefaultPerIP.Burst {
-		on.PerIP.Allow("192.0.2.1")
+		on.PerIP.Take(ctx, "192.0.2.1")
 	}
-	if ok, _ := on.PerIP.Allow("192.0.2.1"); ok {
+	if ok, _ := on.PerIP.Take(ctx, "192.0.2.1"); ok {
 		t.Error("default per-IP burst not enforced")
 	}
 }

@@ -92,4 +92,4 @@ audit: { sink: none }
 
 type noLimit struct{}
 
-func (noLimit) Allow(string) (bool, time.Duration) { return true, 0 }
+func (noLimit) Take(context.Context, string) (bool, time.Duration) { return true, 0 }

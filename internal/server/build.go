@@ -78,7 +78,11 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	}
 
 	m := metrics.NewGateway(s.registry)
-	limits := ratelimit.NewSet(cfg.RateLimit)
+	limits, err := ratelimit.NewSet(ctx, cfg.RateLimit, ratelimit.SharedOptions{DSN: cfg.Store.DSN, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { limits.Close(); return nil })
 	s.registry.MustRegister(limits.Collectors()...)
 	sessions := newSessionBinder(maxSessions, maxSessionsPerUser, sessionIdleTTL)
 	s.inFlightIP = ratelimit.NewInFlight(cfg.Security.MaxInFlightPerIP, inFlightKeys)
@@ -105,7 +109,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 		g := &gateway{
 			backend: b, resource: resource, resources: resources, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
 			authn: authenticator, policy: s.policy, audit: auditor,
-			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, edge: e, maxBody: cfg.Security.MaxBodyBytes,
+			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, toolLimits: limits.PerTool, edge: e, maxBody: cfg.Security.MaxBodyBytes,
 			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
 			sessionGate: bc.IsStdio(), sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
 		}

@@ -37,11 +37,6 @@ type Auditor interface {
 	Log(ctx context.Context, rec *audit.Record) error
 }
 
-// Limiter is a keyed rate limiter.
-type Limiter interface {
-	Allow(key string) (ok bool, retryAfter time.Duration)
-}
-
 // JSON-RPC error codes the gateway answers with itself.
 const (
 	codePermissionDenied = -32003 // server-defined range (JSON-RPC 2.0 §5.1)
@@ -63,8 +58,9 @@ type gateway struct {
 	authn       Authenticator
 	policy      *policy.Holder
 	audit       Auditor
-	ipLimiter   Limiter
-	userLimiter Limiter
+	ipLimiter   ratelimit.Taker
+	userLimiter ratelimit.Taker
+	toolLimits  *ratelimit.ToolLimits
 	// inFlightIP and inFlightUser bound the requests a client address and a
 	// user have open at once: slow bodies and streams hold goroutines
 	// however low their request rate.
@@ -137,7 +133,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ipKey := g.edge.ipKey(r)
-	if ok, retry := g.ipLimiter.Allow(ipKey); !ok {
+	if ok, retry := g.ipLimiter.Take(r.Context(), ipKey); !ok {
 		g.rateLimited(w, x, retry)
 		return
 	}
@@ -162,7 +158,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// POSTs are limited per user after decoding (authorizePost), so that a
 	// client's replies to server requests are never refused.
 	if r.Method != http.MethodPost {
-		if ok, retry := g.userLimiter.Allow(userKey); !ok {
+		if ok, retry := g.userLimiter.Take(r.Context(), userKey); !ok {
 			g.rateLimited(w, x, retry)
 			return
 		}
@@ -350,7 +346,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	// a sampling or elicitation reply) and calls nothing: refusing it would
 	// leave the user's own tool call hanging, so it is not rate limited.
 	if !repliesOnly(msg) {
-		if ok, retry := g.userLimiter.Allow(userKey); !ok {
+		if ok, retry := g.userLimiter.Take(r.Context(), userKey); !ok {
 			g.rateLimited(w, x, retry)
 			return false
 		}
@@ -378,6 +374,17 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		}
 	}
 	if denied < 0 {
+		// Per-tool limits count only calls the policy let through: a denied
+		// call must not use up the user's budget for the tool.
+		for i := range msg.Calls {
+			if c := &msg.Calls[i]; c.Method == "tools/call" {
+				if ok, retry := g.toolLimits.Take(r.Context(), userKey, g.backend.Name, c.Name); !ok {
+					g.rateLimited(w, x, retry)
+					x.reason = "tool rate limit exceeded"
+					return false
+				}
+			}
+		}
 		return true
 	}
 	x.event = audit.EventPermissionDenied

@@ -2,9 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,57 +11,13 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/conformance"
 	"github.com/mcpgate/mcpgate/internal/store/postgres"
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
 )
 
-// DSNEnv names the variable holding a PostgreSQL DSN for these tests. Each
-// test gets its own schema, dropped afterwards.
-const DSNEnv = "MCPGATE_TEST_POSTGRES_DSN"
-
-func baseDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv(DSNEnv)
-	if dsn == "" {
-		t.Skip(DSNEnv + " is not set: skipping PostgreSQL tests (set it to a DSN of a throwaway database to run them)")
-	}
-	return dsn
-}
-
-// schemaDSN creates a fresh schema and returns a DSN whose search_path points at it.
-func schemaDSN(t *testing.T) string {
-	t.Helper()
-	dsn := baseDSN(t)
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "mcpgate_test_" + hex.EncodeToString(b)
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("connect for cleanup: %v", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	switch {
-	case !strings.Contains(dsn, "://"):
-		return dsn + " search_path=" + schema
-	case strings.Contains(dsn, "?"):
-		return dsn + "&search_path=" + schema
-	default:
-		return dsn + "?search_path=" + schema
-	}
-}
+var (
+	baseDSN   = pgtest.BaseDSN
+	schemaDSN = pgtest.SchemaDSN
+)
 
 func open(t *testing.T, dsn string) *postgres.Store {
 	t.Helper()
