@@ -8,8 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/keys"
+	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/backends"
 )
 
@@ -71,16 +73,51 @@ List the key IDs with the JWKS (GET <public_url>/jwks).`,
 			return err
 		},
 	}
-	for _, c := range []*cobra.Command{rotate, revoke} {
+	reseal := &cobra.Command{
+		Use:   "reseal",
+		Short: "Seal every stored secret again under the current encryption key",
+		Long: `After changing the encryption key, with the old one listed in
+MCPGATE_ENCRYPTION_KEY_PREVIOUS (or encryption_key_previous), this seals the
+signing keys and the upstream tokens of every unexpired grant again under the
+current key. Gateways also do it on use (signing keys when they load them;
+grants whenever a refresh rewrites them). When it reports nothing left under a
+previous key, drop the previous key. Authorization requests in flight (10
+minutes at most) are not resealed: keep the previous key that long after
+switching.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kt, closeStore, err := openKeyManager(cmd, path)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			// Loading the manager resealed the signing keys.
+			rep, err := authserver.ResealGrants(cmd.Context(), kt.store, kt.sealer)
+			fmt.Fprintf(cmd.OutOrStdout(), "signing keys: sealed under the current key\ngrants: %d with upstream tokens, %d resealed, %d rewritten meanwhile by a refresh\n",
+				rep.Grants, rep.Resealed, rep.Changed)
+			if err != nil {
+				return fmt.Errorf("reseal: %w (keep the previous key until this succeeds)", err)
+			}
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{rotate, revoke, reseal} {
 		c.Flags().StringVarP(&path, "config", "c", os.Getenv("MCPGATE_CONFIG"), "config file (env MCPGATE_CONFIG)")
 		cmd.AddCommand(c)
 	}
 	return cmd
 }
 
+// keyTools is a key manager with the store and sealer it was opened on.
+type keyTools struct {
+	*keys.Manager
+	store  store.Store
+	sealer *keys.Sealer
+}
+
 // openKeyManager opens the store of the config at path and its key
 // manager; the caller closes the store.
-func openKeyManager(cmd *cobra.Command, path string) (*keys.Manager, func(), error) {
+func openKeyManager(cmd *cobra.Command, path string) (*keyTools, func(), error) {
 	cfg, err := config.Load(path, config.Overrides{})
 	if err != nil {
 		return nil, nil, err
@@ -88,11 +125,7 @@ func openKeyManager(cmd *cobra.Command, path string) (*keys.Manager, func(), err
 	if cfg.Auth.Mode != config.ModeAuthorizationServer {
 		return nil, nil, fmt.Errorf("auth.mode is %q: signing keys exist only with mode authorization_server", cfg.Auth.Mode)
 	}
-	raw, err := keys.ParseKey(cfg.EncryptionKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encryption_key: %w", err)
-	}
-	sealer, err := keys.NewSealer(raw)
+	sealer, err := keys.NewSealerFromBase64(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encryption_key: %w", err)
 	}
@@ -102,12 +135,13 @@ func openKeyManager(cmd *cobra.Command, path string) (*keys.Manager, func(), err
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: %w", err)
 	}
-	m, err := keys.NewManager(ctx, st, sealer, keys.Options{Algorithm: cfg.Auth.AuthorizationServer.SigningAlg, Logger: log})
+	// No RotateEvery: a command does only what it is asked.
+	m, err := keys.NewManager(ctx, st, sealer, keys.Options{Algorithm: cfg.Auth.AuthorizationServer.SigningAlg, Overlap: cfg.Keys.RetiredKeyOverlap, Logger: log})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
-	return m, func() { st.Close() }, nil
+	return &keyTools{Manager: m, store: st, sealer: sealer}, func() { st.Close() }, nil
 }
 
 func printRotation(w io.Writer, before, after string) error {

@@ -123,3 +123,38 @@ store: {driver: sqlite, dsn: "` + db + `"}
 	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
 	return dir, db, cfgPath
 }
+
+// TestKeysReseal: after a change of encryption key, the store opens only
+// with the old key listed as previous; `keys reseal` seals the signing
+// keys again, after which the new key alone opens them.
+func TestKeysReseal(t *testing.T) {
+	_, _, cfgPath := staticASConfig(t, "")
+	run := func(args ...string) (string, error) {
+		cmd := newKeysCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(append(args, "--config", cfgPath))
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	if out, err := run("rotate"); err != nil { // creates the keys under the first key
+		t.Fatalf("%v: %s", err, out)
+	}
+	oldKey := os.Getenv("MCPGATE_ENCRYPTION_KEY")
+	newKey := make([]byte, 32)
+	rand.Read(newKey)
+	t.Setenv("MCPGATE_ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(newKey))
+	if out, err := run("reseal"); err == nil || !strings.Contains(err.Error(), "MCPGATE_ENCRYPTION_KEY_PREVIOUS") {
+		t.Fatalf("reseal without the previous key: %v %q, want a refusal naming MCPGATE_ENCRYPTION_KEY_PREVIOUS", err, out)
+	}
+	t.Setenv("MCPGATE_ENCRYPTION_KEY_PREVIOUS", oldKey)
+	out, err := run("reseal")
+	if err != nil || !strings.Contains(out, "grants: 0 with upstream tokens") {
+		t.Fatalf("reseal: %v %q", err, out)
+	}
+	t.Setenv("MCPGATE_ENCRYPTION_KEY_PREVIOUS", "")
+	if out, err := run("rotate"); err != nil {
+		t.Fatalf("the new key alone after reseal: %v %s", err, out)
+	}
+}

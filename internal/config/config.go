@@ -54,6 +54,7 @@ type Config struct {
 	RateLimit ratelimit.Config      `yaml:"rate_limit"`
 	Security  SecurityConfig        `yaml:"security"`
 	Metrics   MetricsConfig         `yaml:"metrics"`
+	Keys      keys.Config           `yaml:"keys"`
 	// EncryptionKey seals stored secrets (upstream tokens, signing keys):
 	// 32 bytes, base64. Prefer EncryptionKeyFile: a key in the config file
 	// or the environment (MCPGATE_ENCRYPTION_KEY) is readable wherever they
@@ -64,6 +65,12 @@ type Config struct {
 	// also MCPGATE_ENCRYPTION_KEY_FILE. Not together with EncryptionKey;
 	// one of them is required in authorization_server mode.
 	EncryptionKeyFile string `yaml:"encryption_key_file"`
+	// EncryptionKeyPrevious lists earlier encryption keys (base64), newest
+	// first; also MCPGATE_ENCRYPTION_KEY_PREVIOUS (comma-separated) or its
+	// _FILE. Values sealed under them still open and are sealed again under
+	// encryption_key on use, or all at once by `mcpgate keys reseal`; then
+	// drop them.
+	EncryptionKeyPrevious []string `yaml:"encryption_key_previous" secret:"true"`
 	// ShutdownTimeout is how long SIGTERM waits for in-flight requests and
 	// SSE streams to finish (default 30s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -243,6 +250,7 @@ func (c *Config) SetDefaults() {
 	c.Policy.SetDefaults()
 	c.Audit.SetDefaults()
 	c.Store.SetDefaults()
+	c.Keys.SetDefaults()
 	c.RateLimit.SetDefaults()
 }
 
@@ -356,8 +364,24 @@ func (c *Config) Validate() error {
 	c.Audit.Validate("audit", &p)
 	c.Store.Validate("store", &p)
 	c.RateLimit.Validate("rate_limit", &p)
+	c.validateKeys(&p)
 	c.validateRateLimitRefs(&p)
 	return p.Err()
+}
+
+// validateKeys checks the keys section and the previous encryption keys.
+// The current key is checked where it is used (it may come from a file).
+func (c *Config) validateKeys(p *validate.Problems) {
+	c.Keys.Validate("keys", p)
+	if c.Auth.Mode == ModeAuthorizationServer && c.Keys.RetiredKeyOverlap < c.Auth.AuthorizationServer.AccessTokenLifetime {
+		p.Add("keys.retired_key_overlap", "must be at least auth.authorization_server.access_token_lifetime (%s): tokens signed by a retired key must verify until they expire (got %s)",
+			c.Auth.AuthorizationServer.AccessTokenLifetime, c.Keys.RetiredKeyOverlap)
+	}
+	for i, k := range c.EncryptionKeyPrevious {
+		if _, err := keys.ParseKey(k); err != nil {
+			p.Add(validate.Index("encryption_key_previous", i), "%v", err)
+		}
+	}
 }
 
 // validateRateLimitRefs checks what rate_limit refers to outside itself: the

@@ -6,8 +6,10 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
@@ -23,7 +25,7 @@ type Overrides struct {
 // value (see lookupFile).
 var envNames = []string{
 	"MCPGATE_LISTEN", "MCPGATE_PUBLIC_URL", "MCPGATE_AUTH_MODE", "MCPGATE_ISSUER", "MCPGATE_AUDIENCE",
-	"MCPGATE_BACKEND_URL", "MCPGATE_ENCRYPTION_KEY", "MCPGATE_LOG_LEVEL", "MCPGATE_LOG_FORMAT",
+	"MCPGATE_BACKEND_URL", "MCPGATE_ENCRYPTION_KEY", "MCPGATE_ENCRYPTION_KEY_PREVIOUS", "MCPGATE_LOG_LEVEL", "MCPGATE_LOG_FORMAT",
 	"MCPGATE_STORE_DSN", "MCPGATE_AUDIT_PATH", "CLOUDFLARE_TEAM_DOMAIN", "CLOUDFLARE_APPLICATION_AUDIENCE",
 }
 
@@ -59,6 +61,12 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 		c.EncryptionKey, c.EncryptionKeyFile = strings.TrimSpace(v), ""
 	} else if f, _ := lookup("MCPGATE_ENCRYPTION_KEY_FILE"); f != "" {
 		c.EncryptionKey, c.EncryptionKeyFile = "", f
+	}
+	if v := get(keys.PreviousKeysEnv); v != "" {
+		c.EncryptionKeyPrevious = nil
+		for _, k := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
+			c.EncryptionKeyPrevious = append(c.EncryptionKeyPrevious, k)
+		}
 	}
 	set(&c.Log.Level, "MCPGATE_LOG_LEVEL")
 	set(&c.Log.Format, "MCPGATE_LOG_FORMAT")

@@ -14,7 +14,7 @@ const Redacted = "REDACTED"
 // (encryption key, client secrets, registration token, password hashes,
 // see also dsn in redact).
 var secretKeys = map[string]bool{
-	"encryption_key": true, "client_secret": true, "client_secret_hash": true,
+	"encryption_key": true, "encryption_key_previous": true, "client_secret": true, "client_secret_hash": true,
 	"password_hash": true, "token": true,
 }
 
@@ -52,6 +52,10 @@ func redact(n *yaml.Node, key string) {
 				}
 			case v.Kind == yaml.ScalarNode && (secretKeys[k] || (key == "credential" && k == "value")):
 				hide(v)
+			case v.Kind == yaml.SequenceNode && secretKeys[k]: // encryption_key_previous
+				for _, c := range v.Content {
+					hide(c)
+				}
 			case key == "env" && v.Kind == yaml.ScalarNode: // stdio backends' environment
 				hide(v)
 			default:

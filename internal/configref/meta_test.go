@@ -95,7 +95,7 @@ func dependsOnOtherKeys(problems []string) bool {
 
 // set writes v at path in a decoded YAML document, creating mappings and
 // using the first element of lists ("backends[]").
-func set(doc map[string]any, path []string, v string) {
+func set(doc map[string]any, path []string, v any) {
 	key, list := strings.CutSuffix(path[0], "[]")
 	if len(path) == 1 {
 		doc[key] = v
@@ -172,6 +172,9 @@ func TestPrintRedactsSecrets(t *testing.T) {
 		}
 		secrets = append(secrets, c.Path)
 		set(doc, strings.Split(c.Path, "."), sentinel)
+		if c.Shape == List { // encryption_key_previous: a list of secrets
+			set(doc, strings.Split(c.Path, "."), []any{sentinel})
+		}
 		if c.Shape == Map { // stdio env: a map of secret values
 			set(doc, strings.Split(c.Path, "."), "")
 			setMap(doc, strings.Split(c.Path, "."), map[string]any{"K": sentinel})

@@ -6,21 +6,28 @@ import (
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
-// Config is the signing key section of the configuration (the sealing key
-// itself comes from the MCPGATE_ENCRYPTION_KEY environment variable, never
-// from the file).
+// Config is the `keys:` section: how the authorization server's signing
+// keys rotate. (The algorithm is auth.authorization_server.signing_alg; the
+// sealing key comes from encryption_key, never from this section.)
 type Config struct {
-	// Algorithm for new signing keys: ES256 (default) or RS256.
-	Algorithm string `yaml:"algorithm"`
-	// RetiredKeyOverlap is how long a rotated-out key stays in the JWKS; it
-	// must be at least the access token lifetime.
+	// RotateEvery rotates the signing keys by themselves (default 720h, 30
+	// days; at least 1h). The next key is published that long before it
+	// signs (publish-ahead), so verifiers that cache the JWKS for less
+	// know it in time. One replica rotates, under the store's lock.
+	RotateEvery time.Duration `yaml:"rotate_every"`
+	// RetiredKeyOverlap is how long a rotated-out key stays in the JWKS
+	// (retire-after; default 24h); it must be at least the access token
+	// lifetime, or tokens it signed stop verifying before they expire.
 	RetiredKeyOverlap time.Duration `yaml:"retired_key_overlap"`
 }
 
+// DefaultRotateEvery is Config.RotateEvery's default.
+const DefaultRotateEvery = 30 * 24 * time.Hour
+
 // SetDefaults fills unset fields.
 func (c *Config) SetDefaults() {
-	if c.Algorithm == "" {
-		c.Algorithm = ES256
+	if c.RotateEvery == 0 {
+		c.RotateEvery = DefaultRotateEvery
 	}
 	if c.RetiredKeyOverlap == 0 {
 		c.RetiredKeyOverlap = DefaultOverlap
@@ -29,15 +36,10 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem under path.
 func (c *Config) Validate(path string, p *validate.Problems) {
-	if c.Algorithm != ES256 && c.Algorithm != RS256 {
-		p.Add(validate.Join(path, "algorithm"), "must be ES256 or RS256 (got %q)", c.Algorithm)
+	if c.RotateEvery < time.Hour {
+		p.Add(validate.Join(path, "rotate_every"), "must be at least 1h (got %s)", c.RotateEvery)
 	}
 	if c.RetiredKeyOverlap < time.Minute {
 		p.Add(validate.Join(path, "retired_key_overlap"), "must be at least 1m (got %s)", c.RetiredKeyOverlap)
 	}
-}
-
-// Options returns Manager options for this configuration.
-func (c *Config) Options() Options {
-	return Options{Algorithm: c.Algorithm, Overlap: c.RetiredKeyOverlap}
 }

@@ -37,6 +37,8 @@ const (
 
 // KeyStore is the part of store.Store the Manager uses.
 type KeyStore interface {
+	// UpdateSigningKey also replaces the sealed private key when
+	// k.Private is set (re-sealing under a new encryption key).
 	ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error)
 	CreateSigningKey(ctx context.Context, k *store.SigningKey) error
 	UpdateSigningKey(ctx context.Context, k *store.SigningKey) error
@@ -51,6 +53,10 @@ type Options struct {
 	// Overlap is how long a retired key stays in the JWKS after it stopped
 	// signing. It must be at least the lifetime of the tokens it signed.
 	Overlap time.Duration
+	// RotateEvery, when positive, rotates the keys by themselves once the
+	// next key has been published that long (see Manager). Zero: only
+	// `mcpgate keys rotate` rotates.
+	RotateEvery time.Duration
 	// ReloadInterval bounds how stale the view of the key table may get when
 	// another process (another replica, `mcpgate keys rotate`) rotates keys:
 	// SignJWT and JWKS reload from the store when it has passed.
@@ -72,6 +78,17 @@ type Options struct {
 	OnRevoke func(ctx context.Context, kid string)
 }
 
+// Locker is a store that can take a lock shared by every process using it
+// (PostgreSQL: an advisory lock). With it, automatic rotation happens once
+// across replicas; without it, the store is used by one process.
+type Locker interface {
+	// TryLock takes the named lock if it is free and returns its release.
+	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
+}
+
+// rotationLock names the lock automatic rotation runs under.
+const rotationLock = "mcpgate: signing key rotation"
+
 // Manager owns the authorization server's signing keys.
 //
 // The store always holds one "active" key (signs tokens) and one "next"
@@ -79,7 +96,15 @@ type Options struct {
 // already know a key when it becomes active. Rotate promotes next to
 // active, retires the old active key (still published for Overlap so
 // tokens it signed keep verifying) and generates a new next key. Private
-// keys are stored sealed, bound to their kid.
+// keys are stored sealed, bound to their kid; a key sealed under a previous
+// encryption key is sealed again under the current one when loaded.
+//
+// With Options.RotateEvery the Manager rotates by itself when the next key
+// has been published for RotateEvery: that is the publish-ahead (verifiers
+// that cache the JWKS for less than RotateEvery know the key before it
+// signs), and Overlap is the retire-after. Every replica checks when it
+// reloads (every ReloadInterval); the one that gets the store's lock
+// rotates, and the others see the result on their next reload.
 type Manager struct {
 	st     KeyStore
 	sealer *Sealer
@@ -96,6 +121,7 @@ type Manager struct {
 
 type loadedKey struct {
 	id, alg, status string
+	created         time.Time
 	retireAt        time.Time
 	private         crypto.Signer
 	public          jose.JSONWebKey
@@ -150,7 +176,60 @@ func NewManager(ctx context.Context, st KeyStore, sealer *Sealer, opts Options) 
 	if err := m.reload(ctx); err != nil {
 		return nil, err
 	}
+	if err := m.autoRotate(ctx); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// autoRotate rotates when the next key has been published for RotateEvery.
+// Callers hold writeMu. The check is made again under the store's lock, on
+// the keys as stored: another replica may have rotated meanwhile.
+func (m *Manager) autoRotate(ctx context.Context) error {
+	if m.opts.RotateEvery <= 0 || !m.rotationDue(m.loadedNextCreated()) {
+		return nil
+	}
+	if l, ok := m.st.(Locker); ok {
+		release, ok, err := l.TryLock(ctx, rotationLock)
+		if err != nil {
+			return fmt.Errorf("keys: rotation lock: %w", err)
+		}
+		if !ok {
+			return nil // another replica is rotating
+		}
+		defer release()
+	}
+	stored, err := m.st.ListSigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("keys: list signing keys: %w", err)
+	}
+	var next time.Time
+	for _, k := range stored {
+		if k.Status == store.KeyNext {
+			next = k.CreatedAt
+		}
+	}
+	if !m.rotationDue(next) {
+		return m.reload(ctx) // rotated elsewhere: pick it up now
+	}
+	m.opts.Logger.Info("keys: rotating the signing keys (keys.rotate_every)", "published_since", next, "rotate_every", m.opts.RotateEvery)
+	return m.rotate(ctx)
+}
+
+func (m *Manager) rotationDue(nextCreated time.Time) bool {
+	return !nextCreated.IsZero() && !m.opts.Now().Before(nextCreated.Add(m.opts.RotateEvery))
+}
+
+func (m *Manager) loadedNextCreated() time.Time {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var t time.Time
+	for _, k := range m.keys {
+		if k.status == store.KeyNext {
+			t = k.created
+		}
+	}
+	return t
 }
 
 // Reload re-reads the keys from the store, e.g. after `mcpgate keys rotate`
@@ -168,6 +247,11 @@ func (m *Manager) Reload(ctx context.Context) error {
 func (m *Manager) Rotate(ctx context.Context) error {
 	m.writeMu.Lock()
 	defer m.writeMu.Unlock()
+	return m.rotate(ctx)
+}
+
+// rotate is Rotate; callers hold writeMu.
+func (m *Manager) rotate(ctx context.Context) error {
 	now := m.opts.Now()
 	stored, err := m.st.ListSigningKeys(ctx)
 	if err != nil {
@@ -326,7 +410,7 @@ func (m *Manager) reload(ctx context.Context) error {
 		if k.Status == store.KeyRetired && !now.Before(k.RetireAt.Add(m.opts.Overlap)) {
 			continue // no longer published
 		}
-		lk, err := m.load(k)
+		lk, err := m.load(ctx, k)
 		if err != nil {
 			return err
 		}
@@ -375,12 +459,21 @@ func (m *Manager) reload(ctx context.Context) error {
 	return nil
 }
 
-// load unseals and parses one stored key. The published JWK is derived
-// from the private key, so it always matches what signs.
-func (m *Manager) load(k *store.SigningKey) (*loadedKey, error) {
-	der, err := m.sealer.Open(k.Private, privateAD(k.ID))
+// load unseals and parses one stored key, sealing it again under the
+// current encryption key if a previous one sealed it. The published JWK is
+// derived from the private key, so it always matches what signs. Callers
+// hold writeMu.
+func (m *Manager) load(ctx context.Context, k *store.SigningKey) (*loadedKey, error) {
+	der, stale, err := m.sealer.OpenStale(k.Private, privateAD(k.ID))
 	if err != nil {
-		return nil, fmt.Errorf("keys: cannot unseal signing key %s (was %s changed?): %w", k.ID, EncryptionKeyEnv, err)
+		return nil, fmt.Errorf("keys: cannot unseal signing key %s (was %s changed without listing the old key in %s?): %w", k.ID, EncryptionKeyEnv, PreviousKeysEnv, err)
+	}
+	if stale {
+		if err := m.reseal(ctx, k, der); err != nil {
+			// The key still works under the previous encryption key; only
+			// dropping that key must wait.
+			m.opts.Logger.Warn("keys: could not re-seal a signing key under the current encryption key", "kid", k.ID, "err", err)
+		}
 	}
 	parsed, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
@@ -406,10 +499,26 @@ func (m *Manager) load(k *store.SigningKey) (*loadedKey, error) {
 		id:       k.ID,
 		alg:      k.Algorithm,
 		status:   k.Status,
+		created:  k.CreatedAt,
 		retireAt: k.RetireAt,
 		private:  priv,
 		public:   jose.JSONWebKey{Key: priv.Public(), KeyID: k.ID, Algorithm: k.Algorithm, Use: "sig"},
 	}, nil
+}
+
+// reseal stores k's private key sealed under the current encryption key.
+func (m *Manager) reseal(ctx context.Context, k *store.SigningKey, der []byte) error {
+	sealed, err := m.sealer.Seal(der, privateAD(k.ID))
+	if err != nil {
+		return err
+	}
+	up := *k
+	up.Private = sealed
+	if err := m.st.UpdateSigningKey(ctx, &up); err != nil {
+		return err
+	}
+	m.opts.Logger.Info("keys: signing key re-sealed under the current encryption key", "kid", k.ID)
+	return nil
 }
 
 // maybeReload refreshes the view once ReloadInterval has passed. Only one
@@ -425,6 +534,10 @@ func (m *Manager) maybeReload(ctx context.Context) {
 	defer m.writeMu.Unlock()
 	if err := m.reload(ctx); err != nil {
 		m.opts.Logger.Warn("keys: reloading signing keys failed; using the loaded keys", "err", err)
+		return
+	}
+	if err := m.autoRotate(ctx); err != nil {
+		m.opts.Logger.Warn("keys: automatic rotation failed; will retry at the next reload", "err", err)
 	}
 }
 

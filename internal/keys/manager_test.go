@@ -368,20 +368,20 @@ func TestManagerConcurrentSignAndRotate(t *testing.T) {
 func TestConfig(t *testing.T) {
 	var c keys.Config
 	c.SetDefaults()
-	if d := cmp.Diff(keys.Config{Algorithm: "ES256", RetiredKeyOverlap: 24 * time.Hour}, c); d != "" {
+	if d := cmp.Diff(keys.Config{RotateEvery: 30 * 24 * time.Hour, RetiredKeyOverlap: 24 * time.Hour}, c); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
 	var p validate.Problems
-	(&keys.Config{Algorithm: "none", RetiredKeyOverlap: time.Second}).Validate("auth.keys", &p)
+	(&keys.Config{RotateEvery: time.Minute, RetiredKeyOverlap: time.Second}).Validate("keys", &p)
 	want := []string{
-		`auth.keys.algorithm: must be ES256 or RS256 (got "none")`,
-		"auth.keys.retired_key_overlap: must be at least 1m (got 1s)",
+		"keys.rotate_every: must be at least 1h (got 1m0s)",
+		"keys.retired_key_overlap: must be at least 1m (got 1s)",
 	}
 	if d := cmp.Diff(want, p.List()); d != "" {
 		t.Errorf("problems (-want +got):\n%s", d)
 	}
 	p = validate.Problems{}
-	c.Validate("auth.keys", &p)
+	c.Validate("keys", &p)
 	if len(p.List()) != 0 {
 		t.Errorf("defaults do not validate: %v", p.List())
 	}

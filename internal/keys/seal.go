@@ -18,6 +18,11 @@ import (
 // EncryptionKeyEnv is the environment variable holding the base64 sealing key.
 const EncryptionKeyEnv = "MCPGATE_ENCRYPTION_KEY"
 
+// PreviousKeysEnv holds earlier sealing keys, comma-separated: values
+// sealed under them still open, and are sealed again under the current key
+// on use or by `mcpgate keys reseal`.
+const PreviousKeysEnv = "MCPGATE_ENCRYPTION_KEY_PREVIOUS"
+
 // KeySize is the sealing key length: AES-256.
 const KeySize = 32
 
@@ -120,17 +125,44 @@ func (s *Sealer) Seal(plaintext, associatedData []byte) ([]byte, error) {
 
 // Open decrypts a value produced by Seal with the same associatedData.
 func (s *Sealer) Open(sealed, associatedData []byte) ([]byte, error) {
+	pt, _, err := s.OpenStale(sealed, associatedData)
+	return pt, err
+}
+
+// OpenStale is Open that also reports whether the value was sealed under a
+// previous key, so the caller can seal it again under the current one
+// (`mcpgate keys reseal`, or on use) before the previous key is dropped.
+func (s *Sealer) OpenStale(sealed, associatedData []byte) (plaintext []byte, stale bool, err error) {
 	if len(sealed) < headerSize+nonceSize+s.aead.Overhead() || sealed[0] != formatV1 {
-		return nil, ErrOpen
+		return nil, false, ErrOpen
 	}
 	nonce, ct := sealed[headerSize:headerSize+nonceSize], sealed[headerSize+nonceSize:]
 	ad := adWithHeader(sealed[:headerSize], associatedData)
 	for _, aead := range s.byID[sealed[1]] {
 		if pt, err := aead.Open(nil, nonce, ct, ad); err == nil {
-			return pt, nil
+			return pt, aead != s.aead, nil
 		}
 	}
-	return nil, ErrOpen
+	return nil, false, ErrOpen
+}
+
+// NewSealerFromBase64 parses the current key and the previous ones (as in
+// MCPGATE_ENCRYPTION_KEY and MCPGATE_ENCRYPTION_KEY_PREVIOUS) and returns
+// their Sealer.
+func NewSealerFromBase64(current string, previous []string) (*Sealer, error) {
+	key, err := ParseKey(current)
+	if err != nil {
+		return nil, err
+	}
+	var prev [][]byte
+	for i, p := range previous {
+		k, err := ParseKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("previous key %d: %w", i+1, err)
+		}
+		prev = append(prev, k)
+	}
+	return NewSealer(key, prev...)
 }
 
 func adWithHeader(header, ad []byte) []byte {

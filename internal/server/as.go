@@ -23,11 +23,7 @@ import (
 // endpoints: one hash chain for the whole gateway.
 func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.ServeMux, e *edge, auditor authserver.Auditor) (*authserver.Server, error) {
 	cfg := s.cfg
-	rawKey, err := keys.ParseKey(cfg.EncryptionKey)
-	if err != nil {
-		return nil, fmt.Errorf("encryption_key: %w", err)
-	}
-	sealer, err := keys.NewSealer(rawKey)
+	sealer, err := keys.NewSealerFromBase64(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
 	if err != nil {
 		return nil, fmt.Errorf("encryption_key: %w", err)
 	}
@@ -38,7 +34,10 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 	s.closers = append(s.closers, st.Close)
 	var as *authserver.Server // set below, before any request can rotate or reload keys
 	km, err := keys.NewManager(ctx, st, sealer, keys.Options{
-		Algorithm: cfg.Auth.AuthorizationServer.SigningAlg,
+		Algorithm:   cfg.Auth.AuthorizationServer.SigningAlg,
+		Overlap:     cfg.Keys.RetiredKeyOverlap,
+		RotateEvery: cfg.Keys.RotateEvery,
+		Logger:      s.log,
 		OnRotate: func(ctx context.Context, previous, active string) {
 			if as != nil {
 				as.SigningKeyRotated(ctx, previous, active)

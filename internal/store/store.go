@@ -282,8 +282,10 @@ type Store interface {
 	ListSigningKeys(ctx context.Context) ([]*SigningKey, error)
 	// CreateSigningKey stores a key; ErrConflict if the kid exists.
 	CreateSigningKey(ctx context.Context, k *SigningKey) error
-	// UpdateSigningKey updates Status and RetireAt of the key k.ID (the key
-	// material is immutable); ErrNotFound if unknown.
+	// UpdateSigningKey updates Status and RetireAt of the key k.ID, and its
+	// sealed private key when k.Private is set (the same key sealed again
+	// under a new encryption key; the key material itself never changes);
+	// ErrNotFound if unknown.
 	UpdateSigningKey(ctx context.Context, k *SigningKey) error
 	// DeleteSigningKey removes a key; ErrNotFound if unknown.
 	DeleteSigningKey(ctx context.Context, id string) error
@@ -315,4 +317,13 @@ func NormTime(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC().Truncate(time.Microsecond)
+}
+
+// NilIfEmpty maps an empty value to SQL NULL, for "keep the stored value"
+// updates (coalesce($n, column)).
+func NilIfEmpty(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }

@@ -1007,10 +1007,19 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	want1 := *k1
 	want1.Status = store.KeyRetired
 	want1.RetireAt = n
+	want1.Private = []byte("replaced") // re-sealed; the algorithm never changes
 	keys, err = s.ListSigningKeys(ctx)
 	must(t, "ListSigningKeys after update", err)
 	if d := cmp.Diff([]*store.SigningKey{&want1, k2}, keys, opts); d != "" {
 		t.Errorf("ListSigningKeys after update mismatch (-want +got):\n%s", d)
+	}
+	// Without Private, the sealed key stays as stored.
+	upd.Private = nil
+	must(t, "UpdateSigningKey without Private", s.UpdateSigningKey(ctx, &upd))
+	keys, err = s.ListSigningKeys(ctx)
+	must(t, "ListSigningKeys after second update", err)
+	if d := cmp.Diff([]*store.SigningKey{&want1, k2}, keys, opts); d != "" {
+		t.Errorf("UpdateSigningKey without Private changed the key (-want +got):\n%s", d)
 	}
 	wantErr(t, "UpdateSigningKey unknown", s.UpdateSigningKey(ctx, &store.SigningKey{ID: "unknown", Status: store.KeyActive}), store.ErrNotFound)
 

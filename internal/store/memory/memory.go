@@ -463,6 +463,9 @@ func (s *Store) UpdateSigningKey(_ context.Context, k *store.SigningKey) error {
 	}
 	old.Status = k.Status
 	old.RetireAt = store.NormTime(k.RetireAt)
+	if len(k.Private) > 0 {
+		old.Private = slices.Clone(k.Private)
+	}
 	return nil
 }
 

@@ -593,8 +593,8 @@ func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error
 
 // UpdateSigningKey implements store.Store.
 func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE signing_keys SET status = $1, retire_at = $2 WHERE k = $3`,
-		k.Status, ts(k.RetireAt), store.HashKey(k.ID))
+	tag, err := s.pool.Exec(ctx, `UPDATE signing_keys SET status = $1, retire_at = $2, private = coalesce($3, private) WHERE k = $4`,
+		k.Status, ts(k.RetireAt), store.NilIfEmpty(k.Private), store.HashKey(k.ID))
 	return affected("update signing key", tag, err)
 }
 
@@ -632,4 +632,27 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 		return 0, mapErr("delete expired", err)
 	}
 	return total, nil
+}
+
+// TryLock takes a session-level advisory lock named name if no other
+// session (replica) holds it, on a connection kept until release. It lets
+// one replica do what must happen once (automatic key rotation).
+func (s *Store) TryLock(ctx context.Context, name string) (release func(), ok bool, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, mapErr("advisory lock", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, name).Scan(&ok); err != nil || !ok {
+		conn.Release()
+		return nil, false, mapErr("advisory lock", err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtext($1))`, name); err != nil {
+			// Closing the connection ends the session, and its locks.
+			conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}, true, nil
 }

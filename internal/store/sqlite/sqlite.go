@@ -820,7 +820,7 @@ const (
 	qListKeys  = `SELECT id, algorithm, private, public, status, created_at, retire_at FROM signing_keys ORDER BY created_at, id`
 	qInsertKey = `INSERT INTO signing_keys (k, id, algorithm, private, public, status, created_at, retire_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
-	qUpdateKey = `UPDATE signing_keys SET status = ?, retire_at = ? WHERE k = ?`
+	qUpdateKey = `UPDATE signing_keys SET status = ?1, retire_at = ?2, private = coalesce(?3, private) WHERE k = ?4`
 	qDeleteKey = `DELETE FROM signing_keys WHERE k = ?`
 )
 
@@ -857,7 +857,7 @@ func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error
 
 // UpdateSigningKey implements store.Store.
 func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
-	res, err := s.exec(ctx, qUpdateKey, k.Status, micros(k.RetireAt), store.HashKey(k.ID))
+	res, err := s.exec(ctx, qUpdateKey, k.Status, micros(k.RetireAt), store.NilIfEmpty(k.Private), store.HashKey(k.ID))
 	return affected("update signing key", res, err)
 }
 
