@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
@@ -330,8 +331,11 @@ func (c *Config) Validate() error {
 			p.Add(path+".path", "duplicate path %q", b.Path)
 		}
 		names[b.Name], paths[b.Path] = true, true
-		if b.Credential.Type == "upstream_token" && c.Auth.Mode != ModeAuthorizationServer {
+		if b.Credential.Type == credential.TypeUpstreamToken && c.Auth.Mode != ModeAuthorizationServer {
 			p.Add(path+".credential.type", "upstream_token requires auth.mode authorization_server")
+		}
+		if b.Credential.Type == credential.TypeTokenExchange && c.Auth.Mode != ModeAuthorizationServer && c.Auth.Mode != ModeJWT && c.Auth.Mode != ModeIntrospection {
+			p.Add(path+".credential.type", "token_exchange needs the user's token: auth.mode authorization_server, jwt or introspection")
 		}
 	}
 

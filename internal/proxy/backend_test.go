@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/credential"
 )
 
 // recorder is a backend that records what it receives.
@@ -91,8 +92,12 @@ func TestUpstreamTokenCredential(t *testing.T) {
 		}
 		return "", errors.New("no upstream grant for this session")
 	})
+	cred, err := credential.New(CredentialConfig{Type: "upstream_token"}, credential.Options{Upstream: upstream})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "upstream_token"}},
-		Options{UpstreamTokens: upstream, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Options{Credential: cred, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	for _, tc := range []struct {
 		name     string
@@ -129,7 +134,7 @@ func TestUpstreamTokenCredential(t *testing.T) {
 			if rec.Code != http.StatusBadGateway || hits != 0 || !st.BackendError {
 				t.Fatalf("status %d, %d backend hits, BackendError %v; want 502, 0, true", rec.Code, hits, st.BackendError)
 			}
-			if e := decodeRPCError(t, rec); string(e.ID) != "7" || e.Error.Code != -32603 || e.Error.Message != "backend credential unavailable: sign in again" {
+			if e := decodeRPCError(t, rec); string(e.ID) != "7" || e.Error.Code != -32603 || e.Error.Message != "backend b: could not get a credential: sign in again" {
 				t.Errorf("error body %s", rec.Body)
 			}
 		})
@@ -139,10 +144,14 @@ func TestUpstreamTokenCredential(t *testing.T) {
 	}
 
 	// upstream_token needs the built-in authorization server.
+	if _, err := credential.New(CredentialConfig{Type: "upstream_token"}, credential.Options{}); err == nil || !strings.Contains(err.Error(), "authorization_server") {
+		t.Errorf("upstream_token without an authorization server: %v", err)
+	}
+	// A credential obtained per call needs its provider.
 	cfg := BackendConfig{Name: "b", URL: srv.URL, Credential: CredentialConfig{Type: "upstream_token"}}
 	cfg.SetDefaults(0)
-	if _, err := NewBackend(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "authorization_server") {
-		t.Errorf("upstream_token without an authorization server: %v", err)
+	if _, err := NewBackend(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "no provider") {
+		t.Errorf("upstream_token without a provider: %v", err)
 	}
 	if _, err := NewBackend(BackendConfig{Name: "b", URL: "http://[::1"}, Options{}); err == nil {
 		t.Error("unparsable URL accepted")
