@@ -117,7 +117,9 @@ func (x *exchanger) Get(ctx context.Context, s Subject) (Header, error) {
 		inc(x.ctr.hit)
 		return h, nil
 	}
+	led := false // set (before the result is sent) only in the caller whose function runs
 	ch := x.flights.DoChan(string(key[:]), func() (any, error) {
+		led = true
 		// The flight serves every waiter: it outlives the caller that
 		// started it, bounded by its own deadline.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*x.cfg.Timeout)
@@ -128,6 +130,9 @@ func (x *exchanger) Get(ctx context.Context, s Subject) (Header, error) {
 	case r := <-ch:
 		if r.Err != nil {
 			return Header{}, r.Err
+		}
+		if !led {
+			inc(x.ctr.hit) // served by another caller's request
 		}
 		return r.Val.(Header), nil
 	case <-ctx.Done():
@@ -174,11 +179,11 @@ func (x *exchanger) obtain(ctx context.Context, s Subject, key cacheKey) (Header
 		return h, nil
 	}
 	start := time.Now()
-	tok, lifetime, code, err := x.request(ctx, s)
+	tok, lifetime, err := x.request(ctx, s)
 	rec := x.record(s, time.Since(start))
 	if err != nil {
 		inc(x.ctr.failed)
-		rec.Result, rec.Reason = audit.ResultError, failureReason(err, code)
+		rec.Result, rec.Reason = audit.ResultError, bounded(err.Error(), 512)
 		x.o.Logger.WarnContext(ctx, "backend credential request failed", "backend", x.o.Backend, "type", x.kind, "reason", rec.Reason)
 		_ = x.o.Auditor.Log(ctx, rec) // a refusal is recorded best effort
 		return Header{}, err
@@ -222,38 +227,20 @@ func (x *exchanger) target() string {
 	return x.scope
 }
 
-// failureReason is the audit reason: the kind of failure and the STS's
-// OAuth error code (from a fixed syntax, bounded), never its description.
-func failureReason(err error, code string) string {
-	var kind error
-	for _, k := range []error{ErrRefused, ErrTimeout, ErrNoSubject, ErrUnavailable} {
-		if errors.Is(err, k) {
-			kind = k
-			break
-		}
-	}
-	if kind == nil {
-		kind = ErrUnavailable
-	}
-	if code != "" {
-		return kind.Error() + ": " + code
-	}
-	return kind.Error()
-}
-
-// request asks the security token service for a token. code is the
-// OAuth error code of a refusal, sanitized.
-func (x *exchanger) request(ctx context.Context, s Subject) (tok string, lifetime time.Duration, code string, err error) {
+// request asks the security token service for a token. Its errors name
+// the kind of failure and the service's OAuth error code, never its
+// error_description or a token: they go to the log and the audit record.
+func (x *exchanger) request(ctx context.Context, s Subject) (tok string, lifetime time.Duration, err error) {
 	endpoint, err := x.tokenEndpoint(ctx)
 	if err != nil {
-		return "", 0, "", err
+		return "", 0, err
 	}
 	if x.cfg.Type == TypeClientCredentials {
 		return x.clientCredentials(ctx, endpoint)
 	}
 	subject, err := x.subjectToken(ctx, s)
 	if err != nil {
-		return "", 0, "", err
+		return "", 0, err
 	}
 	form := url.Values{}
 	if x.kind == ProtocolOnBehalfOf {
@@ -279,11 +266,11 @@ func (x *exchanger) request(ctx context.Context, s Subject) (tok string, lifetim
 		form.Set("scope", x.scope)
 	}
 	if err := x.authenticate(form, endpoint); err != nil {
-		return "", 0, "", err
+		return "", 0, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		return "", 0, "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return "", 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
@@ -293,21 +280,20 @@ func (x *exchanger) request(ctx context.Context, s Subject) (tok string, lifetim
 	}
 	resp, err := x.client.Do(req)
 	if err != nil {
-		return "", 0, "", transportError(err)
+		return "", 0, transportError(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return "", 0, "", transportError(err)
+		return "", 0, transportError(err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", 0, "", oauthError(resp.StatusCode, body)
+		return "", 0, oauthError(resp.StatusCode, body)
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
-		return "", 0, "", fmt.Errorf("%w: token response is not application/json", ErrUnavailable)
+		return "", 0, fmt.Errorf("%w: token response is not application/json", ErrUnavailable)
 	}
-	tok, lifetime, err = x.parse(body)
-	return tok, lifetime, "", err
+	return x.parse(body)
 }
 
 // subjectToken is the user's token to exchange.
@@ -348,7 +334,7 @@ func (x *exchanger) parse(body []byte) (string, time.Duration, error) {
 		// token may come as a JWT; anything else (an ID token, a refresh
 		// token, SAML) is not a credential for a backend.
 		if r.IssuedTokenType != x.reqType && (x.reqType != tokenTypes["access_token"] || r.IssuedTokenType != tokenTypes["jwt"]) {
-			return "", 0, fmt.Errorf("%w: issued_token_type %q is not the requested one", ErrUnavailable, bounded(r.IssuedTokenType))
+			return "", 0, fmt.Errorf("%w: issued_token_type %q is not the requested one", ErrUnavailable, bounded(r.IssuedTokenType, 64))
 		}
 	}
 	return checkToken(r.AccessToken, r.TokenType, string(r.ExpiresIn))
@@ -365,14 +351,14 @@ func checkToken(token, tokenType, expiresIn string) (string, time.Duration, erro
 	case !strings.EqualFold(tokenType, "Bearer"):
 		// Sent as "Authorization: Bearer": an N_A, DPoP or missing type
 		// would be misused.
-		return "", 0, fmt.Errorf("%w: token_type %q is not Bearer", ErrUnavailable, bounded(tokenType))
+		return "", 0, fmt.Errorf("%w: token_type %q is not Bearer", ErrUnavailable, bounded(tokenType, 64))
 	}
 	if expiresIn == "" || expiresIn == "0" {
 		return token, assumedLifetime, nil
 	}
 	n, err := strconv.ParseInt(expiresIn, 10, 64)
 	if err != nil || n < 1 || n > int64(maxLifetime/time.Second) {
-		return "", 0, fmt.Errorf("%w: expires_in %q out of bounds", ErrUnavailable, bounded(expiresIn))
+		return "", 0, fmt.Errorf("%w: expires_in %q out of bounds", ErrUnavailable, bounded(expiresIn, 64))
 	}
 	return token, time.Duration(n) * time.Second, nil
 }
@@ -406,7 +392,10 @@ type stsError struct {
 }
 
 func (e *stsError) Error() string {
-	return fmt.Sprintf("%v (HTTP %d, %s)", e.kind, e.status, e.code)
+	if e.code == "" {
+		return fmt.Sprintf("%v (HTTP %d)", e.kind, e.status)
+	}
+	return fmt.Sprintf("%v: %s (HTTP %d)", e.kind, e.code, e.status)
 }
 func (e *stsError) Unwrap() error { return e.kind }
 
@@ -435,10 +424,10 @@ func transportError(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// bounded shortens a value from the security token service for an error.
-func bounded(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
+// bounded shortens a value for an error or a record.
+func bounded(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
 	}
 	return s
 }
@@ -464,7 +453,7 @@ func (x *exchanger) authenticate(form url.Values, endpoint string) error {
 
 // clientCredentials gets the service account's token (RFC 6749 §4.4)
 // through golang.org/x/oauth2, on the guarded, bounded client.
-func (x *exchanger) clientCredentials(ctx context.Context, endpoint string) (string, time.Duration, string, error) {
+func (x *exchanger) clientCredentials(ctx context.Context, endpoint string) (string, time.Duration, error) {
 	cc := clientcredentials.Config{ClientID: x.cfg.ClientID, ClientSecret: x.cfg.ClientSecret, TokenURL: endpoint,
 		Scopes: x.cfg.Scopes, EndpointParams: url.Values{}, AuthStyle: oauth2.AuthStyleInHeader}
 	if x.cfg.Audience != "" {
@@ -477,7 +466,7 @@ func (x *exchanger) clientCredentials(ctx context.Context, endpoint string) (str
 		cc.AuthStyle = oauth2.AuthStyleInParams
 		form := url.Values{}
 		if err := x.authenticate(form, endpoint); err != nil {
-			return "", 0, "", err
+			return "", 0, err
 		}
 		for k, v := range form {
 			if k != "client_id" && k != "client_secret" { // x/oauth2 sends those itself
@@ -489,12 +478,16 @@ func (x *exchanger) clientCredentials(ctx context.Context, endpoint string) (str
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil {
-			return "", 0, sanitizeCode(re.ErrorCode), oauthError(re.Response.StatusCode, re.Body)
+			return "", 0, oauthError(re.Response.StatusCode, re.Body)
 		}
-		return "", 0, "", transportError(err)
+		return "", 0, transportError(err)
 	}
-	t, lifetime, err := checkToken(tok.AccessToken, tok.TokenType, strconv.FormatInt(tok.ExpiresIn, 10))
-	return t, lifetime, "", err
+	// x/oauth2 turns expires_in into Expiry (against the wall clock).
+	expiresIn := ""
+	if !tok.Expiry.IsZero() {
+		expiresIn = strconv.FormatInt(int64(time.Until(tok.Expiry).Round(time.Second)/time.Second), 10)
+	}
+	return checkToken(tok.AccessToken, tok.TokenType, expiresIn)
 }
 
 // tokenEndpoint returns the configured token endpoint, or discovers the
@@ -513,7 +506,7 @@ func (x *exchanger) tokenEndpoint(ctx context.Context) (string, error) {
 	ep := p.Endpoint().TokenURL
 	u, err := url.Parse(ep)
 	if err != nil || u.Host == "" || u.Scheme != "https" && !(u.Scheme == "http" && x.cfg.AllowPrivateNetwork) {
-		return "", fmt.Errorf("%w: discovered token endpoint %q is not an https URL", ErrUnavailable, bounded(ep))
+		return "", fmt.Errorf("%w: discovered token endpoint %q is not an https URL", ErrUnavailable, bounded(ep, 256))
 	}
 	x.endpoint = ep
 	return ep, nil

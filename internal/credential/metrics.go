@@ -20,7 +20,8 @@ func NewMetrics() *Metrics {
 	m := &Metrics{total: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mcpgate_backend_credentials_total",
 		Help: "Backend credentials of types token_exchange and client_credentials, by backend, type and result " +
-			"(cache_hit, exchanged: a request to the security token service that succeeded, error).",
+			"(cache_hit: served from the cache or by a request already in flight; exchanged: a request to the security token service " +
+			"that succeeded; error).",
 	}, []string{"backend", "type", "result"})}
 	return m
 }
