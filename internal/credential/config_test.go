@@ -27,7 +27,9 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown type", Config{Type: "oauth"}, []string{"c.type: must be one of none, static, upstream_token, token_exchange, client_credentials"}},
 		{"token_exchange", te(func(*Config) {}), nil},
 		{"token_exchange by issuer", te(func(c *Config) { c.TokenEndpoint, c.Issuer = "", "https://idp.example" }), nil},
-		{"on_behalf_of", te(func(c *Config) { c.Protocol, c.Audience, c.Scopes = ProtocolOnBehalfOf, "", []string{"api://db/.default"} }), nil},
+		{"on_behalf_of", te(func(c *Config) {
+			c.Protocol, c.Audience, c.Scopes = ProtocolOnBehalfOf, "", []string{"api://db/.default"}
+		}), nil},
 		{"client_credentials", Config{Type: TypeClientCredentials, TokenEndpoint: "https://sts.example/token", ClientID: "gw", ClientSecret: "s"}, nil},
 		{"private_key_jwt", te(func(c *Config) { c.ClientSecret, c.ClientAuth, c.PrivateKeyFile = "", AuthPrivateKeyJWT, "/k.pem" }), nil},
 		{"http endpoint", te(func(c *Config) { c.TokenEndpoint = "http://sts.example/token" }), []string{"c.token_endpoint: must be https"}},

@@ -161,7 +161,9 @@ func TestUpstreamTokenCredential(t *testing.T) {
 
 type providerFunc func(ctx context.Context, s credential.Subject) (credential.Header, error)
 
-func (f providerFunc) Get(ctx context.Context, s credential.Subject) (credential.Header, error) { return f(ctx, s) }
+func (f providerFunc) Get(ctx context.Context, s credential.Subject) (credential.Header, error) {
+	return f(ctx, s)
+}
 
 // TestExchangedCredential: a credential obtained per call (token_exchange)
 // is asked for with the principal and the client's bearer token, and
