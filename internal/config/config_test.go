@@ -197,3 +197,20 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestCredentialPlainHTTPWarning: a security token service reached over
+// plain http off loopback is valid with allow_private_network, and warned
+// about; on loopback it is not.
+func TestCredentialPlainHTTPWarning(t *testing.T) {
+	for host, want := range map[string]bool{"sts.internal": true, "10.0.0.5": true, "127.0.0.1": false} {
+		y := strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: token_exchange, token_endpoint: 'http://"+host+"/token', allow_private_network: true, client_id: gw, client_secret: s }", 1)
+		cfg, err := Parse([]byte(y), env(nil), Overrides{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Contains(strings.Join(cfg.Warnings(), "\n"), "backends[0].credential.allow_private_network: lets the security token service be plain http")
+		if got != want {
+			t.Errorf("%s: warned %v, want %v (%q)", host, got, want, cfg.Warnings())
+		}
+	}
+}
