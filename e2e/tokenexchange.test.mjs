@@ -25,10 +25,12 @@ policy:
     mcp-admins: [admin]
     mcp-readers: [admin]`;
 const GENERIC_AUDIENCE = 'https://mcpgate.e2e.test'; // jwt mode: not one backend's URI, valid at every path
+const SVC_RESOURCE = 'https://svc.e2e.test/mcp';
 
 let idp;
 let db; // the backend that accepts tokens for audience urn:e2e:db
 let refused; // a backend whose audience the STS refuses
+let svc; // a backend that accepts the gateway's service-account token (client_credentials)
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let as;
 /** @type {import('./lib/mcpgate.mjs').Gateway} */ let jwtgw;
 let tokenEndpoint;
@@ -38,9 +40,10 @@ const exchange = (o) => `{ type: token_exchange, ${o}, allow_private_network: tr
 before(async () => {
   [idp] = await Promise.all([startIdP({ users: USERS }), buildMcpgate()]);
   tokenEndpoint = (await discover(idp.issuer)).token_endpoint;
-  [db, refused] = await Promise.all([
+  [db, refused, svc] = await Promise.all([
     startJWTBackend({ issuer: idp.issuer, audience: 'urn:e2e:db' }),
     startJWTBackend({ issuer: idp.issuer, audience: 'urn:e2e:forbidden' }),
+    startJWTBackend({ issuer: idp.issuer, audience: SVC_RESOURCE }),
   ]);
   [as, jwtgw] = await Promise.all([
     startMcpgate({
@@ -91,6 +94,11 @@ backends:
     path: /forbidden/mcp
     url: ${refused.url}
     credential: ${exchange(`token_endpoint: '${tokenEndpoint}', audience: 'urn:e2e:forbidden'`)}
+  - name: svc
+    path: /svc/mcp
+    url: ${svc.url}
+    credential: { type: client_credentials, token_endpoint: '${tokenEndpoint}', allow_private_network: true, client_id: mcpgate-sts,
+                  client_secret: mcpgate-sts-secret, resource: '${SVC_RESOURCE}', scopes: [mcp] }
 audit: { sink: file, path: ${dir}/audit.log }
 `,
     }),
@@ -98,7 +106,7 @@ audit: { sink: file, path: ${dir}/audit.log }
 });
 
 after(async () => {
-  await Promise.all([db?.close(), refused?.close()]);
+  await Promise.all([db?.close(), refused?.close(), svc?.close()]);
   await stopAll();
   await cleanupTempDirs();
 });
@@ -244,4 +252,26 @@ test('jwt: cache hit ratio over 1,000 calls by 10 users', async () => {
   assert.equal(exchanged, tokens.length);
   assert.equal(atSTS, tokens.length);
   assert.equal(hits, N - tokens.length);
+});
+
+test('jwt: client_credentials gives every user the one service-account token, obtained once', async () => {
+  const from = svc.seen.length;
+  const tokens = [];
+  for (const user of ['alice', 'bob']) {
+    const { access_token: token } = await getUserToken({ issuer: idp.issuer, user, resource: GENERIC_AUDIENCE, scope: 'openid mcp' });
+    tokens.push(token);
+    const r = await steps({ url: `${jwtgw.base}/svc/mcp`, token, steps: [{ op: 'tools/call', name: 'whoami' }] });
+    assert.equal(whoami(r.steps[0].result).sub, 'mcpgate-sts', 'the service account, not the user');
+  }
+  const seen = tokensSeen(svc, from);
+  assert.equal(new Set(seen.map((t) => t.raw)).size, 1, 'one service token for both users');
+  for (const t of seen) {
+    assert.ok(!tokens.includes(t.raw), "the client's token reached the backend");
+    assert.equal(t.claims.aud, SVC_RESOURCE);
+  }
+  assert.equal(svc.rejected, 0);
+  assert.equal(await credentialMetric(jwtgw, 'svc', 'exchanged'), 1);
+  const recs = (await auditRecords(jwtgw)).filter((x) => x.event === 'BACKEND_CREDENTIAL' && x.backend === 'svc');
+  assert.equal(recs.length, 1);
+  assert.equal(recs[0].method, 'client_credentials');
 });

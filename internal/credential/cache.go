@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// cacheKey identifies a cached credential: a SHA-256 over the user and the
-// session (or subject token) it was obtained for, so no token is kept as a
-// key and every key costs 32 bytes.
+// cacheKey identifies a cached credential: the SHA-256 of the session or
+// the token it was obtained for, so no token is kept as a key and every key
+// costs 32 bytes.
 type cacheKey [sha256.Size]byte
 
 type cacheEntry struct {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -117,6 +118,12 @@ func (x *exchanger) Get(ctx context.Context, s Subject) (Header, error) {
 		inc(x.ctr.hit)
 		return h, nil
 	}
+	return x.miss(ctx, s, key)
+}
+
+// miss joins or starts the request for key. (Apart from Get, so that what
+// the flight captures is allocated on a miss only.)
+func (x *exchanger) miss(ctx context.Context, s Subject, key cacheKey) (Header, error) {
 	led := false // set (before the result is sent) only in the caller whose function runs
 	ch := x.flights.DoChan(string(key[:]), func() (any, error) {
 		led = true
@@ -141,33 +148,27 @@ func (x *exchanger) Get(ctx context.Context, s Subject) (Header, error) {
 }
 
 // key is the cache key: the backend is implicit (one exchanger per
-// backend); the user's session (authorization_server mode) or the
-// presented token (whose scopes and client may differ between a user's
-// tokens) selects the entry. A service token has one key.
+// backend). In authorization_server mode it is the token session, whose
+// random id names one grant of one user; in jwt mode the presented token,
+// which names its user and whose scopes and client may differ between a
+// user's tokens. A service token has one key. Hashing the string in place
+// keeps the hit path free of allocations.
 func (x *exchanger) key(s Subject) (cacheKey, error) {
 	if x.cfg.Type == TypeClientCredentials {
 		return cacheKey{}, nil
 	}
-	p := s.Principal
-	if p == nil {
+	var id string
+	switch {
+	case s.Principal == nil:
+	case x.o.Subject == SubjectUpstream:
+		id = s.Principal.SessionID
+	default:
+		id = s.Token
+	}
+	if id == "" {
 		return cacheKey{}, ErrNoSubject
 	}
-	h := sha256.New()
-	switch x.o.Subject {
-	case SubjectUpstream:
-		if p.SessionID == "" {
-			return cacheKey{}, ErrNoSubject
-		}
-		io.WriteString(h, "session\x00"+p.Key()+"\x00"+p.SessionID)
-	default:
-		if s.Token == "" {
-			return cacheKey{}, ErrNoSubject
-		}
-		io.WriteString(h, "token\x00"+p.Key()+"\x00"+s.Token)
-	}
-	var k cacheKey
-	h.Sum(k[:0])
-	return k, nil
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(id), len(id))), nil
 }
 
 // obtain runs one request to the security token service, audits it and

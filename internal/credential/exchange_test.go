@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -634,5 +635,36 @@ func TestCacheHitRatio(t *testing.T) {
 	t.Logf("%d calls by %d users: %v exchanges, %v cache hits, hit ratio %.3f", calls, len(users), exchanged, hits, hits/calls)
 	if exchanged != 10 || s.calls.Load() != 10 || hits != calls-10 {
 		t.Errorf("%v exchanges (%d at the STS), %v hits; want 10, 10, %d", exchanged, s.calls.Load(), hits, calls-10)
+	}
+}
+
+// BenchmarkCacheHit is the hot path of a token_exchange backend: a cached
+// credential for a user session (authorization_server mode) and for a
+// presented token (jwt mode).
+func BenchmarkCacheHit(b *testing.B) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { okExchange("x", 3600)(w, nil) }))
+	defer s.Close()
+	token := strings.Repeat("t", 900) // a typical JWT's length
+	for _, tc := range []struct {
+		name    string
+		subject SubjectSource
+	}{{"session", SubjectUpstream}, {"token", SubjectIncoming}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := exchangeConfig(s.URL)
+			p, err := New(cfg, Options{Backend: "db", Subject: tc.subject, Upstream: upstreamMap{"tsid-a": "up"}, Auditor: &auditLog{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sub := Subject{Principal: alice, Token: token}
+			if _, err := p.Get(context.Background(), sub); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Get(context.Background(), sub); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
