@@ -214,3 +214,22 @@ func TestCredentialPlainHTTPWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenExchangeNeedsUpstreamIdP: built-in users have no upstream token
+// to exchange.
+func TestTokenExchangeNeedsUpstreamIdP(t *testing.T) {
+	y := `
+listen: 127.0.0.1:8080
+encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+backends: [{name: b, url: 'http://127.0.0.1:9000/mcp', credential: {type: token_exchange, token_endpoint: 'https://sts.example/token', client_id: gw, client_secret: s}}]
+auth:
+  mode: authorization_server
+  authorization_server:
+    upstream: {type: static, users: [{username: u, password_hash: '$2a$04$abcdefghijklmnopqrstuuq0bdIuEXyRxzE7tIS6kTpYbbfNxV9Gm'}]}
+audit: { sink: stdout }
+`
+	_, err := Parse([]byte(y), env(nil), Overrides{})
+	if err == nil || !strings.Contains(err.Error(), "backends[0].credential.type: token_exchange needs the user's token from an upstream identity provider") {
+		t.Errorf("err = %v", err)
+	}
+}
