@@ -43,6 +43,16 @@ const DEFAULT_CLIENTS = [
     token_endpoint_auth_method: 'none',
   },
   {
+    // mcpgate's client at the security token service (credential.type: token_exchange), and a
+    // service account for credential.type: client_credentials.
+    client_id: 'mcpgate-sts',
+    client_secret: 'mcpgate-sts-secret',
+    grant_types: ['urn:ietf:params:oauth:grant-type:token-exchange', 'client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
     // Machine client: client_credentials with a resource indicator gives a JWT for that resource.
     client_id: 'e2e-cc',
     client_secret: 'e2e-cc-secret',
@@ -164,6 +174,78 @@ function passwordMatches(given, expected) {
   return crypto.timingSafeEqual(a, b);
 }
 
+const TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/**
+ * RFC 8693 token exchange, as a security token service for mcpgate's `credential.type: token_exchange`.
+ * The subject token must be an access token this IdP issued and that is still valid: an opaque one
+ * (looked up) or a JWT (verified against the IdP's own keys). The answer is a JWT access token for the
+ * requested `audience` (the resource server verifies it with this IdP's JWKS), naming the user as `sub`
+ * and the client that asked as the actor (`act`, RFC 8693 §4.1). An audience starting with
+ * `urn:e2e:forbidden` is refused with invalid_target, for the tests of refusals.
+ */
+function registerTokenExchange(provider, { issuer, jwks, users, ttl }) {
+  const rs256 = jwks.keys.find((k) => k.alg === 'RS256');
+  const publicKeys = jose.createLocalJWKSet({ keys: jwks.keys.map(({ d, p, q, dp, dq, qi, ...pub }) => pub) });
+  const handler = async (ctx) => {
+    const p = ctx.oidc.params;
+    const refuse = (Err, msg) => {
+      throw new Err(msg);
+    };
+    if (!p.subject_token) refuse(errors.InvalidRequest, 'missing subject_token');
+    if (p.subject_token_type !== `${TOKEN_TYPE}access_token` && p.subject_token_type !== `${TOKEN_TYPE}jwt`) {
+      refuse(errors.InvalidRequest, 'unsupported subject_token_type');
+    }
+    if (p.requested_token_type && p.requested_token_type !== `${TOKEN_TYPE}access_token` && p.requested_token_type !== `${TOKEN_TYPE}jwt`) {
+      refuse(errors.InvalidRequest, 'unsupported requested_token_type');
+    }
+    if (!p.audience) refuse(errors.InvalidTarget, 'audience is required');
+    if (p.audience.startsWith('urn:e2e:forbidden')) refuse(errors.InvalidTarget, 'this audience is not available to the user');
+    let sub;
+    if (p.subject_token.split('.').length === 3) {
+      try {
+        ({ payload: { sub } } = await jose.jwtVerify(p.subject_token, publicKeys, { issuer }));
+      } catch {
+        refuse(errors.InvalidGrant, 'subject token invalid');
+      }
+    } else {
+      const at = await provider.AccessToken.find(p.subject_token);
+      if (!at || at.isExpired) refuse(errors.InvalidGrant, 'subject token invalid or expired');
+      sub = at.accountId;
+    }
+    if (!sub || !Object.hasOwn(users, sub)) refuse(errors.InvalidGrant, 'subject unknown');
+    const now = Math.floor(Date.now() / 1000);
+    const clientId = ctx.oidc.client.clientId;
+    const token = await new jose.SignJWT({
+      scope: p.scope || undefined,
+      client_id: clientId,
+      act: { sub: clientId },
+      ...(p.resource && { resource: p.resource }),
+    })
+      .setProtectedHeader({ alg: 'RS256', kid: rs256.kid, typ: 'at+jwt' })
+      .setIssuer(issuer)
+      .setSubject(sub)
+      .setAudience(p.audience)
+      .setIssuedAt(now)
+      .setExpirationTime(now + ttl)
+      .setJti(crypto.randomUUID())
+      .sign(await jose.importJWK(rs256, 'RS256'));
+    exchanges += 1;
+    ctx.body = {
+      access_token: token,
+      issued_token_type: p.requested_token_type === `${TOKEN_TYPE}jwt` ? `${TOKEN_TYPE}jwt` : `${TOKEN_TYPE}access_token`,
+      token_type: 'Bearer',
+      expires_in: ttl,
+      ...(p.scope && { scope: p.scope }),
+    };
+  };
+  provider.registerGrantType(TOKEN_EXCHANGE, handler, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope']);
+}
+
+/** Token exchanges answered so far (GET /e2e/stats). */
+let exchanges = 0;
+
 async function main() {
   const { values } = parseArgs({
     options: {
@@ -207,9 +289,10 @@ async function main() {
   const actualPort = server.address().port;
   const issuer = `http://127.0.0.1:${actualPort}`;
 
+  const jwks = { keys: await signingKeys() };
   const provider = new Provider(issuer, {
     clients,
-    jwks: { keys: await signingKeys() },
+    jwks,
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     async findAccount(_ctx, id) {
       const user = Object.hasOwn(users, id) ? users[id] : undefined;
@@ -287,6 +370,8 @@ async function main() {
       RefreshToken: 24 * 3600,
     },
   });
+
+  registerTokenExchange(provider, { issuer, jwks, users, ttl: accessTokenTTL });
 
   provider.on('server_error', (_ctx, err) => process.stderr.write(`idp: server_error: ${err.stack ?? err}\n`));
   if (debug) {
@@ -394,6 +479,10 @@ async function main() {
 
   handler = async (req, res) => {
     if (debug) process.stderr.write(`idp: ${req.method} ${req.url.split('?')[0]}\n`);
+    if (req.url === '/e2e/stats' && req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token_exchanges: exchanges }));
+      return;
+    }
     const admin = /^\/e2e\/users\/([\w.-]+)$/.exec(req.url);
     if (adminToken && admin) return adminUsers(req, res, admin[1]);
     const m = /^\/interaction\/([\w-]+)(?:\/(login|abort))?\/?(?:\?.*)?$/.exec(req.url);

@@ -36,6 +36,12 @@ const (
 	// succeeds after write failures (on_error: continue); Count is how many
 	// records were lost.
 	EventRecordsLost = "RECORDS_LOST"
+	// EventBackendCredential is one request of the gateway to a security
+	// token service for a backend's credential (credential types
+	// token_exchange and client_credentials): Method is the flow, Backend
+	// the backend, Resource its audience, Result and Reason the outcome.
+	// Cache hits are not recorded; token values never are.
+	EventBackendCredential = "BACKEND_CREDENTIAL"
 )
 
 // Authorization-server events: records with Source SourceAuthServer, written

@@ -15,6 +15,8 @@ import (
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
@@ -338,8 +340,16 @@ func (c *Config) Validate() error {
 			p.Add(path+".path", "duplicate path %q", b.Path)
 		}
 		names[b.Name], paths[b.Path] = true, true
-		if b.Credential.Type == "upstream_token" && c.Auth.Mode != ModeAuthorizationServer {
+		if b.Credential.Type == credential.TypeUpstreamToken && c.Auth.Mode != ModeAuthorizationServer {
 			p.Add(path+".credential.type", "upstream_token requires auth.mode authorization_server")
+		}
+		if b.Credential.Type == credential.TypeTokenExchange {
+			switch {
+			case c.Auth.Mode != ModeAuthorizationServer && c.Auth.Mode != ModeJWT && c.Auth.Mode != ModeIntrospection:
+				p.Add(path+".credential.type", "token_exchange needs the user's token: auth.mode authorization_server, jwt or introspection")
+			case c.Auth.Mode == ModeAuthorizationServer && c.Auth.AuthorizationServer.Upstream.Type == idp.TypeStatic:
+				p.Add(path+".credential.type", "token_exchange needs the user's token from an upstream identity provider: built-in users have none (auth.authorization_server.upstream.type oidc)")
+			}
 		}
 	}
 

@@ -66,6 +66,11 @@ func TestParseErrors(t *testing.T) {
 			[]string{`backends[1].name: duplicate backend name "demo"`}},
 		{"upstream_token without authorization server", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: upstream_token }", 1), nil,
 			[]string{"backends[0].credential.type: upstream_token requires auth.mode authorization_server"}},
+		{"token_exchange without a user token (trusted_header)", strings.Replace(strings.Replace(validJWT, "mode: jwt", "mode: trusted_header\n  trusted_header: { type: cloudflare_access, team_domain: t.cloudflareaccess.com, audience: a }", 1),
+			"url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: token_exchange, token_endpoint: 'https://sts.example/token', client_id: gw, client_secret: s, audience: db }", 1), nil,
+			[]string{"backends[0].credential.type: token_exchange needs the user's token"}},
+		{"token_exchange with a typo'd key", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: token_exchange, token_endpoint: 'http://sts.example/token', client_id: gw, client_secret: s, audiance: db }", 1), nil,
+			[]string{"backends[0].credential.audiance: unknown key", "backends[0].credential.token_endpoint: must be https"}},
 		{"static credential without value", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: static }", 1), nil,
 			[]string{"backends[0].credential.value: is required"}},
 		{"shared limiter without postgres", validJWT + "rate_limit:\n  shared: { store: postgres }\n", nil,
@@ -191,4 +196,40 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal("config without auth mode accepted")
 		}
 	})
+}
+
+// TestCredentialPlainHTTPWarning: a security token service reached over
+// plain http off loopback is valid with allow_private_network, and warned
+// about; on loopback it is not.
+func TestCredentialPlainHTTPWarning(t *testing.T) {
+	for host, want := range map[string]bool{"sts.internal": true, "10.0.0.5": true, "127.0.0.1": false} {
+		y := strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: token_exchange, token_endpoint: 'http://"+host+"/token', allow_private_network: true, client_id: gw, client_secret: s }", 1)
+		cfg, err := Parse([]byte(y), env(nil), Overrides{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Contains(strings.Join(cfg.Warnings(), "\n"), "backends[0].credential.allow_private_network: lets the security token service be plain http")
+		if got != want {
+			t.Errorf("%s: warned %v, want %v (%q)", host, got, want, cfg.Warnings())
+		}
+	}
+}
+
+// TestTokenExchangeNeedsUpstreamIdP: built-in users have no upstream token
+// to exchange.
+func TestTokenExchangeNeedsUpstreamIdP(t *testing.T) {
+	y := `
+listen: 127.0.0.1:8080
+encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+backends: [{name: b, url: 'http://127.0.0.1:9000/mcp', credential: {type: token_exchange, token_endpoint: 'https://sts.example/token', client_id: gw, client_secret: s}}]
+auth:
+  mode: authorization_server
+  authorization_server:
+    upstream: {type: static, users: [{username: u, password_hash: '$2a$04$abcdefghijklmnopqrstuuq0bdIuEXyRxzE7tIS6kTpYbbfNxV9Gm'}]}
+audit: { sink: stdout }
+`
+	_, err := Parse([]byte(y), env(nil), Overrides{})
+	if err == nil || !strings.Contains(err.Error(), "backends[0].credential.type: token_exchange needs the user's token from an upstream identity provider") {
+		t.Errorf("err = %v", err)
+	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -25,6 +26,13 @@ func (c *Config) Warnings() []string {
 	}
 	if c.Security.AllowInsecureHTTP {
 		p.Add("security.allow_insecure_http", "is on: tokens cross the network in clear unless a proxy in front terminates TLS; turn it off unless one does")
+	}
+	for i, b := range c.Backends {
+		cr := b.Credential
+		if u, err := url.Parse(cr.TokenEndpoint + cr.Issuer); cr.AllowPrivateNetwork && err == nil && u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+			p.Add(validate.Index("backends", i)+".credential.allow_private_network", "lets the security token service be plain http off loopback: "+
+				"the user's token and the backend's cross the network in clear; use https")
+		}
 	}
 	switch c.Auth.Mode {
 	case ModeNone:

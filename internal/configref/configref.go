@@ -307,7 +307,10 @@ func defaultValues() map[string]reflect.Value {
 			c.Auth.Mode = config.ModeAuthorizationServer
 			c.Auth.AuthorizationServer.Upstream.Type = "oidc"
 		},
-		func(c *config.Config) { c.Auth.Mode = authn.ModeJWT },
+		func(c *config.Config) {
+			c.Auth.Mode = authn.ModeJWT
+			c.Backends[0].Credential.Type = "token_exchange"
+		},
 		func(c *config.Config) { c.Auth.Mode = authn.ModeIntrospection },
 		func(c *config.Config) { c.Auth.Mode = authn.ModeTrustedHeader },
 		func(c *config.Config) {

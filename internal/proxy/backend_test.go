@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/credential"
 )
 
 // recorder is a backend that records what it receives.
@@ -91,8 +93,12 @@ func TestUpstreamTokenCredential(t *testing.T) {
 		}
 		return "", errors.New("no upstream grant for this session")
 	})
+	cred, err := credential.New(CredentialConfig{Type: "upstream_token"}, credential.Options{Upstream: upstream})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "upstream_token"}},
-		Options{UpstreamTokens: upstream, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Options{Credential: cred, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	for _, tc := range []struct {
 		name     string
@@ -129,7 +135,7 @@ func TestUpstreamTokenCredential(t *testing.T) {
 			if rec.Code != http.StatusBadGateway || hits != 0 || !st.BackendError {
 				t.Fatalf("status %d, %d backend hits, BackendError %v; want 502, 0, true", rec.Code, hits, st.BackendError)
 			}
-			if e := decodeRPCError(t, rec); string(e.ID) != "7" || e.Error.Code != -32603 || e.Error.Message != "backend credential unavailable: sign in again" {
+			if e := decodeRPCError(t, rec); string(e.ID) != "7" || e.Error.Code != -32603 || e.Error.Message != "backend b: could not get a credential: sign in again" {
 				t.Errorf("error body %s", rec.Body)
 			}
 		})
@@ -139,13 +145,87 @@ func TestUpstreamTokenCredential(t *testing.T) {
 	}
 
 	// upstream_token needs the built-in authorization server.
+	if _, err := credential.New(CredentialConfig{Type: "upstream_token"}, credential.Options{}); err == nil || !strings.Contains(err.Error(), "authorization_server") {
+		t.Errorf("upstream_token without an authorization server: %v", err)
+	}
+	// A credential obtained per call needs its provider.
 	cfg := BackendConfig{Name: "b", URL: srv.URL, Credential: CredentialConfig{Type: "upstream_token"}}
 	cfg.SetDefaults(0)
-	if _, err := NewBackend(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "authorization_server") {
-		t.Errorf("upstream_token without an authorization server: %v", err)
+	if _, err := NewBackend(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "no provider") {
+		t.Errorf("upstream_token without a provider: %v", err)
 	}
 	if _, err := NewBackend(BackendConfig{Name: "b", URL: "http://[::1"}, Options{}); err == nil {
 		t.Error("unparsable URL accepted")
+	}
+}
+
+type providerFunc func(ctx context.Context, s credential.Subject) (credential.Header, error)
+
+func (f providerFunc) Get(ctx context.Context, s credential.Subject) (credential.Header, error) {
+	return f(ctx, s)
+}
+
+// TestExchangedCredential: a credential obtained per call (token_exchange)
+// is asked for with the principal and the client's bearer token, and
+// replaces the client's token at the backend. When it cannot be obtained,
+// the backend is not reached and the client gets a JSON-RPC error that
+// names the backend, with the status of the failure's kind.
+func TestExchangedCredential(t *testing.T) {
+	rc := &recorder{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	var fail error
+	var seen credential.Subject
+	prov := providerFunc(func(_ context.Context, s credential.Subject) (credential.Header, error) {
+		seen = s
+		if fail != nil {
+			return credential.Header{}, fail
+		}
+		return credential.Header{Name: "Authorization", Value: "Bearer exchanged"}, nil
+	})
+	b := newTestBackend(t, BackendConfig{Name: "db", URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "token_exchange"}},
+		Options{Credential: prov})
+	alice := &authn.Principal{Subject: "alice"}
+	for _, tc := range []struct {
+		name       string
+		fail       error
+		wantStatus int
+		wantMsg    string
+	}{
+		{"exchanged", nil, 200, ""},
+		{"refused", fmt.Errorf("%w: invalid_grant", credential.ErrRefused), 403, "backend db: could not get a credential: the security token service refused it for this user"},
+		{"down", credential.ErrUnavailable, 502, "backend db: could not get a credential: the security token service is unavailable"},
+		{"timeout", credential.ErrTimeout, 504, "backend db: could not get a credential: the security token service timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fail = tc.fail
+			rc.mu.Lock()
+			rc.hits = 0
+			rc.mu.Unlock()
+			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/call"}`))
+			req.Header.Set("Authorization", "Bearer client-token")
+			st := &Status{RPCID: []byte("3")}
+			rec := httptest.NewRecorder()
+			b.ServeHTTP(rec, req.WithContext(WithStatus(WithPrincipal(req.Context(), alice), st)))
+			if seen.Principal != alice || seen.Token != "client-token" {
+				t.Errorf("provider asked with %+v", seen)
+			}
+			rc.mu.Lock()
+			hits, got := rc.hits, rc.header.Get("Authorization")
+			rc.mu.Unlock()
+			if tc.fail == nil {
+				if rec.Code != 200 || hits != 1 || got != "Bearer exchanged" {
+					t.Fatalf("status %d, %d hits, backend Authorization %q", rec.Code, hits, got)
+				}
+				return
+			}
+			if rec.Code != tc.wantStatus || hits != 0 || !st.BackendError {
+				t.Fatalf("status %d, %d backend hits, BackendError %v; want %d, 0, true", rec.Code, hits, st.BackendError, tc.wantStatus)
+			}
+			if e := decodeRPCError(t, rec); string(e.ID) != "3" || e.Error.Code != -32603 || e.Error.Message != tc.wantMsg {
+				t.Errorf("error body %s", rec.Body)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/stdio"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
@@ -73,17 +74,9 @@ type IdentityHeaders struct {
 	Subject string `yaml:"subject"`
 }
 
-// CredentialConfig selects the credential presented to the backend.
-type CredentialConfig struct {
-	// Type: none | static | upstream_token. static sends header: value;
-	// upstream_token sends the user's token from the upstream IdP
-	// (authorization_server mode only, refreshed before it expires).
-	Type string `yaml:"type"`
-	// Header for static credentials (default Authorization).
-	Header string `yaml:"header"`
-	// Value for static credentials, e.g. "Bearer ${BACKEND_TOKEN}".
-	Value string `yaml:"value" secret:"true"`
-}
+// CredentialConfig selects the credential presented to the backend; see
+// package credential.
+type CredentialConfig = credential.Config
 
 // IsStdio reports whether the backend is a stdio command.
 func (c *BackendConfig) IsStdio() bool { return len(c.Stdio.Command) > 0 }
@@ -97,14 +90,9 @@ func (c *BackendConfig) SetDefaults(index int) {
 			c.Path = "/" + c.Name + "/mcp"
 		}
 	}
-	if c.Credential.Type == "" {
-		c.Credential.Type = "none"
-	}
+	c.Credential.SetDefaults()
 	if c.IsStdio() {
 		c.Stdio.SetDefaults()
-	}
-	if c.Credential.Type == "static" && c.Credential.Header == "" {
-		c.Credential.Header = "Authorization"
 	}
 	if c.ResponseHeaderTimeout == 0 {
 		c.ResponseHeaderTimeout = 10 * time.Minute
@@ -148,15 +136,7 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 	if !strings.HasPrefix(c.Path, "/") || strings.HasPrefix(c.Path, "/.well-known") || strings.HasSuffix(c.Path, "/") && c.Path != "/" {
 		p.Add(path+".path", "must start with '/', not end with '/', and not be under /.well-known")
 	}
-	switch c.Credential.Type {
-	case "none", "upstream_token":
-	case "static":
-		if c.Credential.Value == "" {
-			p.Add(path+".credential.value", "is required for a static credential")
-		}
-	default:
-		p.Add(path+".credential.type", "must be one of none, static, upstream_token (got %q)", c.Credential.Type)
-	}
+	c.Credential.Validate(path+".credential", p)
 	c.validateForwardHeaders(path+".forward_headers", p)
 	if c.ResponseHeaderTimeout < 0 || c.DialTimeout < 0 || c.MaxIdleConns < 0 {
 		p.Add(path, "timeouts and pool sizes must not be negative")

@@ -21,32 +21,29 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/stdio"
 )
 
-// UpstreamTokens yields the caller's upstream IdP access token for a token
-// session (tsid). The built-in authorization server implements it.
-type UpstreamTokens interface {
-	UpstreamToken(ctx context.Context, tsid string) (string, error)
-}
-
 // Options are the backend's dependencies; nil fields get safe defaults.
 type Options struct {
-	Logger         *slog.Logger
-	UpstreamTokens UpstreamTokens
+	Logger *slog.Logger
+	// Credential yields the backend's credential per request; required for
+	// the types obtained per call (credential.Config.Dynamic).
+	Credential credential.Provider
 }
 
 // Backend is one MCP server behind the gateway.
 type Backend struct {
-	Name     string
-	Path     string
-	target   *url.URL
-	cfg      BackendConfig
-	stdio    bool // the backend is a stdio bridge: tell it the user
-	rp       *httputil.ReverseProxy
-	upstream UpstreamTokens
-	log      *slog.Logger
-	forward  map[string]bool // canonical names of the client headers passed on
+	Name    string
+	Path    string
+	target  *url.URL
+	cfg     BackendConfig
+	stdio   bool // the backend is a stdio bridge: tell it the user
+	rp      *httputil.ReverseProxy
+	cred    credential.Provider // dynamic credential types only
+	log     *slog.Logger
+	forward map[string]bool // canonical names of the client headers passed on
 }
 
 // ResponseFilter may rewrite a backend response (e.g. filter a tools/list
@@ -72,24 +69,24 @@ func WithPrincipal(ctx context.Context, p *authn.Principal) context.Context {
 	return context.WithValue(ctx, principalKey, p)
 }
 
-// errUpstreamCredential marks a failure to obtain the backend credential.
-var errUpstreamCredential = errors.New("backend credential unavailable")
-
 // NewBackend builds a backend from validated configuration.
 func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 	target, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("backend %s: %w", cfg.Name, err)
 	}
-	if cfg.Credential.Type == "upstream_token" && opts.UpstreamTokens == nil {
-		return nil, fmt.Errorf("backend %s: credential upstream_token needs the built-in authorization server (auth.mode: authorization_server)", cfg.Name)
+	if cfg.Credential.Dynamic() && opts.Credential == nil {
+		return nil, fmt.Errorf("backend %s: credential %s has no provider", cfg.Name, cfg.Credential.Type)
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, stdio: cfg.IsStdio(), upstream: opts.UpstreamTokens, log: log,
+	b := &Backend{Name: cfg.Name, Path: cfg.Path, target: target, cfg: cfg, stdio: cfg.IsStdio(), log: log,
 		forward: forwardSet(cfg.ForwardHeaders)}
+	if cfg.Credential.Dynamic() {
+		b.cred = opts.Credential // a static one is set in rewrite without a lookup
+	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                 nil, // a gateway must not be redirected by HTTP_PROXY env of the host
@@ -184,11 +181,10 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 			out.Header.Set(stdio.UserHeader, stdioUser(p))
 		}
 	}
-	switch b.cfg.Credential.Type {
-	case "static":
+	if b.cfg.Credential.Type == credential.TypeStatic {
 		out.Header.Set(b.cfg.Credential.Header, b.cfg.Credential.Value)
-	case "upstream_token":
-		out.Header.Set("Authorization", "Bearer "+pr.In.Context().Value(upstreamTokenKey{}).(string))
+	} else if h, ok := pr.In.Context().Value(credentialKey{}).(credential.Header); ok {
+		out.Header.Set(h.Name, h.Value)
 	}
 }
 
@@ -200,7 +196,8 @@ func stdioUser(p *authn.Principal) string {
 	return hex.EncodeToString(h[:])
 }
 
-type upstreamTokenKey struct{}
+// credentialKey carries the credential ServeHTTP obtained to rewrite.
+type credentialKey struct{}
 
 // bufferPool recycles the 32 KiB buffers ReverseProxy copies bodies with.
 type bufferPool struct{ p sync.Pool }
@@ -236,20 +233,17 @@ func modifyResponse(resp *http.Response) error {
 // ServeHTTP forwards r to the backend. The caller has authenticated and
 // authorized r and set r.Body to the (already read) request body.
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if b.cfg.Credential.Type == "upstream_token" {
+	if b.cred != nil {
 		// Resolved before the hop so that a missing credential fails the
 		// request instead of reaching the backend unauthenticated.
 		p, _ := r.Context().Value(principalKey).(*authn.Principal)
-		if p == nil || p.SessionID == "" {
-			b.errorHandler(w, r, errUpstreamCredential)
-			return
-		}
-		tok, err := b.upstream.UpstreamToken(r.Context(), p.SessionID)
+		tok, _ := authn.BearerToken(r) // the subject token in jwt and introspection mode
+		h, err := b.cred.Get(r.Context(), credential.Subject{Principal: p, Token: tok})
 		if err != nil {
-			b.errorHandler(w, r, fmt.Errorf("%w: %v", errUpstreamCredential, err))
+			b.credentialError(w, r, err)
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), upstreamTokenKey{}, tok))
+		r = r.WithContext(context.WithValue(r.Context(), credentialKey{}, h))
 	}
 	b.rp.ServeHTTP(w, r)
 }
@@ -267,10 +261,24 @@ func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		status = http.StatusGatewayTimeout
 		msg = "backend timed out"
 	}
-	if errors.Is(err, errUpstreamCredential) {
-		msg = "backend credential unavailable: sign in again"
-	}
 	b.log.Warn("backend request failed", "backend", b.Name, "method", r.Method, "err", err)
+	var id []byte
+	if st := StatusFrom(r.Context()); st != nil {
+		st.BackendError = true
+		id = st.RPCID
+	}
+	WriteJSONRPCError(w, status, id, -32603, msg)
+}
+
+// credentialError answers a request whose backend credential could not be
+// obtained: a JSON-RPC error naming the backend and the kind of failure,
+// the detail in the log only.
+func (b *Backend) credentialError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	status, msg := credential.Describe(b.Name, err)
+	b.log.Warn("backend credential unavailable", "backend", b.Name, "err", err)
 	var id []byte
 	if st := StatusFrom(r.Context()); st != nil {
 		st.BackendError = true

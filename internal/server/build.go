@@ -12,6 +12,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
@@ -55,7 +56,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	s.routes(mux)
 	e := newEdge(cfg)
 
-	var upstream proxy.UpstreamTokens
+	var upstream credential.UpstreamTokens
 	var authenticator Authenticator
 	switch cfg.Auth.Mode {
 	case config.ModeAuthorizationServer:
@@ -89,6 +90,8 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	inFlightUser := ratelimit.NewInFlight(cfg.Security.MaxInFlightPerUser, inFlightKeys)
 	s.bodyLimits = newBodyLimits(cfg.Security)
 	servers := authorizationServers(cfg)
+	credMetrics := credential.NewMetrics()
+	s.registry.MustRegister(credMetrics.Collectors()...)
 	mcpPaths := map[string]bool{}
 	resources := map[string]bool{}
 	for _, r := range cfg.ResourceURLs() {
@@ -100,7 +103,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 				return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
 			}
 		}
-		b, err := proxy.NewBackend(bc, proxy.Options{Logger: log, UpstreamTokens: upstream})
+		cred, err := credential.New(bc.Credential, credential.Options{Backend: bc.Name, Subject: subjectSource(cfg.Auth.Mode),
+			Upstream: upstream, Auditor: auditor, Metrics: credMetrics, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
+		}
+		b, err := proxy.NewBackend(bc, proxy.Options{Logger: log, Credential: cred})
 		if err != nil {
 			return nil, err
 		}
@@ -213,6 +221,19 @@ func (s *Server) ReloadPolicy(cfg policy.Config) error {
 	s.policy.Store(engine)
 	s.log.Info("policy reloaded")
 	return nil
+}
+
+// subjectSource is where a token exchange finds the user's token: the
+// upstream token stored with the grant when mcpgate issued the client's
+// token, the client's token when an external issuer did.
+func subjectSource(mode authn.Mode) credential.SubjectSource {
+	switch mode {
+	case config.ModeAuthorizationServer:
+		return credential.SubjectUpstream
+	case config.ModeJWT, config.ModeIntrospection:
+		return credential.SubjectIncoming
+	}
+	return credential.SubjectNone
 }
 
 // anonymous is the principal for auth.mode none (loopback only).
