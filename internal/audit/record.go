@@ -67,6 +67,15 @@ const (
 	EventASSigningKeyRevoked         = "AS_SIGNING_KEY_REVOKED" // a signing key left the store before its time (`mcpgate keys revoke`)
 )
 
+// Internal token endpoint events: records with Source SourceInternal, one
+// per retrieval of a stored upstream token by a backend over mTLS
+// (internal/tokenendpoint), and one per client certificate refused in the
+// TLS handshake. They never carry a token.
+const (
+	EventInternalTokenRetrieved = "INTERNAL_TOKEN_RETRIEVED"
+	EventInternalTokenRefused   = "INTERNAL_TOKEN_REFUSED"
+)
+
 // Results, as in the seed gateway's audit log.
 const (
 	ResultSuccess = "success"
@@ -79,6 +88,8 @@ const (
 	SourceMCP = "mcp"
 	// SourceAuthServer marks records of the built-in authorization server.
 	SourceAuthServer = "authserver"
+	// SourceInternal marks records of the internal token endpoint.
+	SourceInternal = "internal"
 )
 
 // sourceAudit marks records the Logger writes about itself.
@@ -132,6 +143,7 @@ type Record struct {
 	RPCError   int     `json:"rpc_error,omitempty"` // JSON-RPC error code
 	DurationMS float64 `json:"duration_ms,omitempty"`
 	Backend    string  `json:"backend,omitempty"`
+	Workload   string  `json:"workload,omitempty"` // internal token endpoint: the caller's SPIFFE ID (client certificate)
 	Result     string  `json:"result,omitempty"` // ResultSuccess or ResultError
 	Count      uint64  `json:"count,omitempty"`  // CHECKPOINT and RECORDS_LOST only
 
