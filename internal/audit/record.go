@@ -144,8 +144,8 @@ type Record struct {
 	DurationMS float64 `json:"duration_ms,omitempty"`
 	Backend    string  `json:"backend,omitempty"`
 	Workload   string  `json:"workload,omitempty"` // internal token endpoint: the caller's SPIFFE ID (client certificate)
-	Result     string  `json:"result,omitempty"` // ResultSuccess or ResultError
-	Count      uint64  `json:"count,omitempty"`  // CHECKPOINT and RECORDS_LOST only
+	Result     string  `json:"result,omitempty"`   // ResultSuccess or ResultError
+	Count      uint64  `json:"count,omitempty"`    // CHECKPOINT and RECORDS_LOST only
 
 	Seq  uint64 `json:"seq,omitempty"`
 	Prev string `json:"prev,omitempty"`
