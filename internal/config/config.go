@@ -543,5 +543,8 @@ func (c *Config) Summary() []any {
 	for _, b := range c.Backends {
 		out = append(out, "backend", fmt.Sprintf("%s %s -> %s", b.Name, b.Path, b.URL))
 	}
+	if c.InternalEndpoint.Enabled() {
+		out = append(out, "internal_endpoint", c.InternalEndpoint.Listen, "trust_domain", c.InternalEndpoint.TrustDomain)
+	}
 	return out
 }

@@ -123,9 +123,10 @@ var secretName = regexp.MustCompile(`(^|_)(secret|password|token|key|dsn)(_|$)|^
 
 // notSecret are keys whose names look like credentials but are not.
 var notSecret = map[string]bool{
-	"audit.hmac_key_env":  true, // names the variable, holds no key
-	"tls.key_file":        true, // a path; the file's mode protects it
-	"encryption_key_file": true, // likewise
+	"audit.hmac_key_env":             true, // names the variable, holds no key
+	"tls.key_file":                   true, // a path; the file's mode protects it
+	"internal_endpoint.tls.key_file": true, // likewise
+	"encryption_key_file":            true, // likewise
 }
 
 // TestSecretsMarked: a key named like a credential carries secret:"true"
