@@ -252,8 +252,11 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = e.auditor.Log(r.Context(), rec) // best effort: a refusal must happen either way
 	}
 	e.outcomes.WithLabelValues(rf.outcome).Inc()
-	if rf.status == http.StatusTooManyRequests {
+	switch rf.status {
+	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", "1")
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", http.MethodPost)
 	}
 	writeJSON(w, rf.status, map[string]string{"error": rf.code, "error_description": rf.description})
 }
