@@ -57,6 +57,8 @@ func (f *fakeAS) Verify(_ context.Context, tok string) (*authn.Principal, error)
 		return p("carol", "tsid-revoked", vsphereRes), nil
 	case reauthToken:
 		return p("dave", "tsid-reauth", vsphereRes), nil
+	case "store-down":
+		return p("erin", "tsid-unknown", vsphereRes), nil
 	case "expired":
 		return nil, fmt.Errorf("%w: expired", authn.ErrInvalidToken)
 	case "keys-down":
@@ -319,6 +321,26 @@ func TestHandshakeRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A connection that hangs up before its handshake (a port probe) is
+	// counted, not audited.
+	before := count(e.ep, outcomeHandshakeFailed)
+	conn, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(e.url, "https://"), Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("not TLS\r\n\r\n"))
+	conn.Close()
+	for i := 0; i < 200 && count(e.ep, outcomeHandshakeFailed) == before; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := count(e.ep, outcomeHandshakeFailed); got != before+1 {
+		t.Errorf("handshake_failed counter %v → %v", before, got)
+	}
+	e.auditor.mu.Lock()
+	if len(e.auditor.recs) != 0 {
+		t.Errorf("a port probe was audited: %+v", e.auditor.recs)
+	}
+	e.auditor.mu.Unlock()
 	// TLS below 1.2 is refused.
 	c := e.client(e.pki.clientCert(vsphereID))
 	c.Transport.(*http.Transport).TLSClientConfig.MaxVersion = tls.VersionTLS11
@@ -360,6 +382,7 @@ func TestRefusals(t *testing.T) {
 		{"revoked grant", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", revokedToken) }), 400, "invalid_request", outcomeInvalidSubject, "grant revoked or expired", vsphereID},
 		{"upstream session ended", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", reauthToken) }), 400, "invalid_grant", outcomeReauth, "refused the refresh", vsphereID},
 		{"key set unavailable", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", "keys-down") }), 503, "temporarily_unavailable", outcomeUnavailable, "token verification unavailable", vsphereID},
+		{"store unavailable", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", "store-down") }), 503, "temporarily_unavailable", outcomeUnavailable, "upstream token unavailable", vsphereID},
 		{"wrong grant type", []string{vsphereID}, form(func(f url.Values) { f.Set("grant_type", "client_credentials") }), 400, "unsupported_grant_type", outcomeInvalidRequest, "only urn", vsphereID},
 		{"missing subject token", []string{vsphereID}, form(func(f url.Values) { f.Del("subject_token") }), 400, "invalid_request", outcomeInvalidRequest, "subject_token is required", vsphereID},
 		{"wrong subject token type", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token_type", "urn:ietf:params:oauth:token-type:id_token") }), 400, "invalid_request", outcomeInvalidRequest, "subject_token_type", vsphereID},
@@ -415,6 +438,12 @@ func TestRequestShape(t *testing.T) {
 	good := exchangeForm(aliceToken, "vsphere").Encode()
 	if s, m := do(http.MethodGet, e.url, "", ""); s != http.StatusMethodNotAllowed || m["error"] != "invalid_request" {
 		t.Errorf("GET: %d %v", s, m)
+	}
+	req, _ := http.NewRequest(http.MethodPut, e.url, nil)
+	if resp, err := c.Do(req); err != nil || resp.Header.Get("Allow") != http.MethodPost {
+		t.Errorf("PUT: %v %v", err, resp.Header)
+	} else {
+		resp.Body.Close()
 	}
 	if s, m := do(http.MethodPost, e.url+"?"+good, "application/x-www-form-urlencoded", ""); s != 400 || m["error"] != "invalid_request" {
 		t.Errorf("query string: %d %v", s, m)
