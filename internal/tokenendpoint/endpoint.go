@@ -253,6 +253,8 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e.outcomes.WithLabelValues(rf.outcome).Inc()
 	switch rf.status {
+	case http.StatusUnauthorized:
+		w.Header().Set("Connection", "close") // the next request brings a new handshake
 	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", "1")
 	case http.StatusMethodNotAllowed:
@@ -373,7 +375,13 @@ func (e *Endpoint) workload(r *http.Request) (string, *refusal) {
 		// RequireAndVerifyClientCert makes this unreachable; fail closed anyway.
 		return "", refuse(http.StatusUnauthorized, "invalid_client", outcomeInvalidClient, desc, "no verified client certificate")
 	}
-	id, err := certSPIFFEID(r.TLS.PeerCertificates[0])
+	leaf := r.TLS.PeerCertificates[0]
+	// A kept-alive connection outlives its handshake: a short-lived SVID
+	// that expired since is not honoured on it either.
+	if now := e.now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return "", refuse(http.StatusUnauthorized, "invalid_client", outcomeInvalidClient, desc, "client certificate expired since the TLS handshake")
+	}
+	id, err := certSPIFFEID(leaf)
 	if err != nil {
 		return "", refuse(http.StatusUnauthorized, "invalid_client", outcomeInvalidClient, desc, "client certificate: "+err.Error())
 	}

@@ -459,6 +459,30 @@ func TestRequestShape(t *testing.T) {
 	}
 }
 
+// TestCertificateExpiredOnOpenConnection: a kept-alive connection whose
+// client certificate expired since its handshake is refused and closed.
+func TestCertificateExpiredOnOpenConnection(t *testing.T) {
+	e := startEndpoint(t)
+	c := e.client(e.pki.clientCert(vsphereID)) // valid for an hour
+	if status, m, _ := post(t, c, e.url, exchangeForm(aliceToken, "vsphere")); status != http.StatusOK {
+		t.Fatalf("%d %v", status, m)
+	}
+	e.ep.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	resp, err := c.PostForm(e.url, exchangeForm(aliceToken, "vsphere"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || m["error"] != "invalid_client" || !resp.Close {
+		t.Fatalf("%d %v, connection closed: %v", resp.StatusCode, m, resp.Close)
+	}
+	if r := e.auditor.last(t); !strings.Contains(r.Reason, "expired since the TLS handshake") {
+		t.Errorf("record %+v", r)
+	}
+}
+
 // TestSuccessNotAuditedNotHandedOut: a retrieval that cannot be recorded
 // hands nothing out.
 func TestSuccessNotAuditedNotHandedOut(t *testing.T) {
