@@ -375,6 +375,9 @@ func (e *Endpoint) workload(r *http.Request) (string, *refusal) {
 		// RequireAndVerifyClientCert makes this unreachable; fail closed anyway.
 		return "", refuse(http.StatusUnauthorized, "invalid_client", outcomeInvalidClient, desc, "no verified client certificate")
 	}
+	if chain := r.TLS.VerifiedChains[0]; !e.files.trustedRoot(chain[len(chain)-1]) {
+		return "", refuse(http.StatusUnauthorized, "invalid_client", outcomeInvalidClient, desc, "client CA removed from client_ca_file since the TLS handshake")
+	}
 	leaf := r.TLS.PeerCertificates[0]
 	// A kept-alive connection outlives its handshake: a short-lived SVID
 	// that expired since is not honoured on it either.

@@ -483,6 +483,36 @@ func TestCertificateExpiredOnOpenConnection(t *testing.T) {
 	}
 }
 
+// TestCARemovedOnOpenConnection: once client_ca_file no longer holds the
+// CA that issued a connection's certificate, the kept-alive connection is
+// refused too.
+func TestCARemovedOnOpenConnection(t *testing.T) {
+	e := startEndpoint(t)
+	c := e.client(e.pki.clientCert(vsphereID))
+	if status, m, _ := post(t, c, e.url, exchangeForm(aliceToken, "vsphere")); status != http.StatusOK {
+		t.Fatalf("%d %v", status, m)
+	}
+	other, err := NewCA("replacement CA", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.pki.cfg.ClientCAFile, other.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(e.pki.cfg.ClientCAFile, future, future)
+	e.ep.files.mu.Lock()
+	e.ep.files.now = func() time.Time { return time.Now().Add(reloadInterval) }
+	e.ep.files.mu.Unlock()
+	status, m, _ := post(t, c, e.url, exchangeForm(aliceToken, "vsphere"))
+	if status != http.StatusUnauthorized || m["error"] != "invalid_client" {
+		t.Fatalf("%d %v", status, m)
+	}
+	if r := e.auditor.last(t); !strings.Contains(r.Reason, "client CA removed") {
+		t.Errorf("record %+v", r)
+	}
+}
+
 // TestSuccessNotAuditedNotHandedOut: a retrieval that cannot be recorded
 // hands nothing out.
 func TestSuccessNotAuditedNotHandedOut(t *testing.T) {

@@ -1,8 +1,10 @@
 package tokenendpoint
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +27,7 @@ type tlsFiles struct {
 
 	mu      sync.Mutex
 	current *tls.Config
+	roots   map[[32]byte]bool // SHA-256 of each CA certificate in current.ClientCAs
 	stamp   string
 	checked time.Time
 }
@@ -35,7 +38,7 @@ func newTLSFiles(cfg TLSConfig, log *slog.Logger, now func() time.Time) (*tlsFil
 	if err != nil {
 		return nil, err
 	}
-	if f.current, err = f.load(); err != nil {
+	if f.current, f.roots, err = f.load(); err != nil {
 		return nil, err
 	}
 	f.stamp, f.checked = stamp, now()
@@ -70,12 +73,12 @@ func (f *tlsFiles) get() *tls.Config {
 		}
 		return f.current
 	}
-	next, err := f.load()
+	next, roots, err := f.load()
 	if err != nil {
 		f.log.Error("internal endpoint: new certificate files do not load; keeping the loaded ones", "err", err)
 		return f.current
 	}
-	f.current, f.stamp = next, stamp
+	f.current, f.roots, f.stamp = next, roots, stamp
 	f.log.Info("internal endpoint: certificate files reloaded")
 	return f.current
 }
@@ -94,18 +97,44 @@ func (f *tlsFiles) stampFiles() (string, error) {
 	return s, nil
 }
 
-func (f *tlsFiles) load() (*tls.Config, error) {
+// trustedRoot reports whether root (the last certificate of a verified
+// chain) is still one of the client CAs: a CA removed from client_ca_file
+// stops vouching for connections made before the reload as well.
+func (f *tlsFiles) trustedRoot(root *x509.Certificate) bool {
+	f.get() // reload first if the files changed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.roots[sha256.Sum256(root.Raw)]
+}
+
+func (f *tlsFiles) load() (*tls.Config, map[[32]byte]bool, error) {
 	cert, err := tls.LoadX509KeyPair(f.cfg.CertFile, f.cfg.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("internal_endpoint.tls: %w", err)
+		return nil, nil, fmt.Errorf("internal_endpoint.tls: %w", err)
 	}
 	pemCA, err := os.ReadFile(f.cfg.ClientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("internal_endpoint.tls.client_ca_file: %w", err)
+		return nil, nil, fmt.Errorf("internal_endpoint.tls.client_ca_file: %w", err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemCA) {
-		return nil, errors.New("internal_endpoint.tls.client_ca_file: no PEM certificate in the file")
+	roots := map[[32]byte]bool{}
+	for rest := pemCA; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("internal_endpoint.tls.client_ca_file: %w", err)
+		}
+		pool.AddCert(c)
+		roots[sha256.Sum256(c.Raw)] = true
+	}
+	if len(roots) == 0 {
+		return nil, nil, errors.New("internal_endpoint.tls.client_ca_file: no PEM certificate in the file")
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
@@ -113,5 +142,5 @@ func (f *tlsFiles) load() (*tls.Config, error) {
 		ClientCAs:    pool, // only these: never the system roots
 		Certificates: []tls.Certificate{cert},
 		NextProtos:   []string{"http/1.1"},
-	}, nil
+	}, roots, nil
 }
