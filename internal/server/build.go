@@ -158,6 +158,8 @@ func (s *Server) provisionInternalEndpoint(as *authserver.Server, auditor *audit
 	ep, err := tokenendpoint.New(s.cfg.InternalEndpoint, tokenendpoint.Deps{
 		AuthServer: as, Auditor: auditor, Logger: s.log.With("component", "internal_endpoint"),
 		Registry: s.registry, Backends: backends,
+		// The policy in force now (it may be reloaded), as for initialize.
+		Permits: func(p *authn.Principal, backend string) bool { return s.policy.Load().DecideSession(p, backend).Allow },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("internal_endpoint: %w", err)

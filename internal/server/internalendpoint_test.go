@@ -57,7 +57,7 @@ auth:
     revocation_cache_ttl: 0s
     upstream: {type: oidc, issuer: %s, client_id: mcpgate, client_secret: upstream-secret, allow_private_issuer: true, groups_claim: groups}
 policy:
-  roles: { admin: { tools: ["*"] } }
+  roles: { admin: { backends: { vsphere: { tools: ["*"] } } } }
   groups: { ops: [admin] }
 backends:
   - { name: vsphere, path: /vsphere, url: %s/mcp }
@@ -286,6 +286,13 @@ func TestInternalEndpointRetrievesUpstreamToken(t *testing.T) {
 	}
 	if status, m := e.retrieve(t, vsphere, tok2["access_token"].(string), "vsphere"); status != http.StatusOK || m["access_token"] != refreshed || e.idp.RefreshCount() != 1 {
 		t.Errorf("the refreshed token was not stored: %d %v", status, m)
+	}
+
+	// The policy gives bob nothing on k8s: his k8s token is not handed to
+	// the k8s workload either.
+	tokK8s := e.login(t, e.base+"/k8s")
+	if status, m := e.retrieve(t, k8s, tokK8s["access_token"].(string), "k8s"); status != http.StatusBadRequest || m["error"] != "invalid_request" {
+		t.Errorf("policy denies k8s: %d %v", status, m)
 	}
 
 	// A revoked grant: its access token, still unexpired, gets nothing.

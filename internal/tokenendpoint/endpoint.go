@@ -72,6 +72,11 @@ type Deps struct {
 	// Backends maps each backend's name to its canonical resource URI (the
 	// audience of the access tokens issued for it).
 	Backends map[string]string
+	// Permits reports whether the policy in force could allow the user
+	// anything on the backend (policy.Engine.DecideSession): a user whom it
+	// no longer lets use a backend does not have the token handed to that
+	// backend either. Optional: nil checks nothing.
+	Permits func(p *authn.Principal, backend string) bool
 	// Now is the time source (tests). Optional.
 	Now func() time.Time
 }
@@ -85,6 +90,7 @@ type Endpoint struct {
 	now      func() time.Time
 	allowed  map[string]map[string]bool // SPIFFE ID → backend names
 	backends map[string]string
+	permits  func(*authn.Principal, string) bool
 	inFlight *ratelimit.InFlight
 	outcomes *prometheus.CounterVec
 	files    *tlsFiles
@@ -99,7 +105,7 @@ func New(cfg Config, deps Deps) (*Endpoint, error) {
 	}
 	e := &Endpoint{
 		cfg: cfg, as: deps.AuthServer, auditor: deps.Auditor, log: deps.Logger, now: deps.Now,
-		allowed: map[string]map[string]bool{}, backends: deps.Backends,
+		allowed: map[string]map[string]bool{}, backends: deps.Backends, permits: deps.Permits,
 		inFlight: ratelimit.NewInFlight(maxInFlightPerClient, 10_000),
 	}
 	if e.log == nil {
@@ -181,6 +187,7 @@ const (
 	outcomeInvalidRequest    = "invalid_request"          // not an RFC 8693 request we serve
 	outcomeForbiddenAudience = "forbidden_audience"       // a backend the client may not retrieve tokens for
 	outcomeInvalidSubject    = "invalid_subject_token"    // bad, expired or revoked token, or issued for another backend
+	outcomePolicyDenied      = "policy_denied"            // the policy lets the user use nothing on the backend
 	outcomeNoUpstreamToken   = "no_upstream_token"        // the grant holds no upstream token
 	outcomeReauth            = "upstream_reauth_required" // the IdP refused the refresh
 	outcomeUnavailable       = "unavailable"              // store, IdP, key set or audit log unavailable
@@ -189,7 +196,7 @@ const (
 
 var allOutcomes = []string{
 	outcomeSuccess, outcomeNoCertificate, outcomeUntrustedCert, outcomeHandshakeFailed, outcomeInvalidClient,
-	outcomeInvalidRequest, outcomeForbiddenAudience, outcomeInvalidSubject, outcomeNoUpstreamToken, outcomeReauth,
+	outcomeInvalidRequest, outcomeForbiddenAudience, outcomeInvalidSubject, outcomePolicyDenied, outcomeNoUpstreamToken, outcomeReauth,
 	outcomeUnavailable, outcomeBusy,
 }
 
@@ -345,6 +352,10 @@ func (e *Endpoint) serve(r *http.Request, x *exchange) (*authserver.GrantUpstrea
 	if len(p.Audience) != 1 || p.Audience[0] != resource {
 		return nil, refuse(http.StatusBadRequest, "invalid_request", outcomeInvalidSubject,
 			"the subject token was not issued for this audience", "subject token issued for another resource")
+	}
+	if e.permits != nil && !e.permits(p, backend) {
+		return nil, refuse(http.StatusBadRequest, "invalid_request", outcomePolicyDenied,
+			"the policy does not allow this user on this audience", "the policy grants the user nothing on this backend")
 	}
 	up, err := e.as.UpstreamGrantToken(ctx, p.SessionID)
 	switch {

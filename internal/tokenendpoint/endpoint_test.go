@@ -57,6 +57,8 @@ func (f *fakeAS) Verify(_ context.Context, tok string) (*authn.Principal, error)
 		return p("carol", "tsid-revoked", vsphereRes), nil
 	case reauthToken:
 		return p("dave", "tsid-reauth", vsphereRes), nil
+	case "mallory-token":
+		return p("mallory", "tsid-alice", vsphereRes), nil
 	case "store-down":
 		return p("erin", "tsid-unknown", vsphereRes), nil
 	case "expired":
@@ -196,6 +198,7 @@ func startEndpoint(t *testing.T) *testEnv {
 		AuthServer: &fakeAS{now: time.Now()}, Auditor: a, Registry: prometheus.NewRegistry(),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Backends: map[string]string{"vsphere": vsphereRes, "k8s": k8sRes},
+		Permits:  func(p *authn.Principal, _ string) bool { return p.Subject != "mallory" },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -382,6 +385,7 @@ func TestRefusals(t *testing.T) {
 		{"revoked grant", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", revokedToken) }), 400, "invalid_request", outcomeInvalidSubject, "grant revoked or expired", vsphereID},
 		{"upstream session ended", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", reauthToken) }), 400, "invalid_grant", outcomeReauth, "refused the refresh", vsphereID},
 		{"key set unavailable", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", "keys-down") }), 503, "temporarily_unavailable", outcomeUnavailable, "token verification unavailable", vsphereID},
+		{"policy grants the user nothing on the backend", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", "mallory-token") }), 400, "invalid_request", outcomePolicyDenied, "policy grants the user nothing", vsphereID},
 		{"store unavailable", []string{vsphereID}, form(func(f url.Values) { f.Set("subject_token", "store-down") }), 503, "temporarily_unavailable", outcomeUnavailable, "upstream token unavailable", vsphereID},
 		{"wrong grant type", []string{vsphereID}, form(func(f url.Values) { f.Set("grant_type", "client_credentials") }), 400, "unsupported_grant_type", outcomeInvalidRequest, "only urn", vsphereID},
 		{"missing subject token", []string{vsphereID}, form(func(f url.Values) { f.Del("subject_token") }), 400, "invalid_request", outcomeInvalidRequest, "subject_token is required", vsphereID},
