@@ -155,3 +155,20 @@ func TestInitCerts(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSPIFFEID: never a panic, and an accepted ID is exactly its
+// input (no normalisation), within the length bound, with a path.
+func FuzzParseSPIFFEID(f *testing.F) {
+	for _, s := range []string{vsphereID, "spiffe://a/b", "spiffe://a//b", "spiffe://A/b", "spiffe://a/%41", "spiffe://a:1/b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseSPIFFEID(s)
+		if err != nil {
+			return
+		}
+		if id.String() != s || len(s) > maxSPIFFEIDLen || id.Path == "" || ValidateTrustDomain(id.TrustDomain) != nil {
+			t.Fatalf("%q accepted as %+v", s, id)
+		}
+	})
+}
