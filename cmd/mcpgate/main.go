@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 		newGrantsCmd(),
 		newPolicyCmd(),
 		newHealthcheckCmd(),
+		newCertsCmd(),
 	)
 	return root
 }

@@ -22,7 +22,7 @@ const (
 	MaxArgsBytesLimit = 256 << 10
 	// maxRecordBytes is the largest encoded record body. JSON escaping
 	// makes a byte at most 6 ("\u003c"), so the bounds above stay below it
-	// (23 fields × 6 × 4 KiB + 64 groups × 6 × 256 B + args ≈ 900 KiB);
+	// (24 fields × 6 × 4 KiB + 64 groups × 6 × 256 B + args ≈ 900 KiB);
 	// bound checks the result anyway.
 	maxRecordBytes = maxTail - maxLineOverhead - 1
 )
@@ -33,7 +33,7 @@ func bound(r *Record, maxField int) {
 		&r.RequestID, &r.Source, &r.ClientIP, &r.UserAgent,
 		&r.Issuer, &r.Subject, &r.User, &r.Username, &r.Email, &r.ClientID, &r.TokenID, &r.SessionID,
 		&r.MCPSessionID, &r.Method, &r.Tool, &r.Resource, &r.Scope,
-		&r.Rule, &r.Reason, &r.RequiredPermission, &r.Event, &r.Backend, &r.Result,
+		&r.Rule, &r.Reason, &r.RequiredPermission, &r.Event, &r.Backend, &r.Workload, &r.Result,
 	} {
 		*f = truncate(*f, maxField)
 	}

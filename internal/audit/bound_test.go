@@ -35,7 +35,7 @@ func TestHugeFieldsAreTruncated(t *testing.T) {
 	rec := &Record{
 		RequestID: huge, UserAgent: huge, ClientIP: huge, Issuer: huge, Subject: huge, User: huge, Username: huge,
 		Email: huge, ClientID: huge, TokenID: huge, SessionID: huge, MCPSessionID: huge, Method: huge, Tool: huge,
-		Resource: huge, Rule: huge, Reason: huge, RequiredPermission: huge, Event: huge, Backend: huge, Result: huge,
+		Resource: huge, Rule: huge, Reason: huge, RequiredPermission: huge, Event: huge, Backend: huge, Workload: huge, Result: huge,
 		Decision: Decision(huge), Groups: groups,
 		Args: json.RawMessage(`{"vm":"web-1","blob":"` + strings.Repeat("x", 2<<20) + `"}`),
 	}

@@ -71,6 +71,7 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		b = appendFloat(b, r.DurationMS)
 	}
 	b = appendStringField(b, "backend", r.Backend)
+	b = appendStringField(b, "workload", r.Workload)
 	b = appendStringField(b, "result", r.Result)
 	b = appendUintField(b, "count", r.Count)
 	b = appendUintField(b, "seq", r.Seq)

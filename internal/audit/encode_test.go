@@ -38,7 +38,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		ClientID: "c", TokenID: "t", SessionID: "ts", MCPSessionID: "m", Method: "tools/call", Tool: "echo",
 		Resource: "demo://x", Scope: "mcp", Args: json.RawMessage(` { "a" : [1, 2, "<&>"] } `),
 		Decision: DecisionAllow, Rule: "r", Reason: "why\n\t\r\b\f\x01\x1f", RequiredPermission: "p", Event: EventForward,
-		Status: 200, RPCError: -32003, DurationMS: 1.25, Backend: "b", Result: ResultSuccess, Count: 3,
+		Status: 200, RPCError: -32003, DurationMS: 1.25, Backend: "b", Workload: "spiffe://example.org/w", Result: ResultSuccess, Count: 3,
 		Seq: 9, Prev: "p", Hash: "h",
 	}
 	cases := map[string]Record{

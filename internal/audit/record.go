@@ -73,6 +73,15 @@ const (
 	EventASSigningKeyRevoked         = "AS_SIGNING_KEY_REVOKED" // a signing key left the store before its time (`mcpgate keys revoke`)
 )
 
+// Internal token endpoint events: records with Source SourceInternal, one
+// per retrieval of a stored upstream token by a backend over mTLS
+// (internal/tokenendpoint), and one per client certificate refused in the
+// TLS handshake. They never carry a token.
+const (
+	EventInternalTokenRetrieved = "INTERNAL_TOKEN_RETRIEVED"
+	EventInternalTokenRefused   = "INTERNAL_TOKEN_REFUSED"
+)
+
 // Results, as in the seed gateway's audit log.
 const (
 	ResultSuccess = "success"
@@ -85,6 +94,8 @@ const (
 	SourceMCP = "mcp"
 	// SourceAuthServer marks records of the built-in authorization server.
 	SourceAuthServer = "authserver"
+	// SourceInternal marks records of the internal token endpoint.
+	SourceInternal = "internal"
 )
 
 // sourceAudit marks records the Logger writes about itself.
@@ -138,8 +149,9 @@ type Record struct {
 	RPCError   int     `json:"rpc_error,omitempty"` // JSON-RPC error code
 	DurationMS float64 `json:"duration_ms,omitempty"`
 	Backend    string  `json:"backend,omitempty"`
-	Result     string  `json:"result,omitempty"` // ResultSuccess or ResultError
-	Count      uint64  `json:"count,omitempty"`  // CHECKPOINT and RECORDS_LOST only
+	Workload   string  `json:"workload,omitempty"` // internal token endpoint: the caller's SPIFFE ID (client certificate)
+	Result     string  `json:"result,omitempty"`   // ResultSuccess or ResultError
+	Count      uint64  `json:"count,omitempty"`    // CHECKPOINT and RECORDS_LOST only
 
 	Seq  uint64 `json:"seq,omitempty"`
 	Prev string `json:"prev,omitempty"`

@@ -180,3 +180,8 @@ func isURLClientID(id string) bool { return strings.HasPrefix(id, "https://") }
 func isBcrypt(h string) bool {
 	return len(h) == 60 && (strings.HasPrefix(h, "$2a$") || strings.HasPrefix(h, "$2b$") || strings.HasPrefix(h, "$2y$"))
 }
+
+// CanonicalResource is the form of a resource URI (RFC 8707) the server
+// compares and puts in tokens' aud: lowercase scheme and host, no
+// trailing slash.
+func CanonicalResource(raw string) (string, error) { return canonicalResource(raw) }

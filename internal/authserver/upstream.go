@@ -22,40 +22,60 @@ var (
 )
 
 // UpstreamToken returns the user's upstream (IdP) access token for the token
-// session tsid, for credential passthrough to backends. An expired token is
-// refreshed first: one refresh at a time per grant (in process by lock,
-// across replicas by the grant's optimistic version), and the rotated
-// upstream refresh token is stored in the same write as the access token.
+// session tsid, for credential passthrough to backends (see UpstreamGrantToken).
 func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error) {
-	g, secrets, err := s.loadGrantSecrets(ctx, tsid)
+	t, err := s.UpstreamGrantToken(ctx, tsid)
 	if err != nil {
 		return "", err
 	}
-	if tok, ok := s.freshUpstream(secrets); ok {
-		return tok, nil
+	return t.AccessToken, nil
+}
+
+// GrantUpstream is a grant's upstream access token, as handed to a backend:
+// the token, when it expires (zero: the IdP did not say) and the RFC 8707
+// resource the grant was issued for.
+type GrantUpstream struct {
+	AccessToken string
+	Expiry      time.Time
+	Resource    string
+}
+
+// UpstreamGrantToken returns the upstream access token of the active grant
+// tsid. A token within upstream_refresh_skew of its expiry is refreshed
+// first: one refresh at a time per grant (in process by lock, across
+// replicas by the grant's optimistic version), and the rotated upstream
+// refresh token is stored in the same write as the access token. The grant
+// is read from the store, so a revocation anywhere takes effect at once.
+func (s *Server) UpstreamGrantToken(ctx context.Context, tsid string) (*GrantUpstream, error) {
+	g, secrets, err := s.loadGrantSecrets(ctx, tsid)
+	if err != nil {
+		return nil, err
+	}
+	if t, ok := s.freshUpstream(g, secrets); ok {
+		return t, nil
 	}
 	unlock := s.upLocks.lock(tsid)
 	defer unlock()
 	// Another caller may have refreshed while we waited.
 	if g, secrets, err = s.loadGrantSecrets(ctx, tsid); err != nil {
-		return "", err
+		return nil, err
 	}
-	if tok, ok := s.freshUpstream(secrets); ok {
-		return tok, nil
+	if t, ok := s.freshUpstream(g, secrets); ok {
+		return t, nil
 	}
 	conn, ok := s.conn.(idp.CallbackConnector)
 	if !ok {
-		return "", ErrNoUpstreamToken
+		return nil, ErrNoUpstreamToken
 	}
 	nt, rerr := conn.Refresh(ctx, secrets.Upstream)
 	if rerr != nil {
 		// Another replica may be refreshing at the same time; with a rotating
 		// IdP only one refresh succeeds. Wait briefly for its result.
-		if tok, ok := s.awaitConcurrentRefresh(ctx, tsid, g.Version); ok {
-			return tok, nil
+		if t, ok := s.awaitConcurrentRefresh(ctx, tsid, g.Version); ok {
+			return t, nil
 		}
 		s.log.WarnContext(ctx, "upstream token refresh failed", "tsid", tsid, "err", rerr)
-		// Called from the MCP request that needed the token: its own record
+		// Called from the request that needed the token: its own record
 		// (same session_id) has the client's address.
 		rec := &audit.Record{Event: audit.EventASUpstreamRefreshFailed, Result: audit.ResultError, ClientID: g.ClientID, SessionID: tsid, Resource: g.Resource,
 			Reason: "the upstream identity provider could not refresh the user's token"}
@@ -64,14 +84,14 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 		}
 		_ = s.audit(ctx, s.withStoredIdentity(rec, g.Identity))
 		if errors.Is(rerr, idp.ErrRefreshRejected) {
-			return "", ErrUpstreamReauth
+			return nil, ErrUpstreamReauth
 		}
-		return "", fmt.Errorf("authserver: upstream refresh: %w", rerr)
+		return nil, fmt.Errorf("authserver: upstream refresh: %w", rerr)
 	}
 	secrets.Upstream = nt
 	sealed, err := s.sealJSON(secrets, aad("grant", tsid))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	err = s.st.UpdateGrantUpstream(ctx, tsid, nil, sealed, nt.Expiry, g.Version)
 	switch {
@@ -82,24 +102,24 @@ func (s *Server) UpstreamToken(ctx context.Context, tsid string) (string, error)
 		// IdP will accept next, so do not overwrite it.
 		s.log.InfoContext(ctx, "concurrent upstream refresh", "tsid", tsid)
 	case errors.Is(err, store.ErrNotFound):
-		return "", ErrSessionInvalid
+		return nil, ErrSessionInvalid
 	default:
-		return "", err
+		return nil, err
 	}
-	return nt.AccessToken, nil
+	return &GrantUpstream{AccessToken: nt.AccessToken, Expiry: nt.Expiry, Resource: g.Resource}, nil
 }
 
 // awaitConcurrentRefresh waits for a refresh stored by another replica
 // and returns its upstream access token.
-func (s *Server) awaitConcurrentRefresh(ctx context.Context, tsid string, version int64) (string, bool) {
+func (s *Server) awaitConcurrentRefresh(ctx context.Context, tsid string, version int64) (*GrantUpstream, bool) {
 	if !s.awaitVersionChange(ctx, tsid, version) {
-		return "", false
+		return nil, false
 	}
-	_, secrets, err := s.loadGrantSecrets(ctx, tsid)
+	g, secrets, err := s.loadGrantSecrets(ctx, tsid)
 	if err != nil {
-		return "", false
+		return nil, false
 	}
-	return s.freshUpstream(secrets)
+	return s.freshUpstream(g, secrets)
 }
 
 // awaitVersionChange polls the grant for up to half a second for a refresh
@@ -145,10 +165,10 @@ func (s *Server) loadGrantSecrets(ctx context.Context, tsid string) (*store.Gran
 
 // freshUpstream returns the upstream access token if it is not about to
 // expire. A token without a known expiry is used as is.
-func (s *Server) freshUpstream(secrets *grantSecrets) (string, bool) {
+func (s *Server) freshUpstream(g *store.Grant, secrets *grantSecrets) (*GrantUpstream, bool) {
 	t := secrets.Upstream
 	if t.Expiry.IsZero() || s.now().Add(s.cfg.UpstreamRefreshSkew).Before(t.Expiry) {
-		return t.AccessToken, true
+		return &GrantUpstream{AccessToken: t.AccessToken, Expiry: t.Expiry, Resource: g.Resource}, true
 	}
-	return "", false
+	return nil, false
 }

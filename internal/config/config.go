@@ -22,6 +22,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/tokenendpoint"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -57,6 +58,11 @@ type Config struct {
 	Security  SecurityConfig        `yaml:"security"`
 	Metrics   MetricsConfig         `yaml:"metrics"`
 	Keys      keys.Config           `yaml:"keys"`
+	// InternalEndpoint is the internal token endpoint: on a second,
+	// mutual-TLS-only listener, backends identified by their client
+	// certificate's SPIFFE ID retrieve the upstream token stored for a
+	// user's grant (authorization_server mode). Off unless listen is set.
+	InternalEndpoint tokenendpoint.Config `yaml:"internal_endpoint"`
 	// EncryptionKey seals stored secrets (upstream tokens, signing keys):
 	// 32 bytes, base64. Prefer EncryptionKeyFile: a key in the config file
 	// or the environment (MCPGATE_ENCRYPTION_KEY) is readable wherever they
@@ -370,6 +376,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Security.validate(&p)
+	c.validateInternalEndpoint(&p)
 	c.Policy.Validate("policy", &p)
 	c.Audit.Validate("audit", &p)
 	c.Store.Validate("store", &p)
@@ -411,6 +418,44 @@ func (c *Config) validateRateLimitRefs(p *validate.Problems) {
 			}
 		}
 	}
+}
+
+// validateInternalEndpoint checks internal_endpoint, and it against the
+// rest: it needs the authorization server's grants, its own address, and
+// backends that exist.
+func (c *Config) validateInternalEndpoint(p *validate.Problems) {
+	ie := &c.InternalEndpoint
+	ie.Validate("internal_endpoint", p)
+	if !ie.Enabled() {
+		return
+	}
+	if c.Auth.Mode != ModeAuthorizationServer {
+		p.Add("internal_endpoint", "requires auth.mode authorization_server (upstream tokens are stored only there)")
+	}
+	host, port, err := net.SplitHostPort(ie.Listen)
+	if err != nil {
+		p.Add("internal_endpoint.listen", "must be host:port (got %q)", ie.Listen)
+	} else if pubHost, pubPort, err := net.SplitHostPort(c.Listen); err == nil && port == pubPort && port != "0" && sameInterface(host, pubHost) {
+		p.Add("internal_endpoint.listen", "must not be the public listen address %q: the internal endpoint is never served on the public listener", c.Listen)
+	}
+	names := map[string]bool{}
+	for _, b := range c.Backends {
+		names[b.Name] = true
+	}
+	for i, cl := range ie.Clients {
+		for j, b := range cl.Backends {
+			if !names[b] {
+				p.Add(validate.Index(validate.Index("internal_endpoint.clients", i)+".backends", j), "unknown backend %q", b)
+			}
+		}
+	}
+}
+
+// sameInterface reports whether two listen hosts can bind the same
+// address: equal, both loopback, or either the wildcard.
+func sameInterface(a, b string) bool {
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
+	return a == b || wild(a) || wild(b) || (IsLoopbackHost(a) && IsLoopbackHost(b))
 }
 
 func (s *SecurityConfig) setDefaults() {
@@ -531,6 +576,9 @@ func (c *Config) Summary() []any {
 	}
 	for _, b := range c.Backends {
 		out = append(out, "backend", fmt.Sprintf("%s %s -> %s", b.Name, b.Path, b.URL))
+	}
+	if c.InternalEndpoint.Enabled() {
+		out = append(out, "internal_endpoint", c.InternalEndpoint.Listen, "trust_domain", c.InternalEndpoint.TrustDomain)
 	}
 	return out
 }

@@ -24,6 +24,11 @@ func (c *Config) Warnings() []string {
 			"Set public_url to the URL clients use, e.g. https://mcp.example.com (or listen on 127.0.0.1:%s for local use only)",
 			c.Listen, c.PublicURL, port)
 	}
+	if h, _, err := net.SplitHostPort(c.InternalEndpoint.Listen); err == nil && (h == "" || h == "0.0.0.0" || h == "::") {
+		p.Add("internal_endpoint.listen", "listens on every interface (%s): the internal token endpoint hands out users' upstream tokens to "+
+			"certificate holders, so bind it to an address only the backends reach (a pod or private address, a ClusterIP Service) and keep it off any ingress",
+			c.InternalEndpoint.Listen)
+	}
 	if c.Security.AllowInsecureHTTP {
 		p.Add("security.allow_insecure_http", "is on: tokens cross the network in clear unless a proxy in front terminates TLS; turn it off unless one does")
 	}

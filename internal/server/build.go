@@ -11,6 +11,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/metrics"
@@ -18,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
 	"github.com/mcpgate/mcpgate/internal/stdio"
+	"github.com/mcpgate/mcpgate/internal/tokenendpoint"
 )
 
 // New provisions every component from a validated configuration. It fails
@@ -65,6 +67,11 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 			return nil, err
 		}
 		authenticator, upstream = as, as
+		if cfg.InternalEndpoint.Enabled() {
+			if s.internal, err = s.provisionInternalEndpoint(as, auditor); err != nil {
+				return nil, err
+			}
+		}
 	case config.ModeNone:
 		authenticator = anonymous{}
 	default:
@@ -142,6 +149,30 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	s.handler = s.outer(e, mux, mcpPaths)
 	ok = true
 	return s, nil
+}
+
+// provisionInternalEndpoint builds the internal token endpoint (its own
+// listener, opened by Run; never a route of the public mux). It fails when
+// its certificate files do not load.
+func (s *Server) provisionInternalEndpoint(as *authserver.Server, auditor *audit.Logger) (*tokenendpoint.Endpoint, error) {
+	backends := make(map[string]string, len(s.cfg.Backends))
+	for _, b := range s.cfg.Backends {
+		res, err := authserver.CanonicalResource(s.cfg.PublicURL + b.Path)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s: %w", b.Name, err)
+		}
+		backends[b.Name] = res
+	}
+	ep, err := tokenendpoint.New(s.cfg.InternalEndpoint, tokenendpoint.Deps{
+		AuthServer: as, Auditor: auditor, Logger: s.log.With("component", "internal_endpoint"),
+		Registry: s.registry, Backends: backends,
+		// The policy in force now (it may be reloaded), as for initialize.
+		Permits: func(p *authn.Principal, backend string) bool { return s.policy.Load().DecideSession(p, backend).Allow },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("internal_endpoint: %w", err)
+	}
+	return ep, nil
 }
 
 // startStdio serves a stdio backend on an internal loopback listener and

@@ -13,11 +13,11 @@ import (
 )
 
 // secretFiles lists the files holding the gateway's secrets: the encryption
-// key, the TLS key, and the SQLite store with its WAL and shared-memory
+// key, the TLS keys (public and internal listener), and the SQLite store with its WAL and shared-memory
 // files (which hold recent writes).
 func secretFiles(cfg *config.Config) []string {
 	var out []string
-	for _, f := range []string{cfg.EncryptionKeyFile, cfg.TLS.KeyFile} {
+	for _, f := range []string{cfg.EncryptionKeyFile, cfg.TLS.KeyFile, cfg.InternalEndpoint.TLS.KeyFile} {
 		if f != "" {
 			out = append(out, f)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
+	"github.com/mcpgate/mcpgate/internal/tokenendpoint"
 )
 
 // Server is a provisioned gateway, ready to run.
@@ -37,6 +38,9 @@ type Server struct {
 	// inFlightIP is shared by every route: a client address has one bound.
 	inFlightIP *ratelimit.InFlight
 	bodyLimits bodyLimits
+	// internal is the internal token endpoint (nil: not configured). Run
+	// serves it on its own listener.
+	internal *tokenendpoint.Endpoint
 }
 
 // Handler is the gateway's root handler (for tests that bring a listener).
@@ -84,8 +88,22 @@ func (s *Server) routes(mux *http.ServeMux) {
 }
 
 // Run serves until ctx is cancelled, then drains in-flight requests and
-// streams for up to the configured shutdown timeout.
+// streams for up to the configured shutdown timeout. With an internal
+// endpoint configured, it also listens on internal_endpoint.listen.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	var iln net.Listener
+	if s.internal != nil {
+		var err error
+		if iln, err = net.Listen("tcp", s.internal.Addr()); err != nil {
+			return fmt.Errorf("internal_endpoint: %w", err)
+		}
+	}
+	return s.RunWith(ctx, ln, iln)
+}
+
+// RunWith is Run on a given internal listener (tests; nil when the
+// internal endpoint is not configured).
+func (s *Server) RunWith(ctx context.Context, ln, internalLn net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.Security.ReadHeaderTimeout,
@@ -110,17 +128,37 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("mcpgate listening", "addr", ln.Addr().String())
+	if s.internal != nil {
+		if internalLn == nil {
+			srv.Close()
+			return errors.New("internal_endpoint: no listener")
+		}
+		go func() {
+			if err := s.internal.Serve(internalLn); err != nil {
+				errc <- fmt.Errorf("internal_endpoint: %w", err)
+			}
+		}()
+	} else if internalLn != nil {
+		internalLn.Close()
+	}
+	var runErr error
 	select {
-	case err := <-errc:
-		return err
+	case runErr = <-errc:
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down: draining requests and streams", "timeout", s.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	if s.internal != nil {
+		defer s.internal.Shutdown(sctx)
+	}
+	if runErr != nil {
+		srv.Close()
+		return runErr
+	}
 	err := srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("drain deadline passed; closing remaining connections")
