@@ -90,7 +90,7 @@ auth:
 // off loopback, a preset on a static upstream) from one of the value.
 func dependsOnOtherKeys(problems []string) bool {
 	p := strings.Join(problems, " ")
-	return strings.Contains(p, "only allowed") || strings.Contains(p, "only valid")
+	return strings.Contains(p, "only allowed") || strings.Contains(p, "only valid") || strings.Contains(p, "built-in users have none")
 }
 
 // set writes v at path in a decoded YAML document, creating mappings and
