@@ -42,6 +42,9 @@ func render(t *testing.T, args ...string) (map[string]object, error) {
 		if kind == "ConfigMap" && strings.HasSuffix(dig(o, "metadata", "name").(string), "-dashboard") {
 			kind = "DashboardConfigMap"
 		}
+		if kind == "Service" && strings.HasSuffix(dig(o, "metadata", "name").(string), "-internal") {
+			kind = "InternalService"
+		}
 		docs[kind] = o
 	}
 	return docs, nil
@@ -302,7 +305,7 @@ func TestChartRefuses(t *testing.T) {
 		{"writable root fs", []string{"--set", "securityContext.readOnlyRootFilesystem=false"}, "'/securityContext/readOnlyRootFilesystem'"},
 		{"added capability", []string{"--set", "securityContext.capabilities.add[0]=NET_ADMIN"}, "'/securityContext/capabilities/add'"},
 		{"root", []string{"--set", "podSecurityContext.runAsNonRoot=false"}, "'/podSecurityContext/runAsNonRoot'"},
-		{"internal endpoint (not served yet)", []string{"--set", "networkPolicy.internalEndpoint.enabled=true"}, "'/networkPolicy/internalEndpoint/enabled': value must be false"},
+		{"internal endpoint client without backends", []string{"--set", "internalEndpoint.clients[0].spiffe_id=spiffe://x/y"}, "'/internalEndpoint/clients/0'"},
 		{"secret as env value", []string{"--set", "extraEnv[0].name=X", "--set", "extraEnv[0].valueFrom.secretKeyRef.name=s"}, "'/extraEnv/0'"},
 		{"unknown value", []string{"--set", "replicas=3"}, "additional properties 'replicas' not allowed"},
 		{"no replicas", []string{"--set", "replicaCount=0"}, "'/replicaCount': minimum"},
@@ -335,10 +338,15 @@ func TestChartRefuses(t *testing.T) {
 	})
 }
 
-// The rule for the planned internal endpoint (schema skipped, since mcpgate
-// does not serve it yet): a second port, open to in-cluster pods only.
-func TestChartInternalEndpointRule(t *testing.T) {
-	docs, err := render(t, append([]string{"--skip-schema-validation", "--set", "networkPolicy.internalEndpoint.enabled=true"}, requiredSecrets...)...)
+// TestChartInternalEndpoint: the internal token endpoint gets a second
+// port on the pod and the Service, its TLS Secret mounted, a NetworkPolicy
+// rule open to in-cluster pods only, and a config section that passes
+// `mcpgate config check`.
+func TestChartInternalEndpoint(t *testing.T) {
+	args := append([]string{"--set", "internalEndpoint.enabled=true", "--set", "internalEndpoint.tlsSecret=mcpgate-internal-tls",
+		"--set", "internalEndpoint.clients[0].spiffe_id=spiffe://cluster.local/ns/tools/sa/tools-mcp",
+		"--set", "internalEndpoint.clients[0].backends[0]=tools"}, requiredSecrets...)
+	docs, err := render(t, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +355,41 @@ func TestChartInternalEndpointRule(t *testing.T) {
 		!reflect.DeepEqual(dig(ingress[1], "from"), []any{object{"namespaceSelector": object{}}}) {
 		t.Errorf("NetworkPolicy ingress = %v", ingress)
 	}
-	if dig(container(t, docs), "ports", 1, "name") != "internal" {
-		t.Errorf("container ports = %v", dig(container(t, docs), "ports"))
+	c := container(t, docs)
+	if dig(c, "ports", 1, "name") != "internal" || dig(c, "ports", 1, "containerPort") != 9443 {
+		t.Errorf("container ports = %v", dig(c, "ports"))
+	}
+	if dig(docs["InternalService"], "spec", "ports", 0, "name") != "internal" || dig(docs["InternalService"], "spec", "type") != "ClusterIP" ||
+		len(dig(docs["Service"], "spec", "ports").([]any)) != 1 {
+		t.Errorf("services: internal %v, public %v", docs["InternalService"], dig(docs["Service"], "spec", "ports"))
+	}
+	var mounted bool
+	for _, v := range dig(docs["Deployment"], "spec", "template", "spec", "volumes").([]any) {
+		mounted = mounted || dig(v, "secret", "secretName") == "mcpgate-internal-tls"
+	}
+	if !mounted {
+		t.Error("the internal endpoint's TLS Secret is not a volume")
+	}
+	cfg := dig(docs["ConfigMap"], "data", "config.yaml").(string)
+	for _, want := range []string{"internal_endpoint:", "listen: 0.0.0.0:9443", "client_ca_file: /run/secrets/mcpgate-internal-tls/ca.crt",
+		"trust_domain: cluster.local", "spiffe_id: spiffe://cluster.local/ns/tools/sa/tools-mcp"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config.yaml lacks %q:\n%s", want, cfg)
+		}
+	}
+	configCheck(t, docs, nil)
+
+	for _, tt := range []struct {
+		name, want string
+		extra      []string
+	}{
+		{"no TLS secret", "internalEndpoint.tlsSecret", []string{"--set", "internalEndpoint.enabled=true"}},
+		{"jwt mode", "internalEndpoint needs config.auth.mode authorization_server", []string{"--set", "internalEndpoint.enabled=true", "--set", "internalEndpoint.tlsSecret=x", "-f", "deploy/helm/testdata/jwt.yaml"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := render(t, append(tt.extra, requiredSecrets...)...); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

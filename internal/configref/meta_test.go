@@ -131,7 +131,7 @@ var notSecret = map[string]bool{
 	"backends[].credential.key_id":               true, // a key's public name (kid)
 	"backends[].credential.requested_token_type": true, // a token type's name
 	"backends[].credential.subject_token_type":   true, // likewise
-	"internal_endpoint.tls.key_file": true, // likewise
+	"internal_endpoint.tls.key_file":             true, // likewise
 }
 
 // TestSecretsMarked: a key named like a credential carries secret:"true"

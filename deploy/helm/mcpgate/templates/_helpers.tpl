@@ -70,5 +70,22 @@ safety is checked here as well as in the schema, with a message that says why.
 {{- $_ := set $c "store" (dict "driver" "sqlite" "dsn" "/var/lib/mcpgate/mcpgate.db" "sweep_interval" .Values.store.sweepInterval) }}
 {{- end }}
 {{- end }}
+{{- if .Values.internalEndpoint.enabled }}
+{{- if not $as }}
+{{- fail "internalEndpoint needs config.auth.mode authorization_server: it hands out the upstream tokens of its grants" }}
+{{- end }}
+{{- if not .Values.internalEndpoint.tlsSecret }}
+{{- fail "internalEndpoint.tlsSecret: name the kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) of the internal endpoint" }}
+{{- end }}
+{{- $dir := include "mcpgate.internalTLSDir" . }}
+{{- $_ := set $c "internal_endpoint" (dict
+  "listen" (printf "0.0.0.0:%v" .Values.internalEndpoint.port)
+  "tls" (dict "cert_file" (printf "%s/tls.crt" $dir) "key_file" (printf "%s/tls.key" $dir) "client_ca_file" (printf "%s/ca.crt" $dir))
+  "trust_domain" .Values.internalEndpoint.trustDomain
+  "clients" .Values.internalEndpoint.clients) }}
+{{- end }}
 {{- toYaml $c }}
 {{- end }}
+
+{{- /* Where the internal endpoint's TLS Secret is mounted. */}}
+{{- define "mcpgate.internalTLSDir" -}}/run/secrets/mcpgate-internal-tls{{- end }}
