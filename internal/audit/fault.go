@@ -12,6 +12,17 @@ import (
 type Fault struct {
 	failing atomic.Bool
 	partial atomic.Bool
+	syncs   atomic.Int64
+}
+
+// Syncs returns how many fsyncs the file sink has made (counted only for a
+// logger made WithFault).
+func (f *Fault) Syncs() int64 { return f.syncs.Load() }
+
+func (f *Fault) countSync() {
+	if f != nil {
+		f.syncs.Add(1)
+	}
 }
 
 // Fail starts (true) or stops (false) failing writes.

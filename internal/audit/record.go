@@ -166,5 +166,5 @@ func Millis(d time.Duration) float64 {
 // MarshalJSON writes Time as RFC 3339 UTC with microseconds, then the other
 // fields in declaration order (see appendJSON).
 func (r Record) MarshalJSON() ([]byte, error) {
-	return r.appendJSON(make([]byte, 0, 512+len(r.Args)))
+	return r.appendJSON(make([]byte, 0, 512+len(r.Args)), false)
 }
