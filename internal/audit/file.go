@@ -110,7 +110,7 @@ func (r *rotatingFile) sync() error {
 }
 
 func (r *rotatingFile) close() error {
-	return errors.Join(r.f.Sync(), r.f.Close())
+	return errors.Join(r.sync(), r.f.Close())
 }
 
 // rotate renames the current file to a timestamped backup, opens a new one
