@@ -30,7 +30,7 @@ const (
 // bound caps every field of r (a copy, owned by the caller).
 func bound(r *Record, maxField int) {
 	for _, f := range []*string{
-		&r.RequestID, &r.Source, &r.ClientIP, &r.UserAgent,
+		&r.Replica, &r.RequestID, &r.Source, &r.ClientIP, &r.UserAgent,
 		&r.Issuer, &r.Subject, &r.User, &r.Username, &r.Email, &r.ClientID, &r.TokenID, &r.SessionID,
 		&r.MCPSessionID, &r.Method, &r.Tool, &r.Resource, &r.Scope,
 		&r.Rule, &r.Reason, &r.RequiredPermission, &r.Event, &r.Backend, &r.Workload, &r.Result,

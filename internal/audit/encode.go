@@ -20,6 +20,7 @@ func (r *Record) appendJSON(b []byte, plainArgs bool) ([]byte, error) {
 	b = append(b, `{"time":"`...)
 	b = r.Time.UTC().AppendFormat(b, timeLayout)
 	b = append(b, '"')
+	b = appendStringField(b, "replica", r.Replica)
 	b = appendStringField(b, "request_id", r.RequestID)
 	b = appendStringField(b, "source", r.Source)
 	b = appendStringField(b, "client_ip", r.ClientIP)

@@ -114,6 +114,13 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 	for _, o := range opts {
 		o(l)
 	}
+	if l.cfg.Replica == "" {
+		name, err := os.Hostname()
+		if err != nil || !validReplica(name) {
+			return nil, fmt.Errorf("audit: set audit.replica: the host name %q cannot name this replica (%v)", name, err)
+		}
+		l.cfg.Replica = name
+	}
 	var key []byte
 	if cfg.HMACKeyEnv != "" {
 		key = []byte(os.Getenv(cfg.HMACKeyEnv))
@@ -389,6 +396,7 @@ func (l *Logger) encode(dst []byte, r *Record) ([]byte, error) {
 	if c.Source == "" {
 		c.Source = SourceMCP
 	}
+	c.Replica = l.cfg.Replica
 	c.Args = l.redactor.Args(c.Args)
 	if math.IsNaN(c.DurationMS) || math.IsInf(c.DurationMS, 0) {
 		c.DurationMS = 0 // not representable in JSON

@@ -89,10 +89,11 @@ func metricValue(t *testing.T, l *Logger, name string) float64 {
 
 func TestLogWritesRedactedChainedRecord(t *testing.T) {
 	cfg := fileConfig(t)
+	cfg.Replica = "gw-0"
 	fixed := time.Date(2026, 1, 2, 3, 4, 5, 678901234, time.UTC)
 	l := mustNew(t, cfg, WithClock(func() time.Time { return fixed }))
 	in := &Record{
-		RequestID: "r1", ClientIP: "192.0.2.1", UserAgent: "claude-code/1.0",
+		Replica: "forged", RequestID: "r1", ClientIP: "192.0.2.1", UserAgent: "claude-code/1.0",
 		Issuer: "https://idp.example", Subject: "sub-123", User: "ryan@example.com", Username: "ryan",
 		Email: "ryan@example.com", Groups: []string{"vsphere-admins"}, ClientID: "c1", TokenID: "jti1", SessionID: "s1",
 		Method: "tools/call", Tool: "power_on",
@@ -126,9 +127,15 @@ func TestLogWritesRedactedChainedRecord(t *testing.T) {
 	if len(recs) != 3 {
 		t.Fatalf("want start checkpoint, record, shutdown checkpoint; got %d records", len(recs))
 	}
+	for _, r := range recs {
+		if r.Replica != "gw-0" {
+			t.Errorf("record %d names replica %q", r.Seq, r.Replica)
+		}
+	}
 	want := orig
 	want.Time = fixed.Truncate(time.Microsecond)
 	want.Source = SourceMCP
+	want.Replica = "gw-0" // the logger's, whatever the caller set
 	want.Args = json.RawMessage(`{"auth":"[REDACTED]","password":"[REDACTED]","vm_name":"web"}`)
 	want.Seq = 2
 	want.Prev = recs[0].Hash
