@@ -89,14 +89,15 @@ func (c *chainHasher) appendLine(dst, body []byte, seq uint64, prev []byte) ([]b
 
 // entry is what the chain needs from one line.
 type entry struct {
-	Seq    *uint64 `json:"seq"`
-	Prev   *string `json:"prev"`
-	Event  string  `json:"event"`
-	Reason string  `json:"reason"`
-	Count  uint64  `json:"count"`
-	Source string  `json:"source"`
-	Time   string  `json:"time"`
-	Hash   string  `json:"-"`
+	Seq     *uint64 `json:"seq"`
+	Prev    *string `json:"prev"`
+	Replica string  `json:"replica"`
+	Event   string  `json:"event"`
+	Reason  string  `json:"reason"`
+	Count   uint64  `json:"count"`
+	Source  string  `json:"source"`
+	Time    string  `json:"time"`
+	Hash    string  `json:"-"`
 
 	canonical []byte
 }

@@ -35,8 +35,9 @@ const MinHMACKeyBytes = 32
 // Config is the `audit:` section.
 //
 // Durability (fsync) trade-off for the file sink. Every record is written to
-// the file with one write(2) before Log returns, so a crash of the gateway
-// process never loses a record. fsync only matters when the machine itself
+// the file before Log returns, so a crash of the gateway process never loses
+// a record; concurrent requests share the write(2) (group commit: the
+// records that arrive while one write runs go out together with the next). fsync only matters when the machine itself
 // fails (power loss, kernel panic):
 //   - always: Log returns only after an fsync covering its record; nothing
 //     acknowledged is lost, but every request waits for the disk (about a

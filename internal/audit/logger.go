@@ -539,7 +539,7 @@ func (l *Logger) checkpointLocked(reason string) error {
 	l.lastCP = l.now()
 	head := string(l.prevBytes())
 	l.log.Info("audit checkpoint", "seq", l.seq, "hash", head, "reason", reason)
-	l.anchor.set(Head{Seq: l.seq, Hash: head, Reason: reason, Time: l.now().UTC().Format(timeLayout)})
+	l.anchor.set(Head{Replica: l.cfg.Replica, Seq: l.seq, Hash: head, Reason: reason, Time: l.now().UTC().Format(timeLayout)})
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -43,20 +44,26 @@ type VerifyOptions struct {
 }
 
 // Anchor is a (seq, hash) pair known from outside the log, e.g. a checkpoint
-// from the gateway's slog output.
+// from the gateway's slog output, of the chain of Replica ("": the only
+// chain of the input).
 type Anchor struct {
-	Seq  uint64
-	Hash string
+	Replica string
+	Seq     uint64
+	Hash    string
 }
 
-// ParseAnchor parses "SEQ:HASH".
+// ParseAnchor parses "SEQ:HASH" or "REPLICA=SEQ:HASH".
 func ParseAnchor(s string) (Anchor, error) {
-	seqText, sum, ok := strings.Cut(s, ":")
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if !ok || err != nil || seq == 0 || len(sum) != hashHexLen || !isLowerHex(sum) {
-		return Anchor{}, fmt.Errorf("anchor %q: want SEQ:HASH with a 64-digit lowercase hex hash", s)
+	replica, rest, named := strings.Cut(s, "=")
+	if !named {
+		replica, rest = "", s
 	}
-	return Anchor{Seq: seq, Hash: sum}, nil
+	seqText, sum, ok := strings.Cut(rest, ":")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if !ok || err != nil || seq == 0 || len(sum) != hashHexLen || !isLowerHex(sum) || (named && !validReplica(replica)) {
+		return Anchor{}, fmt.Errorf("anchor %q: want [REPLICA=]SEQ:HASH with a 64-digit lowercase hex hash", s)
+	}
+	return Anchor{Replica: replica, Seq: seq, Hash: sum}, nil
 }
 
 // Report summarizes the records checked (up to the first problem).
@@ -75,6 +82,12 @@ type Report struct {
 	Gaps        []Gap // the first MaxGaps
 	GapCount    int
 	RecordsLost uint64
+	// Runs counts the chains checked: 1, or more in a stream (see
+	// MultiOptions.Stream) where the replica restarted with a new chain;
+	// UncleanRestarts counts the chains that ended without a shutdown
+	// checkpoint before the next began.
+	Runs            int
+	UncleanRestarts int
 }
 
 // MaxGaps bounds Report.Gaps; RecordsLost counts them all.
@@ -114,18 +127,20 @@ func (e *ChainError) Error() string {
 
 // Verifier checks a chain spread over several inputs fed in order.
 type Verifier struct {
-	opts     VerifyOptions
-	chain    *chainHasher
-	anchors  map[uint64]string
-	rep      Report
-	prevLine string // "file:line" of the last record, for messages
-	runCount uint64 // records since the last "start" checkpoint; 0 = unknown
-	err      error
+	opts      VerifyOptions
+	restarts  bool // a record with seq 1 and no prev begins a new chain
+	chain     *chainHasher
+	anchors   map[uint64]string
+	anchorHit map[uint64]bool // anchored seqs seen with the anchored hash
+	rep       Report
+	prevLine  string // "file:line" of the last record, for messages
+	runCount  uint64 // records since the last "start" checkpoint; 0 = unknown
+	err       error
 }
 
 // NewVerifier returns a Verifier.
 func NewVerifier(opts VerifyOptions) *Verifier {
-	v := &Verifier{opts: opts, chain: newChainHasher(opts.HMACKey), anchors: map[uint64]string{}}
+	v := &Verifier{opts: opts, chain: newChainHasher(opts.HMACKey), anchors: map[uint64]string{}, anchorHit: map[uint64]bool{}}
 	for _, a := range opts.Anchors {
 		v.anchors[a.Seq] = a.Hash
 	}
@@ -204,17 +219,36 @@ func (v *Verifier) check(raw []byte) *ChainError {
 	text, terminated := bytes.CutSuffix(raw, []byte{'\n'})
 	e, err := parseLine(text)
 	if err != nil {
-		ce := &ChainError{Seq: lenientSeq(text), Msg: "not a valid audit record: " + err.Error()}
-		if !terminated {
-			ce.Msg += " (incomplete last line: torn write, or the file is being written)"
-		}
-		return ce
+		return invalidLine(text, terminated, err)
 	}
+	return v.checkEntry(e)
+}
+
+func invalidLine(text []byte, terminated bool, err error) *ChainError {
+	ce := &ChainError{Seq: lenientSeq(text), Msg: "not a valid audit record: " + err.Error()}
+	if !terminated {
+		ce.Msg += " (incomplete last line: torn write, or the file is being written)"
+	}
+	return ce
+}
+
+// checkEntry checks the next record of the chain.
+func (v *Verifier) checkEntry(e *entry) *ChainError {
 	seq := *e.Seq
 	fail := func(format string, args ...any) *ChainError {
 		return &ChainError{Seq: seq, Msg: fmt.Sprintf(format, args...)}
 	}
 	first := v.rep.Records == 0
+	if !first && v.restarts && seq == 1 && *e.Prev == "" {
+		// A new chain of the same replica: the process restarted with a
+		// sink it cannot continue from (stdout).
+		v.rep.Runs++
+		if !v.rep.CleanShutdown {
+			v.rep.UncleanRestarts++
+		}
+		v.rep.LastSeq, v.rep.LastHash, v.runCount = 0, "", 0
+		first = true
+	}
 	switch {
 	case seq == 0:
 		return fail("seq must start at 1")
@@ -238,8 +272,13 @@ func (v *Verifier) check(raw []byte) *ChainError {
 		}
 		return fail("%s", msg)
 	}
-	if want, ok := v.anchors[seq]; ok && want != e.Hash {
-		return fail("hash differs from the anchor: the log was rewritten at or before this record")
+	if want, ok := v.anchors[seq]; ok {
+		switch {
+		case want == e.Hash:
+			v.anchorHit[seq] = true
+		case !v.restarts: // with restarts, another chain of the replica may hold the anchored seq
+			return fail("hash differs from the anchor: the log was rewritten at or before this record")
+		}
 	}
 	if e.Source == sourceAudit && e.Event == EventCheckpoint {
 		switch {
@@ -264,9 +303,10 @@ func (v *Verifier) check(raw []byte) *ChainError {
 		v.rep.GapCount++
 		v.rep.RecordsLost += e.Count
 	}
-	if first {
+	if first && v.rep.Records == 0 {
 		v.rep.FirstSeq = seq
 		v.rep.Genesis = seq == 1
+		v.rep.Runs = 1
 	}
 	v.rep.Records++
 	v.rep.LastSeq, v.rep.LastHash = seq, e.Hash
@@ -292,6 +332,10 @@ func (v *Verifier) Finish() (Report, error) {
 	}
 	for _, a := range v.opts.Anchors {
 		switch {
+		case v.restarts:
+			if !v.anchorHit[a.Seq] {
+				v.err = &ChainError{Seq: a.Seq, Msg: "no chain of the replica holds the anchored record: the log was rewritten, or its tail removed"}
+			}
 		case v.rep.Records == 0 || a.Seq > v.rep.LastSeq:
 			v.err = &ChainError{Seq: a.Seq, Msg: fmt.Sprintf("the log ends at seq %d, before anchored seq %d: the tail was removed", v.rep.LastSeq, a.Seq)}
 		case a.Seq < v.rep.FirstSeq:
@@ -302,4 +346,217 @@ func (v *Verifier) Finish() (Report, error) {
 		}
 	}
 	return v.rep, nil
+}
+
+// MultiOptions configure MultiVerifier.
+type MultiOptions struct {
+	VerifyOptions
+	// Stream reads the input as a log shipper delivers it: records of
+	// several replicas interleaved, possibly among other log lines. Then
+	//   - a line is an audit record candidate if it contains `{"seq":`; the
+	//     record is the line from there on (a prefix a container runtime or
+	//     shipper adds, such as "2026-… stdout F ", is dropped); other
+	//     lines are skipped and counted. Skipping is safe: a record that is
+	//     removed, or damaged so that it no longer looks like one, leaves a
+	//     gap in its replica's seq that is reported;
+	//   - a replica may start a new chain (seq 1, empty prev): a restart with
+	//     the stdout sink, which cannot continue the previous chain. It is
+	//     counted in Runs.
+	// Without Stream every line must be a valid record, as in a log file.
+	Stream bool
+}
+
+// ReplicaReport is the verification of one replica's chain.
+type ReplicaReport struct {
+	Replica string // "" for records without a replica (older logs)
+	Report
+	Err error // the first problem of this chain (a *ChainError), nil if intact
+}
+
+// MultiReport is the verification of every chain in the input.
+type MultiReport struct {
+	Replicas []ReplicaReport // sorted by name
+	Files    int
+	Lines    int
+	Skipped  int // Stream: lines that are not audit records
+	// Stray is the first line that is not a valid record and names no
+	// replica (not in Stream mode, or a damaged record there); StrayCount
+	// counts them. Such lines fail the verification.
+	Stray      *ChainError
+	StrayCount int
+}
+
+// Err returns the first problem: a replica's, else a stray line's.
+func (r *MultiReport) Err() error {
+	for _, rr := range r.Replicas {
+		if rr.Err != nil {
+			return fmt.Errorf("replica %q: %w", rr.Replica, rr.Err)
+		}
+	}
+	if r.Stray != nil {
+		return r.Stray
+	}
+	return nil
+}
+
+// MultiVerifier checks the chains of several replicas in one pass over
+// files or a stream: each record goes to its replica's chain (the
+// "replica" member), and each chain is checked on its own, in the order
+// its records appear. Files of one replica must be given in chain order
+// (rotated backups first); files of different replicas in any order.
+type MultiVerifier struct {
+	opts   MultiOptions
+	chains map[string]*Verifier
+	rep    MultiReport
+	// Anchors without a replica apply to the only chain of the input.
+	unnamed    []Anchor
+	unnamedFor string
+	tooMany    bool
+}
+
+// maxReplicas bounds the chains one verification tracks.
+const maxReplicas = 10000
+
+// NewMultiVerifier returns a MultiVerifier.
+func NewMultiVerifier(opts MultiOptions) *MultiVerifier {
+	m := &MultiVerifier{opts: opts, chains: map[string]*Verifier{}}
+	for _, a := range opts.Anchors {
+		if a.Replica == "" {
+			m.unnamed = append(m.unnamed, a)
+		}
+	}
+	return m
+}
+
+var seqPrefix = []byte(`{"seq":`)
+
+// Feed checks the next input (name is its file name, for messages). It
+// returns only read errors; chain problems are in the report.
+func (m *MultiVerifier) Feed(name string, r io.Reader) error {
+	m.rep.Files++
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxTail)
+	sc.Split(splitLines)
+	line := 0
+	for sc.Scan() {
+		line++
+		m.rep.Lines++
+		raw := sc.Bytes()
+		if m.opts.Stream {
+			i := bytes.Index(raw, seqPrefix)
+			if i < 0 {
+				m.rep.Skipped++
+				continue
+			}
+			raw = raw[i:]
+		}
+		text, terminated := bytes.CutSuffix(raw, []byte{'\n'})
+		e, err := parseLine(text)
+		if err != nil {
+			ce := invalidLine(text, terminated, err)
+			ce.File, ce.Line = name, line
+			if replica, ok := lenientReplica(text); ok {
+				if v := m.chain(replica); v != nil && v.err == nil {
+					v.err = ce
+				}
+				continue
+			}
+			m.stray(ce)
+			continue
+		}
+		v := m.chain(e.Replica)
+		if v == nil || v.err != nil {
+			continue // too many replicas (reported), or this chain already failed
+		}
+		if ce := v.checkEntry(e); ce != nil {
+			ce.File, ce.Line = name, line
+			v.err = ce
+			continue
+		}
+		v.prevLine = name + ":" + strconv.Itoa(line)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = &ChainError{File: name, Line: line + 1, Msg: fmt.Sprintf("line longer than %d bytes", maxTail)}
+		}
+		return err
+	}
+	return nil
+}
+
+func (m *MultiVerifier) stray(ce *ChainError) {
+	if m.rep.Stray == nil {
+		m.rep.Stray = ce
+	}
+	m.rep.StrayCount++
+}
+
+// chain returns the verifier of replica's chain, creating it on first use;
+// nil past maxReplicas.
+func (m *MultiVerifier) chain(replica string) *Verifier {
+	if v, ok := m.chains[replica]; ok {
+		return v
+	}
+	if len(m.chains) >= maxReplicas {
+		if !m.tooMany {
+			m.tooMany = true
+			m.stray(&ChainError{Msg: fmt.Sprintf("more than %d replicas: the rest were not checked", maxReplicas)})
+		}
+		return nil
+	}
+	opts := m.opts.VerifyOptions
+	opts.Anchors = nil
+	for _, a := range m.opts.Anchors {
+		if a.Replica == replica && replica != "" {
+			opts.Anchors = append(opts.Anchors, a)
+		}
+	}
+	if len(m.chains) == 0 {
+		opts.Anchors = append(opts.Anchors, m.unnamed...)
+		m.unnamedFor = replica
+	}
+	v := NewVerifier(opts)
+	v.restarts = m.opts.Stream
+	m.chains[replica] = v
+	return v
+}
+
+// Finish checks the anchors and returns the report of every chain.
+func (m *MultiVerifier) Finish() MultiReport {
+	rep := m.rep
+	names := make([]string, 0, len(m.chains))
+	for name := range m.chains {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		v := m.chains[name]
+		r, err := v.Finish()
+		if v.rep.Records == 0 && err == nil {
+			err = &ChainError{Msg: "no valid record"}
+		}
+		rep.Replicas = append(rep.Replicas, ReplicaReport{Replica: name, Report: r, Err: err})
+	}
+	for _, a := range m.opts.Anchors {
+		if _, ok := m.chains[a.Replica]; a.Replica != "" && !ok {
+			rep.Replicas = append(rep.Replicas, ReplicaReport{Replica: a.Replica,
+				Err: &ChainError{Seq: a.Seq, Msg: "anchored, but no record of this replica in the input"}})
+		}
+	}
+	if len(m.unnamed) > 0 && len(m.chains) > 1 {
+		m.stray(&ChainError{Msg: fmt.Sprintf("an anchor without a replica name was checked against replica %q only, but the input holds %d replicas: give REPLICA=SEQ:HASH", m.unnamedFor, len(m.chains))})
+		rep.Stray, rep.StrayCount = m.rep.Stray, m.rep.StrayCount
+	}
+	return rep
+}
+
+// lenientReplica extracts the replica of a damaged record, for the report.
+func lenientReplica(line []byte) (string, bool) {
+	var s struct {
+		Replica *string `json:"replica"`
+	}
+	if json.Unmarshal(line, &s) != nil || s.Replica == nil {
+		return "", false
+	}
+	return *s.Replica, true
 }
