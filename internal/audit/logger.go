@@ -260,7 +260,7 @@ func (l *Logger) LogBatch(ctx context.Context, recs []*Record) error {
 		<-c.wake // a result, or the lead handed over
 	}
 	if !c.done {
-		l.lead()
+		l.lead(c)
 	}
 	err := c.result
 	arena := c.arena[:0]
@@ -273,8 +273,9 @@ func (l *Logger) LogBatch(ctx context.Context, recs []*Record) error {
 }
 
 // lead writes the queue, wakes its callers and hands the lead to the next
-// caller that queued meanwhile, if any. The caller of lead is in the queue.
-func (l *Logger) lead() {
+// caller that queued meanwhile, if any. me, the caller of lead, is in the
+// queue (first: it queued before anyone it leads).
+func (l *Logger) lead(me *call) {
 	l.qmu.Lock()
 	batch := l.queue
 	l.queue = l.spare[:0]
@@ -284,13 +285,11 @@ func (l *Logger) lead() {
 	l.commitLocked(batch)
 	l.mu.Unlock()
 
-	self := true // batch[0] is the leader: it queued before anyone it leads
 	for _, c := range batch {
 		c.done = true
-		if !self {
-			c.wake <- struct{}{}
+		if c != me {
+			c.wake <- struct{}{} // never blocks: one token per wait
 		}
-		self = false
 	}
 	clear(batch)
 	l.qmu.Lock()
