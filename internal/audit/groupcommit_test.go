@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,6 +160,19 @@ func TestGroupCommitConcurrentExactlyOnce(t *testing.T) {
 	}
 	if len(files) < 2 || rep.Records != workers*each+rep.Checkpoints {
 		t.Errorf("%d files, report %+v", len(files), rep)
+	}
+	// The path `mcpgate audit verify` takes.
+	m := NewMultiVerifier(MultiOptions{})
+	for _, p := range files {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Feed(p, f)
+		f.Close()
+	}
+	if mrep := m.Finish(); mrep.Err() != nil || len(mrep.Replicas) != 1 || mrep.Replicas[0].Records != rep.Records {
+		t.Errorf("multi-chain verify: %+v, %v", mrep, mrep.Err())
 	}
 	t.Logf("%d records in %d writes", rep.Records, f.Writes())
 }

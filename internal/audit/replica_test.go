@@ -288,3 +288,27 @@ func TestParseAnchorReplica(t *testing.T) {
 		}
 	}
 }
+
+// FuzzVerifyStream: a stream of anything never panics, and what passes
+// holds only gap-free chains that start at seq 1.
+func FuzzVerifyStream(f *testing.F) {
+	lines := sampleLog(f, nil)
+	f.Add([]byte(strings.Join(lines, "") + "\nnoise\n" + strings.Join(lines, "")))
+	f.Add([]byte(`{"seq":1,"replica":"a","prev":"","hash":"` + strings.Repeat("0", 64) + `"}` + "\nnoise\n"))
+	f.Add([]byte("2026 stdout F {\"seq\":1,\"prev\":\"\"}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := NewMultiVerifier(MultiOptions{Stream: true})
+		if m.Feed("fuzz", bytes.NewReader(data)) != nil {
+			return
+		}
+		rep := m.Finish()
+		if rep.Err() != nil {
+			return
+		}
+		for _, r := range rep.Replicas {
+			if !r.Genesis || r.Records == 0 || r.Runs < 1 {
+				t.Fatalf("accepted %+v", r)
+			}
+		}
+	})
+}
