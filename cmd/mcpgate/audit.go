@@ -30,7 +30,9 @@ exits 1.
 Every record names the replica (gateway process) that wrote it, and each
 replica keeps its own chain: files of several replicas can be given
 together (each replica's files in chain order), and each chain is checked
-on its own.
+on its own. A record continues the chain whose last record its "prev"
+names, so a log continued under another replica name (an upgrade from a
+version without replicas, a new host name) stays one chain.
 
 "-" reads a stream from stdin, such as the stdout of several replicas
 collected by a log shipper; --stream reads the FILEs that way. In a stream,
@@ -136,6 +138,9 @@ func printVerify(out io.Writer, rep audit.MultiReport) error {
 			r.Records, name, r.FirstSeq, r.LastSeq, rep.Files, r.LastHash)
 		if !r.Genesis {
 			fmt.Fprintf(out, "note: the chain starts at seq %d; records before it were not checked\n", r.FirstSeq)
+		}
+		if len(r.Renamed) > 0 {
+			fmt.Fprintf(out, "note: earlier records of this chain name the replica %q (the same log continued under another name: an upgrade, or a new host name)\n", r.Renamed)
 		}
 		if r.Runs > 1 {
 			fmt.Fprintf(out, "note: %d chains (the replica restarted %d time(s), %d without a shutdown checkpoint before)\n", r.Runs, r.Runs-1, r.UncleanRestarts)

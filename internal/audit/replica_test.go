@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -166,7 +167,7 @@ func TestVerifyReplicaTamperingAndGaps(t *testing.T) {
 			a = append([]string(nil), a...)
 			a[3] = strings.Replace(a[3], `"replica":"gw-a"`, `"replica":"gw-b"`, 1)
 			return a, b
-		}, "gw-a", "1 record(s) deleted"},
+		}, "gw-a", "hash mismatch"}, // the replica is hashed: the record still links to gw-a's chain
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,10 +249,16 @@ func TestVerifyStreamRules(t *testing.T) {
 		if r := replicaReport(t, rep, "gw-b"); r.Err != nil {
 			t.Errorf("gw-b: %v", r.Err)
 		}
+		// An anchor without a replica name is found by its hash; one that
+		// is not found cannot be placed among two replicas.
 		unnamed := good
 		unnamed.Replica = ""
-		if rep := verifyStream(t, in, MultiOptions{Stream: true, VerifyOptions: VerifyOptions{Anchors: []Anchor{unnamed}}}); rep.Err() == nil {
-			t.Error("an anchor without a replica was accepted for an input of two replicas")
+		if rep := verifyStream(t, in, MultiOptions{Stream: true, VerifyOptions: VerifyOptions{Anchors: []Anchor{unnamed}}}); rep.Err() != nil {
+			t.Error(rep.Err())
+		}
+		rep = verifyStream(t, cut, MultiOptions{VerifyOptions: VerifyOptions{Anchors: []Anchor{unnamed}}})
+		if rep.Err() == nil || !strings.Contains(rep.Err().Error(), "REPLICA=SEQ:HASH") {
+			t.Errorf("unplaceable anchor: %v", rep.Err())
 		}
 		missing := good
 		missing.Replica = "gw-c"
@@ -311,4 +318,36 @@ func FuzzVerifyStream(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVerifyChainContinuedUnderAnotherName: a log file written before
+// records named their replica, continued by a gateway that names it (an
+// upgrade; or a new host name on the same volume), is one chain.
+func TestVerifyChainContinuedUnderAnotherName(t *testing.T) {
+	cfg := fileConfig(t)
+	old := withNewlines(rechain(t, stripReplica(t, sampleLog(t, nil)), 0, nil))
+	os.MkdirAll(filepath.Dir(cfg.Path), 0o700)
+	if err := os.WriteFile(cfg.Path, []byte(strings.Join(old, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"gw-a", "gw-a2"} {
+		cfg.Replica = name
+		l := mustNew(t, cfg)
+		logN(t, l, 2, name)
+		l.Close()
+	}
+	m := NewMultiVerifier(MultiOptions{})
+	f, _ := os.Open(cfg.Path)
+	defer f.Close()
+	if err := m.Feed(cfg.Path, f); err != nil {
+		t.Fatal(err)
+	}
+	rep := m.Finish()
+	if rep.Err() != nil || len(rep.Replicas) != 1 {
+		t.Fatalf("%+v, %v", rep, rep.Err())
+	}
+	r := rep.Replicas[0]
+	if r.Replica != "gw-a2" || !slices.Equal(r.Renamed, []string{"", "gw-a"}) || r.Records != len(old)+8 || !r.Genesis || !r.CleanShutdown {
+		t.Errorf("%+v", r)
+	}
 }

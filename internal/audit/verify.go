@@ -82,8 +82,8 @@ type Report struct {
 	Gaps        []Gap // the first MaxGaps
 	GapCount    int
 	RecordsLost uint64
-	// Runs counts the chains checked: 1, or more in a stream (see
-	// MultiOptions.Stream) where the replica restarted with a new chain;
+	// Runs counts the chains checked: 1, or more for a replica that
+	// restarted with a new chain in a stream (see MultiOptions.Stream);
 	// UncleanRestarts counts the chains that ended without a shutdown
 	// checkpoint before the next began.
 	Runs            int
@@ -127,20 +127,18 @@ func (e *ChainError) Error() string {
 
 // Verifier checks a chain spread over several inputs fed in order.
 type Verifier struct {
-	opts      VerifyOptions
-	restarts  bool // a record with seq 1 and no prev begins a new chain
-	chain     *chainHasher
-	anchors   map[uint64]string
-	anchorHit map[uint64]bool // anchored seqs seen with the anchored hash
-	rep       Report
-	prevLine  string // "file:line" of the last record, for messages
-	runCount  uint64 // records since the last "start" checkpoint; 0 = unknown
-	err       error
+	opts     VerifyOptions
+	chain    *chainHasher
+	anchors  map[uint64]string
+	rep      Report
+	prevLine string // "file:line" of the last record, for messages
+	runCount uint64 // records since the last "start" checkpoint; 0 = unknown
+	err      error
 }
 
 // NewVerifier returns a Verifier.
 func NewVerifier(opts VerifyOptions) *Verifier {
-	v := &Verifier{opts: opts, chain: newChainHasher(opts.HMACKey), anchors: map[uint64]string{}, anchorHit: map[uint64]bool{}}
+	v := &Verifier{opts: opts, chain: newChainHasher(opts.HMACKey), anchors: map[uint64]string{}}
 	for _, a := range opts.Anchors {
 		v.anchors[a.Seq] = a.Hash
 	}
@@ -239,16 +237,6 @@ func (v *Verifier) checkEntry(e *entry) *ChainError {
 		return &ChainError{Seq: seq, Msg: fmt.Sprintf(format, args...)}
 	}
 	first := v.rep.Records == 0
-	if !first && v.restarts && seq == 1 && *e.Prev == "" {
-		// A new chain of the same replica: the process restarted with a
-		// sink it cannot continue from (stdout).
-		v.rep.Runs++
-		if !v.rep.CleanShutdown {
-			v.rep.UncleanRestarts++
-		}
-		v.rep.LastSeq, v.rep.LastHash, v.runCount = 0, "", 0
-		first = true
-	}
 	switch {
 	case seq == 0:
 		return fail("seq must start at 1")
@@ -272,13 +260,8 @@ func (v *Verifier) checkEntry(e *entry) *ChainError {
 		}
 		return fail("%s", msg)
 	}
-	if want, ok := v.anchors[seq]; ok {
-		switch {
-		case want == e.Hash:
-			v.anchorHit[seq] = true
-		case !v.restarts: // with restarts, another chain of the replica may hold the anchored seq
-			return fail("hash differs from the anchor: the log was rewritten at or before this record")
-		}
+	if want, ok := v.anchors[seq]; ok && want != e.Hash {
+		return fail("hash differs from the anchor: the log was rewritten at or before this record")
 	}
 	if e.Source == sourceAudit && e.Event == EventCheckpoint {
 		switch {
@@ -303,7 +286,7 @@ func (v *Verifier) checkEntry(e *entry) *ChainError {
 		v.rep.GapCount++
 		v.rep.RecordsLost += e.Count
 	}
-	if first && v.rep.Records == 0 {
+	if first {
 		v.rep.FirstSeq = seq
 		v.rep.Genesis = seq == 1
 		v.rep.Runs = 1
@@ -332,10 +315,6 @@ func (v *Verifier) Finish() (Report, error) {
 	}
 	for _, a := range v.opts.Anchors {
 		switch {
-		case v.restarts:
-			if !v.anchorHit[a.Seq] {
-				v.err = &ChainError{Seq: a.Seq, Msg: "no chain of the replica holds the anchored record: the log was rewritten, or its tail removed"}
-			}
 		case v.rep.Records == 0 || a.Seq > v.rep.LastSeq:
 			v.err = &ChainError{Seq: a.Seq, Msg: fmt.Sprintf("the log ends at seq %d, before anchored seq %d: the tail was removed", v.rep.LastSeq, a.Seq)}
 		case a.Seq < v.rep.FirstSeq:
@@ -358,19 +337,24 @@ type MultiOptions struct {
 	//     shipper adds, such as "2026-… stdout F ", is dropped); other
 	//     lines are skipped and counted. Skipping is safe: a record that is
 	//     removed, or damaged so that it no longer looks like one, leaves a
-	//     gap in its replica's seq that is reported;
+	//     gap in its chain that is reported;
 	//   - a replica may start a new chain (seq 1, empty prev): a restart with
 	//     the stdout sink, which cannot continue the previous chain. It is
 	//     counted in Runs.
-	// Without Stream every line must be a valid record, as in a log file.
+	// Without Stream every line must be a valid record, as in a log file,
+	// and a replica's chain starts only once.
 	Stream bool
 }
 
-// ReplicaReport is the verification of one replica's chain.
+// ReplicaReport is the verification of one replica's chains.
 type ReplicaReport struct {
 	Replica string // "" for records without a replica (older logs)
+	// Renamed lists other replica names that earlier records of its chain
+	// carried: a chain continued in the same file by a gateway with another
+	// name (an upgrade from a version without replicas, a new host name).
+	Renamed []string
 	Report
-	Err error // the first problem of this chain (a *ChainError), nil if intact
+	Err error // the first problem of its chains (a *ChainError), nil if intact
 }
 
 // MultiReport is the verification of every chain in the input.
@@ -379,14 +363,14 @@ type MultiReport struct {
 	Files    int
 	Lines    int
 	Skipped  int // Stream: lines that are not audit records
-	// Stray is the first line that is not a valid record and names no
-	// replica (not in Stream mode, or a damaged record there); StrayCount
-	// counts them. Such lines fail the verification.
+	// Stray is the first problem that belongs to no replica (a line that is
+	// not a valid record and names none, an anchor that cannot be
+	// placed); StrayCount counts them. They fail the verification.
 	Stray      *ChainError
 	StrayCount int
 }
 
-// Err returns the first problem: a replica's, else a stray line's.
+// Err returns the first problem: a replica's, else a stray one.
 func (r *MultiReport) Err() error {
 	for _, rr := range r.Replicas {
 		if rr.Err != nil {
@@ -400,32 +384,35 @@ func (r *MultiReport) Err() error {
 }
 
 // MultiVerifier checks the chains of several replicas in one pass over
-// files or a stream: each record goes to its replica's chain (the
-// "replica" member), and each chain is checked on its own, in the order
-// its records appear. Files of one replica must be given in chain order
-// (rotated backups first); files of different replicas in any order.
+// files or a stream. A record continues the chain whose last record its
+// prev names (whatever its replica), else the latest chain of its replica
+// ("replica" member), where a deleted or reordered record then shows as a
+// gap; seq 1 with an empty prev starts a chain. Each chain is checked on its
+// own, in the order its records appear: files of one replica must be given
+// in chain order (rotated backups first), files of different replicas in any
+// order.
 type MultiVerifier struct {
-	opts   MultiOptions
-	chains map[string]*Verifier
-	rep    MultiReport
-	// Anchors without a replica apply to the only chain of the input.
-	unnamed    []Anchor
-	unnamedFor string
-	tooMany    bool
+	opts    MultiOptions
+	chains  []*mchain
+	byLast  map[string]*mchain // by the hash of the chain's last record
+	byName  map[string]*mchain // a replica's latest chain
+	hit     []bool             // opts.Anchors found with their hash
+	tooMany bool
+	rep     MultiReport
 }
 
-// maxReplicas bounds the chains one verification tracks.
-const maxReplicas = 10000
+type mchain struct {
+	v       *Verifier
+	replica string   // of its latest record
+	names   []string // every replica name its records carried
+}
+
+// maxChains bounds the chains one verification tracks.
+const maxChains = 10000
 
 // NewMultiVerifier returns a MultiVerifier.
 func NewMultiVerifier(opts MultiOptions) *MultiVerifier {
-	m := &MultiVerifier{opts: opts, chains: map[string]*Verifier{}}
-	for _, a := range opts.Anchors {
-		if a.Replica == "" {
-			m.unnamed = append(m.unnamed, a)
-		}
-	}
-	return m
+	return &MultiVerifier{opts: opts, byLast: map[string]*mchain{}, byName: map[string]*mchain{}, hit: make([]bool, len(opts.Anchors))}
 }
 
 var seqPrefix = []byte(`{"seq":`)
@@ -455,25 +442,43 @@ func (m *MultiVerifier) Feed(name string, r io.Reader) error {
 		if err != nil {
 			ce := invalidLine(text, terminated, err)
 			ce.File, ce.Line = name, line
-			if replica, ok := lenientReplica(text); ok {
-				if v := m.chain(replica); v != nil && v.err == nil {
-					v.err = ce
+			replica, ok := lenientReplica(text)
+			if c := m.byName[replica]; ok && c != nil {
+				if c.v.err == nil {
+					c.v.err = ce
 				}
 				continue
 			}
 			m.stray(ce)
 			continue
 		}
-		v := m.chain(e.Replica)
-		if v == nil || v.err != nil {
-			continue // too many replicas (reported), or this chain already failed
+		c := m.chainFor(e)
+		if c == nil || c.v.err != nil {
+			continue // too many chains (reported), or this chain already failed
 		}
-		if ce := v.checkEntry(e); ce != nil {
+		last := c.v.rep.LastHash
+		if ce := c.v.checkEntry(e); ce != nil {
 			ce.File, ce.Line = name, line
-			v.err = ce
+			c.v.err = ce
 			continue
 		}
-		v.prevLine = name + ":" + strconv.Itoa(line)
+		c.v.prevLine = name + ":" + strconv.Itoa(line)
+		if m.byLast[last] == c {
+			delete(m.byLast, last)
+		}
+		m.byLast[e.Hash] = c
+		if c.replica != e.Replica {
+			c.replica = e.Replica
+			if !slices.Contains(c.names, e.Replica) && len(c.names) < 16 {
+				c.names = append(c.names, e.Replica)
+			}
+		}
+		m.byName[e.Replica] = c
+		for i, a := range m.opts.Anchors {
+			if a.Seq == *e.Seq && a.Hash == e.Hash && (a.Replica == "" || a.Replica == e.Replica) {
+				m.hit[i] = true
+			}
+		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -484,6 +489,31 @@ func (m *MultiVerifier) Feed(name string, r io.Reader) error {
 	return nil
 }
 
+// chainFor returns the chain e belongs to, starting one if e begins a chain
+// (or, unless e names a replica seen before, when it continues none);
+// nil past maxChains.
+func (m *MultiVerifier) chainFor(e *entry) *mchain {
+	genesis := *e.Seq == 1 && *e.Prev == ""
+	if !genesis {
+		if c := m.byLast[*e.Prev]; c != nil && *e.Prev != "" {
+			return c
+		}
+	}
+	if c := m.byName[e.Replica]; c != nil && (!genesis || !m.opts.Stream) {
+		return c // a gap, a reordering, or (outside a stream) a second start: reported by its chain
+	}
+	if len(m.chains) >= maxChains {
+		if !m.tooMany {
+			m.tooMany = true
+			m.stray(&ChainError{Msg: fmt.Sprintf("more than %d chains: the rest were not checked", maxChains)})
+		}
+		return nil
+	}
+	c := &mchain{v: NewVerifier(VerifyOptions{HMACKey: m.opts.HMACKey, Partial: m.opts.Partial}), replica: e.Replica, names: []string{e.Replica}}
+	m.chains = append(m.chains, c)
+	return c
+}
+
 func (m *MultiVerifier) stray(ce *ChainError) {
 	if m.rep.Stray == nil {
 		m.rep.Stray = ce
@@ -491,63 +521,92 @@ func (m *MultiVerifier) stray(ce *ChainError) {
 	m.rep.StrayCount++
 }
 
-// chain returns the verifier of replica's chain, creating it on first use;
-// nil past maxReplicas.
-func (m *MultiVerifier) chain(replica string) *Verifier {
-	if v, ok := m.chains[replica]; ok {
-		return v
-	}
-	if len(m.chains) >= maxReplicas {
-		if !m.tooMany {
-			m.tooMany = true
-			m.stray(&ChainError{Msg: fmt.Sprintf("more than %d replicas: the rest were not checked", maxReplicas)})
-		}
-		return nil
-	}
-	opts := m.opts.VerifyOptions
-	opts.Anchors = nil
-	for _, a := range m.opts.Anchors {
-		if a.Replica == replica && replica != "" {
-			opts.Anchors = append(opts.Anchors, a)
-		}
-	}
-	if len(m.chains) == 0 {
-		opts.Anchors = append(opts.Anchors, m.unnamed...)
-		m.unnamedFor = replica
-	}
-	v := NewVerifier(opts)
-	v.restarts = m.opts.Stream
-	m.chains[replica] = v
-	return v
-}
-
-// Finish checks the anchors and returns the report of every chain.
+// Finish checks the anchors and returns the report of every replica.
 func (m *MultiVerifier) Finish() MultiReport {
-	rep := m.rep
-	names := make([]string, 0, len(m.chains))
-	for name := range m.chains {
+	groups := map[string][]*mchain{}
+	for _, c := range m.chains {
+		groups[c.replica] = append(groups[c.replica], c)
+	}
+	names := make([]string, 0, len(groups))
+	for name := range groups {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	rep := m.rep
+	reports := map[string]*ReplicaReport{}
 	for _, name := range names {
-		v := m.chains[name]
-		r, err := v.Finish()
-		if v.rep.Records == 0 && err == nil {
-			err = &ChainError{Msg: "no valid record"}
-		}
-		rep.Replicas = append(rep.Replicas, ReplicaReport{Replica: name, Report: r, Err: err})
+		rep.Replicas = append(rep.Replicas, mergeChains(name, groups[name]))
 	}
-	for _, a := range m.opts.Anchors {
-		if _, ok := m.chains[a.Replica]; a.Replica != "" && !ok {
-			rep.Replicas = append(rep.Replicas, ReplicaReport{Replica: a.Replica,
-				Err: &ChainError{Seq: a.Seq, Msg: "anchored, but no record of this replica in the input"}})
-		}
+	for i := range rep.Replicas {
+		reports[rep.Replicas[i].Replica] = &rep.Replicas[i]
 	}
-	if len(m.unnamed) > 0 && len(m.chains) > 1 {
-		m.stray(&ChainError{Msg: fmt.Sprintf("an anchor without a replica name was checked against replica %q only, but the input holds %d replicas: give REPLICA=SEQ:HASH", m.unnamedFor, len(m.chains))})
-		rep.Stray, rep.StrayCount = m.rep.Stray, m.rep.StrayCount
+	for i, a := range m.opts.Anchors {
+		if m.hit[i] {
+			continue
+		}
+		rr := reports[a.Replica]
+		if a.Replica == "" && len(rep.Replicas) == 1 {
+			rr = &rep.Replicas[0]
+		}
+		var ce *ChainError
+		switch {
+		case rr == nil && a.Replica == "" && len(rep.Replicas) > 1:
+			ce = &ChainError{Seq: a.Seq, Msg: fmt.Sprintf("an anchor without a replica name, but the input holds %d replicas: give REPLICA=SEQ:HASH", len(rep.Replicas))}
+		case rr == nil:
+			ce = &ChainError{Seq: a.Seq, Msg: fmt.Sprintf("anchored replica %q has no record in the input", a.Replica)}
+		case rr.Records == 0 || a.Seq > rr.LastSeq:
+			ce = &ChainError{Seq: a.Seq, Msg: fmt.Sprintf("the log ends at seq %d, before anchored seq %d: the tail was removed", rr.LastSeq, a.Seq)}
+		case a.Seq < rr.FirstSeq:
+			ce = &ChainError{Seq: a.Seq, Msg: fmt.Sprintf("anchored seq %d precedes the first record checked (seq %d): give the older files", a.Seq, rr.FirstSeq)}
+		default:
+			ce = &ChainError{Seq: a.Seq, Msg: "the record at the anchored seq differs from the anchor: the log was rewritten at or before it"}
+		}
+		if rr == nil {
+			if m.rep.Stray == nil {
+				rep.Stray = ce
+			}
+			rep.StrayCount++
+		} else if rr.Err == nil {
+			rr.Err = ce
+		}
 	}
 	return rep
+}
+
+// mergeChains reports a replica's chains (in input order) as one.
+func mergeChains(name string, chains []*mchain) ReplicaReport {
+	rr := ReplicaReport{Replica: name}
+	for i, c := range chains {
+		r, err := c.v.Finish()
+		if err == nil && r.Records == 0 {
+			err = &ChainError{Msg: "no valid record"}
+		}
+		if rr.Err == nil {
+			rr.Err = err
+		}
+		if i == 0 {
+			rr.FirstSeq, rr.Genesis = r.FirstSeq, r.Genesis
+		} else if !rr.CleanShutdown {
+			rr.UncleanRestarts++
+		}
+		rr.Records += r.Records
+		rr.Checkpoints += r.Checkpoints
+		rr.LastSeq, rr.LastHash, rr.CleanShutdown = r.LastSeq, r.LastHash, r.CleanShutdown
+		for _, g := range r.Gaps {
+			if len(rr.Gaps) < MaxGaps {
+				rr.Gaps = append(rr.Gaps, g)
+			}
+		}
+		rr.GapCount += r.GapCount
+		rr.RecordsLost += r.RecordsLost
+		for _, n := range c.names {
+			if n != name && !slices.Contains(rr.Renamed, n) {
+				rr.Renamed = append(rr.Renamed, n)
+			}
+		}
+	}
+	rr.Runs = len(chains)
+	return rr
 }
 
 // lenientReplica extracts the replica of a damaged record, for the report.
