@@ -13,7 +13,13 @@ import (
 
 func runAuditVerify(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return runAuditVerifyStdin(t, "", args...)
+}
+
+func runAuditVerifyStdin(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
 	cmd := newAuditCmd()
+	cmd.SetIn(strings.NewReader(stdin))
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
@@ -68,5 +74,69 @@ func TestAuditVerifyAnchorFileAndGaps(t *testing.T) {
 	}
 	if _, err := runAuditVerify(t, "--anchor", filepath.Join(dir, "missing"), cfg.Path); err == nil || !strings.Contains(err.Error(), "no anchor file") {
 		t.Fatalf("missing anchor file: %v", err)
+	}
+}
+
+// replicaStdout is what one replica writes to stdout: start, n records,
+// shutdown.
+func replicaStdout(t *testing.T, replica string, n int) []string {
+	t.Helper()
+	var buf bytes.Buffer
+	l, err := audit.New(audit.Config{Replica: replica}, audit.WithWriter(&buf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		l.Log(context.Background(), &audit.Record{Tool: "get_vm"})
+	}
+	l.Close()
+	return strings.SplitAfter(strings.TrimSuffix(buf.String(), "\n"), "\n")
+}
+
+// TestAuditVerifyReplicas: `audit verify -` reads two replicas' stdout as
+// a shipper collects it (interleaved, among other lines) and reports each
+// chain; a tampered record fails its replica only; files of two replicas
+// verify together.
+func TestAuditVerifyReplicas(t *testing.T) {
+	a, b := replicaStdout(t, "gw-a", 4), replicaStdout(t, "gw-b", 4)
+	var mixed []string
+	for i := range max(len(a), len(b)) {
+		if i < len(a) {
+			mixed = append(mixed, strings.TrimSuffix(a[i], "\n")+"\n")
+		}
+		mixed = append(mixed, `{"level":"INFO","msg":"request served"}`+"\n")
+		if i < len(b) {
+			mixed = append(mixed, strings.TrimSuffix(b[i], "\n")+"\n")
+		}
+	}
+	in := strings.Join(mixed, "")
+	out, err := runAuditVerifyStdin(t, in, "-")
+	if err != nil || strings.Count(out, "OK: 6 records, chain intact (replica ") != 2 || !strings.Contains(out, `"gw-b"`) ||
+		!strings.Contains(out, "6 of 18 lines are not audit records") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// Without "-" or --stream the other lines are refused.
+	dir := t.TempDir()
+	mixedFile := filepath.Join(dir, "collected.log")
+	os.WriteFile(mixedFile, []byte(in), 0o600)
+	if _, err := runAuditVerify(t, mixedFile); err == nil {
+		t.Error("a file with other lines verified without --stream")
+	}
+	if out, err := runAuditVerify(t, "--stream", mixedFile); err != nil {
+		t.Errorf("--stream: %v\n%s", err, out)
+	}
+
+	tampered := strings.Replace(in, `"replica":"gw-b","source":"mcp","tool":"get_vm"`, `"replica":"gw-b","source":"mcp","tool":"del_vm"`, 1)
+	out, err = runAuditVerifyStdin(t, tampered, "-")
+	if err == nil || !strings.Contains(err.Error(), `replica "gw-b"`) || !strings.Contains(err.Error(), "hash mismatch") ||
+		!strings.Contains(out, `OK: 6 records, chain intact (replica "gw-a"`) || !strings.Contains(out, `FAIL: replica "gw-b"`) {
+		t.Fatalf("tampered gw-b: %v\n%s", err, out)
+	}
+
+	pa, pb := filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl")
+	os.WriteFile(pa, []byte(strings.Join(a, "")+"\n"), 0o600)
+	os.WriteFile(pb, []byte(strings.Join(b, "")+"\n"), 0o600)
+	if out, err := runAuditVerify(t, pa, pb); err != nil || strings.Count(out, "OK: ") != 2 {
+		t.Fatalf("two files: %v\n%s", err, out)
 	}
 }

@@ -15,10 +15,11 @@ import (
 // Head is the chain head as written to the anchor file: the seq and hash
 // of the last checkpoint, when and why it was written.
 type Head struct {
-	Seq    uint64 `json:"seq"`
-	Hash   string `json:"hash"`
-	Time   string `json:"time"`
-	Reason string `json:"reason"` // the checkpoint's: start, interval, rotate, shutdown
+	Replica string `json:"replica,omitempty"` // audit.replica of the writer
+	Seq     uint64 `json:"seq"`
+	Hash    string `json:"hash"`
+	Time    string `json:"time"`
+	Reason  string `json:"reason"` // the checkpoint's: start, interval, rotate, shutdown
 }
 
 // anchors keeps the anchor file up to date. Checkpoints hand it the new
@@ -154,8 +155,8 @@ func ReadAnchorFile(path string) (Anchor, error) {
 	if err := dec.Decode(&h); err != nil {
 		return Anchor{}, fmt.Errorf("anchor file %s: %w", path, err)
 	}
-	if h.Seq == 0 || len(h.Hash) != hashHexLen || !isLowerHex(h.Hash) {
-		return Anchor{}, errors.New("anchor file " + path + `: want {"seq": N, "hash": "<64 lowercase hex digits>", ...}`)
+	if h.Seq == 0 || len(h.Hash) != hashHexLen || !isLowerHex(h.Hash) || (h.Replica != "" && !validReplica(h.Replica)) {
+		return Anchor{}, errors.New("anchor file " + path + `: want {"replica": "…", "seq": N, "hash": "<64 lowercase hex digits>", ...}`)
 	}
-	return Anchor{Seq: h.Seq, Hash: h.Hash}, nil
+	return Anchor{Replica: h.Replica, Seq: h.Seq, Hash: h.Hash}, nil
 }

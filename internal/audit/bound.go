@@ -30,7 +30,7 @@ const (
 // bound caps every field of r (a copy, owned by the caller).
 func bound(r *Record, maxField int) {
 	for _, f := range []*string{
-		&r.RequestID, &r.Source, &r.ClientIP, &r.UserAgent,
+		&r.Replica, &r.RequestID, &r.Source, &r.ClientIP, &r.UserAgent,
 		&r.Issuer, &r.Subject, &r.User, &r.Username, &r.Email, &r.ClientID, &r.TokenID, &r.SessionID,
 		&r.MCPSessionID, &r.Method, &r.Tool, &r.Resource, &r.Scope,
 		&r.Rule, &r.Reason, &r.RequiredPermission, &r.Event, &r.Backend, &r.Workload, &r.Result,
@@ -77,16 +77,21 @@ func truncate(s string, max int) string {
 	return s[:cut] + "…[truncated " + strconv.Itoa(len(s)) + " bytes]"
 }
 
-// encodeBounded marshals c, which bound has capped; if the result is still
-// too large for a line (it cannot be with the documented limits, but a
-// record must never make the log unreadable), it is re-encoded with every
-// field cut to 256 bytes and the arguments replaced by a marker.
-func encodeBounded(c *Record) ([]byte, error) {
-	body, err := c.MarshalJSON()
-	if err != nil || len(body) <= maxRecordBytes {
-		return body, err
+// encodeBounded appends c, which bound has capped, to dst (plainArgs as
+// for appendJSON); if the result is still too large for a line (it cannot be
+// with the documented limits, but a record must never make the log
+// unreadable), it is re-encoded with every field cut to 256 bytes and the
+// arguments replaced by a marker.
+func encodeBounded(dst []byte, c *Record, plainArgs bool) ([]byte, error) {
+	start := len(dst)
+	out, err := c.appendJSON(dst, plainArgs)
+	if err != nil {
+		return dst, err
+	}
+	if len(out)-start <= maxRecordBytes {
+		return out, nil
 	}
 	bound(c, 256)
 	c.Args = json.RawMessage(`{"_truncated":true,"_size":` + strconv.Itoa(len(c.Args)) + `}`)
-	return c.MarshalJSON()
+	return c.appendJSON(out[:start], true)
 }

@@ -106,7 +106,7 @@ func TestTruncate(t *testing.T) {
 // fields the caps do not cover.
 func TestEncodeBoundedFallback(t *testing.T) {
 	c := &Record{Method: strings.Repeat("<", maxTail), Args: json.RawMessage(`"` + strings.Repeat("x", maxTail) + `"`)}
-	body, err := encodeBounded(c)
+	body, err := encodeBounded(nil, c, false)
 	if err != nil {
 		t.Fatal(err)
 	}

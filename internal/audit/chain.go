@@ -34,12 +34,16 @@ const (
 	lineSuffixLn = len(hashPrefix) + hashHexLen + len(`"}`)
 )
 
-// maxLineOverhead bounds what chainLine adds to a body: seq, prev, hash, newline.
+// maxLineOverhead bounds what appendLine adds to a body: seq, prev, hash, newline.
 const maxLineOverhead = len(`{"seq":18446744073709551615,`) + len(`,"prev":""`) + 2*hashHexLen + lineSuffixLn - len(hashPrefix) - hashHexLen + 1
 
 type chainHasher struct {
-	h hash.Hash
+	h   hash.Hash
+	out [sha256.Size]byte // scratch for Sum, so that it does not escape
 }
+
+// hexHash is a chain hash as lowercase hex.
+type hexHash [hashHexLen]byte
 
 func newChainHasher(key []byte) *chainHasher {
 	if len(key) > 0 {
@@ -51,42 +55,49 @@ func newChainHasher(key []byte) *chainHasher {
 // sum returns the hex hash of canonical chained to prev. Not safe for
 // concurrent use.
 func (c *chainHasher) sum(prev string, canonical []byte) string {
-	c.h.Reset()
-	c.h.Write([]byte(prev))
-	c.h.Write(canonical)
-	var b [sha256.Size]byte
-	return hex.EncodeToString(c.h.Sum(b[:0]))
+	h := c.sumBytes([]byte(prev), canonical)
+	return string(h[:])
 }
 
-// chainLine builds the line (with trailing newline) for body, the JSON object
-// of a record without chain fields, and returns it with its hash.
-func (c *chainHasher) chainLine(body []byte, seq uint64, prev string) (line []byte, sum string) {
-	line = make([]byte, 0, len(body)+lineSuffixLn+len(prev)+40)
-	line = append(line, `{"seq":`...)
-	line = strconv.AppendUint(line, seq, 10)
-	line = append(line, ',')
-	line = append(line, body[1:len(body)-1]...)
-	line = append(line, `,"prev":"`...)
-	line = append(line, prev...)
-	line = append(line, `"}`...)
-	sum = c.sum(prev, line)
-	line = append(line[:len(line)-1], hashPrefix...)
-	line = append(line, sum...)
-	line = append(line, `"}`...)
-	line = append(line, '\n')
-	return line, sum
+func (c *chainHasher) sumBytes(prev, canonical []byte) (out hexHash) {
+	c.h.Reset()
+	c.h.Write(prev)
+	c.h.Write(canonical)
+	hex.Encode(out[:], c.h.Sum(c.out[:0]))
+	return out
+}
+
+// appendLine appends to dst the line (with trailing newline) for body, the
+// JSON object of a record without chain fields, and returns it with the
+// line's hash. Not safe for concurrent use.
+func (c *chainHasher) appendLine(dst, body []byte, seq uint64, prev []byte) ([]byte, hexHash) {
+	start := len(dst)
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, ',')
+	dst = append(dst, body[1:len(body)-1]...)
+	dst = append(dst, `,"prev":"`...)
+	dst = append(dst, prev...)
+	dst = append(dst, `"}`...)
+	sum := c.sumBytes(prev, dst[start:])
+	dst = append(dst[:len(dst)-1], hashPrefix...)
+	dst = append(dst, sum[:]...)
+	dst = append(dst, `"}`...)
+	dst = append(dst, '\n')
+	return dst, sum
 }
 
 // entry is what the chain needs from one line.
 type entry struct {
-	Seq    *uint64 `json:"seq"`
-	Prev   *string `json:"prev"`
-	Event  string  `json:"event"`
-	Reason string  `json:"reason"`
-	Count  uint64  `json:"count"`
-	Source string  `json:"source"`
-	Time   string  `json:"time"`
-	Hash   string  `json:"-"`
+	Seq     *uint64 `json:"seq"`
+	Prev    *string `json:"prev"`
+	Replica string  `json:"replica"`
+	Event   string  `json:"event"`
+	Reason  string  `json:"reason"`
+	Count   uint64  `json:"count"`
+	Source  string  `json:"source"`
+	Time    string  `json:"time"`
+	Hash    string  `json:"-"`
 
 	canonical []byte
 }

@@ -35,8 +35,9 @@ const MinHMACKeyBytes = 32
 // Config is the `audit:` section.
 //
 // Durability (fsync) trade-off for the file sink. Every record is written to
-// the file with one write(2) before Log returns, so a crash of the gateway
-// process never loses a record. fsync only matters when the machine itself
+// the file before Log returns, so a crash of the gateway process never loses
+// a record; concurrent requests share the write(2) (group commit: the
+// records that arrive while one write runs go out together with the next). fsync only matters when the machine itself
 // fails (power loss, kernel panic):
 //   - always: Log returns only after an fsync covering its record; nothing
 //     acknowledged is lost, but every request waits for the disk (about a
@@ -84,6 +85,16 @@ type Config struct {
 
 	CheckpointEvery    int           `yaml:"checkpoint_every"`    // records between CHECKPOINT records; default 1000
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // also checkpoint when this long has passed; 0 (default) = off
+
+	// Replica names this gateway process in every record ("replica"), so
+	// that records of several replicas collected into one store (a log
+	// shipper reading their stdout) can be told apart: each replica keeps
+	// its own hash chain, and `mcpgate audit verify` checks each chain on
+	// its own. Default: MCPGATE_AUDIT_REPLICA, else the host name (the pod
+	// name on Kubernetes). Names must be unique among the replicas that
+	// write into one store; letters, digits and . _ : - only, at most 253
+	// bytes.
+	Replica string `yaml:"replica"`
 
 	// AnchorFile, when set, is rewritten atomically (temporary file, fsync,
 	// rename) with the chain head {"seq":N,"hash":"…","time":"…","reason":"…"}
@@ -184,9 +195,31 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	if c.CheckpointInterval < 0 {
 		p.Add(at("checkpoint_interval"), "must not be negative (got %s)", c.CheckpointInterval)
 	}
+	if c.Replica != "" && !validReplica(c.Replica) {
+		p.Add(at("replica"), "must be 1 to %d letters, digits, '.', '_', ':' or '-' (got %q)", maxReplicaBytes, c.Replica)
+	}
 	if c.AnchorFile != "" && c.Path != "" {
 		if filepath.Clean(c.AnchorFile) == filepath.Clean(c.Path) {
 			p.Add(at("anchor_file"), "must be another path than the audit log (got %q)", c.AnchorFile)
 		}
 	}
+}
+
+// maxReplicaBytes bounds audit.replica (a DNS name's length).
+const maxReplicaBytes = 253
+
+// validReplica allows host and pod names: nothing that needs escaping in
+// JSON or in a terminal.
+func validReplica(s string) bool {
+	if s == "" || len(s) > maxReplicaBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -82,6 +82,9 @@ func TestConfigValidate(t *testing.T) {
 		{"hmac env unset", func(c *Config) { c.HMACKeyEnv = "MCPGATE_TEST_UNSET_KEY" }, []string{"audit.hmac_key_env: environment variable MCPGATE_TEST_UNSET_KEY must hold at least 32 bytes (has 0)"}},
 		{"anchor file is the log", func(c *Config) { c.Sink, c.Path, c.AnchorFile = SinkFile, "/var/log/a.jsonl", "/var/log/./a.jsonl" },
 			[]string{`audit.anchor_file: must be another path than the audit log (got "/var/log/./a.jsonl")`}},
+		{"replica with a space", func(c *Config) { c.Replica = "gw 1" }, []string{`audit.replica: must be 1 to 253 letters, digits, '.', '_', ':' or '-' (got "gw 1")`}},
+		{"replica with a quote", func(c *Config) { c.Replica = `gw"` }, []string{`audit.replica: must be 1 to 253 letters, digits, '.', '_', ':' or '-' (got "gw\"")`}},
+		{"replica too long", func(c *Config) { c.Replica = strings.Repeat("a", 254) }, []string{`audit.replica: must be 1 to 253 letters, digits, '.', '_', ':' or '-' (got "` + strings.Repeat("a", 254) + `")`}},
 		{"hmac key short", func(c *Config) { c.HMACKeyEnv = "SHORT_KEY" }, []string{"audit.hmac_key_env: environment variable SHORT_KEY must hold at least 32 bytes (has 9)"}},
 	}
 	for _, tc := range tests {

@@ -13,10 +13,14 @@ import (
 // string escaping, float format; FuzzAppendJSON holds it to that) without
 // reflection: every forwarded MCP call encodes two records, so this is on
 // the hot path.
-func (r *Record) appendJSON(b []byte) ([]byte, error) {
+//
+// plainArgs says r.Args is already what encoding/json would write (the
+// Redactor's output always is), so it is copied without a second scan.
+func (r *Record) appendJSON(b []byte, plainArgs bool) ([]byte, error) {
 	b = append(b, `{"time":"`...)
 	b = r.Time.UTC().AppendFormat(b, timeLayout)
 	b = append(b, '"')
+	b = appendStringField(b, "replica", r.Replica)
 	b = appendStringField(b, "request_id", r.RequestID)
 	b = appendStringField(b, "source", r.Source)
 	b = appendStringField(b, "client_ip", r.ClientIP)
@@ -46,7 +50,7 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 	b = appendStringField(b, "scope", r.Scope)
 	if len(r.Args) > 0 {
 		b = append(b, `,"args":`...)
-		if plainJSON(r.Args) {
+		if plainArgs || plainJSON(r.Args) {
 			b = append(b, r.Args...) // what compacting and escaping would give
 		} else {
 			args, err := json.Marshal(r.Args) // compacted and HTML-escaped

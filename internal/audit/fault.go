@@ -7,11 +7,28 @@ import (
 )
 
 // Fault makes the audit sink fail on demand the way a full disk does
-// (ENOSPC), for tests and fault drills (see WithFault). The zero value
-// injects nothing.
+// (ENOSPC), for tests and fault drills (see WithFault), and counts the
+// sink's writes and fsyncs. The zero value injects nothing.
 type Fault struct {
 	failing atomic.Bool
 	partial atomic.Bool
+	writes  atomic.Int64
+	syncs   atomic.Int64
+
+	// onWrite, when set (tests in this package), replaces every write.
+	onWrite func(w io.Writer, p []byte) (int, error)
+}
+
+// Writes returns how many writes reached the sink, failed ones included.
+func (f *Fault) Writes() int64 { return f.writes.Load() }
+
+// Syncs returns how many fsyncs the file sink has made.
+func (f *Fault) Syncs() int64 { return f.syncs.Load() }
+
+func (f *Fault) countSync() {
+	if f != nil {
+		f.syncs.Add(1)
+	}
 }
 
 // Fail starts (true) or stops (false) failing writes.
@@ -23,7 +40,14 @@ func (f *Fault) Partial(on bool) { f.partial.Store(on) }
 
 // write writes p to w, or fails as configured.
 func (f *Fault) write(w io.Writer, p []byte) (int, error) {
-	if f == nil || !f.failing.Load() {
+	if f == nil {
+		return w.Write(p)
+	}
+	f.writes.Add(1)
+	if f.onWrite != nil {
+		return f.onWrite(w, p)
+	}
+	if !f.failing.Load() {
 		return w.Write(p)
 	}
 	if f.partial.Load() && len(p) > 1 {

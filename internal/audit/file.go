@@ -103,14 +103,20 @@ func (r *rotatingFile) full(n int) bool { return r.size > 0 && r.size+int64(n) >
 
 func (r *rotatingFile) current() (*os.File, uint64) { return r.f, r.gen }
 
+// sync fsyncs the current file.
+func (r *rotatingFile) sync() error {
+	r.fault.countSync()
+	return r.f.Sync()
+}
+
 func (r *rotatingFile) close() error {
-	return errors.Join(r.f.Sync(), r.f.Close())
+	return errors.Join(r.sync(), r.f.Close())
 }
 
 // rotate renames the current file to a timestamped backup, opens a new one
 // and deletes the oldest backups beyond the limit.
 func (r *rotatingFile) rotate(now time.Time) error {
-	if err := r.f.Sync(); err != nil {
+	if err := r.sync(); err != nil {
 		return err
 	}
 	if err := r.f.Close(); err != nil {

@@ -31,22 +31,31 @@ type Logger struct {
 	written  prometheus.Counter
 	lastSeq  prometheus.Gauge
 
-	syncMu    sync.Mutex // serializes fsync: always; held before mu, never inside it
-	syncedGen uint64     // writeGen covered by the last fsync; guarded by syncMu
+	// Group commit: callers queue under qmu; one of them, the leader, takes
+	// the queue, chains every record in it under mu and writes them with one
+	// write(2) (and one fsync with fsync: always), then hands the lead to
+	// the first caller that queued meanwhile. qmu is never held while
+	// waiting for mu.
+	qmu     sync.Mutex
+	queue   []*call // waiting for the next write, in arrival order
+	spare   []*call // the previous queue's array, reused
+	leading bool    // a leader is writing; new callers wait to be handed a result or the lead
 
 	mu         sync.Mutex
 	chain      *chainHasher
 	w          io.Writer // nil for sink: none
 	file       *rotatingFile
-	seq        uint64 // of the last written record
-	prev       string // hash of the last written record
-	count      uint64 // records written by this process
-	sinceCP    int    // records since the last checkpoint
+	seq        uint64  // of the last written record
+	prev       hexHash // hash of the last written record
+	prevLen    int     // len of prev: 0 at the start of a chain, else hashHexLen
+	count      uint64  // records written by this process
+	sinceCP    int     // records since the last checkpoint
 	lastCP     time.Time
-	lost       uint64 // records lost since the last successful write
-	torn       bool   // the last write was partial: start the next one on a fresh line
-	dirty      bool   // written since the last fsync
-	writeGen   uint64 // successful writes, for group commit
+	lost       uint64        // records lost since the last successful write
+	torn       bool          // the last write was partial: start the next one on a fresh line
+	dirty      bool          // written since the last fsync
+	buf        []byte        // chained lines not yet written; empty whenever mu is free
+	pending    []pendingLine // the lines in buf
 	closed     bool
 	stop, done chan struct{}
 
@@ -105,6 +114,13 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 	for _, o := range opts {
 		o(l)
 	}
+	if l.cfg.Replica == "" {
+		name, err := os.Hostname()
+		if err != nil || !validReplica(name) {
+			return nil, fmt.Errorf("audit: set audit.replica: the host name %q cannot name this replica (%v)", name, err)
+		}
+		l.cfg.Replica = name
+	}
 	var key []byte
 	if cfg.HMACKeyEnv != "" {
 		key = []byte(os.Getenv(cfg.HMACKeyEnv))
@@ -131,7 +147,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 				f.close()
 				return nil, fmt.Errorf("audit: cannot continue the hash chain: last record of %s is invalid: %v; run `mcpgate audit verify` on it and move it aside", tail.name, err)
 			}
-			l.seq, l.prev = *e.Seq, e.Hash
+			l.seq, l.prevLen = *e.Seq, copy(l.prev[:], e.Hash)
 		}
 		if tail.torn {
 			startReason = "start after a torn final line (unclean shutdown)"
@@ -177,91 +193,201 @@ func (l *Logger) Log(ctx context.Context, r *Record) error {
 	return l.LogBatch(ctx, []*Record{r})
 }
 
+// call is one LogBatch waiting for the write that covers its records.
+// Calls are pooled: wake is buffered and receives exactly one token per
+// wait, either the result or the lead.
+type call struct {
+	ctx    context.Context
+	arena  []byte // the encoded records, back to back (reused with the call)
+	ends   []int  // the end of each record in arena
+	total  int    // records given
+	encErr error  // encoding the record after the last in ends failed
+	wake   chan struct{}
+
+	// Set by the leader under mu.
+	appended int   // lines chained into buf
+	written  int   // lines the sink took
+	err      error // the first failure, nil if all written
+	done     bool  // the result is set
+	result   error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{wake: make(chan struct{}, 1)} }}
+
+// pendingLine is a chained line in Logger.buf.
+type pendingLine struct {
+	end  int // offset in buf just past the line
+	seq  uint64
+	hash hexHash
+	c    *call // nil for the logger's own records
+}
+
 // LogBatch writes records contiguously, e.g. one per element of a JSON-RPC
 // batch sharing a request_id. On error the records before the failing one
 // may have been written.
+//
+// Concurrent calls share writes (group commit): the first caller that finds
+// no write in progress writes its records at once, with no batching delay;
+// the callers that arrive meanwhile wait, and the first of them then writes
+// all of theirs with one write(2), and one fsync with fsync: always. Each
+// caller still gets the outcome of its own records.
 func (l *Logger) LogBatch(ctx context.Context, recs []*Record) error {
-	bodies := make([][]byte, len(recs))
-	var encErr error
-	for i, r := range recs {
-		bodies[i], encErr = l.encode(r) // outside the lock: the costly part
-		if encErr != nil {
-			break
-		}
-	}
-	if err := l.appendAll(ctx, bodies, encErr); err != nil {
-		return err
-	}
-	if l.file != nil && l.cfg.Fsync == FsyncAlways {
-		return l.waitDurable(ctx)
-	}
-	return nil
-}
-
-func (l *Logger) appendAll(ctx context.Context, bodies [][]byte, encErr error) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return ErrClosed
-	}
-	if l.w == nil {
-		return nil // sink: none
-	}
-	for _, b := range bodies {
-		if b == nil {
-			return l.failed(ctx, fmt.Errorf("encode record: %w", encErr), true)
-		}
-		if err := l.appendLocked(ctx, b); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// waitDurable returns once everything written so far is fsynced (fsync:
-// always). Group commit: callers queue on syncMu, and one fsync covers every
-// record written before it started, so concurrent requests share the disk
-// flush instead of each holding the chain lock through its own.
-func (l *Logger) waitDurable(ctx context.Context) error {
-	l.mu.Lock()
-	mine := l.writeGen
-	l.mu.Unlock()
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	for l.syncedGen < mine {
+	if l.w == nil { // sink: none
 		l.mu.Lock()
-		f, fileGen := l.file.current()
-		upTo := l.writeGen
-		l.mu.Unlock()
-		err := f.Sync()
-		if err == nil {
-			l.syncedGen = upTo
-			break
+		defer l.mu.Unlock()
+		if l.closed {
+			return ErrClosed
 		}
-		l.mu.Lock()
-		_, now := l.file.current()
-		closed := l.closed
-		l.mu.Unlock()
-		if closed {
-			return nil // Close synced the file before closing it
-		}
-		if now != fileGen {
-			continue // rotated (and the old file synced) meanwhile: sync the new one
-		}
-		l.failures.Inc()
-		err = fmt.Errorf("audit: fsync failed: %w", err)
-		if l.failMode {
-			l.log.ErrorContext(ctx, "audit record written but not durable; refusing the request (on_error: fail)", "err", err)
-			return err
-		}
-		l.log.ErrorContext(ctx, "audit record written but not durable (on_error: continue)", "err", err)
 		return nil
 	}
+	c := callPool.Get().(*call)
+	c.ctx, c.total = ctx, len(recs)
+	for _, r := range recs {
+		b, err := l.encode(c.arena, r) // outside any lock: the costly part
+		if err != nil {
+			c.encErr = fmt.Errorf("encode record: %w", err)
+			break
+		}
+		c.arena = b
+		c.ends = append(c.ends, len(b))
+	}
+	l.qmu.Lock()
+	l.queue = append(l.queue, c)
+	lead := !l.leading
+	l.leading = true
+	l.qmu.Unlock()
+	if !lead {
+		<-c.wake // a result, or the lead handed over
+	}
+	if !c.done {
+		l.lead(c)
+	}
+	err := c.result
+	arena := c.arena[:0]
+	if cap(arena) > maxKeptBuf {
+		arena = nil // one huge record does not pin its buffer
+	}
+	*c = call{arena: arena, ends: c.ends[:0], wake: c.wake}
+	callPool.Put(c)
+	return err
+}
+
+// lead writes the queue, wakes its callers and hands the lead to the next
+// caller that queued meanwhile, if any. me, the caller of lead, is in the
+// queue (first: it queued before anyone it leads).
+func (l *Logger) lead(me *call) {
+	l.qmu.Lock()
+	batch := l.queue
+	l.queue = l.spare[:0]
+	l.qmu.Unlock()
+
+	l.mu.Lock()
+	l.commitLocked(batch)
+	l.mu.Unlock()
+
+	for _, c := range batch {
+		c.done = true
+		if c != me {
+			c.wake <- struct{}{} // never blocks: one token per wait
+		}
+	}
+	clear(batch)
+	l.qmu.Lock()
+	l.spare = batch[:0]
+	var next *call
+	if len(l.queue) > 0 {
+		next = l.queue[0]
+	} else {
+		l.leading = false
+	}
+	l.qmu.Unlock()
+	if next != nil {
+		next.wake <- struct{}{} // not done: it leads
+	}
+}
+
+// commitLocked chains the records of batch, writes them and sets each
+// call's result.
+func (l *Logger) commitLocked(batch []*call) {
+	if l.closed {
+		for _, c := range batch {
+			c.result = ErrClosed
+		}
+		return
+	}
+	wrote := false
+	for _, c := range batch {
+		start := 0
+		for _, end := range c.ends {
+			b := c.arena[start:end]
+			start = end
+			if err := l.appendRecordLocked(c, b); err != nil {
+				if c.err == nil {
+					c.err = err
+				}
+				break
+			}
+		}
+	}
+	l.flushLocked()
+	var syncErr error
+	for _, c := range batch {
+		wrote = wrote || c.written > 0
+	}
+	if wrote && l.file != nil && l.cfg.Fsync == FsyncAlways {
+		// One fsync for the whole batch, under mu: rotation and Close
+		// cannot swap the file meanwhile.
+		if err := l.file.sync(); err != nil {
+			l.failures.Inc()
+			syncErr = fmt.Errorf("audit: fsync failed: %w", err)
+			if l.failMode {
+				l.log.Error("audit records written but not durable; refusing the requests (on_error: fail)", "err", syncErr, "records", len(batch))
+			} else {
+				l.log.Error("audit records written but not durable (on_error: continue)", "err", syncErr, "records", len(batch))
+				syncErr = nil
+			}
+		} else {
+			l.dirty = false
+		}
+	}
+	for _, c := range batch {
+		n := c.total // with encErr, the records from the one that could not be encoded on are lost
+		if c.encErr != nil && c.err == nil {
+			c.err = c.encErr
+		}
+		if c.err == nil {
+			c.result = syncErr
+			continue
+		}
+		// Every record of the call that is not in the log counts as lost
+		// (flushLocked counted those it chained; count the rest).
+		l.lost += uint64(n - c.appended)
+		c.result = l.failed(c.ctx, c.err, c.written, n)
+	}
+}
+
+// appendRecordLocked chains one record of c into the pending lines, with the
+// bookkeeping records that precede or follow it.
+func (l *Logger) appendRecordLocked(c *call, body []byte) error {
+	if err := l.writeLostLocked(); err != nil {
+		return err
+	}
+	if err := l.rotateIfFullLocked(len(body)); err != nil {
+		return err
+	}
+	l.appendLocked(body, c)
+	if l.sinceCP+len(l.pending) >= l.cfg.CheckpointEvery {
+		if err := l.checkpointLocked("interval"); err != nil {
+			// The record may be written; if it is not, flushLocked
+			// counted it lost.
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+	}
 	return nil
 }
 
-// encode returns the JSON object of r without chain fields.
-func (l *Logger) encode(r *Record) ([]byte, error) {
+// encode appends the JSON object of r without chain fields to dst.
+func (l *Logger) encode(dst []byte, r *Record) ([]byte, error) {
 	c := *r
 	if c.Time.IsZero() {
 		c.Time = l.now()
@@ -269,31 +395,14 @@ func (l *Logger) encode(r *Record) ([]byte, error) {
 	if c.Source == "" {
 		c.Source = SourceMCP
 	}
+	c.Replica = l.cfg.Replica
 	c.Args = l.redactor.Args(c.Args)
 	if math.IsNaN(c.DurationMS) || math.IsInf(c.DurationMS, 0) {
 		c.DurationMS = 0 // not representable in JSON
 	}
 	c.Seq, c.Prev, c.Hash = 0, "", ""
 	bound(&c, MaxFieldBytes)
-	return encodeBounded(&c) // direct MarshalJSON: json.Marshal would re-compact the output
-}
-
-// appendLocked writes one record and whatever bookkeeping records precede or
-// follow it.
-func (l *Logger) appendLocked(ctx context.Context, body []byte) error {
-	if err := l.writeLostLocked(); err != nil {
-		return l.failed(ctx, err, true)
-	}
-	if err := l.writeLocked(body); err != nil {
-		return l.failed(ctx, err, true)
-	}
-	if l.sinceCP >= l.cfg.CheckpointEvery {
-		if err := l.checkpointLocked("interval"); err != nil {
-			// The caller's record is written; only the checkpoint is missing.
-			return l.failed(ctx, fmt.Errorf("checkpoint: %w", err), false)
-		}
-	}
-	return nil
+	return encodeBounded(dst, &c, true) // the redactor's output is plain JSON
 }
 
 // writeLostLocked writes the RECORDS_LOST marker for the records that could
@@ -305,7 +414,7 @@ func (l *Logger) writeLostLocked() error {
 		return nil
 	}
 	l.lost = 0 // before writing: a rotation the marker causes checkpoints, which must not mark the gap again
-	body, err := l.encode(&Record{Source: sourceAudit, Event: EventRecordsLost, Count: n,
+	body, err := l.encode(nil, &Record{Source: sourceAudit, Event: EventRecordsLost, Count: n,
 		Reason: "audit records could not be written (on_error: " + l.cfg.OnError + ")"})
 	if err == nil {
 		err = l.writeLocked(body)
@@ -318,40 +427,99 @@ func (l *Logger) writeLostLocked() error {
 	return nil
 }
 
-// writeLocked chains body and writes it; the chain advances only on success.
+// writeLocked chains body after the pending lines and writes them all; the
+// chain advances only over what was written.
 func (l *Logger) writeLocked(body []byte) error {
 	if err := l.rotateIfFullLocked(len(body)); err != nil {
 		return err
 	}
-	line, sum := l.chain.chainLine(body, l.seq+1, l.prev)
-	if l.torn {
-		line = append([]byte{'\n'}, line...)
-	}
-	n, err := l.w.Write(line)
-	if err != nil || n != len(line) {
-		if n > 0 { // part of the line is out: does the sink now end mid-line?
-			l.torn = line[n-1] != '\n'
-		}
-		if err == nil {
-			err = io.ErrShortWrite
-		}
-		return err
-	}
-	l.torn = false
-	l.seq, l.prev = l.seq+1, sum
-	l.count++
-	l.sinceCP++
-	l.dirty = true
-	l.writeGen++
-	l.written.Inc()
-	l.lastSeq.Set(float64(l.seq))
-	return nil
+	l.appendLocked(body, nil)
+	return l.flushLocked()
 }
+
+// appendLocked chains body after the last pending line (or the last written
+// one) and adds it to buf for the next flushLocked.
+func (l *Logger) appendLocked(body []byte, c *call) {
+	seq, prev := l.seq, l.prevBytes()
+	if n := len(l.pending); n > 0 {
+		seq, prev = l.pending[n-1].seq, l.pending[n-1].hash[:]
+	}
+	if len(l.buf) == 0 && l.torn {
+		l.buf = append(l.buf, '\n') // after a partial line, start on a fresh one
+	}
+	var sum hexHash
+	l.buf, sum = l.chain.appendLine(l.buf, body, seq+1, prev)
+	l.pending = append(l.pending, pendingLine{end: len(l.buf), seq: seq + 1, hash: sum, c: c})
+	if c != nil {
+		c.appended++
+	}
+}
+
+// prevBytes returns the hash of the last written record ("" at the start of
+// a chain).
+func (l *Logger) prevBytes() []byte { return l.prev[:l.prevLen] }
+
+// flushLocked writes buf with one write and advances the chain over the
+// lines written. After a failed or short write the chain resumes after the
+// last whole line written; the records of the lines not written count as
+// lost (their call's err is set) and buf is emptied either way. It returns
+// the write error if any line was not written.
+func (l *Logger) flushLocked() error {
+	if len(l.pending) == 0 {
+		return nil
+	}
+	n, err := l.w.Write(l.buf)
+	if err == nil && n != len(l.buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil && n > 0 { // part of buf is out: does the sink now end mid-line?
+		l.torn = l.buf[min(n, len(l.buf))-1] != '\n'
+	} else if err == nil {
+		l.torn = false
+	}
+	k := 0 // lines written whole
+	for k < len(l.pending) && l.pending[k].end <= n {
+		if c := l.pending[k].c; c != nil {
+			c.written++
+		}
+		k++
+	}
+	if k > 0 {
+		last := &l.pending[k-1]
+		l.seq, l.prev, l.prevLen = last.seq, last.hash, hashHexLen
+		l.count += uint64(k)
+		l.sinceCP += k
+		l.dirty = true
+		l.written.Add(float64(k))
+		l.lastSeq.Set(float64(l.seq))
+	}
+	for _, p := range l.pending[k:] {
+		if p.c != nil {
+			l.lost++
+			if p.c.err == nil {
+				p.c.err = err
+			}
+		}
+	}
+	clear(l.pending) // drop the call pointers
+	l.pending, l.buf = l.pending[:0], l.buf[:0]
+	if cap(l.buf) > maxKeptBuf {
+		l.buf = nil // one huge record does not pin its buffer
+	}
+	return err
+}
+
+// maxKeptBuf bounds the write buffer kept between writes.
+const maxKeptBuf = 256 << 10
 
 // checkpointLocked writes a CHECKPOINT record. The chain head it creates is
 // also logged through slog and written to the anchor file, so copies exist
 // outside the audit file (anchors for `audit verify --anchor`).
 func (l *Logger) checkpointLocked(reason string) error {
+	// Write what is pending first: the count covers it.
+	if err := l.flushLocked(); err != nil {
+		return err
+	}
 	// Rotate first: the rotate checkpoint would change the count.
 	if err := l.rotateIfFullLocked(maxCheckpointBody); err != nil {
 		return err
@@ -359,7 +527,7 @@ func (l *Logger) checkpointLocked(reason string) error {
 	if err := l.writeLostLocked(); err != nil {
 		return err
 	}
-	body, err := l.encode(&Record{Source: sourceAudit, Event: EventCheckpoint, Reason: reason, Count: l.count + 1})
+	body, err := l.encode(nil, &Record{Source: sourceAudit, Event: EventCheckpoint, Reason: reason, Count: l.count + 1})
 	if err != nil {
 		return err
 	}
@@ -368,8 +536,9 @@ func (l *Logger) checkpointLocked(reason string) error {
 	}
 	l.sinceCP = 0
 	l.lastCP = l.now()
-	l.log.Info("audit checkpoint", "seq", l.seq, "hash", l.prev, "reason", reason)
-	l.anchor.set(Head{Seq: l.seq, Hash: l.prev, Reason: reason, Time: l.now().UTC().Format(timeLayout)})
+	head := string(l.prevBytes())
+	l.log.Info("audit checkpoint", "seq", l.seq, "hash", head, "reason", reason)
+	l.anchor.set(Head{Replica: l.cfg.Replica, Seq: l.seq, Hash: head, Reason: reason, Time: l.now().UTC().Format(timeLayout)})
 	return nil
 }
 
@@ -379,7 +548,7 @@ const maxCheckpointBody = 256
 // rotateIfFullLocked rotates when a record body of n bytes would not fit. A
 // fresh file is never full, so the rotate checkpoint does not recurse.
 func (l *Logger) rotateIfFullLocked(n int) error {
-	if l.file == nil || !l.file.full(n+maxLineOverhead) {
+	if l.file == nil || !l.file.full(len(l.buf)+n+maxLineOverhead) {
 		return nil
 	}
 	return l.rotateLocked()
@@ -388,6 +557,9 @@ func (l *Logger) rotateIfFullLocked(n int) error {
 // rotateLocked moves the current file aside and starts the new one with a
 // "rotate" checkpoint, whose prev is the old file's last hash.
 func (l *Logger) rotateLocked() error {
+	if err := l.flushLocked(); err != nil { // the pending lines belong to the old file
+		return err
+	}
 	if err := l.file.rotate(l.now()); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
@@ -395,19 +567,17 @@ func (l *Logger) rotateLocked() error {
 	return l.checkpointLocked("rotate")
 }
 
-// failed applies on_error to a failed write; l.mu must be held. lost says
-// whether the record was not written.
-func (l *Logger) failed(ctx context.Context, err error, lost bool) error {
+// failed applies on_error to a call whose records were not all written
+// (written of n are in the log; flushLocked and commitLocked counted the
+// others in l.lost, so RECORDS_LOST says they are missing).
+func (l *Logger) failed(ctx context.Context, err error, written, n int) error {
 	l.failures.Inc()
 	err = fmt.Errorf("audit: write failed: %w", err)
-	if lost {
-		l.lost++ // either way the record is missing: RECORDS_LOST says so
-	}
 	if l.failMode {
-		l.log.ErrorContext(ctx, "audit write failed; refusing the request (on_error: fail)", "err", err, "lost", l.lost)
+		l.log.ErrorContext(ctx, "audit write failed; refusing the request (on_error: fail)", "err", err, "written", written, "records", n, "lost", l.lost)
 		return err
 	}
-	l.log.ErrorContext(ctx, "audit write failed; record lost (on_error: continue)", "err", err, "lost", l.lost)
+	l.log.ErrorContext(ctx, "audit write failed; record lost (on_error: continue)", "err", err, "written", written, "records", n, "lost", l.lost)
 	return nil
 }
 

@@ -112,11 +112,14 @@ const timeLayout = "2006-01-02T15:04:05.000000Z07:00"
 // written line and ignores them on input; they exist here so that a line can
 // be decoded back into a Record.
 type Record struct {
-	Time      time.Time `json:"time"` // set to now when zero
-	RequestID string    `json:"request_id,omitempty"`
-	Source    string    `json:"source,omitempty"` // SourceMCP when empty
-	ClientIP  string    `json:"client_ip,omitempty"`
-	UserAgent string    `json:"user_agent,omitempty"`
+	Time time.Time `json:"time"` // set to now when zero
+	// Replica names the gateway process that wrote the record (audit.replica);
+	// the Logger sets it. Each replica keeps its own chain.
+	Replica   string `json:"replica,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	Source    string `json:"source,omitempty"` // SourceMCP when empty
+	ClientIP  string `json:"client_ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
 
 	// Identity: always issuer and subject, never only a display name
 	// (authn.Principal: Issuer, Subject, DisplayName(), Username, Email,
@@ -166,5 +169,5 @@ func Millis(d time.Duration) float64 {
 // MarshalJSON writes Time as RFC 3339 UTC with microseconds, then the other
 // fields in declaration order (see appendJSON).
 func (r Record) MarshalJSON() ([]byte, error) {
-	return r.appendJSON(make([]byte, 0, 512+len(r.Args)))
+	return r.appendJSON(make([]byte, 0, 512+len(r.Args)), false)
 }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -99,11 +100,18 @@ func TestRecordJSON(t *testing.T) {
 // FuzzRedactorShortcut: whenever Args returns its input unchanged, the full
 // redaction gives the same JSON value (only member order may differ).
 func FuzzRedactorShortcut(f *testing.F) {
-	for _, s := range []string{`{"vm_name":"web-1","count":3}`, `{"password":"x"}`, `[1,"a",{"b":null}]`, `{"a":{"b":"Bearer x"}}`, `{"x":1,"x":2}`} {
+	for _, s := range []string{`{"vm_name":"web-1","count":3}`, `{"password":"x"}`, `{"a":"<b>&\u2028"}`, `{ "a" : 1 }`, `not json`, `[1,"a",{"b":null}]`, `{"a":{"b":"Bearer x"}}`, `{"x":1,"x":2}`} {
 		f.Add(s)
 	}
 	rd := NewRedactor([]string{"ssn"}, DefaultMaxArgsBytes)
 	f.Fuzz(func(t *testing.T, raw string) {
+		// The logger copies Args' output into the line unchecked
+		// (appendJSON's plainArgs): it must be what encoding/json writes.
+		if out := rd.Args(json.RawMessage(raw)); len(out) > 0 {
+			if want, err := json.Marshal(out); err != nil || !bytes.Equal(want, out) {
+				t.Fatalf("Args(%q) = %q, but encoding/json writes %q (%v)", raw, out, want, err)
+			}
+		}
 		if !rd.nothingToRedact([]byte(raw)) {
 			return
 		}

@@ -60,8 +60,8 @@ func rechain(t *testing.T, lines []string, from int, key []byte) []string {
 			t.Fatal(err)
 		}
 		seq++
-		line, sum := h.chainLine(body, seq, prev)
-		out[i], prev = string(line), sum
+		line, sum := h.appendLine(nil, body, seq, []byte(prev))
+		out[i], prev = string(line), string(sum[:])
 	}
 	return out
 }

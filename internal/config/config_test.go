@@ -143,11 +143,12 @@ func TestEnvSubstitutionAndOverrides(t *testing.T) {
 	y := strings.Replace(validJWT, "https://idp.example.com", "${IDP_URL}", 1)
 	y = strings.Replace(y, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: static, value: \"Bearer ${BACKEND_TOKEN}\" }", 1)
 	cfg, err := Parse([]byte(y), env(map[string]string{
-		"IDP_URL":            "https://login.example.org",
-		"BACKEND_TOKEN":      "s3cr3t: *not yaml*",
-		"MCPGATE_LISTEN":     "127.0.0.1:9999",
-		"MCPGATE_LOG_LEVEL":  "debug",
-		"MCPGATE_PUBLIC_URL": "http://localhost:9999",
+		"IDP_URL":               "https://login.example.org",
+		"BACKEND_TOKEN":         "s3cr3t: *not yaml*",
+		"MCPGATE_LISTEN":        "127.0.0.1:9999",
+		"MCPGATE_LOG_LEVEL":     "debug",
+		"MCPGATE_PUBLIC_URL":    "http://localhost:9999",
+		"MCPGATE_AUDIT_REPLICA": "gw-2",
 	}), Overrides{Audience: "http://localhost:9999/mcp"})
 	if err != nil {
 		t.Fatal(err)
@@ -160,6 +161,9 @@ func TestEnvSubstitutionAndOverrides(t *testing.T) {
 	}
 	if cfg.Listen != "127.0.0.1:9999" || cfg.Log.Level != "debug" || cfg.PublicURL != "http://localhost:9999" {
 		t.Errorf("env overrides not applied: %s %s %s", cfg.Listen, cfg.Log.Level, cfg.PublicURL)
+	}
+	if cfg.Audit.Replica != "gw-2" {
+		t.Errorf("audit.replica = %q, want MCPGATE_AUDIT_REPLICA", cfg.Audit.Replica)
 	}
 	if got := []string(cfg.Auth.JWT.Issuers[0].Audience); !cmp.Equal(got, []string{"http://localhost:9999/mcp"}) {
 		t.Errorf("flag audience = %v", got)

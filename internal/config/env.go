@@ -26,7 +26,7 @@ type Overrides struct {
 var envNames = []string{
 	"MCPGATE_LISTEN", "MCPGATE_PUBLIC_URL", "MCPGATE_AUTH_MODE", "MCPGATE_ISSUER", "MCPGATE_AUDIENCE",
 	"MCPGATE_BACKEND_URL", "MCPGATE_ENCRYPTION_KEY", "MCPGATE_ENCRYPTION_KEY_PREVIOUS", "MCPGATE_LOG_LEVEL", "MCPGATE_LOG_FORMAT",
-	"MCPGATE_STORE_DSN", "MCPGATE_AUDIT_PATH", "CLOUDFLARE_TEAM_DOMAIN", "CLOUDFLARE_APPLICATION_AUDIENCE",
+	"MCPGATE_STORE_DSN", "MCPGATE_AUDIT_PATH", "MCPGATE_AUDIT_REPLICA", "CLOUDFLARE_TEAM_DOMAIN", "CLOUDFLARE_APPLICATION_AUDIENCE",
 }
 
 // ApplyEnv applies MCPGATE_* (and the Cloudflare names users know) over the
@@ -72,6 +72,7 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 	set(&c.Log.Format, "MCPGATE_LOG_FORMAT")
 	set(&c.Store.DSN, "MCPGATE_STORE_DSN")
 	set(&c.Audit.Path, "MCPGATE_AUDIT_PATH")
+	set(&c.Audit.Replica, "MCPGATE_AUDIT_REPLICA")
 	set(&c.Auth.TrustedHeader.TeamDomain, "CLOUDFLARE_TEAM_DOMAIN")
 	set(&c.Auth.TrustedHeader.Audience, "CLOUDFLARE_APPLICATION_AUDIENCE")
 	return errors.Join(errs...)
