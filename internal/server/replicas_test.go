@@ -304,6 +304,24 @@ audit: { sink: none }
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+
+	// `mcpgate policy reload`: every replica runs its reload (SIGHUP's).
+	reloads := make(chan int, 2)
+	for i, r := range replicas {
+		r.srv.OnPolicyReloadRequest(func() { reloads <- i })
+	}
+	if err := st.Notify(ctx, store.Change{Kind: store.ChangePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]bool{}
+	for len(got) < 2 {
+		select {
+		case i := <-reloads:
+			got[i] = true
+		case <-time.After(time.Second):
+			t.Fatalf("policy reload requested; replicas that reloaded within 1s: %v", got)
+		}
+	}
 }
 
 // kidOf returns the kid in a JWT's protected header.
