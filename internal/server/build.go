@@ -94,7 +94,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	s.registry.MustRegister(limits.Collectors()...)
 	// Session ids are sealed under a key every replica derives from the
 	// encryption key (sessions.go).
-	sessionSealer, err := newSessionSealer(cfg.EncryptionKey)
+	sessionSealer, err := newSessionSealer(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
 	if err != nil {
 		return nil, fmt.Errorf("encryption_key: %w", err)
 	}

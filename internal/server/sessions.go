@@ -74,24 +74,33 @@ const (
 
 // newSessionSealer derives the key that seals session ids from the
 // gateway's encryption key (HKDF, RFC 5869), so they never share a key with
-// what the store seals. Without an encryption key (modes without the
-// authorization server, when none is configured) it draws a random key:
-// session ids then hold on this process only and end with it.
-func newSessionSealer(encryptionKey string) (*keys.Sealer, error) {
-	var k []byte
+// what the store seals; ids sealed under a previous encryption key still
+// open (encryption_key_previous), so rotating it ends no session. Without
+// an encryption key (modes without the authorization server, when none is
+// configured) it draws a random key: session ids then hold on this process
+// only and end with it.
+func newSessionSealer(encryptionKey string, previous []string) (*keys.Sealer, error) {
 	if encryptionKey == "" {
-		k = make([]byte, keys.KeySize)
+		k := make([]byte, keys.KeySize)
 		rand.Read(k)
-	} else {
-		master, err := keys.ParseKey(encryptionKey)
+		return keys.NewSealer(k)
+	}
+	var derived [][]byte
+	for i, b64 := range append([]string{encryptionKey}, previous...) {
+		master, err := keys.ParseKey(b64)
+		if err != nil {
+			if i > 0 {
+				return nil, fmt.Errorf("previous key %d: %w", i, err)
+			}
+			return nil, err
+		}
+		k, err := hkdf.Key(sha256.New, master, nil, "mcpgate mcp session ids v1", keys.KeySize)
 		if err != nil {
 			return nil, err
 		}
-		if k, err = hkdf.Key(sha256.New, master, nil, "mcpgate mcp session ids v1", keys.KeySize); err != nil {
-			return nil, err
-		}
+		derived = append(derived, k)
 	}
-	return keys.NewSealer(k)
+	return keys.NewSealer(derived[0], derived[1:]...)
 }
 
 func newSessionCodec(sealer *keys.Sealer, backend string) *sessionCodec {

@@ -89,7 +89,7 @@ func testSessionCodec(t testing.TB, backend string) *sessionCodec {
 	if t == nil {
 		key = ""
 	}
-	sealer, err := newSessionSealer(key)
+	sealer, err := newSessionSealer(key, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -412,5 +412,29 @@ func TestSessionFlood(t *testing.T) {
 	}
 	if rec := serve(g, "PUT", "mallory", "", rand.Text()); rec.Code != 404 {
 		t.Errorf("a random session id: %d, want 404", rec.Code)
+	}
+}
+
+// Rotating the encryption key ends no session: ids sealed under the key
+// that is now in encryption_key_previous still open, and new ids are
+// sealed under the new key, which a replica still on the old one refuses.
+func TestSessionSurvivesKeyRotation(t *testing.T) {
+	const newKey = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+	old := testSessionCodec(t, "demo")
+	id, _ := old.seal("u", "s")
+	sealer, err := newSessionSealer(newKey, []string{testSessionKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := newSessionCodec(sealer, "demo")
+	if back, st := rotated.open("u", id); st != sessionOK || back != "s" {
+		t.Errorf("an id sealed before the rotation: %q %v", back, st)
+	}
+	fresh, _ := rotated.seal("u", "s2")
+	if _, st := old.open("u", fresh); st != sessionUnknown {
+		t.Errorf("an id sealed under the new key opened with the old one only: %v", st)
+	}
+	if _, err := newSessionSealer(newKey, []string{"not base64!"}); err == nil || !strings.Contains(err.Error(), "previous key 1") {
+		t.Errorf("a bad previous key: %v", err)
 	}
 }
