@@ -3,17 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/postgres"
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
 )
 
 func runPolicyReload(cfgPath string) (string, error) {
@@ -37,29 +34,8 @@ func TestPolicyReloadNeedsPostgres(t *testing.T) {
 
 // On PostgreSQL every gateway sharing the store hears the request.
 func TestPolicyReloadNotifies(t *testing.T) {
-	dsn := os.Getenv("MCPGATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MCPGATE_TEST_POSTGRES_DSN is not set")
-	}
+	schemaDSN := pgtest.SchemaDSN(t)
 	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "mcpgate_test_" + hex.EncodeToString(b)
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	schemaDSN := dsn + sep + "search_path=" + schema
-
 	gateway, err := postgres.Open(ctx, schemaDSN)
 	if err != nil {
 		t.Fatal(err)

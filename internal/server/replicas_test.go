@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,14 +13,12 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -30,39 +27,8 @@ import (
 	"github.com/mcpgate/mcpgate/internal/server"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/backends"
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
 )
-
-// pgSchemaDSN makes a fresh schema on the test PostgreSQL and returns a DSN
-// whose search_path points at it; it skips without MCPGATE_TEST_POSTGRES_DSN.
-func pgSchemaDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("MCPGATE_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("MCPGATE_TEST_POSTGRES_DSN is not set: skipping the two-replica test")
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "mcpgate_test_" + hex.EncodeToString(b)
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(ctx, dsn); err == nil {
-			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-			c.Close(ctx)
-		}
-	})
-	if strings.Contains(dsn, "?") {
-		return dsn + "&search_path=" + schema
-	}
-	return dsn + "?search_path=" + schema
-}
 
 // replica is one running gateway.
 type replica struct {
@@ -82,7 +48,7 @@ type replica struct {
 //   - After `mcpgate keys rotate` (twice, so that the new key was never
 //     published before), a token signed by the new key verifies on B at once.
 func TestTwoReplicas(t *testing.T) {
-	dsn := pgSchemaDSN(t)
+	dsn := pgtest.SchemaDSN(t)
 	var backendSessions sync.Map // the session ids the backend received
 	backend := httptest.NewServer(demo.Handler(demo.Options{OnRequest: func(r *http.Request) {
 		if id := r.Header.Get("Mcp-Session-Id"); id != "" {
