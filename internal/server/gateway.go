@@ -217,7 +217,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // else; several ids get 400. It arms x.session so that the answer's
 // Mcp-Session-Id goes out sealed.
 func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchange, userKey string) bool {
-	x.session = sessionHeader{codec: g.sessions, userKey: userKey, log: g.log.Warn}
+	x.session = sessionHeader{codec: g.sessions, userKey: userKey, log: g.log}
 	ids := r.Header.Values("Mcp-Session-Id")
 	switch {
 	case len(ids) == 0 || len(ids) == 1 && ids[0] == "":

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -171,7 +172,7 @@ type sessionHeader struct {
 	userKey   string
 	clientID  string // the id the client presented (already sealed)
 	backendID string // what it unsealed to
-	log       func(msg string, args ...any)
+	log       *slog.Logger
 }
 
 // rewrite runs on the backend's final status and headers before they are
@@ -194,7 +195,7 @@ func (s *sessionHeader) rewrite(code int, h http.Header) {
 	// Several ids, an unusable one, or one on an error: the client gets
 	// none (its next request with it would fail anyway).
 	h.Del("Mcp-Session-Id")
-	s.log("backend issued an unusable session id (several, malformed or on an error); not passed on", "ids", len(ids), "status", code)
+	s.log.Warn("backend issued an unusable session id (several, malformed or on an error); not passed on", "ids", len(ids), "status", code)
 }
 
 func (s sessionState) String() string {
