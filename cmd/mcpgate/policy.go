@@ -19,7 +19,7 @@ func newPolicyCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.AddCommand(newPolicyExplainCmd(), newPolicyTestCmd())
+	cmd.AddCommand(newPolicyExplainCmd(), newPolicyTestCmd(), newPolicyReloadCmd())
 	return cmd
 }
 

@@ -138,6 +138,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath str
 			log.Error("signing key reload failed; keeping the loaded keys", "err", err)
 		}
 	}
+	srv.OnPolicyReloadRequest(reload) // `mcpgate policy reload`, from any host sharing the store
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

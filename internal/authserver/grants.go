@@ -64,7 +64,8 @@ func ListGrants(ctx context.Context, st store.Store, f store.GrantFilter) ([]Gra
 // RevokeGrants ends every active grant f selects, as a revocation does
 // (endGrant), and returns their IDs. A filter that selects everything is
 // refused. Gateways sharing the store refuse the grants' access tokens
-// within revocation_cache_ttl; their refresh tokens are gone at once.
+// once notified (PostgreSQL: within about a second), at the latest after
+// revocation_cache_ttl; their refresh tokens are gone at once.
 func RevokeGrants(ctx context.Context, st store.Store, f store.GrantFilter) ([]string, error) {
 	if f == (store.GrantFilter{}) {
 		return nil, errors.New("authserver: revoking grants needs a user or a client")
@@ -87,10 +88,19 @@ func RevokeGrants(ctx context.Context, st store.Store, f store.GrantFilter) ([]s
 }
 
 // endGrant revokes a grant and deletes its refresh tokens; its access
-// tokens fail the grant check in Authenticate.
+// tokens fail the grant check in Authenticate, on other replicas as soon as
+// the change notification reaches them (store.Changes), at the latest
+// after revocation_cache_ttl.
 func endGrant(ctx context.Context, st store.Store, tsid string) error {
 	if err := st.RevokeGrant(ctx, tsid); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	return st.RevokeRefreshTokensForGrant(ctx, tsid)
+	if err := st.RevokeRefreshTokensForGrant(ctx, tsid); err != nil {
+		return err
+	}
+	// Told after the commit, so a replica that re-reads sees it revoked. A
+	// failed notification leaves the TTL as the bound: not an error of
+	// the revocation, which holds.
+	_ = st.Notify(ctx, store.Change{Kind: store.ChangeGrant, ID: tsid})
+	return nil
 }

@@ -40,11 +40,21 @@ func TestRevokeGrantsByUserAndClient(t *testing.T) {
 	if _, err := RevokeGrants(ctx, e.st, store.GrantFilter{}); err == nil {
 		t.Error("revoked every grant without a selector")
 	}
+	changes := e.st.Subscribe(ctx)
 	ids, err := RevokeGrants(ctx, e.st, GrantSelector(&e.srv.cfg, "alice", c1.ID))
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("revoke alice@c1: %v %v", ids, err)
 	}
-	// A gateway on the same store refuses the token once its grant cache
+	// Gateways sharing the store are told (store.Changes) ...
+	select {
+	case c := <-changes:
+		if c != (store.Change{Kind: store.ChangeGrant, ID: ids[0]}) {
+			t.Errorf("change %+v, want the revoked grant %s", c, ids[0])
+		}
+	default:
+		t.Error("the revocation notified nothing")
+	}
+	// ... and one that missed it refuses the token once its grant cache
 	// entry (revocation_cache_ttl) is gone; the others keep working.
 	e.clock.Add(e.srv.cfg.RevocationCacheTTL + time.Second)
 	for k, want := range map[string]bool{"alice@" + c1.Redirect: false, "alice@" + c2.Redirect: true, "bob@" + c1.Redirect: true} {

@@ -3,8 +3,12 @@ package authserver
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
@@ -90,5 +94,58 @@ func TestSigningKeyRevokedStopsVerifying(t *testing.T) {
 	}
 	if _, err := cli.Revoke(ctx, "no-such-kid"); !errors.Is(err, keys.ErrUnknownKey) {
 		t.Errorf("unknown kid: %v", err)
+	}
+}
+
+// TestUnknownKidRereadsTheStore: a token signed by a key another process
+// rotated to (twice, so this gateway never saw it published) verifies on
+// its first use, without waiting for the reload interval or a change
+// notification: an unknown kid re-reads the keys from the store.
+func TestUnknownKidRereadsTheStore(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	sealer, err := keys.NewSealer(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := keys.NewManager(ctx, st, sealer, keys.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOpt{st: st, deps: func(d *Deps) { d.Signer = gw }})
+	c := e.register("http://127.0.0.1:3000/callback", true)
+	at := e.tokens(c)["access_token"].(string)
+	if err := e.authn("/mcp", at); err != nil {
+		t.Fatalf("fresh token: %v", err)
+	}
+
+	other, err := keys.NewManager(ctx, st, sealer, keys.Options{}) // another replica, or `mcpgate keys rotate`
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := other.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same claims, signed where the new key is active.
+	_, payload, _ := strings.Cut(at, ".")
+	payload, _, _ = strings.Cut(payload, ".")
+	claims, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resigned, err := other.SignJWT(ctx, tokenTyp, json.RawMessage(claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(2 * time.Second) // past the once-a-second bound on key set refetches
+	if err := e.authn("/mcp", resigned); err != nil {
+		t.Fatalf("a token signed by the key rotated to elsewhere: %v", err)
+	}
+	if gw.ActiveKeyID() != other.ActiveKeyID() {
+		t.Error("the gateway's signer did not reload the keys")
 	}
 }

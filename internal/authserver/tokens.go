@@ -130,6 +130,15 @@ func (k *keyCache) key(ctx context.Context, kid string) (*jose.JSONWebKey, error
 			return nil, errUnknownKey
 		}
 	}
+	if k.keys != nil && !ok {
+		// A kid we do not know may be the key another replica rotated to
+		// a moment ago: read the store now (at most once a second, above),
+		// not within the Signer's reload interval. On failure the loaded
+		// keys stay.
+		if r, canReload := k.signer.(interface{ Reload(context.Context) error }); canReload {
+			_ = r.Reload(ctx)
+		}
+	}
 	set, err := k.signer.JWKS(ctx)
 	if err != nil {
 		return nil, err
@@ -202,6 +211,23 @@ func (c *grantCache) evict(tsid string) {
 	delete(c.m, tsid)
 	c.mu.Unlock()
 }
+
+// ForgetGrant drops what this server cached about grant tsid, which
+// another replica revoked (store.ChangeGrant): the next request re-reads it.
+func (s *Server) ForgetGrant(tsid string) { s.grants.evict(tsid) }
+
+// ForgetAll drops every cache fed by the store (grants, the key set), after
+// changes may have been missed (store.ChangeAll).
+func (s *Server) ForgetAll() {
+	s.grants.mu.Lock()
+	clear(s.grants.m)
+	s.grants.mu.Unlock()
+	s.keys.forget()
+}
+
+// KeysChanged drops the cached key set after the signing keys changed
+// elsewhere (store.ChangeKeys), once the Signer has reloaded them.
+func (s *Server) KeysChanged() { s.keys.forget() }
 
 func (s *Server) grantActive(ctx context.Context, tsid, clientID string) (bool, error) {
 	if e, ok := s.grants.get(tsid); ok {

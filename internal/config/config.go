@@ -63,8 +63,12 @@ type Config struct {
 	// certificate's SPIFFE ID retrieve the upstream token stored for a
 	// user's grant (authorization_server mode). Off unless listen is set.
 	InternalEndpoint tokenendpoint.Config `yaml:"internal_endpoint"`
-	// EncryptionKey seals stored secrets (upstream tokens, signing keys):
-	// 32 bytes, base64. Prefer EncryptionKeyFile: a key in the config file
+	// EncryptionKey seals stored secrets (upstream tokens, signing keys)
+	// and, under a key derived from it, the MCP session ids the gateway
+	// issues: 32 bytes, base64. Replicas behind one load balancer need the
+	// same key (in every auth mode) to accept each other's session ids;
+	// without one, session ids hold on the replica that issued them until
+	// it restarts. Prefer EncryptionKeyFile: a key in the config file
 	// or the environment (MCPGATE_ENCRYPTION_KEY) is readable wherever they
 	// are.
 	EncryptionKey string `yaml:"encryption_key" secret:"true"`
@@ -319,6 +323,13 @@ func (c *Config) Validate() error {
 		}
 	default:
 		p.Add("auth.mode", "unknown mode %q: choose jwt, introspection, trusted_header, authorization_server, or none", c.Auth.Mode)
+	}
+	if c.Auth.Mode != ModeAuthorizationServer && c.EncryptionKey != "" {
+		// Optional here: it seals MCP session ids, so that every replica
+		// accepts the ones another issued.
+		if _, err := keys.ParseKey(c.EncryptionKey); err != nil {
+			p.Add("encryption_key", "%v", err)
+		}
 	}
 	for i, s := range c.Auth.ScopesSupported {
 		if s == "*" || s == "all" || s == "" || strings.ContainsAny(s, " \"\\") {

@@ -289,7 +289,22 @@ func (m *Manager) rotate(ctx context.Context) error {
 	if err := m.generate(ctx, store.KeyNext); err != nil {
 		return err
 	}
-	return m.reload(ctx)
+	if err := m.reload(ctx); err != nil {
+		return err
+	}
+	m.notify(ctx)
+	return nil
+}
+
+// notify tells the other processes sharing the store (replicas) to reload
+// the keys now rather than within ReloadInterval. A failed notification
+// leaves that interval as the bound.
+func (m *Manager) notify(ctx context.Context) {
+	if c, ok := m.st.(store.Changes); ok {
+		if err := c.Notify(ctx, store.Change{Kind: store.ChangeKeys}); err != nil {
+			m.opts.Logger.Warn("keys: notifying other replicas of the key change failed; they reload within the reload interval", "err", err)
+		}
+	}
 }
 
 // ErrUnknownKey is returned by Revoke for a kid the store does not hold.
@@ -344,6 +359,7 @@ func (m *Manager) Revoke(ctx context.Context, kid string) (string, error) {
 	if err := m.reload(ctx); err != nil {
 		return "", err
 	}
+	m.notify(ctx)
 	return m.ActiveKeyID(), nil
 }
 

@@ -620,3 +620,38 @@ func TestManagerRevoke(t *testing.T) {
 		t.Errorf("OnRevoke on a normal expiry: %v", revoked)
 	}
 }
+
+// Rotate and Revoke tell the other processes sharing the store (replicas)
+// to reload the keys now (store.Changes), not within ReloadInterval.
+func TestManagerNotifiesKeyChanges(t *testing.T) {
+	st := memory.New()
+	m := newManager(t, st, newSealer(t, randomKey(t)), keys.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := st.Subscribe(ctx)
+	expect := func(op string) {
+		t.Helper()
+		select {
+		case c := <-changes:
+			if c != (store.Change{Kind: store.ChangeKeys}) {
+				t.Errorf("%s: change %+v, want ChangeKeys", op, c)
+			}
+		default:
+			t.Errorf("%s notified nothing", op)
+		}
+	}
+	if err := m.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect("Rotate")
+	if _, err := m.Revoke(ctx, m.ActiveKeyID()); err != nil {
+		t.Fatal(err)
+	}
+	expect("Revoke")
+	if err := m.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 0 {
+		t.Error("Reload notified: a reload would echo between replicas")
+	}
+}

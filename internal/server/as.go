@@ -84,6 +84,7 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 			}
 		}
 	}()
+	go s.followChanges(sweepCtx, st, as, km)
 	// Not ready until the upstream IdP answers; sign-ins get 503 meanwhile.
 	go as.WatchUpstream(sweepCtx)
 	s.readies = append(s.readies, as.Ready)
@@ -96,6 +97,47 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 		mux.Handle(p, timed.Instrument(asEndpoint(p), h))
 	}
 	return as, nil
+}
+
+// followChanges applies what other processes sharing the store changed
+// (store.Changes: LISTEN/NOTIFY on PostgreSQL) to this replica's caches
+// until ctx ends: a revoked grant is re-read at its next use, rotated or
+// revoked signing keys are reloaded, a policy reload request re-reads this
+// replica's policy files.
+func (s *Server) followChanges(ctx context.Context, st store.Changes, as *authserver.Server, km *keys.Manager) {
+	reloadKeys := func() {
+		if err := km.Reload(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("reloading signing keys after a change failed; using the loaded keys", "err", err)
+		}
+		as.KeysChanged()
+	}
+	for c := range st.Subscribe(ctx) {
+		switch c.Kind {
+		case store.ChangeGrant:
+			as.ForgetGrant(c.ID)
+		case store.ChangeKeys:
+			reloadKeys()
+		case store.ChangePolicy:
+			s.requestPolicyReload()
+		case store.ChangeAll:
+			as.ForgetAll()
+			reloadKeys()
+		}
+	}
+}
+
+// OnPolicyReloadRequest sets what a policy reload request from another
+// process (`mcpgate policy reload`, delivered through the store) runs: the
+// same as SIGHUP. Without it such requests are logged and ignored.
+func (s *Server) OnPolicyReloadRequest(f func()) { s.policyReload.Store(&f) }
+
+func (s *Server) requestPolicyReload() {
+	if f := s.policyReload.Load(); f != nil {
+		s.log.Info("policy reload requested through the store")
+		(*f)()
+		return
+	}
+	s.log.Info("policy reload requested through the store; not served by this process")
 }
 
 // resourceNames maps each backend's resource URI to its name, for the

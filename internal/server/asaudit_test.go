@@ -96,58 +96,7 @@ audit: { sink: file, path: %s }
 
 	// A client registers, alice signs in and consents, the code becomes a
 	// token, the token calls the MCP endpoint, and the client revokes it.
-	redirect := "http://127.0.0.1:9/cb"
-	reg := postJSON(t, base+"/register", `{"client_name":"chain test","redirect_uris":["`+redirect+`"],"token_endpoint_auth_method":"none"}`)
-	clientID, _ := reg["client_id"].(string)
-	verifier := strings.Repeat("v", 50)
-	sum := sha256.Sum256([]byte(verifier))
-	jar, _ := cookiejar.New(nil)
-	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect}, "state": {"s"},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
-	loc := base + "/authorize?" + q.Encode()
-	var code string
-	for i := 0; i < 8 && code == ""; i++ {
-		resp, err := browser.Get(loc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if l := resp.Header.Get("Location"); l != "" {
-			u, _ := resp.Request.URL.Parse(l)
-			if code = u.Query().Get("code"); code == "" {
-				loc = u.String()
-			}
-			continue
-		}
-		form := url.Values{}
-		for _, m := range hiddenField.FindAllStringSubmatch(string(body), -1) {
-			form.Set(m[1], m[2])
-		}
-		target := base + "/consent"
-		if resp.Request.URL.Path == "/login" {
-			target = base + "/login"
-			form.Set("username", "alice")
-			form.Set("password", "alice-password")
-		} else {
-			form.Set("decision", "approve")
-		}
-		resp, err = browser.PostForm(target, form)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		u, _ := resp.Request.URL.Parse(resp.Header.Get("Location"))
-		if code = u.Query().Get("code"); code == "" {
-			loc = u.String()
-		}
-	}
-	if code == "" {
-		t.Fatal("no authorization code")
-	}
-	tok := postForm(t, base+"/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
-		"code_verifier": {verifier}, "client_id": {clientID}})
+	clientID, code, tok := signIn(t, base, "alice", "alice-password")
 	at, _ := tok["access_token"].(string)
 	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_vms","arguments":{}}}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -220,6 +169,65 @@ audit: { sink: file, path: %s }
 		issued.Issuer != mcpRec.Issuer || issued.ClientID != mcpRec.ClientID || issued.ClientIP != "127.0.0.1" {
 		t.Errorf("the token's record and the MCP call's record do not name the same session, user and client:\n%+v\n%+v", issued, mcpRec)
 	}
+}
+
+// signIn is an MCP client's sign-in at the authorization server at base: it
+// registers, user signs in with password and consents, and the code
+// becomes tokens (authorization code with PKCE).
+func signIn(t *testing.T, base, user, password string) (clientID, code string, tok map[string]any) {
+	t.Helper()
+	redirect := "http://127.0.0.1:9/cb"
+	reg := postJSON(t, base+"/register", `{"client_name":"chain test","redirect_uris":["`+redirect+`"],"token_endpoint_auth_method":"none"}`)
+	clientID, _ = reg["client_id"].(string)
+	verifier := strings.Repeat("v", 50)
+	sum := sha256.Sum256([]byte(verifier))
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect}, "state": {"s"},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
+	loc := base + "/authorize?" + q.Encode()
+	for i := 0; i < 8 && code == ""; i++ {
+		resp, err := browser.Get(loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if l := resp.Header.Get("Location"); l != "" {
+			u, _ := resp.Request.URL.Parse(l)
+			if code = u.Query().Get("code"); code == "" {
+				loc = u.String()
+			}
+			continue
+		}
+		form := url.Values{}
+		for _, m := range hiddenField.FindAllStringSubmatch(string(body), -1) {
+			form.Set(m[1], m[2])
+		}
+		target := base + "/consent"
+		if resp.Request.URL.Path == "/login" {
+			target = base + "/login"
+			form.Set("username", user)
+			form.Set("password", password)
+		} else {
+			form.Set("decision", "approve")
+		}
+		resp, err = browser.PostForm(target, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		u, _ := resp.Request.URL.Parse(resp.Header.Get("Location"))
+		if code = u.Query().Get("code"); code == "" {
+			loc = u.String()
+		}
+	}
+	if code == "" {
+		t.Fatal("no authorization code")
+	}
+	tok = postForm(t, base+"/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
+		"code_verifier": {verifier}, "client_id": {clientID}})
+	return clientID, code, tok
 }
 
 func postJSON(t *testing.T, u, body string) map[string]any {

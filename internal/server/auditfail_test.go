@@ -61,7 +61,7 @@ audit: { sink: none }
 	g := &gateway{
 		backend: b, authn: anonymous{}, policy: policy.NewHolder(engine), audit: aud,
 		ipLimiter: noLimit{}, userLimiter: noLimit{}, edge: newEdge(cfg), maxBody: 1 << 20,
-		sessions: newSessionBinder(10, 10, time.Hour), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		sessions: testSessionCodec(nil, "demo"), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	post := func() int {
 		req := httptest.NewRequest("POST", "http://127.0.0.1:8080/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))

@@ -92,7 +92,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	}
 	s.closers = append(s.closers, func() error { limits.Close(); return nil })
 	s.registry.MustRegister(limits.Collectors()...)
-	sessions := newSessionBinder(maxSessions, maxSessionsPerUser, sessionIdleTTL)
+	// Session ids are sealed under a key every replica derives from the
+	// encryption key (sessions.go).
+	sessionSealer, err := newSessionSealer(cfg.EncryptionKey, cfg.EncryptionKeyPrevious)
+	if err != nil {
+		return nil, fmt.Errorf("encryption_key: %w", err)
+	}
 	s.inFlightIP = ratelimit.NewInFlight(cfg.Security.MaxInFlightPerIP, inFlightKeys)
 	inFlightUser := ratelimit.NewInFlight(cfg.Security.MaxInFlightPerUser, inFlightKeys)
 	s.bodyLimits = newBodyLimits(cfg.Security)
@@ -126,7 +131,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, toolLimits: limits.PerTool, edge: e, maxBody: cfg.Security.MaxBodyBytes,
 			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
-			sessionGate: bc.IsStdio(), sessions: sessions, log: log.With("backend", bc.Name), metrics: m,
+			sessionGate: bc.IsStdio(), sessions: newSessionCodec(sessionSealer, bc.Name), log: log.With("backend", bc.Name), metrics: m,
 		}
 		mux.Handle(bc.Path, g)
 		mcpPaths[bc.Path] = true

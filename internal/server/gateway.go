@@ -73,7 +73,7 @@ type gateway struct {
 	// sessionGate refuses initialize to callers the policy grants nothing
 	// on this backend (stdio: every session is a process).
 	sessionGate bool
-	sessions    *sessionBinder
+	sessions    *sessionCodec
 	log         *slog.Logger
 	metrics     *metrics.Gateway
 	// auditDown is set while audit writes fail: requests are refused with
@@ -96,6 +96,7 @@ type exchange struct {
 	status    proxy.Status
 	body      bodyReader // inline: reading the body allocates no reader
 	forwarded bool       // the FORWARD record(s) are written: the request went to the backend
+	session   sessionHeader
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -171,10 +172,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer userSlot.Release()
-	sessionID, ok := g.checkSession(w, r, x, p)
-	if !ok {
+	if !g.checkSession(w, r, x, userKey) {
 		return
 	}
+	sw.session = &x.session
 
 	ctx := proxy.WithPrincipal(r.Context(), p)
 	ctx = proxy.WithStatus(ctx, &x.status)
@@ -184,9 +185,6 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		x.status.RPCID = singleCallID(x.msg)
-		if initializes(x.msg) {
-			sw.onHeader = func(code int, h http.Header) { g.bindSession(code, h, x, p) }
-		}
 		ctx = g.withListFilter(ctx, x.msg, p)
 	case http.MethodGet:
 		// GET opens the server-to-client stream (or resumes one), which may
@@ -196,12 +194,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		clearReadDeadline(w)
 	case http.MethodDelete:
 		// DELETE ends a session; it names no tool and needs only
-		// authentication. The binding goes once the backend confirms.
-		sw.onHeader = func(code int, _ http.Header) {
-			if code >= 200 && code < 300 && sessionID != "" {
-				g.sessions.forget(g.backend.Name, sessionID, p.Key())
-			}
-		}
+		// authentication (and the session's owner, checked above). The
+		// backend ends it: the id then gets the backend's 404 on every
+		// replica.
 		clearReadDeadline(w)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
@@ -214,54 +209,36 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.backend.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// checkSession admits a request's Mcp-Session-Id: absent, or bound to this
-// user at this backend. Otherwise it answers 404, as the backend would for
-// an unknown session (the client then starts a new one), without revealing
-// whether the id belongs to someone else; several ids get 400.
-func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal) (string, bool) {
+// checkSession admits a request's Mcp-Session-Id: absent, or one this
+// gateway (any replica) issued to this user for this backend, which it
+// replaces with the backend's own id before forwarding. Otherwise it
+// answers 404, as the backend would for an unknown session (the client then
+// starts a new one), without revealing whether the id belongs to someone
+// else; several ids get 400. It arms x.session so that the answer's
+// Mcp-Session-Id goes out sealed.
+func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchange, userKey string) bool {
+	x.session = sessionHeader{codec: g.sessions, userKey: userKey, log: g.log}
 	ids := r.Header.Values("Mcp-Session-Id")
 	switch {
 	case len(ids) == 0 || len(ids) == 1 && ids[0] == "":
-		return "", true // an empty value names no session
+		return true // an empty value names no session
 	case len(ids) > 1:
 		x.event, x.reason = "BAD_REQUEST", "several Mcp-Session-Id headers"
 		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "exactly one Mcp-Session-Id header is allowed")
-		return "", false
+		return false
 	}
-	switch g.sessions.use(g.backend.Name, ids[0], p.Key()) {
+	backendID, state := g.sessions.open(userKey, ids[0])
+	switch state {
 	case sessionOK:
-		return ids[0], true
+		x.session.clientID, x.session.backendID = ids[0], backendID
+		r.Header["Mcp-Session-Id"] = []string{backendID}
+		return true
 	case sessionMismatch:
 		x.event, x.reason = "SESSION_MISMATCH", "session bound to another user"
 	default:
-		x.event, x.reason = "SESSION_UNKNOWN", "session not issued to this gateway, expired or ended"
+		x.event, x.reason = "SESSION_UNKNOWN", "session not issued by this gateway, expired or tampered"
 	}
 	proxy.WriteJSONRPCError(w, http.StatusNotFound, nil, -32001, "session not found")
-	return "", false
-}
-
-// bindSession binds the session id a backend issued in its answer to an
-// initialize request (MCP streamable HTTP, "Session Management"). It runs
-// before the answer's headers reach the client, so the client's next
-// request finds the binding.
-func (g *gateway) bindSession(code int, h http.Header, x *exchange, p *authn.Principal) {
-	ids := h.Values("Mcp-Session-Id")
-	if code < 200 || code >= 300 || len(ids) == 0 {
-		return // stateless backend, or initialize failed
-	}
-	if len(ids) > 1 || !g.sessions.bind(g.backend.Name, ids[0], p.Key()) {
-		// The client's requests with this id will get 404.
-		g.log.Warn("backend issued an unusable session id (repeated, or bound to another user)", "request_id", x.requestID)
-	}
-}
-
-// initializes reports whether m holds an initialize request.
-func initializes(m *mcp.Message) bool {
-	for _, c := range m.Calls {
-		if c.Method == "initialize" && !c.IsNotification && !c.IsResponse {
-			return true
-		}
-	}
 	return false
 }
 
@@ -845,9 +822,9 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	header http.Header
-	// onHeader, when set, sees the final status and headers before they
-	// are sent (for session binding).
-	onHeader     func(code int, h http.Header)
+	// session, when set, rewrites the answer's Mcp-Session-Id before
+	// the headers are sent.
+	session      *sessionHeader
 	body         *bodyReader // the request's body, when it has one
 	writeTimeout time.Duration
 }
@@ -872,9 +849,9 @@ func (s *statusWriter) WriteHeader(code int) {
 			s.header.Set("Connection", "close")
 		}
 	}
-	if f := s.onHeader; f != nil && code >= 200 { // the final answer, not a 1xx
-		s.onHeader = nil
-		f(code, s.ResponseWriter.Header())
+	if h := s.session; h != nil && code >= 200 { // the final answer, not a 1xx
+		s.session = nil
+		h.rewrite(code, s.ResponseWriter.Header())
 	}
 	s.ResponseWriter.WriteHeader(code)
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,8 @@ type Server struct {
 	policy   *policy.Holder
 	// reloadKeys re-reads the signing keys (authorization_server mode only).
 	reloadKeys func(context.Context) error
+	// policyReload runs a reload requested through the store (as.go).
+	policyReload atomic.Pointer[func()]
 	// inFlightIP is shared by every route: a client address has one bound.
 	inFlightIP *ratelimit.InFlight
 	bodyLimits bodyLimits

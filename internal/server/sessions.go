@@ -1,156 +1,209 @@
 package server
 
 import (
-	"container/list"
-	"sync"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/http"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/keys"
 )
 
-// Session table bounds. A binding exists only for a session a backend
-// issued (one initialize round trip each, rate limited per user), so these
-// are far above what real clients hold.
+// Session id bounds.
 const (
-	maxSessions        = 100_000
-	maxSessionsPerUser = 1_000
-	sessionIdleTTL     = 24 * time.Hour
+	// maxBackendSessionID bounds the session id a backend may issue; a
+	// longer one is not passed on (UUIDs and 32-byte tokens are far
+	// shorter).
+	maxBackendSessionID = 512
+	// sessionMaxAge ends a session id this long after its initialize; the
+	// client then starts a new session (the 404 of MCP streamable HTTP,
+	// "Session Management"). The ids carry no last use, so this bounds
+	// their whole life.
+	sessionMaxAge = 30 * 24 * time.Hour
+	// sessionSkew tolerates replicas' clocks apart by this much.
+	sessionSkew = time.Minute
 )
 
-// sessionBinder binds MCP session ids to the user whose initialize the
-// backend answered with that id, so a leaked Mcp-Session-Id cannot be used
-// by another user (MCP security best practices: bind sessions to the user,
-// never authenticate by session). Ids the gateway did not see issued —
-// guessed, another user's, or from before a restart — are unknown: the
-// gateway answers 404, as the backend would for an expired session, and the
-// client starts a new one (MCP streamable HTTP, "Session Management").
+const (
+	sessionTimeSize  = 8
+	sessionOwnerSize = sha256.Size
+	sessionOverhead  = 2 + 12 + 16 // keys.Sealer: header, nonce, GCM tag
+	// maxSessionID bounds the Mcp-Session-Id the gateway issues and
+	// accepts: anything longer is not one of ours, refused before decoding.
+	maxSessionID = (sessionOverhead+sessionTimeSize+sessionOwnerSize+maxBackendSessionID+2)/3*4 + 4
+)
+
+// sessionCodec turns the session id a backend issued into the
+// Mcp-Session-Id the client sees, and back.
 //
-// The table is bounded: at most max bindings and perUser per user, evicted
-// least recently used first in O(1). A user at its share evicts its own
-// oldest binding, never another user's, so a flood of sessions from one
-// user cannot log others out.
-type sessionBinder struct {
-	mu      sync.Mutex
-	m       map[sessionKey]*sessionEntry
-	users   map[string]*list.List // per user: *sessionEntry, most recently used first
-	lru     list.List             // every *sessionEntry, most recently used first
-	max     int
-	perUser int
-	ttl     time.Duration
-	clock   func() time.Time
+// The client's id is sealed (AES-256-GCM, internal/keys.Sealer) and holds
+// the time of the initialize, a hash of the user it was issued to (issuer
+// and subject) and the backend's session id; the backend's name is the
+// associated data. Any replica holding the key verifies the owner and
+// recovers the backend's id without a lookup, so an MCP session continues
+// on whichever replica a request reaches (MCP security best practices:
+// bind sessions to the user; never authenticate by session). Another
+// user's id, one for another backend, a tampered, expired or foreign id
+// all get 404, as a backend answers an unknown session, and the client
+// starts a new one. The backend's own id never reaches the client.
+//
+// Nothing is stored, so there is no table to flood (issue 11.4): the
+// cost is one AES-GCM open and one SHA-256 per request with a session
+// (BenchmarkSessionOpen). A stored binding would cost a store round trip
+// per request instead (BenchmarkSessionStoreLookup); see
+// docs/architecture.md, "Several replicas".
+type sessionCodec struct {
+	sealer *keys.Sealer
+	ad     []byte // "mcpgate mcp session\x00" + backend name
+	now    func() time.Time
 }
 
-// sessionKey scopes ids to a backend: each backend issues its own.
-type sessionKey struct{ backend, id string }
-
-type sessionEntry struct {
-	key      sessionKey
-	user     string
-	lastUsed time.Time
-	all      *list.Element // in sessionBinder.lru
-	mine     *list.Element // in sessionBinder.users[user]
-}
-
-// sessionState is the outcome of sessionBinder.use.
+// sessionState is the outcome of sessionCodec.open.
 type sessionState int
 
 const (
 	sessionOK       sessionState = iota
-	sessionUnknown               // never issued, expired, evicted or forgotten
-	sessionMismatch              // bound to another user
+	sessionUnknown               // not ours: malformed, tampered, another backend's, expired
+	sessionMismatch              // issued to another user
 )
 
-func newSessionBinder(max, perUser int, ttl time.Duration) *sessionBinder {
-	return &sessionBinder{
-		m: make(map[sessionKey]*sessionEntry), users: make(map[string]*list.List),
-		max: max, perUser: min(perUser, max), ttl: ttl, clock: time.Now,
+// newSessionSealer derives the key that seals session ids from the
+// gateway's encryption key (HKDF, RFC 5869), so they never share a key with
+// what the store seals; ids sealed under a previous encryption key still
+// open (encryption_key_previous), so rotating it ends no session. Without
+// an encryption key (modes without the authorization server, when none is
+// configured) it draws a random key: session ids then hold on this process
+// only and end with it.
+func newSessionSealer(encryptionKey string, previous []string) (*keys.Sealer, error) {
+	if encryptionKey == "" {
+		k := make([]byte, keys.KeySize)
+		rand.Read(k)
+		return keys.NewSealer(k)
 	}
+	var derived [][]byte
+	for i, b64 := range append([]string{encryptionKey}, previous...) {
+		master, err := keys.ParseKey(b64)
+		if err != nil {
+			if i > 0 {
+				return nil, fmt.Errorf("previous key %d: %w", i, err)
+			}
+			return nil, err
+		}
+		k, err := hkdf.Key(sha256.New, master, nil, "mcpgate mcp session ids v1", keys.KeySize)
+		if err != nil {
+			return nil, err
+		}
+		derived = append(derived, k)
+	}
+	return keys.NewSealer(derived[0], derived[1:]...)
 }
 
-// use reports whether user may use session id at backend, and marks it used.
-func (s *sessionBinder) use(backend, id, user string) sessionState {
-	now := s.clock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.m[sessionKey{backend, id}]
-	switch {
-	case e == nil:
-		return sessionUnknown
-	case now.Sub(e.lastUsed) >= s.ttl:
-		s.remove(e)
-		return sessionUnknown
-	case e.user != user:
-		return sessionMismatch
-	}
-	e.lastUsed = now
-	s.lru.MoveToFront(e.all)
-	s.users[user].MoveToFront(e.mine)
-	return sessionOK
+func newSessionCodec(sealer *keys.Sealer, backend string) *sessionCodec {
+	return &sessionCodec{sealer: sealer, ad: []byte("mcpgate mcp session\x00" + backend), now: time.Now}
 }
 
-// bind records that backend issued session id to user. It returns false
-// when the id is bound to another user (the binding is kept: a backend
-// reusing a live id must not hand over another user's session).
-func (s *sessionBinder) bind(backend, id, user string) bool {
-	now := s.clock()
-	k := sessionKey{backend, id}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.m[k]; e != nil {
-		if now.Sub(e.lastUsed) < s.ttl && e.user != user {
+// seal returns the client's id for the backend's session id issued to
+// userKey. ok is false for an id the backend may not issue (empty, too
+// long, or not visible ASCII as MCP requires).
+func (c *sessionCodec) seal(userKey, backendID string) (string, bool) {
+	if !validSessionID(backendID, maxBackendSessionID) {
+		return "", false
+	}
+	pt := make([]byte, sessionTimeSize, sessionTimeSize+sessionOwnerSize+len(backendID))
+	binary.BigEndian.PutUint64(pt, uint64(c.now().Unix()))
+	owner := sha256.Sum256([]byte(userKey))
+	pt = append(append(pt, owner[:]...), backendID...)
+	sealed, err := c.sealer.Seal(pt, c.ad)
+	if err != nil {
+		return "", false
+	}
+	return base64.RawURLEncoding.EncodeToString(sealed), true
+}
+
+// open verifies the client's id and returns the backend's session id.
+func (c *sessionCodec) open(userKey, id string) (string, sessionState) {
+	if len(id) > maxSessionID {
+		return "", sessionUnknown
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(id)
+	if err != nil {
+		return "", sessionUnknown
+	}
+	pt, err := c.sealer.Open(raw, c.ad)
+	if err != nil || len(pt) <= sessionTimeSize+sessionOwnerSize {
+		return "", sessionUnknown
+	}
+	issued := time.Unix(int64(binary.BigEndian.Uint64(pt)), 0)
+	if now := c.now(); now.Sub(issued) >= sessionMaxAge || issued.Sub(now) > sessionSkew {
+		return "", sessionUnknown
+	}
+	owner := sha256.Sum256([]byte(userKey))
+	if subtle.ConstantTimeCompare(owner[:], pt[sessionTimeSize:sessionTimeSize+sessionOwnerSize]) != 1 {
+		return "", sessionMismatch
+	}
+	return string(pt[sessionTimeSize+sessionOwnerSize:]), sessionOK
+}
+
+// validSessionID reports whether id is a non-empty run of visible ASCII
+// (0x21–0x7E, MCP streamable HTTP) of at most max bytes.
+func validSessionID(id string, max int) bool {
+	if id == "" || len(id) > max {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
 			return false
 		}
-		s.remove(e)
 	}
-	// Idle bindings go first, from the cold end.
-	for b := s.lru.Back(); b != nil && now.Sub(b.Value.(*sessionEntry).lastUsed) >= s.ttl; b = s.lru.Back() {
-		s.remove(b.Value.(*sessionEntry))
-	}
-	mine := s.users[user]
-	if mine == nil {
-		mine = list.New()
-		s.users[user] = mine
-	}
-	if mine.Len() >= s.perUser {
-		s.remove(mine.Back().Value.(*sessionEntry))
-	}
-	if s.lru.Len() >= s.max {
-		// Only reachable when max/perUser users are at their share.
-		s.remove(s.lru.Back().Value.(*sessionEntry))
-	}
-	if s.users[user] == nil { // remove dropped the (now empty) list
-		s.users[user] = mine
-	}
-	e := &sessionEntry{key: k, user: user, lastUsed: now}
-	e.all = s.lru.PushFront(e)
-	e.mine = mine.PushFront(e)
-	s.m[k] = e
 	return true
 }
 
-// forget drops user's binding of id at backend (after the backend confirmed
-// a DELETE).
-func (s *sessionBinder) forget(backend, id, user string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.m[sessionKey{backend, id}]; e != nil && e.user == user {
-		s.remove(e)
-	}
+// sessionHeader rewrites Mcp-Session-Id in a backend's answer: the
+// backend's id goes out sealed to the request's user, never in clear. It
+// lives in the exchange, so no request allocates a hook for it.
+type sessionHeader struct {
+	codec     *sessionCodec
+	userKey   string
+	clientID  string // the id the client presented (already sealed)
+	backendID string // what it unsealed to
+	log       *slog.Logger
 }
 
-// remove unlinks e; called with mu held.
-func (s *sessionBinder) remove(e *sessionEntry) {
-	delete(s.m, e.key)
-	s.lru.Remove(e.all)
-	if mine := s.users[e.user]; mine != nil {
-		mine.Remove(e.mine)
-		if mine.Len() == 0 {
-			delete(s.users, e.user)
+// rewrite runs on the backend's final status and headers before they are
+// sent.
+func (s *sessionHeader) rewrite(code int, h http.Header) {
+	ids := h.Values("Mcp-Session-Id")
+	if len(ids) == 0 {
+		return
+	}
+	switch {
+	case len(ids) == 1 && ids[0] == s.backendID && s.backendID != "":
+		h["Mcp-Session-Id"] = []string{s.clientID} // the session the client named: its id unchanged
+		return
+	case len(ids) == 1 && code >= 200 && code < 300:
+		if sealed, ok := s.codec.seal(s.userKey, ids[0]); ok {
+			h["Mcp-Session-Id"] = []string{sealed}
+			return
 		}
 	}
+	// Several ids, an unusable one, or one on an error: the client gets
+	// none (its next request with it would fail anyway).
+	h.Del("Mcp-Session-Id")
+	s.log.Warn("backend issued an unusable session id (several, malformed or on an error); not passed on", "ids", len(ids), "status", code)
 }
 
-// len returns the number of bindings.
-func (s *sessionBinder) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
+func (s sessionState) String() string {
+	switch s {
+	case sessionOK:
+		return "ok"
+	case sessionMismatch:
+		return "mismatch"
+	}
+	return fmt.Sprintf("unknown(%d)", int(s))
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,7 @@ type sessionBackend struct {
 	n            int
 	hits         atomic.Int64
 	deleteStatus atomic.Int64
+	seen         []string // session ids received, in order
 }
 
 func (b *sessionBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -63,15 +65,48 @@ func (b *sessionBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case id != "" && !b.live[id]:
 		http.Error(w, "unknown session", http.StatusNotFound)
 		return
+	case id != "":
+		b.seen = append(b.seen, id)
+		w.Header().Set("Mcp-Session-Id", id) // as the TS SDK's server does on every answer
+	case strings.Contains(string(body), `"issue"`): // ids issued out of turn
+		var m struct {
+			Params struct{ Issue []string } `json:"params"`
+		}
+		json.Unmarshal(body, &m)
+		w.Header()["Mcp-Session-Id"] = m.Params.Issue
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
 }
 
-func newSessionGateway(t testing.TB, sessions *sessionBinder) (*gateway, *sessionBackend) {
+// testSessionKey is the encryption key the test gateways seal session ids
+// under, as replicas sharing one configuration do.
+const testSessionKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+// testSessionCodec seals under testSessionKey, or under a random key.
+func testSessionCodec(t testing.TB, backend string) *sessionCodec {
+	key := testSessionKey
+	if t == nil {
+		key = ""
+	}
+	sealer, err := newSessionSealer(key, nil)
+	if err != nil {
+		panic(err)
+	}
+	return newSessionCodec(sealer, backend)
+}
+
+func newSessionGateway(t testing.TB) (*gateway, *sessionBackend) {
 	t.Helper()
 	be := &sessionBackend{live: map[string]bool{}}
 	be.deleteStatus.Store(http.StatusNoContent)
+	return newGatewayFor(t, be), be
+}
+
+// newGatewayFor is a gateway (a replica) in front of be; gateways made
+// for one backend share its sessions, as replicas in front of one URL do.
+func newGatewayFor(t testing.TB, be *sessionBackend) *gateway {
+	t.Helper()
 	srv := httptest.NewServer(be)
 	t.Cleanup(srv.Close)
 	cfg, err := config.Parse([]byte(`
@@ -94,8 +129,8 @@ audit: { sink: none }
 	return &gateway{
 		backend: b, authn: headerUsers{}, policy: policy.NewHolder(engine), audit: &flakyAuditor{},
 		ipLimiter: noLimit{}, userLimiter: noLimit{}, edge: newEdge(cfg), maxBody: 1 << 20,
-		sessions: sessions, log: slog.New(slog.DiscardHandler),
-	}, be
+		sessions: testSessionCodec(t, "demo"), log: slog.New(slog.DiscardHandler),
+	}
 }
 
 const (
@@ -127,22 +162,47 @@ func initialize(t testing.TB, g *gateway, user string) string {
 	return id
 }
 
-// Sessions are bound when the backend issues them, to the user whose
-// initialize it answered (issue 11.4).
+// The gateway issues its own session id, sealed to the user whose
+// initialize the backend answered, and forwards the backend's id in its
+// place (issues 11.4 and 14.1).
 func TestSessionBoundOnInitialize(t *testing.T) {
-	g, be := newSessionGateway(t, newSessionBinder(100, 10, time.Hour))
+	g, be := newSessionGateway(t)
 	id := initialize(t, g, "alice")
-	if rec := serve(g, "POST", "alice", pingBody, id); rec.Code != 200 {
+	if id == "session-1" || strings.Contains(id, "session-") {
+		t.Fatalf("the backend's session id reached the client: %q", id)
+	}
+	if len(id) > 200 {
+		t.Errorf("session id of %d bytes for a 9-byte backend id", len(id))
+	}
+	rec := serve(g, "POST", "alice", pingBody, id)
+	if rec.Code != 200 {
 		t.Fatalf("alice with her session: %d %s", rec.Code, rec.Body)
 	}
+	if got := rec.Header().Values("Mcp-Session-Id"); !slices.Equal(got, []string{id}) {
+		t.Errorf("answer's Mcp-Session-Id = %q, want the client's own %q", got, id)
+	}
+	if !slices.Equal(be.seen, []string{"session-1"}) {
+		t.Errorf("backend received %q, want its own id", be.seen)
+	}
+	tampered := []byte(id)
+	tampered[len(tampered)/2] ^= 1
+	if tampered[len(tampered)/2] == '-' || tampered[len(tampered)/2] == '_' {
+		tampered[len(tampered)/2] = 'A'
+	}
+	otherBackend, _ := testSessionCodec(t, "other").seal("test#alice", "session-1")
+	foreignKey, _ := testSessionCodec(nil, "demo").seal("test#alice", "session-1")
 	tests := []struct {
 		name, user string
 		ids        []string
 		want       int
 	}{
 		{"another user's session", "bob", []string{id}, 404},
-		{"an id the backend never issued", "alice", []string{"session-999"}, 404},
-		{"an id of another backend's format", "alice", []string{"guessed"}, 404},
+		{"the backend's own id", "alice", []string{"session-1"}, 404},
+		{"an id of another format", "alice", []string{"guessed"}, 404},
+		{"a tampered id", "alice", []string{string(tampered)}, 404},
+		{"an id for another backend", "alice", []string{otherBackend}, 404},
+		{"an id sealed under another key", "alice", []string{foreignKey}, 404},
+		{"an oversized id", "alice", []string{strings.Repeat("A", maxSessionID+1)}, 404},
 		{"several session headers", "alice", []string{id, id}, 400},
 		{"several different session headers", "alice", []string{id, "x"}, 400},
 	}
@@ -158,11 +218,6 @@ func TestSessionBoundOnInitialize(t *testing.T) {
 			}
 		})
 	}
-	// An unknown id is not bound by being used: it stays unknown.
-	serve(g, "POST", "alice", pingBody, "session-999")
-	if g.sessions.len() != 1 {
-		t.Errorf("bindings = %d, want 1", g.sessions.len())
-	}
 	// Stateless requests (no session id) pass.
 	if rec := serve(g, "POST", "bob", pingBody); rec.Code != 200 {
 		t.Errorf("without a session: %d", rec.Code)
@@ -172,24 +227,105 @@ func TestSessionBoundOnInitialize(t *testing.T) {
 	}
 }
 
-// A failed or refused initialize binds nothing.
-func TestSessionNotBoundWithoutInitialize(t *testing.T) {
-	g, _ := newSessionGateway(t, newSessionBinder(100, 10, time.Hour))
-	// The backend issues an id in answer to a non-initialize request: ignored.
-	rec := serve(g, "POST", "alice", pingBody)
-	if rec.Code != 200 || g.sessions.len() != 0 {
-		t.Errorf("ping: %d, bindings %d", rec.Code, g.sessions.len())
+// A session continues on any replica sharing the encryption key, with no
+// lookup; another user's id gets 404 on every replica; a replica with
+// another key does not know it.
+func TestSessionAcrossReplicas(t *testing.T) {
+	be := &sessionBackend{live: map[string]bool{}}
+	be.deleteStatus.Store(http.StatusNoContent)
+	a, b := newGatewayFor(t, be), newGatewayFor(t, be)
+	id := initialize(t, a, "alice")
+	if rec := serve(b, "POST", "alice", pingBody, id); rec.Code != 200 {
+		t.Fatalf("alice's session on replica B: %d %s", rec.Code, rec.Body)
 	}
-	// An initialize that is a notification is not a session start.
-	serve(g, "POST", "alice", `{"jsonrpc":"2.0","method":"initialize"}`)
-	if g.sessions.len() != 0 {
-		t.Errorf("bindings = %d after a notification", g.sessions.len())
+	for _, g := range []*gateway{a, b} {
+		if rec := serve(g, "POST", "bob", pingBody, id); rec.Code != 404 {
+			t.Errorf("bob with alice's id: %d, want 404", rec.Code)
+		}
+	}
+	c := newGatewayFor(t, be)
+	c.sessions = testSessionCodec(nil, "demo")
+	if rec := serve(c, "POST", "alice", pingBody, id); rec.Code != 404 {
+		t.Errorf("a replica with another key: %d, want 404", rec.Code)
+	}
+	// DELETE on B ends the session at the backend; A then gets its 404.
+	if rec := serve(b, "DELETE", "alice", "", id); rec.Code != 204 {
+		t.Fatalf("DELETE on B: %d", rec.Code)
+	}
+	if rec := serve(a, "POST", "alice", pingBody, id); rec.Code != 404 {
+		t.Errorf("after DELETE on B, A: %d, want 404", rec.Code)
 	}
 }
 
-// DELETE forgets a binding only when the backend confirms.
-func TestSessionDeleteNeedsBackendConfirmation(t *testing.T) {
-	g, be := newSessionGateway(t, newSessionBinder(100, 10, time.Hour))
+// Whatever Mcp-Session-Id a backend sends goes out sealed, or not at all:
+// the backend's ids never reach the client.
+func TestSessionIDNeverLeaks(t *testing.T) {
+	g, _ := newSessionGateway(t)
+	for _, tt := range []struct {
+		name   string
+		issued []string
+		want   bool // a sealed id goes out
+	}{
+		{"an id on a ping", []string{"out-of-turn"}, true},
+		{"several ids", []string{"a", "b"}, false},
+		{"an id with a space", []string{"a b"}, false},
+		{"an oversized id", []string{strings.Repeat("x", maxBackendSessionID+1)}, false},
+		{"an id of the longest size", []string{strings.Repeat("x", maxBackendSessionID)}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			issue, _ := json.Marshal(tt.issued)
+			rec := serve(g, "POST", "alice", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"issue":`+string(issue)+`}}`)
+			got := rec.Header().Values("Mcp-Session-Id")
+			for _, id := range tt.issued {
+				if slices.Contains(got, id) {
+					t.Fatalf("the backend's id %q reached the client", id)
+				}
+			}
+			if (len(got) == 1) != tt.want || len(got) > 1 {
+				t.Fatalf("Mcp-Session-Id = %q, want a sealed id: %v", got, tt.want)
+			}
+			if tt.want {
+				if len(got[0]) > maxSessionID {
+					t.Errorf("sealed id of %d bytes, bound %d", len(got[0]), maxSessionID)
+				}
+				if back, st := g.sessions.open("test#alice", got[0]); st != sessionOK || back != tt.issued[0] {
+					t.Errorf("open = %q %v", back, st)
+				}
+			}
+		})
+	}
+}
+
+// Ids expire sessionMaxAge after the initialize; ids from the future
+// (beyond clock skew between replicas) are refused.
+func TestSessionExpiry(t *testing.T) {
+	c := testSessionCodec(t, "demo")
+	now := time.Unix(2e9, 0)
+	c.now = func() time.Time { return now }
+	id, ok := c.seal("u", "s")
+	if !ok {
+		t.Fatal("seal")
+	}
+	for _, tt := range []struct {
+		at   time.Time
+		want sessionState
+	}{
+		{now.Add(sessionMaxAge - time.Second), sessionOK},
+		{now.Add(sessionMaxAge), sessionUnknown},
+		{now.Add(-sessionSkew), sessionOK},
+		{now.Add(-sessionSkew - time.Second), sessionUnknown},
+	} {
+		c.now = func() time.Time { return tt.at }
+		if _, got := c.open("u", id); got != tt.want {
+			t.Errorf("at %v: %v, want %v", tt.at.Sub(now), got, tt.want)
+		}
+	}
+}
+
+// DELETE reaches the backend with its own id, only from the session's
+// owner; the session ends when the backend ends it.
+func TestSessionDelete(t *testing.T) {
+	g, be := newSessionGateway(t)
 	id := initialize(t, g, "alice")
 
 	be.deleteStatus.Store(http.StatusInternalServerError)
@@ -200,8 +336,9 @@ func TestSessionDeleteNeedsBackendConfirmation(t *testing.T) {
 		t.Fatalf("after a failed DELETE: %d, want the session kept", rec.Code)
 	}
 	// Another user's DELETE never reaches the backend.
-	if rec := serve(g, "DELETE", "bob", "", id); rec.Code != 404 {
-		t.Fatalf("bob's DELETE: %d", rec.Code)
+	hits := be.hits.Load()
+	if rec := serve(g, "DELETE", "bob", "", id); rec.Code != 404 || be.hits.Load() != hits {
+		t.Fatalf("bob's DELETE: %d (backend hit: %v)", rec.Code, be.hits.Load() != hits)
 	}
 
 	be.deleteStatus.Store(http.StatusNoContent)
@@ -210,86 +347,6 @@ func TestSessionDeleteNeedsBackendConfirmation(t *testing.T) {
 	}
 	if rec := serve(g, "POST", "alice", pingBody, id); rec.Code != 404 {
 		t.Errorf("after DELETE: %d, want 404", rec.Code)
-	}
-	if g.sessions.len() != 0 {
-		t.Errorf("bindings = %d", g.sessions.len())
-	}
-}
-
-// One user at its share evicts its own least recently used binding, never
-// another user's; the table never exceeds its bound.
-func TestSessionBinderShares(t *testing.T) {
-	s := newSessionBinder(10, 3, time.Hour)
-	if !s.bind("b", "a1", "alice") {
-		t.Fatal("bind")
-	}
-	for i := range 1000 {
-		s.bind("b", fmt.Sprint("m", i), "mallory")
-		if i == 1 {
-			s.use("b", "m0", "mallory") // m1 is now mallory's least recently used
-		}
-	}
-	if s.use("b", "a1", "alice") != sessionOK {
-		t.Error("mallory's flood evicted alice's binding")
-	}
-	if n := s.len(); n != 4 {
-		t.Errorf("bindings = %d, want 4 (alice 1, mallory 3)", n)
-	}
-	for id, want := range map[string]sessionState{"m999": sessionOK, "m998": sessionOK, "m997": sessionOK, "m0": sessionUnknown, "m1": sessionUnknown} {
-		if got := s.use("b", id, "mallory"); got != want {
-			t.Errorf("%s: %v, want %v", id, got, want)
-		}
-	}
-	// Ids are per backend.
-	if s.use("other", "a1", "alice") != sessionUnknown {
-		t.Error("a binding leaked to another backend")
-	}
-	if s.use("b", "a1", "mallory") != sessionMismatch {
-		t.Error("mallory can use alice's session")
-	}
-	// A live id bound to another user is not rebound.
-	if s.bind("b", "a1", "mallory") || s.use("b", "a1", "alice") != sessionOK {
-		t.Error("a live binding was handed over")
-	}
-	// forget drops only the owner's binding.
-	s.forget("b", "a1", "mallory")
-	if s.use("b", "a1", "alice") != sessionOK {
-		t.Error("forget by another user dropped the binding")
-	}
-	s.forget("b", "a1", "alice")
-	if s.use("b", "a1", "alice") != sessionUnknown {
-		t.Error("forget by the owner kept the binding")
-	}
-}
-
-// The global bound holds when many users are at their share, evicting the
-// least recently used binding; idle bindings expire.
-func TestSessionBinderGlobalBoundAndTTL(t *testing.T) {
-	now := time.Unix(1e9, 0)
-	s := newSessionBinder(4, 2, time.Hour)
-	s.clock = func() time.Time { return now }
-	for _, u := range []string{"u1", "u2", "u3"} {
-		for i := range 2 {
-			now = now.Add(time.Second)
-			s.bind("b", u+fmt.Sprint(i), u)
-		}
-	}
-	if s.len() != 4 {
-		t.Fatalf("bindings = %d, want 4", s.len())
-	}
-	if s.use("b", "u10", "u1") != sessionUnknown || s.use("b", "u31", "u3") != sessionOK {
-		t.Error("global eviction did not drop the least recently used")
-	}
-	now = now.Add(2 * time.Hour)
-	if s.use("b", "u31", "u3") != sessionUnknown {
-		t.Error("an idle binding outlived its TTL")
-	}
-	s.bind("b", "new", "u4")
-	if s.len() != 1 {
-		t.Errorf("bindings = %d after expiry, want 1", s.len())
-	}
-	if len(s.users) != 1 {
-		t.Errorf("per-user lists = %d, want 1", len(s.users))
 	}
 }
 
@@ -301,7 +358,7 @@ func TestSessionFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long")
 	}
-	g, _ := newSessionGateway(t, newSessionBinder(maxSessions, maxSessionsPerUser, sessionIdleTTL))
+	g, _ := newSessionGateway(t)
 	alice := initialize(t, g, "alice")
 	// phase runs n requests from mallory on two goroutines, with a random
 	// session id each or (baseline) the same random text in another header,
@@ -350,13 +407,34 @@ func TestSessionFlood(t *testing.T) {
 	if flood > 2*base {
 		t.Errorf("bystander p50 %v during the flood, more than 2× %v", flood, base)
 	}
-	if g.sessions.len() != 1 {
-		t.Errorf("bindings = %d, want 1 (random ids are never bound)", g.sessions.len())
-	}
 	if rec := serve(g, "POST", "alice", pingBody, alice); rec.Code != 200 {
 		t.Errorf("alice after the flood: %d", rec.Code)
 	}
 	if rec := serve(g, "PUT", "mallory", "", rand.Text()); rec.Code != 404 {
 		t.Errorf("a random session id: %d, want 404", rec.Code)
+	}
+}
+
+// Rotating the encryption key ends no session: ids sealed under the key
+// that is now in encryption_key_previous still open, and new ids are
+// sealed under the new key, which a replica still on the old one refuses.
+func TestSessionSurvivesKeyRotation(t *testing.T) {
+	const newKey = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+	old := testSessionCodec(t, "demo")
+	id, _ := old.seal("u", "s")
+	sealer, err := newSessionSealer(newKey, []string{testSessionKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := newSessionCodec(sealer, "demo")
+	if back, st := rotated.open("u", id); st != sessionOK || back != "s" {
+		t.Errorf("an id sealed before the rotation: %q %v", back, st)
+	}
+	fresh, _ := rotated.seal("u", "s2")
+	if _, st := old.open("u", fresh); st != sessionUnknown {
+		t.Errorf("an id sealed under the new key opened with the old one only: %v", st)
+	}
+	if _, err := newSessionSealer(newKey, []string{"not base64!"}); err == nil || !strings.Contains(err.Error(), "previous key 1") {
+		t.Errorf("a bad previous key: %v", err)
 	}
 }

@@ -186,6 +186,10 @@ func CheckIssued(g *Grant, t *RefreshToken) error {
 // Store is mcpgate's persistent state. All methods are safe for concurrent
 // use, also from several processes sharing one database (SQL backends).
 type Store interface {
+	// Changes tells every process sharing the store what it may have
+	// cached that changed (see Changes).
+	Changes
+
 	// CreateClient stores a new client; ErrConflict if the ID exists.
 	CreateClient(ctx context.Context, c *Client) error
 	// GetClient returns ErrNotFound for unknown or expired clients.

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SigningKeys", testSigningKeys},
 		{"DeleteExpired", testDeleteExpired},
 		{"LongKeys", testLongKeys},
+		{"Changes", testChanges},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1158,4 +1159,84 @@ func testLongKeys(t *testing.T, s store.Store) {
 	must(t, "RevokeRefreshTokensForGrant long", s.RevokeRefreshTokensForGrant(ctx, g.ID))
 	_, err = s.GetRefreshToken(ctx, rt.Hash)
 	wantErr(t, "GetRefreshToken after revoke", err, store.ErrNotFound)
+}
+
+// nextChange waits for a change other than ChangeAll (which a backend may
+// send at any time, e.g. when its listener connects).
+func nextChange(t *testing.T, ch <-chan store.Change) store.Change {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				t.Fatal("subscription closed")
+			}
+			if c.Kind != store.ChangeAll {
+				return c
+			}
+		case <-timeout:
+			t.Fatal("no change within 5s")
+		}
+	}
+}
+
+func testChanges(t *testing.T, s store.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := s.Subscribe(ctx), s.Subscribe(ctx)
+
+	// Every subscriber hears every change, in order.
+	must(t, "Notify", s.Notify(ctx, store.Change{Kind: store.ChangeGrant, ID: "g1"}))
+	must(t, "Notify", s.Notify(ctx, store.Change{Kind: store.ChangeKeys}))
+	for name, ch := range map[string]<-chan store.Change{"a": a, "b": b} {
+		if got := nextChange(t, ch); got != (store.Change{Kind: store.ChangeGrant, ID: "g1"}) {
+			t.Errorf("%s: first change %+v", name, got)
+		}
+		if got := nextChange(t, ch); got != (store.Change{Kind: store.ChangeKeys}) {
+			t.Errorf("%s: second change %+v", name, got)
+		}
+	}
+
+	// An ID past the bound names everything.
+	must(t, "Notify", s.Notify(ctx, store.Change{Kind: store.ChangeGrant, ID: strings.Repeat("x", store.MaxChangeID+1)}))
+	for _, ch := range []<-chan store.Change{a, b} {
+		select {
+		case c := <-ch:
+			if c.Kind != store.ChangeAll {
+				t.Errorf("oversized ID: got %+v, want ChangeAll", c)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("oversized ID: nothing delivered")
+		}
+	}
+
+	// A subscriber that does not read never blocks Notify, and learns that
+	// it missed changes.
+	lagging := s.Subscribe(ctx)
+	for i := range 500 {
+		must(t, "Notify", s.Notify(ctx, store.Change{Kind: store.ChangeGrant, ID: fmt.Sprint(i)}))
+	}
+	sawAll := false
+	for len(lagging) > 0 {
+		if (<-lagging).Kind == store.ChangeAll {
+			sawAll = true
+		}
+	}
+	if !sawAll {
+		t.Error("a lagging subscriber was not told it missed changes")
+	}
+
+	// A subscription ends with its context.
+	sctx, scancel := context.WithCancel(ctx)
+	ended := s.Subscribe(sctx)
+	scancel()
+	timeout := time.After(5 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-ended:
+		case <-timeout:
+			t.Fatal("subscription not closed after its context ended")
+		}
+	}
 }

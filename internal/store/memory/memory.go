@@ -22,6 +22,8 @@ type consentKey struct{ user, client string }
 
 // Store keeps everything in maps behind one mutex.
 type Store struct {
+	store.Hub // changes reach this process only
+
 	mu       sync.Mutex
 	clients  map[string]*store.Client
 	requests map[string]*store.AuthRequest

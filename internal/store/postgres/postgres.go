@@ -32,6 +32,7 @@ const migrationLock int64 = 0x6d6370676174
 // Store is a PostgreSQL-backed store.Store.
 type Store struct {
 	pool *pgxpool.Pool
+	ch   *changes // LISTEN/NOTIFY (changes.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -57,11 +58,16 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	if err := s.initChanges(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // Close implements store.Store.
 func (s *Store) Close() error {
+	s.stopListening()
 	s.pool.Close()
 	return nil
 }

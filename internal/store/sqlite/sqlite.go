@@ -43,6 +43,11 @@ const MemoryDSN = ":memory:"
 
 // Store is a SQLite-backed store.Store.
 type Store struct {
+	// Changes reach this process only: SQLite serves one replica. A
+	// command run beside it (`mcpgate keys rotate`) is picked up on
+	// SIGHUP or by the caches' TTLs.
+	store.Hub
+
 	w  *sql.DB // exactly one connection: all writes
 	r  *sql.DB // read-only pool (the same as w for in-memory databases)
 	ws stmts   // prepared on w
