@@ -296,4 +296,3 @@ func TestStreamListFilter(t *testing.T) {
 		t.Errorf("malformed JSON passed: %s", got)
 	}
 }
-
