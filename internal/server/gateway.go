@@ -675,17 +675,23 @@ type sseReader struct {
 	status  *proxy.Status
 	out     bytes.Buffer
 	buf     *[]byte // pooled read buffer
+	outBuf  *[]byte // pooled backing of out
 	err     error
 	stopped bool // a broken event ended a POST stream
 }
 
 func newSSEReader(src io.ReadCloser, lf *mcp.ListFilter, status *proxy.Status) *sseReader {
-	r := &sseReader{src: src, lf: lf, status: status, buf: sseBuffers.Get().(*[]byte)}
+	r := &sseReader{src: src, lf: lf, status: status, buf: sseBuffers.Get().(*[]byte), outBuf: sseOutBuffers.Get().(*[]byte)}
+	r.out = *bytes.NewBuffer((*r.outBuf)[:0])
 	r.f = mcp.NewSSEFilter(&r.out, nil, r.rewrite)
 	return r
 }
 
 var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// sseOutBuffers back sseReader.out, which holds a whole (filtered) event:
+// without them every list answer grows one from zero.
+var sseOutBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 func (r *sseReader) rewrite(data []byte) []byte {
 	if r.stopped {
@@ -744,6 +750,12 @@ func (r *sseReader) Close() error {
 	if r.buf != nil {
 		sseBuffers.Put(r.buf)
 		r.buf = nil
+		r.out.Reset() // so that Bytes has the whole capacity, not what is left past the read offset
+		if out := r.out.Bytes(); cap(out) <= maxPooledListBody {
+			*r.outBuf = out
+			sseOutBuffers.Put(r.outBuf)
+		}
+		r.out = bytes.Buffer{}
 		r.f.Release()
 		r.lf.Release()
 	}
