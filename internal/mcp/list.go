@@ -63,6 +63,7 @@ func (s *filterState) release() {
 		return
 	}
 	s.out = s.out[:0]
+	clear(s.ix.msgs[:cap(s.ix.msgs)]) // they point at cache entries, which may be evicted
 	s.ix.cache = nil
 	s.ix.key = listKey{}
 	filterStates.Put(s)
@@ -341,9 +342,20 @@ func (f *ListFilter) rewriteOne(w *rewriter, m *msgIndex) {
 		w.replace(m.start, m.end, ErrorResponse(m.id.of(w.src), CodeInternalError, refusalMessage, nil))
 		return
 	}
-	if f.cache != nil && m.hasResult {
+	if f.cache != nil && m.hasResult && m.hasList(mask) {
 		f.cache.store(&f.key, m.result.of(w.src), filtered, m.resultDepth)
 	}
+}
+
+// hasList reports whether m's result has a list member of a shape in mask:
+// only those results are worth keeping (a stream also replays others).
+func (m *msgIndex) hasList(mask uint8) bool {
+	for k := range m.lists {
+		if mask&(1<<k) != 0 && m.lists[k].present {
+			return true
+		}
+	}
+	return false
 }
 
 // methodFor returns the list method of the pending request with id, without

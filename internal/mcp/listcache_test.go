@@ -363,3 +363,15 @@ func sameJSON(a, b []byte) bool {
 	}
 	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
+
+// TestListCacheKeepsListsOnly: a stream replays other responses too; only
+// list results are kept.
+func TestListCacheKeepsListsOnly(t *testing.T) {
+	c := NewListCache(16, 1<<20)
+	f := NewStreamListFilter(func(_, _ string) bool { return true })
+	f.UseCache(c, 1, "s")
+	rewriteOnce(t, f, `{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"hello"}]}}`)
+	if st := c.Stats(); st.Entries != 0 {
+		t.Errorf("a tools/call result was cached: %+v", st)
+	}
+}
