@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -373,5 +374,43 @@ func TestListCacheKeepsListsOnly(t *testing.T) {
 	rewriteOnce(t, f, `{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"hello"}]}}`)
 	if st := c.Stats(); st.Entries != 0 {
 		t.Errorf("a tools/call result was cached: %+v", st)
+	}
+}
+
+// TestListCacheConcurrent: callers of several scopes filtering several lists
+// at once, with evictions, always get their own correct answer (run with
+// -race).
+func TestListCacheConcurrent(t *testing.T) {
+	c := NewListCache(3, 1<<20)
+	lists := []string{cacheList, strings.Replace(cacheList, `"get_c"`, `"get_d"`, 1)}
+	keeps := map[string]func(string) bool{
+		"readers": readers,
+		"all":     func(string) bool { return true },
+		"none":    func(string) bool { return false },
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				scope := []string{"readers", "all", "none"}[(g+i)%3]
+				msg := lists[i%2]
+				want, err := FilterList([]byte(msg), "tools/list", keeps[scope])
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				f := cachedFilter(t, c, 1, scope, keeps[scope], nil)
+				if got := f.Rewrite([]byte(msg)); !bytes.Equal(got, want) {
+					t.Errorf("%s: got %s, want %s", scope, got, want)
+				}
+				f.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	if st := c.Stats(); st.Entries > 3 || st.Hits == 0 || st.Evictions == 0 {
+		t.Errorf("stats = %+v, want hits, evictions and at most 3 entries", st)
 	}
 }
