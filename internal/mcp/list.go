@@ -79,6 +79,9 @@ type rewriter struct {
 
 // copyTo copies src up to i and marks the output changed.
 func (w *rewriter) copyTo(i int) {
+	if w.out == nil {
+		w.out = make([]byte, 0, len(w.src)) // filtering mostly removes
+	}
 	w.out = append(w.out, w.src[w.pos:i]...)
 	w.pos = i
 	w.changed = true
