@@ -54,7 +54,7 @@ func TestHarnessInProcess(t *testing.T) {
 	// A second of load, as TestHarnessExternal: under -race on a busy
 	// 2-core machine no request finished within 400 ms.
 	o := options{Concurrency: 2, Duration: time.Second, Warmup: 100 * time.Millisecond, Rounds: 1,
-		Scenarios: []string{scenarioCall, scenarioList}, Tools: 100, InProcess: true, Settle: 50 * time.Millisecond}
+		Scenarios: []string{scenarioCall, scenarioList, scenarioListJSON}, Tools: 100, InProcess: true, Settle: 50 * time.Millisecond}
 	rep, err := run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -62,12 +62,15 @@ func TestHarnessInProcess(t *testing.T) {
 	checkRun(t, rep, o.Scenarios)
 	// The policy hides the two write tools (delete_vm, power_on_vm) of 106:
 	// the gateway filtered the list, the proxy did not.
-	list := rep.Results[scenarioList]
-	if d, b, m := list[targetDirect].Tools, list[targetProxy].Tools, list[targetMcpgate].Tools; d != 106 || b != d || m != 104 {
-		t.Errorf("tools listed: direct %d, bare-proxy %d, mcpgate %d; want 106, 106, 104", d, b, m)
+	for _, sc := range []string{scenarioList, scenarioListJSON} {
+		list := rep.Results[sc]
+		if d, b, m := list[targetDirect].Tools, list[targetProxy].Tools, list[targetMcpgate].Tools; d != 106 || b != d || m != 104 {
+			t.Errorf("%s: tools listed: direct %d, bare-proxy %d, mcpgate %d; want 106, 106, 104", sc, d, b, m)
+		}
 	}
 	md := rep.markdown("go run ./bench")
-	for _, want := range []string{"### tools/call", "### tools/list (106 tools on the backend; 104 after", "| mcpgate |", "### Start-up", "throughput ratio"} {
+	for _, want := range []string{"### tools/call", "### tools/list (106 tools on the backend; 104 after", "; SSE answers)",
+		"### tools/list-json (106 tools on the backend; 104 after mcpgate's policy filter; JSON answers)", "| mcpgate |", "### Start-up", "throughput ratio"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}

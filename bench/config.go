@@ -16,7 +16,8 @@ const (
 var callerGroup = fmt.Sprintf("team-%02d", callerRule)
 
 // gatewayYAML is mcpgate's configuration for the benchmark: jwt mode against
-// the local issuer, a 20-rule policy, file audit with the default fsync
+// the local issuer, the backend twice (/mcp answering with SSE, jsonPath
+// with JSON), a 20-rule policy, file audit with the default fsync
 // interval, and rate limits set far above the offered load (the limiter
 // stays in the request path, it just never refuses).
 func gatewayYAML(listen, issuerURL, backendURL, auditPath string) string {
@@ -31,7 +32,7 @@ auth:
   jwt:
     issuers:
       - issuer: %s
-        audience: %s/mcp
+        audience: [%s/mcp, %s%s]
         allow_private_issuer: true
   scopes_supported: [mcp:tools]
 rate_limit:
@@ -40,12 +41,15 @@ rate_limit:
 backends:
   - name: demo
     url: %s
+  - name: demo-json
+    path: %s
+    url: %s
 audit:
   sink: file
   path: %s
 policy:
   roles:
-`, listen, base, issuerURL, base, backendURL, auditPath)
+`, listen, base, issuerURL, base, base, jsonPath, backendURL, jsonPath, strings.TrimSuffix(backendURL, "/mcp")+jsonPath, auditPath)
 	for i := 0; i < policyRules; i++ {
 		tools := fmt.Sprintf(`["svc%02d_list_*", "svc%02d_get_*", "svc%02d_admin"]`, i, i, i)
 		if i == callerRule {

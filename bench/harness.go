@@ -78,8 +78,8 @@ func (o *options) check() error {
 		errs = append(errs, errors.New("no scenario"))
 	}
 	for _, s := range o.Scenarios {
-		if s != scenarioCall && s != scenarioList {
-			errs = append(errs, fmt.Errorf("unknown scenario %q (want %s or %s)", s, scenarioCall, scenarioList))
+		if !slices.Contains(allScenarios, s) {
+			errs = append(errs, fmt.Errorf("unknown scenario %q (want one of %s)", s, strings.Join(allScenarios, ", ")))
 		}
 	}
 	if o.ProfileDir != "" && o.Binary != "" {
@@ -260,10 +260,11 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 	}
 	slices.Sort(rep.Startup)
 
-	// One token per worker (distinct users), audience = mcpgate's resource.
+	// One token per worker (distinct users, the same roles), audience =
+	// mcpgate's two resources (the SSE and the JSON backend).
 	tokens := make([]string, opts.Concurrency)
 	for i := range tokens {
-		if tokens[i], err = is.token(i, urls[targetMcpgate]); err != nil {
+		if tokens[i], err = is.token(i, urls[targetMcpgate], scenarioURL(urls[targetMcpgate], scenarioListJSON)); err != nil {
 			return nil, err
 		}
 	}
@@ -314,7 +315,7 @@ func run(ctx context.Context, opts options) (_ *report, err error) {
 						stopProfile()
 					}
 				}
-				res, err := runLoad(ctx, client, urls[t], tokens, sc, opts.Warmup, opts.Duration, sample)
+				res, err := runLoad(ctx, client, scenarioURL(urls[t], sc), tokens, sc, opts.Warmup, opts.Duration, sample)
 				if err != nil {
 					return nil, fmt.Errorf("%s %s: %w", t, sc, err)
 				}

@@ -56,12 +56,12 @@ func (is *issuer) Close() { is.srv.Close() }
 
 // token mints a one-hour access token for user n, audience aud, in the
 // groups that policy rule 18 of 20 maps (plus one that maps to nothing).
-func (is *issuer) token(n int, aud string) (string, error) {
+func (is *issuer) token(n int, aud ...string) (string, error) {
 	now := time.Now()
 	std := jwt.Claims{
 		Issuer:   is.url,
 		Subject:  fmt.Sprintf("bench-user-%03d", n),
-		Audience: jwt.Audience{aud},
+		Audience: jwt.Audience(aud),
 		Expiry:   jwt.NewNumericDate(now.Add(time.Hour)),
 		IssuedAt: jwt.NewNumericDate(now),
 		ID:       fmt.Sprintf("jti-%03d", n),

@@ -24,11 +24,33 @@ const protocolVersion = "2025-11-25"
 // each); requests past it are still counted.
 const maxSamplesPerWorker = 1 << 20
 
-// Scenarios.
+// Scenarios. The plain ones go to the backend endpoint that answers POSTs
+// with SSE (the go-sdk's default); the -json ones to the same server
+// configured to answer with application/json (StreamableHTTPOptions
+// JSONResponse), served at jsonPath by every target.
 const (
-	scenarioCall = "tools/call"
-	scenarioList = "tools/list"
+	scenarioCall     = "tools/call"
+	scenarioList     = "tools/list"
+	scenarioCallJSON = "tools/call-json"
+	scenarioListJSON = "tools/list-json"
 )
+
+var allScenarios = []string{scenarioCall, scenarioList, scenarioCallJSON, scenarioListJSON}
+
+// jsonPath is where the JSON-answering backend is served, behind each target.
+const jsonPath = "/json/mcp"
+
+// isJSONScenario reports whether sc talks to the JSON-answering backend.
+func isJSONScenario(sc string) bool { return strings.HasSuffix(sc, "-json") }
+
+// scenarioURL is the endpoint of a target (whose SSE endpoint is mcpURL,
+// ending in /mcp) for scenario sc.
+func scenarioURL(mcpURL, sc string) string {
+	if isJSONScenario(sc) {
+		return strings.TrimSuffix(mcpURL, "/mcp") + jsonPath
+	}
+	return mcpURL
+}
 
 // newClientTransport is the load generator's shared transport: enough idle
 // connections per host that no worker ever redials.
@@ -224,7 +246,7 @@ func (s *session) close(ctx context.Context) {
 // step performs one scenario request and checks its result; it returns the
 // number of tools listed (tools/list) or 0.
 func (s *session) step(ctx context.Context, scenario string) (int, error) {
-	switch scenario {
+	switch strings.TrimSuffix(scenario, "-json") {
 	case scenarioCall:
 		text := fmt.Sprintf("hello %d", s.nextID+1)
 		res, err := s.call(ctx, "tools/call", fmt.Appendf(nil, `{"name":"echo","arguments":{"text":%q}}`, text))

@@ -38,7 +38,7 @@ func main() {
 	flag.DurationVar(&o.Duration, "d", 10*time.Second, "measured duration per target and scenario (at most 60s)")
 	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
 	flag.IntVar(&o.Rounds, "rounds", 1, "repeat every measurement this many times, interleaved, and merge the samples")
-	flag.StringVar(&scenarios, "scenarios", scenarioCall+","+scenarioList, "comma-separated scenarios")
+	flag.StringVar(&scenarios, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios ("+strings.Join(allScenarios, ", ")+"; -json: a backend answering with application/json instead of SSE)")
 	flag.IntVar(&o.Tools, "tools", 100, "padding tools on the backend (the tools/list size)")
 	flag.BoolVar(&o.InProcess, "inprocess", false, "run backend, proxy and mcpgate inside the harness process instead of as child processes")
 	flag.StringVar(&o.Binary, "external", "", "mcpgate binary to run (default: go build ./cmd/mcpgate into a temp dir)")

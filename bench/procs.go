@@ -38,10 +38,12 @@ const (
 )
 
 // backendHandler is the demo MCP server (official Go SDK, stateful
-// streamable HTTP) with extra padding tools, served at /mcp.
+// streamable HTTP) with extra padding tools, served at /mcp answering POSTs
+// with SSE, and at jsonPath answering them with application/json.
 func backendHandler(tools int) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", demo.Handler(demo.Options{ExtraTools: tools}))
+	mux.Handle(jsonPath, demo.Handler(demo.Options{ExtraTools: tools, JSONResponse: true}))
 	return mux
 }
 
@@ -51,7 +53,8 @@ func bareProxy(target *url.URL, idle int) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
-			pr.Out.URL.Path = target.Path
+			// The request's own path: /mcp or jsonPath, as the backend serves them.
+			pr.Out.URL.Path, pr.Out.URL.RawPath = pr.In.URL.Path, pr.In.URL.RawPath
 		},
 		Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,

@@ -5,25 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 )
-
-// listShape says where the items of a list result live and which member
-// names an item.
-type listShape struct{ items, name string }
-
-var listShapes = map[string]listShape{
-	"tools/list":               {"tools", "name"},
-	"prompts/list":             {"prompts", "name"},
-	"resources/list":           {"resources", "uri"},
-	"resources/templates/list": {"resourceTemplates", "uriTemplate"},
-}
 
 // IsListMethod reports whether method's result is a list that FilterList
 // can filter.
-func IsListMethod(method string) bool {
-	_, ok := listShapes[method]
-	return ok
-}
+func IsListMethod(method string) bool { return shapeOf(method) >= 0 }
 
 // ErrUnfilterable means a list response could not be parsed well enough to
 // filter it. Fail closed: the response must not reach the client.
@@ -38,86 +25,155 @@ var ErrUnfilterable = errors.New("list response cannot be filtered")
 // for byte. An error response, or a result without the list member, is
 // returned unchanged. A response that is not valid JSON, repeats a member
 // name, or whose list member is not an array of objects yields
-// ErrUnfilterable.
+// ErrUnfilterable. msg is read in one pass; the result is msg itself when
+// nothing is removed, else a new slice.
 func FilterList(msg []byte, method string, keep func(name string) bool) ([]byte, error) {
-	if err := validateJSON(msg, MaxDepth); err != nil {
-		return nil, ErrUnfilterable
-	}
-	return filterValidList(msg, method, keep)
-}
-
-// filterValidList is FilterList for a message already checked by
-// validateJSON (ListFilter.Rewrite validates each message once).
-func filterValidList(msg []byte, method string, keep func(name string) bool) ([]byte, error) {
-	shape, ok := listShapes[method]
-	if !ok {
+	k := shapeOf(method)
+	if k < 0 {
 		return nil, fmt.Errorf("%s is not a list method", method)
 	}
-	var buf [8]member
-	ms, err := objectMembers(trimSpace(msg), buf[:0])
-	if err != nil {
+	s := getFilterState()
+	defer s.release()
+	if err := s.ix.scan(msg); err != nil || s.ix.batch || !s.ix.msgs[0].object {
 		return nil, ErrUnfilterable
 	}
-	// Members are found case-insensitively: a client using a case-insensitive
-	// parser would read "Tools" as the tool list, so it must be filtered too.
-	result, ok := lookupFold(ms, "result")
-	if !ok {
-		return msg, nil // an error response carries no items
-	}
-	if kindOf(result) != '{' {
+	w := rewriter{src: msg}
+	if ok, _ := s.filterMessage(&w, &s.ix.msgs[0], 1<<k, func(_, name string) bool { return keep(name) }); !ok {
 		return nil, ErrUnfilterable
 	}
-	var rbuf [8]member
-	rms, err := objectMembers(result, rbuf[:0])
-	if err != nil {
-		return nil, ErrUnfilterable
-	}
-	arr, ok := lookupFold(rms, shape.items)
-	if !ok {
-		return msg, nil
-	}
-	if kindOf(arr) != '[' {
-		return nil, ErrUnfilterable
-	}
-	items, err := arrayElements(arr)
-	if err != nil {
-		return nil, ErrUnfilterable
-	}
-	kept := make([][]byte, 0, len(items))
-	for _, it := range items {
-		if kindOf(it) != '{' {
-			return nil, ErrUnfilterable
-		}
-		var ibuf [16]member
-		ims, err := objectMembers(it, ibuf[:0])
-		if err != nil {
-			return nil, ErrUnfilterable
-		}
-		nv, _ := lookupFold(ims, shape.name)
-		if name, ok := unquote(nv); ok && keep(name) {
-			kept = append(kept, it)
-		}
-	}
-	if len(kept) == len(items) {
-		return msg, nil
-	}
-	// arr aliases msg: splice the kept items between its brackets.
-	start := offsetIn(msg, arr)
-	out := make([]byte, 0, len(msg))
-	out = append(out, msg[:start+1]...)
-	for i, it := range kept {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, it...)
-	}
-	out = append(out, msg[start+len(arr)-1:]...)
-	return out, nil
+	return w.finish(), nil
 }
 
-// offsetIn returns the offset of sub, a subslice of b, within b.
-func offsetIn(b, sub []byte) int {
-	return cap(b) - cap(sub)
+// filterState is the reusable working memory of a filter: the index of the
+// last scan and an output buffer.
+type filterState struct {
+	ix  listIndex
+	out []byte
+}
+
+var filterStates = sync.Pool{New: func() any { return new(filterState) }}
+
+// maxPooledState keeps an occasional huge list from pinning its memory.
+const maxPooledState = 1 << 20
+
+func getFilterState() *filterState { return filterStates.Get().(*filterState) }
+
+func (s *filterState) release() {
+	if cap(s.out) > maxPooledState || cap(s.ix.items) > maxPooledState/32 {
+		return
+	}
+	s.out = s.out[:0]
+	clear(s.ix.msgs[:cap(s.ix.msgs)]) // they point at cache entries, which may be evicted
+	s.ix.cache = nil
+	s.ix.key = listKey{}
+	filterStates.Put(s)
+}
+
+// rewriter copies src to out with some spans replaced, in order. Nothing is
+// copied until the first replacement.
+type rewriter struct {
+	src, out []byte
+	pos      int
+	changed  bool
+}
+
+// copyTo copies src up to i and marks the output changed.
+func (w *rewriter) copyTo(i int) {
+	if w.out == nil {
+		w.out = make([]byte, 0, len(w.src)) // filtering mostly removes
+	}
+	w.out = append(w.out, w.src[w.pos:i]...)
+	w.pos = i
+	w.changed = true
+}
+
+// replace replaces src[a:b] (a ≥ the last end) by r.
+func (w *rewriter) replace(a, b int, r []byte) {
+	w.copyTo(a)
+	w.out = append(w.out, r...)
+	w.pos = b
+}
+
+func (w *rewriter) finish() []byte {
+	if !w.changed {
+		return w.src
+	}
+	w.out = append(w.out, w.src[w.pos:]...)
+	w.pos = len(w.src)
+	return w.out
+}
+
+// filterMessage filters the lists of the shapes in mask in the result of
+// m. It reports false when they cannot be filtered (the result or a list
+// has the wrong type). When items are removed it writes the message's new
+// result through w and returns it (an alias of w.out, valid until w grows);
+// otherwise w is left alone and filtered is nil.
+func (s *filterState) filterMessage(w *rewriter, m *msgIndex, mask uint8, keep func(method, name string) bool) (ok bool, filtered []byte) {
+	if !m.hasResult {
+		return true, nil // an error response carries no items
+	}
+	if !m.resultObject {
+		return false, nil
+	}
+	items := s.ix.items
+	var removed [numShapes]int
+	changed := false
+	for k := range shapes {
+		l := &m.lists[k]
+		if mask&(1<<k) == 0 || !l.present {
+			continue
+		}
+		if !l.array || l.nonObject {
+			return false, nil
+		}
+		for i := l.lo; i < l.hi; i++ {
+			it := &items[i]
+			it.keep = false
+			if it.hasName {
+				if name, isString := unquote(it.name.of(w.src)); isString {
+					it.keep = keep(shapes[k].method, name)
+				}
+			}
+			if !it.keep {
+				removed[k]++
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return true, nil
+	}
+	// Splice the kept items of each changed list, in order of position.
+	w.copyTo(m.result.start)
+	start := len(w.out)
+	for {
+		next := -1
+		for k := range shapes {
+			if removed[k] > 0 && (next < 0 || m.lists[k].start < m.lists[next].start) {
+				next = k
+			}
+		}
+		if next < 0 {
+			break
+		}
+		removed[next] = 0
+		l := &m.lists[next]
+		w.copyTo(l.start + 1) // through '['
+		first := true
+		for _, it := range items[l.lo:l.hi] {
+			if !it.keep {
+				continue
+			}
+			if !first {
+				w.out = append(w.out, ',')
+			}
+			w.out = append(w.out, it.of(w.src)...)
+			first = false
+		}
+		w.pos = l.end - 1 // from ']'
+	}
+	w.copyTo(m.result.end)
+	return true, w.out[start:]
 }
 
 // ListFilter filters the responses to the list requests of one client
@@ -130,6 +186,12 @@ type ListFilter struct {
 	keep    func(method, name string) bool
 	msg     *Message // the client's message (nil on a stream), for Refusal
 	refused bool     // a list response was replaced by an error
+	// method is the one list method asked for ("" if several), the only
+	// one whose results the cache may hold for this filter.
+	method string
+	cache  *ListCache
+	key    listKey
+	s      *filterState
 }
 
 // NewStreamListFilter returns a filter for a stream that answers no request
@@ -139,27 +201,57 @@ type ListFilter struct {
 // whose result holds "tools", "prompts", "resources" or
 // "resourceTemplates" is filtered as the corresponding list.
 func NewStreamListFilter(keep func(method, name string) bool) *ListFilter {
-	return &ListFilter{all: true, keep: keep}
+	return &ListFilter{all: true, keep: keep, method: streamMethod}
 }
+
+// streamMethod is the cache's method for a stream filter's results, which
+// are filtered by every list shape at once.
+const streamMethod = "*"
 
 // NewListFilter returns a filter for the list requests in m, or nil when m
 // has none. keep receives the list method and an item's name; it should be
 // the policy's Visible decision for the caller.
 func NewListFilter(m *Message, keep func(method, name string) bool) *ListFilter {
 	var pending map[string]string
+	method := ""
 	for _, c := range m.Calls {
 		if c.IsResponse || c.IsNotification || !IsListMethod(c.Method) {
 			continue
 		}
 		if pending == nil {
-			pending = make(map[string]string)
+			pending = make(map[string]string, 1)
+			method = c.Method
+		} else if c.Method != method {
+			method = ""
 		}
 		pending[IDKey(c.ID)] = c.Method
 	}
 	if pending == nil {
 		return nil
 	}
-	return &ListFilter{pending: pending, keep: keep, msg: m}
+	return &ListFilter{pending: pending, keep: keep, msg: m, method: method}
+}
+
+// UseCache lets f share filtered results through c. generation and scope
+// must identify f's keep function exactly: two filters whose keep may
+// differ on some (method, name) must not share both (see
+// policy.ListView). A result is then taken from the cache only when the
+// backend's bytes equal, byte for byte, those it was computed from.
+func (f *ListFilter) UseCache(c *ListCache, generation uint64, scope string) {
+	if c == nil || f.method == "" {
+		return // a batch of different lists: nothing to key the results by
+	}
+	f.cache = c
+	f.key = listKey{gen: generation, scope: scope, method: f.method}
+}
+
+// Release returns f's working memory for reuse. The last result of Rewrite
+// must not be used afterwards.
+func (f *ListFilter) Release() {
+	if f.s != nil {
+		f.s.release()
+		f.s = nil
+	}
 }
 
 // refusalMessage is the error text of a list response that was refused.
@@ -203,79 +295,106 @@ func (f *ListFilter) Refusal() []byte {
 // returns nil when the message is not valid JSON: the caller must then drop
 // the event or answer with Refusal (fail closed), never forward the
 // original.
+//
+// msg is validated and indexed in one pass. The result is msg itself when
+// nothing changed; otherwise it lives in f's memory and is valid until the
+// next Rewrite or Release.
 func (f *ListFilter) Rewrite(msg []byte) []byte {
-	if err := validateJSON(msg, MaxDepth); err != nil {
+	if f.s == nil {
+		f.s = getFilterState()
+	}
+	s := f.s
+	s.ix.cache, s.ix.key = f.cache, f.key
+	if err := s.ix.scan(msg); err != nil {
 		return nil
 	}
-	v := trimSpace(msg)
-	if kindOf(v) == '[' {
-		elems, err := arrayElements(v)
-		if err != nil {
-			return nil
-		}
-		var out bytes.Buffer
-		out.WriteByte('[')
-		for i, e := range elems {
-			r := f.rewriteOne(e)
-			if r == nil {
-				return nil
-			}
-			if i > 0 {
-				out.WriteByte(',')
-			}
-			out.Write(r)
-		}
-		out.WriteByte(']')
-		return out.Bytes()
+	w := rewriter{src: msg, out: s.out[:0]}
+	for i := range s.ix.msgs {
+		f.rewriteOne(&w, &s.ix.msgs[i])
 	}
-	return f.rewriteOne(v)
-}
-
-func (f *ListFilter) rewriteOne(msg []byte) []byte {
-	if kindOf(msg) != '{' {
-		return msg
-	}
-	var buf [8]member
-	ms, err := objectMembers(msg, buf[:0])
-	if err != nil {
-		return nil
-	}
-	// A message with a result is filtered as a response even if it also
-	// names a method: a lenient client could read it either way.
-	_, hasResult := lookupFold(ms, "result")
-	if _, isRequest := lookupFold(ms, "method"); isRequest && !hasResult {
-		return msg
-	}
-	id, ok := lookupFold(ms, "id")
-	if !ok {
-		return msg
-	}
-	if f.all {
-		for _, method := range listMethodOrder {
-			out, err := filterValidList(msg, method, func(name string) bool { return f.keep(method, name) })
-			if err != nil {
-				return f.refuse(id)
-			}
-			msg = out
-		}
-		return msg
-	}
-	method, ok := f.pending[IDKey(id)]
-	if !ok {
-		return msg
-	}
-	out, err := filterValidList(msg, method, func(name string) bool { return f.keep(method, name) })
-	if err != nil {
-		return f.refuse(id)
-	}
+	out := w.finish()
+	s.out = w.out
 	return out
 }
 
-// refuse replaces an unfilterable list response by an error with its id.
-func (f *ListFilter) refuse(id []byte) []byte {
-	f.refused = true
-	return ErrorResponse(id, CodeInternalError, refusalMessage, nil)
+func (f *ListFilter) rewriteOne(w *rewriter, m *msgIndex) {
+	// A message with a result is filtered as a response even if it also
+	// names a method: a lenient client could read it either way.
+	if !m.object || m.hasMethod && !m.hasResult || !m.hasID {
+		return
+	}
+	mask := uint8(1<<numShapes - 1)
+	if !f.all {
+		method, ok := f.methodFor(m.id.of(w.src))
+		if !ok {
+			return
+		}
+		mask = 1 << shapeOf(method)
+	}
+	if m.hit != nil {
+		// The result equals an input filtered before under f.key (the
+		// same keep, list method and policy generation).
+		if m.hit.output != nil {
+			w.replace(m.result.start, m.result.end, m.hit.output)
+		}
+		return
+	}
+	ok, filtered := f.s.filterMessage(w, m, mask, f.keep)
+	if !ok {
+		f.refused = true
+		w.replace(m.start, m.end, ErrorResponse(m.id.of(w.src), CodeInternalError, refusalMessage, nil))
+		return
+	}
+	if f.cache != nil && m.hasResult && m.hasList(mask) {
+		f.cache.store(&f.key, m.result.of(w.src), filtered, m.resultDepth)
+	}
 }
 
-// listMethodOrder is the list methods in a fixed order.
-var listMethodOrder = []string{"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+// hasList reports whether m's result has a list member of a shape in mask:
+// only those results are worth keeping (a stream also replays others).
+func (m *msgIndex) hasList(mask uint8) bool {
+	for k := range m.lists {
+		if mask&(1<<k) != 0 && m.lists[k].present {
+			return true
+		}
+	}
+	return false
+}
+
+// methodFor returns the list method of the pending request with id, without
+// allocating for the usual ids (integers, strings without escapes).
+func (f *ListFilter) methodFor(id []byte) (string, bool) {
+	var m string
+	var ok bool
+	switch {
+	case kindOf(id) == '"' && bytes.IndexByte(id, '\\') < 0:
+		m, ok = f.pending[string(id[1:len(id)-1])]
+	case isCanonicalInt(id):
+		m, ok = f.pending[string(id)]
+	default:
+		m, ok = f.pending[IDKey(id)]
+	}
+	return m, ok
+}
+
+// isCanonicalInt reports whether a JSON number is an integer that IDKey
+// keeps as it is: digits (JSON has no leading zeros) with an optional
+// minus, not "-0", short enough for an int64.
+func isCanonicalInt(v []byte) bool {
+	if len(v) == 0 || len(v) > 18 {
+		return false
+	}
+	d := v
+	if d[0] == '-' {
+		d = d[1:]
+		if len(d) == 0 || d[0] == '0' {
+			return false
+		}
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(d) > 0
+}

@@ -37,7 +37,7 @@ var (
 func validateJSON(b []byte, maxDepth int) error {
 	v := validator{b: b, maxDepth: maxDepth}
 	v.ws()
-	if err := v.value(); err != nil {
+	if err := v.value(inNone); err != nil {
 		return err
 	}
 	v.ws()
@@ -57,6 +57,10 @@ type validator struct {
 	depth    int
 	maxDepth int
 	names    [][]byte // member names of the open objects, innermost last
+	// ix, when set, records where the parts of list responses are while
+	// validating (listscan.go); peak is the deepest nesting seen.
+	ix   *listIndex
+	peak int
 }
 
 func (v *validator) ws() {
@@ -65,15 +69,20 @@ func (v *validator) ws() {
 	}
 }
 
-func (v *validator) value() error {
+// value validates the value at v.i; ctx says what it is to the list index
+// (inNone when not indexing).
+func (v *validator) value(ctx scanCtx) error {
 	if v.i >= len(v.b) {
 		return errEOF
 	}
+	if ctx > lastPlain {
+		return v.indexed(ctx)
+	}
 	switch c := v.b[v.i]; {
 	case c == '{':
-		return v.object()
+		return v.object(inNone)
 	case c == '[':
-		return v.array()
+		return v.array(inNone)
 	case c == '"':
 		_, _, _, err := v.str()
 		return err
@@ -231,11 +240,12 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
-func (v *validator) object() error {
+func (v *validator) object(ctx scanCtx) error {
 	v.depth++
 	if v.depth > v.maxDepth {
 		return errTooDeep
 	}
+	v.peak = max(v.peak, v.depth)
 	v.i++
 	v.ws()
 	if v.i < len(v.b) && v.b[v.i] == '}' {
@@ -290,7 +300,11 @@ func (v *validator) object() error {
 		}
 		v.i++
 		v.ws()
-		if err := v.value(); err != nil {
+		if ctx == inNone {
+			if err := v.value(inNone); err != nil {
+				return err
+			}
+		} else if err := v.member(ctx, name); err != nil {
 			return err
 		}
 		v.ws()
@@ -311,11 +325,13 @@ func (v *validator) object() error {
 	}
 }
 
-func (v *validator) array() error {
+func (v *validator) array(ctx scanCtx) error {
 	v.depth++
 	if v.depth > v.maxDepth {
 		return errTooDeep
 	}
+	v.peak = max(v.peak, v.depth)
+	elem := elemCtx(ctx)
 	v.i++
 	v.ws()
 	if v.i < len(v.b) && v.b[v.i] == ']' {
@@ -324,7 +340,7 @@ func (v *validator) array() error {
 		return nil
 	}
 	for {
-		if err := v.value(); err != nil {
+		if err := v.value(elem); err != nil {
 			return err
 		}
 		v.ws()

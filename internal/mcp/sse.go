@@ -102,7 +102,7 @@ func (f *SSEFilter) Write(p []byte) (int, error) {
 				continue
 			}
 		}
-		j := bytes.IndexAny(p, "\r\n")
+		j := lineEnd(p)
 		if j < 0 {
 			f.line = append(f.line, p...)
 			f.raw = append(f.raw, p...)
@@ -213,7 +213,7 @@ func (f *SSEFilter) dispatch() error {
 // starts a new line (in JSON these can only be whitespace).
 func writeDataLines(b *bytes.Buffer, data []byte) {
 	for {
-		j := bytes.IndexAny(data, "\r\n")
+		j := lineEnd(data)
 		b.WriteString("data: ")
 		if j < 0 {
 			b.Write(data)
@@ -227,6 +227,20 @@ func writeDataLines(b *bytes.Buffer, data []byte) {
 		}
 		data = data[j+1:]
 	}
+}
+
+// lineEnd returns the index of the first CR or LF in p, or -1. Two
+// IndexByte calls instead of IndexAny, which tests byte by byte: an event
+// holding a 100-tool list is one long line.
+func lineEnd(p []byte) int {
+	i := bytes.IndexByte(p, '\n')
+	if i < 0 {
+		return bytes.IndexByte(p, '\r')
+	}
+	if j := bytes.IndexByte(p[:i], '\r'); j >= 0 {
+		return j
+	}
+	return i
 }
 
 func (f *SSEFilter) emit(b []byte) error {

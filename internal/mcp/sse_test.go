@@ -282,21 +282,6 @@ func TestSSEWithListFilter(t *testing.T) {
 	}
 }
 
-func BenchmarkSSEFilterListEvent(b *testing.B) {
-	req, _ := Decode([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
-	lf := NewListFilter(req, func(_, name string) bool { return strings.HasPrefix(name, "list_") })
-	stream := append(append([]byte("event: message\ndata: "), toolList(100)...), "\n\n"...)
-	b.SetBytes(int64(len(stream)))
-	b.ReportAllocs()
-	for b.Loop() {
-		f := NewSSEFilter(io.Discard, nil, lf.Rewrite)
-		if _, err := f.Write(stream); err != nil {
-			b.Fatal(err)
-		}
-		f.Release() // as the gateway does when the response ends
-	}
-}
-
 // TestReleasedFilterRefusesWrites: a released filter's buffers may be in
 // another filter's hands; it must fail rather than touch them.
 func TestReleasedFilterRefusesWrites(t *testing.T) {

@@ -152,7 +152,13 @@ type Engine struct {
 	deny       []methodRule
 	cedar      []cedarPolicy
 	cache      principalCache
+	// version tells engines apart: every compiled engine gets a new one,
+	// so a reload changes it (ListView.Generation).
+	version uint64
 }
+
+// versions numbers compiled engines.
+var versions atomic.Uint64
 
 // Compile validates cfg and compiles it. A cfg naming a File is loaded from
 // that file. Compile reports every problem at once (a *validate.Error).
@@ -184,6 +190,7 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 		roles:    make(map[string]*compiledRole, len(c.Roles)),
 		groups:   make(map[string][]string, len(c.Groups)),
 		fallback: slices.Clone(c.FallbackScopes),
+		version:  versions.Add(1),
 	}
 	switch c.Mode {
 	case ModeEnforce, ModeShadow:
@@ -370,6 +377,10 @@ type resolved struct {
 	anyArgsCtx sync.Map
 	// session caches DecideSession per backend (before shadow mode).
 	session sync.Map
+	// id is the principal's cache key; listKeys caches ListView.Key per
+	// backend.
+	id       string
+	listKeys sync.Map
 }
 
 // principalCache memoizes role resolution. It is cleared when it grows past
@@ -425,6 +436,7 @@ func (e *Engine) resolve(p *authn.Principal) *resolved {
 		return r.(*resolved)
 	}
 	r := e.resolveUncached(p)
+	r.id = key
 	if e.cache.n.Add(1) > maxCached {
 		e.cache.m.Clear()
 		e.cache.n.Store(0)
@@ -517,6 +529,10 @@ func (e *Engine) Decide(p *authn.Principal, req Request) Decision {
 // method (tools/list, prompts/list, resources/list,
 // resources/templates/list) or the corresponding call method.
 func (e *Engine) Visible(p *authn.Principal, method, backend, name string) bool {
+	return e.visible(e.resolve(p), method, backend, name)
+}
+
+func (e *Engine) visible(r *resolved, method, backend, name string) bool {
 	if m, ok := listMethods[method]; ok {
 		method = m
 	}
@@ -533,7 +549,7 @@ func (e *Engine) Visible(p *authn.Principal, method, backend, name string) bool 
 	// A tool the caller's roles grant but whose scopes the token lacks is
 	// listed: calling it answers 403 insufficient_scope, which is how MCP
 	// clients learn to step up. Hiding it would make step-up unreachable.
-	return e.evalNamed(p, method, k, backend, name, nil, true, nil).listable()
+	return e.evalNamed(r, method, k, backend, name, nil, true, nil).listable()
 }
 
 // finish applies shadow mode.
@@ -643,8 +659,7 @@ func (v verdict) listable() bool { return v.forbid == nil && v.granted() }
 // one code path behind Decide, Visible and Explain. anyArgs asks whether
 // some arguments could be allowed (list filtering) instead of deciding for
 // args.
-func (e *Engine) evalNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) verdict {
-	r := e.resolve(p)
+func (e *Engine) evalNamed(r *resolved, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) verdict {
 	v := verdict{r: r}
 	if k == kindResource {
 		// Grants are matched against what the URI resolves to (RFC 3986
@@ -701,7 +716,7 @@ func (e *Engine) decideNamed(p *authn.Principal, method string, k kind, backend,
 	if name == "" {
 		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: %s without a %s name", method, noun))
 	}
-	v := e.evalNamed(p, method, k, backend, name, args, anyArgs, x)
+	v := e.evalNamed(e.resolve(p), method, k, backend, name, args, anyArgs, x)
 	switch {
 	case v.forbid != nil:
 		return denied("cedar:"+string(v.forbid.id),

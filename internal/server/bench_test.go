@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -81,6 +82,94 @@ func benchmarkCall(b *testing.B, target string) {
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
 				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+}
+
+// BenchmarkToolsList measures one tools/list of 100 tools through a bare
+// reverse proxy and through the gateway, which filters it (four tools
+// hidden), for a backend answering with JSON and one answering with SSE.
+// Every request after the first is a list cache hit, as for all callers
+// with the same roles.
+func BenchmarkToolsList(b *testing.B) {
+	var tools strings.Builder
+	for i := range 100 {
+		if i > 0 {
+			tools.WriteByte(',')
+		}
+		name := fmt.Sprintf("tool_%03d", i)
+		if i%25 == 0 {
+			name = fmt.Sprintf("delete_%03d", i)
+		}
+		fmt.Fprintf(&tools, `{"name":%q,"description":"Padding tool %s","inputSchema":{"type":"object","additionalProperties":false}}`, name, name)
+	}
+	result := `{"jsonrpc":"2.0","id":1,"result":{"tools":[` + tools.String() + `]}}`
+	for _, mode := range []string{"json", "sse"} {
+		backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			if mode == "sse" {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, "event: message\nid: 1_0\ndata: "+result+"\n\n")
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, result)
+		}))
+		u, _ := url.Parse(backend.URL)
+		rp := httputil.NewSingleHostReverseProxy(u)
+		rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+		rp.FlushInterval = -1 // as bench/ and the gateway: flush every write
+		bare := httptest.NewServer(rp)
+		cfg, err := config.Parse([]byte(fmt.Sprintf(`
+auth: { mode: none }
+policy: { roles: { all: { tools: ["tool_*"] } }, users: { "sub:anonymous": [all] } }
+backends: [ { name: demo, url: %s/mcp } ]
+rate_limit: { per_ip: { rps: 1000000000, burst: 1000000000 }, per_user: { rps: 1000000000, burst: 1000000000 } }
+audit: { sink: file, path: %s }
+`, backend.URL, filepath.Join(b.TempDir(), "audit.jsonl"))), func(string) (string, bool) { return "", false }, config.Overrides{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		gw := httptest.NewServer(s.Handler())
+		b.Run(mode+"/bare-proxy", func(b *testing.B) { benchmarkList(b, bare.URL+"/mcp", 100) })
+		b.Run(mode+"/mcpgate", func(b *testing.B) { benchmarkList(b, gw.URL+"/mcp", 96) })
+		gw.Close()
+		s.Close()
+		bare.Close()
+		backend.Close()
+	}
+}
+
+func benchmarkList(b *testing.B, target string, want int) {
+	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		var buf bytes.Buffer
+		for pb.Next() {
+			req, _ := http.NewRequest("POST", target, strings.NewReader(body))
+			req.Host = "127.0.0.1:8080"
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf.Reset()
+			buf.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+			if n := bytes.Count(buf.Bytes(), []byte(`"name":`)); n != want {
+				b.Fatalf("%d tools listed, want %d", n, want)
 			}
 		}
 	})

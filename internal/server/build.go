@@ -14,6 +14,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
@@ -86,6 +87,8 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	}
 
 	m := metrics.NewGateway(s.registry)
+	lists := mcp.NewListCache(mcp.DefaultListCacheEntries, mcp.DefaultListCacheBytes)
+	s.registry.MustRegister(listCacheCollectors(lists)...)
 	limits, err := ratelimit.NewSet(ctx, cfg.RateLimit, ratelimit.SharedOptions{DSN: cfg.Store.DSN, Log: log})
 	if err != nil {
 		return nil, err
@@ -131,7 +134,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 			authn: authenticator, policy: s.policy, audit: auditor,
 			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, toolLimits: limits.PerTool, edge: e, maxBody: cfg.Security.MaxBodyBytes,
 			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
-			sessionGate: bc.IsStdio(), sessions: newSessionCodec(sessionSealer, bc.Name), log: log.With("backend", bc.Name), metrics: m,
+			sessionGate: bc.IsStdio(), sessions: newSessionCodec(sessionSealer, bc.Name), log: log.With("backend", bc.Name), metrics: m, lists: lists,
 		}
 		mux.Handle(bc.Path, g)
 		mcpPaths[bc.Path] = true

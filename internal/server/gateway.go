@@ -76,6 +76,7 @@ type gateway struct {
 	sessions    *sessionCodec
 	log         *slog.Logger
 	metrics     *metrics.Gateway
+	lists       *mcp.ListCache // filtered list results, shared by callers with the same view
 	// auditDown is set while audit writes fail: requests are refused with
 	// 503 so no action goes unrecorded, and cleared by the next successful
 	// write (the refusal itself is audited, which probes the log).
@@ -494,22 +495,23 @@ func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
 
 // withListFilter arranges for list responses to be filtered through the same
 // decision function that authorizes calls, so a listed tool is callable and
-// a hidden one is not.
+// a hidden one is not. Callers who see the same items (policy.ListView.Key)
+// share filtered results through g.lists.
 func (g *gateway) withListFilter(ctx context.Context, msg *mcp.Message, p *authn.Principal) context.Context {
-	engine := g.policy.Load()
-	backend := g.backend.Name
-	f := mcp.NewListFilter(msg, func(method, name string) bool { return engine.Visible(p, method, backend, name) })
+	view := g.policy.Load().ListView(p, g.backend.Name)
+	f := mcp.NewListFilter(msg, view.Visible)
 	if f == nil {
 		return ctx
 	}
+	f.UseCache(g.lists, view.Generation(), view.Key())
 	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return g.filterResponse(resp, f) })
 }
 
 // withStreamFilter filters list results on a GET stream.
 func (g *gateway) withStreamFilter(ctx context.Context, p *authn.Principal) context.Context {
-	engine := g.policy.Load()
-	backend := g.backend.Name
-	f := mcp.NewStreamListFilter(func(method, name string) bool { return engine.Visible(p, method, backend, name) })
+	view := g.policy.Load().ListView(p, g.backend.Name)
+	f := mcp.NewStreamListFilter(view.Visible)
+	f.UseCache(g.lists, view.Generation(), view.Key())
 	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return g.filterResponse(resp, f) })
 }
 
@@ -549,24 +551,31 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
 		resp.ContentLength = -1
 		h.Del("Content-Length")
 	case isMediaType(ct, "application/json"):
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody+1))
+		lb := newListBody(f)
+		err := lb.readFrom(resp.Body, resp.ContentLength)
 		resp.Body.Close()
 		if err != nil {
+			lb.Close()
 			return err
 		}
-		if len(body) == 0 {
+		if len(lb.in) == 0 {
+			lb.Close()
 			setBody(resp, nil) // nothing to list, nothing to leak
 			return nil
 		}
-		out := f.Rewrite(body)
-		if out == nil || len(body) > maxListBody {
+		out := f.Rewrite(lb.in)
+		if out == nil || len(lb.in) > maxListBody {
+			lb.Close()
 			g.refuse(resp, f, "malformed JSON")
 			return nil
 		}
 		if f.Refused() {
 			g.markRefused(resp, "list not filterable")
 		}
-		setBody(resp, out)
+		lb.Reset(out)
+		resp.Body = lb
+		resp.ContentLength = int64(len(out))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
 	default:
 		// Another type, or none: only an empty body may pass (a 202, or a
 		// 404 for an unknown session), since nothing in it can be listed.
@@ -643,17 +652,23 @@ type sseReader struct {
 	status  *proxy.Status
 	out     bytes.Buffer
 	buf     *[]byte // pooled read buffer
+	outBuf  *[]byte // pooled backing of out
 	err     error
 	stopped bool // a broken event ended a POST stream
 }
 
 func newSSEReader(src io.ReadCloser, lf *mcp.ListFilter, status *proxy.Status) *sseReader {
-	r := &sseReader{src: src, lf: lf, status: status, buf: sseBuffers.Get().(*[]byte)}
+	r := &sseReader{src: src, lf: lf, status: status, buf: sseBuffers.Get().(*[]byte), outBuf: sseOutBuffers.Get().(*[]byte)}
+	r.out = *bytes.NewBuffer((*r.outBuf)[:0])
 	r.f = mcp.NewSSEFilter(&r.out, nil, r.rewrite)
 	return r
 }
 
 var sseBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// sseOutBuffers back sseReader.out, which holds a whole (filtered) event:
+// without them every list answer grows one from zero.
+var sseOutBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 func (r *sseReader) rewrite(data []byte) []byte {
 	if r.stopped {
@@ -712,7 +727,14 @@ func (r *sseReader) Close() error {
 	if r.buf != nil {
 		sseBuffers.Put(r.buf)
 		r.buf = nil
+		r.out.Reset() // so that Bytes has the whole capacity, not what is left past the read offset
+		if out := r.out.Bytes(); cap(out) <= maxPooledListBody {
+			*r.outBuf = out
+			sseOutBuffers.Put(r.outBuf)
+		}
+		r.out = bytes.Buffer{}
 		r.f.Release()
+		r.lf.Release()
 	}
 	return r.src.Close()
 }
