@@ -8,6 +8,13 @@
 //	go run ./bench                                  # defaults: -c 32 -d 10s -warmup 2s
 //	go run ./bench -c 32 -d 10s -write docs/benchmarks.md
 //	go run ./bench -profile bench/profiles          # pprof of each process under load
+//
+// The token endpoint scenarios run on their own (see token.go and
+// docs/benchmarks.md):
+//
+//	go run ./bench -scenarios token                 # floor-normal vs mcpgate: exchange and refresh at c=8 and c=32
+//	go run ./bench -scenarios scale                 # mcpgate refresh with 1k vs 100k stored grants (SQLite)
+//	go run ./bench -scenarios scale -store postgres -pg "$MCPGATE_TEST_POSTGRES_DSN"
 package main
 
 import (
@@ -16,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +52,11 @@ func main() {
 	flag.StringVar(&o.Binary, "external", "", "mcpgate binary to run (default: go build ./cmd/mcpgate into a temp dir)")
 	flag.IntVar(&o.Startups, "startups", 4, "extra mcpgate start-ups to time, besides the measured one (external mode)")
 	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and allocation profiles of each target's process, per scenario, to this directory (e.g. bench/profiles)")
+	var tokenC, scaleGrants, storeDriver, pgDSN string
+	flag.StringVar(&tokenC, "token-c", "8,32", "token/scale scenarios: concurrent clients, one measurement each (scale uses the first)")
+	flag.StringVar(&scaleGrants, "scale-grants", "1000,100000", "scale scenario: stored grants per instance; the first is the baseline")
+	flag.StringVar(&storeDriver, "store", "sqlite", "token/scale scenarios: mcpgate's store, sqlite or postgres")
+	flag.StringVar(&pgDSN, "pg", os.Getenv("MCPGATE_TEST_POSTGRES_DSN"), "-store postgres: PostgreSQL DSN (each instance gets its own schema, dropped after)")
 	flag.StringVar(&write, "write", "", "also write the results into this markdown file (e.g. docs/benchmarks.md)")
 	flag.Parse()
 	o.Scenarios = strings.Split(scenarios, ",")
@@ -55,6 +68,27 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if scenarios == scenarioToken || scenarios == scenarioScale {
+		to := tokenOptions{Scenario: scenarios, Duration: o.Duration, Warmup: o.Warmup, Rounds: o.Rounds,
+			Store: storeDriver, PostgresDSN: pgDSN, ProfileDir: o.ProfileDir, Progress: os.Stderr}
+		var err error
+		if to.Conc, err = intList(tokenC); err == nil {
+			to.Grants, err = intList(scaleGrants)
+		}
+		var rep *tokenReport
+		if err == nil {
+			rep, err = runToken(ctx, to)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(rep.markdown(strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " ")))
+		if rep.errors() > 0 {
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -72,4 +106,17 @@ func main() {
 	if len(rep.Profiles) > 0 {
 		fmt.Fprintln(os.Stderr, "profiles:", strings.Join(rep.Profiles, " "))
 	}
+}
+
+// intList parses "8,32".
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("bad number list %q", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

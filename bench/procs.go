@@ -99,6 +99,16 @@ func runRole(role, arg string) error {
 			return fmt.Errorf("proxy: bad argument %q", arg)
 		}
 		h = bareProxy(u, n)
+	case roleFloor:
+		fh, closeFloor, err := runFloorRole(arg)
+		if err != nil {
+			return err
+		}
+		b, srv, err := serveLoopback(fh)
+		if err != nil {
+			return err
+		}
+		base, closeRole = b, func() error { srv.Close(); return closeFloor() }
 	case roleGateway:
 		yaml, err := os.ReadFile(arg)
 		if err != nil {

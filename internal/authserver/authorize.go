@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -898,39 +899,15 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 // the token endpoint needs, records consent and redirects to the client.
 func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, f *flow) {
 	ctx := r.Context()
-	now := s.now()
-	code, grantID := randomToken(), newID()
-	secrets := grantSecrets{RefreshKey: randomToken()}
+	var upstream *idp.Tokens
 	if len(f.ar.UpstreamTokens) > 0 {
-		secrets.Upstream = new(idp.Tokens)
-		if err := s.openJSON(f.ar.UpstreamTokens, aad("authreq-upstream", f.ar.ID), secrets.Upstream); err != nil {
+		upstream = new(idp.Tokens)
+		if err := s.openJSON(f.ar.UpstreamTokens, aad("authreq-upstream", f.ar.ID), upstream); err != nil {
 			s.internalErrorPage(w, r, err)
 			return
 		}
 	}
-	sealed, err := s.sealJSON(&secrets, aad("grant", grantID))
-	if err != nil {
-		s.internalErrorPage(w, r, err)
-		return
-	}
-	identity, err := json.Marshal(f.fs.Identity)
-	if err != nil {
-		s.internalErrorPage(w, r, err)
-		return
-	}
-	err = s.st.CreateAuthCode(ctx, &store.AuthCode{
-		Hash:           store.HashKey(code),
-		ClientID:       f.ar.ClientID,
-		RedirectURI:    f.ar.RedirectURI,
-		Resource:       f.ar.Resource,
-		UserKey:        f.fs.Identity.Key(),
-		Scopes:         f.ar.Scopes,
-		CodeChallenge:  f.ar.CodeChallenge,
-		GrantID:        grantID,
-		Identity:       identity,
-		UpstreamTokens: sealed,
-		ExpiresAt:      now.Add(s.cfg.CodeLifetime),
-	})
+	code, grantID, err := s.storeCode(ctx, f.ar, f.fs.Identity, upstream)
 	if err != nil {
 		s.internalErrorPage(w, r, err)
 		return
@@ -957,6 +934,53 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, f *flow) {
 		p.Set("state", f.ar.State)
 	}
 	s.redirectToClient(w, r, f.ar.RedirectURI, p, displayName(f.client))
+}
+
+// storeCode stores the authorization code that ends request ar for the
+// signed-in user id: hashed, with the grant's sealed secrets (a new
+// refresh-successor key and the upstream tokens, if any). It returns the
+// code and the grant (tsid) the code creates.
+func (s *Server) storeCode(ctx context.Context, ar *store.AuthRequest, id *idp.Identity, upstream *idp.Tokens) (code, grantID string, err error) {
+	code, grantID = randomToken(), newID()
+	sealed, err := s.sealJSON(&grantSecrets{RefreshKey: randomToken(), Upstream: upstream}, aad("grant", grantID))
+	if err != nil {
+		return "", "", err
+	}
+	identity, err := json.Marshal(id)
+	if err != nil {
+		return "", "", err
+	}
+	err = s.st.CreateAuthCode(ctx, &store.AuthCode{
+		Hash:           store.HashKey(code),
+		ClientID:       ar.ClientID,
+		RedirectURI:    ar.RedirectURI,
+		Resource:       ar.Resource,
+		UserKey:        id.Key(),
+		Scopes:         ar.Scopes,
+		CodeChallenge:  ar.CodeChallenge,
+		GrantID:        grantID,
+		Identity:       identity,
+		UpstreamTokens: sealed,
+		ExpiresAt:      s.now().Add(s.cfg.CodeLifetime),
+	})
+	if err != nil {
+		return "", "", err
+	}
+	return code, grantID, nil
+}
+
+// IssueCode stores an authorization code for user id and the public or
+// confidential client clientID, as the end of an /authorize flow does
+// (after sign-in and consent), for the default resource, and returns the
+// code. It skips sign-in and consent, so it is for programs that already
+// hold the store and the encryption key: the benchmark harness seeds
+// grants with it through the token endpoint. No request path calls it.
+func (s *Server) IssueCode(ctx context.Context, clientID, redirectURI, codeChallenge string, scopes []string, id *idp.Identity) (string, error) {
+	code, _, err := s.storeCode(ctx, &store.AuthRequest{
+		ClientID: clientID, RedirectURI: redirectURI, Resource: s.resources[0], Scopes: scopes,
+		CodeChallenge: codeChallenge, CodeChallengeMethod: "S256",
+	}, id, nil)
+	return code, err
 }
 
 // aad builds the additional authenticated data binding a sealed value to

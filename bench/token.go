@@ -1,0 +1,781 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/keys"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/backends"
+)
+
+// Token endpoint scenarios (run on their own: -scenarios token or scale).
+const (
+	scenarioToken = "token" // floor vs mcpgate: code exchange and refresh at each -token-c
+	scenarioScale = "scale" // mcpgate refresh with -scale-grants stored grants, e.g. 1k vs 100k
+)
+
+const roleFloor = "floor"
+
+// tokenOptions configure the token endpoint scenarios.
+type tokenOptions struct {
+	Scenario    string
+	Conc        []int // concurrent clients, one measurement each
+	Duration    time.Duration
+	Warmup      time.Duration
+	Rounds      int
+	Grants      []int  // scale: stored grants of each instance, e.g. 1000,100000
+	Store       string // sqlite | postgres
+	PostgresDSN string // for -store postgres: each instance gets its own schema
+	ProfileDir  string
+	Progress    io.Writer
+}
+
+func (o *tokenOptions) check() error {
+	var errs []error
+	if len(o.Conc) == 0 {
+		errs = append(errs, errors.New("-token-c: no concurrency"))
+	}
+	for _, c := range o.Conc {
+		if c < 1 || c > maxConcurrency {
+			errs = append(errs, fmt.Errorf("-token-c must be 1..%d", maxConcurrency))
+		}
+	}
+	if o.Duration <= 0 || o.Duration > maxDuration {
+		errs = append(errs, fmt.Errorf("-d must be > 0 and at most %s", maxDuration))
+	}
+	if o.Warmup < 0 || o.Warmup > maxWarmup {
+		errs = append(errs, fmt.Errorf("-warmup must be 0..%s", maxWarmup))
+	}
+	if o.Rounds < 1 || o.Rounds > maxRounds {
+		errs = append(errs, fmt.Errorf("-rounds must be 1..%d", maxRounds))
+	}
+	if o.Scenario == scenarioScale && len(o.Grants) < 2 {
+		errs = append(errs, errors.New("-scale-grants needs at least two sizes (the first is the baseline)"))
+	}
+	for _, g := range o.Grants {
+		if g < 1 || g > 1_000_000 {
+			errs = append(errs, errors.New("-scale-grants must be 1..1000000"))
+		}
+	}
+	switch o.Store {
+	case store.DriverSQLite:
+	case store.DriverPostgres:
+		if o.PostgresDSN == "" {
+			errs = append(errs, errors.New("-store postgres needs -pg DSN (or MCPGATE_TEST_POSTGRES_DSN)"))
+		}
+		if o.Scenario == scenarioToken {
+			errs = append(errs, errors.New("-scenarios token compares with the SQLite floor: use -store sqlite"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("-store must be sqlite or postgres (got %q)", o.Store))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *tokenOptions) logf(format string, args ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, format+"\n", args...)
+	}
+}
+
+// tokenResult is one measurement of one server at one concurrency.
+type tokenResult struct {
+	Requests int
+	Errors   int
+	FirstErr string
+	Window   time.Duration
+	CPU      time.Duration // of the server's process during the window
+	Lat      []time.Duration
+	Ran      bool // out of codes before the window ended (the result is short)
+}
+
+func (r *tokenResult) rate() float64 { return float64(r.Requests) / r.Window.Seconds() }
+
+// cpuPer is the server's CPU time per answered grant.
+func (r *tokenResult) cpuPer() time.Duration {
+	if r.Requests == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Requests)
+}
+
+func (r *tokenResult) merge(o *tokenResult) {
+	r.Requests += o.Requests
+	r.Errors += o.Errors
+	if r.FirstErr == "" {
+		r.FirstErr = o.FirstErr
+	}
+	r.Window += o.Window
+	r.CPU += o.CPU
+	r.Lat = append(r.Lat, o.Lat...)
+	r.Ran = r.Ran || o.Ran
+}
+
+// asInstance is mcpgate as an authorization server in a child process (the
+// gateway role: internal/server, as `mcpgate serve` runs it), and a seeder:
+// an authorization server over the same store and encryption key inside the
+// harness, which stores codes (authserver.IssueCode) and redeems them
+// through its own token endpoint to make grants.
+type asInstance struct {
+	child   *child
+	base    string
+	pprof   string
+	seeder  *authserver.Server
+	st      store.Store
+	dropPG  func()
+	client  string
+	redir   string
+	seedErr atomic.Value
+}
+
+const (
+	benchVerifier = "bench-verifier-0123456789-0123456789-0123456789"
+	benchUser     = "bench"
+)
+
+// asYAML is mcpgate's configuration for the token scenarios: the built-in
+// authorization server with one static user, file audit (default fsync
+// interval; AS_CODE_REDEEMED and AS_TOKEN_ISSUED are written before the
+// answer), info logs, and the per-address limiters off (all load comes from
+// 127.0.0.1; the limiter would answer 429).
+func asYAML(listen, key, dir string, st store.Config, grace string) string {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("unused"), bcrypt.MinCost)
+	extra := ""
+	if grace != "" {
+		extra = "    refresh_grace: " + grace + "\n"
+	}
+	return fmt.Sprintf(`listen: %s
+public_url: http://%s
+encryption_key: %s
+log:
+  level: info
+auth:
+  mode: authorization_server
+  authorization_server:
+    code_lifetime: 10m
+%s    rate_limit:
+      enabled: false
+    upstream:
+      type: static
+      users: [{username: %s, password_hash: %q}]
+rate_limit:
+  per_ip: { rps: 1000000, burst: 1000000 }
+  per_user: { rps: 1000000, burst: 1000000 }
+backends:
+  - name: demo
+    url: http://127.0.0.1:9/mcp
+store:
+  driver: %s
+  dsn: %q
+audit:
+  sink: file
+  path: %s
+`, listen, listen, key, extra, benchUser, hash, st.Driver, st.DSN, filepath.Join(dir, "audit.log"))
+}
+
+// startAS starts mcpgate's authorization server with its store in dir (or
+// in a new schema of o.PostgresDSN) and its seeder.
+func startAS(ctx context.Context, o *tokenOptions, dir string, grace string) (_ *asInstance, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	in := &asInstance{redir: "http://127.0.0.1:9/cb"}
+	defer func() {
+		if err != nil {
+			in.stop()
+		}
+	}()
+	sc := store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(dir, "mcpgate.db")}
+	if o.Store == store.DriverPostgres {
+		if sc.DSN, in.dropPG, err = pgSchema(ctx, o.PostgresDSN); err != nil {
+			return nil, err
+		}
+		sc.Driver = store.DriverPostgres
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	k := make([]byte, 32)
+	rand.Read(k)
+	yaml := asYAML(addr, base64.StdEncoding.EncodeToString(k), dir, sc, grace)
+	cfgPath := filepath.Join(dir, "mcpgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		return nil, err
+	}
+	if err := in.startChild(cfgPath, filepath.Join(dir, "mcpgate.log"), o.ProfileDir != ""); err != nil {
+		return nil, err
+	}
+
+	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		return nil, err
+	}
+	raw, err := keys.ParseKey(cfg.EncryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := keys.NewSealer(raw)
+	if err != nil {
+		return nil, err
+	}
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if in.st, err = backends.Open(ctx, cfg.Store, discard); err != nil {
+		return nil, err
+	}
+	km, err := keys.NewManager(ctx, in.st, sealer, keys.Options{Algorithm: cfg.Auth.AuthorizationServer.SigningAlg})
+	if err != nil {
+		return nil, err
+	}
+	if in.seeder, err = authserver.New(cfg.Auth.AuthorizationServer, authserver.Deps{Store: in.st, Signer: km, Sealer: sealer, Logger: discard}); err != nil {
+		return nil, err
+	}
+	in.client = "bench-" + rand.Text()
+	err = in.st.CreateClient(ctx, &store.Client{ID: in.client, Name: "bench", RedirectURIs: []string{in.redir},
+		GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
+		TokenEndpointAuthMethod: "none", Kind: store.ClientKindDynamic, CreatedAt: time.Now()})
+	return in, err
+}
+
+// startChild (re)starts the server process on the configuration at cfgPath.
+func (in *asInstance) startChild(cfgPath, logPath string, profiling bool) error {
+	c, base, pp, err := startRole(roleGateway, cfgPath, logPath, profiling)
+	if err != nil {
+		return err
+	}
+	in.child, in.base, in.pprof = c, base, pp
+	if _, err := waitHealthy(base+"/healthz", time.Now(), c.done); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (in *asInstance) stop() {
+	if in.child != nil {
+		in.child.stop()
+	}
+	if in.st != nil {
+		in.st.Close()
+	}
+	if in.dropPG != nil {
+		in.dropPG()
+	}
+}
+
+// pgSchema creates a schema for one instance and returns a DSN whose
+// search_path is that schema, and a func that drops it.
+func pgSchema(ctx context.Context, dsn string) (string, func(), error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	schema := "mcpgate_bench_" + strings.ToLower(rand.Text()[:12])
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", nil, fmt.Errorf("postgres: %w", err)
+	}
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, dsn); err == nil {
+			c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+			c.Close(ctx)
+		}
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	if !strings.Contains(dsn, "://") {
+		return dsn + " search_path=" + schema, drop, nil
+	}
+	return dsn + sep + "search_path=" + schema, drop, nil
+}
+
+// seedCodes stores n authorization codes through the seeder.
+func (in *asInstance) seedCodes(ctx context.Context, n int) ([]string, error) {
+	out := make([]string, n)
+	err := parallel(n, func(i int) error {
+		var err error
+		out[i], err = in.issueCode(ctx)
+		return err
+	})
+	return out, err
+}
+
+func (in *asInstance) issueCode(ctx context.Context) (string, error) {
+	id := &idp.Identity{Issuer: in.seeder.Issuer() + "#static", Subject: benchUser, Username: benchUser, Groups: []string{"bench"}}
+	return in.seeder.IssueCode(ctx, in.client, in.redir, pkceChallenge(benchVerifier), []string{"mcp"}, id)
+}
+
+func pkceChallenge(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// seedGrants makes n grants the way a client does: a code (IssueCode) then
+// its exchange at the seeder's token endpoint, in process. It returns each
+// grant's refresh token.
+func (in *asInstance) seedGrants(ctx context.Context, n int) ([]string, error) {
+	out := make([]string, n)
+	h := in.seeder.Handler()
+	err := parallel(n, func(i int) error {
+		code, err := in.issueCode(ctx)
+		if err != nil {
+			return err
+		}
+		req := httptest.NewRequest(http.MethodPost, in.seeder.Issuer()+"/token", strings.NewReader(in.exchangeForm(code).Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		var resp struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &resp) != nil || resp.RefreshToken == "" {
+			return fmt.Errorf("seed grant: %d %.200s", w.Code, w.Body)
+		}
+		out[i] = resp.RefreshToken
+		return nil
+	})
+	return out, err
+}
+
+func (in *asInstance) exchangeForm(code string) url.Values {
+	return url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {in.redir},
+		"code_verifier": {benchVerifier}, "client_id": {in.client}}
+}
+
+func refreshForm(client, rt string) url.Values {
+	return url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {client}}
+}
+
+// parallel runs f(0..n-1) on 4 goroutines and returns the first error.
+func parallel(n int, f func(i int) error) error {
+	var next atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || first.Load() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := first.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// tokenLoad drives closed-loop token requests at endpoint from c workers:
+// form(w) builds worker w's next request (nil: nothing left), done(w, rt)
+// takes the refresh token of its answer. After warmup it measures for d:
+// answered requests, latency, and the CPU time of process pid.
+func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Duration, pid int,
+	form func(w int) url.Values, done func(w int, rt string)) *tokenResult {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c, MaxConnsPerHost: c}}
+	defer hc.CloseIdleConnections()
+	var measuring atomic.Bool
+	res := &tokenResult{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			n, errs, first, ran := 0, 0, "", false
+			defer func() {
+				mu.Lock()
+				res.Requests += n
+				res.Errors += errs
+				if res.FirstErr == "" {
+					res.FirstErr = first
+				}
+				res.Lat = append(res.Lat, lat...)
+				res.Ran = res.Ran || ran
+				mu.Unlock()
+			}()
+			for ctx.Err() == nil {
+				f := form(w)
+				if f == nil {
+					ran = measuring.Load()
+					return
+				}
+				start := time.Now()
+				rt, err := postToken(ctx, hc, endpoint, f)
+				if ctx.Err() != nil {
+					return
+				}
+				counted := measuring.Load()
+				if err != nil {
+					if counted {
+						errs++
+						if first == "" {
+							first = err.Error()
+						}
+					}
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				done(w, rt)
+				if counted {
+					n++
+					lat = append(lat, time.Since(start))
+				}
+			}
+		}()
+	}
+	select {
+	case <-time.After(warmup):
+	case <-ctx.Done():
+	}
+	cpu0, _ := cpuTime(pid)
+	start := time.Now()
+	measuring.Store(true)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	measuring.Store(false)
+	res.Window = time.Since(start)
+	cpu1, _ := cpuTime(pid)
+	res.CPU = cpu1 - cpu0
+	cancel()
+	wg.Wait()
+	return res
+}
+
+// postToken posts a token request and returns the answer's refresh token.
+func postToken(ctx context.Context, hc *http.Client, endpoint string, form url.Values) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, body)
+	}
+	var tr struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
+		return "", fmt.Errorf("bad token response: %.200s", body)
+	}
+	return tr.RefreshToken, nil
+}
+
+// refreshPool hands each worker its own grants in turn, so no two requests
+// use one grant at the same time, and keeps each grant's current token.
+type refreshPool struct {
+	tokens []string
+	next   []int // per worker: index into its share
+	c      int
+}
+
+func newRefreshPool(tokens []string, c int) *refreshPool {
+	return &refreshPool{tokens: tokens, next: make([]int, c), c: c}
+}
+
+// slot is worker w's current grant: w, w+c, w+2c, … in turn.
+func (p *refreshPool) slot(w int) int {
+	share := (len(p.tokens) - w + p.c - 1) / p.c
+	return w + (p.next[w]%share)*p.c
+}
+
+func (p *refreshPool) form(client string) func(w int) url.Values {
+	return func(w int) url.Values { return refreshForm(client, p.tokens[p.slot(w)]) }
+}
+
+func (p *refreshPool) done(w int, rt string) {
+	p.tokens[p.slot(w)] = rt
+	p.next[w]++
+}
+
+// tokenReport is what the token scenarios measured.
+type tokenReport struct {
+	Opts    tokenOptions
+	Start   time.Time
+	Wall    time.Duration
+	Results map[string]*tokenResult // key: "<grant> c=<n> <server>"
+	Keys    []string
+	Seeded  map[string]time.Duration // how long seeding took, per instance
+}
+
+func (r *tokenReport) add(key string, res *tokenResult) {
+	if r.Results[key] == nil {
+		r.Results[key] = res
+		r.Keys = append(r.Keys, key)
+		return
+	}
+	r.Results[key].merge(res)
+}
+
+const (
+	serverFloor   = "floor-normal"
+	serverMcpgate = "mcpgate"
+)
+
+// runToken runs -scenarios token or scale.
+func runToken(ctx context.Context, o tokenOptions) (_ *tokenReport, err error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	rep := &tokenReport{Opts: o, Start: time.Now(), Results: map[string]*tokenResult{}, Seeded: map[string]time.Duration{}}
+	dir, err := os.MkdirTemp("", "mcpgate-tokenbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w (logs kept in %s)", err, dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+	prof := &report{Opts: options{ProfileDir: o.ProfileDir, Duration: o.Duration, Progress: o.Progress}, pprof: map[string]string{}}
+	if o.Scenario == scenarioScale {
+		err = runScale(ctx, &o, rep, dir, prof)
+	} else {
+		err = runFloorVsMcpgate(ctx, &o, rep, dir, prof)
+	}
+	rep.Wall = time.Since(rep.Start)
+	if len(prof.Profiles) > 0 {
+		o.logf("profiles: %s", strings.Join(prof.Profiles, " "))
+	}
+	return rep, err
+}
+
+func runFloorVsMcpgate(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string, prof *report) error {
+	floor, floorBase, _, err := startRole(roleFloor, filepath.Join(dir, "floor.db"), filepath.Join(dir, "floor.log"), false)
+	if err != nil {
+		return err
+	}
+	defer floor.stop()
+	in, err := startAS(ctx, o, filepath.Join(dir, "mcpgate"), "")
+	if err != nil {
+		return err
+	}
+	defer in.stop()
+	prof.pprof[serverMcpgate] = in.pprof
+	maxC := slices.Max(o.Conc)
+	nGrants := max(1000, maxC)
+	start := time.Now()
+	rts, err := in.seedGrants(ctx, nGrants)
+	if err != nil {
+		return err
+	}
+	rep.Seeded[serverMcpgate] = time.Since(start)
+	o.logf("seeded %d grants in %s", nGrants, rep.Seeded[serverMcpgate].Round(time.Millisecond))
+	pool := newRefreshPool(rts, maxC)
+	floorRate := map[int]float64{}
+	for round := range o.Rounds {
+		for _, c := range o.Conc {
+			// Exchange: the floor first, whose rate sizes the codes mcpgate gets.
+			var seq atomic.Int64
+			res := tokenLoad(ctx, floorBase+"/token", c, o.Warmup, o.Duration, floor.pid(),
+				func(int) url.Values { return in.exchangeForm(fmt.Sprint("code-", seq.Add(1))) }, func(int, string) {})
+			rep.add(fmt.Sprintf("exchange c=%d %s", c, serverFloor), res)
+			floorRate[c] = max(floorRate[c], res.rate())
+			o.logf("round %d exchange c=%d floor: %.0f/s", round+1, c, res.rate())
+
+			n := int(floorRate[c]*1.5*(o.Warmup+o.Duration).Seconds()) + 500
+			codes, err := in.seedCodes(ctx, n)
+			if err != nil {
+				return err
+			}
+			var idx atomic.Int64
+			stopProf, err := prof.startProfile(fmt.Sprintf("token-exchange-c%d-r%d", c, round+1), serverMcpgate)
+			if err != nil {
+				return err
+			}
+			res = tokenLoad(ctx, in.base+"/token", c, o.Warmup, o.Duration, in.child.pid(), func(int) url.Values {
+				i := int(idx.Add(1) - 1)
+				if i >= len(codes) {
+					return nil
+				}
+				return in.exchangeForm(codes[i])
+			}, func(int, string) {})
+			if stopProf != nil {
+				stopProf()
+			}
+			rep.add(fmt.Sprintf("exchange c=%d %s", c, serverMcpgate), res)
+			o.logf("round %d exchange c=%d mcpgate: %.0f/s", round+1, c, res.rate())
+
+			res = tokenLoad(ctx, floorBase+"/token", c, o.Warmup, o.Duration, floor.pid(),
+				func(int) url.Values { return refreshForm(in.client, "rt") }, func(int, string) {})
+			rep.add(fmt.Sprintf("refresh c=%d %s", c, serverFloor), res)
+			o.logf("round %d refresh c=%d floor: %.0f/s", round+1, c, res.rate())
+
+			stopProf, err = prof.startProfile(fmt.Sprintf("token-refresh-c%d-r%d", c, round+1), serverMcpgate)
+			if err != nil {
+				return err
+			}
+			p := newRefreshPool(pool.tokens, c)
+			res = tokenLoad(ctx, in.base+"/token", c, o.Warmup, o.Duration, in.child.pid(), p.form(in.client), p.done)
+			if stopProf != nil {
+				stopProf()
+			}
+			rep.add(fmt.Sprintf("refresh c=%d %s", c, serverMcpgate), res)
+			o.logf("round %d refresh c=%d mcpgate: %.0f/s", round+1, c, res.rate())
+		}
+	}
+	return nil
+}
+
+// runScale measures mcpgate's refresh with each number of stored grants,
+// one instance (process and database) per size, measured in turn, round by
+// round, at the first -token-c.
+func runScale(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string, prof *report) error {
+	c := o.Conc[0]
+	ins := make([]*asInstance, len(o.Grants))
+	pools := make([]*refreshPool, len(o.Grants))
+	for i, n := range o.Grants {
+		in, err := startAS(ctx, o, filepath.Join(dir, fmt.Sprintf("grants-%d", n)), "")
+		if err != nil {
+			return err
+		}
+		defer in.stop()
+		name := fmt.Sprintf("%s %d grants", serverMcpgate, n)
+		prof.pprof[name] = in.pprof
+		start := time.Now()
+		o.logf("seeding %d grants (%s) …", n, o.Store)
+		rts, err := in.seedGrants(ctx, n)
+		if err != nil {
+			return err
+		}
+		rep.Seeded[name] = time.Since(start)
+		o.logf("seeded %d grants in %s", n, rep.Seeded[name].Round(time.Millisecond))
+		ins[i], pools[i] = in, newRefreshPool(rts, c)
+	}
+	for round := range o.Rounds {
+		for i, n := range o.Grants {
+			name := fmt.Sprintf("%s %d grants", serverMcpgate, n)
+			stopProf, err := prof.startProfile(fmt.Sprintf("scale-refresh-%d-r%d", n, round+1), name)
+			if err != nil {
+				return err
+			}
+			res := tokenLoad(ctx, ins[i].base+"/token", c, o.Warmup, o.Duration, ins[i].child.pid(), pools[i].form(ins[i].client), pools[i].done)
+			if stopProf != nil {
+				stopProf()
+			}
+			rep.add(fmt.Sprintf("refresh c=%d %s", c, name), res)
+			o.logf("round %d refresh c=%d %d grants: %.0f/s", round+1, c, n, res.rate())
+		}
+	}
+	return nil
+}
+
+func (r *tokenReport) errors() int {
+	n := 0
+	for _, res := range r.Results {
+		n += res.Errors
+	}
+	return n
+}
+
+// markdown renders the results: per line the server's rate, latency and
+// CPU per grant, and (for mcpgate) the ratios to the baseline measured in
+// the same run: floor-normal, or the first -scale-grants size.
+func (r *tokenReport) markdown(cmd string) string {
+	var b strings.Builder
+	o := r.Opts
+	fmt.Fprintf(&b, "Command: `%s` (%s store, %s warm-up + %s measured × %d rounds, %s)\n\n",
+		cmd, o.Store, o.Warmup, o.Duration, o.Rounds, r.Start.UTC().Format("2006-01-02 15:04 UTC"))
+	baseline := func(key string) string {
+		if o.Scenario == scenarioScale {
+			f := strings.Fields(key)
+			return strings.Join(f[:2], " ") + fmt.Sprintf(" %s %d grants", serverMcpgate, o.Grants[0])
+		}
+		return strings.Replace(key, serverMcpgate, serverFloor, 1)
+	}
+	b.WriteString("| grant | clients | server | req/s | p50 ms | CPU µs/grant | req/s ratio | CPU ratio | errors |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	for _, k := range r.Keys {
+		res := r.Results[k]
+		f := strings.Fields(k)
+		ratio, cpuRatio := "", ""
+		if bk := baseline(k); bk != k {
+			if base := r.Results[bk]; base != nil && base.Requests > 0 {
+				ratio = fmt.Sprintf("**%.2f×**", res.rate()/base.rate())
+				cpuRatio = fmt.Sprintf("%.2f×", float64(res.cpuPer())/float64(base.cpuPer()))
+			}
+		}
+		p50 := "-"
+		if len(res.Lat) > 0 {
+			slices.Sort(res.Lat)
+			p50 = fmt.Sprintf("%.2f", float64((&loadResult{Lat: res.Lat}).pct(0.5))/float64(time.Millisecond))
+		}
+		errs := fmt.Sprint(res.Errors)
+		if res.Ran {
+			errs += " (ran out of codes)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %.0f | %s | %s | %s |\n", f[0], strings.TrimPrefix(f[1], "c="),
+			strings.Join(f[2:], " "), res.rate(), p50, float64(res.cpuPer())/float64(time.Microsecond), ratio, cpuRatio, errs)
+	}
+	for k, d := range r.Seeded {
+		fmt.Fprintf(&b, "\nSeeding (%s): %s.", k, d.Round(time.Millisecond))
+	}
+	b.WriteString("\n")
+	for _, k := range r.Keys {
+		if res := r.Results[k]; res.FirstErr != "" {
+			fmt.Fprintf(&b, "\nFirst error, %s: %s\n", k, res.FirstErr)
+		}
+	}
+	return b.String()
+}
+
+// runFloorRole serves floor-normal on loopback for the floor child role.
+func runFloorRole(path string) (http.Handler, func() error, error) {
+	f, err := newFloorServer(context.Background(), path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f.Close, nil
+}
