@@ -90,6 +90,10 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 		}
 		return c, false, nil
 	}
+	if c, ok := s.clients.get(id); ok {
+		cp := *c
+		return &cp, false, nil
+	}
 	c, err := s.st.GetClient(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, errUnknownClient
@@ -97,8 +101,17 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 	if err != nil {
 		return nil, false, err
 	}
+	cp := *c
+	s.clients.put(id, &cp, c.ExpiresAt)
 	return c, false, nil
 }
+
+// maxClientCacheEntries bounds s.clients. A dynamic client never changes
+// once registered and ends by expiring (the cache keeps an entry no longer
+// than the client's ExpiresAt) or by a failed registration, which evicts
+// it: caching it for revocation_cache_ttl spares the token endpoint a
+// store read per request. Only clients that exist are cached.
+const maxClientCacheEntries = 10000
 
 func confidential(c *store.Client) bool { return c.SecretHash != "" }
 

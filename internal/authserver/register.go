@@ -165,6 +165,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) (*registration
 		if derr := s.st.DeleteClient(ctx, c.ID); derr != nil {
 			s.log.ErrorContext(ctx, "delete unrecorded client", "client_id", c.ID, "err", derr)
 		}
+		s.clients.evict(c.ID)
 		return nil, errAuditUnavailable
 	}
 	return resp, nil

@@ -25,22 +25,17 @@ import (
 // result is invalid_grant; when the IdP could not be asked it is
 // temporarily_unavailable (503) and the grant is kept, so the client can
 // retry with the same refresh token.
-func (s *Server) reidentify(ctx context.Context, tsid string) (*idp.Identity, error) {
-	// One re-identification (and upstream refresh) per grant at a time in
-	// this process; across replicas the grant's version decides.
-	unlock := s.upLocks.lock(tsid)
-	defer unlock()
+//
+// The caller holds s.upLocks for the grant and loaded g and its secrets
+// under it (loadGrant), so in this process nothing changed them since.
+func (s *Server) reidentify(ctx context.Context, g *store.Grant, secrets *grantSecrets) (*idp.Identity, error) {
+	tsid := g.ID
 	for attempt := 0; ; attempt++ {
-		g, err := s.st.GetGrant(ctx, tsid)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
-			return nil, invalidGrant("the refresh token is invalid or expired")
-		}
-		if err != nil {
-			return nil, err
-		}
-		var secrets grantSecrets
-		if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
-			return nil, err
+		if attempt > 0 {
+			var err error
+			if g, secrets, err = s.loadGrant(ctx, tsid); err != nil {
+				return nil, err
+			}
 		}
 		var prev idp.Identity
 		if err := json.Unmarshal(g.Identity, &prev); err != nil {
@@ -53,7 +48,7 @@ func (s *Server) reidentify(ctx context.Context, tsid string) (*idp.Identity, er
 			// refresh token first: try again with the one it stored.
 			continue
 		}
-		if err := s.storeReidentified(ctx, g, &secrets, id, nt, rerr == nil); err != nil {
+		if err := s.storeReidentified(ctx, g, secrets, id, nt, rerr == nil); err != nil {
 			return nil, err
 		}
 		switch {
@@ -67,6 +62,23 @@ func (s *Server) reidentify(ctx context.Context, tsid string) (*idp.Identity, er
 			return nil, newError(errTemporarilyUnavailable, http.StatusServiceUnavailable, "the identity provider could not be reached; try again later")
 		}
 	}
+}
+
+// loadGrant reads grant tsid and opens its secrets; a missing, expired or
+// revoked grant is invalid_grant.
+func (s *Server) loadGrant(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
+	g, err := s.st.GetGrant(ctx, tsid)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+		return nil, nil, invalidGrant("the refresh token is invalid or expired")
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	secrets := new(grantSecrets)
+	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), secrets); err != nil {
+		return nil, nil, err
+	}
+	return g, secrets, nil
 }
 
 // storeReidentified writes what a Reidentify returned: new upstream tokens

@@ -104,7 +104,8 @@ type Server struct {
 	static   map[string]*staticClient
 	cimd     *cimdFetcher
 	keys     *keyCache
-	grants   *grantCache
+	grants   *ttlCache[grantCacheEntry]
+	clients  *ttlCache[*store.Client] // dynamically registered clients (clientCache)
 	verified verifiedCache
 	bcryptOK bcryptCache
 	upLocks  keyedMutex
@@ -228,7 +229,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.keys = &keyCache{signer: s.signer, now: s.now}
 	s.limits = newLimits(cfg)
-	s.grants = &grantCache{ttl: cfg.RevocationCacheTTL, now: s.now, m: map[string]grantCacheEntry{}}
+	s.grants = newTTLCache[grantCacheEntry](cfg.RevocationCacheTTL, maxGrantCacheEntries, s.now)
+	s.clients = newTTLCache[*store.Client](cfg.RevocationCacheTTL, maxClientCacheEntries, s.now)
 	s.routes()
 	return s, nil
 }

@@ -228,15 +228,15 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 	if rt.ClientID != cl.ID {
 		return nil, invalidGrant("the refresh token was issued to another client")
 	}
-	g, err := s.st.GetGrant(ctx, rt.GrantID)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
-		return nil, invalidGrant("the refresh token is invalid or expired")
-	}
+	// One refresh of a grant at a time in this process, from loading the
+	// grant to rotating its token: the identity source (and an upstream
+	// refresh token) is used once per refresh, and the grant read here is
+	// the one reidentify works from. Across replicas the grant's version
+	// decides (see reidentify).
+	unlock := s.upLocks.lock(rt.GrantID)
+	defer unlock()
+	g, secrets, err := s.loadGrant(ctx, rt.GrantID)
 	if err != nil {
-		return nil, err
-	}
-	var secrets grantSecrets
-	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
 		return nil, err
 	}
 	// Validate the request before rotating, so a bad request does not use
@@ -262,7 +262,7 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 	// Never mint from the identity saved at login: ask the identity source
 	// again, before rotating, so that a failure to reach it leaves the
 	// client's refresh token usable.
-	id, err := s.reidentify(ctx, g.ID)
+	id, err := s.reidentify(ctx, g, secrets)
 	if err != nil {
 		return nil, err
 	}

@@ -164,64 +164,26 @@ func (k *keyCache) forget() {
 	k.mu.Unlock()
 }
 
-// grantCache remembers briefly whether a grant is active, so Authenticate
-// does not hit the store on every request. Local revocations evict at once;
-// revocations on other replicas take effect within the TTL.
-type grantCache struct {
-	ttl time.Duration
-	now func() time.Time
-
-	mu sync.Mutex
-	m  map[string]grantCacheEntry
-}
-
+// grantCacheEntry is what the grant cache (s.grants) remembers of a grant
+// so Authenticate does not hit the store on every request: local
+// revocations evict at once; revocations on other replicas take effect
+// within revocation_cache_ttl.
 type grantCacheEntry struct {
 	active   bool
 	clientID string
-	until    time.Time
 }
 
 const maxGrantCacheEntries = 100000
-
-func (c *grantCache) get(tsid string) (grantCacheEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[tsid]
-	if !ok || !c.now().Before(e.until) {
-		return grantCacheEntry{}, false
-	}
-	return e, true
-}
-
-func (c *grantCache) put(tsid string, e grantCacheEntry) {
-	if c.ttl <= 0 {
-		return
-	}
-	e.until = c.now().Add(c.ttl)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= maxGrantCacheEntries {
-		clear(c.m)
-	}
-	c.m[tsid] = e
-}
-
-func (c *grantCache) evict(tsid string) {
-	c.mu.Lock()
-	delete(c.m, tsid)
-	c.mu.Unlock()
-}
 
 // ForgetGrant drops what this server cached about grant tsid, which
 // another replica revoked (store.ChangeGrant): the next request re-reads it.
 func (s *Server) ForgetGrant(tsid string) { s.grants.evict(tsid) }
 
-// ForgetAll drops every cache fed by the store (grants, the key set), after
-// changes may have been missed (store.ChangeAll).
+// ForgetAll drops every cache fed by the store (grants, clients, the key
+// set), after changes may have been missed (store.ChangeAll).
 func (s *Server) ForgetAll() {
-	s.grants.mu.Lock()
-	clear(s.grants.m)
-	s.grants.mu.Unlock()
+	s.grants.clear()
+	s.clients.clear()
 	s.keys.forget()
 }
 
@@ -242,7 +204,7 @@ func (s *Server) grantActive(ctx context.Context, tsid, clientID string) (bool, 
 	default:
 		e.active, e.clientID = !g.Revoked, g.ClientID
 	}
-	s.grants.put(tsid, e)
+	s.grants.put(tsid, e, time.Time{})
 	return e.active && e.clientID == clientID, nil
 }
 
