@@ -890,37 +890,50 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 	return affected("delete signing key", res, err)
 }
 
-// DeleteExpired implements store.Store.
+// sweepBatch is how many rows one DELETE of DeleteExpired removes. Each
+// batch is its own short write transaction on the writer connection, so
+// token requests queued for it go between two batches instead of waiting
+// for a whole sweep (100k expired grants would hold the writer for
+// seconds). A variable for tests.
+var sweepBatch = 500
+
+// sweepQueries delete one batch each (?1 = now, ?2 = batch size), through
+// the partial expiry indexes. Refresh tokens of expiring grants go first,
+// so the count includes them (the ON DELETE CASCADE would remove them
+// silently).
+var sweepQueries = []string{
+	`DELETE FROM refresh_tokens WHERE k IN
+		(SELECT k FROM refresh_tokens WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM refresh_tokens WHERE k IN
+		(SELECT r.k FROM grants g JOIN refresh_tokens r ON r.grant_k = g.k WHERE g.expires_at > 0 AND g.expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM grants WHERE rowid IN (SELECT rowid FROM grants WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM auth_codes WHERE rowid IN (SELECT rowid FROM auth_codes WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM auth_requests WHERE rowid IN (SELECT rowid FROM auth_requests WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM clients WHERE rowid IN (SELECT rowid FROM clients WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
+}
+
+// DeleteExpired implements store.Store, in batches of sweepBatch rows.
 func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, mapErr("delete expired", err)
-	}
-	defer tx.Rollback()
 	n := micros(now)
 	var total int64
-	for _, q := range []string{
-		// Refresh tokens of expiring grants first, so the count includes them
-		// (the ON DELETE CASCADE would remove them silently).
-		`DELETE FROM refresh_tokens WHERE (expires_at > 0 AND expires_at <= ?1)
-			OR grant_k IN (SELECT k FROM grants WHERE expires_at > 0 AND expires_at <= ?1)`,
-		`DELETE FROM grants WHERE expires_at > 0 AND expires_at <= ?1`,
-		`DELETE FROM auth_codes WHERE expires_at > 0 AND expires_at <= ?1`,
-		`DELETE FROM auth_requests WHERE expires_at > 0 AND expires_at <= ?1`,
-		`DELETE FROM clients WHERE expires_at > 0 AND expires_at <= ?1`,
-	} {
-		res, err := tx.ExecContext(ctx, q, n)
-		if err != nil {
-			return 0, mapErr("delete expired", err)
+	for _, q := range sweepQueries {
+		for {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			res, err := s.w.ExecContext(ctx, q, n, sweepBatch)
+			if err != nil {
+				return total, mapErr("delete expired", err)
+			}
+			c, err := res.RowsAffected()
+			if err != nil {
+				return total, mapErr("delete expired", err)
+			}
+			total += c
+			if c < int64(sweepBatch) {
+				break
+			}
 		}
-		c, err := res.RowsAffected()
-		if err != nil {
-			return 0, mapErr("delete expired", err)
-		}
-		total += c
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, mapErr("delete expired", err)
 	}
 	return total, nil
 }
