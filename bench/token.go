@@ -142,6 +142,8 @@ func (r *tokenResult) merge(o *tokenResult) {
 // through its own token endpoint to make grants.
 type asInstance struct {
 	child   *child
+	cfgPath string
+	logPath string
 	base    string
 	pprof   string
 	seeder  *authserver.Server
@@ -149,7 +151,6 @@ type asInstance struct {
 	dropPG  func()
 	client  string
 	redir   string
-	seedErr atomic.Value
 }
 
 const (
@@ -227,7 +228,8 @@ func startAS(ctx context.Context, o *tokenOptions, dir string, grace string) (_ 
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return nil, err
 	}
-	if err := in.startChild(cfgPath, filepath.Join(dir, "mcpgate.log"), o.ProfileDir != ""); err != nil {
+	in.cfgPath, in.logPath = cfgPath, filepath.Join(dir, "mcpgate.log")
+	if err := in.startChild(o.ProfileDir != ""); err != nil {
 		return nil, err
 	}
 
@@ -261,9 +263,9 @@ func startAS(ctx context.Context, o *tokenOptions, dir string, grace string) (_ 
 	return in, err
 }
 
-// startChild (re)starts the server process on the configuration at cfgPath.
-func (in *asInstance) startChild(cfgPath, logPath string, profiling bool) error {
-	c, base, pp, err := startRole(roleGateway, cfgPath, logPath, profiling)
+// startChild (re)starts the server process on its configuration and store.
+func (in *asInstance) startChild(profiling bool) error {
+	c, base, pp, err := startRole(roleGateway, in.cfgPath, in.logPath, profiling)
 	if err != nil {
 		return err
 	}
