@@ -330,7 +330,9 @@ func (in *asInstance) seedCodes(ctx context.Context, n int) ([]string, error) {
 }
 
 func (in *asInstance) issueCode(ctx context.Context) (string, error) {
-	id := &idp.Identity{Issuer: in.seeder.Issuer() + "#static", Subject: benchUser, Username: benchUser, Groups: []string{"bench"}}
+	// The identity the static connector gives the configured user, so a
+	// refresh finds it unchanged and writes nothing but the rotation.
+	id := &idp.Identity{Issuer: in.seeder.Issuer() + "#static", Subject: benchUser, Username: benchUser}
 	return in.seeder.IssueCode(ctx, in.client, in.redir, pkceChallenge(benchVerifier), []string{"mcp"}, id)
 }
 

@@ -96,8 +96,6 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		}
 		f.Close()
 		walLimit := fmt.Sprintf("&_pragma=journal_size_limit(%d)", WALSizeLimit)
-		// See pageCache: file-backed connections read pages through mmap.
-		common += fmt.Sprintf("&_pragma=mmap_size(%d)", mmapBytes)
 		w, err := sql.Open("sqlite", dsn+"?"+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"+
 			fmt.Sprintf("&_pragma=cache_size(-%d)", writerCacheKiB)+
 			fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", walBackstopPages)+walLimit+"&_txlock=immediate")
@@ -146,20 +144,16 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return s, nil
 }
 
-// Page cache. Every write resets the page cache of the other connections
-// (SQLite drops a reader's cache when the database changed since its last
-// read transaction), so under a steady stream of token requests the read
-// pool re-reads every page it touches. With mmap_size those re-reads are
-// memory accesses to the database file's pages instead of a pread each
-// (pages still in the WAL are read from it as before), so a lookup costs
-// about the same with 1k or 100k grants, as long as the hot part of the
-// file fits in memory. The writer keeps its own cache across its
-// transactions; writerCacheKiB keeps the indexes' interior pages and recent
-// leaves there (the default, 2 MiB, holds about 500 pages).
-const (
-	mmapBytes      = 1 << 30 // address space, not memory: the OS pages the file in and out
-	writerCacheKiB = 32 << 10
-)
+// writerCacheKiB is the writer connection's page cache. The writer keeps
+// its cache across its own transactions (readers lose theirs whenever the
+// database changed, so theirs stays at SQLite's default). A write walks
+// every index it touches from the root, so the interior pages of all the
+// b-trees must stay cached: with 100k grants they are several hundred
+// pages, about what the default 2 MiB holds, and the writer would re-read
+// them from the file. 8 MiB (2048 pages) holds them with room for the hot
+// leaves. mmap_size stays off: with the file growing under steady writes
+// the map is redone over and over, and it measured slower than reads.
+const writerCacheKiB = 8 << 10
 
 // Checkpoints copy committed pages from the WAL into the database file and
 // fsync it. SQLite runs them inside the commit that crosses a page
@@ -937,3 +931,4 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	}
 	return total, nil
 }
+
