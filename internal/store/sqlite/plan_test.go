@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,8 +57,12 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 // placeholders returns dummy arguments for q's parameters.
 func placeholders(q string) []any {
 	n := strings.Count(q, "?")
-	if strings.Contains(q, "?2") {
-		n = 2
+	if m := numbered.FindAllStringSubmatch(q, -1); m != nil {
+		n = 0
+		for _, x := range m {
+			k, _ := strconv.Atoi(x[1])
+			n = max(n, k)
+		}
 	}
 	args := make([]any, n)
 	for i := range args {
@@ -64,6 +70,8 @@ func placeholders(q string) []any {
 	}
 	return args
 }
+
+var numbered = regexp.MustCompile(`\?(\d+)`)
 
 func oneLine(q string) string { return strings.Join(strings.Fields(q), " ") }
 
