@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// The token scenarios run end to end: floor-normal and mcpgate answer every
+// exchange and refresh, and the report has a ratio for each mcpgate line.
+// Nothing about timing is asserted.
+func TestTokenScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	for _, o := range []tokenOptions{
+		{Scenario: scenarioToken, Conc: []int{2}},
+		{Scenario: scenarioScale, Conc: []int{2}, Grants: []int{4, 40}},
+	} {
+		t.Run(o.Scenario, func(t *testing.T) {
+			o.Duration, o.Warmup, o.Rounds, o.Store = 500*time.Millisecond, 100*time.Millisecond, 1, store.DriverSQLite
+			rep, err := runToken(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 4
+			if o.Scenario == scenarioScale {
+				want = 2
+			}
+			if len(rep.Keys) != want {
+				t.Fatalf("results %v, want %d lines", rep.Keys, want)
+			}
+			for _, k := range rep.Keys {
+				if r := rep.Results[k]; r.Requests == 0 || r.Errors != 0 || r.Ran {
+					t.Errorf("%s: %d requests, %d errors (%s), ran out: %v", k, r.Requests, r.Errors, r.FirstErr, r.Ran)
+				}
+			}
+			md := rep.markdown("go run ./bench -scenarios " + o.Scenario)
+			if n := strings.Count(md, "**"); n != 2*(want/2) {
+				t.Errorf("%d ratios in the report, want %d:\n%s", n/2, want/2, md)
+			}
+		})
+	}
+}
+
+func TestTokenOptionsCheck(t *testing.T) {
+	ok := tokenOptions{Scenario: scenarioToken, Conc: []int{8, 32}, Duration: time.Second, Rounds: 1, Store: store.DriverSQLite}
+	if err := ok.check(); err != nil {
+		t.Fatalf("valid options: %v", err)
+	}
+	for name, mod := range map[string]func(*tokenOptions){
+		"no concurrency": func(o *tokenOptions) { o.Conc = nil },
+		"zero clients":   func(o *tokenOptions) { o.Conc = []int{0} },
+		"long duration":  func(o *tokenOptions) { o.Duration = time.Hour },
+		"postgres without dsn": func(o *tokenOptions) {
+			o.Store = store.DriverPostgres
+			o.Scenario = scenarioScale
+			o.Grants = []int{1, 2}
+		},
+		"postgres for floor":  func(o *tokenOptions) { o.Store = store.DriverPostgres; o.PostgresDSN = "postgres://x" },
+		"scale with one size": func(o *tokenOptions) { o.Scenario = scenarioScale; o.Grants = []int{1000} },
+		"too many grants":     func(o *tokenOptions) { o.Scenario = scenarioScale; o.Grants = []int{1, 2_000_000} },
+		"unknown store":       func(o *tokenOptions) { o.Store = "mysql" },
+	} {
+		o := ok
+		mod(&o)
+		if err := o.check(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
