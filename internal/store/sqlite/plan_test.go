@@ -2,8 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -128,56 +126,5 @@ func TestDeleteExpiredInBatches(t *testing.T) {
 	s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM refresh_tokens`).Scan(&tokens)
 	if grants != 5 || tokens != 5 {
 		t.Errorf("left %d grants and %d refresh tokens, want 5 and 5", grants, tokens)
-	}
-}
-
-// Migration 2 rebuilds refresh_tokens as a WITHOUT ROWID table and keeps
-// every token a version-1 database held.
-func TestMigrationKeepsRefreshTokens(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v1.db")
-	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	init, err := os.ReadFile("migrations/0001_init.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
-		string(init),
-		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`,
-		`INSERT INTO schema_migrations VALUES (1, 0)`,
-	} {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	g := &store.Grant{ID: "g1", CreatedAt: time.Now()}
-	rt := &store.RefreshToken{Hash: "h1", GrantID: "g1", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	if _, err := db.ExecContext(ctx, `INSERT INTO grants (k, id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version, created_at, expires_at, revoked)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, grantArgs(g)...); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, qInsertRefresh, refreshArgs(rt)...); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got, err := s.GetRefreshToken(ctx, "h1")
-	if err != nil || got.GrantID != "g1" {
-		t.Fatalf("refresh token after migration: %+v, %v", got, err)
-	}
-	if _, err := s.r.ExecContext(ctx, `SELECT rowid FROM refresh_tokens`); err == nil {
-		t.Error("refresh_tokens still has a rowid")
-	}
-	// The foreign key still cascades.
-	if err := s.RevokeRefreshTokensForGrant(ctx, "g1"); err != nil {
-		t.Fatal(err)
 	}
 }
