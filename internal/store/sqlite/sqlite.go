@@ -931,4 +931,3 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 	}
 	return total, nil
 }
-
