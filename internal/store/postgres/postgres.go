@@ -610,32 +610,40 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 	return affected("delete signing key", tag, err)
 }
 
-// DeleteExpired implements store.Store.
+// sweepBatch is how many rows one DELETE of DeleteExpired removes: each
+// batch is its own short transaction, so a sweep of many expired rows
+// never holds their locks, or a long transaction's snapshot, for long. A
+// variable for tests.
+var sweepBatch = 500
+
+// sweepQueries delete one batch each ($1 = now, $2 = batch size), through
+// the partial expiry indexes. Refresh tokens of expiring grants go first,
+// so the count includes them (the ON DELETE CASCADE would remove them
+// silently).
+var sweepQueries = []string{
+	`DELETE FROM refresh_tokens WHERE k IN (SELECT k FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)`,
+	`DELETE FROM refresh_tokens WHERE k IN
+		(SELECT r.k FROM grants g JOIN refresh_tokens r ON r.grant_k = g.k WHERE g.expires_at <= $1 LIMIT $2)`,
+	`DELETE FROM grants WHERE k IN (SELECT k FROM grants WHERE expires_at <= $1 LIMIT $2)`,
+	`DELETE FROM auth_codes WHERE k IN (SELECT k FROM auth_codes WHERE expires_at <= $1 LIMIT $2)`,
+	`DELETE FROM auth_requests WHERE k IN (SELECT k FROM auth_requests WHERE expires_at <= $1 LIMIT $2)`,
+	`DELETE FROM clients WHERE k IN (SELECT k FROM clients WHERE expires_at <= $1 LIMIT $2)`,
+}
+
+// DeleteExpired implements store.Store, in batches of sweepBatch rows.
 func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return 0, mapErr("delete expired", err)
-	}
-	defer tx.Rollback(ctx)
 	var total int64
-	for _, q := range []string{
-		// Refresh tokens of expiring grants first, so the count includes them
-		// (the ON DELETE CASCADE would remove them silently).
-		`DELETE FROM refresh_tokens WHERE expires_at <= $1
-			OR grant_k IN (SELECT k FROM grants WHERE expires_at <= $1)`,
-		`DELETE FROM grants WHERE expires_at <= $1`,
-		`DELETE FROM auth_codes WHERE expires_at <= $1`,
-		`DELETE FROM auth_requests WHERE expires_at <= $1`,
-		`DELETE FROM clients WHERE expires_at <= $1`,
-	} {
-		tag, err := tx.Exec(ctx, q, now)
-		if err != nil {
-			return 0, mapErr("delete expired", err)
+	for _, q := range sweepQueries {
+		for {
+			tag, err := s.pool.Exec(ctx, q, now, sweepBatch)
+			if err != nil {
+				return total, mapErr("delete expired", err)
+			}
+			total += tag.RowsAffected()
+			if tag.RowsAffected() < int64(sweepBatch) {
+				break
+			}
 		}
-		total += tag.RowsAffected()
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, mapErr("delete expired", err)
 	}
 	return total, nil
 }

@@ -78,3 +78,42 @@ func TestRefusesNewerSchema(t *testing.T) {
 		t.Fatal("Open of a database with a newer schema succeeded")
 	}
 }
+
+// DeleteExpired removes everything expired however many batches it takes,
+// and counts it.
+func TestDeleteExpiredInBatches(t *testing.T) {
+	defer func(b int) { *postgres.SweepBatch = b }(*postgres.SweepBatch)
+	*postgres.SweepBatch = 3
+	ctx := context.Background()
+	s := open(t, schemaDSN(t))
+	defer s.Close()
+	now := store.NormTime(time.Now())
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	for i := range 10 { // 5 expired grants with one token each, 5 live grants with one expired token each
+		id := string(rune('a' + i))
+		exp, rtExp := future, past
+		if i%2 == 0 {
+			exp, rtExp = past, future
+		}
+		if err := s.CreateAuthCode(ctx, &store.AuthCode{Hash: "code-" + id, GrantID: id, ExpiresAt: future}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.RedeemAuthCode(ctx, "code-"+id, func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return &store.Grant{ID: id, CreatedAt: now, ExpiresAt: exp},
+				&store.RefreshToken{Hash: "rt-" + id, GrantID: id, CreatedAt: now, ExpiresAt: rtExp}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := s.DeleteExpired(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed != 15 {
+		t.Errorf("removed %d, want 15 (5 grants, 10 refresh tokens)", removed)
+	}
+	if removed, err := s.DeleteExpired(ctx, now); err != nil || removed != 0 {
+		t.Errorf("second sweep removed %d (%v), want 0", removed, err)
+	}
+}

@@ -1,0 +1,4 @@
+package postgres
+
+// SweepBatch lets tests make DeleteExpired's batches small.
+var SweepBatch = &sweepBatch
