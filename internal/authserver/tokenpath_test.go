@@ -74,6 +74,17 @@ func TestClientCacheHonoursExpiry(t *testing.T) {
 	if _, _, err := e.srv.getClient(context.Background(), cl.ID); err != nil {
 		t.Fatalf("fresh client: %v", err)
 	}
+	if _, ok := e.srv.clients.get(cl.ID); !ok {
+		t.Fatal("a client read from the store was not cached")
+	}
+	// Changes this replica may have missed (store.ChangeAll) drop it.
+	e.srv.ForgetAll()
+	if _, ok := e.srv.clients.get(cl.ID); ok {
+		t.Error("ForgetAll kept the cached client")
+	}
+	if _, _, err := e.srv.getClient(context.Background(), cl.ID); err != nil {
+		t.Fatalf("client re-read: %v", err)
+	}
 	e.clock.Add(11 * time.Second)
 	if _, ok := e.srv.clients.get(cl.ID); ok {
 		t.Error("the cache still holds a client past its expiry")
