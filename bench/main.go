@@ -29,6 +29,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "replicas" {
+		if err := replicasMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench replicas:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var (
 		o         options
 		scenarios string
