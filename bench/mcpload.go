@@ -139,6 +139,7 @@ func runSessionsLoad(ctx context.Context, o sessionsOptions) (*sessionsResult, e
 		res.Max = latencies[len(latencies)-1]
 	}
 	hc.CloseIdleConnections()
+	c.proxy.transport.CloseIdleConnections()
 	time.Sleep(2 * time.Second)
 	for i, pid := range c.pids() {
 		st, _ := readProc(pid)
