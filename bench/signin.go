@@ -32,7 +32,9 @@ type httpError struct {
 	Body   string
 }
 
-func (e *httpError) Error() string { return fmt.Sprintf("%s: HTTP %d %.200s", e.Path, e.Status, e.Body) }
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%s: HTTP %d %.200s", e.Path, e.Status, e.Body)
+}
 
 var hiddenField = regexp.MustCompile(`name="(req|csrf)" value="([^"]+)"`)
 
