@@ -8,6 +8,7 @@
 //	go run ./bench                                  # defaults: -c 32 -d 10s -warmup 2s
 //	go run ./bench -c 32 -d 10s -write docs/benchmarks.md
 //	go run ./bench -profile bench/profiles          # pprof of each process under load
+//	go run ./bench replicas -load kill|sessions     # two replicas on PostgreSQL (replicas.go)
 package main
 
 import (
