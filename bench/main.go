@@ -15,6 +15,8 @@
 //	go run ./bench -scenarios token                 # floor-normal vs mcpgate: exchange and refresh at c=8 and c=32
 //	go run ./bench -scenarios scale                 # mcpgate refresh with 1k vs 100k stored grants (SQLite)
 //	go run ./bench -scenarios scale -store postgres -pg "$MCPGATE_TEST_POSTGRES_DSN"
+//
+//	go run ./bench replicas -load kill|sessions     # two replicas on PostgreSQL (replicas.go)
 package main
 
 import (
@@ -33,6 +35,13 @@ func main() {
 	if role := os.Getenv(roleEnv); role != "" {
 		if err := runRole(role, os.Getenv(roleArgEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "replicas" {
+		if err := replicasMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench replicas:", err)
 			os.Exit(1)
 		}
 		return

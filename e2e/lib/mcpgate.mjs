@@ -127,8 +127,9 @@ async function waitFor200(url, proc, timeoutMs) {
 /**
  * Writes the config and starts `mcpgate serve --config F` on a free port.
  * `config({base, dir, port})` returns the YAML without `listen`/`public_url` (they are added).
+ * `publicUrl` replaces `base` as the public URL: a replica behind a load balancer (`base` is still where it listens).
  * @param {{name?: string, config: (o: {base: string, dir: string, port: number}) => string, env?: NodeJS.ProcessEnv,
- *   timeoutMs?: number}} o
+ *   timeoutMs?: number, publicUrl?: string}} o
  * @returns {Promise<Gateway>}
  */
 export async function startMcpgate(o) {
@@ -138,7 +139,7 @@ export async function startMcpgate(o) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const configPath = path.join(dir, 'mcpgate.yaml');
-  const text = `listen: 127.0.0.1:${port}\npublic_url: ${base}\n${o.config({ base, dir, port })}`;
+  const text = `listen: 127.0.0.1:${port}\npublic_url: ${o.publicUrl ?? base}\n${o.config({ base, dir, port })}`;
   await writeFile(configPath, text, { mode: 0o600 });
   const inherit = process.env.E2E_DEBUG === '1';
   /** @type {Gateway} */
