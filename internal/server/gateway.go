@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/aggregate"
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/mcp"
@@ -50,7 +51,13 @@ const (
 // policy → proxy (with list filtering). The order matters: audit is outermost
 // so that 401, 403 and 429 are recorded too.
 type gateway struct {
+	// name is the backend's, or the aggregated endpoint's, in audit
+	// records, metrics and session bindings.
+	name string
+	// Exactly one of backend (one backend, proxied as is) and agg (an
+	// aggregated endpoint) is set.
 	backend     *proxy.Backend
+	agg         *aggregate.Endpoint
 	resource    string          // this backend's canonical resource URI
 	resources   map[string]bool // every backend's resource URI
 	metadataURL string
@@ -94,7 +101,8 @@ type exchange struct {
 	event     string
 	reason    string
 	rpcError  int
-	rpcID     []byte // of a single call: the proxy's 502 and 504 answer it
+	rpcID     []byte   // of a single call: the proxy's 502 and 504 answer it
+	targets   []target // per call, at an aggregated endpoint: where it goes
 	outcome   proxy.Outcome
 	refused   bool       // a list answer could not be filtered and was replaced
 	body      bodyReader // inline: reading the body allocates no reader
@@ -189,12 +197,16 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		x.rpcID = singleCallID(x.msg)
 		hop.RPCID = x.rpcID
-		hop.Filter = g.listFilter(x, p)
+		if g.agg == nil { // an aggregate filters the lists it merges
+			hop.Filter = g.listFilter(x, p)
+		}
 	case http.MethodGet:
 		// GET opens the server-to-client stream (or resumes one), which may
 		// replay responses to earlier list requests: filter every list
 		// result on it.
-		hop.Filter = g.streamFilter(x, p)
+		if g.agg == nil {
+			hop.Filter = g.streamFilter(x, p)
+		}
 		clearReadDeadline(w)
 	case http.MethodDelete:
 		// DELETE ends a session; it names no tool and needs only
@@ -208,6 +220,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !g.recordForward(w, r, x) {
+		return
+	}
+	if g.agg != nil {
+		g.agg.Serve(w, r, p)
 		return
 	}
 	x.outcome = g.backend.Forward(w, r, hop)
@@ -335,12 +351,22 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 
 	engine := g.policy.Load()
 	x.decisions = make([]policy.Decision, len(msg.Calls))
+	if g.agg != nil {
+		x.targets = make([]target, len(msg.Calls))
+	}
 	var missing []string
 	denied := -1
 	for i := range msg.Calls {
-		d := engine.Decide(p, policy.RequestFor(g.backend.Name, &msg.Calls[i]))
+		req := policy.RequestFor(g.name, &msg.Calls[i])
+		if g.agg != nil {
+			// The policy sees the backend a message goes to and the name it
+			// has there, as it would on that backend's own path.
+			req.Backend, req.Name = g.agg.Route(r.Header.Get("Mcp-Session-Id"), &msg.Calls[i])
+			x.targets[i] = target{req.Backend, req.Name}
+		}
+		d := engine.Decide(p, req)
 		if d.Allow && g.sessionGate && msg.Calls[i].Method == "initialize" {
-			d = engine.DecideSession(p, g.backend.Name)
+			d = engine.DecideSession(p, g.name)
 		}
 		x.decisions[i] = d
 		if !d.Allow {
@@ -359,7 +385,11 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		// call must not use up the user's budget for the tool.
 		for i := range msg.Calls {
 			if c := &msg.Calls[i]; c.Method == "tools/call" {
-				if ok, retry := g.toolLimits.Take(r.Context(), userKey, g.backend.Name, c.Name); !ok {
+				backend, name := g.name, c.Name
+				if i < len(x.targets) { // an aggregated endpoint: the tool's own backend and name
+					backend, name = x.targets[i].backend, x.targets[i].name
+				}
+				if ok, retry := g.toolLimits.Take(r.Context(), userKey, backend, name); !ok {
 					g.rateLimited(w, x, retry)
 					x.reason = "tool rate limit exceeded"
 					return false
@@ -382,6 +412,10 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	g.writeDenied(w, msg, x.decisions)
 	return false
 }
+
+// target is the backend a call goes to at an aggregated endpoint and the
+// name it has there.
+type target struct{ backend, name string }
 
 // audienceFits rejects a token bound to another backend of this gateway: a
 // token whose aud names one of our resource URIs is valid only at the
@@ -501,7 +535,7 @@ func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
 // not; nil when x lists nothing. Callers who see the same items
 // (policy.ListView.Key) share filtered results through g.lists.
 func (g *gateway) listFilter(x *exchange, p *authn.Principal) proxy.ResponseFilter {
-	view := g.policy.Load().ListView(p, g.backend.Name)
+	view := g.policy.Load().ListView(p, g.name)
 	f := mcp.NewListFilter(x.msg, view.Visible)
 	if f == nil {
 		return nil
@@ -512,7 +546,7 @@ func (g *gateway) listFilter(x *exchange, p *authn.Principal) proxy.ResponseFilt
 
 // streamFilter filters list results on a GET stream.
 func (g *gateway) streamFilter(x *exchange, p *authn.Principal) proxy.ResponseFilter {
-	view := g.policy.Load().ListView(p, g.backend.Name)
+	view := g.policy.Load().ListView(p, g.name)
 	f := mcp.NewStreamListFilter(view.Visible)
 	f.UseCache(g.lists, view.Generation(), view.Key())
 	return func(resp *http.Response) error { return g.filterResponse(resp, f, &x.refused) }
@@ -747,7 +781,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	// last write may be long ago): give that its own write_timeout.
 	defer sw.renewWriteDeadline()
 	elapsed := time.Since(x.start)
-	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
+	g.metrics.Duration(g.name, elapsed.Seconds())
 	status := sw.code()
 	base := g.baseRecord(r, x)
 	base.Status, base.RPCError, base.DurationMS = status, x.rpcError, audit.Millis(elapsed)
@@ -760,7 +794,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	if len(x.calls) == 0 {
 		base.Method = r.Method
 		g.write(r.Context(), &base)
-		g.metrics.Observe(g.backend.Name, "", string(base.Decision), status)
+		g.metrics.Observe(g.name, "", string(base.Decision), status)
 		return
 	}
 	for i := range x.calls {
@@ -769,7 +803,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 			rec.Args = nil
 		}
 		g.write(r.Context(), &rec)
-		g.metrics.Observe(g.backend.Name, rec.Method, string(rec.Decision), status)
+		g.metrics.Observe(g.name, rec.Method, string(rec.Decision), status)
 	}
 }
 
@@ -781,7 +815,7 @@ func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
 		Source:       audit.SourceMCP,
 		ClientIP:     g.edge.clientIP(r),
 		UserAgent:    r.UserAgent(),
-		Backend:      g.backend.Name,
+		Backend:      g.name,
 		Event:        x.event,
 		Reason:       x.reason,
 		Result:       audit.ResultSuccess,
@@ -799,10 +833,15 @@ func callRecord(base audit.Record, x *exchange, i int) audit.Record {
 	c := x.calls[i]
 	rec := base
 	rec.Method = c.Method
+	name := c.Name
+	if i < len(x.targets) {
+		// As on a backend's own path: its name and the original one.
+		rec.Backend, name = x.targets[i].backend, x.targets[i].name
+	}
 	if strings.HasPrefix(c.Method, "resources/") {
-		rec.Resource = c.Name
+		rec.Resource = name
 	} else {
-		rec.Tool = c.Name
+		rec.Tool = name
 	}
 	rec.Args = c.Arguments
 	if i < len(x.decisions) {
