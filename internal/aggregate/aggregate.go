@@ -151,23 +151,26 @@ func (e *Endpoint) Route(sessionID string, c *mcp.Call) (backend, name string) {
 			return e.cfg.Backends[t.backend], t.name
 		}
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		if s := e.session(sessionID); s != nil {
-			if i, ok := s.resourceBackend(c.Name); ok {
-				return e.cfg.Backends[i], c.Name
-			}
+		if i, ok := e.resourceBackend(sessionID, c.Name); ok {
+			return e.cfg.Backends[i], c.Name
 		}
 	case "completion/complete":
 		if c.RefKind == mcp.RefPrompt {
 			if t, ok := e.names.resolve(c.Name); ok {
 				return e.cfg.Backends[t.backend], t.name
 			}
-		} else if s := e.session(sessionID); s != nil {
-			if i, ok := s.resourceBackend(c.Name); ok {
-				return e.cfg.Backends[i], c.Name
-			}
+		} else if i, ok := e.resourceBackend(sessionID, c.Name); ok {
+			return e.cfg.Backends[i], c.Name
 		}
 	}
 	return e.cfg.Name, c.Name
+}
+
+func (e *Endpoint) resourceBackend(sessionID, uri string) (int, bool) {
+	if s := e.session(sessionID); s != nil {
+		return s.resourceBackend(uri)
+	}
+	return e.defaultResourceBackend()
 }
 
 func (e *Endpoint) session(id string) *session {

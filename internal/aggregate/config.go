@@ -38,6 +38,12 @@ type Config struct {
 	// sessions with it (default 1h). Sessions live in the memory of the
 	// replica that opened them.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Unprefixed names one backend of the endpoint whose tools and prompts
+	// keep their own names (e.g. to put a single backend behind the
+	// endpoint unchanged). One of its names that another backend's prefix
+	// or a rename also yields is left out of lists, with a warning, also
+	// when a list_changed brings it.
+	Unprefixed string `yaml:"unprefixed"`
 	// Timeout bounds, per backend, opening its session and answering a
 	// list request (default 10s). A backend over it is left out of that
 	// answer; the others are listed.
@@ -134,6 +140,9 @@ func (c *Config) Validate(path string, backends map[string]bool, p *validate.Pro
 		}
 		exposed[v] = k
 	}
+	if c.Unprefixed != "" && !seen[c.Unprefixed] {
+		p.Add(path+".unprefixed", "%q is not a backend of this endpoint", c.Unprefixed)
+	}
 	if c.Timeout < 0 || c.CallTimeout < 0 || c.IdleTimeout < 0 {
 		p.Add(path, "timeouts must not be negative")
 	}
@@ -164,10 +173,11 @@ func sortedKeys(m map[string]string) []string {
 
 // names maps exposed tool and prompt names to backends and back.
 type names struct {
-	sep      string
-	backends []string
-	renamed  map[string]target // exposed → original
-	rename   map[string]string // "backend/original" → exposed
+	sep        string
+	unprefixed int // the backend whose names are kept, or -1
+	backends   []string
+	renamed    map[string]target // exposed → original
+	rename     map[string]string // "backend/original" → exposed
 }
 
 type target struct {
@@ -176,10 +186,13 @@ type target struct {
 }
 
 func newNames(c *Config) *names {
-	n := &names{sep: c.Separator, backends: c.Backends, renamed: map[string]target{}, rename: c.Rename}
+	n := &names{sep: c.Separator, backends: c.Backends, renamed: map[string]target{}, rename: c.Rename, unprefixed: -1}
 	idx := map[string]int{}
 	for i, b := range c.Backends {
 		idx[b] = i
+		if b == c.Unprefixed {
+			n.unprefixed = i
+		}
 	}
 	for k, v := range c.Rename {
 		b, name, _ := strings.Cut(k, "/")
@@ -202,7 +215,24 @@ func (n *names) resolve(exposed string) (target, bool) {
 			return target{i, name}, true
 		}
 	}
+	if u := n.unprefixed; u >= 0 {
+		if _, renamed := n.rename[n.backends[u]+"/"+exposed]; !renamed {
+			return target{u, exposed}, true
+		}
+	}
 	return target{}, false
+}
+
+// exposeChecked is expose for a listed item: false when the exposed name
+// would reach something else (an unprefixed name that another backend's
+// prefix or a rename also yields), which is then left out.
+func (n *names) exposeChecked(backend int, name string) (string, bool) {
+	e := n.expose(backend, name)
+	if n.unprefixed != backend {
+		return e, true
+	}
+	t, ok := n.resolve(e)
+	return e, ok && t.backend == backend && t.name == name
 }
 
 // expose is the name a backend's tool or prompt is listed under.
@@ -212,6 +242,9 @@ func (n *names) expose(backend int, name string) string {
 		if v, ok := n.rename[b+"/"+name]; ok {
 			return v
 		}
+	}
+	if backend == n.unprefixed {
+		return name
 	}
 	return b + n.sep + name
 }

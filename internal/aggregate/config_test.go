@@ -70,3 +70,37 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestUnprefixed: one backend keeps its names; one of them that another
+// backend's prefix or a rename also yields is not exposed (a collision).
+func TestUnprefixed(t *testing.T) {
+	c := Config{Backends: []string{"vsphere", "k8s"}, Separator: "__", Unprefixed: "vsphere", Rename: map[string]string{"k8s/get_pods": "pods"}}
+	n := newNames(&c)
+	for _, tc := range []struct {
+		backend int
+		name    string
+		want    string
+		ok      bool
+	}{
+		{0, "get_vm", "get_vm", true},
+		{0, "k8s__x", "k8s__x", false}, // would reach k8s's x
+		{0, "pods", "pods", false},     // would reach the renamed k8s/get_pods
+		{1, "get_nodes", "k8s__get_nodes", true},
+		{1, "get_pods", "pods", true},
+	} {
+		got, ok := n.exposeChecked(tc.backend, tc.name)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("exposeChecked(%d, %q) = %q %v, want %q %v", tc.backend, tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+	if got, ok := n.resolve("get_vm"); !ok || got.backend != 0 || got.name != "get_vm" {
+		t.Errorf("resolve(get_vm) = %+v %v", got, ok)
+	}
+	var p validate.Problems
+	c2 := Config{Path: "/mcp", Backends: []string{"vsphere"}, Unprefixed: "k8s"}
+	c2.SetDefaults()
+	c2.Validate("e", map[string]bool{"vsphere": true, "k8s": true}, &p)
+	if !strings.Contains(strings.Join(p.List(), "\n"), `unprefixed: "k8s" is not a backend of this endpoint`) {
+		t.Errorf("problems: %v", p.List())
+	}
+}

@@ -108,11 +108,12 @@ func (s *session) listTools(ctx context.Context, p *sdk.ListToolsParams) (sdk.Re
 			return nil, false
 		}
 		out := *t
-		out.Name = s.e.names.expose(i, t.Name)
-		if seen[out.Name] {
-			s.e.log.Warn("duplicate tool name left out", "backend", s.e.cfg.Backends[i], "tool", out.Name)
+		name, ok := s.e.names.exposeChecked(i, t.Name)
+		if !ok || seen[name] {
+			s.e.log.Warn("tool name collision: left out", "backend", s.e.cfg.Backends[i], "tool", t.Name, "exposed", name)
 			return nil, false
 		}
+		out.Name = name
 		seen[out.Name] = true
 		return &out, true
 	})
@@ -137,7 +138,12 @@ func (s *session) listPrompts(ctx context.Context, p *sdk.ListPromptsParams) (sd
 			return nil, false
 		}
 		out := *t
-		out.Name = s.e.names.expose(i, t.Name)
+		name, ok := s.e.names.exposeChecked(i, t.Name)
+		if !ok {
+			s.e.log.Warn("prompt name collision: left out", "backend", s.e.cfg.Backends[i], "prompt", t.Name, "exposed", name)
+			return nil, false
+		}
+		out.Name = name
 		return &out, true
 	})
 	if err != nil {
@@ -252,7 +258,8 @@ func (s *session) learnTemplate(tmpl string, i int) bool {
 }
 
 // resourceBackend routes a resource URI: a URI this session listed, else
-// the longest matching template prefix.
+// the longest matching template prefix, else the endpoint's default
+// backend.
 func (s *session) resourceBackend(uri string) (int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,7 +272,19 @@ func (s *session) resourceBackend(uri string) (int, bool) {
 			best, bi = len(t.prefix), t.backend
 		}
 	}
-	return bi, best >= 0
+	if best >= 0 {
+		return bi, true
+	}
+	return s.e.defaultResourceBackend()
+}
+
+// defaultResourceBackend is where a URI no list named goes: the only
+// backend, or the unprefixed one; otherwise nowhere.
+func (e *Endpoint) defaultResourceBackend() (int, bool) {
+	if len(e.backends) == 1 {
+		return 0, true
+	}
+	return e.names.unprefixed, e.names.unprefixed >= 0
 }
 
 // call runs f on backend i for a client request, bounded by call_timeout;
@@ -284,6 +303,7 @@ func call[R any](s *session, ctx context.Context, i int, token any, f func(conte
 	}
 	defer s.track(i, ctx, token)()
 	r, err := f(ctx, cs)
+	s.conns[i].settle()
 	if err != nil && !isRPCError(err) {
 		s.e.log.Warn("backend call failed", "backend", s.e.cfg.Backends[i], "err", err)
 		if cerr := ctx.Err(); cerr != nil {

@@ -1,14 +1,17 @@
 package aggregate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -51,6 +54,65 @@ type conn struct {
 	// elicitation) goes back on the newest one's stream.
 	mu    sync.Mutex
 	calls []context.Context
+	// read counts the notifications read off the backend's responses and
+	// handled those forwarded: see settle.
+	read, handled atomic.Int64
+}
+
+// settle waits, after a call to this backend, until the notifications read
+// before its response are forwarded: the SDK hands a backend's
+// notifications to a handler goroutine apart from the responses it reads,
+// so the last progress or log message before a response could otherwise
+// reach the client after it (and miss the call's stream). A call with no
+// notification pending does not wait; the wait is bounded (a notification
+// the SDK drops is never handled, and is then forgotten).
+func (c *conn) settle() {
+	want := c.read.Load()
+	for range 100 {
+		if c.handled.Load() >= want {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.handled.Store(want)
+}
+
+// noteCounter counts, in a backend's response body, the notifications the
+// SDK will read from it. It matches the method member as the SDKs write it
+// (compact or with one space); text that merely looks like one makes settle
+// wait a little, no more.
+type noteCounter struct {
+	io.ReadCloser
+	c    *conn
+	tail []byte // the end of the previous read, for a match across reads
+}
+
+var notePatterns = [][]byte{[]byte(`"method":"notifications/`), []byte(`"method": "notifications/`)}
+
+func (r *noteCounter) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if n > 0 {
+		buf := append(r.tail, p[:n]...)
+		for _, pat := range notePatterns {
+			r.c.read.Add(int64(bytes.Count(buf, pat)))
+		}
+		keep := min(len(buf), len(notePatterns[1])-1)
+		r.tail = append(r.tail[:0], buf[len(buf)-keep:]...)
+	}
+	return n, err
+}
+
+type countingTransport struct {
+	rt http.RoundTripper
+	c  *conn
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(req)
+	if err == nil && resp.Body != nil {
+		resp.Body = &noteCounter{ReadCloser: resp.Body, c: t.c}
+	}
+	return resp, err
 }
 
 // maxTracked bounds the per-session maps fed by backends and clients.
@@ -305,7 +367,7 @@ func (s *session) conn(ctx context.Context, i int) (*sdk.ClientSession, error) {
 	client.AddReceivingMiddleware(s.backendMiddleware(i))
 	t := &sdk.StreamableClientTransport{
 		Endpoint:   b.URL(),
-		HTTPClient: &http.Client{Transport: b.Transport(s.caller)},
+		HTTPClient: &http.Client{Transport: countingTransport{b.Transport(s.caller), s.conns[i]}},
 		MaxRetries: -1, // a failed stream drops the session; the next use opens a new one
 	}
 	cs, err := client.Connect(ctx, t, nil)
@@ -423,6 +485,9 @@ func (s *session) clientOptions(i int, caps *sdk.ClientCapabilities) *sdk.Client
 func (s *session) backendMiddleware(i int) sdk.Middleware {
 	return func(next sdk.MethodHandler) sdk.MethodHandler {
 		return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
+			if strings.HasPrefix(method, "notifications/") {
+				defer s.conns[i].handled.Add(1)
+			}
 			if method == "roots/list" {
 				ss := s.serverSession()
 				if ss == nil {
