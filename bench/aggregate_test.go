@@ -87,7 +87,7 @@ audit: { sink: file, path: %s }
 
 	type path struct {
 		name, url, tool string
-		lat         []time.Duration
+		lat             []time.Duration
 	}
 	paths := []*path{
 		{name: "direct", url: backends[1].URL + "/mcp", tool: "echo"},

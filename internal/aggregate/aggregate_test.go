@@ -15,6 +15,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
@@ -364,5 +365,79 @@ func TestServerToClient(t *testing.T) {
 	}
 	if got := toolNames(t, cs); !slices.Contains(got, "k8s__get_new") || slices.Contains(got, placeholder) {
 		t.Errorf("tools after list_changed: %v", got)
+	}
+}
+
+type providerFunc func(context.Context, credential.Subject) (credential.Header, error)
+
+func (f providerFunc) Get(ctx context.Context, s credential.Subject) (credential.Header, error) {
+	return f(ctx, s)
+}
+
+type bearer struct{ tok string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.tok)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestExchangedCredential: a backend's credential obtained per call (here
+// a token exchange) is asked for with the caller and the client's own
+// token, and the backend gets only the exchanged one; when it cannot be
+// obtained, the call gets a JSON-RPC error naming the backend.
+func TestExchangedCredential(t *testing.T) {
+	be := newTestBackend(t, "db", 0, "query")
+	var fail atomic.Bool
+	var subject atomic.Value
+	prov := providerFunc(func(_ context.Context, s credential.Subject) (credential.Header, error) {
+		subject.Store(s)
+		if fail.Load() {
+			return credential.Header{}, credential.ErrRefused
+		}
+		return credential.Header{Name: "Authorization", Value: "Bearer exchanged"}, nil
+	})
+	cfg := proxy.BackendConfig{Name: "db", URL: be.srv.URL + "/mcp", Credential: proxy.CredentialConfig{Type: "token_exchange"}}
+	cfg.SetDefaults(1)
+	pb, err := proxy.NewBackend(cfg, proxy.Options{Logger: slog.New(slog.DiscardHandler), Credential: prov})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := Config{Path: "/mcp", Backends: []string{"db"}}
+	ac.SetDefaults()
+	pol := policy.Config{Roles: map[string]policy.Role{"ops": {Tools: []string{"*"}}}, Groups: map[string][]string{"ops": {"ops"}}}
+	pol.SetDefaults()
+	engine, err := policy.Compile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(ac, []*proxy.Backend{pb}, Options{Policy: policy.NewHolder(engine), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.Serve(w, r, alice) }))
+	t.Cleanup(srv.Close)
+	c := sdk.NewClient(&sdk.Implementation{Name: "test"}, nil)
+	cs, err := c.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: srv.URL + "/mcp", MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: bearer{"client-token"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	if got, err := callText(t, cs, "db__query"); err != nil || got != "db/query:hi" {
+		t.Fatalf("db__query = %q, %v", got, err)
+	}
+	if h := be.seen.Load().(http.Header); h.Get("Authorization") != "Bearer exchanged" {
+		t.Errorf("backend got Authorization %q", h.Get("Authorization"))
+	}
+	if s := subject.Load().(credential.Subject); s.Principal != alice || s.Token != "client-token" {
+		t.Errorf("credential asked for %+v", s)
+	}
+	fail.Store(true)
+	be.down() // the backend session must be reopened: the credential is needed again
+	be.up()
+	if _, err := callText(t, cs, "db__query"); err == nil || !strings.Contains(err.Error(), "backend db: could not get a credential") {
+		t.Errorf("call without a credential: %v", err)
 	}
 }
