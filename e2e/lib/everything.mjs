@@ -8,7 +8,8 @@ import { freePort, startProcess, stopProcess, waitForHttp } from './proc.mjs';
 const require = createRequire(import.meta.url);
 const PRELOAD = fileURLToPath(new URL('./loopback-only.mjs', import.meta.url));
 
-function everythingEntry() {
+/** The path of server-everything's entry script (`node ENTRY stdio` runs it over stdio). */
+export function everythingEntry() {
   const pkg = require.resolve('@modelcontextprotocol/server-everything/package.json');
   return path.join(path.dirname(pkg), 'dist', 'index.js');
 }

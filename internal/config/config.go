@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/aggregate"
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
@@ -51,13 +52,18 @@ type Config struct {
 	Policy    policy.Config `yaml:"policy"`
 	// Backends are the MCP servers behind the gateway, each served at its
 	// own path. At least one is required.
-	Backends  []proxy.BackendConfig `yaml:"backends"`
-	Audit     audit.Config          `yaml:"audit"`
-	Store     store.Config          `yaml:"store"`
-	RateLimit ratelimit.Config      `yaml:"rate_limit"`
-	Security  SecurityConfig        `yaml:"security"`
-	Metrics   MetricsConfig         `yaml:"metrics"`
-	Keys      keys.Config           `yaml:"keys"`
+	Backends []proxy.BackendConfig `yaml:"backends"`
+	// Endpoints are aggregated endpoints: each serves several backends on
+	// one path and one MCP session, their tools and prompts named
+	// backend + separator + name. See "Aggregated endpoints" in
+	// docs/configuration.md.
+	Endpoints []aggregate.Config `yaml:"endpoints"`
+	Audit     audit.Config       `yaml:"audit"`
+	Store     store.Config       `yaml:"store"`
+	RateLimit ratelimit.Config   `yaml:"rate_limit"`
+	Security  SecurityConfig     `yaml:"security"`
+	Metrics   MetricsConfig      `yaml:"metrics"`
+	Keys      keys.Config        `yaml:"keys"`
 	// InternalEndpoint is the internal token endpoint: on a second,
 	// mutual-TLS-only listener, backends identified by their client
 	// certificate's SPIFFE ID retrieve the upstream token stored for a
@@ -244,7 +250,18 @@ func (c *Config) SetDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	aggregated := map[string]bool{}
+	for i := range c.Endpoints {
+		c.Endpoints[i].SetDefaults()
+		for _, b := range c.Endpoints[i].Backends {
+			aggregated[b] = true
+		}
+	}
 	for i := range c.Backends {
+		if aggregated[c.Backends[i].Name] && c.Backends[i].Path == "" {
+			c.Backends[i].SetDefaults(-1) // served only through its endpoint
+			continue
+		}
 		c.Backends[i].SetDefaults(i)
 	}
 	c.Auth.Config.SetDefaults()
@@ -266,11 +283,17 @@ func (c *Config) SetDefaults() {
 	c.RateLimit.SetDefaults()
 }
 
-// ResourceURLs returns the canonical resource URI of every backend.
+// ResourceURLs returns the canonical resource URI of every backend served
+// on a path of its own and of every aggregated endpoint.
 func (c *Config) ResourceURLs() []string {
-	out := make([]string, len(c.Backends))
-	for i, b := range c.Backends {
-		out[i] = c.PublicURL + b.Path
+	out := make([]string, 0, len(c.Backends)+len(c.Endpoints))
+	for _, b := range c.Backends {
+		if b.Path != "" {
+			out = append(out, c.PublicURL+b.Path)
+		}
+	}
+	for _, e := range c.Endpoints {
+		out = append(out, c.PublicURL+e.Path)
 	}
 	return out
 }
@@ -356,7 +379,10 @@ func (c *Config) Validate() error {
 		if paths[b.Path] {
 			p.Add(path+".path", "duplicate path %q", b.Path)
 		}
-		names[b.Name], paths[b.Path] = true, true
+		names[b.Name] = true
+		if b.Path != "" {
+			paths[b.Path] = true
+		}
 		if b.Credential.Type == credential.TypeUpstreamToken && c.Auth.Mode != ModeAuthorizationServer {
 			p.Add(path+".credential.type", "upstream_token requires auth.mode authorization_server")
 		}
@@ -367,6 +393,27 @@ func (c *Config) Validate() error {
 			case c.Auth.Mode == ModeAuthorizationServer && c.Auth.AuthorizationServer.Upstream.Type == idp.TypeStatic:
 				p.Add(path+".credential.type", "token_exchange needs the user's token from an upstream identity provider: built-in users have none (auth.authorization_server.upstream.type oidc)")
 			}
+		}
+	}
+	aggregated, endpoints := map[string]bool{}, map[string]bool{}
+	for i := range c.Endpoints {
+		e := &c.Endpoints[i]
+		path := validate.Index("endpoints", i)
+		e.Validate(path, names, &p)
+		if paths[e.Path] {
+			p.Add(path+".path", "duplicate path %q (a backend or another endpoint has it)", e.Path)
+		}
+		if endpoints[e.Name] {
+			p.Add(path+".name", "duplicate endpoint name %q", e.Name)
+		}
+		paths[e.Path], endpoints[e.Name] = true, true
+		for _, b := range e.Backends {
+			aggregated[b] = true
+		}
+	}
+	for i, b := range c.Backends {
+		if b.Path == "" && !aggregated[b.Name] {
+			p.Add(validate.Index("backends", i)+".path", "is required for a backend that no endpoint aggregates")
 		}
 	}
 
@@ -590,6 +637,9 @@ func (c *Config) Summary() []any {
 	}
 	if c.InternalEndpoint.Enabled() {
 		out = append(out, "internal_endpoint", c.InternalEndpoint.Listen, "trust_domain", c.InternalEndpoint.TrustDomain)
+	}
+	for _, e := range c.Endpoints {
+		out = append(out, "endpoint", fmt.Sprintf("%s %s -> %s", e.Name, e.Path, strings.Join(e.Backends, ", ")))
 	}
 	return out
 }

@@ -116,13 +116,8 @@ func TestUpstreamTokenCredential(t *testing.T) {
 			rc.mu.Unlock()
 			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/list"}`))
 			req.Header.Set("Authorization", "Bearer client-token-for-the-gateway")
-			st := &Status{RPCID: []byte("7")}
-			ctx := WithStatus(req.Context(), st)
-			if tc.p != nil {
-				ctx = WithPrincipal(ctx, tc.p)
-			}
 			rec := httptest.NewRecorder()
-			b.ServeHTTP(rec, req.WithContext(ctx))
+			out := b.Forward(rec, req, Hop{Principal: tc.p, RPCID: []byte("7")})
 			rc.mu.Lock()
 			hits, got := rc.hits, rc.header.Get("Authorization")
 			rc.mu.Unlock()
@@ -132,8 +127,8 @@ func TestUpstreamTokenCredential(t *testing.T) {
 				}
 				return
 			}
-			if rec.Code != http.StatusBadGateway || hits != 0 || !st.BackendError {
-				t.Fatalf("status %d, %d backend hits, BackendError %v; want 502, 0, true", rec.Code, hits, st.BackendError)
+			if rec.Code != http.StatusBadGateway || hits != 0 || !out.BackendError || out.Status != rec.Code {
+				t.Fatalf("status %d, %d backend hits, outcome %+v; want 502, 0, BackendError", rec.Code, hits, out)
 			}
 			if e := decodeRPCError(t, rec); string(e.ID) != "7" || e.Error.Code != -32603 || e.Error.Message != "backend b: could not get a credential: sign in again" {
 				t.Errorf("error body %s", rec.Body)
@@ -204,9 +199,8 @@ func TestExchangedCredential(t *testing.T) {
 			rc.mu.Unlock()
 			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":3,"method":"tools/call"}`))
 			req.Header.Set("Authorization", "Bearer client-token")
-			st := &Status{RPCID: []byte("3")}
 			rec := httptest.NewRecorder()
-			b.ServeHTTP(rec, req.WithContext(WithStatus(WithPrincipal(req.Context(), alice), st)))
+			st := b.Forward(rec, req, Hop{Principal: alice, Token: "client-token", RPCID: []byte("3")})
 			if seen.Principal != alice || seen.Token != "client-token" {
 				t.Errorf("provider asked with %+v", seen)
 			}
@@ -219,7 +213,7 @@ func TestExchangedCredential(t *testing.T) {
 				}
 				return
 			}
-			if rec.Code != tc.wantStatus || hits != 0 || !st.BackendError {
+			if rec.Code != tc.wantStatus || hits != 0 || !st.BackendError || !errors.Is(st.Err, tc.fail) {
 				t.Fatalf("status %d, %d backend hits, BackendError %v; want %d, 0, true", rec.Code, hits, st.BackendError, tc.wantStatus)
 			}
 			if e := decodeRPCError(t, rec); string(e.ID) != "3" || e.Error.Code != -32603 || e.Error.Message != tc.wantMsg {
@@ -257,11 +251,8 @@ func TestIdentityHeaders(t *testing.T) {
 			for _, h := range []string{"X-Mcp-User", "X-Mcp-Email", "X-Mcp-Groups", "X-Mcp-Subject"} {
 				req.Header.Set(h, "forged")
 			}
-			if tc.p != nil {
-				req = req.WithContext(WithPrincipal(req.Context(), tc.p))
-			}
 			rec := httptest.NewRecorder()
-			b.ServeHTTP(rec, req)
+			b.Forward(rec, req, Hop{Principal: tc.p})
 			if rec.Code != 200 {
 				t.Fatalf("status %d", rec.Code)
 			}
@@ -307,13 +298,8 @@ func TestBackendFailures(t *testing.T) {
 			var logs bytes.Buffer
 			b := newTestBackend(t, tc.cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
-			var st *Status
-			if tc.id != nil {
-				st = &Status{RPCID: tc.id}
-				req = req.WithContext(WithStatus(req.Context(), st))
-			}
 			rec := httptest.NewRecorder()
-			b.ServeHTTP(rec, req)
+			out := b.Forward(rec, req, Hop{RPCID: tc.id})
 			if rec.Code != tc.status {
 				t.Fatalf("status %d, want %d", rec.Code, tc.status)
 			}
@@ -324,8 +310,8 @@ func TestBackendFailures(t *testing.T) {
 			if strings.Contains(rec.Body.String(), "127.0.0.1") {
 				t.Errorf("backend address leaked to the client: %s", rec.Body)
 			}
-			if st != nil && !st.BackendError {
-				t.Error("Status.BackendError not set")
+			if !out.BackendError || out.Err == nil || out.Status != tc.status || out.Bytes != int64(rec.Body.Len()) {
+				t.Errorf("outcome %+v, want BackendError, an error, status %d and %d bytes", out, tc.status, rec.Body.Len())
 			}
 			if !strings.Contains(logs.String(), "backend request failed") {
 				t.Errorf("failure not logged:\n%s", logs.String())
@@ -336,15 +322,15 @@ func TestBackendFailures(t *testing.T) {
 	t.Run("client gone", func(t *testing.T) {
 		b := newTestBackend(t, BackendConfig{URL: slow.URL + "/mcp"}, Options{Logger: slog.New(slog.DiscardHandler)})
 		ctx, cancel := context.WithCancel(context.Background())
-		st := &Status{}
-		req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(WithStatus(ctx, st))
+		req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(ctx)
 		rec := httptest.NewRecorder()
 		done := make(chan struct{})
-		go func() { b.ServeHTTP(rec, req); close(done) }()
+		var out Outcome
+		go func() { out = b.Forward(rec, req, Hop{}); close(done) }()
 		cancel()
 		<-done
-		if rec.Body.Len() != 0 || st.BackendError {
-			t.Errorf("answered a client that went away: %d %q, BackendError %v", rec.Code, rec.Body, st.BackendError)
+		if rec.Body.Len() != 0 || out.BackendError || !errors.Is(out.Err, context.Canceled) {
+			t.Errorf("answered a client that went away: %d %q, outcome %+v", rec.Code, rec.Body, out)
 		}
 	})
 }
@@ -376,13 +362,8 @@ func TestResponseHandling(t *testing.T) {
 		{"refusing filter", func(*http.Response) error { return errors.New("list not readable") }, 502, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &Status{}
-			ctx := WithStatus(context.Background(), st)
-			if tc.filter != nil {
-				ctx = WithResponseFilter(ctx, tc.filter)
-			}
 			rec := httptest.NewRecorder()
-			b.ServeHTTP(rec, httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(ctx))
+			st := b.Forward(rec, httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")), Hop{Filter: tc.filter})
 			if rec.Code != tc.status {
 				t.Fatalf("status %d, want %d", rec.Code, tc.status)
 			}
@@ -390,7 +371,7 @@ func TestResponseHandling(t *testing.T) {
 				t.Errorf("backend cookie passed on: %q", c)
 			}
 			if tc.status == 200 {
-				if rec.Body.String() != tc.body || rec.Header().Get("X-Backend") != "yes" {
+				if rec.Body.String() != tc.body || rec.Header().Get("X-Backend") != "yes" || st.Bytes != int64(len(tc.body)) || st.Latency <= 0 {
 					t.Errorf("body %q, X-Backend %q", rec.Body, rec.Header().Get("X-Backend"))
 				}
 			} else if !st.BackendError || strings.Contains(rec.Body.String(), "not readable") {

@@ -81,9 +81,11 @@ type CredentialConfig = credential.Config
 // IsStdio reports whether the backend is a stdio command.
 func (c *BackendConfig) IsStdio() bool { return len(c.Stdio.Command) > 0 }
 
-// SetDefaults fills in defaults; index is the backend's position in the list.
+// SetDefaults fills in defaults; index is the backend's position in the
+// list, or -1 for a backend served only through an aggregated endpoint
+// (its path then stays empty).
 func (c *BackendConfig) SetDefaults(index int) {
-	if c.Path == "" {
+	if c.Path == "" && index >= 0 {
 		if index == 0 {
 			c.Path = "/mcp"
 		} else {
@@ -133,7 +135,9 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 			p.Add(path+".url", "must be an absolute http(s) URL")
 		}
 	}
-	if !strings.HasPrefix(c.Path, "/") || strings.HasPrefix(c.Path, "/.well-known") || strings.HasSuffix(c.Path, "/") && c.Path != "/" {
+	// An empty path (a backend served only through an aggregated endpoint)
+	// is checked by the configuration as a whole.
+	if c.Path != "" && !ValidPath(c.Path) {
 		p.Add(path+".path", "must start with '/', not end with '/', and not be under /.well-known")
 	}
 	c.Credential.Validate(path+".credential", p)
@@ -141,6 +145,13 @@ func (c *BackendConfig) Validate(path string, p *validate.Problems) {
 	if c.ResponseHeaderTimeout < 0 || c.DialTimeout < 0 || c.MaxIdleConns < 0 {
 		p.Add(path, "timeouts and pool sizes must not be negative")
 	}
+}
+
+// ValidPath reports whether p can be an MCP endpoint path: it starts with
+// '/', does not end with '/' (unless it is "/"), and is not under
+// /.well-known.
+func ValidPath(p string) bool {
+	return strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "/.well-known") && (!strings.HasSuffix(p, "/") || p == "/")
 }
 
 // neverForwarded are headers that forward_headers may not name: hop-by-hop

@@ -35,38 +35,76 @@ type Options struct {
 
 // Backend is one MCP server behind the gateway.
 type Backend struct {
-	Name    string
-	Path    string
-	target  *url.URL
-	cfg     BackendConfig
-	stdio   bool // the backend is a stdio bridge: tell it the user
-	rp      *httputil.ReverseProxy
-	cred    credential.Provider // dynamic credential types only
-	log     *slog.Logger
-	forward map[string]bool // canonical names of the client headers passed on
+	Name      string
+	Path      string
+	target    *url.URL
+	cfg       BackendConfig
+	stdio     bool // the backend is a stdio bridge: tell it the user
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+	cred      credential.Provider // dynamic credential types only
+	log       *slog.Logger
+	forward   map[string]bool // canonical names of the client headers passed on
 }
 
 // ResponseFilter may rewrite a backend response (e.g. filter a tools/list
-// result). It runs before headers are sent to the client.
+// result). It runs before headers are sent to the client; an error refuses
+// the answer (502).
 type ResponseFilter func(*http.Response) error
 
-type ctxKey int
-
-const (
-	filterKey ctxKey = iota
-	principalKey
-)
-
-// WithResponseFilter attaches f to the request context, for the proxy to run
-// on the backend's response.
-func WithResponseFilter(ctx context.Context, f ResponseFilter) context.Context {
-	return context.WithValue(ctx, filterKey, f)
+// Hop is what one request's passage to the backend needs from the caller.
+type Hop struct {
+	// Principal is the authenticated caller: identity headers, the stdio
+	// user and the credential are derived from it.
+	Principal *authn.Principal
+	// Token is the bearer token the client presented: the subject token of
+	// a token exchange in jwt and introspection mode. It is never forwarded.
+	Token string
+	// Credential is presented to the backend. Nil means: obtain it with
+	// Backend.Credential for Principal and Token.
+	Credential *credential.Header
+	// Filter, when set, may rewrite the backend's answer.
+	Filter ResponseFilter
+	// RPCID is the id of the request when it is a single JSON-RPC call, so
+	// that a 502 or 504 answers that call (JSON-RPC 2.0 §5) instead of
+	// carrying a null id.
+	RPCID []byte
 }
 
-// WithPrincipal attaches the authenticated caller, for identity headers and
-// credential selection.
-func WithPrincipal(ctx context.Context, p *authn.Principal) context.Context {
-	return context.WithValue(ctx, principalKey, p)
+// Outcome is what the caller learns from a hop.
+type Outcome struct {
+	// Status is the HTTP status the client was answered with (0 when the
+	// client went away before an answer).
+	Status int
+	// Bytes counts the response body bytes written to the client.
+	Bytes int64
+	// Latency is the time from the start of the hop to the backend's
+	// response headers (or to its failure).
+	Latency time.Duration
+	// BackendError is set when the backend failed, its answer was refused,
+	// or its credential could not be obtained.
+	BackendError bool
+	// Err is why: a transport error, a refused answer, a credential
+	// failure or the client's cancellation (which is not a BackendError).
+	Err error
+}
+
+// hopState carries a hop through httputil.ReverseProxy, whose Rewrite and
+// ModifyResponse see only the request: the one context value this package
+// reads, always set by Forward.
+type hopState struct {
+	hop   Hop
+	cred  credential.Header
+	start time.Time
+	out   Outcome
+	w     countingWriter
+}
+
+type hopKey struct{}
+
+func stateOf(r *http.Request) *hopState {
+	st, _ := r.Context().Value(hopKey{}).(*hopState)
+	return st
 }
 
 // NewBackend builds a backend from validated configuration.
@@ -99,6 +137,7 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 	}
+	b.transport = transport
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:        b.rewrite,
 		Transport:      transport,
@@ -165,27 +204,73 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 	// the client's were dropped above.
 	pr.SetXForwarded()
 
+	st := stateOf(pr.In)
+	if st == nil { // not reached through Forward: present nothing
+		b.present(out.Header, nil, credential.Header{})
+		return
+	}
+	b.present(out.Header, st.hop.Principal, st.cred)
+}
+
+// present sets the identity headers of p (when configured), the stdio user
+// and the credential on h, the headers of a request to the backend.
+func (b *Backend) present(h http.Header, p *authn.Principal, cred credential.Header) {
 	ih := b.cfg.IdentityHeaders
-	for _, h := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
-		if h != "" {
-			out.Header.Del(h) // in case one shares a name with a forwarded header
+	for _, name := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
+		if name != "" {
+			h.Del(name) // in case one shares a name with a forwarded header
 		}
 	}
-	p, _ := pr.In.Context().Value(principalKey).(*authn.Principal)
 	if p != nil {
-		setIf(out.Header, ih.User, p.DisplayName())
-		setIf(out.Header, ih.Email, p.Email)
-		setIf(out.Header, ih.Subject, p.Subject)
-		setIf(out.Header, ih.Groups, strings.Join(p.Groups, ","))
+		setIf(h, ih.User, p.DisplayName())
+		setIf(h, ih.Email, p.Email)
+		setIf(h, ih.Subject, p.Subject)
+		setIf(h, ih.Groups, strings.Join(p.Groups, ","))
 		if b.stdio {
-			out.Header.Set(stdio.UserHeader, stdioUser(p))
+			h.Set(stdio.UserHeader, stdioUser(p))
 		}
 	}
-	if b.cfg.Credential.Type == credential.TypeStatic {
-		out.Header.Set(b.cfg.Credential.Header, b.cfg.Credential.Value)
-	} else if h, ok := pr.In.Context().Value(credentialKey{}).(credential.Header); ok {
-		out.Header.Set(h.Name, h.Value)
+	if cred.Name != "" {
+		h.Set(cred.Name, cred.Value)
 	}
+}
+
+// URL is the backend's MCP endpoint (for a stdio backend, its bridge).
+func (b *Backend) URL() string { return b.target.String() }
+
+// Transport returns a RoundTripper for an MCP client of this backend (an
+// aggregated endpoint's backend session) acting for the caller that
+// current returns at each request (principal and bearer token): it
+// presents the same identity headers and credential as Forward, over the
+// backend's pooled connections.
+func (b *Backend) Transport(current func() (*authn.Principal, string)) http.RoundTripper {
+	return roundTripper{b: b, current: current}
+}
+
+type roundTripper struct {
+	b       *Backend
+	current func() (*authn.Principal, string)
+}
+
+func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	p, tok := t.current()
+	cred, err := t.b.Credential(req.Context(), p, tok)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	out := req.Clone(req.Context()) // a RoundTripper must not change req
+	if t.b.stdio {
+		out.Header.Del(stdio.UserHeader)
+	}
+	t.b.present(out.Header, p, cred)
+	resp, err := t.b.transport.RoundTrip(out)
+	if err == nil {
+		resp.Header.Del("Set-Cookie")
+	}
+	return resp, err
 }
 
 // stdioUser is the opaque key the stdio bridge counts a user's sessions by:
@@ -195,9 +280,6 @@ func stdioUser(p *authn.Principal) string {
 	h := sha256.Sum256([]byte(p.Key()))
 	return hex.EncodeToString(h[:])
 }
-
-// credentialKey carries the credential ServeHTTP obtained to rewrite.
-type credentialKey struct{}
 
 // bufferPool recycles the 32 KiB buffers ReverseProxy copies bodies with.
 type bufferPool struct{ p sync.Pool }
@@ -224,33 +306,100 @@ func modifyResponse(resp *http.Response) error {
 		return errSwitchingProtocols
 	}
 	resp.Header.Del("Set-Cookie") // backend cookies would be scoped to the gateway's origin
-	if f, ok := resp.Request.Context().Value(filterKey).(ResponseFilter); ok && f != nil {
+	st := stateOf(resp.Request)
+	if st == nil {
+		return nil
+	}
+	st.out.Latency = time.Since(st.start)
+	if f := st.hop.Filter; f != nil {
 		return f(resp)
 	}
 	return nil
 }
 
-// ServeHTTP forwards r to the backend. The caller has authenticated and
-// authorized r and set r.Body to the (already read) request body.
-func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if b.cred != nil {
-		// Resolved before the hop so that a missing credential fails the
-		// request instead of reaching the backend unauthenticated.
-		p, _ := r.Context().Value(principalKey).(*authn.Principal)
-		tok, _ := authn.BearerToken(r) // the subject token in jwt and introspection mode
-		h, err := b.cred.Get(r.Context(), credential.Subject{Principal: p, Token: tok})
-		if err != nil {
-			b.credentialError(w, r, err)
-			return
-		}
-		r = r.WithContext(context.WithValue(r.Context(), credentialKey{}, h))
+// Credential returns what b presents for the caller p, who presented
+// token: the static header, one obtained per call (the upstream token, a
+// token exchange, a service account), or nothing. It is the one place a
+// backend credential is obtained; a failure means the request must not
+// reach the backend.
+func (b *Backend) Credential(ctx context.Context, p *authn.Principal, token string) (credential.Header, error) {
+	if b.cfg.Credential.Type == credential.TypeStatic {
+		return credential.Header{Name: b.cfg.Credential.Header, Value: b.cfg.Credential.Value}, nil
 	}
-	b.rp.ServeHTTP(w, r)
+	if b.cred == nil {
+		return credential.Header{}, nil
+	}
+	return b.cred.Get(ctx, credential.Subject{Principal: p, Token: token})
 }
+
+// Forward sends r to the backend and streams its answer to w. The caller
+// has authenticated and authorized r and set r.Body to the (already read)
+// request body.
+func (b *Backend) Forward(w http.ResponseWriter, r *http.Request, hop Hop) Outcome {
+	st := &hopState{hop: hop, start: time.Now()}
+	st.w.ResponseWriter = w
+	if hop.Credential != nil {
+		st.cred = *hop.Credential
+	} else {
+		// Obtained before the hop so that a missing credential fails the
+		// request instead of reaching the backend unauthenticated.
+		cred, err := b.Credential(r.Context(), hop.Principal, hop.Token)
+		if err != nil {
+			b.credentialError(&st.w, r, st, err)
+			return st.outcome()
+		}
+		st.cred = cred
+	}
+	b.rp.ServeHTTP(&st.w, r.WithContext(context.WithValue(r.Context(), hopKey{}, st)))
+	return st.outcome()
+}
+
+func (st *hopState) outcome() Outcome {
+	st.out.Status, st.out.Bytes = st.w.status, st.w.n
+	return st.out
+}
+
+// ServeHTTP forwards r with no principal and the static credential, if
+// any (for tests and internal callers).
+func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.Forward(w, r, Hop{})
+}
+
+// countingWriter records the status and body bytes of the answer; Flush
+// and Unwrap keep streaming working (http.ResponseController).
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if c.status == 0 && code >= 200 {
+		c.status = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Flush() { http.NewResponseController(c.ResponseWriter).Flush() }
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // errorHandler answers a failed backend hop with 502 and a JSON-RPC error
 // body (clients parse JSON-RPC, not HTML); details stay in the log.
 func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateOf(r)
+	if st != nil {
+		st.fail(err)
+	}
 	if errors.Is(err, context.Canceled) {
 		return // the client went away; nothing to answer
 	}
@@ -262,29 +411,36 @@ func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		msg = "backend timed out"
 	}
 	b.log.Warn("backend request failed", "backend", b.Name, "method", r.Method, "err", err)
-	var id []byte
-	if st := StatusFrom(r.Context()); st != nil {
-		st.BackendError = true
-		id = st.RPCID
+	WriteJSONRPCError(w, status, st.rpcID(), -32603, msg)
+}
+
+// fail records err as the hop's outcome.
+func (st *hopState) fail(err error) {
+	st.out.Err = err
+	if st.out.Latency == 0 {
+		st.out.Latency = time.Since(st.start)
 	}
-	WriteJSONRPCError(w, status, id, -32603, msg)
+	st.out.BackendError = !errors.Is(err, context.Canceled)
+}
+
+func (st *hopState) rpcID() []byte {
+	if st == nil {
+		return nil
+	}
+	return st.hop.RPCID
 }
 
 // credentialError answers a request whose backend credential could not be
 // obtained: a JSON-RPC error naming the backend and the kind of failure,
 // the detail in the log only.
-func (b *Backend) credentialError(w http.ResponseWriter, r *http.Request, err error) {
+func (b *Backend) credentialError(w http.ResponseWriter, r *http.Request, st *hopState, err error) {
+	st.fail(err)
 	if errors.Is(err, context.Canceled) {
 		return
 	}
 	status, msg := credential.Describe(b.Name, err)
 	b.log.Warn("backend credential unavailable", "backend", b.Name, "err", err)
-	var id []byte
-	if st := StatusFrom(r.Context()); st != nil {
-		st.BackendError = true
-		id = st.RPCID
-	}
-	WriteJSONRPCError(w, status, id, -32603, msg)
+	WriteJSONRPCError(w, status, st.rpcID(), -32603, msg)
 }
 
 // WriteJSONRPCError writes a JSON-RPC 2.0 error response with HTTP status.
@@ -296,28 +452,4 @@ func WriteJSONRPCError(w http.ResponseWriter, status int, id []byte, code int, m
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%q}}`, id, code, message)
-}
-
-// Status carries what the proxy hop needs from the caller and what the
-// caller learns from it.
-type Status struct {
-	// RPCID is the id of the request when it is a single JSON-RPC call, so
-	// that a 502 or 504 answers that call (JSON-RPC 2.0 §5) instead of
-	// carrying a null id.
-	RPCID []byte
-	// BackendError is set when the backend failed or its answer was refused.
-	BackendError bool
-}
-
-type statusKey struct{}
-
-// WithStatus attaches s to ctx; the proxy records backend failures in it.
-func WithStatus(ctx context.Context, s *Status) context.Context {
-	return context.WithValue(ctx, statusKey{}, s)
-}
-
-// StatusFrom returns the Status attached by WithStatus, or nil.
-func StatusFrom(ctx context.Context) *Status {
-	s, _ := ctx.Value(statusKey{}).(*Status)
-	return s
 }

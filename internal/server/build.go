@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/aggregate"
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
@@ -112,7 +113,31 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	for _, r := range cfg.ResourceURLs() {
 		resources[strings.ToLower(r)] = true
 	}
-	for i, bc := range cfg.Backends {
+	gw := func(name, path string) *gateway {
+		return &gateway{
+			name: name, resource: cfg.PublicURL + path, resources: resources, metadataURL: prmURL(cfg.PublicURL, path), scopes: cfg.Auth.ScopesSupported,
+			authn: authenticator, policy: s.policy, audit: auditor,
+			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, toolLimits: limits.PerTool, edge: e, maxBody: cfg.Security.MaxBodyBytes,
+			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
+			sessions: newSessionCodec(sessionSealer, name), log: log.With("backend", name), metrics: m, lists: lists,
+		}
+	}
+	first := true
+	mount := func(g *gateway, path, name string) {
+		mux.Handle(path, g)
+		mcpPaths[path] = true
+		doc := prmHandler(resourceMetadata{
+			Resource: g.resource, AuthorizationServers: servers, ScopesSupported: cfg.Auth.ScopesSupported,
+			BearerMethodsSupported: []string{"header"}, ResourceName: "mcpgate: " + name,
+		})
+		mux.Handle("/.well-known/oauth-protected-resource"+path, publicCORS(doc))
+		if first {
+			mux.Handle("/.well-known/oauth-protected-resource", publicCORS(doc))
+			first = false
+		}
+	}
+	byName := map[string]*proxy.Backend{}
+	for _, bc := range cfg.Backends {
 		if bc.IsStdio() {
 			if bc, err = s.startStdio(bc); err != nil {
 				return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
@@ -127,25 +152,27 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 		if err != nil {
 			return nil, err
 		}
-		resource := cfg.PublicURL + bc.Path
-		metadataURL := prmURL(cfg.PublicURL, bc.Path)
-		g := &gateway{
-			backend: b, resource: resource, resources: resources, metadataURL: metadataURL, scopes: cfg.Auth.ScopesSupported,
-			authn: authenticator, policy: s.policy, audit: auditor,
-			ipLimiter: limits.PerIP, userLimiter: limits.PerUser, toolLimits: limits.PerTool, edge: e, maxBody: cfg.Security.MaxBodyBytes,
-			inFlightIP: s.inFlightIP, inFlightUser: inFlightUser, bodyLimits: s.bodyLimits, writeTimeout: cfg.Security.WriteTimeout,
-			sessionGate: bc.IsStdio(), sessions: newSessionCodec(sessionSealer, bc.Name), log: log.With("backend", bc.Name), metrics: m, lists: lists,
+		byName[bc.Name] = b
+		if bc.Path == "" {
+			continue // served only through an aggregated endpoint
 		}
-		mux.Handle(bc.Path, g)
-		mcpPaths[bc.Path] = true
-		doc := prmHandler(resourceMetadata{
-			Resource: resource, AuthorizationServers: servers, ScopesSupported: cfg.Auth.ScopesSupported,
-			BearerMethodsSupported: []string{"header"}, ResourceName: "mcpgate: " + bc.Name,
-		})
-		mux.Handle("/.well-known/oauth-protected-resource"+bc.Path, publicCORS(doc))
-		if i == 0 {
-			mux.Handle("/.well-known/oauth-protected-resource", publicCORS(doc))
+		g := gw(bc.Name, bc.Path)
+		g.backend, g.sessionGate = b, bc.IsStdio()
+		mount(g, bc.Path, bc.Name)
+	}
+	for _, ec := range cfg.Endpoints {
+		members := make([]*proxy.Backend, len(ec.Backends))
+		for i, name := range ec.Backends {
+			members[i] = byName[name]
 		}
+		a, err := aggregate.New(ec, members, aggregate.Options{Policy: s.policy, Logger: log, SessionTimeout: ec.IdleTimeout})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, a.Close)
+		g := gw(ec.Name, ec.Path)
+		g.agg = a
+		mount(g, ec.Path, ec.Name)
 	}
 	if !mcpPaths["/"] { // a backend at "/" owns GET / (its SSE stream)
 		home, err := homePage(cfg)
@@ -164,8 +191,22 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 // its certificate files do not load.
 func (s *Server) provisionInternalEndpoint(as *authserver.Server, auditor *audit.Logger) (*tokenendpoint.Endpoint, error) {
 	backends := make(map[string]string, len(s.cfg.Backends))
+	// A backend served only through an aggregated endpoint has no resource
+	// of its own: its users' tokens are issued for the (first) endpoint.
+	endpointOf := map[string]string{}
+	for _, e := range s.cfg.Endpoints {
+		for _, b := range e.Backends {
+			if endpointOf[b] == "" {
+				endpointOf[b] = e.Path
+			}
+		}
+	}
 	for _, b := range s.cfg.Backends {
-		res, err := authserver.CanonicalResource(s.cfg.PublicURL + b.Path)
+		path := b.Path
+		if path == "" {
+			path = endpointOf[b.Name]
+		}
+		res, err := authserver.CanonicalResource(s.cfg.PublicURL + path)
 		if err != nil {
 			return nil, fmt.Errorf("backend %s: %w", b.Name, err)
 		}

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/aggregate"
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/mcp"
@@ -50,7 +51,13 @@ const (
 // policy → proxy (with list filtering). The order matters: audit is outermost
 // so that 401, 403 and 429 are recorded too.
 type gateway struct {
+	// name is the backend's, or the aggregated endpoint's, in audit
+	// records, metrics and session bindings.
+	name string
+	// Exactly one of backend (one backend, proxied as is) and agg (an
+	// aggregated endpoint) is set.
 	backend     *proxy.Backend
+	agg         *aggregate.Endpoint
 	resource    string          // this backend's canonical resource URI
 	resources   map[string]bool // every backend's resource URI
 	metadataURL string
@@ -94,7 +101,10 @@ type exchange struct {
 	event     string
 	reason    string
 	rpcError  int
-	status    proxy.Status
+	rpcID     []byte   // of a single call: the proxy's 502 and 504 answer it
+	targets   []target // per call, at an aggregated endpoint: where it goes
+	outcome   proxy.Outcome
+	refused   bool       // a list answer could not be filtered and was replaced
 	body      bodyReader // inline: reading the body allocates no reader
 	forwarded bool       // the FORWARD record(s) are written: the request went to the backend
 	session   sessionHeader
@@ -178,20 +188,25 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw.session = &x.session
 
-	ctx := proxy.WithPrincipal(r.Context(), p)
-	ctx = proxy.WithStatus(ctx, &x.status)
+	hop := proxy.Hop{Principal: p}
+	hop.Token, _ = authn.BearerToken(r) // the subject token of a token exchange (jwt, introspection)
 	switch r.Method {
 	case http.MethodPost:
 		if !g.authorizePost(w, r, x, p, userKey) {
 			return
 		}
-		x.status.RPCID = singleCallID(x.msg)
-		ctx = g.withListFilter(ctx, x.msg, p)
+		x.rpcID = singleCallID(x.msg)
+		hop.RPCID = x.rpcID
+		if g.agg == nil { // an aggregate filters the lists it merges
+			hop.Filter = g.listFilter(x, p)
+		}
 	case http.MethodGet:
 		// GET opens the server-to-client stream (or resumes one), which may
 		// replay responses to earlier list requests: filter every list
 		// result on it.
-		ctx = g.withStreamFilter(ctx, p)
+		if g.agg == nil {
+			hop.Filter = g.streamFilter(x, p)
+		}
 		clearReadDeadline(w)
 	case http.MethodDelete:
 		// DELETE ends a session; it names no tool and needs only
@@ -207,7 +222,11 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.recordForward(w, r, x) {
 		return
 	}
-	g.backend.ServeHTTP(w, r.WithContext(ctx))
+	if g.agg != nil {
+		g.agg.Serve(w, r, p)
+		return
+	}
+	x.outcome = g.backend.Forward(w, r, hop)
 }
 
 // checkSession admits a request's Mcp-Session-Id: absent, or one this
@@ -264,7 +283,7 @@ func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *excha
 	}
 	if !ok {
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
-		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, x.status.RPCID, codeAuditFailed, "audit log unavailable; try again later")
+		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, x.rpcID, codeAuditFailed, "audit log unavailable; try again later")
 		return false
 	}
 	x.forwarded = true
@@ -332,12 +351,22 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 
 	engine := g.policy.Load()
 	x.decisions = make([]policy.Decision, len(msg.Calls))
+	if g.agg != nil {
+		x.targets = make([]target, len(msg.Calls))
+	}
 	var missing []string
 	denied := -1
 	for i := range msg.Calls {
-		d := engine.Decide(p, policy.RequestFor(g.backend.Name, &msg.Calls[i]))
+		req := policy.RequestFor(g.name, &msg.Calls[i])
+		if g.agg != nil {
+			// The policy sees the backend a message goes to and the name it
+			// has there, as it would on that backend's own path.
+			req.Backend, req.Name = g.agg.Route(r.Header.Get("Mcp-Session-Id"), &msg.Calls[i])
+			x.targets[i] = target{req.Backend, req.Name}
+		}
+		d := engine.Decide(p, req)
 		if d.Allow && g.sessionGate && msg.Calls[i].Method == "initialize" {
-			d = engine.DecideSession(p, g.backend.Name)
+			d = engine.DecideSession(p, g.name)
 		}
 		x.decisions[i] = d
 		if !d.Allow {
@@ -356,7 +385,11 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		// call must not use up the user's budget for the tool.
 		for i := range msg.Calls {
 			if c := &msg.Calls[i]; c.Method == "tools/call" {
-				if ok, retry := g.toolLimits.Take(r.Context(), userKey, g.backend.Name, c.Name); !ok {
+				backend, name := g.name, c.Name
+				if i < len(x.targets) { // an aggregated endpoint: the tool's own backend and name
+					backend, name = x.targets[i].backend, x.targets[i].name
+				}
+				if ok, retry := g.toolLimits.Take(r.Context(), userKey, backend, name); !ok {
 					g.rateLimited(w, x, retry)
 					x.reason = "tool rate limit exceeded"
 					return false
@@ -379,6 +412,10 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 	g.writeDenied(w, msg, x.decisions)
 	return false
 }
+
+// target is the backend a call goes to at an aggregated endpoint and the
+// name it has there.
+type target struct{ backend, name string }
 
 // audienceFits rejects a token bound to another backend of this gateway: a
 // token whose aud names one of our resource URIs is valid only at the
@@ -493,26 +530,26 @@ func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
 	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "too many requests in flight")
 }
 
-// withListFilter arranges for list responses to be filtered through the same
-// decision function that authorizes calls, so a listed tool is callable and
-// a hidden one is not. Callers who see the same items (policy.ListView.Key)
-// share filtered results through g.lists.
-func (g *gateway) withListFilter(ctx context.Context, msg *mcp.Message, p *authn.Principal) context.Context {
-	view := g.policy.Load().ListView(p, g.backend.Name)
-	f := mcp.NewListFilter(msg, view.Visible)
+// listFilter filters list responses through the same decision function
+// that authorizes calls, so a listed tool is callable and a hidden one is
+// not; nil when x lists nothing. Callers who see the same items
+// (policy.ListView.Key) share filtered results through g.lists.
+func (g *gateway) listFilter(x *exchange, p *authn.Principal) proxy.ResponseFilter {
+	view := g.policy.Load().ListView(p, g.name)
+	f := mcp.NewListFilter(x.msg, view.Visible)
 	if f == nil {
-		return ctx
+		return nil
 	}
 	f.UseCache(g.lists, view.Generation(), view.Key())
-	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return g.filterResponse(resp, f) })
+	return func(resp *http.Response) error { return g.filterResponse(resp, f, &x.refused) }
 }
 
-// withStreamFilter filters list results on a GET stream.
-func (g *gateway) withStreamFilter(ctx context.Context, p *authn.Principal) context.Context {
-	view := g.policy.Load().ListView(p, g.backend.Name)
+// streamFilter filters list results on a GET stream.
+func (g *gateway) streamFilter(x *exchange, p *authn.Principal) proxy.ResponseFilter {
+	view := g.policy.Load().ListView(p, g.name)
 	f := mcp.NewStreamListFilter(view.Visible)
 	f.UseCache(g.lists, view.Generation(), view.Key())
-	return proxy.WithResponseFilter(ctx, func(resp *http.Response) error { return g.filterResponse(resp, f) })
+	return func(resp *http.Response) error { return g.filterResponse(resp, f, &x.refused) }
 }
 
 // maxListBody bounds a JSON list response read whole for filtering.
@@ -522,7 +559,7 @@ const maxListBody = 64 << 20
 // It fails closed: an answer it cannot read and filter (a media type other
 // than JSON or SSE, a content coding, several Content-Type fields, a body
 // that is not JSON) is replaced by f.Refusal, never forwarded as it came.
-func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
+func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter, refused *bool) error {
 	h := resp.Header
 	// The answer is filtered for one user: no cache may serve it to another
 	// (RFC 9111 §5.2.2.5), nor revalidate it against the backend's validators.
@@ -533,7 +570,7 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
 	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		// The proxy asks for identity (Accept-Encoding), so this is a
 		// backend ignoring it; decoding would only widen what we parse.
-		g.refuse(resp, f, "content-encoding "+ce)
+		g.refuse(resp, f, refused, "content-encoding "+ce)
 		return nil
 	}
 	cts := h.Values("Content-Type")
@@ -543,9 +580,9 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
 	}
 	switch {
 	case len(cts) > 1:
-		g.refuse(resp, f, "several content types")
+		g.refuse(resp, f, refused, "several content types")
 	case isMediaType(ct, "text/event-stream"):
-		resp.Body = newSSEReader(resp.Body, f, proxy.StatusFrom(resp.Request.Context()))
+		resp.Body = newSSEReader(resp.Body, f, refused)
 		// Filtering changes the length: a backend's Content-Length would cut
 		// the stream short or leave the client waiting for bytes.
 		resp.ContentLength = -1
@@ -566,11 +603,11 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
 		out := f.Rewrite(lb.in)
 		if out == nil || len(lb.in) > maxListBody {
 			lb.Close()
-			g.refuse(resp, f, "malformed JSON")
+			g.refuse(resp, f, refused, "malformed JSON")
 			return nil
 		}
 		if f.Refused() {
-			g.markRefused(resp, "list not filterable")
+			g.markRefused(refused, resp, "list not filterable")
 		}
 		lb.Reset(out)
 		resp.Body = lb
@@ -588,7 +625,7 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter) error {
 			setBody(resp, nil)
 			return nil
 		}
-		g.refuse(resp, f, "content type "+strconv.Quote(ct))
+		g.refuse(resp, f, refused, "content type "+strconv.Quote(ct))
 	}
 	return nil
 }
@@ -611,7 +648,7 @@ func isMediaType(v, want string) bool {
 // errors of f.Refusal. A 2xx becomes 502 (the backend's answer was
 // unusable); an error status is kept, so that a client still sees, say, a
 // 404 for an expired session.
-func (g *gateway) refuse(resp *http.Response, f *mcp.ListFilter, reason string) {
+func (g *gateway) refuse(resp *http.Response, f *mcp.ListFilter, refused *bool, reason string) {
 	resp.Body.Close()
 	if resp.StatusCode < 400 {
 		resp.StatusCode = http.StatusBadGateway
@@ -620,14 +657,12 @@ func (g *gateway) refuse(resp *http.Response, f *mcp.ListFilter, reason string) 
 	resp.Header.Set("Content-Type", "application/json")
 	resp.Trailer = nil
 	setBody(resp, f.Refusal())
-	g.markRefused(resp, reason)
+	g.markRefused(refused, resp, reason)
 }
 
 // markRefused records a refused list response for the audit record and the log.
-func (g *gateway) markRefused(resp *http.Response, reason string) {
-	if st := proxy.StatusFrom(resp.Request.Context()); st != nil {
-		st.BackendError = true
-	}
+func (g *gateway) markRefused(refused *bool, resp *http.Response, reason string) {
+	*refused = true
 	g.log.Warn("backend list response refused", "status", resp.StatusCode, "reason", reason)
 }
 
@@ -649,7 +684,7 @@ type sseReader struct {
 	src     io.ReadCloser
 	f       *mcp.SSEFilter
 	lf      *mcp.ListFilter
-	status  *proxy.Status
+	refused *bool // set when an event could not be filtered
 	out     bytes.Buffer
 	buf     *[]byte // pooled read buffer
 	outBuf  *[]byte // pooled backing of out
@@ -657,8 +692,8 @@ type sseReader struct {
 	stopped bool // a broken event ended a POST stream
 }
 
-func newSSEReader(src io.ReadCloser, lf *mcp.ListFilter, status *proxy.Status) *sseReader {
-	r := &sseReader{src: src, lf: lf, status: status, buf: sseBuffers.Get().(*[]byte), outBuf: sseOutBuffers.Get().(*[]byte)}
+func newSSEReader(src io.ReadCloser, lf *mcp.ListFilter, refused *bool) *sseReader {
+	r := &sseReader{src: src, lf: lf, refused: refused, buf: sseBuffers.Get().(*[]byte), outBuf: sseOutBuffers.Get().(*[]byte)}
 	r.out = *bytes.NewBuffer((*r.outBuf)[:0])
 	r.f = mcp.NewSSEFilter(&r.out, nil, r.rewrite)
 	return r
@@ -682,14 +717,12 @@ func (r *sseReader) rewrite(data []byte) []byte {
 	}
 	out := r.lf.Rewrite(data)
 	if out != nil {
-		if r.lf.Refused() && r.status != nil {
-			r.status.BackendError = true
+		if r.lf.Refused() {
+			*r.refused = true
 		}
 		return out
 	}
-	if r.status != nil {
-		r.status.BackendError = true
-	}
+	*r.refused = true
 	if r.lf.IsStream() {
 		return nil
 	}
@@ -748,11 +781,11 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	// last write may be long ago): give that its own write_timeout.
 	defer sw.renewWriteDeadline()
 	elapsed := time.Since(x.start)
-	g.metrics.Duration(g.backend.Name, elapsed.Seconds())
+	g.metrics.Duration(g.name, elapsed.Seconds())
 	status := sw.code()
 	base := g.baseRecord(r, x)
 	base.Status, base.RPCError, base.DurationMS = status, x.rpcError, audit.Millis(elapsed)
-	if status >= 400 || x.status.BackendError {
+	if status >= 400 || x.outcome.BackendError || x.refused {
 		base.Result = audit.ResultError
 	}
 	if x.event != "" && x.event != audit.EventPermissionDenied {
@@ -761,7 +794,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	if len(x.calls) == 0 {
 		base.Method = r.Method
 		g.write(r.Context(), &base)
-		g.metrics.Observe(g.backend.Name, "", string(base.Decision), status)
+		g.metrics.Observe(g.name, "", string(base.Decision), status)
 		return
 	}
 	for i := range x.calls {
@@ -770,7 +803,7 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 			rec.Args = nil
 		}
 		g.write(r.Context(), &rec)
-		g.metrics.Observe(g.backend.Name, rec.Method, string(rec.Decision), status)
+		g.metrics.Observe(g.name, rec.Method, string(rec.Decision), status)
 	}
 }
 
@@ -782,7 +815,7 @@ func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
 		Source:       audit.SourceMCP,
 		ClientIP:     g.edge.clientIP(r),
 		UserAgent:    r.UserAgent(),
-		Backend:      g.backend.Name,
+		Backend:      g.name,
 		Event:        x.event,
 		Reason:       x.reason,
 		Result:       audit.ResultSuccess,
@@ -800,10 +833,15 @@ func callRecord(base audit.Record, x *exchange, i int) audit.Record {
 	c := x.calls[i]
 	rec := base
 	rec.Method = c.Method
+	name := c.Name
+	if i < len(x.targets) {
+		// As on a backend's own path: its name and the original one.
+		rec.Backend, name = x.targets[i].backend, x.targets[i].name
+	}
 	if strings.HasPrefix(c.Method, "resources/") {
-		rec.Resource = c.Name
+		rec.Resource = name
 	} else {
-		rec.Tool = c.Name
+		rec.Tool = name
 	}
 	rec.Args = c.Arguments
 	if i < len(x.decisions) {
