@@ -23,6 +23,7 @@ const (
 	PageError    = "error.html"
 	PageRedirect = "redirect.html"
 	PageHome     = "home.html"
+	PageLink     = "link.html"
 )
 
 // DocsURL is where the gateway's documentation lives, linked from its pages.

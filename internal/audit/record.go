@@ -42,6 +42,13 @@ const (
 	// the backend, Resource its audience, Result and Reason the outcome.
 	// Cache hits are not recorded; token values never are.
 	EventBackendCredential = "BACKEND_CREDENTIAL"
+	// Linked accounts (credential type linked_token): a user links an
+	// account at a provider besides the sign-in IdP. Method is
+	// "link/<provider>", SessionID the grant the link belongs to; Reason
+	// says why a link failed or was dropped. Token values are never written.
+	EventLinkStarted   = "LINK_STARTED"   // a tool call needed a link: the client got the link URL
+	EventLinkCompleted = "LINK_COMPLETED" // the provider's token is stored with the grant
+	EventLinkFailed    = "LINK_FAILED"    // the user declined, the provider refused, a state was replayed or came from another browser, or a refresh was refused (the link is dropped)
 )
 
 // Authorization-server events: records with Source SourceAuthServer, written

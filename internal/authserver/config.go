@@ -76,7 +76,11 @@ type Config struct {
 	// dynamic registration.
 	StaticClients []StaticClient `yaml:"static_clients"`
 	Upstream      idp.Config     `yaml:"upstream"`
-	Branding      web.Branding   `yaml:"branding"`
+	// LinkedProviders are OAuth providers besides the sign-in IdP whose
+	// tokens backends need (credential type linked_token): each user links
+	// an account there once, on first use.
+	LinkedProviders []LinkedProvider `yaml:"linked_providers"`
+	Branding        web.Branding     `yaml:"branding"`
 }
 
 // RegistrationConfig configures dynamic client registration (RFC 7591).
@@ -278,6 +282,9 @@ func (c *Config) SetDefaults() {
 	}
 	c.RateLimit.setDefaults()
 	c.Upstream.SetDefaults()
+	for i := range c.LinkedProviders {
+		c.LinkedProviders[i].setDefaults()
+	}
 	c.Branding.SetDefaults()
 }
 
@@ -375,6 +382,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	c.RateLimit.validate(at("rate_limit"), p)
 	c.validateStaticClients(at("static_clients"), p)
 	c.Upstream.Validate(at("upstream"), p)
+	c.validateLinkedProviders(at("linked_providers"), p)
 	if b := c.Branding; !hexColour.MatchString(b.PrimaryColor) {
 		p.Add(at("branding.primary_color"), "must be a hex colour such as #2563eb")
 	}

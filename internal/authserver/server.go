@@ -109,6 +109,7 @@ type Server struct {
 	verified verifiedCache
 	bcryptOK bcryptCache
 	upLocks  keyedMutex
+	linked   map[string]*linkedProvider
 	limits   *limits
 	handler  http.Handler
 }
@@ -227,6 +228,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			s.log.Info("client ID metadata documents may come from private addresses of these hosts", "cimd.allowed_hosts", cfg.CIMD.AllowedHosts)
 		}
 	}
+	s.linked = map[string]*linkedProvider{}
+	for _, l := range cfg.LinkedProviders {
+		s.linked[l.Name] = newLinkedProvider(l, s.issuer, deps.HTTPClient)
+	}
 	s.keys = &keyCache{signer: s.signer, now: s.now}
 	s.limits = newLimits(cfg)
 	s.grants = newTTLCache[grantCacheEntry](cfg.RevocationCacheTTL, maxGrantCacheEntries, s.now)
@@ -257,6 +262,9 @@ func (s *Server) Routes() []string {
 	}
 	for _, e := range []string{"/authorize", "/callback", "/login", "/consent", "/token", "/register", "/revoke", "/introspect", "/jwks"} {
 		out = append(out, s.basePath+e)
+	}
+	if len(s.linked) > 0 {
+		out = append(out, s.basePath+"/link/")
 	}
 	return out
 }
@@ -293,6 +301,9 @@ func (s *Server) routes() {
 	mux.Handle("GET "+b+"/consent", page(s.handleConsentPage))
 	mux.Handle("POST "+b+"/consent", page(s.handleConsent))
 	mux.Handle("GET "+b+"/callback", page(s.handleCallback))
+	mux.Handle("GET "+b+"/link/{provider}", page(s.handleLinkPage))
+	mux.Handle("POST "+b+"/link/{provider}", page(s.handleLinkConfirm))
+	mux.Handle("GET "+b+"/link/{provider}/callback", page(s.handleLinkCallback))
 	mux.Handle("POST "+b+"/token", api(s.handleToken))
 	mux.Handle("POST "+b+"/register", api(s.handleRegister))
 	mux.Handle("POST "+b+"/revoke", api(s.handleRevoke))

@@ -26,6 +26,8 @@ import (
 type grantSecrets struct {
 	RefreshKey string      `json:"rk"`
 	Upstream   *idp.Tokens `json:"up,omitempty"`
+	// Linked are the tokens of linked accounts by provider (linked.go).
+	Linked map[string]*idp.Tokens `json:"ln,omitempty"`
 }
 
 // accessClaims are the claims of our JWT access tokens (RFC 9068 §2.2).

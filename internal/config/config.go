@@ -386,6 +386,14 @@ func (c *Config) Validate() error {
 		if b.Credential.Type == credential.TypeUpstreamToken && c.Auth.Mode != ModeAuthorizationServer {
 			p.Add(path+".credential.type", "upstream_token requires auth.mode authorization_server")
 		}
+		if b.Credential.Type == credential.TypeLinkedToken {
+			switch {
+			case c.Auth.Mode != ModeAuthorizationServer:
+				p.Add(path+".credential.type", "linked_token requires auth.mode authorization_server (the linked token is kept with the user's grant)")
+			case b.Credential.Provider != "" && !c.Auth.AuthorizationServer.LinkedProviderNames()[b.Credential.Provider]:
+				p.Add(path+".credential.provider", "names no entry of auth.authorization_server.linked_providers (got %q)", b.Credential.Provider)
+			}
+		}
 		if b.Credential.Type == credential.TypeTokenExchange {
 			switch {
 			case c.Auth.Mode != ModeAuthorizationServer && c.Auth.Mode != ModeJWT && c.Auth.Mode != ModeIntrospection:

@@ -15,6 +15,7 @@ const (
 	TypeUpstreamToken     = "upstream_token"
 	TypeTokenExchange     = "token_exchange"
 	TypeClientCredentials = "client_credentials"
+	TypeLinkedToken       = "linked_token"
 )
 
 // Token exchange protocols (credential.protocol).
@@ -33,15 +34,20 @@ const (
 
 // Config selects the credential presented to the backend.
 type Config struct {
-	// Type: none | static | upstream_token | token_exchange | client_credentials.
+	// Type: none | static | upstream_token | token_exchange | client_credentials | linked_token.
 	// static sends header: value; upstream_token sends the user's token
 	// from the upstream IdP (authorization_server mode only, refreshed
 	// before it expires); token_exchange trades the user's token for one
 	// meant for this backend at a security token service (RFC 8693, or
 	// Entra's on-behalf-of flow: protocol); client_credentials sends a
 	// token of the gateway's own service account (RFC 6749 §4.4). Both
-	// are cached until shortly before they expire.
+	// are cached until shortly before they expire. linked_token sends the
+	// user's token at another provider (provider), which the user links
+	// once when a tool call first needs it (authorization_server mode).
 	Type string `yaml:"type"`
+	// Provider names the auth.authorization_server.linked_providers entry
+	// whose token a linked_token credential sends.
+	Provider string `yaml:"provider"`
 	// Header for static credentials (default Authorization).
 	Header string `yaml:"header"`
 	// Value for static credentials, e.g. "Bearer ${BACKEND_TOKEN}".
@@ -109,7 +115,7 @@ type Config struct {
 // store or a security token service) rather than configured.
 func (c *Config) Dynamic() bool {
 	switch c.Type {
-	case TypeUpstreamToken, TypeTokenExchange, TypeClientCredentials:
+	case TypeUpstreamToken, TypeTokenExchange, TypeClientCredentials, TypeLinkedToken:
 		return true
 	}
 	return false
@@ -165,6 +171,10 @@ var tokenTypes = map[string]string{
 func (c *Config) Validate(path string, p *validate.Problems) {
 	switch c.Type {
 	case TypeNone, TypeUpstreamToken:
+	case TypeLinkedToken:
+		if c.Provider == "" {
+			p.Add(path+".provider", "is required for a linked_token credential (a name from auth.authorization_server.linked_providers)")
+		}
 	case TypeStatic:
 		if c.Value == "" {
 			p.Add(path+".value", "is required for a static credential")
@@ -172,7 +182,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	case TypeTokenExchange, TypeClientCredentials:
 		c.validateSTS(path, p)
 	default:
-		p.Add(path+".type", "must be one of none, static, upstream_token, token_exchange, client_credentials (got %q)", c.Type)
+		p.Add(path+".type", "must be one of none, static, upstream_token, token_exchange, client_credentials, linked_token (got %q)", c.Type)
 		return
 	}
 	if !c.usesSTS() {
@@ -188,6 +198,9 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 	if c.Type != TypeStatic && c.Value != "" {
 		p.Add(path+".value", "is only valid with type static")
+	}
+	if c.Type != TypeLinkedToken && c.Provider != "" {
+		p.Add(path+".provider", "is only valid with type linked_token")
 	}
 }
 

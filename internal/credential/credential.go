@@ -79,6 +79,7 @@ type Options struct {
 	Backend  string
 	Subject  SubjectSource
 	Upstream UpstreamTokens // SubjectUpstream and upstream_token
+	Linked   LinkedTokens   // linked_token
 	Auditor  Auditor        // required for token_exchange and client_credentials
 	Metrics  *Metrics       // nil: not counted
 	Logger   *slog.Logger
@@ -110,6 +111,11 @@ func New(cfg Config, o Options) (Provider, error) {
 		return upstream{o.Upstream}, nil
 	case TypeTokenExchange, TypeClientCredentials:
 		return newExchanger(cfg, o)
+	case TypeLinkedToken:
+		if o.Linked == nil {
+			return nil, errors.New("credential linked_token needs the built-in authorization server (auth.mode: authorization_server)")
+		}
+		return linked{l: o.Linked, provider: cfg.Provider}, nil
 	}
 	return nil, fmt.Errorf("unknown credential type %q", cfg.Type)
 }

@@ -61,6 +61,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	e := newEdge(cfg)
 
 	var upstream credential.UpstreamTokens
+	var linked credential.LinkedTokens
 	var authenticator Authenticator
 	switch cfg.Auth.Mode {
 	case config.ModeAuthorizationServer:
@@ -68,7 +69,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 		if err != nil {
 			return nil, err
 		}
-		authenticator, upstream = as, as
+		authenticator, upstream, linked = as, as, as
 		if cfg.InternalEndpoint.Enabled() {
 			if s.internal, err = s.provisionInternalEndpoint(as, auditor); err != nil {
 				return nil, err
@@ -144,7 +145,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 			}
 		}
 		cred, err := credential.New(bc.Credential, credential.Options{Backend: bc.Name, Subject: subjectSource(cfg.Auth.Mode),
-			Upstream: upstream, Auditor: auditor, Metrics: credMetrics, Logger: log})
+			Upstream: upstream, Linked: linked, Auditor: auditor, Metrics: credMetrics, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("backend %s: %w", bc.Name, err)
 		}

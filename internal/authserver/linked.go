@@ -1,0 +1,568 @@
+package authserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"golang.org/x/oauth2"
+
+	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/web"
+)
+
+// Linked accounts: a backend with credential type linked_token gets the
+// user's token at a provider other than the sign-in IdP. The flow
+// (docs/linked-accounts.md has the threat model):
+//
+//  1. A tool call finds no token for the provider in the grant's sealed
+//     secrets. LinkedToken stores a pending link — an authorization request
+//     row marked as a link, keyed by a 256-bit random ID, bound to the
+//     grant and the provider, expiring after link_timeout — and returns a
+//     *credential.LinkRequiredError; the client gets its URL
+//     <issuer>/link/<provider>?id=<ID> (MCP URL-mode elicitation).
+//  2. The first browser that opens the URL claims the pending link (its
+//     browser-binding cookie); any other browser is refused from then on.
+//     The page names the provider and the mcpgate account it will be linked
+//     to, and asks for confirmation (a form with a CSRF token).
+//  3. Confirming sends the browser to the provider's authorization endpoint
+//     (authorization code with PKCE S256, a fresh single-use state whose
+//     hash only is stored).
+//  4. The callback takes the pending link by its state once, checks the
+//     browser cookie and the provider, redeems the code as a confidential
+//     client and stores the tokens sealed with the grant.
+//
+// Later calls get the token; a token near its expiry is refreshed at the
+// provider, and one the provider will not refresh is dropped, so the next
+// call asks for a new link. A revoked or expired grant takes its links with
+// it.
+
+// linkState is the JSON kept in a pending link's AuthRequest.Identity. Its
+// keys differ from flowState's, so a pending link is never a valid
+// authorization flow (no browser binding there) and vice versa.
+type linkState struct {
+	Provider string `json:"link"`
+	Grant    string `json:"grant"`
+	Browser  string `json:"lb,omitempty"` // SHA-256 of the browser-binding cookie that claimed the link
+}
+
+// linkedProvider is a configured linked provider and its OAuth client.
+type linkedProvider struct {
+	cfg      LinkedProvider
+	redirect string
+	client   *http.Client
+
+	mu sync.Mutex
+	ep *oauth2.Endpoint // configured, or discovered from the issuer on first use
+}
+
+func newLinkedProvider(cfg LinkedProvider, issuer string, base *http.Client) *linkedProvider {
+	lp := &linkedProvider{
+		cfg:      cfg,
+		redirect: issuer + "/link/" + cfg.Name + "/callback",
+		client:   idp.GuardedClient(base, cfg.AllowPrivateNetwork, cfg.Timeout),
+	}
+	if cfg.AuthorizationEndpoint != "" {
+		lp.ep = lp.endpoint(cfg.AuthorizationEndpoint, cfg.TokenEndpoint)
+	}
+	return lp
+}
+
+func (lp *linkedProvider) endpoint(auth, token string) *oauth2.Endpoint {
+	style := oauth2.AuthStyleInHeader
+	if lp.cfg.ClientAuth == "client_secret_post" {
+		style = oauth2.AuthStyleInParams
+	}
+	return &oauth2.Endpoint{AuthURL: auth, TokenURL: token, AuthStyle: style}
+}
+
+// maxDiscovery bounds a discovery document.
+const maxDiscovery = 256 << 10
+
+// config returns the OAuth client configuration, discovering the endpoints
+// from the issuer first if they are not configured.
+func (lp *linkedProvider) config(ctx context.Context) (*oauth2.Config, error) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.ep == nil {
+		ep, err := lp.discover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		lp.ep = ep
+	}
+	return &oauth2.Config{ClientID: lp.cfg.ClientID, ClientSecret: lp.cfg.ClientSecret, Endpoint: *lp.ep,
+		RedirectURL: lp.redirect, Scopes: lp.cfg.Scopes}, nil
+}
+
+// discover reads the issuer's OpenID Connect discovery document (OpenID
+// Connect Discovery 1.0 §4); its issuer must be the configured one.
+func (lp *linkedProvider) discover(ctx context.Context) (*oauth2.Endpoint, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(lp.cfg.Issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := lp.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("linked provider %s: discovery: %w", lp.cfg.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("linked provider %s: discovery: status %d", lp.cfg.Name, resp.StatusCode)
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+		Auth   string `json:"authorization_endpoint"`
+		Token  string `json:"token_endpoint"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxDiscovery)).Decode(&doc); err != nil {
+		return nil, fmt.Errorf("linked provider %s: discovery: %w", lp.cfg.Name, err)
+	}
+	if doc.Issuer != lp.cfg.Issuer || doc.Auth == "" || doc.Token == "" {
+		return nil, fmt.Errorf("linked provider %s: discovery document of another issuer or without endpoints", lp.cfg.Name)
+	}
+	return lp.endpoint(doc.Auth, doc.Token), nil
+}
+
+func (lp *linkedProvider) ctx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, lp.client)
+}
+
+// exchange redeems an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5).
+func (lp *linkedProvider) exchange(ctx context.Context, code, verifier string) (*idp.Tokens, error) {
+	c, err := lp.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := c.Exchange(lp.ctx(ctx), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return nil, err
+	}
+	return tokensOf(t), nil
+}
+
+// refresh obtains a new access token with t's refresh token (RFC 6749 §6);
+// the result keeps t's refresh token when the provider does not rotate it.
+func (lp *linkedProvider) refresh(ctx context.Context, t *idp.Tokens) (*idp.Tokens, error) {
+	c, err := lp.config(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nt, err := c.TokenSource(lp.ctx(ctx), &oauth2.Token{RefreshToken: t.RefreshToken}).Token()
+	if err != nil {
+		return nil, err
+	}
+	out := tokensOf(nt)
+	if out.RefreshToken == "" {
+		out.RefreshToken = t.RefreshToken
+	}
+	return out, nil
+}
+
+func tokensOf(t *oauth2.Token) *idp.Tokens {
+	return &idp.Tokens{AccessToken: t.AccessToken, TokenType: t.TokenType, RefreshToken: t.RefreshToken, Expiry: t.Expiry}
+}
+
+// refusedByProvider reports whether a token endpoint error is the
+// provider's answer about the grant (an OAuth error response, RFC 6749
+// §5.2) rather than an outage: only then is a link dropped.
+func refusedByProvider(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500
+}
+
+// errLinkUnavailable: the provider could not be reached; the link stays.
+var errLinkUnavailable = errors.New("authserver: the linked provider is unavailable")
+
+// LinkedToken implements credential.LinkedTokens: the user's access token at
+// the linked provider for the active grant tsid, refreshed when near its
+// expiry, or a *credential.LinkRequiredError with a new link URL.
+func (s *Server) LinkedToken(ctx context.Context, tsid, provider string) (string, error) {
+	lp := s.linked[provider]
+	if lp == nil {
+		return "", fmt.Errorf("authserver: unknown linked provider %q", provider)
+	}
+	g, secrets, err := s.loadLinkedSecrets(ctx, tsid)
+	if err != nil {
+		return "", err
+	}
+	if t := secrets.Linked[provider]; t != nil && s.linkFresh(t) {
+		return t.AccessToken, nil
+	}
+	unlock := s.upLocks.lock(tsid)
+	defer unlock()
+	// Another caller may have refreshed or linked while we waited.
+	if g, secrets, err = s.loadLinkedSecrets(ctx, tsid); err != nil {
+		return "", err
+	}
+	t := secrets.Linked[provider]
+	if t != nil && s.linkFresh(t) {
+		return t.AccessToken, nil
+	}
+	if t != nil {
+		reason := "the linked token expired and has no refresh token; the link is dropped"
+		if t.RefreshToken != "" {
+			nt, rerr := lp.refresh(ctx, t)
+			if rerr == nil {
+				if err := s.storeLinked(ctx, tsid, provider, nt); err != nil {
+					return "", err
+				}
+				return nt.AccessToken, nil
+			}
+			s.log.WarnContext(ctx, "linked token refresh failed", "tsid", tsid, "provider", provider, "err", rerr)
+			if !refusedByProvider(rerr) {
+				return "", fmt.Errorf("%w: %w", errLinkUnavailable, rerr)
+			}
+			reason = "the provider refused to refresh the linked token; the link is dropped"
+		}
+		if err := s.storeLinked(ctx, tsid, provider, nil); err != nil {
+			return "", err
+		}
+		_ = s.audit(ctx, s.withStoredIdentity(&audit.Record{Event: audit.EventLinkFailed, Result: audit.ResultError, Method: "link/" + provider,
+			ClientID: g.ClientID, SessionID: tsid, Resource: g.Resource, Reason: reason}, g.Identity))
+	}
+	return "", s.startLink(ctx, g, lp)
+}
+
+func (s *Server) linkFresh(t *idp.Tokens) bool {
+	return t.AccessToken != "" && (t.Expiry.IsZero() || s.now().Add(s.cfg.UpstreamRefreshSkew).Before(t.Expiry))
+}
+
+// loadLinkedSecrets reads the active grant tsid and its sealed secrets
+// (which need no upstream token: built-in users link accounts too).
+func (s *Server) loadLinkedSecrets(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
+	g, err := s.st.GetGrant(ctx, tsid)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+		return nil, nil, ErrSessionInvalid
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var secrets grantSecrets
+	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
+		return nil, nil, fmt.Errorf("authserver: open grant secrets: %w", err)
+	}
+	return g, &secrets, nil
+}
+
+// storeLinked sets (t != nil) or drops (t == nil) the grant's token at
+// provider. The caller holds s.upLocks for tsid; another replica's write in
+// between (a refresh of the sign-in tokens) is merged by reading again.
+func (s *Server) storeLinked(ctx context.Context, tsid, provider string, t *idp.Tokens) error {
+	for range 3 {
+		g, secrets, err := s.loadLinkedSecrets(ctx, tsid)
+		if err != nil {
+			return err
+		}
+		if t != nil {
+			if secrets.Linked == nil {
+				secrets.Linked = map[string]*idp.Tokens{}
+			}
+			secrets.Linked[provider] = t
+		} else {
+			if secrets.Linked[provider] == nil {
+				return nil
+			}
+			delete(secrets.Linked, provider)
+		}
+		sealed, err := s.sealJSON(secrets, aad("grant", tsid))
+		if err != nil {
+			return err
+		}
+		err = s.st.UpdateGrantUpstream(ctx, tsid, nil, sealed, g.UpstreamExpiry, g.Version)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, store.ErrNotFound):
+			return ErrSessionInvalid
+		case !errors.Is(err, store.ErrConflict):
+			return err
+		}
+	}
+	return errors.New("authserver: the grant kept changing while storing a linked token")
+}
+
+// startLink stores a pending link for grant g at lp and returns the error
+// that carries its URL to the client.
+func (s *Server) startLink(ctx context.Context, g *store.Grant, lp *linkedProvider) error {
+	id := randomToken()
+	b, err := json.Marshal(linkState{Provider: lp.cfg.Name, Grant: g.ID})
+	if err != nil {
+		return err
+	}
+	ar := &store.AuthRequest{ID: id, UserKey: g.UserKey, Identity: b, ExpiresAt: s.now().Add(lp.cfg.LinkTimeout)}
+	if err := s.st.CreateAuthRequest(ctx, ar); err != nil {
+		return err
+	}
+	rec := &audit.Record{Event: audit.EventLinkStarted, Method: "link/" + lp.cfg.Name, ClientID: g.ClientID, SessionID: g.ID, Resource: g.Resource,
+		Reason: "the user has no " + lp.cfg.Name + " account linked: the client is sent the link URL"}
+	if err := s.audit(ctx, s.withStoredIdentity(rec, g.Identity)); err != nil {
+		return err
+	}
+	return &credential.LinkRequiredError{
+		Provider:    lp.cfg.Name,
+		DisplayName: lp.cfg.DisplayName,
+		URL:         s.issuer + "/link/" + url.PathEscape(lp.cfg.Name) + "?id=" + url.QueryEscape(id),
+		// Not the ID itself: the elicitation ID may be logged by clients.
+		ElicitationID: store.HashKey(id)[:32],
+	}
+}
+
+// linkPage is the data of web.PageLink.
+type linkPage struct {
+	Provider  string
+	User      string
+	Action    string
+	RequestID string
+	CSRF      string
+	Done      bool
+}
+
+func (s *Server) linkFailedPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.errorPage(w, r, status, "Account not linked", msg)
+}
+
+// loadLink reads the pending link id for provider and checks that this
+// browser may use it; the first browser to open it claims it. It writes an
+// error page and returns nil on failure.
+func (s *Server) loadLink(w http.ResponseWriter, r *http.Request, lp *linkedProvider, id string, claim bool) (*store.AuthRequest, *linkState) {
+	if id == "" || len(id) > 64 {
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This link is not valid. Call the tool again from your application to get a new one.")
+		return nil, nil
+	}
+	ar, err := s.st.GetAuthRequest(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This link has expired or was already used. Call the tool again from your application to get a new one.")
+		return nil, nil
+	}
+	if err != nil {
+		s.internalErrorPage(w, r, err)
+		return nil, nil
+	}
+	var ls linkState
+	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Provider != lp.cfg.Name || ls.Grant == "" {
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This link is not valid. Call the tool again from your application to get a new one.")
+		return nil, nil
+	}
+	browser := s.browserBinding(w, r)
+	switch {
+	case ls.Browser == "" && claim:
+		ls.Browser = browser
+		ar.ConsentCSRF = randomToken()
+		if ar.Identity, err = json.Marshal(ls); err == nil {
+			err = s.st.UpdateAuthRequest(r.Context(), ar)
+		}
+		if err != nil {
+			s.internalErrorPage(w, r, err)
+			return nil, nil
+		}
+	case subtle.ConstantTimeCompare([]byte(ls.Browser), []byte(browser)) != 1:
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This link was opened in another browser. Call the tool again from your application to get a new one.")
+		return nil, nil
+	}
+	return ar, &ls
+}
+
+// handleLinkPage shows what will be linked to which account and asks the
+// user to confirm.
+func (s *Server) handleLinkPage(w http.ResponseWriter, r *http.Request) {
+	lp := s.linked[r.PathValue("provider")]
+	if lp == nil {
+		http.NotFound(w, r)
+		return
+	}
+	ar, ls := s.loadLink(w, r, lp, r.URL.Query().Get("id"), true)
+	if ar == nil {
+		return
+	}
+	g, err := s.st.GetGrant(r.Context(), ls.Grant)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+		s.linkFailedPage(w, r, http.StatusBadRequest, "Your session with this server has ended. Sign in again from your application.")
+		return
+	}
+	if err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	var id idp.Identity
+	_ = json.Unmarshal(g.Identity, &id)
+	s.render(w, r, http.StatusOK, web.PageLink, linkPage{
+		Provider: lp.cfg.DisplayName, User: (&authn.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName(),
+		Action: s.basePath + "/link/" + lp.cfg.Name, RequestID: ar.ID, CSRF: ar.ConsentCSRF,
+	})
+}
+
+// handleLinkConfirm answers the confirmation form: on approval it sends the
+// browser to the provider.
+func (s *Server) handleLinkConfirm(w http.ResponseWriter, r *http.Request) {
+	lp := s.linked[r.PathValue("provider")]
+	if lp == nil {
+		http.NotFound(w, r)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	ar, ls := s.loadLink(w, r, lp, r.PostForm.Get("req"), false)
+	if ar == nil {
+		return
+	}
+	if csrf := r.PostForm.Get("csrf"); csrf == "" || subtle.ConstantTimeCompare([]byte(csrf), []byte(ar.ConsentCSRF)) != 1 {
+		s.errorPage(w, r, http.StatusForbidden, "Invalid form submission", "The form was not submitted from this page. Call the tool again from your application.")
+		return
+	}
+	if r.PostForm.Get("decision") != "approve" {
+		_ = s.st.DeleteAuthRequest(r.Context(), ar.ID)
+		s.auditLinkFailed(r.Context(), ls, "the user declined to link the account")
+		s.linkFailedPage(w, r, http.StatusOK, "You declined to link the account.")
+		return
+	}
+	c, err := lp.config(r.Context())
+	if err != nil {
+		s.log.WarnContext(r.Context(), "linked provider unavailable", "provider", lp.cfg.Name, "err", err)
+		s.linkFailedPage(w, r, http.StatusServiceUnavailable, lp.cfg.DisplayName+" cannot be reached right now. Try again later.")
+		return
+	}
+	state, verifier := randomToken(), oauth2.GenerateVerifier()
+	if ar.UpstreamVerifier, err = s.sealer.Seal([]byte(verifier), aad("link-verifier", ar.ID)); err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	// Only the hash of the state is stored, and taken once at the callback.
+	ar.UpstreamStateHash = store.HashKey(state)
+	if err := s.st.UpdateAuthRequest(r.Context(), ar); err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	web.SetSecurityHeaders(w.Header(), "")
+	http.Redirect(w, r, c.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), http.StatusSeeOther)
+}
+
+// handleLinkCallback redeems the provider's code and stores the tokens with
+// the grant.
+func (s *Server) handleLinkCallback(w http.ResponseWriter, r *http.Request) {
+	lp := s.linked[r.PathValue("provider")]
+	if lp == nil {
+		http.NotFound(w, r)
+		return
+	}
+	ctx := r.Context()
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" || len(state) > 256 {
+		s.linkFailedPage(w, r, http.StatusBadRequest, "The response of "+lp.cfg.DisplayName+" is not valid.")
+		return
+	}
+	ar, err := s.st.TakeAuthRequestByUpstreamState(ctx, store.HashKey(state))
+	if errors.Is(err, store.ErrNotFound) {
+		s.auditLinkFailed(ctx, &linkState{Provider: lp.cfg.Name}, "unknown, expired or replayed state at the callback")
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This response has expired or was already used. Call the tool again from your application to get a new link.")
+		return
+	}
+	if err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	// Spent whatever happens next.
+	defer func() { _ = s.st.DeleteAuthRequest(context.WithoutCancel(ctx), ar.ID) }()
+	var ls linkState
+	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Provider != lp.cfg.Name || ls.Grant == "" {
+		s.auditLinkFailed(ctx, &linkState{Provider: lp.cfg.Name}, "the state belongs to no link at this provider")
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This response is not valid here.")
+		return
+	}
+	if c, err := r.Cookie(s.cookieName("browser")); err != nil || ls.Browser == "" ||
+		subtle.ConstantTimeCompare([]byte(store.HashKey(c.Value)), []byte(ls.Browser)) != 1 {
+		s.auditLinkFailed(ctx, &ls, "the callback came to another browser than the one that confirmed the link")
+		s.linkFailedPage(w, r, http.StatusBadRequest, "This link was started in another browser. Call the tool again from your application to get a new one.")
+		return
+	}
+	if code := q.Get("error"); code != "" {
+		s.auditLinkFailed(ctx, &ls, "the provider did not authorize the link ("+oauthCode(code)+")")
+		s.linkFailedPage(w, r, http.StatusForbidden, lp.cfg.DisplayName+" did not authorize linking the account.")
+		return
+	}
+	// RFC 9207 §2.4: a provider that names itself must be the one the
+	// browser was sent to (mix-up defence).
+	if iss := q.Get("iss"); iss != "" && lp.cfg.Issuer != "" && iss != lp.cfg.Issuer {
+		s.auditLinkFailed(ctx, &ls, "the callback names another issuer")
+		s.linkFailedPage(w, r, http.StatusBadRequest, "The response did not come from "+lp.cfg.DisplayName+".")
+		return
+	}
+	code := q.Get("code")
+	if code == "" || len(code) > 2048 {
+		s.auditLinkFailed(ctx, &ls, "callback without a valid code")
+		s.linkFailedPage(w, r, http.StatusBadRequest, "The response of "+lp.cfg.DisplayName+" is not valid.")
+		return
+	}
+	verifier, err := s.sealer.Open(ar.UpstreamVerifier, aad("link-verifier", ar.ID))
+	if err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	t, err := lp.exchange(ctx, code, string(verifier))
+	if err != nil || t.AccessToken == "" {
+		s.log.WarnContext(ctx, "linked provider code exchange failed", "provider", lp.cfg.Name, "err", err)
+		s.auditLinkFailed(ctx, &ls, "the provider's token endpoint did not issue a token for the code")
+		s.linkFailedPage(w, r, http.StatusBadGateway, lp.cfg.DisplayName+" did not complete the link. Call the tool again from your application to retry.")
+		return
+	}
+	unlock := s.upLocks.lock(ls.Grant)
+	err = s.storeLinked(ctx, ls.Grant, lp.cfg.Name, t)
+	unlock()
+	if errors.Is(err, ErrSessionInvalid) {
+		s.auditLinkFailed(ctx, &ls, "the grant ended before the link completed")
+		s.linkFailedPage(w, r, http.StatusBadRequest, "Your session with this server has ended. Sign in again from your application.")
+		return
+	}
+	if err != nil {
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	if err := s.audit(ctx, s.withGrant(ctx, &audit.Record{Event: audit.EventLinkCompleted, Method: "link/" + lp.cfg.Name,
+		Reason: "the " + lp.cfg.Name + " account is linked"}, ls.Grant)); err != nil {
+		// Not recorded, not handed out: undo the link.
+		unlock := s.upLocks.lock(ls.Grant)
+		_ = s.storeLinked(context.WithoutCancel(ctx), ls.Grant, lp.cfg.Name, nil)
+		unlock()
+		s.internalErrorPage(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, web.PageLink, linkPage{Provider: lp.cfg.DisplayName, Done: true})
+}
+
+func (s *Server) auditLinkFailed(ctx context.Context, ls *linkState, reason string) {
+	rec := &audit.Record{Event: audit.EventLinkFailed, Result: audit.ResultError, Method: "link/" + ls.Provider, Reason: reason}
+	if ls.Grant != "" {
+		s.withGrant(ctx, rec, ls.Grant)
+	}
+	_ = s.audit(ctx, rec)
+}
+
+// oauthCode returns an OAuth error code from a redirect for the audit
+// record, or "invalid" when it is not one (RFC 6749 §4.1.2.1: a short
+// ASCII word; the provider's words, like the description, are not kept).
+func oauthCode(c string) string {
+	if len(c) > 64 {
+		return "invalid"
+	}
+	for _, r := range c {
+		if (r < 'a' || r > 'z') && r != '_' {
+			return "invalid"
+		}
+	}
+	return c
+}
