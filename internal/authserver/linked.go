@@ -174,16 +174,14 @@ func tokensOf(t *oauth2.Token) *idp.Tokens {
 	return &idp.Tokens{AccessToken: t.AccessToken, TokenType: t.TokenType, RefreshToken: t.RefreshToken, Expiry: t.Expiry}
 }
 
-// refusedByProvider reports whether a token endpoint error is the
-// provider's answer about the grant (an OAuth error response, RFC 6749
-// §5.2) rather than an outage: only then is a link dropped.
+// refusedByProvider reports whether a token endpoint error says that the
+// refresh token is no longer good (RFC 6749 §5.2 invalid_grant; GitHub
+// answers bad_refresh_token) rather than that the provider or the
+// gateway's client is failing: only then is a link dropped.
 func refusedByProvider(err error) bool {
 	var re *oauth2.RetrieveError
-	return errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500
+	return errors.As(err, &re) && (re.ErrorCode == "invalid_grant" || re.ErrorCode == "bad_refresh_token")
 }
-
-// errLinkUnavailable: the provider could not be reached; the link stays.
-var errLinkUnavailable = errors.New("authserver: the linked provider is unavailable")
 
 // LinkedToken implements credential.LinkedTokens: the user's access token at
 // the linked provider for the active grant tsid, refreshed when near its
@@ -222,7 +220,8 @@ func (s *Server) LinkedToken(ctx context.Context, tsid, provider string) (string
 			}
 			s.log.WarnContext(ctx, "linked token refresh failed", "tsid", tsid, "provider", provider, "err", rerr)
 			if !refusedByProvider(rerr) {
-				return "", fmt.Errorf("%w: %w", errLinkUnavailable, rerr)
+				// An outage is not the user's doing: the link stays.
+				return "", fmt.Errorf("%w: linked provider %s: %w", credential.ErrUnavailable, provider, rerr)
 			}
 			reason = "the provider refused to refresh the linked token; the link is dropped"
 		}

@@ -50,7 +50,7 @@ func (l linked) Get(ctx context.Context, s Subject) (Header, error) {
 	tok, err := l.l.LinkedToken(ctx, s.Principal.SessionID, l.provider)
 	if err != nil {
 		var lr *LinkRequiredError
-		if errors.As(err, &lr) {
+		if errors.As(err, &lr) || errors.Is(err, ErrUnavailable) {
 			return Header{}, err
 		}
 		return Header{}, fmt.Errorf("%w: %w", ErrNoSubject, err)

@@ -1,0 +1,417 @@
+package authserver
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/idp/idptest"
+	"github.com/mcpgate/mcpgate/internal/validate"
+)
+
+// linkedEnv is an authorization server (built-in users) with a linked
+// provider "gh" played by a fake OAuth provider, an audit chain, and one
+// signed-in grant.
+type linkedEnv struct {
+	*env
+	sink *chainSink
+	gh   *idptest.Provider
+	tsid string
+}
+
+func newLinkedEnv(t *testing.T, mod func(*LinkedProvider)) *linkedEnv {
+	t.Helper()
+	gh := idptest.New(t)
+	gh.Set(func(p *idptest.Provider) { p.ClientID, p.ClientSecret = "gh-client", "gh-secret" })
+	e, sink := auditedEnv(t, envOpt{cfg: func(c *Config) {
+		lp := LinkedProvider{Name: "gh", DisplayName: "GitHub", AuthorizationEndpoint: gh.Issuer() + "/authorize",
+			TokenEndpoint: gh.Issuer() + "/token", ClientID: "gh-client", ClientSecret: "gh-secret", Scopes: []string{"repo"}, AllowPrivateNetwork: true}
+		if mod != nil {
+			mod(&lp)
+		}
+		c.LinkedProviders = []LinkedProvider{lp}
+	}})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	pr, err := e.srv.Verify(t.Context(), e.tokens(c)["access_token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &linkedEnv{env: e, sink: sink, gh: gh, tsid: pr.SessionID}
+}
+
+// need calls LinkedToken and expects a link request; it returns its URL.
+func (l *linkedEnv) need() string {
+	l.t.Helper()
+	_, err := l.srv.LinkedToken(l.t.Context(), l.tsid, "gh")
+	var lr *credential.LinkRequiredError
+	if !errors.As(err, &lr) {
+		l.t.Fatalf("LinkedToken: err = %v, want a LinkRequiredError", err)
+	}
+	if lr.Provider != "gh" || lr.DisplayName != "GitHub" || lr.ElicitationID == "" || strings.Contains(lr.URL, lr.ElicitationID) {
+		l.t.Errorf("link required: %+v", lr)
+	}
+	if !strings.HasPrefix(lr.URL, l.iss+"/link/gh?id=") {
+		l.t.Fatalf("link URL %q", lr.URL)
+	}
+	return lr.URL
+}
+
+// confirm opens the link in b and approves it; it returns the redirect to
+// the provider.
+func (l *linkedEnv) confirm(b *browser, link string) *url.URL {
+	l.t.Helper()
+	p := b.get(link)
+	if p.status != http.StatusOK || !strings.Contains(p.body, "GitHub") || !strings.Contains(p.body, "<strong>alice</strong>") {
+		l.t.Fatalf("link page: %d %s", p.status, p.body)
+	}
+	f := p.hidden()
+	f.Set("decision", "approve")
+	p = b.post(l.iss+"/link/gh", f)
+	if p.status != http.StatusSeeOther || !strings.HasPrefix(p.loc.String(), l.gh.Issuer()+"/authorize?") {
+		l.t.Fatalf("confirm: %d %v %s", p.status, p.loc, p.body)
+	}
+	q := p.loc.Query()
+	if q.Get("code_challenge_method") != "S256" || q.Get("redirect_uri") != l.iss+"/link/gh/callback" || q.Get("scope") != "repo" || q.Get("client_id") != "gh-client" {
+		l.t.Errorf("authorize request: %v", q)
+	}
+	return p.loc
+}
+
+// atProvider follows the redirect to the provider and returns its redirect
+// back to the callback.
+func (l *linkedEnv) atProvider(u *url.URL) *url.URL {
+	l.t.Helper()
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(u.String())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	resp.Body.Close()
+	back, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || !strings.HasPrefix(back.String(), l.iss+"/link/gh/callback?") {
+		l.t.Fatalf("provider redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return back
+}
+
+// link runs the whole flow in a new browser.
+func (l *linkedEnv) link() {
+	l.t.Helper()
+	b := l.browser()
+	p := b.get(l.atProvider(l.confirm(b, l.need())).String())
+	if p.status != http.StatusOK || !strings.Contains(p.body, "GitHub account is linked") {
+		l.t.Fatalf("callback: %d %s", p.status, p.body)
+	}
+}
+
+func (l *linkedEnv) token() (string, error) {
+	return l.srv.LinkedToken(l.t.Context(), l.tsid, "gh")
+}
+
+func TestLinkedAccountFlow(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	l.link()
+	tok, err := l.token()
+	if err != nil || !l.gh.ValidAccessToken(tok) {
+		t.Fatalf("linked token %q, %v: want the provider's token", tok, err)
+	}
+	// The sign-in tokens of the grant are untouched: refresh still works.
+	// And the link is kept across a refresh of the grant's tokens.
+	if tok2, err := l.token(); err != nil || tok2 != tok {
+		t.Errorf("second call: %q %v", tok2, err)
+	}
+	ev := l.sink.events(t)
+	for _, want := range []string{audit.EventLinkStarted, audit.EventLinkCompleted} {
+		if !contains(ev, want) {
+			t.Errorf("audit events %v lack %s", ev, want)
+		}
+	}
+	for _, r := range l.sink.records(t) {
+		if r.Event == audit.EventLinkCompleted && (r.SessionID != l.tsid || r.Method != "link/gh" || r.Username != testUser) {
+			t.Errorf("LINK_COMPLETED record: %+v", r)
+		}
+	}
+	if log := string(l.sink.bytes()); strings.Contains(log, tok) {
+		t.Error("the linked token is in the audit log")
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestLinkedAccountRefresh(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	l.link()
+	first, _ := l.token()
+	l.clock.Add(2 * time.Hour) // past the provider token's expiry
+	tok, err := l.token()
+	if err != nil || tok == first || !l.gh.ValidAccessToken(tok) || l.gh.RefreshCount() != 1 {
+		t.Fatalf("after expiry: %q %v (refreshes %d), want a refreshed token", tok, err, l.gh.RefreshCount())
+	}
+	// The rotated refresh token was stored: a second refresh works.
+	l.clock.Add(2 * time.Hour)
+	if tok2, err := l.token(); err != nil || tok2 == tok || l.gh.RefreshCount() != 2 {
+		t.Fatalf("second refresh: %v (refreshes %d)", err, l.gh.RefreshCount())
+	}
+}
+
+func TestLinkedAccountRefreshRefused(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	l.link()
+	l.gh.RevokeRefreshTokens()
+	l.clock.Add(2 * time.Hour)
+	// Refused: the link is dropped and the user is asked again.
+	l.need()
+	if ev := l.sink.events(t); !contains(ev, audit.EventLinkFailed) {
+		t.Errorf("no LINK_FAILED in %v", ev)
+	}
+	l.link()
+	if tok, err := l.token(); err != nil || !l.gh.ValidAccessToken(tok) {
+		t.Errorf("relinked: %v", err)
+	}
+}
+
+func TestLinkedAccountProviderDownKeepsLink(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	l.link()
+	l.gh.Set(func(p *idptest.Provider) { p.ClientSecret = "rotated" }) // invalid_client: the gateway's problem, not the user's
+	l.clock.Add(2 * time.Hour)
+	_, err := l.token()
+	var lr *credential.LinkRequiredError
+	if !errors.Is(err, credential.ErrUnavailable) || errors.As(err, &lr) {
+		t.Fatalf("provider failing: err = %v, want ErrUnavailable and no new link", err)
+	}
+	l.gh.Set(func(p *idptest.Provider) { p.ClientSecret = "gh-secret" })
+	if tok, err := l.token(); err != nil || !l.gh.ValidAccessToken(tok) {
+		t.Errorf("provider back: %v", err)
+	}
+}
+
+func TestLinkedAccountRevokedGrant(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	l.link()
+	if err := l.srv.revokeGrant(t.Context(), l.tsid, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.token(); !errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("revoked grant: %v", err)
+	}
+	if _, err := l.srv.LinkedToken(t.Context(), l.tsid, "other"); err == nil {
+		t.Error("unknown provider: no error")
+	}
+}
+
+func TestLinkedAccountNegative(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, l *linkedEnv) *page
+		want int
+	}{
+		{"unknown link id", func(t *testing.T, l *linkedEnv) *page {
+			return l.browser().get(l.iss + "/link/gh?id=nope")
+		}, http.StatusBadRequest},
+		{"link of another provider's path", func(t *testing.T, l *linkedEnv) *page {
+			return l.browser().get(strings.Replace(l.need(), "/link/gh?", "/link/nope?", 1))
+		}, http.StatusNotFound},
+		{"link opened in a second browser", func(t *testing.T, l *linkedEnv) *page {
+			link := l.need()
+			l.browser().get(link)
+			return l.browser().get(link)
+		}, http.StatusBadRequest},
+		{"confirm without the CSRF token", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			f := b.get(l.need()).hidden()
+			f.Del("csrf")
+			f.Set("decision", "approve")
+			return b.post(l.iss+"/link/gh", f)
+		}, http.StatusForbidden},
+		{"confirm from another browser", func(t *testing.T, l *linkedEnv) *page {
+			f := l.browser().get(l.need()).hidden()
+			f.Set("decision", "approve")
+			return l.browser().post(l.iss+"/link/gh", f)
+		}, http.StatusBadRequest},
+		{"state replay", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			back := l.atProvider(l.confirm(b, l.need()))
+			if p := b.get(back.String()); p.status != http.StatusOK {
+				t.Fatalf("first callback: %d", p.status)
+			}
+			return b.get(back.String())
+		}, http.StatusBadRequest},
+		{"expired state", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			back := l.atProvider(l.confirm(b, l.need()))
+			// The memory store expires by the real clock: a pending link
+			// lives link_timeout (1m here).
+			time.Sleep(1100 * time.Millisecond)
+			return b.get(back.String())
+		}, http.StatusBadRequest},
+		{"state of another browser (another user's link)", func(t *testing.T, l *linkedEnv) *page {
+			back := l.atProvider(l.confirm(l.browser(), l.need()))
+			return l.browser().get(back.String())
+		}, http.StatusBadRequest},
+		{"unknown state", func(t *testing.T, l *linkedEnv) *page {
+			return l.browser().get(l.iss + "/link/gh/callback?state=forged&code=x")
+		}, http.StatusBadRequest},
+		{"provider error", func(t *testing.T, l *linkedEnv) *page {
+			l.gh.Set(func(p *idptest.Provider) { p.DenyLogin = true })
+			b := l.browser()
+			return b.get(l.atProvider(l.confirm(b, l.need())).String())
+		}, http.StatusForbidden},
+		{"token endpoint failure", func(t *testing.T, l *linkedEnv) *page {
+			l.gh.Set(func(p *idptest.Provider) { p.ClientSecret = "rotated" })
+			b := l.browser()
+			return b.get(l.atProvider(l.confirm(b, l.need())).String())
+		}, http.StatusBadGateway},
+		{"forged code", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			back := l.atProvider(l.confirm(b, l.need()))
+			q := back.Query()
+			q.Set("code", "forged")
+			back.RawQuery = q.Encode()
+			return b.get(back.String())
+		}, http.StatusBadGateway},
+		{"grant revoked before the callback", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			back := l.atProvider(l.confirm(b, l.need()))
+			if err := l.srv.revokeGrant(t.Context(), l.tsid, "test"); err != nil {
+				t.Fatal(err)
+			}
+			return b.get(back.String())
+		}, http.StatusBadRequest},
+		{"declined", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			f := b.get(l.need()).hidden()
+			f.Set("decision", "deny")
+			return b.post(l.iss+"/link/gh", f)
+		}, http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLinkedEnv(t, func(lp *LinkedProvider) { lp.LinkTimeout = time.Minute })
+			if tc.name == "expired state" {
+				l.srv.linked["gh"].cfg.LinkTimeout = time.Second
+			}
+			p := tc.run(t, l)
+			if p.status != tc.want {
+				t.Errorf("status %d, want %d: %s", p.status, tc.want, p.body)
+			}
+			if strings.Contains(p.body, "account is linked") {
+				t.Error("success page on a failure")
+			}
+			if tc.name == "state replay" {
+				return // the first callback linked the account
+			}
+			// Nothing was linked.
+			_, err := l.token()
+			var lr *credential.LinkRequiredError
+			if !errors.As(err, &lr) && !errors.Is(err, ErrSessionInvalid) {
+				t.Errorf("after %s: LinkedToken err = %v, want a new link request", tc.name, err)
+			}
+		})
+	}
+}
+
+func TestLinkedAccountCallbackAudited(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	l.gh.Set(func(p *idptest.Provider) { p.DenyLogin = true })
+	b := l.browser()
+	b.get(l.atProvider(l.confirm(b, l.need())).String())
+	var failed *audit.Record
+	for _, r := range l.sink.records(t) {
+		if r.Event == audit.EventLinkFailed {
+			failed = &r
+		}
+	}
+	if failed == nil || failed.SessionID != l.tsid || failed.Result != audit.ResultError || !strings.Contains(failed.Reason, "access_denied") {
+		t.Errorf("LINK_FAILED record: %+v", failed)
+	}
+}
+
+func TestLinkedAccountDiscovery(t *testing.T) {
+	l := newLinkedEnv(t, func(lp *LinkedProvider) {
+		lp.Issuer, lp.AuthorizationEndpoint, lp.TokenEndpoint = lp.AuthorizationEndpoint[:len(lp.AuthorizationEndpoint)-len("/authorize")], "", ""
+	})
+	l.link()
+	if tok, err := l.token(); err != nil || !l.gh.ValidAccessToken(tok) {
+		t.Fatalf("discovered provider: %v", err)
+	}
+}
+
+// A pending link is not an authorization flow: its ID opens no login or
+// consent page, and a sign-in flow's request is not a link.
+func TestLinkedAccountRequestsAreSeparate(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	link, _ := url.Parse(l.need())
+	id := link.Query().Get("id")
+	b := l.browser()
+	b.get(link.String()) // claimed by b
+	for _, path := range []string{"/consent?req=", "/login?req="} {
+		if p := b.get(l.iss + path + url.QueryEscape(id)); p.status == http.StatusOK {
+			t.Errorf("%s with a link ID: %d", path, p.status)
+		}
+	}
+}
+
+func TestLinkedProviderConfig(t *testing.T) {
+	base := func() Config {
+		return Config{PublicURL: "https://gw.example", Upstream: idp.Config{Type: idp.TypeStatic, Users: []idp.User{{Username: testUser, PasswordHash: testUserHash}}},
+			LinkedProviders: []LinkedProvider{{Name: "gh", AuthorizationEndpoint: "https://github.com/login/oauth/authorize",
+			TokenEndpoint: "https://github.com/login/oauth/access_token", ClientID: "id", ClientSecret: "s"}}}
+	}
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		want []string
+	}{
+		{"valid", func(*Config) {}, nil},
+		{"issuer only", func(c *Config) {
+			c.LinkedProviders[0].AuthorizationEndpoint, c.LinkedProviders[0].TokenEndpoint, c.LinkedProviders[0].Issuer = "", "", "https://accounts.example"
+		}, nil},
+		{"bad name", func(c *Config) { c.LinkedProviders[0].Name = "Git Hub" }, []string{"linked_providers[0].name"}},
+		{"duplicate", func(c *Config) { c.LinkedProviders = append(c.LinkedProviders, c.LinkedProviders[0]) }, []string{"linked_providers[1].name"}},
+		{"no endpoints", func(c *Config) { c.LinkedProviders[0].AuthorizationEndpoint, c.LinkedProviders[0].TokenEndpoint = "", "" },
+			[]string{"linked_providers[0].authorization_endpoint"}},
+		{"token endpoint missing", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "" }, []string{"linked_providers[0].token_endpoint"}},
+		{"http endpoint", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "http://github.com/t" }, []string{"linked_providers[0].token_endpoint"}},
+		{"every problem listed", func(c *Config) {
+			l := &c.LinkedProviders[0]
+			l.ClientID, l.ClientSecret, l.ClientAuth, l.Scopes, l.Timeout, l.LinkTimeout = "", "", "private_key_jwt", []string{"a b"}, time.Hour, time.Second
+		}, []string{"client_id", "client_secret", "client_auth", "scopes[0]", "timeout", "link_timeout"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.mod(&c)
+			c.SetDefaults()
+			var p validate.Problems
+			c.Validate("as", &p)
+			err := p.Err()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected problems: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no problems, want %v", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("problems %q lack %s", err, w)
+				}
+			}
+		})
+	}
+}
