@@ -237,3 +237,45 @@ audit: { sink: stdout }
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestLinkedTokenConfig: a linked_token credential needs the built-in
+// authorization server and must name a configured linked provider; the
+// providers' problems are all listed.
+func TestLinkedTokenConfig(t *testing.T) {
+	y := `
+listen: 127.0.0.1:8080
+encryption_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+backends:
+  - {name: gh, url: 'http://127.0.0.1:9000/mcp', credential: {type: linked_token, provider: PROVIDER}}
+auth:
+  mode: authorization_server
+  authorization_server:
+    upstream: {type: static, users: [{username: u, password_hash: '$2a$04$abcdefghijklmnopqrstuuq0bdIuEXyRxzE7tIS6kTpYbbfNxV9Gm'}]}
+    linked_providers:
+      - {name: github, authorization_endpoint: 'https://github.com/login/oauth/authorize', token_endpoint: 'https://github.com/login/oauth/access_token', client_id: c, client_secret: s, scopes: [repo]}
+audit: { sink: stdout }
+`
+	cfg, err := Parse([]byte(strings.Replace(y, "PROVIDER", "github", 1)), env(nil), Overrides{})
+	if err != nil {
+		t.Fatalf("valid: %v", err)
+	}
+	if lp := cfg.Auth.AuthorizationServer.LinkedProviders[0]; lp.DisplayName != "github" || lp.LinkTimeout.Minutes() != 10 || lp.ClientAuth != "client_secret_basic" {
+		t.Errorf("defaults: %+v", lp)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown provider", strings.Replace(y, "PROVIDER", "gitlab", 1), `backends[0].credential.provider: names no entry of auth.authorization_server.linked_providers (got "gitlab")`},
+		{"no provider", strings.Replace(y, ", provider: PROVIDER", "", 1), "backends[0].credential.provider: is required"},
+		{"provider on another type", strings.Replace(y, "type: linked_token", "type: upstream_token", 1), "backends[0].credential.provider: is only valid with type linked_token"},
+		{"typo in a provider", strings.Replace(strings.Replace(y, "PROVIDER", "github", 1), "client_secret: s", "client_secert: s", 1),
+			"auth.authorization_server.linked_providers[0].client_secert: unknown key"},
+		{"jwt mode", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: linked_token, provider: github }", 1),
+			"backends[0].credential.type: linked_token requires auth.mode authorization_server"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), env(nil), Overrides{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -123,15 +123,16 @@ var secretName = regexp.MustCompile(`(^|_)(secret|password|token|key|dsn)(_|$)|^
 
 // notSecret are keys whose names look like credentials but are not.
 var notSecret = map[string]bool{
-	"audit.hmac_key_env":                         true, // names the variable, holds no key
-	"tls.key_file":                               true, // a path; the file's mode protects it
-	"encryption_key_file":                        true, // likewise
-	"backends[].credential.private_key_file":     true, // likewise
-	"backends[].credential.token_endpoint":       true, // a URL
-	"backends[].credential.key_id":               true, // a key's public name (kid)
-	"backends[].credential.requested_token_type": true, // a token type's name
-	"backends[].credential.subject_token_type":   true, // likewise
-	"internal_endpoint.tls.key_file":             true, // likewise
+	"audit.hmac_key_env":                                          true, // names the variable, holds no key
+	"tls.key_file":                                                true, // a path; the file's mode protects it
+	"encryption_key_file":                                         true, // likewise
+	"backends[].credential.private_key_file":                      true, // likewise
+	"backends[].credential.token_endpoint":                        true, // a URL
+	"backends[].credential.key_id":                                true, // a key's public name (kid)
+	"backends[].credential.requested_token_type":                  true, // a token type's name
+	"backends[].credential.subject_token_type":                    true, // likewise
+	"internal_endpoint.tls.key_file":                              true, // likewise
+	"auth.authorization_server.linked_providers[].token_endpoint": true, // a URL
 }
 
 // TestSecretsMarked: a key named like a credential carries secret:"true"

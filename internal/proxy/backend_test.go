@@ -488,3 +488,72 @@ func TestRequestGoesToTheConfiguredEndpoint(t *testing.T) {
 		t.Errorf("X-Forwarded-Host %q", got)
 	}
 }
+
+// TestLinkRequiredCredential: a backend whose linked account is not linked
+// yet answers a call that acts for the user with the MCP 2025-11-25 URL
+// elicitation required error (-32042) carrying the link URL, without
+// reaching the backend; other requests (initialize, lists, the GET
+// stream) go to the backend without any credential, never with the
+// client's token; once linked, the linked token is sent.
+func TestLinkRequiredCredential(t *testing.T) {
+	rc := &recorder{}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	var linked bool
+	prov := providerFunc(func(context.Context, credential.Subject) (credential.Header, error) {
+		if linked {
+			return credential.Header{Name: "Authorization", Value: "Bearer gh-token"}, nil
+		}
+		return credential.Header{}, &credential.LinkRequiredError{Provider: "github", DisplayName: "GitHub",
+			URL: "https://gw.example/link/github?id=abc", ElicitationID: "e1"}
+	})
+	b := newTestBackend(t, BackendConfig{Name: "gh", URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "linked_token", Provider: "github"}},
+		Options{Credential: prov})
+	alice := &authn.Principal{Subject: "alice", SessionID: "tsid"}
+	call := func(acts bool) (*httptest.ResponseRecorder, *Status, int, string) {
+		rc.mu.Lock()
+		rc.hits, rc.header = 0, nil
+		rc.mu.Unlock()
+		req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call"}`))
+		req.Header.Set("Authorization", "Bearer client-token")
+		st := &Status{RPCID: []byte("7"), ActsForUser: acts}
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, req.WithContext(WithStatus(WithPrincipal(req.Context(), alice), st)))
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		return rec, st, rc.hits, rc.header.Get("Authorization")
+	}
+
+	rec, st, hits, _ := call(true)
+	if rec.Code != 200 || hits != 0 || st.BackendError {
+		t.Fatalf("tools/call unlinked: status %d, %d hits, BackendError %v", rec.Code, hits, st.BackendError)
+	}
+	var resp struct {
+		ID    json.RawMessage `json:"id"`
+		Error struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Data    struct {
+				Elicitations []struct {
+					Mode, ElicitationID, URL, Message string
+				} `json:"elicitations"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	el := resp.Error.Data.Elicitations
+	if string(resp.ID) != "7" || resp.Error.Code != -32042 || len(el) != 1 || el[0].Mode != "url" ||
+		el[0].URL != "https://gw.example/link/github?id=abc" || el[0].ElicitationID != "e1" || !strings.Contains(resp.Error.Message, "GitHub") {
+		t.Errorf("link required answer: %s", rec.Body)
+	}
+
+	if rec, _, hits, got := call(false); rec.Code != 200 || hits != 1 || got != "" {
+		t.Errorf("initialize unlinked: status %d, %d hits, backend Authorization %q; want forwarded without a credential", rec.Code, hits, got)
+	}
+	linked = true
+	if rec, _, hits, got := call(true); rec.Code != 200 || hits != 1 || got != "Bearer gh-token" {
+		t.Errorf("linked: status %d, %d hits, backend Authorization %q", rec.Code, hits, got)
+	}
+}
