@@ -368,7 +368,7 @@ func TestLinkedProviderConfig(t *testing.T) {
 	base := func() Config {
 		return Config{PublicURL: "https://gw.example", Upstream: idp.Config{Type: idp.TypeStatic, Users: []idp.User{{Username: testUser, PasswordHash: testUserHash}}},
 			LinkedProviders: []LinkedProvider{{Name: "gh", AuthorizationEndpoint: "https://github.com/login/oauth/authorize",
-			TokenEndpoint: "https://github.com/login/oauth/access_token", ClientID: "id", ClientSecret: "s"}}}
+				TokenEndpoint: "https://github.com/login/oauth/access_token", ClientID: "id", ClientSecret: "s"}}}
 	}
 	cases := []struct {
 		name string
@@ -381,7 +381,9 @@ func TestLinkedProviderConfig(t *testing.T) {
 		}, nil},
 		{"bad name", func(c *Config) { c.LinkedProviders[0].Name = "Git Hub" }, []string{"linked_providers[0].name"}},
 		{"duplicate", func(c *Config) { c.LinkedProviders = append(c.LinkedProviders, c.LinkedProviders[0]) }, []string{"linked_providers[1].name"}},
-		{"no endpoints", func(c *Config) { c.LinkedProviders[0].AuthorizationEndpoint, c.LinkedProviders[0].TokenEndpoint = "", "" },
+		{"no endpoints", func(c *Config) {
+			c.LinkedProviders[0].AuthorizationEndpoint, c.LinkedProviders[0].TokenEndpoint = "", ""
+		},
 			[]string{"linked_providers[0].authorization_endpoint"}},
 		{"token endpoint missing", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "" }, []string{"linked_providers[0].token_endpoint"}},
 		{"http endpoint", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "http://github.com/t" }, []string{"linked_providers[0].token_endpoint"}},
