@@ -1,0 +1,203 @@
+// Linked upstream accounts (issue 13.5): a backend needs the user's token at a provider other than
+// the sign-in IdP — here a second oidc-provider acting as "GitHub". The official TS SDK client signs
+// in through mcpgate (authorization_server mode, the first oidc-provider); its first tool call on the
+// backend gets the MCP 2025-11-25 URL elicitation required error (-32042) with the link URL;
+// Chromium opens it, approves, signs in at "GitHub"; the next call succeeds and the backend (a small
+// TS SDK MCP server) receives GitHub's token — accepted by GitHub's userinfo, not by the sign-in
+// IdP's — and never mcpgate's own token. The audit log has LINK_STARTED and LINK_COMPLETED and no
+// token.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { runSteps, HeadlessOAuthProvider } from './mcp-client.mjs';
+import { startIdP } from './lib/idp.mjs';
+import { discover } from './lib/oauth.mjs';
+import { stopAll } from './lib/proc.mjs';
+import { buildMcpgate, cleanupTempDirs, randomKey, startMcpgate } from './lib/mcpgate.mjs';
+
+let idp; // the sign-in IdP
+let gh; // the linked provider ("GitHub")
+let backend;
+/** @type {import('./lib/mcpgate.mjs').Gateway} */ let gw;
+
+/** userinfo of `token` at `issuer`, or null when the token is not accepted there. */
+async function userinfo(issuer, token) {
+  const { userinfo_endpoint: ep } = await discover(issuer);
+  const r = await fetch(ep, { headers: { authorization: `Bearer ${token}` } });
+  return r.ok ? r.json() : null;
+}
+
+/**
+ * An MCP server (official TS SDK, stateless) that records every Authorization header it gets and
+ * has one tool, gh_whoami, that asks "GitHub" who the bearer token belongs to.
+ */
+async function startGitHubBackend() {
+  const seen = [];
+  const server = http.createServer(async (req, res) => {
+    const auth = req.headers.authorization ?? '';
+    seen.push(auth);
+    const mcp = new McpServer({ name: 'github-backend', version: '1.0.0' });
+    mcp.registerTool('gh_whoami', { description: 'Who the GitHub token belongs to.' }, async () => {
+      const m = /^Bearer (\S+)$/.exec(auth);
+      const me = m ? await userinfo(gh.issuer, m[1]) : null;
+      if (!me) return { isError: true, content: [{ type: 'text', text: 'no valid GitHub token' }] };
+      return { content: [{ type: 'text', text: JSON.stringify({ sub: me.sub }) }] };
+    });
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => {
+      transport.close();
+      mcp.close();
+    });
+    await mcp.connect(transport);
+    await transport.handleRequest(req, res);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${server.address().port}/mcp`,
+    seen,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+before(async () => {
+  [idp, gh] = await Promise.all([
+    startIdP(),
+    startIdP({
+      clients: [
+        {
+          // mcpgate's client at "GitHub": confidential; native so that any loopback port matches.
+          client_id: 'gh-client',
+          client_secret: 'gh-secret',
+          application_type: 'native',
+          redirect_uris: ['http://127.0.0.1/link/gh/callback'],
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          token_endpoint_auth_method: 'client_secret_basic',
+        },
+      ],
+    }),
+    buildMcpgate(),
+  ]);
+  backend = await startGitHubBackend();
+  gw = await startMcpgate({
+    name: 'linked',
+    config: ({ dir }) => `
+encryption_key: ${randomKey()}
+shutdown_timeout: 5s
+auth:
+  mode: authorization_server
+  authorization_server:
+    scopes: [mcp]
+    upstream:
+      type: oidc
+      issuer: ${idp.issuer}
+      client_id: mcpgate
+      client_secret: mcpgate-secret
+      scopes: [openid, profile, email, groups]
+      allow_private_issuer: true
+    linked_providers:
+      - name: gh
+        display_name: GitHub (e2e)
+        issuer: ${gh.issuer}
+        client_id: gh-client
+        client_secret: gh-secret
+        scopes: [openid, profile]
+        allow_private_network: true
+policy:
+  roles:
+    admin: { tools: ["*"] }
+  groups:
+    mcp-admins: [admin]
+backends:
+  - name: github
+    url: ${backend.url}
+    credential: { type: linked_token, provider: gh }
+store: { driver: sqlite, dsn: ${dir}/mcpgate.db }
+audit: { sink: file, path: ${dir}/audit.log }
+`,
+  });
+});
+
+after(async () => {
+  await backend?.close();
+  await stopAll();
+  await cleanupTempDirs();
+});
+
+const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+
+test('a tool call links the GitHub account in the browser; the backend then gets GitHub\'s token, never mcpgate\'s', async () => {
+  const oauth = new HeadlessOAuthProvider({ user: 'alice' });
+  const url = `${gw.base}/mcp`;
+
+  // 1. Not linked: listing works (forwarded without any credential), the call gets the link URL.
+  const first = await runSteps({ url, oauth, steps: [{ op: 'tools/list' }, { op: 'tools/call', name: 'gh_whoami' }] });
+  assert.ok(first.steps[0].ok, JSON.stringify(first.steps[0]));
+  assert.deepEqual(first.steps[0].result.tools, ['gh_whoami']);
+  const err = first.steps[1].error;
+  assert.ok(!first.steps[1].ok && err, JSON.stringify(first.steps[1]));
+  assert.equal(err.code, -32042, JSON.stringify(err));
+  assert.equal(err.type, 'UrlElicitationRequiredError', 'the TS SDK recognises the URL elicitation');
+  const [el] = err.data.elicitations;
+  assert.equal(el.mode, 'url');
+  assert.ok(el.elicitationId);
+  assert.match(el.url, new RegExp(`^${gw.base}/link/gh\\?id=[\\w-]{43}$`));
+  assert.match(el.message, /GitHub \(e2e\)/);
+  const gatewayToken = oauth.tokens().access_token;
+  const tsid = claims(gatewayToken).tsid;
+  const seenBefore = backend.seen.length;
+  assert.ok(backend.seen.every((h) => h === ''), `the backend got a credential before the link: ${backend.seen}`);
+
+  // 2. Chromium opens the link, approves, signs in at "GitHub" (its own login and consent).
+  const { launchBrowser, loginAndConsent, screenshot } = await import('./browser.mjs');
+  const b = await launchBrowser();
+  try {
+    await loginAndConsent(b.page, el.url, 'alice', 'alice-pw', { redirectUri: `${gw.base}/link/gh/callback`, prefix: 'linked', choice: 'approve' });
+    await b.page.waitForFunction(() => document.body?.innerText.includes('account is linked'), null, { timeout: 15000 });
+    await screenshot(b.page, 'linked-done');
+    assert.match(await b.page.locator('h1').innerText(), /Your GitHub \(e2e\) account is linked/);
+    // The link URL is single use.
+    await b.page.goto(el.url);
+    assert.match(await b.page.locator('body').innerText(), /expired or was already used/);
+  } finally {
+    await b.close();
+  }
+
+  // 3. The same session (same grant) now calls the tool: the backend gets GitHub's token for alice.
+  const second = await runSteps({ url, oauth, steps: [{ op: 'tools/call', name: 'gh_whoami' }, { op: 'tools/call', name: 'gh_whoami' }] });
+  assert.ok(second.ok, JSON.stringify(second.steps));
+  assert.equal(claims(oauth.tokens().access_token).tsid, tsid, 'the same grant');
+  assert.deepEqual(JSON.parse(second.steps[0].result.content[0].text), { sub: 'alice' });
+
+  const after = backend.seen.slice(seenBefore).filter(Boolean);
+  assert.ok(after.length >= 2, `the backend saw ${after.length} authorized requests`);
+  const linked = after[after.length - 1].slice('Bearer '.length);
+  for (const h of after) assert.equal(h, `Bearer ${linked}`, 'one linked token for the session');
+  assert.ok(!backend.seen.some((h) => h.includes(gatewayToken)), "mcpgate's own token reached the backend");
+  assert.equal((await userinfo(gh.issuer, linked))?.sub, 'alice', "GitHub's token");
+  assert.equal(await userinfo(idp.issuer, linked), null, "not the sign-in IdP's token");
+
+  // 4. Audit: started and completed, for this grant, without a token.
+  const log = await readFile(gw.auditPath, 'utf8');
+  const recs = log.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  for (const event of ['LINK_STARTED', 'LINK_COMPLETED']) {
+    const r = recs.find((x) => x.event === event);
+    assert.ok(r, `no ${event} record`);
+    assert.equal(r.session_id, tsid);
+    assert.equal(r.method, 'link/gh');
+    assert.equal(r.subject, 'alice');
+  }
+  assert.ok(!log.includes(linked), 'the linked token is in the audit log');
+  assert.ok(!log.includes(gatewayToken), 'the client token is in the audit log');
+  assert.ok(!log.includes(new URL(el.url).searchParams.get('id')), 'the link ID is in the audit log');
+});
