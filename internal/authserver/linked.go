@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -292,9 +293,73 @@ func (s *Server) storeLinked(ctx context.Context, tsid, provider string, t *idp.
 	return errors.New("authserver: the grant kept changing while storing a linked token")
 }
 
-// startLink stores a pending link for grant g at lp and returns the error
-// that carries its URL to the client.
+// pendingLinks remembers each grant's latest pending link per provider,
+// so that repeated calls before the user opens the link hand out the same
+// URL instead of storing (and auditing) a new one each time. Bounded; a
+// derived cache, per process.
+type pendingLinks struct {
+	mu sync.Mutex
+	m  map[string]pendingLink
+}
+
+type pendingLink struct {
+	id      string
+	expires time.Time
+}
+
+const maxPendingLinks = 10_000
+
+func (p *pendingLinks) get(key string) (pendingLink, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.m[key]
+	return l, ok
+}
+
+func (p *pendingLinks) put(key string, l pendingLink, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]pendingLink{}
+	}
+	if len(p.m) >= maxPendingLinks {
+		for k, v := range p.m {
+			if !v.expires.After(now) {
+				delete(p.m, k)
+			}
+		}
+		if len(p.m) >= maxPendingLinks {
+			clear(p.m)
+		}
+	}
+	p.m[key] = l
+}
+
+// reusableLink returns the grant's pending link at lp if no browser has
+// claimed it yet and it has at least a minute left.
+func (s *Server) reusableLink(ctx context.Context, key string) (string, bool) {
+	l, ok := s.pending.get(key)
+	if !ok || !l.expires.After(s.now().Add(time.Minute)) {
+		return "", false
+	}
+	ar, err := s.st.GetAuthRequest(ctx, l.id)
+	if err != nil {
+		return "", false
+	}
+	var ls linkState
+	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Browser != "" || ar.UpstreamStateHash != "" {
+		return "", false
+	}
+	return l.id, true
+}
+
+// startLink returns the error that carries a link URL for grant g at lp to
+// the client: the grant's unclaimed pending link, or a new one.
 func (s *Server) startLink(ctx context.Context, g *store.Grant, lp *linkedProvider) error {
+	key := g.ID + "\x00" + lp.cfg.Name
+	if id, ok := s.reusableLink(ctx, key); ok {
+		return s.linkRequired(lp, id)
+	}
 	id := randomToken()
 	b, err := json.Marshal(linkState{Provider: lp.cfg.Name, Grant: g.ID})
 	if err != nil {
@@ -309,6 +374,11 @@ func (s *Server) startLink(ctx context.Context, g *store.Grant, lp *linkedProvid
 	if err := s.audit(ctx, s.withStoredIdentity(rec, g.Identity)); err != nil {
 		return err
 	}
+	s.pending.put(key, pendingLink{id: id, expires: ar.ExpiresAt}, s.now())
+	return s.linkRequired(lp, id)
+}
+
+func (s *Server) linkRequired(lp *linkedProvider, id string) error {
 	return &credential.LinkRequiredError{
 		Provider:    lp.cfg.Name,
 		DisplayName: lp.cfg.DisplayName,

@@ -417,3 +417,28 @@ func TestLinkedProviderConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestLinkedAccountReusesPendingLink: calls before the user opens the link
+// get the same URL (one pending link, one LINK_STARTED); once a browser has
+// claimed it, the next call gets a new one (another browser would be
+// refused the claimed one).
+func TestLinkedAccountReusesPendingLink(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	first := l.need()
+	if again := l.need(); again != first {
+		t.Errorf("second call: new link %q, want %q", again, first)
+	}
+	started := 0
+	for _, ev := range l.sink.events(t) {
+		if ev == audit.EventLinkStarted {
+			started++
+		}
+	}
+	if started != 1 {
+		t.Errorf("%d LINK_STARTED records, want 1", started)
+	}
+	l.browser().get(first)
+	if next := l.need(); next == first {
+		t.Error("a claimed link was handed out again")
+	}
+}

@@ -110,6 +110,7 @@ type Server struct {
 	bcryptOK bcryptCache
 	upLocks  keyedMutex
 	linked   map[string]*linkedProvider
+	pending  pendingLinks
 	limits   *limits
 	handler  http.Handler
 }
