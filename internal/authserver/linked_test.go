@@ -251,10 +251,18 @@ func TestLinkedAccountNegative(t *testing.T) {
 		}, http.StatusBadRequest},
 		{"expired state", func(t *testing.T, l *linkedEnv) *page {
 			b := l.browser()
-			back := l.atProvider(l.confirm(b, l.need()))
-			// The memory store expires by the real clock: a pending link
-			// lives link_timeout (1m here).
-			time.Sleep(1100 * time.Millisecond)
+			link, _ := url.Parse(l.need())
+			back := l.atProvider(l.confirm(b, link.String()))
+			// The pending link's lifetime (link_timeout) ends while the
+			// user is at the provider.
+			ar, err := l.st.GetAuthRequest(t.Context(), link.Query().Get("id"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ar.ExpiresAt = time.Now().Add(-time.Second)
+			if err := l.st.UpdateAuthRequest(t.Context(), ar); err != nil {
+				t.Fatal(err)
+			}
 			return b.get(back.String())
 		}, http.StatusBadRequest},
 		{"state of another browser (another user's link)", func(t *testing.T, l *linkedEnv) *page {
@@ -299,10 +307,7 @@ func TestLinkedAccountNegative(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLinkedEnv(t, func(lp *LinkedProvider) { lp.LinkTimeout = time.Minute })
-			if tc.name == "expired state" {
-				l.srv.linked["gh"].cfg.LinkTimeout = time.Second
-			}
+			l := newLinkedEnv(t, nil)
 			p := tc.run(t, l)
 			if p.status != tc.want {
 				t.Errorf("status %d, want %d: %s", p.status, tc.want, p.body)
