@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,10 @@ import (
 	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/idp/idptest"
+	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/postgres"
+	"github.com/mcpgate/mcpgate/internal/store/postgres/pgtest"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -27,9 +32,14 @@ type linkedEnv struct {
 
 func newLinkedEnv(t *testing.T, mod func(*LinkedProvider)) *linkedEnv {
 	t.Helper()
+	return newLinkedEnvStore(t, nil, mod)
+}
+
+func newLinkedEnvStore(t *testing.T, st store.Store, mod func(*LinkedProvider)) *linkedEnv {
+	t.Helper()
 	gh := idptest.New(t)
 	gh.Set(func(p *idptest.Provider) { p.ClientID, p.ClientSecret = "gh-client", "gh-secret" })
-	e, sink := auditedEnv(t, envOpt{cfg: func(c *Config) {
+	e, sink := auditedEnv(t, envOpt{st: st, cfg: func(c *Config) {
 		lp := LinkedProvider{Name: "gh", DisplayName: "GitHub", AuthorizationEndpoint: gh.Issuer() + "/authorize",
 			TokenEndpoint: gh.Issuer() + "/token", ClientID: "gh-client", ClientSecret: "gh-secret", Scopes: []string{"repo"}, AllowPrivateNetwork: true}
 		if mod != nil {
@@ -445,5 +455,55 @@ func TestLinkedAccountReusesPendingLink(t *testing.T) {
 	l.browser().get(first)
 	if next := l.need(); next == first {
 		t.Error("a claimed link was handed out again")
+	}
+}
+
+// TestLinkedAccountSQLStores: pending links are authorization-request rows
+// and linked tokens live in the grant's sealed secrets, in the SQL stores
+// as in memory: link, replayed state, refresh, revocation.
+func TestLinkedAccountSQLStores(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) store.Store{
+		"sqlite": func(t *testing.T) store.Store {
+			s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "as.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		"postgres": func(t *testing.T) store.Store {
+			s, err := postgres.Open(t.Context(), pgtest.SchemaDSN(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := newLinkedEnvStore(t, open(t), nil)
+			b := l.browser()
+			back := l.atProvider(l.confirm(b, l.need()))
+			if p := b.get(back.String()); p.status != http.StatusOK {
+				t.Fatalf("callback: %d %s", p.status, p.body)
+			}
+			if p := b.get(back.String()); p.status != http.StatusBadRequest {
+				t.Errorf("replayed state: %d", p.status)
+			}
+			first, err := l.token()
+			if err != nil || !l.gh.ValidAccessToken(first) {
+				t.Fatalf("linked token: %v", err)
+			}
+			l.clock.Add(2 * time.Hour)
+			if tok, err := l.token(); err != nil || tok == first || !l.gh.ValidAccessToken(tok) {
+				t.Fatalf("refreshed: %v", err)
+			}
+			if err := l.srv.revokeGrant(t.Context(), l.tsid, "test"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.token(); !errors.Is(err, ErrSessionInvalid) {
+				t.Errorf("revoked: %v", err)
+			}
+		})
 	}
 }
