@@ -186,8 +186,9 @@ func refusedByProvider(err error) bool {
 
 // LinkedToken implements credential.LinkedTokens: the user's access token at
 // the linked provider for the active grant tsid, refreshed when near its
-// expiry, or a *credential.LinkRequiredError with a new link URL.
-func (s *Server) LinkedToken(ctx context.Context, tsid, provider string) (string, error) {
+// expiry; without one, a *credential.LinkRequiredError with a link URL when
+// start is set, credential.ErrNotLinked otherwise.
+func (s *Server) LinkedToken(ctx context.Context, tsid, provider string, start bool) (string, error) {
 	lp := s.linked[provider]
 	if lp == nil {
 		return "", fmt.Errorf("authserver: unknown linked provider %q", provider)
@@ -196,8 +197,11 @@ func (s *Server) LinkedToken(ctx context.Context, tsid, provider string) (string
 	if err != nil {
 		return "", err
 	}
-	if t := secrets.Linked[provider]; t != nil && s.linkFresh(t) {
+	switch t := secrets.Linked[provider]; {
+	case t != nil && s.linkFresh(t):
 		return t.AccessToken, nil
+	case t == nil && !start:
+		return "", credential.ErrNotLinked
 	}
 	unlock := s.upLocks.lock(tsid)
 	defer unlock()
@@ -231,6 +235,9 @@ func (s *Server) LinkedToken(ctx context.Context, tsid, provider string) (string
 		}
 		_ = s.audit(ctx, s.withStoredIdentity(&audit.Record{Event: audit.EventLinkFailed, Result: audit.ResultError, Method: "link/" + provider,
 			ClientID: g.ClientID, SessionID: tsid, Resource: g.Resource, Reason: reason}, g.Identity))
+	}
+	if !start {
+		return "", credential.ErrNotLinked
 	}
 	return "", s.startLink(ctx, g, lp)
 }

@@ -58,7 +58,7 @@ func newLinkedEnvStore(t *testing.T, st store.Store, mod func(*LinkedProvider)) 
 // need calls LinkedToken and expects a link request; it returns its URL.
 func (l *linkedEnv) need() string {
 	l.t.Helper()
-	_, err := l.srv.LinkedToken(l.t.Context(), l.tsid, "gh")
+	_, err := l.srv.LinkedToken(l.t.Context(), l.tsid, "gh", true)
 	var lr *credential.LinkRequiredError
 	if !errors.As(err, &lr) {
 		l.t.Fatalf("LinkedToken: err = %v, want a LinkRequiredError", err)
@@ -120,7 +120,7 @@ func (l *linkedEnv) link() {
 }
 
 func (l *linkedEnv) token() (string, error) {
-	return l.srv.LinkedToken(l.t.Context(), l.tsid, "gh")
+	return l.srv.LinkedToken(l.t.Context(), l.tsid, "gh", true)
 }
 
 func TestLinkedAccountFlow(t *testing.T) {
@@ -217,7 +217,7 @@ func TestLinkedAccountRevokedGrant(t *testing.T) {
 	if _, err := l.token(); !errors.Is(err, ErrSessionInvalid) {
 		t.Errorf("revoked grant: %v", err)
 	}
-	if _, err := l.srv.LinkedToken(t.Context(), l.tsid, "other"); err == nil {
+	if _, err := l.srv.LinkedToken(t.Context(), l.tsid, "other", true); err == nil {
 		t.Error("unknown provider: no error")
 	}
 }
@@ -505,5 +505,22 @@ func TestLinkedAccountSQLStores(t *testing.T) {
 				t.Errorf("revoked: %v", err)
 			}
 		})
+	}
+}
+
+// TestLinkedAccountNotStartedForOtherRequests: a request that does not act
+// for the user (initialize, lists) starts no link: no pending link, no
+// LINK_STARTED, credential.ErrNotLinked.
+func TestLinkedAccountNotStartedForOtherRequests(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	if _, err := l.srv.LinkedToken(t.Context(), l.tsid, "gh", false); !errors.Is(err, credential.ErrNotLinked) {
+		t.Fatalf("err = %v, want ErrNotLinked", err)
+	}
+	if ev := l.sink.events(t); contains(ev, audit.EventLinkStarted) {
+		t.Errorf("LINK_STARTED for a request that does not act for the user: %v", ev)
+	}
+	l.link()
+	if tok, err := l.srv.LinkedToken(t.Context(), l.tsid, "gh", false); err != nil || !l.gh.ValidAccessToken(tok) {
+		t.Errorf("linked, not acting: %v", err)
 	}
 }

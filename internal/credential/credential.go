@@ -33,6 +33,11 @@ type Subject struct {
 	// tokens of an external issuer (SubjectIncoming); the gateway's own
 	// tokens are never sent anywhere.
 	Token string
+	// ActsForUser: the request calls a tool, gets a prompt or reads a
+	// resource. A linked_token credential that is not linked yet starts a
+	// link only for such a request (LinkRequiredError); for the rest it
+	// answers ErrNotLinked and the request goes without a credential.
+	ActsForUser bool
 }
 
 // Provider yields the credential for one backend. Implementations are safe

@@ -10,10 +10,15 @@ import (
 // provider besides the sign-in IdP) for a token session. The built-in
 // authorization server implements it. When the user has not linked an
 // account there yet, or the link broke (the provider would not refresh the
-// token), it returns a *LinkRequiredError carrying the URL that links it.
+// token), it returns a *LinkRequiredError carrying the URL that links it
+// if start is set, and ErrNotLinked otherwise.
 type LinkedTokens interface {
-	LinkedToken(ctx context.Context, tsid, provider string) (string, error)
+	LinkedToken(ctx context.Context, tsid, provider string, start bool) (string, error)
 }
+
+// ErrNotLinked: the user has not linked an account at the provider, and
+// the request does not act for the user, so no link was started.
+var ErrNotLinked = errors.New("the user has not linked an account at the provider")
 
 // LinkRequiredError says that the user must link an account at Provider
 // before the backend can be called on their behalf: the client is sent a
@@ -47,10 +52,10 @@ func (l linked) Get(ctx context.Context, s Subject) (Header, error) {
 	if s.Principal == nil || s.Principal.SessionID == "" {
 		return Header{}, ErrNoSubject
 	}
-	tok, err := l.l.LinkedToken(ctx, s.Principal.SessionID, l.provider)
+	tok, err := l.l.LinkedToken(ctx, s.Principal.SessionID, l.provider, s.ActsForUser)
 	if err != nil {
 		var lr *LinkRequiredError
-		if errors.As(err, &lr) || errors.Is(err, ErrUnavailable) {
+		if errors.As(err, &lr) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotLinked) {
 			return Header{}, err
 		}
 		return Header{}, fmt.Errorf("%w: %w", ErrNoSubject, err)

@@ -500,9 +500,12 @@ func TestLinkRequiredCredential(t *testing.T) {
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
 	var linked bool
-	prov := providerFunc(func(context.Context, credential.Subject) (credential.Header, error) {
-		if linked {
+	prov := providerFunc(func(_ context.Context, s credential.Subject) (credential.Header, error) {
+		switch {
+		case linked:
 			return credential.Header{Name: "Authorization", Value: "Bearer gh-token"}, nil
+		case !s.ActsForUser:
+			return credential.Header{}, credential.ErrNotLinked
 		}
 		return credential.Header{}, &credential.LinkRequiredError{Provider: "github", DisplayName: "GitHub",
 			URL: "https://gw.example/link/github?id=abc", ElicitationID: "e1"}
