@@ -47,7 +47,10 @@ func TestLinkedProvider(t *testing.T) {
 		fail  error
 		check func(error) bool
 	}{
-		{link, func(err error) bool { var lr *LinkRequiredError; return errors.As(err, &lr) && lr == link && errors.Is(err, ErrNoSubject) }},
+		{link, func(err error) bool {
+			var lr *LinkRequiredError
+			return errors.As(err, &lr) && lr == link && errors.Is(err, ErrNoSubject)
+		}},
 		{ErrNotLinked, func(err error) bool { return errors.Is(err, ErrNotLinked) }},
 		{ErrUnavailable, func(err error) bool { return errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrNoSubject) }},
 		{errors.New("session ended"), func(err error) bool { return errors.Is(err, ErrNoSubject) }},
