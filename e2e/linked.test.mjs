@@ -4,7 +4,7 @@
 // backend gets the MCP 2025-11-25 URL elicitation required error (-32042) with the link URL;
 // Chromium opens it, approves, signs in at "GitHub"; the next call succeeds and the backend (a small
 // TS SDK MCP server) receives GitHub's token — accepted by GitHub's userinfo, not by the sign-in
-// IdP's — and never mcpgate's own token. The audit log has LINK_STARTED and LINK_COMPLETED and no
+// IdP's — and never mcpgate's own token; near its expiry it is refreshed at "GitHub". The audit log has LINK_STARTED and LINK_COMPLETED and no
 // token.
 
 import { test, before, after } from 'node:test';
@@ -73,6 +73,9 @@ before(async () => {
   [idp, gh] = await Promise.all([
     startIdP(),
     startIdP({
+      // Short-lived tokens at "GitHub": with upstream_refresh_skew 57s, a linked token is
+      // refreshed 3 s after it was issued.
+      env: { IDP_ACCESS_TOKEN_TTL: '60' },
       clients: [
         {
           // mcpgate's client at "GitHub": confidential; native so that any loopback port matches.
@@ -98,6 +101,7 @@ auth:
   mode: authorization_server
   authorization_server:
     scopes: [mcp]
+    upstream_refresh_skew: 57s
     upstream:
       type: oidc
       issuer: ${idp.issuer}
@@ -182,12 +186,25 @@ test('a tool call links the GitHub account in the browser; the backend then gets
   const after = backend.seen.slice(seenBefore).filter(Boolean);
   assert.ok(after.length >= 2, `the backend saw ${after.length} authorized requests`);
   const linked = after[after.length - 1].slice('Bearer '.length);
-  for (const h of after) assert.equal(h, `Bearer ${linked}`, 'one linked token for the session');
   assert.ok(!backend.seen.some((h) => h.includes(gatewayToken)), "mcpgate's own token reached the backend");
-  assert.equal((await userinfo(gh.issuer, linked))?.sub, 'alice', "GitHub's token");
-  assert.equal(await userinfo(idp.issuer, linked), null, "not the sign-in IdP's token");
+  for (const h of new Set(after)) {
+    const tok = h.slice('Bearer '.length);
+    assert.equal((await userinfo(gh.issuer, tok))?.sub, 'alice', "GitHub's token");
+    assert.equal(await userinfo(idp.issuer, tok), null, "not the sign-in IdP's token");
+  }
 
-  // 4. Audit: started and completed, for this grant, without a token.
+  // 4. Near its expiry the linked token is refreshed at "GitHub" (refresh token grant): the
+  // backend gets a new token, still GitHub's for alice, and the user is not asked again.
+  await new Promise((r) => setTimeout(r, 3500));
+  const seenBeforeRefresh = backend.seen.length;
+  const third = await runSteps({ url, oauth, steps: [{ op: 'tools/call', name: 'gh_whoami' }] });
+  assert.ok(third.ok, JSON.stringify(third.steps));
+  assert.deepEqual(JSON.parse(third.steps[0].result.content[0].text), { sub: 'alice' });
+  const refreshed = backend.seen.slice(seenBeforeRefresh).filter(Boolean).pop().slice('Bearer '.length);
+  assert.notEqual(refreshed, linked, 'the linked token was refreshed');
+  assert.equal((await userinfo(gh.issuer, refreshed))?.sub, 'alice');
+
+  // 5. Audit: started and completed, for this grant, without a token.
   const log = await readFile(gw.auditPath, 'utf8');
   const recs = log.split('\n').filter(Boolean).map((l) => JSON.parse(l));
   for (const event of ['LINK_STARTED', 'LINK_COMPLETED']) {
@@ -197,7 +214,7 @@ test('a tool call links the GitHub account in the browser; the backend then gets
     assert.equal(r.method, 'link/gh');
     assert.equal(r.subject, 'alice');
   }
-  assert.ok(!log.includes(linked), 'the linked token is in the audit log');
+  assert.ok(!log.includes(linked) && !log.includes(refreshed), 'a linked token is in the audit log');
   assert.ok(!log.includes(gatewayToken), 'the client token is in the audit log');
   assert.ok(!log.includes(new URL(el.url).searchParams.get('id')), 'the link ID is in the audit log');
 });
