@@ -513,23 +513,22 @@ func TestLinkRequiredCredential(t *testing.T) {
 	b := newTestBackend(t, BackendConfig{Name: "gh", URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "linked_token", Provider: "github"}},
 		Options{Credential: prov})
 	alice := &authn.Principal{Subject: "alice", SessionID: "tsid"}
-	call := func(acts bool) (*httptest.ResponseRecorder, *Status, int, string) {
+	call := func(acts bool) (*httptest.ResponseRecorder, Outcome, int, string) {
 		rc.mu.Lock()
 		rc.hits, rc.header = 0, nil
 		rc.mu.Unlock()
 		req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call"}`))
 		req.Header.Set("Authorization", "Bearer client-token")
-		st := &Status{RPCID: []byte("7"), ActsForUser: acts}
 		rec := httptest.NewRecorder()
-		b.ServeHTTP(rec, req.WithContext(WithStatus(WithPrincipal(req.Context(), alice), st)))
+		out := b.Forward(rec, req, Hop{Principal: alice, Token: "client-token", RPCID: []byte("7"), ActsForUser: acts})
 		rc.mu.Lock()
 		defer rc.mu.Unlock()
-		return rec, st, rc.hits, rc.header.Get("Authorization")
+		return rec, out, rc.hits, rc.header.Get("Authorization")
 	}
 
-	rec, st, hits, _ := call(true)
-	if rec.Code != 200 || hits != 0 || st.BackendError {
-		t.Fatalf("tools/call unlinked: status %d, %d hits, BackendError %v", rec.Code, hits, st.BackendError)
+	rec, out, hits, _ := call(true)
+	if rec.Code != 200 || out.Status != 200 || hits != 0 || out.BackendError {
+		t.Fatalf("tools/call unlinked: status %d (outcome %d), %d hits, BackendError %v", rec.Code, out.Status, hits, out.BackendError)
 	}
 	var resp struct {
 		ID    json.RawMessage `json:"id"`

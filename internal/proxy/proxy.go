@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,11 @@ type Hop struct {
 	// that a 502 or 504 answers that call (JSON-RPC 2.0 §5) instead of
 	// carrying a null id.
 	RPCID []byte
+	// ActsForUser is set when the request calls a tool, gets a prompt or
+	// reads a resource. A backend whose linked account (credential type
+	// linked_token) is not linked yet answers only those with the link URL;
+	// the rest is forwarded without a credential.
+	ActsForUser bool
 }
 
 // Outcome is what the caller learns from a hop.
@@ -323,13 +329,17 @@ func modifyResponse(resp *http.Response) error {
 // backend credential is obtained; a failure means the request must not
 // reach the backend.
 func (b *Backend) Credential(ctx context.Context, p *authn.Principal, token string) (credential.Header, error) {
+	return b.credential(ctx, credential.Subject{Principal: p, Token: token})
+}
+
+func (b *Backend) credential(ctx context.Context, s credential.Subject) (credential.Header, error) {
 	if b.cfg.Credential.Type == credential.TypeStatic {
 		return credential.Header{Name: b.cfg.Credential.Header, Value: b.cfg.Credential.Value}, nil
 	}
 	if b.cred == nil {
 		return credential.Header{}, nil
 	}
-	return b.cred.Get(ctx, credential.Subject{Principal: p, Token: token})
+	return b.cred.Get(ctx, s)
 }
 
 // Forward sends r to the backend and streams its answer to w. The caller
@@ -343,12 +353,18 @@ func (b *Backend) Forward(w http.ResponseWriter, r *http.Request, hop Hop) Outco
 	} else {
 		// Obtained before the hop so that a missing credential fails the
 		// request instead of reaching the backend unauthenticated.
-		cred, err := b.Credential(r.Context(), hop.Principal, hop.Token)
-		if err != nil {
+		cred, err := b.credential(r.Context(), credential.Subject{Principal: hop.Principal, Token: hop.Token, ActsForUser: hop.ActsForUser})
+		switch {
+		case errors.Is(err, credential.ErrNotLinked):
+			// Not linked yet: what only describes the backend (initialize,
+			// lists, notifications) goes without a credential; a call that
+			// acts for the user got the link URL (credentialError).
+		case err != nil:
 			b.credentialError(&st.w, r, st, err)
 			return st.outcome()
+		default:
+			st.cred = cred
 		}
-		st.cred = cred
 	}
 	b.rp.ServeHTTP(&st.w, r.WithContext(context.WithValue(r.Context(), hopKey{}, st)))
 	return st.outcome()
@@ -434,6 +450,13 @@ func (st *hopState) rpcID() []byte {
 // obtained: a JSON-RPC error naming the backend and the kind of failure,
 // the detail in the log only.
 func (b *Backend) credentialError(w http.ResponseWriter, r *http.Request, st *hopState, err error) {
+	var link *credential.LinkRequiredError
+	if errors.As(err, &link) {
+		// The user's answer to give, not a backend failure.
+		st.out.Err = err
+		writeLinkRequired(w, st.rpcID(), b.Name, link)
+		return
+	}
 	st.fail(err)
 	if errors.Is(err, context.Canceled) {
 		return
@@ -441,6 +464,40 @@ func (b *Backend) credentialError(w http.ResponseWriter, r *http.Request, st *ho
 	status, msg := credential.Describe(b.Name, err)
 	b.log.Warn("backend credential unavailable", "backend", b.Name, "err", err)
 	WriteJSONRPCError(w, status, st.rpcID(), -32603, msg)
+}
+
+// CodeURLElicitationRequired is the JSON-RPC error of MCP 2025-11-25
+// (client/elicitation, "URL Elicitation Required Error"): the request needs
+// the user to complete the URL-mode elicitations in error.data first.
+const CodeURLElicitationRequired = -32042
+
+// writeLinkRequired answers a call that needs a linked account with a URL
+// elicitation required error. It is an answer to the call, not a gateway
+// failure: HTTP 200, so that clients read the JSON-RPC error.
+func writeLinkRequired(w http.ResponseWriter, id []byte, backend string, e *credential.LinkRequiredError) {
+	if len(id) == 0 {
+		id = []byte("null")
+	}
+	type elicitation struct {
+		Mode          string `json:"mode"`
+		ElicitationID string `json:"elicitationId"`
+		URL           string `json:"url"`
+		Message       string `json:"message"`
+	}
+	msg := fmt.Sprintf("backend %s needs your %s account: open the link to connect it, then call the tool again", backend, e.DisplayName)
+	body, _ := json.Marshal(struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   any             `json:"error"`
+	}{"2.0", id, map[string]any{
+		"code":    CodeURLElicitationRequired,
+		"message": msg,
+		"data":    map[string]any{"elicitations": []elicitation{{Mode: "url", ElicitationID: e.ElicitationID, URL: e.URL, Message: msg}}},
+	}})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
 }
 
 // WriteJSONRPCError writes a JSON-RPC 2.0 error response with HTTP status.

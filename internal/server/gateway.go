@@ -197,6 +197,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		x.rpcID = singleCallID(x.msg)
 		hop.RPCID = x.rpcID
+		hop.ActsForUser = actsForUser(x.msg)
 		if g.agg == nil { // an aggregate filters the lists it merges
 			hop.Filter = g.listFilter(x, p)
 		}
@@ -451,6 +452,22 @@ func singleCallID(m *mcp.Message) []byte {
 		return nil
 	}
 	return m.Calls[0].ID
+}
+
+// actsForUser reports whether a message has a request that acts for the
+// user at the backend (a linked account is then required, see
+// proxy.Hop.ActsForUser): tools/call, prompts/get, resources/read.
+func actsForUser(m *mcp.Message) bool {
+	for _, c := range m.Calls {
+		if c.IsNotification || c.IsResponse {
+			continue
+		}
+		switch c.Method {
+		case "tools/call", "prompts/get", "resources/read":
+			return true
+		}
+	}
+	return false
 }
 
 // badMessage answers a body that failed decoding or the header check.
