@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/procsec"
 	"github.com/mcpgate/mcpgate/internal/server"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // configFlags are the flags shared by commands that load a config.
@@ -110,6 +111,23 @@ var (
 // so are the signing keys (after `mcpgate keys rotate`).
 func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath string, load func() (*config.Config, error)) error {
 	log := newLogger(cfg)
+	tracing, err := telemetry.Setup(ctx, version, log)
+	if err != nil {
+		return err
+	}
+	if tracing != nil {
+		// Every line logged with a request's context names its trace.
+		log = slog.New(telemetry.LogHandler(log.Handler()))
+		telemetry.Install(tracing)
+		defer func() {
+			// Flush what the batcher holds; the gateway has drained by now.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(sctx); err != nil {
+				log.Warn("tracing: flush at shutdown failed", "err", err)
+			}
+		}()
+	}
 	slog.SetDefault(log)
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration: " + w)
@@ -151,7 +169,7 @@ func serve(ctx context.Context, cfg *config.Config, ln net.Listener, cfgPath str
 		go policy.Watch(ctx, policyWatchInterval, reload, append([]string{cfgPath}, cfg.Policy.Files()...)...)
 	}
 
-	log.Info("mcpgate starting", append([]any{"version", version}, cfg.Summary()...)...)
+	log.Info("mcpgate starting", append([]any{"version", version, "tracing", tracing != nil}, cfg.Summary()...)...)
 	logHardening(log)
 	if cfg.Auth.Mode == config.ModeNone {
 		log.Warn("AUTHENTICATION IS DISABLED (auth.mode: none): every local process can call every permitted tool as the anonymous user")

@@ -44,6 +44,7 @@ func (r *Record) appendJSON(b []byte, plainArgs bool) ([]byte, error) {
 	b = appendStringField(b, "token_id", r.TokenID)
 	b = appendStringField(b, "session_id", r.SessionID)
 	b = appendStringField(b, "mcp_session_id", r.MCPSessionID)
+	b = appendStringField(b, "trace_id", r.TraceID)
 	b = appendStringField(b, "method", r.Method)
 	b = appendStringField(b, "tool", r.Tool)
 	b = appendStringField(b, "resource", r.Resource)

@@ -35,7 +35,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		Time: time.Date(2026, 12, 3, 9, 30, 0, 123456789, time.FixedZone("x", 3600)), RequestID: "r1", Source: SourceMCP,
 		ClientIP: "192.0.2.1", UserAgent: "ua <script>&\u2028\u2029", Issuer: "https://idp", Subject: "s\"\\",
 		User: "Ünïcödé", Username: "bob", Email: "bob@example.com", Groups: []string{"a", "", "c\x00"},
-		ClientID: "c", TokenID: "t", SessionID: "ts", MCPSessionID: "m", Method: "tools/call", Tool: "echo",
+		ClientID: "c", TokenID: "t", SessionID: "ts", MCPSessionID: "m", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Method: "tools/call", Tool: "echo",
 		Resource: "demo://x", Scope: "mcp", Args: json.RawMessage(` { "a" : [1, 2, "<&>"] } `),
 		Decision: DecisionAllow, Rule: "r", Reason: "why\n\t\r\b\f\x01\x1f", RequiredPermission: "p", Event: EventForward,
 		Status: 200, RPCError: -32003, DurationMS: 1.25, Backend: "b", Workload: "spiffe://example.org/w", Result: ResultSuccess, Count: 3,

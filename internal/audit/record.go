@@ -142,6 +142,7 @@ type Record struct {
 	SessionID string   `json:"session_id,omitempty"` // token session (tsid) of tokens from the built-in authorization server
 
 	MCPSessionID string `json:"mcp_session_id,omitempty"` // Mcp-Session-Id of the request
+	TraceID      string `json:"trace_id,omitempty"`       // W3C trace id of the request's span (only when tracing is on)
 
 	Method   string          `json:"method,omitempty"`   // MCP method, e.g. tools/call
 	Tool     string          `json:"tool,omitempty"`     // tool or prompt name

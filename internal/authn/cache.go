@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 	"unsafe"
+
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // tokenKey is the cache key of a token: its SHA-256, so raw tokens are never
@@ -32,6 +34,10 @@ type tokenCache struct {
 	m   map[tokenKey]cacheEntry
 	max int
 }
+
+// cacheHit is the span attribute saying whether a token was verified from
+// the cache (telemetry: the gateway's mcpgate.authn span).
+func cacheHit(ok bool) attribute.KeyValue { return attribute.Bool("mcpgate.authn.cache_hit", ok) }
 
 // newTokenCache returns nil (no caching) when size < 0.
 func newTokenCache(size int) *tokenCache {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 const (
@@ -90,7 +92,9 @@ func (i *introspector) Verify(ctx context.Context, token string) (*Principal, er
 		return nil, invalid("token longer than %d bytes", maxTokenBytes)
 	}
 	key := keyOf(token)
-	if e, ok := i.cache.get(key, i.now()); ok {
+	e, ok := i.cache.get(key, i.now())
+	telemetry.Set(ctx, cacheHit(ok))
+	if ok {
 		return e.p, nil
 	}
 	if _, ok := i.rejected.get(key, i.now()); ok {

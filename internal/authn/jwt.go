@@ -11,6 +11,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // trustedIssuer is one issuer's verification settings and keys.
@@ -91,7 +93,9 @@ func (v *jwtVerifier) verify(ctx context.Context, token string) (*Principal, err
 	var key tokenKey
 	if v.cache != nil {
 		key = keyOf(token)
-		if e, ok := v.cache.get(key, now); ok {
+		e, ok := v.cache.get(key, now)
+		telemetry.Set(ctx, cacheHit(ok))
+		if ok {
 			return e.p, nil
 		}
 	}

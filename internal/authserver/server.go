@@ -28,6 +28,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 	"github.com/mcpgate/mcpgate/internal/validate"
 	"github.com/mcpgate/mcpgate/web"
 )
@@ -151,6 +152,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.Store == nil || deps.Signer == nil || deps.Sealer == nil {
 		return nil, errors.New("authserver: Store, Signer and Sealer are required")
+	}
+	if telemetry.On() {
+		deps.Store = tracedStore{deps.Store}
 	}
 	s := &Server{
 		cfg:           cfg,

@@ -9,9 +9,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // tokenResponse is RFC 6749 §5.1.
@@ -24,7 +29,15 @@ type tokenResponse struct {
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	ctx, span := telemetry.Start(r.Context(), "authserver.token")
+	defer span.End()
+	if span.IsRecording() {
+		r = r.WithContext(ctx) // the store's spans are its children
+	}
 	resp, err := s.token(w, r)
+	if span.IsRecording() {
+		traceToken(span, r, err)
+	}
 	if err != nil {
 		if !isAudited(err) {
 			_ = s.audit(r.Context(), refused(&audit.Record{
@@ -35,6 +48,23 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// traceToken records the grant type (one of ours, else "other": the
+// value is the client's) and the OAuth error code on the token span.
+func traceToken(span trace.Span, r *http.Request, err error) {
+	grant := r.PostForm.Get("grant_type")
+	if grant != grantCode && grant != grantRT {
+		grant = "other"
+	}
+	span.SetAttributes(attribute.String("oauth.grant_type", grant))
+	var oe *oauthError
+	if errors.As(err, &oe) {
+		span.SetAttributes(attribute.String("oauth.error", oe.Code))
+		span.SetStatus(codes.Error, oe.Code)
+	} else if err != nil {
+		span.SetStatus(codes.Error, "token request failed")
+	}
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) (*tokenResponse, error) {

@@ -15,10 +15,12 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // grantSecrets is the sealed per-grant blob kept in Grant.UpstreamTokens:
@@ -270,6 +272,7 @@ func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Pri
 	now := s.now()
 	sum := sha256.Sum256([]byte(token))
 	p, ok := s.verified.get(sum, now)
+	telemetry.Set(ctx, attribute.Bool("mcpgate.authn.cache_hit", ok))
 	if !ok {
 		var err error
 		if p, err = s.verifyJWT(ctx, token, now); err != nil {

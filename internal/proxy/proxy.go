@@ -24,6 +24,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/stdio"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // Options are the backend's dependencies; nil fields get safe defaults.
@@ -144,9 +145,12 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 		ExpectContinueTimeout: time.Second,
 	}
 	b.transport = transport
+	// With tracing on, the hop runs in a client span whose trace context
+	// the backend receives (traceparent).
+	rt := telemetry.Transport(transport, cfg.Name)
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:        b.rewrite,
-		Transport:      transport,
+		Transport:      rt,
 		FlushInterval:  -1, // flush every write: SSE events reach the client as they arrive
 		ModifyResponse: modifyResponse,
 		BufferPool:     copyBuffers, // without it every request allocates a 32 KiB copy buffer
@@ -426,7 +430,7 @@ func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		status = http.StatusGatewayTimeout
 		msg = "backend timed out"
 	}
-	b.log.Warn("backend request failed", "backend", b.Name, "method", r.Method, "err", err)
+	b.log.WarnContext(r.Context(), "backend request failed", "backend", b.Name, "method", r.Method, "err", err)
 	WriteJSONRPCError(w, status, st.rpcID(), -32603, msg)
 }
 

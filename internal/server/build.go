@@ -21,6 +21,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
 	"github.com/mcpgate/mcpgate/internal/stdio"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 	"github.com/mcpgate/mcpgate/internal/tokenendpoint"
 )
 
@@ -182,7 +183,8 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 		}
 		mux.Handle("GET /{$}", home)
 	}
-	s.handler = s.outer(e, mux, mcpPaths)
+	// The server span of every request, when tracing is on (telemetry).
+	s.handler = telemetry.Handler(s.outer(e, mux, mcpPaths))
 	ok = true
 	return s, nil
 }

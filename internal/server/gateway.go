@@ -17,6 +17,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mcpgate/mcpgate/internal/aggregate"
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
@@ -25,6 +29,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // Authenticator turns a request's credential into a Principal.
@@ -120,6 +125,10 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = sw
 	w.Header().Set("X-Request-Id", x.requestID)
 	g.edge.securityHeaders(w.Header())
+	// Spans (telemetry; nothing when tracing is off): edge, authn and policy
+	// are children of the request's server span, and so is the backend hop.
+	_, edgeSpan := telemetry.Start(r.Context(), "mcpgate.edge")
+	defer edgeSpan.End() // ended below when the checks pass; End is idempotent
 
 	if !g.edge.allowedHost(r) {
 		x.event, x.reason = "FORBIDDEN_HOST", "host not allowed"
@@ -155,8 +164,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer ipSlot.Release()
+	edgeSpan.End()
 
-	p, err := g.authn.Authenticate(r)
+	p, err := g.authenticate(r)
 	if err != nil {
 		g.unauthorized(w, r, x, err)
 		return
@@ -228,6 +238,22 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.outcome = g.backend.Forward(w, r, hop)
+}
+
+// authenticate runs the authenticator in the span "mcpgate.authn", which
+// the token caches annotate (mcpgate.authn.cache_hit).
+func (g *gateway) authenticate(r *http.Request) (*authn.Principal, error) {
+	ctx, span := telemetry.Start(r.Context(), "mcpgate.authn")
+	if !span.IsRecording() {
+		span.End()
+		return g.authn.Authenticate(r)
+	}
+	defer span.End()
+	p, err := g.authn.Authenticate(r.WithContext(ctx))
+	if err != nil {
+		span.SetStatus(codes.Error, "authentication failed") // the error may quote the token's claims: not recorded
+	}
+	return p, err
 }
 
 // checkSession admits a request's Mcp-Session-Id: absent, or one this
@@ -350,6 +376,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		}
 	}
 
+	_, policySpan := telemetry.Start(r.Context(), "mcpgate.policy")
 	engine := g.policy.Load()
 	x.decisions = make([]policy.Decision, len(msg.Calls))
 	if g.agg != nil {
@@ -381,6 +408,10 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 			}
 		}
 	}
+	if policySpan.IsRecording() {
+		annotatePolicy(policySpan, msg, x.decisions, denied)
+	}
+	policySpan.End()
 	if denied < 0 {
 		// Per-tool limits count only calls the policy let through: a denied
 		// call must not use up the user's budget for the tool.
@@ -417,6 +448,30 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 // target is the backend a call goes to at an aggregated endpoint and the
 // name it has there.
 type target struct{ backend, name string }
+
+// annotatePolicy records the decision on the policy span: the effect and
+// rule of the denied message (or of the only one), the method and name.
+// Never the arguments.
+func annotatePolicy(span trace.Span, msg *mcp.Message, ds []policy.Decision, denied int) {
+	i := denied
+	if i < 0 {
+		i = 0
+	}
+	effect := "allow"
+	if denied >= 0 {
+		effect = "deny"
+	}
+	attrs := []attribute.KeyValue{attribute.String("mcpgate.policy.decision", effect), attribute.Int("mcpgate.policy.messages", len(ds))}
+	if i < len(ds) {
+		c := &msg.Calls[i]
+		attrs = append(attrs, attribute.String("mcpgate.policy.rule", ds[i].Rule), attribute.String("mcpgate.policy.effect", ds[i].Effect),
+			attribute.String("mcp.method.name", c.Method))
+		if c.Name != "" && !strings.HasPrefix(c.Method, "resources/") {
+			attrs = append(attrs, attribute.String("mcpgate.tool", c.Name))
+		}
+	}
+	span.SetAttributes(attrs...)
+}
 
 // audienceFits rejects a token bound to another backend of this gateway: a
 // token whose aud names one of our resource URIs is valid only at the
@@ -517,7 +572,7 @@ func (g *gateway) unauthorized(w http.ResponseWriter, r *http.Request, x *exchan
 	if code != "" || status != http.StatusUnauthorized {
 		x.reason = desc
 		// The detail goes to the log only; clients get the fixed description.
-		g.log.Info("token rejected", "request_id", x.requestID, "client_ip", g.edge.clientIP(r), "err", err)
+		g.log.InfoContext(r.Context(), "token rejected", "request_id", x.requestID, "client_ip", g.edge.clientIP(r), "err", err)
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
@@ -680,7 +735,7 @@ func (g *gateway) refuse(resp *http.Response, f *mcp.ListFilter, refused *bool, 
 // markRefused records a refused list response for the audit record and the log.
 func (g *gateway) markRefused(refused *bool, resp *http.Response, reason string) {
 	*refused = true
-	g.log.Warn("backend list response refused", "status", resp.StatusCode, "reason", reason)
+	g.log.WarnContext(resp.Request.Context(), "backend list response refused", "status", resp.StatusCode, "reason", reason)
 }
 
 func setBody(resp *http.Response, b []byte) {
@@ -800,6 +855,9 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	elapsed := time.Since(x.start)
 	g.metrics.Duration(g.name, elapsed.Seconds())
 	status := sw.code()
+	if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+		annotateRequest(span, g.name, x)
+	}
 	base := g.baseRecord(r, x)
 	base.Status, base.RPCError, base.DurationMS = status, x.rpcError, audit.Millis(elapsed)
 	if status >= 400 || x.outcome.BackendError || x.refused {
@@ -824,6 +882,20 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	}
 }
 
+// annotateRequest records on the request's server span what the audit
+// record says of it, without identity or arguments (the audit record, which
+// carries the trace id, has those).
+func annotateRequest(span trace.Span, backend string, x *exchange) {
+	attrs := []attribute.KeyValue{attribute.String("mcpgate.request_id", x.requestID), attribute.String("mcpgate.backend", backend)}
+	if x.event != "" {
+		attrs = append(attrs, attribute.String("mcpgate.event", x.event))
+	}
+	if len(x.calls) == 1 {
+		attrs = append(attrs, attribute.String("mcp.method.name", x.calls[0].Method))
+	}
+	span.SetAttributes(attrs...)
+}
+
 // baseRecord is the part of x's records common to its messages, without
 // the outcome.
 func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
@@ -837,6 +909,7 @@ func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
 		Reason:       x.reason,
 		Result:       audit.ResultSuccess,
 		MCPSessionID: r.Header.Get("Mcp-Session-Id"),
+		TraceID:      telemetry.TraceID(r.Context()),
 	}
 	if p := x.principal; p != nil {
 		base.Issuer, base.Subject, base.User, base.Username, base.Email = p.Issuer, p.Subject, p.DisplayName(), p.Username, p.Email
@@ -880,7 +953,7 @@ func (g *gateway) write(ctx context.Context, rec *audit.Record) bool {
 	if err := g.audit.Log(context.WithoutCancel(ctx), rec); err != nil {
 		g.auditDown.Store(true)
 		g.metrics.AuditFailure()
-		g.log.Error("audit write failed; refusing requests until it recovers", "request_id", rec.RequestID, "err", err)
+		g.log.ErrorContext(ctx, "audit write failed; refusing requests until it recovers", "request_id", rec.RequestID, "err", err)
 		return false
 	}
 	g.auditDown.Store(false)
