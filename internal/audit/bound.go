@@ -32,7 +32,7 @@ func bound(r *Record, maxField int) {
 	for _, f := range []*string{
 		&r.Replica, &r.RequestID, &r.Source, &r.ClientIP, &r.UserAgent,
 		&r.Issuer, &r.Subject, &r.User, &r.Username, &r.Email, &r.ClientID, &r.TokenID, &r.SessionID,
-		&r.MCPSessionID, &r.Method, &r.Tool, &r.Resource, &r.Scope,
+		&r.MCPSessionID, &r.TraceID, &r.Method, &r.Tool, &r.Resource, &r.Scope,
 		&r.Rule, &r.Reason, &r.RequiredPermission, &r.Event, &r.Backend, &r.Workload, &r.Result,
 	} {
 		*f = truncate(*f, maxField)

@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // Auditor records authorization-server events. *audit.Logger implements it;
@@ -85,6 +86,7 @@ func (s *Server) audit(ctx context.Context, rec *audit.Record) error {
 	if rec.Result == "" {
 		rec.Result = audit.ResultSuccess
 	}
+	rec.TraceID = telemetry.TraceID(ctx)
 	err := s.auditor.Log(context.WithoutCancel(ctx), rec)
 	if err != nil {
 		s.log.ErrorContext(ctx, "authorization server: audit write failed", "event", rec.Event, "err", err)

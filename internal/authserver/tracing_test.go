@@ -3,6 +3,7 @@ package authserver
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -10,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
@@ -21,7 +23,8 @@ func TestTokenEndpointSpans(t *testing.T) {
 	tr := telemetry.New(exp)
 	telemetry.Install(tr)
 	t.Cleanup(func() { tr.Shutdown(context.Background()) })
-	e := newEnv(t, envOpt{})
+	rec := &traceIDAuditor{}
+	e := newEnv(t, envOpt{deps: func(d *Deps) { d.Auditor = rec }})
 	c := e.register("http://127.0.0.1:3000/cb", false)
 	code := e.code(c)
 	exp.Reset() // the login's spans are not the point here
@@ -37,6 +40,14 @@ func TestTokenEndpointSpans(t *testing.T) {
 		t.Fatalf("bad refresh: %d", st)
 	}
 	spans := exp.GetSpans().Snapshots()
+
+	// The records of the token requests name their traces.
+	rec.mu.Lock()
+	issued := rec.ids[audit.EventASTokenIssued]
+	rec.mu.Unlock()
+	if len(issued) != 1 || issued[0] == "" {
+		t.Errorf("AS_TOKEN_ISSUED trace ids %q", issued)
+	}
 
 	var tokens []sdktrace.ReadOnlySpan
 	for _, s := range spans {
@@ -63,6 +74,9 @@ func TestTokenEndpointSpans(t *testing.T) {
 	}
 	for i, w := range want {
 		s := tokens[i]
+		if i == 0 && len(issued) == 1 && issued[0] != s.SpanContext().TraceID().String() {
+			t.Errorf("AS_TOKEN_ISSUED trace_id %s, token span's trace %s", issued[0], s.SpanContext().TraceID())
+		}
 		if got := attrOf(s, "oauth.grant_type"); got != w.grant {
 			t.Errorf("token span %d: grant_type %q, want %q", i, got, w.grant)
 		}
@@ -84,6 +98,22 @@ func TestTokenEndpointSpans(t *testing.T) {
 			}
 		}
 	}
+}
+
+// traceIDAuditor keeps the trace id of each record by event.
+type traceIDAuditor struct {
+	mu  sync.Mutex
+	ids map[string][]string
+}
+
+func (a *traceIDAuditor) Log(_ context.Context, r *audit.Record) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ids == nil {
+		a.ids = map[string][]string{}
+	}
+	a.ids[r.Event] = append(a.ids[r.Event], r.TraceID)
+	return nil
 }
 
 func attrOf(s sdktrace.ReadOnlySpan, key string) string {
