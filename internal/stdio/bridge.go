@@ -266,6 +266,7 @@ func (b *Bridge) servePOST(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, jsonrpc.ID{}, jsonrpc.CodeParseError, "malformed JSON-RPC message")
 		return
 	}
+	withTraceMeta(r, msgs)
 	if id := r.Header.Get(sessionIDHeader); id != "" {
 		s := b.lookup(id, r)
 		if s == nil {

@@ -37,6 +37,9 @@ type pidOut struct {
 type envOut struct {
 	Env []string `json:"env"`
 }
+type metaOut struct {
+	Meta map[string]any `json:"meta"`
+}
 type rootsOut struct {
 	URIs []string `json:"uris"`
 }
@@ -98,6 +101,13 @@ func runTestServer() {
 	mcp.AddTool(s, &mcp.Tool{Name: "crash"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, struct{}, error) {
 		os.Exit(3)
 		return nil, struct{}{}, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "meta"}, func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, metaOut, error) {
+		m := req.Params.GetMeta()
+		if m == nil {
+			m = map[string]any{}
+		}
+		return nil, metaOut{m}, nil
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "env"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, envOut, error) {
 		e := os.Environ()
