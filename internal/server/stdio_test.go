@@ -20,12 +20,33 @@ import (
 // server), so stdio backends are tested with a real child process.
 func TestMain(m *testing.M) {
 	if os.Getenv("MCPGATE_TEST_STDIO_SERVER") == "1" {
+		if path := os.Getenv("MCPGATE_TEST_STDIO_STDIN_LOG"); path != "" {
+			teeStdin(path) // what the child received, for TestTracingStdio
+		}
 		if err := demo.RunStdio(context.Background(), demo.Options{}); err != nil {
 			os.Exit(1)
 		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// teeStdin copies everything the process reads on stdin to the file path.
+func teeStdin(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		os.Exit(2)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		os.Exit(2)
+	}
+	in := os.Stdin
+	os.Stdin = r
+	go func() {
+		io.Copy(io.MultiWriter(w, f), in)
+		w.Close()
+	}()
 }
 
 // TestStdioBackend: a stdio MCP server behind the gateway, driven by the Go

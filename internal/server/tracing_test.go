@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgate/mcpgate/internal/demo"
+	"github.com/mcpgate/mcpgate/internal/server/servertest"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
@@ -305,4 +309,61 @@ func boolAttr(s *tracepb.Span, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestTracingStdio: through a stdio backend, the bridge call is the
+// backend span, and the child receives that span's trace context in the
+// tools/call's params._meta.traceparent.
+func TestTracingStdio(t *testing.T) {
+	rc, flush := withTracing(t)
+	idp := newTestIdP(t)
+	stdinLog := filepath.Join(t.TempDir(), "stdin.log")
+	var url string
+	servertest.Start(t, func(base string) string {
+		url = base + "/mcp"
+		return fmt.Sprintf(`
+auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
+policy: { roles: { reader: { tools: ["list_*", "get_*"] } }, groups: { readers: [reader] } }
+backends:
+  - name: local
+    command: [%q, "-test.run=^$"]
+    env: { MCPGATE_TEST_STDIO_SERVER: "1", MCPGATE_TEST_STDIO_STDIN_LOG: %q }
+audit: { sink: none }
+`, idp.srv.URL, url, os.Args[0], stdinLog)
+	})
+	cs := servertest.Connect(t, url, idp.token(t, url, map[string]any{"groups": []string{"readers"}}), nil)
+	if out, err := servertest.CallText(cs, "get_vm", map[string]any{"vm_name": "web-1"}); err != nil || out != "web-1: poweredOn" {
+		t.Fatalf("get_vm = %q, %v", out, err)
+	}
+	cs.Close()
+	flush()
+
+	data, err := os.ReadFile(stdinLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var traceparent string
+	for _, line := range strings.Split(string(data), "\n") {
+		var msg struct {
+			Method string `json:"method"`
+			Params struct {
+				Meta map[string]any `json:"_meta"`
+			} `json:"params"`
+		}
+		if json.Unmarshal([]byte(line), &msg) == nil && msg.Method == "tools/call" {
+			traceparent, _ = msg.Params.Meta["traceparent"].(string)
+		}
+	}
+	if traceparent == "" {
+		t.Fatalf("the child's tools/call has no _meta.traceparent:\n%s", data)
+	}
+	tid, parent := parseTraceparent(t, traceparent)
+	spans := rc.trace(tid)
+	be := spans["backend local"]
+	if be == nil || spans["POST /mcp"] == nil || spans["mcpgate.policy"] == nil {
+		t.Fatalf("trace %s of the child's traceparent: spans %v", tid, spanNames(spans))
+	}
+	if hex.EncodeToString(be.SpanId) != parent {
+		t.Errorf("the child's parent span %s is not the bridge call's span %x", parent, be.SpanId)
+	}
 }
