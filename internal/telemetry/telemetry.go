@@ -1,4 +1,5 @@
-// Package telemetry is mcpgate's OpenTelemetry tracing: an OTLP exporter
+// Package telemetry is mcpgate's OpenTelemetry tracing: an OTLP exporter (HTTP
+// or gRPC)
 // configured by the standard OTEL_* environment variables, W3C Trace
 // Context propagation, and helpers that cost nothing when tracing is off.
 //
@@ -25,6 +26,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -58,35 +60,50 @@ var propagator = propagation.TraceContext{}
 // Env is where the configuration is read (os.Getenv, or a test's map).
 type Env func(string) string
 
+// Protocols of the OTLP exporter (OTEL_EXPORTER_OTLP_PROTOCOL).
+const (
+	ProtocolHTTP = "http/protobuf" // the default, port 4318
+	ProtocolGRPC = "grpc"          // port 4317
+)
+
 // Enabled reports whether env configures trace export, and checks the
 // variables mcpgate interprets itself: an exporter or protocol it does not
 // support is an error, not silently no tracing.
 func Enabled(env Env) (bool, error) {
+	proto, err := protocol(env)
+	return proto != "", err
+}
+
+// protocol is the OTLP protocol env configures, or "" when it configures
+// no trace export.
+func protocol(env Env) (string, error) {
 	if strings.EqualFold(strings.TrimSpace(env("OTEL_SDK_DISABLED")), "true") {
-		return false, nil
+		return "", nil
 	}
 	explicit := false
 	switch e := strings.TrimSpace(env("OTEL_TRACES_EXPORTER")); e {
 	case "none":
-		return false, nil
+		return "", nil
 	case "otlp":
 		explicit = true
 	case "":
 	default:
-		return false, fmt.Errorf("OTEL_TRACES_EXPORTER=%q is not supported (otlp or none)", e)
+		return "", fmt.Errorf("OTEL_TRACES_EXPORTER=%q is not supported (otlp or none)", e)
 	}
 	if !explicit && env("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		return false, nil
+		return "", nil
 	}
 	proto := env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 	if proto == "" {
 		proto = env("OTEL_EXPORTER_OTLP_PROTOCOL")
 	}
 	switch proto {
-	case "", "http/protobuf":
-		return true, nil
+	case "", ProtocolHTTP:
+		return ProtocolHTTP, nil
+	case ProtocolGRPC:
+		return ProtocolGRPC, nil
 	default:
-		return false, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q is not supported: mcpgate exports OTLP over HTTP (http/protobuf, port 4318)", proto)
+		return "", fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q is not supported (http/protobuf or grpc)", proto)
 	}
 }
 
@@ -98,11 +115,16 @@ func Enabled(env Env) (bool, error) {
 // OTEL_RESOURCE_ATTRIBUTES (service.name defaults to "mcpgate"). Export
 // errors go to log. Call Install to use it, and Shutdown to flush.
 func Setup(ctx context.Context, version string, log *slog.Logger) (*Tracing, error) {
-	on, err := Enabled(os.Getenv)
-	if err != nil || !on {
+	proto, err := protocol(os.Getenv)
+	if err != nil || proto == "" {
 		return nil, err
 	}
-	exp, err := otlptracehttp.New(ctx)
+	var exp sdktrace.SpanExporter
+	if proto == ProtocolGRPC {
+		exp, err = otlptracegrpc.New(ctx)
+	} else {
+		exp, err = otlptracehttp.New(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
