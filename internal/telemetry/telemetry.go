@@ -1,7 +1,7 @@
-// Package telemetry is mcpgate's OpenTelemetry tracing: an OTLP exporter (HTTP
-// or gRPC)
-// configured by the standard OTEL_* environment variables, W3C Trace
-// Context propagation, and helpers that cost nothing when tracing is off.
+// Package telemetry is mcpgate's OpenTelemetry tracing: an OTLP exporter
+// (HTTP or gRPC) configured by the standard OTEL_* environment variables,
+// W3C Trace Context propagation, and helpers that cost nothing when tracing
+// is off.
 //
 // Tracing is off unless an OTLP endpoint is configured
 // (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
