@@ -10,15 +10,31 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/demo"
 	"github.com/mcpgate/mcpgate/internal/server"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // BenchmarkGatewayToolsCall measures the gateway's allocations for one
 // allowed tools/call through the whole handler (edge checks, in-flight
 // bounds, body read, decode, policy, proxy hop to a stateless backend).
-func BenchmarkGatewayToolsCall(b *testing.B) {
+// Tracing is off, as it is without OTEL_* variables.
+func BenchmarkGatewayToolsCall(b *testing.B) { benchmarkToolsCall(b) }
+
+// BenchmarkGatewayToolsCallTraced is the same with tracing on, every
+// request sampled, spans handed to an exporter that drops them: the cost
+// of the spans themselves.
+func BenchmarkGatewayToolsCallTraced(b *testing.B) {
+	tr := telemetry.New(tracetest.NewNoopExporter())
+	telemetry.Install(tr)
+	defer tr.Shutdown(context.Background())
+	benchmarkToolsCall(b)
+}
+
+func benchmarkToolsCall(b *testing.B) {
 	backend := httptest.NewServer(demo.Handler(demo.Options{Stateless: true}))
 	defer backend.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
