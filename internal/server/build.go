@@ -183,8 +183,9 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 		}
 		mux.Handle("GET /{$}", home)
 	}
-	// The server span of every request, when tracing is on (telemetry).
-	s.handler = telemetry.Handler(s.outer(e, mux, mcpPaths))
+	// The server span of every request when tracing is on (telemetry);
+	// probes and scrapes, every few seconds, would only be noise.
+	s.handler = telemetry.Handler(s.outer(e, mux, mcpPaths), "/healthz", "/readyz", "/metrics")
 	ok = true
 	return s, nil
 }

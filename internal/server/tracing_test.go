@@ -181,7 +181,20 @@ func TestTracingToolsCall(t *testing.T) {
 	if resp := postMCP(t, env.url, token, denied, "00-"+strings.Repeat("ab", 16)+"-"+clientSpan+"-01"); resp.StatusCode != 403 {
 		t.Fatalf("denied call: %d", resp.StatusCode)
 	}
+	// Probes are not traced.
+	if resp, err := http.Get(strings.TrimSuffix(env.url, "/mcp") + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	flush()
+	rc.mu.Lock()
+	for _, s := range rc.spans {
+		if strings.Contains(s.Name, "healthz") || s.Name == "GET" {
+			t.Errorf("a probe was traced: %s", s.Name)
+		}
+	}
+	rc.mu.Unlock()
 
 	for _, tc := range []struct {
 		name, trace, parent, cacheHit, backendParent string

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -17,14 +18,19 @@ import (
 // The span is named by the route that served the request ("POST /token",
 // "POST /mcp"), never by the raw path, and carries only the method, the
 // route and the status: no query string (an authorization callback's code),
-// no header. With tracing off (at the time Handler is called) it returns
-// next itself.
-func Handler(next http.Handler) http.Handler {
+// no header. Requests to the untraced paths (probes, metrics scrapes) get
+// no span. With tracing off (at the time Handler is called) it returns next
+// itself.
+func Handler(next http.Handler, untraced ...string) http.Handler {
 	t := active.Load()
 	if t == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slices.Contains(untraced, r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
