@@ -186,7 +186,7 @@ func TestListAndCallTools(t *testing.T) {
 		names = append(names, tl.Name)
 	}
 	slices.Sort(names)
-	want := []string{"big", "crash", "echo", "env", "pid", "progress", "roots", "sleep"}
+	want := []string{"big", "crash", "echo", "env", "meta", "pid", "progress", "roots", "sleep"}
 	if d := cmp.Diff(want, names); d != "" {
 		t.Errorf("tools (-want +got):\n%s", d)
 	}
