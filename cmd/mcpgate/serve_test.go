@@ -3,14 +3,20 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/demo"
@@ -113,5 +119,105 @@ users: { "sub:anonymous": [admin] }
 	}
 	if _, err := servertest.CallText(cs, "delete_vm", map[string]any{"vm_name": "dev-db"}); err != nil && !strings.Contains(err.Error(), "deleted") {
 		t.Errorf("session no longer works after reloads: %v", err)
+	}
+}
+
+// TestServeRefusesUnsupportedTracing: an OTEL_* setting mcpgate cannot
+// honour stops serve with a message naming it, rather than running
+// untraced.
+func TestServeRefusesUnsupportedTracing(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+listen: 127.0.0.1:0
+auth: { mode: none }
+policy: { roles: { r: { tools: ["*"] } }, users: { "sub:anonymous": [r] } }
+backends: [ { name: demo, url: http://127.0.0.1:9/mcp } ]
+audit: { sink: none }
+`), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ key, value string }{
+		{"OTEL_TRACES_EXPORTER", "zipkin"},
+		{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+			t.Setenv(tc.key, tc.value)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			err = serve(context.Background(), cfg, ln, "", nil)
+			if err == nil || !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("serve = %v, want an error naming %s", err, tc.key)
+			}
+		})
+	}
+}
+
+// TestServeFlushesTracesAtShutdown: with OTEL_EXPORTER_OTLP_ENDPOINT set,
+// serve traces requests and, at shutdown, sends the spans its batcher
+// still holds (the batch delay here is far longer than the test).
+func TestServeFlushesTracesAtShutdown(t *testing.T) {
+	var mu sync.Mutex
+	var names []string
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad export", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					names = append(names, s.Name)
+				}
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(receiver.Close)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+
+	backend := httptest.NewServer(demo.Handler(demo.Options{Stateless: true}))
+	t.Cleanup(backend.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+listen: %s
+auth: { mode: none }
+policy: { roles: { r: { tools: ["*"] } }, users: { "sub:anonymous": [r] } }
+backends: [ { name: demo, url: %s/mcp } ]
+audit: { sink: none }
+`, ln.Addr(), backend.URL)), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, ln, "", nil) }()
+	cs := servertest.Connect(t, "http://"+ln.Addr().String()+"/mcp", "unused", nil)
+	if _, err := servertest.CallText(cs, "echo", map[string]any{"text": "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	cs.Close()
+	mu.Lock()
+	before := len(names)
+	mu.Unlock()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if before != 0 || !slices.Contains(names, "backend demo") || !slices.Contains(names, "POST /mcp") {
+		t.Fatalf("exported before shutdown: %d spans; at shutdown: %v", before, names)
 	}
 }
