@@ -19,15 +19,7 @@ import (
 func TestKeysRotate(t *testing.T) {
 	_, db, cfgPath := staticASConfig(t, "")
 
-	runArgs := func(args ...string) (string, error) {
-		cmd := newKeysCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append(args, "--config", cfgPath))
-		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
-	}
+	runArgs := func(args ...string) (string, error) { return runKeys(cfgPath, args...) }
 	run := func() (string, error) { return runArgs("rotate") }
 	out, err := run()
 	if err != nil {
@@ -129,15 +121,7 @@ store: {driver: sqlite, dsn: "` + db + `"}
 // keys again, after which the new key alone opens them.
 func TestKeysReseal(t *testing.T) {
 	_, _, cfgPath := staticASConfig(t, "")
-	run := func(args ...string) (string, error) {
-		cmd := newKeysCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append(args, "--config", cfgPath))
-		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
-	}
+	run := func(args ...string) (string, error) { return runKeys(cfgPath, args...) }
 	if out, err := run("rotate"); err != nil { // creates the keys under the first key
 		t.Fatalf("%v: %s", err, out)
 	}
@@ -157,4 +141,15 @@ func TestKeysReseal(t *testing.T) {
 	if out, err := run("rotate"); err != nil {
 		t.Fatalf("the new key alone after reseal: %v %s", err, out)
 	}
+}
+
+// runKeys runs `mcpgate keys ARGS --config cfgPath` and returns its output.
+func runKeys(cfgPath string, args ...string) (string, error) {
+	cmd := newKeysCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(append(args, "--config", cfgPath))
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
 }
