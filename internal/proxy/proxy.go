@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/stdio"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
@@ -431,7 +431,7 @@ func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		msg = "backend timed out"
 	}
 	b.log.WarnContext(r.Context(), "backend request failed", "backend", b.Name, "method", r.Method, "err", err)
-	WriteJSONRPCError(w, status, st.rpcID(), -32603, msg)
+	mcp.WriteError(w, status, st.rpcID(), mcp.CodeInternalError, msg)
 }
 
 // fail records err as the hop's outcome.
@@ -467,7 +467,7 @@ func (b *Backend) credentialError(w http.ResponseWriter, r *http.Request, st *ho
 	}
 	status, msg := credential.Describe(b.Name, err)
 	b.log.Warn("backend credential unavailable", "backend", b.Name, "err", err)
-	WriteJSONRPCError(w, status, st.rpcID(), -32603, msg)
+	mcp.WriteError(w, status, st.rpcID(), mcp.CodeInternalError, msg)
 }
 
 // CodeURLElicitationRequired is the JSON-RPC error of MCP 2025-11-25
@@ -479,9 +479,6 @@ const CodeURLElicitationRequired = -32042
 // elicitation required error. It is an answer to the call, not a gateway
 // failure: HTTP 200, so that clients read the JSON-RPC error.
 func writeLinkRequired(w http.ResponseWriter, id []byte, backend string, e *credential.LinkRequiredError) {
-	if len(id) == 0 {
-		id = []byte("null")
-	}
 	type elicitation struct {
 		Mode          string `json:"mode"`
 		ElicitationID string `json:"elicitationId"`
@@ -489,28 +486,6 @@ func writeLinkRequired(w http.ResponseWriter, id []byte, backend string, e *cred
 		Message       string `json:"message"`
 	}
 	msg := fmt.Sprintf("backend %s needs your %s account: open the link to connect it, then call the tool again", backend, e.DisplayName)
-	body, _ := json.Marshal(struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Error   any             `json:"error"`
-	}{"2.0", id, map[string]any{
-		"code":    CodeURLElicitationRequired,
-		"message": msg,
-		"data":    map[string]any{"elicitations": []elicitation{{Mode: "url", ElicitationID: e.ElicitationID, URL: e.URL, Message: msg}}},
-	}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	w.Write(body)
-}
-
-// WriteJSONRPCError writes a JSON-RPC 2.0 error response with HTTP status.
-func WriteJSONRPCError(w http.ResponseWriter, status int, id []byte, code int, message string) {
-	if len(id) == 0 {
-		id = []byte("null")
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":%q}}`, id, code, message)
+	mcp.WriteErrorData(w, http.StatusOK, id, CodeURLElicitationRequired, msg,
+		map[string]any{"elicitations": []elicitation{{Mode: "url", ElicitationID: e.ElicitationID, URL: e.URL, Message: msg}}})
 }

@@ -145,12 +145,12 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.auditDown.Load() {
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
-		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
+		mcp.WriteError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
 		return
 	}
 	if reason := refusedShape(r); reason != "" {
 		x.event, x.reason, x.rpcError = "BAD_REQUEST", reason, mcp.CodeInvalidRequest
-		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, reason)
+		mcp.WriteError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, reason)
 		return
 	}
 	ipKey := g.edge.ipKey(r)
@@ -271,7 +271,7 @@ func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchan
 		return true // an empty value names no session
 	case len(ids) > 1:
 		x.event, x.reason = "BAD_REQUEST", "several Mcp-Session-Id headers"
-		proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "exactly one Mcp-Session-Id header is allowed")
+		mcp.WriteError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, "exactly one Mcp-Session-Id header is allowed")
 		return false
 	}
 	backendID, state := g.sessions.open(userKey, ids[0])
@@ -285,7 +285,7 @@ func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchan
 	default:
 		x.event, x.reason = "SESSION_UNKNOWN", "session not issued by this gateway, expired or tampered"
 	}
-	proxy.WriteJSONRPCError(w, http.StatusNotFound, nil, -32001, "session not found")
+	mcp.WriteError(w, http.StatusNotFound, nil, -32001, "session not found")
 	return false
 }
 
@@ -310,7 +310,7 @@ func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *excha
 	}
 	if !ok {
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
-		proxy.WriteJSONRPCError(w, http.StatusServiceUnavailable, x.rpcID, codeAuditFailed, "audit log unavailable; try again later")
+		mcp.WriteError(w, http.StatusServiceUnavailable, x.rpcID, codeAuditFailed, "audit log unavailable; try again later")
 		return false
 	}
 	x.forwarded = true
@@ -325,12 +325,12 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		// Never decoded, never forwarded: a form or text/plain body is what
 		// a cross-site form or a confused client sends, not MCP.
 		x.event, x.reason, x.rpcError = "BAD_REQUEST", "unsupported content type", mcp.CodeInvalidRequest
-		proxy.WriteJSONRPCError(w, http.StatusUnsupportedMediaType, nil, mcp.CodeInvalidRequest, "Content-Type must be application/json")
+		mcp.WriteError(w, http.StatusUnsupportedMediaType, nil, mcp.CodeInvalidRequest, "Content-Type must be application/json")
 		return false
 	}
 	if r.ContentLength > g.maxBody {
 		x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
-		proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
+		mcp.WriteError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
 		return false
 	}
 	x.body.reset(w, r, g.bodyLimits, g.maxBody)
@@ -340,14 +340,14 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		switch {
 		case errors.Is(err, errBodyTooLarge):
 			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too large", mcp.CodeInvalidRequest
-			proxy.WriteJSONRPCError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
+			mcp.WriteError(w, http.StatusRequestEntityTooLarge, nil, mcp.CodeInvalidRequest, "request body too large")
 		case errors.Is(err, errBodyTooSlow):
 			// RFC 9110 §15.5.9; the connection is closed after it.
 			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body too slow", mcp.CodeInvalidRequest
-			proxy.WriteJSONRPCError(w, http.StatusRequestTimeout, nil, mcp.CodeInvalidRequest, "request body not received in time")
+			mcp.WriteError(w, http.StatusRequestTimeout, nil, mcp.CodeInvalidRequest, "request body not received in time")
 		default:
 			x.event, x.reason, x.rpcError = "BAD_REQUEST", "body read failed", mcp.CodeParseError
-			proxy.WriteJSONRPCError(w, http.StatusBadRequest, nil, mcp.CodeParseError, "could not read request body")
+			mcp.WriteError(w, http.StatusBadRequest, nil, mcp.CodeParseError, "could not read request body")
 		}
 		return false
 	}
@@ -437,7 +437,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		want := append(slices.Clone(p.Scopes), missing...)
 		w.Header().Set("WWW-Authenticate", challenge(g.metadataURL, want, "insufficient_scope", "additional scope required"))
 		x.rpcError = codePermissionDenied
-		proxy.WriteJSONRPCError(w, http.StatusForbidden, msg.Calls[denied].ID, codePermissionDenied, x.decisions[denied].Reason)
+		mcp.WriteError(w, http.StatusForbidden, msg.Calls[denied].ID, codePermissionDenied, x.decisions[denied].Reason)
 		return false
 	}
 	x.rpcError = codePermissionDenied
@@ -530,9 +530,7 @@ func (g *gateway) badMessage(w http.ResponseWriter, x *exchange, err error) {
 	e := &mcp.Error{Code: mcp.CodeInvalidRequest, Message: "invalid request"}
 	errors.As(err, &e)
 	x.rpcError = e.Code
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadRequest)
-	w.Write(mcp.ErrorResponse(e.ID, e.Code, e.Message, nil))
+	mcp.WriteError(w, http.StatusBadRequest, e.ID, e.Code, e.Message)
 }
 
 // writeDenied answers a request containing a denied call with HTTP 403 and a
@@ -576,7 +574,7 @@ func (g *gateway) unauthorized(w http.ResponseWriter, r *http.Request, x *exchan
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
-		proxy.WriteJSONRPCError(w, status, nil, codeUnauthorized, desc)
+		mcp.WriteError(w, status, nil, codeUnauthorized, desc)
 		return
 	}
 	w.Header().Set("WWW-Authenticate", challenge(g.metadataURL, g.scopes, code, desc))
@@ -584,14 +582,14 @@ func (g *gateway) unauthorized(w http.ResponseWriter, r *http.Request, x *exchan
 	if desc != "" {
 		msg = desc
 	}
-	proxy.WriteJSONRPCError(w, status, nil, codeUnauthorized, msg)
+	mcp.WriteError(w, status, nil, codeUnauthorized, msg)
 }
 
 func (g *gateway) rateLimited(w http.ResponseWriter, x *exchange, retry time.Duration) {
 	x.event, x.reason, x.rpcError = audit.EventRateLimited, "rate limit exceeded", codeRateLimited
 	secs := int(retry/time.Second) + 1
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "rate limit exceeded")
+	mcp.WriteError(w, http.StatusTooManyRequests, nil, codeRateLimited, "rate limit exceeded")
 }
 
 // tooManyInFlight answers a client or user over its in-flight bound. The
@@ -599,7 +597,7 @@ func (g *gateway) rateLimited(w http.ResponseWriter, x *exchange, retry time.Dur
 func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
 	x.event, x.reason, x.rpcError = audit.EventRateLimited, "too many requests in flight", codeRateLimited
 	w.Header().Set("Retry-After", "1")
-	proxy.WriteJSONRPCError(w, http.StatusTooManyRequests, nil, codeRateLimited, "too many requests in flight")
+	mcp.WriteError(w, http.StatusTooManyRequests, nil, codeRateLimited, "too many requests in flight")
 }
 
 // listFilter filters list responses through the same decision function

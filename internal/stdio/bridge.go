@@ -48,6 +48,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/validate"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
@@ -524,19 +525,12 @@ func accepts(r *http.Request) (jsonOK, sseOK bool) {
 	return jsonOK, sseOK
 }
 
-// writeError answers with a JSON-RPC error body; clients parse JSON-RPC, and
-// id is null when the request's id is unknown (JSON-RPC 2.0 §5).
+// writeError answers with a JSON-RPC error body (mcp.WriteError); id is null
+// when the request's id is unknown (JSON-RPC 2.0 §5).
 func writeError(w http.ResponseWriter, status int, id jsonrpc.ID, code int64, msg string) {
-	type wireError struct {
-		Code    int64  `json:"code"`
-		Message string `json:"message"`
+	var raw json.RawMessage
+	if id.IsValid() {
+		raw, _ = json.Marshal(id.Raw())
 	}
-	body, _ := json.Marshal(struct {
-		JSONRPC string    `json:"jsonrpc"`
-		ID      any       `json:"id"`
-		Error   wireError `json:"error"`
-	}{"2.0", id.Raw(), wireError{code, msg}})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	mcp.WriteError(w, status, raw, int(code), msg)
 }
