@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -413,7 +414,7 @@ func (c *TrustedHeaderConfig) Validate(path string, p *validate.Problems) {
 		switch {
 		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
 			p.Add(validate.Join(path, "certs_url"), "must be an absolute http(s) URL")
-		case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+		case u.Scheme == "http" && !netguard.IsLoopbackHost(u.Hostname()):
 			p.Add(validate.Join(path, "certs_url"), "plain http is only allowed for a loopback host")
 		}
 	}

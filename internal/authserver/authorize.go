@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/web"
 )
@@ -861,7 +862,7 @@ var defaultScopeDescriptions = map[string]string{
 func loopbackOnly(uris []string) bool {
 	for _, raw := range uris {
 		u, err := url.Parse(raw)
-		if err != nil || u.Scheme != "http" || !isLoopbackHost(u.Hostname()) {
+		if err != nil || u.Scheme != "http" || !netguard.IsLoopbackHost(u.Hostname()) {
 			return false
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/validate"
 	"github.com/mcpgate/mcpgate/web"
 )
@@ -298,7 +299,7 @@ var (
 func (c *Config) Validate(path string, p *validate.Problems) {
 	at := func(k string) string { return validate.Join(path, k) }
 	if u, err := url.Parse(c.PublicURL); c.PublicURL == "" || err != nil || u.Host == "" ||
-		(u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || u.RawQuery != "" || u.Fragment != "" {
+		(u.Scheme != "https" && !(u.Scheme == "http" && netguard.IsLoopbackHost(u.Hostname()))) || u.RawQuery != "" || u.Fragment != "" {
 		p.Add("public_url", "must be an absolute https URL (http only on loopback) without query or fragment: it is the issuer")
 	}
 	if len(c.Resources) == 0 {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/idna"
+
+	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
 // dangerousSchemes can never be redirect targets.
@@ -16,13 +18,6 @@ var dangerousSchemes = map[string]bool{
 	"javascript": true, "data": true, "vbscript": true, "file": true, "blob": true, "about": true,
 	"filesystem": true, "view-source": true, "ftp": true, "ws": true, "wss": true, "chrome": true,
 	"chrome-extension": true, "moz-extension": true, "resource": true, "jar": true, "mailto": true, "tel": true,
-}
-
-// isLoopbackHost reports whether host (as returned by url.Hostname) is a
-// loopback name. RFC 8252 §8.3 prefers the IP literals; "localhost" is
-// accepted because widely used clients (mcp-remote) register it.
-func isLoopbackHost(host string) bool {
-	return host == "127.0.0.1" || host == "::1" || strings.EqualFold(host, "localhost")
 }
 
 // validateRedirectURI applies the registration rules (OAuth 2.1 §2.3.1,
@@ -49,7 +44,7 @@ func validateRedirectURI(raw string, trustedSchemes []string) error {
 	scheme := strings.ToLower(u.Scheme)
 	switch {
 	case scheme == "http":
-		if !isLoopbackHost(u.Hostname()) {
+		if !netguard.IsLoopbackHost(u.Hostname()) {
 			return errors.New("http redirect URIs are only allowed for loopback (127.0.0.1, [::1], localhost); use https")
 		}
 	case scheme == "https":
@@ -80,12 +75,12 @@ func matchRedirectURI(registered []string, requested string) bool {
 		return false
 	}
 	req, err := url.Parse(requested)
-	if err != nil || req.Scheme != "http" || !isLoopbackHost(req.Hostname()) {
+	if err != nil || req.Scheme != "http" || !netguard.IsLoopbackHost(req.Hostname()) {
 		return false
 	}
 	for _, r := range registered {
 		reg, err := url.Parse(r)
-		if err != nil || reg.Scheme != "http" || !isLoopbackHost(reg.Hostname()) {
+		if err != nil || reg.Scheme != "http" || !netguard.IsLoopbackHost(reg.Hostname()) {
 			continue
 		}
 		if reg.Hostname() == req.Hostname() && reg.EscapedPath() == req.EscapedPath() &&

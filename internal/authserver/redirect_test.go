@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
 func TestMatchRedirectURI(t *testing.T) {
@@ -68,7 +70,7 @@ func FuzzRedirectURIMatch(f *testing.F) {
 		if err1 != nil || err2 != nil {
 			t.Fatalf("matched unparsable URIs: %q ~ %q", registered, requested)
 		}
-		if reg.Scheme != "http" || req.Scheme != "http" || !isLoopbackHost(req.Hostname()) ||
+		if reg.Scheme != "http" || req.Scheme != "http" || !netguard.IsLoopbackHost(req.Hostname()) ||
 			reg.Hostname() != req.Hostname() || reg.EscapedPath() != req.EscapedPath() || reg.RawQuery != req.RawQuery || req.User != nil {
 			t.Fatalf("non-loopback inexact match: %q ~ %q", registered, requested)
 		}

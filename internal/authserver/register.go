@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -288,7 +289,7 @@ func (s *Server) validateRegistration(req *registrationRequest) (*store.Client, 
 func allNative(uris []string) bool {
 	for _, raw := range uris {
 		u, err := url.Parse(raw)
-		if err != nil || u.Scheme == "https" || (u.Scheme == "http" && !isLoopbackHost(u.Hostname())) {
+		if err != nil || u.Scheme == "https" || (u.Scheme == "http" && !netguard.IsLoopbackHost(u.Hostname())) {
 			return false
 		}
 	}

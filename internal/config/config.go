@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/keys"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
@@ -305,14 +306,14 @@ func (c *Config) Validate() error {
 	if err != nil {
 		p.Add("listen", "must be host:port (got %q)", c.Listen)
 	}
-	loopback := IsLoopbackHost(host)
+	loopback := netguard.IsLoopbackHost(host)
 	pu, err := url.Parse(c.PublicURL)
 	switch {
 	case err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https"):
 		p.Add("public_url", "must be an absolute http(s) URL (got %q)", c.PublicURL)
 	case pu.RawQuery != "" || pu.Fragment != "":
 		p.Add("public_url", "must not have a query or fragment")
-	case pu.Scheme == "http" && !IsLoopbackHost(pu.Hostname()) && !c.Security.AllowInsecureHTTP:
+	case pu.Scheme == "http" && !netguard.IsLoopbackHost(pu.Hostname()) && !c.Security.AllowInsecureHTTP:
 		p.Add("public_url", "must be https unless the host is loopback (set security.allow_insecure_http only behind a TLS-terminating proxy)")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
@@ -530,7 +531,7 @@ func (c *Config) validateInternalEndpoint(p *validate.Problems) {
 // address: equal, both loopback, or either the wildcard.
 func sameInterface(a, b string) bool {
 	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
-	return a == b || wild(a) || wild(b) || (IsLoopbackHost(a) && IsLoopbackHost(b))
+	return a == b || wild(a) || wild(b) || (netguard.IsLoopbackHost(a) && netguard.IsLoopbackHost(b))
 }
 
 func (s *SecurityConfig) setDefaults() {
@@ -614,20 +615,10 @@ func validateOrigin(path, o string, p *validate.Problems) {
 	}
 }
 
-// IsLoopbackHost reports whether host (a name or IP, brackets allowed, no
-// port) names the loopback interface.
-func IsLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
 // IsLoopbackListen reports whether the listen address is loopback-only.
 func (c *Config) IsLoopbackListen() bool {
 	h, _, err := net.SplitHostPort(c.Listen)
-	return err == nil && IsLoopbackHost(h)
+	return err == nil && netguard.IsLoopbackHost(h)
 }
 
 // Summary describes the active configuration for the start-up banner; it

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -34,7 +35,7 @@ func (c *Config) Warnings() []string {
 	}
 	for i, b := range c.Backends {
 		cr := b.Credential
-		if u, err := url.Parse(cr.TokenEndpoint + cr.Issuer); cr.AllowPrivateNetwork && err == nil && u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		if u, err := url.Parse(cr.TokenEndpoint + cr.Issuer); cr.AllowPrivateNetwork && err == nil && u.Scheme == "http" && !netguard.IsLoopbackHost(u.Hostname()) {
 			p.Add(validate.Index("backends", i)+".credential.allow_private_network", "lets the security token service be plain http off loopback: "+
 				"the user's token and the backend's cross the network in clear; use https")
 		}

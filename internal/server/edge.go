@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
 )
 
@@ -48,13 +49,13 @@ func newEdge(cfg *config.Config) *edge {
 	// when the public URL itself is loopback. A gateway published under a
 	// real name keeps its one origin; a loopback host name there only serves
 	// local probes and tools, never browser pages.
-	if config.IsLoopbackHost(pu.Hostname()) {
+	if netguard.IsLoopbackHost(pu.Hostname()) {
 		for h := range e.hosts {
 			name := h
 			if hn, _, err := net.SplitHostPort(h); err == nil {
 				name = hn
 			}
-			if config.IsLoopbackHost(name) {
+			if netguard.IsLoopbackHost(name) {
 				e.origins[pu.Scheme+"://"+h] = true
 			}
 		}
