@@ -439,7 +439,7 @@ func checkEndpoint(raw string, allowPrivate bool) error {
 	if u.Scheme == "http" && !allowPrivate {
 		return fmt.Errorf("%q uses plain http; use https or set allow_private_issuer: true", raw)
 	}
-	if isPrivateHost(u.Hostname()) && !allowPrivate {
+	if netguard.IsPrivateHost(u.Hostname()) && !allowPrivate {
 		return fmt.Errorf("host %s of %q is private or loopback; set allow_private_issuer: true to use it", u.Hostname(), raw)
 	}
 	return nil

@@ -15,8 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/mcp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -60,10 +60,10 @@ func newCIMDFetcher(cfg CIMDConfig, trusted []string, base *http.Client, now fun
 	f := &cimdFetcher{cfg: cfg, trusted: trusted, now: now, cache: map[string]cimdEntry{},
 		fetching: make(chan struct{}, cfg.MaxConcurrentFetches)}
 	if cfg.AllowPrivate {
-		f.client = idp.GuardedClient(base, true, cfg.Timeout)
+		f.client = netguard.GuardedClient(base, true, cfg.Timeout)
 		return f, nil
 	}
-	hosts, err := idp.ParseHostList(cfg.AllowedHosts)
+	hosts, err := netguard.ParseHostList(cfg.AllowedHosts)
 	if err != nil {
 		return nil, fmt.Errorf("cimd.allowed_hosts: %w", err)
 	}
@@ -73,7 +73,7 @@ func newCIMDFetcher(cfg CIMDConfig, trusted []string, base *http.Client, now fun
 			return nil, fmt.Errorf("cimd.ca_file: %w", err)
 		}
 	}
-	f.client = idp.GuardedClientExcept(base, cfg.Timeout, hosts, roots)
+	f.client = netguard.GuardedClientExcept(base, cfg.Timeout, hosts, roots)
 	return f, nil
 }
 

@@ -362,7 +362,7 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 		p.Add(at("cimd.timeout"), "must be between 0 and 30s")
 	}
 	for i, h := range c.CIMD.AllowedHosts {
-		if _, err := idp.ParseHostList([]string{h}); err != nil {
+		if _, err := netguard.ParseHostList([]string{h}); err != nil {
 			p.Add(validate.Index(at("cimd.allowed_hosts"), i), "%v", err)
 		}
 	}

@@ -21,7 +21,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
 func TestRegisterResponse(t *testing.T) {
@@ -449,7 +449,7 @@ func TestCIMDAllowedHosts(t *testing.T) {
 			deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() },
 		})
 		_, err := other.srv.cimd.get(t.Context(), id)
-		if !errors.Is(err, errCIMDUnreachable) || !errors.Is(err, idp.ErrPrivateAddress) {
+		if !errors.Is(err, errCIMDUnreachable) || !errors.Is(err, netguard.ErrPrivateAddress) {
 			t.Errorf("allowed_hosts %v: %v, want the SSRF guard's refusal", hosts, err)
 		}
 		// The guard is at dial time: names resolving to loopback are refused too.
@@ -457,7 +457,7 @@ func TestCIMDAllowedHosts(t *testing.T) {
 			if slices.Contains(hosts, strings.Trim(strings.TrimSuffix(strings.TrimPrefix(u, "https://"), "/c.json"), "[]")) {
 				continue
 			}
-			if _, err := other.srv.cimd.get(t.Context(), u); !errors.Is(err, idp.ErrPrivateAddress) {
+			if _, err := other.srv.cimd.get(t.Context(), u); !errors.Is(err, netguard.ErrPrivateAddress) {
 				t.Errorf("allowed_hosts %v, %s: %v, want the SSRF guard's refusal", hosts, u, err)
 			}
 		}

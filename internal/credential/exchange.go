@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
 // RFC 8693 §2.1 and RFC 7523 §2.1 grant types, and the Entra on-behalf-of
@@ -100,7 +100,7 @@ func newExchanger(cfg Config, o Options) (*exchanger, error) {
 	// The IdP client's SSRF guard: no redirects, no proxy from the
 	// environment, public addresses only unless allowed, a whole-request
 	// timeout; and a bound on the body read.
-	x.client = idp.GuardedClient(o.HTTPClient, cfg.AllowPrivateNetwork, cfg.Timeout)
+	x.client = netguard.GuardedClient(o.HTTPClient, cfg.AllowPrivateNetwork, cfg.Timeout)
 	x.client.Transport = limitedBody{x.client.Transport}
 	x.ctr = o.Metrics.forBackend(o.Backend, x.kind)
 	return x, nil

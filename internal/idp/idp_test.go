@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mcpgate/mcpgate/internal/idp/idptest"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -115,20 +115,6 @@ func TestDefaultScopes(t *testing.T) {
 	c.SetDefaults()
 	if d := cmp.Diff([]string{"openid", "profile", "email", "groups"}, c.Scopes); d != "" {
 		t.Error(d)
-	}
-}
-
-func TestIsPublicAddr(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"8.8.8.8": true, "2606:4700::1111": true,
-		"127.0.0.1": false, "10.1.2.3": false, "172.16.0.1": false, "192.168.1.1": false,
-		"169.254.169.254": false, "100.64.0.1": false, "0.0.0.0": false, "::1": false, "::": false,
-		"fe80::1": false, "fc00::1": false, "::ffff:127.0.0.1": false, "::ffff:10.0.0.1": false,
-		"64:ff9b::a00:1": false, "2002:a00:1::": false, "224.0.0.1": false, "255.255.255.255": false,
-	} {
-		if got := IsPublicAddr(netip.MustParseAddr(addr)); got != want {
-			t.Errorf("IsPublicAddr(%s) = %v, want %v", addr, got, want)
-		}
 	}
 }
 
@@ -354,8 +340,8 @@ func TestOIDCPrivateIssuerRefused(t *testing.T) {
 		c.Issuer = strings.Replace(p.Issuer(), "http://", "https://", 1)
 	})
 	_, err := c.AuthCodeURL(context.Background(), "s", "n", "v")
-	if !errors.Is(err, ErrPrivateAddress) {
-		t.Errorf("err = %v, want ErrPrivateAddress", err)
+	if !errors.Is(err, netguard.ErrPrivateAddress) {
+		t.Errorf("err = %v, want netguard.ErrPrivateAddress", err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
 // oidcConnector federates login to an OpenID Connect provider as a
@@ -41,7 +42,7 @@ func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
 	c := &oidcConnector{
 		cfg:    cfg,
 		o:      o,
-		client: GuardedClient(o.HTTPClient, cfg.AllowPrivateIssuer, 15*time.Second),
+		client: netguard.GuardedClient(o.HTTPClient, cfg.AllowPrivateIssuer, 15*time.Second),
 	}
 	notYet := errors.New("discovery not attempted yet")
 	c.lastErr.Store(&notYet)

@@ -1,4 +1,4 @@
-package idp
+package netguard
 
 import (
 	"crypto/x509"
