@@ -1,7 +1,6 @@
 package authn
 
 import (
-	"context"
 	"crypto/sha256"
 	"sync"
 	"time"
@@ -94,54 +93,4 @@ func (c *tokenCache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.m)
-}
-
-// flight runs one call per key at a time; concurrent callers with the same
-// key share its result. The call runs detached from any caller's context
-// (bounded by fetchTimeout) so one impatient caller cannot fail the others;
-// each caller still stops waiting when its own context ends.
-type flight[K comparable, V any] struct {
-	mu    sync.Mutex
-	calls map[K]*flightCall[V]
-	// joined, if set, is called once a caller waits on a call (its own or
-	// a shared one): a test hook, so tests need not guess with sleeps.
-	joined func(K)
-}
-
-type flightCall[V any] struct {
-	done chan struct{}
-	val  V
-	err  error
-}
-
-func (f *flight[K, V]) do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
-	f.mu.Lock()
-	c, ok := f.calls[key]
-	if !ok {
-		if f.calls == nil {
-			f.calls = make(map[K]*flightCall[V])
-		}
-		c = &flightCall[V]{done: make(chan struct{})}
-		f.calls[key] = c
-		go func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
-			defer cancel()
-			c.val, c.err = fn(fctx)
-			f.mu.Lock()
-			delete(f.calls, key)
-			f.mu.Unlock()
-			close(c.done)
-		}()
-	}
-	f.mu.Unlock()
-	if f.joined != nil {
-		f.joined(key)
-	}
-	select {
-	case <-c.done:
-		return c.val, c.err
-	case <-ctx.Done():
-		var zero V
-		return zero, ctx.Err()
-	}
 }

@@ -1,11 +1,7 @@
 package authn
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -58,54 +54,5 @@ func TestNilCacheNeverHits(t *testing.T) {
 	c.put(keyOf("x"), &Principal{}, now.Add(time.Hour), now)
 	if _, ok := c.get(keyOf("x"), now); ok {
 		t.Fatal("disabled cache hit")
-	}
-}
-
-func TestFlightSharesOneCall(t *testing.T) {
-	var f flight[string, int]
-	var joined sync.WaitGroup
-	f.joined = func(string) { joined.Done() }
-	var calls atomic.Int32
-	release := make(chan struct{})
-	var wg sync.WaitGroup
-	results := make([]int, 8)
-	joined.Add(len(results))
-	for i := range results {
-		wg.Go(func() {
-			results[i], _ = f.do(context.Background(), "k", func(context.Context) (int, error) {
-				calls.Add(1)
-				<-release
-				return 7, nil
-			})
-		})
-	}
-	// Every caller waits on the running call before it is released.
-	joined.Wait()
-	close(release)
-	wg.Wait()
-	if calls.Load() != 1 {
-		t.Fatalf("calls = %d, want 1", calls.Load())
-	}
-	for i, r := range results {
-		if r != 7 {
-			t.Errorf("result %d = %d", i, r)
-		}
-	}
-	// The call is forgotten once done: the next caller runs a new one.
-	f.joined = nil
-	if v, _ := f.do(context.Background(), "k", func(context.Context) (int, error) { calls.Add(1); return 8, nil }); v != 8 || calls.Load() != 2 {
-		t.Errorf("after the shared call: %d, %d calls; want 8, 2", v, calls.Load())
-	}
-}
-
-func TestFlightWaiterHonoursOwnContext(t *testing.T) {
-	var f flight[string, int]
-	release := make(chan struct{})
-	defer close(release)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, err := f.do(ctx, "k", func(context.Context) (int, error) { <-release; return 1, nil })
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/flight"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
@@ -48,7 +49,7 @@ type introspector struct {
 	// cached results of valid tokens.
 	rejected *tokenCache
 	disc     *discoverer // nil when the endpoint is configured
-	fl       flight[tokenKey, *Principal]
+	flight   flight.Group[*Principal]
 
 	ready     atomic.Bool
 	probeMu   sync.Mutex
@@ -66,6 +67,7 @@ func newIntrospector(cfg Config, opts Options) *introspector {
 		cfg: ic, claims: &cfg.Claims, client: opts.HTTPClient, log: opts.Logger, now: opts.Now,
 		cache: newTokenCache(cfg.CacheSize), rejected: newTokenCache(rejectedCacheSize(cfg.CacheSize)),
 	}
+	i.flight.Timeout = fetchTimeout
 	if ic.Endpoint == "" {
 		i.disc = &discoverer{
 			issuer: ic.Issuer, allowPrivate: ic.AllowPrivateIssuer, client: opts.HTTPClient,
@@ -100,7 +102,7 @@ func (i *introspector) Verify(ctx context.Context, token string) (*Principal, er
 	if _, ok := i.rejected.get(key, i.now()); ok {
 		return nil, invalid("token rejected by introspection (cached)")
 	}
-	return i.fl.do(ctx, key, func(ctx context.Context) (*Principal, error) {
+	return i.flight.Do(ctx, string(key[:]), func(ctx context.Context) (*Principal, error) {
 		return i.introspect(ctx, key, token)
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mcpgate/mcpgate/internal/flight"
 )
 
 const minRSABits = 2048
@@ -67,7 +69,7 @@ type keySet struct {
 	lastAttempt time.Time
 	lastErr     error
 	failures    int // consecutive failed fetches
-	inflight    *fetchCall
+	flight      flight.Group[struct{}]
 
 	ready atomic.Bool
 }
@@ -99,52 +101,38 @@ func (ks *keySet) get(ctx context.Context, kid string, alg jose.SignatureAlgorit
 
 // refresh refetches the set unless the last attempt is more recent than
 // retryWait allows; callers arriving while a fetch runs wait for it instead
-// of starting another. The fetch is detached from the caller's context so
-// one impatient caller cannot fail it for the others. It returns nil after
-// a successful fetch, errRefreshLimited when the keys were fetched
-// successfully too recently to try again, and an ErrUnavailable error when
-// the issuer cannot be reached now.
+// of starting another (flight: the fetch is detached from the caller's
+// context, so one impatient caller cannot fail it for the others). It
+// returns nil after a successful fetch, errRefreshLimited when the keys were
+// fetched successfully too recently to try again, and an ErrUnavailable
+// error when the issuer cannot be reached now.
 func (ks *keySet) refresh(ctx context.Context) error {
+	_, err := ks.flight.Do(ctx, "", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, ks.fetch(ctx)
+	})
+	if err != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, errRefreshLimited) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err) // the caller's own context ended
+	}
+	return err
+}
+
+// fetch is one attempt, run by refresh's flight.
+func (ks *keySet) fetch(ctx context.Context) error {
 	ks.mu.Lock()
-	c := ks.inflight
-	if c == nil {
-		now := ks.now()
-		if !ks.lastAttempt.IsZero() && now.Sub(ks.lastAttempt) < retryWait(ks.failures, ks.minInterval) {
-			err := error(errRefreshLimited)
-			if ks.failures > 0 {
-				err = fmt.Errorf("%w: keys of issuer %s: %v", ErrUnavailable, ks.issuer, ks.lastErr)
-			}
-			ks.mu.Unlock()
-			return err
+	now := ks.now()
+	if !ks.lastAttempt.IsZero() && now.Sub(ks.lastAttempt) < retryWait(ks.failures, ks.minInterval) {
+		err := error(errRefreshLimited)
+		if ks.failures > 0 {
+			err = fmt.Errorf("%w: keys of issuer %s: %v", ErrUnavailable, ks.issuer, ks.lastErr)
 		}
-		ks.lastAttempt = now
-		c = &fetchCall{done: make(chan struct{})}
-		ks.inflight = c
-		go ks.fetch(context.WithoutCancel(ctx), c)
+		ks.mu.Unlock()
+		return err
 	}
+	ks.lastAttempt = now
 	ks.mu.Unlock()
-	select {
-	case <-c.done:
-		if c.err != nil {
-			return fmt.Errorf("%w: keys of issuer %s: %v", ErrUnavailable, ks.issuer, c.err)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
-	}
-}
-
-type fetchCall struct {
-	done chan struct{}
-	err  error
-}
-
-func (ks *keySet) fetch(ctx context.Context, c *fetchCall) {
-	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	defer cancel()
 	keys, err := ks.load(ctx)
 	ks.mu.Lock()
-	ks.lastErr, c.err, ks.inflight = err, err, nil
+	ks.lastErr = err
 	if err == nil {
 		ks.keys, ks.loadedAt, ks.failures = keys, ks.now(), 0
 		ks.ready.Store(true)
@@ -155,10 +143,10 @@ func (ks *keySet) fetch(ctx context.Context, c *fetchCall) {
 	// Log before waking the waiters, so the log is in order with what they do next.
 	if err != nil {
 		ks.log.Warn("authn: JWKS fetch failed", "issuer", ks.issuer, "error", err)
-	} else {
-		ks.log.Debug("authn: JWKS loaded", "issuer", ks.issuer, "keys", len(keys))
+		return fmt.Errorf("%w: keys of issuer %s: %v", ErrUnavailable, ks.issuer, err)
 	}
-	close(c.done)
+	ks.log.Debug("authn: JWKS loaded", "issuer", ks.issuer, "keys", len(keys))
+	return nil
 }
 
 func (ks *keySet) load(ctx context.Context) ([]jose.JSONWebKey, error) {

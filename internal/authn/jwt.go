@@ -67,6 +67,7 @@ func newTrustedIssuer(ic IssuerConfig, shared *ClaimsConfig, opts Options) *trus
 		issuer: ic.Issuer, jwksURL: jwksURL, client: opts.HTTPClient, log: opts.Logger,
 		now: opts.Now, ttl: ic.JWKSCacheTTL, minInterval: ic.JWKSRefreshMinInterval,
 	}
+	ti.keys.flight.Timeout = fetchTimeout
 	return ti
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/flight"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -28,7 +29,8 @@ type cimdFetcher struct {
 	cfg     CIMDConfig
 	trusted []string
 	now     func() time.Time
-	locks   keyedMutex
+	// flight shares one fetch per URL among the callers that want it.
+	flight flight.Group[*store.Client]
 	// observe, when set, is told of every fetch (not of cache hits).
 	observe func(ctx context.Context, id string, c *store.Client, err error)
 
@@ -170,8 +172,20 @@ func (f *cimdFetcher) get(ctx context.Context, id string) (*store.Client, error)
 	if c, err := f.cached(id); c != nil || err != nil {
 		return c, err
 	}
-	unlock := f.locks.lock(id)
-	defer unlock()
+	c, err := f.flight.Do(ctx, id, func(ctx context.Context) (*store.Client, error) {
+		return f.fetchAndCache(ctx, id)
+	})
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil, fmt.Errorf("%w: %w", errCIMDUnreachable, err) // the caller gave up
+	}
+	return c, err
+}
+
+// fetchAndCache fetches a document and caches the outcome; get's flight runs
+// it apart from the callers' contexts, bounded by cimd.timeout, so a failure
+// is the document's and is cached (negative_cache_ttl).
+func (f *cimdFetcher) fetchAndCache(ctx context.Context, id string) (*store.Client, error) {
+	// A fetch that ended since the caller looked may have cached the outcome.
 	if c, err := f.cached(id); c != nil || err != nil {
 		return c, err
 	}
@@ -186,9 +200,7 @@ func (f *cimdFetcher) get(ctx context.Context, id string) (*store.Client, error)
 		f.observe(ctx, id, c, err)
 	}
 	if err != nil {
-		if ctx.Err() == nil { // not the caller giving up
-			f.store(id, nil, fmt.Errorf("%w (cached failure)", err), f.cfg.NegativeCacheTTL)
-		}
+		f.store(id, nil, fmt.Errorf("%w (cached failure)", err), f.cfg.NegativeCacheTTL)
 		return nil, err
 	}
 	f.store(id, c, nil, ttl)

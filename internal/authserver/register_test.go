@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"context"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -291,6 +293,52 @@ func TestCIMD(t *testing.T) {
 		if p.status != http.StatusBadRequest || p.loc != nil {
 			t.Errorf("%s: %d %v, want error page", tc.name, p.status, p.loc)
 		}
+	}
+}
+
+// TestCIMDConcurrentFetchesShareOne: callers asking for the same document
+// while it is fetched share that one fetch (flight), and a caller that gives
+// up neither fails it for the others nor keeps it from being cached.
+func TestCIMDConcurrentFetchesShareOne(t *testing.T) {
+	cs := newCIMDServer(t)
+	e := newEnv(t, envOpt{
+		cfg:  func(c *Config) { c.CIMD.AllowPrivate = true },
+		deps: func(d *Deps) { d.HTTPClient = cs.ts.Client() },
+	})
+	release := make(chan struct{})
+	cs.docs["/slow.json"] = func(u string) (map[string]any, string) {
+		<-release
+		return map[string]any{"client_id": u, "client_name": "Slow", "redirect_uris": []string{"http://127.0.0.1:7777/cb"}}, "max-age=60"
+	}
+	id := cs.ts.URL + "/slow.json"
+	const n = 6
+	var joined sync.WaitGroup
+	joined.Add(n + 1)
+	e.srv.cimd.flight.Joined = func(string) { joined.Done() }
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := e.srv.cimd.get(gone, id); !errors.Is(err, errCIMDUnreachable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("caller that gave up: %v, want errCIMDUnreachable wrapping context.Canceled", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { _, errs[i] = e.srv.cimd.get(t.Context(), id) })
+	}
+	joined.Wait()
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("caller %d: %v", i, err)
+		}
+	}
+	if got := cs.fetches.Load(); got != 1 {
+		t.Errorf("%d fetches, want 1", got)
+	}
+	e.srv.cimd.flight.Joined = nil
+	if c, err := e.srv.cimd.get(t.Context(), id); err != nil || c == nil || cs.fetches.Load() != 1 {
+		t.Errorf("cached: %v %v, %d fetches", c, err, cs.fetches.Load())
 	}
 }
 

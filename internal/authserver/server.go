@@ -361,8 +361,10 @@ func pkceS256(verifier string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// keyedMutex serialises work per key (one upstream refresh per grant, one
-// CIMD fetch per URL) without a global lock.
+// keyedMutex serialises work per key without a global lock: an upstream
+// refresh and a re-identification of the same grant both rotate its
+// upstream refresh token, so they exclude each other (mutual exclusion of
+// two operations, not a shared result: not a single-flight).
 type keyedMutex struct {
 	mu sync.Mutex
 	m  map[string]*keyedEntry

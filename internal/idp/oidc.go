@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/flight"
 	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
@@ -30,8 +30,7 @@ type oidcConnector struct {
 	// mcpgate starts, and reports not ready, while the IdP is down.
 	provider atomic.Pointer[oidc.Provider]
 	lastErr  atomic.Pointer[error]
-	mu       sync.Mutex
-	inflight chan struct{} // closed when the discovery under way ends; nil: none
+	flight   flight.Group[*oidc.Provider]
 }
 
 func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
@@ -44,6 +43,7 @@ func newOIDC(cfg Config, o Options) (*oidcConnector, error) {
 		o:      o,
 		client: netguard.GuardedClient(o.HTTPClient, cfg.AllowPrivateIssuer, 15*time.Second),
 	}
+	c.flight.Timeout = 15 * time.Second
 	notYet := errors.New("discovery not attempted yet")
 	c.lastErr.Store(&notYet)
 	return c, nil
@@ -57,44 +57,30 @@ func (c *oidcConnector) ctx(ctx context.Context) context.Context {
 
 // discover returns the IdP's provider, fetching its OIDC discovery
 // document first if that has not succeeded yet. Concurrent callers share
-// one attempt: sign-ins that arrive meanwhile wait for its outcome (or
-// their own request's end), so a down IdP sees one request at a time.
+// one attempt (flight): sign-ins that arrive meanwhile wait for its outcome
+// (or their own request's end), so a down IdP sees one request at a time.
+// The attempt is not bound to the request beyond its own timeout: its
+// result serves every later sign-in.
 func (c *oidcConnector) discover(ctx context.Context) (*oidc.Provider, error) {
 	if p := c.provider.Load(); p != nil {
 		return p, nil
 	}
-	c.mu.Lock()
-	if ch := c.inflight; ch != nil {
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
+	p, err := c.flight.Do(ctx, "", func(dctx context.Context) (*oidc.Provider, error) {
 		if p := c.provider.Load(); p != nil {
-			return p, nil
+			return p, nil // found by the attempt that just ended
 		}
+		p, err := oidc.NewProvider(c.ctx(dctx), c.cfg.Issuer)
+		if err != nil {
+			err = fmt.Errorf("oidc discovery for %s: %w", c.cfg.Issuer, err)
+			c.lastErr.Store(&err)
+			return nil, err
+		}
+		c.provider.Store(p)
+		return p, nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, *c.lastErr.Load())
 	}
-	ch := make(chan struct{})
-	c.inflight = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		c.inflight = nil
-		c.mu.Unlock()
-		close(ch)
-	}()
-	// Not bound to the request beyond its own timeout (the result serves
-	// every later sign-in), but never hanging either.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	p, err := oidc.NewProvider(c.ctx(dctx), c.cfg.Issuer)
-	if err != nil {
-		err = fmt.Errorf("oidc discovery for %s: %w", c.cfg.Issuer, err)
-		c.lastErr.Store(&err)
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	c.provider.Store(p)
 	return p, nil
 }
 
