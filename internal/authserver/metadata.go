@@ -2,36 +2,24 @@ package authserver
 
 import (
 	"net/http"
+
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
 
-// metadata is the RFC 8414 authorization server metadata document, also
-// served as OpenID Connect discovery (the fields OIDC requires are included).
+// metadata is the RFC 8414 authorization server metadata document
+// (go-sdk's oauthex.AuthServerMeta), also served as OpenID Connect discovery:
+// the two fields OIDC Discovery §3 requires beyond RFC 8414 ride along.
+// oauthex omits empty fields, so client_id_metadata_document_supported is
+// absent rather than false when CIMD is off (its default is false).
 type metadata struct {
-	Issuer                                     string   `json:"issuer"`
-	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
-	TokenEndpoint                              string   `json:"token_endpoint"`
-	JWKSURI                                    string   `json:"jwks_uri"`
-	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
-	RevocationEndpoint                         string   `json:"revocation_endpoint"`
-	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
-	ScopesSupported                            []string `json:"scopes_supported"`
-	ResponseTypesSupported                     []string `json:"response_types_supported"`
-	ResponseModesSupported                     []string `json:"response_modes_supported"`
-	GrantTypesSupported                        []string `json:"grant_types_supported"`
-	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
-	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
-	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
-	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
-	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
-	ClientIDMetadataDocumentSupported          bool     `json:"client_id_metadata_document_supported"`
-	// OpenID Connect Discovery §3 REQUIRED fields.
+	oauthex.AuthServerMeta
 	SubjectTypesSupported            []string `json:"subject_types_supported"`
 	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
 }
 
 func (s *Server) metadata() *metadata {
 	e := s.issuer
-	m := &metadata{
+	m := &metadata{AuthServerMeta: oauthex.AuthServerMeta{
 		Issuer:                e,
 		AuthorizationEndpoint: e + "/authorize",
 		TokenEndpoint:         e + "/token",
@@ -49,8 +37,9 @@ func (s *Server) metadata() *metadata {
 		CodeChallengeMethodsSupported:              []string{"S256"},
 		AuthorizationResponseIssParameterSupported: true,
 		ClientIDMetadataDocumentSupported:          s.cimd != nil,
-		SubjectTypesSupported:                      []string{"public"},
-		IDTokenSigningAlgValuesSupported:           []string{s.cfg.SigningAlg},
+	},
+		SubjectTypesSupported:            []string{"public"},
+		IDTokenSigningAlgValuesSupported: []string{s.cfg.SigningAlg},
 	}
 	if s.cfg.Registration.Mode != RegistrationClosed {
 		m.RegistrationEndpoint = e + "/register"

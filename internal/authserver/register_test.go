@@ -557,8 +557,9 @@ func TestCIMDDisabled(t *testing.T) {
 		t.Errorf("CIMD disabled: %d", p.status)
 	}
 	_, md, _ := e.doJSONGet("/.well-known/oauth-authorization-server")
-	if md["client_id_metadata_document_supported"] != false {
-		t.Errorf("metadata: %v", md["client_id_metadata_document_supported"])
+	// Not advertised: absent, which RFC 8414 reads as false.
+	if v, ok := md["client_id_metadata_document_supported"]; ok {
+		t.Errorf("metadata: client_id_metadata_document_supported = %v, want absent", v)
 	}
 }
 

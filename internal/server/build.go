@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/stdio"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 	"github.com/mcpgate/mcpgate/internal/tokenendpoint"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
 
 // New provisions every component from a validated configuration. It fails
@@ -128,7 +129,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger, auditO
 	mount := func(g *gateway, path, name string) {
 		mux.Handle(path, g)
 		mcpPaths[path] = true
-		doc := prmHandler(resourceMetadata{
+		doc := prmHandler(oauthex.ProtectedResourceMetadata{
 			Resource: g.resource, AuthorizationServers: servers, ScopesSupported: cfg.Auth.ScopesSupported,
 			BearerMethodsSupported: []string{"header"}, ResourceName: "mcpgate: " + name,
 		})

@@ -7,16 +7,8 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/web"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
-
-// resourceMetadata is the RFC 9728 protected resource metadata document.
-type resourceMetadata struct {
-	Resource               string   `json:"resource"`
-	AuthorizationServers   []string `json:"authorization_servers"`
-	ScopesSupported        []string `json:"scopes_supported,omitempty"`
-	BearerMethodsSupported []string `json:"bearer_methods_supported"`
-	ResourceName           string   `json:"resource_name,omitempty"`
-}
 
 // authorizationServers is what the metadata advertises: explicit config, our
 // own issuer, or the trusted external issuers.
@@ -68,7 +60,10 @@ func homePage(cfg *config.Config) (http.Handler, error) {
 	}), nil
 }
 
-func prmHandler(doc resourceMetadata) http.Handler {
+// prmHandler serves the RFC 9728 protected resource metadata document, its
+// bytes encoded once. oauthex omits empty members: with no authorization
+// server to name (auth.mode none), authorization_servers is absent.
+func prmHandler(doc oauthex.ProtectedResourceMetadata) http.Handler {
 	body, _ := json.Marshal(doc)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
