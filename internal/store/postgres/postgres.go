@@ -12,6 +12,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -72,10 +74,32 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// migrate applies the embedded migrations newer than the schema_migrations
-// high-water mark in one transaction under an advisory lock.
+// dialect is the PostgreSQL bookkeeping of migrate.Run: replicas starting
+// together queue on an advisory lock held until the transaction ends.
+var dialect = migrate.Dialect{
+	Name:        "postgres",
+	Lock:        fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, migrationLock),
+	CreateTable: `CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)`,
+	Record:      `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())`,
+}
+
+// migrateTx adapts a pgx transaction to migrate.Tx. Without arguments pgx
+// uses the simple protocol, which runs every statement of a migration file.
+type migrateTx struct{ tx pgx.Tx }
+
+func (m migrateTx) Exec(ctx context.Context, q string, args ...any) error {
+	_, err := m.tx.Exec(ctx, q, args...)
+	return err
+}
+
+func (m migrateTx) QueryInt(ctx context.Context, q string) (n int, err error) {
+	err = m.tx.QueryRow(ctx, q).Scan(&n)
+	return n, err
+}
+
+// migrate applies the embedded migrations in one transaction.
 func (s *Store) migrate(ctx context.Context) error {
-	files, err := migrations.ReadDir("migrations")
+	dir, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("postgres: read migrations: %w", err)
 	}
@@ -84,40 +108,8 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("postgres: begin migration: %w", err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
-		return fmt.Errorf("postgres: lock for migration: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)`); err != nil {
-		return fmt.Errorf("postgres: create schema_migrations: %w", err)
-	}
-	var current int
-	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-		return fmt.Errorf("postgres: read schema version: %w", err)
-	}
-	latest := 0
-	for _, f := range files { // ReadDir returns names sorted; names are NNNN_description.sql
-		var v int
-		if _, err := fmt.Sscanf(f.Name(), "%d_", &v); err != nil || v != latest+1 {
-			return fmt.Errorf("postgres: bad migration file name %q", f.Name())
-		}
-		latest = v
-		if v <= current {
-			continue
-		}
-		body, err := migrations.ReadFile("migrations/" + f.Name())
-		if err != nil {
-			return fmt.Errorf("postgres: read migration %d: %w", v, err)
-		}
-		// Without arguments pgx uses the simple protocol, which runs every statement of the file.
-		if _, err := tx.Exec(ctx, string(body)); err != nil {
-			return fmt.Errorf("postgres: apply migration %d: %w", v, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())`, v); err != nil {
-			return fmt.Errorf("postgres: record migration %d: %w", v, err)
-		}
-	}
-	if current > latest {
-		return fmt.Errorf("postgres: database schema version %d is newer than this binary supports (%d)", current, latest)
+	if err := migrate.Run(ctx, dialect, migrateTx{tx}, dir); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: commit migration: %w", err)

@@ -23,6 +23,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -33,6 +34,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/migrate"
 )
 
 //go:embed migrations/*.sql
@@ -298,11 +300,30 @@ func (s *Store) Close() error {
 	return err
 }
 
-// migrate applies the embedded migrations newer than the schema_migrations
-// high-water mark, all in one write transaction so that concurrent starts
-// of several processes apply each migration exactly once.
+// dialect is the SQLite bookkeeping of migrate.Run. The write transaction
+// excludes concurrent migrators: no lock of its own.
+var dialect = migrate.Dialect{
+	Name:        "sqlite",
+	CreateTable: `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`,
+	Record:      `INSERT INTO schema_migrations (version, applied_at) VALUES (?, unixepoch())`,
+}
+
+// migrateTx adapts a database/sql transaction to migrate.Tx.
+type migrateTx struct{ tx *sql.Tx }
+
+func (m migrateTx) Exec(ctx context.Context, q string, args ...any) error {
+	_, err := m.tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+func (m migrateTx) QueryInt(ctx context.Context, q string) (n int, err error) {
+	err = m.tx.QueryRowContext(ctx, q).Scan(&n)
+	return n, err
+}
+
+// migrate applies the embedded migrations in one write transaction.
 func (s *Store) migrate(ctx context.Context) error {
-	files, err := migrations.ReadDir("migrations")
+	dir, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("sqlite: read migrations: %w", err)
 	}
@@ -311,36 +332,8 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("sqlite: begin migration: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("sqlite: create schema_migrations: %w", err)
-	}
-	var current int
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-		return fmt.Errorf("sqlite: read schema version: %w", err)
-	}
-	latest := 0
-	for _, f := range files { // ReadDir returns names sorted; names are NNNN_description.sql
-		var v int
-		if _, err := fmt.Sscanf(f.Name(), "%d_", &v); err != nil || v != latest+1 {
-			return fmt.Errorf("sqlite: bad migration file name %q", f.Name())
-		}
-		latest = v
-		if v <= current {
-			continue
-		}
-		body, err := migrations.ReadFile("migrations/" + f.Name())
-		if err != nil {
-			return fmt.Errorf("sqlite: read migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			return fmt.Errorf("sqlite: apply migration %d: %w", v, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, v, time.Now().Unix()); err != nil {
-			return fmt.Errorf("sqlite: record migration %d: %w", v, err)
-		}
-	}
-	if current > latest {
-		return fmt.Errorf("sqlite: database schema version %d is newer than this binary supports (%d)", current, latest)
+	if err := migrate.Run(ctx, dialect, migrateTx{tx}, dir); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit migration: %w", err)

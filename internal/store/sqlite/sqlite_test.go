@@ -151,6 +151,11 @@ func TestMigrations(t *testing.T) {
 	if n != 1 || v != 1 {
 		t.Errorf("schema_migrations: %d rows, max version %d; want 1, 1", n, v)
 	}
+	var at int64
+	if err := db.QueryRow(`SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(&at); err != nil ||
+		time.Since(time.Unix(at, 0)).Abs() > time.Minute {
+		t.Errorf("applied_at = %d (%v), want the unix time of the migration", at, err)
+	}
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
 		t.Errorf("journal_mode = %q (%v), want wal", mode, err)
