@@ -31,6 +31,8 @@ func TestTokenCacheBoundedAndExpiring(t *testing.T) {
 	}
 }
 
+// TestTokenCacheEvictsExpiredFirst: a live entry in use is kept while
+// expired ones are available to replace.
 func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	c := newTokenCache(4)
@@ -40,6 +42,7 @@ func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 		c.put(keyOf(fmt.Sprint("short", i)), p, now.Add(time.Second), now)
 	}
 	later := now.Add(2 * time.Second)
+	c.get(keyOf("live"), later)
 	c.put(keyOf("new"), p, later.Add(time.Hour), later)
 	for _, k := range []string{"live", "new"} {
 		if _, ok := c.get(keyOf(k), later); !ok {
@@ -54,5 +57,31 @@ func TestNilCacheNeverHits(t *testing.T) {
 	c.put(keyOf("x"), &Principal{}, now.Add(time.Hour), now)
 	if _, ok := c.get(keyOf("x"), now); ok {
 		t.Fatal("disabled cache hit")
+	}
+}
+
+// TestTokenCacheKeepsUsedEntries: a full cache evicts entries not used since
+// the clock hand last passed, never one that is being used.
+func TestTokenCacheKeepsUsedEntries(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := newTokenCache(8)
+	p := &Principal{}
+	c.put(keyOf("hot"), p, now.Add(time.Hour), now)
+	for i := range 1000 {
+		if _, ok := c.get(keyOf("hot"), now); !ok {
+			t.Fatalf("hot entry evicted after %d one-off puts", i)
+		}
+		c.put(keyOf(fmt.Sprint("once", i)), p, now.Add(time.Hour), now)
+		if n := c.len(); n > 8 {
+			t.Fatalf("cache holds %d entries, max 8", n)
+		}
+	}
+	c.clear()
+	if _, ok := c.get(keyOf("hot"), now); ok || c.len() != 0 {
+		t.Fatal("entry served after clear")
+	}
+	c.put(keyOf("again"), p, now.Add(time.Hour), now)
+	if _, ok := c.get(keyOf("again"), now); !ok {
+		t.Fatal("cache unusable after clear")
 	}
 }

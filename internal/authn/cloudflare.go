@@ -16,7 +16,7 @@ const CloudflareAssertionHeader = "Cf-Access-Jwt-Assertion"
 // Cf-Access-Authenticated-User-Email are ignored: anyone who reaches the
 // origin directly can set them.
 type cloudflareAuthenticator struct {
-	v      *jwtVerifier
+	v      *Verifier
 	issuer *trustedIssuer
 }
 

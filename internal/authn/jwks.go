@@ -55,8 +55,11 @@ func RetryBackoff(failures int) time.Duration { return retryWait(max(failures, 1
 // once per minInterval after a success (retryWait after a failure);
 // concurrent misses share one fetch.
 type keySet struct {
-	issuer      string                                    // for logs
-	jwksURL     func(ctx context.Context) (string, error) // fixed or discovered
+	issuer  string                                    // for logs
+	jwksURL func(ctx context.Context) (string, error) // fixed or discovered
+	// source, if set, yields the keys instead of a fetch of jwksURL (an
+	// issuer whose key set is in process: the built-in authorization server).
+	source      func(ctx context.Context) ([]jose.JSONWebKey, error)
 	client      *http.Client
 	log         *slog.Logger
 	now         func() time.Time
@@ -68,7 +71,8 @@ type keySet struct {
 	loadedAt    time.Time         // zero until the first successful fetch
 	lastAttempt time.Time
 	lastErr     error
-	failures    int // consecutive failed fetches
+	failures    int    // consecutive failed fetches
+	gen         uint64 // bumped by forget: a fetch begun before it is discarded
 	flight      flight.Group[struct{}]
 
 	ready atomic.Bool
@@ -129,9 +133,27 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		return err
 	}
 	ks.lastAttempt = now
-	ks.mu.Unlock()
-	keys, err := ks.load(ctx)
-	ks.mu.Lock()
+	load := ks.load
+	if ks.source != nil {
+		load = ks.source
+	}
+	var keys []jose.JSONWebKey
+	var err error
+	// A forget during the load (a key revoked) voids what it read: read
+	// again, once, after it.
+	for try := 0; ; try++ {
+		gen := ks.gen
+		ks.mu.Unlock()
+		keys, err = load(ctx)
+		ks.mu.Lock()
+		if gen == ks.gen {
+			break
+		}
+		if try == 1 {
+			ks.mu.Unlock()
+			return fmt.Errorf("%w: keys of issuer %s changed during the fetch", ErrUnavailable, ks.issuer)
+		}
+	}
 	ks.lastErr = err
 	if err == nil {
 		ks.keys, ks.loadedAt, ks.failures = keys, ks.now(), 0
@@ -232,6 +254,15 @@ func keyFitsAlg(k jose.JSONWebKey, alg jose.SignatureAlgorithm) bool {
 		return alg == jose.EdDSA
 	}
 	return false
+}
+
+// forget drops the keys, so the next verification reloads them at once,
+// unlimited by minInterval; a fetch under way is discarded.
+func (ks *keySet) forget() {
+	ks.mu.Lock()
+	ks.keys, ks.loadedAt, ks.lastAttempt, ks.failures = nil, time.Time{}, time.Time{}, 0
+	ks.gen++
+	ks.mu.Unlock()
 }
 
 // Ready reports whether keys were ever loaded, trying a (rate-limited) fetch if not.

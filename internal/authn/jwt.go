@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,19 +25,29 @@ type trustedIssuer struct {
 	// subjectFallback names a claim used as the subject when sub is empty
 	// (Cloudflare service tokens carry common_name instead).
 	subjectFallback string
+	// iatLeeway tolerates iat in the future (default: cfg.Leeway).
+	iatLeeway time.Duration
+	// required claims must be non-empty strings.
+	required []string
+	// exactUsername: Username is UsernameClaim alone, with no fallback.
+	exactUsername bool
 }
 
-// jwtVerifier verifies JWT access tokens (RFC 9068, RFC 7519 §7.2) from a
-// fixed set of issuers and caches the resulting Principals until exp.
-type jwtVerifier struct {
+// Verifier verifies JWT access tokens (RFC 9068, RFC 7519 §7.2) from a
+// fixed set of issuers and caches the resulting Principals in one bounded
+// cache until exp (or maxAge, if set, whichever is first). It serves the
+// jwt and trusted_header modes and the built-in authorization server's own
+// tokens (NewLocalVerifier).
+type Verifier struct {
 	issuers map[string]*trustedIssuer
 	algs    []jose.SignatureAlgorithm // union of the issuers' allow-lists
 	cache   *tokenCache
+	maxAge  time.Duration // 0: until exp
 	now     func() time.Time
 }
 
 func newTrustedIssuer(ic IssuerConfig, shared *ClaimsConfig, opts Options) *trustedIssuer {
-	ti := &trustedIssuer{cfg: ic, claims: shared}
+	ti := &trustedIssuer{cfg: ic, claims: shared, iatLeeway: ic.Leeway}
 	if ic.Claims != nil {
 		ti.claims = ic.Claims
 	}
@@ -71,8 +82,8 @@ func newTrustedIssuer(ic IssuerConfig, shared *ClaimsConfig, opts Options) *trus
 	return ti
 }
 
-func newJWTVerifier(issuers []*trustedIssuer, cacheSize int, now func() time.Time) *jwtVerifier {
-	v := &jwtVerifier{issuers: map[string]*trustedIssuer{}, cache: newTokenCache(cacheSize), now: now}
+func newJWTVerifier(issuers []*trustedIssuer, cacheSize int, now func() time.Time) *Verifier {
+	v := &Verifier{issuers: map[string]*trustedIssuer{}, cache: newTokenCache(cacheSize), now: now}
 	for _, ti := range issuers {
 		v.issuers[ti.cfg.Issuer] = ti
 		for _, a := range ti.algs {
@@ -84,9 +95,87 @@ func newJWTVerifier(issuers []*trustedIssuer, cacheSize int, now func() time.Tim
 	return v
 }
 
+// LocalIssuer describes an issuer whose key set is read in process: the
+// built-in authorization server verifying the access tokens it signed.
+type LocalIssuer struct {
+	Issuer     string
+	Audience   []string                  // a token must name one of these
+	Algorithms []jose.SignatureAlgorithm // allow-list, enforced while parsing
+	RequireTyp string                    // exact JOSE typ, e.g. at+jwt (RFC 9068 §2.1)
+	// Required claims must be non-empty strings (beyond sub and aud).
+	Required []string
+	// Keys yields the public signing keys. The set is read again when older
+	// than KeysTTL, and on an unknown kid at most once a second.
+	Keys    func(ctx context.Context) ([]jose.JSONWebKey, error)
+	KeysTTL time.Duration
+	// IATLeeway tolerates iat in the future (other replicas' clocks); exp
+	// has no leeway.
+	IATLeeway time.Duration
+	// Claims maps the principal; Username is UsernameClaim alone.
+	Claims    ClaimsConfig
+	CacheSize int
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// NewLocalVerifier returns the verifier of a LocalIssuer's tokens. Verified
+// tokens are cached no longer than KeysTTL, so a key that left the set stops
+// being honoured within it (Forget: at once).
+func NewLocalVerifier(li LocalIssuer) *Verifier {
+	li.Claims.SetDefaults()
+	o := Options{Logger: li.Logger, Now: li.Now}
+	o.fill()
+	ic := IssuerConfig{Issuer: li.Issuer, Audience: li.Audience, RequireTyp: li.RequireTyp}
+	for _, a := range li.Algorithms {
+		ic.Algorithms = append(ic.Algorithms, string(a))
+	}
+	ti := &trustedIssuer{cfg: ic, algs: li.Algorithms, claims: &li.Claims, iatLeeway: li.IATLeeway,
+		required: li.Required, exactUsername: true}
+	ti.keys = &keySet{
+		issuer: li.Issuer, source: li.Keys, log: o.Logger, now: o.Now,
+		ttl: li.KeysTTL, minInterval: time.Second,
+	}
+	ti.keys.flight.Timeout = fetchTimeout
+	v := newJWTVerifier([]*trustedIssuer{ti}, li.CacheSize, o.Now)
+	v.maxAge = li.KeysTTL
+	return v
+}
+
+// Verify returns the Principal for a valid token.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error) {
+	return v.verify(ctx, token)
+}
+
+// Forget drops every cached key and verified token: a signing key was
+// revoked, and tokens it signed must stop verifying at once.
+func (v *Verifier) Forget() {
+	v.ForgetKeys()
+	v.cache.clear()
+}
+
+// ForgetKeys drops the cached keys, so the next verification reads them
+// again at once (the keys changed elsewhere); verified tokens stay.
+func (v *Verifier) ForgetKeys() {
+	for _, ti := range v.issuers {
+		ti.keys.forget()
+	}
+}
+
+// SignedClaims returns the claims of a token signed by one of the issuers'
+// keys (the JOSE header checks and the signature), without the checks of
+// lifetime, audience and required claims: for revoking a token that may
+// have expired (RFC 7009).
+func (v *Verifier) SignedClaims(ctx context.Context, token string) (map[string]any, error) {
+	if len(token) > maxTokenBytes {
+		return nil, invalid("token longer than %d bytes", maxTokenBytes)
+	}
+	claims, _, err := v.signedClaims(ctx, token)
+	return claims, err
+}
+
 // verify returns the Principal for a valid token, from the cache when this
 // exact token was verified before and has not expired.
-func (v *jwtVerifier) verify(ctx context.Context, token string) (*Principal, error) {
+func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error) {
 	if len(token) > maxTokenBytes {
 		return nil, invalid("token longer than %d bytes", maxTokenBytes)
 	}
@@ -105,22 +194,36 @@ func (v *jwtVerifier) verify(ctx context.Context, token string) (*Principal, err
 		return nil, err
 	}
 	if v.cache != nil {
-		v.cache.put(key, p, p.ExpiresAt, now)
+		until := p.ExpiresAt
+		if v.maxAge > 0 && now.Add(v.maxAge).Before(until) {
+			until = now.Add(v.maxAge)
+		}
+		v.cache.put(key, p, until, now)
 	}
 	return p, nil
 }
 
-func (v *jwtVerifier) verifyUncached(ctx context.Context, token string, now time.Time) (*Principal, error) {
+func (v *Verifier) verifyUncached(ctx context.Context, token string, now time.Time) (*Principal, error) {
+	claims, ti, err := v.signedClaims(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	return ti.checkClaims(claims, now)
+}
+
+// signedClaims checks the JOSE header and the signature, and returns the
+// claims and their issuer.
+func (v *Verifier) signedClaims(ctx context.Context, token string) (map[string]any, *trustedIssuer, error) {
 	// The allow-list is enforced while parsing: none, HS* and anything not
 	// configured never reach key selection.
 	jws, err := jose.ParseSignedCompact(token, v.algs)
 	if err != nil {
-		return nil, invalid("malformed JWS: %v", err)
+		return nil, nil, invalid("malformed JWS: %v", err)
 	}
 	hdr := jws.Signatures[0].Header
 	for _, h := range []jose.HeaderKey{"crit", "b64"} {
 		if _, ok := hdr.ExtraHeaders[h]; ok {
-			return nil, invalid("header %q is not accepted in access tokens", h)
+			return nil, nil, invalid("header %q is not accepted in access tokens", h)
 		}
 	}
 	alg := jose.SignatureAlgorithm(hdr.Algorithm)
@@ -129,23 +232,23 @@ func (v *jwtVerifier) verifyUncached(ctx context.Context, token string, now time
 	// whose keys verify it; a forged iss then fails with those keys.
 	var claims map[string]any
 	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims); err != nil || claims == nil {
-		return nil, invalid("claims are not a JSON object")
+		return nil, nil, invalid("claims are not a JSON object")
 	}
 	iss, _ := claims["iss"].(string)
 	ti := v.issuers[iss]
 	if ti == nil {
-		return nil, invalid("untrusted issuer %q", clip(iss))
+		return nil, nil, invalid("untrusted issuer %q", clip(iss))
 	}
 	if !slices.Contains(ti.algs, alg) {
-		return nil, invalid("alg %s not allowed for issuer %s", alg, iss)
+		return nil, nil, invalid("alg %s not allowed for issuer %s", alg, iss)
 	}
 	if err := ti.checkTyp(hdr.ExtraHeaders); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ti.verifySignature(ctx, jws, hdr.KeyID, alg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ti.checkClaims(claims, now)
+	return claims, ti, nil
 }
 
 // verifySignature finds the key and checks the signature. An unknown kid
@@ -215,7 +318,7 @@ func (ti *trustedIssuer) checkClaims(claims map[string]any, now time.Time) (*Pri
 		if bad {
 			return nil, invalid("malformed iat")
 		}
-		if iat.After(now.Add(leeway)) {
+		if iat.After(now.Add(ti.iatLeeway)) {
 			return nil, invalid("token issued in the future (%s)", iat.UTC().Format(time.RFC3339))
 		}
 	}
@@ -226,7 +329,15 @@ func (ti *trustedIssuer) checkClaims(claims map[string]any, now time.Time) (*Pri
 	if !intersects(aud, ti.cfg.Audience) {
 		return nil, invalid("audience %q is not accepted", clip(strings.Join(aud, " ")))
 	}
+	for _, name := range ti.required {
+		if stringClaim(claims, name) == "" {
+			return nil, invalid("missing %s", name)
+		}
+	}
 	p := principalFromClaims(claims, ti.claims)
+	if ti.exactUsername {
+		p.Username = stringClaim(claims, ti.claims.UsernameClaim)
+	}
 	if p.Subject == "" && ti.subjectFallback != "" {
 		p.Subject = stringClaim(claims, ti.subjectFallback)
 		if p.ClientID == "" {
@@ -284,7 +395,7 @@ func typMatches(got, want string) bool {
 
 // jwtAuthenticator is the jwt mode: bearer JWTs from trusted issuers.
 type jwtAuthenticator struct {
-	v       *jwtVerifier
+	v       *Verifier
 	issuers []*trustedIssuer
 }
 

@@ -288,8 +288,7 @@ func (s *Server) SigningKeyRotated(ctx context.Context, previousKID, activeKID s
 // and the key set itself (see keys.Options.OnRevoke), so tokens signed with
 // the revoked key stop verifying at once, and records the revocation.
 func (s *Server) SigningKeyRevoked(ctx context.Context, kid string) {
-	s.keys.forget()
-	s.verified.clear()
+	s.verifier.Forget()
 	_ = s.audit(ctx, &audit.Record{
 		Event:  audit.EventASSigningKeyRevoked,
 		Reason: fmt.Sprintf("signing key %s was removed from the store; tokens it signed no longer verify", bounded(kid, 128)),

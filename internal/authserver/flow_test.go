@@ -1,7 +1,10 @@
 package authserver
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -512,4 +515,75 @@ func TestNoAccessPage(t *testing.T) {
 	if q := e2.login(e2.browser(), authorizeParams(c2)); q.Get("code") == "" {
 		t.Errorf("user with a role: %v", q)
 	}
+}
+
+// TestOwnTokenClaims: the claims our own access tokens must carry, checked
+// by the shared verifier (authn.NewLocalVerifier) with the authorization
+// server's rules: our issuer, one of our resources, tsid and client_id,
+// no leeway on exp, a minute's on iat (other replicas' clocks), and only
+// signatures by our keys with an allowed algorithm.
+func TestOwnTokenClaims(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	at := e.tokens(c)["access_token"].(string)
+	parsed, err := jwt.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var base map[string]any
+	if err := parsed.UnsafeClaimsWithoutVerification(&base); err != nil {
+		t.Fatal(err)
+	}
+	now := e.clock.Now()
+	for _, tc := range []struct {
+		name   string
+		edit   func(m map[string]any)
+		ok     bool
+		reason string
+	}{
+		{"as issued", func(map[string]any) {}, true, ""},
+		{"wrong issuer", func(m map[string]any) { m["iss"] = "https://evil.example.com" }, false, "issuer"},
+		{"audience not ours", func(m map[string]any) { m["aud"] = "https://other.example.com/mcp" }, false, "audience"},
+		{"no aud", func(m map[string]any) { delete(m, "aud") }, false, "aud"},
+		{"no tsid", func(m map[string]any) { delete(m, "tsid") }, false, "tsid"},
+		{"no client_id", func(m map[string]any) { delete(m, "client_id") }, false, "client_id"},
+		{"no sub", func(m map[string]any) { delete(m, "sub") }, false, "sub"},
+		{"no exp", func(m map[string]any) { delete(m, "exp") }, false, "exp"},
+		{"expired a second ago", func(m map[string]any) { m["exp"] = now.Add(-time.Second).Unix() }, false, "expired"},
+		{"iat 30s ahead", func(m map[string]any) { m["iat"] = now.Add(30 * time.Second).Unix() }, true, ""},
+		{"iat 2m ahead", func(m map[string]any) { m["iat"] = now.Add(2 * time.Minute).Unix() }, false, "future"},
+		{"nbf ahead", func(m map[string]any) { m["nbf"] = now.Add(time.Minute).Unix() }, false, "before"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := maps.Clone(base)
+			m["jti"] = "claims-" + tc.name // a distinct token, past the verified cache
+			tc.edit(m)
+			tok, err := e.signer.SignJWT(t.Context(), "at+jwt", m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = e.authn("/mcp", tok)
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok && (!errors.Is(err, authn.ErrInvalidToken) || !strings.Contains(err.Error(), tc.reason)) {
+				t.Fatalf("err %v, want invalid token naming %q", err, tc.reason)
+			}
+		})
+	}
+	// Algorithms: none and HMAC never verify, whatever the claims.
+	payload := base64.RawURLEncoding.EncodeToString(must(json.Marshal(base)))
+	for _, hdr := range []string{`{"alg":"none","typ":"at+jwt"}`, `{"alg":"HS256","typ":"at+jwt","kid":"x"}`} {
+		tok := base64.RawURLEncoding.EncodeToString([]byte(hdr)) + "." + payload + "."
+		if err := e.authn("/mcp", tok); !errors.Is(err, authn.ErrInvalidToken) {
+			t.Errorf("%s: %v", hdr, err)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/web"
 )
@@ -72,7 +73,7 @@ func newLinkedProvider(cfg LinkedProvider, issuer string, base *http.Client) *li
 	lp := &linkedProvider{
 		cfg:      cfg,
 		redirect: issuer + "/link/" + cfg.Name + "/callback",
-		client:   idp.GuardedClient(base, cfg.AllowPrivateNetwork, cfg.Timeout),
+		client:   netguard.GuardedClient(base, cfg.AllowPrivateNetwork, cfg.Timeout),
 	}
 	if cfg.AuthorizationEndpoint != "" {
 		lp.ep = lp.endpoint(cfg.AuthorizationEndpoint, cfg.TokenEndpoint)

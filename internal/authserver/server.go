@@ -104,10 +104,9 @@ type Server struct {
 
 	static   map[string]*staticClient
 	cimd     *cimdFetcher
-	keys     *keyCache
+	verifier *authn.Verifier
 	grants   *ttlCache[grantCacheEntry]
 	clients  *ttlCache[*store.Client] // dynamically registered clients (clientCache)
-	verified verifiedCache
 	bcryptOK bcryptCache
 	upLocks  keyedMutex
 	linked   map[string]*linkedProvider
@@ -237,7 +236,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	for _, l := range cfg.LinkedProviders {
 		s.linked[l.Name] = newLinkedProvider(l, s.issuer, deps.HTTPClient)
 	}
-	s.keys = &keyCache{signer: s.signer, now: s.now}
+	s.verifier = s.newVerifier()
 	s.limits = newLimits(cfg)
 	s.grants = newTTLCache[grantCacheEntry](cfg.RevocationCacheTTL, maxGrantCacheEntries, s.now)
 	s.clients = newTTLCache[*store.Client](cfg.RevocationCacheTTL, maxClientCacheEntries, s.now)

@@ -8,19 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
-	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
-	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // grantSecrets is the sealed per-grant blob kept in Grant.UpstreamTokens:
@@ -96,76 +91,55 @@ func deriveRefresh(key, token string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// keyCache holds the public keys for verifying our own tokens in process.
-type keyCache struct {
-	signer Signer
-	now    func() time.Time
-
-	mu      sync.RWMutex
-	keys    map[string]jose.JSONWebKey
-	fetched time.Time
-}
-
-var errUnknownKey = errors.New("unknown signing key")
-
 // keyCacheTTL bounds how long a key stays trusted after it left the key
-// set (e.g. retired after a compromise).
+// set (e.g. retired after a compromise): the verifier reads the set again
+// after it, and caches a verified token no longer.
 const keyCacheTTL = time.Minute
 
-// key returns the public key with id kid. The set is reloaded when it is
-// older than keyCacheTTL, and on an unknown kid (at most once a second),
-// e.g. right after a rotation.
-func (k *keyCache) key(ctx context.Context, kid string) (*jose.JSONWebKey, error) {
-	now := k.now()
-	k.mu.RLock()
-	key, ok := k.keys[kid]
-	fresh := k.keys != nil && now.Sub(k.fetched) < keyCacheTTL
-	k.mu.RUnlock()
-	if ok && fresh {
-		return &key, nil
+// maxVerifiedCacheEntries bounds the verified-token cache.
+const maxVerifiedCacheEntries = 10000
+
+// newVerifier builds the verifier of our own access tokens (authn's JWT
+// verifier, keys read from the signer): signature with an explicit algorithm
+// allow-list and the key chosen by kid, typ at+jwt (RFC 9068 §2.1), issuer,
+// one of our resources as audience, lifetime (iat may be a minute ahead, for
+// other replicas' clocks) and the claims a grant needs.
+func (s *Server) newVerifier() *authn.Verifier {
+	return authn.NewLocalVerifier(authn.LocalIssuer{
+		Issuer:     s.issuer,
+		Audience:   s.resources,
+		Algorithms: []jose.SignatureAlgorithm{jose.ES256, jose.RS256},
+		RequireTyp: tokenTyp,
+		Required:   []string{"tsid", "client_id"},
+		Keys:       s.publicKeys,
+		KeysTTL:    keyCacheTTL,
+		IATLeeway:  time.Minute,
+		CacheSize:  maxVerifiedCacheEntries,
+		Now:        s.now,
+		Logger:     s.log,
+	})
+}
+
+// publicKeys is the signer's key set, signing keys only, public parts only.
+// The verifier asks for it when its copy is a minute old or a token names a
+// kid it does not know (at most once a second): that may be the key another
+// replica rotated to a moment ago, so the store is read now, not within the
+// Signer's reload interval. On failure the loaded keys stay.
+func (s *Server) publicKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
+	if r, canReload := s.signer.(interface{ Reload(context.Context) error }); canReload {
+		_ = r.Reload(ctx)
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.keys != nil && now.Sub(k.fetched) < keyCacheTTL {
-		if key, ok := k.keys[kid]; ok {
-			return &key, nil
-		}
-		if now.Sub(k.fetched) < time.Second {
-			return nil, errUnknownKey
-		}
-	}
-	if k.keys != nil && !ok {
-		// A kid we do not know may be the key another replica rotated to
-		// a moment ago: read the store now (at most once a second, above),
-		// not within the Signer's reload interval. On failure the loaded
-		// keys stay.
-		if r, canReload := k.signer.(interface{ Reload(context.Context) error }); canReload {
-			_ = r.Reload(ctx)
-		}
-	}
-	set, err := k.signer.JWKS(ctx)
+	set, err := s.signer.JWKS(ctx)
 	if err != nil {
 		return nil, err
 	}
-	k.keys = make(map[string]jose.JSONWebKey, len(set.Keys))
+	keys := make([]jose.JSONWebKey, 0, len(set.Keys))
 	for _, jk := range set.Keys {
-		if jk.Use == "enc" {
-			continue
+		if jk.Use != "enc" {
+			keys = append(keys, jk.Public())
 		}
-		k.keys[jk.KeyID] = jk.Public()
 	}
-	k.fetched = now
-	if key, ok := k.keys[kid]; ok {
-		return &key, nil
-	}
-	return nil, errUnknownKey
-}
-
-// forget drops the cached key set, so the next verification reloads it.
-func (k *keyCache) forget() {
-	k.mu.Lock()
-	k.keys = nil
-	k.mu.Unlock()
+	return keys, nil
 }
 
 // grantCacheEntry is what the grant cache (s.grants) remembers of a grant
@@ -188,12 +162,12 @@ func (s *Server) ForgetGrant(tsid string) { s.grants.evict(tsid) }
 func (s *Server) ForgetAll() {
 	s.grants.clear()
 	s.clients.clear()
-	s.keys.forget()
+	s.verifier.ForgetKeys()
 }
 
 // KeysChanged drops the cached key set after the signing keys changed
 // elsewhere (store.ChangeKeys), once the Signer has reloaded them.
-func (s *Server) KeysChanged() { s.keys.forget() }
+func (s *Server) KeysChanged() { s.verifier.ForgetKeys() }
 
 func (s *Server) grantActive(ctx context.Context, tsid, clientID string) (bool, error) {
 	if e, ok := s.grants.get(tsid); ok {
@@ -262,29 +236,20 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", authn.ErrInvalidToken, fmt.Sprintf(format, args...))
 }
 
-// verify checks a token (see verifyJWT; results cached briefly by token
-// hash), then the audience against resource ("" = any of ours) and that the
-// grant is still active.
+// verify checks a token (s.verifier: signature, typ, issuer, lifetime,
+// audience among our resources; results cached by token hash), then the
+// audience against resource ("" = any of ours) and that the grant is still
+// active.
 func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Principal, error) {
 	if len(token) > 16<<10 {
 		return nil, invalid("token too large")
 	}
-	now := s.now()
-	sum := sha256.Sum256([]byte(token))
-	p, ok := s.verified.get(sum, now)
-	telemetry.Set(ctx, attribute.Bool("mcpgate.authn.cache_hit", ok))
-	if !ok {
-		var err error
-		if p, err = s.verifyJWT(ctx, token, now); err != nil {
-			return nil, err
-		}
-		s.verified.put(sum, p, now)
+	p, err := s.verifier.Verify(ctx, token)
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case resource != "" && p.Audience[0] != resource:
+	if resource != "" && p.Audience[0] != resource {
 		return nil, invalid("audience is not this resource")
-	case resource == "" && !slices.Contains(s.resources, p.Audience[0]):
-		return nil, invalid("audience is not one of our resources")
 	}
 	active, err := s.grantActive(ctx, p.SessionID, p.ClientID)
 	if err != nil {
@@ -294,106 +259,4 @@ func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Pri
 		return nil, invalid("grant revoked or expired")
 	}
 	return p, nil
-}
-
-// verifyJWT checks the signature (explicit algorithm allow-list, key from
-// our own key set by kid), typ, issuer, lifetime and required claims.
-func (s *Server) verifyJWT(ctx context.Context, token string, now time.Time) (*authn.Principal, error) {
-	jws, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
-	if err != nil {
-		return nil, invalid("parse: %v", err)
-	}
-	if len(jws.Headers) != 1 {
-		return nil, invalid("expected one signature")
-	}
-	h := jws.Headers[0]
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !strings.EqualFold(typ, tokenTyp) && !strings.EqualFold(typ, "application/"+tokenTyp) {
-		return nil, invalid("typ is not at+jwt")
-	}
-	key, err := s.keys.key(ctx, h.KeyID)
-	if errors.Is(err, errUnknownKey) {
-		return nil, invalid("unknown kid")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: key set: %v", authn.ErrUnavailable, err)
-	}
-	if key.Algorithm != "" && key.Algorithm != h.Algorithm {
-		return nil, invalid("algorithm does not match the key")
-	}
-	var c accessClaims
-	var raw map[string]any
-	if err := jws.Claims(key.Key, &c, &raw); err != nil {
-		return nil, invalid("signature: %v", err)
-	}
-	switch {
-	case c.Issuer != s.issuer:
-		return nil, invalid("wrong issuer")
-	case now.Unix() >= c.Expiry:
-		return nil, invalid("expired")
-	case c.IssuedAt > now.Add(time.Minute).Unix():
-		return nil, invalid("issued in the future")
-	case c.TSID == "" || c.ClientID == "" || c.Subject == "" || c.Audience == "":
-		return nil, invalid("missing tsid, client_id, sub or aud")
-	}
-	return &authn.Principal{
-		Issuer:        s.issuer,
-		Subject:       c.Subject,
-		Username:      c.Username,
-		Email:         c.Email,
-		EmailVerified: c.EmailVerified,
-		Groups:        c.Groups,
-		Scopes:        strings.Fields(c.Scope),
-		ClientID:      c.ClientID,
-		TokenID:       c.JTI,
-		SessionID:     c.TSID,
-		Audience:      []string{c.Audience},
-		ExpiresAt:     time.Unix(c.Expiry, 0),
-		Claims:        raw,
-	}, nil
-}
-
-// verifiedCache maps token hashes to verified principals so the signature
-// is checked once per token and minute, not per request. Entries live until
-// the token expires or keyCacheTTL passes (so a key removed from the set
-// stops being honoured), whichever is first.
-type verifiedCache struct {
-	mu sync.RWMutex
-	m  map[[32]byte]verifiedEntry
-}
-
-type verifiedEntry struct {
-	p     *authn.Principal
-	until time.Time
-}
-
-const maxVerifiedCacheEntries = 10000
-
-func (c *verifiedCache) get(sum [32]byte, now time.Time) (*authn.Principal, bool) {
-	c.mu.RLock()
-	e, ok := c.m[sum]
-	c.mu.RUnlock()
-	if !ok || !now.Before(e.until) {
-		return nil, false
-	}
-	return e.p, true
-}
-
-// clear forgets every verified token (a signing key was revoked).
-func (c *verifiedCache) clear() {
-	c.mu.Lock()
-	c.m = nil
-	c.mu.Unlock()
-}
-
-func (c *verifiedCache) put(sum [32]byte, p *authn.Principal, now time.Time) {
-	until := now.Add(keyCacheTTL)
-	if p.ExpiresAt.Before(until) {
-		until = p.ExpiresAt
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxVerifiedCacheEntries {
-		c.m = make(map[[32]byte]verifiedEntry)
-	}
-	c.m[sum] = verifiedEntry{p: p, until: until}
 }
