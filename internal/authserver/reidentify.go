@@ -64,21 +64,14 @@ func (s *Server) reidentify(ctx context.Context, g *store.Grant, secrets *grantS
 	}
 }
 
-// loadGrant reads grant tsid and opens its secrets; a missing, expired or
-// revoked grant is invalid_grant.
+// loadGrant reads grant tsid and opens its secrets (activeGrant); a
+// missing, expired or revoked grant is invalid_grant.
 func (s *Server) loadGrant(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
-	g, err := s.st.GetGrant(ctx, tsid)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+	g, secrets, err := s.activeGrant(ctx, tsid)
+	if errors.Is(err, errGrantInactive) {
 		return nil, nil, invalidGrant("the refresh token is invalid or expired")
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	secrets := new(grantSecrets)
-	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), secrets); err != nil {
-		return nil, nil, err
-	}
-	return g, secrets, nil
+	return g, secrets, err
 }
 
 // storeReidentified writes what a Reidentify returned: new upstream tokens

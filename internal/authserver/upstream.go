@@ -146,9 +146,30 @@ func (s *Server) awaitVersionChange(ctx context.Context, tsid string, version in
 }
 
 func (s *Server) loadGrantSecrets(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
+	g, secrets, err := s.activeGrant(ctx, tsid)
+	if errors.Is(err, errGrantInactive) {
+		return nil, nil, ErrSessionInvalid
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if secrets.Upstream == nil || secrets.Upstream.AccessToken == "" {
+		return nil, nil, ErrNoUpstreamToken
+	}
+	return g, secrets, nil
+}
+
+// errGrantInactive: the grant is unknown or revoked.
+var errGrantInactive = errors.New("authserver: grant unknown or revoked")
+
+// activeGrant loads grant tsid and opens its sealed secrets (the upstream
+// tokens and the refresh key); errGrantInactive when it is unknown or
+// revoked. Refresh (loadGrant) and upstream passthrough (loadGrantSecrets)
+// start here.
+func (s *Server) activeGrant(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
 	g, err := s.st.GetGrant(ctx, tsid)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
-		return nil, nil, ErrSessionInvalid
+		return nil, nil, errGrantInactive
 	}
 	if err != nil {
 		return nil, nil, err
@@ -156,9 +177,6 @@ func (s *Server) loadGrantSecrets(ctx context.Context, tsid string) (*store.Gran
 	var secrets grantSecrets
 	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
 		return nil, nil, fmt.Errorf("authserver: open grant secrets: %w", err)
-	}
-	if secrets.Upstream == nil || secrets.Upstream.AccessToken == "" {
-		return nil, nil, ErrNoUpstreamToken
 	}
 	return g, &secrets, nil
 }
