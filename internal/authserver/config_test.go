@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/ratelimit"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -162,6 +163,10 @@ func TestConfigValidate(t *testing.T) {
 			`as.cimd.allowed_hosts[7]: "bücher.internal"`,
 			`as.cimd.allowed_hosts[8]: "x.*.internal"`,
 		}},
+		{"rate limits", func(c *Config) {
+			c.RateLimit.PerIP = ratelimit.Limit{RPS: -1, Burst: 1}
+			c.RateLimit.Metadata = ratelimit.Limit{RPS: 1, Burst: 0}
+		}, []string{"as.rate_limit.per_ip.rps: must be a positive number (got -1)", "as.rate_limit.metadata.burst: must be at least 1 (got 0)"}},
 		{"cimd ca_file", func(c *Config) { c.CIMD.CAFile = "/nonexistent/ca.pem" }, []string{
 			"as.cimd.ca_file: is used only for cimd.allowed_hosts",
 			"as.cimd.ca_file: open /nonexistent/ca.pem",

@@ -81,18 +81,8 @@ func (c *RateLimitConfig) setDefaults() {
 }
 
 func (c *RateLimitConfig) validate(path string, p *validate.Problems) {
-	for _, l := range []struct {
-		key string
-		ratelimit.Limit
-	}{{"per_ip", c.PerIP}, {"metadata", c.Metadata}} {
-		at := validate.Join(path, l.key)
-		if !(l.RPS > 0) || math.IsInf(l.RPS, 0) {
-			p.Add(validate.Join(at, "rps"), "must be a positive number (got %v)", l.RPS)
-		}
-		if l.Burst < 1 {
-			p.Add(validate.Join(at, "burst"), "must be at least 1 (got %d)", l.Burst)
-		}
-	}
+	c.PerIP.Validate(validate.Join(path, "per_ip"), p)
+	c.Metadata.Validate(validate.Join(path, "metadata"), p)
 	if c.MaxPendingPerIP < 1 {
 		p.Add(validate.Join(path, "max_pending_per_ip"), "must be at least 1")
 	}

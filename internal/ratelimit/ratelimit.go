@@ -121,11 +121,11 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem under path (e.g. "rate_limit").
 func (c *Config) Validate(path string, p *validate.Problems) {
-	c.PerIP.validate(validate.Join(path, "per_ip"), p)
-	c.PerUser.validate(validate.Join(path, "per_user"), p)
+	c.PerIP.Validate(validate.Join(path, "per_ip"), p)
+	c.PerUser.Validate(validate.Join(path, "per_user"), p)
 	for i, t := range c.PerTool {
 		at := validate.Join(path, fmt.Sprintf("per_tool[%d]", i))
-		Limit{RPS: t.RPS, Burst: t.Burst}.validate(at, p)
+		Limit{RPS: t.RPS, Burst: t.Burst}.Validate(at, p)
 		if len(t.Tools) == 0 {
 			p.Add(validate.Join(at, "tools"), "must name at least one tool pattern")
 		}
@@ -149,7 +149,9 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 }
 
-func (l Limit) validate(at string, p *validate.Problems) {
+// Validate reports the problems of a limit at path at (the authorization
+// server's limits use it too).
+func (l Limit) Validate(at string, p *validate.Problems) {
 	if !(l.RPS > 0) || math.IsInf(l.RPS, 0) {
 		p.Add(validate.Join(at, "rps"), "must be a positive number (got %v)", l.RPS)
 	}
