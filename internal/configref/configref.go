@@ -33,6 +33,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
 // Shape is how a value is written in YAML.
@@ -128,15 +129,15 @@ func typeName(t reflect.Type) string { return t.PkgPath() + "." + t.Name() }
 
 // object fills n.Fields from struct type t, following inline fields.
 func (b *builder) object(n *Node, t reflect.Type) error {
-	for f := range yamlFields(t) {
-		c := &Node{Key: f.key, Path: join(n.Path, f.key), Type: f.field.Type}
-		doc := b.docs[typeName(f.owner)+"."+f.field.Name]
-		c.Secret = f.field.Tag.Get("secret") == "true"
-		if err := b.value(c, f.field.Type); err != nil {
+	for f := range validate.YAMLFields(t) {
+		c := &Node{Key: f.Key, Path: join(n.Path, f.Key), Type: f.Field.Type}
+		doc := b.docs[typeName(f.Owner)+"."+f.Field.Name]
+		c.Secret = f.Field.Tag.Get("secret") == "true"
+		if err := b.value(c, f.Field.Type); err != nil {
 			return err
 		}
 		c.Enum = enumOf(doc)
-		c.Doc = yamlNames(doc, f.field.Name, f.key, f.owner)
+		c.Doc = yamlNames(doc, f.Field.Name, f.Key, f.Owner)
 		if doc == "" {
 			// A section without its own comment: its type's.
 			e := c
@@ -145,7 +146,7 @@ func (b *builder) object(n *Node, t reflect.Type) error {
 			}
 			if e.Shape == Object {
 				t := deref(e.Type)
-				c.Doc = yamlNames(b.docs[typeName(t)], t.Name(), f.key, t)
+				c.Doc = yamlNames(b.docs[typeName(t)], t.Name(), f.Key, t)
 			}
 		}
 		n.Fields = append(n.Fields, c)
@@ -212,47 +213,6 @@ func (b *builder) value(n *Node, t reflect.Type) error {
 	return nil
 }
 
-// field is one YAML key of a struct, with the struct that declares it (for
-// inline fields, the inlined struct).
-type field struct {
-	key   string
-	field reflect.StructField
-	owner reflect.Type
-}
-
-// yamlFields yields the keys of struct t as go.yaml.in/yaml/v3 decodes them.
-func yamlFields(t reflect.Type) func(func(field) bool) {
-	return func(yield func(field) bool) {
-		var walk func(t reflect.Type) bool
-		walk = func(t reflect.Type) bool {
-			for i := range t.NumField() {
-				f := t.Field(i)
-				if !f.IsExported() {
-					continue
-				}
-				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-				if name == "-" {
-					continue
-				}
-				if strings.Contains(opts, "inline") {
-					if !walk(deref(f.Type)) {
-						return false
-					}
-					continue
-				}
-				if name == "" {
-					name = strings.ToLower(f.Name)
-				}
-				if !yield(field{name, f, t}) {
-					return false
-				}
-			}
-			return true
-		}
-		walk(t)
-	}
-}
-
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -284,12 +244,12 @@ func yamlNames(doc, goName, key string, owner reflect.Type) string {
 	if rest, ok := strings.CutPrefix(doc, goName); ok && (rest == "" || !isLetter(rest[0])) {
 		doc = "`" + key + "`" + rest
 	}
-	for f := range yamlFields(owner) {
-		n := f.field.Name
+	for f := range validate.YAMLFields(owner) {
+		n := f.Field.Name
 		if !camel.MatchString(n) {
 			continue
 		}
-		doc = regexp.MustCompile(`\b`+n+`\b`).ReplaceAllString(doc, "`"+f.key+"`")
+		doc = regexp.MustCompile(`\b`+n+`\b`).ReplaceAllString(doc, "`"+f.Key+"`")
 	}
 	return doc
 }
@@ -368,9 +328,9 @@ func collect(v reflect.Value, path string, out map[string]reflect.Value) {
 	if _, custom := customTypes[typeName(t)]; !custom {
 		switch v.Kind() {
 		case reflect.Struct:
-			for f := range yamlFields(t) {
+			for f := range validate.YAMLFields(t) {
 				fv := v.FieldByIndex(fieldIndex(t, f))
-				collect(fv, join(path, f.key), out)
+				collect(fv, join(path, f.Key), out)
 			}
 			return
 		case reflect.Slice:
@@ -397,14 +357,14 @@ func collect(v reflect.Value, path string, out map[string]reflect.Value) {
 }
 
 // fieldIndex finds f (possibly inside inline structs) in t.
-func fieldIndex(t reflect.Type, f field) []int {
+func fieldIndex(t reflect.Type, f validate.YAMLField) []int {
 	var idx []int
 	var find func(t reflect.Type, prefix []int) bool
 	find = func(t reflect.Type, prefix []int) bool {
 		for i := range t.NumField() {
 			sf := t.Field(i)
 			here := append(slices.Clone(prefix), i)
-			if sf.Name == f.field.Name && t == f.owner {
+			if sf.Name == f.Field.Name && t == f.Owner {
 				idx = here
 				return true
 			}

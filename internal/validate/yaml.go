@@ -3,6 +3,7 @@ package validate
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"reflect"
 	"regexp"
 	"slices"
@@ -170,31 +171,58 @@ func suggest(key string, fields map[string]reflect.Type) string {
 
 func yamlFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" {
-			continue
-		}
-		if strings.Contains(opts, "inline") {
-			ft := f.Type
-			for ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			for k, v := range yamlFields(ft) {
-				out[k] = v
-			}
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		out[name] = f.Type
+	for f := range YAMLFields(t) {
+		out[f.Key] = f.Field.Type
 	}
 	return out
+}
+
+// YAMLField is one YAML key of a struct, with the struct that declares it
+// (for inline fields, the inlined struct).
+type YAMLField struct {
+	Key   string
+	Field reflect.StructField
+	Owner reflect.Type
+}
+
+// YAMLFields yields the keys of struct t as go.yaml.in/yaml/v3 decodes them:
+// exported fields, by yaml tag or lower-cased name, "-" skipped, inline
+// structs flattened. The strict checks here and the generated reference
+// (configref) walk the config with it.
+func YAMLFields(t reflect.Type) iter.Seq[YAMLField] {
+	return func(yield func(YAMLField) bool) {
+		var walk func(t reflect.Type) bool
+		walk = func(t reflect.Type) bool {
+			for i := range t.NumField() {
+				f := t.Field(i)
+				if !f.IsExported() {
+					continue
+				}
+				name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+				if name == "-" {
+					continue
+				}
+				if strings.Contains(opts, "inline") {
+					ft := f.Type
+					for ft.Kind() == reflect.Pointer {
+						ft = ft.Elem()
+					}
+					if !walk(ft) {
+						return false
+					}
+					continue
+				}
+				if name == "" {
+					name = strings.ToLower(f.Name)
+				}
+				if !yield(YAMLField{name, f, t}) {
+					return false
+				}
+			}
+			return true
+		}
+		walk(t)
+	}
 }
 
 var (
