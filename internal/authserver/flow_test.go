@@ -280,16 +280,8 @@ func TestAuthenticateRejects(t *testing.T) {
 // (RFC 8725 §3.11, RFC 9068 §4).
 func TestOwnTokensRequireAtJWT(t *testing.T) {
 	e := newEnv(t, envOpt{})
-	c := e.register("http://127.0.0.1:3000/cb", true)
-	at := e.tokens(c)["access_token"].(string)
-	parsed, err := jwt.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var claims accessClaims
-	if err := parsed.UnsafeClaimsWithoutVerification(&claims); err != nil {
-		t.Fatal(err)
-	}
+	issuedClaims(t, e, &claims)
 	for _, tc := range []struct {
 		typ string
 		ok  bool
@@ -524,16 +516,8 @@ func TestNoAccessPage(t *testing.T) {
 // signatures by our keys with an allowed algorithm.
 func TestOwnTokenClaims(t *testing.T) {
 	e := newEnv(t, envOpt{})
-	c := e.register("http://127.0.0.1:3000/cb", true)
-	at := e.tokens(c)["access_token"].(string)
-	parsed, err := jwt.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var base map[string]any
-	if err := parsed.UnsafeClaimsWithoutVerification(&base); err != nil {
-		t.Fatal(err)
-	}
+	issuedClaims(t, e, &base)
 	now := e.clock.Now()
 	for _, tc := range []struct {
 		name   string
@@ -586,4 +570,19 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// issuedClaims decodes, into v, the claims of an access token e issues to
+// a newly registered client.
+func issuedClaims(t *testing.T, e *env, v any) {
+	t.Helper()
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	at := e.tokens(c)["access_token"].(string)
+	parsed, err := jwt.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parsed.UnsafeClaimsWithoutVerification(v); err != nil {
+		t.Fatal(err)
+	}
 }
