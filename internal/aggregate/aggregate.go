@@ -28,6 +28,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
@@ -106,7 +107,7 @@ func (e *Endpoint) Opened() []int64 {
 // it presented (the subject token of a token exchange in jwt and
 // introspection mode; never forwarded).
 type caller struct {
-	p     *authn.Principal
+	p     *identity.Principal
 	token string
 }
 
@@ -134,7 +135,7 @@ func callerOf(req sdk.Request) *caller {
 
 // Serve handles one HTTP request of the endpoint for p, whom the gateway
 // has authenticated and whose messages it has authorized.
-func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, p *authn.Principal) {
+func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, p *identity.Principal) {
 	tok, _ := authn.BearerToken(r)
 	r.Header["Authorization"] = innerToken
 	e.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, &caller{p, tok})))

@@ -14,8 +14,8 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
@@ -107,8 +107,8 @@ func (b *testBackend) proxy(t *testing.T, cred proxy.CredentialConfig) *proxy.Ba
 }
 
 var (
-	alice = &authn.Principal{Issuer: "https://idp", Subject: "alice", Username: "alice", Groups: []string{"ops"}}
-	bob   = &authn.Principal{Issuer: "https://idp", Subject: "bob", Username: "bob", Groups: []string{"dev"}}
+	alice = &identity.Principal{Issuer: "https://idp", Subject: "alice", Username: "alice", Groups: []string{"ops"}}
+	bob   = &identity.Principal{Issuer: "https://idp", Subject: "bob", Username: "bob", Groups: []string{"dev"}}
 )
 
 func testPolicy(t *testing.T) *policy.Holder {
@@ -132,7 +132,7 @@ type fixture struct {
 	vsphere  *testBackend
 	k8s      *testBackend
 	url      string
-	identity atomic.Pointer[authn.Principal]
+	identity atomic.Pointer[identity.Principal]
 }
 
 func newFixture(t *testing.T, cfg Config, extra ...string) *fixture {

@@ -16,7 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // session is one client session of the endpoint: the SDK server it talks
@@ -148,14 +148,14 @@ func (e *Endpoint) newServer(r *http.Request) *sdk.Server {
 	return s.server
 }
 
-func (s *session) principal() *authn.Principal {
+func (s *session) principal() *identity.Principal {
 	p, _ := s.caller()
 	return p
 }
 
 // caller returns the principal and bearer token of the session's latest
 // request, for the backend credential.
-func (s *session) caller() (*authn.Principal, string) {
+func (s *session) caller() (*identity.Principal, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.c.p, s.c.token

@@ -129,7 +129,7 @@ type Record struct {
 	UserAgent string `json:"user_agent,omitempty"`
 
 	// Identity: always issuer and subject, never only a display name
-	// (authn.Principal: Issuer, Subject, DisplayName(), Username, Email,
+	// (identity.Principal: Issuer, Subject, DisplayName(), Username, Email,
 	// Groups, ClientID, TokenID, SessionID).
 	Issuer    string   `json:"issuer,omitempty"`
 	Subject   string   `json:"subject,omitempty"`

@@ -1,3 +1,6 @@
+// Package authn turns a request's credential into a Principal: bearer JWTs
+// verified against an issuer's JWKS, opaque tokens by RFC 7662 introspection,
+// or a Cloudflare Access assertion header.
 package authn
 
 import (
@@ -10,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -36,7 +40,7 @@ var (
 // The returned Principal may be shared with other requests carrying the same
 // token (it is cached); callers must treat it as read-only.
 type Authenticator interface {
-	Authenticate(r *http.Request) (*Principal, error)
+	Authenticate(r *http.Request) (*identity.Principal, error)
 }
 
 // Readier is implemented by every Authenticator from New. Ready reports
@@ -50,7 +54,7 @@ type Readier interface {
 // Authorization header (for example a token-exchange subject token).
 // Implemented by the jwt and introspection authenticators.
 type TokenVerifier interface {
-	Verify(ctx context.Context, token string) (*Principal, error)
+	Verify(ctx context.Context, token string) (*identity.Principal, error)
 }
 
 // Options are runtime dependencies; zero values are safe defaults.

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // tokenKey is the cache key of a token: its SHA-256, so raw tokens are never
@@ -22,7 +24,7 @@ func keyOf(token string) tokenKey {
 
 // cacheEntry is a verification result. p == nil records a negative result.
 type cacheEntry struct {
-	p       *Principal
+	p       *identity.Principal
 	expires int64 // unix nanoseconds
 }
 
@@ -81,7 +83,7 @@ func (c *tokenCache) get(k tokenKey, now time.Time) (cacheEntry, bool) {
 }
 
 // put stores a result until expires; results already expired are not stored.
-func (c *tokenCache) put(k tokenKey, p *Principal, expires, now time.Time) {
+func (c *tokenCache) put(k tokenKey, p *identity.Principal, expires, now time.Time) {
 	if c == nil || !expires.After(now) {
 		return
 	}

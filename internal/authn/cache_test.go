@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 func TestTokenCacheBoundedAndExpiring(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	c := newTokenCache(10)
-	p := &Principal{Subject: "s"}
+	p := &identity.Principal{Subject: "s"}
 	for i := range 25 {
 		c.put(keyOf(fmt.Sprint(i)), p, now.Add(time.Minute), now)
 		if n := c.len(); n > 10 {
@@ -36,7 +38,7 @@ func TestTokenCacheBoundedAndExpiring(t *testing.T) {
 func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	c := newTokenCache(4)
-	p := &Principal{}
+	p := &identity.Principal{}
 	c.put(keyOf("live"), p, now.Add(time.Hour), now)
 	for i := range 3 {
 		c.put(keyOf(fmt.Sprint("short", i)), p, now.Add(time.Second), now)
@@ -54,7 +56,7 @@ func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 func TestNilCacheNeverHits(t *testing.T) {
 	c := newTokenCache(-1)
 	now := time.Now()
-	c.put(keyOf("x"), &Principal{}, now.Add(time.Hour), now)
+	c.put(keyOf("x"), &identity.Principal{}, now.Add(time.Hour), now)
 	if _, ok := c.get(keyOf("x"), now); ok {
 		t.Fatal("disabled cache hit")
 	}
@@ -65,7 +67,7 @@ func TestNilCacheNeverHits(t *testing.T) {
 func TestTokenCacheKeepsUsedEntries(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	c := newTokenCache(8)
-	p := &Principal{}
+	p := &identity.Principal{}
 	c.put(keyOf("hot"), p, now.Add(time.Hour), now)
 	for i := range 1000 {
 		if _, ok := c.get(keyOf("hot"), now); !ok {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // LookupClaim finds a claim by name (the claim-path syntax of every
@@ -101,8 +103,8 @@ func numericDate(m map[string]any, name string) (t time.Time, ok, bad bool) {
 
 // principalFromClaims fills a Principal from verified claims. The claims map
 // is kept as Principal.Claims and must not be modified afterwards.
-func principalFromClaims(claims map[string]any, cc *ClaimsConfig) *Principal {
-	p := &Principal{
+func principalFromClaims(claims map[string]any, cc *ClaimsConfig) *identity.Principal {
+	p := &identity.Principal{
 		Issuer:    stringClaim(claims, "iss"),
 		Subject:   stringClaim(claims, "sub"),
 		Email:     stringClaim(claims, "email"),

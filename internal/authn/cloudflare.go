@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"strings"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // CloudflareAssertionHeader carries the signed Cloudflare Access JWT.
@@ -41,7 +43,7 @@ func newCloudflareAuthenticator(cfg Config, opts Options) *cloudflareAuthenticat
 }
 
 // Authenticate verifies the Cf-Access-Jwt-Assertion header.
-func (a *cloudflareAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
+func (a *cloudflareAuthenticator) Authenticate(r *http.Request) (*identity.Principal, error) {
 	vals := r.Header.Values(CloudflareAssertionHeader)
 	switch len(vals) {
 	case 0:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/flight"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
@@ -49,7 +50,7 @@ type introspector struct {
 	// cached results of valid tokens.
 	rejected *tokenCache
 	disc     *discoverer // nil when the endpoint is configured
-	flight   flight.Group[*Principal]
+	flight   flight.Group[*identity.Principal]
 
 	ready     atomic.Bool
 	probeMu   sync.Mutex
@@ -78,7 +79,7 @@ func newIntrospector(cfg Config, opts Options) *introspector {
 }
 
 // Authenticate introspects the request's bearer token.
-func (i *introspector) Authenticate(r *http.Request) (*Principal, error) {
+func (i *introspector) Authenticate(r *http.Request) (*identity.Principal, error) {
 	tok, err := BearerToken(r)
 	if err != nil {
 		return nil, err
@@ -89,7 +90,7 @@ func (i *introspector) Authenticate(r *http.Request) (*Principal, error) {
 // Verify introspects a token. Results are cached by the token's SHA-256:
 // active ones until min(exp, cache_ttl), rejected ones for 5s; concurrent
 // requests with the same new token share one introspection call.
-func (i *introspector) Verify(ctx context.Context, token string) (*Principal, error) {
+func (i *introspector) Verify(ctx context.Context, token string) (*identity.Principal, error) {
 	if len(token) > maxTokenBytes {
 		return nil, invalid("token longer than %d bytes", maxTokenBytes)
 	}
@@ -102,12 +103,12 @@ func (i *introspector) Verify(ctx context.Context, token string) (*Principal, er
 	if _, ok := i.rejected.get(key, i.now()); ok {
 		return nil, invalid("token rejected by introspection (cached)")
 	}
-	return i.flight.Do(ctx, string(key[:]), func(ctx context.Context) (*Principal, error) {
+	return i.flight.Do(ctx, string(key[:]), func(ctx context.Context) (*identity.Principal, error) {
 		return i.introspect(ctx, key, token)
 	})
 }
 
-func (i *introspector) introspect(ctx context.Context, key tokenKey, token string) (*Principal, error) {
+func (i *introspector) introspect(ctx context.Context, key tokenKey, token string) (*identity.Principal, error) {
 	resp, err := i.call(ctx, token)
 	if err != nil {
 		i.log.Warn("authn: introspection failed", "error", err)
@@ -125,7 +126,7 @@ func (i *introspector) introspect(ctx context.Context, key tokenKey, token strin
 
 // evaluate applies our acceptance rules to an introspection response and
 // returns the Principal and how long it may be cached.
-func (i *introspector) evaluate(resp map[string]any, now time.Time) (*Principal, time.Time, error) {
+func (i *introspector) evaluate(resp map[string]any, now time.Time) (*identity.Principal, time.Time, error) {
 	if active, _ := resp["active"].(bool); !active {
 		return nil, time.Time{}, invalid("token is not active")
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // testIntrospection is an RFC 7662 endpoint answering from a token table.
@@ -125,11 +127,11 @@ func TestIntrospectionActive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &Principal{
+	want := &identity.Principal{
 		Issuer: "https://auth.example.com", Subject: "u-1", Username: "carol", Scopes: []string{"mcp:read", "mcp:tools"},
 		ClientID: "cursor", Groups: []string{"ops", "admins"}, Audience: []string{aud}, ExpiresAt: clock.Now().Add(time.Hour),
 	}
-	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(Principal{}, "Claims")); diff != "" {
+	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(identity.Principal{}, "Claims")); diff != "" {
 		t.Errorf("principal (-want +got):\n%s", diff)
 	}
 	srv.mu.Lock()

@@ -13,6 +13,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
@@ -142,7 +143,7 @@ func NewLocalVerifier(li LocalIssuer) *Verifier {
 }
 
 // Verify returns the Principal for a valid token.
-func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error) {
+func (v *Verifier) Verify(ctx context.Context, token string) (*identity.Principal, error) {
 	return v.verify(ctx, token)
 }
 
@@ -175,7 +176,7 @@ func (v *Verifier) SignedClaims(ctx context.Context, token string) (map[string]a
 
 // verify returns the Principal for a valid token, from the cache when this
 // exact token was verified before and has not expired.
-func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error) {
+func (v *Verifier) verify(ctx context.Context, token string) (*identity.Principal, error) {
 	if len(token) > maxTokenBytes {
 		return nil, invalid("token longer than %d bytes", maxTokenBytes)
 	}
@@ -203,7 +204,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error)
 	return p, nil
 }
 
-func (v *Verifier) verifyUncached(ctx context.Context, token string, now time.Time) (*Principal, error) {
+func (v *Verifier) verifyUncached(ctx context.Context, token string, now time.Time) (*identity.Principal, error) {
 	claims, ti, err := v.signedClaims(ctx, token)
 	if err != nil {
 		return nil, err
@@ -295,7 +296,7 @@ func verifyWithAny(jws *jose.JSONWebSignature, keys []jose.JSONWebKey) bool {
 }
 
 // checkClaims applies RFC 7519 §4.1 and RFC 9068 §4 to verified claims.
-func (ti *trustedIssuer) checkClaims(claims map[string]any, now time.Time) (*Principal, error) {
+func (ti *trustedIssuer) checkClaims(claims map[string]any, now time.Time) (*identity.Principal, error) {
 	leeway := ti.cfg.Leeway
 	exp, ok, bad := numericDate(claims, "exp")
 	switch {
@@ -412,7 +413,7 @@ func newJWTAuthenticator(cfg Config, opts Options) *jwtAuthenticator {
 }
 
 // Authenticate verifies the request's bearer JWT.
-func (a *jwtAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
+func (a *jwtAuthenticator) Authenticate(r *http.Request) (*identity.Principal, error) {
 	tok, err := BearerToken(r)
 	if err != nil {
 		return nil, err
@@ -421,7 +422,7 @@ func (a *jwtAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
 }
 
 // Verify verifies a bearer JWT.
-func (a *jwtAuthenticator) Verify(ctx context.Context, token string) (*Principal, error) {
+func (a *jwtAuthenticator) Verify(ctx context.Context, token string) (*identity.Principal, error) {
 	return a.v.verify(ctx, token)
 }
 

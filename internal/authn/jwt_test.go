@@ -17,6 +17,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 const aud = "https://mcp.example.com/mcp"
@@ -44,13 +46,13 @@ func TestJWTAccepts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Authenticate: %v", err)
 			}
-			want := &Principal{
+			want := &identity.Principal{
 				Issuer: idp.URL, Subject: "alice-id", Username: "alice", Email: "alice@example.com",
 				EmailVerified: true, Groups: []string{"mcp-readers", "ops"}, Scopes: []string{"mcp:read", "mcp:write"},
 				ClientID: "claude", TokenID: "tok-1", SessionID: "sess-9", Audience: []string{"other", aud},
 				ExpiresAt: now.Add(time.Hour),
 			}
-			if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(Principal{}, "Claims"), cmpopts.EquateApproxTime(time.Second)); diff != "" {
+			if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(identity.Principal{}, "Claims"), cmpopts.EquateApproxTime(time.Second)); diff != "" {
 				t.Errorf("principal (-want +got):\n%s", diff)
 			}
 			if p.Claims["tsid"] != "sess-9" {

@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
@@ -115,7 +115,7 @@ func (s *Server) withIdentity(rec *audit.Record, id *idp.Identity) *audit.Record
 	}
 	rec.Issuer, rec.Subject = s.issuer, id.Subject
 	rec.Username, rec.Email, rec.Groups = id.Username, id.Email, id.Groups
-	rec.User = (&authn.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName()
+	rec.User = (&identity.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName()
 	return rec
 }
 

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -541,7 +541,7 @@ func (s *Server) noAccess(w http.ResponseWriter, r *http.Request, f *flow) bool 
 	if s.grantsNothing == nil || !s.grantsNothing(s.principalOf(id)) {
 		return false
 	}
-	who := (&authn.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName()
+	who := (&identity.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName()
 	s.log.WarnContext(r.Context(), "signed-in user has no role", "client_id", f.ar.ClientID, "user", id.Key(), "groups", id.Groups)
 	s.auditLoginFailed(r, f, "", "no role grants the user any tool")
 	groups := "The identity provider sent no groups for you."
@@ -554,8 +554,8 @@ func (s *Server) noAccess(w http.ResponseWriter, r *http.Request, f *flow) bool 
 }
 
 // principalOf is the principal that tokens for id will carry (verifyAccess).
-func (s *Server) principalOf(id *idp.Identity) *authn.Principal {
-	return &authn.Principal{
+func (s *Server) principalOf(id *idp.Identity) *identity.Principal {
+	return &identity.Principal{
 		Issuer: s.issuer, Subject: id.Subject, Username: id.Username,
 		Email: id.Email, EmailVerified: id.EmailVerified && id.Email != "", Groups: id.Groups,
 	}

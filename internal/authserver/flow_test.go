@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 func TestStaticFlowEndToEnd(t *testing.T) {
@@ -108,12 +109,12 @@ func TestStaticFlowEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &authn.Principal{
+	want := &identity.Principal{
 		Issuer: e.iss, Subject: testUser, Username: testUser, Email: "alice@example.com", EmailVerified: true,
 		Groups: []string{"admins"}, Scopes: []string{"mcp:read"}, ClientID: c.ID, SessionID: claims["tsid"].(string),
 		Audience: []string{e.iss + "/mcp"},
 	}
-	if d := cmp.Diff(want, pr, cmpopts.IgnoreFields(authn.Principal{}, "TokenID", "ExpiresAt", "Claims")); d != "" {
+	if d := cmp.Diff(want, pr, cmpopts.IgnoreFields(identity.Principal{}, "TokenID", "ExpiresAt", "Claims")); d != "" {
 		t.Errorf("principal (-want +got):\n%s", d)
 	}
 
@@ -468,9 +469,9 @@ func TestCookiesOverTLS(t *testing.T) {
 // with the groups the IdP sent, and no code is issued; a user with a role
 // signs in as before.
 func TestNoAccessPage(t *testing.T) {
-	var asked []*authn.Principal
+	var asked []*identity.Principal
 	e, sink := auditedEnv(t, envOpt{deps: func(d *Deps) {
-		d.GrantsNothing = func(p *authn.Principal) bool {
+		d.GrantsNothing = func(p *identity.Principal) bool {
 			asked = append(asked, p)
 			return !slices.Contains(p.Groups, "mcp-users")
 		}
@@ -501,7 +502,7 @@ func TestNoAccessPage(t *testing.T) {
 	}
 	// A user the policy gives something signs in as before.
 	e2 := newEnv(t, envOpt{deps: func(d *Deps) {
-		d.GrantsNothing = func(p *authn.Principal) bool { return !slices.Contains(p.Groups, "admins") }
+		d.GrantsNothing = func(p *identity.Principal) bool { return !slices.Contains(p.Groups, "admins") }
 	}})
 	c2 := e2.register("http://127.0.0.1:3000/callback", true)
 	if q := e2.login(e2.browser(), authorizeParams(c2)); q.Get("code") == "" {

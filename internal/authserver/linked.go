@@ -16,8 +16,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -475,7 +475,7 @@ func (s *Server) handleLinkPage(w http.ResponseWriter, r *http.Request) {
 	var id idp.Identity
 	_ = json.Unmarshal(g.Identity, &id)
 	s.render(w, r, http.StatusOK, web.PageLink, linkPage{
-		Provider: lp.cfg.DisplayName, User: (&authn.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName(),
+		Provider: lp.cfg.DisplayName, User: (&identity.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName(),
 		Action: s.basePath + "/link/" + lp.cfg.Name, RequestID: ar.ID, CSRF: ar.ConsentCSRF,
 	})
 }

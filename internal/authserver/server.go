@@ -26,6 +26,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
@@ -78,7 +79,7 @@ type Deps struct {
 	// GrantsNothing reports whether the policy certainly gives a signed-in
 	// user no tool, prompt or resource at all: such a sign-in ends on a page
 	// that says so instead of in an empty tool list. Optional.
-	GrantsNothing func(*authn.Principal) bool
+	GrantsNothing func(*identity.Principal) bool
 }
 
 // Server is the authorization server.
@@ -100,7 +101,7 @@ type Server struct {
 	pages    *web.Renderer
 	auditor  Auditor
 	// grantsNothing is Deps.GrantsNothing (nil: not checked).
-	grantsNothing func(*authn.Principal) bool
+	grantsNothing func(*identity.Principal) bool
 
 	static   map[string]*staticClient
 	cimd     *cimdFetcher

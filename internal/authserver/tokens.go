@@ -14,6 +14,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
@@ -201,7 +202,7 @@ func (s *Server) revokeGrant(ctx context.Context, tsid, reason string) error {
 // Authenticate validates an access token this server issued, taken from the
 // request's Authorization header, for the resource the request path
 // belongs to. Errors wrap the authn sentinels (authn.Describe maps them).
-func (s *Server) Authenticate(r *http.Request) (*authn.Principal, error) {
+func (s *Server) Authenticate(r *http.Request) (*identity.Principal, error) {
 	tok, err := authn.BearerToken(r)
 	if err != nil {
 		return nil, err
@@ -211,7 +212,7 @@ func (s *Server) Authenticate(r *http.Request) (*authn.Principal, error) {
 
 // Verify validates an access token issued by this server for any of its
 // resources (authn.TokenVerifier).
-func (s *Server) Verify(ctx context.Context, token string) (*authn.Principal, error) {
+func (s *Server) Verify(ctx context.Context, token string) (*identity.Principal, error) {
 	return s.verify(ctx, token, "")
 }
 
@@ -240,7 +241,7 @@ func invalid(format string, args ...any) error {
 // audience among our resources; results cached by token hash), then the
 // audience against resource ("" = any of ours) and that the grant is still
 // active.
-func (s *Server) verify(ctx context.Context, token, resource string) (*authn.Principal, error) {
+func (s *Server) verify(ctx context.Context, token, resource string) (*identity.Principal, error) {
 	if len(token) > 16<<10 {
 		return nil, invalid("token too large")
 	}

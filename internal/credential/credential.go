@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // Header is a request header field to set on the backend request.
@@ -27,7 +27,7 @@ type Header struct{ Name, Value string }
 
 // Subject is the caller a credential is obtained for.
 type Subject struct {
-	Principal *authn.Principal
+	Principal *identity.Principal
 	// Token is the bearer token the client presented to the gateway. It is
 	// the subject token of an exchange only when the gateway validates
 	// tokens of an external issuer (SubjectIncoming); the gateway's own

@@ -24,7 +24,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // TestTokenExchangeRequest: an RFC 8693 request carries the user's token as
@@ -284,7 +284,7 @@ func TestExchangeCache(t *testing.T) {
 			okExchange("for-"+f.Get("subject_token"), 300)(w, f)
 		})
 		f := newFixture(t, exchangeConfig(s.url()), SubjectUpstream, upstreamMap{"tsid-a": "up-a", "tsid-b": "up-b", "tsid-a2": "up-a2"})
-		get := func(p *authn.Principal) string {
+		get := func(p *identity.Principal) string {
 			t.Helper()
 			h, err := f.p.Get(context.Background(), Subject{Principal: p})
 			if err != nil {
@@ -406,7 +406,7 @@ func TestNoSubject(t *testing.T) {
 		s Subject
 	}{
 		"no principal":                   {up.p, Subject{}},
-		"no token session":               {up.p, Subject{Principal: &authn.Principal{Subject: "x"}}},
+		"no token session":               {up.p, Subject{Principal: &identity.Principal{Subject: "x"}}},
 		"session without upstream token": {up.p, Subject{Principal: alice}},
 		"jwt mode without a token":       {in.p, Subject{Principal: alice}},
 	} {
@@ -610,9 +610,9 @@ func TestCacheHitRatio(t *testing.T) {
 		okExchange("for-"+f.Get("subject_token"), 3600)(w, f)
 	})
 	up := upstreamMap{}
-	users := make([]*authn.Principal, 10)
+	users := make([]*identity.Principal, 10)
 	for i := range users {
-		users[i] = &authn.Principal{Issuer: "https://idp.example", Subject: fmt.Sprint("user", i), SessionID: fmt.Sprint("tsid", i)}
+		users[i] = &identity.Principal{Issuer: "https://idp.example", Subject: fmt.Sprint("user", i), SessionID: fmt.Sprint("tsid", i)}
 		up[users[i].SessionID] = fmt.Sprint("upstream", i)
 	}
 	f := newFixture(t, exchangeConfig(s.url()), SubjectUpstream, up)

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -170,8 +170,8 @@ func (f *fixture) count(result string) float64 {
 }
 
 var (
-	alice = &authn.Principal{Issuer: "https://idp.example", Subject: "alice", Username: "alice", SessionID: "tsid-a", ClientID: "c1"}
-	bob   = &authn.Principal{Issuer: "https://idp.example", Subject: "bob", SessionID: "tsid-b"}
+	alice = &identity.Principal{Issuer: "https://idp.example", Subject: "alice", Username: "alice", SessionID: "tsid-a", ClientID: "c1"}
+	bob   = &identity.Principal{Issuer: "https://idp.example", Subject: "bob", SessionID: "tsid-b"}
 )
 
 // mustNotLeak fails if any of secrets occurs in s.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 type linkedFunc func(ctx context.Context, tsid, provider string, start bool) (string, error)
@@ -34,12 +34,12 @@ func TestLinkedProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := &authn.Principal{Subject: "alice", SessionID: "tsid-1"}
+	alice := &identity.Principal{Subject: "alice", SessionID: "tsid-1"}
 	h, err := p.Get(t.Context(), Subject{Principal: alice, ActsForUser: true})
 	if err != nil || h != (Header{Name: "Authorization", Value: "Bearer gh-token"}) || !gotStart {
 		t.Errorf("linked: %+v %v start=%v", h, err, gotStart)
 	}
-	if _, err := p.Get(t.Context(), Subject{Principal: &authn.Principal{Subject: "bob"}}); !errors.Is(err, ErrNoSubject) {
+	if _, err := p.Get(t.Context(), Subject{Principal: &identity.Principal{Subject: "bob"}}); !errors.Is(err, ErrNoSubject) {
 		t.Errorf("no token session: %v", err)
 	}
 	link := &LinkRequiredError{Provider: "gh", URL: "https://gw/link/gh?id=x"}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 )
 
@@ -24,7 +24,7 @@ func benchEngine(b *testing.B, rules bool) *Engine {
 	return e
 }
 
-var benchPrincipal = &authn.Principal{Issuer: "https://idp.test", Subject: "bob", Username: "bob",
+var benchPrincipal = &identity.Principal{Issuer: "https://idp.test", Subject: "bob", Username: "bob",
 	Groups: []string{"Domain Users", "vsphere-operators", "staff"}, Scopes: []string{"openid", "vsphere:host"}}
 
 // BenchmarkDecide: a role-granted call, no Cedar rule applies.

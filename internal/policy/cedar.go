@@ -19,7 +19,7 @@ import (
 	"github.com/cedar-policy/cedar-go/x/exp/ast"
 	"github.com/go-json-experiment/json/jsontext"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -524,7 +524,7 @@ func evalCedarAnyArgs(sel policyIter, r *resolved, action, resType, name, backen
 // whose parents are its Group and Role entities (roles after inheritance),
 // so `principal in Role::"operator"` and `principal in Group::"g"` work. The
 // email attribute is present only when the token says it is verified.
-func principalEntity(p *authn.Principal, roles []string) (types.EntityUID, types.EntityMap) {
+func principalEntity(p *identity.Principal, roles []string) (types.EntityUID, types.EntityMap) {
 	uid := cedar.NewEntityUID(TypeUser, cedar.String(p.Key()))
 	var parents []types.EntityUID
 	groups := make([]types.Value, 0, len(p.Groups))

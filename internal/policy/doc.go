@@ -5,7 +5,7 @@
 //
 // # Inputs
 //
-// The caller is an authn.Principal: issuer and subject (its identity),
+// The caller is an identity.Principal: issuer and subject (its identity),
 // groups, scopes, email (trusted only when email_verified), username and
 // client id. The request is the method, the backend, the name it acts on
 // (tool name, prompt name, resource URI) and the arguments.

@@ -12,7 +12,7 @@ import (
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
@@ -392,9 +392,9 @@ type principalCache struct {
 
 const maxCached = 10000
 
-var anonymous = &authn.Principal{}
+var anonymous = &identity.Principal{}
 
-func (e *Engine) resolve(p *authn.Principal) *resolved {
+func (e *Engine) resolve(p *identity.Principal) *resolved {
 	if p == nil {
 		p = anonymous
 	}
@@ -445,7 +445,7 @@ func (e *Engine) resolve(p *authn.Principal) *resolved {
 	return r
 }
 
-func (e *Engine) resolveUncached(p *authn.Principal) *resolved {
+func (e *Engine) resolveUncached(p *identity.Principal) *resolved {
 	r := &resolved{via: map[string][]string{}}
 	direct := func(role, how string) {
 		cr, ok := e.roles[role]
@@ -496,7 +496,7 @@ func (r *resolved) anyArgsContext(backend string) types.Record {
 	return c
 }
 
-func (u *userGrant) matches(p *authn.Principal) bool {
+func (u *userGrant) matches(p *identity.Principal) bool {
 	switch {
 	case u.key.email != "":
 		return p.EmailVerified && p.Email != "" && strings.EqualFold(p.Email, u.key.email)
@@ -508,7 +508,7 @@ func (u *userGrant) matches(p *authn.Principal) bool {
 
 // availableScopes are the token's scopes, or the fallback scopes when the
 // token has no scope claim (authn leaves Scopes nil then).
-func (e *Engine) availableScopes(p *authn.Principal) ([]string, bool) {
+func (e *Engine) availableScopes(p *identity.Principal) ([]string, bool) {
 	if p == nil {
 		return e.fallback, true
 	}
@@ -520,7 +520,7 @@ func (e *Engine) availableScopes(p *authn.Principal) ([]string, bool) {
 
 // Decide authorizes one message. It is the single decision used for calls
 // and (through Visible) for list filtering.
-func (e *Engine) Decide(p *authn.Principal, req Request) Decision {
+func (e *Engine) Decide(p *identity.Principal, req Request) Decision {
 	return e.finish(e.decide(p, &req, nil))
 }
 
@@ -528,7 +528,7 @@ func (e *Engine) Decide(p *authn.Principal, req Request) Decision {
 // call of it could be allowed with some arguments. method is the list
 // method (tools/list, prompts/list, resources/list,
 // resources/templates/list) or the corresponding call method.
-func (e *Engine) Visible(p *authn.Principal, method, backend, name string) bool {
+func (e *Engine) Visible(p *identity.Principal, method, backend, name string) bool {
 	return e.visible(e.resolve(p), method, backend, name)
 }
 
@@ -577,7 +577,7 @@ func (e *Engine) methodDenied(method string) *Decision {
 }
 
 // decide is Decide before shadow mode; x, when set, collects details.
-func (e *Engine) decide(p *authn.Principal, req *Request, x *Explanation) Decision {
+func (e *Engine) decide(p *identity.Principal, req *Request, x *Explanation) Decision {
 	if req.Response {
 		return allowed("client-response")
 	}
@@ -711,7 +711,7 @@ func (e *Engine) evalNamed(r *resolved, method string, k kind, backend, name str
 }
 
 // decideNamed is evalNamed turned into a Decision.
-func (e *Engine) decideNamed(p *authn.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) Decision {
+func (e *Engine) decideNamed(p *identity.Principal, method string, k kind, backend, name string, args json.RawMessage, anyArgs bool, x *Explanation) Decision {
 	noun := kindNouns[k]
 	if name == "" {
 		return denied(RuleDefaultDeny, fmt.Sprintf("permission denied: %s without a %s name", method, noun))
@@ -791,7 +791,7 @@ func (e *Engine) requiredScopes(tool string) ([]string, string) {
 // policy, no role from a group or users entry, and no Cedar permit rule
 // that might grant without a role. The authorization server uses it to tell
 // a user so at sign-in instead of showing an empty tool list.
-func (e *Engine) GrantsNothing(p *authn.Principal) bool {
+func (e *Engine) GrantsNothing(p *identity.Principal) bool {
 	if e.shadow || len(e.resolve(p).roles) > 0 {
 		return false
 	}

@@ -9,23 +9,23 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 )
 
 const iss = "https://idp.test"
 
-func user(sub string, groups ...string) *authn.Principal {
-	return &authn.Principal{Issuer: iss, Subject: sub, Username: sub, Groups: groups}
+func user(sub string, groups ...string) *identity.Principal {
+	return &identity.Principal{Issuer: iss, Subject: sub, Username: sub, Groups: groups}
 }
 
-func withScopes(p *authn.Principal, scopes ...string) *authn.Principal {
+func withScopes(p *identity.Principal, scopes ...string) *identity.Principal {
 	c := *p
 	c.Scopes = append([]string{}, scopes...) // non-nil: the token has a scope claim
 	return &c
 }
 
-func withEmail(p *authn.Principal, email string, verified bool) *authn.Principal {
+func withEmail(p *identity.Principal, email string, verified bool) *identity.Principal {
 	c := *p
 	c.Email, c.EmailVerified = email, verified
 	return &c
@@ -89,7 +89,7 @@ func TestDecide(t *testing.T) {
 	e := mustCompile(t, testConfig())
 	tests := []struct {
 		name string
-		p    *authn.Principal
+		p    *identity.Principal
 		req  Request
 		want Decision
 	}{
@@ -122,9 +122,9 @@ func TestDecide(t *testing.T) {
 		// Per-user grants
 		{"user by issuer and subject", withScopes(user("root-1"), "vm:delete"), call("delete_everything", ""),
 			Decision{Allow: true, Effect: "allow", Rule: "role:breakglass tools:*"}},
-		{"user key needs the same issuer", &authn.Principal{Issuer: "https://other.test", Subject: "root-1"}, call("list_vms", ""),
+		{"user key needs the same issuer", &identity.Principal{Issuer: "https://other.test", Subject: "root-1"}, call("list_vms", ""),
 			Decision{Effect: "deny", Rule: "default-deny", Reason: `permission denied: no role grants tool "list_vms" (the caller has no roles)`}},
-		{"user by sub: any issuer", &authn.Principal{Issuer: "https://other.test", Subject: "svc-backup"}, call("power_off", ""),
+		{"user by sub: any issuer", &identity.Principal{Issuer: "https://other.test", Subject: "svc-backup"}, call("power_off", ""),
 			Decision{Allow: true, Effect: "allow", Rule: "role:operator tools:power_*"}},
 		{"user by bare subject", user("plain-subject"), call("list_vms", ""),
 			Decision{Allow: true, Effect: "allow", Rule: "role:reader tools:list_*"}},
@@ -305,7 +305,7 @@ func TestShadowMode(t *testing.T) {
 	e := mustCompile(t, c)
 	tests := []struct {
 		name string
-		p    *authn.Principal
+		p    *identity.Principal
 		req  Request
 		want Decision
 	}{
@@ -334,7 +334,7 @@ func TestVisible(t *testing.T) {
 	e := mustCompile(t, testConfig())
 	tests := []struct {
 		name            string
-		p               *authn.Principal
+		p               *identity.Principal
 		method, backend string
 		item            string
 		want            bool
@@ -373,7 +373,7 @@ func TestVisibleAgreesWithDecide(t *testing.T) {
 	e := mustCompile(t, testConfig())
 	tools := []string{"list_vms", "get_vm_info", "power_on", "power_off", "create_snapshot", "delete_vm",
 		"run_cmd", "run_script", "search", "delete_everything", "LIST_VMS", "x"}
-	principals := []*authn.Principal{
+	principals := []*identity.Principal{
 		user("nobody"), user("a", "readers"), user("a", "operators"), withScopes(user("a", "operators"), "vm:delete"),
 		user("a", "admins"), withScopes(user("a", "admins"), "vm:delete", "vm:exec", "vm:write", "audit"),
 		user("a", "auditors"), user("mallory", "admins"), user("c", "readers", "contractors"),
@@ -550,25 +550,25 @@ func TestGrantsNothing(t *testing.T) {
 	e := mustCompile(t, c)
 	for _, tc := range []struct {
 		name string
-		p    *authn.Principal
+		p    *identity.Principal
 		want bool
 	}{
-		{"no groups", &authn.Principal{Issuer: iss, Subject: "nobody"}, true},
-		{"unmapped groups", &authn.Principal{Issuer: iss, Subject: "nobody", Groups: []string{"staff"}}, true},
-		{"mapped group", &authn.Principal{Issuer: iss, Subject: "u", Groups: []string{"staff", "readers"}}, false},
-		{"users entry", &authn.Principal{Issuer: iss, Subject: "svc-backup"}, false},
-		{"unverified email entry", &authn.Principal{Issuer: iss, Subject: "x", Email: "ops@example.com"}, true},
+		{"no groups", &identity.Principal{Issuer: iss, Subject: "nobody"}, true},
+		{"unmapped groups", &identity.Principal{Issuer: iss, Subject: "nobody", Groups: []string{"staff"}}, true},
+		{"mapped group", &identity.Principal{Issuer: iss, Subject: "u", Groups: []string{"staff", "readers"}}, false},
+		{"users entry", &identity.Principal{Issuer: iss, Subject: "svc-backup"}, false},
+		{"unverified email entry", &identity.Principal{Issuer: iss, Subject: "x", Email: "ops@example.com"}, true},
 	} {
 		if got := e.GrantsNothing(tc.p); got != tc.want {
 			t.Errorf("%s: GrantsNothing = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	// A permit rule may grant without a role; shadow mode lets everything through.
-	if mustCompile(t, testConfig()).GrantsNothing(&authn.Principal{Issuer: iss, Subject: "nobody"}) {
+	if mustCompile(t, testConfig()).GrantsNothing(&identity.Principal{Issuer: iss, Subject: "nobody"}) {
 		t.Error("GrantsNothing with a permit rule")
 	}
 	c.Mode = ModeShadow
-	if mustCompile(t, c).GrantsNothing(&authn.Principal{Issuer: iss, Subject: "nobody"}) {
+	if mustCompile(t, c).GrantsNothing(&identity.Principal{Issuer: iss, Subject: "nobody"}) {
 		t.Error("GrantsNothing in shadow mode")
 	}
 }

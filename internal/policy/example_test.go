@@ -4,7 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // The shipped example policy and its test table must stay in agreement:
@@ -88,7 +88,7 @@ func TestVSphereExampleMatchesLevels(t *testing.T) {
 		for _, tool := range tools {
 			n++
 			for gl, g := range groups {
-				p := &authn.Principal{Issuer: "https://issuer.test", Subject: "u", Groups: []string{g}, Scopes: []string{"vsphere:guest", "vsphere:host"}}
+				p := &identity.Principal{Issuer: "https://issuer.test", Subject: "u", Groups: []string{g}, Scopes: []string{"vsphere:guest", "vsphere:host"}}
 				d := e.Decide(p, Request{Method: "tools/call", Name: tool, Arguments: []byte(`{"vm_name":"web-1"}`)})
 				if want := gl >= level; d.Allow != want {
 					t.Errorf("%s (level %d) for %s (level %d): allow=%v (%s), want %v", tool, level, g, gl, d.Allow, d.Rule, want)

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // Explanation says why a request was allowed or denied and what would
@@ -48,7 +48,7 @@ type RuleResult struct {
 }
 
 // Explain decides req like Decide and explains the decision.
-func (e *Engine) Explain(p *authn.Principal, req Request) *Explanation {
+func (e *Engine) Explain(p *identity.Principal, req Request) *Explanation {
 	if p == nil {
 		p = anonymous
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 func TestExplain(t *testing.T) {
@@ -124,7 +124,7 @@ func TestExplain(t *testing.T) {
 // Explain must report the same decision as Decide.
 func TestExplainAgreesWithDecide(t *testing.T) {
 	e := mustCompile(t, testConfig())
-	for _, p := range []*authn.Principal{user("a"), user("a", "readers"), withScopes(user("a", "admins"), "vm:delete"), user("mallory", "admins")} {
+	for _, p := range []*identity.Principal{user("a"), user("a", "readers"), withScopes(user("a", "admins"), "vm:delete"), user("mallory", "admins")} {
 		for _, req := range []Request{call("list_vms", ""), call("delete_vm", `{"vm_name":"prod-1"}`), call("delete_vm", `{"vm_name":"dev-1"}`), {Method: "ping"}, {Method: "x"}} {
 			if diff := cmp.Diff(e.Decide(p, req), e.Explain(p, req).Decision); diff != "" {
 				t.Errorf("%s %s: (-Decide +Explain):\n%s", p.Subject, req.Name, diff)

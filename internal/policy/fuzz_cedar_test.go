@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // FuzzCedarPolicy: any Cedar text either fails to load with an error, or
@@ -66,7 +66,7 @@ func FuzzCedarPolicy(f *testing.F) {
 					permits["cedar:"+string(c.id)] = true
 				}
 			}
-			for _, p := range []*authn.Principal{someone, mallory} {
+			for _, p := range []*identity.Principal{someone, mallory} {
 				e.Decide(p, reqs[4]) // not a named call: decided by methods, just no panic
 				for _, req := range reqs[:4] {
 					d := e.Decide(p, req)

@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // ListView is Visible for one caller on one backend, with the caller's
@@ -17,7 +17,7 @@ type ListView struct {
 }
 
 // ListView returns the list-filtering view of p on backend.
-func (e *Engine) ListView(p *authn.Principal, backend string) ListView {
+func (e *Engine) ListView(p *identity.Principal, backend string) ListView {
 	return ListView{e: e, r: e.resolve(p), backend: backend}
 }
 

@@ -3,7 +3,7 @@ package policy
 import (
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // TestListViewKey: callers share a key exactly when their roles are the
@@ -13,21 +13,21 @@ func TestListViewKey(t *testing.T) {
 	noRules := testConfig()
 	noRules.Rules = nil
 	e := mustCompile(t, noRules)
-	key := func(e *Engine, p *authn.Principal, backend string) string { return e.ListView(p, backend).Key() }
+	key := func(e *Engine, p *identity.Principal, backend string) string { return e.ListView(p, backend).Key() }
 
-	same := [][2]*authn.Principal{
+	same := [][2]*identity.Principal{
 		{user("alice", "readers"), user("bob", "readers")},
-		{user("alice", "readers"), user("bob", "readers", "no-such-group")},                             // an unmapped group adds no role
-		{user("alice", "operators"), &authn.Principal{Issuer: "https://x.test", Subject: "svc-backup"}}, // group and users entry alike
-		{user("alice", "operators"), user("bob", "operators", "readers")},                               // reader is inherited anyway
-		{withScopes(user("alice", "admins"), "vm:delete"), user("bob", "admins")},                       // scopes hide nothing
+		{user("alice", "readers"), user("bob", "readers", "no-such-group")},                                // an unmapped group adds no role
+		{user("alice", "operators"), &identity.Principal{Issuer: "https://x.test", Subject: "svc-backup"}}, // group and users entry alike
+		{user("alice", "operators"), user("bob", "operators", "readers")},                                  // reader is inherited anyway
+		{withScopes(user("alice", "admins"), "vm:delete"), user("bob", "admins")},                          // scopes hide nothing
 	}
 	for _, pair := range same {
 		if a, b := key(e, pair[0], "vsphere"), key(e, pair[1], "vsphere"); a != b {
 			t.Errorf("%s and %s: keys %q and %q, want equal", pair[0].Key(), pair[1].Key(), a, b)
 		}
 	}
-	differ := [][2]*authn.Principal{
+	differ := [][2]*identity.Principal{
 		{user("alice", "readers"), user("bob", "operators")},
 		{user("alice", "readers"), user("bob")},
 		{user("alice", "readers"), user("bob", "readers", "auditors")},
@@ -64,10 +64,10 @@ func TestListViewKey(t *testing.T) {
 // key, ListView.Visible decides every item alike, and as Engine.Visible
 // does. This is what makes sharing a filtered list between them safe.
 func TestListViewAgreesWithVisible(t *testing.T) {
-	principals := []*authn.Principal{
+	principals := []*identity.Principal{
 		nil, user("a"), user("b", "readers"), user("c", "readers", "x"), user("d", "operators"),
 		user("e", "admins"), withScopes(user("f", "admins"), "vm:delete", "vm:exec"), user("mallory", "readers"),
-		user("g", "auditors"), &authn.Principal{Issuer: "https://x.test", Subject: "svc-backup"},
+		user("g", "auditors"), &identity.Principal{Issuer: "https://x.test", Subject: "svc-backup"},
 		withEmail(user("h"), "ops@example.com", true), withEmail(user("i"), "ops@example.com", false),
 		user("j", "contractors", "readers"), user("root-1"),
 	}
@@ -81,7 +81,7 @@ func TestListViewAgreesWithVisible(t *testing.T) {
 		}
 		e := mustCompile(t, c)
 		for _, backend := range []string{"vsphere", "logs", "sandbox"} {
-			seen := map[string]*authn.Principal{}
+			seen := map[string]*identity.Principal{}
 			for _, p := range principals {
 				v := e.ListView(p, backend)
 				for _, m := range methods {
@@ -124,7 +124,7 @@ func TestListViewGeneration(t *testing.T) {
 	}
 }
 
-func who(p *authn.Principal) string {
+func who(p *identity.Principal) string {
 	if p == nil {
 		return "nobody"
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/cedar-policy/cedar-go"
 	"github.com/cedar-policy/cedar-go/types"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // RuleSession is the rule of a DecideSession that found a grant.
@@ -26,7 +26,7 @@ const RuleSession = "session:grants-something"
 // about the action, the resource or the arguments. Forbid rules, scopes
 // required by tool_scopes, and methods.deny are not considered. Results
 // are cached per principal and backend.
-func (e *Engine) DecideSession(p *authn.Principal, backend string) Decision {
+func (e *Engine) DecideSession(p *identity.Principal, backend string) Decision {
 	r := e.resolve(p)
 	if v, ok := r.session.Load(backend); ok {
 		return e.finish(v.(Decision))

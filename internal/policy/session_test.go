@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 func TestDecideSession(t *testing.T) {
@@ -22,7 +22,7 @@ func TestDecideSession(t *testing.T) {
 	tests := []struct {
 		name    string
 		e       *Engine
-		p       *authn.Principal
+		p       *identity.Principal
 		backend string
 		allow   bool
 	}{

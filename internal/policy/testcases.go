@@ -12,7 +12,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
@@ -102,7 +102,7 @@ func LoadTests(path string) (*TestFile, string, error) {
 }
 
 // Principal builds the caller of the case.
-func (c *TestCase) Principal() *authn.Principal {
+func (c *TestCase) Principal() *identity.Principal {
 	iss := c.Iss
 	if iss == "" {
 		iss = "https://issuer.test"
@@ -111,7 +111,7 @@ func (c *TestCase) Principal() *authn.Principal {
 	if c.EmailVerified != nil {
 		verified = *c.EmailVerified
 	}
-	return &authn.Principal{
+	return &identity.Principal{
 		Issuer: iss, Subject: c.Sub, Username: c.Sub, Email: c.Email, EmailVerified: verified,
 		Groups: c.Groups, Scopes: c.Scopes,
 	}

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 // recorder is a backend that records what it receives.
@@ -102,13 +102,13 @@ func TestUpstreamTokenCredential(t *testing.T) {
 
 	for _, tc := range []struct {
 		name     string
-		p        *authn.Principal
+		p        *identity.Principal
 		wantAuth string // what the backend gets; "" = not reached
 	}{
-		{"the session's token", &authn.Principal{Subject: "alice", SessionID: "tsid-1"}, "Bearer upstream-access-token"},
+		{"the session's token", &identity.Principal{Subject: "alice", SessionID: "tsid-1"}, "Bearer upstream-access-token"},
 		{"no principal", nil, ""},
-		{"no token session (a token of another issuer)", &authn.Principal{Subject: "alice"}, ""},
-		{"no upstream grant", &authn.Principal{Subject: "alice", SessionID: "tsid-2"}, ""},
+		{"no token session (a token of another issuer)", &identity.Principal{Subject: "alice"}, ""},
+		{"no upstream grant", &identity.Principal{Subject: "alice", SessionID: "tsid-2"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc.mu.Lock()
@@ -180,7 +180,7 @@ func TestExchangedCredential(t *testing.T) {
 	})
 	b := newTestBackend(t, BackendConfig{Name: "db", URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "token_exchange"}},
 		Options{Credential: prov})
-	alice := &authn.Principal{Subject: "alice"}
+	alice := &identity.Principal{Subject: "alice"}
 	for _, tc := range []struct {
 		name       string
 		fail       error
@@ -236,12 +236,12 @@ func TestIdentityHeaders(t *testing.T) {
 		ForwardHeaders: []string{"X-Mcp-User", "X-Mcp-Email", "X-Mcp-Groups", "X-Mcp-Subject"}}, Options{})
 	for _, tc := range []struct {
 		name string
-		p    *authn.Principal
+		p    *identity.Principal
 		want map[string]string
 	}{
-		{"full principal", &authn.Principal{Subject: "u-1", Username: "alice", Email: "alice@example.com", Groups: []string{"admins", "ops"}},
+		{"full principal", &identity.Principal{Subject: "u-1", Username: "alice", Email: "alice@example.com", Groups: []string{"admins", "ops"}},
 			map[string]string{"X-Mcp-User": "alice", "X-Mcp-Email": "alice@example.com", "X-Mcp-Groups": "admins,ops", "X-Mcp-Subject": "u-1"}},
-		{"subject only", &authn.Principal{Subject: "u-2"},
+		{"subject only", &identity.Principal{Subject: "u-2"},
 			map[string]string{"X-Mcp-User": "u-2", "X-Mcp-Email": "", "X-Mcp-Groups": "", "X-Mcp-Subject": "u-2"}},
 		{"no principal", nil,
 			map[string]string{"X-Mcp-User": "", "X-Mcp-Email": "", "X-Mcp-Groups": "", "X-Mcp-Subject": ""}},
@@ -512,7 +512,7 @@ func TestLinkRequiredCredential(t *testing.T) {
 	})
 	b := newTestBackend(t, BackendConfig{Name: "gh", URL: srv.URL + "/mcp", Credential: CredentialConfig{Type: "linked_token", Provider: "github"}},
 		Options{Credential: prov})
-	alice := &authn.Principal{Subject: "alice", SessionID: "tsid"}
+	alice := &identity.Principal{Subject: "alice", SessionID: "tsid"}
 	call := func(acts bool) (*httptest.ResponseRecorder, Outcome, int, string) {
 		rc.mu.Lock()
 		rc.hits, rc.header = 0, nil

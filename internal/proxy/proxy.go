@@ -20,8 +20,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/stdio"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
@@ -58,7 +58,7 @@ type ResponseFilter func(*http.Response) error
 type Hop struct {
 	// Principal is the authenticated caller: identity headers, the stdio
 	// user and the credential are derived from it.
-	Principal *authn.Principal
+	Principal *identity.Principal
 	// Token is the bearer token the client presented: the subject token of
 	// a token exchange in jwt and introspection mode. It is never forwarded.
 	Token string
@@ -224,7 +224,7 @@ func (b *Backend) rewrite(pr *httputil.ProxyRequest) {
 
 // present sets the identity headers of p (when configured), the stdio user
 // and the credential on h, the headers of a request to the backend.
-func (b *Backend) present(h http.Header, p *authn.Principal, cred credential.Header) {
+func (b *Backend) present(h http.Header, p *identity.Principal, cred credential.Header) {
 	ih := b.cfg.IdentityHeaders
 	for _, name := range []string{ih.User, ih.Email, ih.Groups, ih.Subject} {
 		if name != "" {
@@ -253,13 +253,13 @@ func (b *Backend) URL() string { return b.target.String() }
 // current returns at each request (principal and bearer token): it
 // presents the same identity headers and credential as Forward, over the
 // backend's pooled connections.
-func (b *Backend) Transport(current func() (*authn.Principal, string)) http.RoundTripper {
+func (b *Backend) Transport(current func() (*identity.Principal, string)) http.RoundTripper {
 	return roundTripper{b: b, current: current}
 }
 
 type roundTripper struct {
 	b       *Backend
-	current func() (*authn.Principal, string)
+	current func() (*identity.Principal, string)
 }
 
 func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -286,7 +286,7 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 // stdioUser is the opaque key the stdio bridge counts a user's sessions by:
 // a hash of issuer and subject, which are free text and may not be valid
 // in a header.
-func stdioUser(p *authn.Principal) string {
+func stdioUser(p *identity.Principal) string {
 	h := sha256.Sum256([]byte(p.Key()))
 	return hex.EncodeToString(h[:])
 }
@@ -332,7 +332,7 @@ func modifyResponse(resp *http.Response) error {
 // token exchange, a service account), or nothing. It is the one place a
 // backend credential is obtained; a failure means the request must not
 // reach the backend.
-func (b *Backend) Credential(ctx context.Context, p *authn.Principal, token string) (credential.Header, error) {
+func (b *Backend) Credential(ctx context.Context, p *identity.Principal, token string) (credential.Header, error) {
 	return b.credential(ctx, credential.Subject{Principal: p, Token: token})
 }
 

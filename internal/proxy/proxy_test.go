@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/stdio"
 )
 
@@ -25,7 +25,7 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 		name   string
 		cfg    BackendConfig
 		in     map[string][]string // set on the client request as is (keys may be non-canonical)
-		p      *authn.Principal
+		p      *identity.Principal
 		want   map[string]string // "" means absent
 		exists []string          // must be present, any value
 	}{{
@@ -56,7 +56,7 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 		cfg: BackendConfig{ForwardHeaders: []string{"x-tenant", "User-Agent"},
 			IdentityHeaders: IdentityHeaders{User: "X-Mcp-User", Email: "User-Agent"}},
 		in: map[string][]string{"X-Tenant": {"t1"}, "X-Mcp-User": {"root"}, "User-Agent": {"forged@example.com"}},
-		p:  &authn.Principal{Subject: "alice"},
+		p:  &identity.Principal{Subject: "alice"},
 		// The principal has no email: the identity header that shares its
 		// name with a forwarded one is removed, not left as the client sent it.
 		want: map[string]string{"X-Tenant": "t1", "X-Mcp-User": "alice", "User-Agent": ""},
@@ -67,7 +67,7 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 		cfg: BackendConfig{Stdio: stdio.Config{Command: []string{"srv"}}, ForwardHeaders: []string{stdio.UserHeader},
 			Credential: CredentialConfig{Type: "static", Header: "Authorization", Value: "Bearer bridge"}},
 		in:   map[string][]string{stdio.UserHeader: {"someone-else"}},
-		p:    &authn.Principal{Issuer: "https://idp", Subject: "alice"},
+		p:    &identity.Principal{Issuer: "https://idp", Subject: "alice"},
 		want: map[string]string{stdio.UserHeader: fmt.Sprintf("%x", sha256.Sum256([]byte("https://idp#alice")))},
 	}, {
 		name: "stdio without a principal: no user",
@@ -76,7 +76,7 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 		want: map[string]string{stdio.UserHeader: ""},
 	}, {
 		name: "HTTP backends are not told",
-		p:    &authn.Principal{Issuer: "https://idp", Subject: "alice"},
+		p:    &identity.Principal{Issuer: "https://idp", Subject: "alice"},
 		want: map[string]string{stdio.UserHeader: ""},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

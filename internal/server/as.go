@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -59,7 +59,7 @@ func (s *Server) provisionAuthorizationServer(ctx context.Context, mux *http.Ser
 		Store: st, Signer: km, Sealer: sealer, Logger: s.log.With("component", "authserver"), ClientIP: e.clientIP,
 		Auditor: auditor, ResourceNames: resourceNames(cfg),
 		// The policy in force at sign-in (it may be reloaded meanwhile).
-		GrantsNothing: func(p *authn.Principal) bool { return s.policy.Load().GrantsNothing(p) },
+		GrantsNothing: func(p *identity.Principal) bool { return s.policy.Load().GrantsNothing(p) },
 	})
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authserver"
 	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
@@ -221,7 +222,9 @@ func (s *Server) provisionInternalEndpoint(as *authserver.Server, auditor *audit
 		AuthServer: as, Auditor: auditor, Logger: s.log.With("component", "internal_endpoint"),
 		Registry: s.registry, Backends: backends,
 		// The policy in force now (it may be reloaded), as for initialize.
-		Permits: func(p *authn.Principal, backend string) bool { return s.policy.Load().DecideSession(p, backend).Allow },
+		Permits: func(p *identity.Principal, backend string) bool {
+			return s.policy.Load().DecideSession(p, backend).Allow
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("internal_endpoint: %w", err)
@@ -324,8 +327,8 @@ func subjectSource(mode authn.Mode) credential.SubjectSource {
 // anonymous is the principal for auth.mode none (loopback only).
 type anonymous struct{}
 
-var anonymousPrincipal = &authn.Principal{Issuer: "mcpgate:none", Subject: "anonymous", Username: "anonymous"}
+var anonymousPrincipal = &identity.Principal{Issuer: "mcpgate:none", Subject: "anonymous", Username: "anonymous"}
 
-func (anonymous) Authenticate(*http.Request) (*authn.Principal, error) {
+func (anonymous) Authenticate(*http.Request) (*identity.Principal, error) {
 	return anonymousPrincipal, nil
 }

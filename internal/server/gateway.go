@@ -24,6 +24,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/aggregate"
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/metrics"
 	"github.com/mcpgate/mcpgate/internal/policy"
@@ -34,7 +35,7 @@ import (
 
 // Authenticator turns a request's credential into a Principal.
 type Authenticator interface {
-	Authenticate(r *http.Request) (*authn.Principal, error)
+	Authenticate(r *http.Request) (*identity.Principal, error)
 }
 
 // Auditor records one audit record; an error means the record was not
@@ -99,7 +100,7 @@ type gateway struct {
 type exchange struct {
 	start     time.Time
 	requestID string
-	principal *authn.Principal
+	principal *identity.Principal
 	msg       *mcp.Message
 	calls     []mcp.Call
 	decisions []policy.Decision
@@ -242,7 +243,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // authenticate runs the authenticator in the span "mcpgate.authn", which
 // the token caches annotate (mcpgate.authn.cache_hit).
-func (g *gateway) authenticate(r *http.Request) (*authn.Principal, error) {
+func (g *gateway) authenticate(r *http.Request) (*identity.Principal, error) {
 	ctx, span := telemetry.Start(r.Context(), "mcpgate.authn")
 	if !span.IsRecording() {
 		span.End()
@@ -320,7 +321,7 @@ func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *excha
 // authorizePost reads and decodes the JSON-RPC body and decides every
 // message in it. It answers the request itself and returns false when the
 // request must not reach the backend.
-func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *authn.Principal, userKey string) bool {
+func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *exchange, p *identity.Principal, userKey string) bool {
 	if !isJSON(r.Header) {
 		// Never decoded, never forwarded: a form or text/plain body is what
 		// a cross-site form or a confused client sends, not MCP.
@@ -477,7 +478,7 @@ func annotatePolicy(span trace.Span, msg *mcp.Message, ds []policy.Decision, den
 // token whose aud names one of our resource URIs is valid only at the
 // resources it names (RFC 8707). Tokens with a generic audience (e.g. the
 // gateway's client id) are accepted at every backend, as configured.
-func (g *gateway) audienceFits(p *authn.Principal) bool {
+func (g *gateway) audienceFits(p *identity.Principal) bool {
 	ours := false
 	for _, a := range p.Audience {
 		a = strings.TrimSuffix(a, "/")
@@ -604,7 +605,7 @@ func (g *gateway) tooManyInFlight(w http.ResponseWriter, x *exchange) {
 // that authorizes calls, so a listed tool is callable and a hidden one is
 // not; nil when x lists nothing. Callers who see the same items
 // (policy.ListView.Key) share filtered results through g.lists.
-func (g *gateway) listFilter(x *exchange, p *authn.Principal) proxy.ResponseFilter {
+func (g *gateway) listFilter(x *exchange, p *identity.Principal) proxy.ResponseFilter {
 	view := g.policy.Load().ListView(p, g.name)
 	f := mcp.NewListFilter(x.msg, view.Visible)
 	if f == nil {
@@ -615,7 +616,7 @@ func (g *gateway) listFilter(x *exchange, p *authn.Principal) proxy.ResponseFilt
 }
 
 // streamFilter filters list results on a GET stream.
-func (g *gateway) streamFilter(x *exchange, p *authn.Principal) proxy.ResponseFilter {
+func (g *gateway) streamFilter(x *exchange, p *identity.Principal) proxy.ResponseFilter {
 	view := g.policy.Load().ListView(p, g.name)
 	f := mcp.NewStreamListFilter(view.Visible)
 	f.UseCache(g.lists, view.Generation(), view.Key())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
@@ -24,12 +25,12 @@ import (
 // headerUsers authenticates the user named in X-Test-User.
 type headerUsers struct{}
 
-func (headerUsers) Authenticate(r *http.Request) (*authn.Principal, error) {
+func (headerUsers) Authenticate(r *http.Request) (*identity.Principal, error) {
 	u := r.Header.Get("X-Test-User")
 	if u == "" {
 		return nil, authn.ErrNoToken
 	}
-	return &authn.Principal{Issuer: "test", Subject: u}, nil
+	return &identity.Principal{Issuer: "test", Subject: u}, nil
 }
 
 // sessionBackend is a stateful MCP backend: initialize issues a session id,

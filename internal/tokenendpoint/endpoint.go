@@ -26,6 +26,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/ratelimit"
 )
 
@@ -53,7 +54,7 @@ const (
 // (*authserver.Server): the verifier of its own access tokens, the one
 // the gateway uses, and the grants' stored upstream tokens.
 type AuthServer interface {
-	Verify(ctx context.Context, token string) (*authn.Principal, error)
+	Verify(ctx context.Context, token string) (*identity.Principal, error)
 	UpstreamGrantToken(ctx context.Context, tsid string) (*authserver.GrantUpstream, error)
 }
 
@@ -76,7 +77,7 @@ type Deps struct {
 	// anything on the backend (policy.Engine.DecideSession): a user whom it
 	// no longer lets use a backend does not have the token handed to that
 	// backend either. Optional: nil checks nothing.
-	Permits func(p *authn.Principal, backend string) bool
+	Permits func(p *identity.Principal, backend string) bool
 	// Now is the time source (tests). Optional.
 	Now func() time.Time
 }
@@ -90,7 +91,7 @@ type Endpoint struct {
 	now      func() time.Time
 	allowed  map[string]map[string]bool // SPIFFE ID → backend names
 	backends map[string]string
-	permits  func(*authn.Principal, string) bool
+	permits  func(*identity.Principal, string) bool
 	inFlight *ratelimit.InFlight
 	outcomes *prometheus.CounterVec
 	files    *tlsFiles
@@ -219,7 +220,7 @@ func refuse(status int, code, outcome, description, reason string) *refusal {
 type exchange struct {
 	workload  string
 	backend   string
-	principal *authn.Principal
+	principal *identity.Principal
 }
 
 // ServeHTTP answers an RFC 8693 token exchange request (§2.1) with the

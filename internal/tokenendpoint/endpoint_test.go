@@ -24,6 +24,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/authserver"
+	"github.com/mcpgate/mcpgate/internal/identity"
 )
 
 const (
@@ -43,9 +44,9 @@ const (
 // store are exercised by the server package's integration test.
 type fakeAS struct{ now time.Time }
 
-func (f *fakeAS) Verify(_ context.Context, tok string) (*authn.Principal, error) {
-	p := func(sub, tsid, aud string) *authn.Principal {
-		return &authn.Principal{Issuer: "https://gw.example.org", Subject: sub, Username: sub, ClientID: "client-1",
+func (f *fakeAS) Verify(_ context.Context, tok string) (*identity.Principal, error) {
+	p := func(sub, tsid, aud string) *identity.Principal {
+		return &identity.Principal{Issuer: "https://gw.example.org", Subject: sub, Username: sub, ClientID: "client-1",
 			TokenID: "jti-" + sub, SessionID: tsid, Audience: []string{aud}}
 	}
 	switch tok {
@@ -198,7 +199,7 @@ func startEndpoint(t *testing.T) *testEnv {
 		AuthServer: &fakeAS{now: time.Now()}, Auditor: a, Registry: prometheus.NewRegistry(),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Backends: map[string]string{"vsphere": vsphereRes, "k8s": k8sRes},
-		Permits:  func(p *authn.Principal, _ string) bool { return p.Subject != "mallory" },
+		Permits:  func(p *identity.Principal, _ string) bool { return p.Subject != "mallory" },
 	})
 	if err != nil {
 		t.Fatal(err)

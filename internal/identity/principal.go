@@ -1,7 +1,7 @@
-// Package authn turns a request's credential into a Principal: bearer JWTs
-// verified against an issuer's JWKS, opaque tokens by RFC 7662 introspection,
-// or a Cloudflare Access assertion header.
-package authn
+// Package identity holds the Principal, the authenticated caller of one
+// request, as authentication (authn, the built-in authorization server)
+// produces it and policy, audit and the proxy consume it.
+package identity
 
 import (
 	"slices"
