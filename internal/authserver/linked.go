@@ -250,18 +250,11 @@ func (s *Server) linkFresh(t *idp.Tokens) bool {
 // loadLinkedSecrets reads the active grant tsid and its sealed secrets
 // (which need no upstream token: built-in users link accounts too).
 func (s *Server) loadLinkedSecrets(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
-	g, err := s.st.GetGrant(ctx, tsid)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+	g, secrets, err := s.activeGrant(ctx, tsid)
+	if errors.Is(err, errGrantInactive) {
 		return nil, nil, ErrSessionInvalid
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	var secrets grantSecrets
-	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
-		return nil, nil, fmt.Errorf("authserver: open grant secrets: %w", err)
-	}
-	return g, &secrets, nil
+	return g, secrets, err
 }
 
 // storeLinked sets (t != nil) or drops (t == nil) the grant's token at
