@@ -25,6 +25,10 @@ type session struct {
 	e      *Endpoint
 	server *sdk.Server
 
+	// send is the SDK's sender of requests to the client, beneath the
+	// checks of ServerSession's typed methods: see elicit.
+	send sdk.MethodHandler
+
 	mu         sync.Mutex
 	c          *caller // the latest request's (same user, maybe a newer token)
 	ss         *sdk.ServerSession
@@ -145,6 +149,10 @@ func (e *Endpoint) newServer(r *http.Request) *sdk.Server {
 		Logger:             e.log,
 	})
 	s.server.AddReceivingMiddleware(s.middleware)
+	s.server.AddSendingMiddleware(func(next sdk.MethodHandler) sdk.MethodHandler {
+		s.send = next // called once, here: the SDK's own sender
+		return next
+	})
 	return s.server
 }
 
@@ -468,37 +476,92 @@ func (s *session) clientOptions(i int, caps *sdk.ClientCapabilities) *sdk.Client
 			}
 		}
 		if caps.Elicitation != nil {
+			// Advertised as the client does; backendMiddleware forwards
+			// elicitation/create itself.
 			o.Capabilities.Elicitation = caps.Elicitation
-			o.ElicitationHandler = func(ctx context.Context, r *sdk.ElicitRequest) (*sdk.ElicitResult, error) {
-				ss := s.serverSession()
-				if ss == nil {
-					return nil, errors.New("no client session")
+			if caps.Elicitation.URL != nil {
+				o.ElicitationCompleteHandler = func(ctx context.Context, r *sdk.ElicitationCompleteNotificationRequest) {
+					if ss := s.serverSession(); ss != nil && r.Params != nil {
+						if err := ss.NotifyElicitationComplete(s.related(i, ctx), r.Params); err != nil {
+							s.e.log.Debug("elicitation/complete not forwarded", "backend", s.e.cfg.Backends[i], "err", err)
+						}
+					}
 				}
-				return ss.Elicit(s.related(i, ctx), r.Params)
 			}
 		}
 	}
 	return o
 }
 
-// backendMiddleware answers roots/list from the client's roots.
+// backendMiddleware answers roots/list from the client's roots and
+// forwards elicitation/create to the client.
 func (s *session) backendMiddleware(i int) sdk.Middleware {
 	return func(next sdk.MethodHandler) sdk.MethodHandler {
 		return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
 			if strings.HasPrefix(method, "notifications/") {
 				defer s.conns[i].handled.Add(1)
 			}
-			if method == "roots/list" {
+			switch method {
+			case "roots/list":
 				ss := s.serverSession()
 				if ss == nil {
 					return nil, errors.New("no client session")
 				}
 				p, _ := req.GetParams().(*sdk.ListRootsParams)
 				return ss.ListRoots(s.related(i, ctx), p)
+			case "elicitation/create":
+				p, _ := req.GetParams().(*sdk.ElicitParams)
+				return s.elicit(s.related(i, ctx), p)
 			}
 			return next(ctx, method, req)
 		}
 	}
+}
+
+// elicit forwards a backend's elicitation/create to the client as the
+// backend phrased it, and the client's answer back as the client gave it.
+// The SDK's typed path (Client's ElicitationHandler, ServerSession.Elicit)
+// would check the requested schema against its own reading of it, which
+// refuses SEP-1330's titled multi-select enum (go-sdk v1.8.0,
+// validateElicitArrayProperty), and would fill the answer with the
+// schema's defaults: the backend that asks judges its schema and the
+// answer, as it does without the gateway. The gateway checks what the
+// client said it supports (MCP 2025-11-25, client/elicitation
+// "Capabilities"), as ServerSession.Elicit does.
+func (s *session) elicit(ctx context.Context, p *sdk.ElicitParams) (sdk.Result, error) {
+	ss := s.serverSession()
+	if ss == nil {
+		return nil, errors.New("no client session")
+	}
+	if p == nil {
+		return nil, &jsonrpc.Error{Code: codeInvalidParams, Message: "elicitation/create without params"}
+	}
+	var caps *sdk.ElicitationCapabilities
+	if ip := ss.InitializeParams(); ip != nil && ip.Capabilities != nil {
+		caps = ip.Capabilities.Elicitation
+	}
+	q := *p
+	if q.Mode == "" { // before 2025-11-25: no mode, and form was the only one
+		q.Mode = "form"
+		if q.URL != "" || q.ElicitationID != "" {
+			q.Mode = "url"
+		}
+	}
+	var refused string
+	switch {
+	case caps == nil:
+		refused = "client does not support elicitation"
+	case q.Mode == "form" && caps.Form == nil && caps.URL != nil: // {} alone means form
+		refused = `client does not support "form" elicitation`
+	case q.Mode == "url" && caps.URL == nil:
+		refused = `client does not support "url" elicitation`
+	case q.Mode != "form" && q.Mode != "url":
+		refused = fmt.Sprintf("unsupported elicitation mode %q", q.Mode)
+	}
+	if refused != "" {
+		return nil, &jsonrpc.Error{Code: codeInvalidParams, Message: refused}
+	}
+	return s.send(ctx, "elicitation/create", &sdk.ServerRequest[*sdk.ElicitParams]{Session: ss, Params: &q})
 }
 
 // related is the context for a message from backend i to the client: the
