@@ -2,9 +2,12 @@ package aggregate
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -57,8 +60,15 @@ func (b *testBackend) up() {
 	if slices.Contains(b.tools, "ask") {
 		sdk.AddTool(s, &sdk.Tool{Name: "ask"}, b.ask)
 	}
+	if slices.Contains(b.tools, "elicit") {
+		var send sdk.MethodHandler
+		s.AddSendingMiddleware(func(next sdk.MethodHandler) sdk.MethodHandler { send = next; return next })
+		sdk.AddTool(s, &sdk.Tool{Name: "elicit"}, func(ctx context.Context, req *sdk.CallToolRequest, in elicitIn) (*sdk.CallToolResult, any, error) {
+			return b.elicit(ctx, send, req, in), nil, nil
+		})
+	}
 	for _, tool := range b.tools {
-		if tool == "ask" {
+		if tool == "ask" || tool == "elicit" {
 			continue
 		}
 		sdk.AddTool(s, &sdk.Tool{Name: tool}, func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, any, error) {
@@ -79,6 +89,43 @@ func (b *testBackend) ask(ctx context.Context, req *sdk.CallToolRequest, in echo
 		return nil, nil, err
 	}
 	return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: b.name + " sampled " + r.Content.(*sdk.TextContent).Text}}}, nil, nil
+}
+
+type elicitIn struct {
+	Params   string `json:"params"`   // elicitation/create's params (JSON), sent as they are
+	Complete string `json:"complete"` // then notifications/elicitation/complete for this id
+}
+
+// elicit sends elicitation/create with in.Params as they are, through the
+// SDK's sender rather than ServerSession.Elicit (whose checks a backend in
+// another language does not make), and answers the client's result as
+// JSON. With in.Complete it then sends notifications/elicitation/complete
+// and, last, a progress notification (for the client to know that nothing
+// else comes).
+func (b *testBackend) elicit(ctx context.Context, send sdk.MethodHandler, req *sdk.CallToolRequest, in elicitIn) *sdk.CallToolResult {
+	var p sdk.ElicitParams
+	var raw struct {
+		RequestedSchema json.RawMessage `json:"requestedSchema"`
+	}
+	if err := json.Unmarshal([]byte(in.Params), &p); err != nil {
+		return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: err.Error()}}}
+	}
+	if json.Unmarshal([]byte(in.Params), &raw) == nil && raw.RequestedSchema != nil {
+		p.RequestedSchema = raw.RequestedSchema
+	}
+	text := func(s string) *sdk.CallToolResult {
+		return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: s}}}
+	}
+	res, err := send(ctx, "elicitation/create", &sdk.ServerRequest[*sdk.ElicitParams]{Session: req.Session, Params: &p})
+	if err != nil {
+		return text("error: " + err.Error())
+	}
+	if in.Complete != "" {
+		req.Session.NotifyElicitationComplete(ctx, &sdk.ElicitationCompleteParams{ElicitationID: in.Complete})
+		req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: 1})
+	}
+	out, _ := json.Marshal(res)
+	return text(string(out))
 }
 
 func (b *testBackend) down() {
@@ -439,5 +486,153 @@ func TestExchangedCredential(t *testing.T) {
 	be.up()
 	if _, err := callText(t, cs, "db__query"); err == nil || !strings.Contains(err.Error(), "backend db: could not get a credential") {
 		t.Errorf("call without a credential: %v", err)
+	}
+}
+
+// sep1330 is the requested schema of SEP-1330's enum forms (as the
+// conformance suite's elicitation-sep1330-enums scenario asks them), and a
+// field with a default (SEP-1034).
+const sep1330 = `{"type":"object","properties":{
+	"untitledSingle":{"type":"string","enum":["option1","option2","option3"]},
+	"titledSingle":{"type":"string","oneOf":[{"const":"value1","title":"First Option"},{"const":"value2","title":"Second Option"}]},
+	"legacyEnum":{"type":"string","enum":["opt1","opt2"],"enumNames":["Option One","Option Two"]},
+	"untitledMulti":{"type":"array","minItems":1,"maxItems":3,"items":{"type":"string","enum":["option1","option2","option3"]}},
+	"titledMulti":{"type":"array","minItems":1,"maxItems":3,"items":{"type":"string","anyOf":[{"const":"value1","title":"First Option"},{"const":"value2","title":"Second Option"}]}},
+	"note":{"type":"string","default":"none"}},
+	"required":["untitledSingle"]}`
+
+// jsonEqual reports whether a and b are the same JSON value.
+func jsonEqual(t *testing.T, a, b any) bool {
+	t.Helper()
+	norm := func(v any) any {
+		raw, ok := v.(json.RawMessage)
+		if !ok {
+			var err error
+			if raw, err = json.Marshal(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		return out
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
+}
+
+// TestElicitation: a backend's elicitation/create reaches the client as the
+// backend sent it (SEP-1330's titled and untitled, single- and multi-select
+// enums, which go-sdk's own checks refuse) and the client's answer reaches
+// the backend as the client gave it (no schema default filled in); a mode
+// the client did not declare is refused by the gateway and never reaches
+// it; notifications/elicitation/complete is forwarded to a client that
+// declared URL elicitation, and to no other.
+func TestElicitation(t *testing.T) {
+	form := &sdk.ElicitationCapabilities{Form: &sdk.FormElicitationCapabilities{}}
+	both := &sdk.ElicitationCapabilities{Form: &sdk.FormElicitationCapabilities{}, URL: &sdk.URLElicitationCapabilities{}}
+	answer := map[string]any{"untitledSingle": "option1", "titledSingle": "value2", "legacyEnum": "opt1",
+		"untitledMulti": []any{"option1", "option3"}, "titledMulti": []any{"value1", "value2"}}
+	formParams := `{"mode":"form","message":"Pick","requestedSchema":` + sep1330 + `}`
+	urlParams := `{"mode":"url","message":"Link your account","url":"https://example.test/link?x=1","elicitationId":"el-1"}`
+	for _, tc := range []struct {
+		name     string
+		caps     *sdk.ElicitationCapabilities
+		params   string
+		want     string // the params the client gets; "" = none reach it
+		complete string
+		result   string // the backend's tool result
+		events   []string
+	}{
+		{name: "form enums", caps: form, params: formParams, want: formParams,
+			result: `{"action":"accept","content":{"legacyEnum":"opt1","titledMulti":["value1","value2"],"titledSingle":"value2","untitledMulti":["option1","option3"],"untitledSingle":"option1"}}`},
+		{name: "no mode is form", caps: both, params: `{"message":"Pick","requestedSchema":` + sep1330 + `}`, want: formParams,
+			result: `{"action":"accept","content":{"legacyEnum":"opt1","titledMulti":["value1","value2"],"titledSingle":"value2","untitledMulti":["option1","option3"],"untitledSingle":"option1"}}`},
+		{name: "url with completion", caps: both, params: urlParams, want: urlParams, complete: "el-1",
+			result: `{"action":"accept"}`, events: []string{"complete el-1", "progress"}},
+		{name: "completion not for a form-only client", caps: form, params: formParams, want: formParams, complete: "el-1",
+			result: `{"action":"accept","content":{"legacyEnum":"opt1","titledMulti":["value1","value2"],"titledSingle":"value2","untitledMulti":["option1","option3"],"untitledSingle":"option1"}}`,
+			events: []string{"progress"}},
+		{name: "url to a form-only client", caps: form, params: urlParams,
+			result: `error: client does not support "url" elicitation`},
+		{name: "url-only client gets no form", caps: &sdk.ElicitationCapabilities{URL: &sdk.URLElicitationCapabilities{}}, params: formParams,
+			result: `error: client does not support "form" elicitation`},
+		{name: "unknown mode", caps: both, params: `{"mode":"telepathy","message":"?"}`,
+			result: `error: unsupported elicitation mode "telepathy"`},
+		{name: "client without elicitation", params: formParams,
+			result: `error: client does not support elicitation`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, Config{}, "elicit")
+			var mu sync.Mutex
+			var got []*sdk.ElicitParams
+			var events []string
+			event := func(e string) {
+				mu.Lock()
+				events = append(events, e)
+				mu.Unlock()
+			}
+			c := sdk.NewClient(&sdk.Implementation{Name: "test"}, &sdk.ClientOptions{
+				Capabilities: &sdk.ClientCapabilities{Elicitation: tc.caps},
+				ElicitationCompleteHandler: func(_ context.Context, r *sdk.ElicitationCompleteNotificationRequest) {
+					event("complete " + r.Params.ElicitationID)
+				},
+				ProgressNotificationHandler: func(context.Context, *sdk.ProgressNotificationClientRequest) { event("progress") },
+			})
+			// The client's answer is made here, before the SDK client's own
+			// schema checks (which refuse SEP-1330's titled multi-select).
+			c.AddReceivingMiddleware(func(next sdk.MethodHandler) sdk.MethodHandler {
+				return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
+					if method != "elicitation/create" {
+						return next(ctx, method, req)
+					}
+					p := req.GetParams().(*sdk.ElicitParams)
+					mu.Lock()
+					got = append(got, p)
+					mu.Unlock()
+					if p.Mode == "url" {
+						return &sdk.ElicitResult{Action: "accept"}, nil
+					}
+					return &sdk.ElicitResult{Action: "accept", Content: answer}, nil
+				}
+			})
+			cs, err := c.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: f.url, MaxRetries: -1}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cs.Close() })
+			res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "vsphere__elicit", Meta: sdk.Meta{"progressToken": "p1"},
+				Arguments: map[string]any{"params": tc.params, "complete": tc.complete}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := res.Content[0].(*sdk.TextContent).Text
+			if strings.HasPrefix(tc.result, "error: ") {
+				if !strings.HasPrefix(text, "error: ") || !strings.Contains(text, strings.TrimPrefix(tc.result, "error: ")) {
+					t.Errorf("backend got %s, want %s", text, tc.result)
+				}
+			} else if !jsonEqual(t, json.RawMessage(text), json.RawMessage(tc.result)) {
+				t.Errorf("backend got %s\nwant %s", text, tc.result)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case tc.want == "" && len(got) != 0:
+				t.Errorf("the client got %d elicitations, want none", len(got))
+			case tc.want != "" && len(got) != 1:
+				t.Fatalf("the client got %d elicitations, want 1", len(got))
+			case tc.want != "" && !jsonEqual(t, got[0], json.RawMessage(tc.want)):
+				b, _ := json.Marshal(got[0])
+				t.Errorf("the client got %s\nwant %s", b, tc.want)
+			}
+			if tc.events != nil {
+				mu.Unlock()
+				waitFor(t, "progress", func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(events, "progress") })
+				mu.Lock()
+				if fmt.Sprint(events) != fmt.Sprint(tc.events) {
+					t.Errorf("client notifications %v, want %v", events, tc.events)
+				}
+			}
+		})
 	}
 }
