@@ -530,7 +530,7 @@ func (s *session) backendMiddleware(i int) sdk.Middleware {
 // "Capabilities"), as ServerSession.Elicit does.
 func (s *session) elicit(ctx context.Context, p *sdk.ElicitParams) (sdk.Result, error) {
 	ss := s.serverSession()
-	if ss == nil {
+	if ss == nil || s.send == nil {
 		return nil, errors.New("no client session")
 	}
 	if p == nil {
