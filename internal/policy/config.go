@@ -59,7 +59,8 @@ type Config struct {
 	Users map[string][]string `yaml:"users"`
 	// ToolScopes maps a tool-name pattern to OAuth scopes that a call of a
 	// matching tool needs in addition to a role (all of them; scopes of
-	// every matching pattern add up). Scopes never grant anything.
+	// every matching pattern add up). Scopes never grant anything. A
+	// pattern "<backend>/<glob>" applies on that backend only.
 	ToolScopes map[string][]string `yaml:"tool_scopes"`
 	// FallbackScopes are the scopes assumed for a token without a scope
 	// claim. Default: none, so scope-gated tools are denied (fail closed).
@@ -79,19 +80,25 @@ type Config struct {
 
 // Role is a named set of grants. Patterns are globs: `*` matches any run of
 // characters (also `/`), `?` one character, `\` escapes the next character;
-// matching is case-sensitive.
+// matching is case-sensitive. A tool or prompt pattern written
+// "<backend>/<glob>" (e.g. "vsphere/*", "k8s/get_pods") grants on that
+// backend only: the part before the first unescaped `/` is a backend (or
+// aggregated endpoint) name, never a glob; `\/` is a literal slash.
 type Role struct {
 	// Inherits lists roles whose grants this role includes.
 	Inherits []string `yaml:"inherits"`
-	// Tools, Prompts and Resources match tool names, prompt names and
-	// resource URIs (or resource template URIs) on every backend.
+	// Tools are patterns of tool names granted on every backend, or, as
+	// "<backend>/<glob>", on one backend ("vsphere/*").
 	Tools []string `yaml:"tools"`
-	// Prompts are patterns of prompt names granted on every backend.
+	// Prompts are patterns of prompt names granted on every backend, or,
+	// as "<backend>/<glob>", on one backend.
 	Prompts []string `yaml:"prompts"`
 	// Resources are patterns of resource URIs (or resource template URIs)
 	// granted on every backend.
 	Resources []string `yaml:"resources"`
-	// Backends holds grants that apply on one backend only.
+	// Backends holds grants that apply on one backend only, keyed by
+	// backend (or aggregated endpoint) name; the same as "<backend>/"
+	// patterns, and the only form for resources.
 	Backends map[string]Grants `yaml:"backends"`
 }
 
@@ -173,6 +180,51 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	c2 := *c
 	c2.SetDefaults()
 	compileConfig(&c2, path, p)
+}
+
+// CheckBackends reports, under path, every backend name the policy uses
+// that known does not hold: a roles.<r>.backends key, and the backend of a
+// `<backend>/<name>` pattern in roles.<r>.tools, roles.<r>.prompts and the
+// tool_scopes keys. Such a name would silently grant (or require) nothing.
+// The policy alone cannot know the gateway's backends, so configuration
+// validation calls it with the names of the backends and aggregated
+// endpoints. Malformed patterns are Validate's to report; a File that
+// cannot be read too.
+func (c *Config) CheckBackends(path string, known map[string]bool, p *validate.Problems) {
+	if c.File != "" {
+		inner, err := LoadFile(c.path(c.File))
+		if err == nil {
+			inner.CheckBackends(validate.Join(path, "file"), known, p)
+		}
+		return
+	}
+	unknown := func(at, b string) {
+		p.Add(at, "names no backend or aggregated endpoint %q (known: %s)", b, strings.Join(sortedKeys(known), ", "))
+	}
+	for _, r := range sortedKeys(c.Roles) {
+		role := c.Roles[r]
+		at := validate.Join(path, "roles", r)
+		for _, b := range sortedKeys(role.Backends) {
+			if !known[b] {
+				unknown(validate.Join(at, "backends", b), b)
+			}
+		}
+		for _, l := range []struct {
+			key  string
+			pats []string
+		}{{"tools", role.Tools}, {"prompts", role.Prompts}} {
+			for i, s := range l.pats {
+				if b, _, err := splitBackend(s); err == nil && b != "" && !known[b] {
+					unknown(validate.Index(validate.Join(at, l.key), i), b)
+				}
+			}
+		}
+	}
+	for _, pat := range sortedKeys(c.ToolScopes) {
+		if b, _, err := splitBackend(pat); err == nil && b != "" && !known[b] {
+			unknown(validate.Join(path, "tool_scopes", pat), b)
+		}
+	}
 }
 
 // LoadFile reads a policy from a YAML file: a file whose top level is the

@@ -130,8 +130,15 @@ type userGrant struct {
 }
 
 type scopeRule struct {
-	g      glob
-	scopes []string
+	backend string // "" for every backend
+	g       glob
+	src     string // the tool_scopes key as written
+	scopes  []string
+}
+
+// applies reports whether the rule covers tool on backend.
+func (s *scopeRule) applies(backend, tool string) bool {
+	return (s.backend == "" || s.backend == backend) && s.g.match(tool)
 }
 
 type methodRule struct {
@@ -229,7 +236,12 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 	}
 	for _, pat := range sortedKeys(c.ToolScopes) {
 		at := validate.Join(path, "tool_scopes", pat)
-		g, err := compileGlob(pat)
+		backend, name, err := splitBackend(pat)
+		if err != nil {
+			p.Add(at, "%v", err)
+			continue
+		}
+		g, err := compileGlob(name)
 		if err != nil {
 			p.Add(at, "%v", err)
 			continue
@@ -239,7 +251,7 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 			p.Add(at, "lists no scopes")
 		}
 		checkScopes(at, scopes, p)
-		e.toolScopes = append(e.toolScopes, scopeRule{g: g, scopes: scopes})
+		e.toolScopes = append(e.toolScopes, scopeRule{backend: backend, g: g, src: pat, scopes: scopes})
 	}
 	checkScopes(validate.Join(path, "fallback_scopes"), c.FallbackScopes, p)
 	e.allow = compileMethods(validate.Join(path, "methods", "allow"), "methods.allow", c.Methods.Allow, true, p)
@@ -261,11 +273,42 @@ func compileRole(name string, r Role, at string, p *validate.Problems) *compiled
 	if name == "" || strings.ContainsAny(name, " \t") {
 		p.Add(at, "invalid role name %q", name)
 	}
-	add := func(dst *[numKinds][]pattern, prefix string, k kind, pats []string) {
+	on := func(backend string) *[numKinds][]pattern {
+		if backend == "" {
+			return &cr.grants
+		}
+		if cr.backends[backend] == nil {
+			cr.backends[backend] = &[numKinds][]pattern{}
+		}
+		return cr.backends[backend]
+	}
+	// add compiles pats of kind k; scoped is the backend of a
+	// backends.<name> list, "" for the role's own lists, where a tool or
+	// prompt pattern may name its backend itself ("vsphere/*").
+	add := func(scoped string, k kind, pats []string) {
+		prefix := ""
+		if scoped != "" {
+			prefix = "backends." + scoped
+		}
 		for i, s := range pats {
-			g, err := compileGlob(s)
+			at := validate.Index(validate.Join(at, prefix, kindNames[k]), i)
+			backend, glob := scoped, s
+			if k != kindResource { // URIs have slashes of their own
+				b, rest, err := splitBackend(s)
+				switch {
+				case err != nil:
+					p.Add(at, "%v", err)
+					continue
+				case b != "" && scoped != "":
+					p.Add(at, "pattern %q names backend %q inside backends.%s: write the name alone (or `\\/` for a literal slash)", s, b, scoped)
+					continue
+				case b != "":
+					backend, glob = b, rest
+				}
+			}
+			g, err := compileGlob(glob)
 			if err != nil {
-				p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "%v", err)
+				p.Add(at, "%v", err)
 				continue
 			}
 			if k == kindResource {
@@ -273,12 +316,11 @@ func compileRole(name string, r Role, at string, p *validate.Problems) *compiled
 				// form would silently never match.
 				n, err := mcp.NormalizeURI(s)
 				if err != nil {
-					p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i), "resource pattern %q: %v", s, err)
+					p.Add(at, "resource pattern %q: %v", s, err)
 					continue
 				}
 				if n != s {
-					p.Add(validate.Index(validate.Join(at, prefix, kindNames[k]), i),
-						"resource pattern %q would never match: URIs are matched in RFC 3986 normal form; write %q", s, n)
+					p.Add(at, "resource pattern %q would never match: URIs are matched in RFC 3986 normal form; write %q", s, n)
 					continue
 				}
 			}
@@ -286,20 +328,19 @@ func compileRole(name string, r Role, at string, p *validate.Problems) *compiled
 			if prefix != "" {
 				src = prefix + "." + src
 			}
+			dst := on(backend)
 			dst[k] = append(dst[k], pattern{g: g, src: src})
 		}
 	}
-	add(&cr.grants, "", kindTool, r.Tools)
-	add(&cr.grants, "", kindPrompt, r.Prompts)
-	add(&cr.grants, "", kindResource, r.Resources)
+	add("", kindTool, r.Tools)
+	add("", kindPrompt, r.Prompts)
+	add("", kindResource, r.Resources)
 	for _, b := range sortedKeys(r.Backends) {
-		var gs [numKinds][]pattern
 		g := r.Backends[b]
-		prefix := "backends." + b
-		add(&gs, prefix, kindTool, g.Tools)
-		add(&gs, prefix, kindPrompt, g.Prompts)
-		add(&gs, prefix, kindResource, g.Resources)
-		cr.backends[b] = &gs
+		on(b) // a backends entry, even an empty one, is the role's on that backend
+		add(b, kindTool, g.Tools)
+		add(b, kindPrompt, g.Prompts)
+		add(b, kindResource, g.Resources)
 	}
 	return cr
 }
@@ -692,14 +733,15 @@ func (e *Engine) evalNamed(r *resolved, method string, k kind, backend, name str
 		}
 	}
 	if v.forbid == nil && v.granted() && k == kindTool {
-		for _, s := range e.toolScopes {
-			if !s.g.match(name) {
+		for i := range e.toolScopes {
+			s := &e.toolScopes[i]
+			if !s.applies(backend, name) {
 				continue
 			}
 			for _, sc := range s.scopes {
 				if !slices.Contains(r.scopes, sc) && !slices.Contains(v.missing, sc) {
 					if v.scopePat == "" {
-						v.scopePat = s.g.src
+						v.scopePat = s.src
 					}
 					v.missing = append(v.missing, sc)
 				}
@@ -766,16 +808,17 @@ func (e *Engine) roleGrant(r *resolved, k kind, backend, name string) (string, *
 }
 
 // requiredScopes returns the union, sorted, of the scopes of every
-// tool_scopes pattern matching tool, and the first such pattern.
-func (e *Engine) requiredScopes(tool string) ([]string, string) {
+// tool_scopes pattern matching tool on backend, and the first such pattern.
+func (e *Engine) requiredScopes(backend, tool string) ([]string, string) {
 	var out []string
 	first := ""
-	for _, s := range e.toolScopes {
-		if !s.g.match(tool) {
+	for i := range e.toolScopes {
+		s := &e.toolScopes[i]
+		if !s.applies(backend, tool) {
 			continue
 		}
 		if first == "" {
-			first = s.g.src
+			first = s.src
 		}
 		for _, sc := range s.scopes {
 			if !slices.Contains(out, sc) {

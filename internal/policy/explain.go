@@ -66,7 +66,7 @@ func (e *Engine) Explain(p *identity.Principal, req Request) *Explanation {
 	}
 	k, named := namedMethods[req.Method]
 	if named && k == kindTool {
-		x.RequiredScopes, _ = e.requiredScopes(req.Name)
+		x.RequiredScopes, _ = e.requiredScopes(req.Backend, req.Name)
 	}
 	if named {
 		x.Matches = e.allGrants(r, k, req.Backend, req.Name)
@@ -193,7 +193,12 @@ func (e *Engine) grantSuggestions(k kind, backend, name string) []string {
 		}
 	}
 	if len(out) == 0 {
-		out = append(out, fmt.Sprintf("no role grants %s %q: add a matching pattern to a role's %s", kindNouns[k], name, kindNames[k]))
+		if backend != "" && k != kindResource {
+			out = append(out, fmt.Sprintf("no role grants %s %q: add %q (backend %s only) or a pattern matching it to a role's %s",
+				kindNouns[k], name, escapeGlob(backend)+"/"+escapeGlob(name), backend, kindNames[k]))
+		} else {
+			out = append(out, fmt.Sprintf("no role grants %s %q: add a matching pattern to a role's %s", kindNouns[k], name, kindNames[k]))
+		}
 	}
 	return out
 }

@@ -134,3 +134,57 @@ func CompileGlob(p string) (Glob, error) {
 
 // Match reports whether s matches the pattern.
 func (g *Glob) Match(s string) bool { return g.g.match(s) }
+
+// splitBackend splits a tool or prompt pattern written `<backend>/<name
+// glob>` (e.g. "vsphere/*", "k8s/get_pods") at its first unescaped `/`.
+// The backend part is a backend name, not a glob; `\/` is a literal slash
+// in a name. A pattern without an unescaped `/` applies on every backend
+// (backend ""). The backend is returned unescaped; the name glob as written.
+func splitBackend(p string) (backend, name string, err error) {
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '\\':
+			i++ // the escaped character; a lone trailing `\` is compileGlob's error
+		case '/':
+			raw, rest := p[:i], p[i+1:]
+			var b strings.Builder
+			for j := 0; j < len(raw); j++ {
+				switch c := raw[j]; c {
+				case '\\':
+					j++
+					if j < len(raw) {
+						b.WriteByte(raw[j])
+					}
+				case '*', '?':
+					return "", "", fmt.Errorf("pattern %q: the part before '/' names a backend and cannot be a glob (write one pattern per backend, or the tool pattern alone for every backend)", p)
+				default:
+					b.WriteByte(c)
+				}
+			}
+			if b.Len() == 0 {
+				return "", "", fmt.Errorf("pattern %q: no backend name before '/' (write `\\/` for a literal slash)", p)
+			}
+			if rest == "" {
+				return "", "", fmt.Errorf("pattern %q: no name after %q", p, raw+"/")
+			}
+			return b.String(), rest, nil
+		}
+	}
+	return "", p, nil
+}
+
+// escapeGlob quotes s so that it matches itself only, also as either part
+// of a `<backend>/<name>` pattern.
+func escapeGlob(s string) string {
+	if !strings.ContainsAny(s, `*?\/`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(`*?\/`, s[i]) >= 0 {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
