@@ -6,6 +6,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -454,6 +455,13 @@ func (c *Config) Validate() error {
 	c.Security.validate(&p)
 	c.validateInternalEndpoint(&p)
 	c.Policy.Validate("policy", &p)
+	// Policy requests name a backend, or an aggregated endpoint for the
+	// messages that name none: a policy naming anything else grants nothing.
+	known := maps.Clone(names)
+	for _, e := range c.Endpoints {
+		known[e.Name] = true
+	}
+	c.Policy.CheckBackends("policy", known, &p)
 	c.Audit.Validate("audit", &p)
 	c.Store.Validate("store", &p)
 	c.RateLimit.Validate("rate_limit", &p)

@@ -95,6 +95,17 @@ func TestParseErrors(t *testing.T) {
 		{"valid forward_headers", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    forward_headers: [X-Tenant, Accept-Language]", 1), nil, nil},
 		{"stdio with forward_headers", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [my-server]\n    forward_headers: [X-Tenant]", 1), nil,
 			[]string{"backends[0].forward_headers: cannot be used with a stdio backend"}},
+		{"policy naming unknown backends, each reported", validJWT + `endpoints: [ { path: /all, name: all, backends: [demo] } ]
+policy:
+  roles:
+    r: { tools: ["demo/*", "all/x", "dmeo/*", "get_vm"], prompts: ["ghost/p"], backends: { demo: {}, nope: { tools: [x] } } }
+  tool_scopes: { "demo/delete_*": [d], "k8s/delete_*": [d] }
+`, nil, []string{
+			`policy.roles.r.backends.nope: names no backend or aggregated endpoint "nope" (known: all, demo)`,
+			`policy.roles.r.tools[2]: names no backend or aggregated endpoint "dmeo"`,
+			`policy.roles.r.prompts[0]: names no backend or aggregated endpoint "ghost"`,
+			`policy.tool_scopes.k8s/delete_*: names no backend or aggregated endpoint "k8s"`}},
+		{"policy naming a backend and an endpoint", validJWT + "endpoints: [ { path: /all, name: all, backends: [demo] } ]\npolicy: { roles: { r: { tools: [\"demo/*\", \"all/x\"] } } }\n", nil, nil},
 		{"valid stdio backend", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "command: [python3, -m, srv]\n    env: { VCENTER_HOST: vc.example.com }", 1), nil, nil},
 	}
 	for _, tc := range cases {
