@@ -148,6 +148,32 @@ func (c *Config) Validate(path string, backends map[string]bool, p *validate.Pro
 	}
 }
 
+// Resolve maps a tool or prompt name the endpoint exposes (prefixed,
+// renamed or unprefixed) to the backend it reaches and its name there, as
+// the endpoint routes it; ok is false for a name that reaches nothing. c
+// must have its defaults set. For `mcpgate policy explain`; the endpoint
+// itself resolves with the names it built once.
+func (c *Config) Resolve(exposed string) (backend, name string, ok bool) {
+	t, ok := newNames(c).resolve(exposed)
+	if !ok {
+		return "", "", false
+	}
+	return c.Backends[t.backend], t.name, true
+}
+
+// ResourceBackend is the backend a resource URI goes to before any list
+// has named it: the only backend, or the unprefixed one; ok is false when
+// the endpoint routes URIs only by what its backends listed.
+func (c *Config) ResourceBackend() (string, bool) {
+	switch {
+	case len(c.Backends) == 1:
+		return c.Backends[0], true
+	case c.Unprefixed != "":
+		return c.Unprefixed, true
+	}
+	return "", false
+}
+
 func isToolName(s string) bool {
 	if s == "" {
 		return false

@@ -31,6 +31,11 @@ type Explanation struct {
 	Rules []RuleResult `json:"rules,omitempty"`
 	// Suggestions say what would change a denial.
 	Suggestions []string `json:"suggestions,omitempty"`
+	// Endpoint is the aggregated endpoint the request came through, and
+	// Exposed the tool or prompt name a client sees there, when it differs
+	// from Request.Name (set by the caller that resolved them).
+	Endpoint string `json:"endpoint,omitempty"`
+	Exposed  string `json:"exposed_name,omitempty"`
 }
 
 // RoleSource is one role of a principal and where it came from.
@@ -216,7 +221,12 @@ func (x *Explanation) String() string {
 	if x.Request.Name != "" {
 		target += " " + x.Request.Name
 	}
-	if x.Request.Backend != "" {
+	switch {
+	case x.Exposed != "":
+		target += fmt.Sprintf(" (backend %s; %s at endpoint %s)", x.Request.Backend, x.Exposed, x.Endpoint)
+	case x.Endpoint != "" && x.Endpoint != x.Request.Backend:
+		target += fmt.Sprintf(" (backend %s, at endpoint %s)", x.Request.Backend, x.Endpoint)
+	case x.Request.Backend != "":
 		target += " (backend " + x.Request.Backend + ")"
 	}
 	fmt.Fprintf(&b, "request:  %s\n", target)
