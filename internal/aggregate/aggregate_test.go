@@ -156,6 +156,7 @@ func (b *testBackend) proxy(t *testing.T, cred proxy.CredentialConfig) *proxy.Ba
 var (
 	alice = &identity.Principal{Issuer: "https://idp", Subject: "alice", Username: "alice", Groups: []string{"ops"}}
 	bob   = &identity.Principal{Issuer: "https://idp", Subject: "bob", Username: "bob", Groups: []string{"dev"}}
+	vera  = &identity.Principal{Issuer: "https://idp", Subject: "vera", Username: "vera", Groups: []string{"vs"}}
 )
 
 func testPolicy(t *testing.T) *policy.Holder {
@@ -163,8 +164,9 @@ func testPolicy(t *testing.T) *policy.Holder {
 		Roles: map[string]policy.Role{
 			"ops": {Backends: map[string]policy.Grants{"vsphere": {Tools: []string{"*"}}, "k8s": {Tools: []string{"*"}}}},
 			"dev": {Backends: map[string]policy.Grants{"k8s": {Tools: []string{"get_*"}}}},
+			"vs":  {Tools: []string{"vsphere/*"}},
 		},
-		Groups: map[string][]string{"ops": {"ops"}, "dev": {"dev"}},
+		Groups: map[string][]string{"ops": {"ops"}, "dev": {"dev"}, "vs": {"vs"}},
 	}
 	cfg.SetDefaults()
 	e, err := policy.Compile(cfg)
@@ -298,6 +300,29 @@ func TestToolsAcrossBackends(t *testing.T) {
 		t.Errorf("backend sessions opened %v, want [1 2]", got)
 	}
 
+}
+
+// TestBackendPattern: a user whose role grants "vsphere/*" sees vsphere's
+// tools through the aggregate and none of k8s's, though k8s has tools of
+// the same names, and no k8s session is opened for her.
+func TestBackendPattern(t *testing.T) {
+	f := newFixture(t, Config{}, "get_vm")
+	f.identity.Store(vera)
+	cs := f.connect(t, nil)
+	if got, want := toolNames(t, cs), []string{"vsphere__get_vm", "vsphere__power_off"}; !slices.Equal(got, want) {
+		t.Errorf("vera's tools %v, want %v", got, want)
+	}
+	if got, err := callText(t, cs, "vsphere__get_vm"); err != nil || got != "vsphere/get_vm:hi" {
+		t.Errorf("vsphere__get_vm = %q, %v", got, err)
+	}
+	if got := f.e.Opened(); !slices.Equal(got, []int64{1, 0}) {
+		t.Errorf("backend sessions opened %v, want [1 0]", got)
+	}
+	// alice (ops: both backends) sees k8s's get_vm too.
+	f.identity.Store(alice)
+	if got := toolNames(t, f.connect(t, nil)); !slices.Contains(got, "k8s__get_vm") {
+		t.Errorf("alice's tools %v lack k8s__get_vm", got)
+	}
 }
 
 // TestCursor: a merged list walks every backend's pages, and a cursor of
