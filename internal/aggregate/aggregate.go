@@ -18,9 +18,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -32,11 +38,15 @@ import (
 	"github.com/mcpgate/mcpgate/internal/mcp"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
+	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
 
 // JSON-RPC error codes of this endpoint's own answers.
 const (
-	codeBackendUnavailable = -32603 // internal error (JSON-RPC 2.0 §5.1): the backend, not the request, failed
+	// CodeBackendUnavailable answers a call whose backend failed, timed
+	// out or had no credential: internal error (JSON-RPC 2.0 §5.1), since
+	// the backend, not the request, failed.
+	CodeBackendUnavailable = -32603
 	codeInvalidParams      = -32602
 )
 
@@ -62,6 +72,9 @@ type Endpoint struct {
 	handler  http.Handler
 	// opened counts backend sessions opened, per backend.
 	opened []atomic.Int64
+	// spanNames are the backend spans' names, "backend NAME" as on a
+	// backend's own path.
+	spanNames []string
 
 	mu       sync.Mutex
 	sessions map[string]*session // by the client's Mcp-Session-Id
@@ -78,6 +91,9 @@ func New(cfg Config, backends []*proxy.Backend, opts Options) (*Endpoint, error)
 	}
 	e := &Endpoint{cfg: cfg, names: newNames(&cfg), backends: backends, policy: opts.Policy, version: opts.Version,
 		log: log.With("endpoint", cfg.Name), opened: make([]atomic.Int64, len(backends)), sessions: map[string]*session{}}
+	for _, b := range cfg.Backends {
+		e.spanNames = append(e.spanNames, "backend "+b)
+	}
 	h := sdk.NewStreamableHTTPHandler(e.newServer, &sdk.StreamableHTTPOptions{
 		SessionTimeout: opts.SessionTimeout,
 		// The gateway checks Host and Origin, and bounds the body, itself.
@@ -103,12 +119,97 @@ func (e *Endpoint) Opened() []int64 {
 	return out
 }
 
-// caller is who a request comes from: the principal and the bearer token
-// it presented (the subject token of a token exchange in jwt and
-// introspection mode; never forwarded).
+// caller is one HTTP request of the endpoint: who it comes from (the
+// principal and the bearer token it presented: the subject token of a
+// token exchange in jwt and introspection mode; never forwarded), the
+// gateway's span of it, and what became of its backend calls.
 type caller struct {
 	p     *identity.Principal
 	token string
+	// span is the request's span at the gateway: the parent of the spans
+	// of its backend calls (the SDK runs handlers under contexts of its
+	// own, which do not carry it).
+	span trace.SpanContext
+
+	mu       sync.Mutex
+	failures []Failure
+}
+
+// Outcome is what became of one request's backend calls, for its audit
+// records.
+type Outcome struct {
+	// Failures are the backend calls that failed or timed out, in the
+	// order they ended. A backend's JSON-RPC error answer is not one (it
+	// is passed on, as on the backend's own path), nor is the client's
+	// cancellation.
+	Failures []Failure
+}
+
+// Failure is one backend call that failed.
+type Failure struct {
+	Backend string
+	// Message is what the client was told ("backend k8s timed out"), or
+	// for a backend left out of a merged answer, why.
+	Message string
+	// Call is set for a call routed to the backend (tools/call,
+	// prompts/get, resources/read, subscriptions, completion), which was
+	// answered with the JSON-RPC error Message; unset for a backend left
+	// out of a merged list or initialize, whose answer the client got
+	// without it.
+	Call bool
+}
+
+// Reason returns the failures of backend's calls (call set) or of the
+// backends left out of merged answers (call unset), joined, or "".
+func (o Outcome) Reason(backend string, call bool) string {
+	var out []string
+	for _, f := range o.Failures {
+		if f.Call == call && (!call || f.Backend == backend) && !slices.Contains(out, f.Message) {
+			out = append(out, f.Message)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// clientKind makes a span a client span, without allocating per call.
+var clientKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+
+// startSpan starts the span "backend NAME" of a call of rq's to backend i:
+// a child of the request's span at the gateway, whose trace context the
+// backend receives (proxy.Backend.Transport). Nothing when tracing is off.
+func (e *Endpoint) startSpan(ctx context.Context, rq *caller, i int, method string) (context.Context, trace.Span) {
+	if rq != nil && rq.span.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, rq.span)
+	}
+	ctx, span := telemetry.Start(ctx, e.spanNames[i], clientKind...)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("mcpgate.backend", e.cfg.Backends[i]), attribute.String("mcpgate.endpoint", e.cfg.Name),
+			attribute.String("mcp.method.name", method))
+	}
+	return ctx, span
+}
+
+// failed records that rq's call to backend i failed with err, on its span
+// and for its audit record, and returns the JSON-RPC error the client gets.
+// call: see Failure.Call. The client's own cancellation is not a failure.
+func (e *Endpoint) failed(rq *caller, span trace.Span, i int, err error, call bool) error {
+	rerr := e.unavailable(i, err)
+	if errors.Is(err, context.Canceled) || errors.Is(err, errSessionClosed) {
+		return rerr
+	}
+	span.SetStatus(codes.Error, rerr.Message) // fixed texts: no error detail, which may quote a token
+	if rq != nil {
+		rq.mu.Lock()
+		rq.failures = append(rq.failures, Failure{Backend: e.cfg.Backends[i], Message: rerr.Message, Call: call})
+		rq.mu.Unlock()
+	}
+	return rerr
+}
+
+func (c *caller) outcome() Outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Outcome{Failures: slices.Clone(c.failures)}
 }
 
 type callerKey struct{}
@@ -134,11 +235,16 @@ func callerOf(req sdk.Request) *caller {
 }
 
 // Serve handles one HTTP request of the endpoint for p, whom the gateway
-// has authenticated and whose messages it has authorized.
-func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, p *identity.Principal) {
+// has authenticated and whose messages it has authorized, and returns what
+// became of its backend calls. The SDK answers a POST once its requests are
+// handled, so their failures are known by then; a call still running when
+// the client goes away is not in the outcome.
+func (e *Endpoint) Serve(w http.ResponseWriter, r *http.Request, p *identity.Principal) Outcome {
 	tok, _ := authn.BearerToken(r)
 	r.Header["Authorization"] = innerToken
-	e.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, &caller{p, tok})))
+	c := &caller{p: p, token: tok, span: trace.SpanContextFromContext(r.Context())}
+	e.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+	return c.outcome()
 }
 
 // Route names the backend a message goes to and the name it has there, for
@@ -201,7 +307,7 @@ func (e *Endpoint) Close() error {
 }
 
 // unavailable is the error a call gets when its backend cannot answer.
-func (e *Endpoint) unavailable(i int, err error) error {
+func (e *Endpoint) unavailable(i int, err error) *jsonrpc.Error {
 	msg := fmt.Sprintf("backend %s unavailable", e.cfg.Backends[i])
 	switch {
 	case errors.Is(err, errCredential):
@@ -209,5 +315,5 @@ func (e *Endpoint) unavailable(i int, err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		msg = fmt.Sprintf("backend %s timed out", e.cfg.Backends[i])
 	}
-	return &jsonrpc.Error{Code: codeBackendUnavailable, Message: msg}
+	return &jsonrpc.Error{Code: CodeBackendUnavailable, Message: msg}
 }

@@ -39,6 +39,7 @@ type testBackend struct {
 	h     http.Handler
 	last  atomic.Pointer[sdk.Server]
 	seen  atomic.Value // the last request's headers
+	tps   []string     // every traceparent received (under mu)
 }
 
 func newTestBackend(t *testing.T, name string, page int, tools ...string) *testBackend {
@@ -47,6 +48,9 @@ func newTestBackend(t *testing.T, name string, page int, tools ...string) *testB
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.seen.Store(r.Header.Clone())
 		b.mu.Lock()
+		if tp := r.Header.Get("Traceparent"); tp != "" {
+			b.tps = append(b.tps, tp)
+		}
 		h := b.h
 		b.mu.Unlock()
 		h.ServeHTTP(w, r)
@@ -69,6 +73,16 @@ func (b *testBackend) up() {
 	}
 	for _, tool := range b.tools {
 		if tool == "ask" || tool == "elicit" {
+			continue
+		}
+		if tool == "slow" {
+			sdk.AddTool(s, &sdk.Tool{Name: tool}, func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, any, error) {
+				select {
+				case <-ctx.Done():
+				case <-time.After(5 * time.Second):
+				}
+				return &sdk.CallToolResult{}, nil, nil
+			})
 			continue
 		}
 		sdk.AddTool(s, &sdk.Tool{Name: tool}, func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, any, error) {
@@ -182,6 +196,20 @@ type fixture struct {
 	k8s      *testBackend
 	url      string
 	identity atomic.Pointer[identity.Principal]
+	// ctx, when set, gives each request its context (a span, say).
+	ctx atomic.Pointer[func(*http.Request) context.Context]
+
+	mu       sync.Mutex
+	failures []Failure // of every request, in order
+}
+
+// takeFailures returns the failures recorded since the last call.
+func (f *fixture) takeFailures() []Failure {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.failures
+	f.failures = nil
+	return out
 }
 
 func newFixture(t *testing.T, cfg Config, extra ...string) *fixture {
@@ -203,7 +231,13 @@ func newFixture(t *testing.T, cfg Config, extra ...string) *fixture {
 	t.Cleanup(func() { e.Close() })
 	f.identity.Store(alice)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e.Serve(w, r, f.identity.Load())
+		if fn := f.ctx.Load(); fn != nil {
+			r = r.WithContext((*fn)(r))
+		}
+		out := e.Serve(w, r, f.identity.Load())
+		f.mu.Lock()
+		f.failures = append(f.failures, out.Failures...)
+		f.mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
 	f.url = srv.URL + "/mcp"

@@ -52,7 +52,7 @@ func (c *cursor) encode() string {
 // list merges one page of every unfinished backend, in backend order.
 // fetch asks backend i for the page at its cursor; keep filters and
 // renames an item (false drops it).
-func list[T any](s *session, ctx context.Context, c string, fetch func(context.Context, *sdk.ClientSession, string) ([]T, string, error), keep func(int, T) (T, bool)) ([]T, string, error) {
+func list[T any](s *session, ctx context.Context, rq *caller, method, c string, fetch func(context.Context, *sdk.ClientSession, string) ([]T, string, error), keep func(int, T) (T, bool)) ([]T, string, error) {
 	cur, err := s.decodeCursor(c)
 	if err != nil {
 		return nil, "", err
@@ -61,7 +61,7 @@ func list[T any](s *session, ctx context.Context, c string, fetch func(context.C
 	pages := make([][]T, n)
 	next := make([]string, n)
 	answered := make([]bool, n)
-	s.each(ctx, func(ctx context.Context, i int, cs *sdk.ClientSession) error {
+	s.each(ctx, rq, method, func(ctx context.Context, i int, cs *sdk.ClientSession) error {
 		if cur.Done&(1<<i) != 0 {
 			return nil
 		}
@@ -95,9 +95,9 @@ func (s *session) visible(method string, i int, name string) bool {
 	return s.e.policy.Load().Visible(s.principal(), method, s.e.cfg.Backends[i], name)
 }
 
-func (s *session) listTools(ctx context.Context, p *sdk.ListToolsParams) (sdk.Result, error) {
+func (s *session) listTools(ctx context.Context, rq *caller, p *sdk.ListToolsParams) (sdk.Result, error) {
 	seen := map[string]bool{}
-	tools, next, err := list(s, ctx, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Tool, string, error) {
+	tools, next, err := list(s, ctx, rq, "tools/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Tool, string, error) {
 		r, err := cs.ListTools(ctx, &sdk.ListToolsParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
@@ -126,8 +126,8 @@ func (s *session) listTools(ctx context.Context, p *sdk.ListToolsParams) (sdk.Re
 	return &sdk.ListToolsResult{Tools: tools, NextCursor: next}, nil
 }
 
-func (s *session) listPrompts(ctx context.Context, p *sdk.ListPromptsParams) (sdk.Result, error) {
-	prompts, next, err := list(s, ctx, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Prompt, string, error) {
+func (s *session) listPrompts(ctx context.Context, rq *caller, p *sdk.ListPromptsParams) (sdk.Result, error) {
+	prompts, next, err := list(s, ctx, rq, "prompts/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Prompt, string, error) {
 		r, err := cs.ListPrompts(ctx, &sdk.ListPromptsParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
@@ -155,8 +155,8 @@ func (s *session) listPrompts(ctx context.Context, p *sdk.ListPromptsParams) (sd
 	return &sdk.ListPromptsResult{Prompts: prompts, NextCursor: next}, nil
 }
 
-func (s *session) listResources(ctx context.Context, p *sdk.ListResourcesParams) (sdk.Result, error) {
-	res, next, err := list(s, ctx, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Resource, string, error) {
+func (s *session) listResources(ctx context.Context, rq *caller, p *sdk.ListResourcesParams) (sdk.Result, error) {
+	res, next, err := list(s, ctx, rq, "resources/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Resource, string, error) {
 		r, err := cs.ListResources(ctx, &sdk.ListResourcesParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
@@ -177,8 +177,8 @@ func (s *session) listResources(ctx context.Context, p *sdk.ListResourcesParams)
 	return &sdk.ListResourcesResult{Resources: res, NextCursor: next}, nil
 }
 
-func (s *session) listTemplates(ctx context.Context, p *sdk.ListResourceTemplatesParams) (sdk.Result, error) {
-	res, next, err := list(s, ctx, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.ResourceTemplate, string, error) {
+func (s *session) listTemplates(ctx context.Context, rq *caller, p *sdk.ListResourceTemplatesParams) (sdk.Result, error) {
+	res, next, err := list(s, ctx, rq, "resources/templates/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.ResourceTemplate, string, error) {
 		r, err := cs.ListResourceTemplates(ctx, &sdk.ListResourceTemplatesParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
@@ -287,11 +287,14 @@ func (e *Endpoint) defaultResourceBackend() (int, bool) {
 	return e.names.unprefixed, e.names.unprefixed >= 0
 }
 
-// call runs f on backend i for a client request, bounded by call_timeout;
-// a transport failure drops the backend session and answers a JSON-RPC
-// error that names the backend.
-func call[R any](s *session, ctx context.Context, i int, token any, f func(context.Context, *sdk.ClientSession) (R, error)) (R, error) {
+// call runs f on backend i for a client request of rq, bounded by
+// call_timeout, in a span of its own; a transport failure drops the backend
+// session and answers a JSON-RPC error that names the backend. A failure or
+// timeout is recorded for the request's audit record.
+func call[R any](s *session, ctx context.Context, rq *caller, method string, i int, token any, f func(context.Context, *sdk.ClientSession) (R, error)) (R, error) {
 	var zero R
+	ctx, span := s.e.startSpan(ctx, rq, i, method)
+	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, s.e.cfg.CallTimeout)
 	defer cancel()
 	octx, ocancel := context.WithTimeout(ctx, s.e.cfg.Timeout)
@@ -299,7 +302,7 @@ func call[R any](s *session, ctx context.Context, i int, token any, f func(conte
 	ocancel()
 	if err != nil {
 		s.e.log.Warn("backend unavailable", "backend", s.e.cfg.Backends[i], "err", err)
-		return zero, s.e.unavailable(i, err)
+		return zero, s.e.failed(rq, span, i, err, true)
 	}
 	defer s.track(i, ctx, token)()
 	r, err := f(ctx, cs)
@@ -307,43 +310,43 @@ func call[R any](s *session, ctx context.Context, i int, token any, f func(conte
 	if err != nil && !isRPCError(err) {
 		s.e.log.Warn("backend call failed", "backend", s.e.cfg.Backends[i], "err", err)
 		if cerr := ctx.Err(); cerr != nil {
-			return zero, s.e.unavailable(i, cerr) // slow, or the client cancelled: the session stays
+			return zero, s.e.failed(rq, span, i, cerr, true) // slow, or the client cancelled: the session stays
 		}
 		s.drop(i, cs)
 		if cerr := s.credentialFailure(ctx, i); cerr != nil {
 			err = cerr
 		}
-		return zero, s.e.unavailable(i, err)
+		return zero, s.e.failed(rq, span, i, err, true)
 	}
 	return r, err
 }
 
-func (s *session) callTool(ctx context.Context, p *sdk.CallToolParamsRaw) (sdk.Result, error) {
+func (s *session) callTool(ctx context.Context, rq *caller, p *sdk.CallToolParamsRaw) (sdk.Result, error) {
 	t, ok := s.e.names.resolve(p.Name)
 	if !ok {
 		return nil, &jsonrpc.Error{Code: codeInvalidParams, Message: "unknown tool " + p.Name}
 	}
-	return call(s, ctx, t.backend, progressKey(p.GetProgressToken()), func(ctx context.Context, cs *sdk.ClientSession) (*sdk.CallToolResult, error) {
+	return call(s, ctx, rq, "tools/call", t.backend, progressKey(p.GetProgressToken()), func(ctx context.Context, cs *sdk.ClientSession) (*sdk.CallToolResult, error) {
 		return cs.CallTool(ctx, &sdk.CallToolParams{Meta: p.Meta, Name: t.name, Arguments: p.Arguments})
 	})
 }
 
-func (s *session) getPrompt(ctx context.Context, p *sdk.GetPromptParams) (sdk.Result, error) {
+func (s *session) getPrompt(ctx context.Context, rq *caller, p *sdk.GetPromptParams) (sdk.Result, error) {
 	t, ok := s.e.names.resolve(p.Name)
 	if !ok {
 		return nil, &jsonrpc.Error{Code: codeInvalidParams, Message: "unknown prompt " + p.Name}
 	}
-	return call(s, ctx, t.backend, progressKey(p.GetProgressToken()), func(ctx context.Context, cs *sdk.ClientSession) (*sdk.GetPromptResult, error) {
+	return call(s, ctx, rq, "prompts/get", t.backend, progressKey(p.GetProgressToken()), func(ctx context.Context, cs *sdk.ClientSession) (*sdk.GetPromptResult, error) {
 		return cs.GetPrompt(ctx, &sdk.GetPromptParams{Meta: p.Meta, Name: t.name, Arguments: p.Arguments})
 	})
 }
 
-func (s *session) readResource(ctx context.Context, p *sdk.ReadResourceParams) (sdk.Result, error) {
+func (s *session) readResource(ctx context.Context, rq *caller, p *sdk.ReadResourceParams) (sdk.Result, error) {
 	i, ok := s.resourceBackend(p.URI)
 	if !ok {
 		return nil, &jsonrpc.Error{Code: codeInvalidParams, Message: "unknown resource (list resources first)"}
 	}
-	return call(s, ctx, i, progressKey(p.GetProgressToken()), func(ctx context.Context, cs *sdk.ClientSession) (*sdk.ReadResourceResult, error) {
+	return call(s, ctx, rq, "resources/read", i, progressKey(p.GetProgressToken()), func(ctx context.Context, cs *sdk.ClientSession) (*sdk.ReadResourceResult, error) {
 		return cs.ReadResource(ctx, p)
 	})
 }
@@ -353,7 +356,7 @@ func (s *session) subscribe(ctx context.Context, r *sdk.SubscribeRequest) error 
 	if !ok {
 		return &jsonrpc.Error{Code: codeInvalidParams, Message: "unknown resource (list resources first)"}
 	}
-	_, err := call(s, ctx, i, nil, func(ctx context.Context, cs *sdk.ClientSession) (struct{}, error) {
+	_, err := call(s, ctx, callerOf(r), "resources/subscribe", i, nil, func(ctx context.Context, cs *sdk.ClientSession) (struct{}, error) {
 		return struct{}{}, cs.Subscribe(ctx, r.Params)
 	})
 	return err
@@ -364,7 +367,7 @@ func (s *session) unsubscribe(ctx context.Context, r *sdk.UnsubscribeRequest) er
 	if !ok {
 		return &jsonrpc.Error{Code: codeInvalidParams, Message: "unknown resource"}
 	}
-	_, err := call(s, ctx, i, nil, func(ctx context.Context, cs *sdk.ClientSession) (struct{}, error) {
+	_, err := call(s, ctx, callerOf(r), "resources/unsubscribe", i, nil, func(ctx context.Context, cs *sdk.ClientSession) (struct{}, error) {
 		return struct{}{}, cs.Unsubscribe(ctx, r.Params)
 	})
 	return err
@@ -391,7 +394,7 @@ func (s *session) complete(ctx context.Context, r *sdk.CompleteRequest) (*sdk.Co
 		}
 	}
 	p.Ref = &ref
-	return call(s, ctx, i, nil, func(ctx context.Context, cs *sdk.ClientSession) (*sdk.CompleteResult, error) {
+	return call(s, ctx, callerOf(r), "completion/complete", i, nil, func(ctx context.Context, cs *sdk.ClientSession) (*sdk.CompleteResult, error) {
 		return cs.Complete(ctx, &p)
 	})
 }

@@ -169,6 +169,9 @@ func (s *session) caller() (*identity.Principal, string) {
 	return s.c.p, s.c.token
 }
 
+// errSessionClosed: the client's session ended; no backend is at fault.
+var errSessionClosed = errors.New("session closed")
+
 // errCredential marks a backend credential that could not be obtained.
 var errCredential = errors.New("backend credential unavailable")
 
@@ -194,9 +197,10 @@ func (s *session) serverSession() *sdk.ServerSession {
 // (ping, logging level, subscriptions, completion) to the SDK server.
 func (s *session) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 	return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
-		if c := callerOf(req); c != nil {
+		rq := callerOf(req)
+		if rq != nil {
 			s.mu.Lock()
-			s.c = c
+			s.c = rq
 			s.mu.Unlock()
 		}
 		if req.GetParams() == nil && method != "initialize" && !strings.HasSuffix(method, "/list") {
@@ -204,21 +208,21 @@ func (s *session) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 		}
 		switch method {
 		case "initialize":
-			return s.initialize(ctx, req, next)
+			return s.initialize(ctx, rq, req, next)
 		case "tools/list":
-			return s.listTools(ctx, req.GetParams().(*sdk.ListToolsParams))
+			return s.listTools(ctx, rq, req.GetParams().(*sdk.ListToolsParams))
 		case "tools/call":
-			return s.callTool(ctx, req.GetParams().(*sdk.CallToolParamsRaw))
+			return s.callTool(ctx, rq, req.GetParams().(*sdk.CallToolParamsRaw))
 		case "prompts/list":
-			return s.listPrompts(ctx, req.GetParams().(*sdk.ListPromptsParams))
+			return s.listPrompts(ctx, rq, req.GetParams().(*sdk.ListPromptsParams))
 		case "prompts/get":
-			return s.getPrompt(ctx, req.GetParams().(*sdk.GetPromptParams))
+			return s.getPrompt(ctx, rq, req.GetParams().(*sdk.GetPromptParams))
 		case "resources/list":
-			return s.listResources(ctx, req.GetParams().(*sdk.ListResourcesParams))
+			return s.listResources(ctx, rq, req.GetParams().(*sdk.ListResourcesParams))
 		case "resources/templates/list":
-			return s.listTemplates(ctx, req.GetParams().(*sdk.ListResourceTemplatesParams))
+			return s.listTemplates(ctx, rq, req.GetParams().(*sdk.ListResourceTemplatesParams))
 		case "resources/read":
-			return s.readResource(ctx, req.GetParams().(*sdk.ReadResourceParams))
+			return s.readResource(ctx, rq, req.GetParams().(*sdk.ReadResourceParams))
 		case "logging/setLevel":
 			s.setLevel(ctx, req.GetParams().(*sdk.SetLoggingLevelParams))
 		}
@@ -230,7 +234,7 @@ func (s *session) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 // timeout) and answers the merge of their capabilities and instructions.
 // A backend that does not answer is left out and opened again when a
 // later request needs it.
-func (s *session) initialize(ctx context.Context, req sdk.Request, next sdk.MethodHandler) (sdk.Result, error) {
+func (s *session) initialize(ctx context.Context, rq *caller, req sdk.Request, next sdk.MethodHandler) (sdk.Result, error) {
 	ss, _ := req.GetSession().(*sdk.ServerSession)
 	s.mu.Lock()
 	first := s.ss == nil && ss != nil
@@ -257,7 +261,7 @@ func (s *session) initialize(ctx context.Context, req sdk.Request, next sdk.Meth
 	}
 	caps := &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}}
 	var instructions []string
-	s.each(ctx, func(ctx context.Context, i int, cs *sdk.ClientSession) error {
+	s.each(ctx, rq, "initialize", func(ctx context.Context, i int, cs *sdk.ClientSession) error {
 		return nil
 	}, func(i int, cs *sdk.ClientSession) {
 		bi := cs.InitializeResult()
@@ -295,10 +299,12 @@ func (s *session) initialize(ctx context.Context, req sdk.Request, next sdk.Meth
 }
 
 // each runs f on every backend the caller may use, concurrently, each
-// bounded by the endpoint's timeout; a backend that fails is dropped (and
-// reopened on its next use). done, if set, runs for the backends that
-// succeeded, one at a time in backend order.
-func (s *session) each(ctx context.Context, f func(context.Context, int, *sdk.ClientSession) error, done func(int, *sdk.ClientSession)) {
+// bounded by the endpoint's timeout and in a span of its own (method names
+// the client's request, rq); a backend that fails is dropped (and reopened
+// on its next use), and a failure or timeout is recorded for the request's
+// audit record. done, if set, runs for the backends that succeeded, one at
+// a time in backend order.
+func (s *session) each(ctx context.Context, rq *caller, method string, f func(context.Context, int, *sdk.ClientSession) error, done func(int, *sdk.ClientSession)) {
 	n := len(s.conns)
 	ok := make([]*sdk.ClientSession, n)
 	var wg sync.WaitGroup
@@ -309,7 +315,9 @@ func (s *session) each(ctx context.Context, f func(context.Context, int, *sdk.Cl
 			continue // nothing there for this caller: no session is opened
 		}
 		wg.Go(func() {
-			tctx, cancel := context.WithTimeout(ctx, s.e.cfg.Timeout)
+			sctx, span := s.e.startSpan(ctx, rq, i, method)
+			defer span.End()
+			tctx, cancel := context.WithTimeout(sctx, s.e.cfg.Timeout)
 			defer cancel()
 			cs, err := s.conn(tctx, i)
 			if err == nil {
@@ -319,6 +327,10 @@ func (s *session) each(ctx context.Context, f func(context.Context, int, *sdk.Cl
 				s.e.log.Warn("backend left out", "backend", s.e.cfg.Backends[i], "err", err)
 				if !isRPCError(err) {
 					s.drop(i, cs)
+					if tctx.Err() != nil {
+						err = tctx.Err()
+					}
+					s.e.failed(rq, span, i, err, false)
 				}
 				return
 			}
@@ -368,7 +380,7 @@ func (s *session) conn(ctx context.Context, i int) (*sdk.ClientSession, error) {
 	closed, caps := s.closed, s.clientCaps
 	s.mu.Unlock()
 	if closed {
-		return nil, errors.New("session closed")
+		return nil, errSessionClosed
 	}
 	b := s.e.backends[i]
 	client := sdk.NewClient(&sdk.Implementation{Name: "mcpgate", Version: s.e.version}, s.clientOptions(i, caps))
@@ -393,7 +405,7 @@ func (s *session) conn(ctx context.Context, i int) (*sdk.ClientSession, error) {
 	if closed { // the client's session ended while this one opened
 		c.cs.Store(nil)
 		cs.Close()
-		return nil, errors.New("session closed")
+		return nil, errSessionClosed
 	}
 	go func() {
 		cs.Wait()

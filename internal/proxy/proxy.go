@@ -276,6 +276,9 @@ func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.Header.Del(stdio.UserHeader)
 	}
 	t.b.present(out.Header, p, cred)
+	// The span of the call this request belongs to, if any, is the
+	// backend's parent (its session's stream and notifications have none).
+	telemetry.Inject(out.Context(), out.Header)
 	resp, err := t.b.transport.RoundTrip(out)
 	if err == nil {
 		resp.Header.Del("Set-Cookie")

@@ -110,6 +110,7 @@ type exchange struct {
 	rpcID     []byte   // of a single call: the proxy's 502 and 504 answer it
 	targets   []target // per call, at an aggregated endpoint: where it goes
 	outcome   proxy.Outcome
+	aggregate aggregate.Outcome // at an aggregated endpoint: its backend calls' failures
 	refused   bool       // a list answer could not be filtered and was replaced
 	body      bodyReader // inline: reading the body allocates no reader
 	forwarded bool       // the FORWARD record(s) are written: the request went to the backend
@@ -235,7 +236,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if g.agg != nil {
-		g.agg.Serve(w, r, p)
+		x.aggregate = g.agg.Serve(w, r, p)
 		return
 	}
 	x.outcome = g.backend.Forward(w, r, hop)
@@ -876,8 +877,32 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 		if x.forwarded {
 			rec.Args = nil
 		}
+		if i < len(x.targets) {
+			g.aggregateOutcome(&rec, x)
+		}
 		g.write(r.Context(), &rec)
 		g.metrics.Observe(g.name, rec.Method, string(rec.Decision), status)
+	}
+}
+
+// aggregateOutcome marks the outcome record of a message at an aggregated
+// endpoint as an error when its backend call failed or timed out, as the
+// proxy's BackendError does on a backend's own path; the client got a
+// JSON-RPC error over HTTP 200, so the status alone does not say it. A
+// message decided at the endpoint itself (a merged list, initialize) is
+// marked when a backend was left out of its answer.
+func (g *gateway) aggregateOutcome(rec *audit.Record, x *exchange) {
+	call := rec.Backend != g.name
+	reason := x.aggregate.Reason(rec.Backend, call)
+	if reason == "" {
+		return
+	}
+	rec.Result = audit.ResultError
+	if rec.Reason == "" {
+		rec.Reason = reason
+	}
+	if call && rec.RPCError == 0 {
+		rec.RPCError = aggregate.CodeBackendUnavailable
 	}
 }
 

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -105,4 +106,17 @@ func Transport(rt http.RoundTripper, backend string) http.RoundTripper {
 		otelhttp.WithSpanNameFormatter(func(string, *http.Request) string { return name }),
 		otelhttp.WithSpanOptions(trace.WithAttributes(attribute.String("mcpgate.backend", backend))),
 	)
+}
+
+// Inject writes the W3C trace context of the span in ctx into h
+// (traceparent, and tracestate when set), for a request the gateway makes
+// itself rather than through Transport: an aggregated endpoint's backend
+// sessions. It replaces whatever h had. With tracing off, or no span in
+// ctx, it writes nothing.
+func Inject(ctx context.Context, h http.Header) {
+	t := active.Load()
+	if t == nil {
+		return
+	}
+	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
 }
