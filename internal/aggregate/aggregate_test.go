@@ -201,10 +201,15 @@ type fixture struct {
 
 	mu       sync.Mutex
 	failures []Failure // of every request, in order
+	posts    atomic.Int64
 }
 
-// takeFailures returns the failures recorded since the last call.
+// takeFailures returns the failures recorded since the last call. A client
+// may read its answer before Serve returns: it waits for the POSTs in flight.
 func (f *fixture) takeFailures() []Failure {
+	for i := 0; i < 200 && f.posts.Load() > 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := f.failures
@@ -233,6 +238,10 @@ func newFixture(t *testing.T, cfg Config, extra ...string) *fixture {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if fn := f.ctx.Load(); fn != nil {
 			r = r.WithContext((*fn)(r))
+		}
+		if r.Method == http.MethodPost {
+			f.posts.Add(1)
+			defer f.posts.Add(-1)
 		}
 		out := e.Serve(w, r, f.identity.Load())
 		f.mu.Lock()

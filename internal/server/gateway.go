@@ -111,9 +111,9 @@ type exchange struct {
 	targets   []target // per call, at an aggregated endpoint: where it goes
 	outcome   proxy.Outcome
 	aggregate aggregate.Outcome // at an aggregated endpoint: its backend calls' failures
-	refused   bool       // a list answer could not be filtered and was replaced
-	body      bodyReader // inline: reading the body allocates no reader
-	forwarded bool       // the FORWARD record(s) are written: the request went to the backend
+	refused   bool              // a list answer could not be filtered and was replaced
+	body      bodyReader        // inline: reading the body allocates no reader
+	forwarded bool              // the FORWARD record(s) are written: the request went to the backend
 	session   sessionHeader
 }
 
