@@ -2,13 +2,20 @@ package server_test
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -128,4 +135,150 @@ audit: { sink: file, path: %s }
 	if len(want) > 0 {
 		t.Errorf("audit lacks %v; tools/call records: %+v", want, calls)
 	}
+}
+
+// TestAggregatedBackendFailure: through an aggregated endpoint, with
+// tracing on, each backend call is a "backend NAME" span under the
+// request's server span and the backend receives that span's traceparent;
+// a call to a backend that is down is audited with result error, rpc_error
+// -32603 and the reason the client got, the list that left the backend out
+// with result error, and calls that worked stay successes. The policy
+// scopes tools with "<backend>/*" patterns.
+func TestAggregatedBackendFailure(t *testing.T) {
+	rc, flush := withTracing(t)
+	idp := newTestIdP(t)
+	var mu sync.Mutex
+	var tps []string
+	var k8sDown atomic.Bool
+	vsphere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tp := r.Header.Get("Traceparent"); tp != "" {
+			mu.Lock()
+			tps = append(tps, tp)
+			mu.Unlock()
+		}
+		demo.Handler(demo.Options{Stateless: true}).ServeHTTP(w, r)
+	}))
+	t.Cleanup(vsphere.Close)
+	k8sDemo := demo.Handler(demo.Options{Stateless: true})
+	k8s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if k8sDown.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		k8sDemo.ServeHTTP(w, r)
+	}))
+	t.Cleanup(k8s.Close)
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	var url string
+	servertest.Start(t, func(base string) string {
+		url = base + "/all/mcp"
+		return fmt.Sprintf(`
+auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
+policy:
+  roles:
+    ops: { tools: ["vsphere/*", "k8s/get_*"] }
+  groups: { ops: [ops] }
+backends:
+  - { name: vsphere, url: %s/mcp }
+  - { name: k8s, url: %s/mcp }
+endpoints:
+  - { path: /all/mcp, backends: [vsphere, k8s], timeout: 2s }
+audit: { sink: file, path: %s }
+`, idp.srv.URL, url, vsphere.URL, k8s.URL, auditPath)
+	})
+	ops := servertest.Connect(t, url, idp.tokenFor(t, "olga", url, map[string]any{"groups": []string{"ops"}}), nil)
+	names := servertest.ToolNames(t, ops)
+	if !slices.Contains(names, "vsphere__delete_vm") || !slices.Contains(names, "k8s__get_vm") || slices.Contains(names, "k8s__delete_vm") {
+		t.Errorf("tools %v: want vsphere's all, k8s's get_* only", names)
+	}
+	if out, err := servertest.CallText(ops, "vsphere__get_vm", map[string]any{"vm_name": "web-1"}); err != nil || out != "web-1: poweredOn" {
+		t.Fatalf("vsphere__get_vm = %q, %v", out, err)
+	}
+	k8sDown.Store(true)
+	if _, err := servertest.CallText(ops, "k8s__get_vm", map[string]any{"vm_name": "web-1"}); err == nil || !strings.Contains(err.Error(), "backend k8s unavailable") {
+		t.Errorf("k8s__get_vm while k8s is down: %v", err)
+	}
+	if names := servertest.ToolNames(t, ops); slices.Contains(names, "k8s__get_vm") || !slices.Contains(names, "vsphere__get_vm") {
+		t.Errorf("tools while k8s is down: %v", names)
+	}
+	flush()
+
+	t.Run("audit", func(t *testing.T) {
+		var vsCall, k8sCall, list *audit.Record
+		// The outcome record follows the answer: wait for the second list's.
+		var recs []audit.Record
+		for range 200 {
+			recs = readAudit(t, auditPath)
+			n := 0
+			for _, r := range recs {
+				if r.Method == "tools/list" {
+					n++
+				}
+			}
+			if n >= 2 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for i := range recs {
+			r := &recs[i]
+			switch {
+			case r.Method == "tools/call" && r.Backend == "vsphere":
+				vsCall = r
+			case r.Method == "tools/call" && r.Backend == "k8s":
+				k8sCall = r
+			case r.Method == "tools/list":
+				list = r // the last one: k8s was down
+			}
+		}
+		if vsCall == nil || k8sCall == nil || list == nil {
+			t.Fatalf("records missing: %+v", recs)
+		}
+		if vsCall.Result != audit.ResultSuccess || vsCall.RPCError != 0 {
+			t.Errorf("successful call: result %q rpc_error %d", vsCall.Result, vsCall.RPCError)
+		}
+		if k8sCall.Result != audit.ResultError || k8sCall.RPCError != -32603 || k8sCall.Reason != "backend k8s unavailable" || k8sCall.Tool != "get_vm" {
+			t.Errorf("failed call: %+v", k8sCall)
+		}
+		if list.Result != audit.ResultError || list.Reason != "backend k8s unavailable" || list.RPCError != 0 || list.Backend != "all-mcp" {
+			t.Errorf("list without k8s: %+v", list)
+		}
+	})
+	t.Run("spans", func(t *testing.T) {
+		rc.mu.Lock()
+		all := slices.Clone(rc.spans)
+		rc.mu.Unlock()
+		var call, failed *tracepb.Span
+		for _, s := range all {
+			if strAttr(s, "mcp.method.name") != "tools/call" {
+				continue
+			}
+			switch s.Name {
+			case "backend vsphere":
+				call = s
+			case "backend k8s":
+				failed = s
+			}
+		}
+		if call == nil || failed == nil {
+			t.Fatalf("no tools/call backend spans: %d spans", len(all))
+		}
+		spans := rc.trace(hex.EncodeToString(call.TraceId))
+		root := spans["POST /all/mcp"]
+		if root == nil || string(call.ParentSpanId) != string(root.SpanId) {
+			t.Errorf("backend span's parent %x, want the server span (%v)", call.ParentSpanId, spanNames(spans))
+		}
+		if call.Kind != tracepb.Span_SPAN_KIND_CLIENT || strAttr(call, "mcpgate.backend") != "vsphere" || strAttr(call, "mcpgate.endpoint") != "all-mcp" {
+			t.Errorf("backend span: %v %v", call.Kind, call.Attributes)
+		}
+		if failed.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR || failed.Status.GetMessage() != "backend k8s unavailable" {
+			t.Errorf("failed call's span status %v", failed.Status)
+		}
+		want := fmt.Sprintf("00-%x-%x-01", call.TraceId, call.SpanId)
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(tps, want) {
+			t.Errorf("vsphere got traceparents %v, want %s", tps, want)
+		}
+	})
 }
