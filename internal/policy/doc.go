@@ -13,9 +13,13 @@
 // # Roles
 //
 // A role grants glob patterns over tool names, prompt names and resource
-// URIs, on every backend or under backends.<name> on one backend only. `*`
-// matches any run of characters, `?` one character, `\` quotes the next;
-// matching is exact and case-sensitive. A role may inherit other roles
+// URIs, on every backend or under backends.<name> on one backend only; a
+// tool or prompt pattern (and a tool_scopes key) written "<backend>/<glob>"
+// ("vsphere/*", "k8s/get_pods") is on that backend only too. `*` matches
+// any run of characters, `?` one character, `\` quotes the next (`\/` is a
+// literal slash); matching is exact and case-sensitive. The policy does not
+// know the gateway's backends: configuration validation checks the names it
+// uses (CheckBackends). A role may inherit other roles
 // (cycles are a configuration error). The caller's roles are the union of
 // the roles of each of its groups listed under groups (unknown groups grant
 // nothing; no groups grant nothing) and of every users entry that matches
