@@ -42,7 +42,7 @@ type testBackend struct {
 	tps   []string     // every traceparent received (under mu)
 }
 
-func newTestBackend(t *testing.T, name string, page int, tools ...string) *testBackend {
+func newTestBackend(t testing.TB, name string, page int, tools ...string) *testBackend {
 	b := &testBackend{name: name, tools: tools, page: page}
 	b.up()
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -156,7 +156,7 @@ func (b *testBackend) sessions() int {
 	return n
 }
 
-func (b *testBackend) proxy(t *testing.T, cred proxy.CredentialConfig) *proxy.Backend {
+func (b *testBackend) proxy(t testing.TB, cred proxy.CredentialConfig) *proxy.Backend {
 	cfg := proxy.BackendConfig{Name: b.name, URL: b.srv.URL + "/mcp", Credential: cred,
 		IdentityHeaders: proxy.IdentityHeaders{User: "X-User"}}
 	cfg.SetDefaults(1)
@@ -173,7 +173,7 @@ var (
 	vera  = &identity.Principal{Issuer: "https://idp", Subject: "vera", Username: "vera", Groups: []string{"vs"}}
 )
 
-func testPolicy(t *testing.T) *policy.Holder {
+func testPolicy(t testing.TB) *policy.Holder {
 	cfg := policy.Config{
 		Roles: map[string]policy.Role{
 			"ops": {Backends: map[string]policy.Grants{"vsphere": {Tools: []string{"*"}}, "k8s": {Tools: []string{"*"}}}},
@@ -217,7 +217,7 @@ func (f *fixture) takeFailures() []Failure {
 	return out
 }
 
-func newFixture(t *testing.T, cfg Config, extra ...string) *fixture {
+func newFixture(t testing.TB, cfg Config, extra ...string) *fixture {
 	f := &fixture{
 		vsphere: newTestBackend(t, "vsphere", 0, append([]string{"get_vm", "power_off"}, extra...)...),
 		k8s:     newTestBackend(t, "k8s", 1, append([]string{"get_pods", "delete_pod", "get_nodes"}, extra...)...),
