@@ -263,7 +263,7 @@ audit: { sink: file, path: %s }
 		if call == nil || failed == nil {
 			t.Fatalf("no tools/call backend spans: %d spans", len(all))
 		}
-		spans := rc.trace(hex.EncodeToString(call.TraceId))
+		spans := rc.waitTrace(t, hex.EncodeToString(call.TraceId), "POST /all/mcp")
 		root := spans["POST /all/mcp"]
 		if root == nil || string(call.ParentSpanId) != string(root.SpanId) {
 			t.Errorf("backend span's parent %x, want the server span (%v)", call.ParentSpanId, spanNames(spans))

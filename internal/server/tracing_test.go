@@ -11,9 +11,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -32,6 +34,7 @@ type otlpReceiver struct {
 	mu    sync.Mutex
 	spans []*tracepb.Span
 	posts int
+	flush func() // set by withTracing
 }
 
 func newOTLPReceiver(t *testing.T) *otlpReceiver {
@@ -79,7 +82,8 @@ func (rc *otlpReceiver) trace(id string) map[string]*tracepb.Span {
 }
 
 // withTracing installs tracing configured by OTEL_* variables pointing at
-// a fresh receiver, as `mcpgate serve` does; flush sends what is batched.
+// a fresh receiver, as `mcpgate serve` does; flush sends what is batched
+// (and may be called again: the exporter stops at the test's end).
 func withTracing(t *testing.T) (rc *otlpReceiver, flush func()) {
 	rc = newOTLPReceiver(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rc.srv.URL)
@@ -89,17 +93,35 @@ func withTracing(t *testing.T) (rc *otlpReceiver, flush func()) {
 		t.Fatalf("Setup = %v, %v", tr, err)
 	}
 	telemetry.Install(tr)
-	flushed := false
-	flush = func() {
-		if !flushed {
-			flushed = true
-			if err := tr.Shutdown(context.Background()); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
+	t.Cleanup(func() {
+		if err := tr.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	rc.flush = func() {
+		if err := tr.Flush(context.Background()); err != nil {
+			t.Errorf("Flush: %v", err)
 		}
 	}
-	t.Cleanup(flush)
-	return rc, flush
+	return rc, rc.flush
+}
+
+// waitTrace returns the spans of trace id by name once every one of names
+// has arrived. A server span ends when its handler returns, which can be
+// after the client read the answer it waited for (an SSE stream), so the
+// spans are flushed and looked for until they come, for at most 5 s.
+func (rc *otlpReceiver) waitTrace(t *testing.T, id string, names ...string) map[string]*tracepb.Span {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rc.flush()
+		spans := rc.trace(id)
+		missing := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return spans[n] != nil })
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return spans
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 const echoCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"secret-arg"}}}`
@@ -203,7 +225,7 @@ func TestTracingToolsCall(t *testing.T) {
 		{"client's trace", clientTrace, clientSpan, "true", parent2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			spans := rc.trace(tc.trace)
+			spans := rc.waitTrace(t, tc.trace, "POST /mcp", "mcpgate.edge", "mcpgate.authn", "mcpgate.policy", "backend demo")
 			root := spans["POST /mcp"]
 			if root == nil {
 				t.Fatalf("no server span in trace %s; got %v", tc.trace, spanNames(spans))
@@ -239,7 +261,7 @@ func TestTracingToolsCall(t *testing.T) {
 		})
 	}
 	t.Run("denied", func(t *testing.T) {
-		spans := rc.trace(strings.Repeat("ab", 16))
+		spans := rc.waitTrace(t, strings.Repeat("ab", 16), "POST /mcp", "mcpgate.policy")
 		if pol := spans["mcpgate.policy"]; pol == nil || strAttr(pol, "mcpgate.policy.decision") != "deny" {
 			t.Fatalf("policy span of a denied call: %v", pol)
 		}
@@ -371,7 +393,7 @@ audit: { sink: none }
 		t.Fatalf("the child's tools/call has no _meta.traceparent:\n%s", data)
 	}
 	tid, parent := parseTraceparent(t, traceparent)
-	spans := rc.trace(tid)
+	spans := rc.waitTrace(t, tid, "backend local", "POST /mcp", "mcpgate.policy")
 	be := spans["backend local"]
 	if be == nil || spans["POST /mcp"] == nil || spans["mcpgate.policy"] == nil {
 		t.Fatalf("trace %s of the child's traceparent: spans %v", tid, spanNames(spans))

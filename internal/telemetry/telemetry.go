@@ -161,6 +161,14 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	return t.tp.Shutdown(ctx)
 }
 
+// Flush exports the spans ended so far, without stopping the exporter.
+func (t *Tracing) Flush(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	return t.tp.ForceFlush(ctx)
+}
+
 // Start starts a span named name as a child of the span in ctx. With
 // tracing off it returns ctx itself and a span that records nothing, and
 // allocates nothing: callers set attributes only when span.IsRecording().
