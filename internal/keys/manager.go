@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -114,8 +115,8 @@ type Manager struct {
 
 	mu       sync.RWMutex
 	active   *loadedKey
-	keys     []*loadedKey // every published key: active, next, retired
-	signers  map[string]jose.Signer
+	keys     []*loadedKey          // every published key: active, next, retired
+	signers  map[string]*jwsSigner // by typ, for the active key (see signer)
 	loadedAt time.Time
 }
 
@@ -449,7 +450,7 @@ func (m *Manager) reload(ctx context.Context) error {
 	m.mu.Lock()
 	previous := m.active
 	if previous == nil || previous.id != active.id {
-		m.signers = map[string]jose.Signer{}
+		m.signers = map[string]*jwsSigner{}
 	}
 	// Keys that were published and are gone before their overlap ended
 	// were revoked.
@@ -564,52 +565,115 @@ func (m *Manager) ActiveKeyID() string {
 	return m.active.id
 }
 
-// Signer returns a cached go-jose signer for the active key whose protected
-// header carries its kid and the given "typ" (e.g. "at+jwt", RFC 9068 §2.1).
-func (m *Manager) Signer(ctx context.Context, typ string) (jose.Signer, error) {
+// jwsSigner signs compact JWS (RFC 7515 §7.1) with one key under one
+// protected header, whose encoding is computed once: signing a token is
+// then one base64 pass over the claims, one hash and one signature.
+type jwsSigner struct {
+	kid    string // the key it signs with: the cache entry is valid while it is active
+	prefix []byte // base64url(protected header) + "."
+	key    crypto.Signer
+	sigLen int // bytes of the raw signature (RFC 7518 §3.4: R||S for ES256)
+}
+
+// jwsHeader is the protected header (RFC 7515 §4.1). Its fields are in the
+// order go-jose wrote them (sorted), so the tokens are byte-for-byte those
+// of earlier versions but for the signature.
+type jwsHeader struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid,omitempty"`
+	Typ string `json:"typ,omitempty"`
+}
+
+func newJWSSigner(k *loadedKey, typ string) (*jwsSigner, error) {
+	h, err := json.Marshal(jwsHeader{Alg: k.alg, Kid: k.id, Typ: typ})
+	if err != nil {
+		return nil, fmt.Errorf("keys: encode header: %w", err)
+	}
+	s := &jwsSigner{kid: k.id, key: k.private}
+	s.prefix = append(base64.RawURLEncoding.AppendEncode(nil, h), '.')
+	switch pk := k.private.(type) {
+	case *ecdsa.PrivateKey:
+		s.sigLen = 64
+	case *rsa.PrivateKey:
+		s.sigLen = pk.Size()
+	default:
+		return nil, fmt.Errorf("keys: signing key %s has unsupported type %T", k.id, k.private)
+	}
+	return s, nil
+}
+
+// sign returns header.payload.signature for payload, the JSON claims.
+func (s *jwsSigner) sign(payload []byte) (string, error) {
+	b64 := base64.RawURLEncoding
+	buf := make([]byte, 0, len(s.prefix)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(s.sigLen))
+	buf = append(buf, s.prefix...)
+	buf = b64.AppendEncode(buf, payload)
+	digest := sha256.Sum256(buf)
+	var sig []byte
+	switch pk := s.key.(type) {
+	case *ecdsa.PrivateKey:
+		r, ss, err := ecdsa.Sign(rand.Reader, pk, digest[:])
+		if err != nil {
+			return "", fmt.Errorf("keys: sign: %w", err)
+		}
+		// RFC 7518 §3.4: R and S as 32-byte big-endian integers, concatenated.
+		var raw [64]byte
+		r.FillBytes(raw[:32])
+		ss.FillBytes(raw[32:])
+		sig = raw[:]
+	case *rsa.PrivateKey:
+		var err error
+		if sig, err = rsa.SignPKCS1v15(rand.Reader, pk, crypto.SHA256, digest[:]); err != nil {
+			return "", fmt.Errorf("keys: sign: %w", err)
+		}
+	}
+	buf = append(buf, '.')
+	buf = b64.AppendEncode(buf, sig)
+	return string(buf), nil
+}
+
+// signer returns the cached signer of the active key for typ, building it
+// on first use. The cache holds one entry per typ the code signs with (a
+// constant of the caller, never client input) and is dropped when the
+// active key changes (reload); an entry of another key is never used.
+func (m *Manager) signer(ctx context.Context, typ string) (*jwsSigner, error) {
 	m.maybeReload(ctx)
 	m.mu.RLock()
 	s, ok := m.signers[typ]
+	ok = ok && s.kid == m.active.id
 	m.mu.RUnlock()
 	if ok {
 		return s, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s, ok := m.signers[typ]; ok {
+	if s, ok := m.signers[typ]; ok && s.kid == m.active.id {
 		return s, nil
 	}
-	opts := &jose.SignerOptions{}
-	if typ != "" {
-		opts = opts.WithType(jose.ContentType(typ))
-	}
-	s, err := jose.NewSigner(jose.SigningKey{
-		Algorithm: jose.SignatureAlgorithm(m.active.alg),
-		Key:       jose.JSONWebKey{Key: m.active.private, KeyID: m.active.id, Algorithm: m.active.alg},
-	}, opts)
+	s, err := newJWSSigner(m.active, typ)
 	if err != nil {
-		return nil, fmt.Errorf("keys: create signer: %w", err)
+		return nil, err
+	}
+	if m.signers == nil {
+		m.signers = map[string]*jwsSigner{}
 	}
 	m.signers[typ] = s
 	return s, nil
 }
 
 // SignJWT returns the compact JWS of the JSON encoding of claims, signed
-// with the active key, with "kid" and "typ" in the protected header.
+// with the active key, with "kid" and "typ" (omitted when empty) in the
+// protected header.
 func (m *Manager) SignJWT(ctx context.Context, typ string, claims any) (string, error) {
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", fmt.Errorf("keys: encode claims: %w", err)
 	}
-	s, err := m.Signer(ctx, typ)
+	s, err := m.signer(ctx, typ)
 	if err != nil {
 		return "", err
 	}
-	obj, err := s.Sign(payload)
-	if err != nil {
-		return "", fmt.Errorf("keys: sign: %w", err)
-	}
-	return obj.CompactSerialize()
+	return s.sign(payload)
 }
 
 // JWKS returns the public keys to publish (RFC 7517 §5): the active key,

@@ -405,25 +405,6 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-func BenchmarkSign(b *testing.B) {
-	claims := map[string]any{
-		"iss": "https://gate.example", "sub": "https://idp.example#alice", "aud": "https://mcp.example/mcp",
-		"client_id": "c1", "scope": "tools:read tools:call", "exp": 1767322800, "iat": 1767319200, "jti": "abc", "tsid": "g1",
-	}
-	for _, alg := range []string{keys.ES256, keys.RS256} {
-		b.Run(alg, func(b *testing.B) {
-			m := newManager(b, memory.New(), newSealer(b, randomKey(b)), keys.Options{Algorithm: alg})
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := m.SignJWT(ctx, "at+jwt", claims); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
 func BenchmarkSealOpen(b *testing.B) {
 	s := newSealer(b, randomKey(b))
 	pt := make([]byte, 2048) // a typical upstream token blob

@@ -1,0 +1,191 @@
+package keys
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/mcpgate/mcpgate/internal/store/memory"
+)
+
+func testManager(t testing.TB, st KeyStore, alg string, sealKey []byte) *Manager {
+	t.Helper()
+	sealer, err := NewSealer(sealKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(context.Background(), st, sealer, Options{Algorithm: alg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func testSealKey(t testing.TB) []byte {
+	t.Helper()
+	key := make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// The tokens are those go-jose wrote before the signer was cached: the same
+// protected header and payload segments (RS256, deterministic: the same
+// token), and a signature go-jose verifies.
+func TestSignJWTMatchesGoJose(t *testing.T) {
+	claims := map[string]any{"sub": "alice", "aud": "https://mcp.example/mcp", "scope": "a<b&c"}
+	for _, alg := range []string{ES256, RS256} {
+		for _, typ := range []string{"at+jwt", ""} {
+			t.Run(alg+"/"+typ, func(t *testing.T) {
+				m := testManager(t, memory.New(), alg, testSealKey(t))
+				got, err := m.SignJWT(context.Background(), typ, claims)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts := &jose.SignerOptions{}
+				if typ != "" {
+					opts = opts.WithType(jose.ContentType(typ))
+				}
+				js, err := jose.NewSigner(jose.SigningKey{
+					Algorithm: jose.SignatureAlgorithm(alg),
+					Key:       jose.JSONWebKey{Key: m.active.private, KeyID: m.active.id, Algorithm: alg},
+				}, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				payload := `{"aud":"https://mcp.example/mcp","scope":"a\u003cb\u0026c","sub":"alice"}`
+				obj, err := js.Sign([]byte(payload))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := obj.CompactSerialize()
+				g, w := strings.Split(got, "."), strings.Split(want, ".")
+				if len(g) != 3 || g[0] != w[0] || g[1] != w[1] {
+					t.Errorf("token = %s\nwant header and payload of %s", got, want)
+				}
+				if alg == RS256 && got != want {
+					t.Errorf("RS256 token = %s, want %s", got, want)
+				}
+				jws, err := jose.ParseSigned(got, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := jws.Verify(m.active.public); err != nil {
+					t.Errorf("go-jose does not verify the token: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// The signer cache never signs with a key that is no longer active: not
+// after Rotate, not after a reload that finds another process's rotation,
+// not after the active key is revoked, and not from an entry left for
+// another key. It holds one entry per typ.
+func TestSignerCacheFollowsActiveKey(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	sealKey := testSealKey(t)
+	m := testManager(t, st, ES256, sealKey)
+	other := testManager(t, st, ES256, sealKey) // another replica, same store
+	kidOf := func() string {
+		t.Helper()
+		tok, err := m.SignJWT(ctx, "at+jwt", map[string]string{"sub": "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jws.Verify(m.active.public); err != nil {
+			t.Fatalf("token does not verify with the active key: %v", err)
+		}
+		return jws.Signatures[0].Protected.KeyID
+	}
+	steps := []struct {
+		name   string
+		change func() error
+	}{
+		{"first use", func() error { return nil }},
+		{"Rotate", func() error { return m.Rotate(ctx) }},
+		{"rotated by another process, then Reload", func() error {
+			if err := other.Rotate(ctx); err != nil {
+				return err
+			}
+			return m.Reload(ctx)
+		}},
+		{"active key revoked", func() error { _, err := m.Revoke(ctx, m.ActiveKeyID()); return err }},
+		{"stale entry of another key", func() error {
+			var next *loadedKey
+			for _, k := range m.keys {
+				if k.id != m.active.id {
+					next = k
+				}
+			}
+			s, err := newJWSSigner(next, "at+jwt")
+			m.signers["at+jwt"] = s
+			return err
+		}},
+	}
+	for _, st := range steps {
+		if err := st.change(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got, want := kidOf(), m.ActiveKeyID(); got != want {
+			t.Errorf("%s: signed with %q, want the active key %q", st.name, got, want)
+		}
+	}
+	if _, err := m.SignJWT(ctx, "JWT", map[string]string{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.signers); n != 2 {
+		t.Errorf("signer cache holds %d entries after two typs, want 2", n)
+	}
+}
+
+// BenchmarkSignJWT signs access-token claims with the Manager, and with the
+// go-jose signer it used before (cached, as it was) for the ratio.
+func BenchmarkSignJWT(b *testing.B) {
+	claims := struct {
+		Iss, Sub, Aud, ClientID, Scope, JTI, TSID string
+		Iat, Exp                                  int64
+	}{"https://gate.example", "https://idp.example#alice", "https://mcp.example/mcp", "c1", "tools:read tools:call", "abc", "g1", 1767319200, 1767322800}
+	for _, alg := range []string{ES256, RS256} {
+		m := testManager(b, memory.New(), alg, testSealKey(b))
+		ctx := context.Background()
+		b.Run(alg+"/manager", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.SignJWT(ctx, "at+jwt", claims); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(alg+"/go-jose", func(b *testing.B) {
+			js, err := jose.NewSigner(jose.SigningKey{
+				Algorithm: jose.SignatureAlgorithm(alg),
+				Key:       jose.JSONWebKey{Key: m.active.private, KeyID: m.active.id, Algorithm: alg},
+			}, (&jose.SignerOptions{}).WithType("at+jwt"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				payload, _ := json.Marshal(claims)
+				obj, err := js.Sign(payload)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := obj.CompactSerialize(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
