@@ -72,24 +72,53 @@ func (s *Server) withRequestMeta(next http.Handler) http.Handler {
 	})
 }
 
+// batchAuditor is an Auditor that writes several records in one write
+// (*audit.Logger: one group commit, the records adjacent in the chain).
+type batchAuditor interface {
+	LogBatch(ctx context.Context, recs []*audit.Record) error
+}
+
 // audit writes rec with Source "authserver" and the request's id, client
 // IP and user agent. It returns the write error (on_error: fail) after
 // logging it; callers decide whether the action may proceed (see above).
 func (s *Server) audit(ctx context.Context, rec *audit.Record) error {
+	return s.auditAll(ctx, rec)
+}
+
+// auditAll is audit for the records of one action, written in one write
+// when the auditor can (an exchange's two records cost one commit).
+func (s *Server) auditAll(ctx context.Context, recs ...*audit.Record) error {
 	if s.auditor == nil {
 		return nil
 	}
-	rec.Source = audit.SourceAuthServer
-	if m, ok := ctx.Value(reqMetaKey{}).(*reqMeta); ok {
-		rec.RequestID, rec.ClientIP, rec.UserAgent = m.id, m.ip, m.ua
+	m, _ := ctx.Value(reqMetaKey{}).(*reqMeta)
+	traceID := telemetry.TraceID(ctx)
+	for _, rec := range recs {
+		rec.Source = audit.SourceAuthServer
+		if m != nil {
+			rec.RequestID, rec.ClientIP, rec.UserAgent = m.id, m.ip, m.ua
+		}
+		if rec.Result == "" {
+			rec.Result = audit.ResultSuccess
+		}
+		rec.TraceID = traceID
 	}
-	if rec.Result == "" {
-		rec.Result = audit.ResultSuccess
+	var err error
+	if b, ok := s.auditor.(batchAuditor); ok && len(recs) > 1 {
+		err = b.LogBatch(context.WithoutCancel(ctx), recs)
+	} else {
+		for _, rec := range recs {
+			if err = s.auditor.Log(context.WithoutCancel(ctx), rec); err != nil {
+				break
+			}
+		}
 	}
-	rec.TraceID = telemetry.TraceID(ctx)
-	err := s.auditor.Log(context.WithoutCancel(ctx), rec)
 	if err != nil {
-		s.log.ErrorContext(ctx, "authorization server: audit write failed", "event", rec.Event, "err", err)
+		events := make([]string, len(recs))
+		for i, rec := range recs {
+			events[i] = rec.Event
+		}
+		s.log.ErrorContext(ctx, "authorization server: audit write failed", "event", strings.Join(events, ","), "err", err)
 	}
 	return err
 }
@@ -247,7 +276,8 @@ func (s *Server) auditUnavailablePage(w http.ResponseWriter, r *http.Request) {
 }
 
 // auditIssued records tokens about to be returned for grant g, one record
-// per event (a code redemption is AS_CODE_REDEEMED then AS_TOKEN_ISSUED).
+// per event (a code redemption is AS_CODE_REDEEMED then AS_TOKEN_ISSUED),
+// in one write.
 // On failure it returns errAuditUnavailable: the tokens must not be sent.
 func (s *Server) auditIssued(ctx context.Context, g *store.Grant, id *idp.Identity, resp *tokenResponse, events ...string) error {
 	method := grantCode
@@ -258,7 +288,8 @@ func (s *Server) auditIssued(ctx context.Context, g *store.Grant, id *idp.Identi
 	if resp.RefreshToken != "" {
 		reason = "access token and refresh token"
 	}
-	for _, ev := range events {
+	recs := make([]*audit.Record, len(events))
+	for i, ev := range events {
 		rec := &audit.Record{
 			Event: ev, Method: method, ClientID: g.ClientID, SessionID: g.ID, Resource: g.Resource,
 			Scope: resp.Scope, Status: http.StatusOK,
@@ -266,9 +297,10 @@ func (s *Server) auditIssued(ctx context.Context, g *store.Grant, id *idp.Identi
 		if ev != audit.EventASCodeRedeemed {
 			rec.Reason = reason
 		}
-		if err := s.audit(ctx, s.withIdentity(rec, id)); err != nil {
-			return errAuditUnavailable
-		}
+		recs[i] = s.withIdentity(rec, id)
+	}
+	if err := s.auditAll(ctx, recs...); err != nil {
+		return errAuditUnavailable
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package authserver
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -27,6 +28,7 @@ import (
 type chainSink struct {
 	mu     sync.Mutex
 	buf    bytes.Buffer
+	writes []string // each Write, for the tests of what goes out together
 	broken atomic.Bool
 	logger *audit.Logger
 }
@@ -37,6 +39,7 @@ func (c *chainSink) Write(p []byte) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.writes = append(c.writes, string(p))
 	return c.buf.Write(p)
 }
 
@@ -483,6 +486,66 @@ func TestAuditFailClosed(t *testing.T) {
 	if st, m, _ := e.post("/introspect", url.Values{"token": {"x"}}, basic); st != http.StatusServiceUnavailable || m["active"] != nil {
 		t.Errorf("introspection while the log is down: %d %v", st, m)
 	}
+}
+
+// eventsAuditor is an Auditor without LogBatch: it keeps each record's
+// event.
+type eventsAuditor struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (a *eventsAuditor) Log(_ context.Context, r *audit.Record) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, r.Event)
+	return nil
+}
+
+// The two records of a code exchange go out in one write (one group commit
+// of the audit log) when the auditor writes batches; an auditor with Log
+// only gets both, in the same order.
+func TestAuditExchangeRecordsOneWrite(t *testing.T) {
+	t.Run("batch", func(t *testing.T) {
+		e, sink := auditedEnv(t, envOpt{})
+		c := e.register("http://127.0.0.1:3000/cb", true)
+		code := e.code(c)
+		sink.mu.Lock()
+		before := len(sink.writes)
+		sink.mu.Unlock()
+		if st, m := e.exchange(c, code, nil); st != http.StatusOK {
+			t.Fatalf("exchange: %d %v", st, m)
+		}
+		sink.mu.Lock()
+		writes := slices.Clone(sink.writes[before:])
+		sink.mu.Unlock()
+		if len(writes) != 1 {
+			t.Fatalf("the exchange made %d audit writes, want 1: %q", len(writes), writes)
+		}
+		redeemed := strings.Index(writes[0], `"event":"`+audit.EventASCodeRedeemed+`"`)
+		issued := strings.Index(writes[0], `"event":"`+audit.EventASTokenIssued+`"`)
+		if redeemed < 0 || issued < redeemed {
+			t.Errorf("the write does not hold %s then %s: %s", audit.EventASCodeRedeemed, audit.EventASTokenIssued, writes[0])
+		}
+	})
+	t.Run("Log only", func(t *testing.T) {
+		a := &eventsAuditor{}
+		e := newEnv(t, envOpt{deps: func(d *Deps) { d.Auditor = a }})
+		c := e.register("http://127.0.0.1:3000/cb", true)
+		code := e.code(c)
+		a.mu.Lock()
+		before := len(a.events)
+		a.mu.Unlock()
+		if st, m := e.exchange(c, code, nil); st != http.StatusOK {
+			t.Fatalf("exchange: %d %v", st, m)
+		}
+		a.mu.Lock()
+		got := slices.Clone(a.events[before:])
+		a.mu.Unlock()
+		if want := []string{audit.EventASCodeRedeemed, audit.EventASTokenIssued}; !slices.Equal(got, want) {
+			t.Errorf("records of the exchange = %v, want %v", got, want)
+		}
+	})
 }
 
 // TestAuditRegistrationWithInitialAccessToken: registrations refused for a

@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/keys"
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/memory"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
@@ -76,13 +78,37 @@ type benchEnv struct {
 }
 
 func newBenchEnv(b *testing.B, alg string) *benchEnv {
+	return newBenchEnvWith(b, alg, "sqlite", false)
+}
+
+// newBenchEnvWith is newBenchEnv on the given store ("sqlite" or
+// "memory"), with a file audit log (the product's default sink settings)
+// when withAudit is set.
+func newBenchEnvWith(b *testing.B, alg, storeKind string, withAudit bool) *benchEnv {
 	b.Helper()
 	ctx := context.Background()
-	raw, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
+	var raw store.Store
+	switch storeKind {
+	case "memory":
+		raw = memory.New()
+	default:
+		db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		raw = db
 	}
-	b.Cleanup(func() { raw.Close() })
+	var auditor Auditor
+	if withAudit {
+		l, err := audit.New(audit.Config{Sink: audit.SinkFile, Path: filepath.Join(b.TempDir(), "audit.log")},
+			audit.WithSlog(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { l.Close() })
+		auditor = l
+	}
 	key := make([]byte, 32)
 	rand.Read(key)
 	sealer, _ := keys.NewSealer(key)
@@ -98,7 +124,7 @@ func newBenchEnv(b *testing.B, alg string) *benchEnv {
 	// per-address limiter (which would answer 429 past its burst).
 	off := false
 	cfg.RateLimit.Enabled = &off
-	be.srv, err = New(cfg, Deps{Store: be.st, Signer: be.signer, Sealer: sealer,
+	be.srv, err = New(cfg, Deps{Store: be.st, Signer: be.signer, Sealer: sealer, Auditor: auditor,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {
 		b.Fatal(err)
@@ -250,4 +276,40 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkTokenEndpoint measures the token endpoint's handler (form,
+// client, grant checks, signing, audit records to a file, JSON answer) per
+// grant, on the in-memory store (what the endpoint costs outside the store)
+// and on SQLite, with allocations.
+func BenchmarkTokenEndpoint(b *testing.B) {
+	for _, storeKind := range []string{"memory", "sqlite"} {
+		b.Run("exchange/"+storeKind, func(b *testing.B) {
+			be := newBenchEnvWith(b, "ES256", storeKind, true)
+			codes := make([]string, b.N)
+			for i := range codes {
+				codes[i] = be.newCode(b)
+			}
+			report := be.measure(b, 1)
+			b.ReportAllocs()
+			for i := range b.N {
+				be.post(b, url.Values{"grant_type": {grantCode}, "code": {codes[i]}, "redirect_uri": {be.client.RedirectURIs[0]},
+					"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+			}
+			report()
+		})
+		b.Run("refresh/"+storeKind, func(b *testing.B) {
+			be := newBenchEnvWith(b, "ES256", storeKind, true)
+			m := be.post(b, url.Values{"grant_type": {grantCode}, "code": {be.newCode(b)}, "redirect_uri": {be.client.RedirectURIs[0]},
+				"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+			rt := m["refresh_token"].(string)
+			report := be.measure(b, 1)
+			b.ReportAllocs()
+			for range b.N {
+				m := be.post(b, url.Values{"grant_type": {grantRT}, "refresh_token": {rt}, "client_id": {be.client.ID}})
+				rt = m["refresh_token"].(string)
+			}
+			report()
+		})
+	}
 }
