@@ -3,6 +3,7 @@ package authserver
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -365,5 +366,54 @@ func TestTokenEndpointProtocol(t *testing.T) {
 		func(r *http.Request) { r.SetBasicAuth(conf.ID, "wrong") })
 	if !strings.HasPrefix(h.Get("WWW-Authenticate"), "Basic") {
 		t.Errorf("no Basic challenge: %v", h)
+	}
+}
+
+// lockedBuffer is a log destination shared by concurrent handlers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A grant writes no log line at the default level (info): the audit record
+// is the record of it, and a log write per grant is a cost of the hot path.
+// At debug level the exchange's line is there.
+func TestTokenEndpointLogsNothingPerGrant(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) {
+			var buf lockedBuffer
+			e := newEnv(t, envOpt{deps: func(d *Deps) {
+				d.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))
+			}})
+			c := e.register("http://127.0.0.1:3000/cb", true)
+			code := e.code(c)
+			before := len(buf.String())
+			st, tok := e.exchange(c, code, nil)
+			if st != http.StatusOK {
+				t.Fatalf("exchange: %d %v", st, tok)
+			}
+			if st, m := e.refresh(c, tok["refresh_token"].(string)); st != http.StatusOK {
+				t.Fatalf("refresh: %d %v", st, m)
+			}
+			logged := buf.String()[before:]
+			if level == slog.LevelInfo && logged != "" {
+				t.Errorf("an exchange and a refresh logged at info:\n%s", logged)
+			}
+			if level == slog.LevelDebug && !strings.Contains(logged, `msg="tokens issued"`) {
+				t.Errorf("no debug line for the exchange:\n%s", logged)
+			}
+		})
 	}
 }
