@@ -57,6 +57,10 @@ type Login struct {
 	ClientName string
 	Username   string
 	Error      string
+	// Purpose, instead of ClientName, says why (a link's sign-in: "to link
+	// your GitHub account"); Action is the form's target (default "login").
+	Purpose string
+	Action  string
 }
 
 // Scope is one scope shown on the consent page.

@@ -240,6 +240,7 @@ func (s *Server) auditLogin(w http.ResponseWriter, r *http.Request, f *flow, how
 		s.auditUnavailablePage(w, r)
 		return false
 	}
+	s.rememberSignIn(w, r, f.fs.Identity)
 	return true
 }
 

@@ -633,6 +633,11 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.internalErrorPage(w, r, err)
 		return
 	}
+	var ls linkState
+	if json.Unmarshal(ar.Identity, &ls) == nil && ls.Provider != "" {
+		s.linkSignInCallback(w, r, ar, &ls)
+		return
+	}
 	f := s.loadFlow(w, r, ar)
 	if f == nil {
 		return
@@ -705,19 +710,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	username := r.PostForm.Get("username")
-	// The username's backoff holds across flows and addresses; the attempt
-	// counts as a failure before the password is checked.
-	backoffKey := loginKey(username, s.knownBrowser(r, username))
-	if ok, retry := s.limits.logins.begin(backoffKey, s.now()); !ok {
+	id, retry, err := s.passwordLogin(w, r, pc, username, r.PostForm.Get("password"))
+	switch {
+	case errors.Is(err, errBackingOff):
 		s.loginBackingOff(w, r, f, username, retry)
 		return
-	}
-	id, err := pc.Login(r.Context(), username, r.PostForm.Get("password"))
-	if err == nil {
-		s.limits.logins.succeeded(backoffKey)
-		s.rememberKnownBrowser(w, r, username)
-	}
-	switch {
 	case errors.Is(err, idp.ErrInvalidCredentials):
 		s.log.InfoContext(r.Context(), "login failed", "client_id", f.ar.ClientID)
 		f.fs.Failures++
@@ -753,13 +750,39 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// errBackingOff: passwordLogin did not check the password, the username
+// is backing off after failed attempts.
+var errBackingOff = errors.New("too many failed sign-in attempts")
+
+// passwordLogin checks one sign-in of a built-in user. The username's
+// backoff holds across flows and addresses; the attempt counts as a failure
+// before the password is checked. While backing off it answers
+// errBackingOff and the wait.
+func (s *Server) passwordLogin(w http.ResponseWriter, r *http.Request, pc idp.PasswordConnector, username, password string) (*idp.Identity, time.Duration, error) {
+	backoffKey := loginKey(username, s.knownBrowser(r, username))
+	if ok, retry := s.limits.logins.begin(backoffKey, s.now()); !ok {
+		return nil, retry, errBackingOff
+	}
+	id, err := pc.Login(r.Context(), username, password)
+	if err == nil {
+		s.limits.logins.succeeded(backoffKey)
+		s.rememberKnownBrowser(w, r, username)
+	}
+	return id, 0, err
+}
+
+// retryAfter is a Retry-After value in whole seconds, at least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
+}
+
 // loginBackingOff answers a sign-in attempt for a username that is backing
 // off after failed passwords: 429 with Retry-After, the form again, and the
 // password not checked (a guess during the wait learns nothing).
 func (s *Server) loginBackingOff(w http.ResponseWriter, r *http.Request, f *flow, username string, retry time.Duration) {
-	secs := max(1, int(math.Ceil(retry.Seconds())))
+	secs := retryAfter(retry)
 	rec := s.flowRecord(f, audit.EventASRateLimited, audit.ResultError,
-		fmt.Sprintf("too many failed sign-in attempts for this username; retry after %ds", secs))
+		"too many failed sign-in attempts for this username; retry after "+secs+"s")
 	rec.Status = http.StatusTooManyRequests
 	rec.Username = cleanName(bounded(username, 256))
 	rec.User = rec.Username
@@ -767,10 +790,10 @@ func (s *Server) loginBackingOff(w http.ResponseWriter, r *http.Request, f *flow
 	if len(username) > 256 {
 		username = ""
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	w.Header().Set("Retry-After", secs)
 	s.render(w, r, http.StatusTooManyRequests, web.PageLogin, web.Login{
 		RequestID: f.ar.ID, CSRF: f.ar.ConsentCSRF, ClientName: displayName(f.client), Username: username,
-		Error: fmt.Sprintf("Too many failed sign-in attempts for this user. Try again in %d seconds.", secs),
+		Error: "Too many failed sign-in attempts for this user. Try again in " + secs + " seconds.",
 	})
 }
 

@@ -81,7 +81,12 @@ type Config struct {
 	// tokens backends need (credential type linked_token): each user links
 	// an account there once, on first use.
 	LinkedProviders []LinkedProvider `yaml:"linked_providers"`
-	Branding        web.Branding     `yaml:"branding"`
+	// LinkSignInMaxAge is how long a sign-in to mcpgate in a browser lets
+	// that browser open its user's link URLs without signing in again
+	// (default 10m, 1m to 24h). Older, and the link page asks for a sign-in
+	// at the login IdP or the built-in users first.
+	LinkSignInMaxAge time.Duration `yaml:"link_sign_in_max_age"`
+	Branding         web.Branding  `yaml:"branding"`
 }
 
 // RegistrationConfig configures dynamic client registration (RFC 7591).
@@ -251,6 +256,7 @@ func (c *Config) SetDefaults() {
 	def(&c.ConsentTTL, 30*24*time.Hour)
 	def(&c.RevocationCacheTTL, 5*time.Second)
 	def(&c.UpstreamRefreshSkew, 30*time.Second)
+	def(&c.LinkSignInMaxAge, 10*time.Minute)
 	if c.SigningAlg == "" {
 		c.SigningAlg = "ES256"
 	}
@@ -338,6 +344,9 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 	}
 	if c.ConsentLifetime != 0 && c.ConsentLifetime != c.ConsentTTL {
 		p.Add(at("consent_lifetime"), "is the former name of consent_ttl; set only consent_ttl")
+	}
+	if c.LinkSignInMaxAge < time.Minute || c.LinkSignInMaxAge > 24*time.Hour {
+		p.Add(at("link_sign_in_max_age"), "must be between 1m and 24h")
 	}
 	if c.CodeLifetime > 10*time.Minute {
 		p.Add(at("code_lifetime"), "must be at most 10m (RFC 6749 §4.1.2)")

@@ -17,7 +17,6 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/credential"
-	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/netguard"
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -56,8 +55,20 @@ import (
 type linkState struct {
 	Provider string `json:"link"`
 	Grant    string `json:"grant"`
-	Browser  string `json:"lb,omitempty"` // SHA-256 of the browser-binding cookie that claimed the link
+	// Browser is the SHA-256 of the browser-binding cookie of the browser
+	// that opened the link URL; empty in the row the URL names.
+	Browser string `json:"lb,omitempty"`
+	// Step is where the browser was sent: linkStepSignIn (mcpgate's sign-in
+	// IdP) or linkStepProvider. Each callback takes only its own, so a state
+	// of one is useless at the other.
+	Step     string `json:"st,omitempty"`
+	Failures int    `json:"lf,omitempty"` // failed passwords at the link's sign-in
 }
+
+const (
+	linkStepSignIn   = "signin"
+	linkStepProvider = "provider"
+)
 
 // linkedProvider is a configured linked provider and its OAuth client.
 type linkedProvider struct {
@@ -337,7 +348,7 @@ func (p *pendingLinks) put(key string, l pendingLink, now time.Time) {
 }
 
 // reusableLink returns the grant's pending link at lp if no browser has
-// claimed it yet and it has at least a minute left.
+// opened it yet and it has at least a minute left.
 func (s *Server) reusableLink(ctx context.Context, key string) (string, bool) {
 	l, ok := s.pending.get(key)
 	if !ok || !l.expires.After(s.now().Add(time.Minute)) {
@@ -347,8 +358,9 @@ func (s *Server) reusableLink(ctx context.Context, key string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	// Opening the URL deletes its row: one that is still there is unopened.
 	var ls linkState
-	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Browser != "" || ar.UpstreamStateHash != "" {
+	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Browser != "" {
 		return "", false
 	}
 	return l.id, true
@@ -389,138 +401,6 @@ func (s *Server) linkRequired(lp *linkedProvider, id string) error {
 	}
 }
 
-// linkPage is the data of web.PageLink.
-type linkPage struct {
-	Provider  string
-	User      string
-	Action    string
-	RequestID string
-	CSRF      string
-	Done      bool
-}
-
-func (s *Server) linkFailedPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	s.errorPage(w, r, status, "Account not linked", msg)
-}
-
-// loadLink reads the pending link id for provider and checks that this
-// browser may use it; the first browser to open it claims it. It writes an
-// error page and returns nil on failure.
-func (s *Server) loadLink(w http.ResponseWriter, r *http.Request, lp *linkedProvider, id string, claim bool) (*store.AuthRequest, *linkState) {
-	if id == "" || len(id) > 64 {
-		s.linkFailedPage(w, r, http.StatusBadRequest, "This link is not valid. Call the tool again from your application to get a new one.")
-		return nil, nil
-	}
-	ar, err := s.st.GetAuthRequest(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		s.linkFailedPage(w, r, http.StatusBadRequest, "This link has expired or was already used. Call the tool again from your application to get a new one.")
-		return nil, nil
-	}
-	if err != nil {
-		s.internalErrorPage(w, r, err)
-		return nil, nil
-	}
-	var ls linkState
-	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Provider != lp.cfg.Name || ls.Grant == "" {
-		s.linkFailedPage(w, r, http.StatusBadRequest, "This link is not valid. Call the tool again from your application to get a new one.")
-		return nil, nil
-	}
-	browser := s.browserBinding(w, r)
-	switch {
-	case ls.Browser == "" && claim:
-		ls.Browser = browser
-		ar.ConsentCSRF = randomToken()
-		if ar.Identity, err = json.Marshal(ls); err == nil {
-			err = s.st.UpdateAuthRequest(r.Context(), ar)
-		}
-		if err != nil {
-			s.internalErrorPage(w, r, err)
-			return nil, nil
-		}
-	case subtle.ConstantTimeCompare([]byte(ls.Browser), []byte(browser)) != 1:
-		s.linkFailedPage(w, r, http.StatusBadRequest, "This link was opened in another browser. Call the tool again from your application to get a new one.")
-		return nil, nil
-	}
-	return ar, &ls
-}
-
-// handleLinkPage shows what will be linked to which account and asks the
-// user to confirm.
-func (s *Server) handleLinkPage(w http.ResponseWriter, r *http.Request) {
-	lp := s.linked[r.PathValue("provider")]
-	if lp == nil {
-		http.NotFound(w, r)
-		return
-	}
-	ar, ls := s.loadLink(w, r, lp, r.URL.Query().Get("id"), true)
-	if ar == nil {
-		return
-	}
-	g, err := s.st.GetGrant(r.Context(), ls.Grant)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
-		s.linkFailedPage(w, r, http.StatusBadRequest, "Your session with this server has ended. Sign in again from your application.")
-		return
-	}
-	if err != nil {
-		s.internalErrorPage(w, r, err)
-		return
-	}
-	var id idp.Identity
-	_ = json.Unmarshal(g.Identity, &id)
-	s.render(w, r, http.StatusOK, web.PageLink, linkPage{
-		Provider: lp.cfg.DisplayName, User: (&identity.Principal{Subject: id.Subject, Username: id.Username, Email: id.Email}).DisplayName(),
-		Action: s.basePath + "/link/" + lp.cfg.Name, RequestID: ar.ID, CSRF: ar.ConsentCSRF,
-	})
-}
-
-// handleLinkConfirm answers the confirmation form: on approval it sends the
-// browser to the provider.
-func (s *Server) handleLinkConfirm(w http.ResponseWriter, r *http.Request) {
-	lp := s.linked[r.PathValue("provider")]
-	if lp == nil {
-		http.NotFound(w, r)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
-		s.errorPage(w, r, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-		return
-	}
-	ar, ls := s.loadLink(w, r, lp, r.PostForm.Get("req"), false)
-	if ar == nil {
-		return
-	}
-	if csrf := r.PostForm.Get("csrf"); csrf == "" || subtle.ConstantTimeCompare([]byte(csrf), []byte(ar.ConsentCSRF)) != 1 {
-		s.errorPage(w, r, http.StatusForbidden, "Invalid form submission", "The form was not submitted from this page. Call the tool again from your application.")
-		return
-	}
-	if r.PostForm.Get("decision") != "approve" {
-		_ = s.st.DeleteAuthRequest(r.Context(), ar.ID)
-		s.auditLinkFailed(r.Context(), ls, "the user declined to link the account")
-		s.linkFailedPage(w, r, http.StatusOK, "You declined to link the account.")
-		return
-	}
-	c, err := lp.config(r.Context())
-	if err != nil {
-		s.log.WarnContext(r.Context(), "linked provider unavailable", "provider", lp.cfg.Name, "err", err)
-		s.linkFailedPage(w, r, http.StatusServiceUnavailable, lp.cfg.DisplayName+" cannot be reached right now. Try again later.")
-		return
-	}
-	state, verifier := randomToken(), oauth2.GenerateVerifier()
-	if ar.UpstreamVerifier, err = s.sealer.Seal([]byte(verifier), aad("link-verifier", ar.ID)); err != nil {
-		s.internalErrorPage(w, r, err)
-		return
-	}
-	// Only the hash of the state is stored, and taken once at the callback.
-	ar.UpstreamStateHash = store.HashKey(state)
-	if err := s.st.UpdateAuthRequest(r.Context(), ar); err != nil {
-		s.internalErrorPage(w, r, err)
-		return
-	}
-	web.SetSecurityHeaders(w.Header(), "")
-	http.Redirect(w, r, c.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), http.StatusSeeOther)
-}
-
 // handleLinkCallback redeems the provider's code and stores the tokens with
 // the grant.
 func (s *Server) handleLinkCallback(w http.ResponseWriter, r *http.Request) {
@@ -549,8 +429,8 @@ func (s *Server) handleLinkCallback(w http.ResponseWriter, r *http.Request) {
 	// Spent whatever happens next.
 	defer func() { _ = s.st.DeleteAuthRequest(context.WithoutCancel(ctx), ar.ID) }()
 	var ls linkState
-	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Provider != lp.cfg.Name || ls.Grant == "" {
-		s.auditLinkFailed(ctx, &linkState{Provider: lp.cfg.Name}, "the state belongs to no link at this provider")
+	if json.Unmarshal(ar.Identity, &ls) != nil || ls.Provider != lp.cfg.Name || ls.Grant == "" || ls.Step != linkStepProvider {
+		s.auditLinkFailed(ctx, &linkState{Provider: lp.cfg.Name}, "the state belongs to no link sent to this provider")
 		s.linkFailedPage(w, r, http.StatusBadRequest, "This response is not valid here.")
 		return
 	}

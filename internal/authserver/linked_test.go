@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"errors"
+	"maps"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -46,6 +47,7 @@ func newLinkedEnvStore(t *testing.T, st store.Store, mod func(*LinkedProvider)) 
 			mod(&lp)
 		}
 		c.LinkedProviders = []LinkedProvider{lp}
+		c.Upstream.Users = append(c.Upstream.Users, idp.User{Username: "bob", PasswordHash: testUserHash})
 	}})
 	c := e.register("http://127.0.0.1:3000/cb", true)
 	pr, err := e.srv.Verify(t.Context(), e.tokens(c)["access_token"].(string))
@@ -72,14 +74,45 @@ func (l *linkedEnv) need() string {
 	return lr.URL
 }
 
+// open opens the link URL in b, signs in as user when the link asks for
+// a sign-in, and returns the page it ends on.
+func (l *linkedEnv) open(b *browser, link, user string) *page {
+	l.t.Helper()
+	p := b.get(link)
+	for range 4 {
+		if p.status == http.StatusOK && strings.Contains(p.body, `name="password"`) {
+			if !strings.Contains(p.body, "Sign in to link your GitHub account") || !strings.Contains(p.body, `action="/link/gh/login"`) {
+				l.t.Errorf("link sign-in page: %s", p.body)
+			}
+			f := p.hidden()
+			f.Set("username", user)
+			f.Set("password", testPassword)
+			p = b.post(l.iss+"/link/gh/login", f)
+			continue
+		}
+		if p.status != http.StatusSeeOther || !strings.HasPrefix(p.loc.String(), l.iss+"/link/gh?req=") {
+			return p
+		}
+		p = b.get(p.loc.String())
+	}
+	return p
+}
+
+// confirmPage opens the link in b as alice and returns the confirm page.
+func (l *linkedEnv) confirmPage(b *browser, link string) *page {
+	l.t.Helper()
+	p := l.open(b, link, testUser)
+	if p.status != http.StatusOK || !strings.Contains(p.body, "GitHub") || !strings.Contains(p.body, "mcpgate user <strong>alice</strong>") {
+		l.t.Fatalf("link page: %d %s", p.status, p.body)
+	}
+	return p
+}
+
 // confirm opens the link in b and approves it; it returns the redirect to
 // the provider.
 func (l *linkedEnv) confirm(b *browser, link string) *url.URL {
 	l.t.Helper()
-	p := b.get(link)
-	if p.status != http.StatusOK || !strings.Contains(p.body, "GitHub") || !strings.Contains(p.body, "<strong>alice</strong>") {
-		l.t.Fatalf("link page: %d %s", p.status, p.body)
-	}
+	p := l.confirmPage(b, link)
 	f := p.hidden()
 	f.Set("decision", "approve")
 	p = b.post(l.iss+"/link/gh", f)
@@ -234,23 +267,103 @@ func TestLinkedAccountNegative(t *testing.T) {
 		{"link of another provider's path", func(t *testing.T, l *linkedEnv) *page {
 			return l.browser().get(strings.Replace(l.need(), "/link/gh?", "/link/nope?", 1))
 		}, http.StatusNotFound},
-		{"link opened in a second browser", func(t *testing.T, l *linkedEnv) *page {
+		{"link id reused in a second browser", func(t *testing.T, l *linkedEnv) *page {
 			link := l.need()
 			l.browser().get(link)
 			return l.browser().get(link)
 		}, http.StatusBadRequest},
+		{"link id reused in the same browser", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			link := l.need()
+			l.confirmPage(b, link)
+			return b.get(link)
+		}, http.StatusBadRequest},
+		{"expired link id", func(t *testing.T, l *linkedEnv) *page {
+			link, _ := url.Parse(l.need())
+			ar, err := l.st.GetAuthRequest(t.Context(), link.Query().Get("id"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ar.ExpiresAt = time.Now().Add(-time.Second)
+			if err := l.st.UpdateAuthRequest(t.Context(), ar); err != nil {
+				t.Fatal(err)
+			}
+			return l.browser().get(link.String())
+		}, http.StatusBadRequest},
+		{"browser signed in as another user", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			l.loginAs(b, authorizeParams(l.register("http://127.0.0.1:3000/cb", true)), "bob", testPassword)
+			return l.open(b, l.need(), "bob")
+		}, http.StatusForbidden},
+		{"sign-in as another user", func(t *testing.T, l *linkedEnv) *page {
+			return l.open(l.browser(), l.need(), "bob")
+		}, http.StatusForbidden},
+		{"sign-in with a wrong password", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			p := b.get(l.need())
+			p = b.get(p.loc.String())
+			f := p.hidden()
+			f.Set("username", testUser)
+			f.Set("password", "wrong")
+			return b.post(l.iss+"/link/gh/login", f)
+		}, http.StatusUnauthorized},
+		{"sign-in form without the CSRF token", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			p := b.get(l.need())
+			f := b.get(p.loc.String()).hidden()
+			f.Del("csrf")
+			f.Set("username", testUser)
+			f.Set("password", testPassword)
+			return b.post(l.iss+"/link/gh/login", f)
+		}, http.StatusForbidden},
+		{"row of a link opened elsewhere, at the sign-in", func(t *testing.T, l *linkedEnv) *page {
+			p := l.browser().get(l.need())
+			f := url.Values{"req": {p.loc.Query().Get("req")}, "username": {testUser}, "password": {testPassword}}
+			return l.browser().post(l.iss+"/link/gh/login", f)
+		}, http.StatusBadRequest},
 		{"confirm without the CSRF token", func(t *testing.T, l *linkedEnv) *page {
 			b := l.browser()
-			f := b.get(l.need()).hidden()
+			f := l.confirmPage(b, l.need()).hidden()
 			f.Del("csrf")
 			f.Set("decision", "approve")
 			return b.post(l.iss+"/link/gh", f)
 		}, http.StatusForbidden},
+		{"confirm with a wrong CSRF token", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			f := l.confirmPage(b, l.need()).hidden()
+			f.Set("csrf", randomToken())
+			f.Set("decision", "approve")
+			return b.post(l.iss+"/link/gh", f)
+		}, http.StatusForbidden},
 		{"confirm from another browser", func(t *testing.T, l *linkedEnv) *page {
-			f := l.browser().get(l.need()).hidden()
+			f := l.confirmPage(l.browser(), l.need()).hidden()
 			f.Set("decision", "approve")
 			return l.browser().post(l.iss+"/link/gh", f)
 		}, http.StatusBadRequest},
+		{"confirm after the sign-in is no longer fresh", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			f := l.confirmPage(b, l.need()).hidden()
+			l.clock.Add(11 * time.Minute) // link_sign_in_max_age 10m
+			f.Set("decision", "approve")
+			return b.post(l.iss+"/link/gh", f)
+		}, http.StatusForbidden},
+		{"sign-in cookie replayed in another browser", func(t *testing.T, l *linkedEnv) *page {
+			b := l.browser()
+			l.confirmPage(b, l.need())
+			b2 := l.browser()
+			p := b2.get(l.need())
+			u, _ := url.Parse(l.iss)
+			for _, c := range b.c.Jar.Cookies(u) {
+				if c.Name == "mcpgate-signin" {
+					b2.c.Jar.SetCookies(u, []*http.Cookie{c})
+				}
+			}
+			p = b2.get(p.loc.String())
+			if !strings.Contains(p.body, `name="password"`) {
+				t.Errorf("another browser with the sign-in cookie was not asked to sign in: %d %s", p.status, p.body)
+			}
+			return p
+		}, http.StatusOK},
 		{"state replay", func(t *testing.T, l *linkedEnv) *page {
 			b := l.browser()
 			back := l.atProvider(l.confirm(b, l.need()))
@@ -261,11 +374,13 @@ func TestLinkedAccountNegative(t *testing.T) {
 		}, http.StatusBadRequest},
 		{"expired state", func(t *testing.T, l *linkedEnv) *page {
 			b := l.browser()
-			link, _ := url.Parse(l.need())
-			back := l.atProvider(l.confirm(b, link.String()))
+			req := l.confirmPage(b, l.need()).hidden()
+			f := maps.Clone(req)
+			f.Set("decision", "approve")
+			back := l.atProvider(b.post(l.iss+"/link/gh", f).loc)
 			// The pending link's lifetime (link_timeout) ends while the
 			// user is at the provider.
-			ar, err := l.st.GetAuthRequest(t.Context(), link.Query().Get("id"))
+			ar, err := l.st.GetAuthRequest(t.Context(), req.Get("req"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -310,7 +425,7 @@ func TestLinkedAccountNegative(t *testing.T) {
 		}, http.StatusBadRequest},
 		{"declined", func(t *testing.T, l *linkedEnv) *page {
 			b := l.browser()
-			f := b.get(l.need()).hidden()
+			f := l.confirmPage(b, l.need()).hidden()
 			f.Set("decision", "deny")
 			return b.post(l.iss+"/link/gh", f)
 		}, http.StatusOK},
@@ -402,6 +517,8 @@ func TestLinkedProviderConfig(t *testing.T) {
 			[]string{"linked_providers[0].authorization_endpoint"}},
 		{"token endpoint missing", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "" }, []string{"linked_providers[0].token_endpoint"}},
 		{"http endpoint", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "http://github.com/t" }, []string{"linked_providers[0].token_endpoint"}},
+		{"link_sign_in_max_age too short", func(c *Config) { c.LinkSignInMaxAge = time.Second }, []string{"as.link_sign_in_max_age"}},
+		{"link_sign_in_max_age too long", func(c *Config) { c.LinkSignInMaxAge = 25 * time.Hour }, []string{"as.link_sign_in_max_age"}},
 		{"every problem listed", func(c *Config) {
 			l := &c.LinkedProviders[0]
 			l.ClientID, l.ClientSecret, l.ClientAuth, l.Scopes, l.Timeout, l.LinkTimeout = "", "", "private_key_jwt", []string{"a b"}, time.Hour, time.Second
@@ -522,5 +639,117 @@ func TestLinkedAccountNotStartedForOtherRequests(t *testing.T) {
 	l.link()
 	if tok, err := l.srv.LinkedToken(t.Context(), l.tsid, "gh", false); err != nil || !l.gh.ValidAccessToken(tok) {
 		t.Errorf("linked, not acting: %v", err)
+	}
+}
+
+// TestLinkedAccountFreshSignIn: a browser that signed in to mcpgate as the
+// grant's user within link_sign_in_max_age goes straight to the confirm
+// page; once that sign-in is older, the link asks for a new one.
+func TestLinkedAccountFreshSignIn(t *testing.T) {
+	l := newLinkedEnv(t, nil)
+	b := l.browser()
+	l.login(b, authorizeParams(l.register("http://127.0.0.1:3000/cb", true)))
+	p := b.get(l.need())
+	p = b.get(p.loc.String())
+	if p.status != http.StatusOK || !strings.Contains(p.body, "mcpgate user <strong>alice</strong>") {
+		t.Fatalf("fresh sign-in: %d %s, want the confirm page", p.status, p.body)
+	}
+	l.clock.Add(11 * time.Minute)
+	p = b.get(l.need())
+	if p = b.get(p.loc.String()); !strings.Contains(p.body, `name="password"`) {
+		t.Fatalf("stale sign-in: %d %s, want the sign-in form", p.status, p.body)
+	}
+}
+
+// TestLinkedAccountUpstreamSignIn: with an OIDC login IdP the link's
+// sign-in goes through it (its callback is /callback); another user there
+// links nothing, and the state of that sign-in is refused at the
+// provider's callback (and the provider's at /callback).
+func TestLinkedAccountUpstreamSignIn(t *testing.T) {
+	gh := idptest.New(t)
+	gh.Set(func(p *idptest.Provider) { p.ClientID, p.ClientSecret = "gh-client", "gh-secret" })
+	e, login := newOIDCEnv(t, func(c *Config) {
+		c.LinkedProviders = []LinkedProvider{{Name: "gh", DisplayName: "GitHub", AuthorizationEndpoint: gh.Issuer() + "/authorize",
+			TokenEndpoint: gh.Issuer() + "/token", ClientID: "gh-client", ClientSecret: "gh-secret", AllowPrivateNetwork: true}}
+	})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	q, _ := e.oidcLogin(e.browser(), authorizeParams(c))
+	st, tok := e.exchange(c, q.Get("code"), nil)
+	if st != http.StatusOK {
+		t.Fatal(tok)
+	}
+	pr, err := e.srv.Verify(t.Context(), tok["access_token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &linkedEnv{env: e, gh: gh, tsid: pr.SessionID}
+
+	// toLogin opens a new link in b and returns the login IdP's redirect
+	// back to /callback.
+	toLogin := func(b *browser) *url.URL {
+		p := b.get(l.need())
+		p = b.get(p.loc.String())
+		if p.status != http.StatusSeeOther || !strings.HasPrefix(p.loc.String(), login.Issuer()+"/authorize?") {
+			t.Fatalf("link without a sign-in: %d %v, want the login IdP", p.status, p.loc)
+		}
+		back := b.get(p.loc.String()).loc
+		if !strings.HasPrefix(back.String(), e.iss+"/callback?") {
+			t.Fatalf("login IdP redirect: %v", back)
+		}
+		return back
+	}
+
+	// Another user at the login IdP.
+	b := e.browser()
+	login.Set(func(p *idptest.Provider) { p.Subject = "user-2" })
+	if p := b.get(toLogin(b).String()); p.status != http.StatusForbidden {
+		t.Errorf("another user signed in: %d %s", p.status, p.body)
+	}
+	login.Set(func(p *idptest.Provider) { p.Subject = "user-1" })
+
+	// The sign-in's state at the provider's callback.
+	b = e.browser()
+	back := toLogin(b)
+	wrong := *back
+	wrong.Path = "/link/gh/callback"
+	if p := b.get(wrong.String()); p.status != http.StatusBadRequest {
+		t.Errorf("sign-in state at the provider callback: %d", p.status)
+	}
+
+	// The grant's user: the confirm page, then the provider.
+	b = e.browser()
+	p := b.get(toLogin(b).String())
+	if p.status != http.StatusSeeOther {
+		t.Fatalf("sign-in callback: %d %s", p.status, p.body)
+	}
+	p = b.get(p.loc.String())
+	if p.status != http.StatusOK || !strings.Contains(p.body, "Link your <strong>GitHub</strong> account") {
+		t.Fatalf("confirm page: %d %s", p.status, p.body)
+	}
+	f := p.hidden()
+	f.Set("decision", "approve")
+	p = b.post(e.iss+"/link/gh", f)
+	toGH := b.get(p.loc.String()).loc // the provider approves at once
+	// The provider's state at the login IdP's callback.
+	wrong = *toGH
+	wrong.Path = "/callback"
+	if p := b.get(wrong.String()); p.status != http.StatusBadRequest {
+		t.Errorf("provider state at /callback: %d", p.status)
+	}
+	// Spent by that attempt: the link must be started again.
+	if p := b.get(toGH.String()); p.status != http.StatusBadRequest {
+		t.Errorf("provider state after it was taken at /callback: %d", p.status)
+	}
+	b = e.browser()
+	p = b.get(toLogin(b).String())
+	p = b.get(p.loc.String())
+	f = p.hidden()
+	f.Set("decision", "approve")
+	p = b.post(e.iss+"/link/gh", f)
+	if p = b.get(b.get(p.loc.String()).loc.String()); p.status != http.StatusOK || !strings.Contains(p.body, "account is linked") {
+		t.Fatalf("callback: %d %s", p.status, p.body)
+	}
+	if tok, err := l.token(); err != nil || !gh.ValidAccessToken(tok) {
+		t.Errorf("linked token: %v", err)
 	}
 }

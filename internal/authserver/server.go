@@ -308,6 +308,7 @@ func (s *Server) routes() {
 	mux.Handle("GET "+b+"/callback", page(s.handleCallback))
 	mux.Handle("GET "+b+"/link/{provider}", page(s.handleLinkPage))
 	mux.Handle("POST "+b+"/link/{provider}", page(s.handleLinkConfirm))
+	mux.Handle("POST "+b+"/link/{provider}/login", page(s.handleLinkLogin))
 	mux.Handle("GET "+b+"/link/{provider}/callback", page(s.handleLinkCallback))
 	mux.Handle("POST "+b+"/token", api(s.handleToken))
 	mux.Handle("POST "+b+"/register", api(s.handleRegister))
