@@ -2,7 +2,8 @@
 // the sign-in IdP — here a second oidc-provider acting as "GitHub". The official TS SDK client signs
 // in through mcpgate (authorization_server mode, the first oidc-provider); its first tool call on the
 // backend gets the MCP 2025-11-25 URL elicitation required error (-32042) with the link URL;
-// Chromium opens it, approves, signs in at "GitHub"; the next call succeeds and the backend (a small
+// Chromium opens it, signs in to mcpgate at the login IdP (bob's browser is refused), sees the
+// confirm page, approves, signs in at "GitHub"; the next call succeeds and the backend (a small
 // TS SDK MCP server) receives GitHub's token — accepted by GitHub's userinfo, not by the sign-in
 // IdP's — and never mcpgate's own token; near its expiry it is refreshed at "GitHub". The audit log has LINK_STARTED and LINK_COMPLETED and no
 // token.
@@ -162,22 +163,46 @@ test('a tool call links the GitHub account in the browser; the backend then gets
   const seenBefore = backend.seen.length;
   assert.ok(backend.seen.every((h) => h === ''), `the backend got a credential before the link: ${backend.seen}`);
 
-  // 2. Chromium opens the link, approves, signs in at "GitHub" (its own login and consent).
+  // 2. The link URL reaches bob's browser first: it has no mcpgate sign-in, so it signs in at the
+  // login IdP, as bob, and is refused; the URL is spent.
   const { launchBrowser, loginAndConsent, screenshot } = await import('./browser.mjs');
+  const other = await launchBrowser();
+  try {
+    const back = await loginAndConsent(other.page, el.url, 'bob', 'bob-pw', { redirectUri: `${gw.base}/callback`, prefix: 'linked-bob' });
+    assert.equal(back.origin, gw.base, 'the link asked for a sign-in at the login IdP');
+    await other.page.waitForFunction(() => document.body?.innerText.includes('another user'), null, { timeout: 15000 });
+    await screenshot(other.page, 'linked-bob-refused');
+    assert.match(await other.page.locator('body').innerText(), /made for another user of this server/);
+  } finally {
+    await other.close();
+  }
+  const again = await runSteps({ url, oauth, steps: [{ op: 'tools/call', name: 'gh_whoami' }] });
+  const link = again.steps[0].error?.data?.elicitations?.[0]?.url;
+  assert.ok(link && link !== el.url, `a new link URL after the first was spent: ${JSON.stringify(again.steps[0])}`);
+
+  // 3. Alice's Chromium opens the new link: it signs in at the login IdP as alice (no mcpgate
+  // sign-in in this browser yet), sees the confirm page naming GitHub and her mcpgate user,
+  // approves, and signs in at "GitHub" (its own login and consent).
   const b = await launchBrowser();
   try {
-    await loginAndConsent(b.page, el.url, 'alice', 'alice-pw', { redirectUri: `${gw.base}/link/gh/callback`, prefix: 'linked', choice: 'approve' });
+    await loginAndConsent(b.page, link, 'alice', 'alice-pw', { redirectUri: `${gw.base}/callback`, prefix: 'linked-signin' });
+    await b.page.waitForFunction(() => document.querySelector('h1')?.innerText.startsWith('Link your'), null, { timeout: 15000 });
+    await screenshot(b.page, 'linked-confirm');
+    assert.equal(await b.page.locator('h1').innerText(), 'Link your GitHub (e2e) account to mcpgate user alice?');
+    const confirm = b.page.url();
+    assert.match(confirm, new RegExp(`^${gw.base}/link/gh\\?req=`));
+    await loginAndConsent(b.page, confirm, 'alice', 'alice-pw', { redirectUri: `${gw.base}/link/gh/callback`, prefix: 'linked', choice: 'approve' });
     await b.page.waitForFunction(() => document.body?.innerText.includes('account is linked'), null, { timeout: 15000 });
     await screenshot(b.page, 'linked-done');
     assert.match(await b.page.locator('h1').innerText(), /Your GitHub \(e2e\) account is linked/);
-    // The link URL is single use.
-    await b.page.goto(el.url);
+    // The link URL is single use, in this browser too.
+    await b.page.goto(link);
     assert.match(await b.page.locator('body').innerText(), /expired or was already used/);
   } finally {
     await b.close();
   }
 
-  // 3. The same session (same grant) now calls the tool: the backend gets GitHub's token for alice.
+  // 4. The same session (same grant) now calls the tool: the backend gets GitHub's token for alice.
   const second = await runSteps({ url, oauth, steps: [{ op: 'tools/call', name: 'gh_whoami' }, { op: 'tools/call', name: 'gh_whoami' }] });
   assert.ok(second.ok, JSON.stringify(second.steps));
   assert.equal(claims(oauth.tokens().access_token).tsid, tsid, 'the same grant');
@@ -193,7 +218,7 @@ test('a tool call links the GitHub account in the browser; the backend then gets
     assert.equal(await userinfo(idp.issuer, tok), null, "not the sign-in IdP's token");
   }
 
-  // 4. Near its expiry the linked token is refreshed at "GitHub" (refresh token grant): the
+  // 5. Near its expiry the linked token is refreshed at "GitHub" (refresh token grant): the
   // backend gets a new token, still GitHub's for alice, and the user is not asked again.
   await new Promise((r) => setTimeout(r, 3500));
   const seenBeforeRefresh = backend.seen.length;
@@ -204,7 +229,7 @@ test('a tool call links the GitHub account in the browser; the backend then gets
   assert.notEqual(refreshed, linked, 'the linked token was refreshed');
   assert.equal((await userinfo(gh.issuer, refreshed))?.sub, 'alice');
 
-  // 5. Audit: started and completed, for this grant, without a token.
+  // 6. Audit: started, failed (bob), completed, for this grant, without a token.
   const log = await readFile(gw.auditPath, 'utf8');
   const recs = log.split('\n').filter(Boolean).map((l) => JSON.parse(l));
   for (const event of ['LINK_STARTED', 'LINK_COMPLETED']) {
@@ -217,4 +242,8 @@ test('a tool call links the GitHub account in the browser; the backend then gets
   assert.ok(!log.includes(linked) && !log.includes(refreshed), 'a linked token is in the audit log');
   assert.ok(!log.includes(gatewayToken), 'the client token is in the audit log');
   assert.ok(!log.includes(new URL(el.url).searchParams.get('id')), 'the link ID is in the audit log');
+  assert.ok(
+    recs.some((x) => x.event === 'LINK_FAILED' && x.session_id === tsid && /another user/.test(x.reason)),
+    "no LINK_FAILED record for bob's sign-in",
+  );
 });
