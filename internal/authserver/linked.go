@@ -33,10 +33,11 @@ import (
 //     grant and the provider, expiring after link_timeout — and returns a
 //     *credential.LinkRequiredError; the client gets its URL
 //     <issuer>/link/<provider>?id=<ID> (MCP URL-mode elicitation).
-//  2. The first browser that opens the URL claims the pending link (its
-//     browser-binding cookie); any other browser is refused from then on.
-//     The page names the provider and the mcpgate account it will be linked
-//     to, and asks for confirmation (a form with a CSRF token).
+//  2. The first open of the URL spends it and binds the link to that
+//     browser; the browser must be signed in to mcpgate as the grant's user
+//     (or sign in first), anyone else is refused. The page names the
+//     provider and the mcpgate user it will be linked to, and asks for
+//     confirmation (a form with a CSRF token). linkpages.go has the steps.
 //  3. Confirming sends the browser to the provider's authorization endpoint
 //     (authorization code with PKCE S256, a fresh single-use state whose
 //     hash only is stored).
