@@ -3,6 +3,7 @@ package aggregate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/credential"
@@ -40,6 +42,7 @@ type testBackend struct {
 	last  atomic.Pointer[sdk.Server]
 	seen  atomic.Value // the last request's headers
 	tps   []string     // every traceparent received (under mu)
+	n     atomic.Int64 // requests served
 }
 
 func newTestBackend(t testing.TB, name string, page int, tools ...string) *testBackend {
@@ -47,6 +50,7 @@ func newTestBackend(t testing.TB, name string, page int, tools ...string) *testB
 	b.up()
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.seen.Store(r.Header.Clone())
+		b.n.Add(1)
 		b.mu.Lock()
 		if tp := r.Header.Get("Traceparent"); tp != "" {
 			b.tps = append(b.tps, tp)
@@ -512,13 +516,36 @@ func TestExchangedCredential(t *testing.T) {
 		}
 		return credential.Header{Name: "Authorization", Value: "Bearer exchanged"}, nil
 	})
-	cfg := proxy.BackendConfig{Name: "db", URL: be.srv.URL + "/mcp", Credential: proxy.CredentialConfig{Type: "token_exchange"}}
+	cs := credentialEndpoint(t, be, "token_exchange", prov)
+	if got, err := callText(t, cs, "db__query"); err != nil || got != "db/query:hi" {
+		t.Fatalf("db__query = %q, %v", got, err)
+	}
+	if h := be.seen.Load().(http.Header); h.Get("Authorization") != "Bearer exchanged" {
+		t.Errorf("backend got Authorization %q", h.Get("Authorization"))
+	}
+	if s := subject.Load().(credential.Subject); s.Principal != alice || s.Token != "client-token" {
+		t.Errorf("credential asked for %+v", s)
+	}
+	fail.Store(true)
+	be.down() // the backend session must be reopened: the credential is needed again
+	be.up()
+	if _, err := callText(t, cs, "db__query"); err == nil || !strings.Contains(err.Error(), "backend db: could not get a credential") {
+		t.Errorf("call without a credential: %v", err)
+	}
+}
+
+// credentialEndpoint is an aggregated endpoint whose one backend, be, gets
+// its credential (of type typ) from prov; it returns alice's client session
+// (bearer token client-token).
+func credentialEndpoint(t *testing.T, be *testBackend, typ string, prov credential.Provider) *sdk.ClientSession {
+	t.Helper()
+	cfg := proxy.BackendConfig{Name: be.name, URL: be.srv.URL + "/mcp", Credential: proxy.CredentialConfig{Type: typ}}
 	cfg.SetDefaults(1)
 	pb, err := proxy.NewBackend(cfg, proxy.Options{Logger: slog.New(slog.DiscardHandler), Credential: prov})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac := Config{Path: "/mcp", Backends: []string{"db"}}
+	ac := Config{Path: "/mcp", Backends: []string{be.name}}
 	ac.SetDefaults()
 	pol := policy.Config{Roles: map[string]policy.Role{"ops": {Tools: []string{"*"}}}, Groups: map[string][]string{"ops": {"ops"}}}
 	pol.SetDefaults()
@@ -540,20 +567,72 @@ func TestExchangedCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cs.Close() })
-	if got, err := callText(t, cs, "db__query"); err != nil || got != "db/query:hi" {
-		t.Fatalf("db__query = %q, %v", got, err)
+	return cs
+}
+
+// TestLinkedCredential: a linked_token backend behind an aggregate. Before
+// the user links the account, initialize and lists reach it without a
+// credential, and a call gets the URL elicitation required error (-32042)
+// with the link URL, as on a single-backend path, without reaching the
+// backend; once linked, the same backend session gets the linked token;
+// a provider failure is a JSON-RPC error naming the backend.
+func TestLinkedCredential(t *testing.T) {
+	be := newTestBackend(t, "gh", 0, "whoami")
+	var linked, failing atomic.Bool
+	var calls atomic.Int32
+	prov := providerFunc(func(_ context.Context, s credential.Subject) (credential.Header, error) {
+		switch {
+		case failing.Load():
+			return credential.Header{}, credential.ErrUnavailable
+		case linked.Load():
+			return credential.Header{Name: "Authorization", Value: "Bearer gh-token"}, nil
+		case !s.ActsForUser:
+			return credential.Header{}, credential.ErrNotLinked
+		}
+		calls.Add(1)
+		return credential.Header{}, &credential.LinkRequiredError{Provider: "gh", DisplayName: "GitHub", URL: "https://gw/link/gh?id=x", ElicitationID: "el-1"}
+	})
+	cs := credentialEndpoint(t, be, "linked_token", prov)
+	if got := toolNames(t, cs); !slices.Equal(got, []string{"gh__whoami"}) {
+		t.Fatalf("tools = %v", got)
 	}
-	if h := be.seen.Load().(http.Header); h.Get("Authorization") != "Bearer exchanged" {
-		t.Errorf("backend got Authorization %q", h.Get("Authorization"))
+	if h := be.seen.Load().(http.Header); h.Get("Authorization") != "" {
+		t.Errorf("backend got Authorization %q before the link", h.Get("Authorization"))
 	}
-	if s := subject.Load().(credential.Subject); s.Principal != alice || s.Token != "client-token" {
-		t.Errorf("credential asked for %+v", s)
+	seen := be.n.Load()
+	_, err := callText(t, cs, "gh__whoami")
+	var we *jsonrpc.Error
+	if !errors.As(err, &we) || we.Code != proxy.CodeURLElicitationRequired || calls.Load() != 1 {
+		t.Fatalf("call before the link: %v (%d link starts), want error %d", err, calls.Load(), proxy.CodeURLElicitationRequired)
 	}
-	fail.Store(true)
-	be.down() // the backend session must be reopened: the credential is needed again
-	be.up()
-	if _, err := callText(t, cs, "db__query"); err == nil || !strings.Contains(err.Error(), "backend db: could not get a credential") {
-		t.Errorf("call without a credential: %v", err)
+	var data proxy.LinkElicitations
+	if err := json.Unmarshal(we.Data, &data); err != nil || len(data.Elicitations) != 1 {
+		t.Fatalf("error data %s: %v", we.Data, err)
+	}
+	if el := data.Elicitations[0]; el.Mode != "url" || el.URL != "https://gw/link/gh?id=x" || el.ElicitationID != "el-1" ||
+		!strings.Contains(el.Message, "backend gh needs your GitHub account") || we.Message != el.Message {
+		t.Errorf("elicitation %+v, message %q", el, we.Message)
+	}
+	if be.n.Load() != seen {
+		t.Error("the call reached the backend without the linked token")
+	}
+	linked.Store(true)
+	if got, err := callText(t, cs, "gh__whoami"); err != nil || got != "gh/whoami:hi" {
+		t.Fatalf("call after the link: %q, %v", got, err)
+	}
+	if h := be.seen.Load().(http.Header); h.Get("Authorization") != "Bearer gh-token" {
+		t.Errorf("backend got Authorization %q, want the linked token", h.Get("Authorization"))
+	}
+	if n := be.sessions(); n != 1 {
+		t.Errorf("%d backend sessions, want 1", n)
+	}
+	failing.Store(true)
+	seen = be.n.Load()
+	if _, err := callText(t, cs, "gh__whoami"); err == nil || !strings.Contains(err.Error(), "backend gh") || errors.As(err, &we) && we.Code == proxy.CodeURLElicitationRequired {
+		t.Errorf("provider down: %v, want an error naming the backend", err)
+	}
+	if be.n.Load() != seen {
+		t.Error("the call reached the backend without a credential")
 	}
 }
 

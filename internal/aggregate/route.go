@@ -4,10 +4,15 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
 // cursor is the position of a merged list walk: one position per backend,
@@ -297,6 +302,18 @@ func call[R any](s *session, ctx context.Context, rq *caller, method string, i i
 	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, s.e.cfg.CallTimeout)
 	defer cancel()
+	if actsForUser[method] && s.e.backends[i].NeedsLink() {
+		var link *jsonrpc.Error
+		var err error
+		ctx, link, err = s.linkedCredential(ctx, rq, i)
+		if link != nil {
+			return zero, link // the user's answer to give, not a backend failure
+		}
+		if err != nil {
+			s.e.log.Warn("backend credential unavailable", "backend", s.e.cfg.Backends[i], "err", err)
+			return zero, s.e.failed(rq, span, i, fmt.Errorf("%w: %w", errCredential, err), true)
+		}
+	}
 	octx, ocancel := context.WithTimeout(ctx, s.e.cfg.Timeout)
 	cs, err := s.conn(octx, i)
 	ocancel()
@@ -319,6 +336,39 @@ func call[R any](s *session, ctx context.Context, rq *caller, method string, i i
 		return zero, s.e.failed(rq, span, i, err, true)
 	}
 	return r, err
+}
+
+// actsForUser are the requests that act for the user at a backend, as on
+// a backend's own path (proxy.Hop.ActsForUser).
+var actsForUser = map[string]bool{"tools/call": true, "prompts/get": true, "resources/read": true}
+
+// linkedCredential obtains linked_token backend i's credential for a
+// request of rq that acts for the user, before the backend is called (the
+// backend session's own requests, initialize and lists, go without it
+// until the account is linked). Without a linked account the answer is
+// link, the URL elicitation required error with the link URL, the same as
+// on the backend's own path; the returned context carries the token to
+// the backend session's transport.
+func (s *session) linkedCredential(ctx context.Context, rq *caller, i int) (_ context.Context, link *jsonrpc.Error, _ error) {
+	p, tok := s.caller()
+	if rq != nil {
+		p, tok = rq.p, rq.token
+	}
+	b := s.e.backends[i]
+	h, err := b.ActingCredential(ctx, p, tok)
+	var lr *credential.LinkRequiredError
+	if errors.As(err, &lr) {
+		msg, data := proxy.LinkRequired(s.e.cfg.Backends[i], lr)
+		raw, err := json.Marshal(data)
+		if err != nil {
+			return ctx, nil, err
+		}
+		return ctx, &jsonrpc.Error{Code: proxy.CodeURLElicitationRequired, Message: msg, Data: raw}, nil
+	}
+	if err != nil {
+		return ctx, nil, err
+	}
+	return proxy.WithCredential(ctx, b, h), nil, nil
 }
 
 func (s *session) callTool(ctx context.Context, rq *caller, p *sdk.CallToolParamsRaw) (sdk.Result, error) {

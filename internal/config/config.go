@@ -405,10 +405,6 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	linkedToken := map[string]bool{}
-	for _, b := range c.Backends {
-		linkedToken[b.Name] = b.Credential.Type == credential.TypeLinkedToken
-	}
 	aggregated, endpoints := map[string]bool{}, map[string]bool{}
 	for i := range c.Endpoints {
 		e := &c.Endpoints[i]
@@ -421,13 +417,8 @@ func (c *Config) Validate() error {
 			p.Add(path+".name", "duplicate endpoint name %q", e.Name)
 		}
 		paths[e.Path], endpoints[e.Name] = true, true
-		for j, b := range e.Backends {
+		for _, b := range e.Backends {
 			aggregated[b] = true
-			if linkedToken[b] {
-				// The aggregate's backend sessions have no way yet to hand
-				// the client a link URL: refuse rather than fail every call.
-				p.Add(validate.Index(path+".backends", j), "backend %s has credential linked_token, which is not supported behind an aggregated endpoint (give it its own path)", b)
-			}
 		}
 	}
 	for i, b := range c.Backends {

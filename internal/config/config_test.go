@@ -273,14 +273,17 @@ audit: { sink: stdout }
 	if lp := cfg.Auth.AuthorizationServer.LinkedProviders[0]; lp.DisplayName != "github" || lp.LinkTimeout.Minutes() != 10 || lp.ClientAuth != "client_secret_basic" {
 		t.Errorf("defaults: %+v", lp)
 	}
+	// Behind an aggregated endpoint too (its calls answer the same link error).
+	if _, err := Parse([]byte(strings.Replace(strings.Replace(y, "PROVIDER", "github", 1), "audit: { sink: stdout }",
+		"endpoints: [{path: /all, backends: [gh]}]\naudit: { sink: stdout }", 1)), env(nil), Overrides{}); err != nil {
+		t.Errorf("behind an aggregated endpoint: %v", err)
+	}
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown provider", strings.Replace(y, "PROVIDER", "gitlab", 1), `backends[0].credential.provider: names no entry of auth.authorization_server.linked_providers (got "gitlab")`},
 		{"no provider", strings.Replace(y, ", provider: PROVIDER", "", 1), "backends[0].credential.provider: is required"},
 		{"provider on another type", strings.Replace(y, "type: linked_token", "type: upstream_token", 1), "backends[0].credential.provider: is only valid with type linked_token"},
 		{"typo in a provider", strings.Replace(strings.Replace(y, "PROVIDER", "github", 1), "client_secret: s", "client_secert: s", 1),
 			"auth.authorization_server.linked_providers[0].client_secert: unknown key"},
-		{"behind an aggregated endpoint", strings.Replace(strings.Replace(y, "PROVIDER", "github", 1), "audit: { sink: stdout }", "endpoints: [{path: /all, backends: [gh]}]\naudit: { sink: stdout }", 1),
-			"endpoints[0].backends[0]: backend gh has credential linked_token, which is not supported behind an aggregated endpoint"},
 		{"jwt mode", strings.Replace(validJWT, "url: http://127.0.0.1:9000/mcp", "url: http://127.0.0.1:9000/mcp\n    credential: { type: linked_token, provider: github }", 1),
 			"backends[0].credential.type: linked_token requires auth.mode authorization_server"},
 	} {

@@ -264,7 +264,11 @@ type roundTripper struct {
 
 func (t roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	p, tok := t.current()
-	cred, err := t.b.Credential(req.Context(), p, tok)
+	cred, ok := presetCredential(req.Context(), t.b)
+	var err error
+	if !ok {
+		cred, err = t.b.Credential(req.Context(), p, tok)
+	}
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
@@ -335,8 +339,47 @@ func modifyResponse(resp *http.Response) error {
 // token exchange, a service account), or nothing. It is the one place a
 // backend credential is obtained; a failure means the request must not
 // reach the backend.
+//
+// An account not linked yet (linked_token) is no credential here: what
+// does not act for the user goes without it, as in Forward.
+// ActingCredential is for the requests that do.
 func (b *Backend) Credential(ctx context.Context, p *identity.Principal, token string) (credential.Header, error) {
-	return b.credential(ctx, credential.Subject{Principal: p, Token: token})
+	h, err := b.credential(ctx, credential.Subject{Principal: p, Token: token})
+	if errors.Is(err, credential.ErrNotLinked) {
+		return credential.Header{}, nil
+	}
+	return h, err
+}
+
+// ActingCredential is Credential for a request that acts for the user
+// (tools/call, prompts/get, resources/read): a linked_token backend without
+// a linked account answers *credential.LinkRequiredError, whose URL starts
+// the link.
+func (b *Backend) ActingCredential(ctx context.Context, p *identity.Principal, token string) (credential.Header, error) {
+	return b.credential(ctx, credential.Subject{Principal: p, Token: token, ActsForUser: true})
+}
+
+// NeedsLink reports whether b's credential is an account the user links
+// (linked_token).
+func (b *Backend) NeedsLink() bool { return b.cfg.Credential.Type == credential.TypeLinkedToken }
+
+type presetKey struct{}
+
+type preset struct {
+	b *Backend
+	h credential.Header
+}
+
+// WithCredential returns ctx carrying h as b's credential for the requests
+// a Transport of b sends with it: one that the caller obtained already
+// (ActingCredential) is not asked for again.
+func WithCredential(ctx context.Context, b *Backend, h credential.Header) context.Context {
+	return context.WithValue(ctx, presetKey{}, preset{b: b, h: h})
+}
+
+func presetCredential(ctx context.Context, b *Backend) (credential.Header, bool) {
+	p, ok := ctx.Value(presetKey{}).(preset)
+	return p.h, ok && p.b == b
 }
 
 func (b *Backend) credential(ctx context.Context, s credential.Subject) (credential.Header, error) {
@@ -482,13 +525,27 @@ const CodeURLElicitationRequired = -32042
 // elicitation required error. It is an answer to the call, not a gateway
 // failure: HTTP 200, so that clients read the JSON-RPC error.
 func writeLinkRequired(w http.ResponseWriter, id []byte, backend string, e *credential.LinkRequiredError) {
-	type elicitation struct {
-		Mode          string `json:"mode"`
-		ElicitationID string `json:"elicitationId"`
-		URL           string `json:"url"`
-		Message       string `json:"message"`
-	}
+	msg, data := LinkRequired(backend, e)
+	mcp.WriteErrorData(w, http.StatusOK, id, CodeURLElicitationRequired, msg, data)
+}
+
+// LinkElicitations is the data of a URL elicitation required error.
+type LinkElicitations struct {
+	Elicitations []LinkElicitation `json:"elicitations"`
+}
+
+// LinkElicitation is one URL-mode elicitation (MCP 2025-11-25).
+type LinkElicitation struct {
+	Mode          string `json:"mode"`
+	ElicitationID string `json:"elicitationId"`
+	URL           string `json:"url"`
+	Message       string `json:"message"`
+}
+
+// LinkRequired is the message and data of the URL elicitation required
+// error (CodeURLElicitationRequired) that asks the user to link the
+// account e names for backend; aggregated endpoints answer it too.
+func LinkRequired(backend string, e *credential.LinkRequiredError) (string, LinkElicitations) {
 	msg := fmt.Sprintf("backend %s needs your %s account: open the link to connect it, then call the tool again", backend, e.DisplayName)
-	mcp.WriteErrorData(w, http.StatusOK, id, CodeURLElicitationRequired, msg,
-		map[string]any{"elicitations": []elicitation{{Mode: "url", ElicitationID: e.ElicitationID, URL: e.URL, Message: msg}}})
+	return msg, LinkElicitations{Elicitations: []LinkElicitation{{Mode: "url", ElicitationID: e.ElicitationID, URL: e.URL, Message: msg}}}
 }
