@@ -5,8 +5,9 @@
 // Chromium opens it, signs in to mcpgate at the login IdP (bob's browser is refused), sees the
 // confirm page, approves, signs in at "GitHub"; the next call succeeds and the backend (a small
 // TS SDK MCP server) receives GitHub's token — accepted by GitHub's userinfo, not by the sign-in
-// IdP's — and never mcpgate's own token; near its expiry it is refreshed at "GitHub". The audit log has LINK_STARTED and LINK_COMPLETED and no
-// token.
+// IdP's — and never mcpgate's own token; near its expiry it is refreshed at "GitHub". The audit log has
+// LINK_STARTED, LINK_FAILED (bob) and LINK_COMPLETED and no token. Behind an aggregated endpoint the call
+// gets the same elicitation, and the linked token once linked.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -125,8 +126,11 @@ policy:
     mcp-admins: [admin]
 backends:
   - name: github
+    path: /mcp
     url: ${backend.url}
     credential: { type: linked_token, provider: gh }
+endpoints:
+  - { path: /all, backends: [github] }
 store: { driver: sqlite, dsn: ${dir}/mcpgate.db }
 audit: { sink: file, path: ${dir}/audit.log }
 `,
@@ -246,4 +250,40 @@ test('a tool call links the GitHub account in the browser; the backend then gets
     recs.some((x) => x.event === 'LINK_FAILED' && x.session_id === tsid && /another user/.test(x.reason)),
     "no LINK_FAILED record for bob's sign-in",
   );
+});
+
+test('behind an aggregated endpoint, the call gets the same link error, and the linked token once linked', async () => {
+  // Another sign-in (its own grant, for the aggregate's resource): its links are its own.
+  const oauth = new HeadlessOAuthProvider({ user: 'alice' });
+  const url = `${gw.base}/all`;
+  const first = await runSteps({ url, oauth, steps: [{ op: 'tools/list' }, { op: 'tools/call', name: 'github__gh_whoami' }] });
+  assert.ok(first.steps[0].ok, JSON.stringify(first.steps[0]));
+  assert.deepEqual(first.steps[0].result.tools, ['github__gh_whoami']);
+  const err = first.steps[1].error;
+  assert.equal(err?.code, -32042, JSON.stringify(first.steps[1]));
+  assert.equal(err.type, 'UrlElicitationRequiredError', 'the TS SDK recognises the URL elicitation');
+  const [el] = err.data.elicitations;
+  assert.equal(el.mode, 'url');
+  assert.match(el.url, new RegExp(`^${gw.base}/link/gh\\?id=[\\w-]{43}$`));
+  assert.match(el.message, /backend github needs your GitHub \(e2e\) account/);
+
+  const { launchBrowser, loginAndConsent } = await import('./browser.mjs');
+  const b = await launchBrowser();
+  try {
+    await loginAndConsent(b.page, el.url, 'alice', 'alice-pw', { redirectUri: `${gw.base}/callback`, prefix: 'linked-agg-signin' });
+    await b.page.waitForFunction(() => document.querySelector('h1')?.innerText.startsWith('Link your'), null, { timeout: 15000 });
+    await loginAndConsent(b.page, b.page.url(), 'alice', 'alice-pw', { redirectUri: `${gw.base}/link/gh/callback`, prefix: 'linked-agg', choice: 'approve' });
+    await b.page.waitForFunction(() => document.body?.innerText.includes('account is linked'), null, { timeout: 15000 });
+  } finally {
+    await b.close();
+  }
+
+  const seenBefore = backend.seen.length;
+  const second = await runSteps({ url, oauth, steps: [{ op: 'tools/call', name: 'github__gh_whoami' }] });
+  assert.ok(second.ok, JSON.stringify(second.steps));
+  assert.deepEqual(JSON.parse(second.steps[0].result.content[0].text), { sub: 'alice' });
+  const sent = backend.seen.slice(seenBefore).filter(Boolean);
+  assert.ok(sent.length > 0, 'the backend got no credential');
+  for (const h of new Set(sent)) assert.equal((await userinfo(gh.issuer, h.slice('Bearer '.length)))?.sub, 'alice', "GitHub's token");
+  assert.ok(!backend.seen.some((h) => h.includes(oauth.tokens().access_token)), "mcpgate's own token reached the backend");
 });
