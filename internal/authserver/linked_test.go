@@ -174,10 +174,17 @@ func TestLinkedAccountFlow(t *testing.T) {
 			t.Errorf("audit events %v lack %s", ev, want)
 		}
 	}
+	signIn := false
 	for _, r := range l.sink.records(t) {
 		if r.Event == audit.EventLinkCompleted && (r.SessionID != l.tsid || r.Method != "link/gh" || r.Username != testUser) {
 			t.Errorf("LINK_COMPLETED record: %+v", r)
 		}
+		if r.Event == audit.EventASLoginSuccess && r.Method == "link/gh" {
+			signIn = r.SessionID == l.tsid && r.Username == testUser && strings.Contains(r.Reason, "to link an account")
+		}
+	}
+	if !signIn {
+		t.Error("no AS_LOGIN_SUCCESS record of the link's sign-in")
 	}
 	if log := string(l.sink.bytes()); strings.Contains(log, tok) {
 		t.Error("the linked token is in the audit log")
@@ -483,14 +490,28 @@ func TestLinkedAccountDiscovery(t *testing.T) {
 // consent page, and a sign-in flow's request is not a link.
 func TestLinkedAccountRequestsAreSeparate(t *testing.T) {
 	l := newLinkedEnv(t, nil)
-	link, _ := url.Parse(l.need())
-	id := link.Query().Get("id")
 	b := l.browser()
-	b.get(link.String()) // claimed by b
+	id := b.get(l.need()).loc.Query().Get("req") // the link's row in b
 	for _, path := range []string{"/consent?req=", "/login?req="} {
 		if p := b.get(l.iss + path + url.QueryEscape(id)); p.status == http.StatusOK {
 			t.Errorf("%s with a link ID: %d", path, p.status)
 		}
+	}
+	// And a sign-in flow's request is no link.
+	c := l.register("http://127.0.0.1:3000/cb", true)
+	p := b.get(l.iss + "/authorize?" + authorizeParams(c).Encode())
+	req := p.loc.Query().Get("req")
+	if req == "" {
+		t.Fatalf("authorize: %d %v", p.status, p.loc)
+	}
+	if p := b.get(l.iss + "/link/gh?req=" + url.QueryEscape(req)); p.status != http.StatusBadRequest {
+		t.Errorf("link page with a sign-in request: %d", p.status)
+	}
+	if p := b.get(l.iss + "/link/gh?id=" + url.QueryEscape(req)); p.status != http.StatusBadRequest {
+		t.Errorf("link URL with a sign-in request: %d", p.status)
+	}
+	if _, err := l.st.GetAuthRequest(t.Context(), req); err != nil {
+		t.Errorf("the sign-in request was consumed as a link: %v", err)
 	}
 }
 
