@@ -608,6 +608,9 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 // variable for tests.
 var sweepBatch = 500
 
+// afterSweepBatch, when set (by tests), runs after each committed batch.
+var afterSweepBatch func()
+
 // sweepQueries delete one batch each ($1 = now, $2 = batch size), through
 // the partial expiry indexes. Refresh tokens of expiring grants go first,
 // so the count includes them (the ON DELETE CASCADE would remove them
@@ -632,6 +635,9 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 				return total, mapErr("delete expired", err)
 			}
 			total += tag.RowsAffected()
+			if afterSweepBatch != nil {
+				afterSweepBatch()
+			}
 			if tag.RowsAffected() < int64(sweepBatch) {
 				break
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,5 +127,51 @@ func TestDeleteExpiredInBatches(t *testing.T) {
 	s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM refresh_tokens`).Scan(&tokens)
 	if grants != 5 || tokens != 5 {
 		t.Errorf("left %d grants and %d refresh tokens, want 5 and 5", grants, tokens)
+	}
+}
+
+// Each sweep batch is its own transaction: between two batches the one
+// writer connection is free (a token request queued for it runs there, not
+// after the whole sweep), and what the batch deleted is committed.
+func TestSweepFreesTheWriterBetweenBatches(t *testing.T) {
+	defer func(b int, f func()) { sweepBatch, afterSweepBatch = b, f }(sweepBatch, afterSweepBatch)
+	sweepBatch = 10
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "sweep.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	past := time.Now().Add(-time.Hour)
+	const n = 45
+	for i := range n {
+		if err := s.CreateAuthCode(ctx, &store.AuthCode{Hash: "code-" + strconv.Itoa(i), ExpiresAt: past}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var left []int
+	afterSweepBatch = func() {
+		// A write between batches gets the writer at once; a sweep holding
+		// it (one long transaction) would make this wait out its timeout.
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		id := "between-" + strconv.Itoa(len(left))
+		if err := s.CreateClient(wctx, &store.Client{ID: id, CreatedAt: time.Now()}); err != nil {
+			t.Errorf("write between sweep batches: %v", err)
+		}
+		var c int
+		if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM auth_codes`).Scan(&c); err != nil {
+			t.Error(err)
+		}
+		left = append(left, c)
+	}
+	removed, err := s.DeleteExpired(ctx, time.Now())
+	if err != nil || removed != n {
+		t.Fatalf("DeleteExpired = %d, %v; want %d", removed, err, n)
+	}
+	// Readers see each batch committed: 35, 25, 15, 5, then 0 codes (the
+	// tables swept before and after the codes have one empty batch each).
+	if got, want := slices.Compact(slices.Clone(left)), []int{n, 35, 25, 15, 5, 0}; !slices.Equal(got, want) {
+		t.Errorf("codes left after each batch: %v, want %v", left, want)
 	}
 }

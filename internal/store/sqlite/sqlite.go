@@ -884,6 +884,10 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 // seconds). A variable for tests.
 var sweepBatch = 500
 
+// afterSweepBatch, when set (by tests), runs after each committed batch,
+// while the sweep holds no transaction and no connection.
+var afterSweepBatch func()
+
 // sweepQueries delete one batch each (?1 = now, ?2 = batch size), through
 // the partial expiry indexes. Refresh tokens of expiring grants go first,
 // so the count includes them (the ON DELETE CASCADE would remove them
@@ -917,6 +921,9 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 				return total, mapErr("delete expired", err)
 			}
 			total += c
+			if afterSweepBatch != nil {
+				afterSweepBatch()
+			}
 			if c < int64(sweepBatch) {
 				break
 			}
