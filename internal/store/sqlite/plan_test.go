@@ -2,11 +2,13 @@ package sqlite
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,5 +175,79 @@ func TestSweepFreesTheWriterBetweenBatches(t *testing.T) {
 	// tables swept before and after the codes have one empty batch each).
 	if got, want := slices.Compact(slices.Clone(left)), []int{n, 35, 25, 15, 5, 0}; !slices.Equal(got, want) {
 		t.Errorf("codes left after each batch: %v, want %v", left, want)
+	}
+}
+
+// While writes come, the checkpointer bounds the WAL with RESTART
+// checkpoints, which keep the writer's page cache; it runs TRUNCATE, which
+// makes every connection drop its cache, only once the writes stop.
+func TestCheckpointKeepsWriterCacheUnderLoad(t *testing.T) {
+	var mu sync.Mutex
+	var writing bool
+	modes := map[string][2]int{} // mode → runs while writing, runs after
+	defer func(f func(string)) { checkpointRan = f }(checkpointRan)
+	checkpointRan = func(mode string) {
+		mu.Lock()
+		defer mu.Unlock()
+		m := modes[mode]
+		if writing {
+			m[0]++
+		} else {
+			m[1]++
+		}
+		modes[mode] = m
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					s.GetClient(ctx, "client-0")
+				}
+			}
+		})
+	}
+	mu.Lock()
+	writing = true
+	mu.Unlock()
+	meta := make([]byte, 16<<10)
+	for i := range 800 { // ~13 MB of rows: the WAL passes the limit several times
+		if err := s.CreateClient(ctx, &store.Client{ID: "client-" + strconv.Itoa(i), Metadata: meta, CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	writing = false
+	mu.Unlock()
+	close(stop)
+	readers.Wait()
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	for deadline := time.Now().Add(10 * time.Second); walSize() > WALSizeLimit; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("-wal file still %d bytes after the writes, limit %d", walSize(), WALSizeLimit)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if modes["RESTART"][0] == 0 || modes["TRUNCATE"][0] != 0 {
+		t.Errorf("checkpoints while writing: %d RESTART, %d TRUNCATE; want some RESTART and no TRUNCATE",
+			modes["RESTART"][0], modes["TRUNCATE"][0])
 	}
 }

@@ -155,7 +155,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // them from the file. 8 MiB (2048 pages) holds them with room for the hot
 // leaves. mmap_size stays off: with the file growing under steady writes
 // the map is redone over and over, and it measured slower than reads.
-const writerCacheKiB = 8 << 10
+var writerCacheKiB = 8 << 10
 
 // Checkpoints copy committed pages from the WAL into the database file and
 // fsync it. SQLite runs them inside the commit that crosses a page
@@ -169,12 +169,22 @@ const writerCacheKiB = 8 << 10
 // always active) it only grows (70 MB in a load test). So the writer and the
 // checkpointer truncate it to WALSizeLimit whenever it is reset
 // (journal_size_limit), and when the file is over the limit the checkpointer
-// runs a TRUNCATE checkpoint, which waits up to truncateBusyMillis for
-// readers and empties it.
+// runs a RESTART checkpoint, which waits up to truncateBusyMillis for
+// readers so that the writer's next commit starts the WAL over (and cuts
+// the file to the limit). Only when no write came for idleBeforeTruncate
+// (the server is idle) does it run a TRUNCATE checkpoint, which empties the file
+// itself but rewrites the WAL header,
+// which makes every connection drop its page cache: the writer's cache
+// holds the working set of the b-trees (writerCacheKiB), and refilling it
+// after each TRUNCATE was a tenth of a refresh's cost at 100k grants.
 const (
 	checkpointInterval = 100 * time.Millisecond
 	walBackstopPages   = 16384 // 64 MiB of 4 KiB pages
 	truncateBusyMillis = 250
+	// idleBeforeTruncate is how long no write may have come before the
+	// checkpointer empties an oversized WAL itself (a RESTART checkpoint
+	// holds writers off for up to truncateBusyMillis: not a pause in the load).
+	idleBeforeTruncate = time.Second
 )
 
 // WALSizeLimit is the size the -wal file is brought back to after a
@@ -185,6 +195,7 @@ func (s *Store) checkpointLoop(ctx context.Context) {
 	defer close(s.ckptDone)
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
+	var mtime, changed time.Time // the -wal file's mtime at the last tick, and when it last moved
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,11 +204,33 @@ func (s *Store) checkpointLoop(ctx context.Context) {
 			// PASSIVE never waits for readers or the writer; what it cannot
 			// copy yet, the next round does. Errors are retried the same way.
 			s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
-			if fi, err := os.Stat(s.walPath); err == nil && fi.Size() > WALSizeLimit {
-				s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+			fi, err := os.Stat(s.walPath)
+			if err != nil {
+				continue
+			}
+			if !fi.ModTime().Equal(mtime) {
+				mtime, changed = fi.ModTime(), time.Now()
+			}
+			switch {
+			case fi.Size() <= WALSizeLimit:
+			case time.Since(changed) >= idleBeforeTruncate:
+				s.checkpoint(ctx, "TRUNCATE")
+			default:
+				s.checkpoint(ctx, "RESTART")
 			}
 		}
 	}
+}
+
+// checkpointRan, when set (by tests), is told each RESTART or TRUNCATE
+// checkpoint the loop runs.
+var checkpointRan func(mode string)
+
+func (s *Store) checkpoint(ctx context.Context, mode string) {
+	if checkpointRan != nil {
+		checkpointRan(mode)
+	}
+	s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(`+mode+`)`)
 }
 
 // stmts are statements prepared once, by SQL text. SQLite takes about as
