@@ -153,8 +153,14 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // b-trees must stay cached: with 100k grants they are several hundred
 // pages, about what the default 2 MiB holds, and the writer would re-read
 // them from the file. 8 MiB (2048 pages) holds them with room for the hot
-// leaves. mmap_size stays off: with the file growing under steady writes
-// the map is redone over and over, and it measured slower than reads.
+// leaves. It is not sized for every leaf (about 43 MB for the refresh
+// path's b-trees at 100k grants): at the end of each write transaction
+// SQLite walks the cache (pcache1TruncateUnsafe), a cost that grows with
+// the pages cached, and 2, 32 and 64 MiB all measured slower per refresh
+// than 8 (BenchmarkRefreshAtScale, MCPGATE_BENCH_CACHE_KIB). mmap_size
+// stays off: a reader unmaps the file whenever another connection has
+// committed, and it measured slower than reads. A variable for that
+// benchmark.
 var writerCacheKiB = 8 << 10
 
 // Checkpoints copy committed pages from the WAL into the database file and
