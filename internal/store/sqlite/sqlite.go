@@ -154,13 +154,13 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // pages, about what the default 2 MiB holds, and the writer would re-read
 // them from the file. 8 MiB (2048 pages) holds them with room for the hot
 // leaves. It is not sized for every leaf (about 43 MB for the refresh
-// path's b-trees at 100k grants): at the end of each write transaction
-// SQLite walks the cache (pcache1TruncateUnsafe), a cost that grows with
-// the pages cached, and 2, 32 and 64 MiB all measured slower per refresh
-// than 8 (BenchmarkRefreshAtScale, MCPGATE_BENCH_CACHE_KIB). mmap_size
-// stays off: a reader unmaps the file whenever another connection has
-// committed, and it measured slower than reads. A variable for that
-// benchmark.
+// path's b-trees at 100k grants): at the end of a write transaction that
+// split a b-tree page SQLite walks the whole cache (pcache1TruncateUnsafe),
+// a cost that grows with the pages cached, and 2, 32 and 64 MiB measured
+// no faster per refresh than 8 (BenchmarkRefreshAtScale with
+// MCPGATE_BENCH_CACHE_KIB). mmap_size stays off: a reader unmaps the file
+// whenever another connection has committed, and it measured slower than
+// reads. A variable for that benchmark.
 var writerCacheKiB = 8 << 10
 
 // Checkpoints copy committed pages from the WAL into the database file and
@@ -178,11 +178,12 @@ var writerCacheKiB = 8 << 10
 // runs a RESTART checkpoint, which waits up to truncateBusyMillis for
 // readers so that the writer's next commit starts the WAL over (and cuts
 // the file to the limit). Only when no write came for idleBeforeTruncate
-// (the server is idle) does it run a TRUNCATE checkpoint, which empties the file
-// itself but rewrites the WAL header,
-// which makes every connection drop its page cache: the writer's cache
-// holds the working set of the b-trees (writerCacheKiB), and refilling it
-// after each TRUNCATE was a tenth of a refresh's cost at 100k grants.
+// (the server is idle) does it run a TRUNCATE checkpoint, which empties
+// the file itself but rewrites the WAL header from this connection, so
+// every other connection drops its page cache at its next transaction:
+// under load that was the writer losing its 2048 cached pages every few
+// hundred commits and reading them back (at 100k grants, where they are
+// random leaves, not the whole database).
 const (
 	checkpointInterval = 100 * time.Millisecond
 	walBackstopPages   = 16384 // 64 MiB of 4 KiB pages
