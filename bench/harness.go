@@ -47,7 +47,7 @@ const (
 	maxDuration    = 60 * time.Second
 	maxWarmup      = 30 * time.Second
 	maxConcurrency = 1024
-	maxRounds      = 5
+	maxRounds      = 10
 	maxStartups    = 20
 )
 

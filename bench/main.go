@@ -54,7 +54,7 @@ func main() {
 	flag.IntVar(&o.Concurrency, "c", 32, "concurrent clients (one MCP session each)")
 	flag.DurationVar(&o.Duration, "d", 10*time.Second, "measured duration per target and scenario (at most 60s)")
 	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
-	flag.IntVar(&o.Rounds, "rounds", 1, "repeat every measurement this many times, interleaved, and merge the samples")
+	flag.IntVar(&o.Rounds, "rounds", 1, "repeat every measurement this many times, interleaved, and merge the samples (scale: default 6, in ABBA order, with each round's ratios and their median)")
 	flag.StringVar(&scenarios, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios ("+strings.Join(allScenarios, ", ")+"; -json: a backend answering with application/json instead of SSE)")
 	flag.IntVar(&o.Tools, "tools", 100, "padding tools on the backend (the tools/list size)")
 	flag.BoolVar(&o.InProcess, "inprocess", false, "run backend, proxy and mcpgate inside the harness process instead of as child processes")
@@ -80,6 +80,11 @@ func main() {
 	if scenarios == scenarioToken || scenarios == scenarioScale {
 		to := tokenOptions{Scenario: scenarios, Duration: o.Duration, Warmup: o.Warmup, Rounds: o.Rounds,
 			Store: storeDriver, PostgresDSN: pgDSN, ProfileDir: o.ProfileDir, Progress: os.Stderr}
+		if scenarios == scenarioScale && !flagSet("rounds") {
+			// Seeding dominates the scale run: more rounds cost little and
+			// give the per-round median its meaning.
+			to.Rounds = defaultScaleRounds
+		}
 		var err error
 		if to.Conc, err = intList(tokenC); err == nil {
 			to.Grants, err = intList(scaleGrants)
@@ -115,6 +120,16 @@ func main() {
 	if len(rep.Profiles) > 0 {
 		fmt.Fprintln(os.Stderr, "profiles:", strings.Join(rep.Profiles, " "))
 	}
+}
+
+// defaultScaleRounds is -rounds for -scenarios scale when not given.
+const defaultScaleRounds = 6
+
+// flagSet reports whether the command line set flag name.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // intList parses "8,32".

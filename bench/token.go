@@ -550,6 +550,10 @@ type tokenReport struct {
 	Results map[string]*tokenResult // key: "<grant> c=<n> <server>"
 	Keys    []string
 	Seeded  map[string]time.Duration // how long seeding took, per instance
+	// Scale: per round, each size's measurement (in -scale-grants order)
+	// and whether the round measured the sizes in reverse order.
+	PerRound [][]*tokenResult
+	Reversed []bool
 }
 
 func (r *tokenReport) add(key string, res *tokenResult) {
@@ -675,7 +679,10 @@ func runFloorVsMcpgate(ctx context.Context, o *tokenOptions, rep *tokenReport, d
 
 // runScale measures mcpgate's refresh with each number of stored grants,
 // one instance (process and database) per size, measured in turn, round by
-// round, at the first -token-c.
+// round, at the first -token-c. Every other round measures the sizes in
+// reverse order (ABBA), so a machine getting busier or quieter during the
+// run does not favour one size; the report gives each round's ratios and
+// their median beside the merged figures.
 func runScale(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string, prof *report) error {
 	c := o.Conc[0]
 	ins := make([]*asInstance, len(o.Grants))
@@ -699,7 +706,17 @@ func runScale(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string
 		ins[i], pools[i] = in, newRefreshPool(rts, c)
 	}
 	for round := range o.Rounds {
-		for i, n := range o.Grants {
+		order := make([]int, len(o.Grants))
+		for i := range order {
+			order[i] = i
+		}
+		reversed := round%2 == 1
+		if reversed {
+			slices.Reverse(order)
+		}
+		perSize := make([]*tokenResult, len(o.Grants))
+		for _, i := range order {
+			n := o.Grants[i]
 			name := fmt.Sprintf("%s %d grants", serverMcpgate, n)
 			stopProf, err := prof.startProfile(fmt.Sprintf("scale-refresh-%d-r%d", n, round+1), name)
 			if err != nil {
@@ -709,11 +726,45 @@ func runScale(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string
 			if stopProf != nil {
 				stopProf()
 			}
-			rep.add(fmt.Sprintf("refresh c=%d %s", c, name), res)
-			o.logf("round %d refresh c=%d %d grants: %.0f/s", round+1, c, n, res.rate())
+			o.logf("round %d refresh c=%d %d grants: %.0f/s, %.0f µs CPU/refresh", round+1, c, n, res.rate(),
+				float64(res.cpuPer())/float64(time.Microsecond))
+			perSize[i] = res
 		}
+		// Merge after the round so that the merged table keeps -scale-grants order.
+		for i, n := range o.Grants {
+			r := *perSize[i]
+			r.Lat = slices.Clone(r.Lat)
+			rep.add(fmt.Sprintf("refresh c=%d %s %d grants", c, serverMcpgate, n), &r)
+		}
+		rep.PerRound = append(rep.PerRound, perSize)
+		rep.Reversed = append(rep.Reversed, reversed)
 	}
 	return nil
+}
+
+// scaleRatios are each round's rate and CPU ratios of size i to the
+// baseline (the first size), and their medians.
+func (r *tokenReport) scaleRatios(i int) (rate, cpu []float64, medRate, medCPU float64) {
+	for _, round := range r.PerRound {
+		base, res := round[0], round[i]
+		if base.Requests == 0 || res.Requests == 0 {
+			continue
+		}
+		rate = append(rate, res.rate()/base.rate())
+		cpu = append(cpu, float64(res.cpuPer())/float64(base.cpuPer()))
+	}
+	return rate, cpu, median(rate), median(cpu)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func (r *tokenReport) errors() int {
@@ -763,6 +814,9 @@ func (r *tokenReport) markdown(cmd string) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %.0f | %s | %s | %s |\n", f[0], strings.TrimPrefix(f[1], "c="),
 			strings.Join(f[2:], " "), res.rate(), p50, float64(res.cpuPer())/float64(time.Microsecond), ratio, cpuRatio, errs)
 	}
+	if o.Scenario == scenarioScale && len(r.PerRound) > 0 {
+		r.scaleRounds(&b)
+	}
 	for k, d := range r.Seeded {
 		fmt.Fprintf(&b, "\nSeeding (%s): %s.", k, d.Round(time.Millisecond))
 	}
@@ -773,6 +827,45 @@ func (r *tokenReport) markdown(cmd string) string {
 		}
 	}
 	return b.String()
+}
+
+// scaleRounds writes the scale scenario's per-round table: each size's rate
+// and CPU per refresh, and its ratios to the baseline measured in the same
+// round, then the medians of those ratios.
+func (r *tokenReport) scaleRounds(b *strings.Builder) {
+	g := r.Opts.Grants
+	b.WriteString("\nPer round (each ratio is to the " + fmt.Sprint(g[0]) + "-grant instance measured in the same round):\n\n| round | order |")
+	for _, n := range g {
+		fmt.Fprintf(b, " %d: req/s | CPU µs |", n)
+	}
+	for _, n := range g[1:] {
+		fmt.Fprintf(b, " %d: req/s ratio | CPU ratio |", n)
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---|---|", len(g)+len(g)-1) + "\n")
+	for ri, round := range r.PerRound {
+		order := "ascending"
+		if r.Reversed[ri] {
+			order = "descending"
+		}
+		fmt.Fprintf(b, "| %d | %s |", ri+1, order)
+		for _, res := range round {
+			fmt.Fprintf(b, " %.0f | %.0f |", res.rate(), float64(res.cpuPer())/float64(time.Microsecond))
+		}
+		for i := 1; i < len(g); i++ {
+			if round[0].Requests == 0 || round[i].Requests == 0 {
+				b.WriteString(" - | - |")
+				continue
+			}
+			fmt.Fprintf(b, " %.2f× | %.2f× |", round[i].rate()/round[0].rate(),
+				float64(round[i].cpuPer())/float64(round[0].cpuPer()))
+		}
+		b.WriteString("\n")
+	}
+	for i := 1; i < len(g); i++ {
+		rate, _, medRate, medCPU := r.scaleRatios(i)
+		fmt.Fprintf(b, "\nMedian of %d rounds, %d grants ÷ %d grants: req/s ratio %.2f×, CPU ratio %.2f×.\n",
+			len(rate), g[i], g[0], medRate, medCPU)
+	}
 }
 
 // runFloorRole serves floor-normal on loopback for the floor child role.

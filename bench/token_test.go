@@ -22,6 +22,9 @@ func TestTokenScenarios(t *testing.T) {
 	} {
 		t.Run(o.Scenario, func(t *testing.T) {
 			o.Duration, o.Warmup, o.Rounds, o.Store = 500*time.Millisecond, 100*time.Millisecond, 1, store.DriverSQLite
+			if o.Scenario == scenarioScale {
+				o.Duration, o.Rounds = 300*time.Millisecond, 2
+			}
 			rep, err := runToken(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
@@ -41,6 +44,13 @@ func TestTokenScenarios(t *testing.T) {
 			md := rep.markdown("go run ./bench -scenarios " + o.Scenario)
 			if n := strings.Count(md, "**"); n != 2*(want/2) {
 				t.Errorf("%d ratios in the report, want %d:\n%s", n/2, want/2, md)
+			}
+			if o.Scenario == scenarioScale {
+				// Two rounds, the second in reverse order, and their median.
+				if !strings.Contains(md, "| 1 | ascending |") || !strings.Contains(md, "| 2 | descending |") ||
+					!strings.Contains(md, "Median of 2 rounds, 40 grants ÷ 4 grants") {
+					t.Errorf("no per-round table or median:\n%s", md)
+				}
 			}
 		})
 	}

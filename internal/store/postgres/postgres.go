@@ -388,6 +388,25 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
 	created_at, expires_at, revoked`
 
+// The statements of the refresh path (and of revocation), named for
+// TestQueryPlansUseIndexes: each finds its row by primary key, or its
+// tokens through refresh_tokens_by_grant.
+const (
+	qGetGrant            = `SELECT ` + grantCols + ` FROM grants WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`
+	qRevokeGrant         = `UPDATE grants SET revoked = true WHERE k = $1`
+	qUpdateGrantUpstream = `UPDATE grants SET identity = COALESCE($1, identity), upstream_tokens = $2,
+		upstream_expiry = $3, version = version + 1
+		WHERE k = $4 AND version = $5 AND NOT revoked AND (expires_at IS NULL OR expires_at > $6)`
+	qGrantLive = `SELECT EXISTS (SELECT 1 FROM grants
+		WHERE k = $1 AND NOT revoked AND (expires_at IS NULL OR expires_at > $2))`
+	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`
+	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2
+		WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4)`
+	qRefreshLive = `SELECT EXISTS (SELECT 1 FROM refresh_tokens
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2))`
+	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = $1`
+)
+
 func scanGrant(row pgx.Row) (*store.Grant, error) {
 	var g store.Grant
 	var upExp, created, expires pgtype.Timestamptz
@@ -402,31 +421,26 @@ func scanGrant(row pgx.Row) (*store.Grant, error) {
 
 // GetGrant implements store.Store.
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.pool.QueryRow(ctx, `SELECT `+grantCols+` FROM grants
-		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(id), time.Now()))
+	g, err := scanGrant(s.pool.QueryRow(ctx, qGetGrant, store.HashKey(id), time.Now()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE grants SET revoked = true WHERE k = $1`, store.HashKey(id))
+	tag, err := s.pool.Exec(ctx, qRevokeGrant, store.HashKey(id))
 	return affected("revoke grant", tag, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
 	k, now := store.HashKey(id), time.Now()
-	tag, err := s.pool.Exec(ctx, `UPDATE grants SET identity = COALESCE($1, identity), upstream_tokens = $2,
-		upstream_expiry = $3, version = version + 1
-		WHERE k = $4 AND version = $5 AND NOT revoked AND (expires_at IS NULL OR expires_at > $6)`,
-		identity, sealed, ts(expiry), k, expectedVersion, now)
+	tag, err := s.pool.Exec(ctx, qUpdateGrantUpstream, identity, sealed, ts(expiry), k, expectedVersion, now)
 	if err := affected("update grant upstream", tag, err); !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
 	// Tell a lost race (the grant is live but at another version) from a missing grant.
 	var live bool
-	err = s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM grants
-		WHERE k = $1 AND NOT revoked AND (expires_at IS NULL OR expires_at > $2))`, k, now).Scan(&live)
+	err = s.pool.QueryRow(ctx, qGrantLive, k, now).Scan(&live)
 	if err != nil {
 		return mapErr("update grant upstream", err)
 	}
@@ -482,8 +496,7 @@ func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error 
 
 // GetRefreshToken implements store.Store.
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
-	t, err := scanRefresh(s.pool.QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens
-		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(hash), time.Now()))
+	t, err := scanRefresh(s.pool.QueryRow(ctx, qGetRefresh, store.HashKey(hash), time.Now()))
 	return t, mapErr("get refresh token", err)
 }
 
@@ -499,16 +512,14 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 	}
 	defer tx.Rollback(ctx)
 	k, cur := store.HashKey(oldHash), time.Now()
-	tag, err := tx.Exec(ctx, `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2
-		WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4)`, ts(now), next.Hash, k, cur)
+	tag, err := tx.Exec(ctx, qRotateRefresh, ts(now), next.Hash, k, cur)
 	if err := affected("rotate refresh token", tag, err); err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		// Not current: already rotated (a conflict) or unknown/expired.
 		var live bool
-		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM refresh_tokens
-			WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2))`, k, cur).Scan(&live)
+		err := tx.QueryRow(ctx, qRefreshLive, k, cur).Scan(&live)
 		if err != nil {
 			return mapErr("rotate refresh token", err)
 		}
@@ -525,7 +536,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM refresh_tokens WHERE grant_k = $1`, store.HashKey(grantID))
+	_, err := s.pool.Exec(ctx, qRevokeRefresh, store.HashKey(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 
@@ -608,18 +619,26 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 // variable for tests.
 var sweepBatch = 500
 
-// sweepQueries delete one batch each ($1 = now, $2 = batch size), through
-// the partial expiry indexes. Refresh tokens of expiring grants go first,
-// so the count includes them (the ON DELETE CASCADE would remove them
-// silently).
+// afterSweepBatch, when set (by tests), runs after each committed batch.
+var afterSweepBatch func()
+
+// sweepQueries delete one batch each ($1 = now, $2 = batch size): the
+// batch's keys come from the partial expiry index, and the rows are then
+// deleted by primary key (k = ANY of an array, a plan that does not depend
+// on the tables' statistics: with IN (subquery) the planner may hash-join
+// against a walk of the whole primary key). Refresh tokens of expiring
+// grants go first, so the count includes them (the ON DELETE CASCADE would
+// remove them silently).
 var sweepQueries = []string{
-	`DELETE FROM refresh_tokens WHERE k IN (SELECT k FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)`,
-	`DELETE FROM refresh_tokens WHERE k IN
-		(SELECT r.k FROM grants g JOIN refresh_tokens r ON r.grant_k = g.k WHERE g.expires_at <= $1 LIMIT $2)`,
-	`DELETE FROM grants WHERE k IN (SELECT k FROM grants WHERE expires_at <= $1 LIMIT $2)`,
-	`DELETE FROM auth_codes WHERE k IN (SELECT k FROM auth_codes WHERE expires_at <= $1 LIMIT $2)`,
-	`DELETE FROM auth_requests WHERE k IN (SELECT k FROM auth_requests WHERE expires_at <= $1 LIMIT $2)`,
-	`DELETE FROM clients WHERE k IN (SELECT k FROM clients WHERE expires_at <= $1 LIMIT $2)`,
+	`DELETE FROM refresh_tokens WHERE k = ANY (ARRAY (SELECT k FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2))`,
+	// LATERAL with a LIMIT cannot be flattened into a hash join over all tokens.
+	`DELETE FROM refresh_tokens WHERE k = ANY (ARRAY (SELECT r.k FROM grants g
+		CROSS JOIN LATERAL (SELECT k FROM refresh_tokens WHERE grant_k = g.k LIMIT $2) r
+		WHERE g.expires_at <= $1 LIMIT $2))`,
+	`DELETE FROM grants WHERE k = ANY (ARRAY (SELECT k FROM grants WHERE expires_at <= $1 LIMIT $2))`,
+	`DELETE FROM auth_codes WHERE k = ANY (ARRAY (SELECT k FROM auth_codes WHERE expires_at <= $1 LIMIT $2))`,
+	`DELETE FROM auth_requests WHERE k = ANY (ARRAY (SELECT k FROM auth_requests WHERE expires_at <= $1 LIMIT $2))`,
+	`DELETE FROM clients WHERE k = ANY (ARRAY (SELECT k FROM clients WHERE expires_at <= $1 LIMIT $2))`,
 }
 
 // DeleteExpired implements store.Store, in batches of sweepBatch rows.
@@ -632,6 +651,9 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 				return total, mapErr("delete expired", err)
 			}
 			total += tag.RowsAffected()
+			if afterSweepBatch != nil {
+				afterSweepBatch()
+			}
 			if tag.RowsAffected() < int64(sweepBatch) {
 				break
 			}

@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,5 +117,43 @@ func TestDeleteExpiredInBatches(t *testing.T) {
 	}
 	if removed, err := s.DeleteExpired(ctx, now); err != nil || removed != 0 {
 		t.Errorf("second sweep removed %d (%v), want 0", removed, err)
+	}
+}
+
+// Each sweep batch is its own transaction: another connection sees every
+// batch's deletions as soon as it returns, so no sweep holds the rows'
+// locks (or one snapshot) for the whole sweep.
+func TestSweepCommitsEachBatch(t *testing.T) {
+	defer func(b int, f func()) { *postgres.SweepBatch, *postgres.AfterSweepBatch = b, f }(*postgres.SweepBatch, *postgres.AfterSweepBatch)
+	*postgres.SweepBatch = 10
+	ctx := context.Background()
+	dsn := schemaDSN(t)
+	s := open(t, dsn)
+	defer s.Close()
+	other, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	past := store.NormTime(time.Now().Add(-time.Hour))
+	const n = 45
+	for i := range n {
+		if err := s.CreateAuthCode(ctx, &store.AuthCode{Hash: fmt.Sprint("code-", i), ExpiresAt: past}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var left []int
+	*postgres.AfterSweepBatch = func() {
+		var c int
+		if err := other.QueryRow(ctx, `SELECT COUNT(*) FROM auth_codes`).Scan(&c); err != nil {
+			t.Error(err)
+		}
+		left = append(left, c)
+	}
+	if removed, err := s.DeleteExpired(ctx, time.Now()); err != nil || removed != n {
+		t.Fatalf("DeleteExpired = %d, %v; want %d", removed, err, n)
+	}
+	if got, want := slices.Compact(slices.Clone(left)), []int{n, 35, 25, 15, 5, 0}; !slices.Equal(got, want) {
+		t.Errorf("codes left after each batch: %v, want %v", left, want)
 	}
 }

@@ -153,9 +153,15 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // b-trees must stay cached: with 100k grants they are several hundred
 // pages, about what the default 2 MiB holds, and the writer would re-read
 // them from the file. 8 MiB (2048 pages) holds them with room for the hot
-// leaves. mmap_size stays off: with the file growing under steady writes
-// the map is redone over and over, and it measured slower than reads.
-const writerCacheKiB = 8 << 10
+// leaves. It is not sized for every leaf (about 43 MB for the refresh
+// path's b-trees at 100k grants): at the end of a write transaction that
+// split a b-tree page SQLite walks the whole cache (pcache1TruncateUnsafe),
+// a cost that grows with the pages cached, and 2, 32 and 64 MiB measured
+// no faster per refresh than 8 (BenchmarkRefreshAtScale with
+// MCPGATE_BENCH_CACHE_KIB). mmap_size stays off: a reader unmaps the file
+// whenever another connection has committed, and it measured slower than
+// reads. A variable for that benchmark.
+var writerCacheKiB = 8 << 10
 
 // Checkpoints copy committed pages from the WAL into the database file and
 // fsync it. SQLite runs them inside the commit that crosses a page
@@ -169,12 +175,23 @@ const writerCacheKiB = 8 << 10
 // always active) it only grows (70 MB in a load test). So the writer and the
 // checkpointer truncate it to WALSizeLimit whenever it is reset
 // (journal_size_limit), and when the file is over the limit the checkpointer
-// runs a TRUNCATE checkpoint, which waits up to truncateBusyMillis for
-// readers and empties it.
+// runs a RESTART checkpoint, which waits up to truncateBusyMillis for
+// readers so that the writer's next commit starts the WAL over (and cuts
+// the file to the limit). Only when no write came for idleBeforeTruncate
+// (the server is idle) does it run a TRUNCATE checkpoint, which empties
+// the file itself but rewrites the WAL header from this connection, so
+// every other connection drops its page cache at its next transaction:
+// under load that was the writer losing its 2048 cached pages every few
+// hundred commits and reading them back (at 100k grants, where they are
+// random leaves, not the whole database).
 const (
 	checkpointInterval = 100 * time.Millisecond
 	walBackstopPages   = 16384 // 64 MiB of 4 KiB pages
 	truncateBusyMillis = 250
+	// idleBeforeTruncate is how long no write may have come before the
+	// checkpointer empties an oversized WAL itself (a RESTART checkpoint
+	// holds writers off for up to truncateBusyMillis: not a pause in the load).
+	idleBeforeTruncate = time.Second
 )
 
 // WALSizeLimit is the size the -wal file is brought back to after a
@@ -185,6 +202,7 @@ func (s *Store) checkpointLoop(ctx context.Context) {
 	defer close(s.ckptDone)
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
+	var mtime, changed time.Time // the -wal file's mtime at the last tick, and when it last moved
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,11 +211,33 @@ func (s *Store) checkpointLoop(ctx context.Context) {
 			// PASSIVE never waits for readers or the writer; what it cannot
 			// copy yet, the next round does. Errors are retried the same way.
 			s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
-			if fi, err := os.Stat(s.walPath); err == nil && fi.Size() > WALSizeLimit {
-				s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`)
+			fi, err := os.Stat(s.walPath)
+			if err != nil {
+				continue
+			}
+			if !fi.ModTime().Equal(mtime) {
+				mtime, changed = fi.ModTime(), time.Now()
+			}
+			switch {
+			case fi.Size() <= WALSizeLimit:
+			case time.Since(changed) >= idleBeforeTruncate:
+				s.checkpoint(ctx, "TRUNCATE")
+			default:
+				s.checkpoint(ctx, "RESTART")
 			}
 		}
 	}
+}
+
+// checkpointRan, when set (by tests), is told each RESTART or TRUNCATE
+// checkpoint the loop runs.
+var checkpointRan func(mode string)
+
+func (s *Store) checkpoint(ctx context.Context, mode string) {
+	if checkpointRan != nil {
+		checkpointRan(mode)
+	}
+	s.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(`+mode+`)`)
 }
 
 // stmts are statements prepared once, by SQL text. SQLite takes about as
@@ -884,6 +924,10 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 // seconds). A variable for tests.
 var sweepBatch = 500
 
+// afterSweepBatch, when set (by tests), runs after each committed batch,
+// while the sweep holds no transaction and no connection.
+var afterSweepBatch func()
+
 // sweepQueries delete one batch each (?1 = now, ?2 = batch size), through
 // the partial expiry indexes. Refresh tokens of expiring grants go first,
 // so the count includes them (the ON DELETE CASCADE would remove them
@@ -917,6 +961,9 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 				return total, mapErr("delete expired", err)
 			}
 			total += c
+			if afterSweepBatch != nil {
+				afterSweepBatch()
+			}
 			if c < int64(sweepBatch) {
 				break
 			}

@@ -1,0 +1,183 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// BenchmarkRefreshAtScale is the store's part of one refresh (read the
+// presented token, read its grant, rotate the token) with 1k and 100k
+// stored grants, refreshed in turn as the bench's clients do, so at 100k
+// every refresh touches a grant not touched for 100k refreshes. The sizes
+// are measured in interleaved rounds (MCPGATE_BENCH_ROUNDS, default 3);
+// cpu-ns/op, the process's CPU per refresh on one goroutine (checkpointer
+// included), is the figure to compare on a loaded machine (issue 15: at
+// 100k grants as cheap as at 1k). Seeding 100k grants through the store
+// API takes about a minute; -short runs 1k only.
+//
+// MCPGATE_BENCH_GRANTS=n,… sets the sizes, MCPGATE_BENCH_CACHE_KIB=a,…
+// compares writer cache sizes (one Store per size over the same file),
+// MCPGATE_BENCH_CPUPROFILE=prefix writes a CPU profile per sub-benchmark,
+// MCPGATE_BENCH_DBSTAT=1 logs each b-tree's pages.
+func BenchmarkRefreshAtScale(b *testing.B) {
+	sizes := envInts(b, "MCPGATE_BENCH_GRANTS", []int{1000, 100_000})
+	if testing.Short() {
+		sizes = sizes[:1]
+	}
+	caches := envInts(b, "MCPGATE_BENCH_CACHE_KIB", []int{writerCacheKiB})
+	rounds := envInts(b, "MCPGATE_BENCH_ROUNDS", []int{3})[0]
+	defer func(c int) { writerCacheKiB = c }(writerCacheKiB)
+	ctx := context.Background()
+	type instance struct {
+		name   string
+		s      *Store
+		rts    []string // shared by the instances over one file
+		grants []string
+		i      *int // the next refresh, shared like rts
+	}
+	var ins []*instance
+	for _, n := range sizes {
+		path := filepath.Join(b.TempDir(), "scale.db")
+		s, err := Open(ctx, path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rts := seedGrants(b, s, n)
+		if os.Getenv("MCPGATE_BENCH_DBSTAT") != "" {
+			logPages(b, s)
+		}
+		s.Close()
+		grants, next := make([]string, n), new(int)
+		for i := range grants {
+			grants[i] = "grant-" + strconv.Itoa(i)
+		}
+		for _, c := range caches {
+			writerCacheKiB = c
+			s, err := Open(ctx, path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			name := fmt.Sprintf("grants=%d", n)
+			if len(caches) > 1 {
+				name += fmt.Sprintf("/cache=%dKiB", c)
+			}
+			ins = append(ins, &instance{name: name, s: s, rts: rts, grants: grants, i: next})
+		}
+	}
+	now := time.Now()
+	for r := range rounds {
+		for _, in := range ins {
+			b.Run(fmt.Sprintf("%s/round=%d", in.name, r+1), func(b *testing.B) {
+				if p := os.Getenv("MCPGATE_BENCH_CPUPROFILE"); p != "" {
+					f, err := os.Create(p + "." + strings.NewReplacer("/", "-", "=", "").Replace(b.Name()))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer f.Close()
+					pprof.StartCPUProfile(f)
+					defer pprof.StopCPUProfile()
+				}
+				n := len(in.grants)
+				cpu0 := processCPU()
+				for b.Loop() {
+					g := *in.i % n
+					*in.i++
+					if _, err := in.s.GetRefreshToken(ctx, in.rts[g]); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := in.s.GetGrant(ctx, in.grants[g]); err != nil {
+						b.Fatal(err)
+					}
+					next := &store.RefreshToken{Hash: store.HashKey("rt-" + strconv.Itoa(g) + "-" + strconv.Itoa(*in.i)),
+						GrantID: in.grants[g], ClientID: "bench-client", CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+					if err := in.s.RotateRefreshToken(ctx, in.rts[g], next, now); err != nil {
+						b.Fatal(err)
+					}
+					in.rts[g] = next.Hash
+				}
+				b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
+
+func envInts(b *testing.B, name string, def []int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			b.Fatalf("%s: %q is not a positive number", name, f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// logPages logs each b-tree's size in pages (dbstat).
+func logPages(b *testing.B, s *Store) {
+	rows, err := s.r.Query(`SELECT name, COUNT(*), SUM(pagetype = 'internal') FROM dbstat GROUP BY name ORDER BY 2 DESC`)
+	if err != nil {
+		b.Log(err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var pages, interior int
+		rows.Scan(&name, &pages, &interior)
+		b.Logf("%-30s %6d pages (%d interior)", name, pages, interior)
+	}
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// seedGrants stores n grants through the store API, the way an exchange
+// does (a code, then its redemption with the grant and its first refresh
+// token), and returns their refresh token hashes.
+func seedGrants(tb testing.TB, s store.Store, n int) []string {
+	tb.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	identity := []byte(`{"iss":"http://127.0.0.1:8080#static","sub":"bench","preferred_username":"bench"}`)
+	rts := make([]string, n)
+	for i := range n {
+		id := strconv.Itoa(i)
+		code := &store.AuthCode{Hash: store.HashKey("code-" + id), ClientID: "bench-client",
+			RedirectURI: "http://127.0.0.1:9/cb", UserKey: "http://127.0.0.1:8080#static#bench", Scopes: []string{"mcp"},
+			CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", GrantID: "grant-" + id,
+			Identity: identity, ExpiresAt: now.Add(10 * time.Minute)}
+		if err := s.CreateAuthCode(ctx, code); err != nil {
+			tb.Fatal(err)
+		}
+		rts[i] = store.HashKey("rt-" + id)
+		_, err := s.RedeemAuthCode(ctx, code.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return &store.Grant{ID: c.GrantID, ClientID: c.ClientID, UserKey: c.UserKey, Scopes: c.Scopes,
+					Identity: c.Identity, CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour)},
+				&store.RefreshToken{Hash: rts[i], GrantID: c.GrantID, ClientID: c.ClientID, CreatedAt: now,
+					ExpiresAt: now.Add(24 * time.Hour)}, nil
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return rts
+}
