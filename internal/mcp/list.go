@@ -181,11 +181,15 @@ func (s *filterState) filterMessage(w *rewriter, m *msgIndex, mask uint8, keep f
 // requests of a batch have distinct ids), or every list-shaped response of a
 // stream (NewStreamListFilter).
 type ListFilter struct {
-	pending map[string]string // IDKey → list method
-	all     bool              // filter every response by the shape of its result
-	keep    func(method, name string) bool
-	msg     *Message // the client's message (nil on a stream), for Refusal
-	refused bool     // a list response was replaced by an error
+	// The list requests: the usual one inline (no key to compute, no map
+	// to allocate), a batch's several in pending (IDKey → list method).
+	oneID     []byte
+	oneMethod string
+	pending   map[string]string
+	all       bool // filter every response by the shape of its result
+	keep      func(method, name string) bool
+	msg       *Message // the client's message (nil on a stream), for Refusal
+	refused   bool     // a list response was replaced by an error
 	// method is the one list method asked for ("" if several), the only
 	// one whose results the cache may hold for this filter.
 	method string
@@ -212,24 +216,24 @@ const streamMethod = "*"
 // has none. keep receives the list method and an item's name; it should be
 // the policy's Visible decision for the caller.
 func NewListFilter(m *Message, keep func(method, name string) bool) *ListFilter {
-	var pending map[string]string
-	method := ""
+	var f *ListFilter
 	for _, c := range m.Calls {
 		if c.IsResponse || c.IsNotification || !IsListMethod(c.Method) {
 			continue
 		}
-		if pending == nil {
-			pending = make(map[string]string, 1)
-			method = c.Method
-		} else if c.Method != method {
-			method = ""
+		switch {
+		case f == nil:
+			f = &ListFilter{oneID: c.ID, oneMethod: c.Method, keep: keep, msg: m, method: c.Method}
+			continue
+		case f.pending == nil:
+			f.pending = map[string]string{IDKey(f.oneID): f.oneMethod}
 		}
-		pending[IDKey(c.ID)] = c.Method
+		if c.Method != f.method {
+			f.method = ""
+		}
+		f.pending[IDKey(c.ID)] = c.Method
 	}
-	if pending == nil {
-		return nil
-	}
-	return &ListFilter{pending: pending, keep: keep, msg: m, method: method}
+	return f
 }
 
 // UseCache lets f share filtered results through c. generation and scope
@@ -364,6 +368,14 @@ func (m *msgIndex) hasList(mask uint8) bool {
 // methodFor returns the list method of the pending request with id, without
 // allocating for the usual ids (integers, strings without escapes).
 func (f *ListFilter) methodFor(id []byte) (string, bool) {
+	if f.pending == nil {
+		// One request: the same bytes are the same id; other spellings of
+		// it (1.0 for 1, say) are compared as IDKey compares them.
+		if bytes.Equal(id, f.oneID) || IDKey(id) == IDKey(f.oneID) {
+			return f.oneMethod, true
+		}
+		return "", false
+	}
 	var m string
 	var ok bool
 	switch {

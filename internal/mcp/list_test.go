@@ -223,6 +223,32 @@ func TestListFilterRewrite(t *testing.T) {
 	}
 }
 
+// TestListFilterOneRequest: a message with one list request (the usual
+// case, kept inline without a map) matches its response by id as a batch
+// does, whatever the spelling of the id, and leaves other ids alone.
+func TestListFilterOneRequest(t *testing.T) {
+	for _, tt := range []struct{ req, in, want string }{
+		{`{"jsonrpc":"2.0","id":7,"method":"resources/list"}`, `{"jsonrpc":"2.0","id":7,"result":{"resources":[{"uri":"ok"},{"uri":"no"}]}}`, `{"jsonrpc":"2.0","id":7,"result":{"resources":[{"uri":"ok"}]}}`},
+		{`{"jsonrpc":"2.0","id":7,"method":"resources/list"}`, `{"jsonrpc":"2.0","id":7.0,"result":{"resources":[{"uri":"no"}]}}`, `{"jsonrpc":"2.0","id":7.0,"result":{"resources":[]}}`},
+		{`{"jsonrpc":"2.0","id":7,"method":"resources/list"}`, `{"jsonrpc":"2.0","id":"7","result":{"resources":[{"uri":"no"}]}}`, `{"jsonrpc":"2.0","id":"7","result":{"resources":[]}}`},
+		{`{"jsonrpc":"2.0","id":7,"method":"resources/list"}`, `{"jsonrpc":"2.0","id":70,"result":{"resources":[{"uri":"no"}]}}`, `{"jsonrpc":"2.0","id":70,"result":{"resources":[{"uri":"no"}]}}`},
+		{`{"jsonrpc":"2.0","id":"a\u0062","method":"resources/templates/list"}`, `{"jsonrpc":"2.0","id":"ab","result":{"resourceTemplates":[{"uriTemplate":"no"},{"uriTemplate":"ok"}]}}`, `{"jsonrpc":"2.0","id":"ab","result":{"resourceTemplates":[{"uriTemplate":"ok"}]}}`},
+		{`{"jsonrpc":"2.0","id":"ab","method":"resources/templates/list"}`, `{"jsonrpc":"2.0","id":"abc","result":{"resourceTemplates":[{"uriTemplate":"no"}]}}`, `{"jsonrpc":"2.0","id":"abc","result":{"resourceTemplates":[{"uriTemplate":"no"}]}}`},
+		// The shape is the request's: a tools member in a prompts/list answer is not its list.
+		{`{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"no"}],"tools":[{"name":"no"}]}}`, `{"jsonrpc":"2.0","id":1,"result":{"prompts":[],"tools":[{"name":"no"}]}}`},
+	} {
+		m, err := Decode([]byte(tt.req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := NewListFilter(m, func(_, name string) bool { return name == "ok" })
+		if got := string(f.Rewrite([]byte(tt.in))); got != tt.want {
+			t.Errorf("%s answered by %s: got %s, want %s", tt.req, tt.in, got, tt.want)
+		}
+		f.Release()
+	}
+}
+
 func TestListFilterRefusal(t *testing.T) {
 	keep := func(string, string) bool { return true }
 	for _, tt := range []struct{ req, want string }{

@@ -37,20 +37,24 @@ type SSEFilter struct {
 	// MaxEventSize bounds the bytes of one event (default DefaultMaxEventSize).
 	MaxEventSize int
 
-	raw       []byte   // bytes of the current event as received
-	line      []byte   // current line, without terminator
-	fields    [][]byte // non-data lines of the current event, in order
-	dataAt    int      // index in fields where data lines go; -1: no data yet
-	data      []byte   // data lines joined by LF
-	out       []byte   // a rewritten event, reused across events
-	skipLF    bool     // previous byte was CR: a following LF belongs to it
-	firstLine bool     // the current line is the first of the stream (BOM check)
+	raw       []byte // bytes of the current event as received
+	line      []byte // current line, without terminator
+	fields    []span // non-data lines of the current event, in order, as spans of raw
+	dataAt    int    // index in fields where data lines go; -1: no data yet
+	data      []byte // data lines joined by LF
+	out       []byte // a rewritten event, reused across events
+	skipLF    bool   // previous byte was CR: a following LF belongs to it
+	firstLine bool   // the current line is the first of the stream (BOM check)
 	err       error
+	bufs      *eventBuffers // where Release returns the buffers
 }
 
 // eventBuffers are an SSEFilter's growable buffers, recycled by Release: a
 // filter per response would otherwise grow them from zero for every list.
-type eventBuffers struct{ raw, line, data, out []byte }
+type eventBuffers struct {
+	raw, line, data, out []byte
+	fields               []span
+}
 
 var eventBufferPool = sync.Pool{New: func() any { return new(eventBuffers) }}
 
@@ -65,7 +69,7 @@ func NewSSEFilter(dst io.Writer, flush func(), rewrite func(data []byte) []byte)
 	}
 	b := eventBufferPool.Get().(*eventBuffers)
 	return &SSEFilter{dst: dst, flush: flush, rewrite: rewrite, MaxEventSize: DefaultMaxEventSize, dataAt: -1, firstLine: true,
-		raw: b.raw[:0], line: b.line[:0], data: b.data[:0], out: b.out[:0]}
+		raw: b.raw[:0], line: b.line[:0], data: b.data[:0], out: b.out[:0], fields: b.fields[:0], bufs: b}
 }
 
 // Release returns the filter's buffers for reuse; the filter must not be
@@ -80,8 +84,13 @@ func (f *SSEFilter) Release() {
 		}
 		return b[:0]
 	}
-	eventBufferPool.Put(&eventBuffers{raw: keep(f.raw), line: keep(f.line), data: keep(f.data), out: keep(f.out)})
-	f.raw, f.line, f.data, f.out = nil, nil, nil, nil
+	b := f.bufs
+	b.raw, b.line, b.data, b.out, b.fields = keep(f.raw), keep(f.line), keep(f.data), keep(f.out), f.fields[:0]
+	if cap(b.fields) > maxPooledBuffer/16 {
+		b.fields = nil
+	}
+	eventBufferPool.Put(b)
+	f.raw, f.line, f.data, f.out, f.fields, f.bufs = nil, nil, nil, nil, nil, nil
 	f.err = errReleased
 }
 
@@ -143,6 +152,10 @@ func (f *SSEFilter) endLine() error {
 		f.firstLine = false
 		line = bytes.TrimPrefix(line, bom)
 	}
+	// Where line is in raw, which ends with its one-byte terminator (the
+	// LF of a CRLF comes later): non-data lines are kept as spans of raw,
+	// not copied.
+	at := span{len(f.raw) - 1 - len(line), len(f.raw) - 1}
 	defer func() { f.line = f.line[:0] }()
 	if len(f.raw) > f.maxSize() {
 		return ErrEventTooLarge
@@ -155,7 +168,7 @@ func (f *SSEFilter) endLine() error {
 			// A comment between events (keep-alive): forward it now.
 			return f.emit(f.raw)
 		}
-		f.fields = append(f.fields, append([]byte(nil), line...))
+		f.fields = append(f.fields, at)
 	default:
 		name, value := line, []byte(nil)
 		if i := bytes.IndexByte(line, ':'); i >= 0 {
@@ -173,7 +186,7 @@ func (f *SSEFilter) endLine() error {
 			f.data = append(f.data, value...)
 			return nil
 		}
-		f.fields = append(f.fields, append([]byte(nil), line...))
+		f.fields = append(f.fields, at)
 	}
 	return nil
 }
@@ -200,7 +213,7 @@ func (f *SSEFilter) dispatch() error {
 			writeDataLines(b, out)
 		}
 		if i < len(f.fields) {
-			b.Write(f.fields[i])
+			b.Write(f.fields[i].of(f.raw))
 			b.WriteByte('\n')
 		}
 	}

@@ -3,6 +3,7 @@ package mcp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -136,17 +137,25 @@ func TestSSEFilterRewrite(t *testing.T) {
 		{"dropped event", "id: 1\ndata: drop me\n\ndata: ok\n\n", "data: OK\n\n"},
 		{"keep-alive comment between events", ": ping\n\ndata: x\n\n", ": ping\n\ndata: X\n\n"},
 		{"event without data untouched", "id: 3\n\n", "id: 3\n\n"},
+		// Fields are kept as spans of the received bytes: whatever the line
+		// ends, a BOM, or the event before.
+		{"CRLF fields", "id: 4\r\nevent: message\r\ndata: ab\r\n\r\n", "id: 4\nevent: message\ndata: AB\n\n"},
+		{"CR fields", "id: 4\revent: message\rdata: ab\r\r", "id: 4\nevent: message\ndata: AB\n\n"},
+		{"BOM before a field", "\xef\xbb\xbfid: 1\ndata: ab\n\n", "id: 1\ndata: AB\n\n"},
+		{"fields of consecutive events", "id: 1\nevent: a\ndata: x\n\n: ping\n\nid: 22\ndata: y\n: z\n\n", "id: 1\nevent: a\ndata: X\n\n: ping\n\nid: 22\ndata: Y\n: z\n\n"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			w, err := runFilter(t, []byte(tt.in), 1<<20, upper)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tt.want, w.buf.String()); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
-		})
+		for _, chunk := range []int{1, 2, 3, 7, 1 << 20} {
+			t.Run(fmt.Sprintf("%s/%d", tt.name, chunk), func(t *testing.T) {
+				w, err := runFilter(t, []byte(tt.in), chunk, upper)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.want, w.buf.String()); diff != "" {
+					t.Errorf("(-want +got):\n%s", diff)
+				}
+			})
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
 )
@@ -67,6 +68,8 @@ func benchmarkCall(b *testing.B, target string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.SetParallelism(4)
+	cpu := processCPU()
+	defer func() { reportCPU(b, processCPU()-cpu) }()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			req, _ := http.NewRequest("POST", target, strings.NewReader(body))
@@ -150,6 +153,8 @@ func benchmarkList(b *testing.B, target string, want int) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.SetParallelism(4)
+	cpu := processCPU()
+	defer func() { reportCPU(b, processCPU()-cpu) }()
 	b.RunParallel(func(pb *testing.PB) {
 		var buf bytes.Buffer
 		for pb.Next() {
@@ -173,4 +178,11 @@ func benchmarkList(b *testing.B, target string, want int) {
 			}
 		}
 	})
+}
+
+// reportCPU reports the process's CPU time per request (client, target
+// and backend together: compare targets, whose client and backend are the
+// same).
+func reportCPU(b *testing.B, cpu time.Duration) {
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }

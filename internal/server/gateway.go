@@ -613,7 +613,7 @@ func (g *gateway) listFilter(x *exchange, p *identity.Principal) proxy.ResponseF
 		return nil
 	}
 	f.UseCache(g.lists, view.Generation(), view.Key())
-	return func(resp *http.Response) error { return g.filterResponse(resp, f, &x.refused) }
+	return g.newListResponse(f, &x.refused).filter
 }
 
 // streamFilter filters list results on a GET stream.
@@ -621,23 +621,50 @@ func (g *gateway) streamFilter(x *exchange, p *identity.Principal) proxy.Respons
 	view := g.policy.Load().ListView(p, g.name)
 	f := mcp.NewStreamListFilter(view.Visible)
 	f.UseCache(g.lists, view.Generation(), view.Key())
-	return func(resp *http.Response) error { return g.filterResponse(resp, f, &x.refused) }
+	return g.newListResponse(f, &x.refused).filter
 }
+
+// listResponse is what filtering one request's list answers needs, in one
+// allocation: the filter, where a refusal is recorded, and the body a JSON
+// answer is read into.
+type listResponse struct {
+	g       *gateway
+	f       *mcp.ListFilter
+	refused *bool
+	body    listBody
+}
+
+func (g *gateway) newListResponse(f *mcp.ListFilter, refused *bool) *listResponse {
+	return &listResponse{g: g, f: f, refused: refused}
+}
+
+func (lr *listResponse) filter(resp *http.Response) error { return lr.g.filterResponse(resp, lr) }
 
 // maxListBody bounds a JSON list response read whole for filtering.
 const maxListBody = 64 << 20
+
+// noStore is the Cache-Control of a filtered answer; shared, as header
+// values are only read once set.
+var noStore = []string{"no-store"}
 
 // filterResponse rewrites JSON bodies whole and SSE bodies event by event.
 // It fails closed: an answer it cannot read and filter (a media type other
 // than JSON or SSE, a content coding, several Content-Type fields, a body
 // that is not JSON) is replaced by f.Refusal, never forwarded as it came.
-func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter, refused *bool) error {
+//
+// A JSON body is read once into a pooled buffer and indexed in the same
+// pass that validates it (mcp.ListFilter.Rewrite); when another caller with
+// the same view has had the same list filtered, the filtered result is
+// taken from the list cache after an exact comparison of the bytes, as for
+// SSE.
+func (g *gateway) filterResponse(resp *http.Response, lr *listResponse) error {
+	f, refused := lr.f, lr.refused
 	h := resp.Header
 	// The answer is filtered for one user: no cache may serve it to another
 	// (RFC 9111 §5.2.2.5), nor revalidate it against the backend's validators.
-	h.Set("Cache-Control", "no-store")
+	h["Cache-Control"] = noStore
 	for _, k := range backendCacheHeaders {
-		h.Del(k)
+		delete(h, k)
 	}
 	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		// The proxy asks for identity (Accept-Encoding), so this is a
@@ -660,7 +687,8 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter, refused
 		resp.ContentLength = -1
 		h.Del("Content-Length")
 	case isMediaType(ct, "application/json"):
-		lb := newListBody(f)
+		lb := &lr.body
+		lb.open(f)
 		err := lb.readFrom(resp.Body, resp.ContentLength)
 		resp.Body.Close()
 		if err != nil {
@@ -672,8 +700,13 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter, refused
 			setBody(resp, nil) // nothing to list, nothing to leak
 			return nil
 		}
+		if len(lb.in) > maxListBody {
+			lb.Close()
+			g.refuse(resp, f, refused, "list response too large")
+			return nil
+		}
 		out := f.Rewrite(lb.in)
-		if out == nil || len(lb.in) > maxListBody {
+		if out == nil {
 			lb.Close()
 			g.refuse(resp, f, refused, "malformed JSON")
 			return nil
@@ -684,7 +717,7 @@ func (g *gateway) filterResponse(resp *http.Response, f *mcp.ListFilter, refused
 		lb.Reset(out)
 		resp.Body = lb
 		resp.ContentLength = int64(len(out))
-		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	default:
 		// Another type, or none: only an empty body may pass (a 202, or a
 		// 404 for an unknown session), since nothing in it can be listed.

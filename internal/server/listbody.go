@@ -11,9 +11,9 @@ import (
 )
 
 // listBody holds a JSON list response, read whole into a pooled buffer for
-// filtering, and serves the filtered answer (which may alias that buffer
-// or the filter's memory). Close, which the proxy calls once the answer is
-// sent, returns both for reuse.
+// filtering, and serves the filtered answer (which may alias that buffer,
+// the filter's memory or a list cache entry). Close, which the proxy calls
+// once the answer is sent, returns both for reuse.
 type listBody struct {
 	bytes.Reader
 	in  []byte // the backend's body
@@ -26,20 +26,35 @@ var listBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); retu
 // maxPooledListBody keeps an occasional huge list from pinning its memory.
 const maxPooledListBody = 4 << 20
 
-func newListBody(f *mcp.ListFilter) *listBody {
-	return &listBody{buf: listBuffers.Get().(*[]byte), f: f}
+// open readies b to hold an answer filtered by f.
+func (b *listBody) open(f *mcp.ListFilter) {
+	b.buf, b.f = listBuffers.Get().(*[]byte), f
 }
 
-// readFrom reads src whole, but no more than maxListBody+1 bytes; n is its
-// announced length, or -1.
+// readFrom reads src whole into the pooled buffer, but no more than
+// maxListBody+1 bytes (the caller refuses more); n is its announced length,
+// or -1.
 func (b *listBody) readFrom(src io.Reader, n int64) error {
-	bb := bytes.NewBuffer((*b.buf)[:0])
-	if n > 0 && n <= maxListBody {
-		bb.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead free to see EOF
+	buf := (*b.buf)[:0]
+	if n > 0 && n <= maxListBody && int(n) >= cap(buf) {
+		buf = make([]byte, 0, int(n)+1) // +1: room to see EOF without growing
 	}
-	_, err := bb.ReadFrom(io.LimitReader(src, maxListBody+1))
-	b.in = bb.Bytes()
-	return err
+	for len(buf) <= maxListBody {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // grow
+		}
+		m, err := src.Read(buf[len(buf):min(cap(buf), maxListBody+1)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.in = buf
+			return err
+		}
+	}
+	b.in = buf
+	return nil
 }
 
 func (b *listBody) Close() error {
