@@ -12,6 +12,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
@@ -95,12 +96,20 @@ func list[T any](s *session, ctx context.Context, rq *caller, method, c string, 
 	return out, cur.encode(), nil
 }
 
-// visible applies the policy's list decision to backend i's item name.
-func (s *session) visible(method string, i int, name string) bool {
-	return s.e.policy.Load().Visible(s.principal(), method, s.e.cfg.Backends[i], name)
+// visibility returns the policy's list decision for backend i's item
+// name, for the caller of the list being merged: one policy for the whole
+// list, and the caller's roles resolved once per backend, not per item.
+func (s *session) visibility() func(method string, i int, name string) bool {
+	e, p := s.e.policy.Load(), s.principal()
+	views := make([]policy.ListView, len(s.e.cfg.Backends))
+	for i, b := range s.e.cfg.Backends {
+		views[i] = e.ListView(p, b)
+	}
+	return func(method string, i int, name string) bool { return views[i].Visible(method, name) }
 }
 
 func (s *session) listTools(ctx context.Context, rq *caller, p *sdk.ListToolsParams) (sdk.Result, error) {
+	visible := s.visibility()
 	seen := map[string]bool{}
 	tools, next, err := list(s, ctx, rq, "tools/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Tool, string, error) {
 		r, err := cs.ListTools(ctx, &sdk.ListToolsParams{Cursor: c})
@@ -109,7 +118,7 @@ func (s *session) listTools(ctx context.Context, rq *caller, p *sdk.ListToolsPar
 		}
 		return r.Tools, r.NextCursor, nil
 	}, func(i int, t *sdk.Tool) (*sdk.Tool, bool) {
-		if t == nil || !s.visible("tools/list", i, t.Name) {
+		if t == nil || !visible("tools/list", i, t.Name) {
 			return nil, false
 		}
 		out := *t
@@ -132,6 +141,7 @@ func (s *session) listTools(ctx context.Context, rq *caller, p *sdk.ListToolsPar
 }
 
 func (s *session) listPrompts(ctx context.Context, rq *caller, p *sdk.ListPromptsParams) (sdk.Result, error) {
+	visible := s.visibility()
 	prompts, next, err := list(s, ctx, rq, "prompts/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Prompt, string, error) {
 		r, err := cs.ListPrompts(ctx, &sdk.ListPromptsParams{Cursor: c})
 		if err != nil {
@@ -139,7 +149,7 @@ func (s *session) listPrompts(ctx context.Context, rq *caller, p *sdk.ListPrompt
 		}
 		return r.Prompts, r.NextCursor, nil
 	}, func(i int, t *sdk.Prompt) (*sdk.Prompt, bool) {
-		if t == nil || !s.visible("prompts/list", i, t.Name) {
+		if t == nil || !visible("prompts/list", i, t.Name) {
 			return nil, false
 		}
 		out := *t
@@ -161,6 +171,7 @@ func (s *session) listPrompts(ctx context.Context, rq *caller, p *sdk.ListPrompt
 }
 
 func (s *session) listResources(ctx context.Context, rq *caller, p *sdk.ListResourcesParams) (sdk.Result, error) {
+	visible := s.visibility()
 	res, next, err := list(s, ctx, rq, "resources/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Resource, string, error) {
 		r, err := cs.ListResources(ctx, &sdk.ListResourcesParams{Cursor: c})
 		if err != nil {
@@ -168,7 +179,7 @@ func (s *session) listResources(ctx context.Context, rq *caller, p *sdk.ListReso
 		}
 		return r.Resources, r.NextCursor, nil
 	}, func(i int, r *sdk.Resource) (*sdk.Resource, bool) {
-		if r == nil || !s.visible("resources/list", i, r.URI) || !s.learn(r.URI, i) {
+		if r == nil || !visible("resources/list", i, r.URI) || !s.learn(r.URI, i) {
 			return nil, false
 		}
 		return r, true
@@ -183,6 +194,7 @@ func (s *session) listResources(ctx context.Context, rq *caller, p *sdk.ListReso
 }
 
 func (s *session) listTemplates(ctx context.Context, rq *caller, p *sdk.ListResourceTemplatesParams) (sdk.Result, error) {
+	visible := s.visibility()
 	res, next, err := list(s, ctx, rq, "resources/templates/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.ResourceTemplate, string, error) {
 		r, err := cs.ListResourceTemplates(ctx, &sdk.ListResourceTemplatesParams{Cursor: c})
 		if err != nil {
@@ -190,7 +202,7 @@ func (s *session) listTemplates(ctx context.Context, rq *caller, p *sdk.ListReso
 		}
 		return r.ResourceTemplates, r.NextCursor, nil
 	}, func(i int, r *sdk.ResourceTemplate) (*sdk.ResourceTemplate, bool) {
-		if r == nil || !s.visible("resources/templates/list", i, r.URITemplate) || !s.learnTemplate(r.URITemplate, i) {
+		if r == nil || !visible("resources/templates/list", i, r.URITemplate) || !s.learnTemplate(r.URITemplate, i) {
 			return nil, false
 		}
 		return r, true
