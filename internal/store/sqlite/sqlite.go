@@ -55,6 +55,8 @@ type Store struct {
 	ws stmts   // prepared on w
 	rs stmts   // prepared on r
 
+	group group // write transactions of the token endpoint, committed together
+
 	ckpt     *sql.DB // checkpoints the WAL in the background (nil in memory)
 	walPath  string
 	stopCkpt context.CancelFunc
@@ -430,6 +432,7 @@ var (
 		qInsertRefresh, qRotateRefresh, qRefreshLive, qRevokeRefresh,
 		qSaveConsent, qDeleteConsent,
 		qInsertKey, qUpdateKey, qDeleteKey,
+		qSavepoint, qRelease, qRollbackTo,
 	}
 	readQueries = []string{
 		qGetClient, qCountClients, qNthClient, qGetRequest, qGetGrant, qGetRefresh, qGetConsent, qListKeys,
@@ -624,50 +627,57 @@ func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
 	return mapErr("create auth code", err)
 }
 
-// RedeemAuthCode implements store.Store: one write transaction marks the
-// code used and inserts the grant and its refresh token.
+// RedeemAuthCode implements store.Store: in one write transaction (shared
+// with concurrent callers, see write), mark the code used and insert the
+// grant and its refresh token.
 func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.IssueFunc) (*store.AuthCode, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, mapErr("redeem auth code", err)
-	}
-	defer tx.Rollback()
-	k, now := store.HashKey(hash), nowMicros()
-	c, err := scanCode(s.txRow(ctx, tx, qConsumeCode, k, now))
-	if errors.Is(err, sql.ErrNoRows) {
-		// Nothing changed: the code is unknown, expired, or already used.
-		c, err = scanCode(s.txRow(ctx, tx, qUsedCode, k, now))
+	var (
+		c        *store.AuthCode
+		issueErr error
+	)
+	k := store.HashKey(hash)
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := nowMicros()
+		var err error
+		c, err = scanCode(s.txRow(ctx, tx, qConsumeCode, k, now))
+		if errors.Is(err, sql.ErrNoRows) {
+			// Nothing changed: the code is unknown, expired, or already used.
+			if c, err = scanCode(s.txRow(ctx, tx, qUsedCode, k, now)); err != nil {
+				return mapErr("redeem auth code", err)
+			}
+			return store.ErrAlreadyUsed
+		}
 		if err != nil {
-			return nil, mapErr("redeem auth code", err)
+			return mapErr("redeem auth code", err)
 		}
-		return c, store.ErrAlreadyUsed
-	}
-	if err != nil {
-		return nil, mapErr("redeem auth code", err)
-	}
-	g, t, err := issue(c)
-	if err != nil {
-		// Refused: the code is spent all the same.
-		if cerr := tx.Commit(); cerr != nil {
-			return nil, mapErr("redeem auth code", cerr)
+		g, t, err := issue(c)
+		if err != nil {
+			issueErr = err // refused: the code is spent all the same
+			return nil
 		}
+		if err := store.CheckIssued(g, t); err != nil {
+			c = nil
+			return err
+		}
+		if _, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...); err != nil {
+			c = nil
+			return mapErr("redeem auth code: create grant", err)
+		}
+		if t != nil {
+			if _, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t)...); err != nil {
+				c = nil
+				return mapErr("redeem auth code: create refresh token", err)
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrAlreadyUsed):
 		return c, err
-	}
-	if err := store.CheckIssued(g, t); err != nil {
+	case err != nil:
 		return nil, err
 	}
-	if _, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...); err != nil {
-		return nil, mapErr("redeem auth code: create grant", err)
-	}
-	if t != nil {
-		if _, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t)...); err != nil {
-			return nil, mapErr("redeem auth code: create refresh token", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, mapErr("redeem auth code", err)
-	}
-	return c, nil
+	return c, issueErr
 }
 
 const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
@@ -792,34 +802,32 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.Refres
 	return t, mapErr("get refresh token", err)
 }
 
-// RotateRefreshToken implements store.Store: in one write transaction, an
-// UPDATE that only matches a current token, then the successor's INSERT.
+// RotateRefreshToken implements store.Store: in one write transaction
+// (shared with concurrent callers, see write), an UPDATE that only matches
+// a current token, then the successor's INSERT.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+	k, rotatedAt := store.HashKey(oldHash), micros(now)
+	args := refreshArgs(next)
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		nowUS := nowMicros()
+		res, err := s.txExec(ctx, tx, qRotateRefresh, rotatedAt, next.Hash, k, nowUS)
+		if err := affected("rotate refresh token", res, err); err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			// Not current: already rotated (a conflict) or unknown/expired.
+			var live bool
+			if err := s.txRow(ctx, tx, qRefreshLive, k, nowUS).Scan(&live); err != nil {
+				return mapErr("rotate refresh token", err)
+			}
+			if live {
+				return store.ErrConflict
+			}
+			return store.ErrNotFound
+		}
+		_, err = s.txExec(ctx, tx, qInsertRefresh, args...)
 		return mapErr("rotate refresh token", err)
-	}
-	defer tx.Rollback()
-	k, nowUS := store.HashKey(oldHash), nowMicros()
-	res, err := s.txExec(ctx, tx, qRotateRefresh, micros(now), next.Hash, k, nowUS)
-	if err := affected("rotate refresh token", res, err); err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		// Not current: already rotated (a conflict) or unknown/expired.
-		var live bool
-		if err := s.txRow(ctx, tx, qRefreshLive, k, nowUS).Scan(&live); err != nil {
-			return mapErr("rotate refresh token", err)
-		}
-		if live {
-			return store.ErrConflict
-		}
-		return store.ErrNotFound
-	}
-	if _, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(next)...); err != nil {
-		return mapErr("rotate refresh token", err)
-	}
-	return mapErr("rotate refresh token", tx.Commit())
+	})
 }
 
 // RevokeRefreshTokensForGrant implements store.Store.

@@ -1,0 +1,183 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Group commit. SQLite has one writer, and most of a small write
+// transaction's cost is its BEGIN and COMMIT: the locks, and the WAL frames
+// of every page it changed (index interior pages shared by all writes).
+// So the write transactions of the token endpoint (code redemption,
+// refresh token rotation) queue up: the first caller leads, the callers
+// that arrive while its transaction runs wait, and the next leader runs all
+// of theirs in one transaction, each under its own SAVEPOINT, so that one
+// request's failure (a code already redeemed, a constraint) rolls back its
+// writes only. Every caller gets its answer after the COMMIT that holds its
+// writes returned, so nothing answered is lost to a crash (WAL, as with one
+// transaction per request); a failed COMMIT fails every request of the
+// batch. internal/audit batches its writes the same way.
+
+// maxBatch bounds the requests one transaction holds: the queue is bounded
+// by the concurrent requests, this bounds how long one COMMIT keeps the
+// writer.
+const maxBatch = 64
+
+// txOp is one caller's write: fn runs its statements in the batch's
+// transaction. An error from fn rolls back fn's writes only; a caller that
+// must keep its writes and still fail (a refused redemption spends the
+// code) returns nil and reports the failure itself.
+type txOp struct {
+	ctx  context.Context
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	err  error
+	done bool          // err is the outcome (else: lead)
+	wake chan struct{} // one token per wait
+}
+
+// group is the queue of write operations waiting for a transaction.
+type group struct {
+	mu      sync.Mutex
+	queue   []*txOp
+	spare   []*txOp
+	leading bool
+}
+
+var opPool = sync.Pool{New: func() any { return &txOp{wake: make(chan struct{}, 1)} }}
+
+// write runs fn in a write transaction shared with concurrent callers and
+// returns fn's error, or the error that kept its writes from committing.
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	op := opPool.Get().(*txOp)
+	op.ctx, op.fn = ctx, fn
+	g := &s.group
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if !lead {
+		<-op.wake // done, or handed the lead
+	}
+	if !op.done {
+		s.lead(op)
+	}
+	err := op.err
+	*op = txOp{wake: op.wake}
+	opPool.Put(op)
+	return err
+}
+
+// lead commits up to maxBatch queued operations (me, the caller, first:
+// it queued before any it leads), answers them, and hands the lead to the
+// next queued caller, if any.
+func (s *Store) lead(me *txOp) {
+	g := &s.group
+	g.mu.Lock()
+	n := min(len(g.queue), maxBatch)
+	batch := append(g.spare[:0], g.queue[:n]...)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.mu.Unlock()
+
+	// The transaction is the batch's, not the leader's request's: a
+	// cancelled leader must not roll back the others.
+	s.commitBatch(context.WithoutCancel(me.ctx), batch)
+
+	for _, op := range batch {
+		op.done = true
+		if op != me {
+			op.wake <- struct{}{}
+		}
+	}
+	clear(batch)
+	g.mu.Lock()
+	g.spare = batch[:0]
+	var next *txOp
+	if len(g.queue) > 0 {
+		next = g.queue[0]
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+	if next != nil {
+		next.wake <- struct{}{} // not done: it leads
+	}
+}
+
+const (
+	qSavepoint  = `SAVEPOINT op`
+	qRelease    = `RELEASE op`
+	qRollbackTo = `ROLLBACK TO op`
+)
+
+// commitBatch runs batch in one transaction and sets each op's err.
+func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
+	fail := func(err error) {
+		for _, op := range batch {
+			if op.err == nil {
+				op.err = err
+			}
+		}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(mapErr("begin", err))
+		return
+	}
+	defer tx.Rollback()
+	if len(batch) == 1 {
+		// Alone: the transaction is its savepoint.
+		op := batch[0]
+		if op.err = op.ctx.Err(); op.err == nil {
+			op.err = op.fn(ctx, tx)
+		}
+		if op.err == nil {
+			op.err = s.commit(ctx, tx)
+		}
+		return
+	}
+	for _, op := range batch {
+		if op.err = op.ctx.Err(); op.err != nil {
+			continue // gone: its writes are not wanted
+		}
+		if _, err := s.txExec(ctx, tx, qSavepoint); err != nil {
+			fail(mapErr("savepoint", err))
+			return
+		}
+		if op.err = op.fn(ctx, tx); op.err != nil {
+			// ROLLBACK TO keeps the savepoint open: release it too. If
+			// that fails, the transaction itself is gone.
+			if _, err := s.txExec(ctx, tx, qRollbackTo); err != nil {
+				fail(mapErr("rollback to savepoint", err))
+				return
+			}
+		}
+		if _, err := s.txExec(ctx, tx, qRelease); err != nil {
+			fail(mapErr("release savepoint", err))
+			return
+		}
+	}
+	if err := s.commit(ctx, tx); err != nil {
+		for _, op := range batch {
+			op.err = err // nothing of the batch is stored
+		}
+	}
+}
+
+// commit commits tx. A COMMIT that fails can leave SQLite's transaction
+// open on the connection (a deferred constraint, SQLITE_BUSY) while
+// database/sql returns the connection to the pool as idle: end it, so the
+// next BEGIN does not fail.
+func (s *Store) commit(ctx context.Context, tx *sql.Tx) error {
+	err := tx.Commit()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrTxDone) {
+		_, _ = s.w.ExecContext(ctx, `ROLLBACK`) // "no transaction is active" if SQLite ended it
+	}
+	return fmt.Errorf("sqlite: commit: %w", err)
+}
