@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"sync"
 )
@@ -135,7 +134,7 @@ func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
 			op.err = op.fn(ctx, tx)
 		}
 		if op.err == nil {
-			op.err = s.commit(ctx, tx)
+			op.err = commit(tx)
 		}
 		return
 	}
@@ -160,24 +159,19 @@ func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
 			return
 		}
 	}
-	if err := s.commit(ctx, tx); err != nil {
+	if err := commit(tx); err != nil {
 		for _, op := range batch {
 			op.err = err // nothing of the batch is stored
 		}
 	}
 }
 
-// commit commits tx. A COMMIT that fails can leave SQLite's transaction
-// open on the connection (a deferred constraint, SQLITE_BUSY) while
-// database/sql returns the connection to the pool as idle: end it, so the
-// next BEGIN does not fail.
-func (s *Store) commit(ctx context.Context, tx *sql.Tx) error {
-	err := tx.Commit()
-	if err == nil {
-		return nil
+// commit commits tx. When a COMMIT fails, the driver rolls back what is
+// left of the transaction (modernc.org/sqlite's tx.Commit), so the writer
+// connection goes back to the pool clean and the next BEGIN works.
+func commit(tx *sql.Tx) error {
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
 	}
-	if !errors.Is(err, sql.ErrTxDone) {
-		_, _ = s.w.ExecContext(ctx, `ROLLBACK`) // "no transaction is active" if SQLite ended it
-	}
-	return fmt.Errorf("sqlite: commit: %w", err)
+	return nil
 }
