@@ -292,3 +292,89 @@ func TestGroupCommitOneRotationWins(t *testing.T) {
 		}
 	}
 }
+
+// walFramesPerOp redeems n codes and then rotates their refresh tokens, in
+// transactions of batch requests each, and returns the WAL frames (pages)
+// written per exchange and per rotation.
+func walFramesPerOp(t *testing.T, n, batch int) (exchange, rotation float64) {
+	t.Helper()
+	ctx := context.Background()
+	s := openGroupTest(t)
+	s.stopCkpt() // the frame count must not be reset by a checkpoint
+	<-s.ckptDone
+	if _, err := s.w.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 1000000`); err != nil {
+		t.Fatal(err)
+	}
+	frames := func() int {
+		var busy, log, done int
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &log, &done); err != nil {
+			t.Fatal(err)
+		}
+		return log
+	}
+	now := time.Now()
+	codes := make([]*store.AuthCode, n)
+	for i := range codes {
+		codes[i] = &store.AuthCode{Hash: store.HashKey(fmt.Sprint("code-", i)), ClientID: "client", RedirectURI: "http://127.0.0.1:9/cb",
+			UserKey: "https://gw.example#static#bench", Scopes: []string{"mcp"}, CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+			GrantID: fmt.Sprint("grant-", i), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
+		if err := s.CreateAuthCode(ctx, codes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(op func(c *store.AuthCode) error) float64 {
+		frames() // checkpoint and empty the WAL
+		var before int
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(new(int), &before, new(int)); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i += batch {
+			release := func() {}
+			if batch > 1 {
+				release = holdLead(t, s, batch)
+			}
+			var wg sync.WaitGroup
+			for _, c := range codes[i : i+batch] {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := op(c); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			release()
+			wg.Wait()
+		}
+		var after int
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(new(int), &after, new(int)); err != nil {
+			t.Fatal(err)
+		}
+		return float64(after-before) / float64(n)
+	}
+	exchange = run(func(c *store.AuthCode) error {
+		_, err := s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) })
+		return err
+	})
+	rotation = run(func(c *store.AuthCode) error {
+		return s.RotateRefreshToken(ctx, store.HashKey("rt-"+c.GrantID), &store.RefreshToken{Hash: store.HashKey("next-" + c.GrantID),
+			GrantID: c.GrantID, ClientID: c.ClientID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, now)
+	})
+	return exchange, rotation
+}
+
+// A batch of 8 writes the pages the requests share (b-tree interior pages,
+// the appending leaves) once: clearly fewer WAL frames per request than one
+// transaction each.
+func TestGroupCommitWritesFewerPages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a few thousand pages")
+	}
+	const n = 512
+	ex1, rot1 := walFramesPerOp(t, n, 1)
+	ex8, rot8 := walFramesPerOp(t, n, 8)
+	t.Logf("WAL frames per exchange: %.2f alone, %.2f in batches of 8; per rotation: %.2f alone, %.2f in batches of 8", ex1, ex8, rot1, rot8)
+	if ex8 > 0.7*ex1 || rot8 > 0.7*rot1 {
+		t.Errorf("batches of 8 write %.2f and %.2f frames per exchange and rotation, alone %.2f and %.2f: want at most 0.7×", ex8, rot8, ex1, rot1)
+	}
+}
