@@ -300,7 +300,8 @@ func (s *Store) writeRow(ctx context.Context, q string, args ...any) scanner {
 // so under write load a read on the pool starts cold and reads every
 // b-tree page again, with a system call each; the writer's cache survives
 // its own commits. Measured with a rotation between reads (issue 15), the
-// two reads cost 0.45-0.85× as much on the writer as on the pool.
+// two reads cost 0.45-0.85× as much on the writer as on the pool. They
+// wait while a write holds the connection (a batch, a sweep step).
 func (s *Store) warmRow(ctx context.Context, q string, args ...any) scanner {
 	return s.writeRow(ctx, q, args...)
 }
