@@ -7,9 +7,10 @@ import (
 	"sync"
 )
 
-// Group commit. SQLite has one writer, and most of a small write
+// Group commit. SQLite has one writer, and much of a small write
 // transaction's cost is its BEGIN and COMMIT: the locks, and the WAL frames
-// of every page it changed (index interior pages shared by all writes).
+// of every page it changed, many of them shared by all writes (interior
+// pages, the leaves rows are appended to).
 // So the write transactions of the token endpoint (code redemption,
 // refresh token rotation) queue up: the first caller leads, the callers
 // that arrive while its transaction runs wait, and the next leader runs all

@@ -6,7 +6,9 @@
 // serialized without SQLITE_BUSY churn; write transactions start with BEGIN
 // IMMEDIATE and every connection has a busy_timeout, so other processes
 // sharing the file (e.g. `mcpgate keys rotate`) wait for the lock instead of
-// failing or deadlocking on a read-to-write upgrade.
+// failing or deadlocking on a read-to-write upgrade. Concurrent code
+// redemptions and refresh token rotations share one transaction (group
+// commit, see group.go).
 //
 // Durability: synchronous=NORMAL, the usual WAL setting. A process crash
 // loses nothing that was committed; a power loss may roll back the last
