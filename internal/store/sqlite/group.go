@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -31,11 +32,12 @@ const maxBatch = 64
 // must keep its writes and still fail (a refused redemption spends the
 // code) returns nil and reports the failure itself.
 type txOp struct {
-	ctx  context.Context
-	fn   func(ctx context.Context, tx *sql.Tx) error
-	err  error
-	done bool          // err is the outcome (else: lead)
-	wake chan struct{} // one token per wait
+	ctx      context.Context
+	fn       func(ctx context.Context, tx *sql.Tx) error
+	err      error
+	panicked any           // what fn panicked with, re-raised in its caller
+	done     bool          // err is the outcome (else: lead)
+	wake     chan struct{} // one token per wait
 }
 
 // group is the queue of write operations waiting for a transaction.
@@ -65,10 +67,28 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.
 	if !op.done {
 		s.lead(op)
 	}
-	err := op.err
+	err, p := op.err, op.panicked
 	*op = txOp{wake: op.wake}
 	opPool.Put(op)
+	if p != nil {
+		panic(p)
+	}
 	return err
+}
+
+// errPanicked is the outcome of a write whose fn panicked.
+var errPanicked = errors.New("sqlite: write panicked")
+
+// run runs op's fn. A panic (a bug in an IssueFunc, say) must not unwind
+// the leader, which would leave the other callers waiting and the lead
+// taken for good: it fails op, whose caller panics with it (write).
+func (op *txOp) run(ctx context.Context, tx *sql.Tx) {
+	defer func() {
+		if p := recover(); p != nil {
+			op.panicked, op.err = p, errPanicked
+		}
+	}()
+	op.err = op.fn(ctx, tx)
 }
 
 // lead commits up to maxBatch queued operations (me, the caller, first:
@@ -132,7 +152,7 @@ func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
 		// Alone: the transaction is its savepoint.
 		op := batch[0]
 		if op.err = op.ctx.Err(); op.err == nil {
-			op.err = op.fn(ctx, tx)
+			op.run(ctx, tx)
 		}
 		if op.err == nil {
 			op.err = commit(tx)
@@ -147,7 +167,7 @@ func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
 			fail(mapErr("savepoint", err))
 			return
 		}
-		if op.err = op.fn(ctx, tx); op.err != nil {
+		if op.run(ctx, tx); op.err != nil {
 			// ROLLBACK TO keeps the savepoint open: release it too. If
 			// that fails, the transaction itself is gone.
 			if _, err := s.txExec(ctx, tx, qRollbackTo); err != nil {

@@ -378,3 +378,58 @@ func TestGroupCommitWritesFewerPages(t *testing.T) {
 		t.Errorf("batches of 8 write %.2f and %.2f frames per exchange and rotation, alone %.2f and %.2f: want at most 0.7×", ex8, rot8, ex1, rot1)
 	}
 }
+
+// A write that panics fails alone: its caller panics, the others in its
+// batch commit, and later writes still get the lead.
+func TestGroupCommitPanicStaysInItsRequest(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	codes := []*store.AuthCode{newCode(t, s, "a"), newCode(t, s, "b"), newCode(t, s, "c")}
+	release := holdLead(t, s, len(codes))
+	errs := make([]error, len(codes))
+	var wg sync.WaitGroup
+	for i, c := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil {
+					errs[i] = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			_, errs[i] = s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+				if i == 1 {
+					panic("issue bug")
+				}
+				return grantFor(c)
+			})
+		}()
+	}
+	release()
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch with a panicking write was never answered")
+	}
+	if errs[0] != nil || errs[2] != nil || errs[1] == nil || errs[1].Error() != "panic: issue bug" {
+		t.Fatalf("errors %v; want nil, the panic, nil", errs)
+	}
+	if _, err := s.GetGrant(ctx, codes[1].GrantID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the panicking request's grant: %v, want none", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.RedeemAuthCode(ctx, codes[1].Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("redeem after the panic: %v (the code must be unspent)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write after the panic never got the lead")
+	}
+}
