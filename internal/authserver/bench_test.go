@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -309,6 +310,51 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 				m := be.post(b, url.Values{"grant_type": {grantRT}, "refresh_token": {rt}, "client_id": {be.client.ID}})
 				rt = m["refresh_token"].(string)
 			}
+			report()
+		})
+	}
+}
+
+// BenchmarkTokenParallel measures code exchange and refresh with 8 and 32
+// concurrent requests (the bench's token scenarios, in process): each
+// refresh worker rotates its own grants in turn. cpu-ns/op is the figure
+// to compare on a shared machine.
+func BenchmarkTokenParallel(b *testing.B) {
+	for _, c := range []int{8, 32} {
+		par := max(1, c/runtime.GOMAXPROCS(0))
+		b.Run(fmt.Sprintf("exchange/c=%d", c), func(b *testing.B) {
+			be := newBenchEnv(b, "ES256")
+			codes := make(chan string, b.N)
+			for range b.N {
+				codes <- be.newCode(b)
+			}
+			close(codes)
+			report := be.measure(b, par*runtime.GOMAXPROCS(0))
+			b.SetParallelism(par)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					be.post(b, url.Values{"grant_type": {grantCode}, "code": {<-codes}, "redirect_uri": {be.client.RedirectURIs[0]},
+						"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+				}
+			})
+			report()
+		})
+		b.Run(fmt.Sprintf("refresh/c=%d", c), func(b *testing.B) {
+			be := newBenchEnv(b, "ES256")
+			rts := make(chan string, 4*c)
+			for range cap(rts) {
+				m := be.post(b, url.Values{"grant_type": {grantCode}, "code": {be.newCode(b)}, "redirect_uri": {be.client.RedirectURIs[0]},
+					"code_verifier": {testVerifier}, "client_id": {be.client.ID}})
+				rts <- m["refresh_token"].(string)
+			}
+			report := be.measure(b, par*runtime.GOMAXPROCS(0))
+			b.SetParallelism(par)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m := be.post(b, url.Values{"grant_type": {grantRT}, "refresh_token": {<-rts}, "client_id": {be.client.ID}})
+					rts <- m["refresh_token"].(string)
+				}
+			})
 			report()
 		})
 	}

@@ -1,0 +1,198 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Group commit. SQLite has one writer, and much of a small write
+// transaction's cost is its BEGIN and COMMIT: the locks, and the WAL frames
+// of every page it changed, many of them shared by all writes (interior
+// pages, the leaves rows are appended to).
+// So the write transactions of the token endpoint (code redemption,
+// refresh token rotation) queue up: the first caller leads, the callers
+// that arrive while its transaction runs wait, and the next leader runs all
+// of theirs in one transaction, each under its own SAVEPOINT, so that one
+// request's failure (a code already redeemed, a constraint) rolls back its
+// writes only. Every caller gets its answer after the COMMIT that holds its
+// writes returned, so nothing answered is lost to a crash (WAL, as with one
+// transaction per request); a failed COMMIT fails every request of the
+// batch. internal/audit batches its writes the same way.
+
+// maxBatch bounds the requests one transaction holds: the queue is bounded
+// by the concurrent requests, this bounds how long one COMMIT keeps the
+// writer.
+const maxBatch = 64
+
+// txOp is one caller's write: fn runs its statements in the batch's
+// transaction. An error from fn rolls back fn's writes only; a caller that
+// must keep its writes and still fail (a refused redemption spends the
+// code) returns nil and reports the failure itself.
+type txOp struct {
+	ctx      context.Context
+	fn       func(ctx context.Context, tx *sql.Tx) error
+	err      error
+	panicked any           // what fn panicked with, re-raised in its caller
+	done     bool          // err is the outcome (else: lead)
+	wake     chan struct{} // one token per wait
+}
+
+// group is the queue of write operations waiting for a transaction.
+type group struct {
+	mu      sync.Mutex
+	queue   []*txOp
+	spare   []*txOp
+	leading bool
+}
+
+var opPool = sync.Pool{New: func() any { return &txOp{wake: make(chan struct{}, 1)} }}
+
+// write runs fn in a write transaction shared with concurrent callers and
+// returns fn's error, or the error that kept its writes from committing.
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	op := opPool.Get().(*txOp)
+	op.ctx, op.fn = ctx, fn
+	g := &s.group
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if !lead {
+		<-op.wake // done, or handed the lead
+	}
+	if !op.done {
+		s.lead(op)
+	}
+	err, p := op.err, op.panicked
+	*op = txOp{wake: op.wake}
+	opPool.Put(op)
+	if p != nil {
+		panic(p)
+	}
+	return err
+}
+
+// errPanicked is the outcome of a write whose fn panicked.
+var errPanicked = errors.New("sqlite: write panicked")
+
+// run runs op's fn. A panic (a bug in an IssueFunc, say) must not unwind
+// the leader, which would leave the other callers waiting and the lead
+// taken for good: it fails op, whose caller panics with it (write).
+func (op *txOp) run(ctx context.Context, tx *sql.Tx) {
+	defer func() {
+		if p := recover(); p != nil {
+			op.panicked, op.err = p, errPanicked
+		}
+	}()
+	op.err = op.fn(ctx, tx)
+}
+
+// lead commits up to maxBatch queued operations (me, the caller, first:
+// it queued before any it leads), answers them, and hands the lead to the
+// next queued caller, if any.
+func (s *Store) lead(me *txOp) {
+	g := &s.group
+	g.mu.Lock()
+	n := min(len(g.queue), maxBatch)
+	batch := append(g.spare[:0], g.queue[:n]...)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.mu.Unlock()
+
+	// The transaction is the batch's, not the leader's request's: a
+	// cancelled leader must not roll back the others.
+	s.commitBatch(context.WithoutCancel(me.ctx), batch)
+
+	for _, op := range batch {
+		op.done = true
+		if op != me {
+			op.wake <- struct{}{}
+		}
+	}
+	clear(batch)
+	g.mu.Lock()
+	g.spare = batch[:0]
+	var next *txOp
+	if len(g.queue) > 0 {
+		next = g.queue[0]
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+	if next != nil {
+		next.wake <- struct{}{} // not done: it leads
+	}
+}
+
+const (
+	qSavepoint  = `SAVEPOINT op`
+	qRelease    = `RELEASE op`
+	qRollbackTo = `ROLLBACK TO op`
+)
+
+// commitBatch runs batch in one transaction and sets each op's err.
+func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
+	fail := func(err error) {
+		for _, op := range batch {
+			if op.err == nil {
+				op.err = err
+			}
+		}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(mapErr("begin", err))
+		return
+	}
+	defer tx.Rollback()
+	if len(batch) == 1 {
+		// Alone: the transaction is its savepoint.
+		op := batch[0]
+		if op.err = op.ctx.Err(); op.err == nil {
+			op.run(ctx, tx)
+		}
+		if op.err == nil {
+			op.err = commit(tx)
+		}
+		return
+	}
+	for _, op := range batch {
+		if op.err = op.ctx.Err(); op.err != nil {
+			continue // gone: its writes are not wanted
+		}
+		if _, err := s.txExec(ctx, tx, qSavepoint); err != nil {
+			fail(mapErr("savepoint", err))
+			return
+		}
+		if op.run(ctx, tx); op.err != nil {
+			// ROLLBACK TO keeps the savepoint open: release it too. If
+			// that fails, the transaction itself is gone.
+			if _, err := s.txExec(ctx, tx, qRollbackTo); err != nil {
+				fail(mapErr("rollback to savepoint", err))
+				return
+			}
+		}
+		if _, err := s.txExec(ctx, tx, qRelease); err != nil {
+			fail(mapErr("release savepoint", err))
+			return
+		}
+	}
+	if err := commit(tx); err != nil {
+		for _, op := range batch {
+			op.err = err // nothing of the batch is stored
+		}
+	}
+}
+
+// commit commits tx. When a COMMIT fails, the driver rolls back what is
+// left of the transaction (modernc.org/sqlite's tx.Commit), so the writer
+// connection goes back to the pool clean and the next BEGIN works.
+func commit(tx *sql.Tx) error {
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,435 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+func openGroupTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "mcpgate.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// holdLead makes the next n callers of write queue up behind a lead that
+// nobody holds, and returns a func that waits for them and hands the lead
+// to the first: the n writes then run in one transaction.
+func holdLead(t *testing.T, s *Store, n int) (release func()) {
+	t.Helper()
+	g := &s.group
+	g.mu.Lock()
+	if g.leading {
+		g.mu.Unlock()
+		t.Fatal("the writer is busy")
+	}
+	g.leading = true
+	g.mu.Unlock()
+	return func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			g.mu.Lock()
+			queued := len(g.queue)
+			var first *txOp
+			if queued == n {
+				first = g.queue[0]
+			}
+			g.mu.Unlock()
+			if first != nil {
+				first.wake <- struct{}{} // not done: it leads
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d writes queued", queued, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func newCode(t *testing.T, s *Store, name string) *store.AuthCode {
+	t.Helper()
+	c := &store.AuthCode{Hash: store.HashKey("code-" + name), ClientID: "client", GrantID: "grant-" + name,
+		ExpiresAt: time.Now().Add(time.Minute)}
+	if err := s.CreateAuthCode(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func grantFor(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+	now := time.Now()
+	g := &store.Grant{ID: c.GrantID, ClientID: c.ClientID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	return g, &store.RefreshToken{Hash: store.HashKey("rt-" + c.GrantID), GrantID: g.ID, ClientID: c.ClientID,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, nil
+}
+
+// Concurrent redemptions of one code in one transaction: exactly one
+// creates the grant; the others get ErrAlreadyUsed with the code, and the
+// grant they would replay-revoke is in place.
+func TestGroupCommitOneRedemptionWins(t *testing.T) {
+	for _, batched := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batched=%v", batched), func(t *testing.T) {
+			s := openGroupTest(t)
+			c := newCode(t, s, "x")
+			const n = 8
+			release := func() {}
+			if batched {
+				release = holdLead(t, s, n)
+			}
+			var mu sync.Mutex
+			issued := 0
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					got, err := s.RedeemAuthCode(context.Background(), c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+						mu.Lock()
+						issued++
+						mu.Unlock()
+						return grantFor(c)
+					})
+					if got == nil || got.GrantID != c.GrantID {
+						err = fmt.Errorf("code %+v with %w", got, err)
+					}
+					errs[i] = err
+				}()
+			}
+			release()
+			wg.Wait()
+			won := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case !errors.Is(err, store.ErrAlreadyUsed):
+					t.Errorf("redeem: %v", err)
+				}
+			}
+			if won != 1 || issued != 1 {
+				t.Fatalf("%d redemptions won, issue called %d times; want 1 and 1", won, issued)
+			}
+			if _, err := s.GetGrant(context.Background(), c.GrantID); err != nil {
+				t.Fatalf("GetGrant: %v", err)
+			}
+		})
+	}
+}
+
+// One request's failure in a batch rolls back its own writes only.
+func TestGroupCommitFailureStaysInItsRequest(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	codes := []*store.AuthCode{newCode(t, s, "a"), newCode(t, s, "b"), newCode(t, s, "c"), newCode(t, s, "d")}
+	refused := errors.New("refused")
+	// a succeeds. b: issue refuses (its code is spent, nothing stored).
+	// c: its grant ID exists (ErrConflict; nothing of c stays, its code
+	// stays unused). d: its request was cancelled before its turn.
+	if _, err := s.RedeemAuthCode(ctx, newCode(t, s, "taken").Hash, func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		return &store.Grant{ID: codes[2].GrantID, ClientID: "client"}, nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	release := holdLead(t, s, len(codes))
+	errs := make([]error, len(codes))
+	var wg sync.WaitGroup
+	for i, c := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx := ctx
+			if i == 3 {
+				rctx = cancelled
+			}
+			_, errs[i] = s.RedeemAuthCode(rctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+				if i == 1 {
+					return nil, nil, refused
+				}
+				return grantFor(c)
+			})
+		}()
+	}
+	release()
+	wg.Wait()
+	if errs[0] != nil || !errors.Is(errs[1], refused) || !errors.Is(errs[2], store.ErrConflict) || !errors.Is(errs[3], context.Canceled) {
+		t.Fatalf("errors %v; want nil, refused, conflict, canceled", errs)
+	}
+	if _, err := s.GetGrant(ctx, codes[0].GrantID); err != nil {
+		t.Errorf("a's grant: %v", err)
+	}
+	if _, err := s.GetRefreshToken(ctx, store.HashKey("rt-"+codes[0].GrantID)); err != nil {
+		t.Errorf("a's refresh token: %v", err)
+	}
+	if _, err := s.GetGrant(ctx, codes[1].GrantID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("b's grant: %v, want none", err)
+	}
+	if _, err := s.GetRefreshToken(ctx, store.HashKey("rt-"+codes[2].GrantID)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("c's refresh token: %v, want none (rolled back with its grant)", err)
+	}
+	// b was spent by its refusal; c and d were not.
+	for i, want := range []error{store.ErrAlreadyUsed, store.ErrAlreadyUsed, nil, nil} {
+		_, err := s.RedeemAuthCode(ctx, codes[i].Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			c.GrantID += "-again"
+			return grantFor(c)
+		})
+		if !errors.Is(err, want) {
+			t.Errorf("code %d redeemed again: %v, want %v", i, err, want)
+		}
+	}
+}
+
+// A COMMIT that fails fails every request of its batch, stores none of
+// their writes, and leaves the writer usable.
+func TestGroupCommitErrorFailsTheBatch(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	// A deferred foreign key is checked at COMMIT: violating it makes the
+	// COMMIT fail after every statement succeeded.
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE parent (id INTEGER PRIMARY KEY);
+		CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)`); err != nil {
+		t.Fatal(err)
+	}
+	codes := []*store.AuthCode{newCode(t, s, "a"), newCode(t, s, "b")}
+	release := holdLead(t, s, len(codes)+1)
+	errs := make([]error, len(codes)+1)
+	var wg sync.WaitGroup
+	for i, c := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) })
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errs[2] = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO child (p) VALUES (42)`)
+			return err
+		})
+	}()
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			t.Errorf("request %d succeeded in a batch whose COMMIT failed", i)
+		}
+	}
+	for _, c := range codes {
+		if _, err := s.GetGrant(ctx, c.GrantID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("grant of a failed batch: %v, want none", err)
+		}
+	}
+	// The codes were not spent, and the writer works.
+	for _, c := range codes {
+		if _, err := s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) }); err != nil {
+			t.Errorf("redeem after the failed batch: %v", err)
+		}
+	}
+}
+
+// Concurrent rotations of one refresh token in one batch: exactly one
+// succeeds, the others get ErrConflict (reuse detection).
+func TestGroupCommitOneRotationWins(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	c := newCode(t, s, "r")
+	if _, err := s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) }); err != nil {
+		t.Fatal(err)
+	}
+	old := store.HashKey("rt-" + c.GrantID)
+	const n = 6
+	release := holdLead(t, s, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			now := time.Now()
+			errs[i] = s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: store.HashKey(fmt.Sprint("next-", i)),
+				GrantID: c.GrantID, ClientID: c.ClientID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, now)
+		}()
+	}
+	release()
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && won < 0:
+			won = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("rotation %d: %v", i, err)
+		}
+	}
+	if won < 0 {
+		t.Fatal("no rotation won")
+	}
+	rt, err := s.GetRefreshToken(ctx, old)
+	if err != nil || rt.ReplacedBy != store.HashKey(fmt.Sprint("next-", won)) {
+		t.Fatalf("old token %+v, %v; want replaced by the winner's", rt, err)
+	}
+	for i := range n {
+		_, err := s.GetRefreshToken(ctx, store.HashKey(fmt.Sprint("next-", i)))
+		if (i == won) != (err == nil) {
+			t.Errorf("successor %d: %v", i, err)
+		}
+	}
+}
+
+// walFramesPerOp redeems n codes and then rotates their refresh tokens, in
+// transactions of batch requests each, and returns the WAL frames (pages)
+// written per exchange and per rotation.
+func walFramesPerOp(t *testing.T, n, batch int) (exchange, rotation float64) {
+	t.Helper()
+	ctx := context.Background()
+	s := openGroupTest(t)
+	s.stopCkpt() // the frame count must not be reset by a checkpoint
+	<-s.ckptDone
+	if _, err := s.w.ExecContext(ctx, `PRAGMA wal_autocheckpoint = 1000000`); err != nil {
+		t.Fatal(err)
+	}
+	frames := func() int {
+		var busy, log, done int
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &log, &done); err != nil {
+			t.Fatal(err)
+		}
+		return log
+	}
+	now := time.Now()
+	codes := make([]*store.AuthCode, n)
+	for i := range codes {
+		codes[i] = &store.AuthCode{Hash: store.HashKey(fmt.Sprint("code-", i)), ClientID: "client", RedirectURI: "http://127.0.0.1:9/cb",
+			UserKey: "https://gw.example#static#bench", Scopes: []string{"mcp"}, CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+			GrantID: fmt.Sprint("grant-", i), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
+		if err := s.CreateAuthCode(ctx, codes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(op func(c *store.AuthCode) error) float64 {
+		frames() // checkpoint and empty the WAL
+		var before int
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(new(int), &before, new(int)); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i += batch {
+			release := func() {}
+			if batch > 1 {
+				release = holdLead(t, s, batch)
+			}
+			var wg sync.WaitGroup
+			for _, c := range codes[i : i+batch] {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := op(c); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			release()
+			wg.Wait()
+		}
+		var after int
+		if err := s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(new(int), &after, new(int)); err != nil {
+			t.Fatal(err)
+		}
+		return float64(after-before) / float64(n)
+	}
+	exchange = run(func(c *store.AuthCode) error {
+		_, err := s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) })
+		return err
+	})
+	rotation = run(func(c *store.AuthCode) error {
+		return s.RotateRefreshToken(ctx, store.HashKey("rt-"+c.GrantID), &store.RefreshToken{Hash: store.HashKey("next-" + c.GrantID),
+			GrantID: c.GrantID, ClientID: c.ClientID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, now)
+	})
+	return exchange, rotation
+}
+
+// A batch of 8 writes the pages the requests share (b-tree interior pages,
+// the appending leaves) once: clearly fewer WAL frames per request than one
+// transaction each.
+func TestGroupCommitWritesFewerPages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a few thousand pages")
+	}
+	const n = 512
+	ex1, rot1 := walFramesPerOp(t, n, 1)
+	ex8, rot8 := walFramesPerOp(t, n, 8)
+	t.Logf("WAL frames per exchange: %.2f alone, %.2f in batches of 8; per rotation: %.2f alone, %.2f in batches of 8", ex1, ex8, rot1, rot8)
+	if ex8 > 0.7*ex1 || rot8 > 0.7*rot1 {
+		t.Errorf("batches of 8 write %.2f and %.2f frames per exchange and rotation, alone %.2f and %.2f: want at most 0.7×", ex8, rot8, ex1, rot1)
+	}
+}
+
+// A write that panics fails alone: its caller panics, the others in its
+// batch commit, and later writes still get the lead.
+func TestGroupCommitPanicStaysInItsRequest(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	codes := []*store.AuthCode{newCode(t, s, "a"), newCode(t, s, "b"), newCode(t, s, "c")}
+	release := holdLead(t, s, len(codes))
+	errs := make([]error, len(codes))
+	var wg sync.WaitGroup
+	for i, c := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil {
+					errs[i] = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			_, errs[i] = s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+				if i == 1 {
+					panic("issue bug")
+				}
+				return grantFor(c)
+			})
+		}()
+	}
+	release()
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch with a panicking write was never answered")
+	}
+	if errs[0] != nil || errs[2] != nil || errs[1] == nil || errs[1].Error() != "panic: issue bug" {
+		t.Fatalf("errors %v; want nil, the panic, nil", errs)
+	}
+	if _, err := s.GetGrant(ctx, codes[1].GrantID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the panicking request's grant: %v, want none", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.RedeemAuthCode(ctx, codes[1].Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) })
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("redeem after the panic: %v (the code must be unspent)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write after the panic never got the lead")
+	}
+}
