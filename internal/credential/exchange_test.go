@@ -217,6 +217,7 @@ func TestExchangeFailures(t *testing.T) {
 		{"missing access_token", issue(with("access_token", nil)), ErrUnavailable, 502, "unavailable"},
 		{"empty access_token", issue(with("access_token", "")), ErrUnavailable, 502, "unavailable"},
 		{"access_token that would inject a header", issue(with("access_token", "issued-tok-value\r\nX-Admin: 1")), ErrUnavailable, 502, "unavailable"},
+		{"access_token with padding inside (RFC 6750 §2.1)", issue(with("access_token", "issued=tok")), ErrUnavailable, 502, "unavailable"},
 		{"access_token too long", issue(with("access_token", strings.Repeat("a", maxTokenBytes+1))), ErrUnavailable, 502, "unavailable"},
 		{"huge body", func(w http.ResponseWriter, _ url.Values) {
 			w.Header().Set("Content-Type", "application/json")
