@@ -357,7 +357,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, s := range c.Auth.ScopesSupported {
-		if s == "*" || s == "all" || s == "" || strings.ContainsAny(s, " \"\\") {
+		if s == "*" || s == "all" || !validate.IsScopeToken(s) {
 			p.Add(validate.Index("auth.scopes_supported", i), "invalid scope %q (no wildcards, spaces or quotes)", s)
 		}
 	}

@@ -209,9 +209,9 @@ func (c *Config) validateSTS(path string, p *validate.Problems) {
 	case (c.TokenEndpoint == "") == (c.Issuer == ""):
 		p.Add(path+".token_endpoint", "set exactly one of token_endpoint and issuer")
 	case c.TokenEndpoint != "":
-		c.checkURL(path+".token_endpoint", c.TokenEndpoint, p)
+		validate.EndpointURL(path+".token_endpoint", c.TokenEndpoint, c.AllowPrivateNetwork, p)
 	default:
-		c.checkURL(path+".issuer", c.Issuer, p)
+		validate.EndpointURL(path+".issuer", c.Issuer, c.AllowPrivateNetwork, p)
 	}
 	if c.ClientID == "" {
 		p.Add(path+".client_id", "is required")
@@ -240,11 +240,7 @@ func (c *Config) validateSTS(path string, p *validate.Problems) {
 			p.Add(path+".resource", "must be an absolute URI without a fragment")
 		}
 	}
-	for i, s := range c.Scopes {
-		if s == "" || strings.ContainsAny(s, " \"\\") {
-			p.Add(validate.Index(path+".scopes", i), "invalid scope %q", s)
-		}
-	}
+	validate.Scopes(path+".scopes", c.Scopes, p)
 	if c.Timeout < 0 || c.Timeout > 2*time.Minute {
 		p.Add(path+".timeout", "must be between 0 and 2m")
 	}
@@ -272,18 +268,6 @@ func (c *Config) validateSTS(path string, p *validate.Problems) {
 			"resource", c.Resource != "", "requested_token_type", c.RequestedTokenType != "", "subject_token_type", c.SubjectTokenType != "")
 	default:
 		p.Add(path+".protocol", "must be rfc8693 or on_behalf_of (got %q)", c.Protocol)
-	}
-}
-
-func (c *Config) checkURL(path, raw string, p *validate.Problems) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Fragment != "" || u.User != nil:
-		p.Add(path, "must be an absolute URL without user info or fragment")
-	case u.Scheme == "https":
-	case u.Scheme == "http" && c.AllowPrivateNetwork:
-	default:
-		p.Add(path, "must be https (http only with allow_private_network)")
 	}
 }
 
