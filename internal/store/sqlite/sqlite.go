@@ -416,7 +416,8 @@ func affected(op string, res sql.Result, err error) error {
 	return nil
 }
 
-type scanner interface{ Scan(dest ...any) error }
+// scanner is a row to scan (store.CollectRows takes the same).
+type scanner = store.Scanner
 
 // writeQueries and readQueries are prepared at Open: every statement the
 // methods below run, except the rare maintenance ones (migrations,
@@ -749,15 +750,8 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 		return nil, mapErr("list grants", err)
 	}
 	defer rows.Close()
-	var out []*store.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, mapErr("list grants", err)
-		}
-		out = append(out, g)
-	}
-	return out, mapErr("list grants", rows.Err())
+	out, err := store.CollectRows(rows, scanGrant)
+	return out, mapErr("list grants", err)
 }
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
@@ -885,17 +879,18 @@ func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error
 		return nil, mapErr("list signing keys", err)
 	}
 	defer rows.Close()
-	var out []*store.SigningKey
-	for rows.Next() {
-		var k store.SigningKey
-		var created, retire int64
-		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
-			return nil, mapErr("list signing keys", err)
-		}
-		k.CreatedAt, k.RetireAt = fromMicros(created), fromMicros(retire)
-		out = append(out, &k)
+	out, err := store.CollectRows(rows, scanKey)
+	return out, mapErr("list signing keys", err)
+}
+
+func scanKey(row scanner) (*store.SigningKey, error) {
+	var k store.SigningKey
+	var created, retire int64
+	if err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
+		return nil, err
 	}
-	return out, mapErr("list signing keys", rows.Err())
+	k.CreatedAt, k.RetireAt = fromMicros(created), fromMicros(retire)
+	return &k, nil
 }
 
 // CreateSigningKey implements store.Store.
