@@ -20,7 +20,22 @@ import { startIdP } from './lib/idp.mjs';
 import { followAuthorization } from './lib/forms.mjs';
 import { pkcePair } from './lib/oauth.mjs';
 import { freePort, stopAll } from './lib/proc.mjs';
-import { buildMcpgate, cleanupTempDirs, hashPassword, mcpgateCLI, randomKey, run, startDemoBackend, startMcpgate, tempDir } from './lib/mcpgate.mjs';
+import {
+  AS_LOAD_LIMITS,
+  authServerYAML,
+  authorizeURL,
+  buildMcpgate,
+  cleanupTempDirs,
+  hashPassword,
+  mcpgateCLI,
+  oidcUpstream,
+  registerClient,
+  run,
+  startDemoBackend,
+  startMcpgate,
+  staticUpstream,
+  tempDir,
+} from './lib/mcpgate.mjs';
 
 let idp;
 let demo;
@@ -68,22 +83,10 @@ before(async () => {
     startMcpgate({
       name: 'asaudit-static',
       env: { SSL_CERT_FILE: cimd.certFile },
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
-    scopes: [mcp]
-    refresh_grace: 1s
-    revocation_cache_ttl: 1s
-    registration: { max_clients_per_ip: -1 }
-    cimd: { allow_private: true }
-    upstream:
-      type: static
-      users:
-        - { username: alice, email: alice@example.test, groups: [mcp-admins], password_hash: "${hAlice}" }
+      config: ({ dir }) => `${authServerYAML({
+        as: [AS_LOAD_LIMITS, 'refresh_grace: 1s', 'revocation_cache_ttl: 1s', 'registration: { max_clients_per_ip: -1 }', 'cimd: { allow_private: true }'],
+        upstream: staticUpstream([{ name: 'alice', groups: ['mcp-admins'], hash: hAlice }]),
+      })}
 ${POLICY}
 backends:
   - name: demo
@@ -94,23 +97,10 @@ audit: { sink: file, path: ${dir}/audit.log }
     }),
     startMcpgate({
       name: 'asaudit-oidc',
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
-    scopes: [mcp]
-    upstream_refresh_skew: 1h
-    upstream:
-      type: oidc
-      issuer: ${idp.issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
-      allowed_groups: [mcp-admins, mcp-readers]
+      config: ({ dir }) => `${authServerYAML({
+        as: [AS_LOAD_LIMITS, 'upstream_refresh_skew: 1h'],
+        upstream: oidcUpstream(idp.issuer, 'allowed_groups: [mcp-admins, mcp-readers]'),
+      })}
 ${POLICY}
 backends:
   - name: demo
@@ -133,14 +123,6 @@ after(async () => {
 // helpers
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function authorizeURL(gw, clientId, redirectUri, challenge) {
-  const u = new URL(`${gw.base}/authorize`);
-  for (const [k, v] of Object.entries({ response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'mcp', state: 'st', code_challenge: challenge, code_challenge_method: 'S256' })) {
-    u.searchParams.set(k, v);
-  }
-  return u.href;
-}
 
 /** An authorization code for `client` (login and consent walked over HTTP), or the error redirect. */
 async function authorize(gw, client, opts) {
@@ -174,11 +156,11 @@ async function tokens(gw, client, { code, verifier }) {
   return r.json;
 }
 
+/** registerClient that remembers the client secret (it must appear in no audit record). */
 async function register(gw, meta) {
-  const res = await fetch(`${gw.base}/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(meta) });
-  const json = await res.json();
-  if (json.client_secret) secrets.add(json.client_secret);
-  return { status: res.status, json };
+  const r = await registerClient(gw, meta);
+  if (r.json.client_secret) secrets.add(r.json.client_secret);
+  return r;
 }
 
 async function mcpCall(gw, token) {
