@@ -12,7 +12,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,38 +82,27 @@ var dialect = migrate.Dialect{
 	Record:      `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())`,
 }
 
-// migrateTx adapts a pgx transaction to migrate.Tx. Without arguments pgx
-// uses the simple protocol, which runs every statement of a migration file.
-type migrateTx struct{ tx pgx.Tx }
+// migrateTx adapts a pgx transaction to migrate.Committer. Without
+// arguments pgx uses the simple protocol, which runs every statement of a
+// migration file.
+type migrateTx struct{ pgx.Tx }
 
 func (m migrateTx) Exec(ctx context.Context, q string, args ...any) error {
-	_, err := m.tx.Exec(ctx, q, args...)
+	_, err := m.Tx.Exec(ctx, q, args...)
 	return err
 }
 
 func (m migrateTx) QueryInt(ctx context.Context, q string) (n int, err error) {
-	err = m.tx.QueryRow(ctx, q).Scan(&n)
+	err = m.QueryRow(ctx, q).Scan(&n)
 	return n, err
 }
 
 // migrate applies the embedded migrations in one transaction.
 func (s *Store) migrate(ctx context.Context) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("postgres: read migrations: %w", err)
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: begin migration: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	if err := migrate.Run(ctx, dialect, migrateTx{tx}, dir); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: commit migration: %w", err)
-	}
-	return nil
+	return migrate.Apply(ctx, dialect, migrations, func(ctx context.Context) (migrate.Committer, error) {
+		tx, err := s.pool.Begin(ctx)
+		return migrateTx{tx}, err
+	})
 }
 
 // mapErr turns constraint violations into the store's sentinel errors.

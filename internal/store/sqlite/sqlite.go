@@ -23,7 +23,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -348,7 +347,7 @@ var dialect = migrate.Dialect{
 	Record:      `INSERT INTO schema_migrations (version, applied_at) VALUES (?, unixepoch())`,
 }
 
-// migrateTx adapts a database/sql transaction to migrate.Tx.
+// migrateTx adapts a database/sql transaction to migrate.Committer.
 type migrateTx struct{ tx *sql.Tx }
 
 func (m migrateTx) Exec(ctx context.Context, q string, args ...any) error {
@@ -361,24 +360,15 @@ func (m migrateTx) QueryInt(ctx context.Context, q string) (n int, err error) {
 	return n, err
 }
 
+func (m migrateTx) Commit(context.Context) error   { return m.tx.Commit() }
+func (m migrateTx) Rollback(context.Context) error { return m.tx.Rollback() }
+
 // migrate applies the embedded migrations in one write transaction.
 func (s *Store) migrate(ctx context.Context) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("sqlite: read migrations: %w", err)
-	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin migration: %w", err)
-	}
-	defer tx.Rollback()
-	if err := migrate.Run(ctx, dialect, migrateTx{tx}, dir); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit migration: %w", err)
-	}
-	return nil
+	return migrate.Apply(ctx, dialect, migrations, func(ctx context.Context) (migrate.Committer, error) {
+		tx, err := s.w.BeginTx(ctx, nil)
+		return migrateTx{tx}, err
+	})
 }
 
 // mapErr turns constraint violations into the store's sentinel errors.
