@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"cmp"
 	"regexp"
 	"time"
 
@@ -55,18 +56,10 @@ type LinkedProvider struct {
 var linkedNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 func (l *LinkedProvider) setDefaults() {
-	if l.DisplayName == "" {
-		l.DisplayName = l.Name
-	}
-	if l.ClientAuth == "" {
-		l.ClientAuth = "client_secret_basic"
-	}
-	if l.Timeout == 0 {
-		l.Timeout = 10 * time.Second
-	}
-	if l.LinkTimeout == 0 {
-		l.LinkTimeout = 10 * time.Minute
-	}
+	l.DisplayName = cmp.Or(l.DisplayName, l.Name)
+	l.ClientAuth = cmp.Or(l.ClientAuth, "client_secret_basic")
+	l.Timeout = cmp.Or(l.Timeout, 10*time.Second)
+	l.LinkTimeout = cmp.Or(l.LinkTimeout, 10*time.Minute)
 }
 
 func (c *Config) validateLinkedProviders(path string, p *validate.Problems) {

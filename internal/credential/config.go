@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"net/url"
 	"strings"
 	"time"
@@ -128,35 +129,23 @@ func (c *Config) usesSTS() bool {
 
 // SetDefaults fills in defaults for the configured type.
 func (c *Config) SetDefaults() {
-	if c.Type == "" {
-		c.Type = TypeNone
-	}
+	c.Type = cmp.Or(c.Type, TypeNone)
 	if c.Type == TypeStatic && c.Header == "" {
 		c.Header = "Authorization"
 	}
 	if !c.usesSTS() {
 		return
 	}
-	if c.ClientAuth == "" {
-		c.ClientAuth = AuthClientSecretBasic
-	}
+	c.ClientAuth = cmp.Or(c.ClientAuth, AuthClientSecretBasic)
 	if c.Type == TypeTokenExchange && c.Protocol == "" {
 		c.Protocol = ProtocolRFC8693
 	}
 	if c.Type == TypeTokenExchange && c.Protocol == ProtocolRFC8693 {
-		if c.RequestedTokenType == "" {
-			c.RequestedTokenType = "access_token"
-		}
-		if c.SubjectTokenType == "" {
-			c.SubjectTokenType = "access_token"
-		}
+		c.RequestedTokenType = cmp.Or(c.RequestedTokenType, "access_token")
+		c.SubjectTokenType = cmp.Or(c.SubjectTokenType, "access_token")
 	}
-	if c.Timeout == 0 {
-		c.Timeout = 10 * time.Second
-	}
-	if c.CacheSize == 0 {
-		c.CacheSize = 10_000
-	}
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
+	c.CacheSize = cmp.Or(c.CacheSize, 10_000)
 }
 
 // tokenTypes are the RFC 8693 §3 token type identifiers the gateway sends

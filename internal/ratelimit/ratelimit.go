@@ -21,6 +21,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -110,12 +111,8 @@ func (c *Config) SetDefaults() {
 	if c.PerUser == (Limit{}) {
 		c.PerUser = DefaultPerUser
 	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = DefaultMaxKeys
-	}
-	if c.IdleTTL == 0 {
-		c.IdleTTL = DefaultIdleTTL
-	}
+	c.MaxKeys = cmp.Or(c.MaxKeys, DefaultMaxKeys)
+	c.IdleTTL = cmp.Or(c.IdleTTL, DefaultIdleTTL)
 	c.Shared.SetDefaults()
 }
 
