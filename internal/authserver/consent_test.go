@@ -19,11 +19,7 @@ func (e *env) loginCounting(b *browser, params url.Values) (q url.Values, consen
 		}
 		switch {
 		case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
-			p = b.get(p.loc.String())
-			f := p.hidden()
-			f.Set("username", testUser)
-			f.Set("password", testPassword)
-			p = b.post(e.iss+"/login", f)
+			p = e.signIn(b, p, testUser, testPassword)
 		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
 			consents++
 			p = b.get(p.loc.String())

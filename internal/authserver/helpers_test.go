@@ -359,6 +359,27 @@ func (e *env) login(b *browser, params url.Values) url.Values {
 	return e.loginAs(b, params, testUser, testPassword)
 }
 
+// signIn opens the login page that p redirects to and submits user and
+// password.
+func (e *env) signIn(b *browser, p *page, user, password string) *page {
+	e.t.Helper()
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("username", user)
+	f.Set("password", password)
+	return b.post(e.iss+"/login", f)
+}
+
+// decide opens the consent page that p redirects to and submits decision
+// (approve or deny).
+func (e *env) decide(b *browser, p *page, decision string) *page {
+	e.t.Helper()
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("decision", decision)
+	return b.post(e.iss+"/consent", f)
+}
+
 // loginAs is login as another built-in user.
 func (e *env) loginAs(b *browser, params url.Values, user, password string) url.Values {
 	e.t.Helper()
@@ -369,16 +390,9 @@ func (e *env) loginAs(b *browser, params url.Values, user, password string) url.
 		}
 		switch {
 		case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
-			p = b.get(p.loc.String())
-			f := p.hidden()
-			f.Set("username", user)
-			f.Set("password", password)
-			p = b.post(e.iss+"/login", f)
+			p = e.signIn(b, p, user, password)
 		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
-			p = b.get(p.loc.String())
-			f := p.hidden()
-			f.Set("decision", "approve")
-			p = b.post(e.iss+"/consent", f)
+			p = e.decide(b, p, "approve")
 		default:
 			return p.loc.Query()
 		}
