@@ -30,6 +30,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/memory"
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 // testSigner is a minimal in-memory Signer (ES256).
@@ -109,24 +110,9 @@ func (s *testSealer) Open(c, ad []byte) ([]byte, error) {
 	return s.aead.Open(nil, c[:n], c[n:], ad)
 }
 
-// clock is a settable test clock starting at the real time (the memory
-// store expires objects by the real clock).
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// clock is a settable test clock; env's starts at the real time (the
+// memory store expires objects by the real clock).
+type clock = testutil.Clock
 
 type env struct {
 	t      testing.TB
@@ -163,7 +149,7 @@ type envOpt struct {
 
 func newEnv(t testing.TB, o envOpt) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{t: time.Now()}, signer: newTestSigner(t)}
+	e := &env{t: t, clock: testutil.NewClock(time.Now()), signer: newTestSigner(t)}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*e.handler.Load()).ServeHTTP(w, r) })
 	if o.tls {
 		e.ts = httptest.NewTLSServer(handler)
