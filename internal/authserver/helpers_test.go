@@ -369,6 +369,14 @@ func (e *env) decide(b *browser, p *page, decision string) *page {
 // loginAs is login as another built-in user.
 func (e *env) loginAs(b *browser, params url.Values, user, password string) url.Values {
 	e.t.Helper()
+	return e.walk(b, params, user, password, nil)
+}
+
+// walk follows an authorization request through login (as user) and
+// consent (approved; seen, if set, gets each consent page first) and
+// returns the query of the redirect back to the client.
+func (e *env) walk(b *browser, params url.Values, user, password string, seen func(*page)) url.Values {
+	e.t.Helper()
 	p := b.get(e.iss + "/authorize?" + params.Encode())
 	for range 6 {
 		if p.status != http.StatusSeeOther && p.status != http.StatusFound {
@@ -378,7 +386,13 @@ func (e *env) loginAs(b *browser, params url.Values, user, password string) url.
 		case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
 			p = e.signIn(b, p, user, password)
 		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
-			p = e.decide(b, p, "approve")
+			p = b.get(p.loc.String())
+			if seen != nil {
+				seen(p)
+			}
+			f := p.hidden()
+			f.Set("decision", "approve")
+			p = b.post(e.iss+"/consent", f)
 		default:
 			return p.loc.Query()
 		}
