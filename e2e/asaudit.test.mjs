@@ -22,6 +22,7 @@ import { pkcePair } from './lib/oauth.mjs';
 import { freePort, stopAll } from './lib/proc.mjs';
 import {
   AS_LOAD_LIMITS,
+  READER_ADMIN_POLICY,
   authServerYAML,
   authorizeURL,
   buildMcpgate,
@@ -45,14 +46,7 @@ let cimd;
 /** Every secret, code and token this test saw: none may appear in an audit file. */
 const secrets = new Set(['alice-pw', 'wrong-pw-4711', 'bob-pw', 'carol-pw', 'mcpgate-secret']);
 
-const POLICY = `
-policy:
-  roles:
-    reader: { tools: ["list_*", "get_*"] }
-    admin: { tools: ["*"] }
-  groups:
-    mcp-readers: [reader]
-    mcp-admins: [admin]`;
+const POLICY = READER_ADMIN_POLICY;
 
 /** A self-signed certificate for 127.0.0.1 (openssl) and an https server for metadata documents. */
 async function startCIMDServer(redirectUri) {

@@ -10,18 +10,11 @@ import { writeFile } from 'node:fs/promises';
 import { jwtClaims as claims, signIn, steps } from './lib/steps.mjs';
 import { startIdP } from './lib/idp.mjs';
 import { stopAll } from './lib/proc.mjs';
-import { authServerYAML, buildMcpgate, cleanupTempDirs, hashPassword, mcpgateCLI, oidcUpstream, randomKey, startDemoBackend, startMcpgate, staticUpstream } from './lib/mcpgate.mjs';
+import { READER_ADMIN_POLICY, authServerYAML, buildMcpgate, cleanupTempDirs, hashPassword, mcpgateCLI, oidcUpstream, randomKey, startDemoBackend, startMcpgate, staticUpstream } from './lib/mcpgate.mjs';
 
 const ALL_TOOLS = ['count', 'delete_vm', 'echo', 'get_vm', 'list_vms', 'power_on_vm'];
 const READER_TOOLS = ['get_vm', 'list_vms'];
-const POLICY = `
-policy:
-  roles:
-    reader: { tools: ["list_*", "get_*"] }
-    admin: { tools: ["*"] }
-  groups:
-    mcp-readers: [reader]
-    mcp-admins: [admin]`;
+const POLICY = READER_ADMIN_POLICY;
 
 let idp;
 let demo;

@@ -86,6 +86,16 @@ export async function hashPassword(password) {
   return h;
 }
 
+/** The `policy:` most e2e gateways use: group mcp-readers lists and gets, mcp-admins does everything. */
+export const READER_ADMIN_POLICY = `
+policy:
+  roles:
+    reader: { tools: ["list_*", "get_*"] }
+    admin: { tools: ["*"] }
+  groups:
+    mcp-readers: [reader]
+    mcp-admins: [admin]`;
+
 /** `auth.authorization_server.rate_limit` for a test process whose one client address runs every test. */
 export const AS_LOAD_LIMITS = 'rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test';
 
