@@ -20,7 +20,23 @@ import { startIdP } from './lib/idp.mjs';
 import { followAuthorization } from './lib/forms.mjs';
 import { pkcePair } from './lib/oauth.mjs';
 import { freePort, stopAll } from './lib/proc.mjs';
-import { buildMcpgate, cleanupTempDirs, hashPassword, mcpgateCLI, randomKey, run, startDemoBackend, startMcpgate, tempDir } from './lib/mcpgate.mjs';
+import {
+  AS_LOAD_LIMITS,
+  READER_ADMIN_POLICY,
+  authServerYAML,
+  authorizeURL,
+  buildMcpgate,
+  cleanupTempDirs,
+  hashPassword,
+  mcpgateCLI,
+  oidcUpstream,
+  registerClient,
+  run,
+  startDemoBackend,
+  startMcpgate,
+  staticUpstream,
+  tempDir,
+} from './lib/mcpgate.mjs';
 
 let idp;
 let demo;
@@ -30,14 +46,7 @@ let cimd;
 /** Every secret, code and token this test saw: none may appear in an audit file. */
 const secrets = new Set(['alice-pw', 'wrong-pw-4711', 'bob-pw', 'carol-pw', 'mcpgate-secret']);
 
-const POLICY = `
-policy:
-  roles:
-    reader: { tools: ["list_*", "get_*"] }
-    admin: { tools: ["*"] }
-  groups:
-    mcp-readers: [reader]
-    mcp-admins: [admin]`;
+const POLICY = READER_ADMIN_POLICY;
 
 /** A self-signed certificate for 127.0.0.1 (openssl) and an https server for metadata documents. */
 async function startCIMDServer(redirectUri) {
@@ -68,22 +77,10 @@ before(async () => {
     startMcpgate({
       name: 'asaudit-static',
       env: { SSL_CERT_FILE: cimd.certFile },
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
-    scopes: [mcp]
-    refresh_grace: 1s
-    revocation_cache_ttl: 1s
-    registration: { max_clients_per_ip: -1 }
-    cimd: { allow_private: true }
-    upstream:
-      type: static
-      users:
-        - { username: alice, email: alice@example.test, groups: [mcp-admins], password_hash: "${hAlice}" }
+      config: ({ dir }) => `${authServerYAML({
+        as: [AS_LOAD_LIMITS, 'refresh_grace: 1s', 'revocation_cache_ttl: 1s', 'registration: { max_clients_per_ip: -1 }', 'cimd: { allow_private: true }'],
+        upstream: staticUpstream([{ name: 'alice', groups: ['mcp-admins'], hash: hAlice }]),
+      })}
 ${POLICY}
 backends:
   - name: demo
@@ -94,23 +91,10 @@ audit: { sink: file, path: ${dir}/audit.log }
     }),
     startMcpgate({
       name: 'asaudit-oidc',
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
-    scopes: [mcp]
-    upstream_refresh_skew: 1h
-    upstream:
-      type: oidc
-      issuer: ${idp.issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
-      allowed_groups: [mcp-admins, mcp-readers]
+      config: ({ dir }) => `${authServerYAML({
+        as: [AS_LOAD_LIMITS, 'upstream_refresh_skew: 1h'],
+        upstream: oidcUpstream(idp.issuer, 'allowed_groups: [mcp-admins, mcp-readers]'),
+      })}
 ${POLICY}
 backends:
   - name: demo
@@ -133,14 +117,6 @@ after(async () => {
 // helpers
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function authorizeURL(gw, clientId, redirectUri, challenge) {
-  const u = new URL(`${gw.base}/authorize`);
-  for (const [k, v] of Object.entries({ response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'mcp', state: 'st', code_challenge: challenge, code_challenge_method: 'S256' })) {
-    u.searchParams.set(k, v);
-  }
-  return u.href;
-}
 
 /** An authorization code for `client` (login and consent walked over HTTP), or the error redirect. */
 async function authorize(gw, client, opts) {
@@ -174,11 +150,11 @@ async function tokens(gw, client, { code, verifier }) {
   return r.json;
 }
 
+/** registerClient that remembers the client secret (it must appear in no audit record). */
 async function register(gw, meta) {
-  const res = await fetch(`${gw.base}/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(meta) });
-  const json = await res.json();
-  if (json.client_secret) secrets.add(json.client_secret);
-  return { status: res.status, json };
+  const r = await registerClient(gw, meta);
+  if (r.json.client_secret) secrets.add(r.json.client_secret);
+  return r;
 }
 
 async function mcpCall(gw, token) {

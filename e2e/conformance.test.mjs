@@ -26,7 +26,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { followAuthorization } from './lib/forms.mjs';
-import { hashPassword, randomKey, run, startMcpgate, tempDir, cleanupTempDirs } from './lib/mcpgate.mjs';
+import { AS_LOAD_LIMITS, authServerYAML, hashPassword, run, startMcpgate, staticUpstream, tempDir, cleanupTempDirs } from './lib/mcpgate.mjs';
 import { freePort, startProcess, stopAll, stopProcess, waitForHttp } from './lib/proc.mjs';
 
 const NODE22_DIR = fileURLToPath(new URL('./node22/', import.meta.url));
@@ -108,23 +108,17 @@ audit: { sink: file, path: ${dir}/audit.log }
     }),
     startMcpgate({
       name: 'conformance-as',
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test
-    scopes: [mcp]
-    static_clients:
-      # A public (PKCE) client: 0.2.0-alpha.12 authenticates at the token endpoint with "none"
-      # whenever the metadata lists it, even when given --client-secret, so a confidential
-      # client would (rightly) get 401 invalid_client.
-      - { client_id: conformance, name: MCP conformance suite, redirect_uris: ["http://127.0.0.1:${callbackPort}/callback"] }
-    upstream:
-      type: static
-      users:
-        - { username: alice, email: alice@example.test, groups: [conformance], password_hash: "${hash}" }
+      config: ({ dir }) => `${authServerYAML({
+        as: [
+          AS_LOAD_LIMITS,
+          'static_clients:',
+          // A public (PKCE) client: 0.2.0-alpha.12 authenticates at the token endpoint with "none"
+          // whenever the metadata lists it, even when given --client-secret, so a confidential
+          // client would (rightly) get 401 invalid_client.
+          `  - { client_id: conformance, name: MCP conformance suite, redirect_uris: ["http://127.0.0.1:${callbackPort}/callback"] }`,
+        ],
+        upstream: staticUpstream([{ name: 'alice', groups: ['conformance'], hash }]),
+      })}
 policy:
   roles:
     all: { tools: ["*"], prompts: ["*"], resources: ["*"] }

@@ -14,7 +14,18 @@ import { startIdP } from './lib/idp.mjs';
 import { followAuthorization } from './lib/forms.mjs';
 import { pkcePair } from './lib/oauth.mjs';
 import { freePort, stopAll } from './lib/proc.mjs';
-import { cleanupTempDirs, hashPassword, randomKey, run, startDemoBackend, startMcpgate } from './lib/mcpgate.mjs';
+import {
+  authServerYAML,
+  authorizeURL,
+  cleanupTempDirs,
+  hashPassword,
+  oidcUpstream,
+  registerClient,
+  run,
+  startDemoBackend,
+  startMcpgate,
+  staticUpstream,
+} from './lib/mcpgate.mjs';
 
 after(async () => {
   await stopAll();
@@ -28,19 +39,6 @@ policy:
   groups:
     mcp-admins: [admin]`;
 
-async function register(gw, meta) {
-  const res = await fetch(`${gw.base}/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(meta) });
-  return { status: res.status, json: await res.json() };
-}
-
-function authorizeURL(gw, clientId, redirectUri, challenge) {
-  const u = new URL(`${gw.base}/authorize`);
-  for (const [k, v] of Object.entries({ response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'mcp', state: 'st', code_challenge: challenge, code_challenge_method: 'S256' })) {
-    u.searchParams.set(k, v);
-  }
-  return u.href;
-}
-
 async function readyz(gw) {
   const res = await fetch(`${gw.base}/readyz`);
   await res.body?.cancel();
@@ -53,20 +51,7 @@ test('IdP down at start-up: not ready, 503 sign-in page, then a sign-in within 5
   const demo = await startDemoBackend();
   const gw = await startMcpgate({
     name: 'idp-down',
-    config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    upstream:
-      type: oidc
-      issuer: ${issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
+    config: ({ dir }) => `${authServerYAML({ upstream: oidcUpstream(issuer) })}
 ${POLICY}
 backends:
   - name: demo
@@ -79,7 +64,7 @@ audit: { sink: file, path: ${dir}/audit.log }
   assert.equal(await readyz(gw), 503, 'not ready while the IdP is down');
 
   const redirectUri = `http://127.0.0.1:${await freePort()}/cb`;
-  const reg = await register(gw, { client_name: 'E2E idp-down', redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' });
+  const reg = await registerClient(gw, { client_name: 'E2E idp-down', redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' });
   assert.equal(reg.status, 201);
   const clientId = reg.json.client_id;
 
@@ -120,17 +105,7 @@ test('DCR: the same mcp-remote-style registration 50 times from one address: no 
   const gw = await startMcpgate({
     name: 'dcr-dedupe',
     // registration: defaults (the cap under test)
-    config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    upstream:
-      type: static
-      users:
-        - { username: alice, email: alice@example.test, groups: [mcp-admins], password_hash: "${hAlice}" }
+    config: ({ dir }) => `${authServerYAML({ upstream: staticUpstream([{ name: 'alice', groups: ['mcp-admins'], hash: hAlice }]) })}
 ${POLICY}
 backends:
   - name: demo
@@ -152,7 +127,7 @@ audit: { sink: file, path: ${dir}/audit.log }
   };
   const ids = new Set();
   for (let i = 0; i < 50; i++) {
-    const r = await register(gw, meta);
+    const r = await registerClient(gw, meta);
     assert.equal(r.status, 201, `registration ${i}: ${JSON.stringify(r.json)}`);
     assert.equal(r.json.client_secret, undefined);
     ids.add(r.json.client_id);
@@ -168,7 +143,7 @@ audit: { sink: file, path: ${dir}/audit.log }
   }
   // Another client (other redirect URI) is a second one, not refused.
   await gw.start();
-  const other = await register(gw, { ...meta, redirect_uris: ['http://localhost:3335/oauth/callback'] });
+  const other = await registerClient(gw, { ...meta, redirect_uris: ['http://localhost:3335/oauth/callback'] });
   assert.equal(other.status, 201);
   assert.ok(!ids.has(other.json.client_id));
   await gw.stop();

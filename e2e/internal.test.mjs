@@ -14,7 +14,18 @@ import { startIdP } from './lib/idp.mjs';
 import { followAuthorization } from './lib/forms.mjs';
 import { pkcePair } from './lib/oauth.mjs';
 import { freePort, stopAll } from './lib/proc.mjs';
-import { buildMcpgate, cleanupTempDirs, mcpgateCLI, randomKey, startDemoBackend, startMcpgate, tempDir } from './lib/mcpgate.mjs';
+import {
+  authServerYAML,
+  authorizeURL,
+  buildMcpgate,
+  cleanupTempDirs,
+  mcpgateCLI,
+  oidcUpstream,
+  registerClient,
+  startDemoBackend,
+  startMcpgate,
+  tempDir,
+} from './lib/mcpgate.mjs';
 
 let idp, demo, gw, certsDir, internalPort;
 
@@ -27,20 +38,7 @@ before(async () => {
   assert.match(section, /spiffe_id: spiffe:\/\/example.org\/backend\/demo/);
   gw = await startMcpgate({
     name: 'internal',
-    config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    upstream:
-      type: oidc
-      issuer: ${idp.issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
+    config: ({ dir }) => `${authServerYAML({ upstream: oidcUpstream(idp.issuer) })}
 policy:
   roles: { reader: { tools: ["list_*", "get_*"] } }
   groups: { mcp-readers: [reader] }
@@ -62,16 +60,9 @@ after(async () => {
 /** bob signs in (oidc-provider login page, over HTTP) for resource; returns his token response. */
 async function login(resource) {
   const redirectUri = `http://127.0.0.1:${await freePort()}/cb`;
-  const reg = await (await fetch(`${gw.base}/register`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ client_name: 'E2E internal', redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' }),
-  })).json();
+  const { json: reg } = await registerClient(gw, { client_name: 'E2E internal', redirect_uris: [redirectUri], token_endpoint_auth_method: 'none' });
   const { verifier, challenge } = pkcePair();
-  const u = new URL(`${gw.base}/authorize`);
-  for (const [k, v] of Object.entries({ response_type: 'code', client_id: reg.client_id, redirect_uri: redirectUri, scope: 'mcp', state: 'st', resource, code_challenge: challenge, code_challenge_method: 'S256' })) {
-    u.searchParams.set(k, v);
-  }
-  const final = await followAuthorization(u, { redirectUri, username: 'bob', password: 'bob-pw' });
+  const final = await followAuthorization(authorizeURL(gw, reg.client_id, redirectUri, challenge, { resource }), { redirectUri, username: 'bob', password: 'bob-pw' });
   const code = final.searchParams.get('code');
   assert.ok(code, `no code: ${final}`);
   const res = await fetch(`${gw.base}/token`, {

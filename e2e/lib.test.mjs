@@ -6,6 +6,9 @@ import { CookieJar } from './lib/cookies.mjs';
 import { decodeEntities, fillForm, followAuthorization, parseFirstForm } from './lib/forms.mjs';
 import { freePort, startProcess, stopProcess, waitForHttp } from './lib/proc.mjs';
 import { startFakeLoginPages } from './lib/fake-login-pages.mjs';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { AS_LOAD_LIMITS, authServerYAML, authorizeURL, cleanupTempDirs, hashPassword, mcpgateCLI, oidcUpstream, staticUpstream, tempDir } from './lib/mcpgate.mjs';
 
 function setCookies(...lines) {
   const h = new Headers();
@@ -160,5 +163,76 @@ describe('proc', () => {
   test('waitForHttp fails fast when the process exits', async () => {
     const p = startProcess(process.execPath, ['-e', 'process.exit(3)'], { name: 'quitter' });
     await assert.rejects(waitForHttp(`http://127.0.0.1:${await freePort()}/`, { proc: p, timeoutMs: 10000 }), /quitter exited/);
+  });
+});
+
+describe('gateway config helpers', () => {
+  const oidc = authServerYAML({ key: 'K', as: [AS_LOAD_LIMITS, 'refresh_grace: 2s'], upstream: oidcUpstream('http://127.0.0.1:9', 'allowed_groups: [g]') });
+  const stat = authServerYAML({
+    key: 'K',
+    scopes: '[mcp, "mcp:admin"]',
+    upstream: staticUpstream([{ name: 'alice', groups: ['a', 'b'], hash: '$2a$10$x' }, { name: 'carol', hash: 'h' }]),
+  });
+
+  test('authServerYAML nests the lines under authorization_server and the upstream under it', () => {
+    assert.equal(oidc, `
+encryption_key: K
+shutdown_timeout: 5s
+auth:
+  mode: authorization_server
+  authorization_server:
+    scopes: [mcp]
+    ${AS_LOAD_LIMITS}
+    refresh_grace: 2s
+    upstream:
+      type: oidc
+      issuer: http://127.0.0.1:9
+      client_id: mcpgate
+      client_secret: mcpgate-secret
+      scopes: [openid, profile, email, groups]
+      allow_private_issuer: true
+      allowed_groups: [g]`);
+  });
+
+  test('staticUpstream: one line a user, groups only when given', () => {
+    assert.ok(stat.endsWith(`
+    scopes: [mcp, "mcp:admin"]
+    upstream:
+      type: static
+      users:
+        - { username: alice, email: alice@example.test, groups: [a, b], password_hash: "$2a$10$x" }
+        - { username: carol, email: carol@example.test, password_hash: "h" }`), stat);
+  });
+
+  test('a fresh encryption key each time unless one is given', () => {
+    const [a, b] = [authServerYAML({ upstream: '' }), authServerYAML({ upstream: '' })];
+    assert.match(a, /^encryption_key: [A-Za-z0-9+/]{43}=$/m);
+    assert.notEqual(a, b);
+  });
+
+  test('authorizeURL: PKCE S256 last, extra parameters before it', () => {
+    const u = new URL(authorizeURL({ base: 'http://127.0.0.1:1' }, 'c1', 'http://127.0.0.1/cb', 'CH', { resource: 'http://r/mcp' }));
+    assert.equal(u.pathname, '/authorize');
+    assert.deepEqual([...u.searchParams.keys()], ['response_type', 'client_id', 'redirect_uri', 'scope', 'state', 'resource', 'code_challenge', 'code_challenge_method']);
+    assert.equal(u.searchParams.get('code_challenge_method'), 'S256');
+    assert.equal(u.searchParams.get('resource'), 'http://r/mcp');
+  });
+
+  test('mcpgate config check accepts what they build', { timeout: 300000 }, async () => {
+    const dir = await tempDir();
+    const hash = await hashPassword('pw');
+    const withHash = authServerYAML({ key: 'K', upstream: staticUpstream([{ name: 'alice', groups: ['a'], hash }, { name: 'carol', hash }]) });
+    for (const [name, head] of [['oidc', oidc], ['static', withHash]]) {
+      const file = path.join(dir, `${name}.yaml`);
+      await writeFile(file, `listen: 127.0.0.1:8080
+public_url: http://127.0.0.1:8080${head.replace('encryption_key: K', `encryption_key: ${Buffer.alloc(32, 7).toString('base64')}`)}
+policy: { roles: { all: { tools: ["*"] } }, groups: { a: [all] } }
+backends: [ { name: demo, url: "http://127.0.0.1:9/mcp" } ]
+store: { driver: memory }
+`);
+      const r = await mcpgateCLI(['config', 'check', file], { allowFail: true });
+      assert.equal(r.code, 0, `${name}:\n${r.stdout}${r.stderr}`);
+    }
+    await cleanupTempDirs();
   });
 });

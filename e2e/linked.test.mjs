@@ -17,10 +17,11 @@ import { readFile } from 'node:fs/promises';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { runSteps, HeadlessOAuthProvider } from './mcp-client.mjs';
+import { jwtClaims as claims } from './lib/steps.mjs';
 import { startIdP } from './lib/idp.mjs';
 import { discover } from './lib/oauth.mjs';
 import { stopAll } from './lib/proc.mjs';
-import { buildMcpgate, cleanupTempDirs, randomKey, startMcpgate } from './lib/mcpgate.mjs';
+import { authServerYAML, buildMcpgate, cleanupTempDirs, oidcUpstream, startMcpgate } from './lib/mcpgate.mjs';
 
 let idp; // the sign-in IdP
 let gh; // the linked provider ("GitHub")
@@ -96,21 +97,7 @@ before(async () => {
   backend = await startGitHubBackend();
   gw = await startMcpgate({
     name: 'linked',
-    config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    upstream_refresh_skew: 57s
-    upstream:
-      type: oidc
-      issuer: ${idp.issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
+    config: ({ dir }) => `${authServerYAML({ as: ['upstream_refresh_skew: 57s'], upstream: oidcUpstream(idp.issuer) })}
     linked_providers:
       - name: gh
         display_name: GitHub (e2e)
@@ -143,7 +130,6 @@ after(async () => {
   await cleanupTempDirs();
 });
 
-const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
 
 test('a tool call links the GitHub account in the browser; the backend then gets GitHub\'s token, never mcpgate\'s', async () => {
   const oauth = new HeadlessOAuthProvider({ user: 'alice' });

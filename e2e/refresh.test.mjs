@@ -7,21 +7,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
-import { runSteps, HeadlessOAuthProvider } from './mcp-client.mjs';
+import { jwtClaims as claims, signIn, steps } from './lib/steps.mjs';
 import { startIdP } from './lib/idp.mjs';
 import { stopAll } from './lib/proc.mjs';
-import { buildMcpgate, cleanupTempDirs, hashPassword, mcpgateCLI, randomKey, startDemoBackend, startMcpgate } from './lib/mcpgate.mjs';
+import { READER_ADMIN_POLICY, authServerYAML, buildMcpgate, cleanupTempDirs, hashPassword, mcpgateCLI, oidcUpstream, randomKey, startDemoBackend, startMcpgate, staticUpstream } from './lib/mcpgate.mjs';
 
 const ALL_TOOLS = ['count', 'delete_vm', 'echo', 'get_vm', 'list_vms', 'power_on_vm'];
 const READER_TOOLS = ['get_vm', 'list_vms'];
-const POLICY = `
-policy:
-  roles:
-    reader: { tools: ["list_*", "get_*"] }
-    admin: { tools: ["*"] }
-  groups:
-    mcp-readers: [reader]
-    mcp-admins: [admin]`;
+const POLICY = READER_ADMIN_POLICY;
 
 let idp;
 let demo;
@@ -31,18 +24,7 @@ let staticConfig;
 
 /** The built-in users' part of the static gateway's config. */
 function staticYaml(dir, key, users) {
-  return `
-encryption_key: ${key}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    revocation_cache_ttl: 1s
-    upstream:
-      type: static
-      users:
-${users.map((u) => `        - { username: ${u.name}, email: ${u.name}@example.test, groups: [${u.groups.join(', ')}], password_hash: "${u.hash}" }`).join('\n')}
+  return `${authServerYAML({ key, as: ['revocation_cache_ttl: 1s'], upstream: staticUpstream(users) })}
 ${POLICY}
 backends:
   - name: demo
@@ -62,21 +44,7 @@ before(async () => {
   [as, stat] = await Promise.all([
     startMcpgate({
       name: 'as-refresh',
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    revocation_cache_ttl: 1s
-    upstream:
-      type: oidc
-      issuer: ${idp.issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
+      config: ({ dir }) => `${authServerYAML({ as: ['revocation_cache_ttl: 1s'], upstream: oidcUpstream(idp.issuer) })}
 ${POLICY}
 backends:
   - name: demo
@@ -101,23 +69,6 @@ after(async () => {
   await cleanupTempDirs();
 });
 
-/** runSteps that fails the test with the failing step's details. */
-async function steps(o) {
-  const report = await runSteps(o);
-  if (!report.ok) {
-    const failed = report.steps.find((s) => !s.ok);
-    assert.fail(`step ${failed?.op} failed: ${JSON.stringify(failed?.error)}`);
-  }
-  return report;
-}
-
-/** Signs `user` in through the TS SDK (discovery, registration, login, consent) and lists the tools. */
-async function signIn(gw, user) {
-  const oauth = new HeadlessOAuthProvider({ user });
-  const r = await steps({ url: `${gw.base}/mcp`, oauth, steps: [{ op: 'tools/list' }] });
-  return { oauth, tools: [...r.steps[0].result.tools].sort() };
-}
-
 /** refresh_token grant as the public client the SDK registered. */
 async function refresh(gw, oauth) {
   const meta = await (await fetch(`${gw.base}/.well-known/oauth-authorization-server`)).json();
@@ -129,7 +80,6 @@ async function refresh(gw, oauth) {
   return { status: res.status, json: await res.json() };
 }
 
-const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
 
 async function toolsWith(gw, token) {
   const r = await steps({ url: `${gw.base}/mcp`, token, steps: [{ op: 'tools/list' }] });

@@ -9,12 +9,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { runSteps, HeadlessOAuthProvider } from './mcp-client.mjs';
+import { HeadlessOAuthProvider } from './mcp-client.mjs';
+import { jwtClaims as claims, steps } from './lib/steps.mjs';
 import { startIdP } from './lib/idp.mjs';
 import { getUserToken, discover } from './lib/oauth.mjs';
 import { startJWTBackend } from './lib/jwt-backend.mjs';
 import { stopAll } from './lib/proc.mjs';
-import { buildMcpgate, cleanupTempDirs, randomKey, startMcpgate } from './lib/mcpgate.mjs';
+import { authServerYAML, buildMcpgate, cleanupTempDirs, oidcUpstream, startMcpgate } from './lib/mcpgate.mjs';
 
 const USERS = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`user${i}`, { groups: ['mcp-admins'] }]));
 const POLICY = `
@@ -48,21 +49,8 @@ before(async () => {
   [as, jwtgw] = await Promise.all([
     startMcpgate({
       name: 'tokex-as',
-      config: ({ dir }) => `
-encryption_key: ${randomKey()}
-shutdown_timeout: 5s
+      config: ({ dir }) => `${authServerYAML({ upstream: oidcUpstream(idp.issuer) })}
 metrics: { enabled: true }
-auth:
-  mode: authorization_server
-  authorization_server:
-    scopes: [mcp]
-    upstream:
-      type: oidc
-      issuer: ${idp.issuer}
-      client_id: mcpgate
-      client_secret: mcpgate-secret
-      scopes: [openid, profile, email, groups]
-      allow_private_issuer: true
 ${POLICY}
 backends:
   - name: db
@@ -111,16 +99,6 @@ after(async () => {
   await cleanupTempDirs();
 });
 
-async function steps(o) {
-  const report = await runSteps(o);
-  if (!report.ok) {
-    const failed = report.steps.find((s) => !s.ok);
-    assert.fail(`step ${failed?.op} failed: ${JSON.stringify(failed?.error)}`);
-  }
-  return report;
-}
-
-const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
 const stsExchanges = async () => (await (await fetch(`${idp.issuer}/e2e/stats`)).json()).token_exchanges;
 const auditRecords = async (gw) =>
   (await readFile(gw.auditPath, 'utf8'))

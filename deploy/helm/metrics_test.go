@@ -26,19 +26,8 @@ func exportedMetrics(t *testing.T) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	base := servertest.Start(t, func(base string) string {
-		return `
-encryption_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=
+		return servertest.MinimalAuthServer + `
 metrics: { enabled: true }
-auth:
-  mode: authorization_server
-  authorization_server:
-    upstream:
-      type: static
-      users:
-        - { username: alice, password_hash: "$2a$04$abcdefghijklmnopqrstuuIVLpvCqTgNq4ne3s9zYOhh1d1GuGyUy" }
-policy: { roles: { all: { tools: ["*"] } }, groups: { g: [all] } }
-backends: [ { name: demo, url: "http://127.0.0.1:1/mcp" } ]
-store: { driver: memory }
 audit: { sink: file, path: ` + filepath.Join(dir, "audit.log") + ` }
 `
 	})

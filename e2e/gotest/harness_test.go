@@ -17,6 +17,16 @@ import (
 	"time"
 )
 
+// readerAdminPolicy is the policy of the demo backend these tests share:
+// group mcp-readers may list and get, mcp-admins everything.
+const readerAdminPolicy = `policy:
+  roles:
+    reader: { tools: ["list_*", "get_*"] }
+    admin:  { tools: ["*"] }
+  groups:
+    mcp-readers: [reader]
+    mcp-admins: [admin]`
+
 // e2eDir is the e2e/ folder with its node_modules.
 func e2eDir(t testing.TB) string {
 	t.Helper()

@@ -40,19 +40,13 @@ auth:
       client_secret: mcpgate-secret
       scopes: [openid, profile, email, groups]
       allow_private_issuer: true
-policy:
-  roles:
-    reader: { tools: ["list_*", "get_*"] }
-    admin:  { tools: ["*"] }
-  groups:
-    mcp-readers: [reader]
-    mcp-admins: [admin]
+%s
 backends:
   - name: demo
     url: %s/mcp
 store: { driver: sqlite, dsn: %s }
 audit: { sink: file, path: %s }
-`, base64.StdEncoding.EncodeToString(k[:]), idp.Issuer, backendURL, filepath.Join(dir, "mcpgate.db"), filepath.Join(dir, "audit.log"))
+`, base64.StdEncoding.EncodeToString(k[:]), idp.Issuer, readerAdminPolicy, backendURL, filepath.Join(dir, "mcpgate.db"), filepath.Join(dir, "audit.log"))
 	}
 }
 

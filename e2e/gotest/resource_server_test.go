@@ -39,18 +39,12 @@ auth:
         require_typ: at+jwt
         allow_private_issuer: true
   scopes_supported: [mcp:tools]
-policy:
-  roles:
-    reader: { tools: ["list_*", "get_*"] }
-    admin:  { tools: ["*"] }
-  groups:
-    mcp-readers: [reader]
-    mcp-admins: [admin]
+%s
 backends:
   - name: demo
     url: %s/mcp
 audit: { sink: none }
-`, idp.Issuer, base, backend.URL)
+`, idp.Issuer, base, readerAdminPolicy, backend.URL)
 	})
 	resource := base + "/mcp"
 

@@ -86,6 +86,80 @@ export async function hashPassword(password) {
   return h;
 }
 
+/** The `policy:` most e2e gateways use: group mcp-readers lists and gets, mcp-admins does everything. */
+export const READER_ADMIN_POLICY = `
+policy:
+  roles:
+    reader: { tools: ["list_*", "get_*"] }
+    admin: { tools: ["*"] }
+  groups:
+    mcp-readers: [reader]
+    mcp-admins: [admin]`;
+
+/** `auth.authorization_server.rate_limit` for a test process whose one client address runs every test. */
+export const AS_LOAD_LIMITS = 'rate_limit: { per_ip: { rps: 1000, burst: 1000 }, max_pending_per_ip: 10000 } # one client address runs every test';
+
+const indent = (lines, n) => lines.join('\n').split('\n').map((l) => (l ? ' '.repeat(n) + l : l)).join('\n');
+
+/**
+ * The head of a gateway config in authorization_server mode, as every e2e gateway writes it:
+ * `encryption_key` (`key`, else a fresh one), `shutdown_timeout: 5s`, and `auth:` whose
+ * authorization server has `scopes: [mcp]` (or `scopes`), the lines of `as` (YAML at that level,
+ * e.g. 'revocation_cache_ttl: 1s', AS_LOAD_LIMITS) and `upstream` (oidcUpstream or staticUpstream).
+ * It ends inside `auth:`, so a caller may go on with `  scopes_supported: …`.
+ * @param {{upstream: string, as?: string[], key?: string, scopes?: string}} o
+ */
+export function authServerYAML({ upstream, as = [], key = randomKey(), scopes = '[mcp]' }) {
+  return `
+encryption_key: ${key}
+shutdown_timeout: 5s
+auth:
+  mode: authorization_server
+  authorization_server:
+${indent([`scopes: ${scopes}`, ...as, upstream], 4)}`;
+}
+
+/**
+ * `upstream:` signing users in at the e2e IdP (lib/idp.mjs, client mcpgate) at `issuer`;
+ * `extra` lines (e.g. 'allowed_groups: [mcp-admins]') join it.
+ */
+export function oidcUpstream(issuer, ...extra) {
+  return `upstream:
+${indent(['type: oidc', `issuer: ${issuer}`, 'client_id: mcpgate', 'client_secret: mcpgate-secret',
+    'scopes: [openid, profile, email, groups]', 'allow_private_issuer: true', ...extra], 2)}`;
+}
+
+/**
+ * `upstream:` of built-in users, each `{name, hash, groups?}` (hash from hashPassword; the email is
+ * name@example.test).
+ * @param {{name: string, hash: string, groups?: string[]}[]} users
+ */
+export function staticUpstream(users) {
+  const user = (u) =>
+    `- { username: ${u.name}, email: ${u.name}@example.test, ${u.groups ? `groups: [${u.groups.join(', ')}], ` : ''}password_hash: "${u.hash}" }`;
+  return `upstream:
+  type: static
+  users:
+${indent(users.map(user), 4)}`;
+}
+
+/** Dynamic client registration (RFC 7591) at the gateway's authorization server: `{status, json}`. */
+export async function registerClient(gw, meta) {
+  const res = await fetch(`${gw.base}/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(meta) });
+  return { status: res.status, json: await res.json() };
+}
+
+/**
+ * An authorization request at the gateway (RFC 6749 §4.1.1, PKCE S256 per RFC 7636 §4.3) for scope
+ * mcp and state st; `extra` parameters (e.g. `{resource}`) go before the challenge.
+ */
+export function authorizeURL(gw, clientId, redirectUri, challenge, extra = {}) {
+  const u = new URL(`${gw.base}/authorize`);
+  const params = { response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'mcp', state: 'st', ...extra, code_challenge: challenge, code_challenge_method: 'S256' };
+  for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
+  return u.href;
+}
+
 /** Polls `url` until it answers 200; fails at once when `proc` exits. */
 async function waitFor200(url, proc, timeoutMs) {
   const deadline = Date.now() + timeoutMs;

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"cmp"
 	"sort"
 	"strings"
 	"time"
@@ -62,22 +63,12 @@ const MaxBackends = 64
 func (c *Config) SetDefaults() {
 	if c.Name == "" && c.Path != "" {
 		c.Name = strings.ReplaceAll(strings.Trim(c.Path, "/"), "/", "-")
-		if c.Name == "" {
-			c.Name = "root"
-		}
+		c.Name = cmp.Or(c.Name, "root")
 	}
-	if c.Separator == "" {
-		c.Separator = "__"
-	}
-	if c.Timeout == 0 {
-		c.Timeout = 10 * time.Second
-	}
-	if c.CallTimeout == 0 {
-		c.CallTimeout = 10 * time.Minute
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = time.Hour
-	}
+	c.Separator = cmp.Or(c.Separator, "__")
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
+	c.CallTimeout = cmp.Or(c.CallTimeout, 10*time.Minute)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, time.Hour)
 }
 
 // Validate reports every problem with the endpoint; backends are the names

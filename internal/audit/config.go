@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"os"
 	"path/filepath"
 	"time"
@@ -121,24 +122,12 @@ func (c *Config) SetDefaults() {
 			c.Sink = SinkFile
 		}
 	}
-	if c.MaxSizeMB == 0 {
-		c.MaxSizeMB = DefaultMaxSizeMB
-	}
-	if c.Fsync == "" {
-		c.Fsync = FsyncInterval
-	}
-	if c.FsyncInterval == 0 {
-		c.FsyncInterval = DefaultFsyncInterval
-	}
-	if c.MaxArgsBytes == 0 {
-		c.MaxArgsBytes = DefaultMaxArgsBytes
-	}
-	if c.OnError == "" {
-		c.OnError = OnErrorFail
-	}
-	if c.CheckpointEvery == 0 {
-		c.CheckpointEvery = DefaultCheckpointEvery
-	}
+	c.MaxSizeMB = cmp.Or(c.MaxSizeMB, DefaultMaxSizeMB)
+	c.Fsync = cmp.Or(c.Fsync, FsyncInterval)
+	c.FsyncInterval = cmp.Or(c.FsyncInterval, DefaultFsyncInterval)
+	c.MaxArgsBytes = cmp.Or(c.MaxArgsBytes, DefaultMaxArgsBytes)
+	c.OnError = cmp.Or(c.OnError, OnErrorFail)
+	c.CheckpointEvery = cmp.Or(c.CheckpointEvery, DefaultCheckpointEvery)
 }
 
 // Validate reports every problem under path (e.g. "audit").

@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 func fileConfig(t *testing.T) Config {
@@ -606,22 +608,7 @@ func TestCheckpointIntervalAndAnchor(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 func TestFsyncPolicies(t *testing.T) {
 	for _, policy := range []string{FsyncAlways, FsyncInterval, FsyncNever} {

@@ -178,9 +178,7 @@ func (v *Verifier) Feed(name string, r io.Reader) error {
 		return v.err
 	}
 	v.rep.Files++
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxTail)
-	sc.Split(splitLines)
+	sc := lineScanner(r)
 	line := 0
 	for sc.Scan() {
 		line++
@@ -415,15 +413,22 @@ func NewMultiVerifier(opts MultiOptions) *MultiVerifier {
 	return &MultiVerifier{opts: opts, byLast: map[string]*mchain{}, byName: map[string]*mchain{}, hit: make([]bool, len(opts.Anchors))}
 }
 
+// lineScanner reads r line by line as the log writes it (splitLines), a
+// line at most maxTail bytes.
+func lineScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxTail)
+	sc.Split(splitLines)
+	return sc
+}
+
 var seqPrefix = []byte(`{"seq":`)
 
 // Feed checks the next input (name is its file name, for messages). It
 // returns only read errors; chain problems are in the report.
 func (m *MultiVerifier) Feed(name string, r io.Reader) error {
 	m.rep.Files++
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxTail)
-	sc.Split(splitLines)
+	sc := lineScanner(r)
 	line := 0
 	for sc.Scan() {
 		line++

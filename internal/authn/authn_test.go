@@ -63,6 +63,32 @@ func TestBearerToken(t *testing.T) {
 	}
 }
 
+// TestIsB64Token: the RFC 6750 §2.1 syntax that inbound bearer tokens and
+// the backend credentials the gateway sends (internal/credential) share.
+func TestIsB64Token(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{
+		{"abc.def.ghi", true},
+		{"a+b/c~d-e_f.g", true},
+		{"AZaz09", true},
+		{"abc==", true},
+		{"", false},
+		{"==", false},
+		{"ab=c", false},
+		{"a b", false},
+		{"ab!c", false},
+		{"tok\r\nX-Admin: 1", false},
+		{"tok\x00", false},
+		{"t\u00e9", false},
+	} {
+		if got := IsB64Token(tc.s); got != tc.want {
+			t.Errorf("IsB64Token(%q) = %v, want %v", tc.s, got, tc.want)
+		}
+	}
+}
+
 func TestDescribe(t *testing.T) {
 	secret := "eyJhbGciOi.secret-detail"
 	tests := []struct {

@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"cmp"
 	"fmt"
 	"net/url"
 	"slices"
@@ -63,9 +64,7 @@ type Config struct {
 
 // SetDefaults fills unset fields of the selected mode.
 func (c *Config) SetDefaults() {
-	if c.CacheSize == 0 {
-		c.CacheSize = DefaultCacheSize
-	}
+	c.CacheSize = cmp.Or(c.CacheSize, DefaultCacheSize)
 	c.Claims.SetDefaults()
 	switch c.Mode {
 	case ModeJWT:
@@ -204,15 +203,9 @@ func (c *IssuerConfig) SetDefaults() {
 	if len(c.Algorithms) == 0 {
 		c.Algorithms = append([]string(nil), DefaultAlgorithms...)
 	}
-	if c.Leeway == 0 {
-		c.Leeway = DefaultLeeway
-	}
-	if c.JWKSCacheTTL == 0 {
-		c.JWKSCacheTTL = DefaultJWKSCacheTTL
-	}
-	if c.JWKSRefreshMinInterval == 0 {
-		c.JWKSRefreshMinInterval = DefaultJWKSRefreshMinInterval
-	}
+	c.Leeway = cmp.Or(c.Leeway, DefaultLeeway)
+	c.JWKSCacheTTL = cmp.Or(c.JWKSCacheTTL, DefaultJWKSCacheTTL)
+	c.JWKSRefreshMinInterval = cmp.Or(c.JWKSRefreshMinInterval, DefaultJWKSRefreshMinInterval)
 	if c.Claims != nil {
 		c.Claims.SetDefaults()
 	}
@@ -281,15 +274,9 @@ type ClaimsConfig struct {
 
 // SetDefaults fills unset fields.
 func (c *ClaimsConfig) SetDefaults() {
-	if c.GroupsClaim == "" {
-		c.GroupsClaim = DefaultGroupsClaim
-	}
-	if c.UsernameClaim == "" {
-		c.UsernameClaim = DefaultUsernameClaim
-	}
-	if c.ScopeClaim == "" {
-		c.ScopeClaim = DefaultScopeClaim
-	}
+	c.GroupsClaim = cmp.Or(c.GroupsClaim, DefaultGroupsClaim)
+	c.UsernameClaim = cmp.Or(c.UsernameClaim, DefaultUsernameClaim)
+	c.ScopeClaim = cmp.Or(c.ScopeClaim, DefaultScopeClaim)
 }
 
 // Validate reports every problem.
@@ -338,12 +325,8 @@ type IntrospectionConfig struct {
 
 // SetDefaults fills unset fields.
 func (c *IntrospectionConfig) SetDefaults() {
-	if c.AuthMethod == "" {
-		c.AuthMethod = "basic"
-	}
-	if c.CacheTTL == 0 {
-		c.CacheTTL = DefaultIntrospectionCacheTTL
-	}
+	c.AuthMethod = cmp.Or(c.AuthMethod, "basic")
+	c.CacheTTL = cmp.Or(c.CacheTTL, DefaultIntrospectionCacheTTL)
 }
 
 // Validate reports every problem.

@@ -209,7 +209,7 @@ func TestIntrospectionCache(t *testing.T) {
 	if p1 != p2 || srv.hits.Load() != base+1 {
 		t.Fatalf("second request not cached: same=%v hits=%d", p1 == p2, srv.hits.Load()-base)
 	}
-	clock.Advance(time.Minute)
+	clock.Add(time.Minute)
 	_, _ = a.Authenticate(bearer("short"))
 	if got := srv.hits.Load() - base; got != 2 {
 		t.Fatalf("hits = %d, want 2: the cache outlived exp", got)
@@ -218,12 +218,12 @@ func TestIntrospectionCache(t *testing.T) {
 	// ...and until cache_ttl when exp is later.
 	srv.set("long", activeAnswer(clock.Now(), nil))
 	_, _ = a.Authenticate(bearer("long"))
-	clock.Advance(DefaultIntrospectionCacheTTL - time.Second)
+	clock.Add(DefaultIntrospectionCacheTTL - time.Second)
 	_, _ = a.Authenticate(bearer("long"))
 	if got := srv.hits.Load() - base; got != 3 {
 		t.Fatalf("hits = %d, want 3", got)
 	}
-	clock.Advance(time.Second)
+	clock.Add(time.Second)
 	_, _ = a.Authenticate(bearer("long"))
 	if got := srv.hits.Load() - base; got != 4 {
 		t.Fatalf("hits = %d, want 4: cache_ttl not applied", got)
@@ -238,7 +238,7 @@ func TestIntrospectionCache(t *testing.T) {
 	if got := srv.hits.Load() - base; got != 5 {
 		t.Fatalf("hits = %d, want 5 (negative result cached)", got)
 	}
-	clock.Advance(negativeCacheTTL)
+	clock.Add(negativeCacheTTL)
 	srv.set("revoked", activeAnswer(clock.Now(), nil))
 	if _, err := a.Authenticate(bearer("revoked")); err != nil {
 		t.Fatalf("after the negative TTL the endpoint must be asked again: %v", err)
@@ -331,7 +331,7 @@ func TestIntrospectionReadyDown(t *testing.T) {
 	if srv.hits.Load() != hits {
 		t.Fatal("Ready probed again inside the interval")
 	}
-	clock.Advance(readyProbeInterval)
+	clock.Add(readyProbeInterval)
 	if err := r.Ready(context.Background()); err != nil {
 		t.Fatalf("Ready after recovery: %v", err)
 	}

@@ -324,7 +324,7 @@ func TestJWKSRotationPicksUpNewKid(t *testing.T) {
 	}
 	// The IdP rotates: key B appears, key A stays for a while.
 	idp.setKeys(keyRS256(), keyRS256B())
-	clock.Advance(DefaultJWKSRefreshMinInterval + time.Second)
+	clock.Add(DefaultJWKSRefreshMinInterval + time.Second)
 	p, err := a.Authenticate(bearer(mint(t, keyRS256B(), idp.claims(clock.Now(), nil), mintOpts{})))
 	if err != nil {
 		t.Fatalf("token with rotated-in kid: %v", err)
@@ -355,7 +355,7 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	if got := idp.jwksHits.Load(); got != 1 {
 		t.Fatalf("fetches = %d, want 1", got)
 	}
-	clock.Advance(DefaultJWKSRefreshMinInterval)
+	clock.Add(DefaultJWKSRefreshMinInterval)
 	if _, err := a.Authenticate(bearer(ghost())); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("ghost kid accepted: %v", err)
 	}
@@ -363,7 +363,7 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 		t.Fatalf("fetches = %d, want 2 (one refetch for the unknown kid)", got)
 	}
 	// A second request inside the window does not refetch.
-	clock.Advance(DefaultJWKSRefreshMinInterval / 2)
+	clock.Add(DefaultJWKSRefreshMinInterval / 2)
 	for range 5 {
 		if _, err := a.Authenticate(bearer(ghost())); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("ghost kid accepted: %v", err)
@@ -373,7 +373,7 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 		t.Fatalf("fetches = %d, want still 2", got)
 	}
 	// After the window the next miss may refetch again.
-	clock.Advance(DefaultJWKSRefreshMinInterval / 2)
+	clock.Add(DefaultJWKSRefreshMinInterval / 2)
 	_, _ = a.Authenticate(bearer(ghost()))
 	if got := idp.jwksHits.Load(); got != 3 {
 		t.Fatalf("fetches = %d, want 3", got)
@@ -388,7 +388,7 @@ func TestConcurrentUnknownKidFetchesOnce(t *testing.T) {
 	idp.jwksDelay = 100 * time.Millisecond
 	idp.mu.Unlock()
 	idp.setKeys(keyRS256(), keyRS256B())
-	clock.Advance(DefaultJWKSRefreshMinInterval)
+	clock.Add(DefaultJWKSRefreshMinInterval)
 	// Distinct tokens so the verified-token cache cannot serve any of them.
 	toks := make([]string, 16)
 	for i := range toks {
@@ -414,7 +414,7 @@ func TestJWKSCacheTTLAndStaleKeysOnOutage(t *testing.T) {
 	clock := newFakeClock()
 	idp := newTestIdP(t, keyRS256())
 	a, logs := newAuth(t, jwtConfig(idp), clock)
-	clock.Advance(DefaultJWKSCacheTTL)
+	clock.Add(DefaultJWKSCacheTTL)
 	if _, err := a.Authenticate(bearer(mint(t, keyRS256(), idp.claims(clock.Now(), nil), mintOpts{}))); err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func TestJWKSCacheTTLAndStaleKeysOnOutage(t *testing.T) {
 	idp.mu.Lock()
 	idp.jwksStatus = 500
 	idp.mu.Unlock()
-	clock.Advance(DefaultJWKSCacheTTL)
+	clock.Add(DefaultJWKSCacheTTL)
 	if _, err := a.Authenticate(bearer(mint(t, keyRS256(), idp.claims(clock.Now(), nil), mintOpts{}))); err != nil {
 		t.Fatalf("stale keys not used during outage: %v", err)
 	}
@@ -450,7 +450,7 @@ func TestJWKSUnreachableIsUnavailable(t *testing.T) {
 	idp.jwksStatus = 0
 	idp.mu.Unlock()
 	// Ready's retry is rate-limited too; after the window it recovers.
-	clock.Advance(DefaultJWKSRefreshMinInterval)
+	clock.Add(DefaultJWKSRefreshMinInterval)
 	if err := a.(Readier).Ready(context.Background()); err != nil {
 		t.Fatalf("Ready after recovery: %v", err)
 	}
@@ -473,7 +473,7 @@ func TestJWKSRetryBackoff(t *testing.T) {
 	idp.mu.Lock()
 	idp.jwksStatus = 500
 	idp.mu.Unlock()
-	clock.Advance(DefaultJWKSRefreshMinInterval) // past the warm-up fetch's limit
+	clock.Add(DefaultJWKSRefreshMinInterval) // past the warm-up fetch's limit
 	hits := idp.jwksHits.Load()
 	if err := ghost(); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("unknown kid while the JWKS fails: %v, want ErrUnavailable", err)
@@ -483,14 +483,14 @@ func TestJWKSRetryBackoff(t *testing.T) {
 	}
 	for i, wait := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second} {
 		hits = idp.jwksHits.Load()
-		clock.Advance(wait - time.Millisecond)
+		clock.Add(wait - time.Millisecond)
 		if err := ghost(); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("retry %d inside the backoff: %v, want ErrUnavailable", i, err)
 		}
 		if got := idp.jwksHits.Load() - hits; got != 0 {
 			t.Fatalf("retry %d: fetched %d times inside the backoff of %s", i, got, wait)
 		}
-		clock.Advance(time.Millisecond)
+		clock.Add(time.Millisecond)
 		if err := ghost(); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("retry %d: %v, want ErrUnavailable", i, err)
 		}
@@ -503,14 +503,14 @@ func TestJWKSRetryBackoff(t *testing.T) {
 	idp.jwksStatus = 0
 	idp.mu.Unlock()
 	idp.setKeys(keyRS256(), keyRS256B())
-	clock.Advance(2 * time.Second)
+	clock.Add(2 * time.Second)
 	if err := ghost(); err != nil {
 		t.Fatalf("new kid once the IdP is back: %v", err)
 	}
 	// After a success the minInterval limit is back: an unknown kid is
 	// invalid without another fetch.
 	hits = idp.jwksHits.Load()
-	clock.Advance(2 * time.Second)
+	clock.Add(2 * time.Second)
 	_, err := a.Authenticate(bearer(mint(t, testKey{kid: "ghost", alg: jose.RS256, priv: rsaPrivB()}, idp.claims(clock.Now(), nil), mintOpts{})))
 	if !errors.Is(err, ErrInvalidToken) || idp.jwksHits.Load() != hits {
 		t.Fatalf("unknown kid after a recent success: %v, fetches +%d; want invalid, no fetch", err, idp.jwksHits.Load()-hits)
@@ -531,7 +531,7 @@ func TestDiscoveryRetryBackoff(t *testing.T) {
 	idp.mu.Lock()
 	idp.issuer = ""
 	idp.mu.Unlock()
-	clock.Advance(time.Second)
+	clock.Add(time.Second)
 	if _, err := a.Authenticate(bearer(tok)); err != nil {
 		t.Fatalf("1s after the IdP was fixed: %v", err)
 	}
@@ -620,7 +620,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 		t.Fatal("second verification did not come from the cache")
 	}
 	// The cache never outlives exp; past exp+leeway the token is refused.
-	clock.Advance(2*time.Minute + DefaultLeeway + time.Second)
+	clock.Add(2*time.Minute + DefaultLeeway + time.Second)
 	if p, err := a.Authenticate(bearer(tok)); !errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired cached token: principal %v, err %v", p, err)
 	}

@@ -110,7 +110,7 @@ func TestLocalVerifierCacheBoundedByKeysTTL(t *testing.T) {
 	if _, err := f.v.Verify(ctx, tok); err != nil {
 		t.Fatalf("cached within KeysTTL: %v", err)
 	}
-	f.clock.Advance(time.Minute)
+	f.clock.Add(time.Minute)
 	if _, err := f.v.Verify(ctx, tok); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("after KeysTTL: %v, want invalid", err)
 	}

@@ -159,11 +159,7 @@ func TestStaticClientSkipConsentAndSecret(t *testing.T) {
 	c := regClient{ID: "first-party", Secret: "0123456789abcdef-secret", Redirect: "https://ops.example.com/cb"}
 	b := e.browser()
 	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = b.get(p.loc.String())
-	f := p.hidden()
-	f.Set("username", testUser)
-	f.Set("password", testPassword)
-	p = b.post(e.iss+"/login", f)
+	p = e.signIn(b, p, testUser, testPassword)
 	if p.loc == nil || p.loc.Query().Get("code") == "" {
 		t.Fatalf("skip_consent client: %d %v", p.status, p.loc)
 	}
@@ -180,7 +176,7 @@ func TestStaticClientSkipConsentAndSecret(t *testing.T) {
 		t.Errorf("no secret: %d %v", st, m)
 	}
 	// client_secret_post works too (the code was not consumed by failed authentication).
-	f = url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {c.Redirect}, "code_verifier": {testVerifier},
+	f := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {c.Redirect}, "code_verifier": {testVerifier},
 		"client_id": {c.ID}, "client_secret": {c.Secret}}
 	if st, m, _ := e.post("/token", f, nil); st != http.StatusOK {
 		t.Errorf("client_secret_post: %d %v", st, m)

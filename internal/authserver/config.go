@@ -296,9 +296,8 @@ func (c *Config) SetDefaults() {
 }
 
 var (
-	scopeToken = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+$`) // RFC 6749 §3.3 scope-token
-	hexColour  = regexp.MustCompile(`^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$`)
-	schemeRE   = regexp.MustCompile(`^[a-z][a-z0-9+.-]*$`)
+	hexColour = regexp.MustCompile(`^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$`)
+	schemeRE  = regexp.MustCompile(`^[a-z][a-z0-9+.-]*$`)
 )
 
 // Validate reports every problem under path (e.g. "auth.authorization_server").
@@ -316,10 +315,8 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 			p.Add(validate.Index(at("resources"), i), "%v", err)
 		}
 	}
+	validate.Scopes(at("scopes"), c.Scopes, p)
 	for i, s := range c.Scopes {
-		if !scopeToken.MatchString(s) {
-			p.Add(validate.Index(at("scopes"), i), "invalid scope token %q", s)
-		}
 		if s == "offline_access" {
 			p.Add(validate.Index(at("scopes"), i), "offline_access is accepted implicitly and must not be advertised")
 		}

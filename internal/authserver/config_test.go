@@ -118,7 +118,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no public_url", func(c *Config) { c.PublicURL = "" }, []string{"public_url:", "as.resources: at least one"}},
 		{"http public_url", func(c *Config) { c.PublicURL = "http://mcp.example.com" }, []string{"public_url:"}},
 		{"bad resource", func(c *Config) { c.Resources = []string{"https://x.example.com/mcp#f"} }, []string{"as.resources[0]: resource must not contain a fragment"}},
-		{"bad scope", func(c *Config) { c.Scopes = []string{"a b", "offline_access"} }, []string{`as.scopes[0]: invalid scope token "a b"`, "as.scopes[1]: offline_access"}},
+		{"bad scope", func(c *Config) { c.Scopes = []string{"a b", "offline_access"} }, []string{`as.scopes[0]: invalid scope "a b"`, "as.scopes[1]: offline_access"}},
 		{"default not in scopes", func(c *Config) { c.DefaultScopes = []string{"x"} }, []string{`as.default_scopes[0]: "x" is not in scopes`}},
 		{"lifetimes", func(c *Config) {
 			c.CodeLifetime = time.Hour

@@ -12,31 +12,11 @@ import (
 // consent pages shown.
 func (e *env) loginCounting(b *browser, params url.Values) (q url.Values, consents int, consentPage string) {
 	e.t.Helper()
-	p := b.get(e.iss + "/authorize?" + params.Encode())
-	for range 6 {
-		if p.status != http.StatusSeeOther && p.status != http.StatusFound {
-			e.t.Fatalf("flow stopped at %d: %s", p.status, p.body)
-		}
-		switch {
-		case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
-			p = b.get(p.loc.String())
-			f := p.hidden()
-			f.Set("username", testUser)
-			f.Set("password", testPassword)
-			p = b.post(e.iss+"/login", f)
-		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
-			consents++
-			p = b.get(p.loc.String())
-			consentPage = p.body
-			f := p.hidden()
-			f.Set("decision", "approve")
-			p = b.post(e.iss+"/consent", f)
-		default:
-			return p.loc.Query(), consents, consentPage
-		}
-	}
-	e.t.Fatal("flow did not finish")
-	return nil, 0, ""
+	q = e.walk(b, params, testUser, testPassword, func(p *page) {
+		consents++
+		consentPage = p.body
+	})
+	return q, consents, consentPage
 }
 
 // TestConsentBinding: a stored consent covers only the client, resource

@@ -30,6 +30,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/idp"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/memory"
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 // testSigner is a minimal in-memory Signer (ES256).
@@ -109,24 +110,9 @@ func (s *testSealer) Open(c, ad []byte) ([]byte, error) {
 	return s.aead.Open(nil, c[:n], c[n:], ad)
 }
 
-// clock is a settable test clock starting at the real time (the memory
-// store expires objects by the real clock).
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// clock is a settable test clock; env's starts at the real time (the
+// memory store expires objects by the real clock).
+type clock = testutil.Clock
 
 type env struct {
 	t      testing.TB
@@ -163,7 +149,7 @@ type envOpt struct {
 
 func newEnv(t testing.TB, o envOpt) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{t: time.Now()}, signer: newTestSigner(t)}
+	e := &env{t: t, clock: testutil.NewClock(time.Now()), signer: newTestSigner(t)}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*e.handler.Load()).ServeHTTP(w, r) })
 	if o.tls {
 		e.ts = httptest.NewTLSServer(handler)
@@ -359,8 +345,37 @@ func (e *env) login(b *browser, params url.Values) url.Values {
 	return e.loginAs(b, params, testUser, testPassword)
 }
 
+// signIn opens the login page that p redirects to and submits user and
+// password.
+func (e *env) signIn(b *browser, p *page, user, password string) *page {
+	e.t.Helper()
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("username", user)
+	f.Set("password", password)
+	return b.post(e.iss+"/login", f)
+}
+
+// decide opens the consent page that p redirects to and submits decision
+// (approve or deny).
+func (e *env) decide(b *browser, p *page, decision string) *page {
+	e.t.Helper()
+	p = b.get(p.loc.String())
+	f := p.hidden()
+	f.Set("decision", decision)
+	return b.post(e.iss+"/consent", f)
+}
+
 // loginAs is login as another built-in user.
 func (e *env) loginAs(b *browser, params url.Values, user, password string) url.Values {
+	e.t.Helper()
+	return e.walk(b, params, user, password, nil)
+}
+
+// walk follows an authorization request through login (as user) and
+// consent (approved; seen, if set, gets each consent page first) and
+// returns the query of the redirect back to the client.
+func (e *env) walk(b *browser, params url.Values, user, password string, seen func(*page)) url.Values {
 	e.t.Helper()
 	p := b.get(e.iss + "/authorize?" + params.Encode())
 	for range 6 {
@@ -369,13 +384,12 @@ func (e *env) loginAs(b *browser, params url.Values, user, password string) url.
 		}
 		switch {
 		case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
-			p = b.get(p.loc.String())
-			f := p.hidden()
-			f.Set("username", user)
-			f.Set("password", password)
-			p = b.post(e.iss+"/login", f)
+			p = e.signIn(b, p, user, password)
 		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
 			p = b.get(p.loc.String())
+			if seen != nil {
+				seen(p)
+			}
 			f := p.hidden()
 			f.Set("decision", "approve")
 			p = b.post(e.iss+"/consent", f)

@@ -151,16 +151,9 @@ func TestGoSDKClient(t *testing.T) {
 				}
 				switch {
 				case strings.HasPrefix(p.loc.String(), e.iss+"/login"):
-					p = b.get(p.loc.String())
-					f := p.hidden()
-					f.Set("username", testUser)
-					f.Set("password", testPassword)
-					p = b.post(e.iss+"/login", f)
+					p = e.signIn(b, p, testUser, testPassword)
 				case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
-					p = b.get(p.loc.String())
-					f := p.hidden()
-					f.Set("decision", "approve")
-					p = b.post(e.iss+"/consent", f)
+					p = e.decide(b, p, "approve")
 				case strings.HasPrefix(p.loc.String(), redirect):
 					q := p.loc.Query()
 					return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil

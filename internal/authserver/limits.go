@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -63,21 +64,11 @@ func (c *RateLimitConfig) setDefaults() {
 	if c.Metadata == (ratelimit.Limit{}) {
 		c.Metadata = ratelimit.Limit{RPS: 20, Burst: 200}
 	}
-	if c.MaxPendingPerIP == 0 {
-		c.MaxPendingPerIP = 50
-	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = ratelimit.DefaultMaxKeys
-	}
-	if c.Login.FreeFailures == 0 {
-		c.Login.FreeFailures = 5
-	}
-	if c.Login.Backoff == 0 {
-		c.Login.Backoff = time.Second
-	}
-	if c.Login.MaxBackoff == 0 {
-		c.Login.MaxBackoff = 5 * time.Minute
-	}
+	c.MaxPendingPerIP = cmp.Or(c.MaxPendingPerIP, 50)
+	c.MaxKeys = cmp.Or(c.MaxKeys, ratelimit.DefaultMaxKeys)
+	c.Login.FreeFailures = cmp.Or(c.Login.FreeFailures, 5)
+	c.Login.Backoff = cmp.Or(c.Login.Backoff, time.Second)
+	c.Login.MaxBackoff = cmp.Or(c.Login.MaxBackoff, 5*time.Minute)
 }
 
 func (c *RateLimitConfig) validate(path string, p *validate.Problems) {

@@ -1,9 +1,8 @@
 package authserver
 
 import (
-	"net/url"
+	"cmp"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/validate"
@@ -57,18 +56,10 @@ type LinkedProvider struct {
 var linkedNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 func (l *LinkedProvider) setDefaults() {
-	if l.DisplayName == "" {
-		l.DisplayName = l.Name
-	}
-	if l.ClientAuth == "" {
-		l.ClientAuth = "client_secret_basic"
-	}
-	if l.Timeout == 0 {
-		l.Timeout = 10 * time.Second
-	}
-	if l.LinkTimeout == 0 {
-		l.LinkTimeout = 10 * time.Minute
-	}
+	l.DisplayName = cmp.Or(l.DisplayName, l.Name)
+	l.ClientAuth = cmp.Or(l.ClientAuth, "client_secret_basic")
+	l.Timeout = cmp.Or(l.Timeout, 10*time.Second)
+	l.LinkTimeout = cmp.Or(l.LinkTimeout, 10*time.Minute)
 }
 
 func (c *Config) validateLinkedProviders(path string, p *validate.Problems) {
@@ -83,7 +74,7 @@ func (c *Config) validateLinkedProviders(path string, p *validate.Problems) {
 		}
 		seen[l.Name] = true
 		if l.Issuer != "" {
-			l.checkURL(at("issuer"), l.Issuer, p)
+			validate.EndpointURL(at("issuer"), l.Issuer, l.AllowPrivateNetwork, p)
 		}
 		switch {
 		case l.AuthorizationEndpoint == "" && l.TokenEndpoint == "":
@@ -95,8 +86,8 @@ func (c *Config) validateLinkedProviders(path string, p *validate.Problems) {
 		case l.TokenEndpoint == "":
 			p.Add(at("token_endpoint"), "is required with authorization_endpoint")
 		default:
-			l.checkURL(at("authorization_endpoint"), l.AuthorizationEndpoint, p)
-			l.checkURL(at("token_endpoint"), l.TokenEndpoint, p)
+			validate.EndpointURL(at("authorization_endpoint"), l.AuthorizationEndpoint, l.AllowPrivateNetwork, p)
+			validate.EndpointURL(at("token_endpoint"), l.TokenEndpoint, l.AllowPrivateNetwork, p)
 		}
 		if l.ClientID == "" {
 			p.Add(at("client_id"), "is required")
@@ -107,29 +98,13 @@ func (c *Config) validateLinkedProviders(path string, p *validate.Problems) {
 		if l.ClientAuth != "client_secret_basic" && l.ClientAuth != "client_secret_post" {
 			p.Add(at("client_auth"), "must be client_secret_basic or client_secret_post (got %q)", l.ClientAuth)
 		}
-		for j, s := range l.Scopes {
-			if s == "" || strings.ContainsAny(s, " \"\\") {
-				p.Add(validate.Index(at("scopes"), j), "invalid scope %q", s)
-			}
-		}
+		validate.Scopes(at("scopes"), l.Scopes, p)
 		if l.Timeout < 0 || l.Timeout > 2*time.Minute {
 			p.Add(at("timeout"), "must be between 0 and 2m")
 		}
 		if l.LinkTimeout < time.Minute || l.LinkTimeout > time.Hour {
 			p.Add(at("link_timeout"), "must be between 1m and 1h")
 		}
-	}
-}
-
-func (l *LinkedProvider) checkURL(path, raw string, p *validate.Problems) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Fragment != "" || u.User != nil:
-		p.Add(path, "must be an absolute URL without user info or fragment")
-	case u.Scheme == "https":
-	case u.Scheme == "http" && l.AllowPrivateNetwork:
-	default:
-		p.Add(path, "must be https (http only with allow_private_network)")
 	}
 }
 

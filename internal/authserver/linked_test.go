@@ -540,6 +540,10 @@ func TestLinkedProviderConfig(t *testing.T) {
 		{"http endpoint", func(c *Config) { c.LinkedProviders[0].TokenEndpoint = "http://github.com/t" }, []string{"linked_providers[0].token_endpoint"}},
 		{"link_sign_in_max_age too short", func(c *Config) { c.LinkSignInMaxAge = time.Second }, []string{"as.link_sign_in_max_age"}},
 		{"link_sign_in_max_age too long", func(c *Config) { c.LinkSignInMaxAge = 25 * time.Hour }, []string{"as.link_sign_in_max_age"}},
+		{"http endpoint with allow_private_network", func(c *Config) {
+			c.LinkedProviders[0].TokenEndpoint, c.LinkedProviders[0].AllowPrivateNetwork = "http://10.0.0.1/t", true
+		}, nil},
+		{"scope with a control character (RFC 6749 §3.3)", func(c *Config) { c.LinkedProviders[0].Scopes = []string{"repo\tadmin"} }, []string{"linked_providers[0].scopes[0]"}},
 		{"every problem listed", func(c *Config) {
 			l := &c.LinkedProviders[0]
 			l.ClientID, l.ClientSecret, l.ClientAuth, l.Scopes, l.Timeout, l.LinkTimeout = "", "", "private_key_jwt", []string{"a b"}, time.Hour, time.Second

@@ -251,17 +251,13 @@ func TestCIMD(t *testing.T) {
 	c := regClient{ID: cs.ts.URL + "/good.json", Redirect: "http://127.0.0.1:7777/cb"}
 	b := e.browser()
 	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = b.get(p.loc.String())
-	f := p.hidden()
-	f.Set("username", testUser)
-	f.Set("password", testPassword)
-	p = b.post(e.iss+"/login", f)
+	p = e.signIn(b, p, testUser, testPassword)
 	p = b.get(p.loc.String())
 	if !strings.Contains(p.body, "Doc Client") || !strings.Contains(p.body, c.ID) || !strings.Contains(p.body, "127.0.0.1:7777") ||
 		!strings.Contains(p.body, "localhost") || !strings.Contains(p.body, "its name is not verified") {
 		t.Errorf("consent page for a CIMD client lacks name, id, host, loopback warning or unverified mark:\n%s", p.body)
 	}
-	f = p.hidden()
+	f := p.hidden()
 	f.Set("decision", "approve")
 	p = b.post(e.iss+"/consent", f)
 	if st, m := e.exchange(c, p.loc.Query().Get("code"), nil); st != http.StatusOK {
@@ -351,13 +347,9 @@ func cimdFlow(t *testing.T, e *env, c regClient) (consent *page, st int, tok map
 	if p.loc == nil {
 		t.Fatalf("authorize: %d\n%s", p.status, p.body)
 	}
-	p = b.get(p.loc.String())
-	f := p.hidden()
-	f.Set("username", testUser)
-	f.Set("password", testPassword)
-	p = b.post(e.iss+"/login", f)
+	p = e.signIn(b, p, testUser, testPassword)
 	consent = b.get(p.loc.String())
-	f = consent.hidden()
+	f := consent.hidden()
 	f.Set("decision", "approve")
 	p = b.post(e.iss+"/consent", f)
 	st, tok = e.exchange(c, p.loc.Query().Get("code"), nil)

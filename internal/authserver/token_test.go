@@ -16,6 +16,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/memory"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 func TestCodeExchangeFailures(t *testing.T) {
@@ -370,22 +371,7 @@ func TestTokenEndpointProtocol(t *testing.T) {
 }
 
 // lockedBuffer is a log destination shared by concurrent handlers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testutil.SyncBuffer
 
 // A grant writes no log line at the default level (info): the audit record
 // is the record of it, and a log write per grant is a cost of the hot path.

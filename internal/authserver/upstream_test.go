@@ -46,10 +46,7 @@ func (e *env) oidcLogin(b *browser, params url.Values) (q url.Values, consentSte
 		switch {
 		case strings.HasPrefix(p.loc.String(), e.iss+"/consent"):
 			consentSteps++
-			p = b.get(p.loc.String())
-			f := p.hidden()
-			f.Set("decision", "approve")
-			p = b.post(e.iss+"/consent", f)
+			p = e.decide(b, p, "approve")
 		case strings.HasPrefix(p.loc.String(), e.iss+"/callback"), strings.Contains(p.loc.Path, "/authorize"):
 			p = b.get(p.loc.String())
 		default:
@@ -165,10 +162,7 @@ func TestOIDCCallbackErrors(t *testing.T) {
 	idpSrv.Set(func(p *idptest.Provider) { p.DenyLogin = false; p.IDTokenClaims["groups"] = []string{"admins"} })
 	b := e.browser()
 	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = b.get(p.loc.String())
-	f := p.hidden()
-	f.Set("decision", "approve")
-	p = b.post(e.iss+"/consent", f)
+	p = e.decide(b, p, "approve")
 	idpRedirect := b.get(p.loc.String())
 	if other := e.browser().get(idpRedirect.loc.String()); other.status != http.StatusBadRequest || other.loc != nil {
 		t.Errorf("callback in another browser: %d %v", other.status, other.loc)
@@ -187,10 +181,7 @@ func TestOIDCEmailNotVerifiedPage(t *testing.T) {
 	c := e.register("http://127.0.0.1:3000/cb", true)
 	b := e.browser()
 	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = b.get(p.loc.String())
-	f := p.hidden()
-	f.Set("decision", "approve")
-	p = b.post(e.iss+"/consent", f)
+	p = e.decide(b, p, "approve")
 	idpRedirect := b.get(p.loc.String())
 	cb := b.get(idpRedirect.loc.String())
 	if cb.status != http.StatusForbidden || cb.loc != nil {

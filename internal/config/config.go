@@ -5,6 +5,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net"
@@ -226,9 +227,7 @@ const (
 
 // SetDefaults fills every unset field with its default.
 func (c *Config) SetDefaults() {
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
-	}
+	c.Listen = cmp.Or(c.Listen, "127.0.0.1:8080")
 	if c.PublicURL == "" {
 		c.publicURLDefaulted = true
 		scheme := "http"
@@ -242,16 +241,10 @@ func (c *Config) SetDefaults() {
 		c.PublicURL = scheme + "://" + host
 	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
-	if c.Log.Format == "" {
-		c.Log.Format = "text"
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
+	c.Log.Format = cmp.Or(c.Log.Format, "text")
+	c.Log.Level = cmp.Or(c.Log.Level, "info")
 	c.Security.setDefaults()
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
-	}
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 30*time.Second)
 	aggregated := map[string]bool{}
 	for i := range c.Endpoints {
 		c.Endpoints[i].SetDefaults()
@@ -357,7 +350,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, s := range c.Auth.ScopesSupported {
-		if s == "*" || s == "all" || s == "" || strings.ContainsAny(s, " \"\\") {
+		if s == "*" || s == "all" || !validate.IsScopeToken(s) {
 			p.Add(validate.Index("auth.scopes_supported", i), "invalid scope %q (no wildcards, spaces or quotes)", s)
 		}
 	}
@@ -534,30 +527,14 @@ func sameInterface(a, b string) bool {
 }
 
 func (s *SecurityConfig) setDefaults() {
-	if s.MaxBodyBytes == 0 {
-		s.MaxBodyBytes = 4 << 20
-	}
-	if s.ReadHeaderTimeout == 0 {
-		s.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if s.ReadTimeout == 0 {
-		s.ReadTimeout = DefaultReadTimeout
-	}
-	if s.MinBodyRate == 0 {
-		s.MinBodyRate = DefaultMinBodyRate
-	}
-	if s.MinBodyRateGrace == 0 {
-		s.MinBodyRateGrace = DefaultMinBodyRateGrace
-	}
-	if s.WriteTimeout == 0 {
-		s.WriteTimeout = DefaultWriteTimeout
-	}
-	if s.MaxInFlightPerIP == 0 {
-		s.MaxInFlightPerIP = DefaultMaxInFlightPerIP
-	}
-	if s.MaxInFlightPerUser == 0 {
-		s.MaxInFlightPerUser = DefaultMaxInFlightPerUser
-	}
+	s.MaxBodyBytes = cmp.Or(s.MaxBodyBytes, 4<<20)
+	s.ReadHeaderTimeout = cmp.Or(s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	s.ReadTimeout = cmp.Or(s.ReadTimeout, DefaultReadTimeout)
+	s.MinBodyRate = cmp.Or(s.MinBodyRate, DefaultMinBodyRate)
+	s.MinBodyRateGrace = cmp.Or(s.MinBodyRateGrace, DefaultMinBodyRateGrace)
+	s.WriteTimeout = cmp.Or(s.WriteTimeout, DefaultWriteTimeout)
+	s.MaxInFlightPerIP = cmp.Or(s.MaxInFlightPerIP, DefaultMaxInFlightPerIP)
+	s.MaxInFlightPerUser = cmp.Or(s.MaxInFlightPerUser, DefaultMaxInFlightPerUser)
 }
 
 // validate checks the limits; none can be switched off, since every read

@@ -133,7 +133,7 @@ policy:
 func TestEveryProblemAtOnce(t *testing.T) {
 	y := `
 listen: 127.0.0.1:8080
-auth: { mode: jwt, jwt: { issuers: [ { issuer: "https://idp.example.com" } ] }, scopes_supported: ["*"] }
+auth: { mode: jwt, jwt: { issuers: [ { issuer: "https://idp.example.com" } ] }, scopes_supported: ["*", "café"] }
 backends: [ { name: "a b", url: "nope" } ]
 security: { cors_origins: ["https://x.example.com/"] }
 log: { format: xml }
@@ -143,7 +143,7 @@ audit: { sink: stdout }
 	if err == nil {
 		t.Fatal("want error")
 	}
-	for _, w := range []string{"auth.jwt.issuers[0].audience", "auth.scopes_supported[0]", "backends[0].name", "backends[0].url", "security.cors_origins[0]", "log.format"} {
+	for _, w := range []string{"auth.jwt.issuers[0].audience", "auth.scopes_supported[0]", "auth.scopes_supported[1]", "backends[0].name", "backends[0].url", "security.cors_origins[0]", "log.format"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("missing %q in:\n%v", w, err)
 		}

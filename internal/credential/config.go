@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"net/url"
 	"strings"
 	"time"
@@ -128,35 +129,23 @@ func (c *Config) usesSTS() bool {
 
 // SetDefaults fills in defaults for the configured type.
 func (c *Config) SetDefaults() {
-	if c.Type == "" {
-		c.Type = TypeNone
-	}
+	c.Type = cmp.Or(c.Type, TypeNone)
 	if c.Type == TypeStatic && c.Header == "" {
 		c.Header = "Authorization"
 	}
 	if !c.usesSTS() {
 		return
 	}
-	if c.ClientAuth == "" {
-		c.ClientAuth = AuthClientSecretBasic
-	}
+	c.ClientAuth = cmp.Or(c.ClientAuth, AuthClientSecretBasic)
 	if c.Type == TypeTokenExchange && c.Protocol == "" {
 		c.Protocol = ProtocolRFC8693
 	}
 	if c.Type == TypeTokenExchange && c.Protocol == ProtocolRFC8693 {
-		if c.RequestedTokenType == "" {
-			c.RequestedTokenType = "access_token"
-		}
-		if c.SubjectTokenType == "" {
-			c.SubjectTokenType = "access_token"
-		}
+		c.RequestedTokenType = cmp.Or(c.RequestedTokenType, "access_token")
+		c.SubjectTokenType = cmp.Or(c.SubjectTokenType, "access_token")
 	}
-	if c.Timeout == 0 {
-		c.Timeout = 10 * time.Second
-	}
-	if c.CacheSize == 0 {
-		c.CacheSize = 10_000
-	}
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
+	c.CacheSize = cmp.Or(c.CacheSize, 10_000)
 }
 
 // tokenTypes are the RFC 8693 §3 token type identifiers the gateway sends
@@ -209,9 +198,9 @@ func (c *Config) validateSTS(path string, p *validate.Problems) {
 	case (c.TokenEndpoint == "") == (c.Issuer == ""):
 		p.Add(path+".token_endpoint", "set exactly one of token_endpoint and issuer")
 	case c.TokenEndpoint != "":
-		c.checkURL(path+".token_endpoint", c.TokenEndpoint, p)
+		validate.EndpointURL(path+".token_endpoint", c.TokenEndpoint, c.AllowPrivateNetwork, p)
 	default:
-		c.checkURL(path+".issuer", c.Issuer, p)
+		validate.EndpointURL(path+".issuer", c.Issuer, c.AllowPrivateNetwork, p)
 	}
 	if c.ClientID == "" {
 		p.Add(path+".client_id", "is required")
@@ -240,11 +229,7 @@ func (c *Config) validateSTS(path string, p *validate.Problems) {
 			p.Add(path+".resource", "must be an absolute URI without a fragment")
 		}
 	}
-	for i, s := range c.Scopes {
-		if s == "" || strings.ContainsAny(s, " \"\\") {
-			p.Add(validate.Index(path+".scopes", i), "invalid scope %q", s)
-		}
-	}
+	validate.Scopes(path+".scopes", c.Scopes, p)
 	if c.Timeout < 0 || c.Timeout > 2*time.Minute {
 		p.Add(path+".timeout", "must be between 0 and 2m")
 	}
@@ -272,18 +257,6 @@ func (c *Config) validateSTS(path string, p *validate.Problems) {
 			"resource", c.Resource != "", "requested_token_type", c.RequestedTokenType != "", "subject_token_type", c.SubjectTokenType != "")
 	default:
 		p.Add(path+".protocol", "must be rfc8693 or on_behalf_of (got %q)", c.Protocol)
-	}
-}
-
-func (c *Config) checkURL(path, raw string, p *validate.Problems) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil || u.Host == "" || u.Fragment != "" || u.User != nil:
-		p.Add(path, "must be an absolute URL without user info or fragment")
-	case u.Scheme == "https":
-	case u.Scheme == "http" && c.AllowPrivateNetwork:
-	default:
-		p.Add(path, "must be https (http only with allow_private_network)")
 	}
 }
 

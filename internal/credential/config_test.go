@@ -44,6 +44,7 @@ func TestConfigValidate(t *testing.T) {
 		{"relative resource", te(func(c *Config) { c.Resource = "/db" }), []string{"c.resource: must be an absolute URI"}},
 		{"resource with fragment", te(func(c *Config) { c.Resource = "https://db.example/#x" }), []string{"c.resource: must be an absolute URI"}},
 		{"scope with a space", te(func(c *Config) { c.Scopes = []string{"a b"} }), []string{"c.scopes[0]: invalid scope"}},
+		{"scope outside ASCII (RFC 6749 §3.3)", te(func(c *Config) { c.Scopes = []string{"réad"} }), []string{"c.scopes[0]: invalid scope"}},
 		{"unknown protocol", te(func(c *Config) { c.Protocol = "saml" }), []string{"c.protocol: must be rfc8693 or on_behalf_of"}},
 		{"id_token requested", te(func(c *Config) { c.RequestedTokenType = "id_token" }), []string{"c.requested_token_type: must be access_token or jwt"}},
 		{"saml subject", te(func(c *Config) { c.SubjectTokenType = "saml2" }), []string{"c.subject_token_type: must be access_token or jwt"}},

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
+	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/netguard"
 )
 
@@ -347,7 +348,7 @@ func checkToken(token, tokenType, expiresIn string) (string, time.Duration, erro
 	switch {
 	case token == "":
 		return "", 0, fmt.Errorf("%w: token response has no access_token", ErrUnavailable)
-	case len(token) > maxTokenBytes || !isB64Token(token):
+	case len(token) > maxTokenBytes || !authn.IsB64Token(token):
 		return "", 0, fmt.Errorf("%w: access_token is not a bearer token (RFC 6750 §2.1)", ErrUnavailable)
 	case !strings.EqualFold(tokenType, "Bearer"):
 		// Sent as "Authorization: Bearer": an N_A, DPoP or missing type
@@ -511,28 +512,6 @@ func (x *exchanger) tokenEndpoint(ctx context.Context) (string, error) {
 	}
 	x.endpoint = ep
 	return ep, nil
-}
-
-// isB64Token reports whether s has the RFC 6750 §2.1 b64token syntax:
-// ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/", then "=" padding. It
-// keeps a token that would break or inject a header out of the request.
-func isB64Token(s string) bool {
-	i := 0
-	for ; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
-			break
-		}
-	}
-	if i == 0 {
-		return false
-	}
-	for ; i < len(s); i++ {
-		if s[i] != '=' {
-			return false
-		}
-	}
-	return true
 }
 
 // errBodyTooLarge: a response body past maxResponseBytes.

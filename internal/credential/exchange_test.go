@@ -149,7 +149,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 	if err := tok.Claims(&key.PublicKey, &c); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(jwt.Expected{Issuer: cfg.ClientID, Subject: cfg.ClientID, AnyAudience: jwt.Audience{s.url()}, Time: f.clock.now()}); err != nil || c.ID == "" {
+	if err := c.Validate(jwt.Expected{Issuer: cfg.ClientID, Subject: cfg.ClientID, AnyAudience: jwt.Audience{s.url()}, Time: f.clock.Now()}); err != nil || c.ID == "" {
 		t.Errorf("claims %+v: %v", c, err)
 	}
 	if c.Expiry.Time().Sub(c.IssuedAt.Time()) != time.Minute {
@@ -217,6 +217,7 @@ func TestExchangeFailures(t *testing.T) {
 		{"missing access_token", issue(with("access_token", nil)), ErrUnavailable, 502, "unavailable"},
 		{"empty access_token", issue(with("access_token", "")), ErrUnavailable, 502, "unavailable"},
 		{"access_token that would inject a header", issue(with("access_token", "issued-tok-value\r\nX-Admin: 1")), ErrUnavailable, 502, "unavailable"},
+		{"access_token with padding inside (RFC 6750 §2.1)", issue(with("access_token", "issued=tok")), ErrUnavailable, 502, "unavailable"},
 		{"access_token too long", issue(with("access_token", strings.Repeat("a", maxTokenBytes+1))), ErrUnavailable, 502, "unavailable"},
 		{"huge body", func(w http.ResponseWriter, _ url.Values) {
 			w.Header().Set("Content-Type", "application/json")
@@ -308,12 +309,12 @@ func TestExchangeCache(t *testing.T) {
 		if n := s.calls.Load(); n != 3 {
 			t.Fatalf("%d exchanges for 3 sessions", n)
 		}
-		f.clock.advance(300*time.Second - refreshBefore - time.Second)
+		f.clock.Add(300*time.Second - refreshBefore - time.Second)
 		get(alice)
 		if n := s.calls.Load(); n != 3 {
 			t.Fatalf("exchanged again before refresh time (%d)", n)
 		}
-		f.clock.advance(2 * time.Second)
+		f.clock.Add(2 * time.Second)
 		get(alice)
 		if n := s.calls.Load(); n != 4 {
 			t.Fatalf("not exchanged again after refresh time (%d)", n)
@@ -329,7 +330,7 @@ func TestExchangeCache(t *testing.T) {
 		s := newSTS(t, okExchange("x", 3600))
 		f := newFixture(t, exchangeConfig(s.url()), SubjectIncoming, nil)
 		p := *alice
-		p.ExpiresAt = f.clock.now().Add(time.Minute)
+		p.ExpiresAt = f.clock.Now().Add(time.Minute)
 		for _, tok := range []string{"t1", "t1", "t2", "t1"} {
 			if _, err := f.p.Get(context.Background(), Subject{Principal: &p, Token: tok}); err != nil {
 				t.Fatal(err)
@@ -338,7 +339,7 @@ func TestExchangeCache(t *testing.T) {
 		if n := s.calls.Load(); n != 2 {
 			t.Fatalf("%d exchanges for 2 tokens", n)
 		}
-		f.clock.advance(time.Minute)
+		f.clock.Add(time.Minute)
 		f.p.Get(context.Background(), Subject{Principal: &p, Token: "t1"})
 		if n := s.calls.Load(); n != 3 {
 			t.Fatalf("an entry outlived the token it was exchanged for (%d exchanges)", n)
@@ -360,9 +361,9 @@ func TestExchangeCache(t *testing.T) {
 		s := newSTS(t, issue(map[string]any{"access_token": "x", "issued_token_type": "urn:ietf:params:oauth:token-type:jwt", "token_type": "bearer"}))
 		f := newFixture(t, exchangeConfig(s.url()), SubjectIncoming, nil)
 		f.p.Get(context.Background(), Subject{Principal: alice, Token: "t"})
-		f.clock.advance(assumedLifetime - refreshBefore - time.Second)
+		f.clock.Add(assumedLifetime - refreshBefore - time.Second)
 		f.p.Get(context.Background(), Subject{Principal: alice, Token: "t"})
-		f.clock.advance(2 * time.Second)
+		f.clock.Add(2 * time.Second)
 		f.p.Get(context.Background(), Subject{Principal: alice, Token: "t"})
 		if n := s.calls.Load(); n != 2 {
 			t.Fatalf("%d exchanges, want 2", n)
@@ -502,7 +503,7 @@ func TestClientCredentials(t *testing.T) {
 	if s.auths[0] != "Basic "+base64.StdEncoding.EncodeToString([]byte("gw:sec")) {
 		t.Errorf("Authorization %q", s.auths[0])
 	}
-	f.clock.advance(600*time.Second - refreshBefore)
+	f.clock.Add(600*time.Second - refreshBefore)
 	f.p.Get(context.Background(), Subject{Principal: alice})
 	if c := s.calls.Load(); c != 2 {
 		t.Fatalf("%d token requests after expiry", c)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/identity"
+	gtestutil "github.com/mcpgate/mcpgate/internal/testutil"
 	"github.com/mcpgate/mcpgate/internal/validate"
 )
 
@@ -114,22 +115,7 @@ func (u upstreamMap) UpstreamToken(_ context.Context, tsid string) (string, erro
 }
 
 // clock is a settable Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = gtestutil.Clock
 
 // fixture builds an exchanger against s.
 type fixture struct {
@@ -148,7 +134,7 @@ func exchangeConfig(endpoint string) Config {
 
 func newFixture(t *testing.T, cfg Config, subject SubjectSource, up UpstreamTokens) *fixture {
 	t.Helper()
-	f := &fixture{audit: &auditLog{}, metrics: NewMetrics(), clock: &clock{t: time.Unix(1_800_000_000, 0)}}
+	f := &fixture{audit: &auditLog{}, metrics: NewMetrics(), clock: gtestutil.NewClock(time.Unix(1_800_000_000, 0))}
 	cfg.SetDefaults()
 	var p validate.Problems
 	cfg.Validate("credential", &p)
@@ -156,7 +142,7 @@ func newFixture(t *testing.T, cfg Config, subject SubjectSource, up UpstreamToke
 		t.Fatal(err)
 	}
 	prov, err := New(cfg, Options{Backend: "db", Subject: subject, Upstream: up, Auditor: f.audit, Metrics: f.metrics,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: f.clock.now})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@
 package idp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -238,15 +239,9 @@ func (c *Config) SetDefaults() {
 			c.Scopes = append(c.Scopes, "groups")
 		}
 	}
-	if c.GroupsClaim == "" {
-		c.GroupsClaim = "groups"
-	}
-	if c.UsernameClaim == "" {
-		c.UsernameClaim = "preferred_username"
-	}
-	if c.EmailClaim == "" {
-		c.EmailClaim = "email"
-	}
+	c.GroupsClaim = cmp.Or(c.GroupsClaim, "groups")
+	c.UsernameClaim = cmp.Or(c.UsernameClaim, "preferred_username")
+	c.EmailClaim = cmp.Or(c.EmailClaim, "email")
 }
 
 // Validate reports every problem under path.

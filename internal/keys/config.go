@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/validate"
@@ -26,12 +27,8 @@ const DefaultRotateEvery = 30 * 24 * time.Hour
 
 // SetDefaults fills unset fields.
 func (c *Config) SetDefaults() {
-	if c.RotateEvery == 0 {
-		c.RotateEvery = DefaultRotateEvery
-	}
-	if c.RetiredKeyOverlap == 0 {
-		c.RetiredKeyOverlap = DefaultOverlap
-	}
+	c.RotateEvery = cmp.Or(c.RotateEvery, DefaultRotateEvery)
+	c.RetiredKeyOverlap = cmp.Or(c.RetiredKeyOverlap, DefaultOverlap)
 }
 
 // Validate reports every problem under path.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -130,12 +131,8 @@ func (c *Config) SetDefaults() {
 	if c.File != "" {
 		return
 	}
-	if c.Mode == "" {
-		c.Mode = ModeEnforce
-	}
-	if c.Default == "" {
-		c.Default = "deny"
-	}
+	c.Mode = cmp.Or(c.Mode, ModeEnforce)
+	c.Default = cmp.Or(c.Default, "deny")
 	if c.Methods.Allow == nil {
 		c.Methods.Allow = slices.Clone(DefaultAllowedMethods)
 	}

@@ -67,9 +67,10 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 			"policy.users.iss#:",
 			"policy.users.sub:: empty subject",
 		}},
-		{"bad scopes", Config{ToolScopes: map[string][]string{"x": {}, "y": {"a b"}}, FallbackScopes: []string{""}}, []string{
+		{"bad scopes", Config{ToolScopes: map[string][]string{"x": {}, "y": {"a b", "ok", "a\x7fb"}}, FallbackScopes: []string{""}}, []string{
 			"policy.tool_scopes.x: lists no scopes",
 			`policy.tool_scopes.y[0]: invalid scope "a b"`,
+			`policy.tool_scopes.y[2]: invalid scope "a\x7fb"`,
 			`policy.fallback_scopes[0]: invalid scope ""`,
 		}},
 		{"methods.allow cannot grant tools", Config{Methods: Methods{Allow: []string{"ping", "tools/call", "tools/list"}}}, []string{

@@ -250,22 +250,14 @@ func compileConfig(c *Config, path string, p *validate.Problems) *Engine {
 		if len(scopes) == 0 {
 			p.Add(at, "lists no scopes")
 		}
-		checkScopes(at, scopes, p)
+		validate.Scopes(at, scopes, p)
 		e.toolScopes = append(e.toolScopes, scopeRule{backend: backend, g: g, src: pat, scopes: scopes})
 	}
-	checkScopes(validate.Join(path, "fallback_scopes"), c.FallbackScopes, p)
+	validate.Scopes(validate.Join(path, "fallback_scopes"), c.FallbackScopes, p)
 	e.allow = compileMethods(validate.Join(path, "methods", "allow"), "methods.allow", c.Methods.Allow, true, p)
 	e.deny = compileMethods(validate.Join(path, "methods", "deny"), "methods.deny", c.Methods.Deny, false, p)
 	e.cedar = loadCedar(c, path, p)
 	return e
-}
-
-func checkScopes(at string, scopes []string, p *validate.Problems) {
-	for i, s := range scopes {
-		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
-			p.Add(validate.Index(at, i), "invalid scope %q", s)
-		}
-	}
 }
 
 func compileRole(name string, r Role, at string, p *validate.Problems) *compiledRole {

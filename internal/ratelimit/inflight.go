@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"crypto/sha256"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
@@ -56,11 +55,7 @@ func (l *InFlight) Acquire(key string) (*Slot, bool) {
 	if l == nil {
 		return nil, true
 	}
-	if len(key) > maxKeyLen {
-		sum := sha256.Sum256([]byte(key))
-		key = string(sum[:])
-	}
-	s := &l.shards[maphash.String(l.seed, key)%shards]
+	s, key := l.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.m[key]
@@ -83,6 +78,12 @@ func (l *InFlight) Acquire(key string) (*Slot, bool) {
 	return c, true
 }
 
+// shard returns key's shard and the key its table uses (boundKey).
+func (l *InFlight) shard(key string) (*inflightShard, string) {
+	key = boundKey(key)
+	return &l.shards[maphash.String(l.seed, key)%shards], key
+}
+
 // sweep drops the counters of keys with nothing in flight. Called with mu
 // held; a counter at zero has no holder (increments need mu), so dropping
 // it loses nothing.
@@ -100,11 +101,7 @@ func (l *InFlight) InFlight(key string) int {
 	if l == nil {
 		return 0
 	}
-	if len(key) > maxKeyLen {
-		sum := sha256.Sum256([]byte(key))
-		key = string(sum[:])
-	}
-	s := &l.shards[maphash.String(l.seed, key)%shards]
+	s, key := l.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.m[key]; c != nil {

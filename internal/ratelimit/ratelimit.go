@@ -21,6 +21,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -110,12 +111,8 @@ func (c *Config) SetDefaults() {
 	if c.PerUser == (Limit{}) {
 		c.PerUser = DefaultPerUser
 	}
-	if c.MaxKeys == 0 {
-		c.MaxKeys = DefaultMaxKeys
-	}
-	if c.IdleTTL == 0 {
-		c.IdleTTL = DefaultIdleTTL
-	}
+	c.MaxKeys = cmp.Or(c.MaxKeys, DefaultMaxKeys)
+	c.IdleTTL = cmp.Or(c.IdleTTL, DefaultIdleTTL)
 	c.Shared.SetDefaults()
 }
 
@@ -237,6 +234,16 @@ const shards = 32
 // key costs a bounded amount of memory.
 const maxKeyLen = 64
 
+// boundKey is the key the limiter tables store for key: its SHA-256 when
+// it is longer than maxKeyLen.
+func boundKey(key string) string {
+	if len(key) > maxKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		return string(sum[:])
+	}
+	return key
+}
+
 // Limiter is a set of token buckets keyed by string. Safe for concurrent use.
 type Limiter struct {
 	limit     Limit
@@ -302,10 +309,7 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	if l == nil {
 		return true, 0
 	}
-	if len(key) > maxKeyLen {
-		sum := sha256.Sum256([]byte(key))
-		key = string(sum[:])
-	}
+	key = boundKey(key)
 	s := &l.shards[maphash.String(l.seed, key)%shards]
 	now := l.now()
 	s.mu.Lock()

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -64,12 +65,8 @@ type OnError struct {
 
 // SetDefaults fills unset fields.
 func (c *SharedConfig) SetDefaults() {
-	if c.Timeout == 0 {
-		c.Timeout = DefaultSharedTimeout
-	}
-	if c.MaxConns == 0 {
-		c.MaxConns = DefaultSharedMaxConns
-	}
+	c.Timeout = cmp.Or(c.Timeout, DefaultSharedTimeout)
+	c.MaxConns = cmp.Or(c.MaxConns, DefaultSharedMaxConns)
 	for _, a := range []*string{&c.OnError.PerIP, &c.OnError.PerUser, &c.OnError.PerTool} {
 		if *a == "" {
 			*a = OnErrorLocal

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -38,25 +37,17 @@ func TestAggregatedEndpoint(t *testing.T) {
 	var url string
 	servertest.Start(t, func(base string) string {
 		url = base + "/all/mcp"
-		return fmt.Sprintf(`
-auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
-policy:
+		return jwtGatewayYAML(idp, url, `
   roles:
     ops: { backends: { vsphere: { tools: ["*"] }, local: { tools: ["get_*", "count"], prompts: ["*"], resources: ["*"] } } }
     dev: { backends: { local: { tools: ["get_*"] } } }
-  groups: { ops: [ops], dev: [dev] }
-backends:
-  - name: vsphere
-    url: %s/mcp
-  - name: local
-    command: [%q, "-test.run=^$"]
-    env: { MCPGATE_TEST_STDIO_SERVER: "1" }
+  groups: { ops: [ops], dev: [dev] }`, fmt.Sprintf(`
 endpoints:
   - path: /all/mcp
     backends: [vsphere, local]
     rename: { vsphere/list_vms: inventory }
-audit: { sink: file, path: %s }
-`, idp.srv.URL, url, httpDemo.URL, os.Args[0], auditPath)
+audit: { sink: file, path: %s }`, auditPath),
+			"{ name: vsphere, url: "+httpDemo.URL+"/mcp }", stdioDemo(""))
 	})
 
 	ops := servertest.Connect(t, url, idp.tokenFor(t, "olga", url, map[string]any{"groups": []string{"ops"}}), nil)

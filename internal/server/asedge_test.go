@@ -15,18 +15,7 @@ import (
 // as the MCP endpoint, and refuse protocol upgrades.
 func TestAuthorizationServerRoutesBounded(t *testing.T) {
 	base := servertest.Start(t, func(base string) string {
-		return `
-encryption_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=
-auth:
-  mode: authorization_server
-  authorization_server:
-    upstream:
-      type: static
-      users:
-        - { username: alice, password_hash: "$2a$04$abcdefghijklmnopqrstuuIVLpvCqTgNq4ne3s9zYOhh1d1GuGyUy" }
-policy: { roles: { all: { tools: ["*"] } }, groups: { g: [all] } }
-backends: [ { name: demo, url: "http://127.0.0.1:1/mcp" } ]
-store: { driver: memory }
+		return servertest.MinimalAuthServer + `
 audit: { sink: none }
 security:
   read_timeout: 3s

@@ -19,14 +19,8 @@ func TestTokenBoundToOneBackend(t *testing.T) {
 	b := httptest.NewServer(demo.Handler(demo.Options{}))
 	t.Cleanup(b.Close)
 	base := servertest.Start(t, func(base string) string {
-		return fmt.Sprintf(`
-auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: [%[2]s/mcp, %[2]s/b/mcp, mcpgate], allow_private_issuer: true } ] } }
-policy: { roles: { all: { tools: ["*"] } }, groups: { g: [all] } }
-backends:
-  - { name: a, url: %s/mcp }
-  - { name: b, url: %s/mcp, path: /b/mcp }
-audit: { sink: none }
-`, idp.srv.URL, base, a.URL, b.URL)
+		return jwtGatewayYAML(idp, fmt.Sprintf("[%[1]s/mcp, %[1]s/b/mcp, mcpgate]", base), `{ roles: { all: { tools: ["*"] } }, groups: { g: [all] } }`, "",
+			"{ name: a, url: "+a.URL+"/mcp }", "{ name: b, url: "+b.URL+"/mcp, path: /b/mcp }")
 	})
 	claims := map[string]any{"groups": []string{"g"}}
 	forA := idp.token(t, base+"/mcp", claims)

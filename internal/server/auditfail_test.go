@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,10 +11,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/demo"
-	"github.com/mcpgate/mcpgate/internal/policy"
-	"github.com/mcpgate/mcpgate/internal/proxy"
 )
 
 // flakyAuditor fails while broken is set.
@@ -40,29 +35,8 @@ func TestAuditFailureRefusesRequests(t *testing.T) {
 	var backendHits atomic.Int64
 	backend := httptest.NewServer(demo.Handler(demo.Options{OnRequest: func(*http.Request) { backendHits.Add(1) }}))
 	defer backend.Close()
-	cfg, err := config.Parse([]byte(`
-auth: { mode: none }
-policy: { roles: { all: { tools: ["*"] } }, users: { "sub:anonymous": [all] } }
-backends: [ { name: demo, url: `+backend.URL+`/mcp } ]
-audit: { sink: none }
-`), func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := policy.Compile(cfg.Policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := proxy.NewBackend(cfg.Backends[0], proxy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	aud := &flakyAuditor{}
-	g := &gateway{
-		backend: b, authn: anonymous{}, policy: policy.NewHolder(engine), audit: aud,
-		ipLimiter: noLimit{}, userLimiter: noLimit{}, edge: newEdge(cfg), maxBody: 1 << 20,
-		sessions: testSessionCodec(nil, "demo"), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
+	g := testGateway(t, backend.URL+"/mcp", `{ roles: { all: { tools: ["*"] } }, users: { "sub:anonymous": [all] } }`, anonymous{}, aud)
 	post := func() int {
 		req := httptest.NewRequest("POST", "http://127.0.0.1:8080/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		req.Header.Set("Content-Type", "application/json")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -73,6 +74,37 @@ func (i *testIdP) tokenFor(t *testing.T, sub, aud string, claims map[string]any)
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// jwtGatewayYAML is the config of a gateway that takes idp's JWTs for
+// audience (a YAML scalar or list), with policy (YAML) and backends (one
+// list item each, YAML flow style); rest (top-level keys: endpoints,
+// audit, ...) follows. Without an audit key in rest, nothing is audited.
+func jwtGatewayYAML(idp *testIdP, audience, policy, rest string, backends ...string) string {
+	if !strings.Contains("\n"+rest, "\naudit:") {
+		rest += "\naudit: { sink: none }"
+	}
+	return fmt.Sprintf(`
+auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
+policy: %s
+backends:
+  - %s
+%s
+`, idp.srv.URL, audience, policy, strings.Join(backends, "\n  - "), rest)
+}
+
+// readerPolicy grants group readers the demo server's list_* and get_* tools.
+const readerPolicy = `{ roles: { reader: { tools: ["list_*", "get_*"] } }, groups: { readers: [reader] } }`
+
+// stdioDemo is a backend item named local that runs this test binary as
+// the demo stdio server (see TestMain); more adds keys to the item, env
+// entries to the child's environment.
+func stdioDemo(more string, env ...string) string {
+	e := append([]string{`MCPGATE_TEST_STDIO_SERVER: "1"`}, env...)
+	if more != "" {
+		more = ", " + more
+	}
+	return fmt.Sprintf(`{ name: local, command: [%q, "-test.run=^$"], env: { %s }%s }`, os.Args[0], strings.Join(e, ", "), more)
 }
 
 // gatewayEnv is a running gateway on a real listener in front of the demo

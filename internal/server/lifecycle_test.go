@@ -55,13 +55,8 @@ func TestGracefulShutdownDrainsInFlightCalls(t *testing.T) {
 	var url string
 	base, stop := servertest.StartControlled(t, func(base string) string {
 		url = base + "/mcp"
-		return fmt.Sprintf(`
-shutdown_timeout: 2s
-auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
-policy: { roles: { admin: { tools: ["*"] } }, groups: { admins: [admin] } }
-backends: [ { name: demo, url: %s/mcp } ]
-audit: { sink: none }
-`, idp.srv.URL, url, backend.URL)
+		return jwtGatewayYAML(idp, url, `{ roles: { admin: { tools: ["*"] } }, groups: { admins: [admin] } }`,
+			"shutdown_timeout: 2s", "{ name: demo, url: "+backend.URL+"/mcp }")
 	})
 	cs := servertest.Connect(t, url, idp.token(t, url, map[string]any{"groups": []string{"admins"}}), nil)
 	type result struct {

@@ -110,10 +110,17 @@ func newGatewayFor(t testing.TB, be *sessionBackend) *gateway {
 	t.Helper()
 	srv := httptest.NewServer(be)
 	t.Cleanup(srv.Close)
+	return testGateway(t, srv.URL+"/mcp", `{ roles: { all: { tools: ["*"] } } }`, headerUsers{}, &flakyAuditor{})
+}
+
+// testGateway is the gateway of one backend at url, assembled in-process
+// (no listener, no rate limits) with policy (YAML), an and aud.
+func testGateway(t testing.TB, url, policyYAML string, an Authenticator, aud Auditor) *gateway {
+	t.Helper()
 	cfg, err := config.Parse([]byte(`
 auth: { mode: none }
-policy: { roles: { all: { tools: ["*"] } } }
-backends: [ { name: demo, url: `+srv.URL+`/mcp } ]
+policy: `+policyYAML+`
+backends: [ { name: demo, url: "`+url+`" } ]
 audit: { sink: none }
 `), func(string) (string, bool) { return "", false }, config.Overrides{})
 	if err != nil {
@@ -128,7 +135,7 @@ audit: { sink: none }
 		t.Fatal(err)
 	}
 	return &gateway{
-		backend: b, authn: headerUsers{}, policy: policy.NewHolder(engine), audit: &flakyAuditor{},
+		backend: b, authn: an, policy: policy.NewHolder(engine), audit: aud,
 		ipLimiter: noLimit{}, userLimiter: noLimit{}, edge: newEdge(cfg), maxBody: 1 << 20,
 		sessions: testSessionCodec(t, "demo"), log: slog.New(slog.DiscardHandler),
 	}

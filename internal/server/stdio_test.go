@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -56,15 +55,7 @@ func TestStdioBackend(t *testing.T) {
 	var url string
 	servertest.Start(t, func(base string) string {
 		url = base + "/mcp"
-		return fmt.Sprintf(`
-auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
-policy: { roles: { reader: { tools: ["list_*", "get_*"] } }, groups: { readers: [reader] } }
-backends:
-  - name: local
-    command: [%q, "-test.run=^$"]
-    env: { MCPGATE_TEST_STDIO_SERVER: "1" }
-audit: { sink: none }
-`, idp.srv.URL, url, os.Args[0])
+		return jwtGatewayYAML(idp, url, readerPolicy, "", stdioDemo(""))
 	})
 	cs := servertest.Connect(t, url, idp.token(t, url, map[string]any{"groups": []string{"readers"}}), nil)
 	names := servertest.ToolNames(t, cs)
@@ -89,17 +80,7 @@ func TestStdioFairness(t *testing.T) {
 	var url string
 	servertest.Start(t, func(base string) string {
 		url = base + "/mcp"
-		return fmt.Sprintf(`
-auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
-policy: { roles: { reader: { tools: ["list_*", "get_*"] } }, groups: { readers: [reader] } }
-backends:
-  - name: local
-    command: [%q, "-test.run=^$"]
-    env: { MCPGATE_TEST_STDIO_SERVER: "1" }
-    max_sessions: 2
-    max_sessions_per_user: 1
-audit: { sink: none }
-`, idp.srv.URL, url, os.Args[0])
+		return jwtGatewayYAML(idp, url, readerPolicy, "", stdioDemo("max_sessions: 2, max_sessions_per_user: 1"))
 	})
 	readers := map[string]any{"groups": []string{"readers"}}
 	alice := servertest.Connect(t, url, idp.tokenFor(t, "alice", url, readers), nil)

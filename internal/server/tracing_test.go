@@ -356,15 +356,7 @@ func TestTracingStdio(t *testing.T) {
 	var url string
 	servertest.Start(t, func(base string) string {
 		url = base + "/mcp"
-		return fmt.Sprintf(`
-auth: { mode: jwt, jwt: { issuers: [ { issuer: %s, audience: %s, allow_private_issuer: true } ] } }
-policy: { roles: { reader: { tools: ["list_*", "get_*"] } }, groups: { readers: [reader] } }
-backends:
-  - name: local
-    command: [%q, "-test.run=^$"]
-    env: { MCPGATE_TEST_STDIO_SERVER: "1", MCPGATE_TEST_STDIO_STDIN_LOG: %q }
-audit: { sink: none }
-`, idp.srv.URL, url, os.Args[0], stdinLog)
+		return jwtGatewayYAML(idp, url, readerPolicy, "", stdioDemo("", fmt.Sprintf("MCPGATE_TEST_STDIO_STDIN_LOG: %q", stdinLog)))
 	})
 	cs := servertest.Connect(t, url, idp.token(t, url, map[string]any{"groups": []string{"readers"}}), nil)
 	if out, err := servertest.CallText(cs, "get_vm", map[string]any{"vm_name": "web-1"}); err != nil || out != "web-1: poweredOn" {

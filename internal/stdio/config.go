@@ -1,6 +1,7 @@
 package stdio
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -72,18 +73,10 @@ type RunAs struct {
 
 // SetDefaults fills in defaults.
 func (c *Config) SetDefaults() {
-	if c.MaxSessions == 0 {
-		c.MaxSessions = DefaultMaxSessions
-	}
-	if c.MaxSessionsPerUser == 0 {
-		c.MaxSessionsPerUser = min(DefaultMaxSessionsPerUser, max(c.MaxSessions, 1))
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
+	c.MaxSessions = cmp.Or(c.MaxSessions, DefaultMaxSessions)
+	c.MaxSessionsPerUser = cmp.Or(c.MaxSessionsPerUser, min(DefaultMaxSessionsPerUser, max(c.MaxSessions, 1)))
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 }
 
 // Validate reports every problem with the configuration; path is the key path

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"strings"
 	"time"
 
@@ -36,15 +37,11 @@ type Config struct {
 
 // SetDefaults fills unset fields.
 func (c *Config) SetDefaults() {
-	if c.Driver == "" {
-		c.Driver = DriverSQLite
-	}
+	c.Driver = cmp.Or(c.Driver, DriverSQLite)
 	if c.Driver == DriverSQLite && c.DSN == "" {
 		c.DSN = DefaultSQLitePath
 	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
+	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
 }
 
 // Validate reports every problem under path (e.g. "store").

@@ -19,6 +19,24 @@ import (
 	"github.com/mcpgate/mcpgate/internal/server"
 )
 
+// MinimalAuthServer is the config (without audit) of a gateway in
+// authorization_server mode with one built-in user, alice, whose password
+// no test knows, an in-memory store and a backend that does not answer:
+// for tests of the authorization server's endpoints, not of sign-in.
+const MinimalAuthServer = `
+encryption_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=
+auth:
+  mode: authorization_server
+  authorization_server:
+    upstream:
+      type: static
+      users:
+        - { username: alice, password_hash: "$2a$04$abcdefghijklmnopqrstuuIVLpvCqTgNq4ne3s9zYOhh1d1GuGyUy" }
+policy: { roles: { all: { tools: ["*"] } }, groups: { g: [all] } }
+backends: [ { name: demo, url: "http://127.0.0.1:1/mcp" } ]
+store: { driver: memory }
+`
+
 // Start runs mcpgate with the config that makeYAML returns for the base URL
 // it will listen on (http://127.0.0.1:PORT), and stops it when t ends.
 func Start(t testing.TB, makeYAML func(base string) string) (base string) {

@@ -4,9 +4,10 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,34 @@ func New() *Store {
 }
 
 func live(expiresAt time.Time) bool { return !store.Expired(expiresAt, time.Now()) }
+
+// insert stores v under k unless k is taken (store.ErrConflict).
+func insert[K comparable, V any](m map[K]V, k K, v V) error {
+	if _, ok := m[k]; ok {
+		return store.ErrConflict
+	}
+	m[k] = v
+	return nil
+}
+
+// remove deletes k, or reports store.ErrNotFound.
+func remove[K comparable, V any](m map[K]V, k K) error {
+	if _, ok := m[k]; !ok {
+		return store.ErrNotFound
+	}
+	delete(m, k)
+	return nil
+}
+
+// sortByCreated orders a listing as the SQL backends do (ORDER BY
+// created_at, id); key returns an entry's creation time and ID.
+func sortByCreated[T any](out []T, key func(T) (time.Time, string)) {
+	slices.SortFunc(out, func(a, b T) int {
+		ta, ia := key(a)
+		tb, ib := key(b)
+		return cmp.Or(ta.Compare(tb), strings.Compare(ia, ib))
+	})
+}
 
 func cloneClient(c *store.Client) *store.Client {
 	n := *c
@@ -120,11 +149,7 @@ func cloneKey(k *store.SigningKey) *store.SigningKey {
 func (s *Store) CreateClient(_ context.Context, c *store.Client) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.clients[c.ID]; ok {
-		return store.ErrConflict
-	}
-	s.clients[c.ID] = cloneClient(c)
-	return nil
+	return insert(s.clients, c.ID, cloneClient(c))
 }
 
 // GetClient implements store.Store.
@@ -142,11 +167,7 @@ func (s *Store) GetClient(_ context.Context, id string) (*store.Client, error) {
 func (s *Store) DeleteClient(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.clients[id]; !ok {
-		return store.ErrNotFound
-	}
-	delete(s.clients, id)
-	return nil
+	return remove(s.clients, id)
 }
 
 // CountClientsByIP implements store.Store.
@@ -185,11 +206,7 @@ func (s *Store) NthClientTimeByIP(_ context.Context, ip string, since time.Time,
 func (s *Store) CreateAuthRequest(_ context.Context, r *store.AuthRequest) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.requests[r.ID]; ok {
-		return store.ErrConflict
-	}
-	s.requests[r.ID] = cloneRequest(r)
-	return nil
+	return insert(s.requests, r.ID, cloneRequest(r))
 }
 
 // GetAuthRequest implements store.Store.
@@ -219,11 +236,7 @@ func (s *Store) UpdateAuthRequest(_ context.Context, r *store.AuthRequest) error
 func (s *Store) DeleteAuthRequest(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.requests[id]; !ok {
-		return store.ErrNotFound
-	}
-	delete(s.requests, id)
-	return nil
+	return remove(s.requests, id)
 }
 
 // TakeAuthRequestByUpstreamState implements store.Store.
@@ -246,11 +259,7 @@ func (s *Store) TakeAuthRequestByUpstreamState(_ context.Context, stateHash stri
 func (s *Store) CreateAuthCode(_ context.Context, c *store.AuthCode) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.codes[c.Hash]; ok {
-		return store.ErrConflict
-	}
-	s.codes[c.Hash] = &code{c: *cloneCode(c)}
-	return nil
+	return insert(s.codes, c.Hash, &code{c: *cloneCode(c)})
 }
 
 // RedeemAuthCode implements store.Store.
@@ -341,12 +350,7 @@ func (s *Store) ListGrants(_ context.Context, f store.GrantFilter) ([]*store.Gra
 			out = append(out, cloneGrant(g))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortByCreated(out, func(g *store.Grant) (time.Time, string) { return g.CreatedAt, g.ID })
 	return out, nil
 }
 
@@ -419,12 +423,7 @@ func (s *Store) SaveConsent(_ context.Context, c *store.Consent) error {
 func (s *Store) DeleteConsent(_ context.Context, userKey, clientID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := consentKey{userKey, clientID}
-	if _, ok := s.consents[k]; !ok {
-		return store.ErrNotFound
-	}
-	delete(s.consents, k)
-	return nil
+	return remove(s.consents, consentKey{userKey, clientID})
 }
 
 // ListSigningKeys implements store.Store.
@@ -435,12 +434,7 @@ func (s *Store) ListSigningKeys(_ context.Context) ([]*store.SigningKey, error) 
 	for _, k := range s.keys {
 		out = append(out, cloneKey(k))
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortByCreated(out, func(k *store.SigningKey) (time.Time, string) { return k.CreatedAt, k.ID })
 	return out, nil
 }
 
@@ -448,11 +442,7 @@ func (s *Store) ListSigningKeys(_ context.Context) ([]*store.SigningKey, error) 
 func (s *Store) CreateSigningKey(_ context.Context, k *store.SigningKey) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.keys[k.ID]; ok {
-		return store.ErrConflict
-	}
-	s.keys[k.ID] = cloneKey(k)
-	return nil
+	return insert(s.keys, k.ID, cloneKey(k))
 }
 
 // UpdateSigningKey implements store.Store.
@@ -475,11 +465,7 @@ func (s *Store) UpdateSigningKey(_ context.Context, k *store.SigningKey) error {
 func (s *Store) DeleteSigningKey(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.keys[id]; !ok {
-		return store.ErrNotFound
-	}
-	delete(s.keys, id)
-	return nil
+	return remove(s.keys, id)
 }
 
 // DeleteExpired implements store.Store.

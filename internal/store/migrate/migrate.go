@@ -20,6 +20,35 @@ type Tx interface {
 	QueryInt(ctx context.Context, sql string) (int, error)
 }
 
+// Committer is a Tx that Apply ends: committed when every migration
+// applied, rolled back otherwise.
+type Committer interface {
+	Tx
+	Commit(ctx context.Context) error
+	Rollback(ctx context.Context) error
+}
+
+// Apply runs Run over the directory "migrations" of fsys (a store's
+// embedded files) in a transaction from begin, and commits it.
+func Apply(ctx context.Context, d Dialect, fsys fs.FS, begin func(context.Context) (Committer, error)) error {
+	dir, err := fs.Sub(fsys, "migrations")
+	if err != nil {
+		return fmt.Errorf("%s: read migrations: %w", d.Name, err)
+	}
+	tx, err := begin(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: begin migration: %w", d.Name, err)
+	}
+	defer tx.Rollback(ctx)
+	if err := Run(ctx, d, tx, dir); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("%s: commit migration: %w", d.Name, err)
+	}
+	return nil
+}
+
 // Dialect is the SQL that differs between databases.
 type Dialect struct {
 	// Name prefixes errors ("sqlite", "postgres").

@@ -92,3 +92,51 @@ func TestRunWithoutLock(t *testing.T) {
 		t.Errorf("ran %q", got)
 	}
 }
+
+// fakeCommitter is a fakeTx that records how it ended.
+type fakeCommitter struct {
+	fakeTx
+	ended string
+}
+
+func (f *fakeCommitter) Commit(context.Context) error {
+	if f.ended == "" {
+		f.ended = "commit"
+	}
+	return nil
+}
+
+func (f *fakeCommitter) Rollback(context.Context) error {
+	if f.ended == "" {
+		f.ended = "rollback"
+	}
+	return nil
+}
+
+func TestApply(t *testing.T) {
+	embedded := fstest.MapFS{"migrations/0001_init.sql": {Data: []byte("-- 0001")}}
+	for _, tc := range []struct {
+		name      string
+		fsys      fstest.MapFS
+		failOn    string
+		beginErr  error
+		wantEnded string
+		wantErr   string
+	}{
+		{"applied and committed", embedded, "", nil, "commit", ""},
+		{"failed migration rolled back", embedded, "0001", nil, "rollback", "db: apply migration 1: boom"},
+		{"begin fails", embedded, "", errors.New("no connection"), "", "db: begin migration: no connection"},
+		{"no migrations directory", fstest.MapFS{"0001_init.sql": {Data: []byte("x")}}, "", nil, "rollback", "db: read migrations"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx := &fakeCommitter{fakeTx: fakeTx{failOn: tc.failOn}}
+			err := Apply(context.Background(), dialect, tc.fsys, func(context.Context) (Committer, error) { return tx, tc.beginErr })
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			if tx.ended != tc.wantEnded {
+				t.Errorf("transaction ended with %q, want %q", tx.ended, tc.wantEnded)
+			}
+		})
+	}
+}

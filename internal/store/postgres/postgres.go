@@ -12,7 +12,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,38 +82,27 @@ var dialect = migrate.Dialect{
 	Record:      `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())`,
 }
 
-// migrateTx adapts a pgx transaction to migrate.Tx. Without arguments pgx
-// uses the simple protocol, which runs every statement of a migration file.
-type migrateTx struct{ tx pgx.Tx }
+// migrateTx adapts a pgx transaction to migrate.Committer. Without
+// arguments pgx uses the simple protocol, which runs every statement of a
+// migration file.
+type migrateTx struct{ pgx.Tx }
 
 func (m migrateTx) Exec(ctx context.Context, q string, args ...any) error {
-	_, err := m.tx.Exec(ctx, q, args...)
+	_, err := m.Tx.Exec(ctx, q, args...)
 	return err
 }
 
 func (m migrateTx) QueryInt(ctx context.Context, q string) (n int, err error) {
-	err = m.tx.QueryRow(ctx, q).Scan(&n)
+	err = m.QueryRow(ctx, q).Scan(&n)
 	return n, err
 }
 
 // migrate applies the embedded migrations in one transaction.
 func (s *Store) migrate(ctx context.Context) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("postgres: read migrations: %w", err)
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: begin migration: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	if err := migrate.Run(ctx, dialect, migrateTx{tx}, dir); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: commit migration: %w", err)
-	}
-	return nil
+	return migrate.Apply(ctx, dialect, migrations, func(ctx context.Context) (migrate.Committer, error) {
+		tx, err := s.pool.Begin(ctx)
+		return migrateTx{tx}, err
+	})
 }
 
 // mapErr turns constraint violations into the store's sentinel errors.
@@ -179,7 +167,7 @@ func unlist(v []string) []string {
 const clientCols = `id, secret_hash, name, redirect_uris, grant_types, response_types, token_endpoint_auth_method,
 	scope, application_type, kind, registered_ip, metadata, created_at, expires_at`
 
-func scanClient(row pgx.Row) (*store.Client, error) {
+func scanClient(row store.Scanner) (*store.Client, error) {
 	var c store.Client
 	var created, expires pgtype.Timestamptz
 	if err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.RedirectURIs, &c.GrantTypes, &c.ResponseTypes,
@@ -237,7 +225,7 @@ func (s *Store) NthClientTimeByIP(ctx context.Context, ip string, since time.Tim
 const requestCols = `id, client_id, redirect_uri, state, resource, scopes, code_challenge, code_challenge_method,
 	upstream_state_hash, upstream_nonce, upstream_verifier, user_key, identity, upstream_tokens, consent_csrf, expires_at`
 
-func scanRequest(row pgx.Row) (*store.AuthRequest, error) {
+func scanRequest(row store.Scanner) (*store.AuthRequest, error) {
 	var r store.AuthRequest
 	var expires pgtype.Timestamptz
 	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.State, &r.Resource, &r.Scopes, &r.CodeChallenge,
@@ -311,7 +299,7 @@ func (s *Store) TakeAuthRequestByUpstreamState(ctx context.Context, stateHash st
 const codeCols = `hash, client_id, redirect_uri, resource, user_key, scopes, code_challenge, grant_id, identity,
 	upstream_tokens, expires_at`
 
-func scanCode(row pgx.Row) (*store.AuthCode, error) {
+func scanCode(row store.Scanner) (*store.AuthCode, error) {
 	var c store.AuthCode
 	var expires pgtype.Timestamptz
 	if err := row.Scan(&c.Hash, &c.ClientID, &c.RedirectURI, &c.Resource, &c.UserKey, &c.Scopes, &c.CodeChallenge,
@@ -407,7 +395,7 @@ const (
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = $1`
 )
 
-func scanGrant(row pgx.Row) (*store.Grant, error) {
+func scanGrant(row store.Scanner) (*store.Grant, error) {
 	var g store.Grant
 	var upExp, created, expires pgtype.Timestamptz
 	if err := row.Scan(&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &g.Scopes, &g.Identity, &g.UpstreamTokens,
@@ -460,20 +448,13 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 		return nil, mapErr("list grants", err)
 	}
 	defer rows.Close()
-	var out []*store.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, mapErr("list grants", err)
-		}
-		out = append(out, g)
-	}
-	return out, mapErr("list grants", rows.Err())
+	out, err := store.CollectRows(rows, scanGrant)
+	return out, mapErr("list grants", err)
 }
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
 
-func scanRefresh(row pgx.Row) (*store.RefreshToken, error) {
+func scanRefresh(row store.Scanner) (*store.RefreshToken, error) {
 	var t store.RefreshToken
 	var created, expires, rotated pgtype.Timestamptz
 	if err := row.Scan(&t.Hash, &t.GrantID, &t.ClientID, &created, &expires, &rotated, &t.ReplacedBy); err != nil {
@@ -579,17 +560,18 @@ func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error
 		return nil, mapErr("list signing keys", err)
 	}
 	defer rows.Close()
-	var out []*store.SigningKey
-	for rows.Next() {
-		var k store.SigningKey
-		var created, retire pgtype.Timestamptz
-		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
-			return nil, mapErr("list signing keys", err)
-		}
-		k.CreatedAt, k.RetireAt = fromTS(created), fromTS(retire)
-		out = append(out, &k)
+	out, err := store.CollectRows(rows, scanKey)
+	return out, mapErr("list signing keys", err)
+}
+
+func scanKey(row store.Scanner) (*store.SigningKey, error) {
+	var k store.SigningKey
+	var created, retire pgtype.Timestamptz
+	if err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
+		return nil, err
 	}
-	return out, mapErr("list signing keys", rows.Err())
+	k.CreatedAt, k.RetireAt = fromTS(created), fromTS(retire)
+	return &k, nil
 }
 
 // CreateSigningKey implements store.Store.

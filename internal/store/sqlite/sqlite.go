@@ -25,7 +25,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -365,7 +364,7 @@ var dialect = migrate.Dialect{
 	Record:      `INSERT INTO schema_migrations (version, applied_at) VALUES (?, unixepoch())`,
 }
 
-// migrateTx adapts a database/sql transaction to migrate.Tx.
+// migrateTx adapts a database/sql transaction to migrate.Committer.
 type migrateTx struct{ tx *sql.Tx }
 
 func (m migrateTx) Exec(ctx context.Context, q string, args ...any) error {
@@ -378,24 +377,15 @@ func (m migrateTx) QueryInt(ctx context.Context, q string) (n int, err error) {
 	return n, err
 }
 
+func (m migrateTx) Commit(context.Context) error   { return m.tx.Commit() }
+func (m migrateTx) Rollback(context.Context) error { return m.tx.Rollback() }
+
 // migrate applies the embedded migrations in one write transaction.
 func (s *Store) migrate(ctx context.Context) error {
-	dir, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("sqlite: read migrations: %w", err)
-	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin migration: %w", err)
-	}
-	defer tx.Rollback()
-	if err := migrate.Run(ctx, dialect, migrateTx{tx}, dir); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit migration: %w", err)
-	}
-	return nil
+	return migrate.Apply(ctx, dialect, migrations, func(ctx context.Context) (migrate.Committer, error) {
+		tx, err := s.w.BeginTx(ctx, nil)
+		return migrateTx{tx}, err
+	})
 }
 
 // mapErr turns constraint violations into the store's sentinel errors.
@@ -433,7 +423,8 @@ func affected(op string, res sql.Result, err error) error {
 	return nil
 }
 
-type scanner interface{ Scan(dest ...any) error }
+// scanner is a row to scan (store.CollectRows takes the same).
+type scanner = store.Scanner
 
 // writeQueries and readQueries are prepared at Open: every statement the
 // methods below run, except the rare maintenance ones (migrations,
@@ -774,15 +765,8 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 		return nil, mapErr("list grants", err)
 	}
 	defer rows.Close()
-	var out []*store.Grant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, mapErr("list grants", err)
-		}
-		out = append(out, g)
-	}
-	return out, mapErr("list grants", rows.Err())
+	out, err := store.CollectRows(rows, scanGrant)
+	return out, mapErr("list grants", err)
 }
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
@@ -908,17 +892,18 @@ func (s *Store) ListSigningKeys(ctx context.Context) ([]*store.SigningKey, error
 		return nil, mapErr("list signing keys", err)
 	}
 	defer rows.Close()
-	var out []*store.SigningKey
-	for rows.Next() {
-		var k store.SigningKey
-		var created, retire int64
-		if err := rows.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
-			return nil, mapErr("list signing keys", err)
-		}
-		k.CreatedAt, k.RetireAt = fromMicros(created), fromMicros(retire)
-		out = append(out, &k)
+	out, err := store.CollectRows(rows, scanKey)
+	return out, mapErr("list signing keys", err)
+}
+
+func scanKey(row scanner) (*store.SigningKey, error) {
+	var k store.SigningKey
+	var created, retire int64
+	if err := row.Scan(&k.ID, &k.Algorithm, &k.Private, &k.Public, &k.Status, &created, &retire); err != nil {
+		return nil, err
 	}
-	return out, mapErr("list signing keys", rows.Err())
+	k.CreatedAt, k.RetireAt = fromMicros(created), fromMicros(retire)
+	return &k, nil
 }
 
 // CreateSigningKey implements store.Store.
