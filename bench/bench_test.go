@@ -117,7 +117,7 @@ func TestOptionsCheck(t *testing.T) {
 		"zero concurrency":       func(o *options) { o.Concurrency = 0 },
 		"huge concurrency":       func(o *options) { o.Concurrency = 5000 },
 		"negative warmup":        func(o *options) { o.Warmup = -time.Second },
-		"too many rounds":        func(o *options) { o.Rounds = 6 },
+		"too many rounds":        func(o *options) { o.Rounds = maxRounds + 1 },
 		"unknown scenario":       func(o *options) { o.Scenarios = []string{"ping"} },
 		"profile a given binary": func(o *options) { o.ProfileDir, o.Binary = t.TempDir(), "/bin/true" },
 	} {
