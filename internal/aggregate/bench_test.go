@@ -1,11 +1,14 @@
 package aggregate
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,9 +63,13 @@ func BenchmarkCall(b *testing.B) {
 
 // BenchmarkToolsList is one tools/list of an aggregated endpoint
 // over two go-sdk backends with 100 tools each, all of which alice sees:
-// both backends asked, their lists decoded, filtered by the policy,
-// renamed and merged, the result encoded. Client and backends run in the
-// process too: compare runs of this benchmark, not its absolute figures.
+// the backends' lists (asked for, or kept by the backend sessions),
+// filtered by the policy, renamed and merged, the result encoded. Client
+// and backends run in the process too: compare runs of this benchmark, not
+// its absolute figures. The client is go-sdk's (client=sdk), whose
+// ClientSession decodes and checks every tool as the gateway's used to, or
+// plain HTTP (client=http), which reads the answer's bytes: the gateway's
+// own cost is what client=http measures.
 func BenchmarkToolsList(b *testing.B) {
 	tools := make([]string, 100)
 	for i := range tools {
@@ -79,21 +86,56 @@ func BenchmarkToolsList(b *testing.B) {
 	defer e.Close()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.Serve(w, r, alice) }))
 	defer srv.Close()
-	cs, err := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil).Connect(context.Background(),
-		&sdk.StreamableClientTransport{Endpoint: srv.URL + "/mcp", MaxRetries: -1}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cs.Close()
 	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		r, err := cs.ListTools(ctx, nil)
+	b.Run("client=sdk", func(b *testing.B) {
+		cs, err := sdk.NewClient(&sdk.Implementation{Name: "bench"}, nil).Connect(ctx,
+			&sdk.StreamableClientTransport{Endpoint: srv.URL + "/mcp", MaxRetries: -1}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(r.Tools) != 200 {
-			b.Fatalf("%d tools", len(r.Tools))
+		defer cs.Close()
+		b.ReportAllocs()
+		for b.Loop() {
+			r, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(r.Tools) != 200 {
+				b.Fatalf("%d tools", len(r.Tools))
+			}
 		}
-	}
+	})
+	b.Run("client=http", func(b *testing.B) {
+		c := srv.Client()
+		post := func(sid, body string) (*http.Response, []byte) {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/mcp", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			if sid != "" {
+				req.Header.Set("Mcp-Session-Id", sid)
+				req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode/100 != 2 {
+				b.Fatalf("%s: %d %v %s", body, resp.StatusCode, err, out)
+			}
+			return resp, out
+		}
+		resp, _ := post("", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`)
+		sid := resp.Header.Get("Mcp-Session-Id")
+		post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+		const list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+		if _, out := post(sid, list); bytes.Count(out, []byte(`__get_thing_`)) != 200 {
+			b.Fatalf("tools/list: %.300s", out)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			post(sid, list)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/credential"
+	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/policy"
 	"github.com/mcpgate/mcpgate/internal/proxy"
 )
@@ -58,27 +59,53 @@ func (c *cursor) encode() string {
 // list merges one page of every unfinished backend, in backend order.
 // fetch asks backend i for the page at its cursor; keep filters and
 // renames an item (false drops it).
-func list[T any](s *session, ctx context.Context, rq *caller, method, c string, fetch func(context.Context, *sdk.ClientSession, string) ([]T, string, error), keep func(int, T) (T, bool)) ([]T, string, error) {
-	cur, err := s.decodeCursor(c)
+//
+// A backend page kept by the backend session (pageCache) is not asked for
+// again; when every page is kept, the merged page the session made of them
+// for the same views (mergedCache) is answered as it is.
+func list[T any](l *listing, ctx context.Context, rq *caller, k listKind, c string, fetch func(context.Context, *sdk.ClientSession, string) ([]T, string, error), keep func(int, T) (T, bool)) ([]T, string, error) {
+	cur, err := l.s.decodeCursor(c)
 	if err != nil {
 		return nil, "", err
 	}
+	s, engine, p := l.s, l.engine, l.p
 	n := len(s.conns)
 	pages := make([][]T, n)
 	next := make([]string, n)
 	answered := make([]bool, n)
-	s.each(ctx, rq, method, func(ctx context.Context, i int, cs *sdk.ClientSession) error {
-		if cur.Done&(1<<i) != 0 {
+	stamps := make([]uint64, n)
+	var allowed, kept uint64
+	for i := range n {
+		if cur.Done&(1<<i) != 0 || !s.mayUse(engine, p, i) {
+			continue
+		}
+		allowed |= 1 << i
+		if pg, ok := s.conns[i].pages.get(s.conns[i].cs.Load(), k, cur.Pos[i]); ok {
+			pages[i], next[i], answered[i], stamps[i] = pg.items.([]T), pg.next, true, pg.stamp
+			kept |= 1 << i
+		}
+	}
+	var keys []string
+	var gen uint64
+	if kept == allowed {
+		gen, keys = s.viewKeys(engine, p, allowed)
+		if m, ok := s.merged.get(k, gen, c, allowed, keys, stamps); ok {
+			return m.result.([]T), m.next, nil
+		}
+	}
+	if kept != allowed {
+		s.each(ctx, rq, kindMethods[k], ^allowed|kept, func(ctx context.Context, i int, cs *sdk.ClientSession) error {
+			gen := s.conns[i].pages.begin(k)
+			items, nc, err := fetch(ctx, cs, cur.Pos[i])
+			if err != nil {
+				return err
+			}
+			stamps[i] = s.conns[i].pages.store(cs, k, gen, cur.Pos[i], items, len(items), nc)
+			pages[i], next[i], answered[i] = items, nc, true
 			return nil
-		}
-		items, nc, err := fetch(ctx, cs, cur.Pos[i])
-		if err != nil {
-			return err
-		}
-		pages[i], next[i], answered[i] = items, nc, true
-		return nil
-	}, nil)
-	var out []T
+		}, nil)
+	}
+	out := []T{}
 	for i := range n {
 		if cur.Done&(1<<i) != 0 {
 			continue
@@ -93,32 +120,79 @@ func list[T any](s *session, ctx context.Context, rq *caller, method, c string, 
 			}
 		}
 	}
-	return out, cur.encode(), nil
+	nc := cur.encode()
+	if keys != nil || allStamped(allowed, stamps) {
+		if keys == nil {
+			gen, keys = s.viewKeys(engine, p, allowed)
+		}
+		s.merged.put(k, &mergedEntry{gen: gen, cursor: c, allowed: allowed, keys: keys, stamps: stamps, result: out, next: nc})
+	}
+	return out, nc, nil
 }
 
-// visibility returns the policy's list decision for backend i's item
-// name, for the caller of the list being merged: one policy for the whole
-// list, and the caller's roles resolved once per backend, not per item.
-func (s *session) visibility() func(method string, i int, name string) bool {
-	e, p := s.e.policy.Load(), s.principal()
-	views := make([]policy.ListView, len(s.e.cfg.Backends))
+// viewKeys returns the policy generation and p's view key at every backend
+// in allowed: what a merged page's filtering depends on.
+func (s *session) viewKeys(engine *policy.Engine, p *identity.Principal, allowed uint64) (uint64, []string) {
+	var gen uint64
+	keys := make([]string, len(s.conns))
 	for i, b := range s.e.cfg.Backends {
-		views[i] = e.ListView(p, b)
+		if allowed&(1<<i) != 0 {
+			v := engine.ListView(p, b)
+			gen, keys[i] = v.Generation(), v.Key()
+		}
 	}
-	return func(method string, i int, name string) bool { return views[i].Visible(method, name) }
+	return gen, keys
+}
+
+// allStamped reports whether every backend in allowed answered a page that
+// is kept.
+func allStamped(allowed uint64, stamps []uint64) bool {
+	for i, st := range stamps {
+		if allowed&(1<<i) != 0 && st == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// listing is one merged list's policy: one engine and caller for the whole
+// list, the caller's views of the backends resolved on the first decision
+// (a merged page answered from the session's cache needs none), once per
+// backend and not per item.
+type listing struct {
+	s      *session
+	engine *policy.Engine
+	p      *identity.Principal
+	views  []policy.ListView
+}
+
+func (s *session) listing() *listing {
+	return &listing{s: s, engine: s.e.policy.Load(), p: s.principal()}
+}
+
+// visible is the policy's list decision for backend i's item name.
+func (l *listing) visible(method string, i int, name string) bool {
+	if l.views == nil {
+		l.views = make([]policy.ListView, len(l.s.e.cfg.Backends))
+		for j, b := range l.s.e.cfg.Backends {
+			l.views[j] = l.engine.ListView(l.p, b)
+		}
+	}
+	return l.views[i].Visible(method, name)
 }
 
 func (s *session) listTools(ctx context.Context, rq *caller, p *sdk.ListToolsParams) (sdk.Result, error) {
-	visible := s.visibility()
+	l := s.listing()
 	seen := map[string]bool{}
-	tools, next, err := list(s, ctx, rq, "tools/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Tool, string, error) {
+	tools, next, err := list(l, ctx, rq, kindTools, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Tool, string, error) {
 		r, err := cs.ListTools(ctx, &sdk.ListToolsParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
 		}
+		rawSchemas(r.Tools)
 		return r.Tools, r.NextCursor, nil
 	}, func(i int, t *sdk.Tool) (*sdk.Tool, bool) {
-		if t == nil || !visible("tools/list", i, t.Name) {
+		if t == nil || !l.visible("tools/list", i, t.Name) {
 			return nil, false
 		}
 		out := *t
@@ -141,15 +215,15 @@ func (s *session) listTools(ctx context.Context, rq *caller, p *sdk.ListToolsPar
 }
 
 func (s *session) listPrompts(ctx context.Context, rq *caller, p *sdk.ListPromptsParams) (sdk.Result, error) {
-	visible := s.visibility()
-	prompts, next, err := list(s, ctx, rq, "prompts/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Prompt, string, error) {
+	l := s.listing()
+	prompts, next, err := list(l, ctx, rq, kindPrompts, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Prompt, string, error) {
 		r, err := cs.ListPrompts(ctx, &sdk.ListPromptsParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
 		}
 		return r.Prompts, r.NextCursor, nil
 	}, func(i int, t *sdk.Prompt) (*sdk.Prompt, bool) {
-		if t == nil || !visible("prompts/list", i, t.Name) {
+		if t == nil || !l.visible("prompts/list", i, t.Name) {
 			return nil, false
 		}
 		out := *t
@@ -171,15 +245,15 @@ func (s *session) listPrompts(ctx context.Context, rq *caller, p *sdk.ListPrompt
 }
 
 func (s *session) listResources(ctx context.Context, rq *caller, p *sdk.ListResourcesParams) (sdk.Result, error) {
-	visible := s.visibility()
-	res, next, err := list(s, ctx, rq, "resources/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Resource, string, error) {
+	l := s.listing()
+	res, next, err := list(l, ctx, rq, kindResources, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.Resource, string, error) {
 		r, err := cs.ListResources(ctx, &sdk.ListResourcesParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
 		}
 		return r.Resources, r.NextCursor, nil
 	}, func(i int, r *sdk.Resource) (*sdk.Resource, bool) {
-		if r == nil || !visible("resources/list", i, r.URI) || !s.learn(r.URI, i) {
+		if r == nil || !l.visible("resources/list", i, r.URI) || !s.learn(r.URI, i) {
 			return nil, false
 		}
 		return r, true
@@ -194,15 +268,15 @@ func (s *session) listResources(ctx context.Context, rq *caller, p *sdk.ListReso
 }
 
 func (s *session) listTemplates(ctx context.Context, rq *caller, p *sdk.ListResourceTemplatesParams) (sdk.Result, error) {
-	visible := s.visibility()
-	res, next, err := list(s, ctx, rq, "resources/templates/list", cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.ResourceTemplate, string, error) {
+	l := s.listing()
+	res, next, err := list(l, ctx, rq, kindTemplates, cursorOf(p), func(ctx context.Context, cs *sdk.ClientSession, c string) ([]*sdk.ResourceTemplate, string, error) {
 		r, err := cs.ListResourceTemplates(ctx, &sdk.ListResourceTemplatesParams{Cursor: c})
 		if err != nil {
 			return nil, "", err
 		}
 		return r.ResourceTemplates, r.NextCursor, nil
 	}, func(i int, r *sdk.ResourceTemplate) (*sdk.ResourceTemplate, bool) {
-		if r == nil || !visible("resources/templates/list", i, r.URITemplate) || !s.learnTemplate(r.URITemplate, i) {
+		if r == nil || !l.visible("resources/templates/list", i, r.URITemplate) || !s.learnTemplate(r.URITemplate, i) {
 			return nil, false
 		}
 		return r, true

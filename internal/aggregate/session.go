@@ -17,6 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/internal/identity"
+	"github.com/mcpgate/mcpgate/internal/policy"
 )
 
 // session is one client session of the endpoint: the SDK server it talks
@@ -42,6 +43,8 @@ type session struct {
 	// has listed to their backend, for routing by URI.
 	resources map[string]int
 	templates []uriTemplate
+	// merged are the session's merged list pages.
+	merged mergedCache
 }
 
 type uriTemplate struct {
@@ -61,6 +64,8 @@ type conn struct {
 	// read counts the notifications read off the backend's responses and
 	// handled those forwarded: see settle.
 	read, handled atomic.Int64
+	// pages are the backend session's lists, kept until it says they changed.
+	pages pageCache
 }
 
 // settle waits, after a call to this backend, until the notifications read
@@ -261,7 +266,7 @@ func (s *session) initialize(ctx context.Context, rq *caller, req sdk.Request, n
 	}
 	caps := &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}}
 	var instructions []string
-	s.each(ctx, rq, "initialize", func(ctx context.Context, i int, cs *sdk.ClientSession) error {
+	s.each(ctx, rq, "initialize", 0, func(ctx context.Context, i int, cs *sdk.ClientSession) error {
 		return nil
 	}, func(i int, cs *sdk.ClientSession) {
 		bi := cs.InitializeResult()
@@ -303,15 +308,16 @@ func (s *session) initialize(ctx context.Context, rq *caller, req sdk.Request, n
 // the client's request, rq); a backend that fails is dropped (and reopened
 // on its next use), and a failure or timeout is recorded for the request's
 // audit record. done, if set, runs for the backends that succeeded, one at
-// a time in backend order.
-func (s *session) each(ctx context.Context, rq *caller, method string, f func(context.Context, int, *sdk.ClientSession) error, done func(int, *sdk.ClientSession)) {
+// a time in backend order. Backends in skip (bit i: backend i) are left
+// alone.
+func (s *session) each(ctx context.Context, rq *caller, method string, skip uint64, f func(context.Context, int, *sdk.ClientSession) error, done func(int, *sdk.ClientSession)) {
 	n := len(s.conns)
 	ok := make([]*sdk.ClientSession, n)
 	var wg sync.WaitGroup
 	p := s.principal()
 	engine := s.e.policy.Load()
 	for i := range n {
-		if engine.GrantsNothing(p) || !engine.DecideSession(p, s.e.cfg.Backends[i]).Allow {
+		if skip&(1<<i) != 0 || !s.mayUse(engine, p, i) {
 			continue // nothing there for this caller: no session is opened
 		}
 		wg.Go(func() {
@@ -345,6 +351,12 @@ func (s *session) each(ctx context.Context, rq *caller, method string, f func(co
 			}
 		}
 	}
+}
+
+// mayUse reports whether p may use backend i at all under engine: if not,
+// no session is opened there and nothing of it is listed.
+func (s *session) mayUse(engine *policy.Engine, p *identity.Principal, i int) bool {
+	return !engine.GrantsNothing(p) && engine.DecideSession(p, s.e.cfg.Backends[i]).Allow
 }
 
 // isRPCError reports whether err is a JSON-RPC error the backend answered
@@ -452,11 +464,22 @@ func (s *session) close() {
 // and the requests the client's capabilities allow.
 func (s *session) clientOptions(i int, caps *sdk.ClientCapabilities) *sdk.ClientOptions {
 	o := &sdk.ClientOptions{
-		Logger:                     s.e.log,
-		Capabilities:               &sdk.ClientCapabilities{},
-		ToolListChangedHandler:     func(context.Context, *sdk.ToolListChangedRequest) { s.listChanged("tools") },
-		PromptListChangedHandler:   func(context.Context, *sdk.PromptListChangedRequest) { s.listChanged("prompts") },
-		ResourceListChangedHandler: func(context.Context, *sdk.ResourceListChangedRequest) { s.listChanged("resources") },
+		Logger:       s.e.log,
+		Capabilities: &sdk.ClientCapabilities{},
+		// The kept pages go before the client hears of the change, so that
+		// the list it asks for next is the backend's new one.
+		ToolListChangedHandler: func(context.Context, *sdk.ToolListChangedRequest) {
+			s.conns[i].pages.invalidate(kindTools)
+			s.listChanged("tools")
+		},
+		PromptListChangedHandler: func(context.Context, *sdk.PromptListChangedRequest) {
+			s.conns[i].pages.invalidate(kindPrompts)
+			s.listChanged("prompts")
+		},
+		ResourceListChangedHandler: func(context.Context, *sdk.ResourceListChangedRequest) {
+			s.conns[i].pages.invalidate(kindResources, kindTemplates)
+			s.listChanged("resources")
+		},
 		ResourceUpdatedHandler: func(ctx context.Context, r *sdk.ResourceUpdatedNotificationRequest) {
 			s.server.ResourceUpdated(context.WithoutCancel(ctx), r.Params)
 		},
