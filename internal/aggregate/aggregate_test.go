@@ -43,6 +43,11 @@ type testBackend struct {
 	seen  atomic.Value // the last request's headers
 	tps   []string     // every traceparent received (under mu)
 	n     atomic.Int64 // requests served
+	// listed counts the tools/list requests served.
+	listed atomic.Int64
+	// static: the server declares no tools listChanged (it sends no
+	// tools/list_changed).
+	static bool
 }
 
 func newTestBackend(t testing.TB, name string, page int, tools ...string) *testBackend {
@@ -64,7 +69,19 @@ func newTestBackend(t testing.TB, name string, page int, tools ...string) *testB
 }
 
 func (b *testBackend) up() {
-	s := sdk.NewServer(&sdk.Implementation{Name: b.name}, &sdk.ServerOptions{PageSize: b.page, Instructions: "use " + b.name})
+	opts := &sdk.ServerOptions{PageSize: b.page, Instructions: "use " + b.name}
+	if b.static {
+		opts.Capabilities = &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{}}
+	}
+	s := sdk.NewServer(&sdk.Implementation{Name: b.name}, opts)
+	s.AddReceivingMiddleware(func(next sdk.MethodHandler) sdk.MethodHandler {
+		return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
+			if method == "tools/list" {
+				b.listed.Add(1)
+			}
+			return next(ctx, method, req)
+		}
+	})
 	if slices.Contains(b.tools, "ask") {
 		sdk.AddTool(s, &sdk.Tool{Name: "ask"}, b.ask)
 	}

@@ -83,14 +83,11 @@ func (c *pageCache) begin(k listKind) uint64 {
 	return c.gen[k]
 }
 
-// store keeps a page fetched from cs under generation gen, and returns its
-// stamp, or 0 when it is not kept: the backend did not declare listChanged
-// for the list, the list changed since the fetch began, or a bound is
-// reached.
+// store keeps a page of n items fetched from cs under generation gen, and
+// returns its stamp, or 0 when it is not kept: the list changed since the
+// fetch began, or a bound is reached. The caller checks that the backend
+// declared listChanged for the list.
 func (c *pageCache) store(cs *sdk.ClientSession, k listKind, gen uint64, cursor string, items any, n int, next string) uint64 {
-	if !declaresListChanged(cs, k) {
-		return 0
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cs != cs { // a new backend session: what was kept came from another

@@ -100,7 +100,9 @@ func list[T any](l *listing, ctx context.Context, rq *caller, k listKind, c stri
 			if err != nil {
 				return err
 			}
-			stamps[i] = s.conns[i].pages.store(cs, k, gen, cur.Pos[i], items, len(items), nc)
+			if declaresListChanged(cs, k) {
+				stamps[i] = s.conns[i].pages.store(cs, k, gen, cur.Pos[i], items, len(items), nc)
+			}
 			pages[i], next[i], answered[i] = items, nc, true
 			return nil
 		}, nil)

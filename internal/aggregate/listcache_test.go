@@ -1,0 +1,212 @@
+package aggregate
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpgate/mcpgate/internal/policy"
+)
+
+// TestListKeptUntilChanged: a backend's list is asked for once per backend
+// session, and again only after that backend's tools/list_changed (the
+// other backend's stays kept); the list after the change has the new tool.
+func TestListKeptUntilChanged(t *testing.T) {
+	f := newFixture(t, Config{})
+	changed := make(chan struct{}, 4)
+	cs := f.connect(t, &sdk.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *sdk.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	want := []string{"k8s__delete_pod", "k8s__get_nodes", "k8s__get_pods", "vsphere__get_vm", "vsphere__power_off"}
+	if got := toolNames(t, cs); !slices.Equal(got, want) {
+		t.Fatalf("tools %v, want %v", got, want)
+	}
+	v, k := f.vsphere.listed.Load(), f.k8s.listed.Load()
+	if v != 1 || k != 3 { // k8s pages one tool at a time
+		t.Fatalf("backend lists: vsphere %d, k8s %d; want 1 and 3", v, k)
+	}
+	for range 3 {
+		if got := toolNames(t, cs); !slices.Equal(got, want) {
+			t.Fatalf("kept tools %v, want %v", got, want)
+		}
+	}
+	if v2, k2 := f.vsphere.listed.Load(), f.k8s.listed.Load(); v2 != v || k2 != k {
+		t.Errorf("lists asked again without a change: vsphere %d, k8s %d", v2, k2)
+	}
+
+	sdk.AddTool(f.k8s.last.Load(), &sdk.Tool{Name: "get_new"}, func(context.Context, *sdk.CallToolRequest, echoIn) (*sdk.CallToolResult, any, error) {
+		return &sdk.CallToolResult{}, nil, nil
+	})
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no tools/list_changed")
+	}
+	got := toolNames(t, cs)
+	if !slices.Contains(got, "k8s__get_new") || len(got) != 6 {
+		t.Errorf("tools after list_changed: %v", got)
+	}
+	if f.k8s.listed.Load() == k {
+		t.Error("k8s's list was not asked for again after its list_changed")
+	}
+	if f.vsphere.listed.Load() != v {
+		t.Error("vsphere's list was asked for again after k8s's list_changed")
+	}
+}
+
+// TestListNotKeptWithoutListChanged: a backend that does not declare
+// listChanged would not say that its list changed, so its list is asked
+// for on every client list (and the other backend's is still kept).
+func TestListNotKeptWithoutListChanged(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.vsphere.static = true
+	f.vsphere.up()
+	cs := f.connect(t, nil)
+	for range 3 {
+		if got := toolNames(t, cs); len(got) != 5 {
+			t.Fatalf("tools %v", got)
+		}
+	}
+	if n := f.vsphere.listed.Load(); n != 3 {
+		t.Errorf("vsphere (no listChanged) listed %d times, want 3", n)
+	}
+	if n := f.k8s.listed.Load(); n != 3 {
+		t.Errorf("k8s (listChanged) listed %d times, want 3 (its 3 pages, once)", n)
+	}
+}
+
+// TestKeptListFollowsRoles: on one client session, a kept list is filtered
+// again for the caller's current roles and the current policy: a caller
+// whose roles shrink, or a policy reload that takes a grant away, never
+// gets the merged page made for more, though the backends are not asked
+// again.
+func TestKeptListFollowsRoles(t *testing.T) {
+	f := newFixture(t, Config{})
+	cs := f.connect(t, nil)
+	all := []string{"k8s__delete_pod", "k8s__get_nodes", "k8s__get_pods", "vsphere__get_vm", "vsphere__power_off"}
+	if got := toolNames(t, cs); !slices.Equal(got, all) {
+		t.Fatalf("alice (ops): %v", got)
+	}
+	lists := f.vsphere.listed.Load() + f.k8s.listed.Load()
+
+	// The same user (same session) with the dev role only.
+	dev := *alice
+	dev.Groups = []string{"dev"}
+	f.identity.Store(&dev)
+	if got, want := toolNames(t, cs), []string{"k8s__get_nodes", "k8s__get_pods"}; !slices.Equal(got, want) {
+		t.Errorf("alice as dev: %v, want %v", got, want)
+	}
+	f.identity.Store(alice)
+	if got := toolNames(t, cs); !slices.Equal(got, all) {
+		t.Errorf("alice as ops again: %v", got)
+	}
+
+	// A reload in which ops sees only vsphere's get_vm.
+	cfg := policy.Config{
+		Roles:  map[string]policy.Role{"ops": {Backends: map[string]policy.Grants{"vsphere": {Tools: []string{"get_vm"}}}}},
+		Groups: map[string][]string{"ops": {"ops"}},
+	}
+	cfg.SetDefaults()
+	e, err := policy.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.e.policy.Store(e)
+	if got, want := toolNames(t, cs), []string{"vsphere__get_vm"}; !slices.Equal(got, want) {
+		t.Errorf("after the reload: %v, want %v", got, want)
+	}
+	if n := f.vsphere.listed.Load() + f.k8s.listed.Load(); n != lists {
+		t.Errorf("backends asked %d more times; their lists did not change", n-lists)
+	}
+}
+
+// TestPageCacheBounds: a backend session keeps at most maxCachedPages
+// pages and maxCachedItems items of one list; a page fetched before a
+// list_changed is not kept; the pages of an earlier backend session are
+// not served for a new one.
+func TestPageCacheBounds(t *testing.T) {
+	var c pageCache
+	cs := new(sdk.ClientSession)
+	gen := c.begin(kindTools)
+	for i := range maxCachedPages {
+		if c.store(cs, kindTools, gen, strings.Repeat("c", i), nil, 1, "") == 0 {
+			t.Fatalf("page %d not kept", i)
+		}
+	}
+	if c.store(cs, kindTools, gen, "one-more", nil, 1, "") != 0 {
+		t.Error("a page over maxCachedPages was kept")
+	}
+	if _, ok := c.get(cs, kindTools, "one-more"); ok {
+		t.Error("a page over maxCachedPages is served")
+	}
+	if c.store(cs, kindPrompts, gen, "", nil, maxCachedItems+1, "") != 0 {
+		t.Error("a page over maxCachedItems was kept")
+	}
+	if c.store(cs, kindPrompts, gen, "", nil, maxCachedItems, "") == 0 {
+		t.Error("a page of maxCachedItems was not kept")
+	}
+
+	// A fetch that began before a list_changed is not kept.
+	gen = c.begin(kindResources)
+	c.invalidate(kindResources, kindTemplates)
+	if c.store(cs, kindResources, gen, "", nil, 1, "") != 0 {
+		t.Error("a page fetched before list_changed was kept")
+	}
+	if _, ok := c.get(cs, kindTools, ""); !ok {
+		t.Error("resources' list_changed dropped the tools")
+	}
+	c.invalidate(kindTools)
+	if _, ok := c.get(cs, kindTools, ""); ok {
+		t.Error("tools kept after tools' list_changed")
+	}
+
+	// Another backend session: nothing of the earlier one.
+	c.store(cs, kindTools, c.begin(kindTools), "", nil, 1, "")
+	other := new(sdk.ClientSession)
+	if _, ok := c.get(other, kindTools, ""); ok {
+		t.Error("a page of another backend session is served")
+	}
+	c.store(other, kindPrompts, c.begin(kindPrompts), "x", nil, 1, "")
+	if _, ok := c.get(cs, kindTools, ""); ok {
+		t.Error("a page of the old backend session is served after the new one stored")
+	}
+	if _, ok := c.get(nil, kindPrompts, "x"); ok {
+		t.Error("a page is served without a backend session")
+	}
+}
+
+// TestMergedCacheBounds: a session keeps at most maxMerged merged pages per
+// list kind, the oldest going first, and an entry is found only by all of
+// its inputs.
+func TestMergedCacheBounds(t *testing.T) {
+	var m mergedCache
+	keys, st := []string{"a", "b"}, []uint64{1, 2}
+	for i := range maxMerged + 1 {
+		m.put(kindTools, &mergedEntry{gen: uint64(i), keys: keys, stamps: st})
+	}
+	if n := len(m.entries[kindTools]); n != maxMerged {
+		t.Errorf("%d entries, want %d", n, maxMerged)
+	}
+	if _, ok := m.get(kindTools, 0, "", 0, keys, st); ok {
+		t.Error("the oldest entry was not evicted")
+	}
+	if _, ok := m.get(kindTools, maxMerged, "", 0, keys, st); !ok {
+		t.Error("the newest entry is missing")
+	}
+	for name, miss := range map[string]func() bool{
+		"kind":    func() bool { _, ok := m.get(kindPrompts, maxMerged, "", 0, keys, st); return ok },
+		"cursor":  func() bool { _, ok := m.get(kindTools, maxMerged, "c", 0, keys, st); return ok },
+		"allowed": func() bool { _, ok := m.get(kindTools, maxMerged, "", 1, keys, st); return ok },
+		"keys":    func() bool { _, ok := m.get(kindTools, maxMerged, "", 0, []string{"a", "c"}, st); return ok },
+		"stamps":  func() bool { _, ok := m.get(kindTools, maxMerged, "", 0, keys, []uint64{1, 3}); return ok },
+	} {
+		if miss() {
+			t.Errorf("an entry found with another %s", name)
+		}
+	}
+}
+
