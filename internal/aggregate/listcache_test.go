@@ -105,19 +105,35 @@ func TestKeptListFollowsRoles(t *testing.T) {
 		t.Errorf("alice as ops again: %v", got)
 	}
 
-	// A reload in which ops sees only vsphere's get_vm.
-	cfg := policy.Config{
-		Roles:  map[string]policy.Role{"ops": {Backends: map[string]policy.Grants{"vsphere": {Tools: []string{"get_vm"}}}}},
-		Groups: map[string][]string{"ops": {"ops"}},
+	// Views that differ in nothing but the policy's generation (the same
+	// roles, backends and backend pages), then in nothing but the caller's
+	// roles.
+	reload := func(roles map[string]policy.Role) {
+		t.Helper()
+		cfg := policy.Config{Roles: roles, Groups: map[string][]string{"ops": {"ops"}, "narrow": {"narrow"}}}
+		cfg.SetDefaults()
+		e, err := policy.Compile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.e.policy.Store(e)
 	}
-	cfg.SetDefaults()
-	e, err := policy.Compile(cfg)
-	if err != nil {
-		t.Fatal(err)
+	grants := func(vsphere, k8s string) policy.Role {
+		return policy.Role{Backends: map[string]policy.Grants{"vsphere": {Tools: []string{vsphere}}, "k8s": {Tools: []string{k8s}}}}
 	}
-	f.e.policy.Store(e)
-	if got, want := toolNames(t, cs), []string{"vsphere__get_vm"}; !slices.Equal(got, want) {
-		t.Errorf("after the reload: %v, want %v", got, want)
+	reload(map[string]policy.Role{"ops": grants("*", "*"), "narrow": grants("get_vm", "get_pods")})
+	if got := toolNames(t, cs); !slices.Equal(got, all) {
+		t.Errorf("alice (ops) after a reload: %v", got)
+	}
+	reload(map[string]policy.Role{"ops": grants("get_vm", "get_nodes"), "narrow": grants("get_vm", "get_pods")})
+	if got, want := toolNames(t, cs), []string{"k8s__get_nodes", "vsphere__get_vm"}; !slices.Equal(got, want) {
+		t.Errorf("alice (ops) after a reload that narrows ops: %v, want %v", got, want)
+	}
+	narrow := *alice
+	narrow.Groups = []string{"narrow"}
+	f.identity.Store(&narrow)
+	if got, want := toolNames(t, cs), []string{"k8s__get_pods", "vsphere__get_vm"}; !slices.Equal(got, want) {
+		t.Errorf("alice as narrow: %v, want %v", got, want)
 	}
 	if n := f.vsphere.listed.Load() + f.k8s.listed.Load(); n != lists {
 		t.Errorf("backends asked %d more times; their lists did not change", n-lists)
@@ -209,4 +225,3 @@ func TestMergedCacheBounds(t *testing.T) {
 		}
 	}
 }
-
