@@ -72,6 +72,8 @@ type Endpoint struct {
 	handler  http.Handler
 	// opened counts backend sessions opened, per backend.
 	opened []atomic.Int64
+	// kept counts the list items its sessions keep (maxKeptItems).
+	kept atomic.Int64
 	// spanNames are the backend spans' names, "backend NAME" as on a
 	// backend's own path.
 	spanNames []string

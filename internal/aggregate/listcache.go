@@ -34,6 +34,11 @@ const (
 	// session (first pages and later ones, and the views of a caller whose
 	// roles changed).
 	maxMerged = 8
+	// maxKeptItems bounds the items kept by all the sessions of an
+	// endpoint, backend pages and merged pages together (about 1000 client
+	// sessions of two 100-tool backends): past it, lists are asked for and
+	// merged as without a cache until sessions end or lists change.
+	maxKeptItems = 400_000
 )
 
 // stamps numbers every page stored, so that a merged page names exactly
@@ -52,11 +57,14 @@ var stamps atomic.Uint64
 // not declare it sends no such notification, so nothing would tell the
 // cache that its list changed: its lists are asked for every time.
 type pageCache struct {
+	budget *atomic.Int64 // the endpoint's items kept (maxKeptItems)
+
 	mu    sync.Mutex
 	cs    *sdk.ClientSession // the backend session the pages come from
 	gen   [numKinds]uint64   // bumped by list_changed: a fetch begun before is not kept
 	pages [numKinds]map[string]cachedPage
 	items [numKinds]int
+	ended bool // the session ended: nothing more is kept
 }
 
 type cachedPage struct {
@@ -90,13 +98,18 @@ func (c *pageCache) begin(k listKind) uint64 {
 func (c *pageCache) store(cs *sdk.ClientSession, k listKind, gen uint64, cursor string, items any, n int, next string) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.ended {
+		return 0
+	}
 	if c.cs != cs { // a new backend session: what was kept came from another
+		c.dropLocked(kindTools, kindPrompts, kindResources, kindTemplates)
 		c.cs = cs
-		for i := range c.pages {
-			c.pages[i], c.items[i] = nil, 0
-		}
 	}
 	if gen != c.gen[k] || len(c.pages[k]) >= maxCachedPages || c.items[k]+n > maxCachedItems {
+		return 0
+	}
+	if c.budget.Add(int64(n)) > maxKeptItems {
+		c.budget.Add(-int64(n))
 		return 0
 	}
 	if c.pages[k] == nil {
@@ -117,6 +130,23 @@ func (c *pageCache) invalidate(kinds ...listKind) {
 	defer c.mu.Unlock()
 	for _, k := range kinds {
 		c.gen[k]++
+	}
+	c.dropLocked(kinds...)
+}
+
+// clear drops every kept page (the session ended).
+func (c *pageCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(kindTools, kindPrompts, kindResources, kindTemplates)
+	c.cs, c.ended = nil, true
+}
+
+// dropLocked drops the pages of kinds and gives their items back to the
+// endpoint's budget; c.mu is held.
+func (c *pageCache) dropLocked(kinds ...listKind) {
+	for _, k := range kinds {
+		c.budget.Add(-int64(c.items[k]))
 		c.pages[k], c.items[k] = nil, 0
 	}
 }
@@ -147,8 +177,11 @@ func declaresListChanged(cs *sdk.ClientSession, k listKind) bool {
 // changes with the caller's roles), the backends the caller may use, the
 // client's cursor and the stamps of the backend pages.
 type mergedCache struct {
+	budget *atomic.Int64 // the endpoint's items kept (maxKeptItems)
+
 	mu      sync.Mutex
 	entries [numKinds][]*mergedEntry // newest last
+	ended   bool                     // the session ended: nothing more is kept
 }
 
 type mergedEntry struct {
@@ -158,6 +191,7 @@ type mergedEntry struct {
 	keys    []string
 	stamps  []uint64
 	result  any // []T of the kind
+	n       int // items in result
 	next    string
 }
 
@@ -179,6 +213,9 @@ func (m *mergedCache) get(k listKind, gen uint64, cursor string, allowed uint64,
 func (m *mergedCache) put(k listKind, e *mergedEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.ended {
+		return
+	}
 	es := m.entries[k]
 	for _, o := range es {
 		if o.is(e.gen, e.cursor, e.allowed, e.keys, e.stamps) {
@@ -186,9 +223,28 @@ func (m *mergedCache) put(k listKind, e *mergedEntry) {
 		}
 	}
 	if len(es) >= maxMerged {
+		m.budget.Add(-int64(es[0].n))
 		es = slices.Delete(es, 0, 1)
 	}
+	if m.budget.Add(int64(e.n)) > maxKeptItems {
+		m.budget.Add(-int64(e.n))
+		m.entries[k] = es
+		return
+	}
 	m.entries[k] = append(es, e)
+}
+
+// clear drops every merged page (the session ended).
+func (m *mergedCache) clear() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, es := range m.entries {
+		for _, e := range es {
+			m.budget.Add(-int64(e.n))
+		}
+		m.entries[k] = nil
+	}
+	m.ended = true
 }
 
 // rawSchemas encodes the tools' schemas once, as the client session

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,7 +146,7 @@ func TestKeptListFollowsRoles(t *testing.T) {
 // list_changed is not kept; the pages of an earlier backend session are
 // not served for a new one.
 func TestPageCacheBounds(t *testing.T) {
-	var c pageCache
+	c := pageCache{budget: new(atomic.Int64)}
 	cs := new(sdk.ClientSession)
 	gen := c.begin(kindTools)
 	for i := range maxCachedPages {
@@ -199,7 +200,7 @@ func TestPageCacheBounds(t *testing.T) {
 // list kind, the oldest going first, and an entry is found only by all of
 // its inputs.
 func TestMergedCacheBounds(t *testing.T) {
-	var m mergedCache
+	m := mergedCache{budget: new(atomic.Int64)}
 	keys, st := []string{"a", "b"}, []uint64{1, 2}
 	for i := range maxMerged + 1 {
 		m.put(kindTools, &mergedEntry{gen: uint64(i), keys: keys, stamps: st})
@@ -224,4 +225,63 @@ func TestMergedCacheBounds(t *testing.T) {
 			t.Errorf("an entry found with another %s", name)
 		}
 	}
+}
+
+// TestKeptItemsBudget: the items kept by all the sessions of an endpoint
+// are bounded (maxKeptItems): a page or merged page over the budget is not
+// kept; list_changed, a new backend session and the session's end give
+// their items back, and nothing is kept after the end.
+func TestKeptItemsBudget(t *testing.T) {
+	var budget atomic.Int64
+	c := pageCache{budget: &budget}
+	m := mergedCache{budget: &budget}
+	cs := new(sdk.ClientSession)
+	if c.store(cs, kindTools, c.begin(kindTools), "", nil, 100, "") == 0 {
+		t.Fatal("page not kept")
+	}
+	budget.Add(maxKeptItems - 150) // the endpoint's other sessions
+	if c.store(cs, kindPrompts, c.begin(kindPrompts), "", nil, 51, "") != 0 {
+		t.Error("a page over the endpoint's budget was kept")
+	}
+	m.put(kindTools, &mergedEntry{n: 51})
+	if len(m.entries[kindTools]) != 0 {
+		t.Error("a merged page over the endpoint's budget was kept")
+	}
+	m.put(kindTools, &mergedEntry{n: 50})
+	if len(m.entries[kindTools]) != 1 || budget.Load() != maxKeptItems {
+		t.Errorf("merged page within the budget: %d entries, budget %d", len(m.entries[kindTools]), budget.Load())
+	}
+	c.invalidate(kindTools)
+	if got := budget.Load(); got != maxKeptItems-100 {
+		t.Errorf("budget %d after list_changed, want %d", got, maxKeptItems-100)
+	}
+	c.store(cs, kindTools, c.begin(kindTools), "", nil, 10, "")
+	c.store(new(sdk.ClientSession), kindPrompts, c.begin(kindPrompts), "", nil, 20, "")
+	if got := budget.Load(); got != maxKeptItems-80 {
+		t.Errorf("budget %d after a new backend session, want %d", got, maxKeptItems-80)
+	}
+	c.clear()
+	m.clear()
+	if got := budget.Load(); got != maxKeptItems-150 {
+		t.Errorf("budget %d after the session ended, want %d", got, maxKeptItems-150)
+	}
+	if c.store(cs, kindTools, c.begin(kindTools), "", nil, 1, "") != 0 {
+		t.Error("a page kept after the session ended")
+	}
+	if m.put(kindTools, &mergedEntry{n: 1}); len(m.entries[kindTools]) != 0 {
+		t.Error("a merged page kept after the session ended")
+	}
+}
+
+// TestSessionEndReleasesKept: the items a client session keeps go back to
+// the endpoint's budget when it ends.
+func TestSessionEndReleasesKept(t *testing.T) {
+	f := newFixture(t, Config{})
+	cs := f.connect(t, nil)
+	toolNames(t, cs)
+	if f.e.kept.Load() == 0 {
+		t.Fatal("nothing kept")
+	}
+	cs.Close()
+	waitFor(t, "kept items released", func() bool { return f.e.kept.Load() == 0 })
 }

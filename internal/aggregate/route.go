@@ -127,7 +127,7 @@ func list[T any](l *listing, ctx context.Context, rq *caller, k listKind, c stri
 		if keys == nil {
 			gen, keys = s.viewKeys(engine, p, allowed)
 		}
-		s.merged.put(k, &mergedEntry{gen: gen, cursor: c, allowed: allowed, keys: keys, stamps: stamps, result: out, next: nc})
+		s.merged.put(k, &mergedEntry{gen: gen, cursor: c, allowed: allowed, keys: keys, stamps: stamps, result: out, n: len(out), next: nc})
 	}
 	return out, nc, nil
 }

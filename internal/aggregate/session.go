@@ -136,8 +136,9 @@ func (e *Endpoint) newServer(r *http.Request) *sdk.Server {
 	}
 	s := &session{e: e, c: c, conns: make([]*conn, len(e.backends)), progress: map[any]context.Context{}, resources: map[string]int{}}
 	for i := range s.conns {
-		s.conns[i] = &conn{}
+		s.conns[i] = &conn{pages: pageCache{budget: &e.kept}}
 	}
+	s.merged.budget = &e.kept
 	s.server = sdk.NewServer(&sdk.Implementation{Name: "mcpgate-" + e.cfg.Name, Version: e.version}, &sdk.ServerOptions{
 		// Everything a member may offer; initialize answers the merge of
 		// what they do offer.
@@ -457,7 +458,9 @@ func (s *session) close() {
 			cs.Close()
 		}
 		c.open.Unlock()
+		c.pages.clear()
 	}
+	s.merged.clear()
 }
 
 // clientOptions forward what backend i sends to the client: notifications,
