@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -285,3 +286,37 @@ func TestSessionEndReleasesKept(t *testing.T) {
 	cs.Close()
 	waitFor(t, "kept items released", func() bool { return f.e.kept.Load() == 0 })
 }
+
+// TestListAskedAgainWithNewToken: a backend may list by the credential
+// the caller's token gives it, so a client whose token changed (same
+// session) gets lists asked for again, not the ones fetched with the old
+// token.
+func TestListAskedAgainWithNewToken(t *testing.T) {
+	f := newFixture(t, Config{})
+	tok := &atomic.Value{}
+	tok.Store("token-1")
+	c := sdk.NewClient(&sdk.Implementation{Name: "test"}, nil)
+	cs, err := c.Connect(context.Background(), &sdk.StreamableClientTransport{Endpoint: f.url, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			return bearer{tok.Load().(string)}.RoundTrip(r)
+		})}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	toolNames(t, cs)
+	toolNames(t, cs)
+	n := f.vsphere.listed.Load()
+	if n != 1 {
+		t.Fatalf("vsphere listed %d times with one token, want 1", n)
+	}
+	tok.Store("token-2")
+	toolNames(t, cs)
+	if got := f.vsphere.listed.Load(); got != n+1 {
+		t.Errorf("vsphere listed %d times after a new token, want %d", got, n+1)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -206,8 +206,17 @@ func (s *session) middleware(next sdk.MethodHandler) sdk.MethodHandler {
 		rq := callerOf(req)
 		if rq != nil {
 			s.mu.Lock()
+			renewed := s.c.token != rq.token
 			s.c = rq
 			s.mu.Unlock()
+			if renewed {
+				// A backend may list by the credential the caller's token
+				// gives it, which may now give less: its lists are asked
+				// for again.
+				for _, c := range s.conns {
+					c.pages.invalidate(kindTools, kindPrompts, kindResources, kindTemplates)
+				}
+			}
 		}
 		if req.GetParams() == nil && method != "initialize" && !strings.HasSuffix(method, "/list") {
 			return next(ctx, method, req) // the SDK answers missing params
