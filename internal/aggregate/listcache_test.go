@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -320,3 +321,28 @@ func TestListAskedAgainWithNewToken(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestConcurrentKeptLists: lists answered at once from the same kept and
+// merged pages (run with -race: nothing shared is written).
+func TestConcurrentKeptLists(t *testing.T) {
+	f := newFixture(t, Config{})
+	cs := f.connect(t, nil)
+	toolNames(t, cs)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				r, err := cs.ListTools(context.Background(), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(r.Tools) != 3 { // vsphere's 2, k8s's first page of 1
+					t.Errorf("%d tools, want 3", len(r.Tools))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
