@@ -265,6 +265,12 @@ type Store interface {
 	// tokens. Rotated tokens are returned with RotatedAt/ReplacedBy set so
 	// the caller can apply a grace window or detect reuse.
 	GetRefreshToken(ctx context.Context, hash string) (*RefreshToken, error)
+	// GetRefreshTokenGrant returns the refresh token and its grant in one
+	// read, as a refresh needs both: ErrNotFound when GetRefreshToken would
+	// give it for the token, or GetGrant for its grant (unknown or expired).
+	// A rotated token and a revoked grant are returned as those methods
+	// return them (RotatedAt/ReplacedBy, Revoked set); the caller checks.
+	GetRefreshTokenGrant(ctx context.Context, hash string) (*RefreshToken, *Grant, error)
 	// RotateRefreshToken atomically marks oldHash as replaced by next.Hash at
 	// now and inserts next. Exactly one of several concurrent rotations of
 	// the same token succeeds; the others (and any rotation of an already

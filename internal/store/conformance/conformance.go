@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UpdateGrantUpstreamConcurrent", testUpdateGrantUpstreamConcurrent},
 		{"ListGrants", testListGrants},
 		{"RefreshTokens", testRefreshTokens},
+		{"GetRefreshTokenGrant", testGetRefreshTokenGrant},
 		{"RotateRefreshToken", testRotateRefreshToken},
 		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
 		{"Consents", testConsents},
@@ -859,6 +860,100 @@ func testRefreshTokens(t *testing.T, s store.Store) {
 		t.Errorf("revoking grant-1 removed a token of grant-2: %v", err)
 	}
 	must(t, "RevokeRefreshTokensForGrant unknown", s.RevokeRefreshTokensForGrant(ctx, "unknown"))
+}
+
+// testGetRefreshTokenGrant: the one read of a refresh answers as
+// GetRefreshToken and GetGrant would, for each case a refresh meets.
+func testGetRefreshTokenGrant(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	live := func(id string) *store.Grant {
+		g := newGrant(id, n)
+		g.Version = 2
+		return g
+	}
+
+	// A live token and grant come back whole.
+	g1, rt1 := live("grant-1"), newRefresh("rt-1", "grant-1", n)
+	must(t, "seed grant-1", seed(s, g1, rt1))
+	// A rotated token still comes back, with RotatedAt and ReplacedBy (reuse detection).
+	rt2, rotatedAt := newRefresh("rt-2", "grant-1", n), n.Add(time.Second)
+	must(t, "RotateRefreshToken", s.RotateRefreshToken(ctx, rt1.Hash, rt2, rotatedAt))
+	rotated := *rt1
+	rotated.RotatedAt, rotated.ReplacedBy = rotatedAt, rt2.Hash
+	// A revoked grant comes back with Revoked set; the caller refuses it.
+	g3, rt3 := live("grant-3"), newRefresh("rt-3", "grant-3", n)
+	must(t, "seed grant-3", seed(s, g3, rt3))
+	must(t, "RevokeGrant", s.RevokeGrant(ctx, g3.ID))
+	revoked := *g3
+	revoked.Revoked = true
+	// An expired token of a live grant.
+	g4, rt4 := live("grant-4"), newRefresh("rt-expired", "grant-4", n.Add(-48*time.Hour))
+	must(t, "seed grant-4", seed(s, g4, rt4))
+	// A live token of an expired grant.
+	g5, rt5 := live("grant-5"), newRefresh("rt-5", "grant-5", n)
+	g5.ExpiresAt = n.Add(-time.Second)
+	must(t, "seed grant-5", seed(s, g5, rt5))
+	// The tokens of a grant whose tokens were revoked.
+	g6, rt6 := live("grant-6"), newRefresh("rt-6", "grant-6", n)
+	must(t, "seed grant-6", seed(s, g6, rt6))
+	must(t, "RevokeRefreshTokensForGrant", s.RevokeRefreshTokensForGrant(ctx, g6.ID))
+
+	tests := []struct {
+		name   string
+		hash   string
+		wantRT *store.RefreshToken
+		wantG  *store.Grant
+	}{
+		{"live", rt2.Hash, rt2, g1},
+		{"rotated", rt1.Hash, &rotated, g1},
+		{"revoked grant", rt3.Hash, rt3, &revoked},
+		{"unknown token", store.HashKey("unknown"), nil, nil},
+		{"expired token", rt4.Hash, nil, nil},
+		{"expired grant", rt5.Hash, nil, nil},
+		{"revoked tokens", rt6.Hash, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rt, g, err := s.GetRefreshTokenGrant(ctx, tc.hash)
+			if tc.wantRT == nil {
+				wantErr(t, "GetRefreshTokenGrant", err, store.ErrNotFound)
+				if rt != nil || g != nil {
+					t.Errorf("GetRefreshTokenGrant = %+v, %+v with ErrNotFound, want nil, nil", rt, g)
+				}
+				return
+			}
+			must(t, "GetRefreshTokenGrant", err)
+			if d := cmp.Diff(tc.wantRT, rt, opts); d != "" {
+				t.Errorf("token (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantG, g, opts); d != "" {
+				t.Errorf("grant (-want +got):\n%s", d)
+			}
+			// The same answer as the two reads it replaces.
+			rt0, err := s.GetRefreshToken(ctx, tc.hash)
+			must(t, "GetRefreshToken", err)
+			g0, err := s.GetGrant(ctx, rt0.GrantID)
+			must(t, "GetGrant", err)
+			if d := cmp.Diff(rt0, rt, opts); d != "" {
+				t.Errorf("token differs from GetRefreshToken (-GetRefreshToken +got):\n%s", d)
+			}
+			if d := cmp.Diff(g0, g, opts); d != "" {
+				t.Errorf("grant differs from GetGrant (-GetGrant +got):\n%s", d)
+			}
+		})
+	}
+
+	// A token of a deleted grant: the sweep removes the expired grant 5
+	// and its tokens with it.
+	if _, err := s.DeleteExpired(ctx, n); err != nil {
+		t.Fatalf("DeleteExpired: %v", err)
+	}
+	_, _, err := s.GetRefreshTokenGrant(ctx, rt5.Hash)
+	wantErr(t, "GetRefreshTokenGrant of a deleted grant", err, store.ErrNotFound)
+	if _, _, err := s.GetRefreshTokenGrant(ctx, rt2.Hash); err != nil {
+		t.Errorf("GetRefreshTokenGrant of a live token after the sweep: %v", err)
+	}
 }
 
 func testRotateRefreshToken(t *testing.T, s store.Store) {

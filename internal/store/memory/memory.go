@@ -365,6 +365,21 @@ func (s *Store) GetRefreshToken(_ context.Context, hash string) (*store.RefreshT
 	return cloneRefresh(t), nil
 }
 
+// GetRefreshTokenGrant implements store.Store.
+func (s *Store) GetRefreshTokenGrant(_ context.Context, hash string) (*store.RefreshToken, *store.Grant, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.refresh[hash]
+	if !ok || !live(t.ExpiresAt) {
+		return nil, nil, store.ErrNotFound
+	}
+	g, ok := s.grants[t.GrantID]
+	if !ok || !live(g.ExpiresAt) {
+		return nil, nil, store.ErrNotFound
+	}
+	return cloneRefresh(t), cloneGrant(g), nil
+}
+
 // RotateRefreshToken implements store.Store.
 func (s *Store) RotateRefreshToken(_ context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	s.mu.Lock()

@@ -38,6 +38,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 	}
 	stmts := []stmt{
 		{qGetRefresh, []any{"k", now}},
+		{qGetRefreshGrant, []any{"k", now}},
 		{qRotateRefresh, []any{now, "next", "k", now}},
 		{qRefreshLive, []any{"k", now}},
 		{qRevokeRefresh, []any{"k"}},

@@ -390,21 +390,43 @@ const (
 	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`
 	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2
 		WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4)`
+	// The token's grant, live as qGetGrant reads it (revoked included).
+	qGetRefreshGrant = `SELECT t.hash, t.grant_id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by,
+		g.id, g.client_id, g.user_key, g.resource, g.scopes, g.identity, g.upstream_tokens, g.upstream_expiry,
+		g.version, g.created_at, g.expires_at, g.revoked
+		FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k
+		WHERE t.k = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) AND (g.expires_at IS NULL OR g.expires_at > $2)`
 	qRefreshLive = `SELECT EXISTS (SELECT 1 FROM refresh_tokens
 		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2))`
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = $1`
 )
 
+// grantRow is where a grants row is scanned to: dest lists its columns in
+// grantCols order, grant converts them. A query that joins grants (see
+// GetRefreshTokenGrant) scans into it alongside other columns.
+type grantRow struct {
+	g                       store.Grant
+	upExp, created, expires pgtype.Timestamptz
+}
+
+func (r *grantRow) dest() []any {
+	g := &r.g
+	return []any{&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &g.Scopes, &g.Identity, &g.UpstreamTokens,
+		&r.upExp, &g.Version, &r.created, &r.expires, &g.Revoked}
+}
+
+func (r *grantRow) grant() *store.Grant {
+	r.g.Scopes = unlist(r.g.Scopes)
+	r.g.UpstreamExpiry, r.g.CreatedAt, r.g.ExpiresAt = fromTS(r.upExp), fromTS(r.created), fromTS(r.expires)
+	return &r.g
+}
+
 func scanGrant(row store.Scanner) (*store.Grant, error) {
-	var g store.Grant
-	var upExp, created, expires pgtype.Timestamptz
-	if err := row.Scan(&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &g.Scopes, &g.Identity, &g.UpstreamTokens,
-		&upExp, &g.Version, &created, &expires, &g.Revoked); err != nil {
+	var r grantRow
+	if err := row.Scan(r.dest()...); err != nil {
 		return nil, err
 	}
-	g.Scopes = unlist(g.Scopes)
-	g.UpstreamExpiry, g.CreatedAt, g.ExpiresAt = fromTS(upExp), fromTS(created), fromTS(expires)
-	return &g, nil
+	return r.grant(), nil
 }
 
 // GetGrant implements store.Store.
@@ -454,14 +476,28 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 
 const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
 
+// refreshRow is where a refresh_tokens row is scanned to (see grantRow).
+type refreshRow struct {
+	t                         store.RefreshToken
+	created, expires, rotated pgtype.Timestamptz
+}
+
+func (r *refreshRow) dest() []any {
+	t := &r.t
+	return []any{&t.Hash, &t.GrantID, &t.ClientID, &r.created, &r.expires, &r.rotated, &t.ReplacedBy}
+}
+
+func (r *refreshRow) token() *store.RefreshToken {
+	r.t.CreatedAt, r.t.ExpiresAt, r.t.RotatedAt = fromTS(r.created), fromTS(r.expires), fromTS(r.rotated)
+	return &r.t
+}
+
 func scanRefresh(row store.Scanner) (*store.RefreshToken, error) {
-	var t store.RefreshToken
-	var created, expires, rotated pgtype.Timestamptz
-	if err := row.Scan(&t.Hash, &t.GrantID, &t.ClientID, &created, &expires, &rotated, &t.ReplacedBy); err != nil {
+	var r refreshRow
+	if err := row.Scan(r.dest()...); err != nil {
 		return nil, err
 	}
-	t.CreatedAt, t.ExpiresAt, t.RotatedAt = fromTS(created), fromTS(expires), fromTS(rotated)
-	return &t, nil
+	return r.token(), nil
 }
 
 type execer interface {
@@ -479,6 +515,20 @@ func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error 
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
 	t, err := scanRefresh(s.pool.QueryRow(ctx, qGetRefresh, store.HashKey(hash), time.Now()))
 	return t, mapErr("get refresh token", err)
+}
+
+// GetRefreshTokenGrant implements store.Store: one query, the token by its
+// key and its grant by primary key.
+func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.RefreshToken, *store.Grant, error) {
+	var row struct {
+		t refreshRow
+		g grantRow
+	}
+	err := s.pool.QueryRow(ctx, qGetRefreshGrant, store.HashKey(hash), time.Now()).Scan(append(row.t.dest(), row.g.dest()...)...)
+	if err != nil {
+		return nil, nil, mapErr("get refresh token and grant", err)
+	}
+	return row.t.token(), row.g.grant(), nil
 }
 
 // RotateRefreshToken implements store.Store: an UPDATE that only matches a

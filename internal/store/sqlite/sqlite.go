@@ -435,7 +435,7 @@ var (
 		qInsertRequest, qUpdateRequest, qDeleteRequest, qTakeRequest,
 		qInsertCode, qConsumeCode, qUsedCode,
 		qGetGrant, qInsertGrant, qRevokeGrant, qUpdateGrantUpstream, qGrantLive,
-		qGetRefresh, qInsertRefresh, qRotateRefresh, qRefreshLive, qRevokeRefresh,
+		qGetRefresh, qGetRefreshGrant, qInsertRefresh, qRotateRefresh, qRefreshLive, qRevokeRefresh,
 		qSaveConsent, qDeleteConsent,
 		qInsertKey, qUpdateKey, qDeleteKey,
 		qSavepoint, qRelease, qRollbackTo,
@@ -686,8 +686,12 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 	return c, issueErr
 }
 
-const grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
+const (
+	grantCols = `id, client_id, user_key, resource, scopes, identity, upstream_tokens, upstream_expiry, version,
 	created_at, expires_at, revoked`
+	grantColsG = `g.id, g.client_id, g.user_key, g.resource, g.scopes, g.identity, g.upstream_tokens, g.upstream_expiry,
+	g.version, g.created_at, g.expires_at, g.revoked`
+)
 
 const (
 	qInsertGrant         = `INSERT INTO grants (k, ` + grantCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -708,20 +712,36 @@ func grantArgs(g *store.Grant) []any {
 		g.UpstreamTokens, micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked}
 }
 
-func scanGrant(row scanner) (*store.Grant, error) {
-	var g store.Grant
-	var scopes string
-	var upExp, created, expires int64
-	if err := row.Scan(&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &scopes, &g.Identity, &g.UpstreamTokens, &upExp,
-		&g.Version, &created, &expires, &g.Revoked); err != nil {
-		return nil, err
-	}
+// grantRow is where a grants row is scanned to: dest lists its columns in
+// grantCols order, grant converts them. A query that joins grants (see
+// GetRefreshTokenGrant) scans into it alongside other columns.
+type grantRow struct {
+	g                       store.Grant
+	scopes                  string
+	upExp, created, expires int64
+}
+
+func (r *grantRow) dest() []any {
+	g := &r.g
+	return []any{&g.ID, &g.ClientID, &g.UserKey, &g.Resource, &r.scopes, &g.Identity, &g.UpstreamTokens, &r.upExp,
+		&g.Version, &r.created, &r.expires, &g.Revoked}
+}
+
+func (r *grantRow) grant() (*store.Grant, error) {
 	var err error
-	if g.Scopes, err = decodeList(scopes); err != nil {
+	if r.g.Scopes, err = decodeList(r.scopes); err != nil {
 		return nil, err
 	}
-	g.UpstreamExpiry, g.CreatedAt, g.ExpiresAt = fromMicros(upExp), fromMicros(created), fromMicros(expires)
-	return &g, nil
+	r.g.UpstreamExpiry, r.g.CreatedAt, r.g.ExpiresAt = fromMicros(r.upExp), fromMicros(r.created), fromMicros(r.expires)
+	return &r.g, nil
+}
+
+func scanGrant(row scanner) (*store.Grant, error) {
+	var r grantRow
+	if err := row.Scan(r.dest()...); err != nil {
+		return nil, err
+	}
+	return r.grant()
 }
 
 // GetGrant implements store.Store, on the writer (see warmRow).
@@ -769,13 +789,19 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 	return out, mapErr("list grants", err)
 }
 
-const refreshCols = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
+const (
+	refreshCols  = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
+	refreshColsT = `t.hash, t.grant_id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by`
+)
 
 const (
 	qInsertRefresh = `INSERT INTO refresh_tokens (k, grant_k, ` + refreshCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
 	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ?
 		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?)`
+	// The token's grant, live as GetGrant reads it (revoked included).
+	qGetRefreshGrant = `SELECT ` + refreshColsT + `, ` + grantColsG + ` FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k
+		WHERE t.k = ? AND (t.expires_at = 0 OR t.expires_at > ?) AND (g.expires_at = 0 OR g.expires_at > ?)`
 	qRefreshLive   = `SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?))`
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = ?`
 )
@@ -785,20 +811,53 @@ func refreshArgs(t *store.RefreshToken) []any {
 		micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy}
 }
 
+// refreshRow is where a refresh_tokens row is scanned to (see grantRow).
+type refreshRow struct {
+	t                         store.RefreshToken
+	created, expires, rotated int64
+}
+
+func (r *refreshRow) dest() []any {
+	t := &r.t
+	return []any{&t.Hash, &t.GrantID, &t.ClientID, &r.created, &r.expires, &r.rotated, &t.ReplacedBy}
+}
+
+func (r *refreshRow) token() *store.RefreshToken {
+	r.t.CreatedAt, r.t.ExpiresAt, r.t.RotatedAt = fromMicros(r.created), fromMicros(r.expires), fromMicros(r.rotated)
+	return &r.t
+}
+
 func scanRefresh(row scanner) (*store.RefreshToken, error) {
-	var t store.RefreshToken
-	var created, expires, rotated int64
-	if err := row.Scan(&t.Hash, &t.GrantID, &t.ClientID, &created, &expires, &rotated, &t.ReplacedBy); err != nil {
+	var r refreshRow
+	if err := row.Scan(r.dest()...); err != nil {
 		return nil, err
 	}
-	t.CreatedAt, t.ExpiresAt, t.RotatedAt = fromMicros(created), fromMicros(expires), fromMicros(rotated)
-	return &t, nil
+	return r.token(), nil
 }
 
 // GetRefreshToken implements store.Store, on the writer (see warmRow).
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
 	t, err := scanRefresh(s.warmRow(ctx, qGetRefresh, store.HashKey(hash), nowMicros()))
 	return t, mapErr("get refresh token", err)
+}
+
+// GetRefreshTokenGrant implements store.Store: one query on the writer
+// (see warmRow), the token by its key and its grant by primary key.
+func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.RefreshToken, *store.Grant, error) {
+	var row struct {
+		t refreshRow
+		g grantRow
+	}
+	now := nowMicros()
+	err := s.warmRow(ctx, qGetRefreshGrant, store.HashKey(hash), now, now).Scan(append(row.t.dest(), row.g.dest()...)...)
+	if err != nil {
+		return nil, nil, mapErr("get refresh token and grant", err)
+	}
+	g, err := row.g.grant()
+	if err != nil {
+		return nil, nil, mapErr("get refresh token and grant", err)
+	}
+	return row.t.token(), g, nil
 }
 
 // RotateRefreshToken implements store.Store: in one write transaction
