@@ -66,6 +66,11 @@ func (t *timedStore) GetRefreshToken(ctx context.Context, h string) (*store.Refr
 	return t.Store.GetRefreshToken(ctx, h)
 }
 
+func (t *timedStore) GetRefreshTokenGrant(ctx context.Context, h string) (*store.RefreshToken, *store.Grant, error) {
+	defer t.since(time.Now())
+	return t.Store.GetRefreshTokenGrant(ctx, h)
+}
+
 func (t *timedStore) RotateRefreshToken(ctx context.Context, old string, next *store.RefreshToken, now time.Time) error {
 	defer t.since(time.Now())
 	return t.Store.RotateRefreshToken(ctx, old, next, now)

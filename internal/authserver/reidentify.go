@@ -67,7 +67,12 @@ func (s *Server) reidentify(ctx context.Context, g *store.Grant, secrets *grantS
 // loadGrant reads grant tsid and opens its secrets (activeGrant); a
 // missing, expired or revoked grant is invalid_grant.
 func (s *Server) loadGrant(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
-	g, secrets, err := s.activeGrant(ctx, tsid)
+	return refreshable(s.activeGrant(ctx, tsid))
+}
+
+// refreshable passes on what activeGrant or openGrant returned, with an
+// inactive grant as the refresh's invalid_grant.
+func refreshable(g *store.Grant, secrets *grantSecrets, err error) (*store.Grant, *grantSecrets, error) {
 	if errors.Is(err, errGrantInactive) {
 		return nil, nil, invalidGrant("the refresh token is invalid or expired")
 	}

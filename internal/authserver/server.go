@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -366,9 +367,38 @@ func pkceS256(verifier string) string {
 // refresh and a re-identification of the same grant both rotate its
 // upstream refresh token, so they exclude each other (mutual exclusion of
 // two operations, not a shared result: not a single-flight).
+//
+// It also tells whether a key's lock was released since a mark, so that a
+// caller who read what the lock guards before taking it can tell whether
+// another holder may have written it meanwhile (see refresh). Releases
+// are counted per shard of keys: a release of another key of the same
+// shard is a false alarm (a needless re-read), never a miss.
 type keyedMutex struct {
 	mu sync.Mutex
 	m  map[string]*keyedEntry
+
+	seq      atomic.Uint64              // releases so far
+	released [keyedShards]atomic.Uint64 // seq of the last release in each shard
+}
+
+const keyedShards = 1024
+
+// keyedShard is FNV-1a of key, modulo keyedShards.
+func keyedShard(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return int(h % keyedShards)
+}
+
+// mark returns the point to give releasedSince: take it before reading.
+func (k *keyedMutex) mark() uint64 { return k.seq.Load() }
+
+// releasedSince reports whether the lock of key (or of a key sharing its
+// shard) was released after mark was taken.
+func (k *keyedMutex) releasedSince(key string, mark uint64) bool {
+	return k.released[keyedShard(key)].Load() > mark
 }
 
 type keyedEntry struct {
@@ -390,6 +420,10 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	k.mu.Unlock()
 	e.mu.Lock()
 	return func() {
+		// Counted while still held: whoever takes the lock next sees it.
+		n, last := k.seq.Add(1), &k.released[keyedShard(key)]
+		for old := last.Load(); old < n && !last.CompareAndSwap(old, n); old = last.Load() {
+		}
 		e.mu.Unlock()
 		k.mu.Lock()
 		if e.n--; e.n == 0 {

@@ -14,7 +14,9 @@ import (
 // readCountingStore counts the reads the token endpoint makes per grant.
 type readCountingStore struct {
 	store.Store
-	grantReads, clientReads atomic.Int64
+	grantReads, tokenReads, tokenGrantReads, clientReads atomic.Int64
+	// afterTokenGrant, if set, runs after each GetRefreshTokenGrant.
+	afterTokenGrant func(g *store.Grant)
 }
 
 func (c *readCountingStore) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
@@ -22,21 +24,41 @@ func (c *readCountingStore) GetGrant(ctx context.Context, id string) (*store.Gra
 	return c.Store.GetGrant(ctx, id)
 }
 
+func (c *readCountingStore) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
+	c.tokenReads.Add(1)
+	return c.Store.GetRefreshToken(ctx, hash)
+}
+
+func (c *readCountingStore) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.RefreshToken, *store.Grant, error) {
+	c.tokenGrantReads.Add(1)
+	rt, g, err := c.Store.GetRefreshTokenGrant(ctx, hash)
+	if err == nil && c.afterTokenGrant != nil {
+		c.afterTokenGrant(g)
+	}
+	return rt, g, err
+}
+
 func (c *readCountingStore) GetClient(ctx context.Context, id string) (*store.Client, error) {
 	c.clientReads.Add(1)
 	return c.Store.GetClient(ctx, id)
 }
 
-// A refresh reads its grant once (reidentify works from the grant the
-// token endpoint loaded under the per-grant lock), and a client is read
-// from the store once per revocation_cache_ttl, not once per request.
+func (c *readCountingStore) resetReads() {
+	for _, n := range []*atomic.Int64{&c.grantReads, &c.tokenReads, &c.tokenGrantReads, &c.clientReads} {
+		n.Store(0)
+	}
+}
+
+// A refresh reads its token and grant once, in one store call
+// (reidentify works from the grant the token endpoint loaded), and a
+// client is read from the store once per revocation_cache_ttl, not once
+// per request.
 func TestTokenEndpointStoreReads(t *testing.T) {
 	cs := &readCountingStore{Store: memory.New()}
 	e := newEnv(t, envOpt{st: cs})
 	c := e.register("http://127.0.0.1:3000/cb", true)
 	rt := e.tokens(c)["refresh_token"].(string)
-	cs.grantReads.Store(0)
-	cs.clientReads.Store(0)
+	cs.resetReads()
 	const n = 5
 	for range n {
 		st, m := e.refresh(c, rt)
@@ -45,8 +67,18 @@ func TestTokenEndpointStoreReads(t *testing.T) {
 		}
 		rt = m["refresh_token"].(string)
 	}
-	if got := cs.grantReads.Load(); got != n {
-		t.Errorf("GetGrant calls for %d refreshes = %d, want %d", n, got, n)
+	for _, r := range []struct {
+		name string
+		got  *atomic.Int64
+		want int64
+	}{
+		{"GetRefreshTokenGrant", &cs.tokenGrantReads, n},
+		{"GetRefreshToken", &cs.tokenReads, 0},
+		{"GetGrant", &cs.grantReads, 0},
+	} {
+		if got := r.got.Load(); got != r.want {
+			t.Errorf("%s calls for %d refreshes = %d, want %d", r.name, n, got, r.want)
+		}
 	}
 	if got := cs.clientReads.Load(); got != 0 {
 		t.Errorf("GetClient calls within revocation_cache_ttl = %d, want 0 (cached)", got)
@@ -57,6 +89,52 @@ func TestTokenEndpointStoreReads(t *testing.T) {
 	}
 	if got := cs.clientReads.Load(); got != 1 {
 		t.Errorf("GetClient calls after the TTL = %d, want 1 (re-read)", got)
+	}
+}
+
+// The grant a refresh read before taking the grant's lock is read again
+// when another holder of that lock released it in between (it may have
+// written the grant: here it revokes it), and only then.
+func TestRefreshRereadsGrantChangedBeforeLock(t *testing.T) {
+	cs := &readCountingStore{Store: memory.New()}
+	e := newEnv(t, envOpt{st: cs})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	rt := e.tokens(c)["refresh_token"].(string)
+
+	// Another key's lock released meanwhile, in another shard: no re-read.
+	other := "other-grant"
+	cs.afterTokenGrant = func(g *store.Grant) {
+		for keyedShard(other) == keyedShard(g.ID) {
+			other += "x"
+		}
+		e.srv.upLocks.lock(other)()
+	}
+	cs.resetReads()
+	st, m := e.refresh(c, rt)
+	if st != http.StatusOK {
+		t.Fatalf("refresh: %d %v", st, m)
+	}
+	rt = m["refresh_token"].(string)
+	if got := cs.grantReads.Load(); got != 0 {
+		t.Errorf("GetGrant calls after another grant's lock was released = %d, want 0", got)
+	}
+
+	// A holder of this grant's lock revokes it after the read: the refresh
+	// reads the grant again under the lock and refuses.
+	cs.afterTokenGrant = func(g *store.Grant) {
+		unlock := e.srv.upLocks.lock(g.ID)
+		defer unlock()
+		if err := cs.Store.RevokeGrant(context.Background(), g.ID); err != nil {
+			t.Error(err)
+		}
+	}
+	cs.resetReads()
+	st, m = e.refresh(c, rt)
+	if st != http.StatusBadRequest || m["error"] != "invalid_grant" {
+		t.Errorf("refresh of a grant revoked before the lock: %d %v, want 400 invalid_grant", st, m["error"])
+	}
+	if got := cs.grantReads.Load(); got != 1 {
+		t.Errorf("GetGrant calls after the grant's lock was released = %d, want 1", got)
 	}
 }
 

@@ -56,6 +56,13 @@ func (t tracedStore) GetRefreshToken(ctx context.Context, hash string) (*store.R
 	return rt, err
 }
 
+func (t tracedStore) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.RefreshToken, *store.Grant, error) {
+	ctx, span := telemetry.Start(ctx, "store.GetRefreshTokenGrant")
+	rt, g, err := t.Store.GetRefreshTokenGrant(ctx, hash)
+	storeSpan(span, err)
+	return rt, g, err
+}
+
 func (t tracedStore) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	ctx, span := telemetry.Start(ctx, "store.RotateRefreshToken")
 	err := t.Store.RotateRefreshToken(ctx, oldHash, next, now)

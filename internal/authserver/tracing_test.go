@@ -69,8 +69,8 @@ func TestTokenEndpointSpans(t *testing.T) {
 		children        []string
 	}{
 		{"authorization_code", "", []string{"store.RedeemAuthCode"}}, // the client comes from its cache
-		{"refresh_token", "", []string{"store.GetRefreshToken", "store.GetGrant", "store.RotateRefreshToken"}},
-		{"refresh_token", "invalid_grant", []string{"store.GetRefreshToken"}},
+		{"refresh_token", "", []string{"store.GetRefreshTokenGrant", "store.RotateRefreshToken"}},
+		{"refresh_token", "invalid_grant", []string{"store.GetRefreshTokenGrant"}},
 	}
 	for i, w := range want {
 		s := tokens[i]

@@ -168,11 +168,21 @@ var errGrantInactive = errors.New("authserver: grant unknown or revoked")
 // start here.
 func (s *Server) activeGrant(ctx context.Context, tsid string) (*store.Grant, *grantSecrets, error) {
 	g, err := s.st.GetGrant(ctx, tsid)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, errGrantInactive
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	return s.openGrant(g)
+}
+
+// openGrant is activeGrant for a grant already read (unknown and expired
+// grants are not returned by the store): errGrantInactive when it is
+// revoked, else g and its opened secrets.
+func (s *Server) openGrant(g *store.Grant) (*store.Grant, *grantSecrets, error) {
+	if g.Revoked {
+		return nil, nil, errGrantInactive
 	}
 	var secrets grantSecrets
 	if err := s.openJSON(g.UpstreamTokens, aad("grant", g.ID), &secrets); err != nil {
