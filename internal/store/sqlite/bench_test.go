@@ -82,3 +82,59 @@ func BenchmarkSQLiteRefreshRotate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rotations/s")
 }
+
+// BenchmarkSQLiteRefreshReads compares the reads a refresh makes before
+// rotating: the token then its grant (two queries), or both in one
+// (GetRefreshTokenGrant). Each iteration rotates the token, as a refresh
+// does, so the reads meet the pages of the latest commit; read-ns/op
+// counts the reads alone.
+func BenchmarkSQLiteRefreshReads(b *testing.B) {
+	for _, mode := range []string{"two-reads", "one-read"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			s := openTemp(b)
+			defer s.Close()
+			now := time.Now()
+			cur := store.HashKey("rt0")
+			code := &store.AuthCode{Hash: store.HashKey("code"), GrantID: "g", ClientID: "c"}
+			if err := s.CreateAuthCode(ctx, code); err != nil {
+				b.Fatal(err)
+			}
+			g := &store.Grant{ID: "g", ClientID: "c", UserKey: "https://idp.example#alice", Resource: "https://mcp.example/mcp",
+				Scopes: []string{"tools:read", "tools:call"}, Identity: []byte(`{"sub":"alice","email":"alice@example.com","groups":["dev","ops"]}`),
+				UpstreamTokens: make([]byte, 1500), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+			if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(g,
+				&store.RefreshToken{Hash: cur, GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+			)); err != nil {
+				b.Fatal(err)
+			}
+			var readNS time.Duration
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				start := time.Now()
+				if mode == "one-read" {
+					if _, _, err := s.GetRefreshTokenGrant(ctx, cur); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					rt, err := s.GetRefreshToken(ctx, cur)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := s.GetGrant(ctx, rt.GrantID); err != nil {
+						b.Fatal(err)
+					}
+				}
+				readNS += time.Since(start)
+				next := &store.RefreshToken{Hash: store.HashKey("rt" + strconv.Itoa(i)), GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+				if err := s.RotateRefreshToken(ctx, cur, next, now); err != nil {
+					b.Fatal(err)
+				}
+				cur = next.Hash
+			}
+			b.ReportMetric(float64(readNS.Nanoseconds())/float64(b.N), "read-ns/op")
+		})
+	}
+}

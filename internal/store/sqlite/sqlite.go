@@ -799,9 +799,11 @@ const (
 	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
 	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ?
 		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?)`
-	// The token's grant, live as GetGrant reads it (revoked included).
-	qGetRefreshGrant = `SELECT ` + refreshColsT + `, ` + grantColsG + ` FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k
-		WHERE t.k = ? AND (t.expires_at = 0 OR t.expires_at > ?) AND (g.expires_at = 0 OR g.expires_at > ?)`
+	// A token and its grant, by the token's key alone: GetRefreshTokenGrant
+	// checks both expiries. Bound in SQL, they made SQLite prepare the
+	// join again at every step, as the planner's choice depends on them.
+	qGetRefreshGrant = `SELECT ` + refreshColsT + `, ` + grantColsG + `
+		FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k WHERE t.k = ?`
 	qRefreshLive   = `SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?))`
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = ?`
 )
@@ -848,10 +850,13 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 		t refreshRow
 		g grantRow
 	}
-	now := nowMicros()
-	err := s.warmRow(ctx, qGetRefreshGrant, store.HashKey(hash), now, now).Scan(append(row.t.dest(), row.g.dest()...)...)
+	err := s.warmRow(ctx, qGetRefreshGrant, store.HashKey(hash)).Scan(append(row.t.dest(), row.g.dest()...)...)
 	if err != nil {
 		return nil, nil, mapErr("get refresh token and grant", err)
+	}
+	// Live as in qGetRefresh and qGetGrant: no expiry, or a later one.
+	if now := nowMicros(); (row.t.expires != 0 && row.t.expires <= now) || (row.g.expires != 0 && row.g.expires <= now) {
+		return nil, nil, store.ErrNotFound
 	}
 	g, err := row.g.grant()
 	if err != nil {
