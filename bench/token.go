@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -144,6 +145,7 @@ type asInstance struct {
 	child   *child
 	cfgPath string
 	logPath string
+	dbPath  string // SQLite
 	base    string
 	pprof   string
 	seeder  *authserver.Server
@@ -210,7 +212,8 @@ func startAS(ctx context.Context, o *tokenOptions, dir string, grace string) (_ 
 			in.stop()
 		}
 	}()
-	sc := store.Config{Driver: store.DriverSQLite, DSN: filepath.Join(dir, "mcpgate.db")}
+	in.dbPath = filepath.Join(dir, "mcpgate.db")
+	sc := store.Config{Driver: store.DriverSQLite, DSN: in.dbPath}
 	if o.Store == store.DriverPostgres {
 		if sc.DSN, in.dropPG, err = pgSchema(ctx, o.PostgresDSN); err != nil {
 			return nil, err
@@ -274,6 +277,43 @@ func (in *asInstance) startChild(profiling bool) error {
 		return err
 	}
 	return nil
+}
+
+// release closes the seeder's store, so that the child is the only process
+// on the database while it is measured, as `mcpgate serve` is. For SQLite it
+// first moves the seeded writes out of the WAL into the database file and
+// empties the WAL (TRUNCATE checkpoint, which syncs both files). Without
+// that, the seeder's own checkpointer kept checkpointing the child's file
+// from this process (a RESTART checkpoint holds the write lock while it
+// waits for readers), and under disk load the child's first commit paid
+// for syncing the seeder's megabytes of WAL: an instance measured right
+// after seeding could answer nothing in a short window.
+func (in *asInstance) release(ctx context.Context) error {
+	if in.st == nil {
+		return nil
+	}
+	err := in.st.Close()
+	in.st, in.seeder = nil, nil
+	if err != nil || in.dropPG != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", in.dbPath+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	// The child's checkpointer may hold the checkpoint lock, for as long as
+	// its fsync takes (a checkpoint does not wait for another): try again.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var busy, logFrames, moved int
+		if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &moved); err != nil {
+			return fmt.Errorf("checkpoint after seeding: %w", err)
+		}
+		if busy == 0 {
+			return nil
+		}
+	}
+	return errors.New("checkpoint after seeding: database busy for 30 s")
 }
 
 func (in *asInstance) stop() {
@@ -407,8 +447,11 @@ func parallel(n int, f func(i int) error) error {
 
 // tokenLoad drives closed-loop token requests at endpoint from c workers:
 // form(w) builds worker w's next request (nil: nothing left), done(w, rt)
-// takes the refresh token of its answer. After warmup it measures for d:
-// answered requests, latency, and the CPU time of process pid.
+// takes the refresh token of its answer. It measures for d, answered
+// requests, latency, and the CPU time of process pid, once warmup has passed
+// and every worker has had an answer (or stopped): a server's first
+// answers (its first commit syncing what seeding wrote, say, which took
+// over 400 ms on a loaded disk) are cold start, not its rate.
 func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Duration, pid int,
 	form func(w int) url.Values, done func(w int, rt string)) *tokenResult {
 	ctx, cancel := context.WithCancel(ctx)
@@ -419,10 +462,19 @@ func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Durat
 	res := &tokenResult{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	warm := make(chan struct{}) // closed when every worker has had an answer or stopped
+	var cold atomic.Int64
+	cold.Store(int64(c))
 	for w := range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			answered := sync.OnceFunc(func() {
+				if cold.Add(-1) == 0 {
+					close(warm)
+				}
+			})
+			defer answered()
 			var lat []time.Duration
 			n, errs, first, ran := 0, 0, "", false
 			defer func() {
@@ -447,6 +499,7 @@ func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Durat
 				if ctx.Err() != nil {
 					return
 				}
+				answered()
 				counted := measuring.Load()
 				if err != nil {
 					if counted {
@@ -468,6 +521,10 @@ func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Durat
 	}
 	select {
 	case <-time.After(warmup):
+	case <-ctx.Done():
+	}
+	select {
+	case <-warm:
 	case <-ctx.Done():
 	}
 	cpu0, _ := cpuTime(pid)
@@ -699,6 +756,9 @@ func runScale(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string
 		o.logf("seeding %d grants (%s) …", n, o.Store)
 		rts, err := in.seedGrants(ctx, n)
 		if err != nil {
+			return err
+		}
+		if err := in.release(ctx); err != nil {
 			return err
 		}
 		rep.Seeded[name] = time.Since(start)
