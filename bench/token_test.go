@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,5 +86,25 @@ func TestTokenOptionsCheck(t *testing.T) {
 		if err := o.check(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// A server whose first answers are slow (a cold start longer than the
+// warm-up and the window together) is still measured: the window opens once
+// every client has had an answer. Before, the window saw none of them.
+func TestTokenLoadWaitsForFirstAnswers(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			time.Sleep(400 * time.Millisecond) // longer than warm-up + window
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"at","refresh_token":"rt"}`)
+	}))
+	defer srv.Close()
+	res := tokenLoad(context.Background(), srv.URL, 2, 50*time.Millisecond, 200*time.Millisecond, os.Getpid(),
+		func(int) url.Values { return url.Values{"grant_type": {"refresh_token"}} }, func(int, string) {})
+	if res.Requests == 0 || res.Errors != 0 {
+		t.Fatalf("%d requests, %d errors (%s): the window missed the warm server", res.Requests, res.Errors, res.FirstErr)
 	}
 }
