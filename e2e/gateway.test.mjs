@@ -69,17 +69,22 @@ const externalClients = new Set();
 const DEMO_TOOLS = ['count', 'delete_vm', 'echo', 'get_vm', 'list_vms', 'power_on_vm'];
 const READER_DEMO_TOOLS = ['get_vm', 'list_vms'];
 
-const POLICY = `
+// A policy names only backends its gateway has (an unknown one is a
+// configuration error), so the gateways without server-everything get the
+// policy without its per-backend rule.
+const policy = (everythingRule) => `
 policy:
   roles:
     reader:
-      tools: ["list_*", "get_*"]
+      tools: ["list_*", "get_*"]${everythingRule ? `
       backends:
-        everything: { tools: ["get*", "echo"] }
+        everything: { tools: ["get*", "echo"] }` : ''}
     admin: { tools: ["*"] }
   groups:
     mcp-readers: [reader]
     mcp-admins: [admin]`;
+const POLICY = policy(true);
+const POLICY_DEMO = policy(false);
 
 before(async () => {
   fetches = recordFetches();
@@ -146,7 +151,7 @@ auth:
         require_typ: at+jwt
         allow_private_issuer: true
   scopes_supported: [mcp:tools]
-${POLICY}
+${POLICY_DEMO}
   tool_scopes:
     "delete_*": ["mcp:admin"]
 backends:
@@ -168,7 +173,7 @@ audit: { sink: file, path: ${dir}/audit.log }
         upstream: staticUpstream([{ name: 'alice', groups: ['mcp-admins'], hash: hAlice }]),
       })}
   scopes_supported: [mcp] # what the 401 challenge asks for: mcp:admin only by step-up
-${POLICY}
+${POLICY_DEMO}
   tool_scopes:
     "delete_*": ["mcp:admin"]
 backends:
