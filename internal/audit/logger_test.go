@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -681,7 +680,7 @@ func benchmarkLog(b *testing.B, fsync string, c int, args json.RawMessage) {
 		b.SetParallelism((c + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	}
 	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), testutil.ProcessCPU()
 	do := func() {
 		r := &Record{RequestID: "0190a5e4-7c1d-7f00-8000-000000000000", ClientIP: "192.0.2.10", Issuer: "https://idp.example.com",
 			Subject: "248289761001", User: "ryan@example.com", Groups: []string{"vsphere-admins"}, Method: "tools/call",
@@ -704,18 +703,9 @@ func benchmarkLog(b *testing.B, fsync string, c int, args json.RawMessage) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
 	// CPU time of the process per record: unlike ns/op, it hardly moves
 	// when other processes load the machine.
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testutil.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 	b.StopTimer()
 	l.Close()
-}
-
-// cpuTime returns the user and system CPU time of the process.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func TestFsyncAlwaysGroupCommitWithRotation(t *testing.T) {

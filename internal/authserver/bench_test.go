@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/memory"
 	"github.com/mcpgate/mcpgate/internal/store/sqlite"
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 // timedSigner and timedStore measure where token endpoint time goes.
@@ -184,14 +185,14 @@ func (be *benchEnv) measure(b *testing.B, workers int) (report func()) {
 	be.signer.ns.Store(0)
 	be.st.ns.Store(0)
 	b.ResetTimer()
-	start, cpu := time.Now(), processCPU()
+	start, cpu := time.Now(), testutil.ProcessCPU()
 	return func() {
 		b.StopTimer()
 		total := float64(time.Since(start)) * float64(workers)
 		n := float64(b.N)
 		sign, st := float64(be.signer.ns.Load()), float64(be.st.ns.Load())
 		b.ReportMetric(n/time.Since(start).Seconds(), "ops/s")
-		if c := processCPU() - cpu; c > 0 {
+		if c := testutil.ProcessCPU() - cpu; c > 0 {
 			b.ReportMetric(float64(c)/n, "cpu-ns/op")
 		}
 		b.ReportMetric(sign/n, "sign-ns/op")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/config"
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 // BenchmarkToolsCall measures one tools/call round trip through a bare
@@ -68,8 +69,8 @@ func benchmarkCall(b *testing.B, target string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.SetParallelism(4)
-	cpu := processCPU()
-	defer func() { reportCPU(b, processCPU()-cpu) }()
+	cpu := testutil.ProcessCPU()
+	defer func() { reportCPU(b, testutil.ProcessCPU()-cpu) }()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			req, _ := http.NewRequest("POST", target, strings.NewReader(body))
@@ -153,8 +154,8 @@ func benchmarkList(b *testing.B, target string, want int) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.SetParallelism(4)
-	cpu := processCPU()
-	defer func() { reportCPU(b, processCPU()-cpu) }()
+	cpu := testutil.ProcessCPU()
+	defer func() { reportCPU(b, testutil.ProcessCPU()-cpu) }()
 	b.RunParallel(func(pb *testing.PB) {
 		var buf bytes.Buffer
 		for pb.Next() {

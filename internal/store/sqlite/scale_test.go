@@ -8,11 +8,11 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 // BenchmarkRefreshAtScale is the store's part of one refresh (read the
@@ -89,7 +89,7 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 					defer pprof.StopCPUProfile()
 				}
 				n := len(in.grants)
-				cpu0 := processCPU()
+				cpu0 := testutil.ProcessCPU()
 				for b.Loop() {
 					g := *in.i % n
 					*in.i++
@@ -106,7 +106,7 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 					}
 					in.rts[g] = next.Hash
 				}
-				b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64(testutil.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
@@ -142,12 +142,6 @@ func logPages(b *testing.B, s *Store) {
 		rows.Scan(&name, &pages, &interior)
 		b.Logf("%-30s %6d pages (%d interior)", name, pages, interior)
 	}
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // seedGrants stores n grants through the store API, the way an exchange
