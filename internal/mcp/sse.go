@@ -38,7 +38,7 @@ type SSEFilter struct {
 	MaxEventSize int
 
 	raw       []byte // bytes of the current event as received
-	line      []byte // current line, without terminator
+	lineAt    int    // where the current line starts in raw: lines are spans of raw, not copies
 	fields    []span // non-data lines of the current event, in order, as spans of raw
 	dataAt    int    // index in fields where data lines go; -1: no data yet
 	data      []byte // data lines joined by LF
@@ -52,8 +52,8 @@ type SSEFilter struct {
 // eventBuffers are an SSEFilter's growable buffers, recycled by Release: a
 // filter per response would otherwise grow them from zero for every list.
 type eventBuffers struct {
-	raw, line, data, out []byte
-	fields               []span
+	raw, data, out []byte
+	fields         []span
 }
 
 var eventBufferPool = sync.Pool{New: func() any { return new(eventBuffers) }}
@@ -69,7 +69,7 @@ func NewSSEFilter(dst io.Writer, flush func(), rewrite func(data []byte) []byte)
 	}
 	b := eventBufferPool.Get().(*eventBuffers)
 	return &SSEFilter{dst: dst, flush: flush, rewrite: rewrite, MaxEventSize: DefaultMaxEventSize, dataAt: -1, firstLine: true,
-		raw: b.raw[:0], line: b.line[:0], data: b.data[:0], out: b.out[:0], fields: b.fields[:0], bufs: b}
+		raw: b.raw[:0], data: b.data[:0], out: b.out[:0], fields: b.fields[:0], bufs: b}
 }
 
 // Release returns the filter's buffers for reuse; the filter must not be
@@ -85,12 +85,12 @@ func (f *SSEFilter) Release() {
 		return b[:0]
 	}
 	b := f.bufs
-	b.raw, b.line, b.data, b.out, b.fields = keep(f.raw), keep(f.line), keep(f.data), keep(f.out), f.fields[:0]
+	b.raw, b.data, b.out, b.fields = keep(f.raw), keep(f.data), keep(f.out), f.fields[:0]
 	if cap(b.fields) > maxPooledBuffer/16 {
 		b.fields = nil
 	}
 	eventBufferPool.Put(b)
-	f.raw, f.line, f.data, f.out, f.fields, f.bufs = nil, nil, nil, nil, nil, nil
+	f.raw, f.data, f.out, f.fields, f.bufs = nil, nil, nil, nil, nil
 	f.err = errReleased
 }
 
@@ -107,21 +107,22 @@ func (f *SSEFilter) Write(p []byte) (int, error) {
 			f.skipLF = false
 			if p[0] == '\n' {
 				f.raw = append(f.raw, '\n')
+				f.lineAt = len(f.raw)
 				p = p[1:]
 				continue
 			}
 		}
 		j := lineEnd(p)
 		if j < 0 {
-			f.line = append(f.line, p...)
 			f.raw = append(f.raw, p...)
 			break
 		}
-		f.line = append(f.line, p[:j]...)
 		f.raw = append(f.raw, p[:j+1]...)
 		f.skipLF = p[j] == '\r'
 		p = p[j+1:]
-		if err := f.endLine(); err != nil {
+		err := f.endLine()
+		f.lineAt = len(f.raw) // 0 after an event ended
+		if err != nil {
 			f.err = err
 			return n - len(p), err
 		}
@@ -147,7 +148,7 @@ func (f *SSEFilter) Close() error {
 }
 
 func (f *SSEFilter) endLine() error {
-	line := f.line
+	line := f.raw[f.lineAt : len(f.raw)-1]
 	if f.firstLine {
 		f.firstLine = false
 		line = bytes.TrimPrefix(line, bom)
@@ -156,7 +157,6 @@ func (f *SSEFilter) endLine() error {
 	// LF of a CRLF comes later): non-data lines are kept as spans of raw,
 	// not copied.
 	at := span{len(f.raw) - 1 - len(line), len(f.raw) - 1}
-	defer func() { f.line = f.line[:0] }()
 	if len(f.raw) > f.maxSize() {
 		return ErrEventTooLarge
 	}
@@ -268,6 +268,7 @@ func (f *SSEFilter) emit(b []byte) error {
 
 func (f *SSEFilter) reset() {
 	f.raw = f.raw[:0]
+	f.lineAt = 0
 	f.fields = f.fields[:0]
 	f.data = f.data[:0]
 	f.dataAt = -1
