@@ -26,16 +26,19 @@ import (
 // API takes about a minute; -short runs 1k only.
 //
 // MCPGATE_BENCH_GRANTS=n,… sets the sizes, MCPGATE_BENCH_CACHE_KIB=a,…
-// compares writer cache sizes (one Store per size over the same file),
+// compares writer cache sizes and MCPGATE_BENCH_MMAP_MIB=m,… writer
+// mmap_size values (one Store per combination over the same file),
 // MCPGATE_BENCH_CPUPROFILE=prefix writes a CPU profile per sub-benchmark,
 // MCPGATE_BENCH_DBSTAT=1 logs each b-tree's pages.
 func BenchmarkRefreshAtScale(b *testing.B) {
-	sizes := envInts(b, "MCPGATE_BENCH_GRANTS", []int{1000, 100_000})
+	sizes := envInts(b, "MCPGATE_BENCH_GRANTS", []int{1000, 100_000}, 1)
 	if testing.Short() {
 		sizes = sizes[:1]
 	}
-	caches := envInts(b, "MCPGATE_BENCH_CACHE_KIB", []int{writerCacheKiB})
-	rounds := envInts(b, "MCPGATE_BENCH_ROUNDS", []int{3})[0]
+	caches := envInts(b, "MCPGATE_BENCH_CACHE_KIB", []int{writerCacheKiB}, 1)
+	mmaps := envInts(b, "MCPGATE_BENCH_MMAP_MIB", []int{int(writerMmapBytes >> 20)}, 0)
+	defer func(m int64) { writerMmapBytes = m }(writerMmapBytes)
+	rounds := envInts(b, "MCPGATE_BENCH_ROUNDS", []int{3}, 1)[0]
 	defer func(c int) { writerCacheKiB = c }(writerCacheKiB)
 	ctx := context.Background()
 	type instance struct {
@@ -62,17 +65,22 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 			grants[i] = "grant-" + strconv.Itoa(i)
 		}
 		for _, c := range caches {
-			writerCacheKiB = c
-			s, err := Open(ctx, path)
-			if err != nil {
-				b.Fatal(err)
+			for _, m := range mmaps {
+				writerCacheKiB, writerMmapBytes = c, int64(m)<<20
+				s, err := Open(ctx, path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				name := fmt.Sprintf("grants=%d", n)
+				if len(caches) > 1 {
+					name += fmt.Sprintf("/cache=%dKiB", c)
+				}
+				if len(mmaps) > 1 {
+					name += fmt.Sprintf("/mmap=%dMiB", m)
+				}
+				ins = append(ins, &instance{name: name, s: s, rts: rts, grants: grants, i: next})
 			}
-			defer s.Close()
-			name := fmt.Sprintf("grants=%d", n)
-			if len(caches) > 1 {
-				name += fmt.Sprintf("/cache=%dKiB", c)
-			}
-			ins = append(ins, &instance{name: name, s: s, rts: rts, grants: grants, i: next})
 		}
 	}
 	now := time.Now()
@@ -112,7 +120,8 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 	}
 }
 
-func envInts(b *testing.B, name string, def []int) []int {
+// envInts reads a comma-separated list of numbers, each at least least.
+func envInts(b *testing.B, name string, def []int, least int) []int {
 	v := os.Getenv(name)
 	if v == "" {
 		return def
@@ -120,8 +129,8 @@ func envInts(b *testing.B, name string, def []int) []int {
 	var out []int
 	for _, f := range strings.Split(v, ",") {
 		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			b.Fatalf("%s: %q is not a positive number", name, f)
+		if err != nil || n < least {
+			b.Fatalf("%s: %q is not a number of at least %d", name, f, least)
 		}
 		out = append(out, n)
 	}

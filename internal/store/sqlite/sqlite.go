@@ -102,7 +102,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		f.Close()
 		walLimit := fmt.Sprintf("&_pragma=journal_size_limit(%d)", WALSizeLimit)
 		w, err := sql.Open("sqlite", dsn+"?"+common+"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"+
-			fmt.Sprintf("&_pragma=cache_size(-%d)", writerCacheKiB)+
+			fmt.Sprintf("&_pragma=cache_size(-%d)&_pragma=mmap_size(%d)", writerCacheKiB, writerMmapBytes)+
 			fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", walBackstopPages)+walLimit+"&_txlock=immediate")
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -157,14 +157,26 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // pages, about what the default 2 MiB holds, and the writer would re-read
 // them from the file. 8 MiB (2048 pages) holds them with room for the hot
 // leaves. It is not sized for every leaf (about 43 MB for the refresh
-// path's b-trees at 100k grants): at the end of a write transaction that
-// split a b-tree page SQLite walks the whole cache (pcache1TruncateUnsafe),
-// a cost that grows with the pages cached, and 2, 32 and 64 MiB measured
-// no faster per refresh than 8 (BenchmarkRefreshAtScale with
-// MCPGATE_BENCH_CACHE_KIB). mmap_size stays off: a reader unmaps the file
-// whenever another connection has committed, and it measured slower than
-// reads. A variable for that benchmark.
+// path's b-trees at 100k grants), because a larger cache costs more at
+// commits: when a b-tree balance reorders the pages of a split,
+// balance_nonroot renames one page through a temporary number, the lock-
+// byte page (262145 with 4 KiB pages), which leaves the page cache's
+// highest key far past the end of the database; the commit's
+// sqlite3PcacheTruncate then scans every hash slot and cached page
+// (pcache1TruncateUnsafe) instead of the few past the end. That happens at
+// about one commit in five whatever the number of grants, and costs in
+// proportion to the pages cached. 1, 2, 4, 8 and 32 MiB, with and without
+// mmap, measured alike per refresh (BenchmarkRefreshAtScale with
+// MCPGATE_BENCH_CACHE_KIB and MCPGATE_BENCH_MMAP_MIB; docs/benchmarks.md):
+// a smaller cache scans less and reads more pages back. Variables for that
+// benchmark.
 var writerCacheKiB = 8 << 10
+
+// writerMmapBytes is the writer connection's mmap_size: 0, SQLite's
+// default. Mapping the file spares the writer's cache misses a pread, but
+// measured no faster per refresh at 100k grants than reading, and a reader
+// pool connection unmaps at every commit of another connection.
+var writerMmapBytes int64
 
 // Checkpoints copy committed pages from the WAL into the database file and
 // fsync it. SQLite runs them inside the commit that crosses a page
