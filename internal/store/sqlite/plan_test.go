@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -255,5 +256,47 @@ func TestCheckpointKeepsWriterCacheUnderLoad(t *testing.T) {
 	if modes["RESTART"][0] == 0 || modes["TRUNCATE"][0] != 0 {
 		t.Errorf("checkpoints while writing: %d RESTART, %d TRUNCATE; want some RESTART and no TRUNCATE",
 			modes["RESTART"][0], modes["TRUNCATE"][0])
+	}
+}
+
+// TestWriterPageCacheSettings: the writer connection gets writerCacheKiB
+// and writerMmapBytes (BenchmarkRefreshAtScale compares them by setting the
+// variables), the read pool SQLite's defaults and no mmap.
+func TestWriterPageCacheSettings(t *testing.T) {
+	ctx := context.Background()
+	pragmas := func(db *sql.DB) (cache, mmap int64) {
+		t.Helper()
+		if err := db.QueryRowContext(ctx, `PRAGMA cache_size`).Scan(&cache); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(ctx, `PRAGMA mmap_size`).Scan(&mmap); err != nil {
+			t.Fatal(err)
+		}
+		return cache, mmap
+	}
+	// The defaults docs/configuration.md states.
+	if writerCacheKiB != 8<<10 || writerMmapBytes != 0 {
+		t.Errorf("writer defaults: cache %d KiB, mmap %d bytes; want 8192 KiB, 0", writerCacheKiB, writerMmapBytes)
+	}
+	defer func(c int, m int64) { writerCacheKiB, writerMmapBytes = c, m }(writerCacheKiB, writerMmapBytes)
+	for _, tc := range []struct {
+		cacheKiB int
+		mmap     int64
+	}{
+		{8 << 10, 0},
+		{1024, 1 << 20},
+	} {
+		writerCacheKiB, writerMmapBytes = tc.cacheKiB, tc.mmap
+		s, err := Open(ctx, filepath.Join(t.TempDir(), "cache.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, m := pragmas(s.w); c != int64(-tc.cacheKiB) || m != tc.mmap {
+			t.Errorf("writer: cache_size %d, mmap_size %d; want %d, %d", c, m, -tc.cacheKiB, tc.mmap)
+		}
+		if c, m := pragmas(s.r); c != -2000 || m != 0 {
+			t.Errorf("reader: cache_size %d, mmap_size %d; want SQLite's -2000 and 0", c, m)
+		}
+		s.Close()
 	}
 }
