@@ -514,15 +514,10 @@ type member struct {
 // objectMembers appends the members of the validated JSON object obj to dst.
 // Values alias obj.
 func objectMembers(obj []byte, dst []member) ([]member, error) {
-	i := skipSpace(obj, 0)
-	if i >= len(obj) || obj[i] != '{' {
-		return dst, errNotObject
-	}
-	i = skipSpace(obj, i+1)
-	if i < len(obj) && obj[i] == '}' {
-		return dst, nil
-	}
-	for i < len(obj) && obj[i] == '"' {
+	err := eachItem(obj, '{', '}', errNotObject, func(i int) int {
+		if obj[i] != '"' {
+			return -1
+		}
 		end := skipString(obj, i)
 		name := obj[i+1 : max(i+1, end-1)]
 		if bytes.IndexByte(name, '\\') >= 0 {
@@ -530,59 +525,66 @@ func objectMembers(obj []byte, dst []member) ([]member, error) {
 		}
 		i = skipSpace(obj, end)
 		if i >= len(obj) || obj[i] != ':' {
-			return dst, errSyntax
+			return -1
 		}
 		i = skipSpace(obj, i+1)
 		vend := skipValue(obj, i)
 		dst = append(dst, member{name: name, value: obj[i:vend]})
-		i = skipSpace(obj, vend)
-		if i >= len(obj) {
-			break
-		}
-		switch obj[i] {
-		case ',':
-			i = skipSpace(obj, i+1)
-		case '}':
-			return dst, nil
-		default:
-			return dst, errSyntax
-		}
-	}
-	return dst, errSyntax
+		return vend
+	})
+	return dst, err
 }
 
 // arrayElements returns the elements of the validated JSON array arr; they
 // alias arr.
 func arrayElements(arr []byte) ([][]byte, error) {
-	i := skipSpace(arr, 0)
-	if i >= len(arr) || arr[i] != '[' {
-		return nil, errNotArray
-	}
-	i = skipSpace(arr, i+1)
-	if i < len(arr) && arr[i] == ']' {
-		return nil, nil
-	}
 	var out [][]byte
-	for i < len(arr) {
+	err := eachItem(arr, '[', ']', errNotArray, func(i int) int {
 		end := skipValue(arr, i)
 		if end == i {
-			return nil, errSyntax
+			return -1
 		}
 		out = append(out, arr[i:end])
-		i = skipSpace(arr, end)
-		if i >= len(arr) {
+		return end
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachItem walks the comma-separated items of the JSON container c, which
+// opens with open and closes with close (else: notErr). item is called with
+// the offset of each item's first byte and returns the offset just past
+// the item, or -1 for a syntax error.
+func eachItem(c []byte, open, close byte, notErr error, item func(i int) int) error {
+	i := skipSpace(c, 0)
+	if i >= len(c) || c[i] != open {
+		return notErr
+	}
+	i = skipSpace(c, i+1)
+	if i < len(c) && c[i] == close {
+		return nil
+	}
+	for i < len(c) {
+		end := item(i)
+		if end < 0 {
+			return errSyntax
+		}
+		i = skipSpace(c, end)
+		if i >= len(c) {
 			break
 		}
-		switch arr[i] {
+		switch c[i] {
 		case ',':
-			i = skipSpace(arr, i+1)
-		case ']':
-			return out, nil
+			i = skipSpace(c, i+1)
+		case close:
+			return nil
 		default:
-			return nil, errSyntax
+			return errSyntax
 		}
 	}
-	return nil, errSyntax
+	return errSyntax
 }
 
 func lookup(ms []member, name string) ([]byte, bool) {
