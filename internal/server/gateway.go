@@ -155,14 +155,8 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		mcp.WriteError(w, http.StatusBadRequest, nil, mcp.CodeInvalidRequest, reason)
 		return
 	}
-	ipKey := g.edge.ipKey(r)
-	if ok, retry := g.ipLimiter.Take(r.Context(), ipKey); !ok {
-		g.rateLimited(w, x, retry)
-		return
-	}
-	ipSlot, ok := g.inFlightIP.Acquire(ipKey)
+	ipSlot, ok := g.admit(w, r, x, g.ipLimiter, g.inFlightIP, g.edge.ipKey(r))
 	if !ok {
-		g.tooManyInFlight(w, x)
 		return
 	}
 	defer ipSlot.Release()
@@ -180,18 +174,14 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	userKey := p.Key()
 	// POSTs are limited per user after decoding (authorizePost), so that a
-	// client's replies to server requests are never refused.
-	if r.Method != http.MethodPost {
-		if ok, retry := g.userLimiter.Take(r.Context(), userKey); !ok {
-			g.rateLimited(w, x, retry)
-			return
-		}
+	// client's replies to server requests are never refused. The in-flight
+	// bound comes before the body is read: that is what a slow client holds.
+	userRate := g.userLimiter
+	if r.Method == http.MethodPost {
+		userRate = nil
 	}
-	// The in-flight bound comes before the body is read: that is what a
-	// slow client holds.
-	userSlot, ok := g.inFlightUser.Acquire(userKey)
+	userSlot, ok := g.admit(w, r, x, userRate, g.inFlightUser, userKey)
 	if !ok {
-		g.tooManyInFlight(w, x)
 		return
 	}
 	defer userSlot.Release()
@@ -592,6 +582,22 @@ func (g *gateway) rateLimited(w http.ResponseWriter, x *exchange, retry time.Dur
 	secs := int(retry/time.Second) + 1
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	mcp.WriteError(w, http.StatusTooManyRequests, nil, codeRateLimited, "rate limit exceeded")
+}
+
+// admit takes a token of key's rate limit (none when limiter is nil) and a
+// slot of its in-flight bound, or answers 429. The caller releases the slot.
+func (g *gateway) admit(w http.ResponseWriter, r *http.Request, x *exchange, limiter ratelimit.Taker, inFlight *ratelimit.InFlight, key string) (*ratelimit.Slot, bool) {
+	if limiter != nil {
+		if ok, retry := limiter.Take(r.Context(), key); !ok {
+			g.rateLimited(w, x, retry)
+			return nil, false
+		}
+	}
+	slot, ok := inFlight.Acquire(key)
+	if !ok {
+		g.tooManyInFlight(w, x)
+	}
+	return slot, ok
 }
 
 // tooManyInFlight answers a client or user over its in-flight bound. The
