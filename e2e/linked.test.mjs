@@ -11,16 +11,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { runSteps, HeadlessOAuthProvider } from './mcp-client.mjs';
 import { jwtClaims as claims } from './lib/steps.mjs';
 import { startIdP } from './lib/idp.mjs';
 import { discover } from './lib/oauth.mjs';
 import { stopAll } from './lib/proc.mjs';
+import { startStatelessBackend } from './lib/stateless-backend.mjs';
 import { authServerYAML, buildMcpgate, cleanupTempDirs, oidcUpstream, startMcpgate } from './lib/mcpgate.mjs';
 
 let idp; // the sign-in IdP
@@ -39,37 +36,19 @@ async function userinfo(issuer, token) {
  * An MCP server (official TS SDK, stateless) that records every Authorization header it gets and
  * has one tool, gh_whoami, that asks "GitHub" who the bearer token belongs to.
  */
-async function startGitHubBackend() {
-  const seen = [];
-  const server = http.createServer(async (req, res) => {
-    const auth = req.headers.authorization ?? '';
-    seen.push(auth);
-    const mcp = new McpServer({ name: 'github-backend', version: '1.0.0' });
-    mcp.registerTool('gh_whoami', { description: 'Who the GitHub token belongs to.' }, async () => {
-      const m = /^Bearer (\S+)$/.exec(auth);
-      const me = m ? await userinfo(gh.issuer, m[1]) : null;
-      if (!me) return { isError: true, content: [{ type: 'text', text: 'no valid GitHub token' }] };
-      return { content: [{ type: 'text', text: JSON.stringify({ sub: me.sub }) }] };
-    });
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    res.on('close', () => {
-      transport.close();
-      mcp.close();
-    });
-    await mcp.connect(transport);
-    await transport.handleRequest(req, res);
+function startGitHubBackend() {
+  return startStatelessBackend({
+    name: 'github-backend',
+    setup: (mcp, auth) => {
+      mcp.registerTool('gh_whoami', { description: 'Who the GitHub token belongs to.' }, async () => {
+        const m = /^Bearer (\S+)$/.exec(auth);
+        const me = m ? await userinfo(gh.issuer, m[1]) : null;
+        if (!me) return { isError: true, content: [{ type: 'text', text: 'no valid GitHub token' }] };
+        return { content: [{ type: 'text', text: JSON.stringify({ sub: me.sub }) }] };
+      });
+      return true;
+    },
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: `http://127.0.0.1:${server.address().port}/mcp`,
-    seen,
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
 }
 
 before(async () => {
