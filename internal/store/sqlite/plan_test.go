@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -211,46 +210,16 @@ func TestCheckpointKeepsWriterCacheUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	stop := make(chan struct{})
-	var readers sync.WaitGroup
-	for range 2 {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					s.GetClient(ctx, "client-0")
-				}
-			}
-		})
-	}
+	stopReads := ReadWhile(s)
 	mu.Lock()
 	writing = true
 	mu.Unlock()
-	meta := make([]byte, 16<<10)
-	for i := range 800 { // ~13 MB of rows: the WAL passes the limit several times
-		if err := s.CreateClient(ctx, &store.Client{ID: "client-" + strconv.Itoa(i), Metadata: meta, CreatedAt: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	WriteClients(t, s, 800, func() {}) // the WAL passes the limit several times
 	mu.Lock()
 	writing = false
 	mu.Unlock()
-	close(stop)
-	readers.Wait()
-	walSize := func() int64 {
-		fi, err := os.Stat(path + "-wal")
-		if err != nil {
-			return 0
-		}
-		return fi.Size()
-	}
-	for deadline := time.Now().Add(10 * time.Second); walSize() > WALSizeLimit; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("-wal file still %d bytes after the writes, limit %d", walSize(), WALSizeLimit)
-		}
-	}
+	stopReads()
+	WaitWALBounded(t, path)
 	mu.Lock()
 	defer mu.Unlock()
 	if modes["RESTART"][0] == 0 || modes["TRUNCATE"][0] != 0 {

@@ -171,21 +171,60 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
-// TestTwoProcessesRotate has two independent handles on one file (as the
-// server and the `mcpgate` CLI would) race to rotate the same refresh token.
+// openTwo opens two independent handles on one new database file, as the
+// server and the `mcpgate` CLI would.
+func openTwo(t *testing.T) (a, b *sqlite.Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	a, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err = sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
+// oneWins runs race(i, s) for i in [0, 6) at once, s alternating between a
+// and b, and fails unless exactly one succeeds and every other fails with
+// lost.
+func oneWins(t *testing.T, what string, a, b *sqlite.Store, lost error, race func(i int, s *sqlite.Store) error) {
+	t.Helper()
+	const n = 6
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() { errs <- race(i, s) })
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, lost):
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%s: %d succeeded, want exactly 1", what, ok)
+	}
+}
+
+// TestTwoProcessesRotate has two independent handles on one file race to
+// rotate the same refresh token.
 func TestTwoProcessesRotate(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "mcpgate.db")
-	a, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openTwo(t)
 	now := store.NormTime(time.Now())
 	for round := range 60 {
 		old := store.HashKey(fmt.Sprintf("old-%d", round))
@@ -197,34 +236,9 @@ func TestTwoProcessesRotate(t *testing.T) {
 		if _, err := a.RedeemAuthCode(ctx, code.Hash, issue(g, &store.RefreshToken{Hash: old, GrantID: g.ID, CreatedAt: now})); err != nil {
 			t.Fatal(err)
 		}
-		const n = 6
-		errs := make(chan error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s := a
-				if i%2 == 1 {
-					s = b
-				}
-				errs <- s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("new-%d-%d", round, i)), GrantID: g.ID, CreatedAt: now}, now)
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		ok := 0
-		for err := range errs {
-			switch {
-			case err == nil:
-				ok++
-			case !errors.Is(err, store.ErrConflict):
-				t.Fatalf("round %d: RotateRefreshToken: %v", round, err)
-			}
-		}
-		if ok != 1 {
-			t.Fatalf("round %d: %d rotations succeeded, want exactly 1", round, ok)
-		}
+		oneWins(t, fmt.Sprintf("round %d: RotateRefreshToken", round), a, b, store.ErrConflict, func(i int, s *sqlite.Store) error {
+			return s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("new-%d-%d", round, i)), GrantID: g.ID, CreatedAt: now}, now)
+		})
 	}
 }
 
@@ -233,57 +247,24 @@ func TestTwoProcessesRotate(t *testing.T) {
 // code used and the grant already in place.
 func TestTwoProcessesRedeem(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "mcpgate.db")
-	a, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openTwo(t)
 	now := store.NormTime(time.Now())
 	for round := range 40 {
 		code := &store.AuthCode{Hash: store.HashKey(fmt.Sprintf("code-%d", round)), GrantID: fmt.Sprintf("g-%d", round)}
 		if err := a.CreateAuthCode(ctx, code); err != nil {
 			t.Fatal(err)
 		}
-		const n = 6
-		errs := make(chan error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				s := a
-				if i%2 == 1 {
-					s = b
+		oneWins(t, fmt.Sprintf("round %d: RedeemAuthCode", round), a, b, store.ErrAlreadyUsed, func(i int, s *sqlite.Store) error {
+			g := &store.Grant{ID: code.GrantID, CreatedAt: now}
+			rt := &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("rt-%d-%d", round, i)), GrantID: g.ID, CreatedAt: now}
+			got, err := s.RedeemAuthCode(ctx, code.Hash, issue(g, rt))
+			if errors.Is(err, store.ErrAlreadyUsed) {
+				if _, gerr := s.GetGrant(ctx, got.GrantID); gerr != nil {
+					err = fmt.Errorf("replay saw no grant: %w", gerr)
 				}
-				g := &store.Grant{ID: code.GrantID, CreatedAt: now}
-				rt := &store.RefreshToken{Hash: store.HashKey(fmt.Sprintf("rt-%d-%d", round, i)), GrantID: g.ID, CreatedAt: now}
-				got, err := s.RedeemAuthCode(ctx, code.Hash, issue(g, rt))
-				if errors.Is(err, store.ErrAlreadyUsed) {
-					if _, gerr := s.GetGrant(ctx, got.GrantID); gerr != nil {
-						err = fmt.Errorf("replay saw no grant: %w", gerr)
-					}
-				}
-				errs <- err
-			})
-		}
-		wg.Wait()
-		close(errs)
-		ok := 0
-		for err := range errs {
-			switch {
-			case err == nil:
-				ok++
-			case !errors.Is(err, store.ErrAlreadyUsed):
-				t.Fatalf("round %d: RedeemAuthCode: %v", round, err)
 			}
-		}
-		if ok != 1 {
-			t.Fatalf("round %d: %d redemptions succeeded, want exactly 1", round, ok)
-		}
+			return err
+		})
 	}
 }
 
@@ -342,42 +323,10 @@ func TestWALStaysBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	walSize := func() int64 {
-		fi, err := os.Stat(path + "-wal")
-		if err != nil {
-			return 0
-		}
-		return fi.Size()
-	}
-	stop := make(chan struct{})
-	var readers sync.WaitGroup
-	for range 2 {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					s.GetClient(ctx, "client-0")
-				}
-			}
-		})
-	}
+	stopReads := sqlite.ReadWhile(s)
 	var peak int64
-	meta := make([]byte, 16<<10)
-	for i := range 800 { // ~13 MB of rows
-		c := &store.Client{ID: fmt.Sprintf("client-%d", i), Metadata: meta, CreatedAt: time.Now()}
-		if err := s.CreateClient(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-		peak = max(peak, walSize())
-	}
-	close(stop)
-	readers.Wait()
+	sqlite.WriteClients(t, s, 800, func() { peak = max(peak, sqlite.WALSize(path)) })
+	stopReads()
 	t.Logf("WAL peak %d bytes", peak)
-	for deadline := time.Now().Add(10 * time.Second); walSize() > sqlite.WALSizeLimit; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("-wal file still %d bytes, limit %d", walSize(), sqlite.WALSizeLimit)
-		}
-	}
+	sqlite.WaitWALBounded(t, path)
 }
