@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -25,10 +23,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
-	"github.com/mcpgate/mcpgate/internal/config"
 	"github.com/mcpgate/mcpgate/internal/demo"
 	"github.com/mcpgate/mcpgate/internal/keys"
-	"github.com/mcpgate/mcpgate/internal/server"
+	"github.com/mcpgate/mcpgate/internal/server/servertest"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/backends"
 )
@@ -51,14 +48,8 @@ func TestAuthorizationServerAuditedInGatewayChain(t *testing.T) {
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	yaml := fmt.Sprintf(`
-listen: %s
-public_url: %s
+	gw := servertest.StartServer(t, func(string) string {
+		return fmt.Sprintf(`
 encryption_key: %s
 auth:
   mode: authorization_server
@@ -73,26 +64,10 @@ policy:
 backends: [ { name: demo, url: %s/mcp } ]
 store: { driver: sqlite, dsn: %s }
 audit: { sink: file, path: %s }
-`, ln.Addr(), base, base64.StdEncoding.EncodeToString(key), hash, backend.URL, filepath.Join(dir, "db.sqlite"), auditPath)
-	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Run(ctx, ln); close(done) }()
-	stop := func() { cancel(); <-done; srv.Close() }
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		default:
-			stop()
-		}
-	})
+`, base64.StdEncoding.EncodeToString(key), hash, backend.URL, filepath.Join(dir, "db.sqlite"), auditPath)
+	}, nil)
+	base, srv, stop := gw.Base, gw.Server, gw.Stop
+	ctx := t.Context()
 
 	// A client registers, alice signs in and consents, the code becomes a
 	// token, the token calls the MCP endpoint, and the client revokes it.

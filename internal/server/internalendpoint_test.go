@@ -28,6 +28,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/demo"
 	"github.com/mcpgate/mcpgate/internal/idp/idptest"
 	"github.com/mcpgate/mcpgate/internal/server"
+	"github.com/mcpgate/mcpgate/internal/server/servertest"
 	"github.com/mcpgate/mcpgate/internal/tokenendpoint"
 )
 
@@ -89,40 +90,15 @@ func startInternalEnv(t *testing.T) *internalEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	iln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + ln.Addr().String()
-	yaml := internalYAML(t, ln.Addr().String(), base, p.Issuer(), backend.URL, dir, certs, iln.Addr().String())
-	cfg, err := config.Parse([]byte(yaml), func(string) (string, bool) { return "", false }, config.Overrides{})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, yaml)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.RunWith(ctx, ln, iln); close(done) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-			srv.Close()
-		}
-	}
-	t.Cleanup(stop)
-	return &internalEnv{base: base, internalURL: "https://" + iln.Addr().String() + tokenendpoint.Path, idp: p, certs: certs,
-		auditPath: filepath.Join(dir, "audit.log"), stop: stop}
+	gw := servertest.StartServer(t, func(base string) string {
+		return internalYAML(t, strings.TrimPrefix(base, "http://"), base, p.Issuer(), backend.URL, dir, certs, iln.Addr().String())
+	}, iln)
+	return &internalEnv{base: gw.Base, internalURL: "https://" + iln.Addr().String() + tokenendpoint.Path, idp: p, certs: certs,
+		auditPath: filepath.Join(dir, "audit.log"), stop: gw.Stop}
 }
 
 // login signs bob in through the upstream IdP for resource and returns the

@@ -49,18 +49,38 @@ func Start(t testing.TB, makeYAML func(base string) string) (base string) {
 // shutdown (like SIGTERM) and waits until the server has finished.
 func StartControlled(t testing.TB, makeYAML func(base string) string) (base string, stop func()) {
 	t.Helper()
+	g := StartServer(t, makeYAML, nil)
+	return g.Base, g.Stop
+}
+
+// Gateway is a server started by StartServer.
+type Gateway struct {
+	Base   string // http://127.0.0.1:PORT
+	Server *server.Server
+	// Stop begins a graceful shutdown (like SIGTERM) and waits until the
+	// server has finished; it runs when the test ends, and only once.
+	Stop func()
+}
+
+// StartServer is StartControlled that serves the internal token endpoint
+// on internalLn (nil: on its configured address, if any) and returns the
+// server too.
+func StartServer(t testing.TB, makeYAML func(base string) string, internalLn net.Listener) *Gateway {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	base = "http://" + ln.Addr().String()
+	base := "http://" + ln.Addr().String()
 	yaml := makeYAML(base)
-	if !strings.Contains(yaml, "\nlisten:") {
+	switch addr := listenAddr(yaml); addr {
+	case "":
 		yaml = "listen: " + ln.Addr().String() + "\npublic_url: " + base + "\n" + yaml
-	} else {
+	case ln.Addr().String(): // the config names ours
+	default:
 		// The config picks its own address (e.g. TLS tests): free ours.
 		ln.Close()
-		if ln, err = net.Listen("tcp", listenAddr(yaml)); err != nil {
+		if ln, err = net.Listen("tcp", addr); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,9 +101,16 @@ func StartControlled(t testing.TB, makeYAML func(base string) string) (base stri
 		t.Fatalf("server: %v", err)
 	}
 	done := make(chan struct{})
-	go func() { srv.Run(ctx, ln); close(done) }()
+	go func() {
+		if internalLn != nil {
+			srv.RunWith(ctx, ln, internalLn)
+		} else {
+			srv.Run(ctx, ln)
+		}
+		close(done)
+	}()
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			<-done
@@ -91,7 +118,7 @@ func StartControlled(t testing.TB, makeYAML func(base string) string) (base stri
 		})
 	}
 	t.Cleanup(stop)
-	return base, stop
+	return &Gateway{Base: base, Server: srv, Stop: stop}
 }
 
 func listenAddr(yaml string) string {
