@@ -341,9 +341,7 @@ func TestCustomSchemeInterstitial(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	c := e.register("cursor://anysphere.cursor-mcp/oauth/callback", true)
 	b := e.browser()
-	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = e.signIn(b, p, testUser, testPassword)
-	p = b.get(p.loc.String())
+	p := e.consentPage(b, c)
 	if !strings.Contains(p.body, "This opens an application") {
 		t.Error("consent page does not say the redirect opens an application")
 	}
@@ -362,9 +360,7 @@ func TestConsentDenied(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	c := e.register("https://client.example.com/cb", true)
 	b := e.browser()
-	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = e.signIn(b, p, testUser, testPassword)
-	p = b.get(p.loc.String())
+	p := e.consentPage(b, c)
 	f := p.hidden() // posted again below
 	f.Set("decision", "deny")
 	p = b.post(e.iss+"/consent", f)
@@ -383,9 +379,7 @@ func TestConsentCSRF(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	c := e.register("https://client.example.com/cb", true)
 	b := e.browser()
-	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = e.signIn(b, p, testUser, testPassword)
-	p = b.get(p.loc.String())
+	p := e.consentPage(b, c)
 	good := p.hidden()
 	tests := map[string]struct {
 		b    *browser

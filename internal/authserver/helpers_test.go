@@ -356,6 +356,20 @@ func (e *env) signIn(b *browser, p *page, user, password string) *page {
 	return b.post(e.iss+"/login", f)
 }
 
+// consentPage signs testUser in on b for an authorization request of c and
+// opens the consent page.
+func (e *env) consentPage(b *browser, c regClient) *page {
+	e.t.Helper()
+	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
+	if p.loc == nil {
+		e.t.Fatalf("authorize: %d\n%s", p.status, p.body)
+	}
+	if p = e.signIn(b, p, testUser, testPassword); p.loc == nil {
+		e.t.Fatalf("login: %d\n%s", p.status, p.body)
+	}
+	return b.get(p.loc.String())
+}
+
 // decide opens the consent page that p redirects to and submits decision
 // (approve or deny).
 func (e *env) decide(b *browser, p *page, decision string) *page {

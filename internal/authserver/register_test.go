@@ -250,9 +250,7 @@ func TestCIMD(t *testing.T) {
 	// Happy path: the URL is the client_id; the document's redirect URI applies.
 	c := regClient{ID: cs.ts.URL + "/good.json", Redirect: "http://127.0.0.1:7777/cb"}
 	b := e.browser()
-	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	p = e.signIn(b, p, testUser, testPassword)
-	p = b.get(p.loc.String())
+	p := e.consentPage(b, c)
 	if !strings.Contains(p.body, "Doc Client") || !strings.Contains(p.body, c.ID) || !strings.Contains(p.body, "127.0.0.1:7777") ||
 		!strings.Contains(p.body, "localhost") || !strings.Contains(p.body, "its name is not verified") {
 		t.Errorf("consent page for a CIMD client lacks name, id, host, loopback warning or unverified mark:\n%s", p.body)
@@ -343,15 +341,10 @@ func TestCIMDConcurrentFetchesShareOne(t *testing.T) {
 func cimdFlow(t *testing.T, e *env, c regClient) (consent *page, st int, tok map[string]any) {
 	t.Helper()
 	b := e.browser()
-	p := b.get(e.iss + "/authorize?" + authorizeParams(c).Encode())
-	if p.loc == nil {
-		t.Fatalf("authorize: %d\n%s", p.status, p.body)
-	}
-	p = e.signIn(b, p, testUser, testPassword)
-	consent = b.get(p.loc.String())
+	consent = e.consentPage(b, c)
 	f := consent.hidden()
 	f.Set("decision", "approve")
-	p = b.post(e.iss+"/consent", f)
+	p := b.post(e.iss+"/consent", f)
 	st, tok = e.exchange(c, p.loc.Query().Get("code"), nil)
 	return consent, st, tok
 }
