@@ -40,27 +40,12 @@ func BenchmarkToolsCall(b *testing.B) {
 	defer bare.Close()
 
 	for _, fsync := range []string{"interval", "always"} {
-		cfg, err := config.Parse([]byte(fmt.Sprintf(`
-auth: { mode: none }
-policy: { roles: { all: { tools: ["*"] } }, users: { "sub:anonymous": [all] } }
-backends: [ { name: demo, url: %s/mcp } ]
-rate_limit: { per_ip: { rps: 1000000000, burst: 1000000000 }, per_user: { rps: 1000000000, burst: 1000000000 } }
-audit: { sink: file, path: %s, fsync: %s }
-`, backend.URL, filepath.Join(b.TempDir(), "audit.jsonl"), fsync)), func(string) (string, bool) { return "", false }, config.Overrides{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			b.Fatal(err)
-		}
-		gw := httptest.NewServer(s.Handler())
+		gw, stop := benchGateway(b, backend.URL, "*", "fsync: "+fsync)
 		if fsync == "interval" {
 			b.Run("bare-proxy", func(b *testing.B) { benchmarkCall(b, bare.URL+"/mcp") })
 		}
-		b.Run("mcpgate-fsync="+fsync, func(b *testing.B) { benchmarkCall(b, gw.URL+"/mcp") })
-		gw.Close()
-		s.Close()
+		b.Run("mcpgate-fsync="+fsync, func(b *testing.B) { benchmarkCall(b, gw+"/mcp") })
+		stop()
 	}
 }
 
@@ -73,15 +58,7 @@ func benchmarkCall(b *testing.B, target string) {
 	defer func() { reportCPU(b, testutil.ProcessCPU()-cpu) }()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req, _ := http.NewRequest("POST", target, strings.NewReader(body))
-			req.Host = "127.0.0.1:8080"
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-			resp, err := client.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
+			resp := benchPost(b, client, target, body)
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
@@ -125,25 +102,10 @@ func BenchmarkToolsList(b *testing.B) {
 		rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
 		rp.FlushInterval = -1 // as bench/ and the gateway: flush every write
 		bare := httptest.NewServer(rp)
-		cfg, err := config.Parse([]byte(fmt.Sprintf(`
-auth: { mode: none }
-policy: { roles: { all: { tools: ["tool_*"] } }, users: { "sub:anonymous": [all] } }
-backends: [ { name: demo, url: %s/mcp } ]
-rate_limit: { per_ip: { rps: 1000000000, burst: 1000000000 }, per_user: { rps: 1000000000, burst: 1000000000 } }
-audit: { sink: file, path: %s }
-`, backend.URL, filepath.Join(b.TempDir(), "audit.jsonl"))), func(string) (string, bool) { return "", false }, config.Overrides{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			b.Fatal(err)
-		}
-		gw := httptest.NewServer(s.Handler())
+		gw, stop := benchGateway(b, backend.URL, "tool_*", "")
 		b.Run(mode+"/bare-proxy", func(b *testing.B) { benchmarkList(b, bare.URL+"/mcp", 100) })
-		b.Run(mode+"/mcpgate", func(b *testing.B) { benchmarkList(b, gw.URL+"/mcp", 96) })
-		gw.Close()
-		s.Close()
+		b.Run(mode+"/mcpgate", func(b *testing.B) { benchmarkList(b, gw+"/mcp", 96) })
+		stop()
 		bare.Close()
 		backend.Close()
 	}
@@ -159,15 +121,7 @@ func benchmarkList(b *testing.B, target string, want int) {
 	b.RunParallel(func(pb *testing.PB) {
 		var buf bytes.Buffer
 		for pb.Next() {
-			req, _ := http.NewRequest("POST", target, strings.NewReader(body))
-			req.Host = "127.0.0.1:8080"
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-			resp, err := client.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
+			resp := benchPost(b, client, target, body)
 			buf.Reset()
 			buf.ReadFrom(resp.Body)
 			resp.Body.Close()
@@ -179,6 +133,50 @@ func benchmarkList(b *testing.B, target string, want int) {
 			}
 		}
 	})
+}
+
+// benchGateway serves a gateway with no authentication in front of
+// backendURL, every caller allowed the tools matching pattern, rate limits
+// out of the way and audit to a file (audit: extra keys of the audit
+// section). It returns the gateway's URL and its stop.
+func benchGateway(b *testing.B, backendURL, pattern, audit string) (url string, stop func()) {
+	b.Helper()
+	if audit != "" {
+		audit = ", " + audit
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+auth: { mode: none }
+policy: { roles: { all: { tools: [%q] } }, users: { "sub:anonymous": [all] } }
+backends: [ { name: demo, url: %s/mcp } ]
+rate_limit: { per_ip: { rps: 1000000000, burst: 1000000000 }, per_user: { rps: 1000000000, burst: 1000000000 } }
+audit: { sink: file, path: %s%s }
+`, pattern, backendURL, filepath.Join(b.TempDir(), "audit.jsonl"), audit)), func(string) (string, bool) { return "", false }, config.Overrides{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw := httptest.NewServer(s.Handler())
+	return gw.URL, func() {
+		gw.Close()
+		s.Close()
+	}
+}
+
+// benchPost posts body to target with the headers of an MCP client.
+func benchPost(b *testing.B, client *http.Client, target, body string) *http.Response {
+	req, _ := http.NewRequest("POST", target, strings.NewReader(body))
+	req.Host = "127.0.0.1:8080"
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return resp
 }
 
 // reportCPU reports the process's CPU time per request (client, target
