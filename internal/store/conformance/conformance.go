@@ -329,8 +329,9 @@ func testTakeAuthRequest(t *testing.T, s store.Store) {
 	wantErr(t, "Take expired", err, store.ErrNotFound)
 }
 
-// race runs fn from n goroutines released at once and returns their errors.
-func race(n int, fn func(i int) error) []error {
+// Race runs fn from n goroutines released at once and returns their errors,
+// for backends' own race tests too.
+func Race(n int, fn func(i int) error) []error {
 	errs := make([]error, n)
 	var start, done sync.WaitGroup
 	start.Add(1)
@@ -347,8 +348,9 @@ func race(n int, fn func(i int) error) []error {
 	return errs
 }
 
-// exactlyOne checks that one error is nil and all others match loser.
-func exactlyOne(t *testing.T, op string, errs []error, loser error) int {
+// ExactlyOne checks that one error is nil and all others match loser, and
+// returns the winner's index.
+func ExactlyOne(t *testing.T, op string, errs []error, loser error) int {
 	t.Helper()
 	winner := -1
 	for i, err := range errs {
@@ -374,11 +376,11 @@ func testTakeAuthRequestConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	r := newRequest("req-1", now().Add(10*time.Minute))
 	must(t, "CreateAuthRequest", s.CreateAuthRequest(ctx, r))
-	errs := race(racers, func(int) error {
+	errs := Race(racers, func(int) error {
 		_, err := s.TakeAuthRequestByUpstreamState(ctx, r.UpstreamStateHash)
 		return err
 	})
-	exactlyOne(t, "concurrent Take", errs, store.ErrNotFound)
+	ExactlyOne(t, "concurrent Take", errs, store.ErrNotFound)
 }
 
 func newCode(hash string, exp time.Time) *store.AuthCode {
@@ -604,7 +606,7 @@ func testRedeemAuthCodeConcurrent(t *testing.T, s store.Store) {
 	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
 	var calls atomic.Int32
-	errs := race(racers, func(i int) error {
+	errs := Race(racers, func(i int) error {
 		got, err := s.RedeemAuthCode(ctx, c.Hash, issueFor(n, store.HashKey(fmt.Sprintf("rt-%d", i)), &calls))
 		if errors.Is(err, store.ErrAlreadyUsed) {
 			if got == nil {
@@ -616,7 +618,7 @@ func testRedeemAuthCodeConcurrent(t *testing.T, s store.Store) {
 		}
 		return err
 	})
-	winner := exactlyOne(t, "concurrent RedeemAuthCode", errs, store.ErrAlreadyUsed)
+	winner := ExactlyOne(t, "concurrent RedeemAuthCode", errs, store.ErrAlreadyUsed)
 	if calls.Load() != 1 {
 		t.Errorf("issue was called %d times, want 1", calls.Load())
 	}
@@ -737,10 +739,10 @@ func testUpdateGrantUpstreamConcurrent(t *testing.T, s store.Store) {
 	n := now()
 	g := newGrant("grant-1", n)
 	must(t, "seed grant", seed(s, g, nil))
-	errs := race(racers, func(i int) error {
+	errs := Race(racers, func(i int) error {
 		return s.UpdateGrantUpstream(ctx, g.ID, fmt.Appendf(nil, `{"n":%d}`, i), fmt.Appendf(nil, "sealed-%d", i), n.Add(time.Hour), 0)
 	})
-	winner := exactlyOne(t, "concurrent UpdateGrantUpstream", errs, store.ErrConflict)
+	winner := ExactlyOne(t, "concurrent UpdateGrantUpstream", errs, store.ErrConflict)
 	got, err := s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
 	if want := fmt.Sprintf("sealed-%d", winner); string(got.UpstreamTokens) != want || got.Version != 1 ||
@@ -1016,10 +1018,10 @@ func testRotateRefreshTokenConcurrent(t *testing.T, s store.Store) {
 	for i := range next {
 		next[i] = newRefresh(fmt.Sprintf("rt-next-%d", i), "grant-1", n)
 	}
-	errs := race(racers, func(i int) error {
+	errs := Race(racers, func(i int) error {
 		return s.RotateRefreshToken(ctx, old.Hash, next[i], n)
 	})
-	winner := exactlyOne(t, "concurrent RotateRefreshToken", errs, store.ErrConflict)
+	winner := ExactlyOne(t, "concurrent RotateRefreshToken", errs, store.ErrConflict)
 	got, err := s.GetRefreshToken(ctx, old.Hash)
 	must(t, "GetRefreshToken old", err)
 	if got.ReplacedBy != next[winner].Hash {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -189,35 +188,17 @@ func openTwo(t *testing.T) (a, b *sqlite.Store) {
 	return a, b
 }
 
-// oneWins runs race(i, s) for i in [0, 6) at once, s alternating between a
-// and b, and fails unless exactly one succeeds and every other fails with
-// lost.
-func oneWins(t *testing.T, what string, a, b *sqlite.Store, lost error, race func(i int, s *sqlite.Store) error) {
+// oneWins races op on 6 goroutines, alternating between a and b, and fails
+// unless exactly one succeeds and every other fails with lost.
+func oneWins(t *testing.T, what string, a, b *sqlite.Store, lost error, op func(i int, s *sqlite.Store) error) {
 	t.Helper()
-	const n = 6
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		s := a
+	errs := conformance.Race(6, func(i int) error {
 		if i%2 == 1 {
-			s = b
+			return op(i, b)
 		}
-		wg.Go(func() { errs <- race(i, s) })
-	}
-	wg.Wait()
-	close(errs)
-	ok := 0
-	for err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, lost):
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	if ok != 1 {
-		t.Fatalf("%s: %d succeeded, want exactly 1", what, ok)
-	}
+		return op(i, a)
+	})
+	conformance.ExactlyOne(t, what, errs, lost)
 }
 
 // TestTwoProcessesRotate has two independent handles on one file race to
