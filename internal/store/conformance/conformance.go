@@ -108,17 +108,13 @@ func testClients(t *testing.T, s store.Store) {
 
 	got, err := s.GetClient(ctx, c.ID)
 	must(t, "GetClient", err)
-	if d := cmp.Diff(c, got, opts); d != "" {
-		t.Errorf("GetClient mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetClient mismatch", c, got)
 	// Returned values are copies.
 	got.RedirectURIs[0] = "https://evil.example/cb"
 	got.Metadata[0] = 'X'
 	again, err := s.GetClient(ctx, c.ID)
 	must(t, "GetClient", err)
-	if d := cmp.Diff(c, again, opts); d != "" {
-		t.Errorf("store aliased a returned client (-want +got):\n%s", d)
-	}
+	same(t, "store aliased a returned client", c, again)
 
 	_, err = s.GetClient(ctx, "unknown")
 	wantErr(t, "GetClient unknown", err, store.ErrNotFound)
@@ -127,9 +123,7 @@ func testClients(t *testing.T, s store.Store) {
 	must(t, "CreateClient public", s.CreateClient(ctx, pub))
 	got, err = s.GetClient(ctx, "public")
 	must(t, "GetClient public", err)
-	if d := cmp.Diff(pub, got, opts); d != "" {
-		t.Errorf("GetClient public mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetClient public mismatch", pub, got)
 
 	expired := &store.Client{ID: "expired", CreatedAt: n.Add(-2 * time.Hour), ExpiresAt: n.Add(-time.Hour)}
 	must(t, "CreateClient expired", s.CreateClient(ctx, expired))
@@ -236,9 +230,7 @@ func testAuthRequests(t *testing.T, s store.Store) {
 
 	got, err := s.GetAuthRequest(ctx, r.ID)
 	must(t, "GetAuthRequest", err)
-	if d := cmp.Diff(r, got, opts); d != "" {
-		t.Errorf("GetAuthRequest mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetAuthRequest mismatch", r, got)
 	_, err = s.GetAuthRequest(ctx, "unknown")
 	wantErr(t, "GetAuthRequest unknown", err, store.ErrNotFound)
 
@@ -250,9 +242,7 @@ func testAuthRequests(t *testing.T, s store.Store) {
 	must(t, "UpdateAuthRequest", s.UpdateAuthRequest(ctx, &upd))
 	got, err = s.GetAuthRequest(ctx, r.ID)
 	must(t, "GetAuthRequest after update", err)
-	if d := cmp.Diff(&upd, got, opts); d != "" {
-		t.Errorf("GetAuthRequest after update mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetAuthRequest after update mismatch", &upd, got)
 	wantErr(t, "UpdateAuthRequest unknown", s.UpdateAuthRequest(ctx, newRequest("unknown", n.Add(time.Hour))), store.ErrNotFound)
 
 	exp := newRequest("req-expired", n.Add(-time.Second))
@@ -287,9 +277,7 @@ func testTakeAuthRequest(t *testing.T, s store.Store) {
 	must(t, "Take", err)
 	want := *r
 	want.UpstreamStateHash = ""
-	if d := cmp.Diff(&want, got, opts); d != "" {
-		t.Errorf("Take mismatch (-want +got):\n%s", d)
-	}
+	same(t, "Take mismatch", &want, got)
 	_, err = s.TakeAuthRequestByUpstreamState(ctx, r.UpstreamStateHash)
 	wantErr(t, "Take twice", err, store.ErrNotFound)
 
@@ -383,6 +371,22 @@ func testTakeAuthRequestConcurrent(t *testing.T, s store.Store) {
 	ExactlyOne(t, "concurrent Take", errs, store.ErrNotFound)
 }
 
+// same fails t when got differs from want (under opts).
+func same(t *testing.T, what string, want, got any) {
+	t.Helper()
+	if d := cmp.Diff(want, got, opts); d != "" {
+		t.Errorf("%s (-want +got):\n%s", what, d)
+	}
+}
+
+// createCode stores newCode(store.HashKey(name), exp).
+func createCode(t *testing.T, s store.Store, name string, exp time.Time) *store.AuthCode {
+	t.Helper()
+	c := newCode(store.HashKey(name), exp)
+	must(t, "CreateAuthCode "+name, s.CreateAuthCode(context.Background(), c))
+	return c
+}
+
 func newCode(hash string, exp time.Time) *store.AuthCode {
 	return &store.AuthCode{
 		Hash:           hash,
@@ -438,8 +442,7 @@ func seed(s store.Store, g *store.Grant, rt *store.RefreshToken) error {
 func testRedeemAuthCode(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
-	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	c := createCode(t, s, "code-1", n.Add(time.Minute))
 	wantErr(t, "CreateAuthCode duplicate", s.CreateAuthCode(ctx, c), store.ErrConflict)
 
 	var calls atomic.Int32
@@ -450,23 +453,15 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 		return issue(ac)
 	})
 	must(t, "RedeemAuthCode", err)
-	if d := cmp.Diff(c, got, opts); d != "" {
-		t.Errorf("RedeemAuthCode returned (-want +got):\n%s", d)
-	}
-	if d := cmp.Diff(c, seen, opts); d != "" {
-		t.Errorf("issue was called with (-want +got):\n%s", d)
-	}
+	same(t, "RedeemAuthCode returned", c, got)
+	same(t, "issue was called with", c, seen)
 	wantG, wantRT, _ := issue(c)
 	gotG, err := s.GetGrant(ctx, c.GrantID)
 	must(t, "GetGrant", err)
-	if d := cmp.Diff(wantG, gotG, opts); d != "" {
-		t.Errorf("grant created by RedeemAuthCode (-want +got):\n%s", d)
-	}
+	same(t, "grant created by RedeemAuthCode", wantG, gotG)
 	gotRT, err := s.GetRefreshToken(ctx, wantRT.Hash)
 	must(t, "GetRefreshToken", err)
-	if d := cmp.Diff(wantRT, gotRT, opts); d != "" {
-		t.Errorf("refresh token created by RedeemAuthCode (-want +got):\n%s", d)
-	}
+	same(t, "refresh token created by RedeemAuthCode", wantRT, gotRT)
 
 	// A replay gets the code back (to revoke its grant) and ErrAlreadyUsed.
 	calls.Store(0)
@@ -483,8 +478,7 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 	_, err = s.RedeemAuthCode(ctx, store.HashKey("unknown"), issueFor(n, "", &calls))
 	wantErr(t, "RedeemAuthCode unknown", err, store.ErrNotFound)
 
-	exp := newCode(store.HashKey("code-expired"), n.Add(-time.Second))
-	must(t, "CreateAuthCode expired", s.CreateAuthCode(ctx, exp))
+	exp := createCode(t, s, "code-expired", n.Add(-time.Second))
 	got, err = s.RedeemAuthCode(ctx, exp.Hash, issueFor(n, "", &calls))
 	wantErr(t, "RedeemAuthCode expired", err, store.ErrNotFound)
 	if got != nil {
@@ -499,8 +493,7 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 	wantErr(t, "GetGrant of an expired code", err, store.ErrNotFound)
 
 	// Without a refresh token only the grant is created.
-	c2 := newCode(store.HashKey("code-2"), n.Add(time.Minute))
-	must(t, "CreateAuthCode 2", s.CreateAuthCode(ctx, c2))
+	c2 := createCode(t, s, "code-2", n.Add(time.Minute))
 	_, err = s.RedeemAuthCode(ctx, c2.Hash, issueFor(n, "", &calls))
 	must(t, "RedeemAuthCode without refresh token", err)
 	if _, err := s.GetGrant(ctx, c2.GrantID); err != nil {
@@ -513,8 +506,7 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 func testRedeemAuthCodeRefused(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
-	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	c := createCode(t, s, "code-1", n.Add(time.Minute))
 	refused := errors.New("PKCE verification failed")
 	got, err := s.RedeemAuthCode(ctx, c.Hash, func(*store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
 		return nil, nil, refused
@@ -541,8 +533,7 @@ func testRedeemAuthCodeConflicts(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
 	var calls atomic.Int32
-	taken := newCode(store.HashKey("code-taken"), n.Add(time.Minute))
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, taken))
+	taken := createCode(t, s, "code-taken", n.Add(time.Minute))
 	_, err := s.RedeemAuthCode(ctx, taken.Hash, issueFor(n, store.HashKey("rt-taken"), &calls))
 	must(t, "RedeemAuthCode", err)
 
@@ -568,8 +559,7 @@ func testRedeemAuthCodeConflicts(t *testing.T, s store.Store) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCode(store.HashKey(fmt.Sprintf("code-%d", i)), n.Add(time.Minute))
-			must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+			c := createCode(t, s, fmt.Sprintf("code-%d", i), n.Add(time.Minute))
 			_, err := s.RedeemAuthCode(ctx, c.Hash, tc.issue)
 			switch {
 			case err == nil:
@@ -603,8 +593,7 @@ func testRedeemAuthCodeConflicts(t *testing.T, s store.Store) {
 func testRedeemAuthCodeConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := now()
-	c := newCode(store.HashKey("code-1"), n.Add(time.Minute))
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	c := createCode(t, s, "code-1", n.Add(time.Minute))
 	var calls atomic.Int32
 	errs := Race(racers, func(i int) error {
 		got, err := s.RedeemAuthCode(ctx, c.Hash, issueFor(n, store.HashKey(fmt.Sprintf("rt-%d", i)), &calls))
@@ -657,9 +646,7 @@ func testGrants(t *testing.T, s store.Store) {
 	wantErr(t, "seed grant duplicate", seed(s, g, nil), store.ErrConflict)
 	got, err := s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
-	if d := cmp.Diff(g, got, opts); d != "" {
-		t.Errorf("GetGrant mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetGrant mismatch", g, got)
 	_, err = s.GetGrant(ctx, "unknown")
 	wantErr(t, "GetGrant unknown", err, store.ErrNotFound)
 
@@ -703,26 +690,20 @@ func testUpdateGrantUpstream(t *testing.T, s store.Store) {
 	want.UpstreamTokens = []byte("sealed-v1")
 	want.UpstreamExpiry = exp1
 	want.Version = 1
-	if d := cmp.Diff(&want, got, opts); d != "" {
-		t.Errorf("GetGrant after update mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetGrant after update mismatch", &want, got)
 
 	// A stale version loses and changes nothing.
 	wantErr(t, "UpdateGrantUpstream stale", s.UpdateGrantUpstream(ctx, g.ID, []byte(`{"groups":["stale"]}`), []byte("stale"), n, 0), store.ErrConflict)
 	wantErr(t, "UpdateGrantUpstream future", s.UpdateGrantUpstream(ctx, g.ID, nil, []byte("stale"), n, 5), store.ErrConflict)
 	got, err = s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
-	if d := cmp.Diff(&want, got, opts); d != "" {
-		t.Errorf("stale update changed the grant (-want +got):\n%s", d)
-	}
+	same(t, "stale update changed the grant", &want, got)
 	// A non-nil identity replaces the stored one in the same write.
 	must(t, "UpdateGrantUpstream v1", s.UpdateGrantUpstream(ctx, g.ID, []byte(`{"groups":["ops"]}`), []byte("sealed-v2"), n, 1))
 	got, err = s.GetGrant(ctx, g.ID)
 	must(t, "GetGrant", err)
 	want.Identity, want.UpstreamTokens, want.UpstreamExpiry, want.Version = []byte(`{"groups":["ops"]}`), []byte("sealed-v2"), n, 2
-	if d := cmp.Diff(&want, got, opts); d != "" {
-		t.Errorf("GetGrant after identity update mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetGrant after identity update mismatch", &want, got)
 
 	wantErr(t, "UpdateGrantUpstream unknown", s.UpdateGrantUpstream(ctx, "unknown", nil, nil, n, 0), store.ErrNotFound)
 	must(t, "RevokeGrant", s.RevokeGrant(ctx, g.ID))
@@ -813,9 +794,7 @@ func testListGrants(t *testing.T, s store.Store) {
 	if len(gs) != 1 {
 		t.Fatalf("ListGrants bob/client-1: %d grants", len(gs))
 	}
-	if d := cmp.Diff(&want, gs[0], opts); d != "" {
-		t.Errorf("listed grant (-want +got):\n%s", d)
-	}
+	same(t, "listed grant", &want, gs[0])
 }
 
 func newRefresh(token, grantID string, n time.Time) *store.RefreshToken {
@@ -837,9 +816,7 @@ func testRefreshTokens(t *testing.T, s store.Store) {
 	must(t, "seed grant-2", seed(s, newGrant("grant-2", n), other))
 	got, err := s.GetRefreshToken(ctx, rt.Hash)
 	must(t, "GetRefreshToken", err)
-	if d := cmp.Diff(rt, got, opts); d != "" {
-		t.Errorf("GetRefreshToken mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetRefreshToken mismatch", rt, got)
 	_, err = s.GetRefreshToken(ctx, store.HashKey("unknown"))
 	wantErr(t, "GetRefreshToken unknown", err, store.ErrNotFound)
 
@@ -926,12 +903,8 @@ func testGetRefreshTokenGrant(t *testing.T, s store.Store) {
 				return
 			}
 			must(t, "GetRefreshTokenGrant", err)
-			if d := cmp.Diff(tc.wantRT, rt, opts); d != "" {
-				t.Errorf("token (-want +got):\n%s", d)
-			}
-			if d := cmp.Diff(tc.wantG, g, opts); d != "" {
-				t.Errorf("grant (-want +got):\n%s", d)
-			}
+			same(t, "token", tc.wantRT, rt)
+			same(t, "grant", tc.wantG, g)
 			// The same answer as the two reads it replaces.
 			rt0, err := s.GetRefreshToken(ctx, tc.hash)
 			must(t, "GetRefreshToken", err)
@@ -973,14 +946,10 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 	wantOld := *old
 	wantOld.RotatedAt = rotatedAt
 	wantOld.ReplacedBy = next.Hash
-	if d := cmp.Diff(&wantOld, got, opts); d != "" {
-		t.Errorf("rotated token mismatch (-want +got):\n%s", d)
-	}
+	same(t, "rotated token mismatch", &wantOld, got)
 	got, err = s.GetRefreshToken(ctx, next.Hash)
 	must(t, "GetRefreshToken next", err)
-	if d := cmp.Diff(next, got, opts); d != "" {
-		t.Errorf("successor mismatch (-want +got):\n%s", d)
-	}
+	same(t, "successor mismatch", next, got)
 
 	// The old token cannot be rotated again, and the failed attempt stores nothing.
 	third := newRefresh("rt-3", "grant-1", n)
@@ -1052,17 +1021,13 @@ func testConsents(t *testing.T, s store.Store) {
 	must(t, "SaveConsent other", s.SaveConsent(ctx, other))
 	got, err := s.GetConsent(ctx, user, "client-1")
 	must(t, "GetConsent", err)
-	if d := cmp.Diff(c, got, opts); d != "" {
-		t.Errorf("GetConsent mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetConsent mismatch", c, got)
 
 	c2 := &store.Consent{UserKey: user, ClientID: "client-1", Scopes: []string{"tools:read", "tools:call"}, CreatedAt: n.Add(time.Minute)}
 	must(t, "SaveConsent replace", s.SaveConsent(ctx, c2))
 	got, err = s.GetConsent(ctx, user, "client-1")
 	must(t, "GetConsent replaced", err)
-	if d := cmp.Diff(c2, got, opts); d != "" {
-		t.Errorf("GetConsent after replace mismatch (-want +got):\n%s", d)
-	}
+	same(t, "GetConsent after replace mismatch", c2, got)
 	// The key is the pair: neither half alone matches.
 	_, err = s.GetConsent(ctx, "https://idp.example#bob", "client-1")
 	wantErr(t, "GetConsent other user", err, store.ErrNotFound)
@@ -1091,9 +1056,7 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	wantErr(t, "CreateSigningKey duplicate", s.CreateSigningKey(ctx, k1), store.ErrConflict)
 	keys, err = s.ListSigningKeys(ctx)
 	must(t, "ListSigningKeys", err)
-	if d := cmp.Diff([]*store.SigningKey{k1, k2}, keys, opts); d != "" {
-		t.Errorf("ListSigningKeys mismatch (-want +got):\n%s", d)
-	}
+	same(t, "ListSigningKeys mismatch", []*store.SigningKey{k1, k2}, keys)
 
 	// Status and RetireAt change; key material does not.
 	upd := *k1
@@ -1108,26 +1071,20 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	want1.Private = []byte("replaced") // re-sealed; the algorithm never changes
 	keys, err = s.ListSigningKeys(ctx)
 	must(t, "ListSigningKeys after update", err)
-	if d := cmp.Diff([]*store.SigningKey{&want1, k2}, keys, opts); d != "" {
-		t.Errorf("ListSigningKeys after update mismatch (-want +got):\n%s", d)
-	}
+	same(t, "ListSigningKeys after update mismatch", []*store.SigningKey{&want1, k2}, keys)
 	// Without Private, the sealed key stays as stored.
 	upd.Private = nil
 	must(t, "UpdateSigningKey without Private", s.UpdateSigningKey(ctx, &upd))
 	keys, err = s.ListSigningKeys(ctx)
 	must(t, "ListSigningKeys after second update", err)
-	if d := cmp.Diff([]*store.SigningKey{&want1, k2}, keys, opts); d != "" {
-		t.Errorf("UpdateSigningKey without Private changed the key (-want +got):\n%s", d)
-	}
+	same(t, "UpdateSigningKey without Private changed the key", []*store.SigningKey{&want1, k2}, keys)
 	wantErr(t, "UpdateSigningKey unknown", s.UpdateSigningKey(ctx, &store.SigningKey{ID: "unknown", Status: store.KeyActive}), store.ErrNotFound)
 
 	must(t, "DeleteSigningKey", s.DeleteSigningKey(ctx, k1.ID))
 	wantErr(t, "DeleteSigningKey again", s.DeleteSigningKey(ctx, k1.ID), store.ErrNotFound)
 	keys, err = s.ListSigningKeys(ctx)
 	must(t, "ListSigningKeys after delete", err)
-	if d := cmp.Diff([]*store.SigningKey{k2}, keys, opts); d != "" {
-		t.Errorf("ListSigningKeys after delete mismatch (-want +got):\n%s", d)
-	}
+	same(t, "ListSigningKeys after delete mismatch", []*store.SigningKey{k2}, keys)
 }
 
 func testDeleteExpired(t *testing.T, s store.Store) {
