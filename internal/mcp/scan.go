@@ -241,17 +241,8 @@ func hex4(b []byte) (rune, bool) {
 }
 
 func (v *validator) object(ctx scanCtx) error {
-	v.depth++
-	if v.depth > v.maxDepth {
-		return errTooDeep
-	}
-	v.peak = max(v.peak, v.depth)
-	v.i++
-	v.ws()
-	if v.i < len(v.b) && v.b[v.i] == '}' {
-		v.i++
-		v.depth--
-		return nil
+	if empty, err := v.open('}'); empty || err != nil {
+		return err
 	}
 	base := len(v.names)
 	defer func() { v.names = v.names[:base] }()
@@ -307,58 +298,63 @@ func (v *validator) object(ctx scanCtx) error {
 		} else if err := v.member(ctx, name); err != nil {
 			return err
 		}
-		v.ws()
-		if v.i >= len(v.b) {
-			return errEOF
-		}
-		switch v.b[v.i] {
-		case ',':
-			v.i++
-			v.ws()
-		case '}':
-			v.i++
-			v.depth--
-			return nil
-		default:
-			return errSyntax
+		if end, err := v.next('}'); end || err != nil {
+			return err
 		}
 	}
 }
 
 func (v *validator) array(ctx scanCtx) error {
-	v.depth++
-	if v.depth > v.maxDepth {
-		return errTooDeep
+	if empty, err := v.open(']'); empty || err != nil {
+		return err
 	}
-	v.peak = max(v.peak, v.depth)
 	elem := elemCtx(ctx)
-	v.i++
-	v.ws()
-	if v.i < len(v.b) && v.b[v.i] == ']' {
-		v.i++
-		v.depth--
-		return nil
-	}
 	for {
 		if err := v.value(elem); err != nil {
 			return err
 		}
-		v.ws()
-		if v.i >= len(v.b) {
-			return errEOF
-		}
-		switch v.b[v.i] {
-		case ',':
-			v.i++
-			v.ws()
-		case ']':
-			v.i++
-			v.depth--
-			return nil
-		default:
-			return errSyntax
+		if end, err := v.next(']'); end || err != nil {
+			return err
 		}
 	}
+}
+
+// open enters the container at v.i, which ends with close, and reports
+// whether it is empty (and already left).
+func (v *validator) open(close byte) (empty bool, err error) {
+	v.depth++
+	if v.depth > v.maxDepth {
+		return false, errTooDeep
+	}
+	v.peak = max(v.peak, v.depth)
+	v.i++
+	v.ws()
+	if v.i < len(v.b) && v.b[v.i] == close {
+		v.i++
+		v.depth--
+		return true, nil
+	}
+	return false, nil
+}
+
+// next moves past the comma after an item of the container that ends with
+// close, or leaves the container at close and reports that it ended.
+func (v *validator) next(close byte) (end bool, err error) {
+	v.ws()
+	if v.i >= len(v.b) {
+		return false, errEOF
+	}
+	switch v.b[v.i] {
+	case ',':
+		v.i++
+		v.ws()
+		return false, nil
+	case close:
+		v.i++
+		v.depth--
+		return true, nil
+	}
+	return false, errSyntax
 }
 
 // smallObject is the member count up to which duplicate names are found by a
