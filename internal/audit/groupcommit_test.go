@@ -60,9 +60,7 @@ func waitQueued(t *testing.T, l *Logger, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		l.qmu.Lock()
-		q := len(l.queue)
-		l.qmu.Unlock()
+		q := l.group.Queued()
 		if q == n {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpgate/mcpgate/internal/groupcommit"
 	"github.com/mcpgate/mcpgate/internal/validate"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,15 +32,12 @@ type Logger struct {
 	written  prometheus.Counter
 	lastSeq  prometheus.Gauge
 
-	// Group commit: callers queue under qmu; one of them, the leader, takes
-	// the queue, chains every record in it under mu and writes them with one
+	// Group commit: callers queue; one of them, the leader, takes the
+	// queue, chains every record in it under mu and writes them with one
 	// write(2) (and one fsync with fsync: always), then hands the lead to
-	// the first caller that queued meanwhile. qmu is never held while
-	// waiting for mu.
-	qmu     sync.Mutex
-	queue   []*call // waiting for the next write, in arrival order
-	spare   []*call // the previous queue's array, reused
-	leading bool    // a leader is writing; new callers wait to be handed a result or the lead
+	// the first caller that queued meanwhile (commit). The queue's lock is
+	// never held while waiting for mu.
+	group *groupcommit.Queue[*call]
 
 	mu         sync.Mutex
 	chain      *chainHasher
@@ -111,6 +109,7 @@ func New(cfg Config, opts ...Option) (*Logger, error) {
 			Help: "Sequence number of the last audit record; its history anchors the chain length outside the log.",
 		}),
 	}
+	l.group = groupcommit.New(0, l.commit)
 	for _, o := range opts {
 		o(l)
 	}
@@ -194,25 +193,23 @@ func (l *Logger) Log(ctx context.Context, r *Record) error {
 }
 
 // call is one LogBatch waiting for the write that covers its records.
-// Calls are pooled: wake is buffered and receives exactly one token per
-// wait, either the result or the lead.
+// Calls are pooled.
 type call struct {
+	groupcommit.Waiter
 	ctx    context.Context
 	arena  []byte // the encoded records, back to back (reused with the call)
 	ends   []int  // the end of each record in arena
 	total  int    // records given
 	encErr error  // encoding the record after the last in ends failed
-	wake   chan struct{}
 
 	// Set by the leader under mu.
 	appended int   // lines chained into buf
 	written  int   // lines the sink took
 	err      error // the first failure, nil if all written
-	done     bool  // the result is set
 	result   error
 }
 
-var callPool = sync.Pool{New: func() any { return &call{wake: make(chan struct{}, 1)} }}
+var callPool = sync.Pool{New: func() any { return new(call) }}
 
 // pendingLine is a chained line in Logger.buf.
 type pendingLine struct {
@@ -251,59 +248,22 @@ func (l *Logger) LogBatch(ctx context.Context, recs []*Record) error {
 		c.arena = b
 		c.ends = append(c.ends, len(b))
 	}
-	l.qmu.Lock()
-	l.queue = append(l.queue, c)
-	lead := !l.leading
-	l.leading = true
-	l.qmu.Unlock()
-	if !lead {
-		<-c.wake // a result, or the lead handed over
-	}
-	if !c.done {
-		l.lead(c)
-	}
+	l.group.Do(c)
 	err := c.result
 	arena := c.arena[:0]
 	if cap(arena) > maxKeptBuf {
 		arena = nil // one huge record does not pin its buffer
 	}
-	*c = call{arena: arena, ends: c.ends[:0], wake: c.wake}
+	*c = call{Waiter: c.Waiter, arena: arena, ends: c.ends[:0]}
 	callPool.Put(c)
 	return err
 }
 
-// lead writes the queue, wakes its callers and hands the lead to the next
-// caller that queued meanwhile, if any. me, the caller of lead, is in the
-// queue (first: it queued before anyone it leads).
-func (l *Logger) lead(me *call) {
-	l.qmu.Lock()
-	batch := l.queue
-	l.queue = l.spare[:0]
-	l.qmu.Unlock()
-
+// commit writes a batch of calls (l.group's commit).
+func (l *Logger) commit(batch []*call) {
 	l.mu.Lock()
 	l.commitLocked(batch)
 	l.mu.Unlock()
-
-	for _, c := range batch {
-		c.done = true
-		if c != me {
-			c.wake <- struct{}{} // never blocks: one token per wait
-		}
-	}
-	clear(batch)
-	l.qmu.Lock()
-	l.spare = batch[:0]
-	var next *call
-	if len(l.queue) > 0 {
-		next = l.queue[0]
-	} else {
-		l.leading = false
-	}
-	l.qmu.Unlock()
-	if next != nil {
-		next.wake <- struct{}{} // not done: it leads
-	}
 }
 
 // commitLocked chains the records of batch, writes them and sets each

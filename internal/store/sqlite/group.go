@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/mcpgate/mcpgate/internal/groupcommit"
 )
 
 // Group commit. SQLite has one writer, and much of a small write
@@ -13,14 +15,14 @@ import (
 // of every page it changed, many of them shared by all writes (interior
 // pages, the leaves rows are appended to).
 // So the write transactions of the token endpoint (code redemption,
-// refresh token rotation) queue up: the first caller leads, the callers
-// that arrive while its transaction runs wait, and the next leader runs all
-// of theirs in one transaction, each under its own SAVEPOINT, so that one
-// request's failure (a code already redeemed, a constraint) rolls back its
-// writes only. Every caller gets its answer after the COMMIT that holds its
+// refresh token rotation) queue up (internal/groupcommit): the first caller
+// leads, the callers that arrive while its transaction runs wait, and the
+// next leader runs all of theirs in one transaction, each under its own
+// SAVEPOINT, so that one request's failure (a code already redeemed, a
+// constraint) rolls back its writes only. Every caller gets its answer after the COMMIT that holds its
 // writes returned, so nothing answered is lost to a crash (WAL, as with one
 // transaction per request); a failed COMMIT fails every request of the
-// batch. internal/audit batches its writes the same way.
+// batch. internal/audit batches its writes with the same queue.
 
 // maxBatch bounds the requests one transaction holds: the queue is bounded
 // by the concurrent requests, this bounds how long one COMMIT keeps the
@@ -32,43 +34,23 @@ const maxBatch = 64
 // must keep its writes and still fail (a refused redemption spends the
 // code) returns nil and reports the failure itself.
 type txOp struct {
+	groupcommit.Waiter
 	ctx      context.Context
 	fn       func(ctx context.Context, tx *sql.Tx) error
 	err      error
-	panicked any           // what fn panicked with, re-raised in its caller
-	done     bool          // err is the outcome (else: lead)
-	wake     chan struct{} // one token per wait
+	panicked any // what fn panicked with, re-raised in its caller
 }
 
-// group is the queue of write operations waiting for a transaction.
-type group struct {
-	mu      sync.Mutex
-	queue   []*txOp
-	spare   []*txOp
-	leading bool
-}
-
-var opPool = sync.Pool{New: func() any { return &txOp{wake: make(chan struct{}, 1)} }}
+var opPool = sync.Pool{New: func() any { return new(txOp) }}
 
 // write runs fn in a write transaction shared with concurrent callers and
 // returns fn's error, or the error that kept its writes from committing.
 func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	op := opPool.Get().(*txOp)
 	op.ctx, op.fn = ctx, fn
-	g := &s.group
-	g.mu.Lock()
-	g.queue = append(g.queue, op)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
-	if !lead {
-		<-op.wake // done, or handed the lead
-	}
-	if !op.done {
-		s.lead(op)
-	}
+	s.group.Do(op)
 	err, p := op.err, op.panicked
-	*op = txOp{wake: op.wake}
+	*op = txOp{Waiter: op.Waiter}
 	opPool.Put(op)
 	if p != nil {
 		panic(p)
@@ -91,40 +73,11 @@ func (op *txOp) run(ctx context.Context, tx *sql.Tx) {
 	op.err = op.fn(ctx, tx)
 }
 
-// lead commits up to maxBatch queued operations (me, the caller, first:
-// it queued before any it leads), answers them, and hands the lead to the
-// next queued caller, if any.
-func (s *Store) lead(me *txOp) {
-	g := &s.group
-	g.mu.Lock()
-	n := min(len(g.queue), maxBatch)
-	batch := append(g.spare[:0], g.queue[:n]...)
-	g.queue = append(g.queue[:0], g.queue[n:]...)
-	g.mu.Unlock()
-
+// lead commits a batch of queued writes (s.group's commit).
+func (s *Store) lead(batch []*txOp) {
 	// The transaction is the batch's, not the leader's request's: a
 	// cancelled leader must not roll back the others.
-	s.commitBatch(context.WithoutCancel(me.ctx), batch)
-
-	for _, op := range batch {
-		op.done = true
-		if op != me {
-			op.wake <- struct{}{}
-		}
-	}
-	clear(batch)
-	g.mu.Lock()
-	g.spare = batch[:0]
-	var next *txOp
-	if len(g.queue) > 0 {
-		next = g.queue[0]
-	} else {
-		g.leading = false
-	}
-	g.mu.Unlock()
-	if next != nil {
-		next.wake <- struct{}{} // not done: it leads
-	}
+	s.commitBatch(context.WithoutCancel(batch[0].ctx), batch)
 }
 
 const (

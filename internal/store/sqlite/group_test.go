@@ -23,38 +23,31 @@ func openGroupTest(t *testing.T) *Store {
 	return s
 }
 
-// holdLead makes the next n callers of write queue up behind a lead that
-// nobody holds, and returns a func that waits for them and hands the lead
-// to the first: the n writes then run in one transaction.
+// holdLead makes the next n callers of write queue up behind a write that
+// holds the lead (an empty transaction), and returns a func that waits for
+// them and lets that write commit: the n writes then run in one
+// transaction.
 func holdLead(t *testing.T, s *Store, n int) (release func()) {
 	t.Helper()
-	g := &s.group
-	g.mu.Lock()
-	if g.leading {
-		g.mu.Unlock()
-		t.Fatal("the writer is busy")
-	}
-	g.leading = true
-	g.mu.Unlock()
+	entered, gate, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.write(context.Background(), func(context.Context, *sql.Tx) error {
+			close(entered)
+			<-gate
+			return nil
+		})
+	}()
+	<-entered
 	return func() {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			g.mu.Lock()
-			queued := len(g.queue)
-			var first *txOp
-			if queued == n {
-				first = g.queue[0]
-			}
-			g.mu.Unlock()
-			if first != nil {
-				first.wake <- struct{}{} // not done: it leads
-				return
-			}
+		for deadline := time.Now().Add(10 * time.Second); s.group.Queued() != n; time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d writes queued", queued, n)
+				t.Fatalf("%d of %d writes queued", s.group.Queued(), n)
 			}
-			time.Sleep(time.Millisecond)
+		}
+		close(gate)
+		if err := <-done; err != nil {
+			t.Fatalf("the write holding the lead: %v", err)
 		}
 	}
 }

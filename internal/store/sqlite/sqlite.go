@@ -34,6 +34,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/mcpgate/mcpgate/internal/groupcommit"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/migrate"
 )
@@ -56,7 +57,7 @@ type Store struct {
 	ws stmts   // prepared on w
 	rs stmts   // prepared on r
 
-	group group // write transactions of the token endpoint, committed together
+	group *groupcommit.Queue[*txOp] // write transactions of the token endpoint, committed together
 
 	ckpt     *sql.DB // checkpoints the WAL in the background (nil in memory)
 	walPath  string
@@ -81,6 +82,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMillis)
 	s := &Store{}
+	s.group = groupcommit.New(maxBatch, s.lead)
 	if dsn == MemoryDSN {
 		// Each connection to :memory: is a separate database: use one.
 		db, err := sql.Open("sqlite", dsn+"?"+common)
