@@ -51,20 +51,27 @@ const (
 	maxStartups    = 20
 )
 
+// checkTiming checks the flags every mode has: -d, -warmup and -rounds.
+func checkTiming(d, warmup time.Duration, rounds int) []error {
+	var errs []error
+	if d <= 0 || d > maxDuration {
+		errs = append(errs, fmt.Errorf("-d must be > 0 and at most %s", maxDuration))
+	}
+	if warmup < 0 || warmup > maxWarmup {
+		errs = append(errs, fmt.Errorf("-warmup must be 0..%s", maxWarmup))
+	}
+	if rounds < 1 || rounds > maxRounds {
+		errs = append(errs, fmt.Errorf("-rounds must be 1..%d", maxRounds))
+	}
+	return errs
+}
+
 func (o *options) check() error {
 	var errs []error
 	if o.Concurrency < 1 || o.Concurrency > maxConcurrency {
 		errs = append(errs, fmt.Errorf("-c must be 1..%d", maxConcurrency))
 	}
-	if o.Duration <= 0 || o.Duration > maxDuration {
-		errs = append(errs, fmt.Errorf("-d must be > 0 and at most %s", maxDuration))
-	}
-	if o.Warmup < 0 || o.Warmup > maxWarmup {
-		errs = append(errs, fmt.Errorf("-warmup must be 0..%s", maxWarmup))
-	}
-	if o.Rounds < 1 || o.Rounds > maxRounds {
-		errs = append(errs, fmt.Errorf("-rounds must be 1..%d", maxRounds))
-	}
+	errs = append(errs, checkTiming(o.Duration, o.Warmup, o.Rounds)...)
 	if o.Startups < 0 || o.Startups > maxStartups {
 		errs = append(errs, fmt.Errorf("-startups must be 0..%d", maxStartups))
 	}

@@ -65,15 +65,7 @@ func (o *tokenOptions) check() error {
 			errs = append(errs, fmt.Errorf("-token-c must be 1..%d", maxConcurrency))
 		}
 	}
-	if o.Duration <= 0 || o.Duration > maxDuration {
-		errs = append(errs, fmt.Errorf("-d must be > 0 and at most %s", maxDuration))
-	}
-	if o.Warmup < 0 || o.Warmup > maxWarmup {
-		errs = append(errs, fmt.Errorf("-warmup must be 0..%s", maxWarmup))
-	}
-	if o.Rounds < 1 || o.Rounds > maxRounds {
-		errs = append(errs, fmt.Errorf("-rounds must be 1..%d", maxRounds))
-	}
+	errs = append(errs, checkTiming(o.Duration, o.Warmup, o.Rounds)...)
 	if o.Scenario == scenarioScale && len(o.Grants) < 2 {
 		errs = append(errs, errors.New("-scale-grants needs at least two sizes (the first is the baseline)"))
 	}

@@ -71,6 +71,9 @@ func TestTokenOptionsCheck(t *testing.T) {
 		"no concurrency": func(o *tokenOptions) { o.Conc = nil },
 		"zero clients":   func(o *tokenOptions) { o.Conc = []int{0} },
 		"long duration":  func(o *tokenOptions) { o.Duration = time.Hour },
+		"zero duration":  func(o *tokenOptions) { o.Duration = 0 },
+		"long warmup":    func(o *tokenOptions) { o.Warmup = maxWarmup + time.Second },
+		"zero rounds":    func(o *tokenOptions) { o.Rounds = 0 },
 		"postgres without dsn": func(o *tokenOptions) {
 			o.Store = store.DriverPostgres
 			o.Scenario = scenarioScale
