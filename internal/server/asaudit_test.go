@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -71,7 +72,7 @@ audit: { sink: file, path: %s }
 
 	// A client registers, alice signs in and consents, the code becomes a
 	// token, the token calls the MCP endpoint, and the client revokes it.
-	clientID, code, tok := signIn(t, base, "alice", "alice-password")
+	clientID, code, tok := signIn(t, base, "alice", "alice-password", "")
 	at, _ := tok["access_token"].(string)
 	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_vms","arguments":{}}}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -146,13 +147,15 @@ audit: { sink: file, path: %s }
 	}
 }
 
-// signIn is an MCP client's sign-in at the authorization server at base: it
-// registers, user signs in with password and consents, and the code
-// becomes tokens (authorization code with PKCE).
-func signIn(t *testing.T, base, user, password string) (clientID, code string, tok map[string]any) {
+// signIn registers a public client at base and signs user in as a
+// browser would: it follows redirects, posts the built-in login form with
+// user and password, approves consent (an upstream IdP signs in on its
+// own), and redeems the code with PKCE. resource, when set, is the RFC
+// 8707 resource of the request.
+func signIn(t *testing.T, base, user, password, resource string) (clientID, code string, tok map[string]any) {
 	t.Helper()
 	redirect := "http://127.0.0.1:9/cb"
-	reg := postJSON(t, base+"/register", `{"client_name":"chain test","redirect_uris":["`+redirect+`"],"token_endpoint_auth_method":"none"}`)
+	reg := postJSON(t, base+"/register", `{"client_name":"test client","redirect_uris":["`+redirect+`"],"token_endpoint_auth_method":"none"}`)
 	clientID, _ = reg["client_id"].(string)
 	verifier := strings.Repeat("v", 50)
 	sum := sha256.Sum256([]byte(verifier))
@@ -160,19 +163,32 @@ func signIn(t *testing.T, base, user, password string) (clientID, code string, t
 	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect}, "state": {"s"},
 		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
+	if resource != "" {
+		q.Set("resource", resource)
+	}
 	loc := base + "/authorize?" + q.Encode()
-	for i := 0; i < 8 && code == ""; i++ {
+	// next follows a redirect; the flow ends at the client's redirect URI
+	// (an upstream IdP's redirect to the gateway's callback has a code too).
+	next := func(from *url.URL, l string) (string, string) {
+		u, _ := from.Parse(l)
+		if strings.HasPrefix(u.String(), redirect+"?") {
+			return "", u.Query().Get("code")
+		}
+		return u.String(), ""
+	}
+	for i := 0; i < 40 && code == ""; i++ {
 		resp, err := browser.Get(loc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable { // an upstream IdP is not discovered yet
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		if l := resp.Header.Get("Location"); l != "" {
-			u, _ := resp.Request.URL.Parse(l)
-			if code = u.Query().Get("code"); code == "" {
-				loc = u.String()
-			}
+			loc, code = next(resp.Request.URL, l)
 			continue
 		}
 		form := url.Values{}
@@ -187,22 +203,25 @@ func signIn(t *testing.T, base, user, password string) (clientID, code string, t
 		} else {
 			form.Set("decision", "approve")
 		}
+		if form.Get("req") == "" {
+			t.Fatalf("flow stopped at %s: %d %s", resp.Request.URL, resp.StatusCode, body)
+		}
 		resp, err = browser.PostForm(target, form)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		u, _ := resp.Request.URL.Parse(resp.Header.Get("Location"))
-		if code = u.Query().Get("code"); code == "" {
-			loc = u.String()
-		}
+		loc, code = next(resp.Request.URL, resp.Header.Get("Location"))
 	}
 	if code == "" {
 		t.Fatal("no authorization code")
 	}
-	tok = postForm(t, base+"/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
-		"code_verifier": {verifier}, "client_id": {clientID}})
-	return clientID, code, tok
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
+		"code_verifier": {verifier}, "client_id": {clientID}}
+	if resource != "" {
+		form.Set("resource", resource)
+	}
+	return clientID, code, postForm(t, base+"/token", form)
 }
 
 func postJSON(t *testing.T, u, body string) map[string]any {

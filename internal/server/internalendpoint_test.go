@@ -4,17 +4,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -105,60 +102,7 @@ func startInternalEnv(t *testing.T) *internalEnv {
 // token response (access and refresh token).
 func (e *internalEnv) login(t *testing.T, resource string) map[string]any {
 	t.Helper()
-	redirect := "http://127.0.0.1:9/cb"
-	reg := postJSON(t, e.base+"/register", `{"client_name":"internal test","redirect_uris":["`+redirect+`"],"token_endpoint_auth_method":"none"}`)
-	clientID, _ := reg["client_id"].(string)
-	verifier := strings.Repeat("v", 50)
-	sum := sha256.Sum256([]byte(verifier))
-	jar, _ := cookiejar.New(nil)
-	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect}, "state": {"s"}, "resource": {resource},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}
-	loc := e.base + "/authorize?" + q.Encode()
-	// next follows a redirect; the flow ends at the client's redirect URI
-	// (the IdP's redirect to our callback has a code too).
-	next := func(from *url.URL, l string) (string, string) {
-		u, _ := from.Parse(l)
-		if strings.HasPrefix(u.String(), redirect+"?") {
-			return "", u.Query().Get("code")
-		}
-		return u.String(), ""
-	}
-	var code string
-	for i := 0; i < 40 && code == ""; i++ {
-		resp, err := browser.Get(loc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable { // the IdP is not discovered yet
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		if l := resp.Header.Get("Location"); l != "" {
-			loc, code = next(resp.Request.URL, l)
-			continue
-		}
-		form := url.Values{"decision": {"approve"}}
-		for _, m := range hiddenField.FindAllStringSubmatch(string(body), -1) {
-			form.Set(m[1], m[2])
-		}
-		if form.Get("req") == "" {
-			t.Fatalf("flow stopped at %s: %d %s", resp.Request.URL, resp.StatusCode, body)
-		}
-		resp, err = browser.PostForm(e.base+"/consent", form)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		loc, code = next(resp.Request.URL, resp.Header.Get("Location"))
-	}
-	if code == "" {
-		t.Fatal("no authorization code")
-	}
-	tok := postForm(t, e.base+"/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
-		"code_verifier": {verifier}, "client_id": {clientID}, "resource": {resource}})
+	clientID, _, tok := signIn(t, e.base, "", "", resource)
 	tok["client_id"] = clientID
 	return tok
 }

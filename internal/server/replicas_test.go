@@ -164,10 +164,10 @@ audit: { sink: none }
 	)
 
 	// Sign-in through the proxy: each step may land on either replica.
-	clientID, _, tok := signIn(t, base, "alice", "alice-password")
+	clientID, _, tok := signIn(t, base, "alice", "alice-password", "")
 	at, _ := tok["access_token"].(string)
 	rt, _ := tok["refresh_token"].(string)
-	_, _, bobTok := signIn(t, base, "bob", "bob-password")
+	_, _, bobTok := signIn(t, base, "bob", "bob-password", "")
 	bobAT, _ := bobTok["access_token"].(string)
 
 	// The session starts on A and continues on B and through the proxy.
@@ -252,7 +252,7 @@ audit: { sink: none }
 	newKID := cli.ActiveKeyID()
 	// A signs with the new key once it reloaded (notified); then B must
 	// accept that token on the first try.
-	cid3, _, tok3 := signIn(t, base, "alice", "alice-password")
+	cid3, _, tok3 := signIn(t, base, "alice", "alice-password", "")
 	rt3, _ := tok3["refresh_token"].(string)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
