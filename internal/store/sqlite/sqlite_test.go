@@ -19,11 +19,19 @@ import (
 
 func openTemp(t testing.TB) *sqlite.Store {
 	t.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mcpgate.db"))
+	s, _ := openFile(t)
+	return s
+}
+
+// openFile opens a new database file and returns its path too.
+func openFile(t testing.TB) (*sqlite.Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	s, err := sqlite.Open(context.Background(), path)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	return s
+	return s, path
 }
 
 func TestConformance(t *testing.T) {
@@ -253,11 +261,7 @@ func TestTwoProcessesRedeem(t *testing.T) {
 // a commit crossing SQLite's own checkpoint threshold.
 func TestBackgroundCheckpoint(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "mcpgate.db")
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	defer s.Close()
 	size := func() int64 {
 		fi, err := os.Stat(path)
@@ -297,12 +301,7 @@ func TestBackgroundCheckpoint(t *testing.T) {
 // brings the -wal file back under sqlite.WALSizeLimit (a PASSIVE
 // checkpoint alone never shrinks it).
 func TestWALStaysBounded(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "mcpgate.db")
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	defer s.Close()
 	stopReads := sqlite.ReadWhile(s)
 	var peak int64
