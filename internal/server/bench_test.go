@@ -50,22 +50,7 @@ func BenchmarkToolsCall(b *testing.B) {
 }
 
 func benchmarkCall(b *testing.B, target string) {
-	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello","n":3}}}`
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	b.ReportAllocs()
-	b.SetParallelism(4)
-	cpu := testutil.ProcessCPU()
-	defer func() { reportCPU(b, testutil.ProcessCPU()-cpu) }()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			resp := benchPost(b, client, target, body)
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				b.Fatalf("status %d", resp.StatusCode)
-			}
-		}
-	})
+	benchmarkPost(b, target, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello","n":3}}}`, nil)
 }
 
 // BenchmarkToolsList measures one tools/list of 100 tools through a bare
@@ -112,7 +97,16 @@ func BenchmarkToolsList(b *testing.B) {
 }
 
 func benchmarkList(b *testing.B, target string, want int) {
-	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	benchmarkPost(b, target, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(answer []byte) {
+		if n := bytes.Count(answer, []byte(`"name":`)); n != want {
+			b.Fatalf("%d tools listed, want %d", n, want)
+		}
+	})
+}
+
+// benchmarkPost posts body to target from 4 clients per CPU; every answer
+// must be a 200, and pass check (if set).
+func benchmarkPost(b *testing.B, target, body string, check func(answer []byte)) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.SetParallelism(4)
@@ -128,8 +122,8 @@ func benchmarkList(b *testing.B, target string, want int) {
 			if resp.StatusCode != 200 {
 				b.Fatalf("status %d", resp.StatusCode)
 			}
-			if n := bytes.Count(buf.Bytes(), []byte(`"name":`)); n != want {
-				b.Fatalf("%d tools listed, want %d", n, want)
+			if check != nil {
+				check(buf.Bytes())
 			}
 		}
 	})
