@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +193,34 @@ func TestReadSSE(t *testing.T) {
 				t.Errorf("result = %s, want %s", r.Result, tc.wantResult)
 			}
 		})
+	}
+}
+
+// TestMergeRounds: rounds merge into one result: counts add up, the first
+// error stays, latencies are pooled (sorted for the proxy modes), and each
+// mode's own fields merge as before.
+func TestMergeRounds(t *testing.T) {
+	ms := func(d ...int) []time.Duration {
+		var out []time.Duration
+		for _, v := range d {
+			out = append(out, time.Duration(v)*time.Millisecond)
+		}
+		return out
+	}
+	l := &loadResult{tally: tally{Requests: 2, Errors: 1, FirstErr: "first", Lat: ms(3, 5)}, Elapsed: time.Second, CPU: map[string]time.Duration{"mcpgate": time.Second}}
+	l.merge(&loadResult{tally: tally{Requests: 3, Errors: 2, FirstErr: "second", Lat: ms(1, 4, 9)}, Elapsed: time.Second, Tools: 96,
+		CPU: map[string]time.Duration{"mcpgate": time.Second, "bare": time.Second}})
+	if l.Requests != 5 || l.Errors != 3 || l.FirstErr != "first" || !slices.Equal(l.Lat, ms(1, 3, 4, 5, 9)) ||
+		l.Elapsed != 2*time.Second || l.Tools != 96 || l.CPU["mcpgate"] != 2*time.Second || l.CPU["bare"] != time.Second {
+		t.Errorf("merged load result: %+v", l)
+	}
+	if l.pct(0.5) != 4*time.Millisecond {
+		t.Errorf("merged p50 = %v", l.pct(0.5))
+	}
+	tr := &tokenResult{Window: time.Second, CPU: time.Second}
+	tr.merge(&tokenResult{tally: tally{Requests: 4, Errors: 1, FirstErr: "e", Lat: ms(2, 1)}, Window: time.Second, CPU: time.Second, Ran: true})
+	if tr.Requests != 4 || tr.Errors != 1 || tr.FirstErr != "e" || !slices.Equal(tr.Lat, ms(2, 1)) || tr.Window != 2*time.Second ||
+		tr.CPU != 2*time.Second || !tr.Ran {
+		t.Errorf("merged token result: %+v", tr)
 	}
 }

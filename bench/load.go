@@ -287,26 +287,47 @@ func (s *session) step(ctx context.Context, scenario string) (int, error) {
 	return 0, fmt.Errorf("unknown scenario %q", scenario)
 }
 
-// loadResult is what one load run measured.
-type loadResult struct {
+// tally is what every load run counts: the proxy modes' loadResult and
+// the token modes' tokenResult.
+type tally struct {
 	Requests int             // completed inside the measurement window
 	Errors   int             // failed requests, warm-up included
 	FirstErr string          // the first error seen
-	Elapsed  time.Duration   // measurement window
-	Lat      []time.Duration // sorted latencies of Requests (bounded)
-	Tools    int             // tools in the last tools/list response
+	Lat      []time.Duration // latencies of Requests (bounded)
+}
+
+// add adds o's requests, errors and latencies to t's; t keeps its first
+// error.
+func (t *tally) add(o *tally) {
+	t.Requests += o.Requests
+	t.Errors += o.Errors
+	if t.FirstErr == "" {
+		t.FirstErr = o.FirstErr
+	}
+	t.Lat = append(t.Lat, o.Lat...)
+}
+
+// pct returns the p-quantile (0 < p ≤ 1) of the latencies, once sorted.
+func (t *tally) pct(p float64) time.Duration {
+	if len(t.Lat) == 0 {
+		return 0
+	}
+	i := int(float64(len(t.Lat))*p+0.999999) - 1
+	return t.Lat[max(0, min(i, len(t.Lat)-1))]
+}
+
+// loadResult is what one load run measured. Its latencies are sorted.
+type loadResult struct {
+	tally
+	Elapsed time.Duration // measurement window
+	Tools   int           // tools in the last tools/list response
 	// CPU is the CPU time each process used during the measurement window.
 	CPU map[string]time.Duration
 }
 
 func (r *loadResult) merge(o *loadResult) {
-	r.Requests += o.Requests
-	r.Errors += o.Errors
-	if r.FirstErr == "" {
-		r.FirstErr = o.FirstErr
-	}
+	r.add(&o.tally)
 	r.Elapsed += o.Elapsed
-	r.Lat = append(r.Lat, o.Lat...)
 	slices.Sort(r.Lat)
 	if o.Tools != 0 {
 		r.Tools = o.Tools
@@ -333,15 +354,6 @@ func (r *loadResult) rps() float64 {
 		return 0
 	}
 	return float64(r.Requests) / r.Elapsed.Seconds()
-}
-
-// pct returns the p-quantile (0 < p ≤ 1) of the sorted latencies.
-func (r *loadResult) pct(p float64) time.Duration {
-	if len(r.Lat) == 0 {
-		return 0
-	}
-	i := int(float64(len(r.Lat))*p+0.999999) - 1
-	return r.Lat[max(0, min(i, len(r.Lat)-1))]
 }
 
 type worker struct {

@@ -97,13 +97,10 @@ func (o *tokenOptions) logf(format string, args ...any) {
 
 // tokenResult is one measurement of one server at one concurrency.
 type tokenResult struct {
-	Requests int
-	Errors   int
-	FirstErr string
-	Window   time.Duration
-	CPU      time.Duration // of the server's process during the window
-	Lat      []time.Duration
-	Ran      bool // out of codes before the window ended (the result is short)
+	tally
+	Window time.Duration
+	CPU    time.Duration // of the server's process during the window
+	Ran    bool          // out of codes before the window ended (the result is short)
 }
 
 func (r *tokenResult) rate() float64 { return float64(r.Requests) / r.Window.Seconds() }
@@ -117,14 +114,9 @@ func (r *tokenResult) cpuPer() time.Duration {
 }
 
 func (r *tokenResult) merge(o *tokenResult) {
-	r.Requests += o.Requests
-	r.Errors += o.Errors
-	if r.FirstErr == "" {
-		r.FirstErr = o.FirstErr
-	}
+	r.add(&o.tally)
 	r.Window += o.Window
 	r.CPU += o.CPU
-	r.Lat = append(r.Lat, o.Lat...)
 	r.Ran = r.Ran || o.Ran
 }
 
@@ -857,7 +849,7 @@ func (r *tokenReport) markdown(cmd string) string {
 		p50 := "-"
 		if len(res.Lat) > 0 {
 			slices.Sort(res.Lat)
-			p50 = fmt.Sprintf("%.2f", float64((&loadResult{Lat: res.Lat}).pct(0.5))/float64(time.Millisecond))
+			p50 = fmt.Sprintf("%.2f", float64(res.pct(0.5))/float64(time.Millisecond))
 		}
 		errs := fmt.Sprint(res.Errors)
 		if res.Ran {
