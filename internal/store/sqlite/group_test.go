@@ -13,7 +13,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
-func openGroupTest(t *testing.T) *Store {
+func openGroupTest(t testing.TB) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "mcpgate.db"))
 	if err != nil {
@@ -27,7 +27,7 @@ func openGroupTest(t *testing.T) *Store {
 // holds the lead (an empty transaction), and returns a func that waits for
 // them and lets that write commit: the n writes then run in one
 // transaction.
-func holdLead(t *testing.T, s *Store, n int) (release func()) {
+func holdLead(t testing.TB, s *Store, n int) (release func()) {
 	t.Helper()
 	entered, gate, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
@@ -289,7 +289,7 @@ func TestGroupCommitOneRotationWins(t *testing.T) {
 // walFramesPerOp redeems n codes and then rotates their refresh tokens, in
 // transactions of batch requests each, and returns the WAL frames (pages)
 // written per exchange and per rotation.
-func walFramesPerOp(t *testing.T, n, batch int) (exchange, rotation float64) {
+func walFramesPerOp(t testing.TB, n, batch int) (exchange, rotation float64) {
 	t.Helper()
 	ctx := context.Background()
 	s := openGroupTest(t)
