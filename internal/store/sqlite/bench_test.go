@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/store"
+	"github.com/mcpgate/mcpgate/internal/store/sqlite"
 )
 
 // BenchmarkSQLiteCodeExchange approximates the storage cost of one
@@ -57,28 +58,14 @@ func BenchmarkSQLiteRefreshRotate(b *testing.B) {
 	s := openTemp(b)
 	defer s.Close()
 	now := time.Now()
-	cur := store.HashKey("rt0")
-	code := &store.AuthCode{Hash: store.HashKey("code"), GrantID: "g", ClientID: "c"}
-	if err := s.CreateAuthCode(ctx, code); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(
-		&store.Grant{ID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-		&store.RefreshToken{Hash: cur, GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-	)); err != nil {
-		b.Fatal(err)
-	}
-	i := 0
-	for b.Loop() {
-		i++
+	rotate := grantToRotate(b, s, &store.Grant{ID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)})
+	read := func(cur string) {
 		if _, err := s.GetRefreshToken(ctx, cur); err != nil {
 			b.Fatal(err)
 		}
-		next := &store.RefreshToken{Hash: store.HashKey("rt" + strconv.Itoa(i)), GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-		if err := s.RotateRefreshToken(ctx, cur, next, now); err != nil {
-			b.Fatal(err)
-		}
-		cur = next.Hash
+	}
+	for b.Loop() {
+		rotate(read)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rotations/s")
 }
@@ -95,24 +82,12 @@ func BenchmarkSQLiteRefreshReads(b *testing.B) {
 			s := openTemp(b)
 			defer s.Close()
 			now := time.Now()
-			cur := store.HashKey("rt0")
-			code := &store.AuthCode{Hash: store.HashKey("code"), GrantID: "g", ClientID: "c"}
-			if err := s.CreateAuthCode(ctx, code); err != nil {
-				b.Fatal(err)
-			}
-			g := &store.Grant{ID: "g", ClientID: "c", UserKey: "https://idp.example#alice", Resource: "https://mcp.example/mcp",
+			rotate := grantToRotate(b, s, &store.Grant{ID: "g", ClientID: "c", UserKey: "https://idp.example#alice", Resource: "https://mcp.example/mcp",
 				Scopes: []string{"tools:read", "tools:call"}, Identity: []byte(`{"sub":"alice","email":"alice@example.com","groups":["dev","ops"]}`),
-				UpstreamTokens: make([]byte, 1500), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-			if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(g,
-				&store.RefreshToken{Hash: cur, GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-			)); err != nil {
-				b.Fatal(err)
-			}
+				UpstreamTokens: make([]byte, 1500), CreatedAt: now, ExpiresAt: now.Add(time.Hour)})
 			var readNS time.Duration
-			i := 0
 			b.ReportAllocs()
-			for b.Loop() {
-				i++
+			read := func(cur string) {
 				start := time.Now()
 				if mode == "one-read" {
 					if _, _, err := s.GetRefreshTokenGrant(ctx, cur); err != nil {
@@ -128,13 +103,40 @@ func BenchmarkSQLiteRefreshReads(b *testing.B) {
 					}
 				}
 				readNS += time.Since(start)
-				next := &store.RefreshToken{Hash: store.HashKey("rt" + strconv.Itoa(i)), GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-				if err := s.RotateRefreshToken(ctx, cur, next, now); err != nil {
-					b.Fatal(err)
-				}
-				cur = next.Hash
+			}
+			for b.Loop() {
+				rotate(read)
 			}
 			b.ReportMetric(float64(readNS.Nanoseconds())/float64(b.N), "read-ns/op")
 		})
+	}
+}
+
+// grantToRotate stores g, redeeming a code for it, with its first refresh
+// token, and returns rotate: a refresh, which calls read with the current
+// token's hash, then rotates the token to its successor.
+func grantToRotate(b *testing.B, s *sqlite.Store, g *store.Grant) (rotate func(read func(cur string))) {
+	b.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	cur := store.HashKey("rt0")
+	code := &store.AuthCode{Hash: store.HashKey("code"), GrantID: g.ID, ClientID: g.ClientID}
+	if err := s.CreateAuthCode(ctx, code); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.RedeemAuthCode(ctx, code.Hash, issue(g,
+		&store.RefreshToken{Hash: cur, GrantID: g.ID, ClientID: g.ClientID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+	)); err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	return func(read func(cur string)) {
+		read(cur)
+		i++
+		next := &store.RefreshToken{Hash: store.HashKey("rt" + strconv.Itoa(i)), GrantID: g.ID, ClientID: g.ClientID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := s.RotateRefreshToken(ctx, cur, next, now); err != nil {
+			b.Fatal(err)
+		}
+		cur = next.Hash
 	}
 }
