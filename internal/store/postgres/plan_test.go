@@ -37,15 +37,15 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		args []any
 	}
 	stmts := []stmt{
-		{qGetRefresh, []any{"k", now}},
-		{qGetRefreshGrant, []any{"k", now}},
-		{qRotateRefresh, []any{now, "next", "k", now}},
-		{qRefreshLive, []any{"k", now}},
-		{qRevokeRefresh, []any{"k"}},
-		{qGetGrant, []any{"k", now}},
-		{qGrantLive, []any{"k", now}},
-		{qRevokeGrant, []any{"k"}},
-		{qUpdateGrantUpstream, []any{[]byte("{}"), []byte("sealed"), now, "k", int64(1), now}},
+		{qGetRefresh, []any{key("k"), now}},
+		{qGetRefreshGrant, []any{key("k"), now}},
+		{qRotateRefresh, []any{now, "next", key("k"), now, key("next"), key("g"), "g", "c", now, now, nil, ""}},
+		{qRefreshLive, []any{key("k"), now}},
+		{qRevokeRefresh, []any{key("k")}},
+		{qGetGrant, []any{key("k"), now}},
+		{qGrantLive, []any{key("k"), now}},
+		{qRevokeGrant, []any{key("k")}},
+		{qUpdateGrantUpstream, []any{[]byte("{}"), []byte("sealed"), now, key("k"), int64(1), now}},
 	}
 	for _, q := range sweepQueries {
 		stmts = append(stmts, stmt{q, []any{now, sweepBatch}})

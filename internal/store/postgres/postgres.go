@@ -9,6 +9,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
 	"errors"
 	"fmt"
@@ -136,6 +137,15 @@ func affected(op string, tag pgconn.CommandTag, err error) error {
 	return nil
 }
 
+// key is the stored key of a caller-supplied identifier: the 32 bytes of
+// its SHA-256 (store.HashKey's digest, unencoded), so long identifiers never
+// become index keys and each index entry is half a hex key's size
+// (migration 0002).
+func key(id string) []byte {
+	sum := sha256.Sum256([]byte(id))
+	return sum[:]
+}
+
 // ts encodes the zero time as NULL.
 func ts(t time.Time) pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
@@ -184,7 +194,7 @@ func scanClient(row store.Scanner) (*store.Client, error) {
 func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO clients (k, `+clientCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		store.HashKey(c.ID), c.ID, c.SecretHash, c.Name, list(c.RedirectURIs), list(c.GrantTypes), list(c.ResponseTypes),
+		key(c.ID), c.ID, c.SecretHash, c.Name, list(c.RedirectURIs), list(c.GrantTypes), list(c.ResponseTypes),
 		c.TokenEndpointAuthMethod, c.Scope, c.ApplicationType, c.Kind, c.RegisteredIP, c.Metadata,
 		ts(c.CreatedAt), ts(c.ExpiresAt))
 	return mapErr("create client", err)
@@ -193,13 +203,13 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 // GetClient implements store.Store.
 func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error) {
 	c, err := scanClient(s.pool.QueryRow(ctx, `SELECT `+clientCols+` FROM clients
-		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(id), time.Now()))
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, key(id), time.Now()))
 	return c, mapErr("get client", err)
 }
 
 // DeleteClient implements store.Store.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM clients WHERE k = $1`, store.HashKey(id))
+	tag, err := s.pool.Exec(ctx, `DELETE FROM clients WHERE k = $1`, key(id))
 	return affected("delete client", tag, err)
 }
 
@@ -239,19 +249,18 @@ func scanRequest(row store.Scanner) (*store.AuthRequest, error) {
 }
 
 // stateKey is NULL for an empty (or taken) upstream state, so it never matches.
-func stateKey(h string) *string {
+func stateKey(h string) []byte {
 	if h == "" {
 		return nil
 	}
-	k := store.HashKey(h)
-	return &k
+	return key(h)
 }
 
 // CreateAuthRequest implements store.Store.
 func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO auth_requests (k, upstream_state_k, `+requestCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
-		store.HashKey(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
+		key(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
 		list(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod, r.UpstreamStateHash, r.UpstreamNonce,
 		r.UpstreamVerifier, r.UserKey, r.Identity, r.UpstreamTokens, r.ConsentCSRF, ts(r.ExpiresAt))
 	return mapErr("create auth request", err)
@@ -260,7 +269,7 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) err
 // GetAuthRequest implements store.Store.
 func (s *Store) GetAuthRequest(ctx context.Context, id string) (*store.AuthRequest, error) {
 	r, err := scanRequest(s.pool.QueryRow(ctx, `SELECT `+requestCols+` FROM auth_requests
-		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, store.HashKey(id), time.Now()))
+		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`, key(id), time.Now()))
 	return r, mapErr("get auth request", err)
 }
 
@@ -273,13 +282,13 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, r *store.AuthRequest) err
 		WHERE k = $17 AND (expires_at IS NULL OR expires_at > $18)`,
 		r.ClientID, r.RedirectURI, r.State, r.Resource, list(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod,
 		stateKey(r.UpstreamStateHash), r.UpstreamStateHash, r.UpstreamNonce, r.UpstreamVerifier, r.UserKey,
-		r.Identity, r.UpstreamTokens, r.ConsentCSRF, ts(r.ExpiresAt), store.HashKey(r.ID), time.Now())
+		r.Identity, r.UpstreamTokens, r.ConsentCSRF, ts(r.ExpiresAt), key(r.ID), time.Now())
 	return affected("update auth request", tag, err)
 }
 
 // DeleteAuthRequest implements store.Store.
 func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM auth_requests WHERE k = $1`, store.HashKey(id))
+	tag, err := s.pool.Exec(ctx, `DELETE FROM auth_requests WHERE k = $1`, key(id))
 	return affected("delete auth request", tag, err)
 }
 
@@ -292,7 +301,7 @@ func (s *Store) TakeAuthRequestByUpstreamState(ctx context.Context, stateHash st
 	// upstream_state_k against the winner's NULL and matches nothing.
 	r, err := scanRequest(s.pool.QueryRow(ctx, `UPDATE auth_requests SET upstream_state_k = NULL, upstream_state_hash = ''
 		WHERE upstream_state_k = $1 AND (expires_at IS NULL OR expires_at > $2)
-		RETURNING `+requestCols, store.HashKey(stateHash), time.Now()))
+		RETURNING `+requestCols, key(stateHash), time.Now()))
 	return r, mapErr("take auth request", err)
 }
 
@@ -315,7 +324,7 @@ func scanCode(row store.Scanner) (*store.AuthCode, error) {
 func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO auth_codes (k, `+codeCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		store.HashKey(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, list(c.Scopes),
+		key(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, list(c.Scopes),
 		c.CodeChallenge, c.GrantID, c.Identity, c.UpstreamTokens, ts(c.ExpiresAt))
 	return mapErr("create auth code", err)
 }
@@ -329,7 +338,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 		return nil, mapErr("redeem auth code", err)
 	}
 	defer tx.Rollback(ctx)
-	k, now := store.HashKey(hash), time.Now()
+	k, now := key(hash), time.Now()
 	c, err := scanCode(tx.QueryRow(ctx, `UPDATE auth_codes SET used = true
 		WHERE k = $1 AND NOT used AND (expires_at IS NULL OR expires_at > $2) RETURNING `+codeCols, k, now))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -358,7 +367,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO grants (k, `+grantCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
+		key(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
 		ts(g.UpstreamExpiry), g.Version, ts(g.CreatedAt), ts(g.ExpiresAt), g.Revoked); err != nil {
 		return nil, mapErr("redeem auth code: create grant", err)
 	}
@@ -387,9 +396,17 @@ const (
 		WHERE k = $4 AND version = $5 AND NOT revoked AND (expires_at IS NULL OR expires_at > $6)`
 	qGrantLive = `SELECT EXISTS (SELECT 1 FROM grants
 		WHERE k = $1 AND NOT revoked AND (expires_at IS NULL OR expires_at > $2))`
-	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`
-	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2
-		WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4)`
+	qGetRefresh = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)`
+	// One statement, so one round trip and its own transaction: the
+	// successor is inserted only if the update matched a current token, and
+	// a failed insert (a duplicate successor, a deleted grant) undoes the
+	// update with it. Casts: parameters of an INSERT … SELECT take no type
+	// from the target columns.
+	qRotateRefresh = `WITH cur AS (UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2::text
+			WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4) RETURNING 1)
+		INSERT INTO refresh_tokens (k, grant_k, ` + refreshCols + `)
+		SELECT $5::bytea, $6::bytea, $2::text, $7::text, $8::text, $9::timestamptz, $10::timestamptz, $11::timestamptz, $12::text
+		FROM cur`
 	// The token's grant, live as qGetGrant reads it (revoked included).
 	qGetRefreshGrant = `SELECT t.hash, t.grant_id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by,
 		g.id, g.client_id, g.user_key, g.resource, g.scopes, g.identity, g.upstream_tokens, g.upstream_expiry,
@@ -431,19 +448,19 @@ func scanGrant(row store.Scanner) (*store.Grant, error) {
 
 // GetGrant implements store.Store.
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.pool.QueryRow(ctx, qGetGrant, store.HashKey(id), time.Now()))
+	g, err := scanGrant(s.pool.QueryRow(ctx, qGetGrant, key(id), time.Now()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, qRevokeGrant, store.HashKey(id))
+	tag, err := s.pool.Exec(ctx, qRevokeGrant, key(id))
 	return affected("revoke grant", tag, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
-	k, now := store.HashKey(id), time.Now()
+	k, now := key(id), time.Now()
 	tag, err := s.pool.Exec(ctx, qUpdateGrantUpstream, identity, sealed, ts(expiry), k, expectedVersion, now)
 	if err := affected("update grant upstream", tag, err); !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -506,14 +523,14 @@ type execer interface {
 
 func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error {
 	_, err := db.Exec(ctx, `INSERT INTO refresh_tokens (k, grant_k, `+refreshCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		store.HashKey(t.Hash), store.HashKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, ts(t.CreatedAt),
+		key(t.Hash), key(t.GrantID), t.Hash, t.GrantID, t.ClientID, ts(t.CreatedAt),
 		ts(t.ExpiresAt), ts(t.RotatedAt), t.ReplacedBy)
 	return mapErr("create refresh token", err)
 }
 
 // GetRefreshToken implements store.Store.
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
-	t, err := scanRefresh(s.pool.QueryRow(ctx, qGetRefresh, store.HashKey(hash), time.Now()))
+	t, err := scanRefresh(s.pool.QueryRow(ctx, qGetRefresh, key(hash), time.Now()))
 	return t, mapErr("get refresh token", err)
 }
 
@@ -524,50 +541,44 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 		t refreshRow
 		g grantRow
 	}
-	err := s.pool.QueryRow(ctx, qGetRefreshGrant, store.HashKey(hash), time.Now()).Scan(append(row.t.dest(), row.g.dest()...)...)
+	err := s.pool.QueryRow(ctx, qGetRefreshGrant, key(hash), time.Now()).Scan(append(row.t.dest(), row.g.dest()...)...)
 	if err != nil {
 		return nil, nil, mapErr("get refresh token and grant", err)
 	}
 	return row.t.token(), row.g.grant(), nil
 }
 
-// RotateRefreshToken implements store.Store: an UPDATE that only matches a
-// current token, then the successor's INSERT, in one transaction.
+// RotateRefreshToken implements store.Store: one statement that updates
+// the token only if it is current and then inserts its successor.
 // Concurrent rotations queue on the row lock; each later one re-checks
 // "rotated_at IS NULL" against the winner's committed row and matches
 // nothing.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
-	tx, err := s.pool.Begin(ctx)
+	k, cur := key(oldHash), time.Now()
+	tag, err := s.pool.Exec(ctx, qRotateRefresh, ts(now), next.Hash, k, cur,
+		key(next.Hash), key(next.GrantID), next.GrantID, next.ClientID, ts(next.CreatedAt), ts(next.ExpiresAt),
+		ts(next.RotatedAt), next.ReplacedBy)
 	if err != nil {
+		// A duplicate successor is ErrConflict, a deleted grant (foreign key) ErrNotFound.
 		return mapErr("rotate refresh token", err)
 	}
-	defer tx.Rollback(ctx)
-	k, cur := store.HashKey(oldHash), time.Now()
-	tag, err := tx.Exec(ctx, qRotateRefresh, ts(now), next.Hash, k, cur)
-	if err := affected("rotate refresh token", tag, err); err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		// Not current: already rotated (a conflict) or unknown/expired.
-		var live bool
-		err := tx.QueryRow(ctx, qRefreshLive, k, cur).Scan(&live)
-		if err != nil {
-			return mapErr("rotate refresh token", err)
-		}
-		if live {
-			return store.ErrConflict
-		}
-		return store.ErrNotFound
+	if tag.RowsAffected() == 1 {
+		return nil
 	}
-	if err := insertRefresh(ctx, tx, next); err != nil {
-		return err
+	// Not current: already rotated (a conflict) or unknown/expired.
+	var live bool
+	if err := s.pool.QueryRow(ctx, qRefreshLive, k, cur).Scan(&live); err != nil {
+		return mapErr("rotate refresh token", err)
 	}
-	return mapErr("rotate refresh token", tx.Commit(ctx))
+	if live {
+		return store.ErrConflict
+	}
+	return store.ErrNotFound
 }
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.pool.Exec(ctx, qRevokeRefresh, store.HashKey(grantID))
+	_, err := s.pool.Exec(ctx, qRevokeRefresh, key(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 
@@ -576,7 +587,7 @@ func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*stor
 	var c store.Consent
 	var created pgtype.Timestamptz
 	err := s.pool.QueryRow(ctx, `SELECT user_key, client_id, scopes, created_at FROM consents
-		WHERE user_k = $1 AND client_k = $2`, store.HashKey(userKey), store.HashKey(clientID)).
+		WHERE user_k = $1 AND client_k = $2`, key(userKey), key(clientID)).
 		Scan(&c.UserKey, &c.ClientID, &c.Scopes, &created)
 	if err != nil {
 		return nil, mapErr("get consent", err)
@@ -591,14 +602,14 @@ func (s *Store) SaveConsent(ctx context.Context, c *store.Consent) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO consents (user_k, client_k, user_key, client_id, scopes, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (user_k, client_k) DO UPDATE SET scopes = excluded.scopes, created_at = excluded.created_at`,
-		store.HashKey(c.UserKey), store.HashKey(c.ClientID), c.UserKey, c.ClientID, list(c.Scopes), ts(c.CreatedAt))
+		key(c.UserKey), key(c.ClientID), c.UserKey, c.ClientID, list(c.Scopes), ts(c.CreatedAt))
 	return mapErr("save consent", err)
 }
 
 // DeleteConsent implements store.Store.
 func (s *Store) DeleteConsent(ctx context.Context, userKey, clientID string) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM consents WHERE user_k = $1 AND client_k = $2`,
-		store.HashKey(userKey), store.HashKey(clientID))
+		key(userKey), key(clientID))
 	return affected("delete consent", tag, err)
 }
 
@@ -628,20 +639,20 @@ func scanKey(row store.Scanner) (*store.SigningKey, error) {
 func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO signing_keys (k, id, algorithm, private, public, status, created_at, retire_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		store.HashKey(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, ts(k.CreatedAt), ts(k.RetireAt))
+		key(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, ts(k.CreatedAt), ts(k.RetireAt))
 	return mapErr("create signing key", err)
 }
 
 // UpdateSigningKey implements store.Store.
 func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE signing_keys SET status = $1, retire_at = $2, private = coalesce($3, private) WHERE k = $4`,
-		k.Status, ts(k.RetireAt), store.NilIfEmpty(k.Private), store.HashKey(k.ID))
+		k.Status, ts(k.RetireAt), store.NilIfEmpty(k.Private), key(k.ID))
 	return affected("update signing key", tag, err)
 }
 
 // DeleteSigningKey implements store.Store.
 func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM signing_keys WHERE k = $1`, store.HashKey(id))
+	tag, err := s.pool.Exec(ctx, `DELETE FROM signing_keys WHERE k = $1`, key(id))
 	return affected("delete signing key", tag, err)
 }
 
