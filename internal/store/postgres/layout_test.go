@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/store/migrate"
@@ -232,5 +234,78 @@ func TestRotationIsHOT(t *testing.T) {
 	t.Logf("%d rotations, one per page: %d updates, %d HOT", len(hashes), upd, hot)
 	if upd != len(hashes) || hot != upd {
 		t.Errorf("%d of %d rotations were HOT updates, want all", hot, upd)
+	}
+}
+
+// countQueries counts the statements sent to the server (BEGIN and COMMIT
+// included), each one round trip.
+type countQueries struct{ n atomic.Int64 }
+
+func (c *countQueries) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *countQueries) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A refresh costs two round trips: one read of the token and its grant,
+// and one statement that rotates the token and inserts its successor (it
+// was BEGIN, UPDATE, INSERT, COMMIT). The failure paths add one read each.
+func TestRefreshRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	counter := &countQueries{}
+	poolConfig = func(c *pgxpool.Config) { c.ConnConfig.Tracer = counter }
+	defer func() { poolConfig = nil }()
+	s, err := Open(ctx, pgtest.SchemaDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := store.NormTime(time.Now())
+	exp := now.Add(time.Hour)
+	code := &store.AuthCode{Hash: "code", ClientID: "c", GrantID: "g", ExpiresAt: exp}
+	if err := s.CreateAuthCode(ctx, code); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RedeemAuthCode(ctx, "code", func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+		return &store.Grant{ID: "g", ClientID: "c", Version: 1, CreatedAt: now, ExpiresAt: exp},
+			&store.RefreshToken{Hash: "rt-1", GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: exp}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	next := func(h string) *store.RefreshToken {
+		return &store.RefreshToken{Hash: h, GrantID: "g", ClientID: "c", CreatedAt: now, ExpiresAt: exp}
+	}
+	for _, c := range []struct {
+		name string
+		run  func() error
+		want int64
+	}{
+		{"refresh", func() error {
+			if _, _, err := s.GetRefreshTokenGrant(ctx, "rt-1"); err != nil {
+				return err
+			}
+			return s.RotateRefreshToken(ctx, "rt-1", next("rt-2"), now)
+		}, 2},
+		{"rotated token", func() error {
+			if err := s.RotateRefreshToken(ctx, "rt-1", next("rt-3"), now); !errors.Is(err, store.ErrConflict) {
+				return fmt.Errorf("got %v, want ErrConflict", err)
+			}
+			return nil
+		}, 2},
+		{"unknown token", func() error {
+			if err := s.RotateRefreshToken(ctx, "nope", next("rt-4"), now); !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("got %v, want ErrNotFound", err)
+			}
+			return nil
+		}, 2},
+	} {
+		counter.n.Store(0)
+		if err := c.run(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := counter.n.Load(); got != c.want {
+			t.Errorf("%s: %d statements, want %d", c.name, got, c.want)
+		}
 	}
 }

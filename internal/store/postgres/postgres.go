@@ -31,6 +31,9 @@ var migrations embed.FS
 // of concurrently starting replicas (an arbitrary constant: "mcpgate").
 const migrationLock int64 = 0x6d6370676174
 
+// poolConfig, when set (by tests), adjusts the pool's configuration.
+var poolConfig func(*pgxpool.Config)
+
 // Store is a PostgreSQL-backed store.Store.
 type Store struct {
 	pool *pgxpool.Pool
@@ -46,6 +49,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		// The parse error may quote the DSN, password included: keep it out.
 		return nil, errors.New("postgres: invalid dsn")
+	}
+	if poolConfig != nil {
+		poolConfig(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
