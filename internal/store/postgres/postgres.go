@@ -145,8 +145,8 @@ func affected(op string, tag pgconn.CommandTag, err error) error {
 
 // key is the stored key of a caller-supplied identifier: the 32 bytes of
 // its SHA-256 (store.HashKey's digest, unencoded), so long identifiers never
-// become index keys and each index entry is half a hex key's size
-// (migration 0002).
+// become index keys, and an index entry takes 48 bytes instead of the 80 of
+// a hex key (migration 0002).
 func key(id string) []byte {
 	sum := sha256.Sum256([]byte(id))
 	return sum[:]
