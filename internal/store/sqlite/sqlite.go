@@ -21,6 +21,7 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
 	"errors"
@@ -440,6 +441,13 @@ func affected(op string, res sql.Result, err error) error {
 // scanner is a row to scan (store.CollectRows takes the same).
 type scanner = store.Scanner
 
+// key is how every caller-supplied key is stored: its SHA-256, as 32 bytes
+// (half of store.HashKey's hex, in every index entry; migration 0002).
+func key(s string) []byte {
+	sum := sha256.Sum256([]byte(s))
+	return sum[:]
+}
+
 // writeQueries and readQueries are prepared at Open: every statement the
 // methods below run, except the rare maintenance ones (migrations,
 // DeleteExpired).
@@ -495,7 +503,7 @@ func scanClient(row scanner) (*store.Client, error) {
 // CreateClient implements store.Store.
 func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 	_, err := s.exec(ctx, qInsertClient,
-		store.HashKey(c.ID), c.ID, c.SecretHash, c.Name, encodeList(c.RedirectURIs), encodeList(c.GrantTypes),
+		key(c.ID), c.ID, c.SecretHash, c.Name, encodeList(c.RedirectURIs), encodeList(c.GrantTypes),
 		encodeList(c.ResponseTypes), c.TokenEndpointAuthMethod, c.Scope, c.ApplicationType, c.Kind, c.RegisteredIP,
 		c.Metadata, micros(c.CreatedAt), micros(c.ExpiresAt))
 	return mapErr("create client", err)
@@ -503,13 +511,13 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
 
 // GetClient implements store.Store.
 func (s *Store) GetClient(ctx context.Context, id string) (*store.Client, error) {
-	c, err := scanClient(s.readRow(ctx, qGetClient, store.HashKey(id), nowMicros()))
+	c, err := scanClient(s.readRow(ctx, qGetClient, key(id), nowMicros()))
 	return c, mapErr("get client", err)
 }
 
 // DeleteClient implements store.Store.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qDeleteClient, store.HashKey(id))
+	res, err := s.exec(ctx, qDeleteClient, key(id))
 	return affected("delete client", res, err)
 }
 
@@ -571,13 +579,13 @@ func stateKey(h string) any {
 	if h == "" {
 		return nil
 	}
-	return store.HashKey(h)
+	return key(h)
 }
 
 // CreateAuthRequest implements store.Store.
 func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) error {
 	_, err := s.exec(ctx, qInsertRequest,
-		store.HashKey(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
+		key(r.ID), stateKey(r.UpstreamStateHash), r.ID, r.ClientID, r.RedirectURI, r.State, r.Resource,
 		encodeList(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod, r.UpstreamStateHash, r.UpstreamNonce,
 		r.UpstreamVerifier, r.UserKey, r.Identity, r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt))
 	return mapErr("create auth request", err)
@@ -585,7 +593,7 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r *store.AuthRequest) err
 
 // GetAuthRequest implements store.Store.
 func (s *Store) GetAuthRequest(ctx context.Context, id string) (*store.AuthRequest, error) {
-	r, err := scanRequest(s.readRow(ctx, qGetRequest, store.HashKey(id), nowMicros()))
+	r, err := scanRequest(s.readRow(ctx, qGetRequest, key(id), nowMicros()))
 	return r, mapErr("get auth request", err)
 }
 
@@ -594,13 +602,13 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, r *store.AuthRequest) err
 	res, err := s.exec(ctx, qUpdateRequest,
 		r.ClientID, r.RedirectURI, r.State, r.Resource, encodeList(r.Scopes), r.CodeChallenge, r.CodeChallengeMethod,
 		stateKey(r.UpstreamStateHash), r.UpstreamStateHash, r.UpstreamNonce, r.UpstreamVerifier, r.UserKey, r.Identity,
-		r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt), store.HashKey(r.ID), nowMicros())
+		r.UpstreamTokens, r.ConsentCSRF, micros(r.ExpiresAt), key(r.ID), nowMicros())
 	return affected("update auth request", res, err)
 }
 
 // DeleteAuthRequest implements store.Store.
 func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qDeleteRequest, store.HashKey(id))
+	res, err := s.exec(ctx, qDeleteRequest, key(id))
 	return affected("delete auth request", res, err)
 }
 
@@ -609,7 +617,7 @@ func (s *Store) TakeAuthRequestByUpstreamState(ctx context.Context, stateHash st
 	if stateHash == "" {
 		return nil, store.ErrNotFound
 	}
-	r, err := scanRequest(s.writeRow(ctx, qTakeRequest, store.HashKey(stateHash), nowMicros()))
+	r, err := scanRequest(s.writeRow(ctx, qTakeRequest, key(stateHash), nowMicros()))
 	return r, mapErr("take auth request", err)
 }
 
@@ -642,7 +650,7 @@ func scanCode(row scanner) (*store.AuthCode, error) {
 // CreateAuthCode implements store.Store.
 func (s *Store) CreateAuthCode(ctx context.Context, c *store.AuthCode) error {
 	_, err := s.exec(ctx, qInsertCode,
-		store.HashKey(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, encodeList(c.Scopes),
+		key(c.Hash), c.Hash, c.ClientID, c.RedirectURI, c.Resource, c.UserKey, encodeList(c.Scopes),
 		c.CodeChallenge, c.GrantID, c.Identity, c.UpstreamTokens, micros(c.ExpiresAt))
 	return mapErr("create auth code", err)
 }
@@ -655,7 +663,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 		c        *store.AuthCode
 		issueErr error
 	)
-	k := store.HashKey(hash)
+	k := key(hash)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := nowMicros()
 		var err error
@@ -684,9 +692,9 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 			return mapErr("redeem auth code: create grant", err)
 		}
 		if t != nil {
-			if _, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t)...); err != nil {
+			if err := s.insertRefresh(ctx, tx, t); err != nil {
 				c = nil
-				return mapErr("redeem auth code: create refresh token", err)
+				return err
 			}
 		}
 		return nil
@@ -722,7 +730,7 @@ const (
 )
 
 func grantArgs(g *store.Grant) []any {
-	return []any{store.HashKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
+	return []any{key(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
 		g.UpstreamTokens, micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked}
 }
 
@@ -760,19 +768,19 @@ func scanGrant(row scanner) (*store.Grant, error) {
 
 // GetGrant implements store.Store, on the writer (see warmRow).
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.warmRow(ctx, qGetGrant, store.HashKey(id), nowMicros()))
+	g, err := scanGrant(s.warmRow(ctx, qGetGrant, key(id), nowMicros()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qRevokeGrant, store.HashKey(id))
+	res, err := s.exec(ctx, qRevokeGrant, key(id))
 	return affected("revoke grant", res, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
-	k, now := store.HashKey(id), nowMicros()
+	k, now := key(id), nowMicros()
 	var ident any // NULL keeps the stored identity
 	if identity != nil {
 		ident = identity
@@ -803,28 +811,35 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 	return out, mapErr("list grants", err)
 }
 
-const (
-	refreshCols  = `hash, grant_id, client_id, created_at, expires_at, rotated_at, replaced_by`
-	refreshColsT = `t.hash, t.grant_id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by`
-)
+// A refresh token's grant ID is its grant's (grant_n is the grant's row).
+const refreshColsT = `t.hash, g.id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by`
 
 const (
-	qInsertRefresh = `INSERT INTO refresh_tokens (k, grant_k, ` + refreshCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	qGetRefresh    = `SELECT ` + refreshCols + ` FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?)`
+	// No row is inserted when the grant does not exist (ErrNotFound).
+	qInsertRefresh = `INSERT INTO refresh_tokens (k, grant_n, hash, client_id, created_at, expires_at, rotated_at, replaced_by)
+		SELECT ?, n, ?, ?, ?, ?, ?, ? FROM grants WHERE k = ?`
+	// By the token's key alone; the caller checks the expiry (see qGetRefreshGrant).
+	qGetRefresh    = `SELECT ` + refreshColsT + ` FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n WHERE t.k = ?`
 	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ?
 		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?)`
 	// A token and its grant, by the token's key alone: GetRefreshTokenGrant
 	// checks both expiries. Bound in SQL, they made SQLite prepare the
 	// join again at every step, as the planner's choice depends on them.
 	qGetRefreshGrant = `SELECT ` + refreshColsT + `, ` + grantColsG + `
-		FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k WHERE t.k = ?`
+		FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n WHERE t.k = ?`
 	qRefreshLive   = `SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?))`
-	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = ?`
+	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_n = (SELECT n FROM grants WHERE k = ?)`
 )
 
 func refreshArgs(t *store.RefreshToken) []any {
-	return []any{store.HashKey(t.Hash), store.HashKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, micros(t.CreatedAt),
-		micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy}
+	return []any{key(t.Hash), t.Hash, t.ClientID, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy,
+		key(t.GrantID)}
+}
+
+// insertRefresh inserts t in tx: ErrNotFound if its grant does not exist.
+func (s *Store) insertRefresh(ctx context.Context, tx *sql.Tx, t *store.RefreshToken) error {
+	res, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t)...)
+	return affected("create refresh token", res, err)
 }
 
 // refreshRow is where a refresh_tokens row is scanned to (see grantRow).
@@ -843,18 +858,16 @@ func (r *refreshRow) token() *store.RefreshToken {
 	return &r.t
 }
 
-func scanRefresh(row scanner) (*store.RefreshToken, error) {
-	var r refreshRow
-	if err := row.Scan(r.dest()...); err != nil {
-		return nil, err
-	}
-	return r.token(), nil
-}
-
 // GetRefreshToken implements store.Store, on the writer (see warmRow).
 func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.RefreshToken, error) {
-	t, err := scanRefresh(s.warmRow(ctx, qGetRefresh, store.HashKey(hash), nowMicros()))
-	return t, mapErr("get refresh token", err)
+	var r refreshRow
+	if err := s.warmRow(ctx, qGetRefresh, key(hash)).Scan(r.dest()...); err != nil {
+		return nil, mapErr("get refresh token", err)
+	}
+	if r.expires != 0 && r.expires <= nowMicros() {
+		return nil, store.ErrNotFound
+	}
+	return r.token(), nil
 }
 
 // GetRefreshTokenGrant implements store.Store: one query on the writer
@@ -864,7 +877,7 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 		t refreshRow
 		g grantRow
 	}
-	err := s.warmRow(ctx, qGetRefreshGrant, store.HashKey(hash)).Scan(append(row.t.dest(), row.g.dest()...)...)
+	err := s.warmRow(ctx, qGetRefreshGrant, key(hash)).Scan(append(row.t.dest(), row.g.dest()...)...)
 	if err != nil {
 		return nil, nil, mapErr("get refresh token and grant", err)
 	}
@@ -883,8 +896,7 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 // (shared with concurrent callers, see write), an UPDATE that only matches
 // a current token, then the successor's INSERT.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
-	k, rotatedAt := store.HashKey(oldHash), micros(now)
-	args := refreshArgs(next)
+	k, rotatedAt := key(oldHash), micros(now)
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		nowUS := nowMicros()
 		res, err := s.txExec(ctx, tx, qRotateRefresh, rotatedAt, next.Hash, k, nowUS)
@@ -902,14 +914,13 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 			}
 			return store.ErrNotFound
 		}
-		_, err = s.txExec(ctx, tx, qInsertRefresh, args...)
-		return mapErr("rotate refresh token", err)
+		return s.insertRefresh(ctx, tx, next)
 	})
 }
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.exec(ctx, qRevokeRefresh, store.HashKey(grantID))
+	_, err := s.exec(ctx, qRevokeRefresh, key(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 
@@ -926,7 +937,7 @@ func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*stor
 	var c store.Consent
 	var scopes string
 	var created int64
-	err := s.readRow(ctx, qGetConsent, store.HashKey(userKey), store.HashKey(clientID)).
+	err := s.readRow(ctx, qGetConsent, key(userKey), key(clientID)).
 		Scan(&c.UserKey, &c.ClientID, &scopes, &created)
 	if err != nil {
 		return nil, mapErr("get consent", err)
@@ -941,13 +952,13 @@ func (s *Store) GetConsent(ctx context.Context, userKey, clientID string) (*stor
 // SaveConsent implements store.Store.
 func (s *Store) SaveConsent(ctx context.Context, c *store.Consent) error {
 	_, err := s.exec(ctx, qSaveConsent,
-		store.HashKey(c.UserKey), store.HashKey(c.ClientID), c.UserKey, c.ClientID, encodeList(c.Scopes), micros(c.CreatedAt))
+		key(c.UserKey), key(c.ClientID), c.UserKey, c.ClientID, encodeList(c.Scopes), micros(c.CreatedAt))
 	return mapErr("save consent", err)
 }
 
 // DeleteConsent implements store.Store.
 func (s *Store) DeleteConsent(ctx context.Context, userKey, clientID string) error {
-	res, err := s.exec(ctx, qDeleteConsent, store.HashKey(userKey), store.HashKey(clientID))
+	res, err := s.exec(ctx, qDeleteConsent, key(userKey), key(clientID))
 	return affected("delete consent", res, err)
 }
 
@@ -987,19 +998,19 @@ func scanKey(row scanner) (*store.SigningKey, error) {
 // CreateSigningKey implements store.Store.
 func (s *Store) CreateSigningKey(ctx context.Context, k *store.SigningKey) error {
 	_, err := s.exec(ctx, qInsertKey,
-		store.HashKey(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, micros(k.CreatedAt), micros(k.RetireAt))
+		key(k.ID), k.ID, k.Algorithm, k.Private, k.Public, k.Status, micros(k.CreatedAt), micros(k.RetireAt))
 	return mapErr("create signing key", err)
 }
 
 // UpdateSigningKey implements store.Store.
 func (s *Store) UpdateSigningKey(ctx context.Context, k *store.SigningKey) error {
-	res, err := s.exec(ctx, qUpdateKey, k.Status, micros(k.RetireAt), store.NilIfEmpty(k.Private), store.HashKey(k.ID))
+	res, err := s.exec(ctx, qUpdateKey, k.Status, micros(k.RetireAt), store.NilIfEmpty(k.Private), key(k.ID))
 	return affected("update signing key", res, err)
 }
 
 // DeleteSigningKey implements store.Store.
 func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qDeleteKey, store.HashKey(id))
+	res, err := s.exec(ctx, qDeleteKey, key(id))
 	return affected("delete signing key", res, err)
 }
 
@@ -1019,10 +1030,10 @@ var afterSweepBatch func()
 // so the count includes them (the ON DELETE CASCADE would remove them
 // silently).
 var sweepQueries = []string{
-	`DELETE FROM refresh_tokens WHERE k IN
-		(SELECT k FROM refresh_tokens WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
-	`DELETE FROM refresh_tokens WHERE k IN
-		(SELECT r.k FROM grants g JOIN refresh_tokens r ON r.grant_k = g.k WHERE g.expires_at > 0 AND g.expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM refresh_tokens WHERE rowid IN
+		(SELECT rowid FROM refresh_tokens WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
+	`DELETE FROM refresh_tokens WHERE rowid IN
+		(SELECT r.rowid FROM grants g JOIN refresh_tokens r ON r.grant_n = g.n WHERE g.expires_at > 0 AND g.expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM grants WHERE rowid IN (SELECT rowid FROM grants WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM auth_codes WHERE rowid IN (SELECT rowid FROM auth_codes WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM auth_requests WHERE rowid IN (SELECT rowid FROM auth_requests WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,

@@ -140,7 +140,7 @@ func TestOpenRejectsBadDSN(t *testing.T) {
 func TestMigrations(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mcpgate.db")
-	for range 2 { // reopening must not re-apply migration 1 (it would fail on CREATE TABLE)
+	for range 2 { // reopening must not re-apply a migration (it would fail on CREATE TABLE)
 		s, err := sqlite.Open(ctx, path)
 		if err != nil {
 			t.Fatalf("Open: %v", err)
@@ -155,8 +155,8 @@ func TestMigrations(t *testing.T) {
 	if err := db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &v); err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 || v != 1 {
-		t.Errorf("schema_migrations: %d rows, max version %d; want 1, 1", n, v)
+	if n != 2 || v != 2 {
+		t.Errorf("schema_migrations: %d rows, max version %d; want 2, 2", n, v)
 	}
 	var at int64
 	if err := db.QueryRow(`SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(&at); err != nil ||
