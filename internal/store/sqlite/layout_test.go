@@ -204,3 +204,42 @@ func TestMigrationFrom0001(t *testing.T) {
 		t.Errorf("refresh_tokens references %q (%v), want grants", ref, err)
 	}
 }
+
+// A rotation finds the successor's grant through the old token's grant row
+// (rowid), and through the grant's key when the successor names another
+// grant; a grant that does not exist stores nothing.
+func TestRotateFindsTheSuccessorsGrant(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	a, b := newCode(t, s, "a"), newCode(t, s, "b")
+	for _, c := range []*store.AuthCode{a, b} {
+		if _, err := s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		old, next, grant string
+		err              error
+	}{
+		{"rt-" + a.GrantID, "a2", a.GrantID, nil},
+		{"a2", "a3", b.GrantID, nil},
+		{"a3", "a4", "no-such-grant", store.ErrNotFound},
+	} {
+		next := &store.RefreshToken{Hash: store.HashKey(tc.next), GrantID: tc.grant, ClientID: "client", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := s.RotateRefreshToken(ctx, store.HashKey(tc.old), next, now); !errors.Is(err, tc.err) {
+			t.Fatalf("rotate %s → %s (grant %s): %v, want %v", tc.old, tc.next, tc.grant, err, tc.err)
+		}
+		got, err := s.GetRefreshToken(ctx, next.Hash)
+		switch {
+		case tc.err != nil && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("%s stored (%+v, %v) though its grant does not exist", tc.next, got, err)
+		case tc.err == nil && (err != nil || got.GrantID != tc.grant):
+			t.Errorf("%s: %+v, %v; want grant %s", tc.next, got, err, tc.grant)
+		}
+	}
+	// The failed rotation rolled back: a3 is still current.
+	if rt, err := s.GetRefreshToken(ctx, store.HashKey("a3")); err != nil || !rt.RotatedAt.IsZero() {
+		t.Errorf("a3 after the failed rotation: %+v, %v; want current", rt, err)
+	}
+}

@@ -692,7 +692,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 			return mapErr("redeem auth code: create grant", err)
 		}
 		if t != nil {
-			if err := s.insertRefresh(ctx, tx, t); err != nil {
+			if err := s.insertRefresh(ctx, tx, t, nil); err != nil {
 				c = nil
 				return err
 			}
@@ -815,13 +815,15 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 const refreshColsT = `t.hash, g.id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by`
 
 const (
-	// No row is inserted when the grant does not exist (ErrNotFound).
+	// No row is inserted when the grant does not exist (ErrNotFound). ?9,
+	// when set, is the grant's row as a rotation read it from the old
+	// token: found by rowid, the grant's key index is not read.
 	qInsertRefresh = `INSERT INTO refresh_tokens (k, grant_n, hash, client_id, created_at, expires_at, rotated_at, replaced_by)
-		SELECT ?, n, ?, ?, ?, ?, ?, ? FROM grants WHERE k = ?`
+		SELECT ?1, n, ?2, ?3, ?4, ?5, ?6, ?7 FROM grants WHERE n = ifnull(?9, (SELECT n FROM grants WHERE k = ?8)) AND k = ?8`
 	// By the token's key alone; the caller checks the expiry (see qGetRefreshGrant).
 	qGetRefresh    = `SELECT ` + refreshColsT + ` FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n WHERE t.k = ?`
 	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ?
-		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?)`
+		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?) RETURNING grant_n`
 	// A token and its grant, by the token's key alone: GetRefreshTokenGrant
 	// checks both expiries. Bound in SQL, they made SQLite prepare the
 	// join again at every step, as the planner's choice depends on them.
@@ -831,15 +833,22 @@ const (
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_n = (SELECT n FROM grants WHERE k = ?)`
 )
 
-func refreshArgs(t *store.RefreshToken) []any {
+// refreshArgs are qInsertRefresh's arguments; grantN is the grant's row
+// if known (nil: found by the grant's key).
+func refreshArgs(t *store.RefreshToken, grantN any) []any {
 	return []any{key(t.Hash), t.Hash, t.ClientID, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy,
-		key(t.GrantID)}
+		key(t.GrantID), grantN}
 }
 
 // insertRefresh inserts t in tx: ErrNotFound if its grant does not exist.
-func (s *Store) insertRefresh(ctx context.Context, tx *sql.Tx, t *store.RefreshToken) error {
-	res, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t)...)
-	return affected("create refresh token", res, err)
+// grantN is the row of the grant t probably belongs to, or nil.
+func (s *Store) insertRefresh(ctx context.Context, tx *sql.Tx, t *store.RefreshToken, grantN any) error {
+	res, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t, grantN)...)
+	err = affected("create refresh token", res, err)
+	if errors.Is(err, store.ErrNotFound) && grantN != nil {
+		return s.insertRefresh(ctx, tx, t, nil) // another grant than guessed
+	}
+	return err
 }
 
 // refreshRow is where a refresh_tokens row is scanned to (see grantRow).
@@ -899,9 +908,9 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 	k, rotatedAt := key(oldHash), micros(now)
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		nowUS := nowMicros()
-		res, err := s.txExec(ctx, tx, qRotateRefresh, rotatedAt, next.Hash, k, nowUS)
-		if err := affected("rotate refresh token", res, err); err != nil {
-			if !errors.Is(err, store.ErrNotFound) {
+		var grantN int64
+		if err := s.txRow(ctx, tx, qRotateRefresh, rotatedAt, next.Hash, k, nowUS).Scan(&grantN); err != nil {
+			if err := mapErr("rotate refresh token", err); !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
 			// Not current: already rotated (a conflict) or unknown/expired.
@@ -914,7 +923,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 			}
 			return store.ErrNotFound
 		}
-		return s.insertRefresh(ctx, tx, next)
+		return s.insertRefresh(ctx, tx, next, grantN)
 	})
 }
 
