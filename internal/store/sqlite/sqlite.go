@@ -156,20 +156,20 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // its cache across its own transactions (readers lose theirs whenever the
 // database changed, so theirs stays at SQLite's default). A write walks
 // every index it touches from the root, so the interior pages of all the
-// b-trees must stay cached: with 100k grants they are several hundred
-// pages, about what the default 2 MiB holds, and the writer would re-read
-// them from the file. 8 MiB (2048 pages) holds them with room for the hot
-// leaves. It is not sized for every leaf (about 43 MB for the refresh
-// path's b-trees at 100k grants), because a larger cache costs more at
+// b-trees must stay cached (with 100k grants about 100 pages since
+// migration 0002's 32-byte keys, 240 before), or the writer re-reads them
+// from the file. 8 MiB (2048 pages) holds them with room for the hot
+// leaves. It is not sized for every leaf (about 22 MB for the refresh
+// tokens' b-trees at 100k grants), because a larger cache costs more at
 // commits: when a b-tree balance reorders the pages of a split,
 // balance_nonroot renames one page through a temporary number, the lock-
 // byte page (262145 with 4 KiB pages), which leaves the page cache's
 // highest key far past the end of the database; the commit's
 // sqlite3PcacheTruncate then scans every hash slot and cached page
 // (pcache1TruncateUnsafe) instead of the few past the end. That happens at
-// about one commit in five whatever the number of grants, and costs in
-// proportion to the pages cached. 1, 2, 4, 8 and 32 MiB, with and without
-// mmap, measured alike per refresh (BenchmarkRefreshAtScale with
+// up to one commit in five (half as often with 0002's shorter keys), and
+// costs in proportion to the pages cached. 1, 2, 4, 8 and 32 MiB, with and
+// without mmap, measured alike per refresh (BenchmarkRefreshAtScale with
 // MCPGATE_BENCH_CACHE_KIB and MCPGATE_BENCH_MMAP_MIB; docs/benchmarks.md):
 // a smaller cache scans less and reads more pages back. Variables for that
 // benchmark.
