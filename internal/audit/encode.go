@@ -5,7 +5,8 @@ import (
 	"errors"
 	"math"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/mcpgate/mcpgate/internal/jsonenc"
 )
 
 // appendJSON appends r as the JSON object MarshalJSON documents. It writes
@@ -36,7 +37,7 @@ func (r *Record) appendJSON(b []byte, plainArgs bool) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, g)
+			b = jsonenc.AppendString(b, g)
 		}
 		b = append(b, ']')
 	}
@@ -86,23 +87,11 @@ func (r *Record) appendJSON(b []byte, plainArgs bool) ([]byte, error) {
 }
 
 func appendStringField(b []byte, key, v string) []byte {
-	if v == "" {
-		return b
-	}
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	b = append(b, '"', ':')
-	return appendString(b, v)
+	return jsonenc.AppendStringField(b, key, v, true)
 }
 
 func appendIntField(b []byte, key string, v int64) []byte {
-	if v == 0 {
-		return b
-	}
-	b = append(b, ',', '"')
-	b = append(b, key...)
-	b = append(b, '"', ':')
-	return strconv.AppendInt(b, v, 10)
+	return jsonenc.AppendIntField(b, key, v, true)
 }
 
 func appendUintField(b []byte, key string, v uint64) []byte {
@@ -144,60 +133,4 @@ func plainJSON(raw []byte) bool {
 		}
 	}
 	return json.Valid(raw)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string escaped as encoding/json does by
-// default: control characters, <, > and & as \u00XX (short forms for \b \f
-// \n \r \t), invalid UTF-8 as \ufffd, and U+2028/U+2029 escaped.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
