@@ -39,7 +39,9 @@ import (
 // *keys.Manager implements it.
 type Signer interface {
 	// SignJWT returns a compact JWS of claims with the given "typ" header,
-	// signed with the active key (its "kid" in the header).
+	// signed with the active key (its "kid" in the header). The access
+	// token's claims are a keys.JSONAppender: a signer may encode them with
+	// AppendJSON or with encoding/json, the bytes are the same.
 	SignJWT(ctx context.Context, typ string, claims any) (string, error)
 	// JWKS returns the public keys currently published (active, next and
 	// recently retired).

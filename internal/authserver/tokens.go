@@ -16,6 +16,7 @@ import (
 	"github.com/mcpgate/mcpgate/internal/authn"
 	"github.com/mcpgate/mcpgate/internal/identity"
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/jsonenc"
 	"github.com/mcpgate/mcpgate/internal/store"
 )
 
@@ -44,6 +45,30 @@ type accessClaims struct {
 	EmailVerified bool     `json:"email_verified,omitempty"`
 	Username      string   `json:"preferred_username,omitempty"`
 	Name          string   `json:"name,omitempty"`
+}
+
+// AppendJSON appends c as encoding/json writes it (field order, omitempty,
+// escaping; TestAccessClaimsJSON holds it to that), without reflection: the
+// claims are encoded once per token issued (keys.JSONAppender).
+func (c *accessClaims) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = jsonenc.AppendStringField(b, "iss", c.Issuer, false)
+	b = jsonenc.AppendStringField(b, "sub", c.Subject, false)
+	b = jsonenc.AppendStringField(b, "aud", c.Audience, false)
+	b = jsonenc.AppendStringField(b, "client_id", c.ClientID, false)
+	b = jsonenc.AppendStringField(b, "scope", c.Scope, true)
+	b = jsonenc.AppendStringsField(b, "groups", c.Groups, true)
+	b = jsonenc.AppendStringField(b, "jti", c.JTI, false)
+	b = jsonenc.AppendStringField(b, "tsid", c.TSID, false)
+	b = jsonenc.AppendIntField(b, "iat", c.IssuedAt, false)
+	b = jsonenc.AppendIntField(b, "exp", c.Expiry, false)
+	b = jsonenc.AppendStringField(b, "email", c.Email, true)
+	if c.EmailVerified {
+		b = append(jsonenc.AppendKey(b, "email_verified"), "true"...)
+	}
+	b = jsonenc.AppendStringField(b, "preferred_username", c.Username, true)
+	b = jsonenc.AppendStringField(b, "name", c.Name, true)
+	return append(b, '}')
 }
 
 // tokenTyp is the RFC 9068 §2.1 media type of JWT access tokens.

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/mcpgate/mcpgate/internal/store"
 )
@@ -612,14 +614,16 @@ func (s *jwsSigner) sign(payload []byte) (string, error) {
 	var sig []byte
 	switch pk := s.key.(type) {
 	case *ecdsa.PrivateKey:
-		r, ss, err := ecdsa.Sign(rand.Reader, pk, digest[:])
+		der, err := ecdsa.SignASN1(rand.Reader, pk, digest[:])
 		if err != nil {
 			return "", fmt.Errorf("keys: sign: %w", err)
 		}
-		// RFC 7518 §3.4: R and S as 32-byte big-endian integers, concatenated.
+		// RFC 7518 §3.4: R and S as 32-byte big-endian integers, concatenated
+		// (read from the DER without the big.Ints ecdsa.Sign would make).
 		var raw [64]byte
-		r.FillBytes(raw[:32])
-		ss.FillBytes(raw[32:])
+		if !rawECDSASignature(der, raw[:]) {
+			return "", errors.New("keys: sign: malformed ECDSA signature")
+		}
 		sig = raw[:]
 	case *rsa.PrivateKey:
 		var err error
@@ -630,6 +634,33 @@ func (s *jwsSigner) sign(payload []byte) (string, error) {
 	buf = append(buf, '.')
 	buf = b64.AppendEncode(buf, sig)
 	return string(buf), nil
+}
+
+// rawECDSASignature writes the r and s of a DER ECDSA-Sig-Value (RFC 3279
+// §2.2.3: SEQUENCE { INTEGER r, INTEGER s }) into the halves of raw, as
+// fixed-size big-endian integers. It reports false for anything else,
+// including an integer wider than a half.
+func rawECDSASignature(der, raw []byte) bool {
+	var seq cryptobyte.String
+	in := cryptobyte.String(der)
+	if !in.ReadASN1(&seq, asn1.SEQUENCE) || !in.Empty() {
+		return false
+	}
+	half := len(raw) / 2
+	for i := range 2 {
+		var n cryptobyte.String
+		if !seq.ReadASN1(&n, asn1.INTEGER) || len(n) == 0 || n[0]&0x80 != 0 {
+			return false // absent, empty or negative
+		}
+		for len(n) > 1 && n[0] == 0 {
+			n = n[1:] // the sign byte of a high-bit integer
+		}
+		if len(n) > half {
+			return false
+		}
+		copy(raw[i*half+half-len(n):(i+1)*half], n)
+	}
+	return seq.Empty()
 }
 
 // signer returns the cached signer of the active key for typ, building it
@@ -663,18 +694,44 @@ func (m *Manager) signer(ctx context.Context, typ string) (*jwsSigner, error) {
 
 // SignJWT returns the compact JWS of the JSON encoding of claims, signed
 // with the active key, with "kid" and "typ" (omitted when empty) in the
-// protected header.
+// protected header. Claims that are a JSONAppender are encoded by their
+// AppendJSON, without reflection.
 func (m *Manager) SignJWT(ctx context.Context, typ string, claims any) (string, error) {
-	payload, err := json.Marshal(claims)
-	if err != nil {
-		return "", fmt.Errorf("keys: encode claims: %w", err)
-	}
 	s, err := m.signer(ctx, typ)
 	if err != nil {
 		return "", err
 	}
+	if a, ok := claims.(JSONAppender); ok {
+		bp := payloadPool.Get().(*[]byte)
+		payload := a.AppendJSON((*bp)[:0])
+		tok, err := s.sign(payload)
+		if cap(payload) <= maxPooledPayload {
+			*bp = payload
+			payloadPool.Put(bp)
+		}
+		return tok, err
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("keys: encode claims: %w", err)
+	}
 	return s.sign(payload)
 }
+
+// JSONAppender is claims that append their own JSON encoding: exactly what
+// encoding/json would write for them (compact), so a token does not depend
+// on which path encoded it.
+type JSONAppender interface {
+	AppendJSON(b []byte) []byte
+}
+
+// payloadPool holds the claims buffers of JSONAppender claims (the token
+// is a copy: sign base64-encodes the payload into its own buffer).
+var payloadPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledPayload keeps one unusually large claims set from pinning its
+// buffer in the pool.
+const maxPooledPayload = 16 << 10
 
 // JWKS returns the public keys to publish (RFC 7517 §5): the active key,
 // the next key, and retired keys within their overlap, in that order.

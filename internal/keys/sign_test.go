@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -185,6 +186,85 @@ func BenchmarkSignJWT(b *testing.B) {
 				if _, err := obj.CompactSerialize(); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// appenderClaims are claims that encode themselves (JSONAppender).
+type appenderClaims struct{ raw string }
+
+func (c appenderClaims) AppendJSON(b []byte) []byte { return append(b, c.raw...) }
+
+// Claims that append their own JSON are signed over exactly those bytes,
+// as json.Marshal's encoding of the same claims is: the same header and
+// payload segments, a signature that verifies, and the pooled buffer does
+// not leak one token's claims into the next.
+func TestSignJWTAppender(t *testing.T) {
+	ctx := context.Background()
+	for _, alg := range []string{ES256, RS256} {
+		t.Run(alg, func(t *testing.T) {
+			m := testManager(t, memory.New(), alg, testSealKey(t))
+			for _, raw := range []string{`{"scope":"a\u003cb","sub":"alice"}`, `{"sub":"b"}`, `{"sub":"` + strings.Repeat("x", 20<<10) + `"}`, `{}`} {
+				var viaMarshal map[string]any
+				if err := json.Unmarshal([]byte(raw), &viaMarshal); err != nil {
+					t.Fatal(err)
+				}
+				got, err := m.SignJWT(ctx, "at+jwt", appenderClaims{raw})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := m.SignJWT(ctx, "at+jwt", viaMarshal)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g, w := strings.Split(got, "."), strings.Split(want, ".")
+				if len(g) != 3 || g[0] != w[0] || g[1] != w[1] {
+					t.Fatalf("appender token %.80s… differs from the marshalled one %.80s…", got, want)
+				}
+				jws, err := jose.ParseSigned(got, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				payload, err := jws.Verify(m.active.public)
+				if err != nil {
+					t.Fatalf("go-jose does not verify the token: %v", err)
+				}
+				if string(payload) != raw {
+					t.Fatalf("payload = %.80s…, want %.80s…", payload, raw)
+				}
+			}
+		})
+	}
+}
+
+// rawECDSASignature takes exactly a DER SEQUENCE of two non-negative
+// INTEGERs no wider than half the output, and right-aligns them.
+func TestRawECDSASignature(t *testing.T) {
+	seq := func(body ...byte) []byte { return append([]byte{0x30, byte(len(body))}, body...) }
+	cases := []struct {
+		name string
+		der  []byte
+		want string // hex of the 8-byte output; "" = refused
+	}{
+		{"small", seq(0x02, 0x01, 0x05, 0x02, 0x02, 0x01, 0x02), "0000000500000102"},
+		{"sign byte", seq(0x02, 0x05, 0x00, 0x80, 0x00, 0x00, 0x01, 0x02, 0x01, 0x07), "8000000100000007"},
+		{"full width", seq(0x02, 0x04, 0x7f, 0x01, 0x02, 0x03, 0x02, 0x01, 0x00), "7f01020300000000"},
+		{"too wide", seq(0x02, 0x05, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02, 0x01, 0x01), ""},
+		{"negative", seq(0x02, 0x01, 0x80, 0x02, 0x01, 0x01), ""},
+		{"empty integer", seq(0x02, 0x00, 0x02, 0x01, 0x01), ""},
+		{"one integer", seq(0x02, 0x01, 0x01), ""},
+		{"three integers", seq(0x02, 0x01, 0x01, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01), ""},
+		{"trailing bytes", append(seq(0x02, 0x01, 0x01, 0x02, 0x01, 0x01), 0x00), ""},
+		{"not a sequence", []byte{0x31, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01}, ""},
+		{"empty", nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var raw [8]byte
+			ok := rawECDSASignature(c.der, raw[:])
+			if got := fmt.Sprintf("%x", raw); ok != (c.want != "") || (ok && got != c.want) {
+				t.Errorf("rawECDSASignature = %v %s, want %q", ok, got, c.want)
 			}
 		})
 	}
