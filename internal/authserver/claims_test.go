@@ -48,3 +48,23 @@ func FuzzAccessClaimsJSON(f *testing.F) {
 		}
 	})
 }
+
+// The token response is appended as encoding/json writes it.
+func TestTokenResponseJSON(t *testing.T) {
+	for name, r := range map[string]tokenResponse{
+		"zero":            {},
+		"with refresh":    {AccessToken: "a.b.c", TokenType: "Bearer", ExpiresIn: 900, RefreshToken: "r-_", Scope: "mcp tools:read"},
+		"without refresh": {AccessToken: "a.b.c", TokenType: "Bearer", ExpiresIn: 1, Scope: ""},
+		"escaped":         {AccessToken: "<&>", Scope: "\"\\\n\xff"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(&r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.appendJSON(nil); string(got) != string(want) {
+				t.Errorf("appendJSON differs from encoding/json:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}

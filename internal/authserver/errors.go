@@ -69,16 +69,32 @@ func writeJSONCache(w http.ResponseWriter, status int, v any, cacheControl strin
 	if err != nil {
 		status, body = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
 	}
+	writeJSONBody(w, status, body, cacheControl)
+}
+
+// writeJSONBody writes body, a JSON document, with the headers of
+// writeJSONCache.
+func writeJSONBody(w http.ResponseWriter, status int, body []byte, cacheControl string) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = headerJSON
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", cacheControl)
 	if cacheControl == "no-store" {
-		h.Set("Pragma", "no-cache")
+		h["Cache-Control"], h["Pragma"] = headerNoStore, headerNoCache
+	} else {
+		h.Set("Cache-Control", cacheControl)
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
+
+// Header values every JSON answer carries, shared: http.Header.Set would
+// allocate a one-element slice per response. Nothing writes into a header
+// value slice (Set replaces it, Add appends to a copy: len == cap).
+var (
+	headerJSON    = []string{"application/json"}
+	headerNoStore = []string{"no-store"}
+	headerNoCache = []string{"no-cache"}
+)
 
 // writeError renders err as an OAuth JSON error. Errors that are not
 // *oauthError are internal: logged in full, reported as server_error.

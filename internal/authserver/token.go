@@ -15,6 +15,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/idp"
+	"github.com/mcpgate/mcpgate/internal/jsonenc"
 	"github.com/mcpgate/mcpgate/internal/store"
 	"github.com/mcpgate/mcpgate/internal/telemetry"
 )
@@ -26,6 +27,18 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope"`
+}
+
+// appendJSON appends r as encoding/json writes it (TestTokenResponseJSON),
+// without reflection: one answer per grant.
+func (r *tokenResponse) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = jsonenc.AppendStringField(b, "access_token", r.AccessToken, false)
+	b = jsonenc.AppendStringField(b, "token_type", r.TokenType, false)
+	b = jsonenc.AppendIntField(b, "expires_in", r.ExpiresIn, false)
+	b = jsonenc.AppendStringField(b, "refresh_token", r.RefreshToken, true)
+	b = jsonenc.AppendStringField(b, "scope", r.Scope, false)
+	return append(b, '}')
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +60,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSONBody(w, http.StatusOK, resp.appendJSON(make([]byte, 0, 256+len(resp.AccessToken))), "no-store")
 }
 
 // traceToken records the grant type (one of ours, else "other": the
