@@ -59,6 +59,22 @@ type reqMeta struct{ id, ip, ua string }
 
 type reqMetaKey struct{}
 
+// metaContext is the request's context with its reqMeta, in one
+// allocation (context.WithValue and the meta would be two), and the
+// X-Request-Id header value.
+type metaContext struct {
+	context.Context
+	m   reqMeta
+	hdr [1]string
+}
+
+func (c *metaContext) Value(key any) any {
+	if key == (reqMetaKey{}) {
+		return &c.m
+	}
+	return c.Context.Value(key)
+}
+
 // withRequestMeta tags each request with an id (also sent as X-Request-Id,
 // as on the MCP endpoints) and the caller's address, for the records
 // written while serving it.
@@ -66,9 +82,10 @@ func (s *Server) withRequestMeta(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
-		m := &reqMeta{id: hex.EncodeToString(b[:]), ip: s.clientIP(r), ua: r.UserAgent()}
-		w.Header().Set("X-Request-Id", m.id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), reqMetaKey{}, m)))
+		c := &metaContext{Context: r.Context(), m: reqMeta{id: hex.EncodeToString(b[:]), ip: s.clientIP(r), ua: r.UserAgent()}}
+		c.hdr[0] = c.m.id
+		w.Header()["X-Request-Id"] = c.hdr[:] // set once, never appended to
+		next.ServeHTTP(w, r.WithContext(c))
 	})
 }
 

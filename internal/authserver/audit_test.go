@@ -575,3 +575,36 @@ func TestAuditRegistrationWithInitialAccessToken(t *testing.T) {
 	sec.add(token, "guessed-token-fedcba9876543210", m["client_secret"], "initial-access", "fedcba9876543210")
 	sec.check(t, sink.bytes())
 }
+
+// Every answer carries its own X-Request-Id (96 random bits, hex), and the
+// records of that request carry the same id, the caller's address and user
+// agent.
+func TestRequestIDInAnswerAndRecord(t *testing.T) {
+	e, sink := auditedEnv(t, envOpt{})
+	seen := map[string]bool{}
+	for range 3 {
+		status, _, h := e.post("/token", url.Values{"grant_type": {"password"}}, func(r *http.Request) { r.Header.Set("User-Agent", "ua-test") })
+		if status != http.StatusBadRequest && status != http.StatusUnauthorized {
+			t.Fatalf("status %d", status)
+		}
+		id := h.Get("X-Request-Id")
+		if len(h.Values("X-Request-Id")) != 1 || len(id) != 24 || strings.Trim(id, "0123456789abcdef") != "" || seen[id] {
+			t.Fatalf("X-Request-Id %q (values %q, seen before %v), want one fresh 24-digit hex id", id, h.Values("X-Request-Id"), seen[id])
+		}
+		seen[id] = true
+	}
+	n := 0
+	for _, r := range sink.records(t) {
+		if r.Event != audit.EventASTokenRefused {
+			continue
+		}
+		n++
+		if !seen[r.RequestID] || r.ClientIP != "127.0.0.1" || r.UserAgent != "ua-test" {
+			t.Errorf("record request_id %q client_ip %q user_agent %q, want an answered id, 127.0.0.1, ua-test", r.RequestID, r.ClientIP, r.UserAgent)
+		}
+		delete(seen, r.RequestID)
+	}
+	if n != 3 {
+		t.Errorf("%d refusal records, want 3", n)
+	}
+}

@@ -94,6 +94,8 @@ var (
 	headerJSON    = []string{"application/json"}
 	headerNoStore = []string{"no-store"}
 	headerNoCache = []string{"no-cache"}
+	// headerAnyOrigin is CORS's "*" (see cors).
+	headerAnyOrigin = []string{"*"}
 )
 
 // writeError renders err as an OAuth JSON error. Errors that are not

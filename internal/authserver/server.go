@@ -331,7 +331,7 @@ func (s *Server) routes() {
 func cors(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Access-Control-Allow-Origin", "*")
+		hd["Access-Control-Allow-Origin"] = headerAnyOrigin
 		if r.Method == http.MethodOptions {
 			hd.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 			hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -210,8 +211,10 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	resp.RefreshToken = rt
 	// The audit record (AS_TOKEN_ISSUED) is the record of the issuance; this
 	// line is for debugging only (a log write per grant costs as much as the
-	// audit write).
-	s.log.DebugContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", granted.ID)
+	// audit write; its arguments are not even built at info).
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.DebugContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", granted.ID)
+	}
 	if err := s.auditIssued(ctx, granted, &id, resp, audit.EventASCodeRedeemed, audit.EventASTokenIssued); err != nil {
 		// Nothing was handed out, and the code is spent: end the grant.
 		if rerr := s.revokeGrant(ctx, granted.ID, "tokens could not be recorded"); rerr != nil {
