@@ -1,7 +1,6 @@
 package authserver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,7 +47,7 @@ func (s *Server) reidentify(ctx context.Context, g *store.Grant, secrets *grantS
 			// refresh token first: try again with the one it stored.
 			continue
 		}
-		if err := s.storeReidentified(ctx, g, secrets, id, nt, rerr == nil); err != nil {
+		if err := s.storeReidentified(ctx, g, secrets, &prev, id, nt, rerr == nil); err != nil {
 			return nil, err
 		}
 		switch {
@@ -80,17 +79,17 @@ func refreshable(g *store.Grant, secrets *grantSecrets, err error) (*store.Grant
 }
 
 // storeReidentified writes what a Reidentify returned: new upstream tokens
-// (nt, if any) and, when ok, the identity id if it changed.
-func (s *Server) storeReidentified(ctx context.Context, g *store.Grant, secrets *grantSecrets, id *idp.Identity, nt *idp.Tokens, ok bool) error {
+// (nt, if any) and, when ok, the identity id if it differs from prev, the
+// grant's stored identity (compared as values: most refreshes change
+// nothing, and encoding id to compare bytes cost a JSON encoding each).
+func (s *Server) storeReidentified(ctx context.Context, g *store.Grant, secrets *grantSecrets, prev, id *idp.Identity, nt *idp.Tokens, ok bool) error {
 	var identity []byte
-	if ok {
+	if ok && !id.Equal(prev) {
 		b, err := json.Marshal(id)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(b, g.Identity) {
-			identity = b
-		}
+		identity = b
 	}
 	if identity == nil && nt == nil {
 		return nil

@@ -15,6 +15,7 @@ import (
 type readCountingStore struct {
 	store.Store
 	grantReads, tokenReads, tokenGrantReads, clientReads atomic.Int64
+	upstreamWrites                                       atomic.Int64
 	// afterTokenGrant, if set, runs after each GetRefreshTokenGrant.
 	afterTokenGrant func(g *store.Grant)
 }
@@ -43,8 +44,13 @@ func (c *readCountingStore) GetClient(ctx context.Context, id string) (*store.Cl
 	return c.Store.GetClient(ctx, id)
 }
 
+func (c *readCountingStore) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, version int64) error {
+	c.upstreamWrites.Add(1)
+	return c.Store.UpdateGrantUpstream(ctx, id, identity, sealed, expiry, version)
+}
+
 func (c *readCountingStore) resetReads() {
-	for _, n := range []*atomic.Int64{&c.grantReads, &c.tokenReads, &c.tokenGrantReads, &c.clientReads} {
+	for _, n := range []*atomic.Int64{&c.grantReads, &c.tokenReads, &c.tokenGrantReads, &c.clientReads, &c.upstreamWrites} {
 		n.Store(0)
 	}
 }
@@ -75,6 +81,8 @@ func TestTokenEndpointStoreReads(t *testing.T) {
 		{"GetRefreshTokenGrant", &cs.tokenGrantReads, n},
 		{"GetRefreshToken", &cs.tokenReads, 0},
 		{"GetGrant", &cs.grantReads, 0},
+		// The user is unchanged at the identity source: nothing to store.
+		{"UpdateGrantUpstream", &cs.upstreamWrites, 0},
 	} {
 		if got := r.got.Load(); got != r.want {
 			t.Errorf("%s calls for %d refreshes = %d, want %d", r.name, n, got, r.want)

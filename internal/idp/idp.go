@@ -96,6 +96,13 @@ type Identity struct {
 	Groups        []string `json:"groups,omitempty"`
 }
 
+// Equal reports whether i and o have the same fields (nil and empty groups
+// alike, as their JSON is): whether o would be stored as it is.
+func (i *Identity) Equal(o *Identity) bool {
+	return i.Issuer == o.Issuer && i.Subject == o.Subject && i.Username == o.Username && i.Name == o.Name &&
+		i.Email == o.Email && i.EmailVerified == o.EmailVerified && slices.Equal(i.Groups, o.Groups)
+}
+
 // Key is the stable identity key "issuer#subject".
 func (i *Identity) Key() string { return i.Issuer + "#" + i.Subject }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -377,5 +378,38 @@ func TestOIDCRefresh(t *testing.T) {
 	}
 	if n := p.RefreshCount(); n != 2 {
 		t.Errorf("refresh count = %d, want 2", n)
+	}
+}
+
+// Equal compares every field; nil and empty groups are alike (both are
+// omitted from the stored JSON).
+func TestIdentityEqual(t *testing.T) {
+	base := Identity{Issuer: "i", Subject: "s", Username: "u", Name: "n", Email: "e", EmailVerified: true, Groups: []string{"a", "b"}}
+	changes := map[string]func(*Identity){
+		"issuer":         func(i *Identity) { i.Issuer = "x" },
+		"subject":        func(i *Identity) { i.Subject = "x" },
+		"username":       func(i *Identity) { i.Username = "x" },
+		"name":           func(i *Identity) { i.Name = "x" },
+		"email":          func(i *Identity) { i.Email = "x" },
+		"email verified": func(i *Identity) { i.EmailVerified = false },
+		"group removed":  func(i *Identity) { i.Groups = []string{"a"} },
+		"groups order":   func(i *Identity) { i.Groups = []string{"b", "a"} },
+		"no groups":      func(i *Identity) { i.Groups = nil },
+	}
+	same := base
+	same.Groups = slices.Clone(base.Groups)
+	if !base.Equal(&same) {
+		t.Error("a copy is not Equal")
+	}
+	if a, b := (Identity{Groups: nil}), (Identity{Groups: []string{}}); !a.Equal(&b) {
+		t.Error("nil and empty groups differ")
+	}
+	for name, change := range changes {
+		o := base
+		o.Groups = slices.Clone(base.Groups)
+		change(&o)
+		if base.Equal(&o) || o.Equal(&base) {
+			t.Errorf("%s changed, still Equal", name)
+		}
 	}
 }
