@@ -194,11 +194,14 @@ func (s *Server) authenticateClient(r *http.Request) (*store.Client, error) {
 		basicID, err1 = url.QueryUnescape(basicID)
 		basicSecret, err2 = url.QueryUnescape(basicSecret)
 		if err1 != nil || err2 != nil || (id != "" && id != basicID) {
-			return nil, &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized, basicChallenge: true}
+			return nil, errClientAuthBasic
 		}
 		id, secret = basicID, basicSecret
 	}
-	fail := &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized, basicChallenge: hasBasic}
+	fail := errClientAuth
+	if hasBasic {
+		fail = errClientAuthBasic
+	}
 	if id == "" {
 		return nil, fail
 	}
@@ -221,5 +224,13 @@ func (s *Server) authenticateClient(r *http.Request) (*store.Client, error) {
 	}
 	return c, nil
 }
+
+// The invalid_client refusals of authenticateClient (RFC 6749 §5.2), with
+// a Basic challenge when the client tried Basic authentication. Shared
+// values: nothing modifies an *oauthError after it is made.
+var (
+	errClientAuth      = &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized}
+	errClientAuthBasic = &oauthError{Code: errInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized, basicChallenge: true}
+)
 
 func allowsGrant(c *store.Client, grant string) bool { return slices.Contains(c.GrantTypes, grant) }

@@ -130,10 +130,17 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	var (
 		id      idp.Identity
 		rt      string
+		rtHash  string
 		now     = s.now()
 		withRT  = allowsGrant(cl, grantRT)
 		granted *store.Grant
 	)
+	if withRT {
+		// Made before the store's write, not in it: the callback below runs
+		// while the write holds the store's one writer.
+		rt = randomToken()
+		rtHash = store.HashKey(rt)
+	}
 	ac, err := s.st.RedeemAuthCode(ctx, store.HashKey(code), func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
 		if c.ClientID != cl.ID {
 			return nil, nil, invalidGrant("the authorization code was issued to another client")
@@ -182,9 +189,8 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		if !withRT {
 			return g, nil, nil
 		}
-		rt = randomToken()
 		return g, &store.RefreshToken{
-			Hash:      store.HashKey(rt),
+			Hash:      rtHash,
 			GrantID:   g.ID,
 			ClientID:  cl.ID,
 			CreatedAt: now,

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,6 +115,30 @@ func (g *Gateway) AuditFailure() {
 // *AuthServer is a no-op.
 type AuthServer struct {
 	duration *prometheus.HistogramVec
+
+	mu        sync.Mutex
+	endpoints map[string]*statusObservers // by endpoint label, shared by its routes
+}
+
+// statusObservers caches the series of one endpoint by HTTP status
+// (100–599), so a request costs neither a label-set hash nor a status string.
+type statusObservers struct {
+	vec      *prometheus.HistogramVec
+	endpoint string
+	byStatus [500]atomic.Pointer[prometheus.Observer]
+}
+
+func (o *statusObservers) get(status int) prometheus.Observer {
+	if status < 100 || status > 599 {
+		return o.vec.WithLabelValues(o.endpoint, statusLabel(status))
+	}
+	p := &o.byStatus[status-100]
+	if obs := p.Load(); obs != nil {
+		return *obs
+	}
+	obs := o.vec.WithLabelValues(o.endpoint, statusLabel(status))
+	p.Store(&obs)
+	return obs
 }
 
 // AuthServerEndpoints are the values of the endpoint label: the server's
@@ -142,11 +168,21 @@ func (a *AuthServer) Instrument(endpoint string, h http.Handler) http.Handler {
 	if !slices.Contains(AuthServerEndpoints, endpoint) {
 		endpoint = OtherMethod
 	}
+	a.mu.Lock()
+	obs := a.endpoints[endpoint]
+	if obs == nil {
+		obs = &statusObservers{vec: a.duration, endpoint: endpoint}
+		if a.endpoints == nil {
+			a.endpoints = map[string]*statusObservers{}
+		}
+		a.endpoints[endpoint] = obs
+	}
+	a.mu.Unlock()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		a.duration.WithLabelValues(endpoint, statusLabel(sw.status)).Observe(time.Since(start).Seconds())
+		obs.get(sw.status).Observe(time.Since(start).Seconds())
 	})
 }
 

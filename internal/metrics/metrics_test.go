@@ -83,6 +83,8 @@ func TestAuthServerInstrument(t *testing.T) {
 		{"token", http.StatusBadRequest},
 		{"token", http.StatusEarlyHints}, // informational, then 200
 		{"/evil/path", http.StatusOK},    // not an endpoint name: "other"
+		{"token", http.StatusBadRequest}, // the cached series of another route of the endpoint
+		{"token", 999},                   // not an HTTP status: "other"
 	} {
 		a.Instrument(tc.endpoint, handler(tc.status)).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/token", nil))
 	}
@@ -104,9 +106,10 @@ func TestAuthServerInstrument(t *testing.T) {
 		}
 	}
 	want := map[string]uint64{
-		"endpoint=token,status=400,": 1,
-		"endpoint=token,status=200,": 2,
-		"endpoint=other,status=200,": 1,
+		"endpoint=token,status=400,":   2,
+		"endpoint=token,status=other,": 1,
+		"endpoint=token,status=200,":   2,
+		"endpoint=other,status=200,":   1,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("series = %v, want %v", got, want)

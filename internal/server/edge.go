@@ -99,12 +99,22 @@ func (e *edge) allowedOrigin(r *http.Request) bool {
 
 // securityHeaders sets the headers every response carries.
 func (e *edge) securityHeaders(h http.Header) {
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h["X-Content-Type-Options"] = headerNoSniff
+	h["Referrer-Policy"] = headerNoReferrer
 	if e.hsts {
-		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		h["Strict-Transport-Security"] = headerHSTS
 	}
 }
+
+// The values of securityHeaders, shared by every response (http.Header.Set
+// would allocate a one-element slice per header per request). Nothing
+// writes into a header value slice: Set replaces it, Add appends to a copy
+// (len == cap).
+var (
+	headerNoSniff    = []string{"nosniff"}
+	headerNoReferrer = []string{"no-referrer"}
+	headerHSTS       = []string{"max-age=63072000; includeSubDomains"}
+)
 
 var corsAllowHeaders = strings.Join([]string{
 	"Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version",
