@@ -91,7 +91,7 @@ func newBenchEnv(b *testing.B, alg string) *benchEnv {
 // newBenchEnvWith is newBenchEnv on the given store ("sqlite" or
 // "memory"), with a file audit log (the product's default sink settings)
 // when withAudit is set.
-func newBenchEnvWith(b *testing.B, alg, storeKind string, withAudit bool) *benchEnv {
+func newBenchEnvWith(b testing.TB, alg, storeKind string, withAudit bool) *benchEnv {
 	b.Helper()
 	ctx := context.Background()
 	var raw store.Store
@@ -146,7 +146,7 @@ func newBenchEnvWith(b *testing.B, alg, storeKind string, withAudit bool) *bench
 }
 
 // newCode stores a code as the authorize flow would.
-func (be *benchEnv) newCode(b *testing.B) string {
+func (be *benchEnv) newCode(b testing.TB) string {
 	code, grantID := randomToken(), newID()
 	id, _ := json.Marshal(&idp.Identity{Issuer: "https://gw.example.com#static", Subject: testUser, Username: testUser, Groups: []string{"admins"}})
 	sealed, err := be.srv.sealJSON(&grantSecrets{RefreshKey: randomToken()}, aad("grant", grantID))
@@ -164,7 +164,7 @@ func (be *benchEnv) newCode(b *testing.B) string {
 	return code
 }
 
-func (be *benchEnv) post(b *testing.B, form url.Values) map[string]any {
+func (be *benchEnv) post(b testing.TB, form url.Values) map[string]any {
 	req := httptest.NewRequest(http.MethodPost, "https://gw.example.com/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	w := httptest.NewRecorder()
