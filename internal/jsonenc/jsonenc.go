@@ -10,6 +10,15 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
+// safe marks the ASCII bytes written as they are: not a control
+// character, '"', '\\', or the HTML-sensitive <, > and &.
+var safe = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // AppendString appends s as a JSON string (RFC 8259 §7) escaped as
 // encoding/json does by default: control characters, <, > and & as \u00XX
 // (short forms for \b \f \n \r \t), invalid UTF-8 as \ufffd, and
@@ -19,7 +28,7 @@ func AppendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if safe[c] {
 				i++
 				continue
 			}
