@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -156,9 +157,6 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		if oe != nil {
 			return nil, nil, oe
 		}
-		if err := json.Unmarshal(c.Identity, &id); err != nil {
-			return nil, nil, err
-		}
 		var secrets grantSecrets
 		if err := s.openJSON(c.UpstreamTokens, aad("grant", c.GrantID), &secrets); err != nil {
 			return nil, nil, err
@@ -209,6 +207,15 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		return nil, invalidGrant("the authorization code is invalid or expired")
 	case err != nil:
 		return nil, err
+	}
+	// The identity is decoded after the write, not inside it (the callback
+	// runs while the group commit holds the store's one writer); we wrote
+	// it at sign-in, so it fails to decode only if the store was damaged.
+	if err := json.Unmarshal(granted.Identity, &id); err != nil {
+		if rerr := s.revokeGrant(ctx, granted.ID, "stored identity unreadable"); rerr != nil {
+			s.log.ErrorContext(ctx, "revoke grant", "tsid", granted.ID, "err", rerr)
+		}
+		return nil, fmt.Errorf("authserver: stored identity of grant %s: %w", granted.ID, err)
 	}
 	resp, err := s.issueTokens(ctx, granted, &id, granted.Scopes)
 	if err != nil {

@@ -252,3 +252,37 @@ func checkTokenAllocs(t *testing.T, be *benchEnv, forms []url.Values, budget flo
 		t.Errorf("%.0f allocations per grant, budget %.0f", got, budget)
 	}
 }
+
+// A code whose stored identity cannot be decoded (a damaged store) gets
+// server_error, spends the code, and leaves no usable grant: the identity
+// is decoded after the store's write, so the grant it made is revoked.
+func TestExchangeUnreadableIdentity(t *testing.T) {
+	be := newBenchEnvWith(t, "ES256", "memory", false)
+	ctx := context.Background()
+	code, grantID := randomToken(), newID()
+	sealed, err := be.srv.sealJSON(&grantSecrets{RefreshKey: randomToken()}, aad("grant", grantID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.st.Store.CreateAuthCode(ctx, &store.AuthCode{
+		Hash: store.HashKey(code), ClientID: be.client.ID, RedirectURI: be.client.RedirectURIs[0], Resource: be.srv.resources[0],
+		UserKey: "https://gw.example.com#static#" + testUser, Scopes: []string{"mcp"}, CodeChallenge: pkceS256(testVerifier),
+		GrantID: grantID, Identity: []byte(`{"sub":`), UpstreamTokens: sealed, ExpiresAt: time.Now().Add(time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {grantCode}, "code": {code}, "redirect_uri": {be.client.RedirectURIs[0]},
+		"code_verifier": {testVerifier}, "client_id": {be.client.ID}}
+	for i, want := range []int{http.StatusInternalServerError, http.StatusBadRequest} { // then: the code is spent
+		req := httptest.NewRequest(http.MethodPost, "https://gw.example.com/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		be.srv.Handler().ServeHTTP(w, req)
+		if w.Code != want || strings.Contains(w.Body.String(), "access_token") {
+			t.Fatalf("exchange %d: %d %s, want %d and no token", i, w.Code, w.Body, want)
+		}
+	}
+	if g, err := be.st.Store.GetGrant(ctx, grantID); err == nil && !g.Revoked {
+		t.Errorf("the grant of the failed exchange is active")
+	}
+}
