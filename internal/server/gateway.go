@@ -916,7 +916,8 @@ func (r *sseReader) Close() error {
 // finish writes the audit record(s) for the request: one per JSON-RPC
 // message, or one for a request that never got that far. For a forwarded
 // request these are the outcome records; the arguments are in its FORWARD
-// records (same request_id) and not repeated.
+// records (same request_id) and not repeated. A single list request's
+// FORWARD record, held since recordForward, goes first in the same append.
 func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	// The server flushes the rest of the response after this (a stream's
 	// last write may be long ago): give that its own write_timeout.
