@@ -14,7 +14,8 @@ import (
 // TestDiskFullOnFile: a full disk (every write, then writes that put out
 // half a record) loses the records written meanwhile, in both on_error modes;
 // the partial line is taken back, and once the disk has room the chain goes
-// on with one RECORDS_LOST marker that verify reports.
+// on with one RECORDS_LOST marker that verify reports. Down is set while
+// the writes fail (on_error: fail only) and cleared by the next write.
 func TestDiskFullOnFile(t *testing.T) {
 	for _, mode := range []string{OnErrorFail, OnErrorContinue} {
 		for _, partial := range []bool{false, true} {
@@ -24,6 +25,9 @@ func TestDiskFullOnFile(t *testing.T) {
 				f := &Fault{}
 				l := mustNew(t, cfg, WithFault(f))
 				logN(t, l, 2, "before")
+				if l.Down() {
+					t.Error("Down before any failure")
+				}
 				f.Partial(partial)
 				f.Fail(true)
 				for range 3 {
@@ -35,8 +39,15 @@ func TestDiskFullOnFile(t *testing.T) {
 						t.Errorf("error %v does not wrap ENOSPC", err)
 					}
 				}
+				// Down says the next record would be refused: only with on_error: fail.
+				if l.Down() != (mode == OnErrorFail) {
+					t.Errorf("Down = %v while writes fail, on_error: %s", l.Down(), mode)
+				}
 				f.Fail(false)
 				logN(t, l, 1, "after")
+				if l.Down() {
+					t.Error("Down after a write succeeded again")
+				}
 				if err := l.Close(); err != nil {
 					t.Fatal(err)
 				}

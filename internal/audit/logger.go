@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpgate/mcpgate/internal/groupcommit"
@@ -27,6 +28,9 @@ type Logger struct {
 	log      *slog.Logger
 	now      func() time.Time
 	failMode bool // on_error: fail
+	// down is set while, with on_error: fail, the last write (or fsync)
+	// failed: see Down.
+	down atomic.Bool
 
 	failures prometheus.Counter
 	written  prometheus.Counter
@@ -192,6 +196,13 @@ func (l *Logger) Log(ctx context.Context, r *Record) error {
 	return l.LogBatch(ctx, []*Record{r})
 }
 
+// Down reports whether, with on_error: fail, the last write or fsync
+// failed, so that the next record would most likely be refused too: a
+// caller that records an action only after performing it checks Down
+// first and refuses the action instead. It is cleared by the next write
+// that succeeds. With on_error: continue it is always false.
+func (l *Logger) Down() bool { return l.down.Load() }
+
 // call is one LogBatch waiting for the write that covers its records.
 // Calls are pooled.
 type call struct {
@@ -301,6 +312,7 @@ func (l *Logger) commitLocked(batch []*call) {
 			l.failures.Inc()
 			syncErr = fmt.Errorf("audit: fsync failed: %w", err)
 			if l.failMode {
+				l.down.Store(true)
 				l.log.Error("audit records written but not durable; refusing the requests (on_error: fail)", "err", syncErr, "records", len(batch))
 			} else {
 				l.log.Error("audit records written but not durable (on_error: continue)", "err", syncErr, "records", len(batch))
@@ -452,6 +464,9 @@ func (l *Logger) flushLocked() error {
 		l.dirty = true
 		l.written.Add(float64(k))
 		l.lastSeq.Set(float64(l.seq))
+		if err == nil {
+			l.down.Store(false)
+		}
 	}
 	for _, p := range l.pending[k:] {
 		if p.c != nil {
@@ -534,6 +549,7 @@ func (l *Logger) failed(ctx context.Context, err error, written, n int) error {
 	l.failures.Inc()
 	err = fmt.Errorf("audit: write failed: %w", err)
 	if l.failMode {
+		l.down.Store(true)
 		l.log.ErrorContext(ctx, "audit write failed; refusing the request (on_error: fail)", "err", err, "written", written, "records", n, "lost", l.lost)
 		return err
 	}

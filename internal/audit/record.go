@@ -31,6 +31,8 @@ const (
 	// EventForward is the decision record of a request the gateway forwards
 	// to its backend, written before forwarding; the request's outcome record
 	// (status, duration, same request_id) follows once the backend answered.
+	// A single list request's FORWARD record is written with its outcome
+	// record, in one append after the answer.
 	EventForward = "FORWARD"
 	// EventRecordsLost is written by the Logger before the first record that
 	// succeeds after write failures (on_error: continue); Count is how many

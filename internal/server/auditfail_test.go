@@ -14,19 +14,25 @@ import (
 	"github.com/mcpgate/mcpgate/internal/demo"
 )
 
-// flakyAuditor fails while broken is set.
+// flakyAuditor fails while broken is set, as audit.Logger with
+// on_error: fail.
 type flakyAuditor struct {
 	broken  atomic.Bool
+	down    atomic.Bool
 	written atomic.Int64
 }
 
-func (a *flakyAuditor) Log(context.Context, *audit.Record) error {
+func (a *flakyAuditor) LogBatch(_ context.Context, recs []*audit.Record) error {
 	if a.broken.Load() {
+		a.down.Store(true)
 		return errors.New("disk full")
 	}
-	a.written.Add(1)
+	a.down.Store(false)
+	a.written.Add(int64(len(recs)))
 	return nil
 }
+
+func (a *flakyAuditor) Down() bool { return a.down.Load() }
 
 // TestAuditFailureRefusesRequests: with the audit log failing, the gateway
 // refuses new requests with 503 (no un-audited action) and recovers by itself

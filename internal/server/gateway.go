@@ -38,10 +38,12 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (*identity.Principal, error)
 }
 
-// Auditor records one audit record; an error means the record was not
-// written and, with on_error: fail, the request must fail.
+// Auditor records audit records (*audit.Logger). An error from LogBatch
+// means the records were not all written and, with on_error: fail, the
+// request must fail; Down reports that the last write failed that way.
 type Auditor interface {
-	Log(ctx context.Context, rec *audit.Record) error
+	LogBatch(ctx context.Context, recs []*audit.Record) error
+	Down() bool
 }
 
 // JSON-RPC error codes the gateway answers with itself.
@@ -113,8 +115,14 @@ type exchange struct {
 	aggregate aggregate.Outcome // at an aggregated endpoint: its backend calls' failures
 	refused   bool              // a list answer could not be filtered and was replaced
 	body      bodyReader        // inline: reading the body allocates no reader
-	forwarded bool              // the FORWARD record(s) are written: the request went to the backend
-	session   sessionHeader
+	forwarded bool              // the FORWARD record(s) are written (or held in forward): the request went to the backend
+	// forward is the FORWARD record of a single list request, written with
+	// its outcome record in one append (see recordForward); set when
+	// deferred is.
+	forward  audit.Record
+	deferred bool
+	batch    [2]*audit.Record // the records of one append, kept here so that LogBatch's argument does not allocate
+	session  sessionHeader
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -288,25 +296,47 @@ func (g *gateway) checkSession(w http.ResponseWriter, r *http.Request, x *exchan
 // message, durable per audit.fsync (with fsync: always the request waits for
 // it). If it fails under on_error: fail, the request is refused with 503
 // and not forwarded.
+//
+// A single list request (tools/list, prompts/list, resources/list,
+// resources/templates/list) only reads what the backend offers: its
+// FORWARD record, with the time it was forwarded, is written with its
+// outcome record in one append after the answer, which saves a write per
+// list. It is refused like any request while the audit log is known to be
+// failing (on_error: fail); if the log fails while the list is answered,
+// the two records are lost and counted in the next RECORDS_LOST marker.
 func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *exchange) bool {
 	base := g.baseRecord(r, x)
 	base.Event, base.Result = audit.EventForward, "" // the outcome comes in finish
 	ok := true
-	if len(x.calls) == 0 {
+	switch {
+	case isSingleList(x.calls):
+		if ok = !g.audit.Down(); ok {
+			x.forward, x.deferred = callRecord(base, x, 0), true
+			x.forward.Time = time.Now()
+		}
+	case len(x.calls) == 0:
 		base.Method = r.Method
 		ok = g.write(r.Context(), &base)
-	}
-	for i := 0; ok && i < len(x.calls); i++ {
-		rec := callRecord(base, x, i)
-		ok = g.write(r.Context(), &rec)
+	default:
+		for i := 0; ok && i < len(x.calls); i++ {
+			rec := callRecord(base, x, i)
+			ok = g.write(r.Context(), &rec)
+		}
 	}
 	if !ok {
+		g.auditDown.Store(true)
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
 		mcp.WriteError(w, http.StatusServiceUnavailable, x.rpcID, codeAuditFailed, "audit log unavailable; try again later")
 		return false
 	}
 	x.forwarded = true
 	return true
+}
+
+// isSingleList reports whether calls is one list request: read-only, so
+// its FORWARD record may wait for its outcome (recordForward).
+func isSingleList(calls []mcp.Call) bool {
+	return len(calls) == 1 && !calls[0].IsResponse && !calls[0].IsNotification && mcp.IsListMethod(calls[0].Method)
 }
 
 // authorizePost reads and decodes the JSON-RPC body and decides every
@@ -886,7 +916,8 @@ func (r *sseReader) Close() error {
 // finish writes the audit record(s) for the request: one per JSON-RPC
 // message, or one for a request that never got that far. For a forwarded
 // request these are the outcome records; the arguments are in its FORWARD
-// records (same request_id) and not repeated.
+// records (same request_id) and not repeated. A single list request's
+// FORWARD record, held since recordForward, goes first in the same append.
 func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 	// The server flushes the rest of the response after this (a stream's
 	// last write may be long ago): give that its own write_timeout.
@@ -919,7 +950,12 @@ func (g *gateway) finish(sw *statusWriter, r *http.Request, x *exchange) {
 		if i < len(x.targets) {
 			g.aggregateOutcome(&rec, x)
 		}
-		g.write(r.Context(), &rec)
+		if x.deferred {
+			x.batch = [2]*audit.Record{&x.forward, &rec}
+			g.writeBatch(r.Context(), x.batch[:])
+		} else {
+			g.write(r.Context(), &rec)
+		}
 		g.metrics.Observe(g.name, rec.Method, string(rec.Decision), status)
 	}
 }
@@ -1013,10 +1049,16 @@ func callRecord(base audit.Record, x *exchange, i int) audit.Record {
 // record was not written under on_error: fail, and then requests are
 // refused until a write succeeds again.
 func (g *gateway) write(ctx context.Context, rec *audit.Record) bool {
-	if err := g.audit.Log(context.WithoutCancel(ctx), rec); err != nil {
+	one := [1]*audit.Record{rec}
+	return g.writeBatch(ctx, one[:])
+}
+
+// writeBatch is write for records appended together (one request's).
+func (g *gateway) writeBatch(ctx context.Context, recs []*audit.Record) bool {
+	if err := g.audit.LogBatch(context.WithoutCancel(ctx), recs); err != nil {
 		g.auditDown.Store(true)
 		g.metrics.AuditFailure()
-		g.log.ErrorContext(ctx, "audit write failed; refusing requests until it recovers", "request_id", rec.RequestID, "err", err)
+		g.log.ErrorContext(ctx, "audit write failed; refusing requests until it recovers", "request_id", recs[0].RequestID, "err", err)
 		return false
 	}
 	g.auditDown.Store(false)
