@@ -965,7 +965,7 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, f *flow) {
 // refresh-successor key and the upstream tokens, if any). It returns the
 // code and the grant (tsid) the code creates.
 func (s *Server) storeCode(ctx context.Context, ar *store.AuthRequest, id *idp.Identity, upstream *idp.Tokens) (code, grantID string, err error) {
-	code, grantID = randomToken(), newID()
+	code, grantID = newToken(s.now()), newID()
 	sealed, err := s.sealJSON(&grantSecrets{RefreshKey: randomToken(), Upstream: upstream}, aad("grant", grantID))
 	if err != nil {
 		return "", "", err
@@ -975,7 +975,7 @@ func (s *Server) storeCode(ctx context.Context, ar *store.AuthRequest, id *idp.I
 		return "", "", err
 	}
 	err = s.st.CreateAuthCode(ctx, &store.AuthCode{
-		Hash:           store.HashKey(code),
+		Hash:           store.TokenHash(code),
 		ClientID:       ar.ClientID,
 		RedirectURI:    ar.RedirectURI,
 		Resource:       ar.Resource,

@@ -66,7 +66,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) error {
 // hash), else one of our access tokens (signature checked, expiry ignored:
 // revoking an expired token is harmless). Unknown tokens give "".
 func (s *Server) lookupToken(ctx context.Context, tok string) (grantID, clientID string, err error) {
-	rt, err := s.st.GetRefreshToken(ctx, store.HashKey(tok))
+	rt, err := s.st.GetRefreshToken(ctx, store.TokenHash(tok))
 	switch {
 	case err == nil:
 		return rt.GrantID, rt.ClientID, nil
@@ -168,7 +168,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) (*introspect
 		}, nil
 	}
 	// A current refresh token?
-	rt, err := s.st.GetRefreshToken(ctx, store.HashKey(tok))
+	rt, err := s.st.GetRefreshToken(ctx, store.TokenHash(tok))
 	if errors.Is(err, store.ErrNotFound) {
 		return inactive, nil
 	}

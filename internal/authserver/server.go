@@ -356,6 +356,15 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// newToken returns a code or refresh token issued at now: 256 bits from
+// the CSPRNG behind a time prefix (store.OrderedToken), so that the keys of
+// tokens issued together sit together in the store's index.
+func newToken(now time.Time) string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return store.OrderedToken(now.UnixMicro(), &b)
+}
+
 // newID returns a 128-bit+ random identifier.
 func newID() string { return rand.Text() }
 

@@ -139,10 +139,10 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	if withRT {
 		// Made before the store's write, not in it: the callback below runs
 		// while the write holds the store's one writer.
-		rt = randomToken()
-		rtHash = store.HashKey(rt)
+		rt = newToken(now)
+		rtHash = store.TokenHash(rt)
 	}
-	ac, err := s.st.RedeemAuthCode(ctx, store.HashKey(code), func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+	ac, err := s.st.RedeemAuthCode(ctx, store.TokenHash(code), func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
 		if c.ClientID != cl.ID {
 			return nil, nil, invalidGrant("the authorization code was issued to another client")
 		}
@@ -279,7 +279,7 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 	if presented == "" {
 		return nil, invalidRequest("refresh_token is required")
 	}
-	hash := store.HashKey(presented)
+	hash := store.TokenHash(presented)
 	// The token and its grant in one read (issue 15: two reads were a
 	// fifth of a refresh's CPU), taken before the grant's lock below.
 	mark := s.upLocks.mark()
@@ -326,8 +326,8 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 		return nil, oe
 	}
 	now := s.now()
-	successor := deriveRefresh(secrets.RefreshKey, presented)
-	succHash := store.HashKey(successor)
+	successor := deriveRefresh(secrets.RefreshKey, presented, rt, now)
+	succHash := store.TokenHash(successor)
 	// A reused token is refused before the identity source is asked.
 	if err := s.checkReuse(ctx, rt, g, succHash, now); err != nil {
 		return nil, err
@@ -354,6 +354,9 @@ func (s *Server) refresh(r *http.Request, cl *store.Client) (*tokenResponse, err
 			if rt, err = s.st.GetRefreshToken(ctx, hash); err != nil {
 				return nil, invalidGrant("the refresh token is invalid or expired")
 			}
+			// Its successor carries the winner's time prefix.
+			successor = deriveRefresh(secrets.RefreshKey, presented, rt, now)
+			succHash = store.TokenHash(successor)
 			if err := s.checkReuse(ctx, rt, g, succHash, now); err != nil {
 				return nil, err
 			}

@@ -105,16 +105,28 @@ func (s *Server) mintAccessToken(ctx context.Context, g *store.Grant, id *idp.Id
 	return tok, exp, nil
 }
 
-// deriveRefresh computes the successor of a refresh token. Successors are
+// deriveRefresh computes the successor of refresh token presented, rt. Successors are
 // deterministic under the grant's secret key so that concurrent refreshes
 // with the same token inside the grace window all receive the same
 // successor (and the client keeps a working token whichever response it
-// stores last), while nobody without the key can predict them.
-func deriveRefresh(key, token string) string {
+// stores last), while nobody without the key can predict them. A current
+// token's successor is time-ordered at now; a rotated token's successor is
+// the one recorded in rt.ReplacedBy: its time prefix, or the unprefixed
+// form for a token rotated before successors were time-ordered.
+func deriveRefresh(key, presented string, rt *store.RefreshToken, now time.Time) string {
+	var mac [32]byte
 	m := hmac.New(sha256.New, []byte(key))
 	m.Write([]byte("mcpgate refresh successor\x00"))
-	m.Write([]byte(token))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	m.Write([]byte(presented))
+	m.Sum(mac[:0])
+	at := now.UnixMicro()
+	if !rt.RotatedAt.IsZero() {
+		var ok bool
+		if at, ok = store.TokenTime(rt.ReplacedBy); !ok {
+			return base64.RawURLEncoding.EncodeToString(mac[:])
+		}
+	}
+	return store.OrderedToken(at, &mac)
 }
 
 // keyCacheTTL bounds how long a key stays trusted after it left the key

@@ -9,7 +9,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
 	"errors"
 	"fmt"
@@ -143,14 +142,13 @@ func affected(op string, tag pgconn.CommandTag, err error) error {
 	return nil
 }
 
-// key is the stored key of a caller-supplied identifier: the 32 bytes of
-// its SHA-256 (store.HashKey's digest, unencoded), so long identifiers never
-// become index keys, and an index entry takes 48 bytes instead of the 80 of
-// a hex key (migration 0002).
-func key(id string) []byte {
-	sum := sha256.Sum256([]byte(id))
-	return sum[:]
-}
+// key is the stored key of a caller-supplied identifier (store.KeyBytes):
+// the 32 bytes of its SHA-256 (store.HashKey's digest, unencoded), so long
+// identifiers never become index keys, and an index entry takes 48 bytes
+// instead of the 80 of a hex key (migration 0002); or the 40 bytes of a
+// time-ordered token's hash, ordered by issue time (the bytea columns have
+// no length constraint).
+func key(id string) []byte { return store.KeyBytes(id) }
 
 // ts encodes the zero time as NULL.
 func ts(t time.Time) pgtype.Timestamptz {

@@ -21,7 +21,6 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"embed"
 	"errors"
@@ -441,12 +440,11 @@ func affected(op string, res sql.Result, err error) error {
 // scanner is a row to scan (store.CollectRows takes the same).
 type scanner = store.Scanner
 
-// key is how every caller-supplied key is stored: its SHA-256, as 32 bytes
-// (half of store.HashKey's hex, in every index entry; migration 0002).
-func key(s string) []byte {
-	sum := sha256.Sum256([]byte(s))
-	return sum[:]
-}
+// key is how every caller-supplied key is stored (store.KeyBytes): the 32
+// bytes of its SHA-256 (half of store.HashKey's hex, in every index entry;
+// migration 0002), or the 40 bytes of a time-ordered token's hash, ordered
+// by issue time. BLOB keys take either length.
+func key(s string) []byte { return store.KeyBytes(s) }
 
 // writeQueries and readQueries are prepared at Open: every statement the
 // methods below run, except the rare maintenance ones (migrations,
