@@ -147,14 +147,14 @@ func newBenchEnvWith(b testing.TB, alg, storeKind string, withAudit bool) *bench
 
 // newCode stores a code as the authorize flow would.
 func (be *benchEnv) newCode(b testing.TB) string {
-	code, grantID := randomToken(), newID()
+	code, grantID := newToken(time.Now()), newID()
 	id, _ := json.Marshal(&idp.Identity{Issuer: "https://gw.example.com#static", Subject: testUser, Username: testUser, Groups: []string{"admins"}})
 	sealed, err := be.srv.sealJSON(&grantSecrets{RefreshKey: randomToken()}, aad("grant", grantID))
 	if err != nil {
 		b.Fatal(err)
 	}
 	err = be.st.Store.CreateAuthCode(context.Background(), &store.AuthCode{
-		Hash: store.HashKey(code), ClientID: be.client.ID, RedirectURI: be.client.RedirectURIs[0], Resource: be.srv.resources[0],
+		Hash: store.TokenHash(code), ClientID: be.client.ID, RedirectURI: be.client.RedirectURIs[0], Resource: be.srv.resources[0],
 		UserKey: "https://gw.example.com#static#" + testUser, Scopes: []string{"mcp"}, CodeChallenge: pkceS256(testVerifier),
 		GrantID: grantID, Identity: id, UpstreamTokens: sealed, ExpiresAt: time.Now().Add(time.Hour),
 	})

@@ -133,7 +133,7 @@ func TestRefreshStaticUsersAfterRestart(t *testing.T) {
 		if err := e.authn("/mcp", s.at); err == nil {
 			t.Errorf("%s: the access token from before the restart still authenticates", u)
 		}
-		if _, err := e.st.GetRefreshToken(t.Context(), store.HashKey(s.rt)); !errors.Is(err, store.ErrNotFound) {
+		if _, err := e.st.GetRefreshToken(t.Context(), store.TokenHash(s.rt)); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s: refresh token kept: %v", u, err)
 		}
 	}
@@ -321,7 +321,7 @@ func TestGrantEndsWithUnrefreshableUpstream(t *testing.T) {
 	if g.ExpiresAt.After(time.Now().Add(11*time.Minute)) || g.ExpiresAt.Before(time.Now().Add(9*time.Minute)) {
 		t.Errorf("grant expires at %v, want with the upstream access token (~10m)", g.ExpiresAt)
 	}
-	rt, err := e.st.GetRefreshToken(t.Context(), store.HashKey(tok["refresh_token"].(string)))
+	rt, err := e.st.GetRefreshToken(t.Context(), store.TokenHash(tok["refresh_token"].(string)))
 	if err != nil || rt.ExpiresAt.After(g.ExpiresAt) {
 		t.Errorf("refresh token outlives the grant: %v %v", rt, err)
 	}
