@@ -46,7 +46,11 @@ func TokenHash(tok string) string {
 	if n, err := tokenEncoding.Decode(b[:], []byte(tok)); err != nil || n != len(b) {
 		return HashKey(tok)
 	}
-	return hex.EncodeToString(b[:tokenTimeLen]) + HashKey(tok)
+	var h [OrderedHashLen]byte // built in place: one allocation per hash
+	hex.Encode(h[:2*tokenTimeLen], b[:tokenTimeLen])
+	sum := sha256.Sum256([]byte(tok))
+	hex.Encode(h[2*tokenTimeLen:], sum[:])
+	return string(h[:])
 }
 
 // TokenTime returns the issue time (unix microseconds) a TokenHash of a

@@ -1,0 +1,76 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mcpgate/mcpgate/internal/store"
+)
+
+// TestOrderedKeys: the hash of a time-ordered token is stored as its 40
+// bytes, so the key index orders tokens by issue time; every other key
+// keeps its 32-byte SHA-256, and both kinds are found again.
+func TestOrderedKeys(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "mcpgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := store.NormTime(time.Now())
+	var secret [32]byte
+	// Issued out of order, and a legacy token between them.
+	hashes := []string{
+		store.TokenHash(store.OrderedToken(now.UnixMicro()+2, &secret)),
+		store.HashKey("legacy"),
+		store.TokenHash(store.OrderedToken(now.UnixMicro(), &secret)),
+		store.TokenHash(store.OrderedToken(now.UnixMicro()+1, &secret)),
+	}
+	for i, h := range hashes {
+		c := &store.AuthCode{Hash: h, ClientID: "c", GrantID: "g" + string(rune('0'+i)), ExpiresAt: now.Add(time.Minute)}
+		if err := s.CreateAuthCode(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT k, hash FROM auth_codes ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var k []byte
+		var h string
+		if err := rows.Scan(&k, &h); err != nil {
+			t.Fatal(err)
+		}
+		if want := key(h); !bytes.Equal(k, want) || (len(h) == 80) != (len(k) == 40) {
+			t.Errorf("key of %s = %x", h, k)
+		}
+		if len(h) == 80 && hex.EncodeToString(k) != h {
+			t.Errorf("ordered key of %s = %x, want its bytes", h, k)
+		}
+		got = append(got, h)
+	}
+	// Ordered keys sort by issue time (a SHA-256 key falls anywhere).
+	var ordered []string
+	for _, h := range got {
+		if len(h) == 80 {
+			ordered = append(ordered, h)
+		}
+	}
+	if want := []string{hashes[2], hashes[3], hashes[0]}; len(ordered) != 3 || ordered[0] != want[0] || ordered[1] != want[1] || ordered[2] != want[2] {
+		t.Errorf("index order %v, want %v", ordered, want)
+	}
+	for _, h := range hashes {
+		if _, err := s.RedeemAuthCode(ctx, h, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return &store.Grant{ID: c.GrantID, ClientID: "c", CreatedAt: now}, nil, nil
+		}); err != nil {
+			t.Errorf("redeem %s: %v", h, err)
+		}
+	}
+}
