@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SigningKeys", testSigningKeys},
 		{"DeleteExpired", testDeleteExpired},
 		{"LongKeys", testLongKeys},
+		{"OrderedTokens", testOrderedTokens},
 		{"Changes", testChanges},
 	}
 	for _, tc := range tests {
@@ -1293,4 +1294,57 @@ func testChanges(t *testing.T, s store.Store) {
 			t.Fatal("subscription not closed after its context ended")
 		}
 	}
+}
+
+// testOrderedTokens: codes and refresh tokens keyed by the 80-hex hash of a
+// time-ordered token (stored by SQL backends as its 40 bytes) live beside
+// 64-hex ones: redeemed, looked up, rotated either way, with ReplacedBy
+// kept as given; tokens of the same microsecond stay distinct.
+func testOrderedTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	ordered := func(at int64, b byte) string {
+		var secret [32]byte
+		secret[0] = b
+		return store.TokenHash(store.OrderedToken(at, &secret))
+	}
+	at := n.UnixMicro()
+	codes := []string{ordered(at, 1), ordered(at, 2), store.HashKey("legacy-code")}
+	rts := []string{ordered(at+1, 1), store.HashKey("legacy-rt"), ordered(at+1, 2)}
+	var calls atomic.Int32
+	for i, h := range codes {
+		c := newCode(h, n.Add(time.Minute))
+		must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+		_, err := s.RedeemAuthCode(ctx, h, issueFor(n, rts[i], &calls))
+		must(t, "RedeemAuthCode", err)
+		_, err = s.RedeemAuthCode(ctx, h, issueFor(n, "", &calls))
+		wantErr(t, "RedeemAuthCode again", err, store.ErrAlreadyUsed)
+		rt, g, err := s.GetRefreshTokenGrant(ctx, rts[i])
+		must(t, "GetRefreshTokenGrant", err)
+		if rt.Hash != rts[i] || g.ID != c.GrantID {
+			t.Fatalf("token %d: got %s of %s, want %s of %s", i, rt.Hash, g.ID, rts[i], c.GrantID)
+		}
+	}
+	// Rotate each to the other family.
+	for i, h := range rts {
+		next := ordered(at+2, byte(10+i))
+		if i == 0 {
+			next = store.HashKey("legacy-successor")
+		}
+		g := "grant-" + codes[i]
+		must(t, "RotateRefreshToken", s.RotateRefreshToken(ctx, h, &store.RefreshToken{Hash: next, GrantID: g, ClientID: "client-1",
+			CreatedAt: n, ExpiresAt: n.Add(time.Hour)}, n))
+		old, err := s.GetRefreshToken(ctx, h)
+		must(t, "GetRefreshToken", err)
+		if old.ReplacedBy != next {
+			t.Errorf("token %d replaced by %q, want %q", i, old.ReplacedBy, next)
+		}
+		cur, err := s.GetRefreshToken(ctx, next)
+		must(t, "GetRefreshToken successor", err)
+		if cur.GrantID != g || !cur.RotatedAt.IsZero() {
+			t.Errorf("successor %d: %+v", i, cur)
+		}
+	}
+	_, err := s.GetRefreshToken(ctx, ordered(at+1, 3))
+	wantErr(t, "GetRefreshToken of another secret, same time", err, store.ErrNotFound)
 }
