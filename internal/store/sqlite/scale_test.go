@@ -2,12 +2,14 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,7 +27,9 @@ import (
 // 100k grants as cheap as at 1k). Seeding 100k grants through the store
 // API takes about a minute; -short runs 1k only.
 //
-// MCPGATE_BENCH_GRANTS=n,… sets the sizes, MCPGATE_BENCH_CACHE_KIB=a,…
+// MCPGATE_BENCH_GRANTS=n,… sets the sizes, MCPGATE_BENCH_KEYS=ordered,random
+// the token keys compared (default ordered: the product's time-ordered
+// tokens; random: store.HashKey of a random token, as before), MCPGATE_BENCH_CACHE_KIB=a,…
 // compares writer cache sizes and MCPGATE_BENCH_MMAP_MIB=m,… writer
 // mmap_size values (one Store per combination over the same file),
 // MCPGATE_BENCH_CPUPROFILE=prefix writes a CPU profile per sub-benchmark,
@@ -41,8 +45,10 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 	rounds := envInts(b, "MCPGATE_BENCH_ROUNDS", []int{3}, 1)[0]
 	defer func(c int) { writerCacheKiB = c }(writerCacheKiB)
 	ctx := context.Background()
+	kinds := benchKeyKinds(b)
 	type instance struct {
 		name   string
+		keys   *tokenKeys
 		s      *Store
 		rts    []string // shared by the instances over one file
 		grants []string
@@ -50,36 +56,41 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 	}
 	var ins []*instance
 	for _, n := range sizes {
-		path := filepath.Join(b.TempDir(), "scale.db")
-		s, err := Open(ctx, path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rts := seedGrants(b, s, n)
-		if os.Getenv("MCPGATE_BENCH_DBSTAT") != "" {
-			logPages(b, s)
-		}
-		s.Close()
-		grants, next := make([]string, n), new(int)
-		for i := range grants {
-			grants[i] = "grant-" + strconv.Itoa(i)
-		}
-		for _, c := range caches {
-			for _, m := range mmaps {
-				writerCacheKiB, writerMmapBytes = c, int64(m)<<20
-				s, err := Open(ctx, path)
-				if err != nil {
-					b.Fatal(err)
+		for _, keys := range kinds {
+			path := filepath.Join(b.TempDir(), "scale.db")
+			s, err := Open(ctx, path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rts := seedGrants(b, s, n, keys)
+			if os.Getenv("MCPGATE_BENCH_DBSTAT") != "" {
+				logPages(b, s)
+			}
+			s.Close()
+			grants, next := make([]string, n), new(int)
+			for i := range grants {
+				grants[i] = "grant-" + strconv.Itoa(i)
+			}
+			for _, c := range caches {
+				for _, m := range mmaps {
+					writerCacheKiB, writerMmapBytes = c, int64(m)<<20
+					s, err := Open(ctx, path)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer s.Close()
+					name := fmt.Sprintf("grants=%d", n)
+					if len(kinds) > 1 {
+						name += "/keys=" + keys.name()
+					}
+					if len(caches) > 1 {
+						name += fmt.Sprintf("/cache=%dKiB", c)
+					}
+					if len(mmaps) > 1 {
+						name += fmt.Sprintf("/mmap=%dMiB", m)
+					}
+					ins = append(ins, &instance{name: name, keys: keys, s: s, rts: rts, grants: grants, i: next})
 				}
-				defer s.Close()
-				name := fmt.Sprintf("grants=%d", n)
-				if len(caches) > 1 {
-					name += fmt.Sprintf("/cache=%dKiB", c)
-				}
-				if len(mmaps) > 1 {
-					name += fmt.Sprintf("/mmap=%dMiB", m)
-				}
-				ins = append(ins, &instance{name: name, s: s, rts: rts, grants: grants, i: next})
 			}
 		}
 	}
@@ -107,7 +118,7 @@ func BenchmarkRefreshAtScale(b *testing.B) {
 					if _, err := in.s.GetGrant(ctx, in.grants[g]); err != nil {
 						b.Fatal(err)
 					}
-					next := &store.RefreshToken{Hash: store.HashKey("rt-" + strconv.Itoa(g) + "-" + strconv.Itoa(*in.i)),
+					next := &store.RefreshToken{Hash: in.keys.hash("rt-" + strconv.Itoa(g) + "-" + strconv.Itoa(*in.i)),
 						GrantID: in.grants[g], ClientID: "bench-client", CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
 					if err := in.s.RotateRefreshToken(ctx, in.rts[g], next, now); err != nil {
 						b.Fatal(err)
@@ -156,7 +167,7 @@ func logPages(b *testing.B, s *Store) {
 // seedGrants stores n grants through the store API, the way an exchange
 // does (a code, then its redemption with the grant and its first refresh
 // token), and returns their refresh token hashes.
-func seedGrants(tb testing.TB, s store.Store, n int) []string {
+func seedGrants(tb testing.TB, s store.Store, n int, keys *tokenKeys) []string {
 	tb.Helper()
 	ctx := context.Background()
 	now := time.Now()
@@ -164,14 +175,14 @@ func seedGrants(tb testing.TB, s store.Store, n int) []string {
 	rts := make([]string, n)
 	for i := range n {
 		id := strconv.Itoa(i)
-		code := &store.AuthCode{Hash: store.HashKey("code-" + id), ClientID: "bench-client",
+		code := &store.AuthCode{Hash: keys.hash("code-" + id), ClientID: "bench-client",
 			RedirectURI: "http://127.0.0.1:9/cb", UserKey: "http://127.0.0.1:8080#static#bench", Scopes: []string{"mcp"},
 			CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", GrantID: "grant-" + id,
 			Identity: identity, ExpiresAt: now.Add(10 * time.Minute)}
 		if err := s.CreateAuthCode(ctx, code); err != nil {
 			tb.Fatal(err)
 		}
-		rts[i] = store.HashKey("rt-" + id)
+		rts[i] = keys.hash("rt-" + id)
 		_, err := s.RedeemAuthCode(ctx, code.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
 			return &store.Grant{ID: c.GrantID, ClientID: c.ClientID, UserKey: c.UserKey, Scopes: c.Scopes,
 					Identity: c.Identity, CreatedAt: now, ExpiresAt: now.Add(30 * 24 * time.Hour)},
@@ -183,4 +194,52 @@ func seedGrants(tb testing.TB, s store.Store, n int) []string {
 		}
 	}
 	return rts
+}
+
+// tokenKeys makes the hashes of the benchmarks' codes and refresh tokens:
+// ordered, the hash of a time-ordered token issued one microsecond after
+// the previous one (store.OrderedToken, the product's format); otherwise
+// store.HashKey of the name, the random keys of the tokens before.
+type tokenKeys struct {
+	ordered bool
+	at      atomic.Int64
+}
+
+func newTokenKeys(ordered bool) *tokenKeys {
+	k := &tokenKeys{ordered: ordered}
+	k.at.Store(time.Now().UnixMicro())
+	return k
+}
+
+func (k *tokenKeys) name() string {
+	if k.ordered {
+		return "ordered"
+	}
+	return "random"
+}
+
+func (k *tokenKeys) hash(name string) string {
+	if !k.ordered {
+		return store.HashKey(name)
+	}
+	secret := sha256.Sum256([]byte(name))
+	return store.TokenHash(store.OrderedToken(k.at.Add(1), &secret))
+}
+
+// benchKeyKinds reads MCPGATE_BENCH_KEYS (ordered, random; default ordered).
+func benchKeyKinds(b *testing.B) []*tokenKeys {
+	v := os.Getenv("MCPGATE_BENCH_KEYS")
+	if v == "" {
+		v = "ordered"
+	}
+	var out []*tokenKeys
+	for _, f := range strings.Split(v, ",") {
+		switch f {
+		case "ordered", "random":
+			out = append(out, newTokenKeys(f == "ordered"))
+		default:
+			b.Fatalf("MCPGATE_BENCH_KEYS: %q is neither ordered nor random", f)
+		}
+	}
+	return out
 }
