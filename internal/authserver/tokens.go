@@ -105,8 +105,8 @@ func (s *Server) mintAccessToken(ctx context.Context, g *store.Grant, id *idp.Id
 	return tok, exp, nil
 }
 
-// deriveRefresh computes the successor of refresh token presented, rt. Successors are
-// deterministic under the grant's secret key so that concurrent refreshes
+// deriveRefresh computes the successor of the presented refresh token,
+// whose stored record is rt. Successors are deterministic under the grant's secret key so that concurrent refreshes
 // with the same token inside the grace window all receive the same
 // successor (and the client keeps a working token whichever response it
 // stores last), while nobody without the key can predict them. A current
