@@ -40,8 +40,14 @@ func ReadWhile(s *Store) (stop func()) {
 // 13 MB, several times WALSizeLimit), calling after once each is written.
 func WriteClients(tb testing.TB, s *Store, n int, after func()) {
 	tb.Helper()
+	WriteClientsFrom(tb, s, 0, n, after)
+}
+
+// WriteClientsFrom is WriteClients for the clients numbered from first on.
+func WriteClientsFrom(tb testing.TB, s *Store, first, n int, after func()) {
+	tb.Helper()
 	meta := make([]byte, 16<<10)
-	for i := range n {
+	for i := first; i < first+n; i++ {
 		if err := s.CreateClient(context.Background(), &store.Client{ID: "client-" + strconv.Itoa(i), Metadata: meta, CreatedAt: time.Now()}); err != nil {
 			tb.Fatal(err)
 		}

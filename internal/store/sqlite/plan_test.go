@@ -214,7 +214,17 @@ func TestCheckpointKeepsWriterCacheUnderLoad(t *testing.T) {
 	mu.Lock()
 	writing = true
 	mu.Unlock()
-	WriteClients(t, s, 800, func() {}) // the WAL passes the limit several times
+	// Write until the WAL has passed the limit at a checkpointer tick: how
+	// many writes that takes depends on the machine's speed (a slow machine
+	// checkpoints between its writes and keeps the WAL small).
+	restarted := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return modes["RESTART"][0] > 0
+	}
+	for i, deadline := 0, time.Now().Add(20*time.Second); !restarted() && time.Now().Before(deadline); i++ {
+		WriteClientsFrom(t, s, i*200, 200, func() {})
+	}
 	mu.Lock()
 	writing = false
 	mu.Unlock()
