@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/config"
@@ -80,8 +81,12 @@ func (env *listAuditEnv) records(t *testing.T) []audit.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b = b[:bytes.LastIndexByte(b, '\n')+1] // complete lines only: the log may be mid-write
 	var out []audit.Record
 	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
 		var rec audit.Record
 		if err := json.Unmarshal(line, &rec); err != nil {
 			t.Fatalf("bad audit line %q: %v", line, err)
@@ -118,14 +123,22 @@ func TestListAuditOneAppend(t *testing.T) {
 			if code != http.StatusOK {
 				t.Fatalf("status %d", code)
 			}
+			// A JSON answer reaches the client before the handler writes
+			// the records: wait for them before counting writes.
+			var recs []audit.Record
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				recs = recs[:0]
+				for _, rec := range env.records(t) {
+					if rec.RequestID == id {
+						recs = append(recs, rec)
+					}
+				}
+				if len(recs) >= 2 || time.Now().After(deadline) {
+					break
+				}
+			}
 			if n := env.fault.Writes() - before; n != tc.writes {
 				t.Errorf("%d audit writes, want %d", n, tc.writes)
-			}
-			var recs []audit.Record
-			for _, rec := range env.records(t) {
-				if rec.RequestID == id {
-					recs = append(recs, rec)
-				}
 			}
 			if len(recs) != 2 {
 				t.Fatalf("%d records for the request, want FORWARD and outcome: %+v", len(recs), recs)
