@@ -122,7 +122,10 @@ func TestListHopCostsTheBackendWhatTheClientsDo(t *testing.T) {
 	if want := clients * (2 + lists); methods["POST"] != want || len(methods) != 1 || listed != clients*lists {
 		t.Errorf("backend requests %v (%d lists), want %d POSTs (%d lists) and nothing else", methods, listed, want, clients*lists)
 	}
-	if len(conns) > clients {
+	// A connection goes back to the pool just after its answer was read, so
+	// a client's next request may race it and dial one more: allow twice the
+	// clients; without keep-alive it is one per request (48 here).
+	if len(conns) > 2*clients {
 		t.Errorf("backend saw %d connections for %d concurrent clients: connections are not reused", len(conns), clients)
 	}
 }
