@@ -73,7 +73,9 @@ type Config struct {
 	// OnError is fail (default) | continue: what requests do while the
 	// audit log cannot be written. fail: a request whose FORWARD record
 	// cannot be written is not forwarded (503), and the gateway refuses
-	// requests with 503 until a write succeeds; continue: requests proceed.
+	// every request, on every path, with 503 until a write succeeds again
+	// (with fsync: always, a write and its fsync); continue: requests
+	// proceed.
 	// Either way failures are counted (mcpgate_audit_write_failures_total),
 	// logged, and the records that could not be written are counted in a
 	// RECORDS_LOST record as soon as the log is writable again.

@@ -7,13 +7,15 @@ import (
 )
 
 // Fault makes the audit sink fail on demand the way a full disk does
-// (ENOSPC), for tests and fault drills (see WithFault), and counts the
-// sink's writes and fsyncs. The zero value injects nothing.
+// (ENOSPC), or its fsyncs the way a failing device does (EIO), for tests
+// and fault drills (see WithFault), and counts the sink's writes and
+// fsyncs. The zero value injects nothing.
 type Fault struct {
-	failing atomic.Bool
-	partial atomic.Bool
-	writes  atomic.Int64
-	syncs   atomic.Int64
+	failing  atomic.Bool
+	partial  atomic.Bool
+	syncFail atomic.Bool
+	writes   atomic.Int64
+	syncs    atomic.Int64
 
 	// onWrite, when set (tests in this package), replaces every write.
 	onWrite func(w io.Writer, p []byte) (int, error)
@@ -25,11 +27,21 @@ func (f *Fault) Writes() int64 { return f.writes.Load() }
 // Syncs returns how many fsyncs the file sink has made.
 func (f *Fault) Syncs() int64 { return f.syncs.Load() }
 
-func (f *Fault) countSync() {
-	if f != nil {
-		f.syncs.Add(1)
+// sync counts an fsync of the file sink and returns the injected failure,
+// if any.
+func (f *Fault) sync() error {
+	if f == nil {
+		return nil
 	}
+	f.syncs.Add(1)
+	if f.syncFail.Load() {
+		return syscall.EIO
+	}
+	return nil
 }
+
+// FailSync starts (true) or stops (false) failing the file sink's fsyncs.
+func (f *Fault) FailSync(on bool) { f.syncFail.Store(on) }
 
 // Fail starts (true) or stops (false) failing writes.
 func (f *Fault) Fail(on bool) { f.failing.Store(on) }

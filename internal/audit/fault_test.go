@@ -185,3 +185,70 @@ func TestLostMarkerThatRotates(t *testing.T) {
 		t.Fatalf("%d files, %+v, %v", len(files), rep, err)
 	}
 }
+
+// TestDownClearedByDurableWrite: Down stays set until a write succeeds and
+// is durable as audit.fsync asks. With fsync: always a checkpoint written
+// while fsyncs fail does not clear it (nothing was made durable); only a
+// record whose fsync succeeds does. With fsync: interval the write itself
+// is what the setting promises, so the checkpoint clears it. After Close
+// Down is set in both on_error modes: every record is refused then.
+func TestDownClearedByDurableWrite(t *testing.T) {
+	for _, tc := range []struct {
+		fsync            string
+		checkpointClears bool
+	}{
+		{FsyncAlways, false},
+		{FsyncInterval, true},
+	} {
+		t.Run(tc.fsync, func(t *testing.T) {
+			cfg := fileConfig(t)
+			cfg.Fsync = tc.fsync
+			f := &Fault{}
+			l := mustNew(t, cfg, WithFault(f))
+			logN(t, l, 1, "before")
+			// The log fails: a write (fsync: interval) or an fsync (always).
+			f.Fail(true)
+			f.FailSync(true)
+			if err := l.Log(context.Background(), &Record{Tool: "lost"}); err == nil {
+				t.Fatal("Log succeeded while the sink fails")
+			}
+			if !l.Down() {
+				t.Fatal("Down not set by the failure")
+			}
+			f.Fail(false) // writes work again, fsyncs still fail
+			l.mu.Lock()
+			err := l.checkpointLocked("interval")
+			l.mu.Unlock()
+			if err != nil {
+				t.Fatalf("checkpoint: %v", err)
+			}
+			if l.Down() == tc.checkpointClears {
+				t.Errorf("Down = %v after a checkpoint written while fsyncs fail", l.Down())
+			}
+			if tc.fsync == FsyncAlways {
+				if err := l.Log(context.Background(), &Record{Tool: "not durable"}); err == nil || !l.Down() {
+					t.Errorf("a record whose fsync failed: Log = %v, Down = %v; want an error and Down", err, l.Down())
+				}
+			}
+			f.FailSync(false)
+			logN(t, l, 1, "after")
+			if l.Down() {
+				t.Error("Down after a durable write")
+			}
+		})
+	}
+	for _, mode := range []string{OnErrorFail, OnErrorContinue} {
+		t.Run("closed/"+mode, func(t *testing.T) {
+			cfg := fileConfig(t)
+			cfg.OnError = mode
+			l := mustNew(t, cfg)
+			if l.Down() {
+				t.Fatal("Down before Close")
+			}
+			l.Close()
+			if !l.Down() {
+				t.Error("Down not set after Close")
+			}
+		})
+	}
+}

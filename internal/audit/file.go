@@ -105,7 +105,9 @@ func (r *rotatingFile) current() (*os.File, uint64) { return r.f, r.gen }
 
 // sync fsyncs the current file.
 func (r *rotatingFile) sync() error {
-	r.fault.countSync()
+	if err := r.fault.sync(); err != nil {
+		return err
+	}
 	return r.f.Sync()
 }
 

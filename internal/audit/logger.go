@@ -27,10 +27,8 @@ type Logger struct {
 	redactor *Redactor
 	log      *slog.Logger
 	now      func() time.Time
-	failMode bool // on_error: fail
-	// down is set while, with on_error: fail, the last write (or fsync)
-	// failed: see Down.
-	down atomic.Bool
+	failMode bool        // on_error: fail
+	down     atomic.Bool // see Down
 
 	failures prometheus.Counter
 	written  prometheus.Counter
@@ -197,10 +195,14 @@ func (l *Logger) Log(ctx context.Context, r *Record) error {
 }
 
 // Down reports whether, with on_error: fail, the last write or fsync
-// failed, so that the next record would most likely be refused too: a
-// caller that records an action only after performing it checks Down
-// first and refuses the action instead. It is cleared by the next write
-// that succeeds. With on_error: continue it is always false.
+// failed, so that the next record would most likely be refused too: the
+// gateway refuses every request while it is set, on every path, so that no
+// action goes unrecorded. It is cleared by the next write that succeeds
+// and is durable as audit.fsync asks (with fsync: always, once its fsync
+// succeeded too), whoever wrote it: a request's record (the refusal's own
+// record probes the log) or a checkpoint. With on_error: continue it is
+// false until Close; after Close it is true, as every record is then
+// refused (ErrClosed).
 func (l *Logger) Down() bool { return l.down.Load() }
 
 // call is one LogBatch waiting for the write that covers its records.
@@ -305,7 +307,7 @@ func (l *Logger) commitLocked(batch []*call) {
 	for _, c := range batch {
 		wrote = wrote || c.written > 0
 	}
-	if wrote && l.file != nil && l.cfg.Fsync == FsyncAlways {
+	if wrote && l.syncsEachWrite() {
 		// One fsync for the whole batch, under mu: rotation and Close
 		// cannot swap the file meanwhile.
 		if err := l.file.sync(); err != nil {
@@ -320,6 +322,7 @@ func (l *Logger) commitLocked(batch []*call) {
 			}
 		} else {
 			l.dirty = false
+			l.down.Store(false) // durable now; a call of the batch that failed sets it again below
 		}
 	}
 	for _, c := range batch {
@@ -464,8 +467,8 @@ func (l *Logger) flushLocked() error {
 		l.dirty = true
 		l.written.Add(float64(k))
 		l.lastSeq.Set(float64(l.seq))
-		if err == nil {
-			l.down.Store(false)
+		if err == nil && !l.syncsEachWrite() {
+			l.down.Store(false) // with fsync: always, commitLocked clears it once the fsync succeeded
 		}
 	}
 	for _, p := range l.pending[k:] {
@@ -483,6 +486,10 @@ func (l *Logger) flushLocked() error {
 	}
 	return err
 }
+
+// syncsEachWrite reports whether every write is fsynced before its callers
+// return (fsync: always on a file).
+func (l *Logger) syncsEachWrite() bool { return l.file != nil && l.cfg.Fsync == FsyncAlways }
 
 // maxKeptBuf bounds the write buffer kept between writes.
 const maxKeptBuf = 256 << 10
@@ -627,6 +634,7 @@ func (l *Logger) Close() error {
 		}
 	}
 	l.closed = true
+	l.down.Store(true) // every record is refused from now on
 	l.mu.Unlock()
 	if l.stop != nil {
 		close(l.stop)
