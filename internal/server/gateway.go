@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -40,7 +39,9 @@ type Authenticator interface {
 
 // Auditor records audit records (*audit.Logger). An error from LogBatch
 // means the records were not all written and, with on_error: fail, the
-// request must fail; Down reports that the last write failed that way.
+// request must fail; Down reports that the last write failed that way (the
+// logger's state, shared by every path: the gateway then refuses every
+// request until a write succeeds again).
 type Auditor interface {
 	LogBatch(ctx context.Context, recs []*audit.Record) error
 	Down() bool
@@ -92,10 +93,6 @@ type gateway struct {
 	log         *slog.Logger
 	metrics     *metrics.Gateway
 	lists       *mcp.ListCache // filtered list results, shared by callers with the same view
-	// auditDown is set while audit writes fail: requests are refused with
-	// 503 so no action goes unrecorded, and cleared by the next successful
-	// write (the refusal itself is audited, which probes the log).
-	auditDown atomic.Bool
 }
 
 // exchange is everything known about one request, for the audit records.
@@ -153,7 +150,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.edge.cors(w, r) {
 		return // preflight answered
 	}
-	if g.auditDown.Load() {
+	if g.audit.Down() {
+		// The log failed, on any path (audit.Logger.Down): refused so that
+		// no action goes unrecorded; this refusal's own record probes it.
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
 		mcp.WriteError(w, http.StatusServiceUnavailable, nil, codeAuditFailed, "audit log unavailable; try again later")
 		return
@@ -324,7 +323,6 @@ func (g *gateway) recordForward(w http.ResponseWriter, r *http.Request, x *excha
 		}
 	}
 	if !ok {
-		g.auditDown.Store(true)
 		x.event, x.reason, x.rpcError = "AUDIT_UNAVAILABLE", "audit log unavailable", codeAuditFailed
 		mcp.WriteError(w, http.StatusServiceUnavailable, x.rpcID, codeAuditFailed, "audit log unavailable; try again later")
 		return false
@@ -1047,7 +1045,7 @@ func callRecord(base audit.Record, x *exchange, i int) audit.Record {
 
 // write logs rec and reports whether the request may go on: false when the
 // record was not written under on_error: fail, and then requests are
-// refused until a write succeeds again.
+// refused until a write succeeds again (Auditor.Down).
 func (g *gateway) write(ctx context.Context, rec *audit.Record) bool {
 	one := [1]*audit.Record{rec}
 	return g.writeBatch(ctx, one[:])
@@ -1056,12 +1054,10 @@ func (g *gateway) write(ctx context.Context, rec *audit.Record) bool {
 // writeBatch is write for records appended together (one request's).
 func (g *gateway) writeBatch(ctx context.Context, recs []*audit.Record) bool {
 	if err := g.audit.LogBatch(context.WithoutCancel(ctx), recs); err != nil {
-		g.auditDown.Store(true)
 		g.metrics.AuditFailure()
 		g.log.ErrorContext(ctx, "audit write failed; refusing requests until it recovers", "request_id", recs[0].RequestID, "err", err)
 		return false
 	}
-	g.auditDown.Store(false)
 	return true
 }
 

@@ -29,6 +29,7 @@ type listAuditEnv struct {
 	fault        *audit.Fault
 	auditPath    string
 	hitsA, hitsB atomic.Int64
+	sent, served atomic.Int64 // requests posted, and those whose handler returned (its records written)
 }
 
 func newListAuditEnv(t *testing.T, onError string) *listAuditEnv {
@@ -51,15 +52,28 @@ audit: { sink: file, path: %s, on_error: %s }
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	env.gw = httptest.NewServer(s.Handler())
+	h := s.Handler()
+	env.gw = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer env.served.Add(1)
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(env.gw.Close)
 	return env
 }
 
 // post sends one JSON-RPC request to path and returns the status and the
-// answer's X-Request-Id.
+// answer's X-Request-Id once the gateway has written the request's records
+// (a JSON answer reaches the client before that).
 func (env *listAuditEnv) post(t *testing.T, path, body string) (int, string) {
 	t.Helper()
+	sent := env.sent.Add(1)
+	defer func() {
+		for deadline := time.Now().Add(5 * time.Second); env.served.Load() < sent; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the gateway did not finish the request")
+			}
+		}
+	}()
 	req, _ := http.NewRequest("POST", env.gw.URL+path, strings.NewReader(body))
 	req.Host = "127.0.0.1:8080"
 	req.Header.Set("Content-Type", "application/json")
@@ -123,18 +137,10 @@ func TestListAuditOneAppend(t *testing.T) {
 			if code != http.StatusOK {
 				t.Fatalf("status %d", code)
 			}
-			// A JSON answer reaches the client before the handler writes
-			// the records: wait for them before counting writes.
 			var recs []audit.Record
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-				recs = recs[:0]
-				for _, rec := range env.records(t) {
-					if rec.RequestID == id {
-						recs = append(recs, rec)
-					}
-				}
-				if len(recs) >= 2 || time.Now().After(deadline) {
-					break
+			for _, rec := range env.records(t) {
+				if rec.RequestID == id {
+					recs = append(recs, rec)
 				}
 			}
 			if n := env.fault.Writes() - before; n != tc.writes {
@@ -189,5 +195,97 @@ func TestListRefusedWhileAuditDown(t *testing.T) {
 				t.Errorf("after recovery: %d", code)
 			}
 		})
+	}
+}
+
+// TestAuditDownSharedByPaths: with on_error: fail, one audit mechanism
+// (audit.Logger.Down) serves every path: a write that failed for a
+// tools/call refuses the next tools/list on another backend's path, and one
+// that failed for a list (after its answer) refuses the next tools/call
+// there, at the edge (before the body is read, so the record names no
+// method) and without reaching the backend, even though the log writes
+// again. That refusal's record probes the log, and the request after it
+// passes.
+func TestAuditDownSharedByPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		failPath, failBody string
+		failCode           int // a list is answered; its records are lost after the answer
+		thenPath, thenBody string
+		thenOnA            bool
+	}{
+		{"call then list", "/b/mcp", callReq, http.StatusServiceUnavailable, "/mcp", listReq, true},
+		{"list then call", "/mcp", listReq, http.StatusOK, "/b/mcp", callReq, false},
+		{"call then call", "/mcp", callReq, http.StatusServiceUnavailable, "/b/mcp", callReq, false},
+		{"list then list", "/b/mcp", listReq, http.StatusOK, "/mcp", listReq, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newListAuditEnv(t, audit.OnErrorFail)
+			hits := &env.hitsB
+			if tc.thenOnA {
+				hits = &env.hitsA
+			}
+			env.fault.Fail(true)
+			if code, _ := env.post(t, tc.failPath, tc.failBody); code != tc.failCode {
+				t.Fatalf("request while the audit log fails: %d, want %d", code, tc.failCode)
+			}
+			env.fault.Fail(false)
+			before := hits.Load()
+			code, id := env.post(t, tc.thenPath, tc.thenBody)
+			if code != http.StatusServiceUnavailable {
+				t.Errorf("next request on %s: %d, want 503", tc.thenPath, code)
+			}
+			if hits.Load() != before {
+				t.Error("the refused request reached its backend")
+			}
+			var refusal []string
+			for _, rec := range env.records(t) {
+				if rec.RequestID == id {
+					refusal = append(refusal, fmt.Sprintf("%s %d %s", rec.Event, rec.Status, rec.Method))
+				}
+			}
+			if want := "AUDIT_UNAVAILABLE 503 POST"; len(refusal) != 1 || refusal[0] != want {
+				t.Errorf("records of the refused request (event status method): %q, want [%q] (refused at the edge)", refusal, want)
+			}
+			if code, _ := env.post(t, tc.thenPath, tc.thenBody); code != http.StatusOK {
+				t.Errorf("after the refusal's record was written: %d, want 200", code)
+			}
+			if hits.Load() == before {
+				t.Error("the request after recovery did not reach its backend")
+			}
+		})
+	}
+}
+
+// TestAuditRecoveryOnAnyPath: the log recovers for every path at once. After
+// a failure on a's path, the first request on b's path is refused (503) and
+// its record, written, clears the failure; the next request on a's path
+// then passes at once (no refusal of its own), and the chain verifies with
+// the gap marked.
+func TestAuditRecoveryOnAnyPath(t *testing.T) {
+	env := newListAuditEnv(t, audit.OnErrorFail)
+	env.fault.Fail(true)
+	if code, _ := env.post(t, "/mcp", callReq); code != http.StatusServiceUnavailable {
+		t.Fatalf("tools/call while the audit log fails: %d, want 503", code)
+	}
+	env.fault.Fail(false)
+	if code, _ := env.post(t, "/b/mcp", listReq); code != http.StatusServiceUnavailable {
+		t.Fatalf("first request after the failure, on b: %d, want 503", code)
+	}
+	hits := env.hitsA.Load()
+	for _, body := range []string{callReq, listReq} {
+		if code, _ := env.post(t, "/mcp", body); code != http.StatusOK {
+			t.Errorf("on a after the log recovered through b: %d, want 200", code)
+		}
+	}
+	if env.hitsA.Load() != hits+2 {
+		t.Errorf("backend a received %d requests after recovery, want 2", env.hitsA.Load()-hits)
+	}
+	rep, err := audit.VerifyFiles([]string{env.auditPath}, audit.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("the log does not verify: %v", err)
+	}
+	if rep.RecordsLost == 0 || rep.GapCount != 1 {
+		t.Errorf("report %+v: want one RECORDS_LOST gap", rep)
 	}
 }
