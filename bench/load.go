@@ -179,8 +179,11 @@ func (s *session) call(ctx context.Context, method string, params []byte) (json.
 		err = fmt.Errorf("unexpected Content-Type %q", ct)
 	}
 	// Drain what is left (the SSE stream ends after the response) so the
-	// connection goes back to the pool.
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 16<<20))
+	// connection goes back to the pool; an answer cut after the response
+	// is cut all the same.
+	if _, derr := io.Copy(io.Discard, io.LimitReader(resp.Body, 16<<20)); err == nil && derr != nil {
+		err = fmt.Errorf("after the response: %w", derr)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -50,20 +50,42 @@ func backendHandler(tools int) http.Handler {
 // bareProxy is the floor for one proxy hop: httputil.ReverseProxy with a
 // keep-alive pool as large as the client concurrency.
 func bareProxy(target *url.URL, idle int) http.Handler {
-	return &httputil.ReverseProxy{
+	return bareProxyVia(target, bareTransport(idle))
+}
+
+// bareTransport is the bare proxy's transport to the backend.
+func bareTransport(idle int) *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConns:        2 * idle,
+		MaxIdleConnsPerHost: idle,
+		IdleConnTimeout:     90 * time.Second,
+	}
+}
+
+// bareProxyVia is bareProxy over tr.
+//
+// The request body is streamed to the backend, and the transport reads it
+// once more after its last byte, to check that it ended, possibly after the
+// backend has begun to answer. By default the HTTP/1 server drains and
+// closes the request body when the answer's headers are written, which made
+// that read fail and the transport close the backend connection mid-answer
+// (golang/go#40747). Full duplex leaves the body to the transport; the hop
+// costs the same.
+func bareProxyVia(target *url.URL, tr http.RoundTripper) http.Handler {
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			// The request's own path: /mcp or jsonPath, as the backend serves them.
 			pr.Out.URL.Path, pr.Out.URL.RawPath = pr.In.URL.Path, pr.In.URL.RawPath
 		},
-		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			MaxIdleConns:        2 * idle,
-			MaxIdleConnsPerHost: idle,
-			IdleConnTimeout:     90 * time.Second,
-		},
+		Transport:     tr,
 		FlushInterval: -1, // stream SSE as mcpgate does
 	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		rp.ServeHTTP(w, r)
+	})
 }
 
 // serveLoopback serves h on a fresh 127.0.0.1 port and returns its base URL.
