@@ -224,3 +224,27 @@ func TestMergeRounds(t *testing.T) {
 		t.Errorf("merged token result: %+v", tr)
 	}
 }
+
+// TestSplitScenarios: the default -scenarios runs every proxy scenario and
+// then the token endpoint against floor-normal, in one run (issue 15's
+// acceptance); token goes with proxy scenarios, scale only on its own.
+func TestSplitScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		list, token string
+		proxy       []string
+		err         bool
+	}{
+		{defaultScenarios, scenarioToken, allScenarios, false},
+		{"tools/list,tools/list-json", "", []string{scenarioList, scenarioListJSON}, false},
+		{"token", scenarioToken, nil, false},
+		{"scale", scenarioScale, nil, false},
+		{"tools/call,scale", "", nil, true},
+		{"token,scale", "", nil, true},
+		{"token,token", "", nil, true},
+	} {
+		proxy, token, err := splitScenarios(tc.list)
+		if (err != nil) != tc.err || token != tc.token || !slices.Equal(proxy, tc.proxy) {
+			t.Errorf("splitScenarios(%q) = %q, %q, %v; want %q, %q, error %v", tc.list, proxy, token, err, tc.proxy, tc.token, tc.err)
+		}
+	}
+}

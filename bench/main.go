@@ -5,15 +5,19 @@
 // with raw streamable-HTTP requests; it reports throughput, latency
 // percentiles, the latency each hop adds, RSS and fds, and start-up time.
 //
-//	go run ./bench                                  # defaults: -c 32 -d 10s -warmup 2s
+// With no -scenarios it also measures the token endpoint against
+// floor-normal, a minimal authorization server (token.go): one run prints
+// every comparison of issue 15.
+//
+//	go run ./bench                                  # defaults: -c 32 -d 10s -warmup 2s; token: -token-c 8,32
 //	go run ./bench -c 32 -d 10s -write docs/benchmarks.md
 //	go run ./bench -profile bench/profiles          # pprof of each process under load
 //
-// The token endpoint scenarios run on their own (see token.go and
-// docs/benchmarks.md):
+// Or parts of it (see token.go and docs/benchmarks.md):
 //
+//	go run ./bench -scenarios tools/list,tools/list-json
 //	go run ./bench -scenarios token                 # floor-normal vs mcpgate: exchange and refresh at c=8 and c=32
-//	go run ./bench -scenarios scale                 # mcpgate refresh with 1k vs 100k stored grants (SQLite)
+//	go run ./bench -scenarios scale                 # mcpgate refresh with 1k vs 100k stored grants (SQLite), on its own
 //	go run ./bench -scenarios scale -store postgres -pg "$MCPGATE_TEST_POSTGRES_DSN"
 //
 //	go run ./bench replicas -load kill|sessions     # two replicas on PostgreSQL (replicas.go)
@@ -55,7 +59,7 @@ func main() {
 	flag.DurationVar(&o.Duration, "d", 10*time.Second, "measured duration per target and scenario (at most 60s)")
 	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "warm-up before each measurement")
 	flag.IntVar(&o.Rounds, "rounds", 1, "repeat every measurement this many times, interleaved, and merge the samples (scale: default 6, in ABBA order, with each round's ratios and their median)")
-	flag.StringVar(&scenarios, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios ("+strings.Join(allScenarios, ", ")+"; -json: a backend answering with application/json instead of SSE)")
+	flag.StringVar(&scenarios, "scenarios", defaultScenarios, "comma-separated scenarios ("+strings.Join(allScenarios, ", ")+"; -json: a backend answering with application/json instead of SSE; "+scenarioToken+": the token endpoint against floor-normal; "+scenarioScale+", on its own: refresh with 1k against 100k stored grants)")
 	flag.IntVar(&o.Tools, "tools", 100, "padding tools on the backend (the tools/list size)")
 	flag.BoolVar(&o.InProcess, "inprocess", false, "run backend, proxy and mcpgate inside the harness process instead of as child processes")
 	flag.StringVar(&o.Binary, "external", "", "mcpgate binary to run (default: go build ./cmd/mcpgate into a temp dir)")
@@ -68,24 +72,41 @@ func main() {
 	flag.StringVar(&pgDSN, "pg", os.Getenv("MCPGATE_TEST_POSTGRES_DSN"), "-store postgres: PostgreSQL DSN (each instance gets its own schema, dropped after)")
 	flag.StringVar(&write, "write", "", "also write the results into this markdown file (e.g. docs/benchmarks.md)")
 	flag.Parse()
-	o.Scenarios = strings.Split(scenarios, ",")
 	o.Progress = os.Stderr
 	o.Settle = time.Second
 	if o.InProcess {
 		o.Startups = 0
 	}
+	var tokenSc string
+	var err error
+	if o.Scenarios, tokenSc, err = splitScenarios(scenarios); err != nil {
+		fail(err)
+	}
+	cmd := strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " ")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if scenarios == scenarioToken || scenarios == scenarioScale {
-		to := tokenOptions{Scenario: scenarios, Duration: o.Duration, Warmup: o.Warmup, Rounds: o.Rounds,
+	var md string
+	if len(o.Scenarios) > 0 {
+		rep, err := run(ctx, o)
+		if err != nil {
+			fail(err)
+		}
+		md = rep.markdown(cmd)
+		fmt.Print(md)
+		if len(rep.Profiles) > 0 {
+			fmt.Fprintln(os.Stderr, "profiles:", strings.Join(rep.Profiles, " "))
+		}
+	}
+	tokenErrors := 0
+	if tokenSc != "" {
+		to := tokenOptions{Scenario: tokenSc, Duration: o.Duration, Warmup: o.Warmup, Rounds: o.Rounds,
 			Store: storeDriver, PostgresDSN: pgDSN, ProfileDir: o.ProfileDir, Progress: os.Stderr}
-		if scenarios == scenarioScale && !flagSet("rounds") {
+		if tokenSc == scenarioScale && !flagSet("rounds") {
 			// Seeding dominates the scale run: more rounds cost little and
 			// give the per-round median its meaning.
 			to.Rounds = defaultScaleRounds
 		}
-		var err error
 		if to.Conc, err = intList(tokenC); err == nil {
 			to.Grants, err = intList(scaleGrants)
 		}
@@ -94,33 +115,55 @@ func main() {
 			rep, err = runToken(ctx, to)
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			fail(err)
 		}
-		fmt.Print(rep.markdown(strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " ")))
-		if rep.errors() > 0 {
-			os.Exit(1)
+		tmd := rep.markdown(cmd)
+		if md != "" {
+			tmd = "\n### Token endpoint: floor-normal against mcpgate, code exchange and refresh\n\n" + tmd
 		}
-		return
+		fmt.Print(tmd)
+		md += tmd
+		tokenErrors = rep.errors()
 	}
-	rep, err := run(ctx, o)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
-	md := rep.markdown(strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " "))
-	fmt.Print(md)
-	if write != "" {
+	if write != "" && len(o.Scenarios) > 0 {
 		if err := writeDoc(write, md); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			fail(err)
 		}
 		fmt.Fprintln(os.Stderr, "wrote", write)
 	}
-	if len(rep.Profiles) > 0 {
-		fmt.Fprintln(os.Stderr, "profiles:", strings.Join(rep.Profiles, " "))
+	if tokenErrors > 0 {
+		os.Exit(1)
 	}
 }
+
+// splitScenarios splits -scenarios into the proxy scenarios and the token
+// endpoint's (token or scale, run after them); scale runs on its own.
+func splitScenarios(list string) (proxy []string, token string, err error) {
+	for _, sc := range strings.Split(list, ",") {
+		switch {
+		case sc != scenarioToken && sc != scenarioScale:
+			proxy = append(proxy, sc)
+		case token != "":
+			return nil, "", fmt.Errorf("-scenarios: %s and %s run separately", token, sc)
+		default:
+			token = sc
+		}
+	}
+	if token == scenarioScale && len(proxy) > 0 {
+		return nil, "", fmt.Errorf("-scenarios %s runs on its own", scenarioScale)
+	}
+	return proxy, token, nil
+}
+
+// fail reports err and exits.
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+// defaultScenarios is every proxy scenario, then the token endpoint against
+// floor-normal: every comparison issue 15 asks for, in one run.
+var defaultScenarios = strings.Join(allScenarios, ",") + "," + scenarioToken
 
 // defaultScaleRounds is -rounds for -scenarios scale when not given.
 const defaultScaleRounds = 6
