@@ -435,11 +435,14 @@ func parallel(n int, f func(i int) error) error {
 // requests, latency, and the CPU time of process pid, once warmup has passed
 // and every worker has had an answer (or stopped): a server's first
 // answers (its first commit syncing what seeding wrote, say, which took
-// over 400 ms on a loaded disk) are cold start, not its rate.
+// over 400 ms on a loaded disk) are cold start, not its rate. When the
+// window ends, requests in flight are answered, not cancelled: a refresh the
+// server committed but the client never read would leave done a rotated-away
+// token, and its next use, in the next measurement, is a replay that ends the
+// grant.
 func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Duration, pid int,
 	form func(w int) url.Values, done func(w int, rt string)) *tokenResult {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var stop atomic.Bool
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: c, MaxConnsPerHost: c}}
 	defer hc.CloseIdleConnections()
 	var measuring atomic.Bool
@@ -472,7 +475,7 @@ func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Durat
 				res.Ran = res.Ran || ran
 				mu.Unlock()
 			}()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && !stop.Load() {
 				f := form(w)
 				if f == nil {
 					ran = measuring.Load()
@@ -522,7 +525,7 @@ func tokenLoad(ctx context.Context, endpoint string, c int, warmup, d time.Durat
 	res.Window = time.Since(start)
 	cpu1, _ := cpuTime(pid)
 	res.CPU = cpu1 - cpu0
-	cancel()
+	stop.Store(true)
 	wg.Wait()
 	return res
 }

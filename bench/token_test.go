@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,5 +111,48 @@ func TestTokenLoadWaitsForFirstAnswers(t *testing.T) {
 		func(int) url.Values { return url.Values{"grant_type": {"refresh_token"}} }, func(int, string) {})
 	if res.Requests == 0 || res.Errors != 0 {
 		t.Fatalf("%d requests, %d errors (%s): the window missed the warm server", res.Requests, res.Errors, res.FirstErr)
+	}
+}
+
+// TestTokenLoadKeepsRotatedTokens: a measurement's end lets the refreshes in
+// flight be answered, so the pool holds every grant's current token and the
+// next measurement (the next -token-c) replays none. The fake server rotates
+// a grant's token, then takes a while to answer, as a commit followed by the
+// response does; a replayed token is refused, as mcpgate's reuse detection
+// refuses it.
+func TestTokenLoadKeepsRotatedTokens(t *testing.T) {
+	const grants, c = 16, 4
+	var mu sync.Mutex
+	current := map[string]string{} // token -> grant
+	tokens := make([]string, grants)
+	for i := range tokens {
+		tokens[i] = fmt.Sprintf("g%d-0", i)
+		current[tokens[i]] = fmt.Sprint(i)
+	}
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		g, ok := current[r.FormValue("refresh_token")]
+		next := fmt.Sprintf("g%s-%d", g, n.Add(1))
+		if ok {
+			delete(current, r.FormValue("refresh_token"))
+			current[next] = g
+		}
+		mu.Unlock()
+		if !ok {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // committed; the answer is on its way
+		fmt.Fprintf(w, `{"access_token":"at","refresh_token":%q}`, next)
+	}))
+	defer srv.Close()
+	pool := newRefreshPool(tokens, c)
+	for run := range 3 {
+		p := newRefreshPool(pool.tokens, c)
+		res := tokenLoad(context.Background(), srv.URL, c, 20*time.Millisecond, 100*time.Millisecond, os.Getpid(), p.form("client"), p.done)
+		if res.Errors != 0 || res.Requests == 0 {
+			t.Fatalf("run %d: %d answered, %d errors, first: %s", run, res.Requests, res.Errors, res.FirstErr)
+		}
 	}
 }
