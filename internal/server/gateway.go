@@ -115,6 +115,7 @@ type exchange struct {
 	aggregate aggregate.Outcome // at an aggregated endpoint: its backend calls' failures
 	refused   bool              // a list answer could not be filtered and was replaced
 	body      bodyReader        // inline: reading the body allocates no reader
+	payload   []byte            // the POST body read, forwarded as it is
 	forwarded bool              // the FORWARD record(s) are written (or held in forward): the request went to the backend
 	// forward is the FORWARD record of a single list request, written with
 	// its outcome record in one append (see recordForward); set when
@@ -206,7 +207,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		x.rpcID = singleCallID(x.msg)
-		hop.RPCID = x.rpcID
+		hop.RPCID, hop.Body = x.rpcID, x.payload
 		hop.ActsForUser = actsForUser(x.msg)
 		if g.agg == nil { // an aggregate filters the lists it merges
 			hop.Filter = g.listFilter(x, p)
@@ -373,6 +374,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		}
 		return false
 	}
+	x.payload = body
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 
