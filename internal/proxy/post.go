@@ -189,10 +189,13 @@ func (b *Backend) postHeader(r *http.Request) http.Header {
 		delete(h, stdio.UserHeader) // only the gateway names the user
 	}
 	h["Accept-Encoding"] = identityEncoding
+	xf := make([]string, 2) // one allocation for both values
+	xf[0] = r.Host
+	h["X-Forwarded-Host"] = xf[0:1:1]
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{ip}
+		xf[1] = ip
+		h["X-Forwarded-For"] = xf[1:2:2]
 	}
-	h["X-Forwarded-Host"] = []string{r.Host}
 	if r.TLS == nil {
 		h["X-Forwarded-Proto"] = protoHTTP
 	} else {

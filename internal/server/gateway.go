@@ -124,6 +124,8 @@ type exchange struct {
 	deferred bool
 	batch    [2]*audit.Record // the records of one append, kept here so that LogBatch's argument does not allocate
 	session  sessionHeader
+	clientIP string    // for the audit records, worked out once (edge.clientIP)
+	idValue  [1]string // the X-Request-Id header's value
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -134,7 +136,8 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish(sw, r, x)
 	w = sw
-	w.Header().Set("X-Request-Id", x.requestID)
+	x.idValue[0] = x.requestID
+	w.Header()["X-Request-Id"] = x.idValue[:]
 	g.edge.securityHeaders(w.Header())
 	// Spans (telemetry; nothing when tracing is off): edge, authn and policy
 	// are children of the request's server span, and so is the backend hop.
@@ -1000,10 +1003,13 @@ func annotateRequest(span trace.Span, backend string, x *exchange) {
 // baseRecord is the part of x's records common to its messages, without
 // the outcome.
 func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
+	if x.clientIP == "" {
+		x.clientIP = g.edge.clientIP(r)
+	}
 	base := audit.Record{
 		RequestID:    x.requestID,
 		Source:       audit.SourceMCP,
-		ClientIP:     g.edge.clientIP(r),
+		ClientIP:     x.clientIP,
 		UserAgent:    r.UserAgent(),
 		Backend:      g.name,
 		Event:        x.event,
