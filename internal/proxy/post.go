@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -22,7 +24,9 @@ import (
 // (and those the Connection header names) dropped both ways, the gateway's
 // X-Forwarded-*, no Go User-Agent, a 101 answered with 502, trailers passed
 // on, a flush per write, and a failed copy aborting the client's response.
-// GET streams and DELETE keep going through ReverseProxy.
+// Unlike ReverseProxy it does not pass on 1xx interim responses (MCP servers
+// send none; the transport skips them). GET streams and DELETE keep going
+// through ReverseProxy.
 func (b *Backend) post(w http.ResponseWriter, r *http.Request, st *hopState) {
 	out := (&http.Request{
 		Method:        http.MethodPost,
@@ -83,6 +87,9 @@ func (b *Backend) post(w http.ResponseWriter, r *http.Request, st *hopState) {
 	}
 	if err := copyFlushing(w, rc, resp.Body); err != nil {
 		resp.Body.Close()
+		if !errors.Is(err, context.Canceled) {
+			b.log.WarnContext(r.Context(), "backend response cut short", "backend", b.Name, "err", err)
+		}
 		if r.Context().Value(http.ServerContextKey) != nil {
 			// The client got part of an answer: abort its connection so that
 			// it cannot take the part for the whole (as ReverseProxy does).

@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,7 +134,8 @@ func TestPostResponseHeaders(t *testing.T) {
 		}
 	}))
 	defer backend.Close()
-	b := newTestBackend(t, BackendConfig{URL: backend.URL + "/mcp"}, Options{})
+	logs := &syncBuffer{}
+	b := newTestBackend(t, BackendConfig{URL: backend.URL + "/mcp"}, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	front := httptest.NewServer(hopPaths[0].handler(b))
 	defer front.Close()
 	post := func(query string) (*http.Response, []byte, error) {
@@ -164,6 +168,27 @@ func TestPostResponseHeaders(t *testing.T) {
 	if _, body, err = post("case=cut"); err == nil {
 		t.Errorf("a backend body cut short ended cleanly for the client: %q", body)
 	}
+	if !strings.Contains(logs.String(), "backend response cut short") {
+		t.Errorf("cut not logged:\n%s", logs)
+	}
+}
+
+// syncBuffer is a log sink written by server goroutines and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestPostQuery: the client's query is appended to the backend URL's, and
