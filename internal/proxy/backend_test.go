@@ -294,45 +294,49 @@ func TestBackendFailures(t *testing.T) {
 		{"response headers too slow", BackendConfig{URL: slow.URL + "/mcp", ResponseHeaderTimeout: 100 * time.Millisecond},
 			[]byte("42"), 504, "42", "backend timed out"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var logs bytes.Buffer
-			b := newTestBackend(t, tc.cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
+		for _, path := range hopPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				var logs bytes.Buffer
+				b := newTestBackend(t, tc.cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+				req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
+				rec := httptest.NewRecorder()
+				out := b.Forward(rec, req, path.hop(Hop{RPCID: tc.id}))
+				if rec.Code != tc.status {
+					t.Fatalf("status %d, want %d", rec.Code, tc.status)
+				}
+				e := decodeRPCError(t, rec)
+				if string(e.ID) != tc.wantID || e.Error.Code != -32603 || e.Error.Message != tc.wantMsg {
+					t.Errorf("body %s, want id %s and %q", rec.Body, tc.wantID, tc.wantMsg)
+				}
+				if strings.Contains(rec.Body.String(), "127.0.0.1") {
+					t.Errorf("backend address leaked to the client: %s", rec.Body)
+				}
+				if !out.BackendError || out.Err == nil || out.Status != tc.status || out.Bytes != int64(rec.Body.Len()) {
+					t.Errorf("outcome %+v, want BackendError, an error, status %d and %d bytes", out, tc.status, rec.Body.Len())
+				}
+				if !strings.Contains(logs.String(), "backend request failed") {
+					t.Errorf("failure not logged:\n%s", logs.String())
+				}
+			})
+		}
+	}
+
+	for _, path := range hopPaths {
+		t.Run("client gone/"+path.name, func(t *testing.T) {
+			b := newTestBackend(t, BackendConfig{URL: slow.URL + "/mcp"}, Options{Logger: slog.New(slog.DiscardHandler)})
+			ctx, cancel := context.WithCancel(context.Background())
+			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(ctx)
 			rec := httptest.NewRecorder()
-			out := b.Forward(rec, req, Hop{RPCID: tc.id})
-			if rec.Code != tc.status {
-				t.Fatalf("status %d, want %d", rec.Code, tc.status)
-			}
-			e := decodeRPCError(t, rec)
-			if string(e.ID) != tc.wantID || e.Error.Code != -32603 || e.Error.Message != tc.wantMsg {
-				t.Errorf("body %s, want id %s and %q", rec.Body, tc.wantID, tc.wantMsg)
-			}
-			if strings.Contains(rec.Body.String(), "127.0.0.1") {
-				t.Errorf("backend address leaked to the client: %s", rec.Body)
-			}
-			if !out.BackendError || out.Err == nil || out.Status != tc.status || out.Bytes != int64(rec.Body.Len()) {
-				t.Errorf("outcome %+v, want BackendError, an error, status %d and %d bytes", out, tc.status, rec.Body.Len())
-			}
-			if !strings.Contains(logs.String(), "backend request failed") {
-				t.Errorf("failure not logged:\n%s", logs.String())
+			done := make(chan struct{})
+			var out Outcome
+			go func() { out = b.Forward(rec, req, path.hop(Hop{})); close(done) }()
+			cancel()
+			<-done
+			if rec.Body.Len() != 0 || out.BackendError || !errors.Is(out.Err, context.Canceled) {
+				t.Errorf("answered a client that went away: %d %q, outcome %+v", rec.Code, rec.Body, out)
 			}
 		})
 	}
-
-	t.Run("client gone", func(t *testing.T) {
-		b := newTestBackend(t, BackendConfig{URL: slow.URL + "/mcp"}, Options{Logger: slog.New(slog.DiscardHandler)})
-		ctx, cancel := context.WithCancel(context.Background())
-		req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")).WithContext(ctx)
-		rec := httptest.NewRecorder()
-		done := make(chan struct{})
-		var out Outcome
-		go func() { out = b.Forward(rec, req, Hop{}); close(done) }()
-		cancel()
-		<-done
-		if rec.Body.Len() != 0 || out.BackendError || !errors.Is(out.Err, context.Canceled) {
-			t.Errorf("answered a client that went away: %d %q, outcome %+v", rec.Code, rec.Body, out)
-		}
-	})
 }
 
 // TestResponseHandling: backend cookies never reach the client (they would
@@ -361,23 +365,25 @@ func TestResponseHandling(t *testing.T) {
 		}, 200, "filtered"},
 		{"refusing filter", func(*http.Response) error { return errors.New("list not readable") }, 502, ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			st := b.Forward(rec, httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")), Hop{Filter: tc.filter})
-			if rec.Code != tc.status {
-				t.Fatalf("status %d, want %d", rec.Code, tc.status)
-			}
-			if c := rec.Header().Values("Set-Cookie"); len(c) != 0 {
-				t.Errorf("backend cookie passed on: %q", c)
-			}
-			if tc.status == 200 {
-				if rec.Body.String() != tc.body || rec.Header().Get("X-Backend") != "yes" || st.Bytes != int64(len(tc.body)) || st.Latency <= 0 {
-					t.Errorf("body %q, X-Backend %q", rec.Body, rec.Header().Get("X-Backend"))
+		for _, path := range hopPaths {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				rec := httptest.NewRecorder()
+				st := b.Forward(rec, httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}")), path.hop(Hop{Filter: tc.filter}))
+				if rec.Code != tc.status {
+					t.Fatalf("status %d, want %d", rec.Code, tc.status)
 				}
-			} else if !st.BackendError || strings.Contains(rec.Body.String(), "not readable") {
-				t.Errorf("refusal: BackendError %v, body %q", st.BackendError, rec.Body)
-			}
-		})
+				if c := rec.Header().Values("Set-Cookie"); len(c) != 0 {
+					t.Errorf("backend cookie passed on: %q", c)
+				}
+				if tc.status == 200 {
+					if rec.Body.String() != tc.body || rec.Header().Get("X-Backend") != "yes" || st.Bytes != int64(len(tc.body)) || st.Latency <= 0 {
+						t.Errorf("body %q, X-Backend %q", rec.Body, rec.Header().Get("X-Backend"))
+					}
+				} else if !st.BackendError || strings.Contains(rec.Body.String(), "not readable") {
+					t.Errorf("refusal: BackendError %v, body %q", st.BackendError, rec.Body)
+				}
+			})
+		}
 	}
 }
 
@@ -398,7 +404,16 @@ func TestStreamingFlush(t *testing.T) {
 		io.WriteString(w, "event: message\ndata: two\n\n")
 	}))
 	defer srv.Close()
-	front := httptest.NewServer(newTestBackend(t, BackendConfig{URL: srv.URL + "/mcp"}, Options{}))
+	for _, path := range hopPaths {
+		t.Run(path.name, func(t *testing.T) {
+			testStreamingFlush(t, path, srv.URL, firstRead)
+		})
+		firstRead = make(chan struct{})
+	}
+}
+
+func testStreamingFlush(t *testing.T, path hopPath, backendURL string, firstRead chan struct{}) {
+	front := httptest.NewServer(path.handler(newTestBackend(t, BackendConfig{URL: backendURL + "/mcp"}, Options{})))
 	defer front.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

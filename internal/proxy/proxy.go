@@ -41,8 +41,9 @@ type Backend struct {
 	Path      string
 	target    *url.URL
 	cfg       BackendConfig
-	stdio     bool // the backend is a stdio bridge: tell it the user
-	rp        *httputil.ReverseProxy
+	stdio     bool                   // the backend is a stdio bridge: tell it the user
+	rp        *httputil.ReverseProxy // GET and DELETE; POSTs go through post
+	rt        http.RoundTripper      // transport, traced when tracing is on
 	transport *http.Transport
 	cred      credential.Provider // dynamic credential types only
 	log       *slog.Logger
@@ -62,6 +63,9 @@ type Hop struct {
 	// Token is the bearer token the client presented: the subject token of
 	// a token exchange in jwt and introspection mode. It is never forwarded.
 	Token string
+	// Body is the POST's body, read by the caller (nil otherwise): the hop
+	// then sends it with the request's headers in one write.
+	Body []byte
 	// Credential is presented to the backend. Nil means: obtain it with
 	// Backend.Credential for Principal and Token.
 	Credential *credential.Header
@@ -147,12 +151,12 @@ func NewBackend(cfg BackendConfig, opts Options) (*Backend, error) {
 	b.transport = transport
 	// With tracing on, the hop runs in a client span whose trace context
 	// the backend receives (traceparent).
-	rt := telemetry.Transport(transport, cfg.Name)
+	b.rt = telemetry.Transport(transport, cfg.Name)
 	b.rp = &httputil.ReverseProxy{
 		Rewrite:        b.rewrite,
-		Transport:      rt,
+		Transport:      b.rt,
 		FlushInterval:  -1, // flush every write: SSE events reach the client as they arrive
-		ModifyResponse: modifyResponse,
+		ModifyResponse: func(resp *http.Response) error { return b.modifyResponse(resp, stateOf(resp.Request)) },
 		BufferPool:     copyBuffers, // without it every request allocates a 32 KiB copy buffer
 		ErrorHandler:   b.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -318,22 +322,6 @@ func setIf(h http.Header, name, value string) {
 // client's connection into a tunnel that no policy or audit would see.
 var errSwitchingProtocols = errors.New("backend answered 101 Switching Protocols; upgrades are not proxied")
 
-func modifyResponse(resp *http.Response) error {
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return errSwitchingProtocols
-	}
-	resp.Header.Del("Set-Cookie") // backend cookies would be scoped to the gateway's origin
-	st := stateOf(resp.Request)
-	if st == nil {
-		return nil
-	}
-	st.out.Latency = time.Since(st.start)
-	if f := st.hop.Filter; f != nil {
-		return f(resp)
-	}
-	return nil
-}
-
 // Credential returns what b presents for the caller p, who presented
 // token: the static header, one obtained per call (the upstream token, a
 // token exchange, a service account), or nothing. It is the one place a
@@ -416,6 +404,10 @@ func (b *Backend) Forward(w http.ResponseWriter, r *http.Request, hop Hop) Outco
 			st.cred = cred
 		}
 	}
+	if r.Method == http.MethodPost && hop.Body != nil {
+		b.post(&st.w, r, st)
+		return st.outcome()
+	}
 	b.rp.ServeHTTP(&st.w, r.WithContext(context.WithValue(r.Context(), hopKey{}, st)))
 	return st.outcome()
 }
@@ -462,7 +454,12 @@ func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // errorHandler answers a failed backend hop with 502 and a JSON-RPC error
 // body (clients parse JSON-RPC, not HTML); details stay in the log.
 func (b *Backend) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	st := stateOf(r)
+	b.answerError(w, r, stateOf(r), err)
+}
+
+// answerError is errorHandler for the hop st (nil when r did not come
+// through Forward).
+func (b *Backend) answerError(w http.ResponseWriter, r *http.Request, st *hopState, err error) {
 	if st != nil {
 		st.fail(err)
 	}

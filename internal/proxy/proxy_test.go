@@ -12,8 +12,10 @@ import (
 	"github.com/mcpgate/mcpgate/internal/stdio"
 )
 
-// TestRewriteForwardsAnAllowList drives Backend.ServeHTTP against a backend
-// that records the request headers it gets.
+// TestRewriteForwardsAnAllowList drives Backend.Forward against a backend
+// that records the request headers it gets, on both paths: a POST whose
+// body the gateway read (Hop.Body: post) and one through ReverseProxy
+// (rewrite), which GET and DELETE take.
 func TestRewriteForwardsAnAllowList(t *testing.T) {
 	var got http.Header
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -45,6 +47,20 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 			"X-Forwarded-User": "", "Remote-User": "", "Authorization": "", "Origin": "", "Connection": "",
 		},
 		exists: []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"},
+	}, {
+		// Hop-by-hop: what the client's Connection header names is for the
+		// gateway alone (RFC 9110 §7.6.1), even an allowed header; without
+		// a User-Agent the backend gets none (not Go's).
+		name: "hop-by-hop",
+		in: map[string][]string{
+			"Connection": {"keep-alive, Mcp-Session-Id"}, "Mcp-Session-Id": {"s1"}, "Mcp-Protocol-Version": {"2025-06-18"},
+			"Te": {"trailers"}, "Keep-Alive": {"timeout=5"}, "Forwarded": {"for=10.0.0.1"}, "X-Forwarded-For": {"10.0.0.1"},
+		},
+		want: map[string]string{
+			"Mcp-Session-Id": "", "Mcp-Protocol-Version": "2025-06-18", "Te": "", "Keep-Alive": "", "Connection": "",
+			"Forwarded": "", "X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "gw.example",
+			"User-Agent": "",
+		},
 	}, {
 		// The shape of a stdio backend: a static Authorization credential.
 		name: "static credential replaces the client's",
@@ -79,34 +95,40 @@ func TestRewriteForwardsAnAllowList(t *testing.T) {
 		p:    &identity.Principal{Issuer: "https://idp", Subject: "alice"},
 		want: map[string]string{stdio.UserHeader: ""},
 	}} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := tc.cfg
-			cfg.Name, cfg.URL = "b", srv.URL+"/mcp"
-			cfg.SetDefaults(0)
-			b, err := NewBackend(cfg, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
-			for k, v := range tc.in {
-				req.Header[k] = v
-			}
-			got = nil
-			rec := httptest.NewRecorder()
-			b.Forward(rec, req, Hop{Principal: tc.p})
-			if rec.Code != 200 || got == nil {
-				t.Fatalf("status %d, backend reached: %v", rec.Code, got != nil)
-			}
-			for k, v := range tc.want {
-				if g := strings.Join(got.Values(k), ","); g != v {
-					t.Errorf("%s = %q, want %q", k, g, v)
+		for _, path := range []string{"post", "rewrite"} {
+			t.Run(tc.name+"/"+path, func(t *testing.T) {
+				cfg := tc.cfg
+				cfg.Name, cfg.URL = "b", srv.URL+"/mcp"
+				cfg.SetDefaults(0)
+				b, err := NewBackend(cfg, Options{})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			for _, k := range tc.exists {
-				if got.Get(k) == "" {
-					t.Errorf("%s missing", k)
+				req := httptest.NewRequest("POST", "http://gw.example/mcp", strings.NewReader("{}"))
+				for k, v := range tc.in {
+					req.Header[k] = v
 				}
-			}
-		})
+				got = nil
+				rec := httptest.NewRecorder()
+				hop := Hop{Principal: tc.p}
+				if path == "post" {
+					hop.Body = []byte("{}")
+				}
+				b.Forward(rec, req, hop)
+				if rec.Code != 200 || got == nil {
+					t.Fatalf("status %d, backend reached: %v", rec.Code, got != nil)
+				}
+				for k, v := range tc.want {
+					if g := strings.Join(got.Values(k), ","); g != v {
+						t.Errorf("%s = %q, want %q", k, g, v)
+					}
+				}
+				for _, k := range tc.exists {
+					if got.Get(k) == "" {
+						t.Errorf("%s missing", k)
+					}
+				}
+			})
+		}
 	}
 }

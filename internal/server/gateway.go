@@ -112,6 +112,7 @@ type exchange struct {
 	aggregate aggregate.Outcome // at an aggregated endpoint: its backend calls' failures
 	refused   bool              // a list answer could not be filtered and was replaced
 	body      bodyReader        // inline: reading the body allocates no reader
+	payload   []byte            // the POST body read, forwarded as it is
 	forwarded bool              // the FORWARD record(s) are written (or held in forward): the request went to the backend
 	// forward is the FORWARD record of a single list request, written with
 	// its outcome record in one append (see recordForward); set when
@@ -120,6 +121,8 @@ type exchange struct {
 	deferred bool
 	batch    [2]*audit.Record // the records of one append, kept here so that LogBatch's argument does not allocate
 	session  sessionHeader
+	clientIP string    // for the audit records, worked out once (edge.clientIP)
+	idValue  [1]string // the X-Request-Id header's value
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +133,8 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.finish(sw, r, x)
 	w = sw
-	w.Header().Set("X-Request-Id", x.requestID)
+	x.idValue[0] = x.requestID
+	w.Header()["X-Request-Id"] = x.idValue[:]
 	g.edge.securityHeaders(w.Header())
 	// Spans (telemetry; nothing when tracing is off): edge, authn and policy
 	// are children of the request's server span, and so is the backend hop.
@@ -205,7 +209,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		x.rpcID = singleCallID(x.msg)
-		hop.RPCID = x.rpcID
+		hop.RPCID, hop.Body = x.rpcID, x.payload
 		hop.ActsForUser = actsForUser(x.msg)
 		if g.agg == nil { // an aggregate filters the lists it merges
 			hop.Filter = g.listFilter(x, p)
@@ -371,6 +375,7 @@ func (g *gateway) authorizePost(w http.ResponseWriter, r *http.Request, x *excha
 		}
 		return false
 	}
+	x.payload = body
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 
@@ -996,10 +1001,13 @@ func annotateRequest(span trace.Span, backend string, x *exchange) {
 // baseRecord is the part of x's records common to its messages, without
 // the outcome.
 func (g *gateway) baseRecord(r *http.Request, x *exchange) audit.Record {
+	if x.clientIP == "" {
+		x.clientIP = g.edge.clientIP(r)
+	}
 	base := audit.Record{
 		RequestID:    x.requestID,
 		Source:       audit.SourceMCP,
-		ClientIP:     g.edge.clientIP(r),
+		ClientIP:     x.clientIP,
 		UserAgent:    r.UserAgent(),
 		Backend:      g.name,
 		Event:        x.event,
