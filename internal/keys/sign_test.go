@@ -8,8 +8,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"math/big"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 
