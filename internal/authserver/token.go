@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -62,8 +63,23 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSONBody(w, http.StatusOK, resp.appendJSON(make([]byte, 0, 256+len(resp.AccessToken))), "no-store")
+	bp := answerPool.Get().(*[]byte)
+	body := resp.appendJSON((*bp)[:0])
+	writeJSONBody(w, http.StatusOK, body, "no-store")
+	// A Writer keeps nothing of what it was given (io.Writer): the buffer
+	// serves the next answer, cleared of this one's tokens.
+	clear(body)
+	if cap(body) <= maxPooledAnswer {
+		*bp = body[:0]
+		answerPool.Put(bp)
+	}
 }
+
+// answerPool holds the buffers token answers are encoded into.
+var answerPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// maxPooledAnswer keeps one unusually large answer from pinning its buffer.
+const maxPooledAnswer = 16 << 10
 
 // traceToken records the grant type (one of ours, else "other": the
 // value is the client's) and the OAuth error code on the token span.
