@@ -91,6 +91,15 @@ func (s *Server) withRequestMeta(next http.Handler) http.Handler {
 	})
 }
 
+// requestIP is the client address withRequestMeta found for r (computed
+// once per request), or clientIP's answer outside it.
+func (s *Server) requestIP(r *http.Request) string {
+	if m, ok := r.Context().Value(reqMetaKey{}).(*reqMeta); ok {
+		return m.ip
+	}
+	return s.clientIP(r)
+}
+
 // batchAuditor is an Auditor that writes several records in one write
 // (*audit.Logger: one group commit, the records adjacent in the chain).
 type batchAuditor interface {
