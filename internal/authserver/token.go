@@ -3,7 +3,6 @@ package authserver
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,7 +144,6 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	// grant and its first refresh token change in one write; a refused
 	// request still spends the code.
 	var (
-		id      idp.Identity
 		rt      string
 		rtHash  string
 		now     = s.now()
@@ -158,6 +156,12 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		rt = newToken(now)
 		rtHash = store.TokenHash(rt)
 	}
+	// The verifier's challenge too (RFC 7636 §4.6); the callback compares.
+	var challenge string
+	pkceShape := len(verifier) >= 43 && len(verifier) <= 128 && validPKCEValue(verifier)
+	if pkceShape {
+		challenge = pkceS256(verifier)
+	}
 	ac, err := s.st.RedeemAuthCode(ctx, store.TokenHash(code), func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
 		if c.ClientID != cl.ID {
 			return nil, nil, invalidGrant("the authorization code was issued to another client")
@@ -165,8 +169,7 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		if redirectURI != c.RedirectURI {
 			return nil, nil, invalidGrant("redirect_uri does not match the authorization request")
 		}
-		if len(verifier) < 43 || len(verifier) > 128 || !validPKCEValue(verifier) ||
-			subtle.ConstantTimeCompare([]byte(pkceS256(verifier)), []byte(c.CodeChallenge)) != 1 {
+		if !pkceShape || subtle.ConstantTimeCompare([]byte(challenge), []byte(c.CodeChallenge)) != 1 {
 			return nil, nil, invalidGrant("PKCE verification failed")
 		}
 		resource, oe := s.resolveResource(form["resource"], c.Resource)
@@ -227,13 +230,14 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	// The identity is decoded after the write, not inside it (the callback
 	// runs while the group commit holds the store's one writer); we wrote
 	// it at sign-in, so it fails to decode only if the store was damaged.
-	if err := json.Unmarshal(granted.Identity, &id); err != nil {
+	id, err := s.idents.decode(granted.Identity)
+	if err != nil {
 		if rerr := s.revokeGrant(ctx, granted.ID, "stored identity unreadable"); rerr != nil {
 			s.log.ErrorContext(ctx, "revoke grant", "tsid", granted.ID, "err", rerr)
 		}
 		return nil, fmt.Errorf("authserver: stored identity of grant %s: %w", granted.ID, err)
 	}
-	resp, err := s.issueTokens(ctx, granted, &id, granted.Scopes)
+	resp, err := s.issueTokens(ctx, granted, id, granted.Scopes)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +248,7 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", granted.ID)
 	}
-	if err := s.auditIssued(ctx, granted, &id, resp, audit.EventASCodeRedeemed, audit.EventASTokenIssued); err != nil {
+	if err := s.auditIssued(ctx, granted, id, resp, audit.EventASCodeRedeemed, audit.EventASTokenIssued); err != nil {
 		// Nothing was handed out, and the code is spent: end the grant.
 		if rerr := s.revokeGrant(ctx, granted.ID, "tokens could not be recorded"); rerr != nil {
 			s.log.ErrorContext(ctx, "revoke unrecorded grant", "tsid", granted.ID, "err", rerr)
