@@ -57,3 +57,27 @@ func TestIdentityCache(t *testing.T) {
 		t.Error("an identity larger than a 64th of the bound was cached")
 	}
 }
+
+// BenchmarkIdentityDecode compares decoding a stored identity with
+// encoding/json (as every exchange and refresh did) and through the cache.
+func BenchmarkIdentityDecode(b *testing.B) {
+	raw := []byte(`{"iss":"https://gw.example.com#static","sub":"alice","preferred_username":"alice","email":"alice@example.com","email_verified":true,"groups":["mcp-admins","mcp-readers"]}`)
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var id idp.Identity
+			if err := json.Unmarshal(raw, &id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cache", func(b *testing.B) {
+		var c identityCache
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.decode(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
