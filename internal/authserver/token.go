@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -99,10 +100,17 @@ func traceToken(span trace.Span, r *http.Request, err error) {
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) (*tokenResponse, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if r.URL.RawQuery == "" {
+		// The parameters are the body's (r.PostForm, below); with no query
+		// there is nothing to merge, and an empty r.Form spares net/http
+		// copying every body value into it. A query is still parsed, and a
+		// malformed one refused, as before.
+		r.Form = url.Values{}
+	}
 	if err := r.ParseForm(); err != nil {
 		return nil, invalidRequest("the request body could not be parsed")
 	}
-	// r.Form also holds query parameters; OAuth token requests are POST bodies.
+	// Only the body counts (r.PostForm): OAuth token requests are POST bodies.
 	for _, k := range []string{"grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"} {
 		if _, oe := singleValue(r.PostForm, k); oe != nil {
 			return nil, oe
