@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/mcpgate/mcpgate/internal/audit"
 	"github.com/mcpgate/mcpgate/internal/identity"
@@ -21,7 +22,8 @@ import (
 // Auditor records authorization-server events. *audit.Logger implements it;
 // the gateway passes the logger its MCP endpoints use, so both write one
 // hash chain. An error means the record was not written (audit.on_error:
-// fail).
+// fail). Log (and LogBatch, see batchAuditor) must not keep rec once it
+// returns: the token endpoint reuses its records.
 type Auditor interface {
 	Log(ctx context.Context, rec *audit.Record) error
 }
@@ -89,6 +91,15 @@ func (s *Server) withRequestMeta(next http.Handler) http.Handler {
 	})
 }
 
+// requestIP is the client address withRequestMeta found for r (computed
+// once per request), or clientIP's answer outside it.
+func (s *Server) requestIP(r *http.Request) string {
+	if m, ok := r.Context().Value(reqMetaKey{}).(*reqMeta); ok {
+		return m.ip
+	}
+	return s.clientIP(r)
+}
+
 // batchAuditor is an Auditor that writes several records in one write
 // (*audit.Logger: one group commit, the records adjacent in the chain).
 type batchAuditor interface {
@@ -121,11 +132,12 @@ func (s *Server) auditAll(ctx context.Context, recs ...*audit.Record) error {
 		rec.TraceID = traceID
 	}
 	var err error
+	ctx = context.WithoutCancel(ctx)
 	if b, ok := s.auditor.(batchAuditor); ok && len(recs) > 1 {
-		err = b.LogBatch(context.WithoutCancel(ctx), recs)
+		err = b.LogBatch(ctx, recs)
 	} else {
 		for _, rec := range recs {
-			if err = s.auditor.Log(context.WithoutCancel(ctx), rec); err != nil {
+			if err = s.auditor.Log(ctx, rec); err != nil {
 				break
 			}
 		}
@@ -306,9 +318,12 @@ func (s *Server) auditIssued(ctx context.Context, g *store.Grant, id *idp.Identi
 	if resp.RefreshToken != "" {
 		reason = "access token and refresh token"
 	}
-	recs := make([]*audit.Record, len(events))
+	ir := issuedPool.Get().(*issuedRecords)
+	defer ir.release()
+	recs := ir.ptrs[:len(events)]
 	for i, ev := range events {
-		rec := &audit.Record{
+		rec := &ir.recs[i]
+		*rec = audit.Record{
 			Event: ev, Method: method, ClientID: g.ClientID, SessionID: g.ID, Resource: g.Resource,
 			Scope: resp.Scope, Status: http.StatusOK,
 		}
@@ -321,6 +336,27 @@ func (s *Server) auditIssued(ctx context.Context, g *store.Grant, id *idp.Identi
 		return errAuditUnavailable
 	}
 	return nil
+}
+
+// issuedRecords are the records of one issuance (at most two events),
+// reused from grant to grant: a Record is some 600 bytes, and the auditor
+// keeps none once it returned (see Auditor).
+type issuedRecords struct {
+	recs [2]audit.Record
+	ptrs [2]*audit.Record
+}
+
+var issuedPool = sync.Pool{New: func() any {
+	ir := new(issuedRecords)
+	ir.ptrs = [2]*audit.Record{&ir.recs[0], &ir.recs[1]}
+	return ir
+}}
+
+// release clears the records (no user's data stays reachable from the
+// pool) and returns them to the pool.
+func (ir *issuedRecords) release() {
+	ir.recs = [2]audit.Record{}
+	issuedPool.Put(ir)
 }
 
 // SigningKeyRotated records that the access-token signing key changed (see

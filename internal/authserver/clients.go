@@ -61,14 +61,15 @@ func newStaticClient(sc StaticClient) (*staticClient, error) {
 var errUnknownClient = errors.New("unknown client")
 
 // getClient resolves a client_id: static clients, then client ID metadata
-// documents (https URLs), then dynamically registered clients.
+// documents (https URLs), then dynamically registered clients. The client
+// may be shared with other requests (static and cached clients): callers
+// only read it.
 func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool, error) {
 	if id == "" || len(id) > 2048 {
 		return nil, false, errUnknownClient
 	}
 	if sc, ok := s.static[id]; ok {
-		c := sc.Client
-		return &c, sc.skipConsent, nil
+		return &sc.Client, sc.skipConsent, nil
 	}
 	if isURLClientID(id) {
 		if s.cimd == nil {
@@ -91,8 +92,7 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 		return c, false, nil
 	}
 	if c, ok := s.clients.get(id); ok {
-		cp := *c
-		return &cp, false, nil
+		return c, false, nil
 	}
 	c, err := s.st.GetClient(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -101,8 +101,7 @@ func (s *Server) getClient(ctx context.Context, id string) (*store.Client, bool,
 	if err != nil {
 		return nil, false, err
 	}
-	cp := *c
-	s.clients.put(id, &cp, c.ExpiresAt)
+	s.clients.put(id, c, c.ExpiresAt)
 	return c, false, nil
 }
 

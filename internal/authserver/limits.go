@@ -142,7 +142,7 @@ func (s *Server) limited(class int, h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ok, retry := lim.Allow(ipKey(s.clientIP(r))); !ok {
+		if ok, retry := lim.Allow(ipKey(s.requestIP(r))); !ok {
 			s.tooManyRequests(w, r, class, retry, "too many requests from this address")
 			return
 		}

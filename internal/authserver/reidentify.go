@@ -36,18 +36,18 @@ func (s *Server) reidentify(ctx context.Context, g *store.Grant, secrets *grantS
 				return nil, err
 			}
 		}
-		var prev idp.Identity
-		if err := json.Unmarshal(g.Identity, &prev); err != nil {
+		prev, err := s.idents.decode(g.Identity)
+		if err != nil {
 			return nil, err
 		}
-		id, nt, rerr := s.conn.Reidentify(ctx, &prev, secrets.Upstream)
+		id, nt, rerr := s.conn.Reidentify(ctx, prev, secrets.Upstream)
 		if rerr != nil && nt == nil && attempt == 0 && errors.Is(rerr, idp.ErrRefreshRejected) &&
 			secrets.Upstream != nil && secrets.Upstream.RefreshToken != "" && s.awaitVersionChange(ctx, tsid, g.Version) {
 			// Another replica refreshed upstream with the same (rotating)
 			// refresh token first: try again with the one it stored.
 			continue
 		}
-		if err := s.storeReidentified(ctx, g, secrets, &prev, id, nt, rerr == nil); err != nil {
+		if err := s.storeReidentified(ctx, g, secrets, prev, id, nt, rerr == nil); err != nil {
 			return nil, err
 		}
 		switch {

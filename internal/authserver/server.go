@@ -112,6 +112,7 @@ type Server struct {
 	grants   *ttlCache[grantCacheEntry]
 	clients  *ttlCache[*store.Client] // dynamically registered clients (clientCache)
 	bcryptOK bcryptCache
+	idents   identityCache // decoded stored identities (exchange, refresh)
 	upLocks  keyedMutex
 	linked   map[string]*linkedProvider
 	pending  pendingLinks

@@ -3,12 +3,13 @@ package authserver
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -62,8 +63,23 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSONBody(w, http.StatusOK, resp.appendJSON(make([]byte, 0, 256+len(resp.AccessToken))), "no-store")
+	bp := answerPool.Get().(*[]byte)
+	body := resp.appendJSON((*bp)[:0])
+	writeJSONBody(w, http.StatusOK, body, "no-store")
+	// A Writer keeps nothing of what it was given (io.Writer): the buffer
+	// serves the next answer, cleared of this one's tokens.
+	clear(body)
+	if cap(body) <= maxPooledAnswer {
+		*bp = body[:0]
+		answerPool.Put(bp)
+	}
 }
+
+// answerPool holds the buffers token answers are encoded into.
+var answerPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// maxPooledAnswer keeps one unusually large answer from pinning its buffer.
+const maxPooledAnswer = 16 << 10
 
 // traceToken records the grant type (one of ours, else "other": the
 // value is the client's) and the OAuth error code on the token span.
@@ -84,10 +100,17 @@ func traceToken(span trace.Span, r *http.Request, err error) {
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) (*tokenResponse, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if r.URL.RawQuery == "" {
+		// The parameters are the body's (r.PostForm, below); with no query
+		// there is nothing to merge, and an empty r.Form spares net/http
+		// copying every body value into it. A query is still parsed, and a
+		// malformed one refused, as before.
+		r.Form = url.Values{}
+	}
 	if err := r.ParseForm(); err != nil {
 		return nil, invalidRequest("the request body could not be parsed")
 	}
-	// r.Form also holds query parameters; OAuth token requests are POST bodies.
+	// Only the body counts (r.PostForm): OAuth token requests are POST bodies.
 	for _, k := range []string{"grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"} {
 		if _, oe := singleValue(r.PostForm, k); oe != nil {
 			return nil, oe
@@ -129,7 +152,6 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	// grant and its first refresh token change in one write; a refused
 	// request still spends the code.
 	var (
-		id      idp.Identity
 		rt      string
 		rtHash  string
 		now     = s.now()
@@ -142,6 +164,12 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		rt = newToken(now)
 		rtHash = store.TokenHash(rt)
 	}
+	// The verifier's challenge too (RFC 7636 §4.6); the callback compares.
+	var challenge string
+	pkceShape := len(verifier) >= 43 && len(verifier) <= 128 && validPKCEValue(verifier)
+	if pkceShape {
+		challenge = pkceS256(verifier)
+	}
 	ac, err := s.st.RedeemAuthCode(ctx, store.TokenHash(code), func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
 		if c.ClientID != cl.ID {
 			return nil, nil, invalidGrant("the authorization code was issued to another client")
@@ -149,8 +177,7 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 		if redirectURI != c.RedirectURI {
 			return nil, nil, invalidGrant("redirect_uri does not match the authorization request")
 		}
-		if len(verifier) < 43 || len(verifier) > 128 || !validPKCEValue(verifier) ||
-			subtle.ConstantTimeCompare([]byte(pkceS256(verifier)), []byte(c.CodeChallenge)) != 1 {
+		if !pkceShape || subtle.ConstantTimeCompare([]byte(challenge), []byte(c.CodeChallenge)) != 1 {
 			return nil, nil, invalidGrant("PKCE verification failed")
 		}
 		resource, oe := s.resolveResource(form["resource"], c.Resource)
@@ -211,13 +238,14 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	// The identity is decoded after the write, not inside it (the callback
 	// runs while the group commit holds the store's one writer); we wrote
 	// it at sign-in, so it fails to decode only if the store was damaged.
-	if err := json.Unmarshal(granted.Identity, &id); err != nil {
+	id, err := s.idents.decode(granted.Identity)
+	if err != nil {
 		if rerr := s.revokeGrant(ctx, granted.ID, "stored identity unreadable"); rerr != nil {
 			s.log.ErrorContext(ctx, "revoke grant", "tsid", granted.ID, "err", rerr)
 		}
 		return nil, fmt.Errorf("authserver: stored identity of grant %s: %w", granted.ID, err)
 	}
-	resp, err := s.issueTokens(ctx, granted, &id, granted.Scopes)
+	resp, err := s.issueTokens(ctx, granted, id, granted.Scopes)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +256,7 @@ func (s *Server) exchangeCode(r *http.Request, cl *store.Client) (*tokenResponse
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.DebugContext(ctx, "tokens issued", "grant_type", grantCode, "client_id", cl.ID, "tsid", granted.ID)
 	}
-	if err := s.auditIssued(ctx, granted, &id, resp, audit.EventASCodeRedeemed, audit.EventASTokenIssued); err != nil {
+	if err := s.auditIssued(ctx, granted, id, resp, audit.EventASCodeRedeemed, audit.EventASTokenIssued); err != nil {
 		// Nothing was handed out, and the code is spent: end the grant.
 		if rerr := s.revokeGrant(ctx, granted.ID, "tokens could not be recorded"); rerr != nil {
 			s.log.ErrorContext(ctx, "revoke unrecorded grant", "tsid", granted.ID, "err", rerr)

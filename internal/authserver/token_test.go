@@ -403,3 +403,29 @@ func TestTokenEndpointLogsNothingPerGrant(t *testing.T) {
 		})
 	}
 }
+
+// A token request's parameters are its body's: a query is ignored (even
+// one naming the parameters), and one that does not parse is refused, as
+// net/http's ParseForm refuses it, whether or not r.Form is left empty for
+// a request without a query.
+func TestTokenRequestQuery(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	for _, tc := range []struct {
+		query   string
+		status  int
+		errCode string
+	}{
+		{"", http.StatusOK, ""},
+		{"?grant_type=password&code=other&code_verifier=x", http.StatusOK, ""},
+		{"?a=%zz", http.StatusBadRequest, "invalid_request"},
+		{"?a=1;b=2", http.StatusBadRequest, "invalid_request"},
+	} {
+		f := url.Values{"grant_type": {"authorization_code"}, "code": {e.code(c)}, "redirect_uri": {c.Redirect},
+			"code_verifier": {testVerifier}, "client_id": {c.ID}}
+		st, m, _ := e.post("/token"+tc.query, f, nil)
+		if st != tc.status || (tc.errCode != "" && m["error"] != tc.errCode) {
+			t.Errorf("query %q: %d %v, want %d %s", tc.query, st, m, tc.status, tc.errCode)
+		}
+	}
+}

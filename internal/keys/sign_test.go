@@ -2,9 +2,14 @@ package keys
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -267,5 +272,47 @@ func TestRawECDSASignature(t *testing.T) {
 				t.Errorf("rawECDSASignature = %v %s, want %q", ok, got, c.want)
 			}
 		})
+	}
+}
+
+// ES256 signatures use RFC 6979's deterministic nonce: the test vector of
+// RFC 6979 A.2.5 (P-256, SHA-256, message "sample") gives its r and s, a
+// token signed twice is the same token, and another token (another jti)
+// gets another signature. The hedged nonce of crypto/ecdsa fails all three.
+func TestSignES256RFC6979(t *testing.T) {
+	d, _ := hex.DecodeString("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
+	pk, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("sample"))
+	var raw [64]byte
+	if err := signES256(pk, digest[:], &raw); err != nil {
+		t.Fatal(err)
+	}
+	const want = "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716" +
+		"F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8"
+	if got := strings.ToUpper(hex.EncodeToString(raw[:])); got != want {
+		t.Errorf("r||s = %s, want RFC 6979 A.2.5's %s", got, want)
+	}
+	if !ecdsa.Verify(&pk.PublicKey, digest[:], new(big.Int).SetBytes(raw[:32]), new(big.Int).SetBytes(raw[32:])) {
+		t.Error("the signature does not verify")
+	}
+
+	m := testManager(t, memory.New(), ES256, testSealKey(t))
+	ctx := context.Background()
+	sign := func(jti string) string {
+		tok, err := m.SignJWT(ctx, "at+jwt", map[string]any{"sub": "alice", "jti": jti})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	a1, a2, b := sign("a"), sign("a"), sign("b")
+	if a1 != a2 {
+		t.Errorf("the same claims signed twice: %s and %s", a1, a2)
+	}
+	if strings.Split(a1, ".")[2] == strings.Split(b, ".")[2] {
+		t.Error("two tokens with different claims have the same signature")
 	}
 }

@@ -102,6 +102,12 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = errBodyTooSlow
 		}
+	case b.length >= 0 && b.n >= b.length:
+		// The whole declared body is in (a small form usually comes in
+		// one read): no deadline to move forward, only one to clear, as
+		// the next read would (each change of a deadline costs a timer
+		// update in the runtime).
+		b.done()
 	case n > 0:
 		b.setDeadline(b.limits.deadline(b.start, b.n))
 	}
@@ -116,12 +122,16 @@ var errBodyTooSlow = errors.New("request body too slow")
 // authorization server's forms and JSON). It allocates, so the MCP
 // endpoint's hot path uses the bodyReader in its exchange instead.
 func rateLimitedBody(w http.ResponseWriter, r *http.Request, limits bodyLimits) {
-	b := &bodyReader{}
+	b := &limitedBody{Closer: r.Body}
 	b.reset(w, r, limits, 0)
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{b, r.Body}
+	r.Body = b
+}
+
+// limitedBody is the body rateLimitedBody installs: the reader and the
+// original body's Close, in one allocation.
+type limitedBody struct {
+	bodyReader
+	io.Closer
 }
 
 // clearReadDeadline lifts the server's whole-request read deadline

@@ -1,6 +1,11 @@
 package server
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +91,72 @@ func TestBodyLimitsDeadline(t *testing.T) {
 	}
 	if got := (bodyLimits{timeout: time.Second}).deadline(start, 1<<30).Sub(start); got != time.Second {
 		t.Errorf("timeout only: %s", got)
+	}
+}
+
+// deadlineWriter records the read deadlines set through
+// http.ResponseController.
+type deadlineWriter struct {
+	http.ResponseWriter
+	set []time.Time
+}
+
+func (w *deadlineWriter) SetReadDeadline(t time.Time) error {
+	w.set = append(w.set, t)
+	return nil
+}
+
+// chunkReader returns its chunks one per Read, then EOF.
+type chunkReader struct{ chunks []string }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	c.chunks = c.chunks[1:]
+	return n, nil
+}
+
+// TestRateLimitedBodyDeadlines: a body gets a deadline before its first
+// byte, moved forward while bytes arrive, and cleared once it is complete;
+// a body whose declared length is in is not given a new deadline first
+// (one timer update fewer for a form read in one piece).
+func TestRateLimitedBodyDeadlines(t *testing.T) {
+	l := bodyLimits{timeout: 10 * time.Second, rate: 100, grace: 2 * time.Second}
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		length int64
+		want   []string // "set" (a deadline), "clear"
+	}{
+		{"one read", []string{"grant_type=x"}, 12, []string{"set", "clear"}},
+		{"two reads", []string{"grant_", "type=x"}, 12, []string{"set", "set", "clear"}},
+		{"chunked", []string{"grant_", "type=x"}, -1, []string{"set", "set", "set", "clear"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/token", nil)
+			r.Body, r.ContentLength = io.NopCloser(&chunkReader{chunks: tc.chunks}), tc.length
+			w := &deadlineWriter{ResponseWriter: httptest.NewRecorder()}
+			rateLimitedBody(w, r, l)
+			b, err := io.ReadAll(r.Body)
+			if err != nil || string(b) != strings.Join(tc.chunks, "") {
+				t.Fatalf("read %q, %v", b, err)
+			}
+			var got []string
+			for _, d := range w.set {
+				if d.IsZero() {
+					got = append(got, "clear")
+				} else {
+					got = append(got, "set")
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("deadlines %v, want %v", got, tc.want)
+			}
+			if err := r.Body.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		})
 	}
 }
