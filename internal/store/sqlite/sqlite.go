@@ -25,9 +25,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -1028,29 +1030,80 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 // seconds). A variable for tests.
 var sweepBatch = 500
 
+// sweepWindow is how many rows one read of a table walk (see walkExpired)
+// visits. A variable for tests.
+var sweepWindow = 2000
+
 // afterSweepBatch, when set (by tests), runs after each committed batch,
 // while the sweep holds no transaction and no connection.
 var afterSweepBatch func()
 
-// sweepQueries delete one batch each (?1 = now, ?2 = batch size), through
-// the partial expiry indexes. Refresh tokens of expiring grants go first,
-// so the count includes them (the ON DELETE CASCADE would remove them
-// silently).
+// Grants and refresh tokens have no expiry index (migration 0003: every
+// exchange and rotation paid one more b-tree insert for it, and a WAL frame
+// per batch). Their rows are found by walking the table in rowid order
+// from a read connection, sweepWindow rows per read (?1 = the last rowid
+// seen, ?2 = now, ?3 = the window), and deleted by rowid on the writer,
+// sweepBatch at a time (?1 = a JSON array of rowids, ?2 = now). A TTL can
+// differ per client, so rows do not expire in rowid order: the walk visits
+// every row, and each delete checks the expiry again.
+const (
+	qWalkRefresh = `SELECT rowid, expires_at > 0 AND expires_at <= ?2 FROM refresh_tokens WHERE rowid > ?1
+		ORDER BY rowid LIMIT ?3`
+	qWalkGrants = `SELECT n, expires_at > 0 AND expires_at <= ?2 FROM grants WHERE n > ?1 ORDER BY n LIMIT ?3`
+	qDelRefresh = `DELETE FROM refresh_tokens WHERE rowid IN (SELECT value FROM json_each(?1))
+		AND expires_at > 0 AND expires_at <= ?2`
+	// The tokens of expiring grants go first, so the count includes them
+	// (the ON DELETE CASCADE would remove them silently).
+	qDelGrantTokens = `DELETE FROM refresh_tokens WHERE grant_n IN
+		(SELECT n FROM grants WHERE n IN (SELECT value FROM json_each(?1)) AND expires_at > 0 AND expires_at <= ?2)`
+	qDelGrants = `DELETE FROM grants WHERE n IN (SELECT value FROM json_each(?1)) AND expires_at > 0 AND expires_at <= ?2`
+)
+
+// sweepQueries delete one batch each (?1 = now, ?2 = batch size) of the
+// tables that keep their partial expiry index (no token request inserts
+// into them).
 var sweepQueries = []string{
-	`DELETE FROM refresh_tokens WHERE rowid IN
-		(SELECT rowid FROM refresh_tokens WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
-	`DELETE FROM refresh_tokens WHERE rowid IN
-		(SELECT r.rowid FROM grants g JOIN refresh_tokens r ON r.grant_n = g.n WHERE g.expires_at > 0 AND g.expires_at <= ?1 LIMIT ?2)`,
-	`DELETE FROM grants WHERE rowid IN (SELECT rowid FROM grants WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM auth_codes WHERE rowid IN (SELECT rowid FROM auth_codes WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM auth_requests WHERE rowid IN (SELECT rowid FROM auth_requests WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM clients WHERE rowid IN (SELECT rowid FROM clients WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 }
 
-// DeleteExpired implements store.Store, in batches of sweepBatch rows.
+// walkQueries are the sweep's statements for the tables it walks (for the
+// query plan test).
+var walkQueries = []string{qWalkRefresh, qWalkGrants, qDelRefresh, qDelGrantTokens, qDelGrants}
+
+// DeleteExpired implements store.Store: refresh tokens, then grants (with
+// their tokens), by walking their tables; then codes, requests and clients
+// through their expiry indexes, in batches of sweepBatch rows.
 func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 	n := micros(now)
-	var total int64
+	total, err := s.walkExpired(ctx, qWalkRefresh, n, func(ids string) (int64, error) {
+		return s.sweepTx(ctx, func(tx *sql.Tx) (sql.Result, error) { return tx.ExecContext(ctx, qDelRefresh, ids, n) })
+	})
+	if err != nil {
+		return total, err
+	}
+	c, err := s.walkExpired(ctx, qWalkGrants, n, func(ids string) (int64, error) {
+		var tokens int64
+		c, err := s.sweepTx(ctx, func(tx *sql.Tx) (sql.Result, error) {
+			res, err := tx.ExecContext(ctx, qDelGrantTokens, ids, n)
+			if err != nil {
+				return nil, err
+			}
+			if tokens, err = res.RowsAffected(); err != nil {
+				return nil, err
+			}
+			return tx.ExecContext(ctx, qDelGrants, ids, n)
+		})
+		if err != nil {
+			return 0, err
+		}
+		return c + tokens, nil
+	})
+	total += c
+	if err != nil {
+		return total, err
+	}
 	for _, q := range sweepQueries {
 		for {
 			if err := ctx.Err(); err != nil {
@@ -1074,4 +1127,94 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 		}
 	}
 	return total, nil
+}
+
+// walkExpired walks a table with walk (qWalkRefresh, qWalkGrants) on the
+// read pool and calls del with the rowids it found expired at now, as a
+// JSON array of at most sweepBatch, and returns what del removed. Each read
+// visits at most sweepWindow rows: no read holds a snapshot for the whole
+// table, and no delete waits for the walk.
+func (s *Store) walkExpired(ctx context.Context, walk string, now int64, del func(ids string) (int64, error)) (int64, error) {
+	var (
+		total int64
+		after int64 = math.MinInt64
+		found []int64
+		ids   []byte
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		seen, err := s.walkWindow(ctx, walk, &after, now, &found)
+		if err != nil {
+			return total, err
+		}
+		for len(found) >= sweepBatch || (seen < sweepWindow && len(found) > 0) {
+			batch := found[:min(len(found), sweepBatch)]
+			ids = append(ids[:0], '[')
+			for i, id := range batch {
+				if i > 0 {
+					ids = append(ids, ',')
+				}
+				ids = strconv.AppendInt(ids, id, 10)
+			}
+			ids = append(ids, ']')
+			c, err := del(string(ids))
+			total += c
+			if err != nil {
+				return total, mapErr("delete expired", err)
+			}
+			if afterSweepBatch != nil {
+				afterSweepBatch()
+			}
+			found = found[:copy(found, found[len(batch):])]
+		}
+		if seen < sweepWindow {
+			return total, nil
+		}
+	}
+}
+
+// walkWindow reads the next sweepWindow rows after *after, appends the
+// expired ones' rowids to found, moves *after to the last row read and
+// returns how many rows it read.
+func (s *Store) walkWindow(ctx context.Context, walk string, after *int64, now int64, found *[]int64) (int, error) {
+	rows, err := s.r.QueryContext(ctx, walk, *after, now, sweepWindow)
+	if err != nil {
+		return 0, mapErr("delete expired", err)
+	}
+	defer rows.Close()
+	seen := 0
+	for rows.Next() {
+		var id int64
+		var expired bool
+		if err := rows.Scan(&id, &expired); err != nil {
+			return seen, mapErr("delete expired", err)
+		}
+		seen++
+		*after = id
+		if expired {
+			*found = append(*found, id)
+		}
+	}
+	return seen, mapErr("delete expired", rows.Err())
+}
+
+// sweepTx runs one sweep batch's deletes in a write transaction of its own
+// and returns the rows the last statement deleted.
+func (s *Store) sweepTx(ctx context.Context, fn func(tx *sql.Tx) (sql.Result, error)) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := fn(tx)
+	if err != nil {
+		return 0, err
+	}
+	c, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	return c, commit(tx)
 }
