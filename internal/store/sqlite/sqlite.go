@@ -319,8 +319,17 @@ func (s *Store) writeRow(ctx context.Context, q string, args ...any) scanner {
 // its own commits. Measured with a rotation between reads (issue 15), the
 // two reads cost 0.45-0.85× as much on the writer as on the pool. They
 // wait while a write holds the connection (a batch, a sweep step).
+//
+// They run without ctx's cancellation once started: for a cancellable
+// context the driver starts a goroutine per statement to interrupt it
+// (modernc.org/sqlite's interruptOnDone), which costs more than the point
+// read itself; a cancelled request's read ends as soon as the writer is
+// free (it waits for the writer like any read, then takes microseconds).
 func (s *Store) warmRow(ctx context.Context, q string, args ...any) scanner {
-	return s.writeRow(ctx, q, args...)
+	if err := ctx.Err(); err != nil {
+		return errRow{err}
+	}
+	return s.writeRow(context.WithoutCancel(ctx), q, args...)
 }
 
 // readRow runs a prepared query on the read pool.
@@ -687,12 +696,19 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 			c = nil
 			return err
 		}
-		if _, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...); err != nil {
+		res, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...)
+		if err != nil {
 			c = nil
 			return mapErr("redeem auth code: create grant", err)
 		}
 		if t != nil {
-			if err := s.insertRefresh(ctx, tx, t, nil); err != nil {
+			// The token's grant by its row (n, the rowid just inserted), not
+			// by another walk of the grants' key index.
+			var grantN any
+			if n, err := res.LastInsertId(); err == nil {
+				grantN = n
+			}
+			if err := s.insertRefresh(ctx, tx, t, grantN); err != nil {
 				c = nil
 				return err
 			}
