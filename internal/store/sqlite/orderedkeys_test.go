@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,5 +73,51 @@ func TestOrderedKeys(t *testing.T) {
 		}); err != nil {
 			t.Errorf("redeem %s: %v", h, err)
 		}
+	}
+}
+
+// Grants with time-ordered IDs are stored under their 24 bytes, so the key
+// index orders them by issue time; a grant with another ID keeps its
+// SHA-256 key.
+func TestOrderedGrantKeys(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	now := store.NormTime(time.Now())
+	var r [16]byte
+	ids := []string{store.OrderedID(now.UnixMicro()+2, &r), "GH7K2MZQ4WXYLA5T3RBN6PVCDE", store.OrderedID(now.UnixMicro(), &r),
+		store.OrderedID(now.UnixMicro()+1, &r)}
+	for _, id := range ids {
+		if err := s.CreateAuthCode(ctx, &store.AuthCode{Hash: "code-" + id, GrantID: id, ExpiresAt: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RedeemAuthCode(ctx, "code-"+id, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+			return &store.Grant{ID: c.GrantID, CreatedAt: now}, &store.RefreshToken{Hash: "rt-" + id, GrantID: c.GrantID, CreatedAt: now}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT k, id FROM grants ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ordered []string
+	for rows.Next() {
+		var k []byte
+		var id string
+		if err := rows.Scan(&k, &id); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case len(id) == store.OrderedIDLen && hex.EncodeToString(k) == id:
+			ordered = append(ordered, id)
+		case len(id) == store.OrderedIDLen:
+			t.Errorf("ordered grant %s stored under %x, want its bytes", id, k)
+		case !bytes.Equal(k, key(id)):
+			t.Errorf("grant %s stored under %x, want its SHA-256", id, k)
+		}
+	}
+	if want := []string{ids[2], ids[3], ids[0]}; !slices.Equal(ordered, want) {
+		t.Errorf("index order %v, want %v", ordered, want)
 	}
 }

@@ -457,6 +457,10 @@ type scanner = store.Scanner
 // by issue time. BLOB keys take either length.
 func key(s string) []byte { return store.KeyBytes(s) }
 
+// grantKey is how a grant ID is stored (store.GrantKeyBytes): a
+// time-ordered ID as its 24 bytes, in issue order.
+func grantKey(id string) []byte { return store.GrantKeyBytes(id) }
+
 // writeQueries and readQueries are prepared at Open: every statement the
 // methods below run, except the rare maintenance ones (migrations,
 // DeleteExpired).
@@ -746,7 +750,7 @@ const (
 )
 
 func grantArgs(g *store.Grant) []any {
-	return []any{key(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
+	return []any{grantKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
 		g.UpstreamTokens, micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked}
 }
 
@@ -784,19 +788,19 @@ func scanGrant(row scanner) (*store.Grant, error) {
 
 // GetGrant implements store.Store, on the writer (see warmRow).
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.warmRow(ctx, qGetGrant, key(id), nowMicros()))
+	g, err := scanGrant(s.warmRow(ctx, qGetGrant, grantKey(id), nowMicros()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qRevokeGrant, key(id))
+	res, err := s.exec(ctx, qRevokeGrant, grantKey(id))
 	return affected("revoke grant", res, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
-	k, now := key(id), nowMicros()
+	k, now := grantKey(id), nowMicros()
 	var ident any // NULL keeps the stored identity
 	if identity != nil {
 		ident = identity
@@ -853,7 +857,7 @@ const (
 // if known (nil: found by the grant's key).
 func refreshArgs(t *store.RefreshToken, grantN any) []any {
 	return []any{key(t.Hash), t.Hash, t.ClientID, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy,
-		key(t.GrantID), grantN}
+		grantKey(t.GrantID), grantN}
 }
 
 // insertRefresh inserts t in tx: ErrNotFound if its grant does not exist.
@@ -945,7 +949,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.exec(ctx, qRevokeRefresh, key(grantID))
+	_, err := s.exec(ctx, qRevokeRefresh, grantKey(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 
