@@ -48,7 +48,7 @@ func BenchmarkTokenPath(b *testing.B) {
 			id := strconv.Itoa(i)
 			c := &store.AuthCode{Hash: keys.hash("code-" + id), ClientID: "bench-client", RedirectURI: "http://127.0.0.1:9/cb",
 				UserKey: "http://127.0.0.1:8080#static#bench", Scopes: []string{"mcp"},
-				CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", GrantID: "g" + id + "-Xk3vQp9sLmN2rT8wYz1a",
+				CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", GrantID: keys.grantID("grant-" + id),
 				Identity: identity, UpstreamTokens: sealed, ExpiresAt: now.Add(10 * time.Minute)}
 			if err := s.CreateAuthCode(ctx, c); err != nil {
 				b.Fatal(err)
@@ -87,7 +87,7 @@ func BenchmarkTokenPath(b *testing.B) {
 		s := openGroupTest(b)
 		keys := newTokenKeys(true)
 		const grants = 1024
-		rts := seedGrants(b, s, grants, keys)
+		rts, _ := seedGrants(b, s, grants, keys)
 		var client atomic.Int64
 		b.SetParallelism(clients / 2)
 		b.ReportAllocs()

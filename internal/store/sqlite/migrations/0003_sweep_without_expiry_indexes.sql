@@ -7,3 +7,7 @@
 -- theirs: no token request inserts into them.
 DROP INDEX grants_by_expiry;
 DROP INDEX refresh_tokens_by_expiry;
+-- From this version on, new refresh token rows leave the hash column empty
+-- (a token is read by its key, which the hash maps to one-to-one) and store
+-- a time-ordered successor's hash in replaced_by as its 40 bytes; rows
+-- written before keep theirs and read back the same.
