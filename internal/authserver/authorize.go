@@ -965,7 +965,8 @@ func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, f *flow) {
 // refresh-successor key and the upstream tokens, if any). It returns the
 // code and the grant (tsid) the code creates.
 func (s *Server) storeCode(ctx context.Context, ar *store.AuthRequest, id *idp.Identity, upstream *idp.Tokens) (code, grantID string, err error) {
-	code, grantID = newToken(s.now()), newID()
+	now := s.now()
+	code, grantID = newToken(now), newGrantID(now)
 	sealed, err := s.sealJSON(&grantSecrets{RefreshKey: randomToken(), Upstream: upstream}, aad("grant", grantID))
 	if err != nil {
 		return "", "", err
@@ -985,7 +986,7 @@ func (s *Server) storeCode(ctx context.Context, ar *store.AuthRequest, id *idp.I
 		GrantID:        grantID,
 		Identity:       identity,
 		UpstreamTokens: sealed,
-		ExpiresAt:      s.now().Add(s.cfg.CodeLifetime),
+		ExpiresAt:      now.Add(s.cfg.CodeLifetime),
 	})
 	if err != nil {
 		return "", "", err

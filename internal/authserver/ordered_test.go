@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -33,7 +34,8 @@ var stores = map[string]func(t *testing.T) store.Store{
 }
 
 // TestTokensAreTimeOrdered: codes and refresh tokens (first and rotated)
-// carry the issue time, and their stored hashes sort in issue order.
+// carry the issue time, and their stored hashes sort in issue order; the
+// grant's ID is a time-ordered ID.
 func TestTokensAreTimeOrdered(t *testing.T) {
 	for name, open := range stores {
 		t.Run(name, func(t *testing.T) {
@@ -67,8 +69,13 @@ func TestTokensAreTimeOrdered(t *testing.T) {
 				}
 				prev = h
 			}
-			if _, err := e.st.GetRefreshToken(t.Context(), store.TokenHash(rt1)); err != nil {
-				t.Errorf("successor stored under its ordered hash: %v", err)
+			rt, err := e.st.GetRefreshToken(t.Context(), store.TokenHash(rt1))
+			if err != nil {
+				t.Fatalf("successor stored under its ordered hash: %v", err)
+			}
+			// The grant (tsid) is ordered too, by the time its code was issued.
+			if g := rt.GrantID; len(g) != store.OrderedIDLen || g[:16] != fmt.Sprintf("%016x", codeAt) {
+				t.Errorf("grant ID %q, want an ordered ID issued at %d", g, codeAt)
 			}
 		})
 	}

@@ -366,6 +366,16 @@ func newToken(now time.Time) string {
 	return store.OrderedToken(now.UnixMicro(), &b)
 }
 
+// newGrantID returns a grant ID (tsid) that orders by issue time
+// (store.OrderedID: 128 random bits after the time), so the store inserts
+// new grants at the right edge of its key index instead of at a random
+// leaf each.
+func newGrantID(now time.Time) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return store.OrderedID(now.UnixMicro(), &b)
+}
+
 // newID returns a 128-bit+ random identifier.
 func newID() string { return rand.Text() }
 

@@ -94,3 +94,41 @@ func lowerHex(s string) bool {
 	}
 	return true
 }
+
+// Time-ordered grant IDs. A grant's ID (tsid) is made when its code is
+// stored and becomes the grants' key at the exchange; a random ID put every
+// new grant at a random leaf of the key index (a leaf written per grant,
+// a cold one at 100k grants). An ordered ID is the lowercase hex of 8 bytes
+// of issue time (unix microseconds, big-endian) followed by the hex of 16
+// random bytes (128 bits): 48 characters.
+const (
+	idRandomLen = 16
+	// OrderedIDLen is the length of an OrderedID.
+	OrderedIDLen = 2*tokenTimeLen + 2*idRandomLen
+)
+
+// OrderedID returns the time-ordered grant ID of random issued at micros
+// (unix microseconds).
+func OrderedID(micros int64, random *[idRandomLen]byte) string {
+	var b [tokenTimeLen + idRandomLen]byte
+	binary.BigEndian.PutUint64(b[:tokenTimeLen], uint64(micros))
+	copy(b[tokenTimeLen:], random[:])
+	return hex.EncodeToString(b[:])
+}
+
+// GrantKeyBytes is how SQL backends store a grant ID: an OrderedID as the
+// 24 bytes it encodes, so grants issued together share the key index's
+// right edge; any other ID as KeyBytes stores it. The families cannot
+// collide (24 bytes against 32 and 40), and no grant was stored the first
+// way before ordered IDs existed (earlier IDs are uppercase base32), so
+// grants of either kind are found again. Only grant IDs take this map: a
+// client ID or another key of 48 hex characters keeps its SHA-256.
+func GrantKeyBytes(id string) []byte {
+	if len(id) == OrderedIDLen && lowerHex(id) {
+		b := make([]byte, OrderedIDLen/2)
+		if _, err := hex.Decode(b, []byte(id)); err == nil {
+			return b
+		}
+	}
+	return KeyBytes(id)
+}

@@ -88,3 +88,37 @@ func BenchmarkTokenHash(b *testing.B) {
 		_ = KeyBytes(TokenHash(tok))
 	}
 }
+
+func TestOrderedIDAndGrantKey(t *testing.T) {
+	var r [16]byte
+	for i := range r {
+		r[i] = byte(0xa0 + i)
+	}
+	const at = 1_780_000_000_123_456
+	id := OrderedID(at, &r)
+	if id != "000652e68bb52240a0a1a2a3a4a5a6a7a8a9aaabacadaeaf" || len(id) != OrderedIDLen {
+		t.Fatalf("OrderedID = %q", id)
+	}
+	if later := OrderedID(at+1, &[16]byte{}); later <= id {
+		t.Errorf("a later ID %s sorts before %s", later, id)
+	}
+	k := GrantKeyBytes(id)
+	if len(k) != 24 || hex.EncodeToString(k) != id {
+		t.Errorf("GrantKeyBytes(ordered) = %x, want its 24 bytes", k)
+	}
+	// Every other ID is stored as KeyBytes stores it.
+	for name, s := range map[string]string{
+		"base32 (newID)":  "GH7K2MZQ4WXYLA5T3RBN6PVCDE",
+		"uppercase hex":   strings.ToUpper(id),
+		"47 chars":        id[:47],
+		"49 chars":        id + "0",
+		"not hex":         id[:47] + "g",
+		"80 hex":          TokenHash(OrderedToken(at, &[32]byte{})),
+		"empty":           "",
+		"test-style name": "grant-1",
+	} {
+		if got, want := GrantKeyBytes(s), KeyBytes(s); !bytes.Equal(got, want) {
+			t.Errorf("%s: GrantKeyBytes(%q) = %x, want KeyBytes %x", name, s, got, want)
+		}
+	}
+}

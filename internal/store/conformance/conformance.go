@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeleteExpired", testDeleteExpired},
 		{"LongKeys", testLongKeys},
 		{"OrderedTokens", testOrderedTokens},
+		{"OrderedGrantIDs", testOrderedGrantIDs},
 		{"Changes", testChanges},
 	}
 	for _, tc := range tests {
@@ -1347,4 +1348,58 @@ func testOrderedTokens(t *testing.T, s store.Store) {
 	}
 	_, err := s.GetRefreshToken(ctx, ordered(at+1, 3))
 	wantErr(t, "GetRefreshToken of another secret, same time", err, store.ErrNotFound)
+}
+
+// testOrderedGrantIDs: grants whose ID is a time-ordered ID (stored by SQL
+// backends as its 24 bytes) live beside grants with other IDs, including
+// one of the same length in uppercase hex: each is created by its code,
+// read, updated, rotated under, revoked, and its tokens revoked, without
+// touching the others.
+func testOrderedGrantIDs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := now()
+	var r1, r2 [16]byte
+	r2[0] = 1
+	at := n.UnixMicro()
+	ids := []string{store.OrderedID(at, &r1), "GH7K2MZQ4WXYLA5T3RBN6PVCDE", strings.ToUpper(store.OrderedID(at, &r1)), store.OrderedID(at, &r2)}
+	var calls atomic.Int32
+	for i, id := range ids {
+		c := newCode(store.HashKey("code-"+id), n.Add(time.Minute))
+		c.GrantID = id
+		must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+		_, err := s.RedeemAuthCode(ctx, c.Hash, issueFor(n, store.HashKey(fmt.Sprint("rt-", i)), &calls))
+		must(t, "RedeemAuthCode", err)
+	}
+	for i, id := range ids {
+		g, err := s.GetGrant(ctx, id)
+		must(t, "GetGrant", err)
+		if g.ID != id {
+			t.Errorf("GetGrant(%s).ID = %s", id, g.ID)
+		}
+		rt, g, err := s.GetRefreshTokenGrant(ctx, store.HashKey(fmt.Sprint("rt-", i)))
+		must(t, "GetRefreshTokenGrant", err)
+		if rt.GrantID != id || g.ID != id {
+			t.Errorf("token %d: grant %s / %s, want %s", i, rt.GrantID, g.ID, id)
+		}
+		must(t, "UpdateGrantUpstream", s.UpdateGrantUpstream(ctx, id, nil, []byte(id), n.Add(time.Hour), g.Version))
+		next := &store.RefreshToken{Hash: store.HashKey(fmt.Sprint("rt2-", i)), GrantID: id, ClientID: "client-1", CreatedAt: n, ExpiresAt: n.Add(time.Hour)}
+		must(t, "RotateRefreshToken", s.RotateRefreshToken(ctx, rt.Hash, next, n))
+	}
+	// Revoke the first grant and its tokens: the others, one of which has
+	// the same bytes in another case, keep theirs.
+	must(t, "RevokeGrant", s.RevokeGrant(ctx, ids[0]))
+	must(t, "RevokeRefreshTokensForGrant", s.RevokeRefreshTokensForGrant(ctx, ids[0]))
+	for i, id := range ids {
+		g, err := s.GetGrant(ctx, id)
+		must(t, "GetGrant", err)
+		if g.Revoked != (i == 0) || string(g.UpstreamTokens) != id || g.Version != 1 {
+			t.Errorf("grant %s: revoked %v, upstream %q, version %d", id, g.Revoked, g.UpstreamTokens, g.Version)
+		}
+		_, err = s.GetRefreshToken(ctx, store.HashKey(fmt.Sprint("rt2-", i)))
+		if i == 0 {
+			wantErr(t, "GetRefreshToken of the revoked grant's token", err, store.ErrNotFound)
+		} else {
+			must(t, "GetRefreshToken", err)
+		}
+	}
 }

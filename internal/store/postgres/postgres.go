@@ -150,6 +150,10 @@ func affected(op string, tag pgconn.CommandTag, err error) error {
 // no length constraint).
 func key(id string) []byte { return store.KeyBytes(id) }
 
+// grantKey is how a grant ID is stored (store.GrantKeyBytes): a
+// time-ordered ID as its 24 bytes, in issue order.
+func grantKey(id string) []byte { return store.GrantKeyBytes(id) }
+
 // ts encodes the zero time as NULL.
 func ts(t time.Time) pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
@@ -371,7 +375,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO grants (k, `+grantCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		key(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
+		grantKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, list(g.Scopes), g.Identity, g.UpstreamTokens,
 		ts(g.UpstreamExpiry), g.Version, ts(g.CreatedAt), ts(g.ExpiresAt), g.Revoked); err != nil {
 		return nil, mapErr("redeem auth code: create grant", err)
 	}
@@ -452,19 +456,19 @@ func scanGrant(row store.Scanner) (*store.Grant, error) {
 
 // GetGrant implements store.Store.
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.pool.QueryRow(ctx, qGetGrant, key(id), time.Now()))
+	g, err := scanGrant(s.pool.QueryRow(ctx, qGetGrant, grantKey(id), time.Now()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	tag, err := s.pool.Exec(ctx, qRevokeGrant, key(id))
+	tag, err := s.pool.Exec(ctx, qRevokeGrant, grantKey(id))
 	return affected("revoke grant", tag, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
-	k, now := key(id), time.Now()
+	k, now := grantKey(id), time.Now()
 	tag, err := s.pool.Exec(ctx, qUpdateGrantUpstream, identity, sealed, ts(expiry), k, expectedVersion, now)
 	if err := affected("update grant upstream", tag, err); !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -527,7 +531,7 @@ type execer interface {
 
 func insertRefresh(ctx context.Context, db execer, t *store.RefreshToken) error {
 	_, err := db.Exec(ctx, `INSERT INTO refresh_tokens (k, grant_k, `+refreshCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		key(t.Hash), key(t.GrantID), t.Hash, t.GrantID, t.ClientID, ts(t.CreatedAt),
+		key(t.Hash), grantKey(t.GrantID), t.Hash, t.GrantID, t.ClientID, ts(t.CreatedAt),
 		ts(t.ExpiresAt), ts(t.RotatedAt), t.ReplacedBy)
 	return mapErr("create refresh token", err)
 }
@@ -560,7 +564,7 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	k, cur := key(oldHash), time.Now()
 	tag, err := s.pool.Exec(ctx, qRotateRefresh, ts(now), next.Hash, k, cur,
-		key(next.Hash), key(next.GrantID), next.GrantID, next.ClientID, ts(next.CreatedAt), ts(next.ExpiresAt),
+		key(next.Hash), grantKey(next.GrantID), next.GrantID, next.ClientID, ts(next.CreatedAt), ts(next.ExpiresAt),
 		ts(next.RotatedAt), next.ReplacedBy)
 	if err != nil {
 		// A duplicate successor is ErrConflict, a deleted grant (foreign key) ErrNotFound.
@@ -582,7 +586,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.pool.Exec(ctx, qRevokeRefresh, key(grantID))
+	_, err := s.pool.Exec(ctx, qRevokeRefresh, grantKey(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 

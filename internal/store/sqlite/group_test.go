@@ -313,7 +313,7 @@ func walFramesPerOp(t testing.TB, n, batch int, keys *tokenKeys) (exchange, rota
 	for i := range codes {
 		codes[i] = &store.AuthCode{Hash: keys.hash(fmt.Sprint("code-", i)), ClientID: "client", RedirectURI: "http://127.0.0.1:9/cb",
 			UserKey: "https://gw.example#static#bench", Scopes: []string{"mcp"}, CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-			GrantID: fmt.Sprint("grant-", i), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
+			GrantID: keys.grantID(fmt.Sprint("grant-", i)), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
 		if err := s.CreateAuthCode(ctx, codes[i]); err != nil {
 			t.Fatal(err)
 		}

@@ -252,3 +252,89 @@ func TestRotateFindsTheSuccessorsGrant(t *testing.T) {
 		t.Errorf("a3 after the failed rotation: %+v, %v; want current", rt, err)
 	}
 }
+
+// A database at migration 0002 (grants and refresh tokens with their
+// expiry indexes) is upgraded by 0003: the indexes are gone, the live
+// tokens keep working (the current one reads with its grant and rotates,
+// the rotated one conflicts) and the sweep, now a walk, removes the
+// expired grant with its token.
+func TestMigrationFrom0002(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mcpgate.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := fstest.MapFS{}
+	for _, name := range []string{"migrations/0001_init.sql", "migrations/0002_binary_keys.sql"} {
+		b, err := migrations.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v2[name] = &fstest.MapFile{Data: b}
+	}
+	if err := migrate.Apply(ctx, dialect, v2, func(ctx context.Context) (migrate.Committer, error) {
+		tx, err := db.BeginTx(ctx, nil)
+		return migrateTx{tx}, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	now := store.NormTime(time.Now())
+	keys := newTokenKeys(true)
+	rt1, rt2, rtOld := keys.hash("rt-1"), keys.hash("rt-2"), keys.hash("rt-old")
+	// The rows as the 0002 code wrote them.
+	for _, g := range []struct {
+		id      string
+		expires int64
+	}{{"grant-1", micros(now.Add(time.Hour))}, {"grant-old", micros(now.Add(-time.Hour))}} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO grants (k, id, client_id, user_key, resource, scopes, identity,
+			upstream_tokens, upstream_expiry, version, created_at, expires_at, revoked)
+			VALUES (?, ?, 'client-1', 'u', 'r', '["mcp"]', X'7b7d', X'01', 0, 1, ?, ?, 0)`,
+			key(g.id), g.id, micros(now), g.expires); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []struct {
+		hash, grant, replacedBy string
+		rotated, expires        int64
+	}{
+		{rt1, "grant-1", rt2, micros(now), micros(now.Add(time.Hour))},
+		{rt2, "grant-1", "", 0, micros(now.Add(time.Hour))},
+		{rtOld, "grant-old", "", 0, micros(now.Add(time.Hour))},
+	} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO refresh_tokens (k, hash, grant_n, client_id, created_at, expires_at,
+			rotated_at, replaced_by) SELECT ?, ?, n, 'client-1', ?, ?, ?, ? FROM grants WHERE k = ?`,
+			key(r.hash), r.hash, micros(now), r.expires, r.rotated, r.replacedBy, key(r.grant)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open (migrating): %v", err)
+	}
+	defer s.Close()
+	var left int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index'
+		AND name IN ('grants_by_expiry', 'refresh_tokens_by_expiry')`).Scan(&left); err != nil || left != 0 {
+		t.Errorf("expiry indexes of grants and refresh tokens: %d left (%v), want 0", left, err)
+	}
+	rt, g, err := s.GetRefreshTokenGrant(ctx, rt2)
+	if err != nil || rt.GrantID != "grant-1" || g.ID != "grant-1" || string(g.Identity) != "{}" {
+		t.Fatalf("GetRefreshTokenGrant(rt-2) = %+v, %+v, %v", rt, g, err)
+	}
+	next := &store.RefreshToken{Hash: keys.hash("rt-3"), GrantID: "grant-1", ClientID: "client-1", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.RotateRefreshToken(ctx, rt2, next, now); err != nil {
+		t.Fatalf("RotateRefreshToken(rt-2): %v", err)
+	}
+	if err := s.RotateRefreshToken(ctx, rt1, next, now); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("RotateRefreshToken(rt-1) = %v, want ErrConflict", err)
+	}
+	if n, err := s.DeleteExpired(ctx, now); err != nil || n != 2 {
+		t.Errorf("DeleteExpired = %d, %v; want 2 (grant-old and rt-old)", n, err)
+	}
+	if _, err := s.GetRefreshToken(ctx, next.Hash); err != nil {
+		t.Errorf("GetRefreshToken(rt-3): %v", err)
+	}
+}

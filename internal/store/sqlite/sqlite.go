@@ -23,11 +23,14 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -317,8 +320,17 @@ func (s *Store) writeRow(ctx context.Context, q string, args ...any) scanner {
 // its own commits. Measured with a rotation between reads (issue 15), the
 // two reads cost 0.45-0.85× as much on the writer as on the pool. They
 // wait while a write holds the connection (a batch, a sweep step).
+//
+// They run without ctx's cancellation once started: for a cancellable
+// context the driver starts a goroutine per statement to interrupt it
+// (modernc.org/sqlite's interruptOnDone), which costs more than the point
+// read itself; a cancelled request's read ends as soon as the writer is
+// free (it waits for the writer like any read, then takes microseconds).
 func (s *Store) warmRow(ctx context.Context, q string, args ...any) scanner {
-	return s.writeRow(ctx, q, args...)
+	if err := ctx.Err(); err != nil {
+		return errRow{err}
+	}
+	return s.writeRow(context.WithoutCancel(ctx), q, args...)
 }
 
 // readRow runs a prepared query on the read pool.
@@ -445,6 +457,10 @@ type scanner = store.Scanner
 // migration 0002), or the 40 bytes of a time-ordered token's hash, ordered
 // by issue time. BLOB keys take either length.
 func key(s string) []byte { return store.KeyBytes(s) }
+
+// grantKey is how a grant ID is stored (store.GrantKeyBytes): a
+// time-ordered ID as its 24 bytes, in issue order.
+func grantKey(id string) []byte { return store.GrantKeyBytes(id) }
 
 // writeQueries and readQueries are prepared at Open: every statement the
 // methods below run, except the rare maintenance ones (migrations,
@@ -685,12 +701,19 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 			c = nil
 			return err
 		}
-		if _, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...); err != nil {
+		res, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...)
+		if err != nil {
 			c = nil
 			return mapErr("redeem auth code: create grant", err)
 		}
 		if t != nil {
-			if err := s.insertRefresh(ctx, tx, t, nil); err != nil {
+			// The token's grant by its row (n, the rowid just inserted), not
+			// by another walk of the grants' key index.
+			var grantN any
+			if n, err := res.LastInsertId(); err == nil {
+				grantN = n
+			}
+			if err := s.insertRefresh(ctx, tx, t, grantN); err != nil {
 				c = nil
 				return err
 			}
@@ -728,7 +751,7 @@ const (
 )
 
 func grantArgs(g *store.Grant) []any {
-	return []any{key(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
+	return []any{grantKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
 		g.UpstreamTokens, micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked}
 }
 
@@ -766,19 +789,19 @@ func scanGrant(row scanner) (*store.Grant, error) {
 
 // GetGrant implements store.Store, on the writer (see warmRow).
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.warmRow(ctx, qGetGrant, key(id), nowMicros()))
+	g, err := scanGrant(s.warmRow(ctx, qGetGrant, grantKey(id), nowMicros()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qRevokeGrant, key(id))
+	res, err := s.exec(ctx, qRevokeGrant, grantKey(id))
 	return affected("revoke grant", res, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
-	k, now := key(id), nowMicros()
+	k, now := grantKey(id), nowMicros()
 	var ident any // NULL keeps the stored identity
 	if identity != nil {
 		ident = identity
@@ -810,7 +833,12 @@ func (s *Store) ListGrants(ctx context.Context, f store.GrantFilter) ([]*store.G
 }
 
 // A refresh token's grant ID is its grant's (grant_n is the grant's row).
-const refreshColsT = `t.hash, g.id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by`
+// Its hash is not read back: tokens are only read by their key, and the
+// key of a hash is unique to it (store.KeyBytes), so the hash is the one
+// asked for. Since migration 0003 the hash column is written empty: 80
+// bytes less in every row (a rotation's UPDATE then splits leaves less
+// often, and more rows share a page).
+const refreshColsT = `g.id, t.client_id, t.created_at, t.expires_at, t.rotated_at, t.replaced_by`
 
 const (
 	// No row is inserted when the grant does not exist (ErrNotFound). ?9,
@@ -834,8 +862,30 @@ const (
 // refreshArgs are qInsertRefresh's arguments; grantN is the grant's row
 // if known (nil: found by the grant's key).
 func refreshArgs(t *store.RefreshToken, grantN any) []any {
-	return []any{key(t.Hash), t.Hash, t.ClientID, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt), t.ReplacedBy,
-		key(t.GrantID), grantN}
+	return []any{key(t.Hash), "", t.ClientID, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt), tokenRef(t.ReplacedBy),
+		grantKey(t.GrantID), grantN}
+}
+
+// tokenRef is how replaced_by stores the hash of a successor: a
+// time-ordered token's hash as its 40 bytes (a BLOB, as its key), any other
+// hash as given (TEXT); refTokenHash reverses it.
+func tokenRef(h string) any {
+	if len(h) == store.OrderedHashLen {
+		if k := store.KeyBytes(h); len(k) == store.OrderedHashLen/2 {
+			return k
+		}
+	}
+	return h
+}
+
+func refTokenHash(v any) string {
+	switch v := v.(type) {
+	case []byte:
+		return hex.EncodeToString(v)
+	case string:
+		return v
+	}
+	return ""
 }
 
 // insertRefresh inserts t in tx: ErrNotFound if its grant does not exist.
@@ -853,14 +903,17 @@ func (s *Store) insertRefresh(ctx context.Context, tx *sql.Tx, t *store.RefreshT
 type refreshRow struct {
 	t                         store.RefreshToken
 	created, expires, rotated int64
+	replacedBy                any // see tokenRef
 }
 
 func (r *refreshRow) dest() []any {
 	t := &r.t
-	return []any{&t.Hash, &t.GrantID, &t.ClientID, &r.created, &r.expires, &r.rotated, &t.ReplacedBy}
+	return []any{&t.GrantID, &t.ClientID, &r.created, &r.expires, &r.rotated, &r.replacedBy}
 }
 
-func (r *refreshRow) token() *store.RefreshToken {
+// token returns the token of hash, the hash it was read by.
+func (r *refreshRow) token(hash string) *store.RefreshToken {
+	r.t.Hash, r.t.ReplacedBy = hash, refTokenHash(r.replacedBy)
 	r.t.CreatedAt, r.t.ExpiresAt, r.t.RotatedAt = fromMicros(r.created), fromMicros(r.expires), fromMicros(r.rotated)
 	return &r.t
 }
@@ -874,7 +927,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.Refres
 	if r.expires != 0 && r.expires <= nowMicros() {
 		return nil, store.ErrNotFound
 	}
-	return r.token(), nil
+	return r.token(hash), nil
 }
 
 // GetRefreshTokenGrant implements store.Store: one query on the writer
@@ -896,7 +949,7 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 	if err != nil {
 		return nil, nil, mapErr("get refresh token and grant", err)
 	}
-	return row.t.token(), g, nil
+	return row.t.token(hash), g, nil
 }
 
 // RotateRefreshToken implements store.Store: in one write transaction
@@ -907,7 +960,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		nowUS := nowMicros()
 		var grantN int64
-		if err := s.txRow(ctx, tx, qRotateRefresh, rotatedAt, next.Hash, k, nowUS).Scan(&grantN); err != nil {
+		if err := s.txRow(ctx, tx, qRotateRefresh, rotatedAt, tokenRef(next.Hash), k, nowUS).Scan(&grantN); err != nil {
 			if err := mapErr("rotate refresh token", err); !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
@@ -927,7 +980,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.exec(ctx, qRevokeRefresh, key(grantID))
+	_, err := s.exec(ctx, qRevokeRefresh, grantKey(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 
@@ -1028,29 +1081,84 @@ func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
 // seconds). A variable for tests.
 var sweepBatch = 500
 
+// sweepWindow is how many rows one read of a table walk (see walkExpired)
+// visits. A variable for tests.
+var sweepWindow = 2000
+
+// sweepWindowRead, when set (by benchmarks), is told how long each read of
+// a table walk took.
+var sweepWindowRead func(time.Duration)
+
 // afterSweepBatch, when set (by tests), runs after each committed batch,
 // while the sweep holds no transaction and no connection.
 var afterSweepBatch func()
 
-// sweepQueries delete one batch each (?1 = now, ?2 = batch size), through
-// the partial expiry indexes. Refresh tokens of expiring grants go first,
-// so the count includes them (the ON DELETE CASCADE would remove them
-// silently).
+// Grants and refresh tokens have no expiry index (migration 0003: every
+// exchange and rotation paid one more b-tree insert for it, and a WAL frame
+// per batch). Their rows are found by walking the table in rowid order
+// from a read connection, sweepWindow rows per read (?1 = the last rowid
+// seen, ?2 = now, ?3 = the window), and deleted by rowid on the writer,
+// sweepBatch at a time (?1 = a JSON array of rowids, ?2 = now). A TTL can
+// differ per client, so rows do not expire in rowid order: the walk visits
+// every row, and each delete checks the expiry again.
+const (
+	qWalkRefresh = `SELECT rowid, expires_at > 0 AND expires_at <= ?2 FROM refresh_tokens WHERE rowid > ?1
+		ORDER BY rowid LIMIT ?3`
+	qWalkGrants = `SELECT n, expires_at > 0 AND expires_at <= ?2 FROM grants WHERE n > ?1 ORDER BY n LIMIT ?3`
+	qDelRefresh = `DELETE FROM refresh_tokens WHERE rowid IN (SELECT value FROM json_each(?1))
+		AND expires_at > 0 AND expires_at <= ?2`
+	// The tokens of expiring grants go first, so the count includes them
+	// (the ON DELETE CASCADE would remove them silently).
+	qDelGrantTokens = `DELETE FROM refresh_tokens WHERE grant_n IN
+		(SELECT n FROM grants WHERE n IN (SELECT value FROM json_each(?1)) AND expires_at > 0 AND expires_at <= ?2)`
+	qDelGrants = `DELETE FROM grants WHERE n IN (SELECT value FROM json_each(?1)) AND expires_at > 0 AND expires_at <= ?2`
+)
+
+// sweepQueries delete one batch each (?1 = now, ?2 = batch size) of the
+// tables that keep their partial expiry index (no token request inserts
+// into them).
 var sweepQueries = []string{
-	`DELETE FROM refresh_tokens WHERE rowid IN
-		(SELECT rowid FROM refresh_tokens WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
-	`DELETE FROM refresh_tokens WHERE rowid IN
-		(SELECT r.rowid FROM grants g JOIN refresh_tokens r ON r.grant_n = g.n WHERE g.expires_at > 0 AND g.expires_at <= ?1 LIMIT ?2)`,
-	`DELETE FROM grants WHERE rowid IN (SELECT rowid FROM grants WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM auth_codes WHERE rowid IN (SELECT rowid FROM auth_codes WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM auth_requests WHERE rowid IN (SELECT rowid FROM auth_requests WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 	`DELETE FROM clients WHERE rowid IN (SELECT rowid FROM clients WHERE expires_at > 0 AND expires_at <= ?1 LIMIT ?2)`,
 }
 
-// DeleteExpired implements store.Store, in batches of sweepBatch rows.
+// walkQueries are the sweep's statements for the tables it walks (for the
+// query plan test).
+var walkQueries = []string{qWalkRefresh, qWalkGrants, qDelRefresh, qDelGrantTokens, qDelGrants}
+
+// DeleteExpired implements store.Store: refresh tokens, then grants (with
+// their tokens), by walking their tables; then codes, requests and clients
+// through their expiry indexes, in batches of sweepBatch rows.
 func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
 	n := micros(now)
-	var total int64
+	total, err := s.walkExpired(ctx, qWalkRefresh, n, func(ids string) (int64, error) {
+		return s.sweepTx(ctx, func(tx *sql.Tx) (sql.Result, error) { return tx.ExecContext(ctx, qDelRefresh, ids, n) })
+	})
+	if err != nil {
+		return total, err
+	}
+	c, err := s.walkExpired(ctx, qWalkGrants, n, func(ids string) (int64, error) {
+		var tokens int64
+		c, err := s.sweepTx(ctx, func(tx *sql.Tx) (sql.Result, error) {
+			res, err := tx.ExecContext(ctx, qDelGrantTokens, ids, n)
+			if err != nil {
+				return nil, err
+			}
+			if tokens, err = res.RowsAffected(); err != nil {
+				return nil, err
+			}
+			return tx.ExecContext(ctx, qDelGrants, ids, n)
+		})
+		if err != nil {
+			return 0, err
+		}
+		return c + tokens, nil
+	})
+	total += c
+	if err != nil {
+		return total, err
+	}
 	for _, q := range sweepQueries {
 		for {
 			if err := ctx.Err(); err != nil {
@@ -1074,4 +1182,97 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error)
 		}
 	}
 	return total, nil
+}
+
+// walkExpired walks a table with walk (qWalkRefresh, qWalkGrants) on the
+// read pool and calls del with the rowids it found expired at now, as a
+// JSON array of at most sweepBatch, and returns what del removed. Each read
+// visits at most sweepWindow rows: no read holds a snapshot for the whole
+// table, and no delete waits for the walk.
+func (s *Store) walkExpired(ctx context.Context, walk string, now int64, del func(ids string) (int64, error)) (int64, error) {
+	var (
+		total int64
+		after int64 = math.MinInt64
+		found []int64
+		ids   []byte
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		seen, err := s.walkWindow(ctx, walk, &after, now, &found)
+		if err != nil {
+			return total, err
+		}
+		for len(found) >= sweepBatch || (seen < sweepWindow && len(found) > 0) {
+			batch := found[:min(len(found), sweepBatch)]
+			ids = append(ids[:0], '[')
+			for i, id := range batch {
+				if i > 0 {
+					ids = append(ids, ',')
+				}
+				ids = strconv.AppendInt(ids, id, 10)
+			}
+			ids = append(ids, ']')
+			c, err := del(string(ids))
+			total += c
+			if err != nil {
+				return total, mapErr("delete expired", err)
+			}
+			if afterSweepBatch != nil {
+				afterSweepBatch()
+			}
+			found = found[:copy(found, found[len(batch):])]
+		}
+		if seen < sweepWindow {
+			return total, nil
+		}
+	}
+}
+
+// walkWindow reads the next sweepWindow rows after *after, appends the
+// expired ones' rowids to found, moves *after to the last row read and
+// returns how many rows it read.
+func (s *Store) walkWindow(ctx context.Context, walk string, after *int64, now int64, found *[]int64) (int, error) {
+	if sweepWindowRead != nil {
+		defer func(start time.Time) { sweepWindowRead(time.Since(start)) }(time.Now())
+	}
+	rows, err := s.r.QueryContext(ctx, walk, *after, now, sweepWindow)
+	if err != nil {
+		return 0, mapErr("delete expired", err)
+	}
+	defer rows.Close()
+	seen := 0
+	for rows.Next() {
+		var id int64
+		var expired bool
+		if err := rows.Scan(&id, &expired); err != nil {
+			return seen, mapErr("delete expired", err)
+		}
+		seen++
+		*after = id
+		if expired {
+			*found = append(*found, id)
+		}
+	}
+	return seen, mapErr("delete expired", rows.Err())
+}
+
+// sweepTx runs one sweep batch's deletes in a write transaction of its own
+// and returns the rows the last statement deleted.
+func (s *Store) sweepTx(ctx context.Context, fn func(tx *sql.Tx) (sql.Result, error)) (int64, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := fn(tx)
+	if err != nil {
+		return 0, err
+	}
+	c, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	return c, commit(tx)
 }

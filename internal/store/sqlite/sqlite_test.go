@@ -155,8 +155,8 @@ func TestMigrations(t *testing.T) {
 	if err := db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &v); err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 || v != 2 {
-		t.Errorf("schema_migrations: %d rows, max version %d; want 2, 2", n, v)
+	if n != 3 || v != 3 {
+		t.Errorf("schema_migrations: %d rows, max version %d; want 3, 3", n, v)
 	}
 	var at int64
 	if err := db.QueryRow(`SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(&at); err != nil ||
