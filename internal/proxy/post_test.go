@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,10 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcpgate/mcpgate/internal/testutil"
 )
 
 // hopPath is one of the two ways a request reaches a backend: a POST whose
@@ -134,7 +134,7 @@ func TestPostResponseHeaders(t *testing.T) {
 		}
 	}))
 	defer backend.Close()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	b := newTestBackend(t, BackendConfig{URL: backend.URL + "/mcp"}, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	front := httptest.NewServer(hopPaths[0].handler(b))
 	defer front.Close()
@@ -171,24 +171,6 @@ func TestPostResponseHeaders(t *testing.T) {
 	if !strings.Contains(logs.String(), "backend response cut short") {
 		t.Errorf("cut not logged:\n%s", logs)
 	}
-}
-
-// syncBuffer is a log sink written by server goroutines and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestPostQuery: the client's query is appended to the backend URL's, and
