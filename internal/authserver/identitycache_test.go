@@ -3,6 +3,7 @@ package authserver
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -80,4 +81,45 @@ func BenchmarkIdentityDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The cached identities are shared by every exchange and refresh of the
+// same encoding, so no path may modify one: after sign-ins, exchanges and
+// refreshes of two users, each cached value is still what its key decodes
+// to. A path that appended a group to the identity it was handed would
+// give it to the next user with the same stored identity.
+func TestIdentityCacheValuesStayUnchanged(t *testing.T) {
+	e := newEnv(t, envOpt{cfg: func(c *Config) {
+		c.Upstream.Users = []idp.User{
+			{Username: "alice", PasswordHash: testUserHash, Email: "alice@example.com", Groups: []string{"admins", "readers"}},
+			{Username: "bob", PasswordHash: testUserHash, Groups: []string{"readers"}},
+		}
+	}})
+	c := e.register("http://127.0.0.1:3000/cb", true)
+	for _, u := range []string{"alice", "bob", "alice"} {
+		q := e.loginAs(e.browser(), authorizeParams(c), u, testPassword)
+		st, tok := e.exchange(c, q.Get("code"), nil)
+		if st != http.StatusOK {
+			t.Fatalf("%s exchange: %d %v", u, st, tok)
+		}
+		for range 3 {
+			if st, tok = e.refresh(c, tok["refresh_token"].(string)); st != http.StatusOK {
+				t.Fatalf("%s refresh: %d %v", u, st, tok)
+			}
+		}
+	}
+	e.srv.idents.mu.RLock()
+	defer e.srv.idents.mu.RUnlock()
+	if len(e.srv.idents.m) < 2 {
+		t.Fatalf("%d identities cached, want both users'", len(e.srv.idents.m))
+	}
+	for raw, cached := range e.srv.idents.m {
+		var fresh idp.Identity
+		if err := json.Unmarshal([]byte(raw), &fresh); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*cached, fresh) {
+			t.Errorf("cached identity changed after use:\n got %+v\nwant %+v (from %s)", *cached, fresh, raw)
+		}
+	}
 }

@@ -144,7 +144,9 @@ type Connector interface {
 	// server does on every refresh, so that a session never carries roles
 	// the identity source no longer gives (dex's RefreshConnector). prev is
 	// the identity from sign-in or from the last refresh, t the upstream
-	// tokens kept for the session (nil for connectors without any).
+	// tokens kept for the session (nil for connectors without any). prev
+	// is read only: the authorization server shares one decoded identity
+	// among the sessions stored with the same one.
 	//
 	// The result has prev's Issuer and Subject and has passed allowed_groups
 	// and allowed_email_domains. When the connector obtained new upstream
