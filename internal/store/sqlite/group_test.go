@@ -286,6 +286,33 @@ func TestGroupCommitOneRotationWins(t *testing.T) {
 	}
 }
 
+// seedCodes stores n authorization codes with keys from keys, in issue
+// order, and names each grant's first refresh token and its successor
+// (by grant ID): the workload of walFramesPerOp and walFramesByBtree.
+func seedCodes(t testing.TB, s *Store, n int, keys *tokenKeys) (codes []*store.AuthCode, rts, nexts map[string]string) {
+	t.Helper()
+	now := time.Now()
+	codes = make([]*store.AuthCode, n)
+	rts, nexts = map[string]string{}, map[string]string{}
+	for i := range codes {
+		codes[i] = &store.AuthCode{Hash: keys.hash(fmt.Sprint("code-", i)), ClientID: "client", RedirectURI: "http://127.0.0.1:9/cb",
+			UserKey: "https://gw.example#static#bench", Scopes: []string{"mcp"}, CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+			GrantID: keys.grantID(fmt.Sprint("grant-", i)), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
+		if err := s.CreateAuthCode(context.Background(), codes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// All first tokens before all successors: their keys are issued in
+	// that order.
+	for _, c := range codes {
+		rts[c.GrantID] = keys.hash("rt-" + c.GrantID)
+	}
+	for _, c := range codes {
+		nexts[c.GrantID] = keys.hash("next-" + c.GrantID)
+	}
+	return codes, rts, nexts
+}
+
 // walFramesPerOp redeems n codes and then rotates their refresh tokens, in
 // transactions of batch requests each, and returns the WAL frames (pages)
 // written per exchange and per rotation. The tokens' keys come from keys
@@ -308,22 +335,7 @@ func walFramesPerOp(t testing.TB, n, batch int, keys *tokenKeys) (exchange, rota
 		return log
 	}
 	now := time.Now()
-	codes := make([]*store.AuthCode, n)
-	rts, nexts := map[string]string{}, map[string]string{}
-	for i := range codes {
-		codes[i] = &store.AuthCode{Hash: keys.hash(fmt.Sprint("code-", i)), ClientID: "client", RedirectURI: "http://127.0.0.1:9/cb",
-			UserKey: "https://gw.example#static#bench", Scopes: []string{"mcp"}, CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-			GrantID: keys.grantID(fmt.Sprint("grant-", i)), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
-		if err := s.CreateAuthCode(ctx, codes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range codes {
-		rts[c.GrantID] = keys.hash("rt-" + c.GrantID)
-	}
-	for _, c := range codes {
-		nexts[c.GrantID] = keys.hash("next-" + c.GrantID)
-	}
+	codes, rts, nexts := seedCodes(t, s, n, keys)
 	run := func(op func(c *store.AuthCode) error) float64 {
 		frames() // checkpoint and empty the WAL
 		var before int

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"os"
 	"sort"
 	"sync"
@@ -32,22 +31,7 @@ func walFramesByBtree(t *testing.B) {
 	keys := newTokenKeys(true)
 	const n, batch = 2000, 4
 	now := time.Now()
-	codes := make([]*store.AuthCode, n)
-	rts, nexts := map[string]string{}, map[string]string{}
-	for i := range codes {
-		codes[i] = &store.AuthCode{Hash: keys.hash(fmt.Sprint("code-", i)), ClientID: "client", RedirectURI: "http://127.0.0.1:9/cb",
-			UserKey: "https://gw.example#static#bench", Scopes: []string{"mcp"}, CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-			GrantID: keys.grantID(fmt.Sprint("grant-", i)), Identity: make([]byte, 150), UpstreamTokens: make([]byte, 600), ExpiresAt: now.Add(time.Hour)}
-		if err := s.CreateAuthCode(ctx, codes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range codes {
-		rts[c.GrantID] = keys.hash("rt-" + c.GrantID)
-	}
-	for _, c := range codes {
-		nexts[c.GrantID] = keys.hash("next-" + c.GrantID)
-	}
+	codes, rts, nexts := seedCodes(t, s, n, keys)
 	path := s.walPath
 	pages := func(label string) {
 		t.Helper()
