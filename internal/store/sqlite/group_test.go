@@ -451,3 +451,188 @@ func TestGroupCommitPanicStaysInItsRequest(t *testing.T) {
 		t.Fatal("a write after the panic never got the lead")
 	}
 }
+
+// inOrder starts each of fns in its own goroutine, each once the previous
+// one's write is queued (behind holdLead), so they run in this order in
+// one batch; wait waits for all of them.
+func inOrder(t *testing.T, s *Store, fns ...func()) (wait func()) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Go(fn)
+		for deadline := time.Now().Add(10 * time.Second); s.group.Queued() != i+1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("write %d never queued", i)
+			}
+		}
+	}
+	return wg.Wait
+}
+
+// A batch runs without savepoints; when an op fails after writing, the
+// batch runs again, so that the failed op's writes go and every other op's
+// writes are committed exactly once.
+func TestGroupCommitOptimisticBatch(t *testing.T) {
+	ctx := context.Background()
+	failed := errors.New("failed after writing")
+	for _, tc := range []struct {
+		name      string
+		fail      int   // the op that fails after writing, or -1
+		wantRuns  []int // how often each op ran
+		wantSaved []int // the ops whose rows are stored
+	}{
+		{"no failure", -1, []int{1, 1, 1, 1}, []int{0, 1, 2, 3}},
+		// Ops 0-2 run optimistically, then all four with savepoints.
+		{"op 2 fails", 2, []int{2, 2, 2, 1}, []int{0, 1, 3}},
+		{"op 0 fails", 0, []int{2, 1, 1, 1}, []int{1, 2, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openGroupTest(t)
+			if _, err := s.w.ExecContext(ctx, `CREATE TABLE rows_ (op INTEGER PRIMARY KEY);
+				CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`); err != nil {
+				t.Fatal(err)
+			}
+			const n = 4
+			runs := make([]int, n)
+			savepoint := make([]bool, n) // the op's last run was under a savepoint
+			errs := make([]error, n)
+			fns := make([]func(), n)
+			for i := range n {
+				fns[i] = func() {
+					errs[i] = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+						runs[i]++
+						// ROLLBACK TO a savepoint opened just before this op
+						// undoes nothing; without one it fails.
+						_, err := tx.ExecContext(ctx, qRollbackTo)
+						savepoint[i] = err == nil
+						if _, err := tx.ExecContext(ctx, `INSERT INTO rows_ (op) VALUES (?)`, i); err != nil {
+							return err
+						}
+						if _, err := tx.ExecContext(ctx, `UPDATE counter SET n = n + 1`); err != nil {
+							return err
+						}
+						if i == tc.fail {
+							return failed
+						}
+						return nil
+					})
+				}
+			}
+			release := holdLead(t, s, n)
+			wait := inOrder(t, s, fns...)
+			release()
+			wait()
+			for i, err := range errs {
+				if want := error(nil); i == tc.fail {
+					if !errors.Is(err, failed) {
+						t.Errorf("op %d: %v, want its own error", i, err)
+					}
+				} else if err != want {
+					t.Errorf("op %d: %v", i, err)
+				}
+				if savepoint[i] != (tc.fail >= 0) {
+					t.Errorf("op %d ran under a savepoint: %v, want %v", i, savepoint[i], tc.fail >= 0)
+				}
+			}
+			if fmt.Sprint(runs) != fmt.Sprint(tc.wantRuns) {
+				t.Errorf("runs %v, want %v", runs, tc.wantRuns)
+			}
+			var saved []int
+			rows, err := s.w.QueryContext(ctx, `SELECT op FROM rows_ ORDER BY op`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var op int
+				if err := rows.Scan(&op); err != nil {
+					t.Fatal(err)
+				}
+				saved = append(saved, op)
+			}
+			rows.Close()
+			if fmt.Sprint(saved) != fmt.Sprint(tc.wantSaved) {
+				t.Errorf("rows of ops %v stored, want %v", saved, tc.wantSaved)
+			}
+			var count int
+			if err := s.w.QueryRowContext(ctx, `SELECT n FROM counter`).Scan(&count); err != nil {
+				t.Fatal(err)
+			}
+			if count != len(tc.wantSaved) {
+				t.Errorf("counter %d, want %d: each committed op's writes once", count, len(tc.wantSaved))
+			}
+		})
+	}
+}
+
+// A redemption and a rotation that run a second time, because a later op
+// of their batch failed, answer as the first run would have: issue is
+// called once, and the grant, the tokens and the spent code are stored
+// once.
+func TestGroupCommitRerunAnswersTheSame(t *testing.T) {
+	ctx := context.Background()
+	s := openGroupTest(t)
+	rc := newCode(t, s, "rotated")
+	if _, err := s.RedeemAuthCode(ctx, rc.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) }); err != nil {
+		t.Fatal(err)
+	}
+	old, next := store.HashKey("rt-"+rc.GrantID), store.HashKey("rt-next")
+	c := newCode(t, s, "x")
+	var (
+		issued    int
+		got       *store.AuthCode
+		redeemErr error
+		rotateErr error
+		failErr   error
+	)
+	failed := errors.New("failed after writing")
+	release := holdLead(t, s, 3)
+	wait := inOrder(t, s,
+		func() {
+			got, redeemErr = s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) {
+				issued++
+				c.Resource = "set by issue" // what the caller gets back
+				return grantFor(c)
+			})
+		},
+		func() {
+			now := time.Now()
+			rotateErr = s.RotateRefreshToken(ctx, old, &store.RefreshToken{Hash: next, GrantID: rc.GrantID, ClientID: rc.ClientID,
+				CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, now)
+		},
+		func() {
+			failErr = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+				if _, err := s.txExec(ctx, tx, qInsertCode, key("partial"), "partial", "client", "", "", "", "", "",
+					"grant-partial", []byte{}, []byte{}, 0); err != nil {
+					return err
+				}
+				return failed
+			})
+		})
+	release()
+	wait()
+	if redeemErr != nil || got == nil || got.GrantID != c.GrantID || got.Resource != "set by issue" || issued != 1 {
+		t.Fatalf("redeem: %+v, %v, issue called %d times; want the code as issue left it, nil, 1", got, redeemErr, issued)
+	}
+	if rotateErr != nil || !errors.Is(failErr, failed) {
+		t.Fatalf("rotate: %v; failing op: %v", rotateErr, failErr)
+	}
+	if _, err := s.GetGrant(ctx, c.GrantID); err != nil {
+		t.Errorf("the redemption's grant: %v", err)
+	}
+	if _, err := s.GetRefreshToken(ctx, store.HashKey("rt-"+c.GrantID)); err != nil {
+		t.Errorf("the redemption's refresh token: %v", err)
+	}
+	if _, err := s.RedeemAuthCode(ctx, c.Hash, func(c *store.AuthCode) (*store.Grant, *store.RefreshToken, error) { return grantFor(c) }); !errors.Is(err, store.ErrAlreadyUsed) {
+		t.Errorf("the code redeemed again: %v, want ErrAlreadyUsed", err)
+	}
+	if rt, err := s.GetRefreshToken(ctx, old); err != nil || rt.ReplacedBy != next {
+		t.Errorf("the rotated token: %+v, %v; want replaced by its successor", rt, err)
+	}
+	if _, err := s.GetRefreshToken(ctx, next); err != nil {
+		t.Errorf("the successor: %v", err)
+	}
+	var partial int
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM auth_codes WHERE k = ?`, key("partial")).Scan(&partial); err != nil || partial != 0 {
+		t.Errorf("the failed op's row: %d stored (%v), want none", partial, err)
+	}
+}

@@ -676,6 +676,13 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 	var (
 		c        *store.AuthCode
 		issueErr error
+		// What issue answered, for a second run (see write): issue is
+		// called once, and its answer depends on the code alone, which a
+		// second run reads back unchanged (only used changes, and that
+		// is rolled back).
+		issuedFor *store.AuthCode
+		g         *store.Grant
+		t         *store.RefreshToken
 	)
 	k := key(hash)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -692,10 +699,13 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 		if err != nil {
 			return mapErr("redeem auth code", err)
 		}
-		g, t, err := issue(c)
-		if err != nil {
-			issueErr = err // refused: the code is spent all the same
-			return nil
+		if issuedFor == nil {
+			g, t, issueErr = issue(c)
+			issuedFor = c
+		}
+		c = issuedFor
+		if issueErr != nil {
+			return nil // refused: the code is spent all the same
 		}
 		if err := store.CheckIssued(g, t); err != nil {
 			c = nil
@@ -954,7 +964,8 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 
 // RotateRefreshToken implements store.Store: in one write transaction
 // (shared with concurrent callers, see write), an UPDATE that only matches
-// a current token, then the successor's INSERT.
+// a current token, then the successor's INSERT. fn reports nothing but
+// its error, so a second run (see write) answers as the first would have.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	k, rotatedAt := key(oldHash), micros(now)
 	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
