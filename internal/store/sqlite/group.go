@@ -38,7 +38,7 @@ const maxBatch = 64
 type txOp struct {
 	groupcommit.Waiter
 	ctx      context.Context
-	fn       func(ctx context.Context, tx *sql.Tx) error
+	fn       func(ctx context.Context, tx *rawConn) error
 	err      error
 	panicked any // what fn panicked with, re-raised in its caller
 }
@@ -47,7 +47,7 @@ var opPool = sync.Pool{New: func() any { return new(txOp) }}
 
 // write runs fn in a write transaction shared with concurrent callers and
 // returns fn's error, or the error that kept its writes from committing.
-func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *rawConn) error) error {
 	op := opPool.Get().(*txOp)
 	op.ctx, op.fn = ctx, fn
 	s.group.Do(op)
@@ -66,7 +66,7 @@ var errPanicked = errors.New("sqlite: write panicked")
 // run runs op's fn. A panic (a bug in an IssueFunc, say) must not unwind
 // the leader, which would leave the other callers waiting and the lead
 // taken for good: it fails op, whose caller panics with it (write).
-func (op *txOp) run(ctx context.Context, tx *sql.Tx) {
+func (op *txOp) run(ctx context.Context, tx *rawConn) {
 	defer func() {
 		if p := recover(); p != nil {
 			op.panicked, op.err = p, errPanicked
@@ -100,38 +100,40 @@ const (
 // accumulates them) and acts on nothing but the transaction: see
 // RedeemAuthCode and RotateRefreshToken.
 func (s *Store) commitBatch(ctx context.Context, batch []*txOp) {
-	if len(batch) > 1 && s.tryBatch(ctx, batch) {
-		return
+	err := s.withWriter(ctx, func(c *rawConn) error {
+		if len(batch) > 1 && tryBatch(ctx, c, batch) {
+			return nil
+		}
+		runBatch(ctx, c, batch)
+		return nil
+	})
+	if err != nil {
+		failBatch(batch, mapErr("writer connection", err))
 	}
-	s.runBatch(ctx, batch)
 }
 
 // tryBatch runs batch in one transaction without savepoints and reports
 // whether that settled it: false if an op failed, with the transaction
 // rolled back and every op's outcome cleared for runBatch.
-func (s *Store) tryBatch(ctx context.Context, batch []*txOp) bool {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+func tryBatch(ctx context.Context, c *rawConn, batch []*txOp) bool {
+	if err := c.begin(ctx); err != nil {
 		failBatch(batch, mapErr("begin", err))
 		return true
 	}
-	defer tx.Rollback()
 	for _, op := range batch {
 		if op.err = op.ctx.Err(); op.err != nil {
 			continue // gone: its writes are not wanted
 		}
-		if op.run(ctx, tx); op.err != nil {
+		if op.run(ctx, c); op.err != nil {
 			// Its writes cannot be told from the others': start over.
-			// (An error may already have ended the transaction; the
-			// rollback then fails, and the connection is clean anyway.)
-			tx.Rollback()
+			c.rollback()
 			for _, op := range batch {
 				op.err, op.panicked = nil, nil
 			}
 			return false
 		}
 	}
-	if err := commit(tx); err != nil {
+	if err := c.commit(ctx); err != nil {
 		for _, op := range batch {
 			op.err = err // nothing of the batch is stored
 		}
@@ -150,20 +152,19 @@ func failBatch(batch []*txOp, err error) {
 
 // runBatch runs batch in one transaction, each op under its own savepoint
 // (a lone op: the transaction is its savepoint).
-func (s *Store) runBatch(ctx context.Context, batch []*txOp) {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+func runBatch(ctx context.Context, c *rawConn, batch []*txOp) {
+	if err := c.begin(ctx); err != nil {
 		failBatch(batch, mapErr("begin", err))
 		return
 	}
-	defer tx.Rollback()
+	defer c.rollback() // unless committed
 	if len(batch) == 1 {
 		op := batch[0]
 		if op.err = op.ctx.Err(); op.err == nil {
-			op.run(ctx, tx)
+			op.run(ctx, c)
 		}
 		if op.err == nil {
-			op.err = commit(tx)
+			op.err = c.commit(ctx)
 		}
 		return
 	}
@@ -171,24 +172,24 @@ func (s *Store) runBatch(ctx context.Context, batch []*txOp) {
 		if op.err = op.ctx.Err(); op.err != nil {
 			continue
 		}
-		if _, err := s.txExec(ctx, tx, qSavepoint); err != nil {
+		if _, err := c.exec(ctx, qSavepoint); err != nil {
 			failBatch(batch, mapErr("savepoint", err))
 			return
 		}
-		if op.run(ctx, tx); op.err != nil {
+		if op.run(ctx, c); op.err != nil {
 			// ROLLBACK TO keeps the savepoint open: release it too. If
 			// that fails, the transaction itself is gone.
-			if _, err := s.txExec(ctx, tx, qRollbackTo); err != nil {
+			if _, err := c.exec(ctx, qRollbackTo); err != nil {
 				failBatch(batch, mapErr("rollback to savepoint", err))
 				return
 			}
 		}
-		if _, err := s.txExec(ctx, tx, qRelease); err != nil {
+		if _, err := c.exec(ctx, qRelease); err != nil {
 			failBatch(batch, mapErr("release savepoint", err))
 			return
 		}
 	}
-	if err := commit(tx); err != nil {
+	if err := c.commit(ctx); err != nil {
 		for _, op := range batch {
 			op.err = err // nothing of the batch is stored
 		}

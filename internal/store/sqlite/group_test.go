@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -31,7 +30,7 @@ func holdLead(t testing.TB, s *Store, n int) (release func()) {
 	t.Helper()
 	entered, gate, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
-		done <- s.write(context.Background(), func(context.Context, *sql.Tx) error {
+		done <- s.write(context.Background(), func(context.Context, *rawConn) error {
 			close(entered)
 			<-gate
 			return nil
@@ -212,8 +211,8 @@ func TestGroupCommitErrorFailsTheBatch(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		errs[2] = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, `INSERT INTO child (p) VALUES (42)`)
+		errs[2] = s.write(ctx, func(ctx context.Context, tx *rawConn) error {
+			_, err := tx.exec(ctx, `INSERT INTO child (p) VALUES (42)`)
 			return err
 		})
 	}()
@@ -499,16 +498,16 @@ func TestGroupCommitOptimisticBatch(t *testing.T) {
 			fns := make([]func(), n)
 			for i := range n {
 				fns[i] = func() {
-					errs[i] = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+					errs[i] = s.write(ctx, func(ctx context.Context, tx *rawConn) error {
 						runs[i]++
 						// ROLLBACK TO a savepoint opened just before this op
 						// undoes nothing; without one it fails.
-						_, err := tx.ExecContext(ctx, qRollbackTo)
+						_, err := tx.exec(ctx, qRollbackTo)
 						savepoint[i] = err == nil
-						if _, err := tx.ExecContext(ctx, `INSERT INTO rows_ (op) VALUES (?)`, i); err != nil {
+						if _, err := tx.exec(ctx, `INSERT INTO rows_ (op) VALUES (?)`, i); err != nil {
 							return err
 						}
-						if _, err := tx.ExecContext(ctx, `UPDATE counter SET n = n + 1`); err != nil {
+						if _, err := tx.exec(ctx, `UPDATE counter SET n = n + 1`); err != nil {
 							return err
 						}
 						if i == tc.fail {
@@ -600,8 +599,8 @@ func TestGroupCommitRerunAnswersTheSame(t *testing.T) {
 				CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, now)
 		},
 		func() {
-			failErr = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-				if _, err := s.txExec(ctx, tx, qInsertCode, key("partial"), "partial", "client", "", "", "", "", "",
+			failErr = s.write(ctx, func(ctx context.Context, tx *rawConn) error {
+				if _, err := tx.exec(ctx, qInsertCode, key("partial"), "partial", "client", "", "", "", "", "",
 					"grant-partial", []byte{}, []byte{}, 0); err != nil {
 					return err
 				}

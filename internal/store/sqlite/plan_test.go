@@ -28,7 +28,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	queries := slices.Concat(writeQueries, readQueries, sweepQueries, walkQueries)
+	queries := slices.Concat(writeQueries, tokenQueries, readQueries, sweepQueries, walkQueries)
 	for _, q := range queries {
 		rows, err := s.r.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, placeholders(q)...)
 		if err != nil {

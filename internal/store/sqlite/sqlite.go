@@ -16,7 +16,7 @@
 // checkpoints the WAL into the database file (see checkpointLoop), so
 // requests do not pay for it.
 //
-// Every statement a request runs is prepared once (see stmts).
+// Every statement a request runs is prepared once (see stmts and rawConn).
 package sqlite
 
 import (
@@ -55,10 +55,11 @@ type Store struct {
 	// SIGHUP or by the caches' TTLs.
 	store.Hub
 
-	w  *sql.DB // exactly one connection: all writes
-	r  *sql.DB // read-only pool (the same as w for in-memory databases)
-	ws stmts   // prepared on w
-	rs stmts   // prepared on r
+	w   *sql.DB // exactly one connection: all writes
+	r   *sql.DB // read-only pool (the same as w for in-memory databases)
+	ws  stmts   // prepared on w
+	rs  stmts   // prepared on r
+	raw rawConn // the token endpoint's statements on w, through the driver
 
 	group *groupcommit.Queue[*txOp] // write transactions of the token endpoint, committed together
 
@@ -140,7 +141,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	var err error
 	if s.ws, err = prepare(ctx, s.w, writeQueries); err == nil {
-		s.rs, err = prepare(ctx, s.r, readQueries)
+		if s.rs, err = prepare(ctx, s.r, readQueries); err == nil {
+			err = s.prepareRaw(ctx)
+		}
 	}
 	if err != nil {
 		s.Close()
@@ -330,7 +333,15 @@ func (s *Store) warmRow(ctx context.Context, q string, args ...any) scanner {
 	if err := ctx.Err(); err != nil {
 		return errRow{err}
 	}
-	return s.writeRow(context.WithoutCancel(ctx), q, args...)
+	ctx = context.WithoutCancel(ctx)
+	var row scanner
+	if err := s.withWriter(ctx, func(c *rawConn) error {
+		row = c.row(ctx, q, args...)
+		return nil
+	}); err != nil {
+		return errRow{err}
+	}
+	return row
 }
 
 // readRow runs a prepared query on the read pool.
@@ -340,24 +351,6 @@ func (s *Store) readRow(ctx context.Context, q string, args ...any) scanner {
 		return errRow{err}
 	}
 	return st.QueryRowContext(ctx, args...)
-}
-
-// txExec runs a prepared write statement in tx.
-func (s *Store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
-	st, err := s.ws.get(q)
-	if err != nil {
-		return nil, err
-	}
-	return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
-}
-
-// txRow runs a prepared statement that returns a row in tx.
-func (s *Store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) scanner {
-	st, err := s.ws.get(q)
-	if err != nil {
-		return errRow{err}
-	}
-	return tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 }
 
 // Close implements store.Store.
@@ -375,6 +368,7 @@ func (s *Store) Close() error {
 			st.Close()
 		}
 	}
+	s.closeRaw()
 	err = errors.Join(err, s.w.Close())
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
@@ -462,19 +456,18 @@ func key(s string) []byte { return store.KeyBytes(s) }
 // time-ordered ID as its 24 bytes, in issue order.
 func grantKey(id string) []byte { return store.GrantKeyBytes(id) }
 
-// writeQueries and readQueries are prepared at Open: every statement the
-// methods below run, except the rare maintenance ones (migrations,
-// DeleteExpired).
+// writeQueries and readQueries are prepared at Open (and rawQueries, see
+// rawConn): every statement the methods below run, except the rare
+// maintenance ones (migrations, DeleteExpired).
 var (
 	writeQueries = []string{
 		qInsertClient, qDeleteClient,
 		qInsertRequest, qUpdateRequest, qDeleteRequest, qTakeRequest,
-		qInsertCode, qConsumeCode, qUsedCode,
-		qGetGrant, qInsertGrant, qRevokeGrant, qUpdateGrantUpstream, qGrantLive,
-		qGetRefresh, qGetRefreshGrant, qInsertRefresh, qRotateRefresh, qRefreshLive, qRevokeRefresh,
+		qInsertCode,
+		qRevokeGrant, qUpdateGrantUpstream, qGrantLive,
+		qRevokeRefresh,
 		qSaveConsent, qDeleteConsent,
 		qInsertKey, qUpdateKey, qDeleteKey,
-		qSavepoint, qRelease, qRollbackTo,
 	}
 	readQueries = []string{
 		qGetClient, qCountClients, qNthClient, qGetRequest, qGetConsent, qListKeys,
@@ -685,13 +678,13 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 		t         *store.RefreshToken
 	)
 	k := key(hash)
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *rawConn) error {
 		now := nowMicros()
 		var err error
-		c, err = scanCode(s.txRow(ctx, tx, qConsumeCode, k, now))
+		c, err = scanCode(tx.row(ctx, qConsumeCode, k, now))
 		if errors.Is(err, sql.ErrNoRows) {
 			// Nothing changed: the code is unknown, expired, or already used.
-			if c, err = scanCode(s.txRow(ctx, tx, qUsedCode, k, now)); err != nil {
+			if c, err = scanCode(tx.row(ctx, qUsedCode, k, now)); err != nil {
 				return mapErr("redeem auth code", err)
 			}
 			return store.ErrAlreadyUsed
@@ -711,7 +704,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash string, issue store.Iss
 			c = nil
 			return err
 		}
-		res, err := s.txExec(ctx, tx, qInsertGrant, grantArgs(g)...)
+		res, err := tx.exec(ctx, qInsertGrant, grantArgs(g)...)
 		if err != nil {
 			c = nil
 			return mapErr("redeem auth code: create grant", err)
@@ -900,8 +893,8 @@ func refTokenHash(v any) string {
 
 // insertRefresh inserts t in tx: ErrNotFound if its grant does not exist.
 // grantN is the row of the grant t probably belongs to, or nil.
-func (s *Store) insertRefresh(ctx context.Context, tx *sql.Tx, t *store.RefreshToken, grantN any) error {
-	res, err := s.txExec(ctx, tx, qInsertRefresh, refreshArgs(t, grantN)...)
+func (s *Store) insertRefresh(ctx context.Context, tx *rawConn, t *store.RefreshToken, grantN any) error {
+	res, err := tx.exec(ctx, qInsertRefresh, refreshArgs(t, grantN)...)
 	err = affected("create refresh token", res, err)
 	if errors.Is(err, store.ErrNotFound) && grantN != nil {
 		return s.insertRefresh(ctx, tx, t, nil) // another grant than guessed
@@ -968,16 +961,16 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 // its error, so a second run (see write) answers as the first would have.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	k, rotatedAt := key(oldHash), micros(now)
-	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, func(ctx context.Context, tx *rawConn) error {
 		nowUS := nowMicros()
 		var grantN int64
-		if err := s.txRow(ctx, tx, qRotateRefresh, rotatedAt, tokenRef(next.Hash), k, nowUS).Scan(&grantN); err != nil {
+		if err := tx.row(ctx, qRotateRefresh, rotatedAt, tokenRef(next.Hash), k, nowUS).Scan(&grantN); err != nil {
 			if err := mapErr("rotate refresh token", err); !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
 			// Not current: already rotated (a conflict) or unknown/expired.
 			var live bool
-			if err := s.txRow(ctx, tx, qRefreshLive, k, nowUS).Scan(&live); err != nil {
+			if err := tx.row(ctx, qRefreshLive, k, nowUS).Scan(&live); err != nil {
 				return mapErr("rotate refresh token", err)
 			}
 			if live {
