@@ -452,10 +452,6 @@ type scanner = store.Scanner
 // by issue time. BLOB keys take either length.
 func key(s string) []byte { return store.KeyBytes(s) }
 
-// grantKey is how a grant ID is stored (store.GrantKeyBytes): a
-// time-ordered ID as its 24 bytes, in issue order.
-func grantKey(id string) []byte { return store.GrantKeyBytes(id) }
-
 // writeQueries and readQueries are prepared at Open (and rawQueries, see
 // rawConn): every statement the methods below run, except the rare
 // maintenance ones (migrations, DeleteExpired).
@@ -754,7 +750,7 @@ const (
 )
 
 func grantArgs(g *store.Grant) []any {
-	return []any{grantKey(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
+	return []any{store.GrantKeyBytes(g.ID), g.ID, g.ClientID, g.UserKey, g.Resource, encodeList(g.Scopes), g.Identity,
 		g.UpstreamTokens, micros(g.UpstreamExpiry), g.Version, micros(g.CreatedAt), micros(g.ExpiresAt), g.Revoked}
 }
 
@@ -792,19 +788,19 @@ func scanGrant(row scanner) (*store.Grant, error) {
 
 // GetGrant implements store.Store, on the writer (see warmRow).
 func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
-	g, err := scanGrant(s.warmRow(ctx, qGetGrant, grantKey(id), nowMicros()))
+	g, err := scanGrant(s.warmRow(ctx, qGetGrant, store.GrantKeyBytes(id), nowMicros()))
 	return g, mapErr("get grant", err)
 }
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, qRevokeGrant, grantKey(id))
+	res, err := s.exec(ctx, qRevokeGrant, store.GrantKeyBytes(id))
 	return affected("revoke grant", res, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
-	k, now := grantKey(id), nowMicros()
+	k, now := store.GrantKeyBytes(id), nowMicros()
 	var ident any // NULL keeps the stored identity
 	if identity != nil {
 		ident = identity
@@ -866,7 +862,7 @@ const (
 // if known (nil: found by the grant's key).
 func refreshArgs(t *store.RefreshToken, grantN any) []any {
 	return []any{key(t.Hash), "", t.ClientID, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt), tokenRef(t.ReplacedBy),
-		grantKey(t.GrantID), grantN}
+		store.GrantKeyBytes(t.GrantID), grantN}
 }
 
 // tokenRef is how replaced_by stores the hash of a successor: a
@@ -984,7 +980,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
-	_, err := s.exec(ctx, qRevokeRefresh, grantKey(grantID))
+	_, err := s.exec(ctx, qRevokeRefresh, store.GrantKeyBytes(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
 
@@ -1088,10 +1084,6 @@ var sweepBatch = 500
 // sweepWindow is how many rows one read of a table walk (see walkExpired)
 // visits. A variable for tests.
 var sweepWindow = 2000
-
-// sweepWindowRead, when set (by benchmarks), is told how long each read of
-// a table walk took.
-var sweepWindowRead func(time.Duration)
 
 // afterSweepBatch, when set (by tests), runs after each committed batch,
 // while the sweep holds no transaction and no connection.
@@ -1238,9 +1230,6 @@ func (s *Store) walkExpired(ctx context.Context, walk string, now int64, del fun
 // expired ones' rowids to found, moves *after to the last row read and
 // returns how many rows it read.
 func (s *Store) walkWindow(ctx context.Context, walk string, after *int64, now int64, found *[]int64) (int, error) {
-	if sweepWindowRead != nil {
-		defer func(start time.Time) { sweepWindowRead(time.Since(start)) }(time.Now())
-	}
 	rows, err := s.r.QueryContext(ctx, walk, *after, now, sweepWindow)
 	if err != nil {
 		return 0, mapErr("delete expired", err)
