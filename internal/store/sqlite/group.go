@@ -91,9 +91,9 @@ const (
 // commitBatch runs batch in one transaction and sets each op's err.
 //
 // A batch first runs optimistically: its ops one after another, with
-// nothing between them. A SAVEPOINT and a RELEASE per op cost about as
-// much CPU as the op's own UPDATE and INSERT (issue 15), and ops rarely
-// fail. If one does, the whole transaction is rolled back and the batch
+// nothing between them. A SAVEPOINT and a RELEASE per op cost about half
+// as much CPU as the op's own statements (issue 15's profile of a
+// refresh), and ops rarely fail. If one does, the whole transaction is rolled back and the batch
 // runs again with a savepoint per op (runBatch), so that the failed op's
 // writes go and the others' are committed, once. Running an op twice is
 // correct because every fn passed to write assigns its results (never
