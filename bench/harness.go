@@ -388,7 +388,9 @@ func (r *report) startProfile(scenario, target string) (stop func(), err error) 
 		}, nil
 	}
 	base := r.pprof[target]
-	get := func(url, path string) error {
+	// fetch writes what url serves to path; the caller lists the path
+	// (r.Profiles is the collecting goroutine's).
+	fetch := func(url, path string) error {
 		resp, err := http.Get(url)
 		if err != nil {
 			return err
@@ -405,20 +407,35 @@ func (r *report) startProfile(scenario, target string) (stop func(), err error) 
 			f.Close()
 			return err
 		}
-		r.Profiles = append(r.Profiles, path)
 		return f.Close()
 	}
-	if err := get(base+"/allocs?gc=1", name+".allocs0.prof"); err != nil {
+	listed := func(path string, err error) error {
+		if err == nil {
+			r.Profiles = append(r.Profiles, path)
+		}
+		return err
+	}
+	if err := listed(name+".allocs0.prof", fetch(base+"/allocs?gc=1", name+".allocs0.prof")); err != nil {
 		return nil, err
 	}
 	secs := max(1, int(r.Opts.Duration/time.Second))
 	cpuErr := make(chan error, 1)
-	go func() { cpuErr <- get(fmt.Sprintf("%s/profile?seconds=%d", base, secs), name+".cpu.prof") }()
+	go func() { cpuErr <- fetch(fmt.Sprintf("%s/profile?seconds=%d", base, secs), name+".cpu.prof") }()
+	// One second of execution trace from the middle of the window: where
+	// requests wait (go tool trace -pprof=sync or sched).
+	traceErr := make(chan error, 1)
+	go func() {
+		time.Sleep(max(0, r.Opts.Duration/2-time.Second/2))
+		traceErr <- fetch(base+"/trace?seconds=1", name+".trace")
+	}()
 	return func() {
-		if err := <-cpuErr; err != nil {
+		if err := listed(name+".cpu.prof", <-cpuErr); err != nil {
 			r.logf("profile: %v", err)
 		}
-		if err := get(base+"/allocs?gc=1", name+".allocs1.prof"); err != nil {
+		if err := listed(name+".trace", <-traceErr); err != nil {
+			r.logf("trace: %v", err)
+		}
+		if err := listed(name+".allocs1.prof", fetch(base+"/allocs?gc=1", name+".allocs1.prof")); err != nil {
 			r.logf("profile: %v", err)
 		}
 	}, nil

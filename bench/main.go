@@ -64,7 +64,7 @@ func main() {
 	flag.BoolVar(&o.InProcess, "inprocess", false, "run backend, proxy and mcpgate inside the harness process instead of as child processes")
 	flag.StringVar(&o.Binary, "external", "", "mcpgate binary to run (default: go build ./cmd/mcpgate into a temp dir)")
 	flag.IntVar(&o.Startups, "startups", 4, "extra mcpgate start-ups to time, besides the measured one (external mode)")
-	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and allocation profiles of each target's process, per scenario, to this directory (e.g. bench/profiles)")
+	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and allocation profiles and a 1 s execution trace of each target's process, per scenario, to this directory (e.g. bench/profiles); the token scenario profiles floor-normal too")
 	var tokenC, scaleGrants, storeDriver, pgDSN string
 	flag.StringVar(&tokenC, "token-c", "8,32", "token/scale scenarios: concurrent clients, one measurement each (scale uses the first)")
 	flag.StringVar(&scaleGrants, "scale-grants", "1000,100000", "scale scenario: stored grants per instance; the first is the baseline")

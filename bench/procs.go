@@ -156,6 +156,7 @@ func runRole(role, arg string) error {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index) // serves allocs, heap, …
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		b, srv, err := serveLoopback(mux)
 		if err != nil {
 			return err

@@ -645,11 +645,12 @@ func runToken(ctx context.Context, o tokenOptions) (_ *tokenReport, err error) {
 }
 
 func runFloorVsMcpgate(ctx context.Context, o *tokenOptions, rep *tokenReport, dir string, prof *report) error {
-	floor, floorBase, _, err := startRole(roleFloor, filepath.Join(dir, "floor.db"), filepath.Join(dir, "floor.log"), false)
+	floor, floorBase, floorPprof, err := startRole(roleFloor, filepath.Join(dir, "floor.db"), filepath.Join(dir, "floor.log"), o.ProfileDir != "")
 	if err != nil {
 		return err
 	}
 	defer floor.stop()
+	prof.pprof[serverFloor] = floorPprof
 	in, err := startAS(ctx, o, filepath.Join(dir, "mcpgate"), "")
 	if err != nil {
 		return err
@@ -671,8 +672,15 @@ func runFloorVsMcpgate(ctx context.Context, o *tokenOptions, rep *tokenReport, d
 		for _, c := range o.Conc {
 			// Exchange: the floor first, whose rate sizes the codes mcpgate gets.
 			var seq atomic.Int64
+			stopProf, err := prof.startProfile(fmt.Sprintf("token-exchange-c%d-r%d", c, round+1), serverFloor)
+			if err != nil {
+				return err
+			}
 			res := tokenLoad(ctx, floorBase+"/token", c, o.Warmup, o.Duration, floor.pid(),
 				func(int) url.Values { return in.exchangeForm(fmt.Sprint("code-", seq.Add(1))) }, func(int, string) {})
+			if stopProf != nil {
+				stopProf()
+			}
 			rep.add(fmt.Sprintf("exchange c=%d %s", c, serverFloor), res)
 			floorRate[c] = max(floorRate[c], res.rate())
 			o.logf("round %d exchange c=%d floor: %.0f/s", round+1, c, res.rate())
@@ -683,7 +691,7 @@ func runFloorVsMcpgate(ctx context.Context, o *tokenOptions, rep *tokenReport, d
 				return err
 			}
 			var idx atomic.Int64
-			stopProf, err := prof.startProfile(fmt.Sprintf("token-exchange-c%d-r%d", c, round+1), serverMcpgate)
+			stopProf, err = prof.startProfile(fmt.Sprintf("token-exchange-c%d-r%d", c, round+1), serverMcpgate)
 			if err != nil {
 				return err
 			}
@@ -700,8 +708,15 @@ func runFloorVsMcpgate(ctx context.Context, o *tokenOptions, rep *tokenReport, d
 			rep.add(fmt.Sprintf("exchange c=%d %s", c, serverMcpgate), res)
 			o.logf("round %d exchange c=%d mcpgate: %.0f/s", round+1, c, res.rate())
 
+			stopProf, err = prof.startProfile(fmt.Sprintf("token-refresh-c%d-r%d", c, round+1), serverFloor)
+			if err != nil {
+				return err
+			}
 			res = tokenLoad(ctx, floorBase+"/token", c, o.Warmup, o.Duration, floor.pid(),
 				func(int) url.Values { return refreshForm(in.client, "rt") }, func(int, string) {})
+			if stopProf != nil {
+				stopProf()
+			}
 			rep.add(fmt.Sprintf("refresh c=%d %s", c, serverFloor), res)
 			o.logf("round %d refresh c=%d floor: %.0f/s", round+1, c, res.rate())
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,30 @@ func TestTokenScenarios(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// With -profile, both servers of the token scenario are profiled: CPU,
+// allocations and an execution trace, per grant type, each a real file.
+func TestTokenScenarioProfiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	dir := t.TempDir()
+	o := tokenOptions{Scenario: scenarioToken, Conc: []int{2}, Duration: 500 * time.Millisecond, Warmup: 100 * time.Millisecond,
+		Rounds: 1, Store: store.DriverSQLite, ProfileDir: dir}
+	if _, err := runToken(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	for _, grant := range []string{"exchange", "refresh"} {
+		for _, server := range []string{serverFloor, serverMcpgate} {
+			for _, kind := range []string{"cpu.prof", "allocs0.prof", "allocs1.prof", "trace"} {
+				name := fmt.Sprintf("token-%s-c2-r1-%s.%s", grant, server, kind)
+				if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+					t.Errorf("%s: %v (empty: %v)", name, err, err == nil)
+				}
+			}
+		}
 	}
 }
 
