@@ -270,12 +270,16 @@ type Store interface {
 	// give it for the token, or GetGrant for its grant (unknown or expired).
 	// A rotated token and a revoked grant are returned as those methods
 	// return them (RotatedAt/ReplacedBy, Revoked set); the caller checks.
+	// The answer may come from a cache of this process's reads and writes
+	// (SQLite), so a change made by another process can show late: only
+	// RotateRefreshToken's answer is authoritative.
 	GetRefreshTokenGrant(ctx context.Context, hash string) (*RefreshToken, *Grant, error)
 	// RotateRefreshToken atomically marks oldHash as replaced by next.Hash at
 	// now and inserts next. Exactly one of several concurrent rotations of
 	// the same token succeeds; the others (and any rotation of an already
 	// rotated token) get ErrConflict. ErrNotFound if oldHash is unknown or
-	// expired, or if next's grant does not exist.
+	// expired or its grant revoked (whatever the caller read before), or if
+	// next's grant does not exist.
 	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken, now time.Time) error
 	// RevokeRefreshTokensForGrant deletes every refresh token of the grant
 	// (idempotent; no error if there are none).

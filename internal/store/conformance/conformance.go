@@ -978,6 +978,22 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 	exp := newRefresh("rt-expired", "grant-3", n.Add(-48*time.Hour))
 	must(t, "seed grant-3", seed(s, newGrant("grant-3", n), exp))
 	wantErr(t, "RotateRefreshToken expired", s.RotateRefreshToken(ctx, exp.Hash, newRefresh("rt-7", "grant-1", n), n), store.ErrNotFound)
+
+	// A current token of a grant revoked after it was read is not rotated.
+	rev := newRefresh("rt-8", "grant-4", n)
+	must(t, "seed grant-4", seed(s, newGrant("grant-4", n), rev))
+	_, _, err = s.GetRefreshTokenGrant(ctx, rev.Hash)
+	must(t, "GetRefreshTokenGrant 8", err)
+	must(t, "RevokeGrant 4", s.RevokeGrant(ctx, "grant-4"))
+	revNext := newRefresh("rt-9", "grant-4", n)
+	wantErr(t, "RotateRefreshToken of a revoked grant", s.RotateRefreshToken(ctx, rev.Hash, revNext, n), store.ErrNotFound)
+	got, err = s.GetRefreshToken(ctx, rev.Hash)
+	must(t, "GetRefreshToken 8", err)
+	if !got.RotatedAt.IsZero() || got.ReplacedBy != "" {
+		t.Errorf("a revoked grant's token was rotated: %+v", got)
+	}
+	_, err = s.GetRefreshToken(ctx, revNext.Hash)
+	wantErr(t, "GetRefreshToken of a revoked grant's successor", err, store.ErrNotFound)
 }
 
 func testRotateRefreshTokenConcurrent(t *testing.T, s store.Store) {

@@ -346,6 +346,9 @@ func (s *Store) RotateRefreshToken(_ context.Context, oldHash string, next *stor
 	if !ok || !live(old.ExpiresAt) {
 		return store.ErrNotFound
 	}
+	if g, ok := s.grants[old.GrantID]; !ok || g.Revoked {
+		return store.ErrNotFound
+	}
 	if !old.RotatedAt.IsZero() {
 		return store.ErrConflict
 	}

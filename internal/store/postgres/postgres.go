@@ -411,7 +411,8 @@ const (
 	// update with it. Casts: parameters of an INSERT … SELECT take no type
 	// from the target columns.
 	qRotateRefresh = `WITH cur AS (UPDATE refresh_tokens SET rotated_at = $1, replaced_by = $2::text
-			WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4) RETURNING 1)
+			WHERE k = $3 AND rotated_at IS NULL AND (expires_at IS NULL OR expires_at > $4)
+			AND NOT (SELECT revoked FROM grants WHERE k = refresh_tokens.grant_k) RETURNING 1)
 		INSERT INTO refresh_tokens (k, grant_k, ` + refreshCols + `)
 		SELECT $5::bytea, $6::bytea, $2::text, $7::text, $8::text, $9::timestamptz, $10::timestamptz, $11::timestamptz, $12::text
 		FROM cur`
@@ -421,8 +422,8 @@ const (
 		g.version, g.created_at, g.expires_at, g.revoked
 		FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k
 		WHERE t.k = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) AND (g.expires_at IS NULL OR g.expires_at > $2)`
-	qRefreshLive = `SELECT EXISTS (SELECT 1 FROM refresh_tokens
-		WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2))`
+	qRefreshLive = `SELECT EXISTS (SELECT 1 FROM refresh_tokens t JOIN grants g ON g.k = t.grant_k
+		WHERE t.k = $1 AND (t.expires_at IS NULL OR t.expires_at > $2) AND NOT g.revoked)`
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_k = $1`
 )
 
@@ -573,7 +574,8 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 	if tag.RowsAffected() == 1 {
 		return nil
 	}
-	// Not current: already rotated (a conflict) or unknown/expired.
+	// Not current: already rotated (a conflict), or unknown, expired or of
+	// a revoked grant.
 	var live bool
 	if err := s.pool.QueryRow(ctx, qRefreshLive, k, cur).Scan(&live); err != nil {
 		return mapErr("rotate refresh token", err)

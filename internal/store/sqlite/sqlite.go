@@ -62,6 +62,7 @@ type Store struct {
 	raw rawConn // the token endpoint's statements on w, through the driver
 
 	group *groupcommit.Queue[*txOp] // write transactions of the token endpoint, committed together
+	rc    *refreshCache             // current refresh tokens with their grants (see refreshCache)
 
 	ckpt     *sql.DB // checkpoints the WAL in the background (nil in memory)
 	walPath  string
@@ -85,7 +86,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, errors.New("sqlite: dsn must be a plain file path (mcpgate sets the connection options itself)")
 	}
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMillis)
-	s := &Store{}
+	s := &Store{rc: newRefreshCache(maxRefreshCache)}
 	s.group = groupcommit.New(maxBatch, s.lead)
 	if dsn == MemoryDSN {
 		// Each connection to :memory: is a separate database: use one.
@@ -794,12 +795,14 @@ func (s *Store) GetGrant(ctx context.Context, id string) (*store.Grant, error) {
 
 // RevokeGrant implements store.Store.
 func (s *Store) RevokeGrant(ctx context.Context, id string) error {
+	defer s.rc.dropGrant(id)
 	res, err := s.exec(ctx, qRevokeGrant, store.GrantKeyBytes(id))
 	return affected("revoke grant", res, err)
 }
 
 // UpdateGrantUpstream implements store.Store.
 func (s *Store) UpdateGrantUpstream(ctx context.Context, id string, identity, sealed []byte, expiry time.Time, expectedVersion int64) error {
+	defer s.rc.dropGrant(id)
 	k, now := store.GrantKeyBytes(id), nowMicros()
 	var ident any // NULL keeps the stored identity
 	if identity != nil {
@@ -846,15 +849,19 @@ const (
 	qInsertRefresh = `INSERT INTO refresh_tokens (k, grant_n, hash, client_id, created_at, expires_at, rotated_at, replaced_by)
 		SELECT ?1, n, ?2, ?3, ?4, ?5, ?6, ?7 FROM grants WHERE n = ifnull(?9, (SELECT n FROM grants WHERE k = ?8)) AND k = ?8`
 	// By the token's key alone; the caller checks the expiry (see qGetRefreshGrant).
-	qGetRefresh    = `SELECT ` + refreshColsT + ` FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n WHERE t.k = ?`
+	qGetRefresh = `SELECT ` + refreshColsT + ` FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n WHERE t.k = ?`
+	// Only a current token of a grant that is not revoked: the database
+	// decides, whatever the caller (or refreshCache) read before.
 	qRotateRefresh = `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ?
-		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?) RETURNING grant_n`
+		WHERE k = ? AND rotated_at = 0 AND (expires_at = 0 OR expires_at > ?)
+		AND (SELECT revoked FROM grants WHERE n = refresh_tokens.grant_n) = 0 RETURNING grant_n`
 	// A token and its grant, by the token's key alone: GetRefreshTokenGrant
 	// checks both expiries. Bound in SQL, they made SQLite prepare the
 	// join again at every step, as the planner's choice depends on them.
 	qGetRefreshGrant = `SELECT ` + refreshColsT + `, ` + grantColsG + `
 		FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n WHERE t.k = ?`
-	qRefreshLive   = `SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE k = ? AND (expires_at = 0 OR expires_at > ?))`
+	qRefreshLive = `SELECT EXISTS (SELECT 1 FROM refresh_tokens t JOIN grants g ON g.n = t.grant_n
+		WHERE t.k = ? AND (t.expires_at = 0 OR t.expires_at > ?) AND g.revoked = 0)`
 	qRevokeRefresh = `DELETE FROM refresh_tokens WHERE grant_n = (SELECT n FROM grants WHERE k = ?)`
 )
 
@@ -929,9 +936,14 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*store.Refres
 	return r.token(hash), nil
 }
 
-// GetRefreshTokenGrant implements store.Store: one query on the writer
-// (see warmRow), the token by its key and its grant by primary key.
+// GetRefreshTokenGrant implements store.Store: from refreshCache, or one
+// query on the writer (see warmRow), the token by its key and its grant by
+// primary key, which refreshCache then keeps.
 func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.RefreshToken, *store.Grant, error) {
+	if t, g, ok := s.rc.get(hash, nowMicros()); ok {
+		return t, g, nil
+	}
+	gen := s.rc.generation()
 	var row struct {
 		t refreshRow
 		g grantRow
@@ -948,7 +960,9 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 	if err != nil {
 		return nil, nil, mapErr("get refresh token and grant", err)
 	}
-	return row.t.token(hash), g, nil
+	t := row.t.token(hash)
+	s.rc.put(t, g, gen)
+	return t, g, nil
 }
 
 // RotateRefreshToken implements store.Store: in one write transaction
@@ -957,14 +971,15 @@ func (s *Store) GetRefreshTokenGrant(ctx context.Context, hash string) (*store.R
 // its error, so a second run (see write) answers as the first would have.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *store.RefreshToken, now time.Time) error {
 	k, rotatedAt := key(oldHash), micros(now)
-	return s.write(ctx, func(ctx context.Context, tx *rawConn) error {
+	err := s.write(ctx, func(ctx context.Context, tx *rawConn) error {
 		nowUS := nowMicros()
 		var grantN int64
 		if err := tx.row(ctx, qRotateRefresh, rotatedAt, tokenRef(next.Hash), k, nowUS).Scan(&grantN); err != nil {
 			if err := mapErr("rotate refresh token", err); !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			// Not current: already rotated (a conflict) or unknown/expired.
+			// Not current: already rotated (a conflict), or unknown,
+			// expired or of a revoked grant.
 			var live bool
 			if err := tx.row(ctx, qRefreshLive, k, nowUS).Scan(&live); err != nil {
 				return mapErr("rotate refresh token", err)
@@ -976,10 +991,17 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *st
 		}
 		return s.insertRefresh(ctx, tx, next, grantN)
 	})
+	if err != nil {
+		s.rc.drop(oldHash)
+		return err
+	}
+	s.rc.rotated(oldHash, next)
+	return nil
 }
 
 // RevokeRefreshTokensForGrant implements store.Store.
 func (s *Store) RevokeRefreshTokensForGrant(ctx context.Context, grantID string) error {
+	defer s.rc.dropGrant(grantID)
 	_, err := s.exec(ctx, qRevokeRefresh, store.GrantKeyBytes(grantID))
 	return mapErr("revoke refresh tokens", err)
 }
