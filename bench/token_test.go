@@ -50,6 +50,15 @@ func TestTokenScenarios(t *testing.T) {
 					t.Errorf("%s: %d requests, %d errors (%s), ran out: %v", k, r.Requests, r.Errors, r.FirstErr, r.Ran)
 				}
 			}
+			// Every instance refreshed each of its grants once before the rounds.
+			if instances := max(1, len(o.Grants)); len(rep.FirstPass) != instances {
+				t.Errorf("first passes %v, want one per mcpgate instance (%d)", rep.FirstPass, instances)
+			}
+			for k, r := range rep.FirstPass {
+				if r <= 0 {
+					t.Errorf("first pass of %s: %.0f/s", k, r)
+				}
+			}
 			md := rep.markdown("go run ./bench -scenarios " + o.Scenario)
 			if n := strings.Count(md, "**"); n != 2*(want/2) {
 				t.Errorf("%d ratios in the report, want %d:\n%s", n/2, want/2, md)

@@ -33,7 +33,17 @@ type Config struct {
 	DSN string `yaml:"dsn" secret:"true"`
 	// SweepInterval is how often expired objects are deleted (0 = default).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// RefreshCacheMiB bounds, for driver sqlite, the memory that keeps each
+	// active session's current refresh token with its grant, so that a
+	// refresh does not read them from the database (0 = default, 128 MiB):
+	// about 850 bytes per session with built-in users, more with an IdP's
+	// upstream tokens; the oldest sessions leave first. 1 to 4096.
+	RefreshCacheMiB int `yaml:"refresh_cache_mib"`
 }
+
+// DefaultRefreshCacheMiB is RefreshCacheMiB's default: about 150k sessions
+// with built-in users.
+const DefaultRefreshCacheMiB = 128
 
 // SetDefaults fills unset fields.
 func (c *Config) SetDefaults() {
@@ -42,6 +52,9 @@ func (c *Config) SetDefaults() {
 		c.DSN = DefaultSQLitePath
 	}
 	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	if c.Driver == DriverSQLite {
+		c.RefreshCacheMiB = cmp.Or(c.RefreshCacheMiB, DefaultRefreshCacheMiB)
+	}
 }
 
 // Validate reports every problem under path (e.g. "store").
@@ -63,6 +76,12 @@ func (c *Config) Validate(path string, p *validate.Problems) {
 		}
 	default:
 		p.Add(validate.Join(path, "driver"), "must be one of sqlite, postgres, memory (got %q)", c.Driver)
+	}
+	switch {
+	case c.RefreshCacheMiB != 0 && c.Driver != DriverSQLite:
+		p.Add(validate.Join(path, "refresh_cache_mib"), "is for driver sqlite only")
+	case c.RefreshCacheMiB < 0 || c.RefreshCacheMiB > 4096:
+		p.Add(validate.Join(path, "refresh_cache_mib"), "must be 1 to 4096 (got %d)", c.RefreshCacheMiB)
 	}
 	if c.SweepInterval < time.Second {
 		p.Add(validate.Join(path, "sweep_interval"), "must be at least 1s (got %s)", c.SweepInterval)

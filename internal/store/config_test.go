@@ -19,14 +19,14 @@ import (
 func TestConfigDefaults(t *testing.T) {
 	var c store.Config
 	c.SetDefaults()
-	want := store.Config{Driver: "sqlite", DSN: "./mcpgate.db", SweepInterval: 5 * time.Minute}
+	want := store.Config{Driver: "sqlite", DSN: "./mcpgate.db", SweepInterval: 5 * time.Minute, RefreshCacheMiB: 128}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
 	pg := store.Config{Driver: "postgres"}
 	pg.SetDefaults()
-	if pg.DSN != "" {
-		t.Errorf("postgres got a default DSN %q", pg.DSN)
+	if pg.DSN != "" || pg.RefreshCacheMiB != 0 {
+		t.Errorf("postgres got a default DSN %q or refresh cache %d", pg.DSN, pg.RefreshCacheMiB)
 	}
 }
 
@@ -60,6 +60,13 @@ func TestConfigValidate(t *testing.T) {
 			[]string{"store.dsn: is required for driver postgres (a connection string)"}},
 		{"memory with dsn", store.Config{Driver: "memory", DSN: "x", SweepInterval: time.Minute},
 			[]string{"store.dsn: must be empty for driver memory"}},
+		{"sqlite refresh cache", store.Config{Driver: "sqlite", DSN: "x.db", SweepInterval: time.Minute, RefreshCacheMiB: 1}, nil},
+		{"refresh cache too large", store.Config{Driver: "sqlite", DSN: "x.db", SweepInterval: time.Minute, RefreshCacheMiB: 4097},
+			[]string{"store.refresh_cache_mib: must be 1 to 4096 (got 4097)"}},
+		{"refresh cache negative", store.Config{Driver: "sqlite", DSN: "x.db", SweepInterval: time.Minute, RefreshCacheMiB: -1},
+			[]string{"store.refresh_cache_mib: must be 1 to 4096 (got -1)"}},
+		{"refresh cache on postgres", store.Config{Driver: "postgres", DSN: "postgres://x", SweepInterval: time.Minute, RefreshCacheMiB: 64},
+			[]string{"store.refresh_cache_mib: is for driver sqlite only"}},
 		{"every problem at once", store.Config{Driver: "sqlite", SweepInterval: -time.Second},
 			[]string{"store.dsn: is required for driver sqlite (a file path)", "store.sweep_interval: must be at least 1s (got -1s)"}},
 	} {

@@ -20,7 +20,7 @@ import (
 func Open(ctx context.Context, cfg store.Config, log *slog.Logger) (store.Store, error) {
 	switch cfg.Driver {
 	case store.DriverSQLite:
-		return sqlite.Open(ctx, cfg.DSN)
+		return sqlite.OpenOptions(ctx, cfg.DSN, sqlite.Options{RefreshCacheBytes: cfg.RefreshCacheMiB << 20})
 	case store.DriverPostgres:
 		return postgres.Open(ctx, cfg.DSN)
 	case store.DriverMemory:

@@ -25,12 +25,13 @@ import (
 // Values are shared and read only: lookups return copies of the structs,
 // whose slices (scopes, identity, sealed secrets) nobody writes.
 type refreshCache struct {
-	mu      sync.Mutex
-	max     int
-	entries map[string]*refreshEntry // by token hash
-	ring    []*refreshEntry          // insertion order: the oldest goes first when full
-	next    int                      // ring's next slot
-	gen     uint64                   // bumped by every drop of a grant's tokens
+	mu       sync.Mutex
+	maxBytes int
+	bytes    int                      // the cached entries' cost (entryCost)
+	entries  map[string]*refreshEntry // by token hash
+	fifo     []*refreshEntry          // insertion order from head, the oldest first out; removed entries stay until passed or compacted
+	head     int
+	gen      uint64 // bumped by every drop of a grant's tokens
 }
 
 type refreshEntry struct {
@@ -38,15 +39,29 @@ type refreshEntry struct {
 	g       *store.Grant       // not revoked
 	expires int64              // t's expiry, µs (0: none)
 	gExp    int64              // g's expiry, µs (0: none)
+	cost    int
 }
 
-// maxRefreshCache bounds the cache: with a grant of the usual size (an
-// identity and sealed upstream tokens) about 1 KB per entry. A session that
-// refreshes after its entry was pushed out is read from the database.
-const maxRefreshCache = 4096
+// The cache's bound (store.Config.RefreshCacheMiB): an entry costs its
+// variable-length fields and about 400 bytes of structs, map and queue
+// (entryCost); with built-in users about 850 bytes in all. A refresh whose
+// token is not here is read from the database.
 
-func newRefreshCache(max int) *refreshCache {
-	return &refreshCache{max: max, entries: make(map[string]*refreshEntry, max), ring: make([]*refreshEntry, max)}
+// entryOverhead approximates an entry's fixed cost: the two structs, its
+// map slot and hash key, its queue slot.
+const entryOverhead = 400
+
+func entryCost(t *store.RefreshToken, g *store.Grant) int {
+	n := entryOverhead + len(t.Hash) + len(t.GrantID) + len(t.ClientID) + len(t.ReplacedBy) +
+		len(g.ID) + len(g.ClientID) + len(g.UserKey) + len(g.Resource) + len(g.Identity) + len(g.UpstreamTokens)
+	for _, sc := range g.Scopes {
+		n += 16 + len(sc)
+	}
+	return n
+}
+
+func newRefreshCache(maxBytes int) *refreshCache {
+	return &refreshCache{maxBytes: maxBytes, entries: make(map[string]*refreshEntry)}
 }
 
 // generation is taken before a read whose result may be put.
@@ -66,7 +81,7 @@ func (c *refreshCache) get(hash string, now int64) (*store.RefreshToken, *store.
 		return nil, nil, false
 	}
 	if (e.expires != 0 && e.expires <= now) || (e.gExp != 0 && e.gExp <= now) {
-		delete(c.entries, hash)
+		c.removeLocked(e)
 		return nil, nil, false
 	}
 	t, g := e.t, *e.g
@@ -97,7 +112,7 @@ func (c *refreshCache) rotated(oldHash string, next *store.RefreshToken) {
 	if !ok {
 		return
 	}
-	delete(c.entries, oldHash)
+	c.removeLocked(e)
 	// As a read would return it: times at the stored precision.
 	t := store.RefreshToken{Hash: next.Hash, GrantID: next.GrantID, ClientID: next.ClientID,
 		CreatedAt: fromMicros(micros(next.CreatedAt)), ExpiresAt: fromMicros(micros(next.ExpiresAt))}
@@ -108,7 +123,9 @@ func (c *refreshCache) rotated(oldHash string, next *store.RefreshToken) {
 func (c *refreshCache) drop(hash string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.entries, hash)
+	if e, ok := c.entries[hash]; ok {
+		c.removeLocked(e)
+	}
 }
 
 // dropGrant forgets grant id's tokens, and every read under way.
@@ -116,21 +133,51 @@ func (c *refreshCache) dropGrant(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	for h, e := range c.entries {
+	for _, e := range c.entries {
 		if e.t.GrantID == id {
-			delete(c.entries, h)
+			c.removeLocked(e) // deleting while ranging is allowed
 		}
 	}
 }
 
 func (c *refreshCache) addLocked(t store.RefreshToken, g *store.Grant) {
-	e := &refreshEntry{t: t, g: g, expires: micros(t.ExpiresAt), gExp: micros(g.ExpiresAt)}
-	if old := c.ring[c.next]; old != nil && c.entries[old.t.Hash] == old {
-		delete(c.entries, old.t.Hash)
+	e := &refreshEntry{t: t, g: g, expires: micros(t.ExpiresAt), gExp: micros(g.ExpiresAt), cost: entryCost(&t, g)}
+	if e.cost > c.maxBytes {
+		return
 	}
-	c.ring[c.next] = e
-	c.next = (c.next + 1) % len(c.ring)
+	if old, ok := c.entries[t.Hash]; ok {
+		c.removeLocked(old)
+	}
+	for c.bytes+e.cost > c.maxBytes {
+		old := c.fifo[c.head]
+		c.fifo[c.head] = nil
+		c.head++
+		if c.entries[old.t.Hash] == old {
+			c.removeLocked(old)
+		}
+	}
+	if removed := len(c.fifo) - c.head - len(c.entries); c.head > len(c.fifo)/2 || removed > len(c.entries)+64 {
+		// Keep the queue about as long as the cache: the entries still
+		// cached, in order, at its front.
+		n := 0
+		for _, q := range c.fifo[c.head:] {
+			if c.entries[q.t.Hash] == q {
+				c.fifo[n] = q
+				n++
+			}
+		}
+		clear(c.fifo[n:])
+		c.fifo, c.head = c.fifo[:n], 0
+	}
+	c.fifo = append(c.fifo, e)
+	c.bytes += e.cost
 	c.entries[t.Hash] = e
+}
+
+// removeLocked forgets e (cached); its queue slot goes later.
+func (c *refreshCache) removeLocked(e *refreshEntry) {
+	delete(c.entries, e.t.Hash)
+	c.bytes -= e.cost
 }
 
 // len is the number of cached tokens (for tests).

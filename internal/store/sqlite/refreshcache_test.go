@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -157,7 +158,7 @@ func TestRefreshCacheDropsOnGrantWrites(t *testing.T) {
 
 // A cached token past its expiry (or its grant's) is not served.
 func TestRefreshCacheExpiry(t *testing.T) {
-	c := newRefreshCache(4)
+	c := newRefreshCache(1 << 20)
 	now := time.Now()
 	g := &store.Grant{ID: "g", ExpiresAt: now.Add(time.Hour)}
 	c.put(&store.RefreshToken{Hash: "a", GrantID: "g", ExpiresAt: now.Add(time.Minute)}, g, c.generation())
@@ -180,21 +181,45 @@ func TestRefreshCacheExpiry(t *testing.T) {
 // revoked grants and reads that raced with a drop are not cached; and what
 // a caller does to the copies it got does not reach the cache.
 func TestRefreshCachePuts(t *testing.T) {
-	c := newRefreshCache(4)
 	g := &store.Grant{ID: "g", Scopes: []string{"mcp"}}
+	cost := entryCost(&store.RefreshToken{Hash: "1-in", GrantID: "g"}, g) // every hash here has 4 bytes
+	c := newRefreshCache(4 * cost)
 	for _, h := range []string{"1", "2", "3", "4", "5", "6"} {
-		c.put(&store.RefreshToken{Hash: h, GrantID: "g"}, g, c.generation())
+		c.put(&store.RefreshToken{Hash: h + "-in", GrantID: "g"}, g, c.generation())
 	}
-	if c.len() != 4 {
-		t.Errorf("%d entries, want the bound 4", c.len())
+	if c.len() != 4 || c.bytes != 4*cost {
+		t.Errorf("%d entries of %d bytes, want the bound: 4 of %d", c.len(), c.bytes, 4*cost)
 	}
 	for _, h := range []string{"3", "4", "5", "6"} {
-		if _, _, ok := c.get(h, 1); !ok {
+		if _, _, ok := c.get(h+"-in", 1); !ok {
 			t.Errorf("%s: not among the newest", h)
 		}
 	}
+	// A rotation replaces its token: what it removed frees its bytes, so
+	// rotating every cached session keeps them all, however often.
+	for round := range 100 {
+		for _, h := range []string{"3", "4", "5", "6"} {
+			prev := fmt.Sprintf("%s-%02d", h, round-1)
+			if round == 0 {
+				prev = h + "-in"
+			}
+			c.rotated(prev, &store.RefreshToken{Hash: fmt.Sprintf("%s-%02d", h, round), GrantID: "g"})
+		}
+	}
+	if c.len() != 4 || c.bytes != 4*cost || len(c.fifo)-c.head > 2*4+64 {
+		t.Errorf("after rotations: %d entries, %d bytes, queue %d long", c.len(), c.bytes, len(c.fifo)-c.head)
+	}
+	for _, h := range []string{"3-99", "4-99", "5-99", "6-99"} {
+		if _, _, ok := c.get(h, 1); !ok {
+			t.Errorf("%s: the last successor is not cached", h)
+		}
+	}
+	c.put(&store.RefreshToken{Hash: "huge", GrantID: "g"}, &store.Grant{ID: "g", Identity: make([]byte, 5*cost)}, c.generation())
+	if _, _, ok := c.get("huge", 1); ok || c.len() != 4 {
+		t.Errorf("an entry larger than the cache was cached (%d entries)", c.len())
+	}
 
-	c = newRefreshCache(4)
+	c = newRefreshCache(4 * cost)
 	c.put(&store.RefreshToken{Hash: "rotated", RotatedAt: time.Now()}, g, c.generation())
 	c.put(&store.RefreshToken{Hash: "revoked"}, &store.Grant{Revoked: true}, c.generation())
 	gen := c.generation()
@@ -211,5 +236,19 @@ func TestRefreshCachePuts(t *testing.T) {
 	rt, got, _ = c.get("x", 1)
 	if rt.ClientID != "" || got.ID != "g" || got.ClientID != "" || got.Revoked {
 		t.Errorf("a caller's change reached the cache: %+v %+v", rt, got)
+	}
+}
+
+// The cache's bound is the option's, else store.DefaultRefreshCacheMiB.
+func TestRefreshCacheBound(t *testing.T) {
+	for _, tc := range []struct{ opt, want int }{{0, store.DefaultRefreshCacheMiB << 20}, {3 << 20, 3 << 20}} {
+		s, err := OpenOptions(context.Background(), MemoryDSN, Options{RefreshCacheBytes: tc.opt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.rc.maxBytes != tc.want {
+			t.Errorf("RefreshCacheBytes %d: bound %d, want %d", tc.opt, s.rc.maxBytes, tc.want)
+		}
+		s.Close()
 	}
 }

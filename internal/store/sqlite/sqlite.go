@@ -20,6 +20,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -79,6 +80,18 @@ const busyTimeoutMillis = 10000
 // new database file with mode 0600: the file holds sealed secrets and
 // token metadata. dsn == MemoryDSN opens a private in-memory database.
 func Open(ctx context.Context, dsn string) (*Store, error) {
+	return OpenOptions(ctx, dsn, Options{})
+}
+
+// Options are the store's settings; the zero value means the defaults.
+type Options struct {
+	// RefreshCacheBytes bounds the refresh cache (see refreshCache); 0:
+	// store.DefaultRefreshCacheMiB.
+	RefreshCacheBytes int
+}
+
+// OpenOptions is Open with settings.
+func OpenOptions(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if dsn == "" {
 		return nil, errors.New("sqlite: empty path")
 	}
@@ -86,7 +99,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, errors.New("sqlite: dsn must be a plain file path (mcpgate sets the connection options itself)")
 	}
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", busyTimeoutMillis)
-	s := &Store{rc: newRefreshCache(maxRefreshCache)}
+	s := &Store{rc: newRefreshCache(cmp.Or(o.RefreshCacheBytes, store.DefaultRefreshCacheMiB<<20))}
 	s.group = groupcommit.New(maxBatch, s.lead)
 	if dsn == MemoryDSN {
 		// Each connection to :memory: is a separate database: use one.
