@@ -929,7 +929,7 @@ func (r *tokenReport) markdown(cmd string) string {
 	}
 	if len(r.FirstPass) > 0 {
 		b.WriteString("\n\nBefore the rounds every seeded grant was refreshed once through the server, so that the tokens measured are" +
-			" ones it issued, as in production (and in its refresh cache, as there); that first pass read each token from the database:")
+			" ones it issued, as a client's are (SQLite keeps them in its refresh cache); that first pass read each token from the database:")
 		for _, k := range slices.Sorted(maps.Keys(r.FirstPass)) {
 			fmt.Fprintf(&b, " %s %.0f/s;", k, r.FirstPass[k])
 		}
