@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -75,6 +76,10 @@ func TestHarnessInProcess(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	// The commit measured, as git names it (or says why it cannot).
+	if !regexp.MustCompile("(?m)^Commit: ([0-9a-f]{7}( with uncommitted changes)?|unknown \\(not a git checkout\\))  $").MatchString(md) {
+		t.Errorf("report names no commit:\n%s", md)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -117,6 +118,7 @@ func (r *report) markdown(command string) string {
 	}
 	fmt.Fprintf(&b, "Command: `%s`  \n", command)
 	fmt.Fprintf(&b, "Date: %s; wall time %s  \n", r.Start.UTC().Format("2006-01-02 15:04 MST"), r.Wall.Round(time.Second))
+	fmt.Fprintf(&b, "Commit: %s  \n", commit())
 	fmt.Fprintf(&b, "Machine: %s  \n", machine())
 	fmt.Fprintf(&b, "Load average (1/5/15 min) at start %.2f / %.2f / %.2f, at end %.2f / %.2f / %.2f; other work was running on the machine, so absolute numbers are noisy — compare targets within this run.  \n",
 		r.LoadStart[0], r.LoadStart[1], r.LoadStart[2], r.LoadEnd[0], r.LoadEnd[1], r.LoadEnd[2])
@@ -266,6 +268,20 @@ func (r *report) cpuTable(b *bytes.Buffer) {
 }
 
 // machine describes the host: CPUs, CPU model, memory, kernel, Go.
+// commit names the checkout measured: its HEAD, and whether tracked files
+// differ from it.
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short=7", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err != nil || len(st) > 0 {
+		c += " with uncommitted changes"
+	}
+	return c
+}
+
 func machine() string {
 	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {

@@ -888,8 +888,8 @@ func (r *tokenReport) errors() int {
 func (r *tokenReport) markdown(cmd string) string {
 	var b strings.Builder
 	o := r.Opts
-	fmt.Fprintf(&b, "Command: `%s` (%s store, %s warm-up + %s measured × %d rounds, %s)\n\n",
-		cmd, o.Store, o.Warmup, o.Duration, o.Rounds, r.Start.UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "Command: `%s` (%s store, %s warm-up + %s measured × %d rounds, %s, commit %s)\n\n",
+		cmd, o.Store, o.Warmup, o.Duration, o.Rounds, r.Start.UTC().Format("2006-01-02 15:04 UTC"), commit())
 	baseline := func(key string) string {
 		if o.Scenario == scenarioScale {
 			f := strings.Fields(key)
