@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"container/list"
 	"sync"
 
 	"github.com/mcpgate/mcpgate/internal/store"
@@ -24,14 +25,17 @@ import (
 //
 // Values are shared and read only: lookups return copies of the structs,
 // whose slices (scopes, identity, sealed secrets) nobody writes.
+//
+// A grant has one current token, so the cache holds at most one entry per
+// grant: a newer one replaces it, and dropping a grant is one lookup.
 type refreshCache struct {
 	mu       sync.Mutex
 	maxBytes int
 	bytes    int                      // the cached entries' cost (entryCost)
 	entries  map[string]*refreshEntry // by token hash
-	fifo     []*refreshEntry          // insertion order from head, the oldest first out; removed entries stay until passed or compacted
-	head     int
-	gen      uint64 // bumped by every drop of a grant's tokens
+	byGrant  map[string]*refreshEntry // by grant ID
+	order    list.List                // of *refreshEntry, oldest first: the first to go when full
+	gen      uint64                   // bumped by every drop of a grant's tokens
 }
 
 type refreshEntry struct {
@@ -40,10 +44,11 @@ type refreshEntry struct {
 	expires int64              // t's expiry, µs (0: none)
 	gExp    int64              // g's expiry, µs (0: none)
 	cost    int
+	elem    *list.Element // in order
 }
 
 // entryOverhead approximates an entry's fixed cost: the two structs, its
-// map slot and hash key, its queue slot. With its variable-length fields
+// map slots and hash key, its list element. With its variable-length fields
 // (entryCost) an entry of a built-in user costs about 850 bytes, which is
 // what the heap grows by per entry (measured). The bound is
 // store.Config.RefreshCacheMiB; a refresh whose token was pushed out is
@@ -60,7 +65,7 @@ func entryCost(t *store.RefreshToken, g *store.Grant) int {
 }
 
 func newRefreshCache(maxBytes int) *refreshCache {
-	return &refreshCache{maxBytes: maxBytes, entries: make(map[string]*refreshEntry)}
+	return &refreshCache{maxBytes: maxBytes, entries: make(map[string]*refreshEntry), byGrant: make(map[string]*refreshEntry)}
 }
 
 // generation is taken before a read whose result may be put.
@@ -132,10 +137,8 @@ func (c *refreshCache) dropGrant(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	for _, e := range c.entries {
-		if e.t.GrantID == id {
-			c.removeLocked(e) // deleting while ranging is allowed
-		}
+	if e, ok := c.byGrant[id]; ok {
+		c.removeLocked(e)
 	}
 }
 
@@ -147,35 +150,23 @@ func (c *refreshCache) addLocked(t store.RefreshToken, g *store.Grant) {
 	if old, ok := c.entries[t.Hash]; ok {
 		c.removeLocked(old)
 	}
+	if old, ok := c.byGrant[t.GrantID]; ok {
+		c.removeLocked(old)
+	}
 	for c.bytes+e.cost > c.maxBytes {
-		old := c.fifo[c.head]
-		c.fifo[c.head] = nil
-		c.head++
-		if c.entries[old.t.Hash] == old {
-			c.removeLocked(old)
-		}
+		c.removeLocked(c.order.Front().Value.(*refreshEntry))
 	}
-	if removed := len(c.fifo) - c.head - len(c.entries); c.head > len(c.fifo)/2 || removed > len(c.entries)+64 {
-		// Keep the queue about as long as the cache: the entries still
-		// cached, in order, at its front.
-		n := 0
-		for _, q := range c.fifo[c.head:] {
-			if c.entries[q.t.Hash] == q {
-				c.fifo[n] = q
-				n++
-			}
-		}
-		clear(c.fifo[n:])
-		c.fifo, c.head = c.fifo[:n], 0
-	}
-	c.fifo = append(c.fifo, e)
+	e.elem = c.order.PushBack(e)
 	c.bytes += e.cost
 	c.entries[t.Hash] = e
+	c.byGrant[t.GrantID] = e
 }
 
-// removeLocked forgets e (cached); its queue slot goes later.
+// removeLocked forgets e, which is cached.
 func (c *refreshCache) removeLocked(e *refreshEntry) {
+	c.order.Remove(e.elem)
 	delete(c.entries, e.t.Hash)
+	delete(c.byGrant, e.t.GrantID)
 	c.bytes -= e.cost
 }
 

@@ -162,7 +162,7 @@ func TestRefreshCacheExpiry(t *testing.T) {
 	now := time.Now()
 	g := &store.Grant{ID: "g", ExpiresAt: now.Add(time.Hour)}
 	c.put(&store.RefreshToken{Hash: "a", GrantID: "g", ExpiresAt: now.Add(time.Minute)}, g, c.generation())
-	c.put(&store.RefreshToken{Hash: "b", GrantID: "g"}, &store.Grant{ID: "g", ExpiresAt: now.Add(time.Minute)}, c.generation())
+	c.put(&store.RefreshToken{Hash: "b", GrantID: "h"}, &store.Grant{ID: "h", ExpiresAt: now.Add(time.Minute)}, c.generation())
 	later := now.Add(2 * time.Minute).UnixMicro()
 	for _, h := range []string{"a", "b"} {
 		if _, _, ok := c.get(h, now.UnixMicro()); !ok {
@@ -182,10 +182,10 @@ func TestRefreshCacheExpiry(t *testing.T) {
 // a caller does to the copies it got does not reach the cache.
 func TestRefreshCachePuts(t *testing.T) {
 	g := &store.Grant{ID: "g", Scopes: []string{"mcp"}}
-	cost := entryCost(&store.RefreshToken{Hash: "1-in", GrantID: "g"}, g) // every hash here has 4 bytes
+	cost := entryCost(&store.RefreshToken{Hash: "1-in", GrantID: "g1"}, g) // every hash here has 4 bytes, every grant ID 2
 	c := newRefreshCache(4 * cost)
 	for _, h := range []string{"1", "2", "3", "4", "5", "6"} {
-		c.put(&store.RefreshToken{Hash: h + "-in", GrantID: "g"}, g, c.generation())
+		c.put(&store.RefreshToken{Hash: h + "-in", GrantID: "g" + h}, g, c.generation())
 	}
 	if c.len() != 4 || c.bytes != 4*cost {
 		t.Errorf("%d entries of %d bytes, want the bound: 4 of %d", c.len(), c.bytes, 4*cost)
@@ -203,19 +203,30 @@ func TestRefreshCachePuts(t *testing.T) {
 			if round == 0 {
 				prev = h + "-in"
 			}
-			c.rotated(prev, &store.RefreshToken{Hash: fmt.Sprintf("%s-%02d", h, round), GrantID: "g"})
+			c.rotated(prev, &store.RefreshToken{Hash: fmt.Sprintf("%s-%02d", h, round), GrantID: "g" + h})
 		}
 	}
-	if c.len() != 4 || c.bytes != 4*cost || len(c.fifo)-c.head > 2*4+64 {
-		t.Errorf("after rotations: %d entries, %d bytes, queue %d long", c.len(), c.bytes, len(c.fifo)-c.head)
+	if c.len() != 4 || c.bytes != 4*cost || c.order.Len() != 4 || len(c.byGrant) != 4 {
+		t.Errorf("after rotations: %d entries, %d bytes, %d in order, %d grants", c.len(), c.bytes, c.order.Len(), len(c.byGrant))
 	}
 	for _, h := range []string{"3-99", "4-99", "5-99", "6-99"} {
 		if _, _, ok := c.get(h, 1); !ok {
 			t.Errorf("%s: the last successor is not cached", h)
 		}
 	}
+	// A grant has one current token: a newer one read replaces the older,
+	// and dropping the grant drops it, leaving the others.
+	// (The newest grant's, so that no eviction could explain it.)
+	c.put(&store.RefreshToken{Hash: "6-xx", GrantID: "g6"}, g, c.generation())
+	if _, _, ok := c.get("6-99", 1); ok || c.len() != 4 {
+		t.Errorf("two tokens of one grant cached (%d entries)", c.len())
+	}
+	c.dropGrant("g6")
+	if _, _, ok := c.get("6-xx", 1); ok || c.len() != 3 || c.bytes != 3*cost {
+		t.Errorf("after dropping g6: %d entries, %d bytes", c.len(), c.bytes)
+	}
 	c.put(&store.RefreshToken{Hash: "huge", GrantID: "g"}, &store.Grant{ID: "g", Identity: make([]byte, 5*cost)}, c.generation())
-	if _, _, ok := c.get("huge", 1); ok || c.len() != 4 {
+	if _, _, ok := c.get("huge", 1); ok || c.len() != 3 {
 		t.Errorf("an entry larger than the cache was cached (%d entries)", c.len())
 	}
 
